@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# A real PostgreSQL server for local runs and tests, from Debian's packages.
+#
+#   postgres.sh start DIR PORT   create a cluster in DIR once (role and database "tend"), start it
+#   postgres.sh stop DIR         stop it
+#
+# initdb refuses to run as root, so as root the server runs as the "postgres" user that
+# Debian's package creates.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+pg_bin() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+  if [[ -z $bin || ! -x $bin/initdb ]]; then
+    apt_install postgresql
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  fi
+  [[ -x $bin/initdb ]] || die "PostgreSQL server binaries not found after install: apt-get install postgresql"
+  echo "$bin"
+}
+
+as_owner() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  local dir=$1 port=$2 bin
+  bin=$(pg_bin)
+  mkdir -p "$dir"
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres:postgres "$dir"
+    # The server user must be able to reach its data directory through our folders.
+    local d=$dir
+    while [[ $d != / ]]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
+  fi
+  if [[ -f $dir/data/postmaster.pid ]] && as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    return 0
+  fi
+  port_open "$port" && die "port $port is taken by another process (another PostgreSQL?): stop it, or set DATABASE_URL to use that server"
+  if [[ ! -f $dir/data/PG_VERSION ]]; then
+    as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || die "initdb failed (see $dir/initdb.log)"
+    mkdir -p "$dir/run"; [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir/run"
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir/run'
+max_connections = 200
+shared_buffers = 256MB
+CONF
+    local fresh=1
+  fi
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
+    || die "PostgreSQL did not start (see $dir/postgres.log)"
+  if [[ -n ${fresh:-} ]]; then
+    as_owner "$bin/psql" -q -h "$dir/run" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
+CREATE ROLE tend LOGIN CREATEDB PASSWORD 'tend';
+CREATE DATABASE tend OWNER tend;
+SQL
+  fi
+}
+
+stop() {
+  local dir=$1 bin
+  [[ -f $dir/data/postmaster.pid ]] || return 0
+  bin=$(pg_bin)
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+  start) start "$@" ;;
+  stop) stop "$@" ;;
+  *) die "usage: postgres.sh start DIR PORT | stop DIR" ;;
+esac

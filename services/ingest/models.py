@@ -1,0 +1,25 @@
+"""Ingest's tables (schema ``ingest``): only what makes retries safe. No customer state."""
+
+from __future__ import annotations
+
+from sqlalchemy import CHAR, Column, DateTime, Index, SmallInteger, String, Table
+
+from shared.db import schema_metadata
+
+SCHEMA = "ingest"
+metadata = schema_metadata(SCHEMA)
+
+# state: 0 = claimed, publish not yet acknowledged; 1 = acknowledged by the broker.
+PENDING = 0
+PUBLISHED = 1
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload_hash", CHAR(64), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)

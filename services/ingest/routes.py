@@ -1,0 +1,256 @@
+"""The ingest API: what customers do, in; events on Kafka, out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from services.ingest.intake import Intake, Outcome, Prepared, prepare
+from services.ingest.metrics import EVENTS
+from services.ingest.schemas import (
+    BatchIn,
+    BatchItem,
+    BatchResult,
+    ComplaintIn,
+    CustomerIn,
+    EventResult,
+    IngestItem,
+    ItemResult,
+    OrderIn,
+    VisitIn,
+)
+from services.ingest.settings import ingest_settings
+from shared.auth import Principal, RequireScope, Scope
+from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response, field_errors
+from shared.kafka import PublishError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/v1", tags=["events"])
+
+Writer = Annotated[Principal, RequireScope(Scope.EVENTS_WRITE)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:@+\-]+$",
+        description="Used as the event id when the body has none; a retry with the same key "
+        "is recognised.",
+    ),
+]
+
+_batch_item = TypeAdapter[Any](BatchItem)
+
+SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {"model": EventResult, "description": "already accepted earlier (a retry)"},
+    409: {"model": ErrorBody, "description": "this event id was used for a different payload"},
+    503: {"model": ErrorBody, "description": "the broker did not acknowledge; retry later"},
+}
+
+
+def _unavailable(what: str) -> JSONResponse:
+    seconds = ingest_settings().retry_after_seconds
+    return error_response(
+        503, f"{what} is unavailable; nothing was accepted, retry after {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _item_locations(index: int, exc: ValidationError) -> list[dict[str, Any]]:
+    """Error locations as a client reads them: ``events.3.amount``, without the union tag."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if len(loc) > 1 and loc[0] in ("order", "complaint", "visit", "customer"):
+            loc = loc[1:]
+        out.append({**err, "loc": ("events", index, *loc)})
+    return out
+
+
+async def _accept(request: Request, batch: Sequence[Prepared]) -> list[Outcome] | JSONResponse:
+    intake: Intake = request.app.state.intake
+    try:
+        return await intake.accept(batch)
+    except PublishError as exc:
+        log.warning("publish_failed", reason=str(exc), events=len(batch))
+        return _unavailable("the event broker")
+    except (OperationalError, DBAPIError, PoolTimeout, OSError) as exc:
+        log.warning("database_unavailable", reason=type(exc).__name__, events=len(batch))
+        return _unavailable("the database")
+
+
+async def _single(
+    request: Request, item: IngestItem, principal: Principal, header_key: str | None
+) -> JSONResponse:
+    prepared = prepare(
+        item, header_key=header_key, source=principal.name[:64], received_at=datetime.now(UTC)
+    )
+    outcomes = await _accept(request, [prepared])
+    if isinstance(outcomes, JSONResponse):
+        return outcomes
+    outcome = outcomes[0]
+    envelope = prepared.envelope
+    EVENTS.labels(envelope.event_type.value, outcome.value).inc()
+    if outcome is Outcome.CONFLICT:
+        return error_response(
+            409,
+            f"event id {envelope.event_id!r} was already used for a different payload",
+            errors=[FieldError(field="event_id", reason="already used for a different payload")],
+        )
+    body = EventResult(
+        status="accepted" if outcome is Outcome.ACCEPTED else "duplicate",
+        event_id=envelope.event_id,
+        event_type=envelope.event_type,
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=202 if outcome is Outcome.ACCEPTED else 200
+    )
+
+
+@router.post(
+    "/orders", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    summary="Record an order event",
+)
+async def post_order(
+    request: Request, order: OrderIn, principal: Writer, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Record an order placed, paid, refunded or cancelled.
+
+    Answers **202** once the event broker has durably acknowledged the event, **200** with
+    `duplicate` when the same event was accepted before (no second event is published),
+    **409** when its event id was used for a different payload, and **503** with
+    `Retry-After` when the broker is unreachable (nothing was accepted: retry).
+    """
+    return await _single(request, order, principal, idempotency_key)
+
+
+@router.post(
+    "/complaints", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    summary="Record a complaint event",
+)
+async def post_complaint(
+    request: Request, complaint: ComplaintIn, principal: Writer,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Record a complaint opened or resolved. Same answers as `POST /v1/orders`."""
+    return await _single(request, complaint, principal, idempotency_key)
+
+
+@router.post(
+    "/visits", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    summary="Record a visit",
+)
+async def post_visit(
+    request: Request, visit: VisitIn, principal: Writer, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Record a visit (store, web, app, phone, sales call). Same answers as `POST /v1/orders`."""
+    return await _single(request, visit, principal, idempotency_key)
+
+
+@router.post(
+    "/customers", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    summary="Upsert a customer profile",
+)
+async def post_customer(
+    request: Request, customer: CustomerIn, principal: Writer,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Create or update a customer's profile: fields present replace the stored ones, absent
+    fields are kept. Same answers as `POST /v1/orders`."""
+    return await _single(request, customer, principal, idempotency_key)
+
+
+@router.post(
+    "/events", response_model=BatchResult, summary="Record a batch of mixed events",
+    responses={
+        **ERROR_RESPONSES,
+        503: {"model": ErrorBody, "description": "the broker did not acknowledge; retry"},
+    },
+)
+async def post_events(
+    request: Request,
+    principal: Writer,
+    batch: Annotated[
+        BatchIn,
+        Body(
+            openapi_examples={
+                "mixed": {
+                    "summary": "an order and a visit",
+                    "value": {
+                        "events": [
+                            {
+                                "type": "order", "order_id": "o-1001", "customer_id": "c-42",
+                                "occurred_at": "2026-11-20T10:15:00Z", "status": "paid",
+                                "amount": "59.90", "currency": "USD",
+                            },
+                            {
+                                "type": "visit", "visit_id": "v-77", "customer_id": "c-42",
+                                "occurred_at": "2026-11-21T16:00:00Z", "channel": "store",
+                            },
+                        ]
+                    },
+                }
+            }
+        ),
+    ],
+) -> JSONResponse:
+    """Record up to 1,000 mixed events in one call. Each item carries a `type` (`order`,
+    `complaint`, `visit`, `customer`) beside that kind's fields, exactly as the single
+    endpoints take them.
+
+    Items are judged one by one: the answer lists, in input order, each item's result —
+    `accepted`, `duplicate` (accepted before) or `rejected` with its field errors. Valid items
+    are accepted even when others are rejected. The whole call answers 503 (nothing new
+    acknowledged: retry it as is; accepted items come back as duplicates) when the broker is
+    unreachable.
+    """
+    received_at = datetime.now(UTC)
+    source = principal.name[:64]
+    results: list[ItemResult | None] = [None] * len(batch.events)
+    valid: list[tuple[int, Prepared]] = []
+    for i, raw in enumerate(batch.events):
+        try:
+            item = _batch_item.validate_python(raw)
+        except ValidationError as exc:
+            results[i] = ItemResult(
+                index=i, status="rejected", errors=field_errors(_item_locations(i, exc))
+            )
+            continue
+        valid.append((i, prepare(item, header_key=None, source=source, received_at=received_at)))
+
+    if valid:
+        outcomes = await _accept(request, [p for _, p in valid])
+        if isinstance(outcomes, JSONResponse):
+            return outcomes
+        for (i, prepared), outcome in zip(valid, outcomes, strict=True):
+            env = prepared.envelope
+            EVENTS.labels(env.event_type.value, outcome.value).inc()
+            if outcome is Outcome.CONFLICT:
+                results[i] = ItemResult(
+                    index=i, status="rejected", event_id=env.event_id,
+                    event_type=env.event_type,
+                    errors=[FieldError(field="event_id",
+                                       reason="already used for a different payload")],
+                )
+            else:
+                results[i] = ItemResult(
+                    index=i, status=outcome.value, event_id=env.event_id,
+                    event_type=env.event_type,
+                )
+    final = [r for r in results if r is not None]
+    body = BatchResult(
+        accepted=sum(r.status == "accepted" for r in final),
+        duplicates=sum(r.status == "duplicate" for r in final),
+        rejected=sum(r.status == "rejected" for r in final),
+        results=final,
+    )
+    return JSONResponse(body.model_dump(mode="json"))

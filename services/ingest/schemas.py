@@ -1,0 +1,151 @@
+"""What clients post to ingest and what they get back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator
+
+from services.ingest.settings import ingest_settings
+from shared.events import (
+    ComplaintData,
+    CustomerData,
+    EventType,
+    Frozen,
+    Identifier,
+    OrderData,
+    VisitData,
+)
+from shared.http import FieldError
+
+EventId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
+]
+
+
+def _not_in_future(value: datetime) -> datetime:
+    limit = datetime.now(UTC) + timedelta(seconds=ingest_settings().max_future_seconds)
+    if value > limit:
+        raise ValueError(
+            f"lies more than {ingest_settings().max_future_seconds} s in the future"
+        )
+    return value
+
+
+class _Event(Frozen):
+    event_id: EventId | None = Field(
+        None, description="Your id for this event; makes retries safe. Derived when absent."
+    )
+    customer_id: Identifier
+    occurred_at: AwareDatetime = Field(description="When it happened, with a UTC offset.")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_at(cls, v: datetime) -> datetime:
+        return _not_in_future(v)
+
+
+class OrderIn(OrderData, _Event):
+    """An order in one of its states (placed, paid, refunded, cancelled)."""
+
+    @field_validator("currency")
+    @classmethod
+    def _base_currency(cls, v: str) -> str:
+        base = ingest_settings().base_currency
+        if v != base:
+            raise ValueError(f"must be the base currency {base}")
+        return v
+
+    def event_type(self) -> EventType:
+        return EventType(f"order.{self.status.value}")
+
+    def natural_id(self) -> str:
+        return self.order_id
+
+
+class ComplaintIn(ComplaintData, _Event):
+    """A complaint opened or resolved."""
+
+    def event_type(self) -> EventType:
+        return EventType(f"complaint.{self.status.value}")
+
+    def natural_id(self) -> str:
+        return self.complaint_id
+
+
+class VisitIn(VisitData, _Event):
+    """A visit: in store, on the web or app, a call."""
+
+    def event_type(self) -> EventType:
+        return EventType.VISIT_RECORDED
+
+    def natural_id(self) -> str:
+        return self.visit_id
+
+
+class CustomerIn(CustomerData, _Event):
+    """A profile upsert: fields present replace the stored ones, absent ones are kept."""
+
+    occurred_at: AwareDatetime = Field(  # type: ignore[assignment]
+        default_factory=lambda: datetime.now(UTC),
+        description="When the profile changed; defaults to the time received.",
+    )
+
+    def event_type(self) -> EventType:
+        return EventType.CUSTOMER_UPDATED
+
+    def natural_id(self) -> str | None:
+        return None  # a profile change has no id of its own; its content identifies it
+
+
+IngestItem = OrderIn | ComplaintIn | VisitIn | CustomerIn
+
+
+class OrderItemIn(OrderIn):
+    type: Literal["order"]
+
+
+class ComplaintItemIn(ComplaintIn):
+    type: Literal["complaint"]
+
+
+class VisitItemIn(VisitIn):
+    type: Literal["visit"]
+
+
+class CustomerItemIn(CustomerIn):
+    type: Literal["customer"]
+
+
+BatchItem = Annotated[
+    OrderItemIn | ComplaintItemIn | VisitItemIn | CustomerItemIn, Field(discriminator="type")
+]
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 mixed events, each with a ``type`` (order, complaint, visit, customer)
+    beside that kind's fields. Each item is judged on its own."""
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class EventResult(BaseModel):
+    status: Literal["accepted", "duplicate"]
+    event_id: str
+    event_type: EventType
+
+
+class ItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    event_id: str | None = None
+    event_type: EventType | None = None
+    errors: list[FieldError] = []
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[ItemResult]

@@ -1,0 +1,30 @@
+"""Ingest's own settings (``TEND_INGEST_*``); infrastructure comes from CommonSettings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TEND_INGEST_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8001
+    base_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    # How far in the future an occurred_at may lie (client clocks drift).
+    max_future_seconds: int = Field(300, ge=0)
+    max_batch: int = Field(1000, ge=1, le=10_000)
+    # The broker must acknowledge within this; past it the client gets 503 + Retry-After.
+    publish_timeout_seconds: float = Field(4.0, gt=0, le=30)
+    retry_after_seconds: int = Field(5, ge=1)
+    # Idempotency keys are kept at least this long (the promise is 7 days).
+    idempotency_retention_days: int = Field(8, ge=7)
+    source: str = "api"
+
+
+@lru_cache(maxsize=1)
+def ingest_settings() -> IngestSettings:
+    return IngestSettings()

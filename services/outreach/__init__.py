@@ -1,0 +1,1 @@
+"""outreach: consumes card changes and fires marketer-defined actions (see issue 4)."""

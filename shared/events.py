@@ -1,0 +1,251 @@
+"""The event envelope and the payload of every event type on ``crm.customer-events.v1``.
+
+Payloads are frozen and versioned: a consumer that reads ``schema_version`` it does not know
+sends the record to the DLQ rather than guessing. Money is ``Decimal`` end to end and is written
+to JSON as a string so no float rounding ever touches an amount.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, available_timezones
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# Identifiers a shop already has (numbers, UUIDs, "cust-42", emails as ids): printable, no spaces.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=4)]
+
+_TIMEZONES = frozenset(available_timezones())
+
+
+class Frozen(BaseModel):
+    """Strict, immutable model: unknown fields are an error, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventType(StrEnum):
+    ORDER_PLACED = "order.placed"
+    ORDER_PAID = "order.paid"
+    ORDER_REFUNDED = "order.refunded"
+    ORDER_CANCELLED = "order.cancelled"
+    COMPLAINT_OPENED = "complaint.opened"
+    COMPLAINT_RESOLVED = "complaint.resolved"
+    VISIT_RECORDED = "visit.recorded"
+    CUSTOMER_UPDATED = "customer.updated"
+
+
+class OrderStatus(StrEnum):
+    PLACED = "placed"
+    PAID = "paid"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+
+class ComplaintStatus(StrEnum):
+    OPENED = "opened"
+    RESOLVED = "resolved"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class VisitChannel(StrEnum):
+    STORE = "store"
+    WEB = "web"
+    APP = "app"
+    PHONE = "phone"
+    SALES_CALL = "sales_call"
+
+
+class OrderItem(Frozen):
+    sku: ShortText
+    quantity: int = Field(ge=1, le=100_000)
+    unit_price: Money
+
+
+class OrderData(Frozen):
+    """An order in one of its states. ``amount`` is the order total (for a refund: the amount
+    refunded); ``outstanding`` is what the customer still owes on it."""
+
+    order_id: Identifier
+    status: OrderStatus
+    amount: Money
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    items: list[OrderItem] = Field(default_factory=list, max_length=500)
+    outstanding: Money = Decimal(0)
+    channel: ShortText | None = None
+
+
+class ComplaintData(Frozen):
+    complaint_id: Identifier
+    status: ComplaintStatus
+    severity: Severity = Severity.MEDIUM
+    category: ShortText | None = None
+    text: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    order_id: Identifier | None = None
+
+
+class VisitData(Frozen):
+    visit_id: Identifier
+    channel: VisitChannel
+    duration_seconds: int | None = Field(None, ge=0, le=7 * 24 * 3600)
+
+
+class Consent(Frozen):
+    email: bool = False
+    sms: bool = False
+    marketing: bool = False
+
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9 ()\-]{4,31}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+class CustomerData(Frozen):
+    """A profile upsert: fields present replace the stored ones; absent fields are kept."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    phone: Annotated[str, StringConstraints(max_length=32)] | None = None
+    birthday: date | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    locale: Annotated[str, StringConstraints(max_length=35)] | None = None
+    consent: Consent | None = None
+    tags: list[ShortText] | None = Field(None, max_length=50)
+    member_tier: ShortText | None = None
+    attributes: (
+        dict[
+            Annotated[str, StringConstraints(min_length=1, max_length=64)],
+            Annotated[str, StringConstraints(max_length=1024)],
+        ]
+        | None
+    ) = Field(None, max_length=50)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.match(v):
+            raise ValueError("not an email address")
+        return v
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is not None and not _PHONE.match(v):
+            raise ValueError("not a phone number (digits, spaces, ( ) - and a leading +)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        if v is not None and v not in _TIMEZONES:
+            raise ValueError("not an IANA time zone name, e.g. Europe/Paris")
+        return v
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str | None) -> str | None:
+        if v is not None and not _LOCALE.match(v):
+            raise ValueError("not a locale tag, e.g. en-US")
+        return v
+
+    @field_validator("birthday")
+    @classmethod
+    def _birthday(cls, v: date | None) -> date | None:
+        if v is not None and not (1900 <= v.year <= 2100):
+            raise ValueError("birthday year must be between 1900 and 2100")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _only_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An upsert: a field the client did not send must stay absent downstream, not
+        # become null (which would erase the stored value).
+        dumped: dict[str, Any] = handler(self)
+        return {k: v for k, v in dumped.items() if k in self.model_fields_set}
+
+    def zone(self) -> ZoneInfo | None:
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+
+Payload = OrderData | ComplaintData | VisitData | CustomerData
+
+PAYLOAD_OF: dict[EventType, type[Frozen]] = {
+    EventType.ORDER_PLACED: OrderData,
+    EventType.ORDER_PAID: OrderData,
+    EventType.ORDER_REFUNDED: OrderData,
+    EventType.ORDER_CANCELLED: OrderData,
+    EventType.COMPLAINT_OPENED: ComplaintData,
+    EventType.COMPLAINT_RESOLVED: ComplaintData,
+    EventType.VISIT_RECORDED: VisitData,
+    EventType.CUSTOMER_UPDATED: CustomerData,
+}
+
+
+class Envelope(Frozen):
+    """One customer event as it travels on Kafka (value: this model as JSON; key: customer_id)."""
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    event_type: EventType
+    schema_version: Literal[1] = SCHEMA_VERSION
+    customer_id: Identifier
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime
+    source: ShortText
+    data: Payload
+
+    @model_validator(mode="before")
+    @classmethod
+    def _payload_by_type(cls, raw: Any) -> Any:
+        # Parse ``data`` as the payload its event type names, so a union never guesses.
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+            try:
+                payload_type = PAYLOAD_OF[EventType(raw.get("event_type"))]
+            except ValueError:
+                return raw  # the event_type error is reported by field validation
+            raw = {**raw, "data": payload_type.model_validate(raw["data"])}
+        return raw
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Envelope:
+        return cls.model_validate_json(raw)
+
+
+def event_type_for(kind: str, status: str | None) -> EventType:
+    """The event type of an ingest item: ``order`` + ``paid`` → ``order.paid``."""
+    if kind == "order":
+        return EventType(f"order.{status}")
+    if kind == "complaint":
+        return EventType(f"complaint.{status}")
+    if kind == "visit":
+        return EventType.VISIT_RECORDED
+    if kind == "customer":
+        return EventType.CUSTOMER_UPDATED
+    raise ValueError(f"unknown event kind {kind!r}")

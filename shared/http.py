@@ -1,0 +1,264 @@
+"""The HTTP application every service is built from.
+
+It brings the parts a service shares: API-key auth (:mod:`shared.auth`), ``/healthz``,
+``/readyz``, Prometheus ``/metrics``, a body-size limit, a JSON-only content type, and errors
+that are always JSON and never carry a stack trace.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+REQUESTS = Counter(
+    "tend_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "tend_http_request_seconds",
+    "HTTP request latency",
+    ["service", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    error: str
+    message: str
+    errors: list[FieldError] = []
+
+
+_SLUGS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": _SLUGS[code].replace("_", " ")}
+    for code in (401, 403, 422)
+}
+
+
+def error_response(
+    status: int, message: str, *, errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=_SLUGS.get(status, "error"), message=message, errors=errors or [])
+    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+
+
+def field_errors(errors: Any) -> list[FieldError]:
+    """pydantic error dicts → ``[{field: "body.amount", reason: "..."}]``."""
+    out = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        reason = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append(FieldError(field=loc or "body", reason=reason))
+    return out
+
+
+class GuardMiddleware:
+    """Rejects oversized bodies (413) and non-JSON bodies (415) before any parsing, tags the
+    request with an id, and records metrics. Plain ASGI: it sits on every request's path."""
+
+    def __init__(
+        self, app: ASGIApp, *, service: str, max_body: int,
+        form_paths: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+        self.form_paths = form_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        status_holder = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        rejection = self._reject(scope["method"], scope["path"], headers)
+        if rejection is not None:
+            await rejection(scope, receive, send_wrapper)
+        else:
+            await self.app(scope, self._limited(receive), send_wrapper)
+        route = scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        REQUESTS.labels(self.service, scope["method"], template, str(status_holder[0])).inc()
+        LATENCY.labels(self.service, template).observe(time.perf_counter() - started)
+
+    def _reject(self, method: str, path: str, headers: dict[str, str]) -> ASGIApp | None:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return error_response(413, f"request body exceeds {self.max_body} bytes")
+        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+        if method in ("POST", "PUT", "PATCH") and has_body:
+            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            allowed = {"application/json"}
+            if path.startswith(self.form_paths) and self.form_paths:
+                allowed.add("application/x-www-form-urlencoded")
+            if ctype not in allowed:
+                return error_response(415, "send the body as application/json")
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge()
+            return message
+
+        return wrapped
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    *,
+    service: str,
+    title: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    readiness: Callable[[FastAPI], Mapping[str, ReadinessCheck]],
+    max_body: int,
+    form_paths: tuple[str, ...] = (),
+    version: str = "0.1.0",
+) -> FastAPI:
+    """A FastAPI app with Tend's shared behaviour; the service adds its routers."""
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app.add_middleware(GuardMiddleware, service=service, max_body=max_body, form_paths=form_paths)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(
+            422, "the request is invalid; see errors", errors=field_errors(exc.errors())
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
+        return error_response(413, f"request body exceeds {max_body} bytes")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        return error_response(500, "internal error; the operators have the details")
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """Answers 200 while the process is up; says nothing about its dependencies."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz", tags=["operations"], summary="Readiness",
+        responses={503: {"description": "a dependency is unreachable"}},
+    )
+    async def readyz() -> JSONResponse:
+        """200 when every dependency (database, broker) answers, else 503 naming the one
+        that does not."""
+        checks = {name: await check() for name, check in readiness(app).items()}
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text exposition of this process's counters and histograms."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    _document_errors(app)
+    return app
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document describe the errors the app really returns (our
+    :class:`ErrorBody`, not FastAPI's default validation shape)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for path_item in schema.get("paths", {}).values():
+            for op in path_item.values():
+                responses = op.get("responses", {})
+                if "422" in responses:
+                    responses["422"] = {
+                        "description": "validation error: each bad field and why",
+                        "content": {"application/json": {"schema": ref}},
+                    }
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorBody"] = ErrorBody.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components.setdefault("FieldError", FieldError.model_json_schema())
+        defs = components["ErrorBody"].pop("$defs", {})
+        components.update(defs)
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+@asynccontextmanager
+async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield

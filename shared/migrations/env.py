@@ -1,0 +1,4 @@
+from shared.auth import metadata
+from shared.migrate import run_migrations
+
+run_migrations(metadata)

@@ -1,0 +1,46 @@
+"""Settings shared by every service, read once from the environment.
+
+Each service subclasses :class:`CommonSettings` with its own ``env_prefix`` for its own
+knobs; the infrastructure addresses (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) are
+unprefixed so one export serves the whole stack.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """What every Tend process needs to reach its infrastructure."""
+
+    model_config = SettingsConfigDict(env_prefix="TEND_", extra="ignore", frozen=True)
+
+    environment: Literal["development", "production", "test"] = "development"
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "TEND_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str = Field(
+        "postgresql+asyncpg://tend:tend@127.0.0.1:5432/tend",
+        validation_alias=AliasChoices("DATABASE_URL", "TEND_DATABASE_URL"),
+    )
+    # Prepended to every topic name; lets tests and side-by-side deployments share a broker.
+    topic_prefix: str = ""
+    topic_partitions: int = Field(12, ge=1)
+    topic_replication_factor: int = Field(1, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    db_pool_size: int = Field(10, ge=1)
+    # How long a verified API key is trusted before the database is asked again; a revoked
+    # key stops working within this many seconds.
+    api_key_cache_seconds: float = Field(5.0, ge=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+
+@lru_cache(maxsize=1)
+def common_settings() -> CommonSettings:
+    return CommonSettings()
