@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StringConstraints,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -33,7 +34,20 @@ Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
 ]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=4)]
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=16, decimal_places=4),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "a non-negative decimal, best sent as a string: \"59.90\"",
+            "examples": ["59.90"],
+        }
+    ),
+]
 
 _TIMEZONES = frozenset(available_timezones())
 

@@ -67,7 +67,7 @@ _SLUGS = {
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": _SLUGS[code].replace("_", " ")}
-    for code in (401, 403, 422)
+    for code in (400, 401, 403, 413, 415, 422)
 }
 
 

@@ -48,7 +48,8 @@ def prepare(
     """The envelope of an input item, with its event id and the hash of what was sent."""
     sent = item.model_dump(mode="json", exclude={"event_id", "type"})
     if isinstance(item, CustomerIn) and "occurred_at" not in item.model_fields_set:
-        del sent["occurred_at"]  # defaulted to arrival time: a blind retry must still match
+        # Defaulted to the arrival time: a blind retry must still match.
+        sent.pop("occurred_at", None)
     payload_hash = hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
     event_type = item.event_type()
     event_id = item.event_id or header_key

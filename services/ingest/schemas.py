@@ -46,8 +46,17 @@ class _Event(Frozen):
         return _not_in_future(v)
 
 
+def _currency_schema(schema: dict[str, Any]) -> None:
+    schema["enum"] = [ingest_settings().base_currency]
+
+
 class OrderIn(OrderData, _Event):
     """An order in one of its states (placed, paid, refunded, cancelled)."""
+
+    currency: str = Field(
+        description="Must be the configured base currency.",
+        json_schema_extra=_currency_schema,
+    )
 
     @field_validator("currency")
     @classmethod

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Brings up (and down) Tend on this machine: real Kafka and PostgreSQL, migrations, topics,
+# dev keys, and every service that exists. Used by the Makefile.
+#
+#   stack.sh up     everything in the background; returns once every service answers /readyz
+#   stack.sh run    the same in the foreground; Ctrl-C stops everything it started
+#   stack.sh down   stop the services and the local Kafka and PostgreSQL
+#   stack.sh infra  only Kafka and PostgreSQL (prints the exports to reach them)
+#   stack.sh test [pytest args]   infrastructure up, the whole suite, then stop what it started
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+KAFKA_PORT=${TEND_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${TEND_KAFKA_CONTROLLER_PORT:-9093}
+PG_PORT=${TEND_PG_PORT:-5432}
+RUN="$STATE/run"
+LOGS="$STATE/logs"
+VENV="$ROOT/.venv"
+mkdir -p "$RUN" "$LOGS"
+
+# name:port of each service, in start order; a service runs when its app.py exists.
+SERVICES=("ingest:${TEND_INGEST_PORT:-8001}" "scoring:${TEND_SCORING_PORT:-8002}" "outreach:${TEND_OUTREACH_PORT:-8003}")
+
+STARTED=()   # what this invocation started, to stop on exit (run / test)
+
+ensure_venv() {
+  local stamp="$VENV/.installed"
+  if [[ -f $stamp && $stamp -nt $ROOT/pyproject.toml ]]; then return 0; fi
+  local py=${TEND_PYTHON:-}
+  if [[ -z $py ]]; then
+    for candidate in python3.11 python3; do
+      if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+        py=$candidate; break
+      fi
+    done
+  fi
+  [[ -n $py ]] || die "Python 3.11 is required: apt-get install python3.11 python3.11-venv (or set TEND_PYTHON)"
+  if [[ ! -x $VENV/bin/python ]]; then
+    "$py" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; "$py" -m venv "$VENV"; } \
+      || die "could not create $VENV: apt-get install python3.11-venv"
+  fi
+  say "tend: installing Python packages into .venv ..."
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" >"$LOGS/pip.log" 2>&1 \
+    || die "pip install failed (see $LOGS/pip.log)"
+  touch "$stamp"
+}
+
+infra_up() {
+  if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+    local dir="$STATE/kafka/broker"
+    if ! { [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; }; then
+      say "tend: starting Kafka on 127.0.0.1:$KAFKA_PORT ..."
+      "$ROOT/deploy/local/kafka.sh" start "$dir" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+      STARTED+=(kafka)
+    fi
+    export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+  fi
+  if [[ -z ${DATABASE_URL:-} ]]; then
+    local dir="$STATE/postgres"
+    if ! [[ -f $dir/data/postmaster.pid ]]; then
+      say "tend: starting PostgreSQL on 127.0.0.1:$PG_PORT ..."
+      "$ROOT/deploy/local/postgres.sh" start "$dir" "$PG_PORT"
+      STARTED+=(postgres)
+    fi
+    export DATABASE_URL="postgresql+asyncpg://tend:tend@127.0.0.1:$PG_PORT/tend"
+  fi
+}
+
+infra_down() {
+  "$ROOT/deploy/local/kafka.sh" stop "$STATE/kafka/broker"
+  "$ROOT/deploy/local/postgres.sh" stop "$STATE/postgres"
+}
+
+prepare() {
+  ensure_venv
+  infra_up
+  "$VENV/bin/tend" migrate >/dev/null
+  "$VENV/bin/tend" topics >/dev/null
+  "$VENV/bin/tend" dev-keys "$STATE/dev-keys.env"
+}
+
+service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
+
+start_services() {
+  local entry name port pid
+  for entry in "${SERVICES[@]}"; do
+    name=${entry%%:*}; port=${entry##*:}
+    [[ -f $ROOT/services/$name/app.py ]] || continue
+    pid=$(service_pid "$name")
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then continue; fi
+    port_open "$port" && die "port $port is taken: stop that process or set TEND_${name^^}_PORT"
+    say "tend: starting $name on 127.0.0.1:$port ..."
+    (cd "$ROOT" && exec "$VENV/bin/uvicorn" "services.$name.app:create_app" --factory \
+        --host 127.0.0.1 --port "$port" --no-access-log --loop uvloop --http httptools \
+        >>"$LOGS/$name.log" 2>&1) &
+    echo $! >"$RUN/$name.pid"
+    STARTED+=("$name")
+  done
+  for entry in "${SERVICES[@]}"; do
+    name=${entry%%:*}; port=${entry##*:}
+    [[ -f $ROOT/services/$name/app.py ]] || continue
+    local deadline=$((SECONDS + 60))
+    until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+      kill -0 "$(service_pid "$name")" 2>/dev/null || die "$name exited at start (see $LOGS/$name.log)"
+      ((SECONDS < deadline)) || die "$name is not ready after 60 s (see $LOGS/$name.log)"
+      sleep 0.3
+    done
+  done
+}
+
+stop_services() {
+  local entry name pid
+  for entry in "${SERVICES[@]}"; do
+    name=${entry%%:*}
+    pid=$(service_pid "$name")
+    [[ -n $pid ]] || continue
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$RUN/$name.pid"
+  done
+}
+
+stop_started() {
+  local what
+  for what in "${STARTED[@]}"; do
+    case $what in
+      kafka) "$ROOT/deploy/local/kafka.sh" stop "$STATE/kafka/broker" ;;
+      postgres) "$ROOT/deploy/local/postgres.sh" stop "$STATE/postgres" ;;
+      *) local pid; pid=$(service_pid "$what"); [[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -f "$RUN/$what.pid" ;;
+    esac
+  done
+  STARTED=()
+}
+
+banner() {
+  local entry name port
+  echo
+  echo "Tend is up."
+  for entry in "${SERVICES[@]}"; do
+    name=${entry%%:*}; port=${entry##*:}
+    [[ -f $ROOT/services/$name/app.py ]] || continue
+    printf '  %-9s http://127.0.0.1:%s/docs\n' "$name" "$port"
+  done
+  echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
+  echo "  Postgres  ${DATABASE_URL}"
+  echo "  Logs      $LOGS/"
+  echo "Dev API keys ($STATE/dev-keys.env):"
+  sed 's/^/  /' "$STATE/dev-keys.env"
+  echo
+  echo "Try:  source .tend/dev-keys.env && curl -s -X POST http://127.0.0.1:8001/v1/orders \\"
+  echo "        -H \"Authorization: Bearer \$TEND_INGEST_KEY\" -H 'content-type: application/json' \\"
+  echo "        -d '{\"order_id\":\"o-1\",\"customer_id\":\"c-1\",\"occurred_at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"status\":\"paid\",\"amount\":\"25.00\",\"currency\":\"USD\"}'"
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+  up)
+    prepare
+    start_services
+    banner
+    ;;
+  run)
+    trap 'echo; say "tend: stopping ..."; stop_started; exit 0' INT TERM
+    prepare
+    start_services
+    banner
+    echo "Ctrl-C stops everything this command started."
+    while true; do sleep 1; done
+    ;;
+  down)
+    stop_services
+    infra_down
+    say "tend: stopped"
+    ;;
+  infra)
+    ensure_venv
+    infra_up
+    echo "export KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS DATABASE_URL=$DATABASE_URL"
+    ;;
+  test)
+    trap 'stop_started' EXIT
+    ensure_venv
+    infra_up
+    (cd "$ROOT" && "$VENV/bin/pytest" "$@")
+    ;;
+  *) die "usage: stack.sh up | run | down | infra | test [pytest args]" ;;
+esac

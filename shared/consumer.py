@@ -1,0 +1,204 @@
+"""The batch consumer every service reads Kafka with.
+
+The loop: fetch a batch, hand it to the service's handler (which makes its work durable in
+one database transaction), then commit ``offset + 1`` per partition. Offsets are never
+committed for work that is not durable, so a crash replays, and the handler's inbox drops
+what it has already applied.
+
+Errors are sorted in one place (:meth:`BatchConsumer._process`):
+
+* transient (database or broker unreachable): nothing is committed; the batch is retried
+  with backoff until it succeeds or the consumer is stopped;
+* anything else: the batch is split record by record; a record that still fails on its own
+  is a poison record and goes to the DLQ with its source topic, partition, offset, consumer
+  group and error in headers, and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from shared.kafka import PublishError, Record, publish_many
+from shared.logging import get_logger
+from shared.settings import CommonSettings
+
+log = get_logger(__name__)
+
+Message = ConsumerRecord  # type: ignore[type-arg]
+Handler = Callable[[Sequence[Message]], Awaitable[None]]
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OperationalError,
+    PoolTimeout,
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    KafkaError,
+    PublishError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: BatchConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Let the batch in hand finish and commit before the partitions move on.
+        async with self._owner.in_flight:
+            await self._owner.commit_pending()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions_assigned", count=len(assigned), group=self._owner.group_id)
+
+
+class BatchConsumer:
+    def __init__(
+        self,
+        *,
+        settings: CommonSettings,
+        topics: Sequence[str],
+        group_id: str,
+        handler: Handler,
+        dlq_topic: str,
+        dlq_producer: Any,
+        max_records: int = 1000,
+        poll_timeout_ms: int = 200,
+        session_timeout_ms: int = 10_000,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.group_id = group_id
+        self._topics = list(topics)
+        self._handler = handler
+        self._dlq_topic = dlq_topic
+        self._dlq = dlq_producer
+        self._max_records = max_records
+        self._poll_timeout_ms = poll_timeout_ms
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
+            max_poll_interval_ms=300_000,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.in_flight = asyncio.Lock()
+        self._pending: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+        self.processed = 0
+        self.dead_lettered = 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit, and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Rebalance(self))
+        log.info("consumer_started", group=self.group_id, topics=self._topics)
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+                )
+                records = [r for recs in batches.values() for r in recs]
+                if not records:
+                    continue
+                async with self.in_flight:
+                    await self._process(records)
+                    for tp, recs in batches.items():
+                        self._pending[tp] = recs[-1].offset + 1
+                    await self.commit_pending()
+        finally:
+            with contextlib.suppress(Exception):
+                async with self.in_flight:
+                    await self.commit_pending()
+            await self._consumer.stop()
+            log.info("consumer_stopped", group=self.group_id, processed=self.processed)
+
+    async def commit_pending(self) -> None:
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved during the batch: their new owner replays from the last
+            # committed offset, and the handler's inbox drops what we already applied.
+            log.warning("commit_failed", reason=type(exc).__name__, group=self.group_id)
+
+    async def _process(self, records: Sequence[Message]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._handler(records)
+                self.processed += len(records)
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    if self._stopping.is_set():
+                        raise
+                    log.warning("batch_retry", reason=type(exc).__name__, records=len(records),
+                                retry_in=round(delay, 1))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if len(records) == 1:
+                    await self._dead_letter(records[0], exc)
+                    return
+                # Find the poison record: the others still go through, one at a time.
+                for record in records:
+                    await self._process([record])
+                return
+
+    async def _dead_letter(self, record: Message, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        log.error(
+            "record_dead_lettered",
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            group=self.group_id, error_type=type(exc).__name__,
+        )
+        headers = tuple(record.headers or ()) + (
+            ("dlq.source.topic", record.topic.encode()),
+            ("dlq.source.partition", str(record.partition).encode()),
+            ("dlq.source.offset", str(record.offset).encode()),
+            ("dlq.consumer.group", self.group_id.encode()),
+            ("dlq.error", error.encode()),
+            ("dlq.error.type", type(exc).__name__.encode()),
+            ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+        )
+        delay = 0.5
+        while True:
+            try:
+                await publish_many(
+                    self._dlq,
+                    [Record(self._dlq_topic, record.key or b"", record.value or b"", headers)],
+                    timeout=10,
+                )
+                self.dead_lettered += 1
+                return
+            except PublishError:
+                # Never drop a poison record silently: hold the partition until the DLQ
+                # takes it.
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,85 @@
+"""Session fixtures: a fresh database and topic prefix per test run, on the real PostgreSQL
+and Kafka that `make test` brings up (or that KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL name)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import Scope, create_key
+from shared.db import make_engine
+from shared.migrate import upgrade_all
+from shared.settings import CommonSettings
+from shared.topics import ensure_topics
+
+
+def _admin_dsn(url: str, database: str) -> str:
+    u = make_url(url).set(drivername="postgresql", database=database)
+    return u.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[CommonSettings]:
+    """Settings pointing at a database and topics that belong to this test run alone."""
+    base = CommonSettings()
+    run = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    db_name = f"tend_test_{run}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(_admin_dsn(base.database_url, make_url(base.database_url).database or "postgres"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{db_name}"')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(_admin_dsn(base.database_url, make_url(base.database_url).database or "postgres"))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = make_url(base.database_url).set(database=db_name).render_as_string(hide_password=False)
+    test_settings = base.model_copy(
+        update={
+            "database_url": url,
+            "topic_prefix": f"test.{run}.",
+            "environment": "test",
+            "api_key_cache_seconds": 0.0,
+        }
+    )
+    upgrade_all(test_settings)
+    asyncio.run(ensure_topics(test_settings))
+    yield test_settings
+    asyncio.run(drop())
+
+
+@pytest_asyncio.fixture(scope="session")
+async def engine(settings: CommonSettings) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(settings, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def keys(engine: AsyncEngine) -> dict[str, str]:
+    """One key per role a test may play."""
+    roles = {
+        "ingest": [Scope.EVENTS_WRITE],
+        "ops": [Scope.OPS_READ, Scope.OPS_WRITE],
+        "ops_read": [Scope.OPS_READ],
+        "marketing": [Scope.MARKETING_WRITE, Scope.OPS_READ],
+    }
+    out = {}
+    for role, scopes in roles.items():
+        _, out[role] = await create_key(engine, f"test-{role}", scopes)
+    return out
