@@ -30,14 +30,25 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(settings: CommonSettings, *, pool_size: int | None = None) -> AsyncEngine:
+def make_engine(
+    settings: CommonSettings,
+    *,
+    pool_size: int | None = None,
+    synchronous_commit: bool = True,
+    pre_ping: bool = True,
+) -> AsyncEngine:
+    """``synchronous_commit=False`` trades the last few hundred milliseconds of commits after
+    a database crash for not waiting on a disk flush: only for tables whose loss a retry
+    repairs (ingest's idempotency keys), never for state or outboxes."""
+    server_settings = {} if synchronous_commit else {"synchronous_commit": "off"}
     return create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=5,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
         pool_timeout=5,
-        connect_args={"command_timeout": 15, "timeout": 5},
+        connect_args={"command_timeout": 15, "timeout": 5, "server_settings": server_settings},
     )
 
 

@@ -52,7 +52,12 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(common)
+        # Losing a recent idempotency row to a database crash only makes a retry publish
+        # again, which consumers drop by event id: no need to wait for a disk flush. Every
+        # statement ingest runs is atomic alone, so autocommit spares BEGIN/COMMIT round
+        # trips; a connection broken by a database restart fails one request with a 503.
+        engine = make_engine(common, synchronous_commit=False, pre_ping=False)
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         producer = await start_producer(common)
         app.state.engine = engine
         app.state.producer = producer

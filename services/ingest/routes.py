@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -22,12 +23,12 @@ from services.ingest.schemas import (
     CustomerIn,
     EventResult,
     IngestItem,
-    ItemResult,
     OrderIn,
     VisitIn,
 )
 from services.ingest.settings import ingest_settings
 from shared.auth import Principal, RequireScope, Scope
+from shared.events import EventType
 from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response, field_errors
 from shared.kafka import PublishError
 from shared.logging import get_logger
@@ -98,7 +99,7 @@ async def _single(
     if isinstance(outcomes, JSONResponse):
         return outcomes
     outcome = outcomes[0]
-    envelope = prepared.envelope
+    envelope = prepared
     EVENTS.labels(envelope.event_type.value, outcome.value).inc()
     if outcome is Outcome.CONFLICT:
         return error_response(
@@ -215,42 +216,46 @@ async def post_events(
     """
     received_at = datetime.now(UTC)
     source = principal.name[:64]
-    results: list[ItemResult | None] = [None] * len(batch.events)
+    # Plain dicts, not models, on this path: it runs for every item of every batch.
+    results: list[dict[str, Any]] = [{}] * len(batch.events)
     valid: list[tuple[int, Prepared]] = []
     for i, raw in enumerate(batch.events):
         try:
             item = _batch_item.validate_python(raw)
         except ValidationError as exc:
-            results[i] = ItemResult(
-                index=i, status="rejected", errors=field_errors(_item_locations(i, exc))
-            )
+            errors = field_errors(_item_locations(i, exc))
+            results[i] = _item(i, "rejected", None, None, [e.model_dump() for e in errors])
             continue
         valid.append((i, prepare(item, header_key=None, source=source, received_at=received_at)))
 
+    counts = {"accepted": 0, "duplicate": 0, "rejected": len(batch.events) - len(valid)}
     if valid:
         outcomes = await _accept(request, [p for _, p in valid])
         if isinstance(outcomes, JSONResponse):
             return outcomes
-        for (i, prepared), outcome in zip(valid, outcomes, strict=True):
-            env = prepared.envelope
-            EVENTS.labels(env.event_type.value, outcome.value).inc()
+        for (i, p), outcome in zip(valid, outcomes, strict=True):
+            EVENTS.labels(p.event_type.value, outcome.value).inc()
             if outcome is Outcome.CONFLICT:
-                results[i] = ItemResult(
-                    index=i, status="rejected", event_id=env.event_id,
-                    event_type=env.event_type,
-                    errors=[FieldError(field="event_id",
-                                       reason="already used for a different payload")],
-                )
+                counts["rejected"] += 1
+                results[i] = _item(i, "rejected", p.event_id, p.event_type, [_REUSED])
             else:
-                results[i] = ItemResult(
-                    index=i, status=outcome.value, event_id=env.event_id,
-                    event_type=env.event_type,
-                )
-    final = [r for r in results if r is not None]
-    body = BatchResult(
-        accepted=sum(r.status == "accepted" for r in final),
-        duplicates=sum(r.status == "duplicate" for r in final),
-        rejected=sum(r.status == "rejected" for r in final),
-        results=final,
-    )
-    return JSONResponse(body.model_dump(mode="json"))
+                counts[outcome.value] += 1
+                results[i] = _item(i, outcome.value, p.event_id, p.event_type, [])
+    body = {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "results": results,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+_REUSED = {"field": "event_id", "reason": "already used for a different payload"}
+
+
+def _item(
+    index: int, status: str, event_id: str | None, event_type: EventType | None,
+    errors: list[dict[str, str]],
+) -> dict[str, Any]:
+    return {"index": index, "status": status, "event_id": event_id,
+            "event_type": event_type.value if event_type else None, "errors": errors}

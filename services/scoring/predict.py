@@ -18,8 +18,8 @@ from datetime import date, datetime
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize
-from scipy.special import digamma, expit, gammaln, hyp2f1, log_expit
+from scipy.optimize import minimize  # type: ignore[import-untyped]
+from scipy.special import digamma, expit, gammaln, hyp2f1  # type: ignore[import-untyped]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -68,9 +68,6 @@ class FitError(RuntimeError):
     """The optimiser did not reach a stationary point of the likelihood."""
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
 def daily_stats(purchases: Iterable[tuple[date, float]], as_of: date) -> RepeatStats | None:
     """Summarise a purchase history as of ``as_of`` (inclusive), one purchase per day.
 
@@ -88,17 +85,10 @@ def daily_stats(purchases: Iterable[tuple[date, float]], as_of: date) -> RepeatS
             days[day] = days.get(day, 0.0) + float(amount)
     if not days:
         return None
-    first = min(days)
-    last = max(days)
-    x = len(days) - 1
+    first, last, x = min(days), max(days), len(days) - 1
     # Sum the repeat days directly: total - first can lose digits when the first order dominates.
     mean_spend = math.fsum(v for d, v in days.items() if d != first) / x if x else 0.0
-    return RepeatStats(
-        x=x,
-        t_x=float((last - first).days),
-        T=float((as_of - first).days),
-        mean_spend=mean_spend,
-    )
+    return RepeatStats(x, float((last - first).days), float((as_of - first).days), mean_spend)
 
 
 def compress(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Histogram:
@@ -110,18 +100,14 @@ def compress(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Histogra
         raise ValueError("x, t_x and T must have the same length")
     if xs.size == 0:
         return Histogram(xs, ts, Ts, np.zeros(0, dtype=np.int64))
-    t_max, T_max, x_max = float(ts.max()), float(Ts.max()), int(xs.max())
-    integral = (
-        xs.min() >= 0
-        and ts.min() >= 0
-        and Ts.min() >= 0
-        and (x_max + 1) * (t_max + 1) * (T_max + 1) < 2.0**62
-        and bool(np.all(ts == np.floor(ts)))
-        and bool(np.all(Ts == np.floor(Ts)))
-    )
-    if integral:
-        # Whole-day stats pack into one int64 key; sorting that is ~5x faster than a 3-key sort.
-        nt, nT = int(t_max) + 1, int(T_max) + 1
+    nt, nT = float(ts.max()) + 1.0, float(Ts.max()) + 1.0
+    if (
+        min(xs.min(), ts.min(), Ts.min()) >= 0
+        and (float(xs.max()) + 1.0) * nt * nT < 2.0**62
+        and bool(np.all(ts == np.floor(ts)) and np.all(Ts == np.floor(Ts)))
+    ):
+        # Whole-day stats pack into one int64 key: ~10x faster than a 3-key lexsort at 1M rows.
+        nt, nT = int(nt), int(nT)
         key = (xs * nt + ts.astype(np.int64)) * nT + Ts.astype(np.int64)
         uniq, counts = np.unique(key, return_counts=True)
         rest, T_u = np.divmod(uniq, nT)
@@ -137,14 +123,12 @@ def compress(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Histogra
     return Histogram(xs[starts], ts[starts], Ts[starts], counts)
 
 
-# ----------------------------------------------------------------------------- BG/NBD scalar
-
-
 def p_alive(bg: BgNbdParams, x: int, t_x: float, T: float) -> float:
     """Probability that a customer with history ``(x, t_x, T)`` has not dropped out."""
     if x == 0:
         return 1.0  # dropout only ever follows a repeat purchase
-    # log of a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x); log1p keeps T ~ t_x exact.
+    # log of a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x): no overflow for heavy buyers, and
+    # log1p stays accurate when T is close to t_x.
     log_odds_dead = (
         (bg.r + x) * math.log1p((T - t_x) / (bg.alpha + t_x))
         + math.log(bg.a)
@@ -156,17 +140,6 @@ def p_alive(bg: BgNbdParams, x: int, t_x: float, T: float) -> float:
     return 1.0 / (1.0 + math.exp(log_odds_dead))
 
 
-def _tail_term(r: float, alpha: float, a: float, b: float, t: float, x: float, T: float) -> float:
-    # ((alpha+T)/(alpha+T+t))^(r+x) * 2F1(r+x, b+x; a+b+x-1; z), rewritten with Euler's
-    # transformation to (1-z)^(a-1) * 2F1(a+b-1-r, a-1; a+b+x-1; z): its c-a-b = r+x+1-a > 0,
-    # so the series converges at z -> 1 and the terms do not blow up with x. lifetimes evaluates
-    # the raw form and only falls back to this one when that overflows.
-    log_1mz = -math.log1p(t / (alpha + T))
-    z = t / (alpha + T + t)
-    hyp = float(hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z))
-    return hyp * math.exp((a - 1.0) * log_1mz)
-
-
 def expected_orders(bg: BgNbdParams, t: float, x: int, t_x: float, T: float) -> float:
     """Expected repeat purchase days in the next ``t`` days given history ``(x, t_x, T)``.
 
@@ -175,11 +148,13 @@ def expected_orders(bg: BgNbdParams, t: float, x: int, t_x: float, T: float) -> 
     if t <= 0.0:
         return 0.0
     r, alpha, a, b = bg.r, bg.alpha, bg.a, bg.b
-    tail = _tail_term(r, alpha, a, b, t, float(x), T)
+    # ((alpha+T)/(alpha+T+t))^(r+x) * 2F1(r+x, b+x; a+b+x-1; z), rewritten with Euler's
+    # transformation to (1-z)^(a-1) * 2F1(a+b-1-r, a-1; a+b+x-1; z): its c-a-b = r+x+1-a > 0,
+    # so the series converges at z -> 1 and the terms do not blow up with x. lifetimes evaluates
+    # the raw form and only falls back to this one when that overflows.
+    hyp = float(hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, t / (alpha + T + t)))
+    tail = hyp * math.exp((1.0 - a) * math.log1p(t / (alpha + T)))
     return (a + b + x - 1.0) / (a - 1.0) * (1.0 - tail) * p_alive(bg, x, t_x, T)
-
-
-# ----------------------------------------------------------------------------- Gamma-Gamma scalar
 
 
 def expected_order_value(gg: GammaGammaParams, x: int, mean_spend: float) -> float:
@@ -204,9 +179,6 @@ def clv(
     return expected_orders(bg, horizon_days, x, t_x, T) * expected_order_value(gg, x, mean_spend)
 
 
-# ----------------------------------------------------------------------------- vectorised
-
-
 def _f64(a: npt.ArrayLike) -> FloatArray:
     return np.asarray(a, dtype=np.float64)
 
@@ -216,12 +188,11 @@ def p_alive_many(
 ) -> FloatArray:
     """Vectorised :func:`p_alive`."""
     xf, tf, Tf = _f64(x), _f64(t_x), _f64(T)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_odds_dead = (
-            (bg.r + xf) * np.log1p((Tf - tf) / (bg.alpha + tf))
-            + math.log(bg.a)
-            - np.log(bg.b + np.maximum(xf, 1.0) - 1.0)
-        )
+    log_odds_dead = (
+        (bg.r + xf) * np.log1p((Tf - tf) / (bg.alpha + tf))
+        + math.log(bg.a)
+        - np.log(bg.b + np.maximum(xf, 1.0) - 1.0)  # x == 0 masked below; keep log finite
+    )
     return np.where(xf == 0, 1.0, expit(-log_odds_dead))
 
 
@@ -260,73 +231,89 @@ def clv_many(
     return orders * expected_order_value_many(gg, x, mean_spend)
 
 
-# ----------------------------------------------------------------------------- likelihoods
-
 Objective = Callable[[FloatArray], tuple[float, FloatArray]]
+
+
+def _dot(u: FloatArray, v: FloatArray, buf: FloatArray | None = None) -> float:
+    # Not `u @ v`: BLAS ddot wakes OpenBLAS worker threads, and on a busy 2-core box each wake-up
+    # can cost milliseconds. A product plus numpy's pairwise sum stays in-thread and keeps the
+    # rounding noise at ~log2(n) ulp, which BFGS's line search needs at tight tolerances.
+    return float(np.multiply(u, v, out=buf).sum())
 
 
 def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
     """Mean negative log-likelihood in log-parameters, with its analytic gradient.
 
-    Time is rescaled so that max(T) == 1 (returned as the scale); that only shifts
-    log(alpha) but keeps the starting point and BFGS's initial Hessian sensible.
+    Time is rescaled so that max(T) == 1 (the scale is returned); that only shifts log(alpha)
+    but gives the optimiser a well-conditioned start.
     """
     w = hist.count.astype(np.float64)
     n = float(w.sum())
     if n <= 0:
         raise ValueError("empty histogram")
     scale = 1.0 / max(float(hist.T.max()), 1e-12)
+    # lnGamma/digamma terms depend on x alone: evaluate them per distinct x (a few dozen).
+    ux, ix = np.unique(hist.x, return_inverse=True)
+    wx = np.bincount(ix, weights=w).astype(np.float64)
+    uxf, sw = ux.astype(np.float64), float(wx.sum())
+    bx1 = np.maximum(uxf, 1.0) - 1.0
+    # Whole-day T and t_x take few distinct values, so log(alpha + .) and 1/(alpha + .) are
+    # tabulated per distinct value and gathered: a take is ~8x cheaper than a log per row.
+    uT, iT = np.unique(hist.T * scale, return_inverse=True)
     pos = hist.x > 0
-    # lnGamma/digamma terms depend on x alone, so evaluate them per distinct x (a few dozen).
-    ux, inv = np.unique(hist.x, return_inverse=True)
-    wx = np.bincount(inv, weights=w).astype(np.float64)
-    uxf = ux.astype(np.float64)
-    sum_w = float(wx.sum())
-    # x == 0 rows only contribute -r*log(alpha+T): group them by T.
-    T0, inv0 = np.unique(hist.T[~pos] * scale, return_inverse=True)
-    w0 = np.bincount(inv0, weights=w[~pos], minlength=T0.size).astype(np.float64)
+    # x == 0 rows only contribute -r*log(alpha+T): total their weight per distinct T.
+    w0 = np.bincount(iT[~pos], weights=w[~pos], minlength=uT.size).astype(np.float64)
+    ut, it = np.unique(hist.t_x[pos] * scale, return_inverse=True)
+    iT, ix, wp = iT[pos], ix[pos], w[pos]
     xp = hist.x[pos].astype(np.float64)
-    tp = hist.t_x[pos] * scale
-    Tp = hist.T[pos] * scale
-    wp = w[pos]
-    xm1 = xp - 1.0
+    wpx = wp * xp
+    # Reused work buffers: fresh multi-MB temporaries are mmap'd and page-faulted on every
+    # evaluation, which cost more than the arithmetic itself (27 ms vs 10 ms per call at 1M).
+    # (Closure buffers are only ever written through out=, never rebound.)
+    lT, iTr, diff, rx, d, e, tmp = np.empty((7, xp.size))
 
     def f(theta: FloatArray) -> tuple[float, FloatArray]:
         r, alpha, a, b = np.exp(theta)
-        ll = float(
-            wx
-            @ (
-                gammaln(r + uxf)
-                + gammaln(b + uxf)
-                - gammaln(a + b + uxf)
-            )
-        ) + sum_w * (-gammaln(r) + r * math.log(alpha) + gammaln(a + b) - gammaln(b))
-        g = np.empty(4)
-        g[0] = float(wx @ digamma(r + uxf)) + sum_w * (math.log(alpha) - digamma(r))
-        g[1] = sum_w * r / alpha
+        log_alpha, dg_ab = math.log(alpha), digamma(a + b)
         dg_abx = digamma(a + b + uxf)
-        g[2] = sum_w * digamma(a + b) - float(wx @ dg_abx)
-        g[3] = float(wx @ (digamma(b + uxf) - dg_abx)) + sum_w * (digamma(a + b) - digamma(b))
-
-        lT0 = np.log(alpha + T0)
-        ll -= r * float(w0 @ lT0)
-        g[0] -= float(w0 @ lT0)
-        g[1] -= r * float(w0 @ (1.0 / (alpha + T0)))
-
-        # x > 0: log(e^A3 + e^A4) = A3 + softplus(A4 - A3), A3 = -(r+x)log(alpha+T).
-        lT = np.log(alpha + Tp)
-        lt = np.log(alpha + tp)
-        rx = r + xp
-        d = math.log(a) - np.log(b + xm1) + rx * (lT - lt)
-        pi4 = expit(d)  # posterior weight of "dropped out after the last purchase"
-        ll -= float(wp @ (log_expit(-d) + rx * lT))  # softplus(d) == -log_expit(-d)
-        g[0] += float(wp @ (pi4 * (lT - lt) - lT))
-        inv_T, inv_t = 1.0 / (alpha + Tp), 1.0 / (alpha + tp)
-        g[1] += float(wp @ (rx * (pi4 * (inv_T - inv_t) - inv_T)))
-        g[2] += float(wp @ pi4) / a
-        g[3] -= float(wp @ (pi4 / (b + xm1)))
-        grad = -g * np.array([r, alpha, a, b]) / n
-        return -ll / n, grad
+        ll = _dot(wx, gammaln(r + uxf) + gammaln(b + uxf) - gammaln(a + b + uxf))
+        ll += sw * (r * log_alpha - gammaln(r) + gammaln(a + b) - gammaln(b))
+        g = np.array(
+            [
+                _dot(wx, digamma(r + uxf)) + sw * (log_alpha - digamma(r)),
+                sw * r / alpha,
+                sw * dg_ab - _dot(wx, dg_abx),
+                _dot(wx, digamma(b + uxf) - dg_abx) + sw * (dg_ab - digamma(b)),
+            ]
+        )
+        log_T, inv_T = np.log(alpha + uT), 1.0 / (alpha + uT)
+        ll -= r * _dot(w0, log_T)
+        g[0] -= _dot(w0, log_T)
+        g[1] -= r * _dot(w0, inv_T)
+        # x > 0: log(e^A3 + e^A4) = A3 + softplus(d), A3 = -(r+x)log(alpha+T), d = A4 - A3.
+        np.take(log_T, iT, out=lT)
+        np.take(inv_T, iT, out=iTr)
+        np.subtract(lT, np.log(alpha + ut).take(it, out=diff), out=diff)
+        np.add(xp, r, out=rx)
+        np.multiply(rx, diff, out=d)
+        np.subtract(d, np.log((b + bx1) / a).take(ix, out=tmp), out=d)
+        # Cap so exp cannot overflow; beyond 700, softplus(d) == d in double precision.
+        np.exp(np.minimum(d, 700.0, out=e), out=e)
+        np.add(e, 1.0, out=tmp)
+        np.divide(e, tmp, out=e)  # P(dropped out right after the last purchase)
+        ll += _dot(wp, np.log(tmp, out=tmp), tmp)
+        if (over := d > 700.0).any():
+            ll += _dot(wp[over], d[over] - 700.0)
+        wp_lT, wp_iT = _dot(wp, lT, tmp), _dot(wp, iTr, tmp)
+        ll -= r * wp_lT + _dot(wpx, lT, tmp)
+        np.multiply(e, wp, out=e)
+        g[0] += _dot(e, diff, tmp) - wp_lT
+        np.subtract(iTr, (1.0 / (alpha + ut)).take(it, out=tmp), out=tmp)
+        np.multiply(tmp, rx, out=tmp)
+        g[1] += _dot(e, tmp, tmp) - r * wp_iT - _dot(wpx, iTr, tmp)
+        g[2] += float(e.sum()) / a
+        g[3] -= _dot(e, (1.0 / (b + bx1)).take(ix, out=tmp), tmp)
+        return -ll / n, -g * np.array([r, alpha, a, b]) / n
 
     return f, scale
 
@@ -336,7 +323,7 @@ def bgnbd_log_likelihood(bg: BgNbdParams, hist: Histogram) -> float:
     f, scale = _bgnbd_objective(hist)
     theta = np.log([bg.r, bg.alpha * scale, bg.a, bg.b])
     # Rescaling time multiplies each density by scale^-x; undo it to report in days.
-    jac = float(hist.count.astype(np.float64) @ hist.x) * math.log(scale)
+    jac = _dot(hist.count.astype(np.float64), hist.x.astype(np.float64)) * math.log(scale)
     return -f(theta)[0] * float(hist.count.sum()) + jac
 
 
@@ -354,34 +341,31 @@ def _gg_objective(
     n = float(w.sum())
     if n <= 0:
         raise ValueError("no customer with x > 0 and mean_spend > 0")
-    scale = n / float(w @ m)
+    scale = n / _dot(w, m)
     xm = xf * m * scale
     # Everything except log(v + x*m) is linear in p and q given per-row constants.
-    sw_xlogxm = float(w @ (xf * np.log(xm)))  # p*x*log(x) + p*x*log(m) summed
-    sw_logm = float(w @ np.log(m * scale))
+    sw_xlogxm = _dot(w, xf * np.log(xm))  # p*x*log(x) + p*x*log(m) summed
+    sw_logm = _dot(w, np.log(m * scale))
     ux, inv = np.unique(xf, return_inverse=True)
     wx = np.bincount(inv, weights=w).astype(np.float64)
     wxx = w * xf
+    L, inv_vxm, tmp = np.empty((3, xm.size))  # reused: see _bgnbd_objective
 
     def f(theta: FloatArray) -> tuple[float, FloatArray]:
         p, q, v = np.exp(theta)
         px = p * ux
-        L = np.log(v + xm)
-        ll = (
-            float(wx @ (gammaln(px + q) - gammaln(px)))
-            + n * (q * math.log(v) - gammaln(q))
-            + p * sw_xlogxm
-            - sw_logm
-            - p * float(wxx @ L)
-            - q * float(w @ L)
-        )
+        np.add(xm, v, out=inv_vxm)
+        np.log(inv_vxm, out=L)
+        np.reciprocal(inv_vxm, out=inv_vxm)
+        wxx_L, w_L = _dot(wxx, L, tmp), _dot(w, L, tmp)
+        ll = _dot(wx, gammaln(px + q) - gammaln(px)) + n * (q * math.log(v) - gammaln(q))
+        ll += p * (sw_xlogxm - wxx_L) - q * w_L - sw_logm
         dg = digamma(px + q)
-        inv_vxm = 1.0 / (v + xm)
         g = np.array(
             [
-                float(wx @ (ux * (dg - digamma(px)))) + sw_xlogxm - float(wxx @ L),
-                float(wx @ dg) + n * (math.log(v) - digamma(q)) - float(w @ L),
-                n * q / v - p * float(wxx @ inv_vxm) - q * float(w @ inv_vxm),
+                _dot(wx, ux * (dg - digamma(px))) + sw_xlogxm - wxx_L,
+                _dot(wx, dg) + n * (math.log(v) - digamma(q)) - w_L,
+                n * q / v - p * _dot(wxx, inv_vxm, tmp) - q * _dot(w, inv_vxm, tmp),
             ]
         )
         return -ll / n, -g * np.array([p, q, v]) / n
@@ -401,9 +385,6 @@ def gamma_gamma_log_likelihood(
     return -f(np.log([gg.p, gg.q, gg.v * scale]))[0] * n + n * math.log(scale)
 
 
-# ----------------------------------------------------------------------------- fitting
-
-
 def _minimise(f: Objective, theta0: FloatArray, what: str) -> FloatArray:
     # BFGS with an exact gradient; gtol is on the *mean* log-likelihood, so 1e-9 puts the
     # parameters within ~1e-7 relative of the MLE even along the flat r/alpha ridge.
@@ -420,10 +401,8 @@ def _minimise(f: Objective, theta0: FloatArray, what: str) -> FloatArray:
 def fit_bgnbd(hist: Histogram, initial: BgNbdParams | None = None) -> BgNbdParams:
     """Maximum-likelihood BG/NBD parameters for a compressed history (see :func:`compress`)."""
     f, scale = _bgnbd_objective(hist)
-    if initial is None:
-        theta0 = np.zeros(4)
-    else:
-        theta0 = np.log([initial.r, initial.alpha * scale, initial.a, initial.b])
+    start = initial or BgNbdParams(1.0, 1.0 / scale, 1.0, 1.0)  # alpha = max(T) days
+    theta0 = np.log([start.r, start.alpha * scale, start.a, start.b])
     r, alpha, a, b = np.exp(_minimise(f, theta0, "BG/NBD"))
     return BgNbdParams(r=float(r), alpha=float(alpha / scale), a=float(a), b=float(b))
 
@@ -436,9 +415,7 @@ def fit_gamma_gamma(
 ) -> GammaGammaParams:
     """Maximum-likelihood Gamma-Gamma parameters from customers with ``x > 0``, spend > 0."""
     f, scale, _ = _gg_objective(x, mean_spend, count)
-    if initial is None:
-        theta0 = np.zeros(3)
-    else:
-        theta0 = np.log([initial.p, initial.q, initial.v * scale])
+    start = initial or GammaGammaParams(1.0, 1.0, 1.0 / scale)  # v = mean spend
+    theta0 = np.log([start.p, start.q, start.v * scale])
     p, q, v = np.exp(_minimise(f, theta0, "Gamma-Gamma"))
     return GammaGammaParams(p=float(p), q=float(q), v=float(v / scale))

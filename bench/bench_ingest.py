@@ -1,0 +1,192 @@
+"""Ingest throughput and latency beside a bare aiokafka producer, on the same broker, same run.
+
+    python -m bench.bench_ingest [--events 100000] [--singles 2000]
+
+Needs Kafka and PostgreSQL up (``make bench`` brings them). Starts ingest as its own process
+(uvicorn + uvloop, as ``make run`` does), so client and server compete for the same cores
+as they would on a small production box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import orjson
+
+from shared.auth import Scope, create_key
+from shared.db import make_engine
+from shared.events import Envelope, EventType, OrderData, OrderStatus
+from shared.kafka import Record, make_producer, publish_many
+from shared.settings import CommonSettings
+from shared.topics import Topics, ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 500
+
+
+def _order(i: int, run: str) -> dict[str, object]:
+    return {
+        "type": "order",
+        "order_id": f"{run}-o{i}",
+        "customer_id": f"{run}-c{i % 5000}",
+        "occurred_at": (datetime.now(UTC) - timedelta(days=i % 300)).isoformat(),
+        "status": "paid",
+        "amount": f"{10 + i % 90}.{i % 100:02d}",
+        "currency": "USD",
+    }
+
+
+def _envelopes(n: int, run: str) -> list[Envelope]:
+    now = datetime.now(UTC)
+    return [
+        Envelope(
+            event_id=str(uuid.uuid4()),
+            event_type=EventType.ORDER_PAID,
+            customer_id=f"{run}-c{i % 5000}",
+            occurred_at=now - timedelta(days=i % 300),
+            received_at=now,
+            source="bench",
+            data=OrderData(order_id=f"{run}-o{i}", status=OrderStatus.PAID,
+                           amount=Decimal(f"{10 + i % 90}.{i % 100:02d}"), currency="USD"),
+        )
+        for i in range(n)
+    ]
+
+
+async def bare_producer(settings: CommonSettings, topic: str, n: int, run: str) -> float:
+    """Events/s of aiokafka alone: the same envelopes, serialised the same way, in batches of
+    500 awaited like ingest awaits them."""
+    envelopes = _envelopes(n, run)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        for i in range(0, n, BATCH):
+            chunk = envelopes[i : i + BATCH]
+            await publish_many(
+                producer,
+                [Record(topic, e.customer_id.encode(), e.to_json(),
+                        (("event_type", e.event_type.value.encode()),)) for e in chunk],
+                timeout=30,
+            )
+        return n / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def ingest_batches(url: str, key: str, n: int, run: str, concurrency: int) -> float:
+    bodies = [
+        orjson.dumps({"events": [_order(j, run) for j in range(i, min(i + BATCH, n))]})
+        for i in range(0, n, BATCH)
+    ]
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                resp = await client.post("/v1/events", content=body, headers=headers)
+                assert resp.status_code == 200, resp.text
+                assert resp.json()["accepted"] == len(orjson.loads(body)["events"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+async def ingest_singles(url: str, key: str, n: int, run: str) -> tuple[float, float, float]:
+    """Sequential single-order posts: req/s and p50/p99 latency in ms."""
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    bodies = [orjson.dumps({k: v for k, v in _order(i, run + "s").items() if k != "type"})
+              for i in range(n)]
+    latencies = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        started = time.perf_counter()
+        for body in bodies:
+            t0 = time.perf_counter()
+            resp = await client.post("/v1/orders", content=body, headers=headers)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert resp.status_code == 202, resp.text
+        elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100)
+    return n / elapsed, q[49], q[98]
+
+
+def start_ingest(settings: CommonSettings, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "DATABASE_URL": settings.database_url, "TEND_TOPIC_PREFIX": settings.topic_prefix,
+           "TEND_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "services.ingest.app:create_app", "--factory",
+         "--port", str(port), "--no-access-log", "--loop", "uvloop", "--http", "httptools",
+         "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("ingest did not become ready")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--singles", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--port", type=int, default=18001)
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    settings = CommonSettings().model_copy(update={"topic_prefix": f"bench.{run}."})
+    await ensure_topics(settings)
+    topic = Topics.from_settings(settings).events
+    engine = make_engine(settings, pool_size=1)
+    _, key = await create_key(engine, f"bench-{run}", [Scope.EVENTS_WRITE])
+    await engine.dispose()
+
+    bare = await bare_producer(settings, topic, args.events, run + "b")
+    proc = start_ingest(settings, args.port)
+    try:
+        url = f"http://127.0.0.1:{args.port}"
+        await ingest_batches(url, key, 5_000, run + "w", args.concurrency)  # warm-up
+        batch_rate = await ingest_batches(url, key, args.events, run, args.concurrency)
+        single_rate, p50, p99 = await ingest_singles(url, key, args.singles, run)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+    ratio = batch_rate / bare
+    print(f"\n## ingest ({args.events:,} order events, batches of {BATCH}, "
+          f"{args.concurrency} concurrent clients; {os.cpu_count()} cores shared with Kafka, "
+          "PostgreSQL and the client)\n")
+    print("| path | figure |")
+    print("|---|---|")
+    print(f"| bare aiokafka producer (acks=all, idempotent) | {bare:,.0f} events/s |")
+    print(f"| POST /v1/events, batches of {BATCH} | {batch_rate:,.0f} events/s |")
+    print(f"| ratio ingest / bare producer | {ratio:.0%} (target >= 50%: "
+          f"{'met' if ratio >= 0.5 else 'MISSED'}) |")
+    print(f"| POST /v1/orders, one at a time | {single_rate:,.0f} req/s, "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
