@@ -57,8 +57,12 @@ def _envelopes(n: int, run: str) -> list[Envelope]:
             occurred_at=now - timedelta(days=i % 300),
             received_at=now,
             source="bench",
-            data=OrderData(order_id=f"{run}-o{i}", status=OrderStatus.PAID,
-                           amount=Decimal(f"{10 + i % 90}.{i % 100:02d}"), currency="USD"),
+            data=OrderData(
+                order_id=f"{run}-o{i}",
+                status=OrderStatus.PAID,
+                amount=Decimal(f"{10 + i % 90}.{i % 100:02d}"),
+                currency="USD",
+            ),
         )
         for i in range(n)
     ]
@@ -76,8 +80,15 @@ async def bare_producer(settings: CommonSettings, topic: str, n: int, run: str) 
             chunk = envelopes[i : i + BATCH]
             await publish_many(
                 producer,
-                [Record(topic, e.customer_id.encode(), e.to_json(),
-                        (("event_type", e.event_type.value.encode()),)) for e in chunk],
+                [
+                    Record(
+                        topic,
+                        e.customer_id.encode(),
+                        e.to_json(),
+                        (("event_type", e.event_type.value.encode()),),
+                    )
+                    for e in chunk
+                ],
                 timeout=30,
             )
         return n / (time.perf_counter() - started)
@@ -111,8 +122,10 @@ async def ingest_batches(url: str, key: str, n: int, run: str, concurrency: int)
 async def ingest_singles(url: str, key: str, n: int, run: str) -> tuple[float, float, float]:
     """Sequential single-order posts: req/s and p50/p99 latency in ms."""
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-    bodies = [orjson.dumps({k: v for k, v in _order(i, run + "s").items() if k != "type"})
-              for i in range(n)]
+    bodies = [
+        orjson.dumps({k: v for k, v in _order(i, run + "s").items() if k != "type"})
+        for i in range(n)
+    ]
     latencies = []
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         started = time.perf_counter()
@@ -127,14 +140,32 @@ async def ingest_singles(url: str, key: str, n: int, run: str) -> tuple[float, f
 
 
 def start_ingest(settings: CommonSettings, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-           "DATABASE_URL": settings.database_url, "TEND_TOPIC_PREFIX": settings.topic_prefix,
-           "TEND_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "TEND_TOPIC_PREFIX": settings.topic_prefix,
+        "TEND_LOG_LEVEL": "WARNING",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "services.ingest.app:create_app", "--factory",
-         "--port", str(port), "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-         "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.ingest.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -175,17 +206,23 @@ async def main() -> None:
         proc.wait(20)
 
     ratio = batch_rate / bare
-    print(f"\n## ingest ({args.events:,} order events, batches of {BATCH}, "
-          f"{args.concurrency} concurrent clients; {os.cpu_count()} cores shared with Kafka, "
-          "PostgreSQL and the client)\n")
+    print(
+        f"\n## ingest ({args.events:,} order events, batches of {BATCH}, "
+        f"{args.concurrency} concurrent clients; {os.cpu_count()} cores shared with Kafka, "
+        "PostgreSQL and the client)\n"
+    )
     print("| path | figure |")
     print("|---|---|")
     print(f"| bare aiokafka producer (acks=all, idempotent) | {bare:,.0f} events/s |")
     print(f"| POST /v1/events, batches of {BATCH} | {batch_rate:,.0f} events/s |")
-    print(f"| ratio ingest / bare producer | {ratio:.0%} (target >= 50%: "
-          f"{'met' if ratio >= 0.5 else 'MISSED'}) |")
-    print(f"| POST /v1/orders, one at a time | {single_rate:,.0f} req/s, "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms |")
+    print(
+        f"| ratio ingest / bare producer | {ratio:.0%} (target >= 50%: "
+        f"{'met' if ratio >= 0.5 else 'MISSED'}) |"
+    )
+    print(
+        f"| POST /v1/orders, one at a time | {single_rate:,.0f} req/s, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms |"
+    )
 
 
 if __name__ == "__main__":

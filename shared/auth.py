@@ -140,7 +140,8 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
         key = bearer.credentials if bearer else header
         if not key:
             raise HTTPException(
-                401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
+                401,
+                "an API key is required (Authorization: Bearer <key> or X-API-Key)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         store: KeyStore = request.app.state.keys
@@ -156,5 +157,5 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
     return dependency
 
 
-def RequireScope(scope: Scope) -> Any:  # noqa: N802 - reads like a type in signatures
+def RequireScope(scope: Scope) -> Any:
     return Depends(require(scope))

@@ -1,11 +1,11 @@
 """``tend``: the operator's command line.
 
-    tend migrate                         bring every schema to the latest version
-    tend topics                          create the Kafka topics that are missing
-    tend keys create NAME --scopes a,b   create an API key (printed once, stored hashed)
-    tend keys revoke KEY_ID              revoke a key
-    tend keys list                       list keys (never the keys themselves)
-    tend dev-keys FILE                   write the three development keys to FILE (once)
+tend migrate                         bring every schema to the latest version
+tend topics                          create the Kafka topics that are missing
+tend keys create NAME --scopes a,b   create an API key (printed once, stored hashed)
+tend keys revoke KEY_ID              revoke a key
+tend keys list                       list keys (never the keys themselves)
+tend dev-keys FILE                   write the three development keys to FILE (once)
 """
 
 from __future__ import annotations
@@ -63,8 +63,13 @@ async def _keys_list(settings: CommonSettings) -> None:
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                select(api_keys.c.id, api_keys.c.name, api_keys.c.scopes, api_keys.c.created_at,
-                       api_keys.c.revoked_at).order_by(api_keys.c.created_at)
+                select(
+                    api_keys.c.id,
+                    api_keys.c.name,
+                    api_keys.c.scopes,
+                    api_keys.c.created_at,
+                    api_keys.c.revoked_at,
+                ).order_by(api_keys.c.created_at)
             )
             for r in rows:
                 state = f"revoked {r.revoked_at:%Y-%m-%d}" if r.revoked_at else "active"
@@ -102,12 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="bring every schema to the latest version")
     sub.add_parser("topics", help="create missing Kafka topics")
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action",
-                                                                          required=True)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
     create = keys.add_parser("create", help="create a key; it is printed once")
     create.add_argument("name")
-    create.add_argument("--scopes", type=_scopes, required=True,
-                        help="comma separated: " + ", ".join(s.value for s in Scope))
+    create.add_argument(
+        "--scopes",
+        type=_scopes,
+        required=True,
+        help="comma separated: " + ", ".join(s.value for s in Scope),
+    )
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     keys.add_parser("list", help="list keys")

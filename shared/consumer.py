@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -34,7 +34,7 @@ from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
-Message = ConsumerRecord  # type: ignore[type-arg]
+Message: TypeAlias = ConsumerRecord
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
 
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -156,8 +156,12 @@ class BatchConsumer:
                 if is_transient(exc):
                     if self._stopping.is_set():
                         raise
-                    log.warning("batch_retry", reason=type(exc).__name__, records=len(records),
-                                retry_in=round(delay, 1))
+                    log.warning(
+                        "batch_retry",
+                        reason=type(exc).__name__,
+                        records=len(records),
+                        retry_in=round(delay, 1),
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
@@ -173,10 +177,14 @@ class BatchConsumer:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         log.error(
             "record_dead_lettered",
-            topic=record.topic, partition=record.partition, offset=record.offset,
-            group=self.group_id, error_type=type(exc).__name__,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            group=self.group_id,
+            error_type=type(exc).__name__,
         )
-        headers = tuple(record.headers or ()) + (
+        headers = (
+            *(record.headers or ()),
             ("dlq.source.topic", record.topic.encode()),
             ("dlq.source.partition", str(record.partition).encode()),
             ("dlq.source.offset", str(record.offset).encode()),

@@ -19,15 +19,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     SerializerFunctionWrapHandler,
+    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # Identifiers a shop already has (numbers, UUIDs, "cust-42", emails as ids): printable, no spaces.
 Identifier = Annotated[
@@ -43,7 +43,7 @@ Money = Annotated[
                 {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"},
                 {"type": "number", "minimum": 0},
             ],
-            "description": "a non-negative decimal, best sent as a string: \"59.90\"",
+            "description": 'a non-negative decimal, best sent as a string: "59.90"',
             "examples": ["59.90"],
         }
     ),
@@ -225,7 +225,7 @@ class Envelope(Frozen):
 
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     event_type: EventType
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     customer_id: Identifier
     occurred_at: AwareDatetime
     received_at: AwareDatetime
@@ -238,7 +238,7 @@ class Envelope(Frozen):
         # Parse ``data`` as the payload its event type names, so a union never guesses.
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
             try:
-                payload_type = PAYLOAD_OF[EventType(raw.get("event_type"))]
+                payload_type = PAYLOAD_OF[EventType(str(raw.get("event_type")))]
             except ValueError:
                 return raw  # the event_type error is reported by field validation
             raw = {**raw, "data": payload_type.model_validate(raw["data"])}

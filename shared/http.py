@@ -72,7 +72,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(
-    status: int, message: str, *, errors: list[FieldError] | None = None,
+    status: int,
+    message: str,
+    *,
+    errors: list[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(error=_SLUGS.get(status, "error"), message=message, errors=errors or [])
@@ -94,7 +97,11 @@ class GuardMiddleware:
     request with an id, and records metrics. Plain ASGI: it sits on every request's path."""
 
     def __init__(
-        self, app: ASGIApp, *, service: str, max_body: int,
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        max_body: int,
         form_paths: tuple[str, ...] = (),
     ) -> None:
         self.app = app
@@ -203,7 +210,9 @@ def create_app(
         return {"status": "ok"}
 
     @app.get(
-        "/readyz", tags=["operations"], summary="Readiness",
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness",
         responses={503: {"description": "a dependency is unreachable"}},
     )
     async def readyz() -> JSONResponse:
@@ -216,8 +225,7 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response)
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text exposition of this process's counters and histograms."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -41,7 +41,9 @@ def make_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaPr
     )
 
 
-async def start_producer(settings: CommonSettings, *, wait_seconds: float = 60.0) -> AIOKafkaProducer:
+async def start_producer(
+    settings: CommonSettings, *, wait_seconds: float = 60.0
+) -> AIOKafkaProducer:
     """A started producer, waiting up to ``wait_seconds`` for the broker to answer.
 
     Once started, the producer reconnects by itself when the broker goes away and comes back.

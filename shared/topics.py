@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -60,10 +61,9 @@ async def ensure_topics(settings: CommonSettings) -> list[str]:
             if name not in existing
         ]
         if wanted:
-            try:
+            # Another process may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # another process created them first
         return [t.name for t in wanted]
     finally:
         await admin.close()

@@ -34,14 +34,18 @@ def settings() -> Iterator[CommonSettings]:
     db_name = f"tend_test_{run}"
 
     async def create() -> None:
-        conn = await asyncpg.connect(_admin_dsn(base.database_url, make_url(base.database_url).database or "postgres"))
+        conn = await asyncpg.connect(
+            _admin_dsn(base.database_url, make_url(base.database_url).database or "postgres")
+        )
         try:
             await conn.execute(f'CREATE DATABASE "{db_name}"')
         finally:
             await conn.close()
 
     async def drop() -> None:
-        conn = await asyncpg.connect(_admin_dsn(base.database_url, make_url(base.database_url).database or "postgres"))
+        conn = await asyncpg.connect(
+            _admin_dsn(base.database_url, make_url(base.database_url).database or "postgres")
+        )
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         finally:

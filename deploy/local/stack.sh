@@ -6,6 +6,7 @@
 #   stack.sh run    the same in the foreground; Ctrl-C stops everything it started
 #   stack.sh down   stop the services and the local Kafka and PostgreSQL
 #   stack.sh infra  only Kafka and PostgreSQL (prints the exports to reach them)
+#   stack.sh bench  infrastructure up, every bench/bench_*.py, figures printed
 #   stack.sh test [pytest args]   infrastructure up, the whole suite, then stop what it started
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -177,11 +178,20 @@ case $cmd in
     infra_up
     echo "export KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS DATABASE_URL=$DATABASE_URL"
     ;;
+  bench)
+    trap 'stop_started' EXIT
+    prepare
+    cd "$ROOT"
+    echo "# Tend benchmarks — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+    for script in bench/bench_*.py; do
+      "$VENV/bin/python" -m "bench.$(basename "$script" .py)"
+    done
+    ;;
   test)
     trap 'stop_started' EXIT
     ensure_venv
     infra_up
     (cd "$ROOT" && "$VENV/bin/pytest" "$@")
     ;;
-  *) die "usage: stack.sh up | run | down | infra | test [pytest args]" ;;
+  *) die "usage: stack.sh up | run | down | infra | bench | test [pytest args]" ;;
 esac

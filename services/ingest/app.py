@@ -63,7 +63,9 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
         app.state.producer = producer
         app.state.keys = KeyStore(engine, common.api_key_cache_seconds)
         app.state.intake = Intake(
-            engine, producer, Topics.from_settings(common).events,
+            engine,
+            producer,
+            Topics.from_settings(common).events,
             settings.publish_timeout_seconds,
         )
         pruner = asyncio.create_task(

@@ -183,9 +183,7 @@ class Intake:
                 timeout=self._timeout,
             )
             async with self._engine.connect() as conn:
-                await conn.execute(
-                    _MARK_PUBLISHED, {"ids": [p.event_id for p in to_publish]}
-                )
+                await conn.execute(_MARK_PUBLISHED, {"ids": [p.event_id for p in to_publish]})
 
         return [
             _repeat_outcome(verdict[p.event_id], batch[repeats[i]], p)

@@ -61,7 +61,8 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _unavailable(what: str) -> JSONResponse:
     seconds = ingest_settings().retry_after_seconds
     return error_response(
-        503, f"{what} is unavailable; nothing was accepted, retry after {seconds} s",
+        503,
+        f"{what} is unavailable; nothing was accepted, retry after {seconds} s",
         headers={"Retry-After": str(seconds)},
     )
 
@@ -118,7 +119,10 @@ async def _single(
 
 
 @router.post(
-    "/orders", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    "/orders",
+    status_code=202,
+    response_model=EventResult,
+    responses=SINGLE_RESPONSES,
     summary="Record an order event",
 )
 async def post_order(
@@ -135,11 +139,16 @@ async def post_order(
 
 
 @router.post(
-    "/complaints", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    "/complaints",
+    status_code=202,
+    response_model=EventResult,
+    responses=SINGLE_RESPONSES,
     summary="Record a complaint event",
 )
 async def post_complaint(
-    request: Request, complaint: ComplaintIn, principal: Writer,
+    request: Request,
+    complaint: ComplaintIn,
+    principal: Writer,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Record a complaint opened or resolved. Same answers as `POST /v1/orders`."""
@@ -147,7 +156,10 @@ async def post_complaint(
 
 
 @router.post(
-    "/visits", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    "/visits",
+    status_code=202,
+    response_model=EventResult,
+    responses=SINGLE_RESPONSES,
     summary="Record a visit",
 )
 async def post_visit(
@@ -158,11 +170,16 @@ async def post_visit(
 
 
 @router.post(
-    "/customers", status_code=202, response_model=EventResult, responses=SINGLE_RESPONSES,
+    "/customers",
+    status_code=202,
+    response_model=EventResult,
+    responses=SINGLE_RESPONSES,
     summary="Upsert a customer profile",
 )
 async def post_customer(
-    request: Request, customer: CustomerIn, principal: Writer,
+    request: Request,
+    customer: CustomerIn,
+    principal: Writer,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Create or update a customer's profile: fields present replace the stored ones, absent
@@ -171,7 +188,9 @@ async def post_customer(
 
 
 @router.post(
-    "/events", response_model=BatchResult, summary="Record a batch of mixed events",
+    "/events",
+    response_model=BatchResult,
+    summary="Record a batch of mixed events",
     responses={
         **ERROR_RESPONSES,
         503: {"model": ErrorBody, "description": "the broker did not acknowledge; retry"},
@@ -189,13 +208,20 @@ async def post_events(
                     "value": {
                         "events": [
                             {
-                                "type": "order", "order_id": "o-1001", "customer_id": "c-42",
-                                "occurred_at": "2026-11-20T10:15:00Z", "status": "paid",
-                                "amount": "59.90", "currency": "USD",
+                                "type": "order",
+                                "order_id": "o-1001",
+                                "customer_id": "c-42",
+                                "occurred_at": "2026-11-20T10:15:00Z",
+                                "status": "paid",
+                                "amount": "59.90",
+                                "currency": "USD",
                             },
                             {
-                                "type": "visit", "visit_id": "v-77", "customer_id": "c-42",
-                                "occurred_at": "2026-11-21T16:00:00Z", "channel": "store",
+                                "type": "visit",
+                                "visit_id": "v-77",
+                                "customer_id": "c-42",
+                                "occurred_at": "2026-11-21T16:00:00Z",
+                                "channel": "store",
                             },
                         ]
                     },
@@ -203,7 +229,7 @@ async def post_events(
             }
         ),
     ],
-) -> JSONResponse:
+) -> Response:
     """Record up to 1,000 mixed events in one call. Each item carries a `type` (`order`,
     `complaint`, `visit`, `customer`) beside that kind's fields, exactly as the single
     endpoints take them.
@@ -254,8 +280,16 @@ _REUSED = {"field": "event_id", "reason": "already used for a different payload"
 
 
 def _item(
-    index: int, status: str, event_id: str | None, event_type: EventType | None,
+    index: int,
+    status: str,
+    event_id: str | None,
+    event_type: EventType | None,
     errors: list[dict[str, str]],
 ) -> dict[str, Any]:
-    return {"index": index, "status": status, "event_id": event_id,
-            "event_type": event_type.value if event_type else None, "errors": errors}
+    return {
+        "index": index,
+        "status": status,
+        "event_id": event_id,
+        "event_type": event_type.value if event_type else None,
+        "errors": errors,
+    }

@@ -27,9 +27,7 @@ EventId = Annotated[
 def _not_in_future(value: datetime) -> datetime:
     limit = datetime.now(UTC) + timedelta(seconds=ingest_settings().max_future_seconds)
     if value > limit:
-        raise ValueError(
-            f"lies more than {ingest_settings().max_future_seconds} s in the future"
-        )
+        raise ValueError(f"lies more than {ingest_settings().max_future_seconds} s in the future")
     return value
 
 
@@ -96,7 +94,7 @@ class VisitIn(VisitData, _Event):
 class CustomerIn(CustomerData, _Event):
     """A profile upsert: fields present replace the stored ones, absent ones are kept."""
 
-    occurred_at: AwareDatetime = Field(  # type: ignore[assignment]
+    occurred_at: AwareDatetime = Field(
         default_factory=lambda: datetime.now(UTC),
         description="When the profile changed; defaults to the time received.",
     )

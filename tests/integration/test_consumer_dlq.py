@@ -38,11 +38,15 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
     marker = uuid.uuid4().hex.encode()
     try:
         # Same key: same partition, so "after" really comes after the poison record.
-        await publish_many(producer, [
-            Record(source, b"c1", b"before-" + marker),
-            Record(source, b"c1", b"poison-" + marker, (("event_type", b"order.paid"),)),
-            Record(source, b"c1", b"after-" + marker),
-        ], timeout=10)
+        await publish_many(
+            producer,
+            [
+                Record(source, b"c1", b"before-" + marker),
+                Record(source, b"c1", b"poison-" + marker, (("event_type", b"order.paid"),)),
+                Record(source, b"c1", b"after-" + marker),
+            ],
+            timeout=10,
+        )
 
         handled: list[bytes] = []
 
@@ -52,8 +56,14 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
             handled.extend(r.value for r in records)
 
         group = f"{settings.topic_prefix}dlq-test"
-        consumer = BatchConsumer(settings=settings, topics=[source], group_id=group,
-                                 handler=handler, dlq_topic=dlq, dlq_producer=producer)
+        consumer = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=group,
+            handler=handler,
+            dlq_topic=dlq,
+            dlq_producer=producer,
+        )
         task = asyncio.create_task(consumer.run())
         async with asyncio.timeout(60):
             while len(handled) < 2:
@@ -64,8 +74,11 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
         await producer.stop()
 
     assert handled == [b"before-" + marker, b"after-" + marker]
-    [dead] = [r for r in await read_all(settings.kafka_bootstrap_servers, dlq)
-              if r.value == b"poison-" + marker]
+    [dead] = [
+        r
+        for r in await read_all(settings.kafka_bootstrap_servers, dlq)
+        if r.value == b"poison-" + marker
+    ]
     headers = dict(dead.headers)
     assert dead.key == b"c1"
     assert headers["event_type"] == b"order.paid"
@@ -83,8 +96,14 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
 
     producer = await start_producer(settings)
     try:
-        second = BatchConsumer(settings=settings, topics=[source], group_id=group,
-                               handler=record_again, dlq_topic=dlq, dlq_producer=producer)
+        second = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=group,
+            handler=record_again,
+            dlq_topic=dlq,
+            dlq_producer=producer,
+        )
         task = asyncio.create_task(second.run())
         await asyncio.sleep(5)
         second.stop()
@@ -110,10 +129,14 @@ async def test_a_transient_failure_is_retried_not_dead_lettered(settings: Common
 
     try:
         await publish_many(producer, [Record(source, b"k", b"only")], timeout=10)
-        consumer = BatchConsumer(settings=settings, topics=[source],
-                                 group_id=f"{settings.topic_prefix}retry-test", handler=flaky,
-                                 dlq_topic=Topics.from_settings(settings).dlq,
-                                 dlq_producer=producer)
+        consumer = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=f"{settings.topic_prefix}retry-test",
+            handler=flaky,
+            dlq_topic=Topics.from_settings(settings).dlq,
+            dlq_producer=producer,
+        )
         task = asyncio.create_task(consumer.run())
         async with asyncio.timeout(60):
             while not handled:

@@ -42,8 +42,11 @@ def auth(key: str) -> dict[str, str]:
 
 async def records_with(settings: CommonSettings, event_ids: set[str]) -> list[Any]:
     topic = Topics.from_settings(settings).events
-    return [r for r in await read_all(settings.kafka_bootstrap_servers, topic)
-            if orjson.loads(r.value)["event_id"] in event_ids]
+    return [
+        r
+        for r in await read_all(settings.kafka_bootstrap_servers, topic)
+        if orjson.loads(r.value)["event_id"] in event_ids
+    ]
 
 
 async def test_posted_order_is_on_the_topic_keyed_by_customer_with_the_full_envelope(
@@ -113,10 +116,22 @@ async def test_a_batch_with_one_bad_item_accepts_the_others_and_names_the_bad_fi
     events = [
         {"type": "order", **order(customer_id=customer)},
         {"type": "order", **order(customer_id=customer, amount="-3")},
-        {"type": "visit", "visit_id": _uid("v"), "customer_id": customer, "occurred_at": now,
-         "channel": "store"},
-        {"type": "complaint", "complaint_id": _uid("k"), "customer_id": customer,
-         "occurred_at": now, "status": "opened", "severity": "high", "text": "late"},
+        {
+            "type": "visit",
+            "visit_id": _uid("v"),
+            "customer_id": customer,
+            "occurred_at": now,
+            "channel": "store",
+        },
+        {
+            "type": "complaint",
+            "complaint_id": _uid("k"),
+            "customer_id": customer,
+            "occurred_at": now,
+            "status": "opened",
+            "severity": "high",
+            "text": "late",
+        },
         {"type": "customer", "customer_id": customer, "name": "Ada", "tags": ["vip"]},
     ]
     resp = await ingest.post("/v1/events", json={"events": events}, headers=auth(keys["ingest"]))
@@ -141,8 +156,7 @@ async def test_a_batch_with_one_bad_item_accepts_the_others_and_names_the_bad_fi
     ("change", "field"),
     [
         ({"occurred_at": "2026-01-01T10:00:00"}, "body.occurred_at"),
-        ({"occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
-         "body.occurred_at"),
+        ({"occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}, "body.occurred_at"),
         ({"amount": "-0.01"}, "body.amount"),
         ({"status": "shipped"}, "body.status"),
         ({"currency": "EUR"}, "body.currency"),
@@ -165,18 +179,24 @@ async def test_bad_input_is_a_422_naming_the_field(
 async def test_oversized_and_non_json_bodies_are_refused(
     ingest: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
-    big = {"events": [order(order_id="x" * 100) for _ in range(1)] * 10 + [{"pad": "x" * 1_100_000}]}
+    big = {
+        "events": [order(order_id="x" * 100) for _ in range(1)] * 10 + [{"pad": "x" * 1_100_000}]
+    }
     resp = await ingest.post("/v1/events", json=big, headers=auth(keys["ingest"]))
     assert resp.status_code == 413
     assert resp.json()["error"] == "payload_too_large"
 
     resp = await ingest.post(
-        "/v1/orders", content=b"order_id=1", headers={**auth(keys["ingest"]),
-                                                      "content-type": "text/plain"})
+        "/v1/orders",
+        content=b"order_id=1",
+        headers={**auth(keys["ingest"]), "content-type": "text/plain"},
+    )
     assert resp.status_code == 415
     resp = await ingest.post(
-        "/v1/orders", content=b"{not json", headers={**auth(keys["ingest"]),
-                                                     "content-type": "application/json"})
+        "/v1/orders",
+        content=b"{not json",
+        headers={**auth(keys["ingest"]), "content-type": "application/json"},
+    )
     assert resp.status_code == 422
     too_many = {"events": [{"type": "visit"}] * 1001}
     resp = await ingest.post("/v1/events", json=too_many, headers=auth(keys["ingest"]))

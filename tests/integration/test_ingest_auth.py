@@ -15,22 +15,44 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).isoformat()
 BODIES = {
-    "/v1/orders": {"order_id": "o-auth", "customer_id": "c-auth", "occurred_at": NOW,
-                   "status": "placed", "amount": "1", "currency": "USD"},
-    "/v1/complaints": {"complaint_id": "k-auth", "customer_id": "c-auth", "occurred_at": NOW,
-                       "status": "opened"},
-    "/v1/visits": {"visit_id": "v-auth", "customer_id": "c-auth", "occurred_at": NOW,
-                   "channel": "web"},
+    "/v1/orders": {
+        "order_id": "o-auth",
+        "customer_id": "c-auth",
+        "occurred_at": NOW,
+        "status": "placed",
+        "amount": "1",
+        "currency": "USD",
+    },
+    "/v1/complaints": {
+        "complaint_id": "k-auth",
+        "customer_id": "c-auth",
+        "occurred_at": NOW,
+        "status": "opened",
+    },
+    "/v1/visits": {
+        "visit_id": "v-auth",
+        "customer_id": "c-auth",
+        "occurred_at": NOW,
+        "channel": "web",
+    },
     "/v1/customers": {"customer_id": "c-auth", "name": "Auth Test"},
-    "/v1/events": {"events": [{"type": "visit", "visit_id": "v-auth-b",
-                               "customer_id": "c-auth", "occurred_at": NOW, "channel": "app"}]},
+    "/v1/events": {
+        "events": [
+            {
+                "type": "visit",
+                "visit_id": "v-auth-b",
+                "customer_id": "c-auth",
+                "occurred_at": NOW,
+                "channel": "app",
+            }
+        ]
+    },
 }
 
 
 @pytest.fixture
 async def revoked_key(engine: AsyncEngine) -> str:
-    key_id, key = await create_key(engine, f"revoked-{uuid.uuid4().hex[:6]}",
-                                   [Scope.EVENTS_WRITE])
+    key_id, key = await create_key(engine, f"revoked-{uuid.uuid4().hex[:6]}", [Scope.EVENTS_WRITE])
     assert await revoke_key(engine, key_id)
     return key
 

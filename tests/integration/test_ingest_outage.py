@@ -32,9 +32,12 @@ async def broker(tmp_path: Path) -> AsyncIterator[LocalBroker]:
 
 def _order(i: int) -> dict[str, Any]:
     return {
-        "order_id": f"o-{uuid.uuid4().hex[:8]}-{i}", "customer_id": f"c-{i % 7}",
+        "order_id": f"o-{uuid.uuid4().hex[:8]}-{i}",
+        "customer_id": f"c-{i % 7}",
         "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
-        "status": "paid", "amount": f"{10 + i}.00", "currency": "USD",
+        "status": "paid",
+        "amount": f"{10 + i}.00",
+        "currency": "USD",
     }
 
 

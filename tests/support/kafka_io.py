@@ -6,7 +6,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 
-async def read_all(bootstrap: str, topic: str, timeout_ms: int = 10_000) -> list[ConsumerRecord]:  # type: ignore[type-arg]
+async def read_all(bootstrap: str, topic: str, timeout_ms: int = 10_000) -> list[ConsumerRecord]:
     """Every record now on ``topic``, from the beginning to the current end of each partition."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -14,11 +14,13 @@ async def read_all(bootstrap: str, topic: str, timeout_ms: int = 10_000) -> list
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
             await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord] = []  # type: ignore[type-arg]
+        records: list[ConsumerRecord] = []
         pending = {tp for tp in partitions if end[tp] > 0}
         while pending:
             batch = await consumer.getmany(timeout_ms=timeout_ms)

@@ -18,8 +18,14 @@ def test_derived_event_id_is_a_uuid5_in_a_fixed_namespace() -> None:
 
 
 def _order(**kw: object) -> OrderIn:
-    base: dict[str, object] = {"order_id": "o1", "customer_id": "c1", "occurred_at": NOW,
-                               "status": "paid", "amount": "10.50", "currency": "USD"}
+    base: dict[str, object] = {
+        "order_id": "o1",
+        "customer_id": "c1",
+        "occurred_at": NOW,
+        "status": "paid",
+        "amount": "10.50",
+        "currency": "USD",
+    }
     return OrderIn.model_validate({**base, **kw})
 
 
@@ -36,15 +42,21 @@ def test_the_wire_envelope_is_the_shared_envelope_contract() -> None:
 
 
 def test_event_id_comes_from_body_then_header_then_natural_id() -> None:
-    assert prepare(_order(event_id="e-1"), header_key="h-1", source="s",
-                   received_at=NOW).event_id == "e-1"
+    assert (
+        prepare(_order(event_id="e-1"), header_key="h-1", source="s", received_at=NOW).event_id
+        == "e-1"
+    )
     assert prepare(_order(), header_key="h-1", source="s", received_at=NOW).event_id == "h-1"
     derived = prepare(_order(), header_key=None, source="s", received_at=NOW).event_id
-    assert derived == prepare(_order(), header_key=None, source="s",
-                              received_at=datetime.now(UTC)).event_id
+    assert (
+        derived
+        == prepare(_order(), header_key=None, source="s", received_at=datetime.now(UTC)).event_id
+    )
     # Another status of the same order is another event.
-    assert derived != prepare(_order(status="refunded"), header_key=None, source="s",
-                              received_at=NOW).event_id
+    assert (
+        derived
+        != prepare(_order(status="refunded"), header_key=None, source="s", received_at=NOW).event_id
+    )
 
 
 def test_a_different_payload_under_the_same_id_has_a_different_hash() -> None:

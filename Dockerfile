@@ -1,0 +1,18 @@
+# One image for every Tend service; the command picks the service.
+#   docker build -t tend .
+#   docker run tend uvicorn services.ingest.app:create_app --factory --host 0.0.0.0 --port 8001
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+COPY bench ./bench
+RUN pip install --disable-pip-version-check . \
+ && useradd --system --uid 10001 tend
+USER tend
+
+EXPOSE 8001 8002 8003
+CMD ["uvicorn", "services.ingest.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8001", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]

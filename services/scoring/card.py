@@ -1,0 +1,315 @@
+"""The score card: everything scoring says about a customer at a moment, built from the facts.
+
+:func:`build_card` is a pure function of a :class:`CustomerState`, a moment and the population
+inputs (:class:`Population`). Only events that occurred at or before ``as_of`` count, so a card
+for a past ``as_of`` replays history — with one exception: the profile is always the latest one
+known, because the state keeps only the winning write of each profile field.
+
+Before any population job has run, ``Population()`` is valid and the card shows everything a
+customer's own facts determine (profile, value, stage with the default median gap, complaints,
+visits, ``value_score``) and null for what needs the population: ``rfm``, ``prediction``,
+``tier`` and ``strategy``. Each appears as soon as its own input does (``prediction`` needs
+``bg``, its money figures ``gg``; ``strategy`` needs ``tiers`` and a ``clv_365d``). A prospect
+has no ``rfm``, ``prediction`` or ``strategy`` whatever the population: there is nothing to
+score yet.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import pairwise
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from services.scoring import lifecycle, predict, rfm, tiers
+from services.scoring.lifecycle import Stage
+from services.scoring.predict import BgNbdParams, GammaGammaParams
+from services.scoring.rfm import RfmBreakpoints, Segment
+from services.scoring.settings import ScoringSettings
+from services.scoring.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
+from services.scoring.tiers import Strategy, Tier, TierBreakpoints
+
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Population(_Model):
+    """Every input that depends on the whole customer base, refreshed by a scheduled job.
+
+    Each part is optional so a fresh deployment works: see the module docstring for what a
+    card shows while a part is missing.
+    """
+
+    rfm: RfmBreakpoints | None = None
+    tiers: TierBreakpoints | None = None
+    bg: BgNbdParams | None = None
+    gg: GammaGammaParams | None = None
+    median_gap_days: Annotated[float, Field(gt=0)] | None = None  # None: the settings default
+    fitted_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _usable_params(self) -> Population:
+        # Reject parameters the closed forms are undefined for here, once, rather than on
+        # every card of every customer.
+        bg = self.bg
+        if bg is not None and (min(bg.r, bg.alpha, bg.a, bg.b) <= 0 or bg.a == 1):
+            raise ValueError("BG/NBD parameters must be positive, with a != 1")
+        if self.gg is not None and (min(self.gg.p, self.gg.v) <= 0 or self.gg.q <= 1):
+            raise ValueError("Gamma-Gamma parameters must be positive, with q > 1")
+        return self
+
+    def median_gap(self, settings: ScoringSettings) -> float:
+        """The population median gap between purchase days, or the settings default."""
+        return self.median_gap_days or settings.default_median_gap_days
+
+
+class Consent(_Model):
+    email: bool = False
+    sms: bool = False
+    marketing: bool = False
+
+
+class Profile(_Model):
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    birthday: date | None = None
+    timezone: str | None = None
+    locale: str | None = None
+    consent: Consent = Consent()
+    tags: list[str] = Field(default_factory=list)
+    member_tier: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class Value(_Model):
+    """Money net of refunds; cancelled orders do not exist here."""
+
+    lifetime_spend: Decimal
+    spend_30d: Decimal
+    spend_90d: Decimal
+    spend_365d: Decimal
+    orders: int
+    average_order_value: Decimal | None
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    purchase_interval_days: float | None  # median gap between purchase days
+    outstanding: Decimal
+
+
+class Rfm(_Model):
+    recency: int
+    frequency: int
+    monetary: int
+    segment: Segment
+
+
+class Prediction(_Model):
+    """BG/NBD and Gamma-Gamma on daily periods; money figures need Gamma-Gamma parameters."""
+
+    frequency: int  # repeat purchase days (x)
+    recency_days: float  # first to last purchase day (t_x)
+    age_days: float  # first purchase day to as_of (T)
+    p_alive: float
+    expected_orders_90d: float
+    expected_order_value: float | None
+    clv_365d: float | None
+
+
+class Complaints(_Model):
+    open: int
+    total: int
+    last_at: datetime | None  # when the most recent complaint was raised
+
+
+class Visits(_Model):
+    last_30d: int
+    total: int
+    last_at: datetime | None
+
+
+class Card(_Model):
+    """A customer's score card at ``as_of`` (the read API and the change stream carry it)."""
+
+    customer_id: str
+    as_of: datetime
+    profile: Profile
+    value: Value
+    value_score: float  # the composite that tier and strategy rank on
+    rfm: Rfm | None
+    prediction: Prediction | None
+    tier: Tier | None
+    strategy: Strategy | None
+    stage: Stage
+    stage_since: date | None
+    next_transition_at: datetime | None  # when time alone would move the stage
+    complaints: Complaints
+    visits: Visits
+    updated_at: datetime | None  # the newest event time applied, up to as_of
+
+
+def build_card(
+    state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
+) -> Card:
+    """The card of ``state`` at ``as_of`` (timezone-aware) given the population inputs."""
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    now = to_micros(as_of)
+    today = lifecycle.day_of(as_of)
+    purchases = state.purchases(now)
+    purchase_days = [_day(p.at) for p in purchases]
+    days = sorted(set(purchase_days))
+    median_gap = population.median_gap(settings)
+
+    spend = _SpendWindows(purchases, now)
+    value = _value(purchases, spend, days)
+    window_spend, window_orders = spend.since(settings.tier_window_days)
+    value_score = tiers.composite(
+        window_spend,
+        window_orders,
+        value.purchase_interval_days or median_gap,
+        value.outstanding,
+        settings,
+    )
+    prediction = _prediction(purchases, purchase_days, today, population)
+    stage = lifecycle.stage_at(days, as_of, median_gap, settings)
+    open_, total, raised = state.complaint_counts(now)
+    last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
+    updated = state.latest_event_at(now)
+
+    tier: Tier | None = None
+    strategy: Strategy | None = None
+    if population.tiers is not None:
+        tier = tiers.tier(value_score, population.tiers)
+        if prediction is not None and prediction.clv_365d is not None:
+            strategy = tiers.strategy(value_score, prediction.clv_365d, population.tiers)
+
+    return Card(
+        customer_id=state.customer_id,
+        as_of=as_of,
+        profile=_profile(state),
+        value=value,
+        value_score=value_score,
+        rfm=_rfm(value, days, today, population.rfm),
+        prediction=prediction,
+        tier=tier,
+        strategy=strategy,
+        stage=stage.stage,
+        stage_since=stage.since,
+        next_transition_at=stage.next_transition_at,
+        complaints=Complaints(open=open_, total=total, last_at=_moment(raised)),
+        visits=Visits(last_30d=last_30d, total=visits, last_at=_moment(visited)),
+        updated_at=_moment(updated),
+    )
+
+
+def _day(us: int) -> date:
+    return _EPOCH_DAY + timedelta(days=us // DAY_US)
+
+
+def _moment(us: int | None) -> datetime | None:
+    return None if us is None else from_micros(us)
+
+
+class _SpendWindows:
+    """Net spend over trailing windows ending at ``now``, from one pass over the purchases."""
+
+    def __init__(self, purchases: list[Purchase], now: int) -> None:
+        self._now = now
+        self._ats = [p.at for p in purchases]  # purchases come sorted by time
+        # _suffix[i]: net spend of purchases[i:], so a window is one lookup.
+        self._suffix = [Decimal(0)] * (len(purchases) + 1)
+        for i in range(len(purchases) - 1, -1, -1):
+            self._suffix[i] = self._suffix[i + 1] + purchases[i].net
+
+    def since(self, window_days: int) -> tuple[Decimal, int]:
+        """Net spend and order count of the last ``window_days`` days."""
+        first = bisect_right(self._ats, self._now - window_days * DAY_US)
+        return self._suffix[first], len(self._ats) - first
+
+    @property
+    def lifetime(self) -> Decimal:
+        return self._suffix[0]
+
+
+def _value(purchases: list[Purchase], spend: _SpendWindows, days: list[date]) -> Value:
+    lifetime = spend.lifetime
+    orders = len(purchases)
+    gaps = sorted((b - a).days for a, b in pairwise(days))
+    return Value(
+        lifetime_spend=lifetime,
+        spend_30d=spend.since(30)[0],
+        spend_90d=spend.since(90)[0],
+        spend_365d=spend.since(365)[0],
+        orders=orders,
+        average_order_value=_average(lifetime, orders),
+        first_order_at=from_micros(purchases[0].at) if purchases else None,
+        last_order_at=from_micros(purchases[-1].at) if purchases else None,
+        purchase_interval_days=lifecycle.median(gaps) if gaps else None,
+        outstanding=sum((p.outstanding for p in purchases), Decimal(0)),
+    )
+
+
+def _average(total: Decimal, count: int) -> Decimal | None:
+    if not count:
+        return None
+    # As many decimal places as the amounts carry ("70.00", not "70.0000"), at most Money's 4.
+    exponent = total.as_tuple().exponent
+    places = min(max(-exponent, 0), 4) if isinstance(exponent, int) else 4
+    return (total / count).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+
+
+def _rfm(value: Value, days: list[date], today: date, bp: RfmBreakpoints | None) -> Rfm | None:
+    if bp is None or not days:
+        return None
+    r, f, m = rfm.score((today - days[-1]).days, value.orders, float(value.lifetime_spend), bp)
+    return Rfm(recency=r, frequency=f, monetary=m, segment=rfm.segment(r, f, m))
+
+
+def _prediction(
+    purchases: list[Purchase], days: list[date], today: date, pop: Population
+) -> Prediction | None:
+    if pop.bg is None:
+        return None
+    stats = predict.daily_stats(zip(days, (float(p.net) for p in purchases), strict=True), today)
+    if stats is None:
+        return None
+    x, t_x, age = stats.x, stats.t_x, stats.T
+    order_value: float | None = None
+    clv: float | None = None
+    if pop.gg is not None:
+        order_value = _finite(predict.expected_order_value(pop.gg, x, stats.mean_spend))
+        clv = _finite(predict.clv(pop.bg, pop.gg, x, t_x, age, stats.mean_spend, 365.0))
+    return Prediction(
+        frequency=x,
+        recency_days=t_x,
+        age_days=age,
+        p_alive=predict.p_alive(pop.bg, x, t_x, age),
+        expected_orders_90d=predict.expected_orders(pop.bg, 90.0, x, t_x, age),
+        expected_order_value=order_value,
+        clv_365d=clv,
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _profile(state: CustomerState) -> Profile:
+    fields: dict[str, Any] = {}
+    consent: dict[str, bool] = {}
+    for name, value in state.profile_values():
+        if name.startswith("consent."):
+            consent[name.removeprefix("consent.")] = bool(value)
+        elif value is None and name in ("tags", "attributes"):
+            continue  # cleared: the model's empty default
+        else:
+            fields[name] = value
+    return Profile(consent=Consent(**consent), **fields)

@@ -1,0 +1,223 @@
+"""Lifecycle stages, derived from a customer's purchase days and the passing of time.
+
+The stage is never stored: it is recomputed by walking the purchase history, so the answer for
+a given history and ``as_of`` is the same however and whenever the events arrived. Stages move
+at UTC midnights (purchase days are UTC dates); "silent for more than N days" means that many
+whole days since the last purchase day.
+
+The rules (thresholds are :class:`ScoringSettings` fields):
+
+- ``prospect``: no purchase yet.
+- ``new``: exactly one purchase day. It holds at least ``new_days`` and, like every active
+  stage, ends by time alone only in ``declining`` or ``churned`` (the product's stage list has
+  no "one-time buyer, not yet silent" stage, so ``new`` covers it).
+- ``growing``: a repeat buyer. ``mature``: at least ``mature_min_purchases`` purchase days and
+  the latest gap at most ``mature_gap_multiple`` rhythms, judged at each purchase.
+- ``declining``: silent for more than ``decline_rhythm_multiple`` rhythms.
+- ``churned``: silent for more than ``churn_rhythm_multiple`` rhythms or ``churn_max_days``,
+  whichever comes first (a customer whose decline threshold is past the cap goes straight
+  from an active stage to ``churned``).
+- ``reactivated``: a purchase while ``declining`` or ``churned``. It holds for
+  ``reactivated_days`` whatever happens, then the rules above apply again.
+
+Rhythm is the median gap between purchase days up to the latest one, or the population median
+gap while the customer has fewer than ``own_rhythm_min_purchases`` purchase days.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import insort
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from enum import StrEnum
+
+from services.scoring.settings import ScoringSettings
+
+
+class Stage(StrEnum):
+    PROSPECT = "prospect"
+    NEW = "new"
+    GROWING = "growing"
+    MATURE = "mature"
+    DECLINING = "declining"
+    CHURNED = "churned"
+    REACTIVATED = "reactivated"
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    """Where a customer stands at a moment, and when time alone would next move them."""
+
+    stage: Stage
+    since: date | None  # None for prospects: there is no purchase to date the stage from
+    next_transition_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A stage change on ``at`` (UTC midnight); the first is always out of ``prospect``."""
+
+    from_stage: Stage
+    to_stage: Stage
+    at: date
+
+
+def midnight(day: date) -> datetime:
+    """The UTC instant a stage that changes on ``day`` changes."""
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def day_of(moment: datetime | date) -> date:
+    """The UTC date of ``moment`` (a date is returned as is)."""
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).date()
+    return moment
+
+
+def median(sorted_values: Sequence[float]) -> float:
+    """Median of an already sorted, non-empty sequence."""
+    n = len(sorted_values)
+    mid = n // 2
+    if n % 2:
+        return float(sorted_values[mid])
+    return (sorted_values[mid - 1] + sorted_values[mid]) / 2
+
+
+@dataclass(slots=True)
+class _Clock:
+    """The time-driven schedule after the latest purchase.
+
+    Days are proleptic ordinals (``date.toordinal``): the walk does integer arithmetic only.
+    """
+
+    start: int  # the latest purchase day
+    base: Stage  # the stage the purchase rules gave the latest purchase
+    declining_at: int | None  # None when the customer skips straight to churned
+    churned_at: int
+    reactivated_until: int | None  # reactivated on days before this one
+    boundaries: list[int]  # the days after ``start`` on which the stage may change, in order
+
+    def stage_on(self, day: int) -> Stage:
+        if self.reactivated_until is not None and day < self.reactivated_until:
+            return Stage.REACTIVATED
+        if day >= self.churned_at:
+            return Stage.CHURNED
+        if self.declining_at is not None and day >= self.declining_at:
+            return Stage.DECLINING
+        return self.base
+
+
+def _walk(
+    purchase_days: Sequence[date], until: int, population_median_gap: float, s: ScoringSettings
+) -> Iterator[tuple[Stage, Stage, int, _Clock | None]]:
+    """Yield ``(from, to, day, None)`` for every stage change up to ``until`` (inclusive), then
+    ``(stage, stage, until, clock)``: the schedule in force at ``until``, to look ahead with."""
+    days = sorted({o for o in map(date.toordinal, purchase_days) if o <= until})
+    stage = Stage.PROSPECT
+    clock: _Clock | None = None
+    gaps: list[int] = []
+    previous = 0
+    for count, day in enumerate(days, start=1):
+        if clock is not None and day >= clock.boundaries[0]:
+            for boundary in clock.boundaries:
+                # A boundary on the purchase day itself applies first: the stage at that
+                # midnight is what the purchase finds.
+                if boundary <= day and (moved := clock.stage_on(boundary)) != stage:
+                    yield stage, moved, boundary, None
+                    stage = moved
+        gap = day - previous
+        previous = day
+        if count > 1:
+            insort(gaps, gap)
+        rhythm = median(gaps) if count >= s.own_rhythm_min_purchases else population_median_gap
+        if count == 1:
+            base = Stage.NEW
+        elif count >= s.mature_min_purchases and gap <= s.mature_gap_multiple * rhythm:
+            base = Stage.MATURE
+        else:
+            base = Stage.GROWING
+        react_until = clock.reactivated_until if clock is not None else None
+        if stage is Stage.DECLINING or stage is Stage.CHURNED:
+            react_until = day + s.reactivated_days
+        clock = _schedule(day, rhythm, base, react_until, count == 1, s)
+        moved = clock.stage_on(day)
+        if moved != stage:
+            yield stage, moved, day, None
+            stage = moved
+    if clock is not None:
+        for boundary in clock.boundaries:
+            if boundary <= until and (moved := clock.stage_on(boundary)) != stage:
+                yield stage, moved, boundary, None
+                stage = moved
+    yield stage, stage, until, clock
+
+
+def _schedule(
+    day: int,
+    rhythm: float,
+    base: Stage,
+    reactivated_until: int | None,
+    first: bool,
+    s: ScoringSettings,
+) -> _Clock:
+    # "More than N days silent" in whole days: the stage moves on day last + floor(N) + 1.
+    decline = math.floor(s.decline_rhythm_multiple * rhythm) + 1
+    churn = math.floor(min(s.churn_rhythm_multiple * rhythm, s.churn_max_days)) + 1
+    if first:
+        decline = max(decline, s.new_days)
+        churn = max(churn, s.new_days)
+    churned_at = day + churn
+    boundaries = [churned_at]
+    declining_at = None
+    if decline < churn:
+        declining_at = day + decline
+        boundaries.append(declining_at)
+    if reactivated_until is not None:
+        if reactivated_until > day:
+            boundaries.append(reactivated_until)
+        else:
+            reactivated_until = None
+    boundaries.sort()
+    return _Clock(day, base, declining_at, churned_at, reactivated_until, boundaries)
+
+
+def stage_at(
+    purchase_days: Sequence[date],
+    as_of: datetime | date,
+    population_median_gap: float,
+    settings: ScoringSettings,
+) -> StageInfo:
+    """The stage at ``as_of`` from the purchase days up to it (in any order, repeats allowed).
+
+    ``next_transition_at`` is the UTC midnight at which the stage would next change if no
+    purchase happened, or None when time alone cannot move it (prospect, churned).
+    """
+    until = day_of(as_of).toordinal()
+    since: int | None = None
+    last: tuple[Stage, Stage, int, _Clock | None] | None = None
+    for item in _walk(purchase_days, until, population_median_gap, settings):
+        if item[0] != item[1]:
+            since = item[2]
+        last = item
+    assert last is not None  # _walk always yields its closing item
+    stage, clock = last[1], last[3]
+    next_at: datetime | None = None
+    if clock is not None:
+        for boundary in clock.boundaries:
+            if boundary > until and clock.stage_on(boundary) != stage:
+                next_at = midnight(date.fromordinal(boundary))
+                break
+    return StageInfo(stage, None if since is None else date.fromordinal(since), next_at)
+
+
+def transitions(
+    purchase_days: Sequence[date],
+    until: datetime | date,
+    population_median_gap: float,
+    settings: ScoringSettings,
+) -> list[Transition]:
+    """Every stage change from the first purchase up to ``until``, oldest first."""
+    walk = _walk(purchase_days, day_of(until).toordinal(), population_median_gap, settings)
+    return [Transition(a, b, date.fromordinal(day)) for a, b, day, _ in walk if a != b]

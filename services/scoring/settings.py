@@ -1,0 +1,63 @@
+"""Scoring's own knobs, read once from ``TEND_SCORING_*`` environment variables.
+
+Only thresholds of the scoring model live here; infrastructure addresses are in
+:mod:`shared.settings`. Windows that are part of a field's name on the card (``spend_30d``,
+``visits.last_30d``, ``expected_orders_90d``, ``clv_365d``) are deliberately not knobs: changing
+them would make the field lie about what it holds.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ScoringSettings(BaseSettings):
+    """Thresholds of the lifecycle, tier and visit rules (defaults follow the product issue)."""
+
+    model_config = SettingsConfigDict(env_prefix="TEND_SCORING_", extra="ignore", frozen=True)
+
+    # Lifecycle. "Rhythm" is the customer's median gap between purchase days, or the
+    # population median gap while they have fewer than ``own_rhythm_min_purchases`` purchase days.
+    new_days: int = Field(30, ge=1, description="a first-time buyer stays `new` at least this long")
+    decline_rhythm_multiple: float = Field(2.0, gt=0)
+    churn_rhythm_multiple: float = Field(4.0, gt=0)
+    churn_max_days: int = Field(365, ge=1, description="silent longer than this is churned")
+    reactivated_days: int = Field(30, ge=1)
+    mature_min_purchases: int = Field(4, ge=2)
+    # "Buying on rhythm": the latest gap is at most this many rhythms long.
+    mature_gap_multiple: float = Field(1.5, gt=0)
+    own_rhythm_min_purchases: int = Field(3, ge=2)
+    default_median_gap_days: float = Field(
+        30.0, gt=0, description="population median gap until one is fitted"
+    )
+
+    # Visits: ids and times are kept this long behind the latest visit, so late visits within
+    # it are de-duplicated by the state itself; older ones are only counted (and de-duplicated
+    # by the inbox's unique event_id). Must cover the 30-day window.
+    visit_retention_days: int = Field(37, ge=30)
+
+    # Value tiers (80/20) and the composite they rank on.
+    tier_key_share: float = Field(0.2, gt=0, lt=1)
+    tier_low_share: float = Field(0.2, gt=0, lt=1)
+    tier_window_days: int = Field(365, ge=1, description="spend and volume window of the composite")
+    composite_spend_weight: float = Field(1.0, ge=0)
+    composite_orders_weight: float = Field(1.0, ge=0)
+    composite_rhythm_weight: float = Field(0.5, ge=0)
+    composite_outstanding_weight: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ScoringSettings:
+        if self.tier_key_share + self.tier_low_share >= 1:
+            raise ValueError("tier_key_share + tier_low_share must be below 1")
+        if self.churn_rhythm_multiple < self.decline_rhythm_multiple:
+            raise ValueError("churn_rhythm_multiple must be at least decline_rhythm_multiple")
+        return self
+
+
+@lru_cache(maxsize=1)
+def scoring_settings() -> ScoringSettings:
+    """The process-wide settings, built on first use (never at import time)."""
+    return ScoringSettings()

@@ -1,0 +1,403 @@
+"""A customer's facts, merged from events so that arrival order and duplicates never matter.
+
+The state is not a running total: it is the set of facts the events asserted, each keyed by
+its identity (an order's events by ``event_id``, complaints by id, visits by ``visit_id``,
+profile fields by ``(occurred_at, event_id)``). Merging a fact is a set union or a
+last-writer-wins register, both commutative and idempotent, so the state after a set of
+events is the same whatever order they arrived in. Every figure on the card is derived from
+these facts at read time (:mod:`services.scoring.card`), which is also what lets ``as_of``
+replay history.
+
+Times are kept as integer microseconds since the Unix epoch (UTC): exact, cheap to compare and
+JSON-native. Amounts are ``Decimal`` in memory and strings in JSON, so nothing is rounded.
+
+Visits are the one bounded fact: ids and times are kept for ``visit_retention_days`` behind the
+latest visit; older visits survive only as a count. A re-delivered visit older than that window
+is caught by the inbox (unique ``event_id``), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import orjson
+
+from services.scoring.settings import ScoringSettings, scoring_settings
+from shared.events import (
+    ComplaintData,
+    CustomerData,
+    Envelope,
+    EventType,
+    OrderData,
+    VisitData,
+)
+
+STATE_VERSION = 1
+DAY_US = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+PLACED, PAID, REFUNDED, CANCELLED = "placed", "paid", "refunded", "cancelled"
+OPENED, RESOLVED = "opened", "resolved"
+_ORDER_KIND = {
+    EventType.ORDER_PLACED: PLACED,
+    EventType.ORDER_PAID: PAID,
+    EventType.ORDER_REFUNDED: REFUNDED,
+    EventType.ORDER_CANCELLED: CANCELLED,
+}
+_ZERO = Decimal(0)
+
+ProfileScalar = str | bool | None
+ProfileValue = ProfileScalar | list[str] | dict[str, str]
+
+
+def to_micros(moment: datetime) -> int:
+    """Exact microseconds since the epoch of an aware datetime."""
+    return (moment - _EPOCH) // _ONE_US
+
+
+def from_micros(us: int) -> datetime:
+    """The UTC datetime of :func:`to_micros`'s output."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+class OrderEvent(NamedTuple):
+    kind: str
+    at: int
+    amount: Decimal | None = None  # placed/paid: the order total; refunded: the amount refunded
+    outstanding: Decimal | None = None  # placed/paid only
+
+
+class ComplaintEvent(NamedTuple):
+    status: str
+    at: int
+
+
+class ProfileEntry(NamedTuple):
+    at: int
+    event_id: str
+    value: ProfileValue
+
+
+class Purchase(NamedTuple):
+    """One live order as of a moment: placed and/or paid, not cancelled."""
+
+    order_id: str
+    at: int  # the earliest of its placed/paid times
+    total: Decimal
+    refunded: Decimal
+    outstanding: Decimal
+    net: Decimal  # total less refunds, never below zero
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Everything scoring knows about one customer, as facts (see the module docstring)."""
+
+    customer_id: str
+    last_event_at: int | None = None
+    orders: dict[str, dict[str, OrderEvent]] = field(default_factory=dict)
+    complaints: dict[str, dict[str, ComplaintEvent]] = field(default_factory=dict)
+    visits: dict[str, int] = field(default_factory=dict)
+    visits_older: int = 0
+    visits_older_last_at: int | None = None
+    profile: dict[str, ProfileEntry] = field(default_factory=dict)
+
+    def copy(self) -> CustomerState:
+        """An independent copy (:func:`apply` updates the state it is given)."""
+        return CustomerState(
+            customer_id=self.customer_id,
+            last_event_at=self.last_event_at,
+            orders={k: dict(v) for k, v in self.orders.items()},
+            complaints={k: dict(v) for k, v in self.complaints.items()},
+            visits=dict(self.visits),
+            visits_older=self.visits_older,
+            visits_older_last_at=self.visits_older_last_at,
+            profile=dict(self.profile),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-native form (for a JSONB column); :meth:`from_json` reads it back exactly."""
+        return {
+            "v": STATE_VERSION,
+            "customer_id": self.customer_id,
+            "last_event_at": self.last_event_at,
+            "orders": {
+                oid: {eid: _order_event_json(e) for eid, e in events.items()}
+                for oid, events in self.orders.items()
+            },
+            "complaints": {
+                cid: {eid: [e.status, e.at] for eid, e in events.items()}
+                for cid, events in self.complaints.items()
+            },
+            "visits": {
+                "recent": dict(self.visits),
+                "older": self.visits_older,
+                "older_last_at": self.visits_older_last_at,
+            },
+            "profile": {name: [p.at, p.event_id, p.value] for name, p in self.profile.items()},
+        }
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON of :meth:`to_dict`."""
+        # Sorted keys: the same facts always serialise to the same bytes.
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> CustomerState:
+        """Read what :meth:`to_json` or :meth:`to_dict` wrote."""
+        doc: Mapping[str, Any] = raw if isinstance(raw, Mapping) else orjson.loads(raw)
+        if doc.get("v") != STATE_VERSION:
+            raise ValueError(f"unknown customer state version {doc.get('v')!r}")
+        visits = doc["visits"]
+        return cls(
+            customer_id=doc["customer_id"],
+            last_event_at=doc["last_event_at"],
+            orders={
+                oid: {eid: _order_event_from(e) for eid, e in events.items()}
+                for oid, events in doc["orders"].items()
+            },
+            complaints={
+                cid: {eid: ComplaintEvent(e[0], e[1]) for eid, e in events.items()}
+                for cid, events in doc["complaints"].items()
+            },
+            visits=dict(visits["recent"]),
+            visits_older=visits["older"],
+            visits_older_last_at=visits["older_last_at"],
+            profile={name: ProfileEntry(p[0], p[1], p[2]) for name, p in doc["profile"].items()},
+        )
+
+    # -- reading the facts at a moment -------------------------------------------------------
+
+    def purchases(self, as_of: int) -> list[Purchase]:
+        """Live orders at ``as_of`` (micros), in purchase order.
+
+        Placed and paid are one purchase whose moment is the earlier of the two and whose
+        total and outstanding balance come from the later; refunds up to ``as_of`` reduce it;
+        a cancellation up to ``as_of`` removes it.
+        """
+        out: list[Purchase] = []
+        zero = _ZERO
+        for order_id, events in self.orders.items():
+            first_at = -1
+            latest: tuple[int, int, str] | None = None
+            total = outstanding = refunded = zero
+            for event_id, (kind, at, amount, owed) in events.items():
+                if at > as_of:
+                    continue
+                if kind == CANCELLED:
+                    break
+                if kind == REFUNDED:
+                    refunded += amount or zero
+                    continue
+                if first_at < 0 or at < first_at:
+                    first_at = at
+                # Placed and paid at the same instant: the payment is the later word.
+                key = (at, kind == PAID, event_id)
+                if latest is None or key > latest:
+                    latest, total, outstanding = key, amount or zero, owed or zero
+            else:  # not cancelled by as_of
+                if latest is not None:
+                    # A refund larger than the order is a data error upstream; it must not
+                    # make spend negative.
+                    net = total - refunded if refunded < total else zero
+                    out.append(Purchase(order_id, first_at, total, refunded, outstanding, net))
+        out.sort(key=lambda p: (p.at, p.order_id))
+        return out
+
+    def complaint_counts(self, as_of: int) -> tuple[int, int, int | None]:
+        """``(open, total, last_raised_at)`` at ``as_of``.
+
+        A complaint is open when its latest status event up to ``as_of`` is ``opened`` (so it can
+        be reopened); it is raised at its earliest event, whichever arrived first.
+        """
+        open_, total, last = 0, 0, None
+        for events in self.complaints.values():
+            seen = [(e.at, e.status == RESOLVED, eid) for eid, e in events.items() if e.at <= as_of]
+            if not seen:
+                continue
+            total += 1
+            if not max(seen)[1]:
+                open_ += 1
+            raised = min(seen)[0]
+            last = raised if last is None else max(last, raised)
+        return open_, total, last
+
+    def visit_counts(self, as_of: int, window_us: int) -> tuple[int, int, int | None]:
+        """``(in_window, total, last_at)`` of visits at ``as_of``; the window ends at ``as_of``.
+
+        Exact for any ``as_of`` from ``visit_retention_days - window`` before the latest visit
+        on (the present always is); a replay further back sees older visits only as a count.
+        """
+        start = as_of - window_us
+        recent = [at for at in self.visits.values() if at <= as_of]
+        in_window = sum(1 for at in recent if at > start)
+        last = max(recent, default=None)
+        older_last = self.visits_older_last_at
+        if last is None and older_last is not None and older_last <= as_of:
+            last = older_last
+        return in_window, self.visits_older + len(recent), last
+
+    def latest_event_at(self, as_of: int) -> int | None:
+        """The newest event time up to ``as_of`` (exact for a present ``as_of``; for a replay,
+        the newest retained fact, since superseded profile writes and old visits are gone)."""
+        if self.last_event_at is None or self.last_event_at <= as_of:
+            return self.last_event_at
+        times = [e.at for events in self.orders.values() for e in events.values()]
+        times += [e.at for events in self.complaints.values() for e in events.values()]
+        times += self.visits.values()
+        times += [p.at for p in self.profile.values()]
+        if self.visits_older_last_at is not None:
+            times.append(self.visits_older_last_at)
+        return max((t for t in times if t <= as_of), default=None)
+
+    def profile_values(self) -> Iterator[tuple[str, ProfileValue]]:
+        """The winning value of every profile field ever set (the latest write, never replayed)."""
+        for name, entry in self.profile.items():
+            yield name, entry.value
+
+
+def _order_event_json(e: OrderEvent) -> list[Any]:
+    if e.amount is None:
+        return [e.kind, e.at]
+    if e.outstanding is None:
+        return [e.kind, e.at, str(e.amount)]
+    return [e.kind, e.at, str(e.amount), str(e.outstanding)]
+
+
+def _order_event_from(raw: list[Any]) -> OrderEvent:
+    return OrderEvent(
+        raw[0],
+        raw[1],
+        Decimal(raw[2]) if len(raw) > 2 else None,
+        Decimal(raw[3]) if len(raw) > 3 else None,
+    )
+
+
+def apply(
+    state: CustomerState | None, event: Envelope, settings: ScoringSettings | None = None
+) -> tuple[CustomerState, bool]:
+    """Merge one event into a customer's state; return the state and whether it changed.
+
+    The state given is updated in place and returned (this runs per event in the consumer;
+    copying every state would cost more than the merge itself): call :meth:`CustomerState.copy`
+    first to keep the old one. A duplicate, or an event whose facts are already superseded,
+    returns ``False``. ``settings`` defaults to :func:`scoring_settings`.
+    """
+    if state is None:
+        state = CustomerState(event.customer_id)
+    elif state.customer_id != event.customer_id:
+        raise ValueError(
+            f"event {event.event_id} is for customer {event.customer_id!r}, "
+            f"not {state.customer_id!r}"
+        )
+    at = to_micros(event.occurred_at)
+    data = event.data
+    if isinstance(data, OrderData):
+        changed = _apply_order(state, event.event_id, _ORDER_KIND[event.event_type], at, data)
+    elif isinstance(data, ComplaintData):
+        status = OPENED if event.event_type is EventType.COMPLAINT_OPENED else RESOLVED
+        changed = _apply_complaint(state, event.event_id, status, at, data)
+    elif isinstance(data, VisitData):
+        retention = (settings or scoring_settings()).visit_retention_days * DAY_US
+        changed = _apply_visit(state, at, data.visit_id, retention)
+    else:
+        changed = _apply_profile(state, event.event_id, at, data)
+    # The newest time ever seen is itself a fact (the card's updated_at): taking the max over
+    # every event, applied or superseded, keeps it independent of arrival order.
+    if state.last_event_at is None or at > state.last_event_at:
+        state.last_event_at = at
+        changed = True
+    return state, changed
+
+
+def _apply_order(state: CustomerState, event_id: str, kind: str, at: int, d: OrderData) -> bool:
+    events = state.orders.get(d.order_id)
+    if events is None:
+        events = state.orders[d.order_id] = {}
+    elif event_id in events:
+        return False
+    if kind == CANCELLED:
+        events[event_id] = OrderEvent(kind, at)
+    elif kind == REFUNDED:
+        events[event_id] = OrderEvent(kind, at, d.amount)
+    else:
+        events[event_id] = OrderEvent(kind, at, d.amount, d.outstanding)
+    return True
+
+
+def _apply_complaint(
+    state: CustomerState, event_id: str, status: str, at: int, d: ComplaintData
+) -> bool:
+    events = state.complaints.get(d.complaint_id)
+    if events is None:
+        events = state.complaints[d.complaint_id] = {}
+    elif event_id in events:
+        return False
+    events[event_id] = ComplaintEvent(status, at)
+    return True
+
+
+def _apply_visit(state: CustomerState, at: int, visit_id: str, retention_us: int) -> bool:
+    visits = state.visits
+    known = visits.get(visit_id)
+    if known is not None and known <= at:
+        return False
+    latest = max(visits.values(), default=None)
+    if latest is None or at > latest:
+        latest = at
+    horizon = latest - retention_us
+    if known is not None:
+        del visits[visit_id]  # re-filed at its earlier time below
+    if at < horizon:
+        _count_older(state, at)
+    else:
+        visits[visit_id] = at
+    # Visits the new latest pushed out of the window become a count; a visit that belongs in
+    # the final window was in every earlier window too, so the result is order-independent.
+    for vid in [v for v, t in visits.items() if t < horizon]:
+        _count_older(state, visits.pop(vid))
+    return True
+
+
+def _count_older(state: CustomerState, at: int) -> None:
+    state.visits_older += 1
+    if state.visits_older_last_at is None or at > state.visits_older_last_at:
+        state.visits_older_last_at = at
+
+
+def _apply_profile(state: CustomerState, event_id: str, at: int, d: CustomerData) -> bool:
+    changed = False
+    for name, value in _profile_fields(d):
+        current = state.profile.get(name)
+        if current is None or (at, event_id) > (current.at, current.event_id):
+            state.profile[name] = ProfileEntry(at, event_id, value)
+            changed = True
+    return changed
+
+
+def _profile_fields(d: CustomerData) -> Iterator[tuple[str, ProfileValue]]:
+    # Only the fields the sender set are facts; an explicit null clears a field.
+    for name in d.model_fields_set:
+        if name == "consent":
+            # Consent per channel is its own register, so an old "email: yes" never overwrites
+            # a newer "sms: no". An explicit null withdraws every channel: silence is the safe
+            # reading of "unknown" for consent.
+            if d.consent is None:
+                for channel in ("email", "sms", "marketing"):
+                    yield f"consent.{channel}", False
+            else:
+                for channel in d.consent.model_fields_set:
+                    yield f"consent.{channel}", bool(getattr(d.consent, channel))
+        elif name == "birthday":
+            yield name, d.birthday.isoformat() if d.birthday else None
+        elif name == "tags":
+            yield name, list(d.tags) if d.tags is not None else None
+        elif name == "attributes":
+            yield name, dict(d.attributes) if d.attributes is not None else None
+        else:
+            yield name, getattr(d, name)
