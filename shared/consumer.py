@@ -35,7 +35,9 @@ from shared.settings import CommonSettings
 log = get_logger(__name__)
 
 Message: TypeAlias = ConsumerRecord
-Handler = Callable[[Sequence[Message]], Awaitable[None]]
+# A handler makes a batch durable in one transaction and returns the records it could not
+# use at all (undecodable, unknown schema): those go to the DLQ, the rest are done.
+Handler = Callable[[Sequence[Message]], Awaitable[Sequence[tuple[Message, Exception]] | None]]
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -149,8 +151,10 @@ class BatchConsumer:
         delay = 0.2
         while True:
             try:
-                await self._handler(records)
-                self.processed += len(records)
+                rejected = await self._handler(records) or ()
+                for record, error in rejected:
+                    await self._dead_letter(record, error)
+                self.processed += len(records) - len(rejected)
                 return
             except Exception as exc:
                 if is_transient(exc):

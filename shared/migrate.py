@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HISTORIES: list[tuple[str, Path]] = [
     ("auth", ROOT / "shared" / "migrations"),
     ("ingest", ROOT / "services" / "ingest" / "migrations"),
+    ("scoring", ROOT / "services" / "scoring" / "migrations"),
 ]
 
 

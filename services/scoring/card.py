@@ -210,6 +210,11 @@ def build_card(
     )
 
 
+def purchase_days(state: CustomerState, as_of: datetime) -> list[date]:
+    """The distinct UTC days on which ``state``'s live orders were bought, up to ``as_of``."""
+    return sorted({_day(p.at) for p in state.purchases(to_micros(as_of))})
+
+
 def _day(us: int) -> date:
     return _EPOCH_DAY + timedelta(days=us // DAY_US)
 

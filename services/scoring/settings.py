@@ -19,6 +19,20 @@ class ScoringSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TEND_SCORING_", extra="ignore", frozen=True)
 
+    # The service process.
+    host: str = "127.0.0.1"
+    port: int = 8002
+    consumer_group: str = "tend-scoring"
+    batch_max_records: int = Field(2000, ge=1)
+    # How often the sweep looks for customers whose stage is due to move with time, and how
+    # many it takes per round.
+    sweep_interval_seconds: float = Field(30.0, gt=0)
+    sweep_batch: int = Field(1000, ge=1)
+    # How often the population (RFM breakpoints, tiers, BG/NBD and Gamma-Gamma) is refit.
+    refit_interval_seconds: float = Field(3600.0, gt=0)
+    outbox_batch: int = Field(2000, ge=1)
+    outbox_idle_seconds: float = Field(0.05, gt=0)
+
     # Lifecycle. "Rhythm" is the customer's median gap between purchase days, or the
     # population median gap while they have fewer than ``own_rhythm_min_purchases`` purchase days.
     new_days: int = Field(30, ge=1, description="a first-time buyer stays `new` at least this long")

@@ -1,0 +1,143 @@
+"""Applying a batch of customer events: the shell around the pure state transition.
+
+One transaction per batch: the inbox claims the event ids (a repeat is dropped here), the
+touched customers' states are loaded and locked in one query, every new event is applied in
+order and yields a change with the new card, and states, history and outbox rows are written
+back in one statement each. Offsets are committed by the consumer after this returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scoring import store
+from services.scoring.card import Card, Population, build_card, purchase_days
+from services.scoring.changes import change_payload
+from services.scoring.lifecycle import Transition, transitions
+from services.scoring.settings import ScoringSettings
+from services.scoring.state import CustomerState, apply
+from services.scoring.store import CustomerRow
+from shared.changes import change_id_for
+from shared.clock import Clock
+from shared.consumer import Message
+from shared.events import Envelope
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class PopulationCache:
+    """The population inputs in force, reloaded from the database by the app's loop."""
+
+    def __init__(self, population: Population | None = None) -> None:
+        self.current = population or Population()
+
+    async def reload(self, engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            self.current = await store.load_population(conn)
+
+
+def card_of(
+    state: CustomerState, clock: Clock, population: Population, settings: ScoringSettings
+) -> tuple[Card, bytes]:
+    card = build_card(state, clock.now(), population, settings)
+    return card, card.model_dump_json().encode()
+
+
+def history_of(
+    state: CustomerState, card: Card, population: Population, settings: ScoringSettings
+) -> list[Transition]:
+    """The customer's stage transitions in event time, up to the card's instant."""
+    days = purchase_days(state, card.as_of)
+    return transitions(days, card.as_of, population.median_gap(settings), settings)
+
+
+class EventApplier:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: ScoringSettings,
+        clock: Clock,
+        population: PopulationCache,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._population = population
+
+    async def handle(self, records: Sequence[Message]) -> list[tuple[Message, Exception]]:
+        """The consumer's handler: decode, apply, and hand back what cannot be decoded."""
+        events: list[tuple[Envelope, bytes]] = []
+        rejected: list[tuple[Message, Exception]] = []
+        for record in records:
+            try:
+                envelope = Envelope.from_json(record.value)
+                if record.key is not None and record.key.decode() != envelope.customer_id:
+                    raise ValueError("record key does not match the event's customer_id")
+            except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+                rejected.append((record, exc))
+                continue
+            events.append((envelope, record.value))
+        if events:
+            await self.apply(events)
+        return rejected
+
+    async def apply(self, events: Sequence[tuple[Envelope, bytes]]) -> int:
+        """Apply new events durably; returns how many were new."""
+        settings = self._settings
+        population = self._population.current
+        async with self._engine.begin() as conn:
+            new_ids = await store.claim(
+                conn, [e.event_id for e, _ in events], [e.customer_id for e, _ in events]
+            )
+            fresh: list[tuple[Envelope, bytes]] = []
+            for envelope, raw in events:
+                if envelope.event_id in new_ids:
+                    new_ids.discard(envelope.event_id)  # a repeat inside the batch, too
+                    fresh.append((envelope, raw))
+            if not fresh:
+                return 0
+
+            stored = await store.lock(conn, (e.customer_id for e, _ in fresh))
+            states = {cid: state for cid, (state, _) in stored.items()}
+            stages = {cid: stage for cid, (_, stage) in stored.items()}
+            cards: dict[str, tuple[Card, bytes]] = {}
+            outbox: list[tuple[str, bytes]] = []
+            for envelope, raw in fresh:
+                cid = envelope.customer_id
+                state, _ = apply(states.get(cid), envelope, settings)
+                states[cid] = state
+                card, card_json = card_of(state, self._clock, population, settings)
+                cards[cid] = (card, card_json)
+                before = stages.get(cid, "prospect")
+                stages[cid] = card.stage
+                outbox.append(
+                    (
+                        cid,
+                        change_payload(
+                            change_id=change_id_for("event", envelope.event_id),
+                            customer_id=cid,
+                            cause="event",
+                            at=card.as_of,
+                            card_json=card_json,
+                            event_json=raw,
+                            stage_change=(before, card.stage) if before != card.stage else None,
+                        ),
+                    )
+                )
+
+            await store.save(
+                conn, [CustomerRow.of(states[cid], *cards[cid]) for cid in cards]
+            )
+            await store.replace_history(
+                conn,
+                {
+                    cid: history_of(states[cid], card, population, settings)
+                    for cid, (card, _) in cards.items()
+                },
+            )
+            await store.add_outbox(conn, outbox)
+        return len(fresh)

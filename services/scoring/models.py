@@ -1,0 +1,95 @@
+"""Scoring's tables (schema ``scoring``).
+
+``customers`` holds each customer's facts (``state``, the source of truth) beside the figures
+the read API filters and sorts on, which are refreshed whenever the state or the population
+changes. ``inbox`` makes every event apply once; ``outbox`` holds changes until the relay has
+published them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.db import schema_metadata
+
+SCHEMA = "scoring"
+metadata = schema_metadata(SCHEMA)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("state", JSONB, nullable=False),
+    Column("card", JSONB, nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("stage_since", Date),
+    Column("tier", String(16)),
+    Column("segment", String(32)),
+    Column("strategy", String(16)),
+    Column("value_score", Float, nullable=False),
+    Column("lifetime_spend", Numeric(18, 4), nullable=False),
+    Column("clv", Float),
+    Column("p_alive", Float),
+    Column("last_order_at", DateTime(timezone=True)),
+    Column("next_transition_at", DateTime(timezone=True)),
+    Column("search", String(600)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_customers_next_transition_at", "next_transition_at",
+          postgresql_where=text("next_transition_at IS NOT NULL")),
+    Index("ix_customers_stage", "stage"),
+    Index("ix_customers_tier", "tier"),
+)
+
+# Every stage transition of every customer in event time, rewritten for a customer whenever
+# their facts change (so late events correct history); feeds the history and flow APIs.
+stage_history = Table(
+    "stage_history",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("from_stage", String(16)),
+    Column("to_stage", String(16), nullable=False),
+    Column("at", Date, nullable=False),
+    Index("ix_stage_history_customer_id", "customer_id", "at"),
+    Index("ix_stage_history_at", "at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+population = Table(
+    "population",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("params", JSONB, nullable=False),
+    Column("fitted_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,196 @@
+"""Refitting the population: RFM quintiles, 80/20 tiers, the median purchase gap, and the
+BG/NBD and Gamma-Gamma parameters, from every customer's facts at one instant.
+
+Two passes over the customers, in chunks: the first gathers each customer's statistics and
+fits; the second rebuilds cards under the new population and publishes a ``cause: refresh``
+change only for the customers whose tier, strategy or segment moved.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scoring import predict, rfm, store, tiers
+from services.scoring.card import Population, build_card, purchase_days
+from services.scoring.changes import change_payload
+from services.scoring.consumer import PopulationCache
+from services.scoring.settings import ScoringSettings
+from services.scoring.state import DAY_US, CustomerState, Purchase, to_micros
+from services.scoring.store import CustomerRow
+from shared.changes import change_id_for
+from shared.clock import Clock
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+CHUNK = 2000
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class RefitReport:
+    customers: int
+    buyers: int
+    population: Population
+    changed: int
+    fit_seconds: float
+    total_seconds: float
+
+
+async def fit_population(
+    engine: AsyncEngine, as_of: datetime, current: Population, settings: ScoringSettings
+) -> tuple[Population, int, int, float]:
+    """The population at ``as_of``: returns (population, customers, buyers, fit seconds)."""
+    xs: list[int] = []
+    txs: list[float] = []
+    ts: list[float] = []
+    spends: list[float] = []
+    recency: list[float] = []
+    frequency: list[float] = []
+    monetary: list[float] = []
+    composites: list[float] = []
+    gaps: list[float] = []
+    customers = 0
+    now_us = to_micros(as_of)
+    async with engine.connect() as conn:
+        result = await conn.stream(text("SELECT state FROM scoring.customers"))
+        async for chunk in result.partitions(CHUNK):
+            for (raw,) in chunk:
+                customers += 1
+                state = CustomerState.from_json(raw)
+                card = build_card(state, as_of, current, settings)
+                composites.append(card.value_score)
+                purchases = state.purchases(now_us)
+                if not purchases:
+                    continue
+                stats = predict.daily_stats(
+                    ((d, float(p.net)) for d, p in zip(_days(purchases), purchases, strict=True)),
+                    as_of.date(),
+                )
+                if stats is None:
+                    continue
+                xs.append(stats.x)
+                txs.append(stats.t_x)
+                ts.append(stats.T)
+                spends.append(stats.mean_spend)
+                days = purchase_days(state, as_of)
+                recency.append(float((as_of.date() - days[-1]).days))
+                frequency.append(float(card.value.orders))
+                monetary.append(float(card.value.lifetime_spend))
+                if card.value.purchase_interval_days is not None:
+                    gaps.append(card.value.purchase_interval_days)
+
+    started = time.perf_counter()
+    x = np.asarray(xs, dtype=np.int64)
+    bg = gg = None
+    if len(xs) >= 10 and int(x.sum()) > 0:
+        bg = predict.fit_bgnbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
+        repeat = (x > 0) & (np.asarray(spends) > 0)
+        if int(repeat.sum()) >= 10:
+            gg = predict.fit_gamma_gamma(x[repeat], np.asarray(spends)[repeat])
+    fit_seconds = time.perf_counter() - started
+
+    rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
+    clvs = (
+        predict.clv_many(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
+        if bg is not None and gg is not None
+        else np.zeros(len(xs))
+    )
+    tier_bp = (
+        tiers.breakpoints_from(composites, [float(c) for c in clvs], settings)
+        if composites
+        else None
+    )
+    population = Population(
+        rfm=rfm_bp,
+        tiers=tier_bp,
+        bg=bg,
+        gg=gg,
+        median_gap_days=statistics.median(gaps) if gaps else None,
+        fitted_at=as_of,
+    )
+    return population, customers, len(xs), fit_seconds
+
+
+def _days(purchases: list[Purchase]) -> list[date]:
+    return [_EPOCH + timedelta(days=p.at // DAY_US) for p in purchases]
+
+
+async def refit(
+    engine: AsyncEngine,
+    clock: Clock,
+    cache: PopulationCache,
+    settings: ScoringSettings,
+    as_of: datetime | None = None,
+) -> RefitReport:
+    """Fit at ``as_of`` (default now), store the population, refresh the cards it moves."""
+    started = time.perf_counter()
+    when = as_of or clock.now()
+    population, customers, buyers, fit_seconds = await fit_population(
+        engine, when, cache.current, settings
+    )
+    async with engine.begin() as conn:
+        await store.save_population(conn, population)
+    cache.current = population
+    changed = await _refresh_cards(engine, clock, population, settings)
+    report = RefitReport(customers, buyers, population, changed, fit_seconds,
+                         time.perf_counter() - started)
+    log.info("population_refit", customers=customers, buyers=buyers, changed=changed,
+             fit_seconds=round(fit_seconds, 3))
+    return report
+
+
+async def _refresh_cards(
+    engine: AsyncEngine, clock: Clock, population: Population, settings: ScoringSettings
+) -> int:
+    changed = 0
+    after = ""
+    while True:
+        async with engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT customer_id, state, tier, strategy, segment "
+                        "FROM scoring.customers WHERE customer_id > :after "
+                        "ORDER BY customer_id LIMIT :n FOR UPDATE"
+                    ),
+                    {"after": after, "n": CHUNK},
+                )
+            ).all()
+            if not rows:
+                return changed
+            after = rows[-1].customer_id
+            now = clock.now()
+            saved: list[CustomerRow] = []
+            outbox: list[tuple[str, bytes]] = []
+            for row in rows:
+                state = CustomerState.from_json(row.state)
+                card = build_card(state, now, population, settings)
+                card_json = card.model_dump_json().encode()
+                saved.append(CustomerRow.of(state, card, card_json))
+                segment = card.rfm.segment if card.rfm else None
+                if (card.tier, card.strategy, segment) != (row.tier, row.strategy, row.segment):
+                    outbox.append(
+                        (
+                            row.customer_id,
+                            change_payload(
+                                change_id=change_id_for(
+                                    "refresh", row.customer_id, now.isoformat()
+                                ),
+                                customer_id=row.customer_id,
+                                cause="refresh",
+                                at=now,
+                                card_json=card_json,
+                            ),
+                        )
+                    )
+            await store.save(conn, saved)
+            await store.add_outbox(conn, outbox)
+            changed += len(outbox)

@@ -1,0 +1,107 @@
+"""Scoring's read API for one customer, and the operator's levers (refit, sweep)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import AwareDatetime, BaseModel
+from sqlalchemy import text
+
+from services.scoring.card import Card, build_card
+from services.scoring.refit import refit
+from services.scoring.state import CustomerState
+from services.scoring.sweep import sweep_all
+from shared.auth import Principal, RequireScope, Scope
+from shared.http import ERROR_RESPONSES, ErrorBody
+
+router = APIRouter(prefix="/v1")
+
+Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
+Operator = Annotated[Principal, RequireScope(Scope.OPS_WRITE)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorBody, "description": "no such customer"},
+}
+
+
+async def load_state(request: Request, customer_id: str) -> CustomerState:
+    async with request.app.state.engine.connect() as conn:
+        raw = await conn.scalar(
+            text("SELECT state FROM scoring.customers WHERE customer_id = :id"),
+            {"id": customer_id},
+        )
+    if raw is None:
+        raise HTTPException(404, f"no customer with id {customer_id!r} has been seen")
+    return CustomerState.from_json(raw)
+
+
+@router.get(
+    "/customers/{customer_id}", response_model=Card, responses=NOT_FOUND, tags=["customers"],
+    summary="A customer's score card",
+)
+async def get_customer(
+    request: Request,
+    customer_id: str,
+    _: Reader,
+    as_of: Annotated[
+        AwareDatetime | None,
+        Query(description="Evaluate time-dependent figures (spend windows, recency, P(alive), "
+              "stage) at this instant instead of now; only events up to it count."),
+    ] = None,
+) -> Card:
+    """The customer's card: profile, value, RFM, prediction (P(alive), expected orders, CLV),
+    tier, strategy, lifecycle stage, complaints and visits."""
+    state = await load_state(request, customer_id)
+    when = as_of or request.app.state.clock.now()
+    return build_card(state, when, request.app.state.population.current,
+                      request.app.state.settings)
+
+
+class RefitOut(BaseModel):
+    customers: int
+    buyers: int
+    changed: int
+    fit_seconds: float
+    total_seconds: float
+    population: dict[str, Any]
+
+
+@router.post("/ops/refit", response_model=RefitOut, responses=ERROR_RESPONSES, tags=["operations"],
+             summary="Refit the population now")
+async def post_refit(
+    request: Request,
+    _: Operator,
+    as_of: Annotated[AwareDatetime | None, Query(description="fit at this instant")] = None,
+) -> RefitOut:
+    """Refit RFM quintiles, 80/20 tier cut points, the median purchase gap and the BG/NBD and
+    Gamma-Gamma parameters from every customer, then publish a change for each customer whose
+    tier, strategy or segment moved. Runs on a schedule too
+    (`TEND_SCORING_REFIT_INTERVAL_SECONDS`)."""
+    s = request.app.state
+    report = await refit(s.engine, s.clock, s.population, s.settings, as_of)
+    s.relay.nudge()
+    return RefitOut(
+        customers=report.customers, buyers=report.buyers, changed=report.changed,
+        fit_seconds=report.fit_seconds, total_seconds=report.total_seconds,
+        population=report.population.model_dump(mode="json"),
+    )
+
+
+class SweepOut(BaseModel):
+    due: int
+    moved: int
+    at: datetime
+
+
+@router.post("/ops/sweep", response_model=SweepOut, responses=ERROR_RESPONSES,
+             tags=["operations"], summary="Move due stages now")
+async def post_sweep(request: Request, _: Operator) -> SweepOut:
+    """Find every customer whose stage is due to move with time (indexed by the moment it
+    is due) and publish a `cause: time` change for each stage that moved. Runs on a schedule
+    too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
+    s = request.app.state
+    due, moved = await sweep_all(s.engine, s.clock, s.population, s.settings)
+    s.relay.nudge()
+    return SweepOut(due=due, moved=moved, at=s.clock.now())

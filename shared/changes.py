@@ -1,0 +1,54 @@
+"""A change on ``crm.customer-changes.v1``: what happened to a customer and their new card.
+
+Scoring writes one for every event it applies (``cause: event``), for every stage that moves
+with time (``time``) and for every card a population refit moves (``refresh``). Outreach reads
+them. The card travels as JSON (the read API's card), so outreach never imports scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.events import Envelope
+
+Cause = Literal["event", "time", "refresh"]
+
+_NAMESPACE = uuid.UUID("0d5b8f62-6c0e-4b8e-9d4b-6a3c2f7e9a10")
+
+
+def change_id_for(*parts: str) -> str:
+    """A deterministic change id: a replay of the same history yields the same ids, so a
+    consumer can drop repeats (the first part is the cause)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + ":".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+class StageChange(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    from_: Annotated[str, Field(alias="from")]
+    to: str
+    at: AwareDatetime
+
+
+class Change(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    change_id: str
+    customer_id: str
+    cause: Cause
+    at: datetime
+    event: Envelope | None = None
+    card: dict[str, Any]
+    stage_change: StageChange | None = None
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Change:
+        return cls.model_validate_json(raw)
