@@ -117,8 +117,8 @@ class Prediction(_Model):
     frequency: int  # repeat purchase days (x)
     recency_days: float  # first to last purchase day (t_x)
     age_days: float  # first purchase day to as_of (T)
-    p_alive: float
-    expected_orders_90d: float
+    p_alive: float | None  # null until the population is first fitted
+    expected_orders_90d: float | None
     expected_order_value: float | None
     clv_365d: float | None
 
@@ -281,12 +281,14 @@ def _rfm(value: Value, days: list[date], today: date, bp: RfmBreakpoints | None)
 def _prediction(
     purchases: list[Purchase], days: list[date], today: date, pop: Population
 ) -> Prediction | None:
-    if pop.bg is None:
-        return None
     stats = predict.daily_stats(zip(days, (float(p.net) for p in purchases), strict=True), today)
     if stats is None:
         return None
     x, t_x, age = stats.x, stats.t_x, stats.T
+    if pop.bg is None:
+        # The customer's own statistics are known; the model figures wait for a fit.
+        return Prediction(frequency=x, recency_days=t_x, age_days=age, p_alive=None,
+                          expected_orders_90d=None, expected_order_value=None, clv_365d=None)
     order_value: float | None = None
     clv: float | None = None
     if pop.gg is not None:
