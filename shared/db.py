@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import MetaData, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -63,6 +65,29 @@ async def unit_of_work(
     """One transaction: committed when the block succeeds, rolled back when it raises."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def create_database(settings: CommonSettings, name: str) -> CommonSettings:
+    """Create database ``name`` on the server of ``settings``; settings that point at it."""
+    url = make_url(settings.database_url)
+    conn = await asyncpg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    new_url = url.set(database=name).render_as_string(hide_password=False)
+    return settings.model_copy(update={"database_url": new_url})
+
+
+async def drop_database(settings: CommonSettings, name: str) -> None:
+    url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def database_reachable(engine: AsyncEngine) -> bool:

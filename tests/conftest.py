@@ -8,22 +8,15 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import Scope, create_key
-from shared.db import make_engine
+from shared.db import create_database, drop_database, make_engine
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
 from shared.topics import ensure_topics
-
-
-def _admin_dsn(url: str, database: str) -> str:
-    u = make_url(url).set(drivername="postgresql", database=database)
-    return u.render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -32,30 +25,9 @@ def settings() -> Iterator[CommonSettings]:
     base = CommonSettings()
     run = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
     db_name = f"tend_test_{run}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(
-            _admin_dsn(base.database_url, make_url(base.database_url).database or "postgres")
-        )
-        try:
-            await conn.execute(f'CREATE DATABASE "{db_name}"')
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(
-            _admin_dsn(base.database_url, make_url(base.database_url).database or "postgres")
-        )
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    url = make_url(base.database_url).set(database=db_name).render_as_string(hide_password=False)
-    test_settings = base.model_copy(
+    created = asyncio.run(create_database(base, db_name))
+    test_settings = created.model_copy(
         update={
-            "database_url": url,
             "topic_prefix": f"test.{run}.",
             "environment": "test",
             "api_key_cache_seconds": 0.0,
@@ -64,7 +36,7 @@ def settings() -> Iterator[CommonSettings]:
     upgrade_all(test_settings)
     asyncio.run(ensure_topics(test_settings))
     yield test_settings
-    asyncio.run(drop())
+    asyncio.run(drop_database(base, db_name))
 
 
 @pytest_asyncio.fixture(scope="session")

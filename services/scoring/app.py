@@ -69,9 +69,15 @@ def create_app(
         population = PopulationCache()
         await population.reload(engine)
         applier = EventApplier(engine, settings, clock, population)
-        relay = OutboxRelay(engine=engine, producer=producer, table="scoring.outbox",
-                            topic=topics.changes, lock_key=OUTBOX_LOCK,
-                            batch=settings.outbox_batch, idle_seconds=settings.outbox_idle_seconds)
+        relay = OutboxRelay(
+            engine=engine,
+            producer=producer,
+            table="scoring.outbox",
+            topic=topics.changes,
+            lock_key=OUTBOX_LOCK,
+            batch=settings.outbox_batch,
+            idle_seconds=settings.outbox_idle_seconds,
+        )
 
         async def handle(records):  # type: ignore[no-untyped-def]
             rejected = await applier.handle(records)
@@ -79,8 +85,12 @@ def create_app(
             return rejected
 
         consumer = BatchConsumer(
-            settings=common, topics=[topics.events], group_id=settings.consumer_group,
-            handler=handle, dlq_topic=topics.dlq, dlq_producer=producer,
+            settings=common,
+            topics=[topics.events],
+            group_id=settings.consumer_group,
+            handler=handle,
+            dlq_topic=topics.dlq,
+            dlq_producer=producer,
             max_records=settings.batch_max_records,
         )
         app.state.engine = engine
@@ -91,16 +101,30 @@ def create_app(
         app.state.population = population
         app.state.relay = relay
         app.state.consumer = consumer
-        tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run()),
-                 asyncio.create_task(_every(10, "population_reload",
-                                            lambda: population.reload(engine)))]
+        tasks = [
+            asyncio.create_task(consumer.run()),
+            asyncio.create_task(relay.run()),
+            asyncio.create_task(_every(10, "population_reload", lambda: population.reload(engine))),
+        ]
         if periodic:
-            tasks.append(asyncio.create_task(_every(
-                settings.sweep_interval_seconds, "sweep",
-                lambda: sweep_all(engine, clock, population, settings))))
-            tasks.append(asyncio.create_task(_every(
-                settings.refit_interval_seconds, "refit",
-                lambda: refit(engine, clock, population, settings))))
+            tasks.append(
+                asyncio.create_task(
+                    _every(
+                        settings.sweep_interval_seconds,
+                        "sweep",
+                        lambda: sweep_all(engine, clock, population, settings),
+                    )
+                )
+            )
+            tasks.append(
+                asyncio.create_task(
+                    _every(
+                        settings.refit_interval_seconds,
+                        "refit",
+                        lambda: refit(engine, clock, population, settings),
+                    )
+                )
+            )
         log.info("scoring_started", port=settings.port)
         try:
             yield

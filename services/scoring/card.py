@@ -287,8 +287,15 @@ def _prediction(
     x, t_x, age = stats.x, stats.t_x, stats.T
     if pop.bg is None:
         # The customer's own statistics are known; the model figures wait for a fit.
-        return Prediction(frequency=x, recency_days=t_x, age_days=age, p_alive=None,
-                          expected_orders_90d=None, expected_order_value=None, clv_365d=None)
+        return Prediction(
+            frequency=x,
+            recency_days=t_x,
+            age_days=age,
+            p_alive=None,
+            expected_orders_90d=None,
+            expected_order_value=None,
+            clv_365d=None,
+        )
     order_value: float | None = None
     clv: float | None = None
     if pop.gg is not None:

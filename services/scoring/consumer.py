@@ -62,7 +62,12 @@ class EventApplier:
         settings: ScoringSettings,
         clock: Clock,
         population: PopulationCache,
+        *,
+        publish: bool = True,
     ) -> None:
+        """``publish=False`` applies without writing changes (a rebuild re-derives state and
+        must not announce the past again)."""
+        self._publish = publish
         self._engine = engine
         self._settings = settings
         self._clock = clock
@@ -106,8 +111,11 @@ class EventApplier:
             stages = {cid: stage for cid, (_, stage) in stored.items()}
             cards: dict[str, tuple[Card, bytes]] = {}
             outbox: list[tuple[str, bytes]] = []
+            bought: set[str] = set()  # customers whose purchase history changed
             for envelope, raw in fresh:
                 cid = envelope.customer_id
+                if envelope.event_type.startswith("order."):
+                    bought.add(cid)
                 state, _ = apply(states.get(cid), envelope, settings)
                 states[cid] = state
                 card, card_json = card_of(state, self._clock, population, settings)
@@ -129,15 +137,15 @@ class EventApplier:
                     )
                 )
 
-            await store.save(
-                conn, [CustomerRow.of(states[cid], *cards[cid]) for cid in cards]
-            )
+            await store.save(conn, [CustomerRow.of(states[cid], *cards[cid]) for cid in cards])
+            # Stage history follows purchases only; moves by time alone are the sweep's.
             await store.replace_history(
                 conn,
                 {
-                    cid: history_of(states[cid], card, population, settings)
-                    for cid, (card, _) in cards.items()
+                    cid: history_of(states[cid], cards[cid][0], population, settings)
+                    for cid in bought
                 },
             )
-            await store.add_outbox(conn, outbox)
+            if self._publish:
+                await store.add_outbox(conn, outbox)
         return len(fresh)

@@ -57,8 +57,11 @@ customers = Table(
     Column("next_transition_at", DateTime(timezone=True)),
     Column("search", String(600)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_customers_next_transition_at", "next_transition_at",
-          postgresql_where=text("next_transition_at IS NOT NULL")),
+    Index(
+        "ix_customers_next_transition_at",
+        "next_transition_at",
+        postgresql_where=text("next_transition_at IS NOT NULL"),
+    ),
     Index("ix_customers_stage", "stage"),
     Index("ix_customers_tier", "tier"),
 )

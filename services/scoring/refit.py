@@ -140,10 +140,16 @@ async def refit(
         await store.save_population(conn, population)
     cache.current = population
     changed = await _refresh_cards(engine, clock, population, settings)
-    report = RefitReport(customers, buyers, population, changed, fit_seconds,
-                         time.perf_counter() - started)
-    log.info("population_refit", customers=customers, buyers=buyers, changed=changed,
-             fit_seconds=round(fit_seconds, 3))
+    report = RefitReport(
+        customers, buyers, population, changed, fit_seconds, time.perf_counter() - started
+    )
+    log.info(
+        "population_refit",
+        customers=customers,
+        buyers=buyers,
+        changed=changed,
+        fit_seconds=round(fit_seconds, 3),
+    )
     return report
 
 

@@ -38,7 +38,10 @@ async def load_state(request: Request, customer_id: str) -> CustomerState:
 
 
 @router.get(
-    "/customers/{customer_id}", response_model=Card, responses=NOT_FOUND, tags=["customers"],
+    "/customers/{customer_id}",
+    response_model=Card,
+    responses=NOT_FOUND,
+    tags=["customers"],
     summary="A customer's score card",
 )
 async def get_customer(
@@ -47,16 +50,17 @@ async def get_customer(
     _: Reader,
     as_of: Annotated[
         AwareDatetime | None,
-        Query(description="Evaluate time-dependent figures (spend windows, recency, P(alive), "
-              "stage) at this instant instead of now; only events up to it count."),
+        Query(
+            description="Evaluate time-dependent figures (spend windows, recency, P(alive), "
+            "stage) at this instant instead of now; only events up to it count."
+        ),
     ] = None,
 ) -> Card:
     """The customer's card: profile, value, RFM, prediction (P(alive), expected orders, CLV),
     tier, strategy, lifecycle stage, complaints and visits."""
     state = await load_state(request, customer_id)
     when = as_of or request.app.state.clock.now()
-    return build_card(state, when, request.app.state.population.current,
-                      request.app.state.settings)
+    return build_card(state, when, request.app.state.population.current, request.app.state.settings)
 
 
 class RefitOut(BaseModel):
@@ -68,8 +72,13 @@ class RefitOut(BaseModel):
     population: dict[str, Any]
 
 
-@router.post("/ops/refit", response_model=RefitOut, responses=ERROR_RESPONSES, tags=["operations"],
-             summary="Refit the population now")
+@router.post(
+    "/ops/refit",
+    response_model=RefitOut,
+    responses=ERROR_RESPONSES,
+    tags=["operations"],
+    summary="Refit the population now",
+)
 async def post_refit(
     request: Request,
     _: Operator,
@@ -83,8 +92,11 @@ async def post_refit(
     report = await refit(s.engine, s.clock, s.population, s.settings, as_of)
     s.relay.nudge()
     return RefitOut(
-        customers=report.customers, buyers=report.buyers, changed=report.changed,
-        fit_seconds=report.fit_seconds, total_seconds=report.total_seconds,
+        customers=report.customers,
+        buyers=report.buyers,
+        changed=report.changed,
+        fit_seconds=report.fit_seconds,
+        total_seconds=report.total_seconds,
         population=report.population.model_dump(mode="json"),
     )
 
@@ -95,8 +107,13 @@ class SweepOut(BaseModel):
     at: datetime
 
 
-@router.post("/ops/sweep", response_model=SweepOut, responses=ERROR_RESPONSES,
-             tags=["operations"], summary="Move due stages now")
+@router.post(
+    "/ops/sweep",
+    response_model=SweepOut,
+    responses=ERROR_RESPONSES,
+    tags=["operations"],
+    summary="Move due stages now",
+)
 async def post_sweep(request: Request, _: Operator) -> SweepOut:
     """Find every customer whose stage is due to move with time (indexed by the moment it
     is due) and publish a `cause: time` change for each stage that moved. Runs on a schedule

@@ -125,15 +125,17 @@ _ADD_OUTBOX = text(
 )
 
 
-async def claim(conn: AsyncConnection, event_ids: Sequence[str], customer_ids: Sequence[str]
-                ) -> set[str]:
+async def claim(
+    conn: AsyncConnection, event_ids: Sequence[str], customer_ids: Sequence[str]
+) -> set[str]:
     """Record the events in the inbox; returns the ids seen for the first time."""
     result = await conn.execute(_CLAIM, {"ids": list(event_ids), "customers": list(customer_ids)})
     return set(result.scalars())
 
 
-async def lock(conn: AsyncConnection, customer_ids: Iterable[str]
-               ) -> dict[str, tuple[CustomerState, str]]:
+async def lock(
+    conn: AsyncConnection, customer_ids: Iterable[str]
+) -> dict[str, tuple[CustomerState, str]]:
     """The stored state and stage of each customer, locked until the transaction ends (rows
     are locked in key order so concurrent batches cannot deadlock)."""
     rows = await conn.execute(_LOCK, {"ids": sorted(set(customer_ids))})
@@ -165,9 +167,7 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> None:
     )
 
 
-async def replace_history(
-    conn: AsyncConnection, history: dict[str, list[Transition]]
-) -> None:
+async def replace_history(conn: AsyncConnection, history: dict[str, list[Transition]]) -> None:
     """Rewrite the stage history of these customers (their facts changed, so may their past)."""
     if not history:
         return

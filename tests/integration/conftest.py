@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -59,7 +58,9 @@ async def wait_applied(engine: AsyncEngine, event_ids: Iterable[str], timeout: f
     while True:
         async with engine.connect() as conn:
             done = await conn.scalar(
-                text("SELECT count(*) FROM scoring.inbox WHERE event_id = ANY(CAST(:ids AS text[]))"),
+                text(
+                    "SELECT count(*) FROM scoring.inbox WHERE event_id = ANY(CAST(:ids AS text[]))"
+                ),
                 {"ids": ids},
             )
         if done == len(ids):

@@ -33,7 +33,8 @@ async def _produce(settings: CommonSettings, events: Sequence[Envelope]) -> None
     producer = await start_producer(settings)
     try:
         await publish_many(
-            producer, [Record(topic, e.customer_id.encode(), e.to_json()) for e in events],
+            producer,
+            [Record(topic, e.customer_id.encode(), e.to_json()) for e in events],
             timeout=60,
         )
     finally:
@@ -56,18 +57,26 @@ async def _wait_for(engine: AsyncEngine, at_least: int, timeout: float = 120) ->
 async def _states(engine: AsyncEngine) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
     """Each customer's stored facts and event-time stage history."""
     async with engine.connect() as conn:
-        states = {r.customer_id: r.state for r in await conn.execute(
-            text("SELECT customer_id, state::text AS state FROM scoring.customers"))}
+        states = {
+            r.customer_id: r.state
+            for r in await conn.execute(
+                text("SELECT customer_id, state::text AS state FROM scoring.customers")
+            )
+        }
         history: dict[str, list[tuple[str, str, str]]] = {}
-        for r in await conn.execute(text(
+        for r in await conn.execute(
+            text(
                 "SELECT customer_id, from_stage, to_stage, at FROM scoring.stage_history "
-                "ORDER BY customer_id, at, id")):
+                "ORDER BY customer_id, at, id"
+            )
+        ):
             history.setdefault(r.customer_id, []).append((r.from_stage, r.to_stage, str(r.at)))
     return {cid: (state, history.get(cid, [])) for cid, state in states.items()}
 
 
-async def _clean_replay(base: CommonSettings, events: Sequence[Envelope]
-                        ) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
+async def _clean_replay(
+    base: CommonSettings, events: Sequence[Envelope]
+) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
     async with fresh_settings(base, topics=False) as clean:
         engine = make_engine(clean, pool_size=2)
         applier = EventApplier(engine, ScoringSettings(), SystemClock(), PopulationCache())
@@ -80,19 +89,27 @@ async def _clean_replay(base: CommonSettings, events: Sequence[Envelope]
 async def _published_event_changes(settings: CommonSettings) -> set[str]:
     topic = Topics.from_settings(settings).changes
     return {
-        c.change_id for c in (Change.from_json(r.value) for r in
-                              await read_all(settings.kafka_bootstrap_servers, topic))
+        c.change_id
+        for c in (
+            Change.from_json(r.value)
+            for r in await read_all(settings.kafka_bootstrap_servers, topic)
+        )
         if c.cause == "event"
     }
 
 
 def _scoring(settings: CommonSettings, logs: Path) -> ServiceProcess:
     # Small batches: a kill lands between, inside and after many transactions.
-    return ServiceProcess("scoring", settings, logs, extra_env={
-        "TEND_SCORING_CONSUMER_GROUP": f"{settings.topic_prefix}scoring",
-        "TEND_SCORING_BATCH_MAX_RECORDS": "50",
-        "TEND_LOG_LEVEL": "WARNING",
-    })
+    return ServiceProcess(
+        "scoring",
+        settings,
+        logs,
+        extra_env={
+            "TEND_SCORING_CONSUMER_GROUP": f"{settings.topic_prefix}scoring",
+            "TEND_SCORING_BATCH_MAX_RECORDS": "50",
+            "TEND_LOG_LEVEL": "WARNING",
+        },
+    )
 
 
 async def test_kill_9_mid_stream_then_restart_equals_a_clean_replay(

@@ -28,8 +28,12 @@ SAMPLE = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt"
 
 
 def _transactions() -> pd.DataFrame:
-    df = pd.read_csv(SAMPLE, sep=r"\s+", header=None,
-                     names=["customer_id", "customer_index", "date", "quantity", "spend"])
+    df = pd.read_csv(
+        SAMPLE,
+        sep=r"\s+",
+        header=None,
+        names=["customer_id", "customer_index", "date", "quantity", "spend"],
+    )
     df["date"] = pd.to_datetime(df["date"].astype(str), format="%Y%m%d")
     return df
 
@@ -49,16 +53,21 @@ async def _check_parity(stack: Stack) -> None:
     df = _transactions()
     events = [
         {
-            "type": "order", "order_id": f"o-{i}", "customer_id": str(row.customer_id),
-            "occurred_at": f"{row.date.date().isoformat()}T12:00:00Z", "status": "paid",
-            "amount": f"{Decimal(str(row.spend)):.2f}", "currency": "USD",
+            "type": "order",
+            "order_id": f"o-{i}",
+            "customer_id": str(row.customer_id),
+            "occurred_at": f"{row.date.date().isoformat()}T12:00:00Z",
+            "status": "paid",
+            "amount": f"{Decimal(str(row.spend)):.2f}",
+            "currency": "USD",
         }
         for i, row in enumerate(df.itertuples())
     ]
     accepted: list[str] = []
     for start in range(0, len(events), 1000):
         resp = await stack.ingest.post(
-            "/v1/events", json={"events": events[start : start + 1000]},
+            "/v1/events",
+            json={"events": events[start : start + 1000]},
             headers={"Authorization": f"Bearer {stack.keys['ingest']}"},
         )
         assert resp.status_code == 200, resp.text
@@ -67,31 +76,39 @@ async def _check_parity(stack: Stack) -> None:
     await wait_applied(stack.engine, accepted, timeout=180)
 
     summary = summary_data_from_transaction_data(
-        df, "customer_id", "date", monetary_value_col="spend",
-        observation_period_end="1997-09-30", freq="D",
+        df,
+        "customer_id",
+        "date",
+        monetary_value_col="spend",
+        observation_period_end="1997-09-30",
+        freq="D",
     )
     ops = {"Authorization": f"Bearer {stack.keys['ops']}"}
 
     # 1. Per-customer x, t_x, T at as_of, read back through the read API.
     for cid, row in summary.iterrows():
-        resp = await stack.scoring.get(f"/v1/customers/{cid}",
-                                       params={"as_of": AS_OF.isoformat()}, headers=ops)
+        resp = await stack.scoring.get(
+            f"/v1/customers/{cid}", params={"as_of": AS_OF.isoformat()}, headers=ops
+        )
         assert resp.status_code == 200, resp.text
         prediction = resp.json()["prediction"]
         got = (prediction["frequency"], prediction["recency_days"], prediction["age_days"])
         assert got == (row["frequency"], row["recency"], row["T"]), cid
 
     # 2. The service's own refit at as_of, against lifetimes' fit of the same summary.
-    resp = await stack.scoring.post("/v1/ops/refit", params={"as_of": AS_OF.isoformat()},
-                                    headers=ops)
+    resp = await stack.scoring.post(
+        "/v1/ops/refit", params={"as_of": AS_OF.isoformat()}, headers=ops
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["buyers"] == len(summary) == 2357
     fitted = resp.json()["population"]
     bgf = lifetimes.BetaGeoFitter(penalizer_coef=0.0).fit(
-        summary["frequency"], summary["recency"], summary["T"])
+        summary["frequency"], summary["recency"], summary["T"]
+    )
     repeat = summary[summary["frequency"] > 0]
     ggf = lifetimes.GammaGammaFitter(penalizer_coef=0.0).fit(
-        repeat["frequency"], repeat["monetary_value"])
+        repeat["frequency"], repeat["monetary_value"]
+    )
     for name in ("r", "alpha", "a", "b"):
         assert _rel(fitted["bg"][name], float(bgf.params_[name])) < 1e-3, name
     for name in ("p", "q", "v"):
@@ -107,12 +124,17 @@ async def _check_parity(stack: Stack) -> None:
         bg=BgNbdParams(*(float(bgf.params_[k]) for k in ("r", "alpha", "a", "b"))),
         gg=GammaGammaParams(*(float(ggf.params_[k]) for k in ("p", "q", "v"))),
     )
-    p_alive = np.asarray(bgf.conditional_probability_alive(
-        summary["frequency"], summary["recency"], summary["T"]))
-    expected = np.asarray(bgf.conditional_expected_number_of_purchases_up_to_time(
-        90, summary["frequency"], summary["recency"], summary["T"]))
-    value = np.asarray(ggf.conditional_expected_average_profit(
-        summary["frequency"], summary["monetary_value"]))
+    p_alive = np.asarray(
+        bgf.conditional_probability_alive(summary["frequency"], summary["recency"], summary["T"])
+    )
+    expected = np.asarray(
+        bgf.conditional_expected_number_of_purchases_up_to_time(
+            90, summary["frequency"], summary["recency"], summary["T"]
+        )
+    )
+    value = np.asarray(
+        ggf.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])
+    )
     settings = stack.scoring_app.state.settings
     for i, cid in enumerate(summary.index):
         card = build_card(stored[str(cid)], AS_OF, theirs, settings)

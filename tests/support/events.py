@@ -18,20 +18,35 @@ def random_history(customers: int, seed: int, *, prefix: str = "c") -> list[Enve
     out: list[tuple[datetime, dict[str, object]]] = []
 
     def add(cid: str, etype: str, at: datetime, data: dict[str, object]) -> None:
-        out.append((at, {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "event_type": etype,
-            "customer_id": cid, "occurred_at": at, "received_at": now, "source": "test",
-            "data": data,
-        }))
+        out.append(
+            (
+                at,
+                {
+                    "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "event_type": etype,
+                    "customer_id": cid,
+                    "occurred_at": at,
+                    "received_at": now,
+                    "source": "test",
+                    "data": data,
+                },
+            )
+        )
 
     for n in range(customers):
         cid = f"{prefix}{n}"
         start = now - timedelta(days=rng.randint(30, 365))
-        add(cid, "customer.updated", start, {
-            "name": f"Customer {n}", "email": f"c{n}@example.com",
-            "timezone": rng.choice(["Europe/Paris", "America/New_York", "Asia/Tokyo"]),
-            "consent": {"email": True, "sms": False, "marketing": rng.random() < 0.7},
-        })
+        add(
+            cid,
+            "customer.updated",
+            start,
+            {
+                "name": f"Customer {n}",
+                "email": f"c{n}@example.com",
+                "timezone": rng.choice(["Europe/Paris", "America/New_York", "Asia/Tokyo"]),
+                "consent": {"email": True, "sms": False, "marketing": rng.random() < 0.7},
+            },
+        )
         t = start
         for k in range(rng.randint(1, 8)):
             t += timedelta(days=rng.randint(1, 60), minutes=rng.randint(0, 600))
@@ -44,19 +59,37 @@ def random_history(customers: int, seed: int, *, prefix: str = "c") -> list[Enve
             add(cid, "order.paid", t + timedelta(minutes=5), {**order, "status": "paid"})
             roll = rng.random()
             if roll < 0.1:
-                add(cid, "order.cancelled", t + timedelta(hours=1), {**order, "status": "cancelled"})
+                add(
+                    cid, "order.cancelled", t + timedelta(hours=1), {**order, "status": "cancelled"}
+                )
             elif roll < 0.2:
-                add(cid, "order.refunded", t + timedelta(days=2),
-                    {**order, "status": "refunded", "amount": f"{Decimal(amount) / 2:.2f}"})
+                add(
+                    cid,
+                    "order.refunded",
+                    t + timedelta(days=2),
+                    {**order, "status": "refunded", "amount": f"{Decimal(amount) / 2:.2f}"},
+                )
             if rng.random() < 0.3:
-                add(cid, "visit.recorded", t - timedelta(hours=2),
-                    {"visit_id": f"{oid}-v", "channel": rng.choice(["web", "store", "app"])})
+                add(
+                    cid,
+                    "visit.recorded",
+                    t - timedelta(hours=2),
+                    {"visit_id": f"{oid}-v", "channel": rng.choice(["web", "store", "app"])},
+                )
             if rng.random() < 0.1:
                 kid = f"{oid}-k"
-                add(cid, "complaint.opened", t + timedelta(days=1),
-                    {"complaint_id": kid, "status": "opened", "severity": "high"})
+                add(
+                    cid,
+                    "complaint.opened",
+                    t + timedelta(days=1),
+                    {"complaint_id": kid, "status": "opened", "severity": "high"},
+                )
                 if rng.random() < 0.5:
-                    add(cid, "complaint.resolved", t + timedelta(days=3),
-                        {"complaint_id": kid, "status": "resolved", "severity": "high"})
+                    add(
+                        cid,
+                        "complaint.resolved",
+                        t + timedelta(days=3),
+                        {"complaint_id": kid, "status": "resolved", "severity": "high"},
+                    )
     out.sort(key=lambda item: item[0])
     return [Envelope.model_validate(e) for at, e in out if at <= now]

@@ -4,15 +4,14 @@ every customer (a refit, a replay) and so cannot share the session's data."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import asyncpg
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.app import create_app as create_ingest
@@ -20,45 +19,24 @@ from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.auth import Scope, create_key
 from shared.clock import Clock, SystemClock
-from shared.db import make_engine
+from shared.db import create_database, drop_database, make_engine
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
 from shared.topics import ensure_topics
 
 
-async def create_database(base: CommonSettings, name: str) -> str:
-    url = make_url(base.database_url)
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_database(base: CommonSettings, name: str) -> None:
-    admin = make_url(base.database_url).set(drivername="postgresql")
-    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @asynccontextmanager
-async def fresh_settings(base: CommonSettings, *, topics: bool = True
-                         ) -> AsyncIterator[CommonSettings]:
+async def fresh_settings(
+    base: CommonSettings, *, topics: bool = True
+) -> AsyncIterator[CommonSettings]:
     """Settings with a new migrated database and (by default) a new topic prefix."""
     name = f"tend_iso_{uuid.uuid4().hex[:10]}"
-    url = await create_database(base, name)
-    update: dict[str, object] = {"database_url": url}
+    settings = await create_database(base, name)
     if topics:
-        update["topic_prefix"] = f"{base.topic_prefix}iso{uuid.uuid4().hex[:6]}."
-    settings = base.model_copy(update=update)
+        prefix = f"{base.topic_prefix}iso{uuid.uuid4().hex[:6]}."
+        settings = settings.model_copy(update={"topic_prefix": prefix})
     try:
-        import asyncio  # noqa: PLC0415 - alembic runs its own loop, so in a thread
-
+        # alembic drives its own event loop, so it runs in a thread
         await asyncio.to_thread(upgrade_all, settings)
         if topics:
             await ensure_topics(settings)
@@ -79,26 +57,31 @@ class Stack:
 
 
 @asynccontextmanager
-async def isolated_stack(base: CommonSettings, clock: Clock | None = None
-                         ) -> AsyncIterator[Stack]:
+async def isolated_stack(base: CommonSettings, clock: Clock | None = None) -> AsyncIterator[Stack]:
     async with fresh_settings(base) as settings:
         engine = make_engine(settings, pool_size=3)
         keys = {}
-        for role, scopes in {"ingest": [Scope.EVENTS_WRITE],
-                             "ops": [Scope.OPS_READ, Scope.OPS_WRITE]}.items():
+        for role, scopes in {
+            "ingest": [Scope.EVENTS_WRITE],
+            "ops": [Scope.OPS_READ, Scope.OPS_WRITE],
+        }.items():
             _, keys[role] = await create_key(engine, f"iso-{role}", scopes)
         ingest_app = create_ingest(settings)
         scoring_app = create_scoring(
-            settings, ScoringSettings(consumer_group=f"{settings.topic_prefix}scoring"),
-            clock or SystemClock(), periodic=False,
+            settings,
+            ScoringSettings(consumer_group=f"{settings.topic_prefix}scoring"),
+            clock or SystemClock(),
+            periodic=False,
         )
         async with (
             ingest_app.router.lifespan_context(ingest_app),
             scoring_app.router.lifespan_context(scoring_app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest_app),
-                              base_url="http://ingest") as ingest,
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=scoring_app),
-                              base_url="http://scoring") as scoring,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=ingest_app), base_url="http://ingest"
+            ) as ingest,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=scoring_app), base_url="http://scoring"
+            ) as scoring,
         ):
             yield Stack(settings, engine, keys, ingest, scoring, scoring_app)
         await engine.dispose()

@@ -378,6 +378,10 @@ def test_card_without_population_shows_only_own_facts() -> None:
     ev = Events()
     state = fold([ev.order("placed", "o-1", "10.00", day(0))])
     bare = card(state, day(1), Population())
-    assert (bare.rfm, bare.prediction, bare.tier, bare.strategy) == (None, None, None, None)
+    assert (bare.rfm, bare.tier, bare.strategy) == (None, None, None)
+    # The customer's own purchase statistics are known; the model's figures wait for a fit.
+    assert bare.prediction is not None
+    assert (bare.prediction.frequency, bare.prediction.age_days) == (0, 1)
+    assert (bare.prediction.p_alive, bare.prediction.clv_365d) == (None, None)
     assert bare.stage is Stage.NEW
     assert bare.updated_at == day(0)

@@ -1,0 +1,167 @@
+"""Scoring throughput beside a bare aiokafka consumer reading the same topic, same run.
+
+    python -m bench.bench_scoring [--customers 5000] [--orders 10]
+
+Both read the same events from the beginning of a fresh topic. The bare consumer only reads;
+scoring decodes, applies each event in its customer's state, builds the new card, and commits
+inbox, states, history and outbox in one PostgreSQL transaction per batch — as the service
+does — into a fresh database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+
+from services.scoring.consumer import EventApplier, PopulationCache
+from services.scoring.settings import ScoringSettings
+from shared.clock import SystemClock
+from shared.consumer import BatchConsumer
+from shared.db import create_database, drop_database, make_engine
+from shared.events import Envelope, EventType, OrderData, OrderStatus
+from shared.kafka import Record, publish_many, start_producer
+from shared.migrate import upgrade_all
+from shared.settings import CommonSettings
+from shared.topics import Topics, ensure_topics
+
+
+def history(customers: int, orders: int, seed: int = 1) -> list[Envelope]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    out = []
+    for c in range(customers):
+        t = now - timedelta(days=rng.randint(200, 700))
+        for k in range(rng.randint(1, 2 * orders - 1)):
+            t += timedelta(days=rng.randint(1, 40))
+            if t >= now:
+                break
+            out.append(
+                Envelope(
+                    event_id=str(uuid.uuid4()),
+                    event_type=EventType.ORDER_PAID,
+                    customer_id=f"b{c}",
+                    occurred_at=t,
+                    received_at=now,
+                    source="bench",
+                    data=OrderData(
+                        order_id=f"b{c}-{k}",
+                        status=OrderStatus.PAID,
+                        amount=Decimal(rng.randint(500, 20000)) / 100,
+                        currency="USD",
+                    ),
+                )
+            )
+    out.sort(key=lambda e: e.occurred_at)
+    return out
+
+
+async def bare_consumer(settings: CommonSettings, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if started is None and batch:
+                started = time.perf_counter()
+            seen += sum(len(v) for v in batch.values())
+        assert started is not None
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def scoring(settings: CommonSettings, topic: str, n: int, producer: object) -> float:
+    name = f"tend_bench_{uuid.uuid4().hex[:8]}"
+    own = await create_database(settings, name)
+    try:
+        await asyncio.to_thread(upgrade_all, own)
+        engine = make_engine(own, pool_size=2)
+        applier = EventApplier(engine, ScoringSettings(), SystemClock(), PopulationCache())
+        consumer = BatchConsumer(
+            settings=own,
+            topics=[topic],
+            group_id=f"bench-scoring-{uuid.uuid4().hex[:6]}",
+            handler=applier.handle,
+            dlq_topic=Topics.from_settings(own).dlq,
+            dlq_producer=producer,
+            max_records=2000,
+        )
+        task = asyncio.create_task(consumer.run())
+        started = None
+        while consumer.processed < n:
+            if started is None and consumer.processed:
+                started = time.perf_counter()
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - (started or time.perf_counter())
+        consumer.stop()
+        await task
+        async with engine.connect() as conn:
+            applied = await conn.scalar(text("SELECT count(*) FROM scoring.inbox"))
+        assert applied == n, f"applied {applied} of {n}"
+        await engine.dispose()
+        return n / elapsed
+    finally:
+        await drop_database(settings, name)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--orders", type=int, default=10)
+    args = parser.parse_args()
+    run = uuid.uuid4().hex[:8]
+    settings = CommonSettings().model_copy(update={"topic_prefix": f"bench.{run}."})
+    await ensure_topics(settings)
+    topic = Topics.from_settings(settings).events
+    events = history(args.customers, args.orders)
+    producer = await start_producer(settings)
+    try:
+        for i in range(0, len(events), 5000):
+            await publish_many(
+                producer,
+                [Record(topic, e.customer_id.encode(), e.to_json()) for e in events[i : i + 5000]],
+                timeout=60,
+            )
+        bare = await bare_consumer(settings, topic, len(events))
+        scored = await scoring(settings, topic, len(events), producer)
+    finally:
+        await producer.stop()
+    ratio = scored / bare
+    print(
+        f"\n## scoring ({len(events):,} order events, {args.customers:,} customers, "
+        f"{os.cpu_count()} cores shared with Kafka and PostgreSQL)\n"
+    )
+    print("| path | figure |")
+    print("|---|---|")
+    print(f"| bare aiokafka consumer (read only) | {bare:,.0f} events/s |")
+    print(
+        f"| scoring: apply, card, inbox + state + outbox commit per batch | "
+        f"{scored:,.0f} events/s |"
+    )
+    print(
+        f"| ratio scoring / bare consumer | {ratio:.0%} (target >= 25%: "
+        f"{'met' if ratio >= 0.25 else 'MISSED'}) |"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,268 @@
+"""Rules: strict validation with errors that name the field, and matching changes to rules."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from services.outreach.rule_pack import DEFAULT_PACK, default_pack
+from services.outreach.rules import (
+    Rule,
+    RuleSet,
+    benchmark,
+    error_list,
+    match_broadcast,
+    match_change,
+)
+from services.outreach.templates import SAMPLE_CARD
+
+
+def raw_rule(rule_id: str = "r", priority: int = 0, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": rule_id,
+        "name": rule_id,
+        "trigger": {"type": "event", "event": "order.paid"},
+        "action": {"kind": "follow_up", "channel": "webhook", "template": {"body": "thanks"}},
+        "priority": priority,
+    }
+    return base | fields
+
+
+def rule(rule_id: str = "r", priority: int = 0, **fields: Any) -> Rule:
+    return Rule.model_validate(raw_rule(rule_id, priority, **fields))
+
+
+def errors_of(raw: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ValidationError) as raised:
+        Rule.model_validate(raw)
+    return {e["field"]: e["message"] for e in error_list(raised.value)}
+
+
+def card(**top: Any) -> dict[str, Any]:
+    return copy.deepcopy(dict(SAMPLE_CARD)) | top
+
+
+def change(
+    event_type: str | None = None,
+    data: dict[str, Any] | None = None,
+    moved: tuple[str, str] | None = None,
+    c: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    event = None
+    if event_type is not None:
+        event = {"event_id": "ev-1", "event_type": event_type, "data": data or {}}
+    return {
+        "change_id": "ch-1",
+        "customer_id": "c1",
+        "cause": "event" if event else "time",
+        "event": event,
+        "card": c if c is not None else card(),
+        "stage_change": None if moved is None else {"from": moved[0], "to": moved[1], "at": "x"},
+    }
+
+
+# --- the default pack -------------------------------------------------------------------
+
+
+def test_the_default_pack_validates_and_round_trips() -> None:
+    pack = default_pack()
+    assert [r.id for r in pack] == [raw["id"] for raw in DEFAULT_PACK]
+    for r in pack:
+        assert Rule.model_validate(r.model_dump(mode="json")) == r
+    kinds = {r.id: (r.trigger.type, r.action.kind) for r in pack}
+    assert kinds["winback-churned"] == ("stage", "winback")
+    assert kinds["complaint-apology"] == ("event", "apology")
+    assert kinds["new-arrivals"] == ("broadcast", "announcement")
+    RuleSet(pack)  # every filter and condition compiles
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def test_unknown_fields_are_rejected_by_name() -> None:
+    raw = raw_rule(colour="red")
+    raw["limits"] = {"cooldown": 3}
+    raw["trigger"] = {"type": "stage", "to": ["churned"], "when": "now"}
+    assert errors_of(raw) == {
+        "colour": "Extra inputs are not permitted",
+        "limits.cooldown": "Extra inputs are not permitted",
+        "trigger.stage.when": "Extra inputs are not permitted",
+    }
+
+
+def test_conditions_errors_name_the_path_inside_the_expression() -> None:
+    raw = raw_rule(conditions={"all": [{"eq": ["tier", "key"]}, {"gt": ["value.order", 3]}]})
+    assert errors_of(raw) == {
+        "conditions": "all[1].gt: unknown card field 'value.order' (did you mean 'value.orders'?)"
+    }
+
+
+def test_event_filters_are_validated_against_the_event_data() -> None:
+    severity = {"eq": ["severity", "hi"]}
+    raw = raw_rule(trigger={"type": "event", "event": "complaint.opened", "filters": severity})
+    assert errors_of(raw) == {
+        "trigger.event.filters": "eq: 'severity': 'hi' is not one of high, low, medium"
+    }
+    unknown = raw_rule(trigger={"type": "event", "event": "order.lost"})
+    assert "trigger.event.event" in errors_of(unknown)
+
+
+def test_a_template_that_does_not_render_is_rejected_with_the_error() -> None:
+    raw = raw_rule()
+    raw["action"]["template"] = {"body": "Hi {{ customer.nmae }}"}
+    assert errors_of(raw) == {"action.template": "body: 'dict object' has no attribute 'nmae'"}
+    raw["action"]["template"] = {"body": "{{ ''.__class__.__mro__ }}"}
+    assert "not allowed in a template" in errors_of(raw)["action.template"]
+    raw["action"] |= {"channel": "email", "template": {"body": "no subject"}}
+    assert errors_of(raw) == {"action.template": "subject: an email needs a subject"}
+
+
+def test_a_template_may_use_the_offer_only_when_there_is_one() -> None:
+    raw = raw_rule()
+    raw["action"]["template"] = {"body": "Use {{ offer.code }}"}
+    assert errors_of(raw) == {"action.template": "body: 'None' has no attribute 'code'"}
+    raw["action"]["offer"] = {"code": "X1", "description": "a gift"}
+    assert Rule.model_validate(raw).action.offer is not None
+
+
+@pytest.mark.parametrize(
+    ("trigger", "field", "message"),
+    [
+        (
+            {"kind": "days_after", "days": 7, "rhythm_multiple": 1.5},
+            "trigger.schedule.days_after",
+            "give exactly one of days or rhythm_multiple",
+        ),
+        (
+            {"kind": "days_after", "since": "tier", "days": 7},
+            "trigger.schedule.days_after.since",
+            "'tier' is not a date or datetime field of the card",
+        ),
+        (
+            {"kind": "cron", "expression": "*/15 9 * * *"},
+            "trigger.schedule.cron.expression",
+            "must fire at one minute of one hour (at most once a day)",
+        ),
+        (
+            {"kind": "cron", "expression": "0 25 * * *"},
+            "trigger.schedule.cron.expression",
+            "not a five-field cron expression (minute hour day month weekday)",
+        ),
+        (
+            {"kind": "calendar", "name": "holidays", "dates": ["12-25", "02-30"]},
+            "trigger.schedule.calendar.dates",
+            "not MM-DD or YYYY-MM-DD dates: '02-30'",
+        ),
+        (
+            {"kind": "birthday", "at": "09:00:30"},
+            "trigger.schedule.birthday.at",
+            "a local time as HH:MM, without seconds or a zone",
+        ),
+    ],
+)
+def test_schedule_errors(trigger: dict[str, Any], field: str, message: str) -> None:
+    assert errors_of(raw_rule(trigger={"type": "schedule", **trigger})) == {field: message}
+
+
+def test_limits_and_priority_bounds() -> None:
+    errors = errors_of(raw_rule(priority=5000, limits={"cooldown_days": 0}))
+    assert set(errors) == {"priority", "limits.cooldown_days"}
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+
+def test_event_triggers_match_their_event_type_with_the_event_id_as_occurrence() -> None:
+    visit = rule("visit", trigger={"type": "event", "event": "visit.recorded"})
+    ruleset = RuleSet([rule("paid"), visit])
+    (m,) = match_change(ruleset, change("order.paid", {"amount": "10.00"}))
+    assert (m.rule.id, m.customer_id, m.occurrence) == ("paid", "c1", "ev-1")
+    assert match_change(ruleset, change("order.refunded")) == []
+
+
+def test_event_filters_select_on_the_event_data() -> None:
+    high = {"eq": ["severity", "high"]}
+    apology = rule(
+        "apology", trigger={"type": "event", "event": "complaint.opened", "filters": high}
+    )
+    ruleset = RuleSet([apology])
+    assert len(match_change(ruleset, change("complaint.opened", {"severity": "high"}))) == 1
+    assert match_change(ruleset, change("complaint.opened", {"severity": "low"})) == []
+    assert match_change(ruleset, change("complaint.opened", {})) == []
+
+
+def test_conditions_select_on_the_card() -> None:
+    ruleset = RuleSet([rule(conditions={"in": ["tier", ["key", "regular"]]})])
+    assert len(match_change(ruleset, change("order.paid", c=card(tier="key")))) == 1
+    assert match_change(ruleset, change("order.paid", c=card(tier="low"))) == []
+
+
+@pytest.mark.parametrize(
+    ("trigger", "moved", "fires"),
+    [
+        ({"to": ["churned"]}, ("declining", "churned"), True),
+        ({"to": ["churned"]}, ("declining", "mature"), False),
+        ({"from": ["declining"], "to": ["churned"]}, ("new", "churned"), False),
+        ({"from": ["declining", "new"], "to": ["churned"]}, ("new", "churned"), True),
+        ({"from": ["churned", "declining"]}, ("churned", "reactivated"), True),  # to: any
+        ({}, ("prospect", "new"), True),  # any transition
+    ],
+)
+def test_stage_triggers(trigger: dict[str, Any], moved: tuple[str, str], fires: bool) -> None:
+    ruleset = RuleSet([rule(trigger={"type": "stage", **trigger})])
+    matches = match_change(ruleset, change(moved=moved))
+    assert [m.occurrence for m in matches] == (["ch-1"] if fires else [])
+
+
+def test_one_change_can_fire_event_and_stage_rules_best_first() -> None:
+    rules = [
+        rule("a-event", priority=1),
+        rule("b-stage", priority=9, trigger={"type": "stage", "to": ["reactivated"]}),
+        rule("c-event", priority=1),
+        rule("off", priority=99, enabled=False),
+    ]
+    matches = match_change(RuleSet(rules), change("order.paid", moved=("churned", "reactivated")))
+    assert [(m.rule.id, m.occurrence) for m in matches] == [
+        ("b-stage", "ch-1"),
+        ("a-event", "ev-1"),
+        ("c-event", "ev-1"),
+    ]
+
+
+def test_schedules_and_broadcasts_never_match_a_change() -> None:
+    pack = RuleSet(default_pack())
+    assert {r.id for r in pack.schedules} == {
+        "birthday-greeting",
+        "holiday-greeting",
+        "purchase-follow-up",
+        "rhythm-recall",
+        "care-key-quiet",
+    }
+    assert match_change(pack, change()) == []  # a time change without a stage move
+    assert [m.rule.id for m in match_change(pack, change(moved=("declining", "churned")))] == [
+        "winback-churned"
+    ]
+
+
+def test_broadcast_audience() -> None:
+    pack = RuleSet(default_pack())
+    (announce,) = pack.broadcasts
+    champion = card()
+    match = match_broadcast(pack, announce, champion, "launch-7")
+    assert match == (announce, "sample-customer", "launch-7")
+    hibernating = card(rfm={**SAMPLE_CARD["rfm"], "segment": "hibernating"})
+    assert match_broadcast(pack, announce, hibernating, "launch-7") is None
+    assert match_broadcast(pack, pack.schedules[0], champion, "launch-7") is None
+
+
+def test_rule_ids_are_unique_in_a_ruleset() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        RuleSet([rule("same"), rule("same")])
+
+
+def test_the_benchmark_runs() -> None:
+    result = benchmark(changes=500, rules=100)
+    assert result.matches > 0 and result.changes_per_second > 0
