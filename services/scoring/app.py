@@ -12,7 +12,9 @@ from fastapi import FastAPI
 
 from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.refit import refit
+from services.scoring.listing import router as listing_router
 from services.scoring.routes import router
+from services.scoring.stats import router as stats_router
 from services.scoring.settings import ScoringSettings, scoring_settings
 from services.scoring.sweep import sweep_all
 from shared.auth import KeyStore
@@ -153,4 +155,6 @@ def create_app(
         max_body=common.max_body_bytes,
     )
     app.include_router(router)
+    app.include_router(listing_router)
+    app.include_router(stats_router)
     return app

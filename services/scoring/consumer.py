@@ -111,17 +111,21 @@ class EventApplier:
             stages = {cid: stage for cid, (_, stage) in stored.items()}
             cards: dict[str, tuple[Card, bytes]] = {}
             outbox: list[tuple[str, bytes]] = []
-            bought: set[str] = set()  # customers whose purchase history changed
+            # Customers whose stage history may differ from the stored one: new purchases, or
+            # a stage that time moved before the sweep got to it.
+            rewrite: set[str] = set()
             for envelope, raw in fresh:
                 cid = envelope.customer_id
                 if envelope.event_type.startswith("order."):
-                    bought.add(cid)
+                    rewrite.add(cid)
                 state, _ = apply(states.get(cid), envelope, settings)
                 states[cid] = state
                 card, card_json = card_of(state, self._clock, population, settings)
                 cards[cid] = (card, card_json)
                 before = stages.get(cid, "prospect")
                 stages[cid] = card.stage
+                if before != card.stage:
+                    rewrite.add(cid)
                 outbox.append(
                     (
                         cid,
@@ -138,12 +142,11 @@ class EventApplier:
                 )
 
             await store.save(conn, [CustomerRow.of(states[cid], *cards[cid]) for cid in cards])
-            # Stage history follows purchases only; moves by time alone are the sweep's.
             await store.replace_history(
                 conn,
                 {
                     cid: history_of(states[cid], cards[cid][0], population, settings)
-                    for cid in bought
+                    for cid in rewrite
                 },
             )
             if self._publish:

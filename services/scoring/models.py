@@ -64,6 +64,11 @@ customers = Table(
     ),
     Index("ix_customers_stage", "stage"),
     Index("ix_customers_tier", "tier"),
+    # The read API's sort orders, with the id as tie-breaker for cursor pagination.
+    Index("ix_customers_value_score", "value_score", "customer_id"),
+    Index("ix_customers_clv", "clv", "customer_id"),
+    Index("ix_customers_p_alive", "p_alive", "customer_id"),
+    Index("ix_customers_last_order_at", "last_order_at", "customer_id"),
 )
 
 # Every stage transition of every customer in event time, rewritten for a customer whenever

@@ -60,28 +60,30 @@ class Stack:
 async def isolated_stack(base: CommonSettings, clock: Clock | None = None) -> AsyncIterator[Stack]:
     async with fresh_settings(base) as settings:
         engine = make_engine(settings, pool_size=3)
-        keys = {}
-        for role, scopes in {
-            "ingest": [Scope.EVENTS_WRITE],
-            "ops": [Scope.OPS_READ, Scope.OPS_WRITE],
-        }.items():
-            _, keys[role] = await create_key(engine, f"iso-{role}", scopes)
-        ingest_app = create_ingest(settings)
-        scoring_app = create_scoring(
-            settings,
-            ScoringSettings(consumer_group=f"{settings.topic_prefix}scoring"),
-            clock or SystemClock(),
-            periodic=False,
-        )
-        async with (
-            ingest_app.router.lifespan_context(ingest_app),
-            scoring_app.router.lifespan_context(scoring_app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=ingest_app), base_url="http://ingest"
-            ) as ingest,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=scoring_app), base_url="http://scoring"
-            ) as scoring,
-        ):
-            yield Stack(settings, engine, keys, ingest, scoring, scoring_app)
-        await engine.dispose()
+        try:
+            keys = {}
+            for role, scopes in {
+                "ingest": [Scope.EVENTS_WRITE],
+                "ops": [Scope.OPS_READ, Scope.OPS_WRITE],
+            }.items():
+                _, keys[role] = await create_key(engine, f"iso-{role}", scopes)
+            ingest_app = create_ingest(settings)
+            scoring_app = create_scoring(
+                settings,
+                ScoringSettings(consumer_group=f"{settings.topic_prefix}scoring"),
+                clock or SystemClock(),
+                periodic=False,
+            )
+            async with (
+                ingest_app.router.lifespan_context(ingest_app),
+                scoring_app.router.lifespan_context(scoring_app),
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=ingest_app), base_url="http://ingest"
+                ) as ingest,
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=scoring_app), base_url="http://scoring"
+                ) as scoring,
+            ):
+                yield Stack(settings, engine, keys, ingest, scoring, scoring_app)
+        finally:
+            await engine.dispose()

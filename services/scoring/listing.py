@@ -1,0 +1,226 @@
+"""Scoring's read API over many customers: the filtered, sorted listing and a customer's
+stage history."""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from services.scoring import queries
+from services.scoring.lifecycle import Stage
+from services.scoring.queries import Filters, Order, Position, Sort, SortKey
+from services.scoring.rfm import Segment
+from services.scoring.routes import NOT_FOUND, Reader
+from services.scoring.tiers import Strategy, Tier
+from shared.http import ERROR_RESPONSES
+
+router = APIRouter(prefix="/v1", tags=["customers"])
+
+
+class CustomerSummary(BaseModel):
+    """One customer in a listing: the figures operations filter and sort on."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    customer_id: str
+    name: str | None
+    email: str | None
+    stage: Stage
+    stage_since: date | None = Field(description="the day the customer entered the stage")
+    tier: Tier | None = Field(description="null until the population has been fitted")
+    segment: Segment | None = Field(
+        description="RFM segment; null for prospects and until the population has been fitted"
+    )
+    strategy: Strategy | None
+    value_score: float = Field(description="the composite that tiers rank on")
+    lifetime_spend: Decimal = Field(description="net of refunds")
+    clv: float | None = Field(description="predicted value over the next 365 days")
+    p_alive: float | None = Field(description="probability the customer is still active")
+    last_order_at: datetime | None
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerSummary]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` (with the same filters, `sort` and `order`) for the next "
+        "page; null on the last page"
+    )
+
+
+class StageChange(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    from_stage: Stage
+    to_stage: Stage
+    at: date = Field(description="the UTC day of the change")
+
+
+class StageHistory(BaseModel):
+    customer_id: str
+    stage: Stage
+    stage_since: date | None
+    transitions: list[StageChange] = Field(description="oldest first")
+
+
+@router.get(
+    "/customers",
+    response_model=CustomerPage,
+    responses=ERROR_RESPONSES,
+    summary="List customers",
+)
+async def list_customers(
+    request: Request,
+    _: Reader,
+    stage: Annotated[
+        list[Stage] | None, Query(description="Only these stages; repeat for any of several.")
+    ] = None,
+    tier: Annotated[
+        list[Tier] | None, Query(description="Only these tiers; repeat for any of several.")
+    ] = None,
+    segment: Annotated[
+        list[Segment] | None,
+        Query(description="Only these RFM segments; repeat for any of several."),
+    ] = None,
+    strategy: Annotated[
+        list[Strategy] | None,
+        Query(description="Only these strategies; repeat for any of several."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Text found anywhere in the name, email or phone, in any case.",
+        ),
+    ] = None,
+    sort: Annotated[
+        Sort,
+        Query(
+            description="`value` (value score), `clv`, `p_alive` or `last_order`; customers "
+            "without the figure come last either way."
+        ),
+    ] = Sort.VALUE,
+    order: Annotated[Order, Query(description="`desc` (highest first) or `asc`.")] = Order.DESC,
+    limit: Annotated[int, Query(ge=1, le=500, description="Customers per page.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="The `next_cursor` of the previous page; omit for the first page.",
+        ),
+    ] = None,
+) -> CustomerPage:
+    """Customers matching every filter given, one page at a time. Values within one filter
+    are alternatives (`stage=declining&stage=churned`); different filters must all hold.
+
+    Follow `next_cursor` until it is null to walk the whole result. A page starts after the
+    previous page's last customer, so customers added or removed meanwhile never shift the
+    next page; only a customer whose sorted figure changes while you page can show up twice
+    or be missed. Figures are as of each customer's last update (event, stage sweep or
+    population refit)."""
+    after = _decode_cursor(cursor, sort, order) if cursor is not None else None
+    filters = Filters(
+        stages=stage or (),
+        tiers=tier or (),
+        segments=segment or (),
+        strategies=strategy or (),
+        text=q,
+    )
+    page = await queries.list_customers(
+        request.app.state.engine, filters, sort, order, after, limit
+    )
+    return CustomerPage(
+        items=[CustomerSummary.model_validate(row) for row in page.rows],
+        next_cursor=_encode_cursor(sort, order, page.next) if page.next else None,
+    )
+
+
+@router.get(
+    "/customers/{customer_id}/history",
+    response_model=StageHistory,
+    responses=NOT_FOUND,
+    summary="A customer's lifecycle stage history",
+)
+async def get_history(request: Request, customer_id: str, _: Reader) -> StageHistory:
+    """Every lifecycle stage change of the customer in event time, oldest first (the first is
+    out of `prospect`, on the day of the first purchase), and the stage they are in now.
+
+    Late events rewrite the past: the history is recomputed from all of the customer's
+    purchases whenever they change, and a stage that time alone moves (`declining`,
+    `churned`) appears once the periodic sweep has reached the customer."""
+    history = await queries.stage_history(request.app.state.engine, customer_id)
+    if history is None:
+        raise HTTPException(404, f"no customer with id {customer_id!r} has been seen")
+    return StageHistory(
+        customer_id=history.customer_id,
+        stage=Stage(history.stage),
+        stage_since=history.stage_since,
+        transitions=[StageChange.model_validate(t) for t in history.transitions],
+    )
+
+
+# -- cursors -----------------------------------------------------------------------------------
+#
+# A cursor is base64url JSON of the last row's sort key and id, plus the sort it belongs to,
+# so a cursor replayed under another sort is refused rather than silently skipping rows.
+
+
+class _Cursor(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    s: Sort
+    o: Order
+    k: StrictFloat | StrictInt | StrictStr | None
+    id: StrictStr = Field(min_length=1, max_length=128)
+
+
+def _encode_cursor(sort: Sort, order: Order, position: Position) -> str:
+    key = position.key.isoformat() if isinstance(position.key, datetime) else position.key
+    doc = {"s": sort.value, "o": order.value, "k": key, "id": position.customer_id}
+    return base64.urlsafe_b64encode(orjson.dumps(doc)).decode().rstrip("=")
+
+
+def _decode_cursor(token: str, sort: Sort, order: Order) -> Position:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        cursor = _Cursor.model_validate_json(raw)
+    except ValueError:  # bad base64, bad JSON and a bad shape are all ValueErrors
+        raise _bad_cursor("not a cursor returned by this endpoint; start without one") from None
+    if (cursor.s, cursor.o) != (sort, order):
+        raise _bad_cursor(
+            f"the cursor continues sort={cursor.s.value}&order={cursor.o.value}; "
+            "repeat those or start without a cursor"
+        )
+    return Position(_key(cursor.k, sort), cursor.id)
+
+
+def _key(raw: float | str | None, sort: Sort) -> SortKey:
+    if raw is None:
+        return None
+    if sort is Sort.LAST_ORDER:
+        try:
+            moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise _bad_cursor("not a cursor returned by this endpoint; start without one")
+        return moment
+    if isinstance(raw, str) or not math.isfinite(raw):
+        raise _bad_cursor("not a cursor returned by this endpoint; start without one")
+    return float(raw)
+
+
+def _bad_cursor(reason: str) -> RequestValidationError:
+    # Raised as a validation error so the answer has the same shape as any other bad
+    # parameter: a 422 whose errors name `query.cursor`.
+    return RequestValidationError(
+        [{"loc": ("query", "cursor"), "msg": reason, "type": "value_error"}]
+    )

@@ -1,0 +1,326 @@
+"""The SQL behind scoring's list and stats endpoints.
+
+Everything here reads the columns the write path keeps beside each customer's facts
+(:mod:`services.scoring.store`) and the ``stage_history`` table; nothing rebuilds a card, so a
+listing or a stats call costs one or two statements whatever the number of customers. The
+figures are therefore as of each customer's last write (an event, a sweep or a refit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, and_, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scoring.models import customers
+
+SortKey = float | datetime | None
+
+
+class Sort(StrEnum):
+    """The columns a listing can be sorted on."""
+
+    VALUE = "value"
+    CLV = "clv"
+    P_ALIVE = "p_alive"
+    LAST_ORDER = "last_order"
+
+
+class Order(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class Period(StrEnum):
+    """The buckets of the flow report (PostgreSQL ``date_trunc`` units; weeks start Monday)."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+_c = customers.c
+_SORT_COLUMNS = {
+    Sort.VALUE: _c.value_score,
+    Sort.CLV: _c.clv,
+    Sort.P_ALIVE: _c.p_alive,
+    Sort.LAST_ORDER: _c.last_order_at,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a page ended: the last row's sort key and its id (the tie-breaker)."""
+
+    key: SortKey
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Each non-empty sequence admits any of its values; ``text`` is a substring of the
+    customer's name, email or phone, in any case."""
+
+    stages: Sequence[str] = ()
+    tiers: Sequence[str] = ()
+    segments: Sequence[str] = ()
+    strategies: Sequence[str] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    customer_id: str
+    name: str | None
+    email: str | None
+    stage: str
+    stage_since: date | None
+    tier: str | None
+    segment: str | None
+    strategy: str | None
+    value_score: float
+    lifetime_spend: Decimal
+    clv: float | None
+    p_alive: float | None
+    last_order_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[SummaryRow]
+    next: Position | None  # None on the last page
+
+
+async def list_customers(
+    engine: AsyncEngine,
+    filters: Filters,
+    sort: Sort,
+    order: Order,
+    after: Position | None,
+    limit: int,
+) -> Page:
+    """Up to ``limit`` customers matching ``filters``, in ``sort`` order with nulls last and
+    ties broken by id, starting after ``after`` (keyset pagination: a page costs the same
+    however deep it is, and rows inserted or deleted meanwhile do not shift the pages)."""
+    key = _SORT_COLUMNS[sort]
+    descending = order is Order.DESC
+    query = (
+        select(
+            _c.customer_id,
+            _c.card[("profile", "name")].astext.label("name"),
+            _c.card[("profile", "email")].astext.label("email"),
+            _c.stage,
+            _c.stage_since,
+            _c.tier,
+            _c.segment,
+            _c.strategy,
+            _c.value_score,
+            _c.lifetime_spend,
+            _c.clv,
+            _c.p_alive,
+            _c.last_order_at,
+            key.label("sort_key"),
+        )
+        .where(*_conditions(filters))
+        .order_by(
+            (key.desc() if descending else key.asc()).nulls_last(),
+            _c.customer_id.desc() if descending else _c.customer_id.asc(),
+        )
+        .limit(limit + 1)  # one more than asked: tells whether another page exists
+    )
+    if after is not None:
+        query = query.where(_after(key, descending, after))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    summaries = [
+        SummaryRow(**{k: v for k, v in r._asdict().items() if k != "sort_key"}) for r in rows
+    ]
+    last = rows[-1] if more else None
+    return Page(summaries, Position(last.sort_key, last.customer_id) if last else None)
+
+
+def _conditions(f: Filters) -> list[ColumnElement[bool]]:
+    out: list[ColumnElement[bool]] = []
+    for column, values in (
+        (_c.stage, f.stages),
+        (_c.tier, f.tiers),
+        (_c.segment, f.segments),
+        (_c.strategy, f.strategies),
+    ):
+        if values:
+            out.append(column.in_(list(values)))
+    if f.text:
+        # ``search`` holds name, email and phone lower-cased by the write path; autoescape
+        # makes % and _ in the query literal characters, not wildcards.
+        out.append(_c.search.contains(f.text.lower(), autoescape=True))
+    return out
+
+
+def _after(key: ColumnElement[SortKey], descending: bool, p: Position) -> ColumnElement[bool]:
+    """Rows strictly after ``p`` in ``ORDER BY key [DESC] NULLS LAST, customer_id [DESC]``."""
+    beyond_id = _c.customer_id < p.customer_id if descending else _c.customer_id > p.customer_id
+    if p.key is None:
+        return and_(key.is_(None), beyond_id)  # already in the trailing nulls
+    beyond_key = key < p.key if descending else key > p.key
+    return or_(beyond_key, and_(key == p.key, beyond_id), key.is_(None))
+
+
+@dataclass(frozen=True, slots=True)
+class StageMove:
+    from_stage: str
+    to_stage: str
+    at: date
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    customer_id: str
+    stage: str
+    stage_since: date | None
+    transitions: list[StageMove]
+
+
+_HISTORY = text(
+    """
+    SELECT c.stage, c.stage_since, h.from_stage, h.to_stage, h.at
+    FROM scoring.customers AS c
+    LEFT JOIN scoring.stage_history AS h ON h.customer_id = c.customer_id
+    WHERE c.customer_id = :id
+    ORDER BY h.at, h.id
+    """
+)
+
+
+async def stage_history(engine: AsyncEngine, customer_id: str) -> History | None:
+    """The customer's stage and transitions, oldest first (rows of one day in the order they
+    happened); None for a customer never seen. One statement, so the stage and the history
+    come from the same write."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_HISTORY, {"id": customer_id})).all()
+    if not rows:
+        return None
+    moves = [StageMove(r.from_stage, r.to_stage, r.at) for r in rows if r.to_stage is not None]
+    return History(customer_id, rows[0].stage, rows[0].stage_since, moves)
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewFigures:
+    customers: int
+    buyers: int
+    revenue: Decimal
+    top20_share: float | None  # None while there is no revenue to share
+    # Per column, the count of each value found; a None key counts customers without one.
+    counts: dict[str, dict[str | None, int]]
+
+
+# One scan for the four breakdowns and the total: the grouping set a row belongs to says
+# which column its value comes from.
+_COUNTS = text(
+    """
+    SELECT CASE WHEN GROUPING(stage) = 0 THEN 'stage'
+                WHEN GROUPING(tier) = 0 THEN 'tier'
+                WHEN GROUPING(segment) = 0 THEN 'segment'
+                WHEN GROUPING(strategy) = 0 THEN 'strategy'
+                ELSE 'all' END AS dimension,
+           COALESCE(stage, tier, segment, strategy) AS value,
+           count(*) AS n
+    FROM scoring.customers
+    GROUP BY GROUPING SETS ((stage), (tier), (segment), (strategy), ())
+    """
+)
+
+# Buyers are customers with a live order. The top 20% are the ceil(n / 5) highest
+# spenders (at least one buyer as soon as there is one); ties at the cut are broken by id,
+# which cannot change the share since tied buyers spent the same.
+_REVENUE = text(
+    """
+    WITH buyers AS (
+        SELECT lifetime_spend,
+               row_number() OVER (ORDER BY lifetime_spend DESC, customer_id) AS rank,
+               count(*) OVER () AS total
+        FROM scoring.customers
+        WHERE last_order_at IS NOT NULL
+    )
+    SELECT count(*) AS buyers,
+           COALESCE(sum(lifetime_spend), 0) AS revenue,
+           CAST(sum(lifetime_spend) FILTER (WHERE rank <= ceil(total / 5.0))
+                / NULLIF(sum(lifetime_spend), 0) AS float8) AS top20_share
+    FROM buyers
+    """
+)
+
+
+async def overview(engine: AsyncEngine) -> OverviewFigures:
+    """Customer counts per stage, tier, segment and strategy, buyers, revenue and the share
+    of it held by the top 20% of buyers, all from one snapshot."""
+    async with engine.connect() as conn:
+        # Two statements, one snapshot: the counts and the revenue describe the same moment.
+        await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        counts: dict[str, dict[str | None, int]] = {
+            "stage": {},
+            "tier": {},
+            "segment": {},
+            "strategy": {},
+            "all": {},
+        }
+        for row in await conn.execute(_COUNTS):
+            counts[row.dimension][row.value] = row.n
+        revenue = (await conn.execute(_REVENUE)).one()
+    total = counts.pop("all").get(None, 0)
+    return OverviewFigures(
+        customers=total,
+        buyers=revenue.buyers,
+        revenue=revenue.revenue,
+        top20_share=revenue.top20_share,
+        counts=counts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FlowBucket:
+    start: date
+    new: int
+    reactivated: int
+    churned: int
+
+
+# Periods come from generate_series so that a period without transitions is still a row.
+_FLOW = text(
+    """
+    WITH periods AS (
+        SELECT CAST(p AS date) AS start
+        FROM generate_series(CAST(CAST(:first AS date) AS timestamp),
+                             CAST(CAST(:last AS date) AS timestamp),
+                             CAST('1 ' || CAST(:unit AS text) AS interval)) AS p
+    ), moves AS (
+        SELECT CAST(date_trunc(CAST(:unit AS text), CAST(at AS timestamp)) AS date) AS start,
+               count(*) FILTER (WHERE to_stage = 'new') AS new,
+               count(*) FILTER (WHERE to_stage = 'reactivated') AS reactivated,
+               count(*) FILTER (WHERE to_stage = 'churned') AS churned
+        FROM scoring.stage_history
+        WHERE at >= CAST(:first AS date)
+          AND at < CAST(:last AS date) + CAST('1 ' || CAST(:unit AS text) AS interval)
+          AND to_stage IN ('new', 'reactivated', 'churned')
+        GROUP BY 1
+    )
+    SELECT periods.start, COALESCE(moves.new, 0) AS new,
+           COALESCE(moves.reactivated, 0) AS reactivated, COALESCE(moves.churned, 0) AS churned
+    FROM periods LEFT JOIN moves USING (start)
+    ORDER BY periods.start
+    """
+)
+
+
+async def flow(engine: AsyncEngine, period: Period, first: date, last: date) -> list[FlowBucket]:
+    """Transitions to ``new``, ``reactivated`` and ``churned`` per period, for every period
+    from the one starting on ``first`` to the one starting on ``last`` (both period starts)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(_FLOW, {"unit": period.value, "first": first, "last": last})
+        return [FlowBucket(r.start, r.new, r.reactivated, r.churned) for r in rows]
