@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -102,6 +103,35 @@ async def _dev_keys(settings: CommonSettings, path: Path) -> None:
     path.chmod(0o600)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    # The replay is a client of ingest's HTTP API; imported here so the other commands do
+    # not load it.
+
+    from services.ingest.replay import parse_mapping, replay_file
+
+    key = args.key or os.environ.get("TEND_INGEST_KEY")
+    if not key:
+        print(
+            "tend replay: give --key or set TEND_INGEST_KEY (source .tend/dev-keys.env)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        mapping = parse_mapping(args.map)
+    except ValueError as exc:
+        print(f"tend replay: {exc}", file=sys.stderr)
+        return 2
+    report = asyncio.run(
+        replay_file(
+            args.file, args.url, key, mapping, shift=args.shift_to_today, currency=args.currency
+        )
+    )
+    for bad in report.bad:
+        print(f"line {bad.line}: {bad.reason}", file=sys.stderr)
+    print(f"accepted {report.accepted}, duplicates {report.duplicates}, rejected {report.rejected}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tend", description="Operate a Tend deployment.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,7 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser("list", help="list keys")
     dev = sub.add_parser("dev-keys", help="write development keys to a file")
     dev.add_argument("file", type=Path)
+    replay = sub.add_parser("replay", help="post an order export (CSV) through ingest")
+    replay.add_argument("file", type=Path)
+    replay.add_argument("--url", default="http://127.0.0.1:8001", help="ingest's base URL")
+    replay.add_argument(
+        "--key", default=None, help="an events:write key (default: $TEND_INGEST_KEY)"
+    )
+    replay.add_argument(
+        "--map",
+        default=None,
+        help="field=column pairs, comma separated, for customer_id, order_id, occurred_at, amount",
+    )
+    replay.add_argument(
+        "--shift-to-today", action="store_true", help="move the history so its last order is today"
+    )
+    replay.add_argument("--currency", default="USD")
     args = parser.parse_args(argv)
+    if args.command == "replay":
+        return _replay(args)
 
     settings = CommonSettings()
     if args.command == "migrate":
