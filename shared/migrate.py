@@ -24,6 +24,7 @@ HISTORIES: list[tuple[str, Path]] = [
     ("auth", ROOT / "shared" / "migrations"),
     ("ingest", ROOT / "services" / "ingest" / "migrations"),
     ("scoring", ROOT / "services" / "scoring" / "migrations"),
+    ("outreach", ROOT / "services" / "outreach" / "migrations"),
 ]
 
 

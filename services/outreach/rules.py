@@ -250,7 +250,9 @@ class RuleSet:
 
     def conditions_hold(self, rule: Rule, card: Mapping[str, Any]) -> bool:
         """Whether ``rule``'s conditions hold for ``card`` (for schedules and broadcasts)."""
-        when = self._when.get(rule.id)
+        if rule.id not in self._when:
+            return False  # not an enabled rule of this set
+        when = self._when[rule.id]
         return when is None or when(card)
 
     def match(self, change: Mapping[str, Any]) -> list[Match]:

@@ -5,16 +5,19 @@ every customer (a refit, a replay) and so cannot share the session's data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.app import create_app as create_ingest
+from services.outreach.app import create_app as create_outreach
+from services.outreach.settings import OutreachSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.auth import Scope, create_key
@@ -53,11 +56,22 @@ class Stack:
     ingest: httpx.AsyncClient
     scoring: httpx.AsyncClient
     scoring_app: FastAPI
-    extra: dict[str, object] = field(default_factory=dict)
+    outreach: httpx.AsyncClient | None = None
+    outreach_app: FastAPI | None = None
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
 
 
 @asynccontextmanager
-async def isolated_stack(base: CommonSettings, clock: Clock | None = None) -> AsyncIterator[Stack]:
+async def isolated_stack(
+    base: CommonSettings,
+    clock: Clock | None = None,
+    *,
+    outreach: OutreachSettings | None = None,
+) -> AsyncIterator[Stack]:
+    """Ingest and scoring (and outreach, given its settings) on a database and topics of
+    their own, sharing ``clock``."""
     async with fresh_settings(base) as settings:
         engine = make_engine(settings, pool_size=3)
         try:
@@ -65,6 +79,7 @@ async def isolated_stack(base: CommonSettings, clock: Clock | None = None) -> As
             for role, scopes in {
                 "ingest": [Scope.EVENTS_WRITE],
                 "ops": [Scope.OPS_READ, Scope.OPS_WRITE],
+                "marketing": [Scope.MARKETING_WRITE, Scope.OPS_READ],
             }.items():
                 _, keys[role] = await create_key(engine, f"iso-{role}", scopes)
             ingest_app = create_ingest(settings)
@@ -74,16 +89,31 @@ async def isolated_stack(base: CommonSettings, clock: Clock | None = None) -> As
                 clock or SystemClock(),
                 periodic=False,
             )
-            async with (
-                ingest_app.router.lifespan_context(ingest_app),
-                scoring_app.router.lifespan_context(scoring_app),
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=ingest_app), base_url="http://ingest"
-                ) as ingest,
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=scoring_app), base_url="http://scoring"
-                ) as scoring,
-            ):
-                yield Stack(settings, engine, keys, ingest, scoring, scoring_app)
+            async with contextlib.AsyncExitStack() as running:
+                ingest = await running.enter_async_context(_serve(ingest_app, "ingest"))
+                scoring = await running.enter_async_context(_serve(scoring_app, "scoring"))
+                stack = Stack(settings, engine, keys, ingest, scoring, scoring_app)
+                if outreach is not None:
+                    stack.outreach_app = create_outreach(
+                        settings,
+                        outreach.model_copy(
+                            update={"consumer_group": f"{settings.topic_prefix}outreach"}
+                        ),
+                        clock or SystemClock(),
+                        periodic=False,
+                    )
+                    stack.outreach = await running.enter_async_context(
+                        _serve(stack.outreach_app, "outreach")
+                    )
+                yield stack
         finally:
             await engine.dispose()
+
+
+@asynccontextmanager
+async def _serve(app: FastAPI, name: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as c,
+    ):
+        yield c

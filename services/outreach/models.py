@@ -1,0 +1,155 @@
+"""Outreach's tables (schema ``outreach``).
+
+``actions`` is the ledger: one row per decided (rule, customer, occurrence), unique, so a
+second decision is impossible; its status walks scheduled/held → pending → sent (or failed,
+suppressed, unknown). Delivery workers pick due ``pending`` rows with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.db import schema_metadata
+
+SCHEMA = "outreach"
+metadata = schema_metadata(SCHEMA)
+
+rules = Table(
+    "rules",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True)),
+)
+
+rule_versions = Table(
+    "rule_versions",
+    metadata,
+    Column("rule_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("rule_id", "version", name="pk_rule_versions"),
+)
+
+# The latest card of every customer, as scoring last published it.
+cards = Table(
+    "cards",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("card", JSONB, nullable=False),
+    Column("complaint_open", Boolean, nullable=False),
+    Column("change_at", DateTime(timezone=True), nullable=False),
+)
+
+# When each schedule rule next fires for each customer.
+schedule = Table(
+    "schedule",
+    metadata,
+    Column("rule_id", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("rule_id", "customer_id", name="pk_schedule"),
+    Index("ix_schedule_due_at", "due_at"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("change_id", String(64), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("occurrence", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("detail", Text),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("not_before", DateTime(timezone=True)),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("attempts", SmallInteger, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("subject", Text),
+    Column("body", Text),
+    Column("offer", JSONB),
+    UniqueConstraint("rule_id", "customer_id", "occurrence", name="uq_actions_occurrence"),
+    Index("ix_actions_customer_decided", "customer_id", "decided_at"),
+    Index("ix_actions_decided", "decided_at", "id"),
+    Index("ix_actions_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    Index(
+        "ix_actions_waiting", "not_before", postgresql_where=text("status IN ('scheduled', 'held')")
+    ),
+)
+
+policy = Table(
+    "policy",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("definition", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("reason", String(200), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("secret", String(200)),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Fired actions waiting for the relay to crm.outreach-actions.v1.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,42 @@
+"""Outreach's own settings (``TEND_OUTREACH_*``); infrastructure comes from CommonSettings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OutreachSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TEND_OUTREACH_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8003
+    consumer_group: str = "tend-outreach"
+    batch_max_records: int = Field(1000, ge=1)
+    # Where links in messages point (one-click unsubscribe).
+    public_base_url: str = "http://127.0.0.1:8003"
+    # Signs unsubscribe links; set a long random value in production.
+    unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret-change-me")
+    # Webhook endpoints on loopback or private networks are refused unless this is set
+    # (local development and tests set it).
+    allow_private_webhooks: bool = False
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    delivery_max_attempts: int = Field(8, ge=1, le=50)
+    retry_base_seconds: float = Field(1.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+    delivery_batch: int = Field(200, ge=1)
+    delivery_idle_seconds: float = Field(0.2, gt=0)
+    # The scheduler: how often it looks for schedule rules that are due, and how many at once.
+    scheduler_interval_seconds: float = Field(30.0, gt=0)
+    scheduler_batch: int = Field(2000, ge=1)
+    # Default SMTP server for email channels that do not name one (make run starts one here).
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    email_from: str = "Tend <hello@tend.localhost>"
+
+
+@lru_cache(maxsize=1)
+def outreach_settings() -> OutreachSettings:
+    return OutreachSettings()

@@ -1,0 +1,705 @@
+"""Delivery against the real ledger (PostgreSQL) and real receivers (HTTP, SMTP).
+
+Actions and channels are inserted with SQL (deciding is not delivery's job). Each test drives
+its own :class:`DeliveryWorker` on a FixedClock in 2001: only rows due by then are picked, so
+the worker never touches another test's pending actions; each test deletes its rows after.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from standardwebhooks import Webhook
+
+from services.outreach.channels_api import router as channels_router
+from services.outreach.delivery import DeliveryWorker
+from services.outreach.settings import OutreachSettings
+from services.outreach.unsubscribe import unsubscribe_url, verify
+from shared.auth import KeyStore
+from shared.clock import FixedClock
+from shared.http import create_app, no_lifespan
+from shared.settings import CommonSettings
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2001, 3, 4, 5, 6, 7, tzinfo=UTC)
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret"
+
+
+def outreach_settings(**overrides: Any) -> OutreachSettings:
+    values: dict[str, Any] = {
+        "allow_private_webhooks": True,
+        "webhook_timeout_seconds": 1.0,
+        "retry_base_seconds": 10.0,
+        "retry_max_seconds": 600.0,
+        "delivery_max_attempts": 5,
+        "public_base_url": "https://tend.example",
+        "unsubscribe_secret": UNSUBSCRIBE_SECRET,
+        "smtp_port": 1,  # nothing listens there: tests name their SMTP server
+        **overrides,
+    }
+    return OutreachSettings(**values)
+
+
+async def allow(conn: AsyncConnection, action: Any) -> str | None:
+    return None
+
+
+async def suppressed(conn: AsyncConnection, action: Any) -> str | None:
+    return "suppressed"
+
+
+class Ledger:
+    """Inserts a test's rows and removes them afterwards."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.actions: list[str] = []
+        self.channels: list[str] = []
+        self.customers: list[str] = []
+
+    async def action(
+        self,
+        channel: str = "webhook",
+        *,
+        customer_id: str | None = None,
+        due: datetime = START,
+        email: str | None = None,
+    ) -> str:
+        action_id = str(uuid.uuid4())
+        customer = customer_id or f"dlv-{uuid.uuid4().hex[:12]}"
+        async with self.engine.begin() as conn:
+            if email is not None:
+                await conn.execute(
+                    text(
+                        "INSERT INTO outreach.cards (customer_id, card, complaint_open, change_at)"
+                        " VALUES (:c, CAST(:card AS jsonb), false, :at)"
+                    ),
+                    {
+                        "c": customer,
+                        "card": orjson.dumps({"profile": {"email": email}}).decode(),
+                        "at": START,
+                    },
+                )
+                self.customers.append(customer)
+            await conn.execute(
+                text(
+                    "INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, "
+                    "channel, priority, status, decided_at, next_attempt_at, attempts, subject, "
+                    "body, offer) VALUES (:id, 'delivery-test', :c, :occ, 'follow_up', :channel, "
+                    "50, 'pending', :decided, :due, 0, 'How was it?', :body, "
+                    "CAST(:offer AS jsonb))"
+                ),
+                {
+                    "id": action_id,
+                    "c": customer,
+                    "occ": action_id,
+                    "channel": channel,
+                    "decided": START - timedelta(minutes=5),
+                    "due": due,
+                    "body": "Hello Ada, how is your new kettle? Café crème on us.",
+                    "offer": orjson.dumps({"code": "THANKS10"}).decode(),
+                },
+            )
+        self.actions.append(action_id)
+        return action_id
+
+    async def channel(self, kind: str, config: dict[str, Any], secret: str | None = None) -> str:
+        channel_id = f"dlv-{kind}-{uuid.uuid4().hex[:8]}"
+        async with self.engine.begin() as conn:
+            # Newer than any other channel, whatever clock other tests used, so this one is
+            # the channel actions of its kind go to.
+            await conn.execute(
+                text(
+                    "INSERT INTO outreach.channels (id, kind, config, secret, enabled, "
+                    "created_at, updated_at) VALUES (:id, :kind, CAST(:config AS jsonb), "
+                    ":secret, true, greatest(now(), (SELECT max(created_at) + interval '1 ms' "
+                    "FROM outreach.channels)), now())"
+                ),
+                {
+                    "id": channel_id,
+                    "kind": kind,
+                    "config": orjson.dumps(config).decode(),
+                    "secret": secret,
+                },
+            )
+        self.channels.append(channel_id)
+        return channel_id
+
+    async def row(self, action_id: str) -> Any:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    text("SELECT * FROM outreach.actions WHERE id = :id"), {"id": action_id}
+                )
+            ).one()
+
+    async def channel_row(self, channel_id: str) -> Any:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    text("SELECT * FROM outreach.channels WHERE id = :id"), {"id": channel_id}
+                )
+            ).one()
+
+    @asynccontextmanager
+    async def without_enabled(self, kind: str) -> AsyncIterator[None]:
+        """No enabled channel of ``kind`` for the block; the others' are restored after."""
+        async with self.engine.begin() as conn:
+            ids = (
+                await conn.execute(
+                    text(
+                        "UPDATE outreach.channels SET enabled = false "
+                        "WHERE kind = :kind AND enabled RETURNING id"
+                    ),
+                    {"kind": kind},
+                )
+            ).scalars()
+            disabled = list(ids)
+        try:
+            yield
+        finally:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "UPDATE outreach.channels SET enabled = true "
+                        "WHERE id = ANY(CAST(:ids AS text[]))"
+                    ),
+                    {"ids": disabled},
+                )
+
+    async def cleanup(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("DELETE FROM outreach.actions WHERE id = ANY(CAST(:ids AS text[]))"),
+                {"ids": self.actions},
+            )
+            await conn.execute(
+                text("DELETE FROM outreach.channels WHERE id = ANY(CAST(:ids AS text[]))"),
+                {"ids": self.channels},
+            )
+            await conn.execute(
+                text("DELETE FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[]))"),
+                {"ids": self.customers},
+            )
+
+
+@pytest_asyncio.fixture
+async def ledger(engine: AsyncEngine) -> AsyncIterator[Ledger]:
+    book = Ledger(engine)
+    yield book
+    await book.cleanup()
+
+
+@asynccontextmanager
+async def worker(
+    engine: AsyncEngine, clock: FixedClock, recheck: Any = allow, **overrides: Any
+) -> AsyncIterator[DeliveryWorker]:
+    w = DeliveryWorker(engine, outreach_settings(**overrides), recheck, clock, rng=random.Random(7))
+    try:
+        yield w
+    finally:
+        await w.aclose()
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+
+        assert await w.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts, row.sent_at, row.last_error) == ("sent", 1, START, None)
+        [got] = hook.received
+        assert got.verified, got.error
+        assert got.webhook_id == action_id
+        # And once more with the reference package directly, on the bytes as received.
+        assert Webhook(hook.secret).verify(got.body, got.headers)["action_id"] == action_id
+        assert got.payload == {
+            "type": "tend.action",
+            "action_id": action_id,
+            "rule_id": "delivery-test",
+            "customer_id": row.customer_id,
+            "kind": "follow_up",
+            "subject": "How was it?",
+            "body": "Hello Ada, how is your new kettle? Café crème on us.",
+            "offer": {"code": "THANKS10"},
+            "occurrence": action_id,
+            "decided_at": (START - timedelta(minutes=5)).isoformat(),
+        }
+        assert got.headers["host"] == f"127.0.0.1:{hook.port}"
+        assert await w.run_once() == 0  # nothing left due
+
+
+async def test_retries_back_off_with_jitter_and_keep_the_webhook_id(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    base = outreach_settings().retry_base_seconds
+    async with WebhookReceiver(script=[500, 500, 200]) as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+
+        gaps = []
+        for attempt in (1, 2):
+            assert await w.run_once() == 1
+            row = await ledger.row(action_id)
+            assert (row.status, row.attempts) == ("pending", attempt)
+            assert row.last_error == "the endpoint answered 500"
+            gaps.append((row.next_attempt_at - clock.now()).total_seconds())
+            assert await w.run_once() == 0  # not due before its backoff has passed
+            clock.set(row.next_attempt_at)
+        assert await w.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts, row.sent_at) == ("sent", 3, clock.now())
+        # Full jitter: attempt n waits uniformly in [0, base·2^(n-1)], so the bound doubles.
+        assert 0 <= gaps[0] <= base
+        assert 0 <= gaps[1] <= 2 * base
+        assert [r.webhook_id for r in hook.received] == [action_id] * 3
+        assert all(r.verified for r in hook.received)
+        assert [r.answer for r in hook.received] == [500, 500, 200]
+
+    # The bound itself: samples never exceed it, it doubles per attempt, and it is capped.
+    settings = outreach_settings()
+    sampler = DeliveryWorker(engine, settings, allow, clock, rng=random.Random(1))
+    for attempts in range(8):
+        bound = min(settings.retry_max_seconds, base * 2**attempts)
+        samples = [sampler.backoff(attempts).total_seconds() for _ in range(300)]
+        assert max(samples) <= bound
+        assert max(samples) > 0.8 * bound  # spread over the whole range: full jitter
+    assert sampler.backoff(3, retry_after=500).total_seconds() >= 500
+    await sampler.aclose()
+
+
+async def test_gives_up_after_max_attempts(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver(default=503) as hook,
+        worker(engine, clock, delivery_max_attempts=2) as w,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        clock.set((await ledger.row(action_id)).next_attempt_at)
+        assert await w.run_once() == 1
+        row = await ledger.row(action_id)
+        assert (row.status, row.reason, row.attempts) == ("failed", "max_attempts", 2)
+        assert len(hook.received) == 2
+
+
+async def test_410_disables_the_channel_and_fails_the_action(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver(script=[410]) as hook, worker(engine, clock) as w:
+        channel_id = await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+
+        assert await w.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.reason, row.attempts) == ("failed", "gone", 1)
+        channel = await ledger.channel_row(channel_id)
+        assert channel.enabled is False
+        assert "410" in channel.disabled_reason
+
+
+async def test_other_4xx_fails_without_retry(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver(script=[422]) as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        row = await ledger.row(action_id)
+        assert (row.status, row.reason, row.next_attempt_at) == ("failed", "rejected", None)
+
+
+async def test_loopback_is_refused_unless_private_webhooks_are_allowed(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver() as hook,
+        worker(engine, clock, allow_private_webhooks=False) as w,
+    ):
+        for url in (hook.url, f"http://localhost:{hook.port}/", f"http://2130706433:{hook.port}/"):
+            await ledger.channel("webhook", {"url": url}, hook.secret)
+            action_id = await ledger.action("webhook")
+            assert await w.run_once() == 1
+            row = await ledger.row(action_id)
+            assert (row.status, row.reason) == ("failed", "unsafe_url"), url
+            assert "127.0.0.1" in row.last_error or "loopback" in row.last_error
+        assert hook.received == []
+
+
+async def test_hanging_endpoint_times_out_and_is_retried(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver(script=["hang", "drop", 200]) as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+
+        assert await w.run_once() == 1
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts) == ("pending", 1)
+        assert "no answer within 1 s" in row.last_error
+
+        clock.set(row.next_attempt_at)
+        assert await w.run_once() == 1  # the connection is dropped without an answer
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts) == ("pending", 2)
+
+        clock.set(row.next_attempt_at)
+        assert await w.run_once() == 1
+        assert (await ledger.row(action_id)).status == "sent"
+        assert {r.webhook_id for r in hook.received} == {action_id}
+
+
+async def test_no_webhook_channel_keeps_the_action_pending(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with ledger.without_enabled("webhook"), worker(engine, clock) as w:
+        action_id = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert row.next_attempt_at > clock.now()
+        assert row.last_error == "no enabled webhook channel"
+
+
+async def test_a_worker_killed_between_pick_and_outcome_loses_nothing(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+
+        # The first worker picks and sends, then dies before it records the outcome.
+        doomed = DeliveryWorker(engine, outreach_settings(), allow, clock)
+        jobs, taken = await doomed.pick()
+        assert taken == 1
+        attempts = await doomed.send(jobs)
+        await doomed.aclose()
+        del doomed
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts) == ("pending", 0)
+        lease = row.next_attempt_at
+        assert lease > clock.now()
+
+        async with worker(engine, clock) as survivor:
+            assert await survivor.run_once() == 0  # still leased: not sent twice meanwhile
+            clock.set(lease)
+            assert await survivor.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts) == ("sent", 1)
+        assert [r.webhook_id for r in hook.received] == [action_id, action_id]
+        assert all(r.verified for r in hook.received)
+
+        # Had the first worker only been slow, its late outcome must not overwrite the
+        # survivor's: it no longer holds the lease.
+        late = DeliveryWorker(engine, outreach_settings(), allow, clock)
+        await late.record(jobs, attempts)
+        await late.aclose()
+        assert (await ledger.row(action_id)).attempts == 1
+
+
+# -- email ---------------------------------------------------------------------------------
+
+
+async def test_email_carries_one_click_unsubscribe(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with SmtpReceiver() as smtp:
+        # No email channel configured: the settings' SMTP server is used.
+        async with (
+            ledger.without_enabled("email"),
+            worker(engine, clock, smtp_host=smtp.host, smtp_port=smtp.port) as w,
+        ):
+            action_id = await ledger.action("email", email="ada@example.com")
+            assert await w.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts, row.sent_at) == ("sent", 1, START)
+        [mail] = smtp.messages
+        assert mail.recipients == ["ada@example.com"]
+        assert mail.envelope_from == "hello@tend.localhost"
+        message = mail.message
+        link = unsubscribe_url("https://tend.example", row.customer_id, UNSUBSCRIBE_SECRET)
+        assert message["List-Unsubscribe"] == f"<{link}>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET) == row.customer_id
+        assert message["Message-ID"] == f"<{action_id}@tend.localhost>"
+        assert message["Subject"] == "How was it?"
+        assert message["To"] == "ada@example.com"
+        body = message.get_body()
+        assert body is not None
+        assert "Café crème" in body.get_content()
+
+
+async def test_email_channel_config_is_used(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with SmtpReceiver() as smtp, worker(engine, clock) as w:
+        await ledger.channel(
+            "email",
+            {"smtp_host": smtp.host, "smtp_port": smtp.port, "from": "Shop <news@shop.example>"},
+        )
+        action_id = await ledger.action("email", email="bob@example.com")
+        assert await w.run_once() == 1
+        assert (await ledger.row(action_id)).status == "sent"
+        [mail] = smtp.messages
+        assert mail.envelope_from == "news@shop.example"
+        assert mail.message["Message-ID"] == f"<{action_id}@shop.example>"
+
+
+async def test_recheck_stops_a_queued_email(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with SmtpReceiver() as smtp, worker(engine, clock, recheck=suppressed) as w:
+        await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
+        action_id = await ledger.action("email", email="carol@example.com")
+
+        assert await w.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.reason, row.attempts) == ("suppressed", "suppressed", 0)
+        assert smtp.messages == []
+
+
+async def test_email_without_an_address_fails(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with SmtpReceiver() as smtp, worker(engine, clock) as w:
+        await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
+        no_card = await ledger.action("email")
+        bad = await ledger.action("email", email="ada@example.com\r\nBcc: eve@example.com")
+        assert await w.run_once() == 2
+        for action_id in (no_card, bad):
+            row = await ledger.row(action_id)
+            assert (row.status, row.reason) == ("failed", "no_address")
+        assert smtp.messages == []
+
+
+async def test_smtp_down_before_data_is_retried(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with SmtpReceiver() as smtp:
+        closed_port = smtp.port
+    async with worker(engine, clock) as w:
+        await ledger.channel("email", {"smtp_host": "127.0.0.1", "smtp_port": closed_port})
+        action_id = await ledger.action("email", email="dan@example.com")
+        assert await w.run_once() == 1
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts) == ("pending", 1)
+        assert row.next_attempt_at >= clock.now()
+
+
+async def test_smtp_refusal_is_permanent_or_transient_by_code(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    for reply, status in (("550 5.1.1 no such user", "failed"), ("451 4.3.0 try later", "pending")):
+        async with SmtpReceiver(rcpt_reply=reply) as smtp, worker(engine, clock) as w:
+            await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
+            action_id = await ledger.action("email", email="erin@example.com")
+            assert await w.run_once() == 1
+            row = await ledger.row(action_id)
+            assert row.status == status, reply
+            assert reply.split()[0] in row.last_error
+
+
+async def test_email_timeout_after_data_is_unknown_and_not_retried(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with SmtpReceiver(data_delay=3) as smtp, worker(engine, clock) as w:
+        await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
+        action_id = await ledger.action("email", email="fay@example.com")
+
+        assert await w.run_once() == 1
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.reason, row.attempts) == ("unknown", "ambiguous", 1)
+        assert row.next_attempt_at is None
+        clock.advance(timedelta(days=1))
+        assert await w.run_once() == 0
+
+
+# -- the channels API ----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def channels_api(
+    engine: AsyncEngine, settings: CommonSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(
+        service="outreach-test",
+        title="channels",
+        description="channels API under test",
+        lifespan=no_lifespan,
+        readiness=lambda _: {},
+        max_body=settings.max_body_bytes,
+    )
+    app.include_router(channels_router)
+    app.state.engine = engine
+    app.state.keys = KeyStore(engine, 0)
+    app.state.common = settings
+    app.state.outreach_settings = outreach_settings(allow_private_webhooks=False)
+    created: list[str] = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://outreach") as client:
+        client.event_hooks["response"] = [_remember(created)]
+        yield client
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM outreach.channels WHERE id = ANY(CAST(:ids AS text[]))"),
+            {"ids": created},
+        )
+
+
+def _remember(created: list[str]) -> Any:
+    async def hook(response: httpx.Response) -> None:
+        if response.request.method == "POST" and response.status_code == 201:
+            await response.aread()
+            created.append(response.json()["id"])
+
+    return hook
+
+
+async def test_channel_secret_is_shown_once(
+    channels_api: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    writer = {"X-API-Key": keys["marketing"]}
+    channel_id = f"api-{uuid.uuid4().hex[:8]}"
+    created = await channels_api.post(
+        "/v1/channels",
+        json={"id": channel_id, "kind": "webhook", "config": {"url": "https://93.184.215.14/h"}},
+        headers=writer,
+    )
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    assert secret.startswith("whsec_")
+    Webhook(secret)  # a valid Standard Webhooks secret
+
+    reader = {"X-API-Key": keys["ops_read"]}
+    listed = await channels_api.get("/v1/channels", headers=reader)
+    one = await channels_api.get(f"/v1/channels/{channel_id}", headers=reader)
+    assert (listed.status_code, one.status_code) == (200, 200)
+    assert secret not in listed.text and secret not in one.text
+    assert "secret" not in one.json()
+    assert one.json()["has_secret"] is True
+    assert one.json()["config"] == {"url": "https://93.184.215.14/h"}
+
+    again = await channels_api.post(
+        "/v1/channels",
+        json={"id": channel_id, "kind": "webhook", "config": {"url": "https://93.184.215.14/h"}},
+        headers=writer,
+    )
+    assert again.status_code == 409
+
+
+async def test_channel_url_is_checked_on_save(
+    channels_api: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    writer = {"X-API-Key": keys["marketing"]}
+    for url, why in (
+        ("http://127.0.0.1:8080/hook", "loopback"),
+        ("http://0x7f.1/hook", "non-standard numeric form"),
+        ("http://169.254.169.254/", "metadata"),
+        ("http://localhost/hook", "loopback"),
+        ("ftp://hooks.example.com/", "http or https"),
+    ):
+        answer = await channels_api.post(
+            "/v1/channels",
+            json={"id": f"api-{uuid.uuid4().hex[:8]}", "kind": "webhook", "config": {"url": url}},
+            headers=writer,
+        )
+        assert answer.status_code == 422, url
+        errors = answer.json()["errors"]
+        assert errors[0]["field"] == "config.url"
+        assert any(why in e["reason"] for e in errors), errors
+
+    missing = await channels_api.post(
+        "/v1/channels",
+        json={"id": "api-missing-url", "kind": "webhook", "config": {}},
+        headers=writer,
+    )
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["field"] == "config.url"
+
+    bad_secret = await channels_api.post(
+        "/v1/channels",
+        json={
+            "id": "api-bad-secret",
+            "kind": "webhook",
+            "config": {"url": "https://93.184.215.14/h"},
+            "secret": "hunter2",
+        },
+        headers=writer,
+    )
+    assert bad_secret.status_code == 422
+    assert bad_secret.json()["errors"][0]["field"] == "secret"
+
+
+async def test_channel_update_and_delete(
+    channels_api: httpx.AsyncClient, keys: dict[str, str], engine: AsyncEngine
+) -> None:
+    writer = {"X-API-Key": keys["marketing"]}
+    channel_id = f"api-{uuid.uuid4().hex[:8]}"
+    body = {"id": channel_id, "kind": "email", "config": {"from": "Shop <hi@shop.example>"}}
+    assert (await channels_api.post("/v1/channels", json=body, headers=writer)).status_code == 201
+    forbidden = await channels_api.put(
+        f"/v1/channels/{channel_id}",
+        json={"config": {}},
+        headers={"X-API-Key": keys["ops_read"]},
+    )
+    assert forbidden.status_code == 403
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outreach.channels SET enabled = false, disabled_reason = 'gone' "
+                "WHERE id = :id"
+            ),
+            {"id": channel_id},
+        )
+    updated = await channels_api.put(
+        f"/v1/channels/{channel_id}",
+        json={"config": {"smtp_host": "mail.shop.example", "smtp_port": 2525}, "enabled": True},
+        headers=writer,
+    )
+    assert updated.status_code == 200, updated.text
+    out = updated.json()
+    assert (out["enabled"], out["disabled_reason"]) == (True, None)
+    assert out["config"] == {"smtp_host": "mail.shop.example", "smtp_port": 2525}
+
+    email_secret = await channels_api.put(
+        f"/v1/channels/{channel_id}",
+        json={"config": {}, "secret": "whsec_" + "A" * 44},
+        headers=writer,
+    )
+    assert email_secret.status_code == 422
+
+    deleted = await channels_api.delete(f"/v1/channels/{channel_id}", headers=writer)
+    assert deleted.status_code == 204
+    gone = await channels_api.get(f"/v1/channels/{channel_id}", headers=writer)
+    assert gone.status_code == 404
