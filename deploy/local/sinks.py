@@ -40,8 +40,11 @@ class Store:
         self.mail: list[dict[str, Any]] = []
 
     def keep(self, kind: str, item: dict[str, Any]) -> None:
-        items, path = (self.webhooks, self.webhooks_file) if kind == "webhook" else (
-            self.mail, self.mail_file)
+        items, path = (
+            (self.webhooks, self.webhooks_file)
+            if kind == "webhook"
+            else (self.mail, self.mail_file)
+        )
         items.append(item)
         del items[:-1000]
         with path.open("a") as f:
@@ -55,14 +58,19 @@ class MailHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         message = message_from_bytes(envelope.content, policy=default_policy)
         body = message.get_body(preferencelist=("plain", "html"))
-        self.store.keep("mail", {
-            "received_at": datetime.now(UTC).isoformat(),
-            "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-            "subject": message["Subject"], "message_id": message["Message-ID"],
-            "list_unsubscribe": message["List-Unsubscribe"],
-            "list_unsubscribe_post": message["List-Unsubscribe-Post"],
-            "body": body.get_content() if body is not None else "",
-        })
+        self.store.keep(
+            "mail",
+            {
+                "received_at": datetime.now(UTC).isoformat(),
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "subject": message["Subject"],
+                "message_id": message["Message-ID"],
+                "list_unsubscribe": message["List-Unsubscribe"],
+                "list_unsubscribe_post": message["List-Unsubscribe-Post"],
+                "body": body.get_content() if body is not None else "",
+            },
+        )
         return "250 OK"
 
 
@@ -83,15 +91,21 @@ def web(store: Store, secret: str | None) -> Starlette:
             payload = json.loads(raw)
         except ValueError:
             payload = raw.decode(errors="replace")
-        store.keep("webhook", {
-            "received_at": datetime.now(UTC).isoformat(),
-            "webhook_id": headers.get("webhook-id"), "verified": verified, "payload": payload,
-        })
+        store.keep(
+            "webhook",
+            {
+                "received_at": datetime.now(UTC).isoformat(),
+                "webhook_id": headers.get("webhook-id"),
+                "verified": verified,
+                "payload": payload,
+            },
+        )
         return Response(status_code=204 if verified or hook is None else 401)
 
     async def listing(_: Request) -> JSONResponse:
-        return JSONResponse({"webhooks": store.webhooks[::-1][:200],
-                             "mail": store.mail[::-1][:200]})
+        return JSONResponse(
+            {"webhooks": store.webhooks[::-1][:200], "mail": store.mail[::-1][:200]}
+        )
 
     async def webhooks(_: Request) -> JSONResponse:
         return JSONResponse(store.webhooks[::-1])
@@ -99,10 +113,14 @@ def web(store: Store, secret: str | None) -> Starlette:
     async def mail(_: Request) -> JSONResponse:
         return JSONResponse(store.mail[::-1])
 
-    return Starlette(routes=[
-        Route("/webhook", receive, methods=["POST"]),
-        Route("/", listing), Route("/webhooks", webhooks), Route("/mail", mail),
-    ])
+    return Starlette(
+        routes=[
+            Route("/webhook", receive, methods=["POST"]),
+            Route("/", listing),
+            Route("/webhooks", webhooks),
+            Route("/mail", mail),
+        ]
+    )
 
 
 async def main() -> None:
@@ -115,9 +133,14 @@ async def main() -> None:
     controller = Controller(MailHandler(store), hostname="127.0.0.1", port=args.smtp_port)
     controller.start()
     try:
-        server = uvicorn.Server(uvicorn.Config(
-            web(store, os.environ.get("TEND_SINK_WEBHOOK_SECRET")), host="127.0.0.1",
-            port=args.http_port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                web(store, os.environ.get("TEND_SINK_WEBHOOK_SECRET")),
+                host="127.0.0.1",
+                port=args.http_port,
+                log_level="warning",
+            )
+        )
         await server.serve()
     finally:
         controller.stop()

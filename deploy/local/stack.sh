@@ -77,6 +77,27 @@ prepare() {
   "$VENV/bin/tend" migrate >/dev/null
   "$VENV/bin/tend" topics >/dev/null
   "$VENV/bin/tend" dev-keys "$STATE/dev-keys.env"
+  if [[ ! -s $STATE/sink-secret ]]; then
+    "$VENV/bin/python" -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(32)).decode())' >"$STATE/sink-secret"
+    chmod 600 "$STATE/sink-secret"
+  fi
+  # Local development delivers to the sinks on loopback.
+  export TEND_OUTREACH_ALLOW_PRIVATE_WEBHOOKS=true
+  export TEND_OUTREACH_SMTP_PORT=${TEND_SMTP_PORT:-8025}
+}
+
+start_sinks() {
+  local pid port=${TEND_SINKS_PORT:-8004}
+  pid=$(service_pid sinks)
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then return 0; fi
+  port_open "$port" && die "port $port is taken: stop that process or set TEND_SINKS_PORT"
+  port_open "${TEND_SMTP_PORT:-8025}" && die "port ${TEND_SMTP_PORT:-8025} is taken: stop that process or set TEND_SMTP_PORT"
+  (cd "$ROOT" && TEND_SINK_WEBHOOK_SECRET=$(cat "$STATE/sink-secret") exec "$VENV/bin/python" \
+      deploy/local/sinks.py --dir "$STATE/sinks" --http-port "$port" \
+      --smtp-port "${TEND_SMTP_PORT:-8025}" >>"$LOGS/sinks.log" 2>&1) &
+  echo $! >"$RUN/sinks.pid"
+  STARTED+=(sinks)
+  wait_port "$port" 30 "$!" || die "the local sinks did not start (see $LOGS/sinks.log)"
 }
 
 service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
@@ -110,7 +131,7 @@ start_services() {
 
 stop_services() {
   local entry name pid
-  for entry in "${SERVICES[@]}"; do
+  for entry in "${SERVICES[@]}" sinks:0; do
     name=${entry%%:*}
     pid=$(service_pid "$name")
     [[ -n $pid ]] || continue
@@ -144,6 +165,7 @@ banner() {
   done
   echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
   echo "  Postgres  ${DATABASE_URL}"
+  echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks and email outreach sent)"
   echo "  Logs      $LOGS/"
   echo "Dev API keys ($STATE/dev-keys.env):"
   sed 's/^/  /' "$STATE/dev-keys.env"
@@ -157,14 +179,17 @@ cmd=${1:-}; shift || true
 case $cmd in
   up)
     prepare
+    start_sinks
     start_services
     banner
     ;;
   run)
     trap 'echo; say "tend: stopping ..."; stop_started; exit 0' INT TERM
     prepare
+    start_sinks
     start_services
     banner
+    (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py) || say "tend: the demo failed (see above); the services keep running"
     echo "Ctrl-C stops everything this command started."
     while true; do sleep 1; done
     ;;

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
-from sqlalchemy import Select, literal, select, tuple_
+from sqlalchemy import Select, func, literal, select, tuple_
 
 from services.outreach import models
 from services.outreach.current import Current
@@ -140,6 +140,47 @@ async def _page(request: Request, query: Select[Any], limit: int, cursor: str | 
         items=[ActionOut.model_validate(r) for r in rows],
         next_cursor=_encode_cursor(last.decided_at, last.id) if more and last else None,
     )
+
+
+class SummaryRow(BaseModel):
+    kind: str
+    status: str
+    reason: str | None
+    count: int
+
+
+class ActionSummary(BaseModel):
+    total: int
+    rows: list[SummaryRow] = Field(description="counts by kind, status and reason")
+
+
+@router.get(
+    "/actions/summary",
+    response_model=ActionSummary,
+    responses=ERROR_RESPONSES,
+    tags=["actions"],
+    summary="Counts of decided actions",
+)
+async def actions_summary(
+    request: Request,
+    _: Reader,
+    since: Annotated[
+        AwareDatetime | None, Query(description="Decided at or after this instant.")
+    ] = None,
+) -> ActionSummary:
+    """How many actions were decided, by kind, status and reason: what went out, what is
+    waiting for quiet hours or a resolved complaint, and what the policy held back and why."""
+    query = select(_a.c.kind, _a.c.status, _a.c.reason, func.count().label("n")).group_by(
+        _a.c.kind, _a.c.status, _a.c.reason
+    )
+    if since is not None:
+        query = query.where(_a.c.decided_at >= since)
+    async with request.app.state.engine.connect() as conn:
+        rows = [
+            SummaryRow(kind=r.kind, status=r.status, reason=r.reason, count=r.n)
+            for r in await conn.execute(query.order_by(_a.c.kind, _a.c.status))
+        ]
+    return ActionSummary(total=sum(r.count for r in rows), rows=rows)
 
 
 @router.get(
