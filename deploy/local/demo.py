@@ -81,7 +81,7 @@ ZONES = [
 
 
 def cdnow_sample() -> Path:
-    import lifetimes  # noqa: PLC0415 - the data ships in this package
+    import lifetimes
 
     return Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt"
 
@@ -326,9 +326,7 @@ async def setup_outreach(
     resp.raise_for_status()
 
 
-async def main() -> int:
-    keys = dict(line.split("=", 1) for line in Path(".tend/dev-keys.env").read_text().split())
-    sink_secret = Path(".tend/sink-secret").read_text().strip()
+async def main(keys: dict[str, str], sink_secret: str) -> int:
     urls = {
         s: f"http://127.0.0.1:{os.environ.get(f'TEND_{s.upper()}_PORT', p)}"
         for s, p in (("ingest", 8001), ("scoring", 8002), ("outreach", 8003))
@@ -395,4 +393,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    dev_keys = dict(line.split("=", 1) for line in Path(".tend/dev-keys.env").read_text().split())
+    sys.exit(asyncio.run(main(dev_keys, Path(".tend/sink-secret").read_text().strip())))

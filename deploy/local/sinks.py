@@ -55,7 +55,7 @@ class MailHandler:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=default_policy)
         body = message.get_body(preferencelist=("plain", "html"))
         self.store.keep(
