@@ -19,7 +19,7 @@ DLQ = "crm.dlq.v1"
 # changes and actions are streams for consumers; the DLQ waits for a human for 30 days.
 _CONFIGS: dict[str, dict[str, str]] = {
     CUSTOMER_EVENTS: {"retention.ms": "-1"},
-    CUSTOMER_CHANGES: {"retention.ms": str(14 * 86_400_000)},
+    CUSTOMER_CHANGES: {"retention.ms": str(35 * 86_400_000)},  # backtests read 30 days
     OUTREACH_ACTIONS: {"retention.ms": str(30 * 86_400_000)},
     DLQ: {"retention.ms": str(30 * 86_400_000)},
 }

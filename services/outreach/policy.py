@@ -267,7 +267,10 @@ def decide_all(
     for candidate in rank(candidates):
         seen = [*history, *taken]
         decision = decide(card, candidate, seen, suppressed=suppressed, policy=policy, now=now)
-        if decision.reason is Reason.FREQUENCY_CAP and taken:
+        # Only another rule can take a slot "first": repeats of one rule are simply capped.
+        if decision.reason is Reason.FREQUENCY_CAP and any(
+            rule_id != candidate.rule_id for _, _, rule_id in taken
+        ):
             alone = decide(card, candidate, history, suppressed=suppressed, policy=policy, now=now)
             if alone.reason is not Reason.FREQUENCY_CAP:
                 detail = "the last cap slots went to higher-priority actions"

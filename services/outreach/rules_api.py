@@ -10,10 +10,10 @@ few seconds).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from pydantic.config import JsonDict
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.outreach.backtest import recorded_changes, simulate
 from services.outreach.current import Current, save_rule
 from services.outreach.decisions import contact_history, suppressed_among
 from services.outreach.preview import (
@@ -36,6 +37,7 @@ from services.outreach.timers import reindex_schedule
 from shared.auth import Principal, RequireScope, Scope
 from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response
 from shared.logging import get_logger
+from shared.topics import Topics
 
 log = get_logger(__name__)
 
@@ -445,3 +447,57 @@ async def preview_saved(request: Request, rule_id: str, _: Reader) -> PreviewRes
     if out is None:
         raise _missing(rule_id)
     return await preview_rule(request, out.rule)
+
+
+class BacktestOut(BaseModel):
+    rule_id: str
+    days: int
+    since: datetime
+    changes: int = Field(description="changes in the window")
+    customers: int
+    decided: int = Field(description="actions the rule would have decided")
+    outcomes: dict[str, int] = Field(description="send, defer (quiet hours), hold, suppress")
+    reasons: dict[str, int] = Field(description="why the deferred, held and suppressed were")
+
+
+@router.post(
+    "/rules/{rule_id}/backtest",
+    response_model=BacktestOut,
+    responses=NOT_FOUND,
+    tags=["rules"],
+    summary="Backtest a saved rule",
+)
+async def backtest_saved(
+    request: Request,
+    rule_id: str,
+    _: Reader,
+    days: Annotated[int, Query(ge=1, le=35, description="how far back to replay")] = 30,
+) -> BacktestOut:
+    """What this rule would have sent over the last `days` days of recorded changes, after
+    the contact policy in force: the change stream is replayed in time order with this rule
+    as the only live rule (schedules firing between changes, each customer's simulated contact
+    history, today's suppression list). Nothing is sent or recorded."""
+    s = request.app.state
+    async with s.engine.connect() as conn:
+        out = await stored_rule(conn, rule_id)
+        suppressed = set(
+            (await conn.execute(text("SELECT customer_id FROM outreach.suppressions"))).scalars()
+        )
+    if out is None:
+        raise _missing(rule_id)
+    now = s.clock.now()
+    since = now - timedelta(days=days)
+    changes = await recorded_changes(
+        s.common.kafka_bootstrap_servers, Topics.from_settings(s.common).changes, since
+    )
+    result = simulate(out.rule, changes, policy=s.current.policy, suppressed=suppressed, until=now)
+    return BacktestOut(
+        rule_id=rule_id,
+        days=days,
+        since=since,
+        changes=result.changes,
+        customers=result.customers,
+        decided=result.decided,
+        outcomes=dict(result.outcomes),
+        reasons=dict(result.reasons),
+    )
