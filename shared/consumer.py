@@ -100,6 +100,9 @@ class BatchConsumer:
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
             max_poll_interval_ms=300_000,
             fetch_max_bytes=16 * 1024 * 1024,
+            # A topic created after the consumer started is noticed within seconds, not the
+            # default five minutes.
+            metadata_max_age_ms=10_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.in_flight = asyncio.Lock()

@@ -7,17 +7,20 @@ that are always JSON and never carry a stack trace.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +39,21 @@ LATENCY = Histogram(
     ["service", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+def _no_bare_numbers(value: Any) -> Any:
+    # pydantic reads a number as a Unix timestamp; an API documenting ISO 8601 should not.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("use an ISO 8601 date or date-time, not a number")
+    return value
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_no_bare_numbers)]
+IsoDate = Annotated[date, BeforeValidator(_no_bare_numbers)]
 
 
 class FieldError(BaseModel):
@@ -192,12 +210,33 @@ def create_app(
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; a path
+            # served by several routes (GET here, PUT there) allows all that are documented.
+            methods = _documented_methods(app, request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
         return error_response(413, f"request body exceeds {max_body} bytes")
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code in ("22021", "22P05"):  # a NUL or a character the database cannot store
+            return error_response(
+                422, "the request holds characters that cannot be stored (e.g. NUL)"
+            )
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            return error_response(
+                503, "the database is unavailable; retry", headers={"Retry-After": "5"}
+            )
+        log.error("database_error", path=request.url.path, exc_info=exc)
+        return error_response(500, "internal error; the operators have the details")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -232,6 +271,20 @@ def create_app(
 
     _document_errors(app)
     return app
+
+
+def _documented_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for the path template ``path`` matches."""
+    paths = app.openapi().get("paths", {})
+    # A literal path (/v1/rules/preview) wins over a template that also matches it.
+    for template, item in sorted(paths.items(), key=lambda kv: kv[0].count("{")):
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            return sorted(m.upper() for m in item if m in _HTTP_METHODS)
+    return []
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
 def _document_errors(app: FastAPI) -> None:

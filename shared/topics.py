@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
@@ -64,6 +65,31 @@ async def ensure_topics(settings: CommonSettings) -> list[str]:
             # Another process may have created them first.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
+            # Creation is asynchronous on the broker: return once the topics are there, so a
+            # consumer subscribing next is assigned their partitions.
+            for _ in range(100):
+                if set(topics.all()) <= set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.1)
         return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: CommonSettings) -> None:
+    """Delete this deployment's topics (tests and benchmarks clean up after themselves: a
+    broker holding thousands of partitions runs out of file handles)."""
+    topics = Topics.from_settings(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = (
+            [t for t in existing if t.startswith(settings.topic_prefix)]
+            if (settings.topic_prefix)
+            else [t for t in topics.all() if t in existing]
+        )
+        if doomed:
+            await admin.delete_topics(doomed)
     finally:
         await admin.close()

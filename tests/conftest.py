@@ -16,7 +16,7 @@ from shared.auth import Scope, create_key
 from shared.db import create_database, drop_database, make_engine
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
-from shared.topics import ensure_topics
+from shared.topics import delete_topics, ensure_topics
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,8 @@ def settings() -> Iterator[CommonSettings]:
     test_settings = created.model_copy(
         update={
             "topic_prefix": f"test.{run}.",
+            # Enough for two consumers to share, few enough for a broker that outlives runs.
+            "topic_partitions": 4,
             "environment": "test",
             "api_key_cache_seconds": 0.0,
         }
@@ -37,6 +39,7 @@ def settings() -> Iterator[CommonSettings]:
     asyncio.run(ensure_topics(test_settings))
     yield test_settings
     asyncio.run(drop_database(base, db_name))
+    asyncio.run(delete_topics(test_settings))
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -65,6 +65,8 @@ PROPS
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || die "could not format Kafka storage in $dir (see $dir/format.log)"
   fi
+  # Every partition keeps files open; the default limit is low for a broker.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   nohup java ${TEND_KAFKA_HEAP:--Xms256m -Xmx768m} -XX:+UseG1GC \
     -Dlog4j.configuration="file:$ROOT/deploy/local/kafka/log4j.properties" \
     -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &

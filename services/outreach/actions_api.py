@@ -28,7 +28,7 @@ from services.outreach.rules_api import (
     stored_rule,
 )
 from services.outreach.timers import tick
-from shared.http import ERROR_RESPONSES
+from shared.http import ERROR_RESPONSES, IsoDateTime
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -165,7 +165,7 @@ async def actions_summary(
     request: Request,
     _: Reader,
     since: Annotated[
-        AwareDatetime | None, Query(description="Decided at or after this instant.")
+        IsoDateTime | None, Query(description="Decided at or after this instant.")
     ] = None,
 ) -> ActionSummary:
     """How many actions were decided, by kind, status and reason: what went out, what is
@@ -202,11 +202,9 @@ async def list_actions(
         list[ActionStatus] | None, Query(description="Only these statuses; repeat for several.")
     ] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="Decided at or after this instant.")
+        IsoDateTime | None, Query(description="Decided at or after this instant.")
     ] = None,
-    until: Annotated[
-        AwareDatetime | None, Query(description="Decided before this instant.")
-    ] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Decided before this instant.")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ActionPage:

@@ -161,7 +161,8 @@ class ChangeApplier:
             )
             cards = {cid: c["card"] for cid, c in latest.items()}
             matches = [m for change in fresh for m in ruleset.match(change)]
-            # Each match is decided against the card it was made on.
+            # Matches are decided against the customer's newest card in the batch (consent,
+            # complaints and time zone as they stand now).
             match_cards = {m.customer_id: cards[m.customer_id] for m in matches}
             recorded = await decide_and_record(
                 conn, matches, match_cards, policy=policy, settings=self._settings, now=now

@@ -166,17 +166,21 @@ async def decide_and_record(
         by_customer.setdefault(m.customer_id, []).append(m)
     for customer_id, ms in by_customer.items():
         card = cards[customer_id]
-        by_rule = {m.rule.id: m for m in ms}
+        candidates = [Candidate.of(m) for m in ms]
+        # One rule can match several times in a batch (two events of one customer): those
+        # candidates are equal values, so each is paired with its match by identity (decide_all
+        # hands back the objects it was given), never by rule id, or occurrences would be lost.
+        match_of = {id(c): m for c, m in zip(candidates, ms, strict=True)}
         decisions = decide_all(
             card,
-            [Candidate.of(m) for m in ms],
+            candidates,
             history[customer_id],
             suppressed=customer_id in suppressed,
             policy=policy,
             now=now,
         )
         for candidate, decision in decisions:
-            rows.append(_row(by_rule[candidate.rule_id], card, decision, settings, now))
+            rows.append(_row(match_of[id(candidate)], card, decision, settings, now))
     return await _insert(conn, rows)
 
 

@@ -29,10 +29,10 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from services.outreach.rules import ActionKind, Channel, Limits, Match, Rule
-from services.outreach.scheduler import local_instant, zone_of
+from services.outreach.scheduler import LocalTime, local_instant, zone_of
 
 
 class _Strict(BaseModel):
@@ -47,8 +47,8 @@ class FrequencyCap(_Strict):
 class QuietHours(_Strict):
     """Local wall times; ``start`` after ``end`` spans midnight (21:00 to 08:00)."""
 
-    start: time = time(21)
-    end: time = time(8)
+    start: LocalTime = time(21)
+    end: LocalTime = time(8)
 
     @model_validator(mode="after")
     def _not_empty(self) -> QuietHours:
@@ -64,7 +64,7 @@ class Policy(_Strict):
     quiet_hours: QuietHours | None = QuietHours()
     transactional_kinds: frozenset[ActionKind] = frozenset({"apology", "care"})
     promotional_kinds: frozenset[ActionKind] = frozenset({"recall", "winback", "announcement"})
-    marketing_consent_required: bool = True
+    marketing_consent_required: StrictBool = True
     default_timezone: str = "UTC"
 
     @field_validator("default_timezone")
@@ -74,6 +74,13 @@ class Policy(_Strict):
             ZoneInfo(v)
         except (ValueError, KeyError):
             raise ValueError("not an IANA time zone name, e.g. Europe/Paris") from None
+        return v
+
+    @field_validator("transactional_kinds", "promotional_kinds", mode="before")
+    @classmethod
+    def _unique(cls, v: object) -> object:
+        if isinstance(v, list) and all(isinstance(k, str) for k in v) and len(set(v)) != len(v):
+            raise ValueError("list each kind once")
         return v
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from services.outreach.decisions import lock_customers
 from services.outreach.policy import Policy
 from services.outreach.rules_api import Reader, Writer, invalid
 from services.outreach.unsubscribe import verify
+from shared.events import Identifier
 from shared.http import ERROR_RESPONSES, ErrorBody
 from shared.logging import get_logger
 
@@ -66,14 +67,17 @@ async def put_policy(request: Request, policy: Policy, principal: Writer) -> Pol
 
 # -- suppressions -------------------------------------------------------------------------------
 
-CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+CustomerId = Identifier
 
 
 class SuppressionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer_id: CustomerId
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    # Printable text: PostgreSQL cannot store NUL, and a reason is read by people.
+    reason: Annotated[
+        str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ]
 
 
 class Suppression(BaseModel):

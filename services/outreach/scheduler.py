@@ -29,9 +29,12 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -41,7 +44,28 @@ from services.outreach import conditions
 if TYPE_CHECKING:
     from services.outreach.rules import Rule
 
-LocalTime = Annotated[time, Field(description="local wall time, HH:MM")]
+
+def _text_time(value: object) -> object:
+    # pydantic would read a number as seconds since midnight; the API speaks HH:MM.
+    if not isinstance(value, (str, time)):
+        raise ValueError("a local time as HH:MM")
+    return value
+
+
+LocalTime = Annotated[
+    time,
+    BeforeValidator(_text_time),
+    Field(description="local wall time, HH:MM"),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:00)?$",
+            "description": "local wall time, HH:MM",
+            "examples": ["09:00"],
+        }
+    ),
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 

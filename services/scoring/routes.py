@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from services.scoring.card import Card, build_card
@@ -14,7 +14,7 @@ from services.scoring.refit import refit
 from services.scoring.state import CustomerState
 from services.scoring.sweep import sweep_all
 from shared.auth import Principal, RequireScope, Scope
-from shared.http import ERROR_RESPONSES, ErrorBody
+from shared.http import ERROR_RESPONSES, ErrorBody, IsoDateTime
 
 router = APIRouter(prefix="/v1")
 
@@ -49,7 +49,7 @@ async def get_customer(
     customer_id: str,
     _: Reader,
     as_of: Annotated[
-        AwareDatetime | None,
+        IsoDateTime | None,
         Query(
             description="Evaluate time-dependent figures (spend windows, recency, P(alive), "
             "stage) at this instant instead of now; only events up to it count."
@@ -82,7 +82,7 @@ class RefitOut(BaseModel):
 async def post_refit(
     request: Request,
     _: Operator,
-    as_of: Annotated[AwareDatetime | None, Query(description="fit at this instant")] = None,
+    as_of: Annotated[IsoDateTime | None, Query(description="fit at this instant")] = None,
 ) -> RefitOut:
     """Refit RFM quintiles, 80/20 tier cut points, the median purchase gap and the BG/NBD and
     Gamma-Gamma parameters from every customer, then publish a change for each customer whose

@@ -18,7 +18,7 @@ from services.scoring.queries import Period
 from services.scoring.rfm import Segment
 from services.scoring.routes import Reader
 from services.scoring.tiers import Strategy, Tier
-from shared.http import ERROR_RESPONSES
+from shared.http import ERROR_RESPONSES, IsoDate
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
 
@@ -117,14 +117,14 @@ async def get_flow(
         Period, Query(description="`day`, `week` (Monday to Sunday) or `month`.")
     ] = Period.WEEK,
     since: Annotated[
-        date | None,
+        IsoDate | None,
         Query(
             description="First day to report; the whole period containing it is counted. "
             f"Default: {DEFAULT_PERIODS - 1} periods before the one containing `until`."
         ),
     ] = None,
     until: Annotated[
-        date | None,
+        IsoDate | None,
         Query(
             description="Last day to report; the whole period containing it is counted. "
             "Default: today (UTC)."

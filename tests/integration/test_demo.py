@@ -93,7 +93,7 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
     assert sum(o["by_tier"].values()) == 2357
     assert o["by_tier"]["key"] == pytest.approx(0.2 * 2357, abs=1)
 
-    sent = defaultdict(int)
+    sent: defaultdict[str, int] = defaultdict(int)
     for row in summary.actions["rows"]:
         if row["status"] in ("pending", "sent"):
             sent[row["kind"]] += row["count"]

@@ -87,3 +87,102 @@ async def tick(stack: Stack) -> int:
     assert resp.status_code == 200, resp.text
     stack.outreach_app.state.delivery.nudge()  # type: ignore[union-attr]
     return int(resp.json()["decided"])
+
+
+# -- helpers for scenario tests (time, stages, the ledger, the changes topic) ------------------
+
+
+async def scoring_op(stack: Stack, op: str) -> dict[str, Any]:
+    """``POST /v1/ops/{op}`` on scoring (``sweep`` or ``refit``) at scoring's clock."""
+    resp = await stack.scoring.post(f"/v1/ops/{op}", headers=stack.auth("ops"))
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def statuses(stack: Stack, customer_id: str) -> dict[str, tuple[str, str | None]]:
+    """``{rule_id: (status, reason)}`` of a customer's actions (one action per rule)."""
+    rows = await actions_of(stack, customer_id)
+    out = {r.rule_id: (r.status, r.reason) for r in rows}
+    assert len(out) == len(rows), f"{customer_id}: a rule acted more than once: {rows}"
+    return out
+
+
+async def until_status(
+    stack: Stack, customer_id: str, rule_id: str, status: str, timeout: float = 30
+) -> Any:
+    """Until the customer's one action of ``rule_id`` has ``status``; returns its row."""
+
+    async def reached() -> Any:
+        rows = [r for r in await actions_of(stack, customer_id) if r.rule_id == rule_id]
+        assert len(rows) <= 1, rows
+        return rows[0] if rows and rows[0].status == status else None
+
+    return await until(reached, timeout, f"{rule_id} for {customer_id} {status}")
+
+
+async def nothing_in_flight(stack: Stack) -> bool:
+    """No action is pending: none is due, being sent under a worker's lease, or waiting for a
+    retry. Every send the ledger allows so far has an outcome: what a receiver holds is final
+    (until the clock moves or a new action is decided)."""
+    async with stack.engine.connect() as conn:
+        n = await conn.scalar(
+            text("SELECT count(*) FROM outreach.actions WHERE status = 'pending'")
+        )
+    return bool(n == 0)
+
+
+async def outreach_caught_up(stack: Stack, timeout: float = 30) -> None:
+    """Until outreach's consumer group has committed every record now on the changes topic,
+    i.e. applied it (offsets are committed only after the batch's transaction)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from shared.topics import Topics
+
+    assert stack.outreach_app is not None
+    topic = Topics.from_settings(stack.settings).changes
+    bootstrap = stack.settings.kafka_bootstrap_servers
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        end = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    wanted = {tp: offset for tp, offset in end.items() if offset > 0}
+    group = stack.outreach_app.state.consumer.group_id
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+
+        async def committed() -> bool:
+            offsets = await admin.list_consumer_group_offsets(group)
+            return all(tp in offsets and offsets[tp].offset >= o for tp, o in wanted.items())
+
+        await until(committed, timeout, f"outreach committing {topic}")
+    finally:
+        await admin.close()
+
+
+async def consumers_assigned(stack: Stack, timeout: float = 30) -> None:
+    """Until scoring's (and outreach's) consumer owns every partition of its topic.
+
+    ``isolated_stack`` creates its topics moments before the consumers join their groups.
+    When the broker has not yet published the new topics' metadata, the group's assignment
+    hands out no partitions at all, and aiokafka only looks at the metadata again after
+    ``metadata_max_age_ms`` (5 minutes): the pipeline would stand still. A forced refresh
+    shows the consumer the partitions, and it rejoins its group to take them.
+    """
+    apps = [stack.scoring_app, *([stack.outreach_app] if stack.outreach_app else [])]
+    for app in apps:
+        kafka = app.state.consumer._consumer  # the BatchConsumer's AIOKafkaConsumer
+
+        async def assigned(kafka: Any = kafka) -> bool:
+            if len(kafka.assignment()) >= stack.settings.topic_partitions:
+                return True
+            await kafka._client.force_metadata_update()
+            return False
+
+        await until(assigned, timeout, f"{app.title}'s consumer owning its partitions")

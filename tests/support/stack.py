@@ -25,7 +25,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import create_database, drop_database, make_engine
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
-from shared.topics import ensure_topics
+from shared.topics import delete_topics, ensure_topics
 
 
 @asynccontextmanager
@@ -46,6 +46,8 @@ async def fresh_settings(
         yield settings
     finally:
         await drop_database(base, name)
+        if topics:
+            await delete_topics(settings)
 
 
 @dataclass
