@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.current import Current
-from services.outreach.decisions import Recorded, decide_and_record
+from services.outreach.decisions import Recorded, decide_and_record, release_held
 from services.outreach.rules import Rule, RuleSet
 from services.outreach.scheduler import next_due
 from services.outreach.settings import OutreachSettings
@@ -55,13 +55,6 @@ _UNSCHEDULE = text(
     DELETE FROM outreach.schedule s
     USING unnest(CAST(:rules AS text[]), CAST(:customers AS text[])) AS t(r, c)
     WHERE s.rule_id = t.r AND s.customer_id = t.c
-    """
-)
-# A resolved complaint releases what it held; delivery re-checks the policy anyway.
-_RELEASE_HELD = text(
-    """
-    UPDATE outreach.actions SET status = 'pending', next_attempt_at = :now
-    WHERE status = 'held' AND customer_id = ANY(CAST(:ids AS text[]))
     """
 )
 
@@ -171,7 +164,13 @@ class ChangeApplier:
                 cid for cid, card in cards.items() if not (card.get("complaints") or {}).get("open")
             ]
             if resolved:
-                await conn.execute(_RELEASE_HELD, {"ids": resolved, "now": now})
+                await release_held(
+                    conn,
+                    {cid: cards[cid] for cid in resolved},
+                    self._current.rules,
+                    policy=policy,
+                    now=now,
+                )
             if ruleset.schedules:
                 await reschedule(conn, ruleset.schedules, cards, now, policy.default_timezone)
         return recorded

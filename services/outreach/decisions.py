@@ -30,7 +30,7 @@ from services.outreach.policy import (
     decide_all,
     history_days,
 )
-from services.outreach.rules import Match
+from services.outreach.rules import Match, Rule
 from services.outreach.settings import OutreachSettings
 from services.outreach.unsubscribe import unsubscribe_url
 
@@ -300,3 +300,77 @@ async def recheck(
     if decision.outcome is Outcome.SUPPRESS and decision.reason is not None:
         return decision.reason.value
     return None
+
+
+_HELD = text(
+    """
+    SELECT id, rule_id, customer_id, kind, channel, priority FROM outreach.actions
+    WHERE status = 'held' AND customer_id = ANY(CAST(:ids AS text[]))
+    ORDER BY customer_id, priority DESC, decided_at
+    FOR UPDATE
+    """
+)
+_REDECIDE = text(
+    """
+    UPDATE outreach.actions a SET status = v.status, reason = v.reason, detail = v.detail,
+        not_before = v.not_before, next_attempt_at = v.next
+    FROM unnest(CAST(:ids AS text[]), CAST(:status AS text[]), CAST(:reason AS text[]),
+                CAST(:detail AS text[]), CAST(:not_before AS timestamptz[]),
+                CAST(:next AS timestamptz[])) AS v(id, status, reason, detail, not_before, next)
+    WHERE a.id = v.id
+    """
+)
+
+
+async def release_held(
+    conn: AsyncConnection,
+    cards: Mapping[str, Mapping[str, Any]],
+    rules: Mapping[str, Rule],
+    *,
+    policy: Policy,
+    now: datetime,
+) -> int:
+    """The customers' complaints are resolved: decide their held actions again, now — so a
+    released recall still meets quiet hours, the frequency cap and the rule's limits."""
+    customers = sorted(cards)
+    await lock_customers(conn, customers)
+    held = (await conn.execute(_HELD, {"ids": customers})).all()
+    if not held:
+        return 0
+    history = await contact_history(conn, customers, None)
+    suppressed = await suppressed_among(conn, customers)
+    updates: list[tuple[str, Decision]] = []
+    for customer_id in {row.customer_id for row in held}:
+        rows = [r for r in held if r.customer_id == customer_id]
+        candidates = [
+            Candidate(
+                r.rule_id,
+                r.kind,
+                r.channel,
+                r.priority,
+                rules[r.rule_id].limits if r.rule_id in rules else NO_LIMITS,
+            )
+            for r in rows
+        ]
+        by_candidate = {id(c): r.id for c, r in zip(candidates, rows, strict=True)}
+        for candidate, decision in decide_all(
+            cards[customer_id],
+            candidates,
+            history[customer_id],
+            suppressed=customer_id in suppressed,
+            policy=policy,
+            now=now,
+        ):
+            updates.append((by_candidate[id(candidate)], decision))
+    await conn.execute(
+        _REDECIDE,
+        {
+            "ids": [i for i, _ in updates],
+            "status": [_STATUS[d.outcome] for _, d in updates],
+            "reason": [d.reason.value if d.reason else None for _, d in updates],
+            "detail": [d.detail or None for _, d in updates],
+            "not_before": [d.until if d.outcome is Outcome.DEFER else None for _, d in updates],
+            "next": [now if d.outcome is Outcome.SEND else None for _, d in updates],
+        },
+    )
+    return len(updates)

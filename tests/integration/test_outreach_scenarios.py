@@ -666,3 +666,55 @@ async def test_one_click_unsubscribe_stops_a_queued_email_and_no_consent_means_n
     mute = {r.occurrence: (r.status, r.reason) for r in await actions_of(s, "mute")}
     assert mute[ids[1]] == ("suppressed", "no_consent")
     assert len(smtp.messages) == 1
+
+
+async def test_a_recall_released_by_a_late_evening_resolution_waits_for_eight_local(
+    world: World,
+) -> None:
+    """A held promotion is decided again when the complaint is resolved: at 23:00 in Paris it
+    waits for the end of quiet hours instead of going out at night."""
+    s, clock, hook = world.stack, world.clock, world.hook
+    await add_rule(
+        s,
+        rule(
+            "recall",
+            {
+                "type": "schedule",
+                "kind": "days_after",
+                "since": "value.last_order_at",
+                "rhythm_multiple": 1.5,
+            },
+            kind="recall",
+            priority=50,
+        ),
+    )
+    ids = await post_events(
+        s,
+        [
+            profile("bea", T0 - timedelta(days=60)),
+            order("bea", "o-1", T0 - timedelta(days=20), "40.00"),
+            order("bea", "o-2", T0 - timedelta(days=10), "40.00"),
+            order("bea", "o-3", T0 - timedelta(hours=1), "40.00"),
+            complaint("bea", "k-1", "opened", T0),
+        ],
+    )
+    await outreach_has_seen(s, ids)
+    recall_due = local(PARIS, 2026, 6, 16, 9, 0)
+    clock.set(recall_due)
+    assert await tick(s) == 1
+    assert (await until_status(s, "bea", "recall", "held")).reason == "open_complaint"
+
+    clock.set(local(PARIS, 2026, 6, 16, 23, 0))
+    await outreach_has_seen(
+        s, await post_events(s, [complaint("bea", "k-1", "resolved", clock.now())])
+    )
+    waiting = await until_status(s, "bea", "recall", "scheduled")
+    assert waiting.reason == "quiet_hours"
+    assert waiting.not_before == local(PARIS, 2026, 6, 17, 8, 0)
+    await settled(world)
+    assert hook.received == []
+
+    clock.set(local(PARIS, 2026, 6, 17, 8, 0))
+    await tick(s)
+    [recall] = await hook.wait_for(1)
+    assert recall.payload["kind"] == "recall"
