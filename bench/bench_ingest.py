@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -178,6 +179,66 @@ def start_ingest(settings: CommonSettings, port: int) -> subprocess.Popen[bytes]
     raise SystemExit("ingest did not become ready")
 
 
+@dataclass(frozen=True)
+class IngestFigures:
+    events: int
+    concurrency: int
+    singles: int
+    bare_per_s: float
+    batch_per_s: float
+    single_per_s: float
+    single_p50_ms: float
+    single_p99_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.batch_per_s / self.bare_per_s
+
+
+async def measure(
+    settings: CommonSettings, events: int, singles: int, concurrency: int, port: int
+) -> IngestFigures:
+    """The bare producer, then ingest (started on ``port``) on the topics of ``settings``."""
+    run = uuid.uuid4().hex[:8]
+    await ensure_topics(settings)
+    topic = Topics.from_settings(settings).events
+    engine = make_engine(settings, pool_size=1)
+    _, key = await create_key(engine, f"bench-{run}", [Scope.EVENTS_WRITE])
+    await engine.dispose()
+
+    bare = await bare_producer(settings, topic, events, run + "b")
+    proc = start_ingest(settings, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await ingest_batches(url, key, 5_000, run + "w", concurrency)  # warm-up
+        batch_rate = await ingest_batches(url, key, events, run, concurrency)
+        single_rate, p50, p99 = await ingest_singles(url, key, singles, run)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return IngestFigures(events, concurrency, singles, bare, batch_rate, single_rate, p50, p99)
+
+
+def print_figures(f: IngestFigures) -> None:
+    print(
+        f"\n## ingest ({f.events:,} order events, batches of {BATCH}, "
+        f"{f.concurrency} concurrent clients; {os.cpu_count()} cores shared with Kafka, "
+        "PostgreSQL and the client)\n"
+    )
+    print("| path | figure |")
+    print("|---|---|")
+    print(f"| bare aiokafka producer (acks=all, idempotent) | {f.bare_per_s:,.0f} events/s |")
+    print(f"| POST /v1/events, batches of {BATCH} | {f.batch_per_s:,.0f} events/s |")
+    print(
+        f"| ratio ingest / bare producer | {f.ratio:.0%} (target >= 50%: "
+        f"{'met' if f.ratio >= 0.5 else 'MISSED'}) |"
+    )
+    print(
+        f"| POST /v1/orders, one at a time | {f.single_per_s:,.0f} req/s, "
+        f"p50 {f.single_p50_ms:.1f} ms, p99 {f.single_p99_ms:.1f} ms |"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -188,41 +249,8 @@ async def main() -> None:
 
     run = uuid.uuid4().hex[:8]
     settings = CommonSettings().model_copy(update={"topic_prefix": f"bench.{run}."})
-    await ensure_topics(settings)
-    topic = Topics.from_settings(settings).events
-    engine = make_engine(settings, pool_size=1)
-    _, key = await create_key(engine, f"bench-{run}", [Scope.EVENTS_WRITE])
-    await engine.dispose()
-
-    bare = await bare_producer(settings, topic, args.events, run + "b")
-    proc = start_ingest(settings, args.port)
-    try:
-        url = f"http://127.0.0.1:{args.port}"
-        await ingest_batches(url, key, 5_000, run + "w", args.concurrency)  # warm-up
-        batch_rate = await ingest_batches(url, key, args.events, run, args.concurrency)
-        single_rate, p50, p99 = await ingest_singles(url, key, args.singles, run)
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-    ratio = batch_rate / bare
-    print(
-        f"\n## ingest ({args.events:,} order events, batches of {BATCH}, "
-        f"{args.concurrency} concurrent clients; {os.cpu_count()} cores shared with Kafka, "
-        "PostgreSQL and the client)\n"
-    )
-    print("| path | figure |")
-    print("|---|---|")
-    print(f"| bare aiokafka producer (acks=all, idempotent) | {bare:,.0f} events/s |")
-    print(f"| POST /v1/events, batches of {BATCH} | {batch_rate:,.0f} events/s |")
-    print(
-        f"| ratio ingest / bare producer | {ratio:.0%} (target >= 50%: "
-        f"{'met' if ratio >= 0.5 else 'MISSED'}) |"
-    )
-    print(
-        f"| POST /v1/orders, one at a time | {single_rate:,.0f} req/s, "
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms |"
-    )
+    figures = await measure(settings, args.events, args.singles, args.concurrency, args.port)
+    print_figures(figures)
 
 
 if __name__ == "__main__":

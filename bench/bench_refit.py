@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -69,46 +70,69 @@ def timed(fn: Callable[[], R]) -> tuple[R, float]:
     return out, time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=1_000_000)
-    parser.add_argument("--seed", type=int, default=20_240_601)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class RefitFigures:
+    customers: int
+    seed: int
+    generate_s: float
+    histogram_rows: int
+    buyers: int
+    steps: dict[str, list[float]]
+    totals: list[float]
+    bg: BgNbdParams
+    gg: GammaGammaParams
 
-    (x, t_x, T, m), gen_s = timed(lambda: simulate(args.customers, args.seed, TRUE_BG, TRUE_GG))
-    print(f"generated {args.customers:,} customers in {gen_s:.2f} s (seed {args.seed})")
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.totals)
 
+
+def measure(customers: int, seed: int, repeat: int) -> RefitFigures:
+    """Simulate ``customers``, then time ``repeat`` full refits (compress and both fits)."""
+    (x, t_x, T, m), gen_s = timed(lambda: simulate(customers, seed, TRUE_BG, TRUE_GG))
     steps: dict[str, list[float]] = {"compress": [], "fit_bgnbd": [], "fit_gamma_gamma": []}
     totals: list[float] = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         hist, t_c = timed(lambda: compress(x, t_x, T))
         bg, t_b = timed(lambda: fit_bgnbd(hist))  # noqa: B023 - called immediately
         gg, t_g = timed(lambda: fit_gamma_gamma(x, m))
         for name, secs in zip(steps, (t_c, t_b, t_g), strict=True):
             steps[name].append(secs)
         totals.append(t_c + t_b + t_g)
-
     buyers = int(np.count_nonzero(x))
+    return RefitFigures(customers, seed, gen_s, hist.x.size, buyers, steps, totals, bg, gg)
+
+
+def print_figures(f: RefitFigures) -> None:
+    print(f"generated {f.customers:,} customers in {f.generate_s:.2f} s (seed {f.seed})")
     print(
-        f"histogram: {hist.x.size:,} unique (x, t_x, T) rows; "
-        f"{buyers:,} repeat buyers for Gamma-Gamma"
+        f"histogram: {f.histogram_rows:,} unique (x, t_x, T) rows; "
+        f"{f.buyers:,} repeat buyers for Gamma-Gamma"
     )
     print()
-    print(f"{'step':<18}{'median s':>10}{'min s':>10}   (over {args.repeat} runs)")
-    for name, runs in steps.items():
+    print(f"{'step':<18}{'median s':>10}{'min s':>10}   (over {len(f.totals)} runs)")
+    for name, runs in f.steps.items():
         print(f"{name:<18}{statistics.median(runs):>10.3f}{min(runs):>10.3f}")
-    total = statistics.median(totals)
-    print(f"{'total refit':<18}{total:>10.3f}{min(totals):>10.3f}")
+    total = f.median_s
+    print(f"{'total refit':<18}{total:>10.3f}{min(f.totals):>10.3f}")
     verdict = "MET" if total < TARGET_S else "NOT MET"
     print(f"target: refit < {TARGET_S:.0f} s -> {verdict} (median {total:.3f} s)")
 
     print()
     print(f"{'param':<8}{'true':>10}{'fitted':>12}{'rel err':>10}")
-    pairs = [(n, getattr(TRUE_BG, n), getattr(bg, n)) for n in ("r", "alpha", "a", "b")]
-    pairs += [(n, getattr(TRUE_GG, n), getattr(gg, n)) for n in ("p", "q", "v")]
+    pairs = [(n, getattr(TRUE_BG, n), getattr(f.bg, n)) for n in ("r", "alpha", "a", "b")]
+    pairs += [(n, getattr(TRUE_GG, n), getattr(f.gg, n)) for n in ("p", "q", "v")]
     for name, true, fitted in pairs:
         print(f"{name:<8}{true:>10.4f}{fitted:>12.4f}{(fitted - true) / true:>+10.2%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=20_240_601)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print_figures(measure(args.customers, args.seed, args.repeat))
 
 
 if __name__ == "__main__":

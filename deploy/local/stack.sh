@@ -6,7 +6,7 @@
 #   stack.sh run    the same in the foreground; Ctrl-C stops everything it started
 #   stack.sh down   stop the services and the local Kafka and PostgreSQL
 #   stack.sh infra  only Kafka and PostgreSQL (prints the exports to reach them)
-#   stack.sh bench  infrastructure up, every bench/bench_*.py, figures printed
+#   stack.sh bench  infrastructure up, the benchmark report (bench/report.md and .png)
 #   stack.sh test [pytest args]   infrastructure up, the whole suite, then stop what it started
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -207,10 +207,9 @@ case $cmd in
     trap 'stop_started' EXIT
     prepare
     cd "$ROOT"
-    echo "# Tend benchmarks — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
-    for script in bench/bench_*.py; do
-      "$VENV/bin/python" -m "bench.$(basename "$script" .py)"
-    done
+    # One run, every part side by side on the same broker and database: printed, and written
+    # to bench/report.md with a chart in bench/report.png.
+    "$VENV/bin/python" -m bench.report "$@"
     ;;
   test)
     trap 'stop_started' EXIT

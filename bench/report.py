@@ -1,0 +1,737 @@
+"""Every benchmark in one run, side by side, as a report.
+
+    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,e2e,cdnow]
+
+Runs each part, one after the other, on the local broker and database (``make infra`` or
+``make up`` brings them), prints each part's table as it finishes and a summary at the end,
+and writes ``bench/report.md`` with a chart, ``bench/report.png``. Every figure stands beside
+its target, met or MISSED. A part that fails is reported as failed and the others still run.
+Each part also runs alone: ``python -m bench.bench_<part>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from bench import (
+    bench_cdnow_master,
+    bench_e2e,
+    bench_ingest,
+    bench_outreach,
+    bench_quix,
+    bench_refit,
+    bench_scoring,
+)
+from bench.bench_e2e import delete_topics, fresh_database
+from shared.db import make_engine
+from shared.settings import CommonSettings
+from shared.topics import Topics
+
+HERE = Path(__file__).resolve().parent
+PARTS = ("ingest", "scoring", "refit", "outreach", "e2e", "cdnow")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    ingest_events: int = 50_000
+    ingest_singles: int = 1_000
+    scoring_customers: int = 5_000
+    scoring_orders: int = 10
+    refit_customers: int = 1_000_000
+    refit_repeat: int = 3
+    outreach_customers: int = 1_000_000
+    rule_changes: int = 20_000
+    e2e_rate: int = 1_000
+    e2e_seconds: float = 20
+    e2e_saturation: int = 15_000
+    e2e_customers: int = 10_000
+    # How long an end-to-end run waits, after its last POST, for its changes and webhooks.
+    e2e_max_drain_s: float = 120
+    cdnow_concurrency: int = 4
+
+
+QUICK = Sizes(
+    ingest_events=10_000,
+    ingest_singles=200,
+    scoring_customers=500,
+    refit_customers=100_000,
+    refit_repeat=1,
+    outreach_customers=100_000,
+    rule_changes=5_000,
+    e2e_seconds=3,
+    e2e_saturation=2_000,
+    e2e_max_drain_s=60,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    part: str
+    what: str
+    figure: str
+    target: str = ""
+    met: bool | None = None  # None: no target
+
+
+@dataclass
+class Results:
+    """The figures of every part that ran, for the chart."""
+
+    ingest: bench_ingest.IngestFigures | None = None
+    scoring: bench_scoring.ScoringFigures | None = None
+    quix: bench_quix.QuixFigures | None = None
+    refit: bench_refit.RefitFigures | None = None
+    outreach: bench_outreach.OutreachFigures | None = None
+    e2e: bench_e2e.E2EFigures | None = None
+    cdnow: bench_cdnow_master.CdnowFigures | None = None
+
+
+@dataclass
+class PartRun:
+    name: str
+    sizes: str
+    rows: list[Row] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    busy: float = 0.0  # share of the machine's CPU in use during the part
+    own: float = 0.0  # share used by this process and the processes it started
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at start and end
+
+
+def _num(value: float, unit: str) -> str:
+    return f"{value:,.0f} {unit}"
+
+
+def _ms(value: float, drain_s: float) -> str:
+    return f"> {drain_s:,.0f} s (not arrived)" if math.isinf(value) else _num(value, "ms")
+
+
+# -- the parts ----------------------------------------------------------------------------------
+
+
+async def ingest_part(sizes: Sizes, out: Results) -> list[Row]:
+    prefix = f"bench.report.{uuid.uuid4().hex[:8]}."
+    async with fresh_database("ingest", prefix) as settings:
+        f = await bench_ingest.measure(
+            settings, sizes.ingest_events, sizes.ingest_singles, 4, 18001
+        )
+    bench_ingest.print_figures(f)
+    out.ingest = f
+    return [
+        Row("ingest", "bare aiokafka producer, batches of 500", _num(f.bare_per_s, "events/s")),
+        Row(
+            "ingest", "POST /v1/events, batches of 500, 4 clients", _num(f.batch_per_s, "events/s")
+        ),
+        Row("ingest", "ingest / bare producer", f"{f.ratio:.0%}", ">= 50%", f.ratio >= 0.5),
+        Row(
+            "ingest",
+            "POST /v1/orders, one at a time",
+            f"{f.single_per_s:,.0f} req/s; p50 {f.single_p50_ms:.1f} ms, "
+            f"p99 {f.single_p99_ms:.1f} ms",
+        ),
+    ]
+
+
+async def scoring_part(sizes: Sizes, out: Results) -> list[Row]:
+    prefix = f"bench.report.{uuid.uuid4().hex[:8]}."
+    settings = CommonSettings().model_copy(update={"topic_prefix": prefix})
+    try:
+        f = await bench_scoring.measure(settings, sizes.scoring_customers, sizes.scoring_orders)
+        bench_scoring.print_figures(f)
+        out.scoring = f
+        rows = [
+            Row("scoring", "bare aiokafka consumer, read only", _num(f.bare_per_s, "events/s")),
+            Row(
+                "scoring",
+                "scoring: apply, card, inbox + state + outbox per batch",
+                _num(f.scoring_per_s, "events/s"),
+            ),
+            Row("scoring", "scoring / bare consumer", f"{f.ratio:.1%}", ">= 25%", f.ratio >= 0.25),
+        ]
+        q = await bench_quix.measure(settings, Topics.from_settings(settings).events, f.events)
+        bench_quix.print_figures(q, f.scoring_per_s)
+        out.quix = q
+        ratio = f.scoring_per_s / q.per_s
+        return [
+            *rows,
+            Row(
+                "scoring",
+                f"Quix Streams {q.version}: same topic, count/spend/last order per customer "
+                "in RocksDB",
+                f"{q.per_s:,.0f} events/s ({q.processing_per_s:,.0f}/s before its final "
+                "checkpoint)",
+            ),
+            Row("scoring", "scoring / Quix Streams", f"{ratio:.0%}", ">= 100%", ratio >= 1),
+        ]
+    finally:
+        await delete_topics(settings, lambda t: t.startswith(prefix))
+
+
+async def refit_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await asyncio.to_thread(
+        bench_refit.measure, sizes.refit_customers, 20_240_601, sizes.refit_repeat
+    )
+    bench_refit.print_figures(f)
+    out.refit = f
+    return [
+        Row(
+            "refit",
+            f"BG/NBD + Gamma-Gamma refit, {f.customers:,} customers (median of {len(f.totals)})",
+            f"{f.median_s:.2f} s",
+            "< 3 s",
+            f.median_s < bench_refit.TARGET_S,
+        )
+    ]
+
+
+async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await bench_outreach.measure(sizes.outreach_customers, sizes.rule_changes)
+    bench_outreach.print_figures(f)
+    out.outreach = f
+    return [
+        Row(
+            "outreach",
+            "rule evaluation, 100 active rules",
+            _num(f.rules_per_s, "changes/s"),
+            ">= 20,000/s",
+            f.rules_per_s >= 20_000,
+        ),
+        Row(
+            "outreach",
+            f"scheduler due-scan over {f.customers:,} customers ({f.due:,} due)",
+            _num(f.scan_s * 1000, "ms"),
+            "< 2 s",
+            f.scan_s < 2,
+        ),
+    ]
+
+
+async def e2e_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await bench_e2e.measure(
+        rate=sizes.e2e_rate,
+        seconds=sizes.e2e_seconds,
+        saturation=sizes.e2e_saturation,
+        customers=sizes.e2e_customers,
+        max_drain_s=sizes.e2e_max_drain_s,
+    )
+    bench_e2e.print_figures(f)
+    out.e2e = f
+    fx, sat = f.fixed, f.saturated
+    target = bench_e2e.TARGET_SUSTAINED
+    rows = [
+        Row(
+            "end to end",
+            f"sustained, POST to change ({sat.events:,} orders as fast as ingest takes them)",
+            _num(sat.to_change_per_s, "events/s"),
+            f">= {target:,}/s",
+            sat.to_change_per_s >= target,
+        ),
+        Row(
+            "end to end",
+            "sustained, POST to webhook delivered",
+            _num(sat.to_webhook_per_s, "events/s"),
+            f">= {target:,}/s",
+            sat.to_webhook_per_s >= target,
+        ),
+        Row(
+            "end to end",
+            f"order→change at {fx.name} ({fx.events:,} orders posted in {fx.send_s:.1f} s), "
+            "p50 / p99",
+            f"{_ms(fx.change_p50_ms, fx.max_drain_s)} / {_ms(fx.change_p99_ms, fx.max_drain_s)}",
+            f"p99 <= {bench_e2e.TARGET_P99_MS} ms",
+            fx.change_p99_ms <= bench_e2e.TARGET_P99_MS,
+        ),
+        Row(
+            "end to end",
+            f"order→webhook at {fx.name}, p50 / p99",
+            f"{_ms(fx.webhook_p50_ms, fx.max_drain_s)} / {_ms(fx.webhook_p99_ms, fx.max_drain_s)}",
+        ),
+        Row(
+            "end to end",
+            "order→change at saturation, p50 / p99",
+            f"{_ms(sat.change_p50_ms, sat.max_drain_s)} / "
+            f"{_ms(sat.change_p99_ms, sat.max_drain_s)}",
+        ),
+        Row(
+            "end to end",
+            "order→webhook at saturation, p50 / p99",
+            f"{_ms(sat.webhook_p50_ms, sat.max_drain_s)} / "
+            f"{_ms(sat.webhook_p99_ms, sat.max_drain_s)}",
+        ),
+    ]
+    for r in (fx, sat):
+        if r.missing_changes or r.missing_webhooks:
+            rows.append(
+                Row(
+                    "end to end",
+                    f"{r.name}: not arrived {r.max_drain_s:,.0f} s after the last POST",
+                    f"{r.missing_changes:,} changes, {r.missing_webhooks:,} webhooks "
+                    f"of {r.events:,}",
+                )
+            )
+    for window, shares in f.cpu_share.items():
+        rows.append(
+            Row(
+                "end to end",
+                f"CPU share of the {os.cpu_count()} cores, saturation run, first POST {window}",
+                bench_e2e.cpu_split(shares),
+            )
+        )
+    for name in bench_e2e.SERVICES:
+        peak = f.rss_peak_mb[name]
+        rows.append(
+            Row(
+                "memory",
+                f"{name} resident (VmRSS), peak during the saturation run "
+                f"(before: {f.rss_before_mb[name]:,.0f} MB)",
+                _num(peak, "MB"),
+                f"<= {bench_e2e.TARGET_RSS_MB} MB",
+                peak <= bench_e2e.TARGET_RSS_MB,
+            )
+        )
+    return rows
+
+
+async def cdnow_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await bench_cdnow_master.measure(concurrency=sizes.cdnow_concurrency)
+    bench_cdnow_master.print_figures(f)
+    out.cdnow = f
+    what = f"CDNOW master log, {f.orders:,} orders, first POST to the last card"
+    target = f"<= {bench_cdnow_master.TARGET_S:.0f} s"
+    if not f.complete:
+        return [
+            Row(
+                "CDNOW",
+                what,
+                f"not complete after {f.wall_s:.0f} s ({f.seen_customers:,} of "
+                f"{f.customers:,} customers)",
+                target,
+                False,
+            )
+        ]
+    return [
+        Row(
+            "CDNOW",
+            what,
+            f"{f.wall_s:.1f} s ({f.orders / f.wall_s:,.0f} orders/s; all posted in "
+            f"{f.posted_s:.1f} s)",
+            target,
+            f.wall_s <= bench_cdnow_master.TARGET_S,
+        )
+    ]
+
+
+def describe_sizes(sizes: Sizes) -> dict[str, str]:
+    return {
+        "ingest": f"{sizes.ingest_events:,} events in batches of 500; "
+        f"{sizes.ingest_singles:,} single orders",
+        "scoring": f"{sizes.scoring_customers:,} customers, ~{sizes.scoring_orders} orders each",
+        "refit": f"{sizes.refit_customers:,} customers x {sizes.refit_repeat}",
+        "outreach": f"{sizes.rule_changes:,} changes x 100 rules; "
+        f"{sizes.outreach_customers:,} customers in the schedule",
+        "e2e": f"{sizes.e2e_rate:,}/s for {sizes.e2e_seconds:g} s, then "
+        f"{sizes.e2e_saturation:,} orders at saturation, each on a fresh stack after 1,000 "
+        f"warm-up orders; {sizes.e2e_customers:,} customers; waits up to "
+        f"{sizes.e2e_max_drain_s:g} s after each run's last POST",
+        "cdnow": f"the whole master log, batches of 1,000, {sizes.cdnow_concurrency} clients",
+    }
+
+
+RUNNERS: dict[str, Callable[[Sizes, Results], Awaitable[list[Row]]]] = {
+    "ingest": ingest_part,
+    "scoring": scoring_part,
+    "refit": refit_part,
+    "outreach": outreach_part,
+    "e2e": e2e_part,
+    "cdnow": cdnow_part,
+}
+
+
+# -- the machine and what else it was doing -----------------------------------------------------
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def memory_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the children it started and waited for."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+async def postgres_version() -> str:
+    engine = make_engine(CommonSettings(), pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return str(await conn.scalar(text("SHOW server_version")))
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"
+    finally:
+        await engine.dispose()
+
+
+async def unreachable() -> list[str]:
+    """What the benchmarks need and cannot reach, each with how to get it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    settings = CommonSettings()
+    problems = []
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000
+    )
+    try:
+        await admin.start()
+        await admin.close()
+    except Exception as exc:
+        problems.append(
+            f"Kafka is not reachable at {settings.kafka_bootstrap_servers} ({exc}): start it "
+            "with `make infra`, or point KAFKA_BOOTSTRAP_SERVERS at a running broker"
+        )
+    if (await postgres_version()).startswith("unknown"):
+        problems.append(
+            "PostgreSQL is not reachable at DATABASE_URL: start it with `make infra`, or point "
+            "DATABASE_URL at a running server"
+        )
+    return problems
+
+
+async def run_part(name: str, sizes: Sizes, out: Results) -> PartRun:
+    part = PartRun(name, describe_sizes(sizes)[name])
+    print(f"\n# {name}: {part.sizes}", flush=True)
+    busy0, total0 = cpu_ticks()
+    own0, load0, started = own_cpu_seconds(), os.getloadavg()[0], time.perf_counter()
+    try:
+        part.rows = await RUNNERS[name](sizes, out)
+    except Exception as exc:
+        traceback.print_exc()
+        part.error = f"{type(exc).__name__}: {exc}"[:500]
+    part.seconds = time.perf_counter() - started
+    busy1, total1 = cpu_ticks()
+    part.busy = (busy1 - busy0) / max(total1 - total0, 1)
+    tick = os.sysconf("SC_CLK_TCK")
+    machine_seconds = (total1 - total0) / tick
+    part.own = (own_cpu_seconds() - own0) / max(machine_seconds, 1e-9)
+    part.load = (load0, os.getloadavg()[0])
+    return part
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def verdict(row: Row) -> str:
+    return "" if row.met is None else ("met" if row.met else "**MISSED**")
+
+
+def summary_table(parts: list[PartRun]) -> list[str]:
+    lines = ["| part | measure | figure | target | verdict |", "|---|---|---|---|---|"]
+    for part in parts:
+        if part.error:
+            lines.append(f"| {part.name} | FAILED | {part.error} | | **FAILED** |")
+        for r in part.rows:
+            lines.append(f"| {r.part} | {r.what} | {r.figure} | {r.target} | {verdict(r)} |")
+    return lines
+
+
+def markdown(
+    parts: list[PartRun], sizes: Sizes, started: datetime, took_s: float, pg: str, quick: bool
+) -> str:
+    rows = [r for p in parts for r in p.rows]
+    met = sum(1 for r in rows if r.met is True)
+    missed = [r for r in rows if r.met is False]
+    failed = [p for p in parts if p.error]
+    minutes, seconds = divmod(round(took_s), 60)
+    lines = [
+        "# Tend benchmarks",
+        "",
+        f"{started:%Y-%m-%d %H:%M} UTC · {cpu_model()}, {os.cpu_count()} cores, "
+        f"{memory_gib():.1f} GiB · Linux {platform.release()} · Python "
+        f"{platform.python_version()} · PostgreSQL {pg} · Kafka at "
+        f"{CommonSettings().kafka_bootstrap_servers}",
+        "",
+        "Kafka, PostgreSQL, the services and the load generator share the machine's cores; "
+        f"`python -m bench.report{' --quick' if quick else ''}` ran every part one after the "
+        f"other in {minutes} min {seconds} s.",
+        "",
+        f"**Targets: {met} met, {len(missed)} missed"
+        + (f", {len(failed)} part(s) failed" if failed else "")
+        + ".**",
+        "",
+        *summary_table(parts),
+        "",
+        "![figures beside their targets](report.png)",
+        "",
+    ]
+    if missed or failed:
+        lines += ["## Missed", ""]
+        lines += [f"- {r.part}: {r.what} — {r.figure}, target {r.target}." for r in missed]
+        lines += [f"- {p.name}: the part failed — {p.error}" for p in failed]
+        lines.append("")
+    lines += [
+        "## Conditions of each part",
+        "",
+        "CPU: the machine's CPU in use during the part, and the share of it used by this "
+        "benchmark's own Python processes (client and services; Kafka and PostgreSQL are "
+        "not in it). A large gap between the two, or a load average well above the core "
+        "count, means other work was competing for the cores.",
+        "",
+        f"| part | sizes | took | CPU busy (of {os.cpu_count()} cores) | this bench's processes "
+        "| load average (1 min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in parts:
+        lines.append(
+            f"| {p.name} | {p.sizes} | {p.seconds:.0f} s | {p.busy:.0%} | {p.own:.0%} | "
+            f"{p.load[0]:.1f} → {p.load[1]:.1f} |"
+        )
+    lines += ["", "## How the figures are taken", "", *HOW, ""]
+    return "\n".join(lines)
+
+
+HOW = [
+    "- **ingest**: `bench.bench_ingest` — the bare producer publishes the same envelopes "
+    "(acks=all, idempotent) in awaited batches of 500; ingest runs as its own uvicorn process "
+    "on a fresh database. The single-order latency is client-side, sequential requests.",
+    "- **scoring**: `bench.bench_scoring` — one topic, read three times from the start: a bare "
+    "aiokafka consumer, scoring's `EventApplier` + `BatchConsumer` on a fresh database (rate "
+    "counted from its first committed batch), and a Quix Streams application "
+    "(`bench.bench_quix`, its own virtualenv and process) keeping count, spend and last order "
+    "per customer in its RocksDB state, timed from its first record to the return of "
+    "`Application.run` (final checkpoint: state flushed, changelog produced, offsets "
+    "committed). Scoring does far more per event than that aggregation (the whole card: "
+    "lifecycle stage, spend windows, RFM, prediction; inbox, state, history and outbox in "
+    "PostgreSQL): the comparison is scoring as it runs against Quix Streams doing only the "
+    "aggregation.",
+    "- **end to end**: `bench.bench_e2e` — ingest, scoring and outreach as separate uvicorn "
+    "processes on a fresh database and topics; one rule sends a `care` webhook for every paid "
+    "order to a receiver in the benchmark process. A change counts when it reaches the "
+    "benchmark's consumer of the changes topic, a webhook when the receiver reads it; "
+    "latencies run from the start of the POST that carried the order. Sustained rates are "
+    "orders / (last arrival − first POST) at saturation. An order whose change or webhook "
+    "had not arrived when the run stopped waiting counts as infinitely late in the "
+    "percentiles.",
+    "- **memory**: VmRSS of each service process from /proc, sampled every 0.2 s during the "
+    "saturation run; MB = 10^6 bytes.",
+    "- **CDNOW**: `bench.bench_cdnow_master` — the master log, dates shifted to end today, "
+    "posted in time order through a fresh stack (all three services running); the clock "
+    "stops when `GET /v1/stats/overview` (polled every 0.5 s) counts every customer and the "
+    "total revenue to the cent.",
+    "- **refit** and **outreach**: `bench.bench_refit`, `bench.bench_outreach`, in process.",
+]
+
+
+# -- the chart ----------------------------------------------------------------------------------
+
+
+def chart(out: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    (ax_rate, ax_lat), (ax_mem, ax_target) = axes
+    green, red, grey = "#2e7d32", "#c62828", "#78909c"
+
+    rates: list[tuple[str, float]] = []
+    if out.ingest:
+        rates += [
+            ("bare producer", out.ingest.bare_per_s),
+            ("ingest, batches", out.ingest.batch_per_s),
+        ]
+    if out.scoring:
+        rates += [
+            ("bare consumer", out.scoring.bare_per_s),
+            ("scoring", out.scoring.scoring_per_s),
+        ]
+    if out.quix:
+        rates.append(("Quix Streams", out.quix.per_s))
+    if out.e2e:
+        rates += [
+            ("end to end → change", out.e2e.saturated.to_change_per_s),
+            ("end to end → webhook", out.e2e.saturated.to_webhook_per_s),
+        ]
+    if out.cdnow and out.cdnow.complete:
+        rates.append(("CDNOW master, orders/s", out.cdnow.orders / out.cdnow.wall_s))
+    _bars(ax_rate, rates, "events/s (log)", grey, log=True)
+    if out.e2e:
+        ax_rate.axvline(bench_e2e.TARGET_SUSTAINED, color=red, ls="--", lw=1)
+        ax_rate.text(bench_e2e.TARGET_SUSTAINED, -0.6, " end-to-end target", color=red, fontsize=8)
+    ax_rate.set_title("Throughput")
+
+    if out.e2e:
+        fx, sat = out.e2e.fixed, out.e2e.saturated
+        cap = max(fx.max_drain_s, sat.max_drain_s) * 1000
+        lat = [
+            (f"{fx.name}\norder→change", fx.change_p50_ms, fx.change_p99_ms),
+            (f"{fx.name}\norder→webhook", fx.webhook_p50_ms, fx.webhook_p99_ms),
+            ("saturation\norder→change", sat.change_p50_ms, sat.change_p99_ms),
+            ("saturation\norder→webhook", sat.webhook_p50_ms, sat.webhook_p99_ms),
+        ]
+        if out.ingest:
+            lat.insert(
+                0, ("ingest\nPOST /v1/orders", out.ingest.single_p50_ms, out.ingest.single_p99_ms)
+            )
+        ys = range(len(lat))
+        p50 = [min(v[1], cap) for v in lat]
+        p99 = [min(v[2], cap) for v in lat]
+        ax_lat.barh([y + 0.2 for y in ys], p50, height=0.4, color="#90a4ae", label="p50")
+        ax_lat.barh([y - 0.2 for y in ys], p99, height=0.4, color="#37474f", label="p99")
+        ax_lat.set_yticks(list(ys), [v[0] for v in lat], fontsize=8)
+        ax_lat.invert_yaxis()
+        ax_lat.set_xscale("log")
+        ax_lat.axvline(bench_e2e.TARGET_P99_MS, color=red, ls="--", lw=1, label="p99 target")
+        ax_lat.set_xlabel("ms (log; bars at the right edge never arrived)")
+        ax_lat.legend(fontsize=8)
+    ax_lat.set_title("Latency")
+
+    if out.e2e:
+        names = list(bench_e2e.SERVICES)
+        peaks = [out.e2e.rss_peak_mb[n] for n in names]
+        colors = [green if p <= bench_e2e.TARGET_RSS_MB else red for p in peaks]
+        ax_mem.bar(names, peaks, color=colors)
+        ax_mem.axhline(bench_e2e.TARGET_RSS_MB, color=red, ls="--", lw=1)
+        for i, p in enumerate(peaks):
+            ax_mem.text(i, p, f"{p:,.0f} MB", ha="center", va="bottom", fontsize=9)
+        ax_mem.set_ylabel("MB resident, peak under saturation")
+    ax_mem.set_title("Memory per service (target ≤ 300 MB)")
+
+    attained = _attainment(out)
+    _bars(
+        ax_target,
+        [(name, value) for name, value in attained],
+        "figure as a share of its target (log; ≥ 1 is met)",
+        [green if v >= 1 else red for _, v in attained],
+        log=True,
+    )
+    ax_target.axvline(1, color="black", lw=1)
+    ax_target.set_title("Targets")
+
+    fig.suptitle(
+        f"Tend benchmarks, {datetime.now(UTC):%Y-%m-%d} — {cpu_model()}, {os.cpu_count()} cores"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(ax: Any, items: list[tuple[str, float]], label: str, color: Any, log: bool) -> None:
+    if not items:
+        return
+    ys = range(len(items))
+    values = [max(v, 1e-3) for _, v in items]
+    ax.barh(list(ys), values, color=color)
+    ax.set_yticks(list(ys), [n for n, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(label)
+    for y, (_, v) in zip(ys, items, strict=True):
+        ax.text(max(v, 1e-3), y, f" {v:,.3g}" if v < 10 else f" {v:,.0f}", va="center", fontsize=8)
+    ax.margins(x=0.15)
+
+
+def _attainment(out: Results) -> list[tuple[str, float]]:
+    """Each target as figure ÷ target, oriented so that 1 or more is met."""
+    items: list[tuple[str, float]] = []
+    if out.ingest:
+        items.append(("ingest ≥ 50% of bare", out.ingest.ratio / 0.5))
+    if out.scoring:
+        items.append(("scoring ≥ 25% of bare", out.scoring.ratio / 0.25))
+        if out.quix:
+            items.append(("scoring ≥ Quix Streams", out.scoring.scoring_per_s / out.quix.per_s))
+    if out.refit:
+        items.append(("refit < 3 s", bench_refit.TARGET_S / out.refit.median_s))
+    if out.outreach:
+        items.append(("rules ≥ 20k/s", out.outreach.rules_per_s / 20_000))
+        items.append(("due-scan < 2 s", 2 / max(out.outreach.scan_s, 1e-6)))
+    if out.e2e:
+        sat, fx = out.e2e.saturated, out.e2e.fixed
+        target = bench_e2e.TARGET_SUSTAINED
+        items.append(("end to end → change ≥ 5k/s", sat.to_change_per_s / target))
+        items.append(("end to end → webhook ≥ 5k/s", sat.to_webhook_per_s / target))
+        p99 = fx.change_p99_ms if not math.isinf(fx.change_p99_ms) else fx.max_drain_s * 1000
+        items.append(("p99 order→change ≤ 250 ms", bench_e2e.TARGET_P99_MS / p99))
+        for name in bench_e2e.SERVICES:
+            items.append((f"{name} ≤ 300 MB", bench_e2e.TARGET_RSS_MB / out.e2e.rss_peak_mb[name]))
+    if out.cdnow:
+        wall = out.cdnow.wall_s if out.cdnow.complete else float("inf")
+        items.append(("CDNOW master ≤ 30 s", bench_cdnow_master.TARGET_S / wall))
+    return items
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"among {', '.join(PARTS)}")
+    parser.add_argument("--out", type=Path, default=HERE / "report.md")
+    args = parser.parse_args()
+    wanted = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(wanted) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; choose among {', '.join(PARTS)}")
+    sizes = QUICK if args.quick else Sizes()
+
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    print(
+        f"# Tend benchmarks — {started:%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
+        f"{os.cpu_count()} cores, {memory_gib():.1f} GiB"
+    )
+    print("sizes: " + ", ".join(f"{f.name}={getattr(sizes, f.name):,}" for f in fields(sizes)))
+    pg = await postgres_version()
+    missing = await unreachable()
+    if missing:
+        print("\n".join(missing), file=sys.stderr)
+        return 2
+    out = Results()
+    parts = [await run_part(name, sizes, out) for name in PARTS if name in wanted]
+    took = time.perf_counter() - t0
+
+    report = markdown(parts, sizes, started, took, pg, args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    chart(out, args.out.with_suffix(".png"))
+    print("\n" + "\n".join(summary_table(parts)))
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')} ({took / 60:.1f} min)")
+    return 1 if any(p.error for p in parts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
