@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -85,7 +86,15 @@ async def drop_database(settings: CommonSettings, name: str) -> None:
     url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(20):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                # An autovacuum worker (a superuser's) is in the new database; it finishes
+                # in moments, and FORCE may not end it for a non-superuser.
+                await asyncio.sleep(0.25 * (attempt + 1))
+        raise RuntimeError(f"could not drop database {name}: still in use")
     finally:
         await conn.close()
 

@@ -24,6 +24,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.db import database_reachable
+from shared.kafka import broker_reachable
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -187,13 +189,21 @@ class BodyTooLarge(Exception):
     pass
 
 
+def database_and_broker(app: FastAPI) -> Mapping[str, ReadinessCheck]:
+    """The readiness of a service that keeps ``app.state.engine`` and ``app.state.producer``."""
+    return {
+        "database": lambda: database_reachable(app.state.engine),
+        "broker": lambda: broker_reachable(app.state.producer),
+    }
+
+
 def create_app(
     *,
     service: str,
     title: str,
     description: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
-    readiness: Callable[[FastAPI], Mapping[str, ReadinessCheck]],
+    readiness: Callable[[FastAPI], Mapping[str, ReadinessCheck]] = database_and_broker,
     max_body: int,
     form_paths: tuple[str, ...] = (),
     version: str = "0.1.0",

@@ -14,9 +14,9 @@ from services.ingest.intake import Intake
 from services.ingest.routes import router
 from services.ingest.settings import ingest_settings
 from shared.auth import KeyStore
-from shared.db import database_reachable, make_engine
+from shared.db import make_engine
 from shared.http import create_app as create_service_app
-from shared.kafka import broker_reachable, start_producer
+from shared.kafka import start_producer
 from shared.logging import configure_logging, get_logger
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -86,10 +86,6 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
         title="Tend ingest",
         description=DESCRIPTION,
         lifespan=lifespan,
-        readiness=lambda app: {
-            "database": lambda: database_reachable(app.state.engine),
-            "broker": lambda: broker_reachable(app.state.producer),
-        },
         max_body=common.max_body_bytes,
     )
     app.include_router(router)

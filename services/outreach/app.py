@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,11 +24,12 @@ from services.outreach.timers import tick
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer, Message
-from shared.db import database_reachable, make_engine
+from shared.db import make_engine
 from shared.http import create_app as create_service_app
-from shared.kafka import broker_reachable, start_producer
+from shared.kafka import start_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
+from shared.periodic import every
 from shared.settings import CommonSettings
 from shared.topics import Topics
 
@@ -45,15 +46,6 @@ Changing rules, policy, channels and suppressions needs `marketing:write`; readi
 """
 
 OUTBOX_LOCK = 0x7E4D_0002
-
-
-async def _every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await job()
-        except Exception as exc:  # the next round tries again
-            log.warning("periodic_job_failed", job=name, reason=type(exc).__name__)
 
 
 def create_app(
@@ -124,11 +116,11 @@ def create_app(
             asyncio.create_task(relay.run()),
             asyncio.create_task(delivery.run()),
         ]
-        timers = [asyncio.create_task(_every(5, "rules_reload", lambda: current.reload(engine)))]
+        timers = [asyncio.create_task(every(5, "rules_reload", lambda: current.reload(engine)))]
         if periodic:
             timers.append(
                 asyncio.create_task(
-                    _every(
+                    every(
                         settings.scheduler_interval_seconds,
                         "scheduler",
                         lambda: tick(engine, clock, current, settings),
@@ -157,10 +149,6 @@ def create_app(
         title="Tend outreach",
         description=DESCRIPTION,
         lifespan=lifespan,
-        readiness=lambda app: {
-            "database": lambda: database_reachable(app.state.engine),
-            "broker": lambda: broker_reachable(app.state.producer),
-        },
         max_body=common.max_body_bytes,
         form_paths=("/v1/unsubscribe",),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -20,11 +20,12 @@ from services.scoring.sweep import sweep_all
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer
-from shared.db import database_reachable, make_engine
+from shared.db import make_engine
 from shared.http import create_app as create_service_app
-from shared.kafka import broker_reachable, start_producer
+from shared.kafka import start_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
+from shared.periodic import every
 from shared.settings import CommonSettings
 from shared.topics import Topics
 
@@ -39,15 +40,6 @@ Reading needs an API key with `ops:read`; refits and sweeps need `ops:write`.
 """
 
 OUTBOX_LOCK = 0x7E4D_0001
-
-
-async def _every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await job()
-        except Exception as exc:  # the next round tries again
-            log.warning("periodic_job_failed", job=name, reason=type(exc).__name__)
 
 
 def create_app(
@@ -106,12 +98,12 @@ def create_app(
         tasks = [
             asyncio.create_task(consumer.run()),
             asyncio.create_task(relay.run()),
-            asyncio.create_task(_every(10, "population_reload", lambda: population.reload(engine))),
+            asyncio.create_task(every(10, "population_reload", lambda: population.reload(engine))),
         ]
         if periodic:
             tasks.append(
                 asyncio.create_task(
-                    _every(
+                    every(
                         settings.sweep_interval_seconds,
                         "sweep",
                         lambda: sweep_all(engine, clock, population, settings),
@@ -120,7 +112,7 @@ def create_app(
             )
             tasks.append(
                 asyncio.create_task(
-                    _every(
+                    every(
                         settings.refit_interval_seconds,
                         "refit",
                         lambda: refit(engine, clock, population, settings),
@@ -148,10 +140,6 @@ def create_app(
         title="Tend scoring",
         description=DESCRIPTION,
         lifespan=lifespan,
-        readiness=lambda app: {
-            "database": lambda: database_reachable(app.state.engine),
-            "broker": lambda: broker_reachable(app.state.producer),
-        },
         max_body=common.max_body_bytes,
     )
     app.include_router(router)

@@ -4,7 +4,10 @@ documented schema. (Ingest has its own, in test_ingest_schema.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,49 +16,83 @@ import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from shared.auth import Scope, create_key
+from shared.db import create_database, drop_database, make_engine
+from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
+from shared.topics import ensure_topics
 from tests.support.servers import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
 
-def _process(name: str, settings: CommonSettings, logs: Path) -> Iterator[ServiceProcess]:
+@dataclass
+class Isolated:
+    process: ServiceProcess
+    keys: dict[str, str]
+
+
+def _process(name: str, base: CommonSettings, logs: Path) -> Iterator[Isolated]:
+    """The service as a process on a database and topics of its own: it must never touch the
+    other tests' events, changes, outboxes or actions."""
+    db = f"tend_schema_{uuid.uuid4().hex[:8]}"
+    settings = asyncio.run(create_database(base, db)).model_copy(
+        update={"topic_prefix": f"{base.topic_prefix}schema{uuid.uuid4().hex[:4]}."}
+    )
+    upgrade_all(settings)
+
+    async def prepare() -> dict[str, str]:
+        await ensure_topics(settings)
+        engine = make_engine(settings, pool_size=1)
+        try:
+            _, ops = await create_key(engine, "schema-ops", [Scope.OPS_READ, Scope.OPS_WRITE])
+            _, marketing = await create_key(
+                engine, "schema-marketing", [Scope.MARKETING_WRITE, Scope.OPS_READ]
+            )
+        finally:
+            await engine.dispose()
+        return {"ops": ops, "marketing": marketing}
+
+    keys = asyncio.run(prepare())
     proc = ServiceProcess(
         name,
         settings,
         logs,
         extra_env={
-            f"TEND_{name.upper()}_CONSUMER_GROUP": f"{settings.topic_prefix}{name}-schema",
+            f"TEND_{name.upper()}_CONSUMER_GROUP": f"{settings.topic_prefix}{name}",
             "TEND_LOG_LEVEL": "WARNING",
         },
     )
-    proc.start()
-    yield proc
-    proc.stop()
+    try:
+        proc.start()
+        yield Isolated(proc, keys)
+    finally:
+        proc.stop()
+        asyncio.run(drop_database(base, db))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scoring_process(
     settings: CommonSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
+) -> Iterator[Isolated]:
     yield from _process("scoring", settings, Path(tmp_path_factory.mktemp("logs")))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def outreach_process(
     settings: CommonSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
+) -> Iterator[Isolated]:
     yield from _process("outreach", settings, Path(tmp_path_factory.mktemp("logs")))
 
 
-@pytest.fixture(scope="session")
-def scoring_schema(scoring_process: ServiceProcess) -> Any:
-    return schemathesis.openapi.from_url(f"{scoring_process.url}/openapi.json")
+@pytest.fixture(scope="module")
+def scoring_schema(scoring_process: Isolated) -> Any:
+    return schemathesis.openapi.from_url(f"{scoring_process.process.url}/openapi.json")
 
 
-@pytest.fixture(scope="session")
-def outreach_schema(outreach_process: ServiceProcess) -> Any:
-    return schemathesis.openapi.from_url(f"{outreach_process.url}/openapi.json")
+@pytest.fixture(scope="module")
+def outreach_schema(outreach_process: Isolated) -> Any:
+    return schemathesis.openapi.from_url(f"{outreach_process.process.url}/openapi.json")
 
 
 scoring = schemathesis.pytest.from_fixture("scoring_schema")
@@ -74,7 +111,10 @@ EXCLUDED = [schemathesis.checks.positive_data_acceptance]
 
 @scoring.parametrize()
 @SETTINGS
-def test_scoring_api_has_no_5xx_and_matches_its_schema(case: Any, keys: dict[str, str]) -> None:
+def test_scoring_api_has_no_5xx_and_matches_its_schema(
+    case: Any, scoring_process: Isolated
+) -> None:
+    keys = scoring_process.keys
     case.call_and_validate(
         headers={"Authorization": f"Bearer {keys['ops']}"}, excluded_checks=EXCLUDED
     )
@@ -82,7 +122,10 @@ def test_scoring_api_has_no_5xx_and_matches_its_schema(case: Any, keys: dict[str
 
 @outreach.parametrize()
 @SETTINGS
-def test_outreach_api_has_no_5xx_and_matches_its_schema(case: Any, keys: dict[str, str]) -> None:
+def test_outreach_api_has_no_5xx_and_matches_its_schema(
+    case: Any, outreach_process: Isolated
+) -> None:
+    keys = outreach_process.keys
     # The marketing key holds marketing:write and ops:read; ops:write routes answer 403.
     case.call_and_validate(
         headers={"Authorization": f"Bearer {keys['marketing']}"}, excluded_checks=EXCLUDED
