@@ -6,6 +6,10 @@ tend keys create NAME --scopes a,b   create an API key (printed once, stored has
 tend keys revoke KEY_ID              revoke a key
 tend keys list                       list keys (never the keys themselves)
 tend dev-keys FILE                   write the three development keys to FILE (once)
+tend replay FILE                     post an order export (CSV) through ingest
+tend dlq list [--source-topic T]     what is in the dead-letter topic
+tend dlq replay [--source-topic T] [--since WHEN] [--dry-run]
+                                     re-publish dead letters to their source topic, once
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from shared.auth import Scope, api_keys, create_key, key_is_active, revoke_key
 from shared.db import make_engine
+from shared.dlq import ERROR, GROUP, read_dlq, replay_dead_letters
+from shared.kafka import start_producer
+from shared.logging import scrub
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
-from shared.topics import ensure_topics
+from shared.topics import Topics, sync_topics
 
 DEV_KEYS = {
     "TEND_INGEST_KEY": ("dev-ingest", [Scope.EVENTS_WRITE]),
@@ -132,6 +141,85 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(text: str) -> datetime:
+    """``90m``, ``24h``, ``7d`` back from now, or an ISO 8601 time (UTC unless it says)."""
+    relative = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if relative:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[relative[2]]
+        return datetime.now(UTC) - timedelta(**{unit: int(relative[1])})
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a duration such as 90m, 24h, 7d or an ISO time"
+        ) from exc
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _topic_name(topics: Topics, prefix: str, name: str | None) -> str | None:
+    """A topic as the operator names it: ``events``, ``changes``, ``actions``, or in full
+    (with or without this deployment's prefix)."""
+    if name is None:
+        return None
+    short = {"events": topics.events, "changes": topics.changes, "actions": topics.actions}
+    if name in short:
+        return short[name]
+    return name if name.startswith(prefix) else prefix + name
+
+
+async def _dlq_list(settings: CommonSettings, source_topic: str | None) -> None:
+    snapshot = await read_dlq(settings, Topics.from_settings(settings))
+    shown = [
+        d
+        for d in snapshot.letters
+        if d.state != "erased" and (source_topic is None or d.source_topic == source_topic)
+    ]
+    print(
+        f"{'DLQ':<9} {'FAILED AT':<20} {'SOURCE (topic/partition/offset)':<44} {'GROUP':<20} "
+        f"{'KEY':<24} {'SIZE':>7} {'STATE':<8} ERROR"
+    )
+    for d in shown:
+        # Scrubbed when dead-lettered; again here for records from before that was done.
+        error = scrub(" ".join((d.header(ERROR) or "").split()))
+        # The DLQ key adds the source coordinates, already in the SOURCE column.
+        key = "-" if d.original_key is None else d.original_key.decode(errors="replace")
+        where = f"{d.partition}/{d.offset}"
+        print(
+            f"{where:<9} {d.timestamp:%Y-%m-%dT%H:%M:%SZ} {d.source:<44} "
+            f"{d.header(GROUP) or '?':<20} "
+            f"{key:<24} {len(d.value):>7} {d.state:<8} {error[:100]}"
+        )
+    pending = sum(d.state == "pending" for d in shown)
+    erased = sum(d.state == "erased" for d in snapshot.letters)
+    print(
+        f"{len(shown)} records ({pending} pending, {len(shown) - pending} replayed); "
+        f"{erased} erased, not shown"
+    )
+
+
+async def _dlq_replay(
+    settings: CommonSettings, source_topic: str | None, since: datetime | None, dry_run: bool
+) -> None:
+    producer = await start_producer(settings, wait_seconds=10)
+    try:
+        report = await replay_dead_letters(
+            settings,
+            Topics.from_settings(settings),
+            producer,
+            source_topic=source_topic,
+            since=since,
+            dry_run=dry_run,
+        )
+    finally:
+        await producer.stop()
+    print(
+        f"{'would replay' if dry_run else 'replayed'} {report.replayed}, "
+        f"skipped {report.skipped} ({report.already_replayed} already replayed, "
+        f"{report.erased} erased, {report.filtered} filtered out, "
+        f"{report.source_missing} whose source topic is gone)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tend", description="Operate a Tend deployment.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +256,28 @@ def main(argv: list[str] | None = None) -> int:
         "--shift-to-today", action="store_true", help="move the history so its last order is today"
     )
     replay.add_argument("--currency", default="USD")
+    dlq = sub.add_parser("dlq", help="the dead-letter topic").add_subparsers(
+        dest="action", required=True
+    )
+    dlq_list = dlq.add_parser("list", help="what is in the DLQ (erased customers left out)")
+    dlq_replay = dlq.add_parser(
+        "replay", help="re-publish DLQ records to their source topic; never the same one twice"
+    )
+    for p in (dlq_list, dlq_replay):
+        p.add_argument(
+            "--source-topic",
+            default=None,
+            help="only records from this topic: events, changes, actions or a full name",
+        )
+    dlq_replay.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        help="only records dead-lettered since then: 90m, 24h, 7d or an ISO time",
+    )
+    dlq_replay.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed; publish nothing"
+    )
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args)
@@ -177,8 +287,18 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_all(settings)
         print("migrated")
     elif args.command == "topics":
-        created = asyncio.run(ensure_topics(settings))
-        print("created: " + (", ".join(created) if created else "none (all present)"))
+        done = asyncio.run(sync_topics(settings))
+        print("created: " + (", ".join(done.created) if done.created else "none (all present)"))
+        for name, changed in done.reconfigured.items():
+            print(f"reconfigured: {name} ({', '.join(changed)})")
+    elif args.command == "dlq":
+        source = _topic_name(
+            Topics.from_settings(settings), settings.topic_prefix, args.source_topic
+        )
+        if args.action == "list":
+            asyncio.run(_dlq_list(settings, source))
+        else:
+            asyncio.run(_dlq_replay(settings, source, args.since, args.dry_run))
     elif args.command == "keys" and args.action == "create":
         asyncio.run(_keys_create(settings, args.name, args.scopes))
     elif args.command == "keys" and args.action == "revoke":

@@ -10,8 +10,10 @@ Errors are sorted in one place (:meth:`BatchConsumer._process`):
 * transient (database or broker unreachable): nothing is committed; the batch is retried
   with backoff until it succeeds or the consumer is stopped;
 * anything else: the batch is split record by record; a record that still fails on its own
-  is a poison record and goes to the DLQ with its source topic, partition, offset, consumer
-  group and error in headers, and the consumer moves on.
+  is a poison record and goes to the DLQ under a key of its own (its key and where it was
+  read), with its source topic, partition, offset and key, the consumer group and the error
+  (without personal data) in headers (:func:`shared.dlq.dead_letter_record`), and the
+  consumer moves on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -28,7 +29,8 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared.kafka import PublishError, Record, publish_many
+from shared.dlq import dead_letter_record
+from shared.kafka import PublishError, publish_many
 from shared.logging import get_logger
 from shared.settings import CommonSettings
 
@@ -181,7 +183,6 @@ class BatchConsumer:
                 return
 
     async def _dead_letter(self, record: Message, exc: BaseException) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
         log.error(
             "record_dead_lettered",
             topic=record.topic,
@@ -190,24 +191,11 @@ class BatchConsumer:
             group=self.group_id,
             error_type=type(exc).__name__,
         )
-        headers = (
-            *(record.headers or ()),
-            ("dlq.source.topic", record.topic.encode()),
-            ("dlq.source.partition", str(record.partition).encode()),
-            ("dlq.source.offset", str(record.offset).encode()),
-            ("dlq.consumer.group", self.group_id.encode()),
-            ("dlq.error", error.encode()),
-            ("dlq.error.type", type(exc).__name__.encode()),
-            ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
-        )
+        dead = dead_letter_record(record, dlq_topic=self._dlq_topic, group=self.group_id, exc=exc)
         delay = 0.5
         while True:
             try:
-                await publish_many(
-                    self._dlq,
-                    [Record(self._dlq_topic, record.key or b"", record.value or b"", headers)],
-                    timeout=10,
-                )
+                await publish_many(self._dlq, [dead], timeout=10)
                 self.dead_lettered += 1
                 return
             except PublishError:

@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.settings import CommonSettings
@@ -16,13 +17,38 @@ CUSTOMER_CHANGES = "crm.customer-changes.v1"
 OUTREACH_ACTIONS = "crm.outreach-actions.v1"
 DLQ = "crm.dlq.v1"
 
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+
 # Retention: events are the system of record for a rebuild, so they are kept for good;
 # changes and actions are streams for consumers; the DLQ waits for a human for 30 days.
+#
+# The DLQ is also compacted so that a customer's erasure — a tombstone under the key of each of
+# their dead letters, shared.dlq.erase_from_dlq — removes their records within hours rather
+# than at the end of the 30 days. Each dead letter has a key of its own (the poison record's
+# key and where it was read), so compaction, which keeps the latest record per key, never
+# removes one that was not erased:
+# * segment.ms 1 h: the active segment is never compacted, so it rolls hourly (on the next
+#   write after the hour) and a tombstone becomes cleanable within the hour;
+# * min.cleanable.dirty.ratio 0.01: the DLQ is small, so clean it as soon as anything is
+#   dirty instead of waiting for half of it to be;
+# * max.compaction.lag.ms 6 h: whatever the ratio, no record waits longer than that to be
+#   compacted once its segment has rolled;
+# * delete.retention.ms 1 day: a tombstone outlives the records it removed by a day, so a
+#   `tend dlq list` or `replay` that was reading during the compaction still honours it.
+# The cleaner merges the small hourly segments as it goes, so they do not pile up.
 _CONFIGS: dict[str, dict[str, str]] = {
     CUSTOMER_EVENTS: {"retention.ms": "-1"},
-    CUSTOMER_CHANGES: {"retention.ms": str(35 * 86_400_000)},  # backtests read 30 days
-    OUTREACH_ACTIONS: {"retention.ms": str(30 * 86_400_000)},
-    DLQ: {"retention.ms": str(30 * 86_400_000)},
+    CUSTOMER_CHANGES: {"retention.ms": str(35 * _DAY_MS)},  # backtests read 30 days
+    OUTREACH_ACTIONS: {"retention.ms": str(30 * _DAY_MS)},
+    DLQ: {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(30 * _DAY_MS),
+        "segment.ms": str(_HOUR_MS),
+        "min.cleanable.dirty.ratio": "0.01",
+        "max.compaction.lag.ms": str(6 * _HOUR_MS),
+        "delete.retention.ms": str(_DAY_MS),
+    },
 }
 
 
@@ -44,13 +70,34 @@ class Topics:
         return [self.events, self.changes, self.actions, self.dlq]
 
 
+@dataclass(frozen=True)
+class TopicSync:
+    created: list[str]
+    # topic -> the config keys that were set back to what Tend wants
+    reconfigured: dict[str, list[str]]
+
+
 async def ensure_topics(settings: CommonSettings) -> list[str]:
-    """Create any missing topic with its partitions and configs; returns the ones created."""
+    """Create any missing topic and bring the configs of existing ones up to date; returns
+    the topics created."""
+    return (await sync_topics(settings)).created
+
+
+async def sync_topics(settings: CommonSettings) -> TopicSync:
+    """Create any missing topic with its partitions and configs, and set the configs Tend
+    manages on the topics that already exist (e.g. a DLQ created before it was compacted).
+    Topic overrides Tend does not manage are kept."""
     topics = Topics.from_settings(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        present = {
+            name: _CONFIGS[name.removeprefix(settings.topic_prefix)]
+            for name in topics.all()
+            if name in existing
+        }
+        reconfigured = await _reconcile(admin, present) if present else {}
         wanted = [
             NewTopic(
                 name=name,
@@ -71,9 +118,50 @@ async def ensure_topics(settings: CommonSettings) -> list[str]:
                 if set(topics.all()) <= set(await admin.list_topics()):
                     break
                 await asyncio.sleep(0.1)
-        return [t.name for t in wanted]
+        return TopicSync([t.name for t in wanted], reconfigured)
     finally:
         await admin.close()
+
+
+# DescribeConfigs' config_source for an override set on the topic itself.
+_TOPIC_OVERRIDE = 1
+
+
+async def _reconcile(
+    admin: AIOKafkaAdminClient, wanted: dict[str, dict[str, str]]
+) -> dict[str, list[str]]:
+    described = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+    )
+    changed: dict[str, list[str]] = {}
+    for response in described:
+        for error_code, error_message, _, name, entries, *_ in response.resources:
+            if error_code:
+                raise RuntimeError(f"cannot read the config of {name}: {error_message}")
+            current = {e[0]: e[1] for e in entries}
+            stale = sorted(k for k, v in wanted[name].items() if not _same(k, current.get(k), v))
+            if not stale:
+                continue
+            # AlterConfigs replaces every override of the topic: send the ones already set
+            # (by an operator, say) along with ours, so that only ours change.
+            overrides = {e[0]: e[1] for e in entries if e[3] == _TOPIC_OVERRIDE}
+            resource = ConfigResource(
+                ConfigResourceType.TOPIC, name, configs={**overrides, **wanted[name]}
+            )
+            for altered in await admin.alter_configs([resource]):
+                for code, message, *_ in altered.resources:
+                    if code:
+                        raise RuntimeError(f"cannot set the config of {name}: {message}")
+            changed[name] = stale
+    return changed
+
+
+def _same(key: str, current: str | None, wanted: str) -> bool:
+    if current is None:
+        return False
+    if key == "cleanup.policy":
+        return set(current.split(",")) == set(wanted.split(","))
+    return current == wanted
 
 
 async def delete_topics(settings: CommonSettings) -> None:

@@ -9,8 +9,11 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.consumer import BatchConsumer, Message
+from shared.events import Envelope
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -80,7 +83,9 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
         if r.value == b"poison-" + marker
     ]
     headers = dict(dead.headers)
-    assert dead.key == b"c1"
+    # A key of its own, so compaction keeps it whatever else the customer has in the DLQ.
+    assert dead.key == f"c1|{source}:{int(headers['dlq.source.partition'])}:1".encode()
+    assert headers["dlq.source.key"] == b"c1"
     assert headers["event_type"] == b"order.paid"
     assert headers["dlq.source.topic"] == source.encode()
     assert headers["dlq.source.offset"] == b"1"
@@ -111,6 +116,64 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
     finally:
         await producer.stop()
     assert again == []
+
+
+async def test_the_error_header_says_what_failed_without_quoting_the_record(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    source = f"{settings.topic_prefix}consumer-scrub-{uuid.uuid4().hex[:6]}"
+    await _topic(settings, source)
+    dlq = Topics.from_settings(settings).dlq
+    email = f"ada.{uuid.uuid4().hex[:8]}@example.org"
+    producer = await start_producer(settings)
+    try:
+        await publish_many(
+            producer,
+            [
+                # pydantic quotes the input it could not parse...
+                Record(source, b"c1", b'{"customer_id": "' + email.encode() + b'"'),
+                # ... and PostgreSQL the value it could not convert.
+                Record(source, b"c2", email.encode()),
+            ],
+            timeout=10,
+        )
+
+        async def handler(records: Sequence[Message]) -> None:
+            for r in records:
+                if r.key == b"c1":
+                    Envelope.from_json(r.value)
+                else:
+                    async with engine.connect() as conn:
+                        await conn.execute(
+                            text("SELECT CAST(CAST(:v AS text) AS int)"), {"v": r.value.decode()}
+                        )
+
+        consumer = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=f"{settings.topic_prefix}scrub-test",
+            handler=handler,
+            dlq_topic=dlq,
+            dlq_producer=producer,
+        )
+        task = asyncio.create_task(consumer.run())
+        async with asyncio.timeout(60):
+            while consumer.dead_lettered < 2:
+                await asyncio.sleep(0.1)
+        consumer.stop()
+        await task
+    finally:
+        await producer.stop()
+
+    errors = {
+        dict(r.headers)["dlq.source.key"]: dict(r.headers)["dlq.error"].decode()
+        for r in await read_all(settings.kafka_bootstrap_servers, dlq)
+        if dict(r.headers).get("dlq.source.topic") == source.encode()
+    }
+    assert errors == {
+        b"c1": "ValidationError in Envelope: (root) [json_invalid]",
+        b"c2": "DBAPIError (Error, InvalidTextRepresentationError): SQLSTATE 22P02",
+    }
 
 
 async def test_a_transient_failure_is_retried_not_dead_lettered(settings: CommonSettings) -> None:
