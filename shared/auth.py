@@ -2,7 +2,10 @@
 
 Keys are random tokens shown once at creation; only their SHA-256 is stored (a key has 256
 bits of entropy, so a fast hash is safe and keeps verification cheap). The keys live in their
-own ``auth`` schema: every service reads it, only the ``tend keys`` command writes it.
+own ``auth`` schema: every service reads it, only the ``tend keys`` command writes it. The
+schema also holds what every service shares about who does what: the audit log
+(:mod:`shared.audit`) and each key's request budget (:mod:`shared.ratelimit`), which
+:func:`require` spends one request at a time.
 """
 
 from __future__ import annotations
@@ -15,15 +18,34 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Column, DateTime, String, Table, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Table,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import schema_metadata
+from shared.ratelimit import Limit, RateLimiter
+
+if TYPE_CHECKING:
+    from shared.audit import Actor
 
 SCHEMA = "auth"
 metadata = schema_metadata(SCHEMA)
@@ -37,6 +59,41 @@ api_keys = Table(
     Column("scopes", ARRAY(String(32)), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # The key's own request budget; both null: the services' default (TEND_RATE_LIMIT_*).
+    Column("rate_per_second", Float, nullable=True),
+    Column("rate_burst", Integer, nullable=True),
+    CheckConstraint(
+        "(rate_per_second IS NULL) = (rate_burst IS NULL) "
+        "AND (rate_per_second IS NULL OR rate_per_second >= 0) "
+        "AND (rate_burst IS NULL OR rate_burst >= 1)",
+        name="rate_limit",
+    ),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("actor_key_id", String(36), nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("service", String(32), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("before", JSONB, nullable=True),
+    Column("after", JSONB, nullable=True),
+    Index("ix_audit_log_at_id", "at", "id"),
+    Index("ix_audit_log_subject_at", "subject", "at", "id"),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("tat", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("allowed", Boolean, nullable=False),
+    prefixes=["UNLOGGED"],
 )
 
 
@@ -52,37 +109,89 @@ class Principal:
     key_id: str
     name: str
     scopes: frozenset[str]
+    # The key's own budget; None: the service's default.
+    rate_limit: Limit | None = None
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(engine: AsyncEngine, name: str, scopes: Sequence[Scope]) -> tuple[str, str]:
-    """Store a new key and return ``(key_id, key)``; the key itself is never stored."""
+async def create_key(
+    engine: AsyncEngine,
+    name: str,
+    scopes: Sequence[Scope],
+    *,
+    rate_limit: Limit | None = None,
+    actor: Actor | None = None,
+    service: str = "cli",
+) -> tuple[str, str]:
+    """Store a new key and return ``(key_id, key)``; the key itself is never stored.
+
+    ``rate_limit`` gives the key a budget of its own (``Limit(0, 1)``: none at all) instead
+    of the services' default. The creation is audited in the same transaction, as ``actor``
+    (the ``tend`` command's user, ``cli:<user>``, when not given)."""
+    from shared import audit  # shared.audit imports this module for its tables and scopes
+
     key = "tend_" + secrets.token_urlsafe(32)
     key_id = str(uuid.uuid4())
+    row = {
+        "id": key_id,
+        "name": name,
+        "scopes": sorted({s.value for s in scopes}),
+        "created_at": datetime.now(UTC),
+        "rate_per_second": rate_limit.per_second if rate_limit else None,
+        "rate_burst": rate_limit.burst if rate_limit else None,
+    }
     async with engine.begin() as conn:
-        await conn.execute(
-            api_keys.insert().values(
-                id=key_id,
-                name=name,
-                key_hash=hash_key(key),
-                scopes=sorted({s.value for s in scopes}),
-                created_at=datetime.now(UTC),
-            )
+        await conn.execute(api_keys.insert().values(key_hash=hash_key(key), **row))
+        await audit.record(
+            conn,
+            actor=actor or audit.cli_actor(),
+            service=service,
+            action="key.created",
+            subject=key_id,
+            after=row,
         )
     return key_id, key
 
 
-async def revoke_key(engine: AsyncEngine, key_id: str) -> bool:
+async def revoke_key(
+    engine: AsyncEngine, key_id: str, *, actor: Actor | None = None, service: str = "cli"
+) -> bool:
+    """Revoke the key; False when there is no live key ``key_id``. Audited like
+    :func:`create_key`."""
+    from shared import audit  # shared.audit imports this module for its tables and scopes
+
+    shown = (
+        api_keys.c.id,
+        api_keys.c.name,
+        api_keys.c.scopes,
+        api_keys.c.created_at,
+        api_keys.c.revoked_at,
+    )
     async with engine.begin() as conn:
-        result = await conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
+        row = (
+            await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+                .returning(*shown)
+            )
+        ).first()
+        if row is None:
+            return False
+        after = row._asdict()
+        await audit.record(
+            conn,
+            actor=actor or audit.cli_actor(),
+            service=service,
+            action="key.revoked",
+            subject=key_id,
+            before={**after, "revoked_at": None},
+            after=after,
         )
-    return bool(result.rowcount)
+    return True
 
 
 async def key_is_active(engine: AsyncEngine, key: str) -> bool:
@@ -113,12 +222,21 @@ class KeyStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(api_keys.c.id, api_keys.c.name, api_keys.c.scopes).where(
-                        api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
-                    )
+                    select(
+                        api_keys.c.id,
+                        api_keys.c.name,
+                        api_keys.c.scopes,
+                        api_keys.c.rate_per_second,
+                        api_keys.c.rate_burst,
+                    ).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
                 )
             ).first()
-        principal = Principal(row.id, row.name, frozenset(row.scopes)) if row else None
+        principal = None
+        if row is not None:
+            own = None
+            if row.rate_per_second is not None and row.rate_burst is not None:
+                own = Limit(row.rate_per_second, row.rate_burst)
+            principal = Principal(row.id, row.name, frozenset(row.scopes), own)
         if len(self._cache) > 10_000:
             self._cache.clear()  # bounded: a flood of random keys cannot grow memory
         self._cache[digest] = (now + self._ttl, principal)
@@ -150,11 +268,31 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
             raise HTTPException(
                 401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
             )
+        await _spend(request, principal)
         if scope.value not in principal.scopes:
             raise HTTPException(403, f"the API key lacks the '{scope.value}' scope")
         return principal
 
     return dependency
+
+
+async def _spend(request: Request, principal: Principal) -> None:
+    """Spend one request of the key's budget, or answer 429 with ``Retry-After``. Every
+    request of a live key counts, whatever its scope, once however many scopes the route
+    requires."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None or getattr(request.state, "rate_spent", False):
+        return
+    request.state.rate_spent = True
+    verdict = await limiter.admit(principal.key_id, principal.rate_limit)
+    if not verdict.allowed:
+        limit = principal.rate_limit or limiter.default
+        raise HTTPException(
+            429,
+            f"this API key is over its rate limit ({limit.per_second:g} requests a second, "
+            f"bursts of {limit.burst}); retry after {verdict.retry_after} s",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
 
 
 def RequireScope(scope: Scope) -> Any:

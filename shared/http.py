@@ -1,8 +1,9 @@
 """The HTTP application every service is built from.
 
-It brings the parts a service shares: API-key auth (:mod:`shared.auth`), ``/healthz``,
-``/readyz``, Prometheus ``/metrics``, a body-size limit, a JSON-only content type, and errors
-that are always JSON and never carry a stack trace.
+It brings the parts a service shares: API-key auth (:mod:`shared.auth`) with a request budget
+per key (:mod:`shared.ratelimit`), the audit log's ``/v1/audit`` (:mod:`shared.audit`),
+``/healthz``, ``/readyz``, Prometheus ``/metrics``, a body-size limit, a JSON-only content
+type, and errors that are always JSON and never carry a stack trace.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.db import database_reachable
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
+from shared.ratelimit import Limit, RateLimiter
+from shared.settings import CommonSettings, common_settings
 
 log = get_logger(__name__)
 
@@ -207,10 +210,33 @@ def create_app(
     max_body: int,
     form_paths: tuple[str, ...] = (),
     version: str = "0.1.0",
+    common: CommonSettings | None = None,
 ) -> FastAPI:
-    """A FastAPI app with Tend's shared behaviour; the service adds its routers."""
+    """A FastAPI app with Tend's shared behaviour; the service adds its routers.
 
-    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    Once the service's ``lifespan`` has set ``app.state.engine``, a rate limiter on that
+    database joins it (``app.state.rate_limiter``), with the default budget of ``common``
+    (the environment's settings when not given)."""
+    from shared.audit import router as audit_router  # shared.audit imports this module
+
+    @asynccontextmanager
+    async def with_rate_limiter(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            engine = getattr(app.state, "engine", None)
+            settings = common or common_settings()
+            default = Limit(settings.rate_limit_per_second, settings.rate_limit_burst)
+            limiter = None
+            if engine is not None:  # the limiter keeps its budgets in the service's database
+                limiter = await RateLimiter.connect(engine.url, default)
+            app.state.rate_limiter = limiter
+            try:
+                yield
+            finally:
+                if limiter is not None:
+                    await limiter.close()
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=with_rate_limiter)
+    app.state.service = service
     app.add_middleware(GuardMiddleware, service=service, max_body=max_body, form_paths=form_paths)
 
     @app.exception_handler(RequestValidationError)
@@ -279,6 +305,7 @@ def create_app(
         """Prometheus text exposition of this process's counters and histograms."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(audit_router)
     _document_errors(app)
     return app
 
@@ -295,6 +322,18 @@ def _documented_methods(app: FastAPI, path: str) -> list[str]:
 
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+_RATE_LIMITED = {
+    "description": "the API key is over its rate limit; retry after `Retry-After` seconds",
+    "headers": {
+        "Retry-After": {
+            "description": "whole seconds until the key's budget admits a request again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
 
 
 def _document_errors(app: FastAPI) -> None:
@@ -315,6 +354,8 @@ def _document_errors(app: FastAPI) -> None:
                         "description": "validation error: each bad field and why",
                         "content": {"application/json": {"schema": ref}},
                     }
+                if "401" in responses:  # every route that takes a key spends its budget
+                    responses.setdefault("429", _RATE_LIMITED)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorBody"] = ErrorBody.model_json_schema(
             ref_template="#/components/schemas/{model}"

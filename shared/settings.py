@@ -39,6 +39,11 @@ class CommonSettings(BaseSettings):
     # key stops working within this many seconds.
     api_key_cache_seconds: float = Field(5.0, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # The request budget of every API key (its own, set at creation, wins), shared by all
+    # workers and instances: a sustained rate and the burst above it. 0 turns the limit off.
+    # A batch POST of up to 500 events is one request.
+    rate_limit_per_second: float = Field(200.0, ge=0)
+    rate_limit_burst: int = Field(400, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,9 @@
 A webhook channel's signing secret is write-only: it is generated when not given and shown
 once, in the create answer; no read ever returns it. A webhook URL is checked when it is
 saved (and again, on the addresses it resolves to, at every send).
+
+Every change is written to the audit log in its own transaction, as the read API shows the
+channel: with `has_secret`, never the secret.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach import netguard
 from services.outreach.channels import ChannelKind, EmailConfig, WebhookConfig
 from services.outreach.channels import webhook as webhook_channel
+from shared import audit
 from shared.auth import Principal, RequireScope, Scope
 from shared.http import ERROR_RESPONSES, ErrorBody
 
@@ -95,7 +99,7 @@ _COLUMNS += "created_at, updated_at"
     responses={**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": "the id is taken"}},
     summary="Add a channel",
 )
-async def create_channel(request: Request, body: ChannelIn, _: Writer) -> ChannelCreated:
+async def create_channel(request: Request, body: ChannelIn, principal: Writer) -> ChannelCreated:
     """Add a webhook endpoint or an SMTP server. A webhook URL must be http(s) (https in
     production), carry no credentials, and not point at loopback, private, link-local or
     metadata addresses (unless private webhooks are allowed); a webhook without a `secret`
@@ -127,9 +131,11 @@ async def create_channel(request: Request, body: ChannelIn, _: Writer) -> Channe
                     },
                 )
             ).one()
+            out = ChannelOut(**row._asdict())
+            await _audit(conn, principal, "channel.created", body.id, None, out)
     except IntegrityError:
         raise HTTPException(409, f"a channel with id {body.id!r} exists") from None
-    return ChannelCreated(**row._asdict(), secret=generated)
+    return ChannelCreated(**out.model_dump(), secret=generated)
 
 
 @router.get(
@@ -172,7 +178,7 @@ async def get_channel(request: Request, channel_id: ChannelId, _: Reader) -> Cha
     summary="Replace a channel's settings",
 )
 async def update_channel(
-    request: Request, channel_id: ChannelId, body: ChannelUpdate, _: Writer
+    request: Request, channel_id: ChannelId, body: ChannelUpdate, principal: Writer
 ) -> ChannelOut:
     """Replace the config and the enabled flag, and the secret when one is given (the kind
     stays). Enabling a channel clears its `disabled_reason`."""
@@ -185,6 +191,14 @@ async def update_channel(
     config = await _valid_config(request, kind, body.config)
     secret = _valid_secret(kind, body.secret)
     async with _engine(request).begin() as conn:
+        found = (
+            await conn.execute(
+                text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id FOR UPDATE"),
+                {"id": channel_id},
+            )
+        ).first()
+        if found is None:  # deleted since it was read above
+            raise HTTPException(404, f"no channel with id {channel_id!r}")
         row = (
             await conn.execute(
                 text(
@@ -203,10 +217,18 @@ async def update_channel(
                     "now": datetime.now(UTC),
                 },
             )
-        ).first()
-    if row is None:
-        raise HTTPException(404, f"no channel with id {channel_id!r}")
-    return ChannelOut(**row._asdict())
+        ).one()
+        out = ChannelOut(**row._asdict())
+        await _audit(
+            conn,
+            principal,
+            "channel.updated",
+            channel_id,
+            ChannelOut(**found._asdict()),
+            out,
+            secret_rotated=secret is not None,
+        )
+    return out
 
 
 @router.delete(
@@ -216,16 +238,48 @@ async def update_channel(
     responses=NOT_FOUND,
     summary="Remove a channel",
 )
-async def delete_channel(request: Request, channel_id: ChannelId, _: Writer) -> Response:
+async def delete_channel(request: Request, channel_id: ChannelId, principal: Writer) -> Response:
     """Remove the channel. Pending actions then go to the next newest enabled channel of
     their kind (webhook actions wait when there is none)."""
     async with _engine(request).begin() as conn:
-        result = await conn.execute(
-            text("DELETE FROM outreach.channels WHERE id = :id"), {"id": channel_id}
+        row = (
+            await conn.execute(
+                text(f"DELETE FROM outreach.channels WHERE id = :id RETURNING {_COLUMNS}"),
+                {"id": channel_id},
+            )
+        ).first()
+        if row is None:
+            raise HTTPException(404, f"no channel with id {channel_id!r}")
+        await _audit(
+            conn, principal, "channel.deleted", channel_id, ChannelOut(**row._asdict()), None
         )
-    if not result.rowcount:
-        raise HTTPException(404, f"no channel with id {channel_id!r}")
     return Response(status_code=204)
+
+
+async def _audit(
+    conn: AsyncConnection,
+    principal: Principal,
+    action: str,
+    channel_id: str,
+    before: ChannelOut | None,
+    after: ChannelOut | None,
+    *,
+    secret_rotated: bool = False,
+) -> None:
+    # The channel as the read API shows it: `has_secret`, never the secret. A rotation
+    # leaves `has_secret` as it was, so it is said outright.
+    shown = after.model_dump(mode="json") if after is not None else None
+    if shown is not None and secret_rotated:
+        shown["secret_rotated"] = True
+    await audit.record(
+        conn,
+        actor=audit.Actor.of(principal),
+        service="outreach",
+        action=action,
+        subject=channel_id,
+        before=before,
+        after=shown,
+    )
 
 
 def _engine(request: Request) -> AsyncEngine:

@@ -4,6 +4,9 @@ Unsubscribing needs no API key: the signed token in the link is the credential, 
 the customer. ``GET`` only shows a confirmation page (mail scanners fetch links); ``POST`` is
 the one-click unsubscribe that mail providers send with the body ``List-Unsubscribe=One-Click``
 and that the confirmation page's button sends too.
+
+Every change to the policy and the suppression list is written to the audit log in the
+transaction that makes it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from services.outreach.decisions import lock_customers
 from services.outreach.policy import Policy
 from services.outreach.rules_api import Reader, Writer, invalid
 from services.outreach.unsubscribe import verify
+from shared import audit
 from shared.events import Identifier
 from shared.http import ERROR_RESPONSES, ErrorBody
 from shared.logging import get_logger
@@ -58,7 +62,21 @@ async def put_policy(request: Request, policy: Policy, principal: Writer) -> Pol
     frequency cap or quiet hours off. It applies to every decision from now on."""
     s = request.app.state
     async with s.engine.begin() as conn:
+        # Serialises replacements, so each entry's `before` is what that change replaced.
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended('outreach.policy', 0))")
+        )
+        before = await load_policy(conn)
         await save_policy(conn, policy, s.clock.now())
+        await audit.record(
+            conn,
+            actor=audit.Actor.of(principal),
+            service="outreach",
+            action="policy.updated",
+            subject="policy",
+            before=before,
+            after=policy,
+        )
     current: Current = s.current
     await current.reload(s.engine)
     log.info("policy_replaced", actor=principal.name)
@@ -186,6 +204,15 @@ async def add_suppression(
                     {"c": body.customer_id},
                 )
             ).one()
+        else:
+            await audit.record(
+                conn,
+                actor=audit.Actor.of(principal),
+                service="outreach",
+                action="suppression.created",
+                subject=body.customer_id,
+                after=Suppression.model_validate(row),
+            )
     log.info("customer_suppressed", customer_id=body.customer_id, actor=principal.name)
     return Suppression.model_validate(row)
 
@@ -203,11 +230,24 @@ async def delete_suppression(request: Request, customer_id: str, principal: Writ
     own unsubscribe: do this only on their renewed request). Actions already suppressed stay
     suppressed; new decisions may reach them again."""
     async with request.app.state.engine.begin() as conn:
-        result = await conn.execute(
-            text("DELETE FROM outreach.suppressions WHERE customer_id = :c"), {"c": customer_id}
+        row = (
+            await conn.execute(
+                text(
+                    f"DELETE FROM outreach.suppressions WHERE customer_id = :c RETURNING {_COLUMNS}"
+                ),
+                {"c": customer_id},
+            )
+        ).first()
+        if row is None:
+            raise HTTPException(404, f"customer {customer_id!r} is not suppressed")
+        await audit.record(
+            conn,
+            actor=audit.Actor.of(principal),
+            service="outreach",
+            action="suppression.deleted",
+            subject=customer_id,
+            before=Suppression.model_validate(row),
         )
-    if not result.rowcount:
-        raise HTTPException(404, f"customer {customer_id!r} is not suppressed")
     log.info("suppression_lifted", customer_id=customer_id, actor=principal.name)
     return Response(status_code=204)
 
@@ -226,6 +266,7 @@ _BAD_TOKEN: dict[int | str, dict[str, Any]] = {
 _POSTED: dict[int | str, dict[str, Any]] = {**_BAD_TOKEN, 200: {"content": {"text/html": {}}}}
 _QUEUED = ("pending", "scheduled", "held")
 _DONE = "<p>You will hear nothing more from us.</p>"
+_UNSUBSCRIBED = "unsubscribed through the link in a message"
 
 
 class Unsubscribed(BaseModel):
@@ -278,17 +319,41 @@ async def _unsubscribe(request: Request, customer_id: str) -> Unsubscribed | HTM
         # The decision path's lock: a decision for this customer either finished before
         # (and its action is suppressed below) or runs after and sees the suppression.
         await lock_customers(conn, [customer_id])
-        await conn.execute(
-            text(
-                """
-                INSERT INTO outreach.suppressions (customer_id, reason, source, created_at)
-                VALUES (:c, 'unsubscribed through the link in a message', 'unsubscribe', :now)
-                ON CONFLICT (customer_id) DO UPDATE SET reason = EXCLUDED.reason,
-                    source = EXCLUDED.source
-                """
-            ),
-            {"c": customer_id, "now": now},
-        )
+        found = (
+            await conn.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM outreach.suppressions WHERE customer_id = :c "
+                    "FOR UPDATE"
+                ),
+                {"c": customer_id},
+            )
+        ).first()
+        before = Suppression.model_validate(found) if found is not None else None
+        after = (
+            await conn.execute(
+                text(
+                    f"""
+                    INSERT INTO outreach.suppressions ({_COLUMNS})
+                    VALUES (:c, :reason, 'unsubscribe', :now)
+                    ON CONFLICT (customer_id) DO UPDATE SET reason = EXCLUDED.reason,
+                        source = EXCLUDED.source
+                    RETURNING {_COLUMNS}
+                    """
+                ),
+                {"c": customer_id, "reason": _UNSUBSCRIBED, "now": now},
+            )
+        ).one()
+        suppression = Suppression.model_validate(after)
+        if suppression != before:  # a repeated click changes nothing and records nothing
+            await audit.record(
+                conn,
+                actor=audit.UNSUBSCRIBE_LINK,
+                service="outreach",
+                action="suppression.created" if before is None else "suppression.updated",
+                subject=customer_id,
+                before=before,
+                after=suppression,
+            )
         result = await conn.execute(
             text(
                 """

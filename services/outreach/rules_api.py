@@ -4,7 +4,7 @@ version), install the default pack, and preview a rule over the card replica.
 Writes to one rule are serialised by a transaction-level advisory lock on its id, so two
 creates of one id cannot both succeed and versions never interleave. After every change the
 process reloads its rules, so the change acts here at once (other instances reload within a
-few seconds).
+few seconds). Every change is written to the audit log in its own transaction.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from services.outreach.preview import (
 from services.outreach.rule_pack import default_pack
 from services.outreach.rules import Rule
 from services.outreach.timers import reindex_schedule
+from shared import audit
 from shared.auth import Principal, RequireScope, Scope
 from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response
 from shared.logging import get_logger
@@ -146,6 +147,25 @@ async def stored_rule(conn: AsyncConnection, rule_id: str) -> RuleOut | None:
     return _out(row) if row is not None else None
 
 
+async def _audit(
+    conn: AsyncConnection,
+    principal: Principal,
+    action: str,
+    rule_id: str,
+    before: RuleOut | None,
+    after: RuleOut | None,
+) -> None:
+    await audit.record(
+        conn,
+        actor=audit.Actor.of(principal),
+        service="outreach",
+        action=action,
+        subject=rule_id,
+        before=before,
+        after=after,
+    )
+
+
 def _missing(rule_id: str) -> HTTPException:
     return HTTPException(404, f"no rule with id {rule_id!r}")
 
@@ -190,6 +210,7 @@ async def create_rule(
             return error_response(409, reason, errors=[FieldError(field="body.id", reason=reason)])
         await save_rule(conn, rule, principal.name, s.clock.now())
         out = await stored_rule(conn, rule.id)
+        await _audit(conn, principal, "rule.created", rule.id, None, out)
     await _reload(request, rule.id)
     log.info("rule_created", rule_id=rule.id, actor=principal.name)
     assert out is not None
@@ -244,10 +265,12 @@ async def replace_rule(
     s = request.app.state
     async with s.engine.begin() as conn:
         await _lock(conn, rule_id)
-        if await stored_rule(conn, rule_id) is None:
+        before = await stored_rule(conn, rule_id)
+        if before is None:
             raise _missing(rule_id)
         await save_rule(conn, rule, principal.name, s.clock.now())
         out = await stored_rule(conn, rule_id)
+        await _audit(conn, principal, "rule.updated", rule_id, before, out)
     await _reload(request, rule_id)
     log.info("rule_replaced", rule_id=rule_id, actor=principal.name)
     assert out is not None
@@ -283,21 +306,28 @@ async def rule_versions(request: Request, rule_id: str, _: Reader) -> RuleVersio
     )
 
 
-async def _set_enabled(request: Request, rule_id: str, enabled: bool, actor: str) -> RuleOut:
+async def _set_enabled(
+    request: Request, rule_id: str, enabled: bool, principal: Principal
+) -> RuleOut:
     s = request.app.state
     async with s.engine.begin() as conn:
         await _lock(conn, rule_id)
-        out = await stored_rule(conn, rule_id)
-        if out is None:
+        before = await stored_rule(conn, rule_id)
+        if before is None:
             raise _missing(rule_id)
-        if out.rule.enabled == enabled:
-            return out  # already so: no version for a change that changes nothing
+        if before.rule.enabled == enabled:
+            return before  # already so: no version for a change that changes nothing
         await save_rule(
-            conn, out.rule.model_copy(update={"enabled": enabled}), actor, s.clock.now()
+            conn,
+            before.rule.model_copy(update={"enabled": enabled}),
+            principal.name,
+            s.clock.now(),
         )
         out = await stored_rule(conn, rule_id)
+        action = "rule.enabled" if enabled else "rule.disabled"
+        await _audit(conn, principal, action, rule_id, before, out)
     await _reload(request, rule_id)
-    log.info("rule_enabled" if enabled else "rule_disabled", rule_id=rule_id, actor=actor)
+    log.info("rule_enabled" if enabled else "rule_disabled", rule_id=rule_id, actor=principal.name)
     assert out is not None
     return out
 
@@ -311,7 +341,7 @@ async def _set_enabled(request: Request, rule_id: str, enabled: bool, actor: str
 )
 async def enable_rule(request: Request, rule_id: str, principal: Writer) -> RuleOut:
     """Enable the rule (a new version; nothing changes if it already is)."""
-    return await _set_enabled(request, rule_id, True, principal.name)
+    return await _set_enabled(request, rule_id, True, principal)
 
 
 @router.post(
@@ -324,7 +354,7 @@ async def enable_rule(request: Request, rule_id: str, principal: Writer) -> Rule
 async def disable_rule(request: Request, rule_id: str, principal: Writer) -> RuleOut:
     """Disable the rule (a new version; nothing changes if it already is). A disabled rule
     decides nothing new; actions it already decided still go out."""
-    return await _set_enabled(request, rule_id, False, principal.name)
+    return await _set_enabled(request, rule_id, False, principal)
 
 
 @router.delete(
@@ -341,9 +371,11 @@ async def delete_rule(request: Request, rule_id: str, principal: Writer) -> Resp
     s = request.app.state
     async with s.engine.begin() as conn:
         await _lock(conn, rule_id)
-        result = await conn.execute(_DELETE, {"id": rule_id, "now": s.clock.now()})
-    if not result.rowcount:
-        raise _missing(rule_id)
+        before = await stored_rule(conn, rule_id)
+        if before is None:
+            raise _missing(rule_id)
+        await conn.execute(_DELETE, {"id": rule_id, "now": s.clock.now()})
+        await _audit(conn, principal, "rule.deleted", rule_id, before, None)
     await _reload(request)
     log.info("rule_deleted", rule_id=rule_id, actor=principal.name)
     return Response(status_code=204)
@@ -366,7 +398,10 @@ async def install_default_pack(request: Request, principal: Writer) -> PackOut:
     async with s.engine.begin() as conn:
         for rule in pack:
             await _lock(conn, rule.id)
+            before = await stored_rule(conn, rule.id)
             await save_rule(conn, rule, principal.name, now)
+            action = "rule.created" if before is None else "rule.updated"
+            await _audit(conn, principal, action, rule.id, before, await stored_rule(conn, rule.id))
     await _reload(request, *(r.id for r in pack))
     log.info("rule_pack_installed", pack="default", actor=principal.name)
     return PackOut(installed=[r.id for r in pack])
