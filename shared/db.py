@@ -51,6 +51,8 @@ def make_engine(
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         pool_timeout=5,
+        # Statement parameters carry profiles and messages: never into errors or logs.
+        hide_parameters=True,
         connect_args={"command_timeout": 15, "timeout": 5, "server_settings": server_settings},
     )
 

@@ -46,7 +46,7 @@ from services.outreach.channels import webhook as webhook_channel
 from services.outreach.settings import OutreachSettings
 from services.outreach.unsubscribe import unsubscribe_url
 from shared.clock import Clock, SystemClock
-from shared.logging import get_logger
+from shared.logging import get_logger, scrub
 
 log = get_logger(__name__)
 
@@ -190,7 +190,9 @@ class DeliveryWorker:
                     handled = await self.run_once()
                     delay = 0.2
                 except Exception as exc:
-                    log.warning("delivery_pass_failed", reason=type(exc).__name__, error=str(exc))
+                    log.warning(
+                        "delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc))
+                    )
                     await self._pause(delay)
                     delay = min(delay * 2, 5.0)
                     continue
