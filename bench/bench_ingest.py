@@ -1,10 +1,10 @@
 """Ingest throughput and latency beside a bare aiokafka producer, on the same broker, same run.
 
-    python -m bench.bench_ingest [--events 100000] [--singles 2000]
+    python -m bench.bench_ingest [--events 100000] [--singles 2000] [--workers 1]
 
 Needs Kafka and PostgreSQL up (``make bench`` brings them). Starts ingest as its own process
-(uvicorn + uvloop, as ``make run`` does), so client and server compete for the same cores
-as they would on a small production box.
+(uvicorn + uvloop, as ``make run`` does; ``--workers`` for more), so client and server compete
+for the same cores as they would on a small production box.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ async def ingest_singles(url: str, key: str, n: int, run: str) -> tuple[float, f
     return n / elapsed, q[49], q[98]
 
 
-def start_ingest(settings: CommonSettings, port: int) -> subprocess.Popen[bytes]:
+def start_ingest(settings: CommonSettings, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -164,6 +164,8 @@ def start_ingest(settings: CommonSettings, port: int) -> subprocess.Popen[bytes]
             "httptools",
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         cwd=ROOT,
         env=env,
@@ -189,6 +191,7 @@ class IngestFigures:
     single_per_s: float
     single_p50_ms: float
     single_p99_ms: float
+    workers: int = 1
 
     @property
     def ratio(self) -> float:
@@ -196,9 +199,15 @@ class IngestFigures:
 
 
 async def measure(
-    settings: CommonSettings, events: int, singles: int, concurrency: int, port: int
+    settings: CommonSettings,
+    events: int,
+    singles: int,
+    concurrency: int,
+    port: int,
+    workers: int = 1,
 ) -> IngestFigures:
-    """The bare producer, then ingest (started on ``port``) on the topics of ``settings``."""
+    """The bare producer, then ingest (started on ``port`` with ``workers`` processes, as
+    ``make run`` starts it) on the topics of ``settings``."""
     run = uuid.uuid4().hex[:8]
     await ensure_topics(settings)
     topic = Topics.from_settings(settings).events
@@ -207,7 +216,7 @@ async def measure(
     await engine.dispose()
 
     bare = await bare_producer(settings, topic, events, run + "b")
-    proc = start_ingest(settings, port)
+    proc = start_ingest(settings, port, workers)
     try:
         url = f"http://127.0.0.1:{port}"
         await ingest_batches(url, key, 5_000, run + "w", concurrency)  # warm-up
@@ -216,14 +225,16 @@ async def measure(
     finally:
         proc.terminate()
         proc.wait(20)
-    return IngestFigures(events, concurrency, singles, bare, batch_rate, single_rate, p50, p99)
+    return IngestFigures(
+        events, concurrency, singles, bare, batch_rate, single_rate, p50, p99, workers
+    )
 
 
 def print_figures(f: IngestFigures) -> None:
     print(
         f"\n## ingest ({f.events:,} order events, batches of {BATCH}, "
-        f"{f.concurrency} concurrent clients; {os.cpu_count()} cores shared with Kafka, "
-        "PostgreSQL and the client)\n"
+        f"{f.concurrency} concurrent clients, ingest on {f.workers} worker processes; "
+        f"{os.cpu_count()} cores shared with Kafka, PostgreSQL and the client)\n"
     )
     print("| path | figure |")
     print("|---|---|")
@@ -245,11 +256,14 @@ async def main() -> None:
     parser.add_argument("--singles", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=18001)
+    parser.add_argument("--workers", type=int, default=1, help="ingest processes (make run: 1)")
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
     settings = CommonSettings().model_copy(update={"topic_prefix": f"bench.{run}."})
-    figures = await measure(settings, args.events, args.singles, args.concurrency, args.port)
+    figures = await measure(
+        settings, args.events, args.singles, args.concurrency, args.port, args.workers
+    )
     print_figures(figures)
 
 
