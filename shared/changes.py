@@ -1,8 +1,9 @@
 """A change on ``crm.customer-changes.v1``: what happened to a customer and their new card.
 
 Scoring writes one for every event it applies (``cause: event``), for every stage that moves
-with time (``time``) and for every card a population refit moves (``refresh``). Outreach reads
-them. The card travels as JSON (the read API's card), so outreach never imports scoring.
+with time (``time``), for every card a population refit moves (``refresh``) and for every
+customer erased (``erasure``: an empty card, the tombstone outreach forgets them by). Outreach
+reads them. The card travels as JSON (the read API's card), so outreach never imports scoring.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events import Envelope
 
-Cause = Literal["event", "time", "refresh"]
+Cause = Literal["event", "time", "refresh", "erasure"]
 
 _NAMESPACE = uuid.UUID("0d5b8f62-6c0e-4b8e-9d4b-6a3c2f7e9a10")
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -33,7 +34,18 @@ SCHEMA_VERSION: Literal[1] = 1
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
 ]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store U+0000 in text or jsonb: an event carrying one could be
+    # accepted here and never applied downstream, so it is refused at the door.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=16, decimal_places=4),
@@ -67,6 +79,8 @@ class EventType(StrEnum):
     COMPLAINT_RESOLVED = "complaint.resolved"
     VISIT_RECORDED = "visit.recorded"
     CUSTOMER_UPDATED = "customer.updated"
+    # Published by ingest on a request to erase a customer: every consumer forgets them.
+    CUSTOMER_ERASED = "customer.erased"
 
 
 class OrderStatus(StrEnum):
@@ -119,7 +133,7 @@ class ComplaintData(Frozen):
     status: ComplaintStatus
     severity: Severity = Severity.MEDIUM
     category: ShortText | None = None
-    text: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    text: Annotated[str, StringConstraints(max_length=4000), NoNul] | None = None
     order_id: Identifier | None = None
 
 
@@ -143,19 +157,19 @@ _LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 class CustomerData(Frozen):
     """A profile upsert: fields present replace the stored ones; absent fields are kept."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    email: Annotated[str, StringConstraints(max_length=254)] | None = None
-    phone: Annotated[str, StringConstraints(max_length=32)] | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = None
+    email: Annotated[str, StringConstraints(max_length=254), NoNul] | None = None
+    phone: Annotated[str, StringConstraints(max_length=32), NoNul] | None = None
     birthday: date | None = None
-    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
-    locale: Annotated[str, StringConstraints(max_length=35)] | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64), NoNul] | None = None
+    locale: Annotated[str, StringConstraints(max_length=35), NoNul] | None = None
     consent: Consent | None = None
     tags: list[ShortText] | None = Field(None, max_length=50)
     member_tier: ShortText | None = None
     attributes: (
         dict[
-            Annotated[str, StringConstraints(min_length=1, max_length=64)],
-            Annotated[str, StringConstraints(max_length=1024)],
+            Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul],
+            Annotated[str, StringConstraints(max_length=1024), NoNul],
         ]
         | None
     ) = Field(None, max_length=50)
@@ -206,7 +220,15 @@ class CustomerData(Frozen):
         return ZoneInfo(self.timezone) if self.timezone else None
 
 
-Payload = OrderData | ComplaintData | VisitData | CustomerData
+class ErasureData(Frozen):
+    """The right to erasure exercised: everything held on the customer is to be forgotten.
+
+    The tombstone carries nothing personal; ``requested_by`` names the API key that asked."""
+
+    requested_by: ShortText
+
+
+Payload = OrderData | ComplaintData | VisitData | CustomerData | ErasureData
 
 PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.ORDER_PLACED: OrderData,
@@ -217,13 +239,14 @@ PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.COMPLAINT_RESOLVED: ComplaintData,
     EventType.VISIT_RECORDED: VisitData,
     EventType.CUSTOMER_UPDATED: CustomerData,
+    EventType.CUSTOMER_ERASED: ErasureData,
 }
 
 
 class Envelope(Frozen):
     """One customer event as it travels on Kafka (value: this model as JSON; key: customer_id)."""
 
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
     event_type: EventType
     schema_version: Literal[1] = 1
     customer_id: Identifier

@@ -20,6 +20,9 @@ mkdir -p "$RUN" "$LOGS"
 
 # name:port of each service, in start order; a service runs when its app.py exists.
 SERVICES=("ingest:${TEND_INGEST_PORT:-8001}" "scoring:${TEND_SCORING_PORT:-8002}" "outreach:${TEND_OUTREACH_PORT:-8003}")
+# Ingest's customer export gathers from scoring and outreach.
+export TEND_INGEST_SCORING_URL=${TEND_INGEST_SCORING_URL:-http://127.0.0.1:${TEND_SCORING_PORT:-8002}}
+export TEND_INGEST_OUTREACH_URL=${TEND_INGEST_OUTREACH_URL:-http://127.0.0.1:${TEND_OUTREACH_PORT:-8003}}
 
 STARTED=()   # what this invocation started, to stop on exit (run / test)
 
@@ -103,7 +106,7 @@ start_sinks() {
 service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
 
 start_services() {
-  local entry name port pid
+  local entry name port pid workers
   for entry in "${SERVICES[@]}"; do
     name=${entry%%:*}; port=${entry##*:}
     [[ -f $ROOT/services/$name/app.py ]] || continue
@@ -111,9 +114,15 @@ start_services() {
     if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then continue; fi
     port_open "$port" && die "port $port is taken: stop that process or set TEND_${name^^}_PORT"
     say "tend: starting $name on 127.0.0.1:$port ..."
+    # Ingest holds no state of its own, so TEND_INGEST_WORKERS may run more processes on a
+    # bigger box (each keeps its own /metrics). On 2 cores shared with Kafka and PostgreSQL a
+    # second one did not measurably help (bench.bench_ingest --workers), so 1 by default.
+    # Scoring and outreach own Kafka consumers and schedulers: always one.
+    workers=1
+    [[ $name == ingest ]] && workers=${TEND_INGEST_WORKERS:-1}
     (cd "$ROOT" && exec "$VENV/bin/uvicorn" "services.$name.app:create_app" --factory \
         --host 127.0.0.1 --port "$port" --no-access-log --loop uvloop --http httptools \
-        >>"$LOGS/$name.log" 2>&1) &
+        --workers "$workers" >>"$LOGS/$name.log" 2>&1) &
     echo $! >"$RUN/$name.pid"
     STARTED+=("$name")
   done

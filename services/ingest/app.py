@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import httpx
 from fastapi import FastAPI
 
 from services.ingest.intake import Intake
+from services.ingest.privacy import router as privacy_router
 from services.ingest.routes import router
 from services.ingest.settings import ingest_settings
 from shared.auth import KeyStore
@@ -61,6 +63,15 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
         producer = await start_producer(common)
         app.state.engine = engine
         app.state.producer = producer
+        app.state.common = common
+        app.state.peers = peers = {
+            "scoring": httpx.AsyncClient(
+                base_url=settings.scoring_url, timeout=settings.peer_timeout_seconds
+            ),
+            "outreach": httpx.AsyncClient(
+                base_url=settings.outreach_url, timeout=settings.peer_timeout_seconds
+            ),
+        }
         app.state.keys = KeyStore(engine, common.api_key_cache_seconds)
         app.state.intake = Intake(
             engine,
@@ -78,6 +89,8 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
+            for peer in peers.values():
+                await peer.aclose()
             await producer.stop()
             await engine.dispose()
 
@@ -87,6 +100,8 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         max_body=common.max_body_bytes,
+        common=common,
     )
     app.include_router(router)
+    app.include_router(privacy_router)
     return app

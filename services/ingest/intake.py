@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -24,10 +24,14 @@ from services.ingest.models import PENDING, PUBLISHED, idempotency_keys
 from services.ingest.schemas import CustomerIn, IngestItem
 from shared.events import SCHEMA_VERSION, EventType
 from shared.kafka import Record, publish_many
+from shared.privacy import customer_digest
 
 # Fixed namespace: a derived event id must be the same on every instance, forever.
 _NAMESPACE = uuid.UUID("6b3f7f0e-8a57-4c59-9a3c-2f1f0e3c9d41")
 
+
+# Not a stored state: the claim answers it for an event of an erased customer.
+ERASED = -1
 
 # One round trip claims the new ids and returns the ones that were already there: the final
 # SELECT reads the snapshot taken before the INSERT, so it sees only pre-existing rows.
@@ -35,15 +39,25 @@ _CLAIM = text(
     f"""
     WITH incoming AS (
         SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
-                             CAST(:hashes AS text[])) AS t(event_id, customer_id, payload_hash)
+                             CAST(:hashes AS text[]), CAST(:digests AS text[]),
+                             CAST(:occurred AS text[]))
+            AS t(event_id, customer_id, payload_hash, digest, occurred_at)
+    ), erased AS (
+        -- Events from before their customer's erasure: refused, and not even remembered.
+        SELECT i.event_id FROM incoming AS i
+        JOIN ingest.erasures AS e ON e.customer_digest = i.digest
+        WHERE CAST(i.occurred_at AS timestamptz) <= e.erased_at
     ), claimed AS (
         INSERT INTO ingest.idempotency_keys
             (event_id, customer_id, payload_hash, state, created_at)
         SELECT event_id, customer_id, payload_hash, {PENDING}, now() FROM incoming
+        WHERE event_id NOT IN (SELECT event_id FROM erased)
         ON CONFLICT (event_id) DO NOTHING
     )
     SELECT k.event_id, k.payload_hash, k.state
     FROM ingest.idempotency_keys AS k JOIN incoming USING (event_id)
+    UNION ALL
+    SELECT event_id, NULL, {ERASED} FROM erased
     """
 )
 _MARK_PUBLISHED = text(
@@ -52,10 +66,11 @@ _MARK_PUBLISHED = text(
 )
 
 
-class Outcome(Enum):
+class Outcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
+    ERASED = "erased"  # from before its customer's erasure: refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,42 +83,60 @@ class Prepared:
     customer_id: str
     payload_hash: str
     value: bytes
+    occurred_at: str  # ISO 8601, as in the envelope
+
+
+# A UUID's RFC 4122 variant digit, by the hex digit of the hash it stands in for.
+_VARIANT = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}
 
 
 def derived_event_id(name: str) -> str:
     """``str(uuid.uuid5(_NAMESPACE, name))``, without building UUID objects (a hot path)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE.bytes + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# What an input item holds beside the event's payload: its id and, in a batch, its kind.
+_NOT_SENT = {"event_id", "type"}
+_HEADERS = {t: (("event_type", t.encode()),) for t in EventType}
 
 
 def prepare(
     item: IngestItem, *, header_key: str | None, source: str, received_at: datetime
 ) -> Prepared:
-    """The wire envelope of a validated input item, with its event id and payload hash.
+    """The wire envelope of a validated input item, with its event id and payload hash."""
+    return _prepare(item, header_key, source, received_at.isoformat())
 
-    The envelope is written straight from the item's JSON form: the item was validated once
-    already, and building pydantic models again would double the cost of every event.
-    """
-    sent = item.model_dump(mode="json", exclude={"event_id", "type"})
+
+def prepare_batch(
+    items: Sequence[IngestItem], *, source: str, received_at: datetime
+) -> list[Prepared]:
+    """:func:`prepare` for every item of a batch (each names its own event id, if any)."""
+    received = received_at.isoformat()
+    return [_prepare(item, None, source, received) for item in items]
+
+
+def _prepare(item: IngestItem, header_key: str | None, source: str, received: str) -> Prepared:
+    # The envelope is written straight from the item's JSON form: the item was validated
+    # once already, and building pydantic models again would double the cost of every event.
+    sent = item.model_dump(mode="json", exclude=_NOT_SENT)
     if isinstance(item, CustomerIn) and "occurred_at" not in item.model_fields_set:
         # Defaulted to the arrival time: a blind retry must still match.
         sent.pop("occurred_at", None)
+    # The hash is of the sorted JSON of what was sent, the form stored with every key since
+    # the first release: changing it would turn retries of older events into conflicts.
     payload_hash = hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
     event_type = item.event_type()
     event_id = item.event_id or header_key
     if event_id is None:
         natural = item.natural_id() or payload_hash
         event_id = derived_event_id(f"{event_type}:{item.customer_id}:{natural}")
-    received = received_at.isoformat()
     customer_id = sent.pop("customer_id")
     occurred = sent.pop("occurred_at", received)
     value = orjson.dumps(
         {
             "event_id": event_id,
-            "event_type": event_type.value,
+            "event_type": event_type,
             "schema_version": SCHEMA_VERSION,
             "customer_id": customer_id,
             "occurred_at": occurred,
@@ -112,7 +145,7 @@ def prepare(
             "data": sent,
         }
     )
-    return Prepared(event_id, event_type, customer_id, payload_hash, value)
+    return Prepared(event_id, event_type, customer_id, payload_hash, value, occurred)
 
 
 class Intake:
@@ -147,6 +180,8 @@ class Intake:
                         "ids": [p.event_id for p in unique],
                         "customers": [p.customer_id for p in unique],
                         "hashes": [p.payload_hash for p in unique],
+                        "digests": [customer_digest(p.customer_id) for p in unique],
+                        "occurred": [p.occurred_at for p in unique],
                     },
                 )
             }
@@ -159,6 +194,8 @@ class Intake:
             if row is None:
                 to_publish.append(p)
                 verdict[eid] = Outcome.ACCEPTED
+            elif row.state == ERASED:
+                verdict[eid] = Outcome.ERASED
             elif row.payload_hash != p.payload_hash:
                 verdict[eid] = Outcome.CONFLICT
             elif row.state == PENDING:
@@ -172,12 +209,7 @@ class Intake:
             await publish_many(
                 self._producer,
                 [
-                    Record(
-                        self._topic,
-                        p.customer_id.encode(),
-                        p.value,
-                        (("event_type", p.event_type.value.encode()),),
-                    )
+                    Record(self._topic, p.customer_id.encode(), p.value, _HEADERS[p.event_type])
                     for p in to_publish
                 ],
                 timeout=self._timeout,
@@ -205,6 +237,8 @@ class Intake:
 
 def _repeat_outcome(first: Outcome, first_item: Prepared, repeat: Prepared) -> Outcome:
     """A repeat inside one batch is judged against its first occurrence."""
+    if first is Outcome.ERASED:
+        return first
     if first_item.payload_hash != repeat.payload_hash or first is Outcome.CONFLICT:
         return Outcome.CONFLICT
     return Outcome.DUPLICATE

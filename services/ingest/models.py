@@ -23,3 +23,11 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
+
+# Customers erased, by digest (never the id), and when: their earlier events are refused.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("customer_digest", CHAR(64), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)

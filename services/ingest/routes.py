@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from services.ingest.intake import Intake, Outcome, Prepared, prepare
+from services.ingest.intake import Intake, Outcome, Prepared, prepare, prepare_batch
 from services.ingest.metrics import EVENTS
 from services.ingest.schemas import (
     BatchIn,
@@ -34,7 +37,27 @@ from shared.kafka import PublishError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@asynccontextmanager
+async def _settled_heap(_app: FastAPI) -> AsyncIterator[None]:
+    """Once the app has started, keep the garbage collector off what it holds.
+
+    A batch of 500 events allocates tens of thousands of short-lived objects, and with the
+    default thresholds the collector ran dozens of times per batch, its full passes walking
+    every imported module and schema: a quarter of ingest's CPU per event. What exists at
+    startup lives as long as the process, so it is frozen out of every pass; and the young
+    generation is collected every 20,000 allocations instead of 700 (most of those objects
+    are freed by reference counting long before).
+    """
+    gc.collect()
+    gc.freeze()
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(20_000, older, oldest)
+    yield
+
+
+router = APIRouter(prefix="/v1", tags=["events"], lifespan=_settled_heap)
 
 Writer = Annotated[Principal, RequireScope(Scope.EVENTS_WRITE)]
 IdempotencyKey = Annotated[
@@ -49,6 +72,7 @@ IdempotencyKey = Annotated[
 ]
 
 _batch_item = TypeAdapter[Any](BatchItem)
+_batch_items = TypeAdapter[list[Any]](list[BatchItem])
 
 SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
@@ -78,6 +102,31 @@ def _item_locations(index: int, exc: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def _judge(
+    events: list[dict[str, Any]],
+) -> tuple[list[IngestItem], list[int], dict[int, list[dict[str, str]]]]:
+    """The valid items of a batch with their input indexes, and the field errors of the others.
+
+    The whole batch is validated in one pass first, the usual case being that every item is
+    good; only when that fails is each item judged alone, to tell the good from the bad.
+    """
+    try:
+        return _batch_items.validate_python(events), list(range(len(events))), {}
+    except ValidationError:
+        pass
+    valid: list[IngestItem] = []
+    at: list[int] = []
+    rejected: dict[int, list[dict[str, str]]] = {}
+    for i, raw in enumerate(events):
+        try:
+            valid.append(_batch_item.validate_python(raw))
+        except ValidationError as exc:
+            rejected[i] = [e.model_dump() for e in field_errors(_item_locations(i, exc))]
+        else:
+            at.append(i)
+    return valid, at, rejected
+
+
 async def _accept(request: Request, batch: Sequence[Prepared]) -> list[Outcome] | JSONResponse:
     intake: Intake = request.app.state.intake
     try:
@@ -101,12 +150,18 @@ async def _single(
         return outcomes
     outcome = outcomes[0]
     envelope = prepared
-    EVENTS.labels(envelope.event_type.value, outcome.value).inc()
+    EVENTS.labels(envelope.event_type, outcome).inc()
     if outcome is Outcome.CONFLICT:
         return error_response(
             409,
             f"event id {envelope.event_id!r} was already used for a different payload",
             errors=[FieldError(field="event_id", reason="already used for a different payload")],
+        )
+    if outcome is Outcome.ERASED:
+        return error_response(
+            422,
+            "this customer was erased; events from before the erasure are not accepted",
+            errors=[FieldError(**_ERASED)],
         )
     body = EventResult(
         status="accepted" if outcome is Outcome.ACCEPTED else "duplicate",
@@ -240,43 +295,49 @@ async def post_events(
     acknowledged: retry it as is; accepted items come back as duplicates) when the broker is
     unreachable.
     """
-    received_at = datetime.now(UTC)
-    source = principal.name[:64]
+    events = batch.events
     # Plain dicts, not models, on this path: it runs for every item of every batch.
-    results: list[dict[str, Any]] = [{}] * len(batch.events)
-    valid: list[tuple[int, Prepared]] = []
-    for i, raw in enumerate(batch.events):
-        try:
-            item = _batch_item.validate_python(raw)
-        except ValidationError as exc:
-            errors = field_errors(_item_locations(i, exc))
-            results[i] = _item(i, "rejected", None, None, [e.model_dump() for e in errors])
-            continue
-        valid.append((i, prepare(item, header_key=None, source=source, received_at=received_at)))
+    results: list[dict[str, Any]] = [{}] * len(events)
+    valid, at, rejected = _judge(events)
+    for i, errors in rejected.items():
+        results[i] = _item(i, "rejected", None, None, errors)
 
-    counts = {"accepted": 0, "duplicate": 0, "rejected": len(batch.events) - len(valid)}
+    counts = dict.fromkeys(Outcome, 0)
     if valid:
-        outcomes = await _accept(request, [p for _, p in valid])
+        prepared = prepare_batch(valid, source=principal.name[:64], received_at=datetime.now(UTC))
+        outcomes = await _accept(request, prepared)
         if isinstance(outcomes, JSONResponse):
             return outcomes
-        for (i, p), outcome in zip(valid, outcomes, strict=True):
-            EVENTS.labels(p.event_type.value, outcome.value).inc()
+        tally: Counter[tuple[EventType, Outcome]] = Counter()
+        for i, p, outcome in zip(at, prepared, outcomes, strict=True):
+            tally[p.event_type, outcome] += 1
             if outcome is Outcome.CONFLICT:
-                counts["rejected"] += 1
                 results[i] = _item(i, "rejected", p.event_id, p.event_type, [_REUSED])
+            elif outcome is Outcome.ERASED:
+                results[i] = _item(i, "rejected", p.event_id, p.event_type, [_erased_at(i)])
             else:
-                counts[outcome.value] += 1
-                results[i] = _item(i, outcome.value, p.event_id, p.event_type, [])
+                results[i] = _item(i, outcome, p.event_id, p.event_type, [])
+        for (event_type, outcome), n in tally.items():
+            EVENTS.labels(event_type, outcome).inc(n)
+            counts[outcome] += n
     body = {
-        "accepted": counts["accepted"],
-        "duplicates": counts["duplicate"],
-        "rejected": counts["rejected"],
+        "accepted": counts[Outcome.ACCEPTED],
+        "duplicates": counts[Outcome.DUPLICATE],
+        "rejected": len(events) - len(valid) + counts[Outcome.CONFLICT] + counts[Outcome.ERASED],
         "results": results,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
 
 _REUSED = {"field": "event_id", "reason": "already used for a different payload"}
+_ERASED = {
+    "field": "customer_id",
+    "reason": "this customer was erased; events from before the erasure are not accepted",
+}
+
+
+def _erased_at(index: int) -> dict[str, str]:
+    return {**_ERASED, "field": f"events.{index}.customer_id"}
 
 
 def _item(
@@ -290,6 +351,6 @@ def _item(
         "index": index,
         "status": status,
         "event_id": event_id,
-        "event_type": event_type.value if event_type else None,
+        "event_type": event_type,
         "errors": errors,
     }

@@ -23,6 +23,10 @@ class IngestSettings(BaseSettings):
     # Idempotency keys are kept at least this long (the promise is 7 days).
     idempotency_retention_days: int = Field(8, ge=7)
     source: str = "api"
+    # Where the export gathers what scoring and outreach hold on a customer.
+    scoring_url: str = "http://127.0.0.1:8002"
+    outreach_url: str = "http://127.0.0.1:8003"
+    peer_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from services.outreach.current import Current
 from services.outreach.decisions import recheck
 from services.outreach.delivery import DeliveryWorker
 from services.outreach.policy_api import router as policy_router
+from services.outreach.privacy import router as privacy_router
 from services.outreach.rules_api import router as rules_router
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.timers import tick
@@ -150,10 +151,12 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         max_body=common.max_body_bytes,
+        common=common,
         form_paths=("/v1/unsubscribe",),
     )
     app.include_router(rules_router)
     app.include_router(policy_router)
     app.include_router(actions_router)
     app.include_router(channels_router)
+    app.include_router(privacy_router)
     return app

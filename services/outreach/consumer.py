@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.outreach import erasure
 from services.outreach.current import Current
 from services.outreach.decisions import Recorded, decide_and_record, release_held
 from services.outreach.rules import Rule, RuleSet
@@ -133,6 +134,7 @@ class ChangeApplier:
                 if change["change_id"] in fresh_ids:
                     fresh_ids.discard(change["change_id"])
                     fresh.append(change)
+            fresh = await self._erase(conn, fresh)
             if not fresh:
                 return []
             latest: dict[str, dict[str, Any]] = {}
@@ -174,3 +176,29 @@ class ChangeApplier:
             if ruleset.schedules:
                 await reschedule(conn, ruleset.schedules, cards, now, policy.default_timezone)
         return recorded
+
+    async def _erase(
+        self, conn: AsyncConnection, changes: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Apply the batch's erasures and return the changes left to act on: none from
+        before a customer's erasure (in this batch or an earlier one) survives."""
+        if not changes:
+            return changes
+        cutoff = await erasure.erased(conn, (c["customer_id"] for c in changes))
+        for change in changes:
+            if change.get("cause") == "erasure":
+                at = datetime.fromisoformat(change["at"])
+                await erasure.forget(conn, change, at)
+                cid = change["customer_id"]
+                cutoff[cid] = max(at, cutoff.get(cid, at))
+        if not cutoff:
+            return changes
+        return [
+            c
+            for c in changes
+            if c.get("cause") != "erasure"
+            and (
+                c["customer_id"] not in cutoff
+                or datetime.fromisoformat(c["at"]) > cutoff[c["customer_id"]]
+            )
+        ]

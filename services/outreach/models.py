@@ -8,6 +8,7 @@ suppressed, unknown). Delivery workers pick due ``pending`` rows with SKIP LOCKE
 from __future__ import annotations
 
 from sqlalchemy import (
+    CHAR,
     BigInteger,
     Boolean,
     Column,
@@ -142,6 +143,15 @@ channels = Table(
     Column("disabled_reason", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Customers erased, by digest (never the id): changes from before the erasure are dropped.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("customer_digest", CHAR(64), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("change_id", String(64), nullable=False),
 )
 
 # Fired actions waiting for the relay to crm.outreach-actions.v1.

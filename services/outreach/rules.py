@@ -79,6 +79,13 @@ class EventTrigger(_Strict):
     event: EventType
     filters: dict[str, Any] | None = None
 
+    @field_validator("event")
+    @classmethod
+    def _event(cls, v: EventType) -> EventType:
+        if v is EventType.CUSTOMER_ERASED:
+            raise ValueError("an erased customer is forgotten, not contacted: no rule fires on it")
+        return v
+
     @field_validator("filters")
     @classmethod
     def _filters(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.listing import router as listing_router
+from services.scoring.privacy import router as privacy_router
 from services.scoring.refit import refit
 from services.scoring.routes import router
 from services.scoring.settings import ScoringSettings, scoring_settings
@@ -141,8 +142,10 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         max_body=common.max_body_bytes,
+        common=common,
     )
     app.include_router(router)
     app.include_router(listing_router)
     app.include_router(stats_router)
+    app.include_router(privacy_router)
     return app

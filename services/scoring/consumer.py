@@ -9,9 +9,10 @@ back in one statement each. Offsets are committed by the consumer after this ret
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scoring import store
 from services.scoring.card import Card, Population, build_card, purchase_days
@@ -23,7 +24,7 @@ from services.scoring.store import CustomerRow
 from shared.changes import change_id_for
 from shared.clock import Clock
 from shared.consumer import Message
-from shared.events import Envelope
+from shared.events import Envelope, EventType
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -107,6 +108,7 @@ class EventApplier:
                 return 0
 
             stored = await store.lock(conn, (e.customer_id for e, _ in fresh))
+            erased_at = await store.erased(conn, (e.customer_id for e, _ in fresh))
             states = {cid: state for cid, (state, _) in stored.items()}
             stages = {cid: stage for cid, (_, stage) in stored.items()}
             cards: dict[str, tuple[Card, bytes]] = {}
@@ -114,8 +116,22 @@ class EventApplier:
             # Customers whose stage history may differ from the stored one: new purchases, or
             # a stage that time moved before the sweep got to it.
             rewrite: set[str] = set()
+            dropped: list[str] = []
             for envelope, raw in fresh:
                 cid = envelope.customer_id
+                erased = erased_at.get(cid)
+                if erased is not None and envelope.occurred_at <= erased:
+                    # From before the customer's erasure (a replay, a late retry): it must not
+                    # bring them back.
+                    dropped.append(envelope.event_id)
+                    continue
+                if envelope.event_type is EventType.CUSTOMER_ERASED:
+                    await self._forget(conn, envelope, raw, states, cards, outbox)
+                    erased_at[cid] = envelope.occurred_at
+                    stages.pop(cid, None)
+                    rewrite.discard(cid)
+                    dropped.append(envelope.event_id)
+                    continue
                 if envelope.event_type.startswith("order."):
                     rewrite.add(cid)
                 state, _ = apply(states.get(cid), envelope, settings)
@@ -141,6 +157,7 @@ class EventApplier:
                     )
                 )
 
+            await store.drop_inbox(conn, dropped)
             await store.save(conn, [CustomerRow.of(states[cid], *cards[cid]) for cid in cards])
             await store.replace_history(
                 conn,
@@ -152,3 +169,41 @@ class EventApplier:
             if self._publish:
                 await store.add_outbox(conn, outbox)
         return len(fresh)
+
+    async def _forget(
+        self,
+        conn: AsyncConnection,
+        envelope: Envelope,
+        raw: bytes,
+        states: dict[str, CustomerState],
+        cards: dict[str, tuple[Card, bytes]],
+        outbox: list[tuple[str, bytes]],
+    ) -> None:
+        """Erase a customer inside the batch's transaction: what this batch computed for them
+        is discarded, their rows go, and an erasure change (an empty card) tells outreach."""
+        cid = envelope.customer_id
+        state = states.pop(cid, None)
+        cards.pop(cid, None)
+        outbox[:] = [(c, payload) for c, payload in outbox if c != cid]
+        spend, orders = Decimal(0), 0
+        if state is not None:
+            card, _ = card_of(state, self._clock, self._population.current, self._settings)
+            spend, orders = card.value.lifetime_spend, card.value.orders
+        await store.forget(
+            conn,
+            store.Erasure(cid, envelope.event_id, envelope.occurred_at, spend, orders),
+        )
+        outbox.append(
+            (
+                cid,
+                change_payload(
+                    change_id=change_id_for("erasure", envelope.event_id),
+                    customer_id=cid,
+                    cause="erasure",
+                    at=self._clock.now(),
+                    card_json=b"{}",
+                    event_json=raw,
+                ),
+            )
+        )
+        log.info("customer_erased", event_id=envelope.event_id)

@@ -9,6 +9,7 @@ published them.
 from __future__ import annotations
 
 from sqlalchemy import (
+    CHAR,
     BigInteger,
     Column,
     Date,
@@ -92,6 +93,18 @@ outbox = Table(
     Column("customer_id", String(128), nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Customers erased: by digest (never the id), when, and what they added to the revenue and
+# order totals, which stay true after the customer is gone.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("customer_digest", CHAR(64), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("lifetime_spend", Numeric(18, 4), nullable=False),
+    Column("orders", Integer, nullable=False),
 )
 
 population = Table(

@@ -218,6 +218,8 @@ class OverviewFigures:
     top20_share: float | None  # None while there is no revenue to share
     # Per column, the count of each value found; a None key counts customers without one.
     counts: dict[str, dict[str | None, int]]
+    erased_customers: int
+    erased_revenue: Decimal  # what erased customers had spent, net
 
 
 # One scan for the four breakdowns and the total: the grouping set a row belongs to says
@@ -255,6 +257,14 @@ _REVENUE = text(
     FROM buyers
     """
 )
+# Erased customers are gone, but what they spent is still part of the business's revenue.
+_ERASED = text(
+    """
+    SELECT count(*) AS customers, COALESCE(sum(lifetime_spend), 0) AS revenue,
+           COALESCE(sum(orders), 0) AS orders
+    FROM scoring.erasures
+    """
+)
 
 
 async def overview(engine: AsyncEngine) -> OverviewFigures:
@@ -273,6 +283,7 @@ async def overview(engine: AsyncEngine) -> OverviewFigures:
         for row in await conn.execute(_COUNTS):
             counts[row.dimension][row.value] = row.n
         revenue = (await conn.execute(_REVENUE)).one()
+        erased = (await conn.execute(_ERASED)).one()
     total = counts.pop("all").get(None, 0)
     return OverviewFigures(
         customers=total,
@@ -280,6 +291,8 @@ async def overview(engine: AsyncEngine) -> OverviewFigures:
         revenue=revenue.revenue,
         top20_share=revenue.top20_share,
         counts=counts,
+        erased_customers=erased.customers,
+        erased_revenue=erased.revenue,
     )
 
 

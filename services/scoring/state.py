@@ -305,8 +305,10 @@ def apply(
     elif isinstance(data, VisitData):
         retention = (settings or scoring_settings()).visit_retention_days * DAY_US
         changed = _apply_visit(state, at, data.visit_id, retention)
-    else:
+    elif isinstance(data, CustomerData):
         changed = _apply_profile(state, event.event_id, at, data)
+    else:
+        raise ValueError(f"{event.event_type} is not a fact to merge: the consumer handles it")
     # The newest time ever seen is itself a fact (the card's updated_at): taking the max over
     # every event, applied or superseded, keeps it independent of arrival order.
     if state.last_event_at is None or at > state.last_event_at:

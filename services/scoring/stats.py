@@ -39,7 +39,10 @@ class Unscored(BaseModel):
 class Overview(BaseModel):
     customers: int
     buyers: int = Field(description="customers with at least one live (not cancelled) order")
-    lifetime_revenue: Decimal = Field(description="lifetime spend of all customers, net of refunds")
+    lifetime_revenue: Decimal = Field(
+        description="lifetime spend of all customers, net of refunds, including what erased "
+        "customers spent"
+    )
     top20_revenue_share: float | None = Field(
         description="share (0-1) of lifetime revenue spent by the top 20% of buyers by "
         "lifetime spend (the ceil(buyers / 5) highest); null while there is no revenue"
@@ -49,6 +52,10 @@ class Overview(BaseModel):
     by_segment: dict[Segment, int]
     by_strategy: dict[Strategy, int]
     unscored: Unscored
+    erased: int = Field(
+        description="customers erased on request: no longer counted above, but their spend "
+        "stays in `lifetime_revenue`"
+    )
 
 
 class FlowPeriod(BaseModel):
@@ -90,7 +97,7 @@ async def get_overview(request: Request, _: Reader) -> Overview:
     return Overview(
         customers=figures.customers,
         buyers=figures.buyers,
-        lifetime_revenue=figures.revenue,
+        lifetime_revenue=figures.revenue + figures.erased_revenue,
         top20_revenue_share=figures.top20_share,
         by_stage=_every(Stage, counts["stage"]),
         by_tier=_every(Tier, counts["tier"]),
@@ -101,6 +108,7 @@ async def get_overview(request: Request, _: Reader) -> Overview:
             segment=counts["segment"].get(None, 0),
             strategy=counts["strategy"].get(None, 0),
         ),
+        erased=figures.erased_customers,
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.scoring.card import Card, Population
 from services.scoring.lifecycle import Transition
 from services.scoring.state import CustomerState
+from shared.privacy import anonymous_id, customer_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,78 @@ async def add_outbox(conn: AsyncConnection, items: Sequence[tuple[str, bytes]]) 
             _ADD_OUTBOX,
             {"customers": [c for c, _ in items], "payloads": [p for _, p in items]},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A customer to forget, and what they leave behind in the aggregates."""
+
+    customer_id: str
+    event_id: str
+    erased_at: datetime
+    lifetime_spend: Decimal
+    orders: int
+
+
+_ERASED = text(
+    """
+    SELECT customer_digest, erased_at FROM scoring.erasures
+    WHERE customer_digest = ANY(CAST(:digests AS text[]))
+    """
+)
+_FORGET = (
+    text("DELETE FROM scoring.customers WHERE customer_id = :id"),
+    text("DELETE FROM scoring.inbox WHERE customer_id = :id"),
+    # Changes not yet relayed carry the card; the erasure change that follows replaces them.
+    text("DELETE FROM scoring.outbox WHERE customer_id = :id"),
+    # Stage transitions stay for the flow figures, under a label that leads nowhere.
+    text("UPDATE scoring.stage_history SET customer_id = :anonymous WHERE customer_id = :id"),
+)
+_REGISTER = text(
+    """
+    INSERT INTO scoring.erasures AS e (customer_digest, erased_at, event_id, lifetime_spend,
+        orders)
+    VALUES (:digest, :at, :event_id, :spend, :orders)
+    ON CONFLICT (customer_digest) DO UPDATE SET
+        erased_at = greatest(e.erased_at, EXCLUDED.erased_at),
+        event_id = EXCLUDED.event_id,
+        lifetime_spend = e.lifetime_spend + EXCLUDED.lifetime_spend,
+        orders = e.orders + EXCLUDED.orders
+    WHERE e.event_id <> EXCLUDED.event_id
+    """
+)
+_DROP_INBOX = text("DELETE FROM scoring.inbox WHERE event_id = ANY(CAST(:ids AS text[]))")
+
+
+async def erased(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, datetime]:
+    """When each of these customers was erased, for those who were."""
+    by_digest = {customer_digest(cid): cid for cid in set(customer_ids)}
+    rows = await conn.execute(_ERASED, {"digests": list(by_digest)})
+    return {by_digest[r.customer_digest]: r.erased_at for r in rows}
+
+
+async def forget(conn: AsyncConnection, erasure: Erasure) -> None:
+    """Remove the customer's personal data from every scoring table and register the
+    erasure, so that events from before it are dropped from now on."""
+    cid = erasure.customer_id
+    for statement in _FORGET:
+        await conn.execute(statement, {"id": cid, "anonymous": anonymous_id(erasure.event_id)})
+    await conn.execute(
+        _REGISTER,
+        {
+            "digest": customer_digest(cid),
+            "at": erasure.erased_at,
+            "event_id": erasure.event_id,
+            "spend": erasure.lifetime_spend,
+            "orders": erasure.orders,
+        },
+    )
+
+
+async def drop_inbox(conn: AsyncConnection, event_ids: Sequence[str]) -> None:
+    """Forget inbox rows of events that were dropped (they name an erased customer)."""
+    if event_ids:
+        await conn.execute(_DROP_INBOX, {"ids": list(event_ids)})
 
 
 async def load_population(conn: AsyncConnection) -> Population:

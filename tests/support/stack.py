@@ -60,6 +60,7 @@ class Stack:
     scoring_app: FastAPI
     outreach: httpx.AsyncClient | None = None
     outreach_app: FastAPI | None = None
+    ingest_app: FastAPI | None = None
 
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
@@ -95,6 +96,9 @@ async def isolated_stack(
                 ingest = await running.enter_async_context(_serve(ingest_app, "ingest"))
                 scoring = await running.enter_async_context(_serve(scoring_app, "scoring"))
                 stack = Stack(settings, engine, keys, ingest, scoring, scoring_app)
+                stack.ingest_app = ingest_app
+                # The export gathers from the in-process scoring and outreach.
+                ingest_app.state.peers = {**ingest_app.state.peers, "scoring": scoring}
                 if outreach is not None:
                     stack.outreach_app = create_outreach(
                         settings,
@@ -107,6 +111,7 @@ async def isolated_stack(
                     stack.outreach = await running.enter_async_context(
                         _serve(stack.outreach_app, "outreach")
                     )
+                    ingest_app.state.peers["outreach"] = stack.outreach
                 yield stack
         finally:
             await engine.dispose()

@@ -1,0 +1,84 @@
+"""A customer's data as scoring holds it, for the right of access (export).
+
+Erasure itself arrives as a ``customer.erased`` event (see :mod:`services.scoring.consumer`);
+this module only reads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from services.scoring import queries
+from services.scoring.card import Card, build_card
+from services.scoring.listing import StageChange
+from services.scoring.routes import NOT_FOUND, Reader
+from services.scoring.state import CustomerState
+
+router = APIRouter(prefix="/v1", tags=["customers"])
+
+
+class AppliedEvent(BaseModel):
+    event_id: str
+    applied_at: datetime
+
+
+class ScoringExport(BaseModel):
+    customer_id: str
+    card: Card = Field(description="the card as of now")
+    facts: dict[str, Any] = Field(
+        description="the facts the card is computed from: orders with their states and "
+        "amounts, complaints, visits and the profile, as stored"
+    )
+    history: list[StageChange] = Field(description="lifecycle stage changes, oldest first")
+    events: list[AppliedEvent] = Field(description="the ids of every event applied, oldest first")
+
+
+_STATE = text("SELECT state FROM scoring.customers WHERE customer_id = :id")
+_EVENTS = text(
+    """
+    SELECT event_id, applied_at FROM scoring.inbox WHERE customer_id = :id
+    ORDER BY applied_at, event_id
+    """
+)
+
+
+@router.get(
+    "/customers/{customer_id}/export",
+    response_model=ScoringExport,
+    responses=NOT_FOUND,
+    summary="Everything scoring holds on a customer",
+)
+async def export_customer(request: Request, customer_id: str, _: Reader) -> ScoringExport:
+    """The customer's card, the stored facts behind it (orders, complaints, visits, profile),
+    their lifecycle history and the ids of the events applied: what scoring holds on them,
+    for a subject access request. An unknown or erased customer is a **404**.
+
+    Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and outreach hold."""
+    engine = request.app.state.engine
+    async with engine.connect() as conn:
+        raw = await conn.scalar(_STATE, {"id": customer_id})
+        if raw is None:
+            raise HTTPException(404, f"scoring holds nothing on customer {customer_id!r}")
+        events = (await conn.execute(_EVENTS, {"id": customer_id})).all()
+    history = await queries.stage_history(engine, customer_id)
+    state = CustomerState.from_json(raw)
+    facts = raw if isinstance(raw, dict) else orjson.loads(raw)
+    card = build_card(
+        state,
+        request.app.state.clock.now(),
+        request.app.state.population.current,
+        request.app.state.settings,
+    )
+    return ScoringExport(
+        customer_id=customer_id,
+        card=card,
+        facts=facts,
+        history=[StageChange.model_validate(t) for t in history.transitions] if history else [],
+        events=[AppliedEvent(event_id=e.event_id, applied_at=e.applied_at) for e in events],
+    )
