@@ -44,14 +44,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 from sqlalchemy.exc import StatementError
 
-from shared.kafka import PublishError, Record
+from shared.kafka import Producer, PublishError, Record
 from shared.logging import scrub
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -338,7 +338,7 @@ class ReplayReport:
 async def replay_dead_letters(
     settings: CommonSettings,
     topics: Topics,
-    producer: AIOKafkaProducer,
+    producer: Producer,
     *,
     source_topic: str | None = None,
     since: datetime | None = None,
@@ -376,7 +376,7 @@ async def replay_dead_letters(
     return report
 
 
-async def erase_from_dlq(producer: AIOKafkaProducer, topics: Topics, customer_id: str) -> None:
+async def erase_from_dlq(producer: Producer, topics: Topics, customer_id: str) -> None:
     """Erase a customer's dead letters from the DLQ.
 
     Reads the DLQ and writes a tombstone under the key of each dead letter whose original key
@@ -402,24 +402,26 @@ async def erase_from_dlq(producer: AIOKafkaProducer, topics: Topics, customer_id
         await _send(producer, list(tombstones.values()))
 
 
-def _bootstrap_servers(producer: AIOKafkaProducer) -> list[str]:
+def _bootstrap_servers(producer: Producer) -> list[str]:
     """The addresses ``producer`` was made with: the cluster its DLQ is on."""
     return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p, _ in producer.client.hosts]
 
 
 async def _send(
-    producer: AIOKafkaProducer,
+    producer: Producer,
     records: Sequence[Outgoing],
 ) -> None:
     # shared.kafka.publish_many, for records whose key or value may be null.
+    inner = producer.current
     try:
         async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
             futures = [
-                await producer.send(
+                await inner.send(
                     r.topic, r.value, key=r.key, headers=list(r.headers), partition=r.partition
                 )
                 for r in records
             ]
             await asyncio.gather(*futures)
     except (TimeoutError, KafkaError) as exc:
+        await producer.recover(inner)
         raise PublishError(f"broker did not acknowledge: {type(exc).__name__}") from exc

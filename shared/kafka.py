@@ -2,18 +2,30 @@
 
 ``publish_many`` hands the whole batch to the producer before awaiting any acknowledgement,
 so a batch costs one round trip, not one per record.
+
+An idempotent producer numbers its batches per partition, and a broker that went away with
+batches in flight can refuse every later one as out of sequence, forever (seen with a
+graceful broker shutdown). :class:`Producer` therefore starts afresh — a new producer id,
+sequences from zero — when a publish fails while the cluster answers. Nothing is lost: the
+caller of a failed publish retries (ingest answers 503, relays keep their rows) and consumers
+drop the repeats by event or change id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from shared.logging import get_logger
 from shared.settings import CommonSettings
+
+log = get_logger(__name__)
 
 
 class PublishError(Exception):
@@ -28,7 +40,7 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def make_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
+def _aiokafka_producer(settings: CommonSettings, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -41,9 +53,78 @@ def make_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaPr
     )
 
 
-async def start_producer(
-    settings: CommonSettings, *, wait_seconds: float = 60.0
-) -> AIOKafkaProducer:
+class Producer:
+    """An idempotent aiokafka producer that can be renewed in place (see the module text)."""
+
+    def __init__(self, settings: CommonSettings, *, linger_ms: int = 2) -> None:
+        self._settings = settings
+        self._linger_ms = linger_ms
+        self._inner = _aiokafka_producer(settings, linger_ms)
+        self._lock = asyncio.Lock()
+        self.renewals = 0
+
+    @property
+    def client(self) -> Any:
+        return self._inner.client
+
+    @property
+    def current(self) -> AIOKafkaProducer:
+        return self._inner
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    async def stop(self) -> None:
+        await self._inner.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._inner.send(
+            topic, value, key=key, headers=headers, partition=partition
+        )
+        return future
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        return await (await self.send(topic, value, key=key, headers=headers))
+
+    async def recover(self, failed: AIOKafkaProducer) -> None:
+        """After a failed publish on ``failed``: if the cluster answers, the producer is what
+        is stuck, so replace it. Concurrent callers renew it once."""
+        async with self._lock:
+            if self._inner is not failed or not await broker_reachable(self):
+                return
+            fresh = _aiokafka_producer(self._settings, self._linger_ms)
+            try:
+                async with asyncio.timeout(10):
+                    await fresh.start()
+            except (TimeoutError, KafkaError):
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                return
+            self._inner = fresh
+            self.renewals += 1
+        log.warning("kafka_producer_renewed", renewals=self.renewals)
+        with contextlib.suppress(Exception):
+            await failed.stop()
+
+
+def make_producer(settings: CommonSettings, *, linger_ms: int = 2) -> Producer:
+    return Producer(settings, linger_ms=linger_ms)
+
+
+async def start_producer(settings: CommonSettings, *, wait_seconds: float = 60.0) -> Producer:
     """A started producer, waiting up to ``wait_seconds`` for the broker to answer.
 
     Once started, the producer reconnects by itself when the broker goes away and comes back.
@@ -65,27 +146,27 @@ async def start_producer(
             await asyncio.sleep(1.0)
 
 
-async def publish_many(
-    producer: AIOKafkaProducer, records: Sequence[Record], *, timeout: float
-) -> None:
+async def publish_many(producer: Producer, records: Sequence[Record], *, timeout: float) -> None:
     """Send every record and wait until the broker has acknowledged all of them.
 
     Raises :class:`PublishError` when any record is not acknowledged within ``timeout``
     seconds. Records may still reach the topic after that; callers make retries safe with
     idempotency keys, never by assuming a failed publish left no trace.
     """
+    inner = producer.current
     try:
         async with asyncio.timeout(timeout):
             futures = [
-                await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
+                await inner.send(r.topic, r.value, key=r.key, headers=list(r.headers))
                 for r in records
             ]
             await asyncio.gather(*futures)
     except (TimeoutError, KafkaError) as exc:
+        await producer.recover(inner)
         raise PublishError(f"broker did not acknowledge: {type(exc).__name__}") from exc
 
 
-async def broker_reachable(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
+async def broker_reachable(producer: Producer, timeout: float = 2.0) -> bool:
     """True when a metadata round trip to the cluster succeeds (used by /readyz)."""
     try:
         async with asyncio.timeout(timeout):

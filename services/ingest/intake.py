@@ -16,14 +16,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.models import PENDING, PUBLISHED, idempotency_keys
 from services.ingest.schemas import CustomerIn, IngestItem
 from shared.events import SCHEMA_VERSION, EventType
-from shared.kafka import Record, publish_many
+from shared.kafka import Producer, Record, publish_many
 from shared.privacy import customer_digest
 
 # Fixed namespace: a derived event id must be the same on every instance, forever.
@@ -150,7 +149,7 @@ def _prepare(item: IngestItem, header_key: str | None, source: str, received: st
 
 class Intake:
     def __init__(
-        self, engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, publish_timeout: float
+        self, engine: AsyncEngine, producer: Producer, topic: str, publish_timeout: float
     ) -> None:
         self._engine = engine
         self._producer = producer
