@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import schema_metadata
+from shared.db import schema_metadata, unreachable
 from shared.ratelimit import Limit, RateLimiter
 
 if TYPE_CHECKING:
@@ -263,7 +263,14 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         store: KeyStore = request.app.state.keys
-        principal = await store.verify(key)
+        try:
+            principal = await store.verify(key)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            raise HTTPException(
+                503, "the database is unavailable; retry", headers={"Retry-After": "5"}
+            ) from exc
         if principal is None:
             raise HTTPException(
                 401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import sqlalchemy.exc
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -108,3 +109,26 @@ async def database_reachable(engine: AsyncEngine) -> bool:
     except Exception:
         return False
     return True
+
+
+# What a lost or refused database connection looks like, however it surfaces: the driver's
+# own errors, or a pool with no connection free in time (SQLAlchemy's wrapped errors are
+# judged by :func:`unreachable`).
+UNREACHABLE_DRIVER: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database could not be reached (worth a 503 and a retry),
+    not that a statement was wrong."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+            or isinstance(exc.orig, (*UNREACHABLE_DRIVER, OSError))
+        )
+    return isinstance(exc, (*UNREACHABLE_DRIVER, OSError))

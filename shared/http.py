@@ -21,11 +21,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, BeforeValidator
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.db import database_reachable
+from shared.db import UNREACHABLE_DRIVER, database_reachable, unreachable
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
 from shared.ratelimit import Limit, RateLimiter
@@ -92,6 +92,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": _SLUGS[code].replace("_", " ")}
     for code in (400, 401, 403, 413, 415, 422)
 }
+
+
+def _database_unavailable() -> JSONResponse:
+    return error_response(503, "the database is unavailable; retry", headers={"Retry-After": "5"})
 
 
 def error_response(
@@ -267,12 +271,18 @@ def create_app(
             return error_response(
                 422, "the request holds characters that cannot be stored (e.g. NUL)"
             )
-        if exc.connection_invalidated or isinstance(exc, OperationalError):
-            return error_response(
-                503, "the database is unavailable; retry", headers={"Retry-After": "5"}
-            )
+        if unreachable(exc):
+            return _database_unavailable()
         log.error("database_error", path=request.url.path, exc_info=exc)
         return error_response(500, "internal error; the operators have the details")
+
+    # Not OSError at large: a webhook's DNS failure is not the database's.
+    for unreachable_type in (*UNREACHABLE_DRIVER, ConnectionError):
+
+        @app.exception_handler(unreachable_type)
+        async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+            log.warning("database_unreachable", path=request.url.path, reason=type(exc).__name__)
+            return _database_unavailable()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
