@@ -4,8 +4,12 @@ broker every other test shares. Same jars and script as `make run`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +44,27 @@ class LocalBroker:
         await asyncio.to_thread(
             subprocess.run, [str(SCRIPT), "stop", str(self.directory)], check=True
         )
+
+    async def kill(self) -> None:
+        """kill -9: the broker vanishes mid-request, as a crash or a lost machine would."""
+        await asyncio.to_thread(_kill, self.directory / "pid")
+
+
+def _kill(pid_file: Path) -> None:
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    # Not our child (kafka.sh started it): wait until it is gone, or is a zombie nobody has
+    # reaped yet, which holds no port and no file.
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    pid_file.unlink()

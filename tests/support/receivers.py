@@ -4,8 +4,10 @@
 :class:`WebhookReceiver` is a small HTTP/1.1 server on raw asyncio streams (keep-alive
 included). It checks every request's signature with the ``standardwebhooks`` package (the
 reference implementation, independent of ours), records it, and answers from a script: a
-status code, ``"hang"`` (read the request, never answer: the sender times out) or ``"drop"``
-(read the request, close the connection without an answer).
+status code, ``"hang"`` (read the request, never answer: the sender times out), ``"drop"``
+(read the request, close the connection without an answer) or ``"late"`` (take the request,
+then answer 200 only after ``late_seconds``: accepted, but the sender has timed out). A
+``chooser`` picks the answer of every request the script does not cover (chaos tests).
 
 :class:`SmtpReceiver` runs aiosmtpd's SMTP protocol and records every message with its
 headers. It can refuse recipients, or sit on the DATA (answering only after ``data_delay``
@@ -27,7 +29,7 @@ import email.policy
 import json
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http import HTTPStatus
@@ -38,7 +40,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-Step = int | Literal["hang", "drop"]
+Step = int | Literal["hang", "drop", "late"]
 
 
 def new_secret() -> str:
@@ -73,12 +75,20 @@ class WebhookReceiver:
     """An HTTP endpoint that verifies, records and answers webhooks as scripted."""
 
     def __init__(
-        self, *, secret: str | None = None, script: Iterable[Step] = (), default: Step = 200
+        self,
+        *,
+        secret: str | None = None,
+        script: Iterable[Step] = (),
+        default: Step = 200,
+        chooser: Callable[[], Step] | None = None,
+        late_seconds: float = 5.0,
     ) -> None:
         self.secret = secret or new_secret()
         self.received: list[ReceivedWebhook] = []
         self._script: deque[Step] = deque(script)
         self._default = default
+        self._chooser = chooser
+        self._late_seconds = late_seconds
         self._server: asyncio.Server | None = None
         self._closing = asyncio.Event()
         self._arrived = asyncio.Condition()
@@ -125,13 +135,17 @@ class WebhookReceiver:
                 if request is None:
                     return
                 path, headers, body = request
-                step = self._script.popleft() if self._script else self._default
+                step = self._next_step()
                 await self._record(path, headers, body, step)
                 if step == "hang":
                     await self._closing.wait()
                     return
                 if step == "drop":
                     return
+                if step == "late":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), self._late_seconds)
+                    step = 200
                 writer.write(
                     f"HTTP/1.1 {step} {_phrase(step)}\r\ncontent-length: 0\r\n\r\n".encode(
                         "latin-1"
@@ -143,6 +157,11 @@ class WebhookReceiver:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    def _next_step(self) -> Step:
+        if self._script:
+            return self._script.popleft()
+        return self._chooser() if self._chooser is not None else self._default
 
     async def _record(self, path: str, headers: dict[str, str], body: bytes, step: Step) -> None:
         try:

@@ -4,6 +4,7 @@ real HTTP or kill a process."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -78,8 +79,23 @@ class ServiceProcess:
             time.sleep(0.2)
         raise RuntimeError(f"{self.service} not ready in {timeout} s; see {self.log_path}")
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes mid-whatever (heartbeats, transactions, sends)."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused process carries on as if no time had passed (a zombie)."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.resume()  # a stopped process would not see SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(20)
