@@ -28,10 +28,11 @@ from shared.changes import change_id_for
 from shared.clock import SystemClock
 from tests.chaos.load import Load
 from tests.chaos.pipeline import RULES, Pipeline
+from tests.support.pipeline import ScoringStates, scoring_states
 from tests.support.receivers import ReceivedWebhook
 
 Key = tuple[str, str, str]  # (rule, customer, occurrence)
-States = dict[str, tuple[str, list[tuple[str, str, str]]]]
+States = ScoringStates
 
 
 @dataclass
@@ -119,26 +120,6 @@ async def settle(p: Pipeline, load: Load, timeout: float = 150) -> None:
     await until(delivered, timeout, "outreach delivering every action")
 
 
-async def states(engine: AsyncEngine) -> States:
-    """Each customer's stored facts and event-time stage history."""
-    async with engine.connect() as conn:
-        facts = {
-            r.customer_id: r.state
-            for r in await conn.execute(
-                text("SELECT customer_id, state::text AS state FROM scoring.customers")
-            )
-        }
-        history: dict[str, list[tuple[str, str, str]]] = {}
-        for r in await conn.execute(
-            text(
-                "SELECT customer_id, from_stage, to_stage, at FROM scoring.stage_history "
-                "ORDER BY customer_id, at, id"
-            )
-        ):
-            history.setdefault(r.customer_id, []).append((r.from_stage, r.to_stage, str(r.at)))
-    return {cid: (state, history.get(cid, [])) for cid, state in facts.items()}
-
-
 async def clean_replay(replay: AsyncEngine, load: Load) -> States:
     """What scoring holds after applying the accepted events once, in one clean pass."""
     async with replay.begin() as conn:
@@ -150,7 +131,7 @@ async def clean_replay(replay: AsyncEngine, load: Load) -> States:
     )
     envelopes = [load.offered[e].envelope() for e in sorted(load.accepted)]
     await applier.apply([(e, e.to_json()) for e in envelopes])
-    return await states(replay)
+    return await scoring_states(replay)
 
 
 def _key(payload: Any) -> Key:
@@ -184,7 +165,7 @@ async def judge(p: Pipeline, load: Load, replay: AsyncEngine, figures: Figures) 
         problems.append(f"{len(phantom)} applied events never accepted: {sorted(phantom)[:5]}")
 
     # Cards: equal to a clean replay of the accepted events.
-    actual, expected = await states(p.engine), await clean_replay(replay, load)
+    actual, expected = await scoring_states(p.engine), await clean_replay(replay, load)
     differing = sorted(c for c in set(actual) | set(expected) if actual.get(c) != expected.get(c))
     figures.cards_differing = len(differing)
     for cid in differing[:3]:

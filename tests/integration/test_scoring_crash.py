@@ -22,6 +22,7 @@ from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.support.events import random_history
 from tests.support.kafka_io import read_all
+from tests.support.pipeline import scoring_states
 from tests.support.servers import ServiceProcess
 from tests.support.stack import fresh_settings
 
@@ -54,26 +55,6 @@ async def _wait_for(engine: AsyncEngine, at_least: int, timeout: float = 120) ->
     return n
 
 
-async def _states(engine: AsyncEngine) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
-    """Each customer's stored facts and event-time stage history."""
-    async with engine.connect() as conn:
-        states = {
-            r.customer_id: r.state
-            for r in await conn.execute(
-                text("SELECT customer_id, state::text AS state FROM scoring.customers")
-            )
-        }
-        history: dict[str, list[tuple[str, str, str]]] = {}
-        for r in await conn.execute(
-            text(
-                "SELECT customer_id, from_stage, to_stage, at FROM scoring.stage_history "
-                "ORDER BY customer_id, at, id"
-            )
-        ):
-            history.setdefault(r.customer_id, []).append((r.from_stage, r.to_stage, str(r.at)))
-    return {cid: (state, history.get(cid, [])) for cid, state in states.items()}
-
-
 async def _clean_replay(
     base: CommonSettings, events: Sequence[Envelope]
 ) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
@@ -81,7 +62,7 @@ async def _clean_replay(
         engine = make_engine(clean, pool_size=2)
         applier = EventApplier(engine, ScoringSettings(), SystemClock(), PopulationCache())
         await applier.apply([(e, e.to_json()) for e in events])
-        result = await _states(engine)
+        result = await scoring_states(engine)
         await engine.dispose()
     return result
 
@@ -136,7 +117,7 @@ async def test_kill_9_mid_stream_then_restart_equals_a_clean_replay(
         await _drained(engine)
         proc.stop()
 
-        assert await _states(engine) == expected
+        assert await scoring_states(engine) == expected
         wanted = {change_id_for("event", e.event_id) for e in events}
         assert wanted <= await _published_event_changes(own)
         await engine.dispose()
@@ -158,7 +139,7 @@ async def test_two_instances_share_the_partitions_and_reach_the_same_state(
         await _drained(engine)
         second.stop()
 
-        assert await _states(engine) == expected
+        assert await scoring_states(engine) == expected
         wanted = {change_id_for("event", e.event_id) for e in events}
         assert wanted <= await _published_event_changes(own)
         await engine.dispose()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.stack import Stack
 
@@ -186,3 +187,27 @@ async def consumers_assigned(stack: Stack, timeout: float = 30) -> None:
             return False
 
         await until(assigned, timeout, f"{app.title}'s consumer owning its partitions")
+
+
+# Each customer's stored facts (as JSON text) and event-time stage history.
+ScoringStates = dict[str, tuple[str, list[tuple[str, str, str]]]]
+
+
+async def scoring_states(engine: AsyncEngine) -> ScoringStates:
+    """What a clean replay must reproduce: every customer's facts and stage history."""
+    async with engine.connect() as conn:
+        facts = {
+            r.customer_id: r.state
+            for r in await conn.execute(
+                text("SELECT customer_id, state::text AS state FROM scoring.customers")
+            )
+        }
+        history: dict[str, list[tuple[str, str, str]]] = {}
+        for r in await conn.execute(
+            text(
+                "SELECT customer_id, from_stage, to_stage, at FROM scoring.stage_history "
+                "ORDER BY customer_id, at, id"
+            )
+        ):
+            history.setdefault(r.customer_id, []).append((r.from_stage, r.to_stage, str(r.at)))
+    return {cid: (state, history.get(cid, [])) for cid, state in facts.items()}
