@@ -210,7 +210,10 @@ def _decode_cursor(token: str) -> _Cursor:
 
 
 _t = audit_log
-ActionName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# ``rule`` (a family) or ``rule.updated`` (one action).
+ActionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+(\.[a-z_]+)?$")
+]
 
 
 @router.get(

@@ -26,9 +26,10 @@ from typing import Any, TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from shared.db import unreachable
 from shared.dlq import dead_letter_record
 from shared.kafka import PublishError, publish_many
 from shared.logging import get_logger
@@ -53,9 +54,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, TRANSIENT)
+    """Worth retrying the batch, not dead-lettering a record: the broker or the database
+    could not be reached (a connection the database closed under us included)."""
+    return unreachable(exc) or isinstance(exc, TRANSIENT)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
