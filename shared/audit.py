@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.config import JsonDict
 from sqlalchemy import Select, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -210,10 +211,27 @@ def _decode_cursor(token: str) -> _Cursor:
 
 
 _t = audit_log
-# ``rule`` (a family) or ``rule.updated`` (one action).
-ActionName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+(\.[a-z_]+)?$")
-]
+# What the log records: a filter names one action (``rule.updated``) or a family (``rule``).
+ACTIONS = (
+    "rule.created",
+    "rule.updated",
+    "rule.enabled",
+    "rule.disabled",
+    "rule.deleted",
+    "policy.updated",
+    "channel.created",
+    "channel.updated",
+    "channel.deleted",
+    "key.created",
+    "key.revoked",
+    "suppression.created",
+    "suppression.updated",
+    "suppression.deleted",
+)
+ActionName = StrEnum(  # type: ignore[misc]
+    "ActionName",
+    {n.replace(".", "_"): n for n in (*sorted({a.split(".")[0] for a in ACTIONS}), *ACTIONS)},
+)
 
 
 @router.get(
