@@ -11,7 +11,6 @@ The export gathers each service's own export into one document.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ingest.settings import ingest_settings
 from shared.auth import Principal, RequireScope, Scope
@@ -81,27 +79,6 @@ _REGISTER = text(
     ON CONFLICT (customer_digest) DO UPDATE SET erased_at = EXCLUDED.erased_at
     """
 )
-_ERASED = text(
-    """
-    SELECT customer_digest, erased_at FROM ingest.erasures
-    WHERE customer_digest = ANY(CAST(:digests AS text[]))
-    """
-)
-
-
-async def erased_among(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, datetime]:
-    """When each of these customers was erased, for those who were: ingest refuses their
-    events from before it (a client replaying old history must not bring them back)."""
-    by_digest = {customer_digest(cid): cid for cid in set(customer_ids)}
-    rows = await conn.execute(_ERASED, {"digests": list(by_digest)})
-    return {by_digest[r.customer_digest]: r.erased_at for r in rows}
-
-
-def refused_as_erased(erased_at: datetime) -> str:
-    return (
-        f"this customer was erased at {erased_at.isoformat()}; events from before the "
-        "erasure are not accepted"
-    )
 
 
 _KEYS_OF = text(

@@ -17,16 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.logging import get_logger
-from shared.privacy import anonymous_id, customer_digest
+from shared.privacy import anonymous_id, customer_digest, erased_at
 
 log = get_logger(__name__)
 
-_ERASED = text(
-    """
-    SELECT customer_digest, erased_at FROM outreach.erasures
-    WHERE customer_digest = ANY(CAST(:digests AS text[]))
-    """
-)
 _FORGET = (
     text("DELETE FROM outreach.cards WHERE customer_id = :id"),
     text("DELETE FROM outreach.schedule WHERE customer_id = :id"),
@@ -64,9 +58,7 @@ _REGISTER = text(
 
 async def erased(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, datetime]:
     """When each of these customers was erased, for those who were."""
-    by_digest = {customer_digest(cid): cid for cid in set(customer_ids)}
-    rows = await conn.execute(_ERASED, {"digests": list(by_digest)})
-    return {by_digest[r.customer_digest]: r.erased_at for r in rows}
+    return await erased_at(conn, "outreach", customer_ids)
 
 
 async def forget(conn: AsyncConnection, change: dict[str, Any], at: datetime) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.scoring.card import Card, Population
 from services.scoring.lifecycle import Transition
 from services.scoring.state import CustomerState
-from shared.privacy import anonymous_id, customer_digest
+from shared.privacy import anonymous_id, customer_digest, erased_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +205,6 @@ class Erasure:
     orders: int
 
 
-_ERASED = text(
-    """
-    SELECT customer_digest, erased_at FROM scoring.erasures
-    WHERE customer_digest = ANY(CAST(:digests AS text[]))
-    """
-)
 _FORGET = (
     text("DELETE FROM scoring.customers WHERE customer_id = :id"),
     text("DELETE FROM scoring.inbox WHERE customer_id = :id"),
@@ -237,9 +231,7 @@ _DROP_INBOX = text("DELETE FROM scoring.inbox WHERE event_id = ANY(CAST(:ids AS 
 
 async def erased(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, datetime]:
     """When each of these customers was erased, for those who were."""
-    by_digest = {customer_digest(cid): cid for cid in set(customer_ids)}
-    rows = await conn.execute(_ERASED, {"digests": list(by_digest)})
-    return {by_digest[r.customer_digest]: r.erased_at for r in rows}
+    return await erased_at(conn, "scoring", customer_ids)
 
 
 async def forget(conn: AsyncConnection, erasure: Erasure) -> None:
