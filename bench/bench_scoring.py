@@ -29,6 +29,7 @@ from shared.clock import SystemClock
 from shared.consumer import BatchConsumer
 from shared.db import create_database, drop_database, make_engine
 from shared.events import Envelope, EventType, OrderData, OrderStatus
+from shared.heap import settle_heap
 from shared.kafka import Record, publish_many, start_producer
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
@@ -97,6 +98,7 @@ async def scoring(settings: CommonSettings, topic: str, n: int, producer: object
         await asyncio.to_thread(upgrade_all, own)
         engine = make_engine(own, pool_size=2)
         applier = EventApplier(engine, ScoringSettings(), SystemClock(), PopulationCache())
+        settle_heap()  # as the service does once started
         consumer = BatchConsumer(
             settings=own,
             topics=[topic],

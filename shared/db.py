@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import orjson
 import sqlalchemy.exc
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import make_url
@@ -54,6 +55,9 @@ def make_engine(
         pool_timeout=5,
         # Statement parameters carry profiles and messages: never into errors or logs.
         hide_parameters=True,
+        # JSONB columns are read on every consumed batch: orjson decodes them several times
+        # faster than the standard library.
+        json_deserializer=orjson.loads,
         connect_args={"command_timeout": 15, "timeout": 5, "server_settings": server_settings},
     )
 

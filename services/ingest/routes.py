@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from services.ingest.schemas import (
 from services.ingest.settings import ingest_settings
 from shared.auth import Principal, RequireScope, Scope
 from shared.events import EventType
+from shared.heap import settle_heap
 from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response, field_errors
 from shared.kafka import PublishError
 from shared.logging import get_logger
@@ -41,19 +41,8 @@ log = get_logger(__name__)
 
 @asynccontextmanager
 async def _settled_heap(_app: FastAPI) -> AsyncIterator[None]:
-    """Once the app has started, keep the garbage collector off what it holds.
-
-    A batch of 500 events allocates tens of thousands of short-lived objects, and with the
-    default thresholds the collector ran dozens of times per batch, its full passes walking
-    every imported module and schema: a quarter of ingest's CPU per event. What exists at
-    startup lives as long as the process, so it is frozen out of every pass; and the young
-    generation is collected every 20,000 allocations instead of 700 (most of those objects
-    are freed by reference counting long before).
-    """
-    gc.collect()
-    gc.freeze()
-    _young, older, oldest = gc.get_threshold()
-    gc.set_threshold(20_000, older, oldest)
+    """Once the app has started, keep the garbage collector off what it holds."""
+    settle_heap()
     yield
 
 

@@ -26,6 +26,7 @@ from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer, Message
 from shared.db import make_engine
+from shared.heap import settle_heap
 from shared.http import create_app as create_service_app
 from shared.kafka import start_producer
 from shared.logging import configure_logging, get_logger
@@ -128,6 +129,7 @@ def create_app(
                     )
                 )
             )
+        settle_heap()
         log.info("outreach_started", port=settings.port)
         try:
             yield

@@ -22,6 +22,7 @@ from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer
 from shared.db import make_engine
+from shared.heap import settle_heap
 from shared.http import create_app as create_service_app
 from shared.kafka import start_producer
 from shared.logging import configure_logging, get_logger
@@ -120,6 +121,7 @@ def create_app(
                     )
                 )
             )
+        settle_heap()
         log.info("scoring_started", port=settings.port)
         try:
             yield

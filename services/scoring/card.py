@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import pairwise
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.scoring import lifecycle, predict, rfm, tiers
-from services.scoring.lifecycle import Stage
+from services.scoring.lifecycle import Stage, Transition
 from services.scoring.predict import BgNbdParams, GammaGammaParams
 from services.scoring.rfm import RfmBreakpoints, Segment
 from services.scoring.settings import ScoringSettings
@@ -159,6 +161,83 @@ def build_card(
     state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
 ) -> Card:
     """The card of ``state`` at ``as_of`` (timezone-aware) given the population inputs."""
+    doc, _, _ = _document(state, as_of, population, settings)
+    return Card.model_validate(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A card as the pipeline stores and publishes it: its JSON (a :class:`Card`), the figures
+    the customers table filters and sorts on, and the stage transitions up to ``as_of``."""
+
+    customer_id: str
+    as_of: datetime
+    json: bytes
+    stage: Stage
+    stage_since: date | None
+    next_transition_at: datetime | None
+    tier: Tier | None
+    strategy: Strategy | None
+    segment: Segment | None
+    value_score: float
+    lifetime_spend: Decimal
+    orders: int
+    purchase_interval_days: float | None
+    last_order_at: datetime | None
+    clv: float | None
+    p_alive: float | None
+    name: str | None
+    email: str | None
+    search: str | None  # name, email and phone, lower case, for the read API's ``q``
+    history: list[Transition]
+
+
+def score(
+    state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
+) -> Scored:
+    """:func:`build_card` for the consumer, the sweep and the refit, which run it for every
+    event or customer: the card is written straight to JSON from the figures computed here
+    (the same document ``build_card`` validates), and the stage history comes from the same
+    walk over the purchase days."""
+    doc, stage, history = _document(state, as_of, population, settings)
+    value, rfm_doc, prediction = doc["value"], doc["rfm"], doc["prediction"]
+    profile = doc["profile"]
+    search = " ".join(x for x in (profile["name"], profile["email"], profile["phone"]) if x)
+    return Scored(
+        customer_id=state.customer_id,
+        as_of=as_of,
+        json=orjson.dumps(doc, default=_json_default, option=orjson.OPT_UTC_Z),
+        stage=stage.stage,
+        stage_since=stage.since,
+        next_transition_at=stage.next_transition_at,
+        tier=doc["tier"],
+        strategy=doc["strategy"],
+        segment=rfm_doc["segment"] if rfm_doc else None,
+        value_score=doc["value_score"],
+        lifetime_spend=value["lifetime_spend"],
+        orders=value["orders"],
+        purchase_interval_days=value["purchase_interval_days"],
+        last_order_at=value["last_order_at"],
+        clv=prediction["clv_365d"] if prediction else None,
+        p_alive=prediction["p_alive"] if prediction else None,
+        name=profile["name"],
+        email=profile["email"],
+        search=search.lower()[:600] or None,
+        history=history,
+    )
+
+
+def _json_default(value: object) -> str:
+    # Money as its exact decimal string, as the Card model writes it.
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not part of a card")
+
+
+def _document(
+    state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
+) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition]]:
+    """The card as a :class:`Card`-shaped dict of plain values, its stage, and the transitions."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
     now = to_micros(as_of)
@@ -174,12 +253,12 @@ def build_card(
     value_score = tiers.composite(
         window_spend,
         window_orders,
-        value.purchase_interval_days or median_gap,
-        value.outstanding,
+        value["purchase_interval_days"] or median_gap,
+        value["outstanding"],
         settings,
     )
     prediction = _prediction(purchases, purchase_days, today, population)
-    stage = lifecycle.stage_at(days, as_of, median_gap, settings)
+    stage, history = lifecycle.stage_and_transitions(days, as_of, median_gap, settings)
     open_, total, raised = state.complaint_counts(now)
     last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
@@ -188,26 +267,27 @@ def build_card(
     strategy: Strategy | None = None
     if population.tiers is not None:
         tier = tiers.tier(value_score, population.tiers)
-        if prediction is not None and prediction.clv_365d is not None:
-            strategy = tiers.strategy(value_score, prediction.clv_365d, population.tiers)
+        if prediction is not None and prediction["clv_365d"] is not None:
+            strategy = tiers.strategy(value_score, prediction["clv_365d"], population.tiers)
 
-    return Card(
-        customer_id=state.customer_id,
-        as_of=as_of,
-        profile=_profile(state),
-        value=value,
-        value_score=value_score,
-        rfm=_rfm(value, days, today, population.rfm),
-        prediction=prediction,
-        tier=tier,
-        strategy=strategy,
-        stage=stage.stage,
-        stage_since=stage.since,
-        next_transition_at=stage.next_transition_at,
-        complaints=Complaints(open=open_, total=total, last_at=_moment(raised)),
-        visits=Visits(last_30d=last_30d, total=visits, last_at=_moment(visited)),
-        updated_at=_moment(updated),
-    )
+    doc = {
+        "customer_id": state.customer_id,
+        "as_of": as_of,
+        "profile": _profile(state),
+        "value": value,
+        "value_score": value_score,
+        "rfm": _rfm(value, days, today, population.rfm),
+        "prediction": prediction,
+        "tier": tier,
+        "strategy": strategy,
+        "stage": stage.stage,
+        "stage_since": stage.since,
+        "next_transition_at": stage.next_transition_at,
+        "complaints": {"open": open_, "total": total, "last_at": _moment(raised)},
+        "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
+        "updated_at": _moment(updated),
+    }
+    return doc, stage, history
 
 
 def purchase_days(state: CustomerState, as_of: datetime) -> list[date]:
@@ -244,22 +324,22 @@ class _SpendWindows:
         return self._suffix[0]
 
 
-def _value(purchases: list[Purchase], spend: _SpendWindows, days: list[date]) -> Value:
+def _value(purchases: list[Purchase], spend: _SpendWindows, days: list[date]) -> dict[str, Any]:
     lifetime = spend.lifetime
     orders = len(purchases)
     gaps = sorted((b - a).days for a, b in pairwise(days))
-    return Value(
-        lifetime_spend=lifetime,
-        spend_30d=spend.since(30)[0],
-        spend_90d=spend.since(90)[0],
-        spend_365d=spend.since(365)[0],
-        orders=orders,
-        average_order_value=_average(lifetime, orders),
-        first_order_at=from_micros(purchases[0].at) if purchases else None,
-        last_order_at=from_micros(purchases[-1].at) if purchases else None,
-        purchase_interval_days=lifecycle.median(gaps) if gaps else None,
-        outstanding=sum((p.outstanding for p in purchases), Decimal(0)),
-    )
+    return {
+        "lifetime_spend": lifetime,
+        "spend_30d": spend.since(30)[0],
+        "spend_90d": spend.since(90)[0],
+        "spend_365d": spend.since(365)[0],
+        "orders": orders,
+        "average_order_value": _average(lifetime, orders),
+        "first_order_at": from_micros(purchases[0].at) if purchases else None,
+        "last_order_at": from_micros(purchases[-1].at) if purchases else None,
+        "purchase_interval_days": lifecycle.median(gaps) if gaps else None,
+        "outstanding": sum((p.outstanding for p in purchases), Decimal(0)),
+    }
 
 
 def _average(total: Decimal, count: int) -> Decimal | None:
@@ -271,52 +351,55 @@ def _average(total: Decimal, count: int) -> Decimal | None:
     return (total / count).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
 
 
-def _rfm(value: Value, days: list[date], today: date, bp: RfmBreakpoints | None) -> Rfm | None:
+def _rfm(
+    value: dict[str, Any], days: list[date], today: date, bp: RfmBreakpoints | None
+) -> dict[str, Any] | None:
     if bp is None or not days:
         return None
-    r, f, m = rfm.score((today - days[-1]).days, value.orders, float(value.lifetime_spend), bp)
-    return Rfm(recency=r, frequency=f, monetary=m, segment=rfm.segment(r, f, m))
+    recency = (today - days[-1]).days
+    r, f, m = rfm.score(recency, value["orders"], float(value["lifetime_spend"]), bp)
+    return {"recency": r, "frequency": f, "monetary": m, "segment": rfm.segment(r, f, m)}
 
 
 def _prediction(
     purchases: list[Purchase], days: list[date], today: date, pop: Population
-) -> Prediction | None:
+) -> dict[str, Any] | None:
     stats = predict.daily_stats(zip(days, (float(p.net) for p in purchases), strict=True), today)
     if stats is None:
         return None
     x, t_x, age = stats.x, stats.t_x, stats.T
     if pop.bg is None:
         # The customer's own statistics are known; the model figures wait for a fit.
-        return Prediction(
-            frequency=x,
-            recency_days=t_x,
-            age_days=age,
-            p_alive=None,
-            expected_orders_90d=None,
-            expected_order_value=None,
-            clv_365d=None,
-        )
+        return {
+            "frequency": x,
+            "recency_days": t_x,
+            "age_days": age,
+            "p_alive": None,
+            "expected_orders_90d": None,
+            "expected_order_value": None,
+            "clv_365d": None,
+        }
     order_value: float | None = None
     clv: float | None = None
     if pop.gg is not None:
         order_value = _finite(predict.expected_order_value(pop.gg, x, stats.mean_spend))
         clv = _finite(predict.clv(pop.bg, pop.gg, x, t_x, age, stats.mean_spend, 365.0))
-    return Prediction(
-        frequency=x,
-        recency_days=t_x,
-        age_days=age,
-        p_alive=predict.p_alive(pop.bg, x, t_x, age),
-        expected_orders_90d=predict.expected_orders(pop.bg, 90.0, x, t_x, age),
-        expected_order_value=order_value,
-        clv_365d=clv,
-    )
+    return {
+        "frequency": x,
+        "recency_days": t_x,
+        "age_days": age,
+        "p_alive": predict.p_alive(pop.bg, x, t_x, age),
+        "expected_orders_90d": predict.expected_orders(pop.bg, 90.0, x, t_x, age),
+        "expected_order_value": order_value,
+        "clv_365d": clv,
+    }
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _profile(state: CustomerState) -> Profile:
+def _profile(state: CustomerState) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     consent: dict[str, bool] = {}
     for name, value in state.profile_values():
@@ -326,4 +409,5 @@ def _profile(state: CustomerState) -> Profile:
             continue  # cleared: the model's empty default
         else:
             fields[name] = value
-    return Profile(consent=Consent(**consent), **fields)
+    # Validated: the profile holds what clients sent.
+    return Profile(consent=Consent(**consent), **fields).model_dump()

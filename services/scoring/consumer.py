@@ -15,9 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scoring import store
-from services.scoring.card import Card, Population, build_card, purchase_days
+from services.scoring.card import Population, Scored, score
 from services.scoring.changes import change_payload
-from services.scoring.lifecycle import Transition, transitions
 from services.scoring.settings import ScoringSettings
 from services.scoring.state import CustomerState, apply
 from services.scoring.store import CustomerRow
@@ -41,19 +40,11 @@ class PopulationCache:
             self.current = await store.load_population(conn)
 
 
-def card_of(
+def score_of(
     state: CustomerState, clock: Clock, population: Population, settings: ScoringSettings
-) -> tuple[Card, bytes]:
-    card = build_card(state, clock.now(), population, settings)
-    return card, card.model_dump_json().encode()
-
-
-def history_of(
-    state: CustomerState, card: Card, population: Population, settings: ScoringSettings
-) -> list[Transition]:
-    """The customer's stage transitions in event time, up to the card's instant."""
-    days = purchase_days(state, card.as_of)
-    return transitions(days, card.as_of, population.median_gap(settings), settings)
+) -> Scored:
+    """The customer's card now."""
+    return score(state, clock.now(), population, settings)
 
 
 class EventApplier:
@@ -109,13 +100,10 @@ class EventApplier:
 
             stored = await store.lock(conn, (e.customer_id for e, _ in fresh))
             erased_at = await store.erased(conn, (e.customer_id for e, _ in fresh))
-            states = {cid: state for cid, (state, _) in stored.items()}
-            stages = {cid: stage for cid, (_, stage) in stored.items()}
-            cards: dict[str, tuple[Card, bytes]] = {}
+            states = {cid: found.state for cid, found in stored.items()}
+            stages = {cid: found.stage for cid, found in stored.items()}
+            cards: dict[str, Scored] = {}
             outbox: list[tuple[str, bytes]] = []
-            # Customers whose stage history may differ from the stored one: new purchases, or
-            # a stage that time moved before the sweep got to it.
-            rewrite: set[str] = set()
             dropped: list[str] = []
             for envelope, raw in fresh:
                 cid = envelope.customer_id
@@ -129,19 +117,16 @@ class EventApplier:
                     await self._forget(conn, envelope, raw, states, cards, outbox)
                     erased_at[cid] = envelope.occurred_at
                     stages.pop(cid, None)
-                    rewrite.discard(cid)
+                    # Their stored history now stands under an anonymous label.
+                    stored.pop(cid, None)
                     dropped.append(envelope.event_id)
                     continue
-                if envelope.event_type.startswith("order."):
-                    rewrite.add(cid)
                 state, _ = apply(states.get(cid), envelope, settings)
                 states[cid] = state
-                card, card_json = card_of(state, self._clock, population, settings)
-                cards[cid] = (card, card_json)
+                card = score_of(state, self._clock, population, settings)
+                cards[cid] = card
                 before = stages.get(cid, "prospect")
                 stages[cid] = card.stage
-                if before != card.stage:
-                    rewrite.add(cid)
                 outbox.append(
                     (
                         cid,
@@ -150,7 +135,7 @@ class EventApplier:
                             customer_id=cid,
                             cause="event",
                             at=card.as_of,
-                            card_json=card_json,
+                            card_json=card.json,
                             event_json=raw,
                             stage_change=(before, card.stage) if before != card.stage else None,
                         ),
@@ -158,13 +143,15 @@ class EventApplier:
                 )
 
             await store.drop_inbox(conn, dropped)
-            await store.save(conn, [CustomerRow.of(states[cid], *cards[cid]) for cid in cards])
-            await store.replace_history(
+            await store.save(
+                conn, [CustomerRow.of(states[cid], card) for cid, card in cards.items()]
+            )
+            await store.sync_history(
                 conn,
-                {
-                    cid: history_of(states[cid], cards[cid][0], population, settings)
-                    for cid in rewrite
-                },
+                (
+                    (cid, stored[cid].history if cid in stored else [], card.history)
+                    for cid, card in cards.items()
+                ),
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)
@@ -176,7 +163,7 @@ class EventApplier:
         envelope: Envelope,
         raw: bytes,
         states: dict[str, CustomerState],
-        cards: dict[str, tuple[Card, bytes]],
+        cards: dict[str, Scored],
         outbox: list[tuple[str, bytes]],
     ) -> None:
         """Erase a customer inside the batch's transaction: what this batch computed for them
@@ -187,8 +174,8 @@ class EventApplier:
         outbox[:] = [(c, payload) for c, payload in outbox if c != cid]
         spend, orders = Decimal(0), 0
         if state is not None:
-            card, _ = card_of(state, self._clock, self._population.current, self._settings)
-            spend, orders = card.value.lifetime_spend, card.value.orders
+            card = score_of(state, self._clock, self._population.current, self._settings)
+            spend, orders = card.lifetime_spend, card.orders
         await store.forget(
             conn,
             store.Erasure(cid, envelope.event_id, envelope.occurred_at, spend, orders),

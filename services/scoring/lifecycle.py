@@ -194,22 +194,7 @@ def stage_at(
     ``next_transition_at`` is the UTC midnight at which the stage would next change if no
     purchase happened, or None when time alone cannot move it (prospect, churned).
     """
-    until = day_of(as_of).toordinal()
-    since: int | None = None
-    last: tuple[Stage, Stage, int, _Clock | None] | None = None
-    for item in _walk(purchase_days, until, population_median_gap, settings):
-        if item[0] != item[1]:
-            since = item[2]
-        last = item
-    assert last is not None  # _walk always yields its closing item
-    stage, clock = last[1], last[3]
-    next_at: datetime | None = None
-    if clock is not None:
-        for boundary in clock.boundaries:
-            if boundary > until and clock.stage_on(boundary) != stage:
-                next_at = midnight(date.fromordinal(boundary))
-                break
-    return StageInfo(stage, None if since is None else date.fromordinal(since), next_at)
+    return stage_and_transitions(purchase_days, as_of, population_median_gap, settings)[0]
 
 
 def transitions(
@@ -219,5 +204,33 @@ def transitions(
     settings: ScoringSettings,
 ) -> list[Transition]:
     """Every stage change from the first purchase up to ``until``, oldest first."""
-    walk = _walk(purchase_days, day_of(until).toordinal(), population_median_gap, settings)
-    return [Transition(a, b, date.fromordinal(day)) for a, b, day, _ in walk if a != b]
+    return stage_and_transitions(purchase_days, until, population_median_gap, settings)[1]
+
+
+def stage_and_transitions(
+    purchase_days: Sequence[date],
+    as_of: datetime | date,
+    population_median_gap: float,
+    settings: ScoringSettings,
+) -> tuple[StageInfo, list[Transition]]:
+    """:func:`stage_at` and :func:`transitions` from one walk over the purchase days (the
+    consumer needs both for every card it builds)."""
+    until = day_of(as_of).toordinal()
+    moves: list[Transition] = []
+    since: int | None = None
+    last: tuple[Stage, Stage, int, _Clock | None] | None = None
+    for item in _walk(purchase_days, until, population_median_gap, settings):
+        if item[0] != item[1]:
+            since = item[2]
+            moves.append(Transition(item[0], item[1], date.fromordinal(item[2])))
+        last = item
+    assert last is not None  # _walk always yields its closing item
+    stage, clock = last[1], last[3]
+    next_at: datetime | None = None
+    if clock is not None:
+        for boundary in clock.boundaries:
+            if boundary > until and clock.stage_on(boundary) != stage:
+                next_at = midnight(date.fromordinal(boundary))
+                break
+    info = StageInfo(stage, None if since is None else date.fromordinal(since), next_at)
+    return info, moves

@@ -1,8 +1,9 @@
 """Scoring's tables (schema ``scoring``).
 
 ``customers`` holds each customer's facts (``state``, the source of truth) beside the figures
-the read API filters and sorts on, which are refreshed whenever the state or the population
-changes. ``inbox`` makes every event apply once; ``outbox`` holds changes until the relay has
+the read API filters, sorts and lists by, which are refreshed whenever the state or the
+population changes (cards themselves are built from the facts when read, and travel on the
+changes topic). ``inbox`` makes every event apply once; ``outbox`` holds changes until the relay has
 published them.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     CHAR,
+    JSON,
     BigInteger,
     Column,
     Date,
@@ -43,8 +45,9 @@ customers = Table(
     "customers",
     metadata,
     Column("customer_id", String(128), primary_key=True),
-    Column("state", JSONB, nullable=False),
-    Column("card", JSONB, nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("name", String(200)),
+    Column("email", String(254)),
     Column("stage", String(16), nullable=False),
     Column("stage_since", Date),
     Column("tier", String(16)),

@@ -112,8 +112,8 @@ async def list_customers(
     query = (
         select(
             _c.customer_id,
-            _c.card[("profile", "name")].astext.label("name"),
-            _c.card[("profile", "email")].astext.label("email"),
+            _c.name,
+            _c.email,
             _c.stage,
             _c.stage_since,
             _c.tier,

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring import predict, rfm, store, tiers
-from services.scoring.card import Population, build_card, purchase_days
+from services.scoring.card import Population, purchase_days, score
 from services.scoring.changes import change_payload
 from services.scoring.consumer import PopulationCache
 from services.scoring.settings import ScoringSettings
@@ -65,7 +65,7 @@ async def fit_population(
             for (raw,) in chunk:
                 customers += 1
                 state = CustomerState.from_json(raw)
-                card = build_card(state, as_of, current, settings)
+                card = score(state, as_of, current, settings)
                 composites.append(card.value_score)
                 purchases = state.purchases(now_us)
                 if not purchases:
@@ -82,10 +82,10 @@ async def fit_population(
                 spends.append(stats.mean_spend)
                 days = purchase_days(state, as_of)
                 recency.append(float((as_of.date() - days[-1]).days))
-                frequency.append(float(card.value.orders))
-                monetary.append(float(card.value.lifetime_spend))
-                if card.value.purchase_interval_days is not None:
-                    gaps.append(card.value.purchase_interval_days)
+                frequency.append(float(card.orders))
+                monetary.append(float(card.lifetime_spend))
+                if card.purchase_interval_days is not None:
+                    gaps.append(card.purchase_interval_days)
 
     started = time.perf_counter()
     x = np.asarray(xs, dtype=np.int64)
@@ -178,11 +178,13 @@ async def _refresh_cards(
             outbox: list[tuple[str, bytes]] = []
             for row in rows:
                 state = CustomerState.from_json(row.state)
-                card = build_card(state, now, population, settings)
-                card_json = card.model_dump_json().encode()
-                saved.append(CustomerRow.of(state, card, card_json))
-                segment = card.rfm.segment if card.rfm else None
-                if (card.tier, card.strategy, segment) != (row.tier, row.strategy, row.segment):
+                card = score(state, now, population, settings)
+                saved.append(CustomerRow.of(state, card))
+                if (card.tier, card.strategy, card.segment) != (
+                    row.tier,
+                    row.strategy,
+                    row.segment,
+                ):
                     outbox.append(
                         (
                             row.customer_id,
@@ -193,7 +195,7 @@ async def _refresh_cards(
                                 customer_id=row.customer_id,
                                 cause="refresh",
                                 at=now,
-                                card_json=card_json,
+                                card_json=card.json,
                             ),
                         )
                     )

@@ -10,24 +10,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.card import Card, Population
-from services.scoring.lifecycle import Transition
+from services.scoring.card import Population, Scored
+from services.scoring.lifecycle import Stage, Transition
 from services.scoring.state import CustomerState
 from shared.privacy import anonymous_id, customer_digest, erased_at
 
 
 @dataclass(frozen=True, slots=True)
 class CustomerRow:
-    """A customer as stored: their facts, their card and the columns the read API filters
-    and sorts on."""
+    """A customer as stored: their facts and the columns the read API filters, sorts and
+    lists by."""
 
     customer_id: str
     state: bytes
-    card: bytes
+    name: str | None
+    email: str | None
     stage: str
     stage_since: date | None
     tier: str | None
@@ -42,25 +44,24 @@ class CustomerRow:
     search: str | None
 
     @classmethod
-    def of(cls, state: CustomerState, card: Card, card_json: bytes) -> CustomerRow:
-        p = card.profile
-        search = " ".join(x for x in (p.name, p.email, p.phone) if x).lower() or None
+    def of(cls, state: CustomerState, card: Scored) -> CustomerRow:
         return cls(
             customer_id=state.customer_id,
             state=state.to_json(),
-            card=card_json,
+            name=card.name,
+            email=card.email,
             stage=card.stage,
             stage_since=card.stage_since,
             tier=card.tier,
-            segment=card.rfm.segment if card.rfm else None,
+            segment=card.segment,
             strategy=card.strategy,
             value_score=card.value_score,
-            lifetime_spend=card.value.lifetime_spend,
-            clv=card.prediction.clv_365d if card.prediction else None,
-            p_alive=card.prediction.p_alive if card.prediction else None,
-            last_order_at=card.value.last_order_at,
+            lifetime_spend=card.lifetime_spend,
+            clv=card.clv,
+            p_alive=card.p_alive,
+            last_order_at=card.last_order_at,
             next_transition_at=card.next_transition_at,
-            search=search[:600] if search else None,
+            search=card.search,
         )
 
 
@@ -73,31 +74,51 @@ _CLAIM = text(
     """
 )
 
+# A customer's stored stage history comes with their row, so the batch can write only what
+# changed in it (an in-order purchase appends; only a late event rewrites the past).
+_STORED = """
+    SELECT c.customer_id, c.state, c.stage,
+        (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
+            WHERE h.customer_id = c.customer_id) AS history_ids,
+        (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
+            FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) AS history
+    FROM scoring.customers AS c
+"""
 _LOCK = text(
+    _STORED
+    + """
+    WHERE c.customer_id = ANY(CAST(:ids AS text[]))
+    ORDER BY c.customer_id
+    FOR UPDATE OF c
     """
-    SELECT customer_id, state, stage FROM scoring.customers
-    WHERE customer_id = ANY(CAST(:ids AS text[]))
-    ORDER BY customer_id
-    FOR UPDATE
+)
+_DUE = text(
+    _STORED
+    + """
+    WHERE c.next_transition_at <= :now
+    ORDER BY c.next_transition_at
+    LIMIT :limit
+    FOR UPDATE OF c SKIP LOCKED
     """
 )
 
 _UPSERT = text(
     """
-    INSERT INTO scoring.customers AS c (customer_id, state, card, stage, stage_since, tier,
-        segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
+    INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
+        tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
         next_transition_at, search, updated_at)
-    SELECT id, CAST(st AS jsonb), CAST(cd AS jsonb), sg, ss, ti, se, sr, vs, ls, cl, pa, lo,
-        nt, q, now()
-    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:cards AS text[]),
+    SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:names AS text[]),
+        CAST(:emails AS text[]),
         CAST(:stages AS text[]), CAST(:since AS date[]), CAST(:tiers AS text[]),
         CAST(:segments AS text[]), CAST(:strategies AS text[]), CAST(:scores AS float8[]),
         CAST(:spend AS numeric[]), CAST(:clv AS float8[]), CAST(:alive AS float8[]),
         CAST(:last_order AS timestamptz[]), CAST(:next AS timestamptz[]),
         CAST(:search AS text[]))
-        AS t(id, st, cd, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q)
+        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q)
     ON CONFLICT (customer_id) DO UPDATE SET
-        state = EXCLUDED.state, card = EXCLUDED.card, stage = EXCLUDED.stage,
+        state = EXCLUDED.state, name = EXCLUDED.name, email = EXCLUDED.email,
+        stage = EXCLUDED.stage,
         stage_since = EXCLUDED.stage_since, tier = EXCLUDED.tier, segment = EXCLUDED.segment,
         strategy = EXCLUDED.strategy, value_score = EXCLUDED.value_score,
         lifetime_spend = EXCLUDED.lifetime_spend, clv = EXCLUDED.clv,
@@ -107,9 +128,7 @@ _UPSERT = text(
     """
 )
 
-_CLEAR_HISTORY = text(
-    "DELETE FROM scoring.stage_history WHERE customer_id = ANY(CAST(:ids AS text[]))"
-)
+_DROP_HISTORY = text("DELETE FROM scoring.stage_history WHERE id = ANY(CAST(:ids AS bigint[]))")
 _ADD_HISTORY = text(
     """
     INSERT INTO scoring.stage_history (customer_id, from_stage, to_stage, at)
@@ -134,13 +153,36 @@ async def claim(
     return set(result.scalars())
 
 
-async def lock(
-    conn: AsyncConnection, customer_ids: Iterable[str]
-) -> dict[str, tuple[CustomerState, str]]:
-    """The stored state and stage of each customer, locked until the transaction ends (rows
-    are locked in key order so concurrent batches cannot deadlock)."""
+@dataclass(slots=True)
+class Stored:
+    """A customer as the batch found them: facts, stage and stage history (row ids beside
+    each transition, so a changed past can be replaced row by row)."""
+
+    state: CustomerState
+    stage: str
+    history: list[tuple[int, Transition]]
+
+
+def _stored(row: Row[Any]) -> Stored:
+    history: list[tuple[int, Transition]] = []
+    for row_id, item in zip(row.history_ids or (), row.history or (), strict=True):
+        before, after, at = item.split(" ")
+        history.append((row_id, Transition(Stage(before), Stage(after), date.fromisoformat(at))))
+    return Stored(CustomerState.from_json(row.state), row.stage, history)
+
+
+async def lock(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, Stored]:
+    """These customers as stored, locked until the transaction ends (rows are locked in key
+    order so concurrent batches cannot deadlock)."""
     rows = await conn.execute(_LOCK, {"ids": sorted(set(customer_ids))})
-    return {r.customer_id: (CustomerState.from_json(r.state), r.stage) for r in rows}
+    return {r.customer_id: _stored(r) for r in rows}
+
+
+async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> dict[str, Stored]:
+    """Up to ``limit`` customers whose stage time may have moved by ``now``, most overdue
+    first, locked; customers another transaction holds are left for the next round."""
+    rows = await conn.execute(_DUE, {"now": now, "limit": limit})
+    return {r.customer_id: _stored(r) for r in rows}
 
 
 async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> None:
@@ -151,7 +193,8 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> None:
         {
             "ids": [r.customer_id for r in rows],
             "states": [r.state.decode() for r in rows],
-            "cards": [r.card.decode() for r in rows],
+            "names": [r.name for r in rows],
+            "emails": [r.email for r in rows],
             "stages": [r.stage for r in rows],
             "since": [r.stage_since for r in rows],
             "tiers": [r.tier for r in rows],
@@ -168,20 +211,32 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> None:
     )
 
 
-async def replace_history(conn: AsyncConnection, history: dict[str, list[Transition]]) -> None:
-    """Rewrite the stage history of these customers (their facts changed, so may their past)."""
-    if not history:
-        return
-    await conn.execute(_CLEAR_HISTORY, {"ids": list(history)})
-    flat = [(cid, t) for cid, ts in history.items() for t in ts]
-    if flat:
+async def sync_history(
+    conn: AsyncConnection,
+    history: Iterable[tuple[str, list[tuple[int, Transition]], list[Transition]]],
+) -> None:
+    """Bring each customer's stored transitions (``(customer, stored, wanted)``) to the wanted
+    ones: the rows after the first difference are replaced, a shared past is left alone."""
+    dropped: list[int] = []
+    added: list[tuple[str, Transition]] = []
+    for cid, stored, wanted in history:
+        same = 0
+        for (_, old), new in zip(stored, wanted, strict=False):
+            if old != new:
+                break
+            same += 1
+        dropped += [row_id for row_id, _ in stored[same:]]
+        added += [(cid, t) for t in wanted[same:]]
+    if dropped:
+        await conn.execute(_DROP_HISTORY, {"ids": dropped})
+    if added:
         await conn.execute(
             _ADD_HISTORY,
             {
-                "ids": [cid for cid, _ in flat],
-                "froms": [t.from_stage for _, t in flat],
-                "tos": [t.to_stage for _, t in flat],
-                "ats": [t.at for _, t in flat],
+                "ids": [cid for cid, _ in added],
+                "froms": [t.from_stage for _, t in added],
+                "tos": [t.to_stage for _, t in added],
+                "ats": [t.at for _, t in added],
             },
         )
 

@@ -7,27 +7,15 @@ a sweep takes the customers that are due, oldest first, rebuilds their cards and
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring import store
 from services.scoring.changes import change_payload
-from services.scoring.consumer import PopulationCache, card_of, history_of
+from services.scoring.consumer import PopulationCache, score_of
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import CustomerState
 from services.scoring.store import CustomerRow
 from shared.changes import change_id_for
 from shared.clock import Clock
-
-_DUE = text(
-    """
-    SELECT customer_id, state, stage FROM scoring.customers
-    WHERE next_transition_at <= :now
-    ORDER BY next_transition_at
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """
-)
 
 
 async def sweep_once(
@@ -41,33 +29,30 @@ async def sweep_once(
     now = clock.now()
     pop = population.current
     async with engine.begin() as conn:
-        due = (await conn.execute(_DUE, {"now": now, "limit": limit})).all()
+        due = await store.lock_due(conn, now, limit)
         rows: list[CustomerRow] = []
         outbox: list[tuple[str, bytes]] = []
-        history = {}
-        for row in due:
-            state = CustomerState.from_json(row.state)
-            card, card_json = card_of(state, clock, pop, settings)
-            rows.append(CustomerRow.of(state, card, card_json))
-            if card.stage != row.stage:
-                history[row.customer_id] = history_of(state, card, pop, settings)
+        history = []
+        for cid, found in due.items():
+            card = score_of(found.state, clock, pop, settings)
+            rows.append(CustomerRow.of(found.state, card))
+            if card.stage != found.stage:
+                history.append((cid, found.history, card.history))
                 outbox.append(
                     (
-                        row.customer_id,
+                        cid,
                         change_payload(
-                            change_id=change_id_for(
-                                "time", row.customer_id, card.stage, str(card.stage_since)
-                            ),
-                            customer_id=row.customer_id,
+                            change_id=change_id_for("time", cid, card.stage, str(card.stage_since)),
+                            customer_id=cid,
                             cause="time",
                             at=now,
-                            card_json=card_json,
-                            stage_change=(row.stage, card.stage),
+                            card_json=card.json,
+                            stage_change=(found.stage, card.stage),
                         ),
                     )
                 )
         await store.save(conn, rows)
-        await store.replace_history(conn, history)
+        await store.sync_history(conn, history)
         await store.add_outbox(conn, outbox)
     return len(due), len(outbox)
 
