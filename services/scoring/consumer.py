@@ -19,6 +19,7 @@ from services.scoring.card import Population, Scored, score
 from services.scoring.changes import change_payload
 from services.scoring.settings import ScoringSettings
 from services.scoring.state import CustomerState, apply
+from services.scoring.state_cache import StateCache
 from services.scoring.store import CustomerRow
 from shared.changes import change_id_for
 from shared.clock import Clock
@@ -64,6 +65,7 @@ class EventApplier:
         self._settings = settings
         self._clock = clock
         self._population = population
+        self._cache = StateCache(settings.state_cache_customers)
 
     async def handle(self, records: Sequence[Message]) -> list[tuple[Message, Exception]]:
         """The consumer's handler: decode, apply, and hand back what cannot be decoded."""
@@ -98,9 +100,14 @@ class EventApplier:
             if not fresh:
                 return 0
 
-            stored = await store.lock(conn, (e.customer_id for e, _ in fresh))
-            erased_at = await store.erased(conn, (e.customer_id for e, _ in fresh))
-            states = {cid: found.state for cid, found in stored.items()}
+            touched = {e.customer_id for e, _ in fresh}
+            held = self._cache.take(touched)
+            stored = await store.lock(conn, touched, {c: v for c, (v, _) in held.items()})
+            erased_at = await store.erased(conn, touched)
+            states = {
+                cid: found.state if found.state is not None else held[cid][1]
+                for cid, found in stored.items()
+            }
             stages = {cid: found.stage for cid, found in stored.items()}
             cards: dict[str, Scored] = {}
             outbox: list[tuple[str, bytes]] = []
@@ -143,7 +150,7 @@ class EventApplier:
                 )
 
             await store.drop_inbox(conn, dropped)
-            await store.save(
+            versions = await store.save(
                 conn, [CustomerRow.of(states[cid], card) for cid, card in cards.items()]
             )
             await store.sync_history(
@@ -155,6 +162,7 @@ class EventApplier:
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)
+        self._cache.put((cid, version, states[cid]) for cid, version in versions.items())
         return len(fresh)
 
     async def _forget(

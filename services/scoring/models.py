@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Numeric,
+    Sequence,
     String,
     Table,
     text,
@@ -61,6 +62,9 @@ customers = Table(
     Column("next_transition_at", DateTime(timezone=True)),
     Column("search", String(600)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # From the sequence below on every write: the facts a consumer holds are current while
+    # the row still has the version it wrote.
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
     Index(
         "ix_customers_next_transition_at",
         "next_transition_at",
@@ -74,6 +78,8 @@ customers = Table(
     Index("ix_customers_p_alive", "p_alive", "customer_id"),
     Index("ix_customers_last_order_at", "last_order_at", "customer_id"),
 )
+
+customer_versions = Sequence("customer_versions", metadata=metadata)
 
 # Every stage transition of every customer in event time, rewritten for a customer whenever
 # their facts change (so late events correct history); feeds the history and flow APIs.

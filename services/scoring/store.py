@@ -6,7 +6,7 @@ statement, not a thousand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -76,25 +76,31 @@ _CLAIM = text(
 
 # A customer's stored stage history comes with their row, so the batch can write only what
 # changed in it (an in-order purchase appends; only a late event rewrites the past).
-_STORED = """
-    SELECT c.customer_id, c.state, c.stage,
+_HISTORY = """
         (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
             WHERE h.customer_id = c.customer_id) AS history_ids,
         (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
             FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) AS history
-    FROM scoring.customers AS c
 """
+# The facts come back only when they are not the version the caller already holds.
 _LOCK = text(
-    _STORED
+    """
+    SELECT c.customer_id, c.version, c.stage,
+        CASE WHEN c.version = k.v THEN NULL ELSE c.state END AS state,"""
+    + _HISTORY
     + """
-    WHERE c.customer_id = ANY(CAST(:ids AS text[]))
+    FROM unnest(CAST(:ids AS text[]), CAST(:known AS bigint[])) AS k(id, v)
+    JOIN scoring.customers AS c ON c.customer_id = k.id
     ORDER BY c.customer_id
     FOR UPDATE OF c
     """
 )
 _DUE = text(
-    _STORED
+    """
+    SELECT c.customer_id, c.version, c.stage, c.state,"""
+    + _HISTORY
     + """
+    FROM scoring.customers AS c
     WHERE c.next_transition_at <= :now
     ORDER BY c.next_transition_at
     LIMIT :limit
@@ -106,8 +112,9 @@ _UPSERT = text(
     """
     INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
         tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
-        next_transition_at, search, updated_at)
-    SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, now()
+        next_transition_at, search, updated_at, version)
+    SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, now(),
+        nextval('scoring.customer_versions')
     FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:names AS text[]),
         CAST(:emails AS text[]),
         CAST(:stages AS text[]), CAST(:since AS date[]), CAST(:tiers AS text[]),
@@ -124,7 +131,8 @@ _UPSERT = text(
         lifetime_spend = EXCLUDED.lifetime_spend, clv = EXCLUDED.clv,
         p_alive = EXCLUDED.p_alive, last_order_at = EXCLUDED.last_order_at,
         next_transition_at = EXCLUDED.next_transition_at, search = EXCLUDED.search,
-        updated_at = EXCLUDED.updated_at
+        updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
+    RETURNING customer_id, version
     """
 )
 
@@ -155,10 +163,12 @@ async def claim(
 
 @dataclass(slots=True)
 class Stored:
-    """A customer as the batch found them: facts, stage and stage history (row ids beside
-    each transition, so a changed past can be replaced row by row)."""
+    """A customer as the batch found them: facts (None when they are the version the caller
+    said it holds), the version of the row, stage and stage history (row ids beside each
+    transition, so a changed past can be replaced row by row)."""
 
-    state: CustomerState
+    state: CustomerState | None
+    version: int
     stage: str
     history: list[tuple[int, Transition]]
 
@@ -168,13 +178,19 @@ def _stored(row: Row[Any]) -> Stored:
     for row_id, item in zip(row.history_ids or (), row.history or (), strict=True):
         before, after, at = item.split(" ")
         history.append((row_id, Transition(Stage(before), Stage(after), date.fromisoformat(at))))
-    return Stored(CustomerState.from_json(row.state), row.stage, history)
+    state = None if row.state is None else CustomerState.from_json(row.state)
+    return Stored(state, row.version, row.stage, history)
 
 
-async def lock(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, Stored]:
+async def lock(
+    conn: AsyncConnection, customer_ids: Iterable[str], known: Mapping[str, int] | None = None
+) -> dict[str, Stored]:
     """These customers as stored, locked until the transaction ends (rows are locked in key
-    order so concurrent batches cannot deadlock)."""
-    rows = await conn.execute(_LOCK, {"ids": sorted(set(customer_ids))})
+    order so concurrent batches cannot deadlock). ``known`` maps customers to the row version
+    the caller holds their facts at: those facts are not sent again while still current."""
+    ids = sorted(set(customer_ids))
+    known = known or {}
+    rows = await conn.execute(_LOCK, {"ids": ids, "known": [known.get(cid) for cid in ids]})
     return {r.customer_id: _stored(r) for r in rows}
 
 
@@ -185,10 +201,13 @@ async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> dict[str
     return {r.customer_id: _stored(r) for r in rows}
 
 
-async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> None:
+async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, int]:
+    """Write these customers; returns the new row version of each (every write takes a
+    fresh number from one sequence, so a version never comes back, not even for a customer
+    erased and recreated)."""
     if not rows:
-        return
-    await conn.execute(
+        return {}
+    result = await conn.execute(
         _UPSERT,
         {
             "ids": [r.customer_id for r in rows],
@@ -209,6 +228,7 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> None:
             "search": [r.search for r in rows],
         },
     )
+    return {r.customer_id: r.version for r in result}
 
 
 async def sync_history(

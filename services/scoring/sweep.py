@@ -34,6 +34,7 @@ async def sweep_once(
         outbox: list[tuple[str, bytes]] = []
         history = []
         for cid, found in due.items():
+            assert found.state is not None  # asked for without a version held
             card = score_of(found.state, clock, pop, settings)
             rows.append(CustomerRow.of(found.state, card))
             if card.stage != found.stage:
