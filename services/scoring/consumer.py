@@ -19,8 +19,8 @@ from services.scoring.card import Population, Scored, score
 from services.scoring.changes import change_payload
 from services.scoring.settings import ScoringSettings
 from services.scoring.state import CustomerState, apply
-from services.scoring.state_cache import StateCache
-from services.scoring.store import CustomerRow
+from services.scoring.state_cache import Held, StateCache
+from services.scoring.store import CustomerRow, StoredHistory
 from shared.changes import change_id_for
 from shared.clock import Clock
 from shared.consumer import Message
@@ -102,12 +102,16 @@ class EventApplier:
 
             touched = {e.customer_id for e, _ in fresh}
             held = self._cache.take(touched)
-            stored = await store.lock(conn, touched, {c: v for c, (v, _) in held.items()})
+            stored = await store.lock(conn, touched, {c: h.version for c, h in held.items()})
             erased_at = await store.erased(conn, touched)
-            states = {
-                cid: found.state if found.state is not None else held[cid][1]
-                for cid, found in stored.items()
-            }
+            states: dict[str, CustomerState] = {}
+            history: dict[str, StoredHistory] = {}
+            for cid, found in stored.items():
+                if found.held:
+                    states[cid], history[cid] = held[cid].state, held[cid].history
+                else:
+                    assert found.state is not None and found.history is not None
+                    states[cid], history[cid] = found.state, found.history
             stages = {cid: found.stage for cid, found in stored.items()}
             cards: dict[str, Scored] = {}
             outbox: list[tuple[str, bytes]] = []
@@ -125,7 +129,7 @@ class EventApplier:
                     erased_at[cid] = envelope.occurred_at
                     stages.pop(cid, None)
                     # Their stored history now stands under an anonymous label.
-                    stored.pop(cid, None)
+                    history.pop(cid, None)
                     dropped.append(envelope.event_id)
                     continue
                 state, _ = apply(states.get(cid), envelope, settings)
@@ -153,16 +157,14 @@ class EventApplier:
             versions = await store.save(
                 conn, [CustomerRow.of(states[cid], card) for cid, card in cards.items()]
             )
-            await store.sync_history(
-                conn,
-                (
-                    (cid, stored[cid].history if cid in stored else [], card.history)
-                    for cid, card in cards.items()
-                ),
+            history = await store.sync_history(
+                conn, ((cid, history.get(cid, []), card.history) for cid, card in cards.items())
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)
-        self._cache.put((cid, version, states[cid]) for cid, version in versions.items())
+        self._cache.put(
+            (cid, Held(version, states[cid], history[cid])) for cid, version in versions.items()
+        )
         return len(fresh)
 
     async def _forget(

@@ -2,18 +2,28 @@
 
 Only the consumer that owns a customer's partition changes their facts, so what it wrote is
 usually what it will read next. Each entry remembers the row version it was written at; the
-batch's locking read sends the facts only for customers whose row has moved on since (another
-instance after a rebalance, a sweep or a refit rewriting the row). Entries are taken out for
-the length of a batch (the batch updates states in place) and put back only once it has
-committed, so a failed batch can never leave a state it half-applied behind.
+batch's locking read sends facts and stage history only for customers whose row has moved on
+since (another instance after a rebalance, a sweep or a refit rewriting the row). Entries are
+taken out for the length of a batch (the batch updates states in place) and put back only
+once it has committed, so a failed batch can never leave a state it half-applied behind.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from services.scoring.state import CustomerState
+from services.scoring.store import StoredHistory
+
+
+class Held(NamedTuple):
+    """A customer as this consumer last committed them."""
+
+    version: int
+    state: CustomerState
+    history: StoredHistory
 
 
 class StateCache:
@@ -21,23 +31,23 @@ class StateCache:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[str, tuple[int, CustomerState]] = OrderedDict()
+        self._entries: OrderedDict[str, Held] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, customer_ids: Iterable[str]) -> dict[str, tuple[int, CustomerState]]:
-        """Remove and return the entries held for these customers: ``(version, state)``."""
+    def take(self, customer_ids: Iterable[str]) -> dict[str, Held]:
+        """Remove and return the entries held for these customers."""
         entries = self._entries
-        return {cid: entry for cid in customer_ids if (entry := entries.pop(cid, None))}
+        return {cid: held for cid in customer_ids if (held := entries.pop(cid, None))}
 
-    def put(self, written: Iterable[tuple[str, int, CustomerState]]) -> None:
-        """Keep states just committed at their new row versions."""
+    def put(self, written: Iterable[tuple[str, Held]]) -> None:
+        """Keep customers just committed."""
         if not self._capacity:
             return
         entries = self._entries
-        for cid, version, state in written:
-            entries[cid] = (version, state)
+        for cid, held in written:
+            entries[cid] = held
             entries.move_to_end(cid)
         while len(entries) > self._capacity:
             entries.popitem(last=False)

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.card import Population, Scored
@@ -74,38 +74,46 @@ _CLAIM = text(
     """
 )
 
+
 # A customer's stored stage history comes with their row, so the batch can write only what
-# changed in it (an in-order purchase appends; only a late event rewrites the past).
-_HISTORY = """
-        (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
-            WHERE h.customer_id = c.customer_id) AS history_ids,
-        (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
-            FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) AS history
-"""
-# The facts come back only when they are not the version the caller already holds.
-_LOCK = text(
+# changed in it (an in-order purchase appends; only a late event rewrites the past). Facts and
+# history come back only when they are not the version the caller already holds.
+def _stored_query(where: str, *, known: bool) -> TextClause:
+    held = "c.version = k.v" if known else "false"
+    return text(
+        f"""
+        SELECT c.customer_id, c.version, c.stage, ({held}) IS TRUE AS held,
+            CASE WHEN {held} THEN NULL ELSE c.state END AS state,
+            CASE WHEN {held} THEN NULL ELSE (
+                SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
+                WHERE h.customer_id = c.customer_id) END AS history_ids,
+            CASE WHEN {held} THEN NULL ELSE (
+                SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
+                FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) END
+                AS history
+        {where}
+        """
+    )
+
+
+_LOCK = _stored_query(
     """
-    SELECT c.customer_id, c.version, c.stage,
-        CASE WHEN c.version = k.v THEN NULL ELSE c.state END AS state,"""
-    + _HISTORY
-    + """
     FROM unnest(CAST(:ids AS text[]), CAST(:known AS bigint[])) AS k(id, v)
     JOIN scoring.customers AS c ON c.customer_id = k.id
     ORDER BY c.customer_id
     FOR UPDATE OF c
-    """
+    """,
+    known=True,
 )
-_DUE = text(
+_DUE = _stored_query(
     """
-    SELECT c.customer_id, c.version, c.stage, c.state,"""
-    + _HISTORY
-    + """
     FROM scoring.customers AS c
     WHERE c.next_transition_at <= :now
     ORDER BY c.next_transition_at
     LIMIT :limit
     FOR UPDATE OF c SKIP LOCKED
-    """
+    """,
+    known=False,
 )
 
 _UPSERT = text(
@@ -142,6 +150,7 @@ _ADD_HISTORY = text(
     INSERT INTO scoring.stage_history (customer_id, from_stage, to_stage, at)
     SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]),
                          CAST(:ats AS date[]))
+    RETURNING id, customer_id
     """
 )
 _ADD_OUTBOX = text(
@@ -161,25 +170,30 @@ async def claim(
     return set(result.scalars())
 
 
+# A customer's stage transitions as stored, oldest first, each beside its row id.
+StoredHistory = list[tuple[int, Transition]]
+
+
 @dataclass(slots=True)
 class Stored:
-    """A customer as the batch found them: facts (None when they are the version the caller
-    said it holds), the version of the row, stage and stage history (row ids beside each
-    transition, so a changed past can be replaced row by row)."""
+    """A customer as the batch found them: the row's version and stage, and their facts and
+    stage history, both None when the caller holds that version already (``held``)."""
 
-    state: CustomerState | None
     version: int
     stage: str
-    history: list[tuple[int, Transition]]
+    held: bool
+    state: CustomerState | None
+    history: StoredHistory | None
 
 
 def _stored(row: Row[Any]) -> Stored:
-    history: list[tuple[int, Transition]] = []
+    if row.held:
+        return Stored(row.version, row.stage, True, None, None)
+    history: StoredHistory = []
     for row_id, item in zip(row.history_ids or (), row.history or (), strict=True):
         before, after, at = item.split(" ")
         history.append((row_id, Transition(Stage(before), Stage(after), date.fromisoformat(at))))
-    state = None if row.state is None else CustomerState.from_json(row.state)
-    return Stored(state, row.version, row.stage, history)
+    return Stored(row.version, row.stage, False, CustomerState.from_json(row.state), history)
 
 
 async def lock(
@@ -232,25 +246,27 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, 
 
 
 async def sync_history(
-    conn: AsyncConnection,
-    history: Iterable[tuple[str, list[tuple[int, Transition]], list[Transition]]],
-) -> None:
+    conn: AsyncConnection, history: Iterable[tuple[str, StoredHistory, list[Transition]]]
+) -> dict[str, StoredHistory]:
     """Bring each customer's stored transitions (``(customer, stored, wanted)``) to the wanted
-    ones: the rows after the first difference are replaced, a shared past is left alone."""
+    ones: the rows after the first difference are replaced, a shared past is left alone.
+    Returns each customer's history as now stored."""
     dropped: list[int] = []
     added: list[tuple[str, Transition]] = []
+    now_stored: dict[str, StoredHistory] = {}
     for cid, stored, wanted in history:
         same = 0
         for (_, old), new in zip(stored, wanted, strict=False):
             if old != new:
                 break
             same += 1
+        now_stored[cid] = stored[:same]
         dropped += [row_id for row_id, _ in stored[same:]]
         added += [(cid, t) for t in wanted[same:]]
     if dropped:
         await conn.execute(_DROP_HISTORY, {"ids": dropped})
     if added:
-        await conn.execute(
+        rows = await conn.execute(
             _ADD_HISTORY,
             {
                 "ids": [cid for cid, _ in added],
@@ -259,6 +275,15 @@ async def sync_history(
                 "ats": [t.at for _, t in added],
             },
         )
+        # Row ids rise in the order the rows were given: a customer's in their order.
+        ids: dict[str, list[int]] = {}
+        for row_id, cid in rows.tuples():
+            ids.setdefault(cid, []).append(row_id)
+        for row_ids in ids.values():
+            row_ids.sort(reverse=True)  # popped from the end: smallest first
+        for cid, t in added:
+            now_stored[cid].append((ids[cid].pop(), t))
+    return now_stored
 
 
 async def add_outbox(conn: AsyncConnection, items: Sequence[tuple[str, bytes]]) -> None:

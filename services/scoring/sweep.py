@@ -34,7 +34,7 @@ async def sweep_once(
         outbox: list[tuple[str, bytes]] = []
         history = []
         for cid, found in due.items():
-            assert found.state is not None  # asked for without a version held
+            assert found.state is not None and found.history is not None  # none held
             card = score_of(found.state, clock, pop, settings)
             rows.append(CustomerRow.of(found.state, card))
             if card.stage != found.stage:
