@@ -36,6 +36,7 @@ from services.scoring.state import DAY_US, CustomerState, Purchase, from_micros,
 from services.scoring.tiers import Strategy, Tier, TierBreakpoints
 
 _EPOCH_DAY = date(1970, 1, 1)
+_EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
 
 
 class _Model(BaseModel):
@@ -243,8 +244,10 @@ def _document(
     now = to_micros(as_of)
     today = lifecycle.day_of(as_of)
     purchases = state.purchases(now)
-    purchase_days = [_day(p.at) for p in purchases]
-    days = sorted(set(purchase_days))
+    # Day numbers since the epoch (UTC), in time order as the purchases are; and each day once.
+    purchase_days = [p.at // DAY_US for p in purchases]
+    days = list(dict.fromkeys(purchase_days))
+    today_number = today.toordinal() - _EPOCH_ORDINAL
     median_gap = population.median_gap(settings)
 
     spend = _SpendWindows(purchases, now)
@@ -257,8 +260,10 @@ def _document(
         value["outstanding"],
         settings,
     )
-    prediction = _prediction(purchases, purchase_days, today, population)
-    stage, history = lifecycle.stage_and_transitions(days, as_of, median_gap, settings)
+    prediction = _prediction(purchases, purchase_days, today_number, population)
+    ordinals = [d + _EPOCH_ORDINAL for d in days]
+    state.walk = lifecycle.walk(ordinals, median_gap, settings, state.walk)
+    stage, history = state.walk.at(today.toordinal())
     open_, total, raised = state.complaint_counts(now)
     last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
@@ -276,7 +281,7 @@ def _document(
         "profile": _profile(state),
         "value": value,
         "value_score": value_score,
-        "rfm": _rfm(value, days, today, population.rfm),
+        "rfm": _rfm(value, days, today_number, population.rfm),
         "prediction": prediction,
         "tier": tier,
         "strategy": strategy,
@@ -324,10 +329,10 @@ class _SpendWindows:
         return self._suffix[0]
 
 
-def _value(purchases: list[Purchase], spend: _SpendWindows, days: list[date]) -> dict[str, Any]:
+def _value(purchases: list[Purchase], spend: _SpendWindows, days: list[int]) -> dict[str, Any]:
     lifetime = spend.lifetime
     orders = len(purchases)
-    gaps = sorted((b - a).days for a, b in pairwise(days))
+    gaps = sorted(b - a for a, b in pairwise(days))
     return {
         "lifetime_spend": lifetime,
         "spend_30d": spend.since(30)[0],
@@ -352,19 +357,21 @@ def _average(total: Decimal, count: int) -> Decimal | None:
 
 
 def _rfm(
-    value: dict[str, Any], days: list[date], today: date, bp: RfmBreakpoints | None
+    value: dict[str, Any], days: list[int], today: int, bp: RfmBreakpoints | None
 ) -> dict[str, Any] | None:
     if bp is None or not days:
         return None
-    recency = (today - days[-1]).days
+    recency = today - days[-1]
     r, f, m = rfm.score(recency, value["orders"], float(value["lifetime_spend"]), bp)
     return {"recency": r, "frequency": f, "monetary": m, "segment": rfm.segment(r, f, m)}
 
 
 def _prediction(
-    purchases: list[Purchase], days: list[date], today: date, pop: Population
+    purchases: list[Purchase], days: list[int], today: int, pop: Population
 ) -> dict[str, Any] | None:
-    stats = predict.daily_stats(zip(days, (float(p.net) for p in purchases), strict=True), today)
+    stats = predict.daily_stats_of_days(
+        zip(days, (float(p.net) for p in purchases), strict=True), today
+    )
     if stats is None:
         return None
     x, t_x, age = stats.x, stats.t_x, stats.T
@@ -400,6 +407,12 @@ def _finite(value: float) -> float | None:
 
 
 def _profile(state: CustomerState) -> dict[str, Any]:
+    if state.profile_card is None:
+        state.profile_card = _build_profile(state)
+    return state.profile_card
+
+
+def _build_profile(state: CustomerState) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     consent: dict[str, bool] = {}
     for name, value in state.profile_values():

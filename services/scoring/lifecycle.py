@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
 
@@ -109,29 +109,43 @@ class _Clock:
         return self.base
 
 
-def _walk(
-    purchase_days: Sequence[date], until: int, population_median_gap: float, s: ScoringSettings
-) -> Iterator[tuple[Stage, Stage, int, _Clock | None]]:
-    """Yield ``(from, to, day, None)`` for every stage change up to ``until`` (inclusive), then
-    ``(stage, stage, until, clock)``: the schedule in force at ``until``, to look ahead with."""
-    days = sorted({o for o in map(date.toordinal, purchase_days) if o <= until})
-    stage = Stage.PROSPECT
+@dataclass(slots=True)
+class Walk:
+    """The walk over a customer's purchase days, paused just after the latest one.
+
+    It holds the stage changes so far and the schedule in force, so a later purchase day
+    resumes it (:func:`walk`) instead of walking the whole history again; :meth:`at` reads the
+    stage at any day from it. Days are proleptic ordinals: the walk is integer arithmetic.
+    """
+
+    population_median_gap: float
+    settings: ScoringSettings
+    days: list[int] = field(default_factory=list)  # the purchase days walked, ascending
+    stage: Stage = Stage.PROSPECT
     clock: _Clock | None = None
-    gaps: list[int] = []
-    previous = 0
-    for count, day in enumerate(days, start=1):
+    gaps: list[int] = field(default_factory=list)  # between purchase days, sorted
+    moves: list[Transition] = field(default_factory=list)
+
+    def _step(self, day: int) -> None:
+        """Walk on to the next purchase day (after every day walked so far)."""
+        s = self.settings
+        clock, stage = self.clock, self.stage
         if clock is not None and day >= clock.boundaries[0]:
             for boundary in clock.boundaries:
                 # A boundary on the purchase day itself applies first: the stage at that
                 # midnight is what the purchase finds.
                 if boundary <= day and (moved := clock.stage_on(boundary)) != stage:
-                    yield stage, moved, boundary, None
+                    self.moves.append(Transition(stage, moved, date.fromordinal(boundary)))
                     stage = moved
-        gap = day - previous
-        previous = day
+        count = len(self.days) + 1
+        gap = day - self.days[-1] if self.days else 0
+        self.days.append(day)
         if count > 1:
-            insort(gaps, gap)
-        rhythm = median(gaps) if count >= s.own_rhythm_min_purchases else population_median_gap
+            insort(self.gaps, gap)
+        if count >= s.own_rhythm_min_purchases:
+            rhythm = median(self.gaps)
+        else:
+            rhythm = self.population_median_gap
         if count == 1:
             base = Stage.NEW
         elif count >= s.mature_min_purchases and gap <= s.mature_gap_multiple * rhythm:
@@ -141,17 +155,64 @@ def _walk(
         react_until = clock.reactivated_until if clock is not None else None
         if stage is Stage.DECLINING or stage is Stage.CHURNED:
             react_until = day + s.reactivated_days
-        clock = _schedule(day, rhythm, base, react_until, count == 1, s)
+        self.clock = clock = _schedule(day, rhythm, base, react_until, count == 1, s)
         moved = clock.stage_on(day)
         if moved != stage:
-            yield stage, moved, day, None
+            self.moves.append(Transition(stage, moved, date.fromordinal(day)))
             stage = moved
-    if clock is not None:
-        for boundary in clock.boundaries:
-            if boundary <= until and (moved := clock.stage_on(boundary)) != stage:
-                yield stage, moved, boundary, None
+        self.stage = stage
+
+    def at(self, until: int) -> tuple[StageInfo, list[Transition]]:
+        """The stage on day ``until`` (no earlier than the last day walked) and every stage
+        change up to it, oldest first."""
+        moves = list(self.moves)
+        stage, clock = self.stage, self.clock
+        next_at: datetime | None = None
+        if clock is not None:
+            for boundary in clock.boundaries:
+                moved = clock.stage_on(boundary)
+                if moved == stage:
+                    continue
+                if boundary > until:
+                    next_at = midnight(date.fromordinal(boundary))
+                    break
+                moves.append(Transition(stage, moved, date.fromordinal(boundary)))
                 stage = moved
-    yield stage, stage, until, clock
+        since = moves[-1].at if moves else None
+        return StageInfo(stage, since, next_at), moves
+
+
+def walk(
+    days: list[int],
+    population_median_gap: float,
+    settings: ScoringSettings,
+    resume: Walk | None = None,
+) -> Walk:
+    """The walk over ``days`` (distinct ordinals, ascending). ``resume``, a walk over an
+    earlier history of the same customer, is carried on from when ``days`` only adds later
+    days to it (a purchase arriving in order); otherwise the walk starts afresh. ``resume``
+    itself is never changed."""
+    if resume is not None and (
+        resume.population_median_gap == population_median_gap
+        and resume.settings is settings
+        and days[: len(resume.days)] == resume.days
+    ):
+        if len(resume.days) == len(days):
+            return resume
+        w = Walk(
+            population_median_gap,
+            settings,
+            list(resume.days),
+            resume.stage,
+            resume.clock,
+            list(resume.gaps),
+            list(resume.moves),
+        )
+    else:
+        w = Walk(population_median_gap, settings)
+    for day in days[len(w.days) :]:
+        w._step(day)
+    return w
 
 
 def _schedule(
@@ -213,24 +274,7 @@ def stage_and_transitions(
     population_median_gap: float,
     settings: ScoringSettings,
 ) -> tuple[StageInfo, list[Transition]]:
-    """:func:`stage_at` and :func:`transitions` from one walk over the purchase days (the
-    consumer needs both for every card it builds)."""
+    """:func:`stage_at` and :func:`transitions` from one walk over the purchase days."""
     until = day_of(as_of).toordinal()
-    moves: list[Transition] = []
-    since: int | None = None
-    last: tuple[Stage, Stage, int, _Clock | None] | None = None
-    for item in _walk(purchase_days, until, population_median_gap, settings):
-        if item[0] != item[1]:
-            since = item[2]
-            moves.append(Transition(item[0], item[1], date.fromordinal(item[2])))
-        last = item
-    assert last is not None  # _walk always yields its closing item
-    stage, clock = last[1], last[3]
-    next_at: datetime | None = None
-    if clock is not None:
-        for boundary in clock.boundaries:
-            if boundary > until and clock.stage_on(boundary) != stage:
-                next_at = midnight(date.fromordinal(boundary))
-                break
-    info = StageInfo(stage, None if since is None else date.fromordinal(since), next_at)
-    return info, moves
+    days = sorted({o for o in map(date.toordinal, purchase_days) if o <= until})
+    return walk(days, population_median_gap, settings).at(until)

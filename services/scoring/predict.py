@@ -77,10 +77,20 @@ def daily_stats(purchases: Iterable[tuple[date, float]], as_of: date) -> RepeatS
     """
     if isinstance(as_of, datetime):
         as_of = as_of.date()
-    days: dict[date, float] = {}
-    for when, amount in purchases:
-        # datetime is a date subclass but does not compare with one, so normalise first.
-        day = when.date() if isinstance(when, datetime) else when
+    # datetime is a date subclass but does not compare with one, so normalise first.
+    return daily_stats_of_days(
+        (
+            ((when.date() if isinstance(when, datetime) else when).toordinal(), amount)
+            for when, amount in purchases
+        ),
+        as_of.toordinal(),
+    )
+
+
+def daily_stats_of_days(purchases: Iterable[tuple[int, float]], as_of: int) -> RepeatStats | None:
+    """:func:`daily_stats` with days as day numbers (any epoch, the same for ``as_of``)."""
+    days: dict[int, float] = {}
+    for day, amount in purchases:
         if day <= as_of:
             days[day] = days.get(day, 0.0) + float(amount)
     if not days:
@@ -88,7 +98,7 @@ def daily_stats(purchases: Iterable[tuple[date, float]], as_of: date) -> RepeatS
     first, last, x = min(days), max(days), len(days) - 1
     # Sum the repeat days directly: total - first can lose digits when the first order dominates.
     mean_spend = math.fsum(v for d, v in days.items() if d != first) / x if x else 0.0
-    return RepeatStats(x, float((last - first).days), float((as_of - first).days), mean_spend)
+    return RepeatStats(x, float(last - first), float(as_of - first), mean_spend)
 
 
 def compress(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Histogram:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from services.scoring.lifecycle import Walk
 from services.scoring.settings import ScoringSettings, scoring_settings
 from shared.events import (
     ComplaintData,
@@ -106,6 +107,13 @@ class CustomerState:
     visits_older: int = 0
     visits_older_last_at: int | None = None
     profile: dict[str, ProfileEntry] = field(default_factory=dict)
+    # Not a fact: the lifecycle walk over these facts' purchase days as the card last made it,
+    # which the next card carries on from when purchases only add later days (never stored,
+    # never compared, checked against the purchase days each time it is used).
+    walk: Walk | None = field(default=None, compare=False, repr=False)
+    # Not a fact either: the card's profile section as last built from ``profile``, dropped
+    # whenever a profile write wins (the one place ``profile`` changes).
+    profile_card: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def copy(self) -> CustomerState:
         """An independent copy (:func:`apply` updates the state it is given)."""
@@ -379,6 +387,8 @@ def _apply_profile(state: CustomerState, event_id: str, at: int, d: CustomerData
         if current is None or (at, event_id) > (current.at, current.event_id):
             state.profile[name] = ProfileEntry(at, event_id, value)
             changed = True
+    if changed:
+        state.profile_card = None
     return changed
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scoring.card import Card, Population, build_card
+from services.scoring.card import Card, Population, build_card, score
 from services.scoring.lifecycle import Stage
 from services.scoring.predict import BgNbdParams, GammaGammaParams
 from services.scoring.settings import ScoringSettings
@@ -149,6 +149,25 @@ def test_any_order_with_duplicates_gives_the_same_state_and_card(
     for event in data.draw(st.permutations(events)):
         assert apply(state, event, SETTINGS)[1] is False
     assert state == reference
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=histories(), data=st.data())
+def test_a_card_carried_on_from_the_last_one_equals_one_built_afresh(
+    events: list[Envelope], data: st.DataObject
+) -> None:
+    # The consumer builds a card after every event from a state that remembers the previous
+    # card's lifecycle walk; whatever the arrival order, that must be the card a state read
+    # fresh from storage gives, for every moment asked.
+    state: CustomerState | None = None
+    moments = st.integers(-10, 900).map(day)
+    for event in data.draw(st.permutations(events)):
+        state, _ = apply(state, event, SETTINGS)
+        for as_of in sorted(data.draw(st.lists(moments, min_size=1, max_size=3))):
+            fresh = CustomerState.from_json(state.to_json())
+            carried = score(state, as_of, POPULATION, SETTINGS)
+            assert carried.json == score(fresh, as_of, POPULATION, SETTINGS).json
+            assert carried.history == score(fresh, as_of, POPULATION, SETTINGS).history
 
 
 @settings(max_examples=100, deadline=None)
