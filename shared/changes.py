@@ -20,15 +20,18 @@ from shared.events import Envelope
 Cause = Literal["event", "time", "refresh", "erasure"]
 
 _NAMESPACE = uuid.UUID("0d5b8f62-6c0e-4b8e-9d4b-6a3c2f7e9a10")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def change_id_for(*parts: str) -> str:
     """A deterministic change id: a replay of the same history yields the same ids, so a
     consumer can drop repeats (the first part is the cause)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + ":".join(parts).encode()).digest()[:16])
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + ":".join(parts).encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(digest)))
+    # The canonical UUID text, without building a UUID object (this runs for every change).
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class StageChange(BaseModel):

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
+from typing import NamedTuple
 
 from services.scoring.settings import ScoringSettings
 
@@ -55,9 +56,10 @@ class StageInfo:
     next_transition_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A stage change on ``at`` (UTC midnight); the first is always out of ``prospect``."""
+class Transition(NamedTuple):
+    """A stage change on ``at`` (UTC midnight); the first is always out of ``prospect``.
+
+    A named tuple: histories are compared transition by transition on every batch."""
 
     from_stage: Stage
     to_stage: Stage
