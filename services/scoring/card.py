@@ -3,7 +3,10 @@
 :func:`build_card` is a pure function of a :class:`CustomerState`, a moment and the population
 inputs (:class:`Population`). Only events that occurred at or before ``as_of`` count, so a card
 for a past ``as_of`` replays history — with one exception: the profile is always the latest one
-known, because the state keeps only the winning write of each profile field.
+known, because the state keeps only the winning write of each profile field. (It leaves two
+caches on the state, the lifecycle walk and the profile section, which change how fast the
+next card is built, never what it says.) :func:`score` is the same card as JSON, for the
+consumer, the sweep and the refit.
 
 Before any population job has run, ``Population()`` is valid and the card shows everything a
 customer's own facts determine (profile, value, stage with the default median gap, complaints,
@@ -245,8 +248,8 @@ def _document(
     today = lifecycle.day_of(as_of)
     purchases = state.purchases(now)
     # Day numbers since the epoch (UTC), in time order as the purchases are; and each day once.
-    purchase_days = [p.at // DAY_US for p in purchases]
-    days = list(dict.fromkeys(purchase_days))
+    day_of_purchase = [p.at // DAY_US for p in purchases]
+    days = list(dict.fromkeys(day_of_purchase))
     today_number = today.toordinal() - _EPOCH_ORDINAL
     median_gap = population.median_gap(settings)
 
@@ -260,7 +263,7 @@ def _document(
         value["outstanding"],
         settings,
     )
-    prediction = _prediction(purchases, purchase_days, today_number, population)
+    prediction = _prediction(purchases, day_of_purchase, today_number, population)
     ordinals = [d + _EPOCH_ORDINAL for d in days]
     state.walk = lifecycle.walk(ordinals, median_gap, settings, state.walk)
     stage, history = state.walk.at(today.toordinal())
