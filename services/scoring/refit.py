@@ -42,12 +42,14 @@ class RefitReport:
     changed: int
     fit_seconds: float
     total_seconds: float
+    kept: list[str]  # models whose fit did not converge: their parameters in force stayed
 
 
 async def fit_population(
     engine: AsyncEngine, as_of: datetime, current: Population, settings: ScoringSettings
-) -> tuple[Population, int, int, float]:
-    """The population at ``as_of``: returns (population, customers, buyers, fit seconds)."""
+) -> tuple[Population, int, int, float, list[str]]:
+    """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
+    models whose fit did not converge and whose parameters in force were kept)."""
     xs: list[int] = []
     txs: list[float] = []
     ts: list[float] = []
@@ -90,11 +92,25 @@ async def fit_population(
     started = time.perf_counter()
     x = np.asarray(xs, dtype=np.int64)
     bg = gg = None
+    kept: list[str] = []
     if len(xs) >= 10 and int(x.sum()) > 0:
-        bg = predict.fit_bgnbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
+        try:
+            bg = predict.fit_bgnbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
+        except predict.FitError as exc:
+            # A population whose maximum lies at a boundary (purchase rates with no spread at
+            # all, say) has no finite fit: the parameters in force stay, and so does the rest
+            # of the refit.
+            log.warning("population_fit_kept", model="bg_nbd", reason=str(exc)[:200])
+            bg = current.bg
+            kept.append("bg_nbd")
         repeat = (x > 0) & (np.asarray(spends) > 0)
         if int(repeat.sum()) >= 10:
-            gg = predict.fit_gamma_gamma(x[repeat], np.asarray(spends)[repeat])
+            try:
+                gg = predict.fit_gamma_gamma(x[repeat], np.asarray(spends)[repeat])
+            except predict.FitError as exc:
+                log.warning("population_fit_kept", model="gamma_gamma", reason=str(exc)[:200])
+                gg = current.gg
+                kept.append("gamma_gamma")
     fit_seconds = time.perf_counter() - started
 
     rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
@@ -116,7 +132,7 @@ async def fit_population(
         median_gap_days=statistics.median(gaps) if gaps else None,
         fitted_at=as_of,
     )
-    return population, customers, len(xs), fit_seconds
+    return population, customers, len(xs), fit_seconds, kept
 
 
 def _days(purchases: list[Purchase]) -> list[date]:
@@ -133,7 +149,7 @@ async def refit(
     """Fit at ``as_of`` (default now), store the population, refresh the cards it moves."""
     started = time.perf_counter()
     when = as_of or clock.now()
-    population, customers, buyers, fit_seconds = await fit_population(
+    population, customers, buyers, fit_seconds, kept = await fit_population(
         engine, when, cache.current, settings
     )
     async with engine.begin() as conn:
@@ -141,7 +157,7 @@ async def refit(
     cache.current = population
     changed = await _refresh_cards(engine, clock, population, settings)
     report = RefitReport(
-        customers, buyers, population, changed, fit_seconds, time.perf_counter() - started
+        customers, buyers, population, changed, fit_seconds, time.perf_counter() - started, kept
     )
     log.info(
         "population_refit",

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from services.scoring.card import Card, build_card
@@ -70,6 +70,10 @@ class RefitOut(BaseModel):
     fit_seconds: float
     total_seconds: float
     population: dict[str, Any]
+    kept: list[str] = Field(
+        description="models (`bg_nbd`, `gamma_gamma`) whose fit did not converge on this "
+        "population, so their parameters in force were kept"
+    )
 
 
 @router.post(
@@ -98,6 +102,7 @@ async def post_refit(
         fit_seconds=report.fit_seconds,
         total_seconds=report.total_seconds,
         population=report.population.model_dump(mode="json"),
+        kept=report.kept,
     )
 
 

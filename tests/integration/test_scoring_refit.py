@@ -1,0 +1,69 @@
+"""A refit over a population without a finite fit keeps the parameters in force, and the
+rest of the refit (RFM, tiers, the median gap) still happens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from services.scoring.card import Population
+from services.scoring.consumer import EventApplier, PopulationCache
+from services.scoring.predict import BgNbdParams
+from services.scoring.refit import refit
+from services.scoring.settings import ScoringSettings
+from shared.clock import FixedClock
+from shared.db import make_engine
+from shared.events import Envelope, EventType, OrderData, OrderStatus
+from shared.settings import CommonSettings
+from tests.support.stack import fresh_settings
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+
+
+def paid(customer_id: str, order_id: str, at: datetime, amount: str) -> Envelope:
+    return Envelope(
+        event_id=str(uuid.uuid4()),
+        event_type=EventType.ORDER_PAID,
+        customer_id=customer_id,
+        occurred_at=at,
+        received_at=at,
+        source="test",
+        data=OrderData(
+            order_id=order_id, status=OrderStatus.PAID, amount=Decimal(amount), currency="USD"
+        ),
+    )
+
+
+async def test_a_population_with_no_finite_fit_keeps_the_parameters_in_force(
+    settings: CommonSettings,
+) -> None:
+    # Nineteen customers with the very same rhythm and one a little faster: no spread in
+    # purchase rates, so the BG/NBD likelihood keeps rising towards infinite r and alpha.
+    events = [
+        paid("vip", f"vip-{n}", T0 - timedelta(days=d), "800.00") for n, d in enumerate((20, 10, 0))
+    ]
+    for i in range(19):
+        events += [
+            paid(f"c{i}", f"c{i}-0", T0 - timedelta(days=30), f"{10 * (i + 1)}.00"),
+            paid(f"c{i}", f"c{i}-1", T0 - timedelta(days=1), f"{10 * (i + 1)}.00"),
+        ]
+    in_force = BgNbdParams(r=0.24, alpha=4.41, a=0.79, b=2.43)
+    cache = PopulationCache(Population(bg=in_force))
+    clock = FixedClock(T0 + timedelta(hours=1))
+    async with fresh_settings(settings, topics=False) as own:
+        engine = make_engine(own, pool_size=2)
+        await EventApplier(engine, ScoringSettings(), clock, cache).apply(
+            [(e, e.to_json()) for e in events]
+        )
+        report = await refit(engine, clock, cache, ScoringSettings())
+        await engine.dispose()
+    assert report.kept == ["bg_nbd"]
+    assert report.population.bg == in_force
+    assert cache.current.bg == in_force
+    assert report.population.tiers is not None and report.population.rfm is not None
+    assert report.customers == report.buyers == 20
