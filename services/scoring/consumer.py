@@ -157,13 +157,13 @@ class EventApplier:
             versions = await store.save(
                 conn, [CustomerRow.of(states[cid], card) for cid, card in cards.items()]
             )
-            history = await store.sync_history(
+            now_stored = await store.sync_history(
                 conn, ((cid, history.get(cid, []), card.history) for cid, card in cards.items())
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)
         self._cache.put(
-            (cid, Held(version, states[cid], history[cid])) for cid, version in versions.items()
+            (cid, Held(version, states[cid], now_stored[cid])) for cid, version in versions.items()
         )
         return len(fresh)
 
