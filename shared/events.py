@@ -3,6 +3,11 @@
 Payloads are frozen and versioned: a consumer that reads ``schema_version`` it does not know
 sends the record to the DLQ rather than guessing. Money is ``Decimal`` end to end and is written
 to JSON as a string so no float rounding ever touches an amount.
+
+How the contract evolves without breaking a rolling deploy: a field may be *added* within a
+version, so consumers ignore fields they do not know (:meth:`Envelope.from_json` reads leniently,
+while ingest still refuses unknown fields from clients, naming them); a field removed or retyped
+needs a new ``schema_version``, which consumers learn to accept before producers send it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
     AfterValidator,
+    ValidationInfo,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -63,9 +69,14 @@ Money = Annotated[
 
 _TIMEZONES = frozenset(available_timezones())
 
+# The validation context of a consumer's read: unknown fields, added by a newer producer
+# within the same schema version, are ignored rather than refused.
+LENIENT: dict[str, str] = {"read": "consumer"}
+
 
 class Frozen(BaseModel):
-    """Strict, immutable model: unknown fields are an error, never silently dropped."""
+    """Strict, immutable model: unknown fields are an error, never silently dropped, unless a
+    consumer reads with :data:`LENIENT` (fields a newer producer added)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -257,14 +268,15 @@ class Envelope(Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _payload_by_type(cls, raw: Any) -> Any:
+    def _payload_by_type(cls, raw: Any, info: ValidationInfo) -> Any:
         # Parse ``data`` as the payload its event type names, so a union never guesses.
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
             try:
                 payload_type = PAYLOAD_OF[EventType(str(raw.get("event_type")))]
             except ValueError:
                 return raw  # the event_type error is reported by field validation
-            raw = {**raw, "data": payload_type.model_validate(raw["data"])}
+            extra = "ignore" if info.context is LENIENT else None
+            raw = {**raw, "data": payload_type.model_validate(raw["data"], extra=extra)}
         return raw
 
     def to_json(self) -> bytes:
@@ -272,7 +284,8 @@ class Envelope(Frozen):
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Envelope:
-        return cls.model_validate_json(raw)
+        """An event as a consumer reads it: fields it does not know are ignored."""
+        return cls.model_validate_json(raw, extra="ignore", context=LENIENT)
 
 
 def event_type_for(kind: str, status: str | None) -> EventType:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -69,4 +70,41 @@ def test_unknown_event_type_and_naive_times_are_rejected() -> None:
                 "event_type": "visit.recorded",
                 "data": {"visit_id": "v", "channel": "web"},
             }
+        )
+
+
+def test_a_consumer_ignores_fields_a_newer_producer_added_within_the_version() -> None:
+    newer = {
+        **BASE,
+        "event_type": "order.paid",
+        "trace": {"span": "abc"},
+        "data": {
+            "order_id": "o1",
+            "status": "paid",
+            "amount": "5.00",
+            "currency": "USD",
+            "coupon": "SPRING",
+            "items": [{"sku": "s1", "quantity": 1, "unit_price": "5.00", "brand": "acme"}],
+        },
+    }
+    env = Envelope.from_json(orjson.dumps(newer))
+    assert isinstance(env.data, OrderData)
+    assert env.data.amount == Decimal("5.00")
+    assert env.data.items[0].sku == "s1"
+    # A producer's own model still refuses what it does not know, naming the field.
+    with pytest.raises(ValidationError, match="coupon"):
+        Envelope.model_validate(newer)
+
+
+def test_a_consumer_still_refuses_an_unknown_schema_version() -> None:
+    with pytest.raises(ValidationError, match="schema_version"):
+        Envelope.from_json(
+            orjson.dumps(
+                {
+                    **BASE,
+                    "schema_version": 2,
+                    "event_type": "visit.recorded",
+                    "data": {"visit_id": "v", "channel": "web"},
+                }
+            )
         )
