@@ -275,8 +275,13 @@ class Envelope(Frozen):
                 payload_type = PAYLOAD_OF[EventType(str(raw.get("event_type")))]
             except ValueError:
                 return raw  # the event_type error is reported by field validation
-            extra = "ignore" if info.context is LENIENT else None
-            raw = {**raw, "data": payload_type.model_validate(raw["data"], extra=extra)}
+            lenient = info.context is LENIENT
+            raw = {
+                **raw,
+                "data": payload_type.model_validate(
+                    raw["data"], extra="ignore" if lenient else None
+                ),
+            }
         return raw
 
     def to_json(self) -> bytes:
