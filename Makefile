@@ -20,4 +20,4 @@ bench: ## benchmarks, printed as figures
 	@deploy/local/stack.sh bench
 
 lint:  ## ruff and mypy (strict)
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared services tests bench
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared services cli tests bench

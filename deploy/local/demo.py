@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from services.ingest.replay import Progress, ReplayReport, post_events
+from cli.replay import Progress, ReplayReport, post_events
 
 SEED = 20_240_601
 FIRST = [

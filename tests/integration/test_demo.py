@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.ingest.replay import ReplayReport, post_events
+from cli.replay import ReplayReport, post_events
 from services.outreach.settings import OutreachSettings
 from shared.settings import CommonSettings
 from tests.support.pipeline import until

@@ -74,7 +74,7 @@ async def _dead_letters(settings: CommonSettings, count: int) -> list[DeadLetter
 
 
 async def _tend(settings: CommonSettings, *args: str) -> str:
-    """`python -m shared.cli ARGS` as an operator runs it; its standard output."""
+    """`python -m cli.main ARGS` as an operator runs it; its standard output."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -85,7 +85,7 @@ async def _tend(settings: CommonSettings, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "cli.main",
         *args,
         cwd=ROOT,
         env=env,

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from services.ingest.replay import (
+from cli.replay import (
     BadRow,
     ReplayReport,
     order_event,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from cli.replay import parse_mapping, replay_file
 from shared.auth import Scope, api_keys, create_key, key_is_active, revoke_key
 from shared.db import make_engine
 from shared.dlq import ERROR, GROUP, read_dlq, replay_dead_letters
@@ -113,11 +114,6 @@ async def _dev_keys(settings: CommonSettings, path: Path) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    # The replay is a client of ingest's HTTP API; imported here so the other commands do
-    # not load it.
-
-    from services.ingest.replay import parse_mapping, replay_file
-
     key = args.key or os.environ.get("TEND_INGEST_KEY")
     if not key:
         print(

@@ -1,0 +1,1 @@
+"""The `tend` command: operators' tools, clients of the services and their schemas."""
