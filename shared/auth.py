@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -41,11 +41,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import audit
+from shared.audit import Actor
 from shared.db import schema_metadata, unreachable
+from shared.errors import unavailable_error
 from shared.ratelimit import Limit, RateLimiter
-
-if TYPE_CHECKING:
-    from shared.audit import Actor
 
 SCHEMA = "auth"
 metadata = schema_metadata(SCHEMA)
@@ -131,8 +131,6 @@ async def create_key(
     ``rate_limit`` gives the key a budget of its own (``Limit(0, 1)``: none at all) instead
     of the services' default. The creation is audited in the same transaction, as ``actor``
     (the ``tend`` command's user, ``cli:<user>``, when not given)."""
-    from shared import audit  # shared.audit imports this module for its tables and scopes
-
     key = "tend_" + secrets.token_urlsafe(32)
     key_id = str(uuid.uuid4())
     row = {
@@ -161,8 +159,6 @@ async def revoke_key(
 ) -> bool:
     """Revoke the key; False when there is no live key ``key_id``. Audited like
     :func:`create_key`."""
-    from shared import audit  # shared.audit imports this module for its tables and scopes
-
     shown = (
         api_keys.c.id,
         api_keys.c.name,
@@ -268,9 +264,7 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
         except Exception as exc:
             if not unreachable(exc):
                 raise
-            raise HTTPException(
-                503, "the database is unavailable; retry", headers={"Retry-After": "5"}
-            ) from exc
+            raise unavailable_error("the database") from exc
         if principal is None:
             raise HTTPException(
                 401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
@@ -304,3 +298,10 @@ async def _spend(request: Request, principal: Principal) -> None:
 
 def RequireScope(scope: Scope) -> Any:
     return Depends(require(scope))
+
+
+# The principal a route admits, by the scope it needs: one name per scope for every service.
+EventsWriter = Annotated[Principal, RequireScope(Scope.EVENTS_WRITE)]
+Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
+Operator = Annotated[Principal, RequireScope(Scope.OPS_WRITE)]
+MarketingWriter = Annotated[Principal, RequireScope(Scope.MARKETING_WRITE)]

@@ -1,7 +1,7 @@
 """The HTTP application every service is built from.
 
 It brings the parts a service shares: API-key auth (:mod:`shared.auth`) with a request budget
-per key (:mod:`shared.ratelimit`), the audit log's ``/v1/audit`` (:mod:`shared.audit`),
+per key (:mod:`shared.ratelimit`), the audit log's ``/v1/audit`` (:mod:`shared.audit_api`),
 ``/healthz``, ``/readyz``, Prometheus ``/metrics``, a body-size limit, a JSON-only content
 type, and errors that are always JSON and never carry a stack trace.
 """
@@ -13,21 +13,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.audit_api import router as audit_router
 from shared.db import UNREACHABLE_DRIVER, database_reachable, unreachable
+
+# Until every service imports these from their own modules (shared.errors, shared.params).
+from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
+from shared.errors import ErrorBody, FieldError, database_unavailable, error_response, field_errors
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
+from shared.params import IsoDate as IsoDate
+from shared.params import IsoDateTime as IsoDateTime
 from shared.ratelimit import Limit, RateLimiter
 from shared.settings import CommonSettings, common_settings
 
@@ -44,79 +49,6 @@ LATENCY = Histogram(
     ["service", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-
-
-def _no_bare_numbers(value: Any) -> Any:
-    # pydantic reads a number as a Unix timestamp; an API documenting ISO 8601 should not.
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return value
-        raise ValueError("use an ISO 8601 date or date-time, not a number")
-    return value
-
-
-IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_no_bare_numbers)]
-IsoDate = Annotated[date, BeforeValidator(_no_bare_numbers)]
-
-
-class FieldError(BaseModel):
-    field: str
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx/5xx answer has this shape."""
-
-    error: str
-    message: str
-    errors: list[FieldError] = []
-
-
-_SLUGS = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limited",
-    503: "unavailable",
-}
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": _SLUGS[code].replace("_", " ")}
-    for code in (400, 401, 403, 413, 415, 422)
-}
-
-
-def _database_unavailable() -> JSONResponse:
-    return error_response(503, "the database is unavailable; retry", headers={"Retry-After": "5"})
-
-
-def error_response(
-    status: int,
-    message: str,
-    *,
-    errors: list[FieldError] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = ErrorBody(error=_SLUGS.get(status, "error"), message=message, errors=errors or [])
-    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
-
-
-def field_errors(errors: Any) -> list[FieldError]:
-    """pydantic error dicts → ``[{field: "body.amount", reason: "..."}]``."""
-    out = []
-    for e in errors:
-        loc = ".".join(str(p) for p in e.get("loc", ()))
-        reason = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        out.append(FieldError(field=loc or "body", reason=reason))
-    return out
 
 
 class GuardMiddleware:
@@ -221,7 +153,6 @@ def create_app(
     Once the service's ``lifespan`` has set ``app.state.engine``, a rate limiter on that
     database joins it (``app.state.rate_limiter``), with the default budget of ``common``
     (the environment's settings when not given)."""
-    from shared.audit import router as audit_router  # shared.audit imports this module
 
     @asynccontextmanager
     async def with_rate_limiter(app: FastAPI) -> AsyncIterator[None]:
@@ -272,7 +203,7 @@ def create_app(
                 422, "the request holds characters that cannot be stored (e.g. NUL)"
             )
         if unreachable(exc):
-            return _database_unavailable()
+            return database_unavailable()
         log.error("database_error", path=request.url.path, exc_info=exc)
         return error_response(500, "internal error; the operators have the details")
 
@@ -282,7 +213,7 @@ def create_app(
         @app.exception_handler(unreachable_type)
         async def _database_down(request: Request, exc: Exception) -> JSONResponse:
             log.warning("database_unreachable", path=request.url.path, reason=type(exc).__name__)
-            return _database_unavailable()
+            return database_unavailable()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -22,10 +22,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.settings import ingest_settings
-from shared.auth import Principal, RequireScope, Scope
+from shared.auth import Operator, Reader
 from shared.dlq import erase_from_dlq
+from shared.errors import ERROR_RESPONSES, ErrorBody, error_response, unavailable
 from shared.events import Envelope, ErasureData, EventType
-from shared.http import ERROR_RESPONSES, ErrorBody, error_response
 from shared.kafka import PublishError, Record, publish_many
 from shared.logging import get_logger
 from shared.privacy import customer_digest
@@ -35,8 +35,6 @@ log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 
-Operator = Annotated[Principal, RequireScope(Scope.OPS_WRITE)]
-Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
 CustomerId = Annotated[
     str,
     Path(
@@ -90,12 +88,7 @@ _KEYS_OF = text(
 
 
 def _unavailable(what: str) -> JSONResponse:
-    seconds = ingest_settings().retry_after_seconds
-    return error_response(
-        503,
-        f"{what} is unavailable; retry after {seconds} s",
-        headers={"Retry-After": str(seconds)},
-    )
+    return unavailable(what, retry_after=ingest_settings().retry_after_seconds)
 
 
 @router.delete(

@@ -29,10 +29,17 @@ from services.ingest.schemas import (
     VisitIn,
 )
 from services.ingest.settings import ingest_settings
-from shared.auth import Principal, RequireScope, Scope
+from shared.auth import EventsWriter, Principal
+from shared.errors import (
+    ERROR_RESPONSES,
+    ErrorBody,
+    FieldError,
+    error_response,
+    field_errors,
+    unavailable,
+)
 from shared.events import EventType
 from shared.heap import settle_heap
-from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response, field_errors
 from shared.kafka import PublishError
 from shared.logging import get_logger
 
@@ -48,7 +55,6 @@ async def _settled_heap(_app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/v1", tags=["events"], lifespan=_settled_heap)
 
-Writer = Annotated[Principal, RequireScope(Scope.EVENTS_WRITE)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -72,11 +78,8 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _unavailable(what: str) -> JSONResponse:
-    seconds = ingest_settings().retry_after_seconds
-    return error_response(
-        503,
-        f"{what} is unavailable; nothing was accepted, retry after {seconds} s",
-        headers={"Retry-After": str(seconds)},
+    return unavailable(
+        what, retry_after=ingest_settings().retry_after_seconds, note="nothing was accepted"
     )
 
 
@@ -170,7 +173,10 @@ async def _single(
     summary="Record an order event",
 )
 async def post_order(
-    request: Request, order: OrderIn, principal: Writer, idempotency_key: IdempotencyKey = None
+    request: Request,
+    order: OrderIn,
+    principal: EventsWriter,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Record an order placed, paid, refunded or cancelled.
 
@@ -192,7 +198,7 @@ async def post_order(
 async def post_complaint(
     request: Request,
     complaint: ComplaintIn,
-    principal: Writer,
+    principal: EventsWriter,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Record a complaint opened or resolved. Same answers as `POST /v1/orders`."""
@@ -207,7 +213,10 @@ async def post_complaint(
     summary="Record a visit",
 )
 async def post_visit(
-    request: Request, visit: VisitIn, principal: Writer, idempotency_key: IdempotencyKey = None
+    request: Request,
+    visit: VisitIn,
+    principal: EventsWriter,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Record a visit (store, web, app, phone, sales call). Same answers as `POST /v1/orders`."""
     return await _single(request, visit, principal, idempotency_key)
@@ -223,7 +232,7 @@ async def post_visit(
 async def post_customer(
     request: Request,
     customer: CustomerIn,
-    principal: Writer,
+    principal: EventsWriter,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Create or update a customer's profile: fields present replace the stored ones, absent
@@ -242,7 +251,7 @@ async def post_customer(
 )
 async def post_events(
     request: Request,
-    principal: Writer,
+    principal: EventsWriter,
     batch: Annotated[
         BatchIn,
         Body(

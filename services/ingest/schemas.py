@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator
 
 from services.ingest.settings import ingest_settings
+from shared.errors import FieldError
 from shared.events import (
     ComplaintData,
     ComplaintStatus,
@@ -20,7 +21,6 @@ from shared.events import (
     OrderStatus,
     VisitData,
 )
-from shared.http import FieldError
 
 EventId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
