@@ -13,11 +13,11 @@ down:  ## stop the services and the local Kafka and PostgreSQL
 infra: ## only Kafka and PostgreSQL
 	@deploy/local/stack.sh infra
 
-test:  ## the whole suite against the real broker and database
+test:  ## the lint, then the whole suite against the real broker and database
 	@deploy/local/stack.sh test $(PYTEST_ARGS)
 
 bench: ## benchmarks, printed as figures
 	@deploy/local/stack.sh bench
 
-lint:  ## ruff and mypy (strict)
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy shared services cli tests bench
+lint:  ## ruff, mypy (strict) and the import rules (import-linter)
+	@deploy/local/stack.sh lint

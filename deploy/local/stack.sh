@@ -7,7 +7,9 @@
 #   stack.sh down   stop the services and the local Kafka and PostgreSQL
 #   stack.sh infra  only Kafka and PostgreSQL (prints the exports to reach them)
 #   stack.sh bench  infrastructure up, the benchmark report (bench/report.md and .png)
-#   stack.sh test [pytest args]   infrastructure up, the whole suite, then stop what it started
+#   stack.sh lint   ruff, mypy (strict) and the import rules
+#   stack.sh test [pytest args]   the lint, infrastructure up, the whole suite, then stop what
+#                   it started
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 KAFKA_PORT=${TEND_KAFKA_PORT:-9092}
@@ -101,6 +103,13 @@ start_sinks() {
   echo $! >"$RUN/sinks.pid"
   STARTED+=(sinks)
   wait_port "$port" 30 "$!" || die "the local sinks did not start (see $LOGS/sinks.log)"
+}
+
+lint() {
+  cd "$ROOT"
+  "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check . \
+    && "$VENV/bin/mypy" shared services cli tests bench \
+    && "$VENV/bin/lint-imports" --no-logo --cache-dir "$STATE/import-linter"
 }
 
 service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
@@ -220,11 +229,17 @@ case $cmd in
     # to bench/report.md with a chart in bench/report.png.
     "$VENV/bin/python" -m bench.report "$@"
     ;;
+  lint)
+    ensure_venv
+    lint || die "the lint failed (see above)"
+    ;;
   test)
     trap 'stop_started' EXIT
     ensure_venv
+    # Lint gates the suite, as it gates landing.
+    (lint) || die "the lint failed (see above): fix it before the suite runs"
     infra_up
     (cd "$ROOT" && "$VENV/bin/pytest" "$@")
     ;;
-  *) die "usage: stack.sh up | run | down | infra | bench | test [pytest args]" ;;
+  *) die "usage: stack.sh up | run | down | infra | lint | bench | test [pytest args]" ;;
 esac
