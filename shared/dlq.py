@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -52,6 +51,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import StatementError
 
 from shared.kafka import Producer, PublishError, Record
+from shared.kafka_read import read_until_end
 from shared.logging import scrub
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -300,26 +300,8 @@ async def _read(
         await admin.close()
     if dlq not in described:
         return frozenset(described), []
-    partitions = [TopicPartition(dlq, p["partition"]) for p in described[dlq]["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        start = await consumer.beginning_offsets(partitions)
-        end = await consumer.end_offsets(partitions)
-        pending = {tp for tp in partitions if end[tp] > start[tp]}
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, recs in batch.items():
-                records.extend(r for r in recs if r.offset < end[tp])
-            for tp in list(pending):
-                if await consumer.position(tp) >= end[tp]:
-                    pending.discard(tp)
-        return frozenset(described), records
-    finally:
-        await consumer.stop()
+    records = [r async for batch in read_until_end(bootstrap_servers, dlq) for r in batch]
+    return frozenset(described), records
 
 
 @dataclass

@@ -9,7 +9,6 @@ commits late would be skipped); every pass takes whatever is there.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -18,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.kafka import Record, publish_many
 from shared.logging import get_logger
+from shared.worker import Worker
 
 log = get_logger(__name__)
 
 
-class OutboxRelay:
+class OutboxRelay(Worker):
     def __init__(
         self,
         *,
@@ -34,48 +34,21 @@ class OutboxRelay:
         batch: int = 2000,
         idle_seconds: float = 0.05,
     ) -> None:
+        super().__init__(idle_seconds=idle_seconds)
         self._engine = engine
         self._producer = producer
         self._topic = topic
         self._lock_key = lock_key
-        self._idle = idle_seconds
         self._leader: AsyncConnection | None = None
-        self._stopping = asyncio.Event()
         self._select = text(
             f"SELECT id, customer_id, payload FROM {table} ORDER BY id LIMIT {int(batch)} "
             "FOR UPDATE SKIP LOCKED"
         )
         self._delete = text(f"DELETE FROM {table} WHERE id = ANY(CAST(:ids AS bigint[]))")
         self.published = 0
-        self._wake = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    def nudge(self) -> None:
-        """New rows were committed: look now rather than after the idle pause."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        delay = 0.2
-        try:
-            while not self._stopping.is_set():
-                try:
-                    if not await self._lead():
-                        await self._pause(1.0)
-                        continue
-                    sent = await self.relay_once()
-                    delay = 0.2
-                    if sent == 0:
-                        await self._pause(self._idle)
-                except Exception as exc:  # broker or database away: keep the rows, retry
-                    log.warning("outbox_retry", reason=type(exc).__name__, topic=self._topic)
-                    await self._drop_leadership()
-                    await self._pause(delay)
-                    delay = min(delay * 2, 5.0)
-        finally:
-            await self._drop_leadership()
+    async def run_once(self) -> int:
+        return await self.relay_once()
 
     async def relay_once(self) -> int:
         """Publish one batch of rows, oldest first; returns how many."""
@@ -92,7 +65,8 @@ class OutboxRelay:
         self.published += len(rows)
         return len(rows)
 
-    async def _lead(self) -> bool:
+    async def ready(self) -> bool:
+        """Whether this relay leads (holds the advisory lock); only the leader publishes."""
         if self._leader is not None:
             try:
                 await self._leader.execute(text("SELECT 1"))
@@ -108,13 +82,16 @@ class OutboxRelay:
         await conn.close()
         return False
 
+    async def failed(self, exc: Exception) -> None:
+        # The broker or the database is away: the rows stay, to be published on a retry.
+        log.warning("outbox_retry", reason=type(exc).__name__, topic=self._topic)
+        await self._drop_leadership()
+
+    async def aclose(self) -> None:
+        await self._drop_leadership()
+
     async def _drop_leadership(self) -> None:
         if self._leader is not None:
             with contextlib.suppress(Exception):
                 await self._leader.close()
             self._leader = None
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
