@@ -10,11 +10,16 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 
-async def every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
-    """Run ``job`` every ``seconds`` until cancelled; a failed round is logged and the next
-    one tries again."""
+async def every(
+    seconds: float, name: str, job: Callable[[], Awaitable[object]], *, at_start: bool = False
+) -> None:
+    """Run ``job`` every ``seconds`` until cancelled (the first time at once with
+    ``at_start``); a failed round is logged and the next one tries again."""
+    first = at_start
     while True:
-        await asyncio.sleep(seconds)
+        if not first:
+            await asyncio.sleep(seconds)
+        first = False
         try:
             await job()
         except Exception as exc:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from services.ingest.deps import Ingest
 from services.ingest.settings import ingest_settings
 from shared.auth import Operator, Reader
 from shared.dlq import erase_from_dlq
@@ -29,7 +30,6 @@ from shared.events import Envelope, ErasureData, EventType
 from shared.kafka import PublishError, Record, publish_many
 from shared.logging import get_logger
 from shared.privacy import customer_digest
-from shared.topics import Topics
 
 log = get_logger(__name__)
 
@@ -102,7 +102,7 @@ def _unavailable(what: str) -> JSONResponse:
     summary="Erase a customer (right to erasure)",
 )
 async def erase_customer(
-    request: Request, customer_id: CustomerId, principal: Operator
+    ingest: Ingest, customer_id: CustomerId, principal: Operator
 ) -> JSONResponse:
     """Forget everything Tend holds on the customer. **202** once the erasure is durably on
     its way: a `customer.erased` event is on the events topic (after every event the customer
@@ -126,8 +126,7 @@ async def erase_customer(
         source=ingest_settings().source,
         data=ErasureData(requested_by=principal.name[:64]),
     )
-    topics = Topics.from_settings(request.app.state.common)
-    producer = request.app.state.producer
+    topics, producer = ingest.topics, ingest.producer
     timeout = ingest_settings().publish_timeout_seconds
     try:
         await publish_many(
@@ -140,7 +139,7 @@ async def erase_customer(
         log.warning("erasure_publish_failed", reason=str(exc))
         return _unavailable("the event broker")
     try:
-        async with request.app.state.engine.connect() as conn:
+        async with ingest.engine.connect() as conn:
             await conn.execute(_FORGET_KEYS, {"id": customer_id})
             await conn.execute(_REGISTER, {"digest": customer_digest(customer_id), "at": now})
     except (DBAPIError, OSError) as exc:
@@ -161,7 +160,9 @@ async def erase_customer(
     },
     summary="Export everything Tend holds on a customer (right of access)",
 )
-async def export_customer(request: Request, customer_id: CustomerId, _: Reader) -> JSONResponse:
+async def export_customer(
+    request: Request, ingest: Ingest, customer_id: CustomerId, _: Reader
+) -> JSONResponse:
     """One document with everything Tend holds on the customer: ingest's idempotency records,
     scoring's card, facts, stage history and applied event ids, and outreach's card replica,
     suppression, schedule and every action decided with its message. A part is `null` when
@@ -170,14 +171,14 @@ async def export_customer(request: Request, customer_id: CustomerId, _: Reader) 
     Example: `curl -H "Authorization: Bearer $TEND_OPS_KEY"
     http://localhost:8001/v1/customers/c-42/export`"""
     try:
-        async with request.app.state.engine.connect() as conn:
+        async with ingest.engine.connect() as conn:
             keys = (await conn.execute(_KEYS_OF, {"id": customer_id})).all()
     except (DBAPIError, OSError) as exc:
         log.warning("export_database_unavailable", reason=type(exc).__name__)
         return _unavailable("the database")
     parts: dict[str, dict[str, Any] | None] = {}
     auth = {h: v for h, v in request.headers.items() if h.lower() in ("authorization", "x-api-key")}
-    peers: dict[str, httpx.AsyncClient] = request.app.state.peers
+    peers = ingest.peers
     for name in PEERS:
         try:
             resp = await peers[name].get(f"/v1/customers/{customer_id}/export", headers=auth)

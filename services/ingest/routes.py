@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, FastAPI, Header, Request
+from fastapi import APIRouter, Body, FastAPI, Header
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from services.ingest.deps import Ingest, IngestState
 from services.ingest.intake import Intake, Outcome, Prepared, prepare, prepare_batch
 from services.ingest.metrics import EVENTS
 from services.ingest.schemas import (
@@ -119,8 +120,7 @@ def _judge(
     return valid, at, rejected
 
 
-async def _accept(request: Request, batch: Sequence[Prepared]) -> list[Outcome] | JSONResponse:
-    intake: Intake = request.app.state.intake
+async def _accept(intake: Intake, batch: Sequence[Prepared]) -> list[Outcome] | JSONResponse:
     try:
         return await intake.accept(batch)
     except PublishError as exc:
@@ -132,12 +132,12 @@ async def _accept(request: Request, batch: Sequence[Prepared]) -> list[Outcome] 
 
 
 async def _single(
-    request: Request, item: IngestItem, principal: Principal, header_key: str | None
+    ingest: IngestState, item: IngestItem, principal: Principal, header_key: str | None
 ) -> JSONResponse:
     prepared = prepare(
         item, header_key=header_key, source=principal.name[:64], received_at=datetime.now(UTC)
     )
-    outcomes = await _accept(request, [prepared])
+    outcomes = await _accept(ingest.intake, [prepared])
     if isinstance(outcomes, JSONResponse):
         return outcomes
     outcome = outcomes[0]
@@ -173,7 +173,7 @@ async def _single(
     summary="Record an order event",
 )
 async def post_order(
-    request: Request,
+    ingest: Ingest,
     order: OrderIn,
     principal: EventsWriter,
     idempotency_key: IdempotencyKey = None,
@@ -185,7 +185,7 @@ async def post_order(
     **409** when its event id was used for a different payload, and **503** with
     `Retry-After` when the broker is unreachable (nothing was accepted: retry).
     """
-    return await _single(request, order, principal, idempotency_key)
+    return await _single(ingest, order, principal, idempotency_key)
 
 
 @router.post(
@@ -196,13 +196,13 @@ async def post_order(
     summary="Record a complaint event",
 )
 async def post_complaint(
-    request: Request,
+    ingest: Ingest,
     complaint: ComplaintIn,
     principal: EventsWriter,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Record a complaint opened or resolved. Same answers as `POST /v1/orders`."""
-    return await _single(request, complaint, principal, idempotency_key)
+    return await _single(ingest, complaint, principal, idempotency_key)
 
 
 @router.post(
@@ -213,13 +213,13 @@ async def post_complaint(
     summary="Record a visit",
 )
 async def post_visit(
-    request: Request,
+    ingest: Ingest,
     visit: VisitIn,
     principal: EventsWriter,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Record a visit (store, web, app, phone, sales call). Same answers as `POST /v1/orders`."""
-    return await _single(request, visit, principal, idempotency_key)
+    return await _single(ingest, visit, principal, idempotency_key)
 
 
 @router.post(
@@ -230,14 +230,14 @@ async def post_visit(
     summary="Upsert a customer profile",
 )
 async def post_customer(
-    request: Request,
+    ingest: Ingest,
     customer: CustomerIn,
     principal: EventsWriter,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Create or update a customer's profile: fields present replace the stored ones, absent
     fields are kept. Same answers as `POST /v1/orders`."""
-    return await _single(request, customer, principal, idempotency_key)
+    return await _single(ingest, customer, principal, idempotency_key)
 
 
 @router.post(
@@ -250,7 +250,7 @@ async def post_customer(
     },
 )
 async def post_events(
-    request: Request,
+    ingest: Ingest,
     principal: EventsWriter,
     batch: Annotated[
         BatchIn,
@@ -303,7 +303,7 @@ async def post_events(
     counts = dict.fromkeys(Outcome, 0)
     if valid:
         prepared = prepare_batch(valid, source=principal.name[:64], received_at=datetime.now(UTC))
-        outcomes = await _accept(request, prepared)
+        outcomes = await _accept(ingest.intake, prepared)
         if isinstance(outcomes, JSONResponse):
             return outcomes
         tally: Counter[tuple[EventType, Outcome]] = Counter()

@@ -1,0 +1,19 @@
+"""What ingest holds while it runs, as its routes receive it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+
+from services.ingest.intake import Intake
+from shared.runtime import ServiceState, typed_state
+
+
+class IngestState(ServiceState):
+    intake: Intake
+    # Scoring's and outreach's APIs, for the customer export.
+    peers: dict[str, httpx.AsyncClient]
+
+
+Ingest = Annotated[IngestState, typed_state(IngestState)]

@@ -1,0 +1,263 @@
+"""The service runtime: what every service process runs on, started and stopped in one order.
+
+A service describes itself once — its name, its routers, and a ``start`` function that builds
+its own parts on a :class:`Runtime` — and :func:`service_app` does the rest the same way for
+all: the database engine, the Kafka producer, the API-key store, the workers (consumers,
+relays, delivery) and the periodic jobs, then on shutdown the workers asked to finish the pass
+in progress and awaited, the periodic jobs cancelled, the producer flushed and the engine
+closed.
+
+What a service holds while it runs is a typed :class:`ServiceState` (the app's ``state``):
+routes reach it through a dependency rather than reading untyped attributes, and a request's
+unit of work is :data:`Transaction` — one connection in one transaction that commits when the
+route returns and before the answer is sent, or rolls back when it raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Protocol, TypeVar, cast
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.datastructures import State
+
+from shared.auth import KeyStore
+from shared.clock import Clock, SystemClock
+from shared.consumer import BatchConsumer, Handler
+from shared.db import make_engine
+from shared.heap import settle_heap
+from shared.http import create_app
+from shared.kafka import Producer, start_producer
+from shared.logging import configure_logging, get_logger
+from shared.outbox import OutboxRelay
+from shared.periodic import every
+from shared.ratelimit import RateLimiter
+from shared.settings import CommonSettings
+from shared.topics import Topics
+
+log = get_logger(__name__)
+
+# How long a worker may take to finish its pass at shutdown before it is left behind.
+STOP_SECONDS = 30
+
+
+class Running(Protocol):
+    """A worker the runtime starts and stops: a consumer, a relay, a delivery loop."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class ServiceState(State):
+    """What every service holds while it runs; a service's own state adds its parts."""
+
+    service: str
+    common: CommonSettings
+    clock: Clock
+    topics: Topics
+    engine: AsyncEngine
+    producer: Producer
+    keys: KeyStore
+    rate_limiter: RateLimiter | None
+
+
+S = TypeVar("S", bound=ServiceState)
+
+
+class Runtime:
+    """The shared parts a service's ``start`` builds on, and the place it registers its
+    workers and periodic jobs."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self._workers: list[Running] = []
+        self._jobs: list[tuple[float, str, Callable[[], Awaitable[object]], bool]] = []
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.state.engine
+
+    @property
+    def producer(self) -> Producer:
+        return self.state.producer
+
+    @property
+    def topics(self) -> Topics:
+        return self.state.topics
+
+    @property
+    def clock(self) -> Clock:
+        return self.state.clock
+
+    def worker(self, worker: Running) -> None:
+        """Run ``worker`` for the life of the service; stopped in the order registered."""
+        self._workers.append(worker)
+
+    def every(
+        self,
+        seconds: float,
+        name: str,
+        job: Callable[[], Awaitable[object]],
+        *,
+        at_start: bool = False,
+    ) -> None:
+        """Run ``job`` every ``seconds`` (first at once with ``at_start``); a failed round is
+        logged and the next tries again."""
+        self._jobs.append((seconds, name, job, at_start))
+
+    def outbox_relay(
+        self,
+        *,
+        table: str,
+        topic: str,
+        lock_key: int,
+        batch: int = 2000,
+        idle_seconds: float = 0.05,
+    ) -> OutboxRelay:
+        """A relay publishing ``table`` to ``topic``, run as a worker."""
+        relay = OutboxRelay(
+            engine=self.engine,
+            producer=self.producer,
+            table=table,
+            topic=topic,
+            lock_key=lock_key,
+            batch=batch,
+            idle_seconds=idle_seconds,
+        )
+        self.worker(relay)
+        return relay
+
+    def batch_consumer(
+        self, *, topics: Sequence[str], group_id: str, handler: Handler, max_records: int
+    ) -> BatchConsumer:
+        """A consumer of ``topics`` in ``group_id`` whose poison records go to the DLQ, run as
+        a worker (registered first, so it stops first)."""
+        consumer = BatchConsumer(
+            settings=self.state.common,
+            topics=list(topics),
+            group_id=group_id,
+            handler=handler,
+            dlq_topic=self.topics.dlq,
+            dlq_producer=self.producer,
+            max_records=max_records,
+        )
+        self._workers.insert(0, consumer)
+        return consumer
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Workers and periodic jobs run inside this block; leaving it stops them in order."""
+        workers = [asyncio.create_task(w.run()) for w in self._workers]
+        jobs = [
+            asyncio.create_task(every(s, name, job, at_start=first))
+            for s, name, job, first in self._jobs
+        ]
+        try:
+            yield
+        finally:
+            for worker in self._workers:
+                worker.stop()
+            for task in workers:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, STOP_SECONDS)
+            for task in jobs:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+
+def service_app(
+    *,
+    service: str,
+    state: S,
+    title: str,
+    description: str,
+    start: Callable[[Runtime], Awaitable[Callable[[], Awaitable[None]] | None]],
+    routers: Iterable[APIRouter],
+    port: int,
+    common: CommonSettings | None = None,
+    clock: Clock | None = None,
+    engine: Callable[[CommonSettings], AsyncEngine] = make_engine,
+    form_paths: tuple[str, ...] = (),
+) -> FastAPI:
+    """A service's FastAPI app on the shared runtime.
+
+    ``state`` is the service's own (empty) :class:`ServiceState`; ``start`` fills in the
+    service's parts and registers its workers and jobs, and may return a function that
+    releases what it opened (HTTP clients, say), called after the workers stop."""
+    common = common or CommonSettings()
+    clock = clock or SystemClock()
+    configure_logging(common.log_level, common.log_json)
+    state.service = service
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.common, state.clock = common, clock
+        state.topics = Topics.from_settings(common)
+        state.engine = engine(common)
+        try:
+            state.producer = await start_producer(common)
+            try:
+                state.keys = KeyStore(state.engine, common.api_key_cache_seconds)
+                runtime = Runtime(state)
+                release = await start(runtime)
+                try:
+                    async with runtime.running():
+                        settle_heap()
+                        log.info(f"{service}_started", port=port)
+                        yield
+                finally:
+                    if release is not None:
+                        await release()
+            finally:
+                await state.producer.stop()
+        finally:
+            await state.engine.dispose()
+
+    app = create_app(
+        service=service,
+        title=title,
+        description=description,
+        lifespan=lifespan,
+        max_body=common.max_body_bytes,
+        form_paths=form_paths,
+        common=common,
+    )
+    app.state = state
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def state_of(request: Request) -> ServiceState:
+    """The running service's state (typed: each service narrows it with its own alias)."""
+    return cast(ServiceState, request.app.state)
+
+
+async def _transaction(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with state_of(request).engine.begin() as conn:
+        yield conn
+
+
+# A request's unit of work: committed when the route returns, before the answer is sent;
+# rolled back when it raises.
+Transaction = Annotated[AsyncConnection, Depends(_transaction, scope="function")]
+
+
+def typed_state(kind: type[S]) -> Any:
+    """A dependency giving a route its service's state as ``kind``:
+    ``Scoring = Annotated[ScoringState, typed_state(ScoringState)]``."""
+
+    # async: a plain function would be run in a worker thread, on every request.
+    async def dependency(request: Request) -> S:
+        found = request.app.state
+        if not isinstance(found, kind):
+            raise TypeError(f"the app's state is a {type(found).__name__}, not {kind.__name__}")
+        return found
+
+    return Depends(dependency)
