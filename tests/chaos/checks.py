@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.consumer import EventApplier, PopulationCache
 from shared.changes import change_id_for
 from shared.clock import SystemClock
 from tests.chaos.load import Load

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings
-from services.scoring.sweep import sweep_all
+from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.sweep import sweep_all
 from shared.clock import SystemClock
 from shared.db import make_engine
 from shared.settings import CommonSettings

@@ -8,7 +8,14 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.lifecycle import Stage, StageInfo, Transition, midnight, stage_at, transitions
+from services.scoring.core.lifecycle import (
+    Stage,
+    StageInfo,
+    Transition,
+    midnight,
+    stage_at,
+    transitions,
+)
 from services.scoring.settings import ScoringSettings
 
 S = ScoringSettings()

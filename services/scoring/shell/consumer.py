@@ -14,13 +14,13 @@ from decimal import Decimal
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scoring import store
-from services.scoring.card import Population, Scored, score
-from services.scoring.changes import change_payload
+from services.scoring.core.card import Population, Scored, score
+from services.scoring.core.changes import change_payload
+from services.scoring.core.state import CustomerState, apply
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import CustomerState, apply
-from services.scoring.state_cache import Held, StateCache
-from services.scoring.store import CustomerRow, StoredHistory
+from services.scoring.shell.state_cache import Held, StateCache
+from services.scoring.store import customers as store
+from services.scoring.store.customers import CustomerRow, StoredHistory
 from shared.changes import change_id_for
 from shared.clock import Clock
 from shared.consumer import Message

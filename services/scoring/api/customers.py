@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from services.scoring.card import Card, build_card
-from services.scoring.refit import refit
-from services.scoring.state import CustomerState
-from services.scoring.sweep import sweep_all
+from services.scoring.core.card import Card, build_card
+from services.scoring.core.state import CustomerState
+from services.scoring.shell.refit import refit
+from services.scoring.shell.sweep import sweep_all
 from shared.auth import Principal, RequireScope, Scope
 from shared.http import ERROR_RESPONSES, ErrorBody, IsoDateTime
 

@@ -17,13 +17,14 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring import predict, rfm, store, tiers
-from services.scoring.card import Population, purchase_days, score
-from services.scoring.changes import change_payload
-from services.scoring.consumer import PopulationCache
+from services.scoring.core import predict, rfm, tiers
+from services.scoring.core.card import Population, purchase_days, score
+from services.scoring.core.changes import change_payload
+from services.scoring.core.state import DAY_US, CustomerState, Purchase, to_micros
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import DAY_US, CustomerState, Purchase, to_micros
-from services.scoring.store import CustomerRow
+from services.scoring.shell.consumer import PopulationCache
+from services.scoring.store import customers as store
+from services.scoring.store.customers import CustomerRow
 from shared.changes import change_id_for
 from shared.clock import Clock
 from shared.logging import get_logger

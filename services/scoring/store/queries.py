@@ -1,9 +1,10 @@
 """The SQL behind scoring's list and stats endpoints.
 
 Everything here reads the columns the write path keeps beside each customer's facts
-(:mod:`services.scoring.store`) and the ``stage_history`` table; nothing rebuilds a card, so a
-listing or a stats call costs one or two statements whatever the number of customers. The
-figures are therefore as of each customer's last write (an event, a sweep or a refit).
+(:mod:`services.scoring.store.customers`) and the ``stage_history`` table; nothing rebuilds a
+card, so a listing or a stats call costs one or two statements whatever the number of
+customers. The figures are therefore as of each customer's last write (an event, a sweep or a
+refit).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.models import customers
+from services.scoring.store.tables import customers
 
 SortKey = float | datetime | None
 

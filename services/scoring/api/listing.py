@@ -14,12 +14,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from services.scoring import queries
-from services.scoring.lifecycle import Stage
-from services.scoring.queries import Filters, Order, Position, Sort, SortKey
-from services.scoring.rfm import Segment
-from services.scoring.routes import NOT_FOUND, Reader
-from services.scoring.tiers import Strategy, Tier
+from services.scoring.api.customers import NOT_FOUND, Reader
+from services.scoring.core.lifecycle import Stage
+from services.scoring.core.rfm import Segment
+from services.scoring.core.tiers import Strategy, Tier
+from services.scoring.store import queries
+from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
 from shared.http import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["customers"])

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.card import Population, Scored
-from services.scoring.lifecycle import Stage, Transition
-from services.scoring.state import CustomerState
+from services.scoring.core.card import Population, Scored
+from services.scoring.core.lifecycle import Stage, Transition
+from services.scoring.core.state import CustomerState
 from shared.privacy import anonymous_id, customer_digest, erased_at
 
 

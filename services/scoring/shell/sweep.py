@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring import store
-from services.scoring.changes import change_payload
-from services.scoring.consumer import PopulationCache, score_of
+from services.scoring.core.changes import change_payload
 from services.scoring.settings import ScoringSettings
-from services.scoring.store import CustomerRow
+from services.scoring.shell.consumer import PopulationCache, score_of
+from services.scoring.store import customers as store
+from services.scoring.store.customers import CustomerRow
 from shared.changes import change_id_for
 from shared.clock import Clock
 

@@ -5,7 +5,7 @@ its identity (an order's events by ``event_id``, complaints by id, visits by ``v
 profile fields by ``(occurred_at, event_id)``). Merging a fact is a set union or a
 last-writer-wins register, both commutative and idempotent, so the state after a set of
 events is the same whatever order they arrived in. Every figure on the card is derived from
-these facts at read time (:mod:`services.scoring.card`), which is also what lets ``as_of``
+these facts at read time (:mod:`services.scoring.core.card`), which is also what lets ``as_of``
 replay history.
 
 Times are kept as integer microseconds since the Unix epoch (UTC): exact, cheap to compare and
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from services.scoring.lifecycle import Walk
+from services.scoring.core.lifecycle import Walk
 from services.scoring.settings import ScoringSettings, scoring_settings
 from shared.events import (
     ComplaintData,

@@ -30,13 +30,13 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.scoring import lifecycle, predict, rfm, tiers
-from services.scoring.lifecycle import Stage, Transition
-from services.scoring.predict import BgNbdParams, GammaGammaParams
-from services.scoring.rfm import RfmBreakpoints, Segment
+from services.scoring.core import lifecycle, predict, rfm, tiers
+from services.scoring.core.lifecycle import Stage, Transition
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.rfm import RfmBreakpoints, Segment
+from services.scoring.core.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
+from services.scoring.core.tiers import Strategy, Tier, TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
-from services.scoring.tiers import Strategy, Tier, TierBreakpoints
 
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH_ORDINAL = _EPOCH_DAY.toordinal()

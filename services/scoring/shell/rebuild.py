@@ -1,6 +1,6 @@
 """Rebuilding scoring's state from the events topic, the system of record.
 
-    python -m services.scoring.rebuild [--yes]
+    python -m services.scoring.shell.rebuild [--yes]
 
 Stop the scoring service first. The rebuild empties scoring's customer tables (the population
 parameters are kept), replays ``crm.customer-events.v1`` from the beginning of every partition
@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy import text
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings, scoring_settings
+from services.scoring.shell.consumer import EventApplier, PopulationCache
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope
@@ -109,7 +109,7 @@ async def _hand_over(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.scoring.rebuild",
+        prog="python -m services.scoring.shell.rebuild",
         description=__doc__.split("\n\n")[0] if __doc__ else "",
     )
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")

@@ -1,6 +1,6 @@
 """A customer's data as scoring holds it, for the right of access (export).
 
-Erasure itself arrives as a ``customer.erased`` event (see :mod:`services.scoring.consumer`);
+Erasure itself arrives as a ``customer.erased`` event (see :mod:`services.scoring.shell.consumer`);
 this module only reads.
 """
 
@@ -14,11 +14,11 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from services.scoring import queries
-from services.scoring.card import Card, build_card
-from services.scoring.listing import StageChange
-from services.scoring.routes import NOT_FOUND, Reader
-from services.scoring.state import CustomerState
+from services.scoring.api.customers import NOT_FOUND, Reader
+from services.scoring.api.listing import StageChange
+from services.scoring.core.card import Card, build_card
+from services.scoring.core.state import CustomerState
+from services.scoring.store import queries
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
