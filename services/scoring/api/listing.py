@@ -14,10 +14,11 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from services.scoring.api.customers import NOT_FOUND, Reader
+from services.scoring.api.deps import NOT_FOUND, Reader
 from services.scoring.core.lifecycle import Stage
 from services.scoring.core.rfm import Segment
 from services.scoring.core.tiers import Strategy, Tier
+from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
 from shared.http import ERROR_RESPONSES
@@ -53,14 +54,6 @@ class CustomerPage(BaseModel):
         description="pass as `cursor` (with the same filters, `sort` and `order`) for the next "
         "page; null on the last page"
     )
-
-
-class StageChange(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    from_stage: Stage
-    to_stage: Stage
-    at: date = Field(description="the UTC day of the change")
 
 
 class StageHistory(BaseModel):

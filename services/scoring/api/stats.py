@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from services.scoring.api.customers import Reader
+from services.scoring.api.deps import Reader
 from services.scoring.core.lifecycle import Stage, day_of
 from services.scoring.core.rfm import Segment
 from services.scoring.core.tiers import Strategy, Tier
