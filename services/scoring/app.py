@@ -15,7 +15,8 @@ from services.scoring.api.listing import router as listing_router
 from services.scoring.api.privacy import router as privacy_router
 from services.scoring.api.stats import router as stats_router
 from services.scoring.settings import ScoringSettings, scoring_settings
-from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.refit import refit
 from services.scoring.shell.sweep import sweep_all
 from shared.auth import KeyStore

@@ -23,7 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.settings import ScoringSettings
-from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from shared.changes import change_id_for
 from shared.clock import SystemClock
 from tests.chaos.load import Load

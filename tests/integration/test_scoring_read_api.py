@@ -29,7 +29,8 @@ from services.scoring.core.lifecycle import Stage
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints, Segment
 from services.scoring.core.tiers import Strategy, Tier, TierBreakpoints
-from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from shared.clock import FixedClock
 from shared.events import Envelope
 from shared.settings import CommonSettings

@@ -12,7 +12,8 @@ import pytest
 from services.scoring.core.card import Population
 from services.scoring.core.predict import BgNbdParams
 from services.scoring.settings import ScoringSettings
-from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.refit import refit
 from shared.clock import FixedClock
 from shared.db import make_engine

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import text
 
 from services.scoring.settings import ScoringSettings
-from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.sweep import sweep_all
 from shared.clock import SystemClock
 from shared.db import make_engine

@@ -14,10 +14,11 @@ from decimal import Decimal
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scoring.core.card import Population, Scored, score
+from services.scoring.core.card import Scored, score
 from services.scoring.core.changes import change_payload
 from services.scoring.core.state import CustomerState, apply
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import Held, StateCache
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow, StoredHistory
@@ -28,24 +29,6 @@ from shared.events import Envelope, EventType
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-
-
-class PopulationCache:
-    """The population inputs in force, reloaded from the database by the app's loop."""
-
-    def __init__(self, population: Population | None = None) -> None:
-        self.current = population or Population()
-
-    async def reload(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as conn:
-            self.current = await store.load_population(conn)
-
-
-def score_of(
-    state: CustomerState, clock: Clock, population: Population, settings: ScoringSettings
-) -> Scored:
-    """The customer's card now."""
-    return score(state, clock.now(), population, settings)
 
 
 class EventApplier:
@@ -134,7 +117,7 @@ class EventApplier:
                     continue
                 state, _ = apply(states.get(cid), envelope, settings)
                 states[cid] = state
-                card = score_of(state, self._clock, population, settings)
+                card = score(state, self._clock.now(), population, settings)
                 cards[cid] = card
                 before = stages.get(cid, "prospect")
                 stages[cid] = card.stage
@@ -184,7 +167,7 @@ class EventApplier:
         outbox[:] = [(c, payload) for c, payload in outbox if c != cid]
         spend, orders = Decimal(0), 0
         if state is not None:
-            card = score_of(state, self._clock, self._population.current, self._settings)
+            card = score(state, self._clock.now(), self._population.current, self._settings)
             spend, orders = card.lifetime_spend, card.orders
         await store.forget(
             conn,

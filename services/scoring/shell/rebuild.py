@@ -20,7 +20,8 @@ from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy import text
 
 from services.scoring.settings import ScoringSettings, scoring_settings
-from services.scoring.shell.consumer import EventApplier, PopulationCache
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope

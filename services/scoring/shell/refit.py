@@ -22,7 +22,7 @@ from services.scoring.core.card import Population, purchase_days, score
 from services.scoring.core.changes import change_payload
 from services.scoring.core.state import DAY_US, CustomerState, Purchase, to_micros
 from services.scoring.settings import ScoringSettings
-from services.scoring.shell.consumer import PopulationCache
+from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.changes import change_id_for

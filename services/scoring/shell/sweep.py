@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.scoring.core.card import score
 from services.scoring.core.changes import change_payload
 from services.scoring.settings import ScoringSettings
-from services.scoring.shell.consumer import PopulationCache, score_of
+from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.changes import change_id_for
@@ -35,7 +36,7 @@ async def sweep_once(
         history = []
         for cid, found in due.items():
             assert found.state is not None and found.history is not None  # none held
-            card = score_of(found.state, clock, pop, settings)
+            card = score(found.state, clock.now(), pop, settings)
             rows.append(CustomerRow.of(found.state, card))
             if card.stage != found.stage:
                 history.append((cid, found.history, card.history))
