@@ -19,13 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.core import predict, rfm, tiers
 from services.scoring.core.card import Population, purchase_days, score
-from services.scoring.core.changes import change_payload
+from services.scoring.core.changes import Outgoing, refresh_change
 from services.scoring.core.state import DAY_US, CustomerState, Purchase, to_micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
-from shared.changes import change_id_for
 from shared.clock import Clock
 from shared.logging import get_logger
 
@@ -192,7 +191,7 @@ async def _refresh_cards(
             after = rows[-1].customer_id
             now = clock.now()
             saved: list[CustomerRow] = []
-            outbox: list[tuple[str, bytes]] = []
+            outbox: list[Outgoing] = []
             for row in rows:
                 state = CustomerState.from_json(row.state)
                 card = score(state, now, population, settings)
@@ -202,20 +201,7 @@ async def _refresh_cards(
                     row.strategy,
                     row.segment,
                 ):
-                    outbox.append(
-                        (
-                            row.customer_id,
-                            change_payload(
-                                change_id=change_id_for(
-                                    "refresh", row.customer_id, now.isoformat()
-                                ),
-                                customer_id=row.customer_id,
-                                cause="refresh",
-                                at=now,
-                                card_json=card.json,
-                            ),
-                        )
-                    )
+                    outbox.append(refresh_change(card))
             await store.save(conn, saved)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)
