@@ -6,11 +6,10 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.scoring.core.lifecycle import Stage
+from shared.card import Stage
 
 
-# One lifecycle stage change, as the history and the export list it (no docstring: it would
-# become the schema's description in the OpenAPI document).
+# One lifecycle stage change, as the history and the export list it.
 class StageChange(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -8,15 +8,9 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.core.lifecycle import (
-    Stage,
-    StageInfo,
-    Transition,
-    midnight,
-    stage_at,
-    transitions,
-)
+from services.scoring.core.lifecycle import StageInfo, Transition, midnight, stage_at, transitions
 from services.scoring.settings import ScoringSettings
+from shared.card import Stage
 
 S = ScoringSettings()
 POP_GAP = 30.0  # population median gap: decline after 60 silent days, churn after 120

@@ -12,10 +12,11 @@ import pytest
 from services.scoring.core import rfm, tiers
 from services.scoring.core.card import Population, build_card
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
-from services.scoring.core.rfm import RfmBreakpoints, Segment
+from services.scoring.core.rfm import RfmBreakpoints
 from services.scoring.core.state import apply
-from services.scoring.core.tiers import Strategy, Tier, TierBreakpoints
+from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
+from shared.card import Segment, Strategy, Tier
 from shared.events import Envelope
 
 S = ScoringSettings()

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services.scoring.api.deps import NOT_FOUND, Operator, Reader, load_state
-from services.scoring.core.card import Card, build_card
+from services.scoring.core.card import build_card
 from services.scoring.shell.refit import refit
 from services.scoring.shell.sweep import sweep_all
+from shared.card import Card
 from shared.http import ERROR_RESPONSES, IsoDateTime
 
 router = APIRouter(prefix="/v1")

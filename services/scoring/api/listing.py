@@ -15,12 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from services.scoring.api.deps import NOT_FOUND, Reader
-from services.scoring.core.lifecycle import Stage
-from services.scoring.core.rfm import Segment
-from services.scoring.core.tiers import Strategy, Tier
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
+from shared.card import Segment, Stage, Strategy, Tier
 from shared.http import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["customers"])

@@ -13,10 +13,11 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from services.scoring.api.deps import NOT_FOUND, Reader
-from services.scoring.core.card import Card, build_card
+from services.scoring.core.card import build_card
 from services.scoring.core.state import CustomerState
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
+from shared.card import Card
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 

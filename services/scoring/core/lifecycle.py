@@ -31,20 +31,10 @@ from bisect import insort
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from enum import StrEnum
 from typing import NamedTuple
 
 from services.scoring.settings import ScoringSettings
-
-
-class Stage(StrEnum):
-    PROSPECT = "prospect"
-    NEW = "new"
-    GROWING = "growing"
-    MATURE = "mature"
-    DECLINING = "declining"
-    CHURNED = "churned"
-    REACTIVATED = "reactivated"
+from shared.card import Stage
 
 
 @dataclass(frozen=True, slots=True)

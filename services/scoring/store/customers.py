@@ -16,8 +16,9 @@ from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.core.card import Population, Scored
-from services.scoring.core.lifecycle import Stage, Transition
+from services.scoring.core.lifecycle import Transition
 from services.scoring.core.state import CustomerState
+from shared.card import Stage
 from shared.privacy import anonymous_id, customer_digest, erased_at
 
 
