@@ -17,11 +17,11 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from sqlalchemy import text
 
 from services.scoring.settings import ScoringSettings, scoring_settings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
+from services.scoring.store import customers as store
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope
@@ -41,12 +41,7 @@ async def rebuild(
     applied = 0
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, "
-                    "scoring.outbox"
-                )
-            )
+            await store.empty(conn)
         population = PopulationCache()
         await population.reload(engine)
         applier = EventApplier(engine, settings, clock or SystemClock(), population, publish=False)
