@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from services.scoring.predict import (
+from services.scoring.core.predict import (
     BgNbdParams,
     GammaGammaParams,
     compress,

@@ -23,8 +23,9 @@ from decimal import Decimal
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from shared.clock import SystemClock
 from shared.consumer import BatchConsumer
 from shared.db import create_database, drop_database, make_engine

@@ -10,14 +10,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.scoring.consumer import EventApplier, PopulationCache
-from services.scoring.listing import router as listing_router
-from services.scoring.privacy import router as privacy_router
-from services.scoring.refit import refit
-from services.scoring.routes import router
+from services.scoring.api.customers import router
+from services.scoring.api.listing import router as listing_router
+from services.scoring.api.privacy import router as privacy_router
+from services.scoring.api.stats import router as stats_router
 from services.scoring.settings import ScoringSettings, scoring_settings
-from services.scoring.stats import router as stats_router
-from services.scoring.sweep import sweep_all
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
+from services.scoring.shell.refit import refit
+from services.scoring.shell.sweep import sweep_all
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer

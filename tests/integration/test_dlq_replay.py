@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.settings import OutreachSettings
-from services.scoring.state import CustomerState
+from services.scoring.core.state import CustomerState
 from shared.consumer import BatchConsumer, Message
 from shared.dlq import (
     GROUP,

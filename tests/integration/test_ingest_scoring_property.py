@@ -19,8 +19,8 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.card import build_card
-from services.scoring.state import CustomerState, apply
+from services.scoring.core.card import build_card
+from services.scoring.core.state import CustomerState, apply
 from shared.clock import FixedClock
 from shared.events import Envelope
 from shared.settings import CommonSettings

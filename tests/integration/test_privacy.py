@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from services.outreach.settings import OutreachSettings
-from services.scoring.rebuild import rebuild
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.rebuild import rebuild
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.integration.test_outreach_e2e import order, profile, webhook_rule

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from shared.changes import Change, change_id_for
 from shared.clock import SystemClock
 from shared.db import make_engine

@@ -14,9 +14,9 @@ import pytest
 from lifetimes.utils import summary_data_from_transaction_data
 from sqlalchemy import text
 
-from services.scoring.card import Population, build_card
-from services.scoring.predict import BgNbdParams, GammaGammaParams
-from services.scoring.state import CustomerState
+from services.scoring.core.card import Population, build_card
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.state import CustomerState
 from shared.settings import CommonSettings
 from tests.integration.conftest import wait_applied
 from tests.support.stack import Stack, isolated_stack

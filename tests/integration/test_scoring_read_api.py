@@ -24,12 +24,13 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from services.scoring.card import Population
-from services.scoring.consumer import EventApplier, PopulationCache
-from services.scoring.lifecycle import Stage
-from services.scoring.predict import BgNbdParams, GammaGammaParams
-from services.scoring.rfm import RfmBreakpoints, Segment
-from services.scoring.tiers import Strategy, Tier, TierBreakpoints
+from services.scoring.core.card import Population
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.rfm import RfmBreakpoints
+from services.scoring.core.tiers import TierBreakpoints
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
+from shared.card import Segment, Stage, Strategy, Tier
 from shared.clock import FixedClock
 from shared.events import Envelope
 from shared.settings import CommonSettings

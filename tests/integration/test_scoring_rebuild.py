@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import text
 
 from services.scoring.app import create_app
-from services.scoring.rebuild import rebuild
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.rebuild import rebuild
 from shared.db import make_engine
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings

@@ -9,11 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from services.scoring.card import Population
-from services.scoring.consumer import EventApplier, PopulationCache
-from services.scoring.predict import BgNbdParams
-from services.scoring.refit import refit
+from services.scoring.core.card import Population
+from services.scoring.core.predict import BgNbdParams
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
+from services.scoring.shell.refit import refit
 from shared.clock import FixedClock
 from shared.db import make_engine
 from shared.events import Envelope, EventType, OrderData, OrderStatus

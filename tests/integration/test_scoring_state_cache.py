@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings
-from services.scoring.sweep import sweep_all
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
+from services.scoring.shell.sweep import sweep_all
 from shared.clock import SystemClock
 from shared.db import make_engine
 from shared.settings import CommonSettings

@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scoring.lifecycle import Stage, StageInfo, Transition, midnight, stage_at, transitions
+from services.scoring.core.lifecycle import StageInfo, Transition, day_of, midnight, walk
 from services.scoring.settings import ScoringSettings
+from shared.card import Stage
+
+# The lifecycle from a list of purchase days, as the card builds it from the walk.
+
+
+def stage_at(
+    purchase_days: Sequence[date],
+    as_of: datetime | date,
+    population_median_gap: float,
+    settings: ScoringSettings,
+) -> StageInfo:
+    """The stage at ``as_of`` from the purchase days up to it (in any order, repeats allowed).
+
+    ``next_transition_at`` is the UTC midnight at which the stage would next change if no
+    purchase happened, or None when time alone cannot move it (prospect, churned).
+    """
+    return stage_and_transitions(purchase_days, as_of, population_median_gap, settings)[0]
+
+
+def transitions(
+    purchase_days: Sequence[date],
+    until: datetime | date,
+    population_median_gap: float,
+    settings: ScoringSettings,
+) -> list[Transition]:
+    """Every stage change from the first purchase up to ``until``, oldest first."""
+    return stage_and_transitions(purchase_days, until, population_median_gap, settings)[1]
+
+
+def stage_and_transitions(
+    purchase_days: Sequence[date],
+    as_of: datetime | date,
+    population_median_gap: float,
+    settings: ScoringSettings,
+) -> tuple[StageInfo, list[Transition]]:
+    """:func:`stage_at` and :func:`transitions` from one walk over the purchase days."""
+    until = day_of(as_of).toordinal()
+    days = sorted({o for o in map(date.toordinal, purchase_days) if o <= until})
+    return walk(days, population_median_gap, settings).at(until)
+
 
 S = ScoringSettings()
 POP_GAP = 30.0  # population median gap: decline after 60 silent days, churn after 120

@@ -1,4 +1,4 @@
-"""Parity of services.scoring.predict with lifetimes 0.11.3 on its shipped CDNOW sample."""
+"""Parity of services.scoring.core.predict with lifetimes 0.11.3 on its shipped CDNOW sample."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
 
-from services.scoring.predict import (
+from services.scoring.core.predict import (
     BgNbdParams,
     GammaGammaParams,
     RepeatStats,

@@ -9,13 +9,14 @@ from decimal import Decimal
 
 import pytest
 
-from services.scoring import rfm, tiers
-from services.scoring.card import Population, build_card
-from services.scoring.predict import BgNbdParams, GammaGammaParams
-from services.scoring.rfm import RfmBreakpoints, Segment
+from services.scoring.core import rfm, tiers
+from services.scoring.core.card import Population, build_card
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.rfm import RfmBreakpoints
+from services.scoring.core.state import apply
+from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import apply
-from services.scoring.tiers import Strategy, Tier, TierBreakpoints
+from shared.card import Segment, Strategy, Tier
 from shared.events import Envelope
 
 S = ScoringSettings()

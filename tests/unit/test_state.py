@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scoring.card import Card, Population, build_card, score
-from services.scoring.lifecycle import Stage
-from services.scoring.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.card import Population, build_card, score
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.state import CustomerState, apply, from_micros, to_micros
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import CustomerState, apply, from_micros, to_micros
+from shared.card import Card, Stage
 from shared.events import Envelope
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.scoring.state import CustomerState
-from services.scoring.state_cache import Held, StateCache
+from services.scoring.core.state import CustomerState
+from services.scoring.shell.state_cache import Held, StateCache
 
 
 def held(version: int, cid: str) -> Held:

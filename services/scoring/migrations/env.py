@@ -1,4 +1,4 @@
-from services.scoring.models import metadata
+from services.scoring.store.tables import metadata
 from shared.migrate import run_migrations
 
 run_migrations(metadata)

@@ -12,12 +12,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from services.scoring import queries
-from services.scoring.lifecycle import Stage, day_of
-from services.scoring.queries import Period
-from services.scoring.rfm import Segment
-from services.scoring.routes import Reader
-from services.scoring.tiers import Strategy, Tier
+from services.scoring.api.deps import Reader
+from services.scoring.core.lifecycle import day_of
+from services.scoring.store import queries
+from services.scoring.store.queries import Period
+from shared.card import Segment, Stage, Strategy, Tier
 from shared.http import ERROR_RESPONSES, IsoDate
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])

@@ -1,9 +1,11 @@
-"""The SQL behind scoring's list and stats endpoints.
+"""The SQL behind scoring's read API: one customer's facts and what was applied for them, the
+listing, the stage history and the stats.
 
-Everything here reads the columns the write path keeps beside each customer's facts
-(:mod:`services.scoring.store`) and the ``stage_history`` table; nothing rebuilds a card, so a
-listing or a stats call costs one or two statements whatever the number of customers. The
-figures are therefore as of each customer's last write (an event, a sweep or a refit).
+Apart from the facts themselves, everything here reads the columns the write path keeps beside
+each customer's facts (:mod:`services.scoring.store.customers`) and the ``stage_history``
+table; nothing rebuilds a card, so a listing or a stats call costs one or two statements
+whatever the number of customers. The figures are therefore as of each customer's last write
+(an event, a sweep or a refit).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement, and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.models import customers
+from services.scoring.core.state import CustomerState
+from services.scoring.store.tables import customers
 
 SortKey = float | datetime | None
 
@@ -170,6 +175,49 @@ def _after(key: ColumnElement[SortKey], descending: bool, p: Position) -> Column
         return and_(key.is_(None), beyond_id)  # already in the trailing nulls
     beyond_key = key < p.key if descending else key > p.key
     return or_(beyond_key, and_(key == p.key, beyond_id), key.is_(None))
+
+
+_STATE = text("SELECT state FROM scoring.customers WHERE customer_id = :id")
+_APPLIED = text(
+    """
+    SELECT event_id, applied_at FROM scoring.inbox WHERE customer_id = :id
+    ORDER BY applied_at, event_id
+    """
+)
+
+
+async def customer_state(engine: AsyncEngine, customer_id: str) -> CustomerState | None:
+    """The customer's facts; None for a customer never seen (or erased)."""
+    async with engine.connect() as conn:
+        raw = await conn.scalar(_STATE, {"id": customer_id})
+    return None if raw is None else CustomerState.from_json(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    event_id: str
+    applied_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """What scoring stores on a customer besides their stage history: their facts as stored
+    (JSON) and the events applied to them, oldest first."""
+
+    facts: dict[str, Any]
+    events: list[Applied]
+
+
+async def holdings(engine: AsyncEngine, customer_id: str) -> Holdings | None:
+    """The customer's facts and applied events, read together; None for a customer never seen
+    (or erased)."""
+    async with engine.connect() as conn:
+        raw = await conn.scalar(_STATE, {"id": customer_id})
+        if raw is None:
+            return None
+        events = (await conn.execute(_APPLIED, {"id": customer_id})).all()
+    facts = raw if isinstance(raw, dict) else orjson.loads(raw)
+    return Holdings(facts, [Applied(e.event_id, e.applied_at) for e in events])
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring import predict, rfm, store, tiers
-from services.scoring.card import Population, purchase_days, score
-from services.scoring.changes import change_payload
-from services.scoring.consumer import PopulationCache
+from services.scoring.core import predict, rfm, tiers
+from services.scoring.core.card import Population, purchase_days, score
+from services.scoring.core.changes import Outgoing, refresh_change
+from services.scoring.core.state import DAY_US, Purchase, to_micros
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import DAY_US, CustomerState, Purchase, to_micros
-from services.scoring.store import CustomerRow
-from shared.changes import change_id_for
+from services.scoring.shell.population import PopulationCache
+from services.scoring.store import customers as store
+from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
 from shared.logging import get_logger
 
@@ -62,32 +61,29 @@ async def fit_population(
     customers = 0
     now_us = to_micros(as_of)
     async with engine.connect() as conn:
-        result = await conn.stream(text("SELECT state FROM scoring.customers"))
-        async for chunk in result.partitions(CHUNK):
-            for (raw,) in chunk:
-                customers += 1
-                state = CustomerState.from_json(raw)
-                card = score(state, as_of, current, settings)
-                composites.append(card.value_score)
-                purchases = state.purchases(now_us)
-                if not purchases:
-                    continue
-                stats = predict.daily_stats(
-                    ((d, float(p.net)) for d, p in zip(_days(purchases), purchases, strict=True)),
-                    as_of.date(),
-                )
-                if stats is None:
-                    continue
-                xs.append(stats.x)
-                txs.append(stats.t_x)
-                ts.append(stats.T)
-                spends.append(stats.mean_spend)
-                days = purchase_days(state, as_of)
-                recency.append(float((as_of.date() - days[-1]).days))
-                frequency.append(float(card.orders))
-                monetary.append(float(card.lifetime_spend))
-                if card.purchase_interval_days is not None:
-                    gaps.append(card.purchase_interval_days)
+        async for state in store.all_states(conn, CHUNK):
+            customers += 1
+            card = score(state, as_of, current, settings)
+            composites.append(card.value_score)
+            purchases = state.purchases(now_us)
+            if not purchases:
+                continue
+            stats = predict.daily_stats(
+                ((d, float(p.net)) for d, p in zip(_days(purchases), purchases, strict=True)),
+                as_of.date(),
+            )
+            if stats is None:
+                continue
+            xs.append(stats.x)
+            txs.append(stats.t_x)
+            ts.append(stats.T)
+            spends.append(stats.mean_spend)
+            days = purchase_days(state, as_of)
+            recency.append(float((as_of.date() - days[-1]).days))
+            frequency.append(float(card.orders))
+            monetary.append(float(card.lifetime_spend))
+            if card.purchase_interval_days is not None:
+                gaps.append(card.purchase_interval_days)
 
     started = time.perf_counter()
     x = np.asarray(xs, dtype=np.int64)
@@ -176,45 +172,22 @@ async def _refresh_cards(
     after = ""
     while True:
         async with engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        "SELECT customer_id, state, tier, strategy, segment "
-                        "FROM scoring.customers WHERE customer_id > :after "
-                        "ORDER BY customer_id LIMIT :n FOR UPDATE"
-                    ),
-                    {"after": after, "n": CHUNK},
-                )
-            ).all()
+            rows = await store.lock_page(conn, after, CHUNK)
             if not rows:
                 return changed
             after = rows[-1].customer_id
             now = clock.now()
             saved: list[CustomerRow] = []
-            outbox: list[tuple[str, bytes]] = []
+            outbox: list[Outgoing] = []
             for row in rows:
-                state = CustomerState.from_json(row.state)
-                card = score(state, now, population, settings)
-                saved.append(CustomerRow.of(state, card))
+                card = score(row.state, now, population, settings)
+                saved.append(CustomerRow.of(row.state, card))
                 if (card.tier, card.strategy, card.segment) != (
                     row.tier,
                     row.strategy,
                     row.segment,
                 ):
-                    outbox.append(
-                        (
-                            row.customer_id,
-                            change_payload(
-                                change_id=change_id_for(
-                                    "refresh", row.customer_id, now.isoformat()
-                                ),
-                                customer_id=row.customer_id,
-                                cause="refresh",
-                                at=now,
-                                card_json=card.json,
-                            ),
-                        )
-                    )
+                    outbox.append(refresh_change(card))
             await store.save(conn, saved)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)

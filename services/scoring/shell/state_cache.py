@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from services.scoring.state import CustomerState
-from services.scoring.store import StoredHistory
+from services.scoring.core.state import CustomerState
+from services.scoring.store.customers import StoredHistory
 
 
 class Held(NamedTuple):

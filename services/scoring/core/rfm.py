@@ -24,26 +24,14 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import NamedTuple
 
 import numpy as np
 
+from shared.card import Segment
+
 Cuts = tuple[float, float, float, float]
 _QUINTILES = (0.2, 0.4, 0.6, 0.8)
-
-
-class Segment(StrEnum):
-    CHAMPIONS = "champions"
-    LOYAL = "loyal"
-    POTENTIAL_LOYALIST = "potential_loyalist"
-    NEW = "new"
-    PROMISING = "promising"
-    NEED_ATTENTION = "need_attention"
-    ABOUT_TO_SLEEP = "about_to_sleep"
-    AT_RISK = "at_risk"
-    CANNOT_LOSE = "cannot_lose"
-    HIBERNATING = "hibernating"
 
 
 _S = Segment

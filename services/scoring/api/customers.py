@@ -5,36 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
-from services.scoring.card import Card, build_card
-from services.scoring.refit import refit
-from services.scoring.state import CustomerState
-from services.scoring.sweep import sweep_all
-from shared.auth import Principal, RequireScope, Scope
-from shared.http import ERROR_RESPONSES, ErrorBody, IsoDateTime
+from services.scoring.api.deps import NOT_FOUND, Operator, Reader, load_state
+from services.scoring.core.card import build_card
+from services.scoring.shell.refit import refit
+from services.scoring.shell.sweep import sweep_all
+from shared.card import Card
+from shared.http import ERROR_RESPONSES, IsoDateTime
 
 router = APIRouter(prefix="/v1")
-
-Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
-Operator = Annotated[Principal, RequireScope(Scope.OPS_WRITE)]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES,
-    404: {"model": ErrorBody, "description": "no such customer"},
-}
-
-
-async def load_state(request: Request, customer_id: str) -> CustomerState:
-    async with request.app.state.engine.connect() as conn:
-        raw = await conn.scalar(
-            text("SELECT state FROM scoring.customers WHERE customer_id = :id"),
-            {"id": customer_id},
-        )
-    if raw is None:
-        raise HTTPException(404, f"no customer with id {customer_id!r} has been seen")
-    return CustomerState.from_json(raw)
 
 
 @router.get(

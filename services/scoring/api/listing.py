@@ -14,12 +14,11 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from services.scoring import queries
-from services.scoring.lifecycle import Stage
-from services.scoring.queries import Filters, Order, Position, Sort, SortKey
-from services.scoring.rfm import Segment
-from services.scoring.routes import NOT_FOUND, Reader
-from services.scoring.tiers import Strategy, Tier
+from services.scoring.api.deps import NOT_FOUND, Reader
+from services.scoring.schemas import StageChange
+from services.scoring.store import queries
+from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
+from shared.card import Segment, Stage, Strategy, Tier
 from shared.http import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -53,14 +52,6 @@ class CustomerPage(BaseModel):
         description="pass as `cursor` (with the same filters, `sort` and `order`) for the next "
         "page; null on the last page"
     )
-
-
-class StageChange(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    from_stage: Stage
-    to_stage: Stage
-    at: date = Field(description="the UTC day of the change")
 
 
 class StageHistory(BaseModel):

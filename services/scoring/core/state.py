@@ -5,7 +5,7 @@ its identity (an order's events by ``event_id``, complaints by id, visits by ``v
 profile fields by ``(occurred_at, event_id)``). Merging a fact is a set union or a
 last-writer-wins register, both commutative and idempotent, so the state after a set of
 events is the same whatever order they arrived in. Every figure on the card is derived from
-these facts at read time (:mod:`services.scoring.card`), which is also what lets ``as_of``
+these facts at read time (:mod:`services.scoring.core.card`), which is also what lets ``as_of``
 replay history.
 
 Times are kept as integer microseconds since the Unix epoch (UTC): exact, cheap to compare and
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from services.scoring.lifecycle import Walk
-from services.scoring.settings import ScoringSettings, scoring_settings
+from services.scoring.core.lifecycle import Walk
+from services.scoring.settings import ScoringSettings
 from shared.events import (
     ComplaintData,
     CustomerData,
@@ -287,14 +287,14 @@ def _order_event_from(raw: list[Any]) -> OrderEvent:
 
 
 def apply(
-    state: CustomerState | None, event: Envelope, settings: ScoringSettings | None = None
+    state: CustomerState | None, event: Envelope, settings: ScoringSettings
 ) -> tuple[CustomerState, bool]:
     """Merge one event into a customer's state; return the state and whether it changed.
 
     The state given is updated in place and returned (this runs per event in the consumer;
     copying every state would cost more than the merge itself): call :meth:`CustomerState.copy`
     first to keep the old one. A duplicate, or an event whose facts are already superseded,
-    returns ``False``. ``settings`` defaults to :func:`scoring_settings`.
+    returns ``False``. ``settings`` give how long visits are kept one by one.
     """
     if state is None:
         state = CustomerState(event.customer_id)
@@ -311,7 +311,7 @@ def apply(
         status = OPENED if event.event_type is EventType.COMPLAINT_OPENED else RESOLVED
         changed = _apply_complaint(state, event.event_id, status, at, data)
     elif isinstance(data, VisitData):
-        retention = (settings or scoring_settings()).visit_retention_days * DAY_US
+        retention = settings.visit_retention_days * DAY_US
         changed = _apply_visit(state, at, data.visit_id, retention)
     elif isinstance(data, CustomerData):
         changed = _apply_profile(state, event.event_id, at, data)

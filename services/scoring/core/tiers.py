@@ -16,24 +16,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 
 import numpy as np
 
 from services.scoring.settings import ScoringSettings
-
-
-class Tier(StrEnum):
-    KEY = "key"
-    REGULAR = "regular"
-    LOW = "low"
-
-
-class Strategy(StrEnum):
-    DEVELOP = "develop"  # high value, high potential
-    MAINTAIN = "maintain"  # high value, low potential
-    NURTURE = "nurture"  # low value, high potential
-    REDUCE_COST = "reduce_cost"  # low value, low potential
+from shared.card import Strategy, Tier
 
 
 @dataclass(frozen=True, slots=True)

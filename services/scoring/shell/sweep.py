@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring import store
-from services.scoring.changes import change_payload
-from services.scoring.consumer import PopulationCache, score_of
+from services.scoring.core.card import score
+from services.scoring.core.changes import Outgoing, time_change
 from services.scoring.settings import ScoringSettings
-from services.scoring.store import CustomerRow
-from shared.changes import change_id_for
+from services.scoring.shell.population import PopulationCache
+from services.scoring.store import customers as store
+from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
 
 
@@ -31,27 +31,15 @@ async def sweep_once(
     async with engine.begin() as conn:
         due = await store.lock_due(conn, now, limit)
         rows: list[CustomerRow] = []
-        outbox: list[tuple[str, bytes]] = []
+        outbox: list[Outgoing] = []
         history = []
         for cid, found in due.items():
             assert found.state is not None and found.history is not None  # none held
-            card = score_of(found.state, clock, pop, settings)
+            card = score(found.state, clock.now(), pop, settings)
             rows.append(CustomerRow.of(found.state, card))
             if card.stage != found.stage:
                 history.append((cid, found.history, card.history))
-                outbox.append(
-                    (
-                        cid,
-                        change_payload(
-                            change_id=change_id_for("time", cid, card.stage, str(card.stage_since)),
-                            customer_id=cid,
-                            cause="time",
-                            at=now,
-                            card_json=card.json,
-                            stage_change=(found.stage, card.stage),
-                        ),
-                    )
-                )
+                outbox.append(time_change(card, found.stage, now))
         await store.save(conn, rows)
         await store.sync_history(conn, history)
         await store.add_outbox(conn, outbox)

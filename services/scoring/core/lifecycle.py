@@ -31,20 +31,10 @@ from bisect import insort
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from enum import StrEnum
 from typing import NamedTuple
 
 from services.scoring.settings import ScoringSettings
-
-
-class Stage(StrEnum):
-    PROSPECT = "prospect"
-    NEW = "new"
-    GROWING = "growing"
-    MATURE = "mature"
-    DECLINING = "declining"
-    CHURNED = "churned"
-    REACTIVATED = "reactivated"
+from shared.card import Stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,39 +234,3 @@ def _schedule(
             reactivated_until = None
     boundaries.sort()
     return _Clock(day, base, declining_at, churned_at, reactivated_until, boundaries)
-
-
-def stage_at(
-    purchase_days: Sequence[date],
-    as_of: datetime | date,
-    population_median_gap: float,
-    settings: ScoringSettings,
-) -> StageInfo:
-    """The stage at ``as_of`` from the purchase days up to it (in any order, repeats allowed).
-
-    ``next_transition_at`` is the UTC midnight at which the stage would next change if no
-    purchase happened, or None when time alone cannot move it (prospect, churned).
-    """
-    return stage_and_transitions(purchase_days, as_of, population_median_gap, settings)[0]
-
-
-def transitions(
-    purchase_days: Sequence[date],
-    until: datetime | date,
-    population_median_gap: float,
-    settings: ScoringSettings,
-) -> list[Transition]:
-    """Every stage change from the first purchase up to ``until``, oldest first."""
-    return stage_and_transitions(purchase_days, until, population_median_gap, settings)[1]
-
-
-def stage_and_transitions(
-    purchase_days: Sequence[date],
-    as_of: datetime | date,
-    population_median_gap: float,
-    settings: ScoringSettings,
-) -> tuple[StageInfo, list[Transition]]:
-    """:func:`stage_at` and :func:`transitions` from one walk over the purchase days."""
-    until = day_of(as_of).toordinal()
-    days = sorted({o for o in map(date.toordinal, purchase_days) if o <= until})
-    return walk(days, population_median_gap, settings).at(until)

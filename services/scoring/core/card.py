@@ -1,4 +1,5 @@
-"""The score card: everything scoring says about a customer at a moment, built from the facts.
+"""Building the score card (:class:`shared.card.Card`, the contract the read API and the
+change stream carry) from a customer's facts.
 
 :func:`build_card` is a pure function of a :class:`CustomerState`, a moment and the population
 inputs (:class:`Population`). Only events that occurred at or before ``as_of`` count, so a card
@@ -30,28 +31,27 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.scoring import lifecycle, predict, rfm, tiers
-from services.scoring.lifecycle import Stage, Transition
-from services.scoring.predict import BgNbdParams, GammaGammaParams
-from services.scoring.rfm import RfmBreakpoints, Segment
+from services.scoring.core import lifecycle, predict, rfm, tiers
+from services.scoring.core.lifecycle import Transition
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.rfm import RfmBreakpoints
+from services.scoring.core.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
+from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
-from services.scoring.tiers import Strategy, Tier, TierBreakpoints
+from shared.card import Card, Consent, Profile, Segment, Stage, Strategy, Tier
 
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Population(_Model):
+class Population(BaseModel):
     """Every input that depends on the whole customer base, refreshed by a scheduled job.
 
     Each part is optional so a fresh deployment works: see the module docstring for what a
     card shows while a part is missing.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     rfm: RfmBreakpoints | None = None
     tiers: TierBreakpoints | None = None
@@ -74,91 +74,6 @@ class Population(_Model):
     def median_gap(self, settings: ScoringSettings) -> float:
         """The population median gap between purchase days, or the settings default."""
         return self.median_gap_days or settings.default_median_gap_days
-
-
-class Consent(_Model):
-    email: bool = False
-    sms: bool = False
-    marketing: bool = False
-
-
-class Profile(_Model):
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    birthday: date | None = None
-    timezone: str | None = None
-    locale: str | None = None
-    consent: Consent = Consent()
-    tags: list[str] = Field(default_factory=list)
-    member_tier: str | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
-
-
-class Value(_Model):
-    """Money net of refunds; cancelled orders do not exist here."""
-
-    lifetime_spend: Decimal
-    spend_30d: Decimal
-    spend_90d: Decimal
-    spend_365d: Decimal
-    orders: int
-    average_order_value: Decimal | None
-    first_order_at: datetime | None
-    last_order_at: datetime | None
-    purchase_interval_days: float | None  # median gap between purchase days
-    outstanding: Decimal
-
-
-class Rfm(_Model):
-    recency: int
-    frequency: int
-    monetary: int
-    segment: Segment
-
-
-class Prediction(_Model):
-    """BG/NBD and Gamma-Gamma on daily periods; money figures need Gamma-Gamma parameters."""
-
-    frequency: int  # repeat purchase days (x)
-    recency_days: float  # first to last purchase day (t_x)
-    age_days: float  # first purchase day to as_of (T)
-    p_alive: float | None  # null until the population is first fitted
-    expected_orders_90d: float | None
-    expected_order_value: float | None
-    clv_365d: float | None
-
-
-class Complaints(_Model):
-    open: int
-    total: int
-    last_at: datetime | None  # when the most recent complaint was raised
-
-
-class Visits(_Model):
-    last_30d: int
-    total: int
-    last_at: datetime | None
-
-
-class Card(_Model):
-    """A customer's score card at ``as_of`` (the read API and the change stream carry it)."""
-
-    customer_id: str
-    as_of: datetime
-    profile: Profile
-    value: Value
-    value_score: float  # the composite that tier and strategy rank on
-    rfm: Rfm | None
-    prediction: Prediction | None
-    tier: Tier | None
-    strategy: Strategy | None
-    stage: Stage
-    stage_since: date | None
-    next_transition_at: datetime | None  # when time alone would move the stage
-    complaints: Complaints
-    visits: Visits
-    updated_at: datetime | None  # the newest event time applied, up to as_of
 
 
 def build_card(

@@ -6,7 +6,7 @@ statement, not a thousand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.card import Population, Scored
-from services.scoring.lifecycle import Stage, Transition
-from services.scoring.state import CustomerState
+from services.scoring.core.card import Population, Scored
+from services.scoring.core.lifecycle import Transition
+from services.scoring.core.state import CustomerState
+from shared.card import Stage
 from shared.privacy import anonymous_id, customer_digest, erased_at
 
 
@@ -284,6 +285,52 @@ async def sync_history(
         for cid, t in added:
             now_stored[cid].append((ids[cid].pop(), t))
     return now_stored
+
+
+_ALL_STATES = text("SELECT state FROM scoring.customers")
+_PAGE = text(
+    """
+    SELECT customer_id, state, tier, strategy, segment
+    FROM scoring.customers WHERE customer_id > :after
+    ORDER BY customer_id LIMIT :n FOR UPDATE
+    """
+)
+_EMPTY = text("TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, scoring.outbox")
+
+
+async def all_states(conn: AsyncConnection, chunk: int) -> AsyncIterator[CustomerState]:
+    """Every customer's facts, streamed from the database ``chunk`` rows at a time."""
+    result = await conn.stream(_ALL_STATES)
+    async for rows in result.partitions(chunk):
+        for (raw,) in rows:
+            yield CustomerState.from_json(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A customer's facts and the population-dependent figures stored with them."""
+
+    customer_id: str
+    state: CustomerState
+    tier: str | None
+    strategy: str | None
+    segment: str | None
+
+
+async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Standing]:
+    """Up to ``limit`` customers whose id sorts after ``after``, in id order, locked until the
+    transaction ends."""
+    rows = await conn.execute(_PAGE, {"after": after, "n": limit})
+    return [
+        Standing(r.customer_id, CustomerState.from_json(r.state), r.tier, r.strategy, r.segment)
+        for r in rows
+    ]
+
+
+async def empty(conn: AsyncConnection) -> None:
+    """Forget every customer, applied event, stage change and unpublished change (the
+    population and the erasures stay)."""
+    await conn.execute(_EMPTY)
 
 
 async def add_outbox(conn: AsyncConnection, items: Sequence[tuple[str, bytes]]) -> None:

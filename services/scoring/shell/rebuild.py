@@ -1,6 +1,6 @@
 """Rebuilding scoring's state from the events topic, the system of record.
 
-    python -m services.scoring.rebuild [--yes]
+    python -m services.scoring.shell.rebuild [--yes]
 
 Stop the scoring service first. The rebuild empties scoring's customer tables (the population
 parameters are kept), replays ``crm.customer-events.v1`` from the beginning of every partition
@@ -17,10 +17,11 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from sqlalchemy import text
 
-from services.scoring.consumer import EventApplier, PopulationCache
 from services.scoring.settings import ScoringSettings, scoring_settings
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
+from services.scoring.store import customers as store
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope
@@ -40,12 +41,7 @@ async def rebuild(
     applied = 0
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, "
-                    "scoring.outbox"
-                )
-            )
+            await store.empty(conn)
         population = PopulationCache()
         await population.reload(engine)
         applier = EventApplier(engine, settings, clock or SystemClock(), population, publish=False)
@@ -109,7 +105,7 @@ async def _hand_over(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.scoring.rebuild",
+        prog="python -m services.scoring.shell.rebuild",
         description=__doc__.split("\n\n")[0] if __doc__ else "",
     )
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")

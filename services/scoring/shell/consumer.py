@@ -14,38 +14,20 @@ from decimal import Decimal
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scoring import store
-from services.scoring.card import Population, Scored, score
-from services.scoring.changes import change_payload
+from services.scoring.core.card import Scored, score
+from services.scoring.core.changes import Outgoing, erasure_change, event_change
+from services.scoring.core.state import CustomerState, apply
 from services.scoring.settings import ScoringSettings
-from services.scoring.state import CustomerState, apply
-from services.scoring.state_cache import Held, StateCache
-from services.scoring.store import CustomerRow, StoredHistory
-from shared.changes import change_id_for
+from services.scoring.shell.population import PopulationCache
+from services.scoring.shell.state_cache import Held, StateCache
+from services.scoring.store import customers as store
+from services.scoring.store.customers import CustomerRow, StoredHistory
 from shared.clock import Clock
 from shared.consumer import Message
 from shared.events import Envelope, EventType
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-
-
-class PopulationCache:
-    """The population inputs in force, reloaded from the database by the app's loop."""
-
-    def __init__(self, population: Population | None = None) -> None:
-        self.current = population or Population()
-
-    async def reload(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as conn:
-            self.current = await store.load_population(conn)
-
-
-def score_of(
-    state: CustomerState, clock: Clock, population: Population, settings: ScoringSettings
-) -> Scored:
-    """The customer's card now."""
-    return score(state, clock.now(), population, settings)
 
 
 class EventApplier:
@@ -114,7 +96,7 @@ class EventApplier:
                     states[cid], history[cid] = found.state, found.history
             stages = {cid: found.stage for cid, found in stored.items()}
             cards: dict[str, Scored] = {}
-            outbox: list[tuple[str, bytes]] = []
+            outbox: list[Outgoing] = []
             dropped: list[str] = []
             for envelope, raw in fresh:
                 cid = envelope.customer_id
@@ -134,24 +116,10 @@ class EventApplier:
                     continue
                 state, _ = apply(states.get(cid), envelope, settings)
                 states[cid] = state
-                card = score_of(state, self._clock, population, settings)
+                card = score(state, self._clock.now(), population, settings)
                 cards[cid] = card
-                before = stages.get(cid, "prospect")
+                outbox.append(event_change(envelope, raw, card, stages.get(cid, "prospect")))
                 stages[cid] = card.stage
-                outbox.append(
-                    (
-                        cid,
-                        change_payload(
-                            change_id=change_id_for("event", envelope.event_id),
-                            customer_id=cid,
-                            cause="event",
-                            at=card.as_of,
-                            card_json=card.json,
-                            event_json=raw,
-                            stage_change=(before, card.stage) if before != card.stage else None,
-                        ),
-                    )
-                )
 
             await store.drop_inbox(conn, dropped)
             versions = await store.save(
@@ -174,7 +142,7 @@ class EventApplier:
         raw: bytes,
         states: dict[str, CustomerState],
         cards: dict[str, Scored],
-        outbox: list[tuple[str, bytes]],
+        outbox: list[Outgoing],
     ) -> None:
         """Erase a customer inside the batch's transaction: what this batch computed for them
         is discarded, their rows go, and an erasure change (an empty card) tells outreach."""
@@ -184,23 +152,11 @@ class EventApplier:
         outbox[:] = [(c, payload) for c, payload in outbox if c != cid]
         spend, orders = Decimal(0), 0
         if state is not None:
-            card = score_of(state, self._clock, self._population.current, self._settings)
+            card = score(state, self._clock.now(), self._population.current, self._settings)
             spend, orders = card.lifetime_spend, card.orders
         await store.forget(
             conn,
             store.Erasure(cid, envelope.event_id, envelope.occurred_at, spend, orders),
         )
-        outbox.append(
-            (
-                cid,
-                change_payload(
-                    change_id=change_id_for("erasure", envelope.event_id),
-                    customer_id=cid,
-                    cause="erasure",
-                    at=self._clock.now(),
-                    card_json=b"{}",
-                    event_json=raw,
-                ),
-            )
-        )
+        outbox.append(erasure_change(envelope, raw, self._clock.now()))
         log.info("customer_erased", event_id=envelope.event_id)

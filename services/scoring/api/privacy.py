@@ -1,6 +1,6 @@
 """A customer's data as scoring holds it, for the right of access (export).
 
-Erasure itself arrives as a ``customer.erased`` event (see :mod:`services.scoring.consumer`);
+Erasure itself arrives as a ``customer.erased`` event (see :mod:`services.scoring.shell.consumer`);
 this module only reads.
 """
 
@@ -9,16 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
-from services.scoring import queries
-from services.scoring.card import Card, build_card
-from services.scoring.listing import StageChange
-from services.scoring.routes import NOT_FOUND, Reader
-from services.scoring.state import CustomerState
+from services.scoring.api.deps import NOT_FOUND, Reader
+from services.scoring.core.card import build_card
+from services.scoring.core.state import CustomerState
+from services.scoring.schemas import StageChange
+from services.scoring.store import queries
+from shared.card import Card
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -39,15 +38,6 @@ class ScoringExport(BaseModel):
     events: list[AppliedEvent] = Field(description="the ids of every event applied, oldest first")
 
 
-_STATE = text("SELECT state FROM scoring.customers WHERE customer_id = :id")
-_EVENTS = text(
-    """
-    SELECT event_id, applied_at FROM scoring.inbox WHERE customer_id = :id
-    ORDER BY applied_at, event_id
-    """
-)
-
-
 @router.get(
     "/customers/{customer_id}/export",
     response_model=ScoringExport,
@@ -61,14 +51,11 @@ async def export_customer(request: Request, customer_id: str, _: Reader) -> Scor
 
     Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and outreach hold."""
     engine = request.app.state.engine
-    async with engine.connect() as conn:
-        raw = await conn.scalar(_STATE, {"id": customer_id})
-        if raw is None:
-            raise HTTPException(404, f"scoring holds nothing on customer {customer_id!r}")
-        events = (await conn.execute(_EVENTS, {"id": customer_id})).all()
+    held = await queries.holdings(engine, customer_id)
+    if held is None:
+        raise HTTPException(404, f"scoring holds nothing on customer {customer_id!r}")
     history = await queries.stage_history(engine, customer_id)
-    state = CustomerState.from_json(raw)
-    facts = raw if isinstance(raw, dict) else orjson.loads(raw)
+    state = CustomerState.from_json(held.facts)
     card = build_card(
         state,
         request.app.state.clock.now(),
@@ -78,7 +65,7 @@ async def export_customer(request: Request, customer_id: str, _: Reader) -> Scor
     return ScoringExport(
         customer_id=customer_id,
         card=card,
-        facts=facts,
+        facts=held.facts,
         history=[StageChange.model_validate(t) for t in history.transitions] if history else [],
-        events=[AppliedEvent(event_id=e.event_id, applied_at=e.applied_at) for e in events],
+        events=[AppliedEvent(event_id=e.event_id, applied_at=e.applied_at) for e in held.events],
     )

@@ -1,0 +1,108 @@
+"""Scoring's changes, built in one place: one function per cause, each returning what the
+outbox takes, the customer id and the :class:`shared.changes.Change` as JSON bytes.
+
+Change ids are derived from what caused the change (:func:`shared.changes.change_id_for`), so
+replaying the same history yields the same ids and outreach can drop repeats:
+
+- ``event``: the event id;
+- ``time``: the customer, the stage reached and the day it was reached;
+- ``refresh``: the customer and the moment of the refresh;
+- ``erasure``: the erasure event's id.
+
+The triggering event and the card are already JSON; they are embedded as they are rather
+than parsed and written again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+
+from services.scoring.core.card import Scored
+from shared.changes import Cause, change_id_for
+from shared.events import Envelope
+
+# (customer id, change payload), as the outbox takes them.
+Outgoing = tuple[str, bytes]
+
+
+def event_change(envelope: Envelope, raw: bytes, card: Scored, before: str) -> Outgoing:
+    """An event applied: the card it gave (as of when it was applied), the event as it came
+    (``raw``), and the stage change when the stage ``before`` it differs from the card's."""
+    cid = card.customer_id
+    return cid, _payload(
+        change_id=change_id_for("event", envelope.event_id),
+        customer_id=cid,
+        cause="event",
+        at=card.as_of,
+        card_json=card.json,
+        event_json=raw,
+        stage_change=(before, card.stage) if before != card.stage else None,
+    )
+
+
+def time_change(card: Scored, before: str, at: datetime) -> Outgoing:
+    """A stage that time alone moved from ``before`` to the card's, found by a sweep at ``at``."""
+    cid = card.customer_id
+    return cid, _payload(
+        change_id=change_id_for("time", cid, card.stage, str(card.stage_since)),
+        customer_id=cid,
+        cause="time",
+        at=at,
+        card_json=card.json,
+        stage_change=(before, card.stage),
+    )
+
+
+def refresh_change(card: Scored) -> Outgoing:
+    """A card a population refit moved (its tier, strategy or segment), as of the refresh."""
+    cid = card.customer_id
+    return cid, _payload(
+        change_id=change_id_for("refresh", cid, card.as_of.isoformat()),
+        customer_id=cid,
+        cause="refresh",
+        at=card.as_of,
+        card_json=card.json,
+    )
+
+
+def erasure_change(envelope: Envelope, raw: bytes, at: datetime) -> Outgoing:
+    """A customer erased by the ``customer.erased`` event ``raw``: an empty card, the tombstone
+    outreach forgets them by."""
+    cid = envelope.customer_id
+    return cid, _payload(
+        change_id=change_id_for("erasure", envelope.event_id),
+        customer_id=cid,
+        cause="erasure",
+        at=at,
+        card_json=b"{}",
+        event_json=raw,
+    )
+
+
+def _payload(
+    *,
+    change_id: str,
+    customer_id: str,
+    cause: Cause,
+    at: datetime,
+    card_json: bytes,
+    event_json: bytes | None = None,
+    stage_change: tuple[str, str] | None = None,
+) -> bytes:
+    return orjson.dumps(
+        {
+            "change_id": change_id,
+            "customer_id": customer_id,
+            "cause": cause,
+            "at": at.isoformat(),
+            "event": orjson.Fragment(event_json) if event_json is not None else None,
+            "card": orjson.Fragment(card_json),
+            "stage_change": (
+                {"from": stage_change[0], "to": stage_change[1], "at": at.isoformat()}
+                if stage_change
+                else None
+            ),
+        }
+    )

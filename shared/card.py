@@ -1,0 +1,181 @@
+"""The score card: what scoring says about a customer at a moment (``as_of``).
+
+This is the contract between scoring and its readers. Scoring's read API answers with it
+(``GET /v1/customers/{id}``), and every change on ``crm.customer-changes.v1`` carries it as
+JSON (:class:`shared.changes.Change`), which is how outreach knows a customer. Scoring
+computes it (``services.scoring.core.card``); nothing here depends on how.
+
+Conventions of the JSON form:
+
+- Money (``Decimal``) is a decimal string, exact (``"70.00"``), net of refunds; cancelled
+  orders count nowhere.
+- Times are UTC ISO 8601 with ``Z``; days (``date``) are UTC days.
+- Windows in a field's name (``spend_30d``, ``expected_orders_90d``, ``clv_365d``,
+  ``visits.last_30d``) are trailing windows ending at ``as_of``, and are fixed: they are not
+  settings.
+- A section or field that needs the population (the whole customer base, refitted on a
+  schedule) is null until the population has been fitted: ``rfm``, ``prediction``'s model
+  figures, ``tier`` and ``strategy``. A prospect (no purchase yet) never has ``rfm``,
+  ``prediction`` or ``strategy``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Stage(StrEnum):
+    """Where a customer is in their lifecycle, from their purchase days and how long they
+    have been silent measured against their purchase rhythm: ``prospect`` (no purchase yet),
+    ``new`` (one purchase day), ``growing`` (a repeat buyer), ``mature`` (a regular buyer on
+    rhythm), ``declining`` and ``churned`` (silent for longer than their rhythm allows),
+    ``reactivated`` (bought again while declining or churned)."""
+
+    PROSPECT = "prospect"
+    NEW = "new"
+    GROWING = "growing"
+    MATURE = "mature"
+    DECLINING = "declining"
+    CHURNED = "churned"
+    REACTIVATED = "reactivated"
+
+
+class Tier(StrEnum):
+    """The customer's value tier (80/20): where their ``value_score`` falls among the
+    population's, ``key`` for the top share, ``low`` for the bottom share, ``regular`` in
+    between."""
+
+    KEY = "key"
+    REGULAR = "regular"
+    LOW = "low"
+
+
+class Strategy(StrEnum):
+    """The quadrant of current value (``value_score``) and potential (``prediction.clv_365d``),
+    each high when at or above the population median."""
+
+    DEVELOP = "develop"  # high value, high potential
+    MAINTAIN = "maintain"  # high value, low potential
+    NURTURE = "nurture"  # low value, high potential
+    REDUCE_COST = "reduce_cost"  # low value, low potential
+
+
+class Segment(StrEnum):
+    """The RFM segment of the customer's recency, frequency and monetary scores."""
+
+    CHAMPIONS = "champions"
+    LOYAL = "loyal"
+    POTENTIAL_LOYALIST = "potential_loyalist"
+    NEW = "new"
+    PROMISING = "promising"
+    NEED_ATTENTION = "need_attention"
+    ABOUT_TO_SLEEP = "about_to_sleep"
+    AT_RISK = "at_risk"
+    CANNOT_LOSE = "cannot_lose"
+    HIBERNATING = "hibernating"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Consent(_Model):
+    """What the customer agreed to be contacted by; no until they say yes."""
+
+    email: bool = False
+    sms: bool = False
+    marketing: bool = False
+
+
+class Profile(_Model):
+    """Who the customer is, as clients wrote it: each field is the latest write of it known,
+    whatever ``as_of`` (null or empty until written)."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    birthday: date | None = None
+    timezone: str | None = None  # an IANA name, e.g. "Europe/Paris"
+    locale: str | None = None
+    consent: Consent = Consent()
+    tags: list[str] = Field(default_factory=list)
+    member_tier: str | None = None  # the client's own loyalty tier, not scoring's ``tier``
+    attributes: dict[str, str] = Field(default_factory=dict)  # free-form, from clients
+
+
+class Value(_Model):
+    """Money net of refunds; cancelled orders do not exist here."""
+
+    lifetime_spend: Decimal
+    spend_30d: Decimal
+    spend_90d: Decimal
+    spend_365d: Decimal
+    orders: int  # live (not cancelled) orders
+    average_order_value: Decimal | None  # null without orders
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    purchase_interval_days: float | None  # median gap between purchase days
+    outstanding: Decimal  # still owed on live orders
+
+
+class Rfm(_Model):
+    """Recency, frequency and monetary scores, 1 to 5 by quintiles of the population's buyers
+    (fewer days since the last purchase, more orders and more spend score higher), and the
+    segment they place the customer in."""
+
+    recency: int
+    frequency: int
+    monetary: int
+    segment: Segment
+
+
+class Prediction(_Model):
+    """BG/NBD and Gamma-Gamma on daily periods; money figures need Gamma-Gamma parameters."""
+
+    frequency: int  # repeat purchase days (x)
+    recency_days: float  # first to last purchase day (t_x)
+    age_days: float  # first purchase day to as_of (T)
+    p_alive: float | None  # null until the population is first fitted
+    expected_orders_90d: float | None
+    expected_order_value: float | None
+    clv_365d: float | None
+
+
+class Complaints(_Model):
+    """Complaints raised up to ``as_of``."""
+
+    open: int  # whose latest status is opened
+    total: int
+    last_at: datetime | None  # when the most recent complaint was raised
+
+
+class Visits(_Model):
+    """Visits recorded up to ``as_of``."""
+
+    last_30d: int
+    total: int
+    last_at: datetime | None
+
+
+class Card(_Model):
+    """A customer's score card at ``as_of`` (the read API and the change stream carry it)."""
+
+    customer_id: str
+    as_of: datetime
+    profile: Profile
+    value: Value
+    value_score: float  # the composite that tier and strategy rank on
+    rfm: Rfm | None
+    prediction: Prediction | None
+    tier: Tier | None
+    strategy: Strategy | None
+    stage: Stage
+    stage_since: date | None  # the UTC day the stage was entered; null for prospects
+    next_transition_at: datetime | None  # when time alone would move the stage
+    complaints: Complaints
+    visits: Visits
+    updated_at: datetime | None  # the newest event time applied, up to as_of
