@@ -1,12 +1,9 @@
-"""Wiring of the scoring service: the event consumer, the outbox relay, the sweep and refit
-loops, and the read API."""
+"""Wiring of the scoring service on the shared runtime: the event consumer, the outbox relay,
+the sweep and refit loops, and the read API."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 
@@ -18,21 +15,12 @@ from services.scoring.settings import ScoringSettings, scoring_settings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.refit import refit
+from services.scoring.shell.service import ScoringState
 from services.scoring.shell.sweep import sweep_all
-from shared.auth import KeyStore
-from shared.clock import Clock, SystemClock
-from shared.consumer import BatchConsumer
-from shared.db import make_engine
-from shared.heap import settle_heap
-from shared.http import create_app as create_service_app
-from shared.kafka import start_producer
-from shared.logging import configure_logging, get_logger
-from shared.outbox import OutboxRelay
-from shared.periodic import every
+from shared.clock import Clock
+from shared.consumer import Message
+from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
-from shared.topics import Topics
-
-log = get_logger(__name__)
 
 DESCRIPTION = """
 Scoring keeps a score card for every customer — rolling value, RFM, predicted CLV and
@@ -53,102 +41,55 @@ def create_app(
     periodic: bool = True,
 ) -> FastAPI:
     """``periodic=False`` leaves sweeps and refits to the ops endpoints (tests drive time)."""
-    common = common or CommonSettings()
     settings = settings or scoring_settings()
-    clock = clock or SystemClock()
-    configure_logging(common.log_level, common.log_json)
-    topics = Topics.from_settings(common)
+    state = ScoringState()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(common)
-        producer = await start_producer(common)
-        population = PopulationCache()
+    async def start(runtime: Runtime) -> None:
+        engine, clock = runtime.engine, runtime.clock
+        state.settings = settings
+        state.population = population = PopulationCache()
         await population.reload(engine)
-        applier = EventApplier(engine, settings, clock, population)
-        relay = OutboxRelay(
-            engine=engine,
-            producer=producer,
+        state.applier = applier = EventApplier(engine, settings, clock, population)
+        state.relay = relay = runtime.outbox_relay(
             table="scoring.outbox",
-            topic=topics.changes,
+            topic=runtime.topics.changes,
             lock_key=OUTBOX_LOCK,
             batch=settings.outbox_batch,
             idle_seconds=settings.outbox_idle_seconds,
         )
 
-        async def handle(records):  # type: ignore[no-untyped-def]
+        async def handle(records: Sequence[Message]) -> list[tuple[Message, Exception]]:
             rejected = await applier.handle(records)
             relay.nudge()
             return rejected
 
-        consumer = BatchConsumer(
-            settings=common,
-            topics=[topics.events],
+        state.consumer = runtime.batch_consumer(
+            topics=[runtime.topics.events],
             group_id=settings.consumer_group,
             handler=handle,
-            dlq_topic=topics.dlq,
-            dlq_producer=producer,
             max_records=settings.batch_max_records,
         )
-        app.state.engine = engine
-        app.state.producer = producer
-        app.state.keys = KeyStore(engine, common.api_key_cache_seconds)
-        app.state.clock = clock
-        app.state.settings = settings
-        app.state.population = population
-        app.state.relay = relay
-        app.state.consumer = consumer
-        tasks = [
-            asyncio.create_task(consumer.run()),
-            asyncio.create_task(relay.run()),
-            asyncio.create_task(every(10, "population_reload", lambda: population.reload(engine))),
-        ]
+        runtime.every(10, "population_reload", lambda: population.reload(engine))
         if periodic:
-            tasks.append(
-                asyncio.create_task(
-                    every(
-                        settings.sweep_interval_seconds,
-                        "sweep",
-                        lambda: sweep_all(engine, clock, population, settings),
-                    )
-                )
+            runtime.every(
+                settings.sweep_interval_seconds,
+                "sweep",
+                lambda: sweep_all(engine, clock, population, settings),
             )
-            tasks.append(
-                asyncio.create_task(
-                    every(
-                        settings.refit_interval_seconds,
-                        "refit",
-                        lambda: refit(engine, clock, population, settings),
-                    )
-                )
+            runtime.every(
+                settings.refit_interval_seconds,
+                "refit",
+                lambda: refit(engine, clock, population, settings),
             )
-        settle_heap()
-        log.info("scoring_started", port=settings.port)
-        try:
-            yield
-        finally:
-            consumer.stop()
-            relay.stop()
-            for task in tasks[:2]:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 30)
-            for task in tasks[2:]:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-            await producer.stop()
-            await engine.dispose()
 
-    app = create_service_app(
+    return service_app(
         service="scoring",
+        state=state,
         title="Tend scoring",
         description=DESCRIPTION,
-        lifespan=lifespan,
-        max_body=common.max_body_bytes,
+        start=start,
+        routers=[router, listing_router, stats_router, privacy_router],
+        port=settings.port,
         common=common,
+        clock=clock,
     )
-    app.include_router(router)
-    app.include_router(listing_router)
-    app.include_router(stats_router)
-    app.include_router(privacy_router)
-    return app

@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from services.scoring.api.deps import NOT_FOUND, Operator, Reader, load_state
+from services.scoring.api.deps import NOT_FOUND, Scoring, load_state
 from services.scoring.core.card import build_card
 from services.scoring.shell.refit import refit
 from services.scoring.shell.sweep import sweep_all
+from shared.auth import Operator, Reader
 from shared.card import Card
-from shared.http import ERROR_RESPONSES, IsoDateTime
+from shared.errors import ERROR_RESPONSES
+from shared.params import IsoDateTime
 
 router = APIRouter(prefix="/v1")
 
@@ -26,7 +28,7 @@ router = APIRouter(prefix="/v1")
     summary="A customer's score card",
 )
 async def get_customer(
-    request: Request,
+    scoring: Scoring,
     customer_id: str,
     _: Reader,
     as_of: Annotated[
@@ -39,9 +41,9 @@ async def get_customer(
 ) -> Card:
     """The customer's card: profile, value, RFM, prediction (P(alive), expected orders, CLV),
     tier, strategy, lifecycle stage, complaints and visits."""
-    state = await load_state(request, customer_id)
-    when = as_of or request.app.state.clock.now()
-    return build_card(state, when, request.app.state.population.current, request.app.state.settings)
+    state = await load_state(scoring, customer_id)
+    when = as_of or scoring.clock.now()
+    return build_card(state, when, scoring.population.current, scoring.settings)
 
 
 class RefitOut(BaseModel):
@@ -65,7 +67,7 @@ class RefitOut(BaseModel):
     summary="Refit the population now",
 )
 async def post_refit(
-    request: Request,
+    scoring: Scoring,
     _: Operator,
     as_of: Annotated[IsoDateTime | None, Query(description="fit at this instant")] = None,
 ) -> RefitOut:
@@ -73,7 +75,7 @@ async def post_refit(
     Gamma-Gamma parameters from every customer, then publish a change for each customer whose
     tier, strategy or segment moved. Runs on a schedule too
     (`TEND_SCORING_REFIT_INTERVAL_SECONDS`)."""
-    s = request.app.state
+    s = scoring
     report = await refit(s.engine, s.clock, s.population, s.settings, as_of)
     s.relay.nudge()
     return RefitOut(
@@ -100,11 +102,11 @@ class SweepOut(BaseModel):
     tags=["operations"],
     summary="Move due stages now",
 )
-async def post_sweep(request: Request, _: Operator) -> SweepOut:
+async def post_sweep(scoring: Scoring, _: Operator) -> SweepOut:
     """Find every customer whose stage is due to move with time (indexed by the moment it
     is due) and publish a `cause: time` change for each stage that moved. Runs on a schedule
     too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
-    s = request.app.state
+    s = scoring
     due, moved = await sweep_all(s.engine, s.clock, s.population, s.settings)
     s.relay.nudge()
     return SweepOut(due=due, moved=moved, at=s.clock.now())

@@ -3,23 +3,22 @@ stage history."""
 
 from __future__ import annotations
 
-import base64
 import math
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from services.scoring.api.deps import NOT_FOUND, Reader
+from services.scoring.api.deps import NOT_FOUND, Scoring
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
+from shared.auth import Reader
 from shared.card import Segment, Stage, Strategy, Tier
-from shared.http import ERROR_RESPONSES
+from shared.cursor import NOT_A_CURSOR, decode_cursor, encode_cursor
+from shared.errors import ERROR_RESPONSES, invalid
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -68,7 +67,7 @@ class StageHistory(BaseModel):
     summary="List customers",
 )
 async def list_customers(
-    request: Request,
+    scoring: Scoring,
     _: Reader,
     stage: Annotated[
         list[Stage] | None, Query(description="Only these stages; repeat for any of several.")
@@ -125,9 +124,7 @@ async def list_customers(
         strategies=strategy or (),
         text=q,
     )
-    page = await queries.list_customers(
-        request.app.state.engine, filters, sort, order, after, limit
-    )
+    page = await queries.list_customers(scoring.engine, filters, sort, order, after, limit)
     return CustomerPage(
         items=[CustomerSummary.model_validate(row) for row in page.rows],
         next_cursor=_encode_cursor(sort, order, page.next) if page.next else None,
@@ -140,14 +137,14 @@ async def list_customers(
     responses=NOT_FOUND,
     summary="A customer's lifecycle stage history",
 )
-async def get_history(request: Request, customer_id: str, _: Reader) -> StageHistory:
+async def get_history(scoring: Scoring, customer_id: str, _: Reader) -> StageHistory:
     """Every lifecycle stage change of the customer in event time, oldest first (the first is
     out of `prospect`, on the day of the first purchase), and the stage they are in now.
 
     Late events rewrite the past: the history is recomputed from all of the customer's
     purchases whenever they change, and a stage that time alone moves (`declining`,
     `churned`) appears once the periodic sweep has reached the customer."""
-    history = await queries.stage_history(request.app.state.engine, customer_id)
+    history = await queries.stage_history(scoring.engine, customer_id)
     if history is None:
         raise HTTPException(404, f"no customer with id {customer_id!r} has been seen")
     return StageHistory(
@@ -175,20 +172,16 @@ class _Cursor(BaseModel):
 
 def _encode_cursor(sort: Sort, order: Order, position: Position) -> str:
     key = position.key.isoformat() if isinstance(position.key, datetime) else position.key
-    doc = {"s": sort.value, "o": order.value, "k": key, "id": position.customer_id}
-    return base64.urlsafe_b64encode(orjson.dumps(doc)).decode().rstrip("=")
+    return encode_cursor(_Cursor(s=sort, o=order, k=key, id=position.customer_id))
 
 
 def _decode_cursor(token: str, sort: Sort, order: Order) -> Position:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        cursor = _Cursor.model_validate_json(raw)
-    except ValueError:  # bad base64, bad JSON and a bad shape are all ValueErrors
-        raise _bad_cursor("not a cursor returned by this endpoint; start without one") from None
+    cursor = decode_cursor(token, _Cursor)
     if (cursor.s, cursor.o) != (sort, order):
-        raise _bad_cursor(
+        raise invalid(
+            "query.cursor",
             f"the cursor continues sort={cursor.s.value}&order={cursor.o.value}; "
-            "repeat those or start without a cursor"
+            "repeat those or start without a cursor",
         )
     return Position(_key(cursor.k, sort), cursor.id)
 
@@ -202,16 +195,8 @@ def _key(raw: float | str | None, sort: Sort) -> SortKey:
         except ValueError:
             moment = None
         if moment is None or moment.tzinfo is None:
-            raise _bad_cursor("not a cursor returned by this endpoint; start without one")
+            raise invalid("query.cursor", NOT_A_CURSOR)
         return moment
     if isinstance(raw, str) or not math.isfinite(raw):
-        raise _bad_cursor("not a cursor returned by this endpoint; start without one")
+        raise invalid("query.cursor", NOT_A_CURSOR)
     return float(raw)
-
-
-def _bad_cursor(reason: str) -> RequestValidationError:
-    # Raised as a validation error so the answer has the same shape as any other bad
-    # parameter: a 422 whose errors name `query.cursor`.
-    return RequestValidationError(
-        [{"loc": ("query", "cursor"), "msg": reason, "type": "value_error"}]
-    )

@@ -9,14 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from services.scoring.api.deps import NOT_FOUND, Reader
+from services.scoring.api.deps import NOT_FOUND, Scoring
 from services.scoring.core.card import build_card
 from services.scoring.core.state import CustomerState
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
+from shared.auth import Reader
 from shared.card import Card
 
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -44,13 +45,13 @@ class ScoringExport(BaseModel):
     responses=NOT_FOUND,
     summary="Everything scoring holds on a customer",
 )
-async def export_customer(request: Request, customer_id: str, _: Reader) -> ScoringExport:
+async def export_customer(scoring: Scoring, customer_id: str, _: Reader) -> ScoringExport:
     """The customer's card, the stored facts behind it (orders, complaints, visits, profile),
     their lifecycle history and the ids of the events applied: what scoring holds on them,
     for a subject access request. An unknown or erased customer is a **404**.
 
     Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and outreach hold."""
-    engine = request.app.state.engine
+    engine = scoring.engine
     held = await queries.holdings(engine, customer_id)
     if held is None:
         raise HTTPException(404, f"scoring holds nothing on customer {customer_id!r}")
@@ -58,9 +59,9 @@ async def export_customer(request: Request, customer_id: str, _: Reader) -> Scor
     state = CustomerState.from_json(held.facts)
     card = build_card(
         state,
-        request.app.state.clock.now(),
-        request.app.state.population.current,
-        request.app.state.settings,
+        scoring.clock.now(),
+        scoring.population.current,
+        scoring.settings,
     )
     return ScoringExport(
         customer_id=customer_id,

@@ -8,16 +8,17 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from services.scoring.api.deps import Reader
+from services.scoring.api.deps import Scoring
 from services.scoring.core.lifecycle import day_of
 from services.scoring.store import queries
 from services.scoring.store.queries import Period
+from shared.auth import Reader
 from shared.card import Segment, Stage, Strategy, Tier
-from shared.http import ERROR_RESPONSES, IsoDate
+from shared.errors import ERROR_RESPONSES, invalid
+from shared.params import IsoDate
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
 
@@ -86,12 +87,12 @@ def _every(values: type[E], found: dict[str | None, int]) -> dict[E, int]:
     responses=ERROR_RESPONSES,
     summary="The customer base at a glance",
 )
-async def get_overview(request: Request, _: Reader) -> Overview:
+async def get_overview(scoring: Scoring, _: Reader) -> Overview:
     """How many customers are in each lifecycle stage, tier, RFM segment and strategy (every
     value listed, 0 when none), how many have bought, their lifetime revenue and how
     concentrated it is: the share held by the top 20% of buyers (0.8 is the classic 80/20).
     Figures are as of each customer's last update, taken from one consistent snapshot."""
-    figures = await queries.overview(request.app.state.engine)
+    figures = await queries.overview(scoring.engine)
     counts = figures.counts
     return Overview(
         customers=figures.customers,
@@ -118,7 +119,7 @@ async def get_overview(request: Request, _: Reader) -> Overview:
     summary="Customers in and out of the active base, per period",
 )
 async def get_flow(
-    request: Request,
+    scoring: Scoring,
     _: Reader,
     period: Annotated[
         Period, Query(description="`day`, `week` (Monday to Sunday) or `month`.")
@@ -144,30 +145,32 @@ async def get_flow(
 
     Transitions are dated in event time (UTC days) and follow late events, so a past period
     can still change; a churn shows once the periodic sweep has reached the customer."""
-    last_day = until or day_of(request.app.state.clock.now())
+    last_day = until or day_of(scoring.clock.now())
     if since is not None and since > last_day:
-        raise _bad("since", f"must not be after until ({last_day.isoformat()})")
+        raise invalid("query.since", f"must not be after until ({last_day.isoformat()})")
     last = period_start(last_day, period)
     # Python's calendar ends at years 1 and 9999; PostgreSQL's does not, so check here.
     try:
         end = period_end(last, period)
     except (OverflowError, ValueError):
-        raise _bad("until", "the last period must end by 9999-12-31") from None
+        raise invalid("query.until", "the last period must end by 9999-12-31") from None
     if since is not None:
         first = period_start(since, period)
     else:
         try:
             first = add_periods(last, period, -(DEFAULT_PERIODS - 1))
         except (OverflowError, ValueError):
-            raise _bad("since", "the default range starts before year 1; give since") from None
+            raise invalid(
+                "query.since", "the default range starts before year 1; give since"
+            ) from None
     count = periods_between(first, last, period)
     if count > MAX_PERIODS:
-        raise _bad(
-            "since",
+        raise invalid(
+            "query.since",
             f"the range spans {count} {period.value}s; at most {MAX_PERIODS} "
             "periods per request: narrow it or use a longer period",
         )
-    buckets = await queries.flow(request.app.state.engine, period, first, last)
+    buckets = await queries.flow(scoring.engine, period, first, last)
     return Flow(
         period=period,
         since=first,
@@ -216,8 +219,3 @@ def periods_between(first: date, last: date, period: Period) -> int:
         return (last.year - first.year) * 12 + last.month - first.month + 1
     days = (last - first).days
     return (days // 7 if period is Period.WEEK else days) + 1
-
-
-def _bad(name: str, reason: str) -> RequestValidationError:
-    # The same 422 shape as any other bad parameter, naming `query.<name>`.
-    return RequestValidationError([{"loc": ("query", name), "msg": reason, "type": "value_error"}])

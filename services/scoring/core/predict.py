@@ -429,3 +429,14 @@ def fit_gamma_gamma(
     theta0 = np.log([start.p, start.q, start.v * scale])
     p, q, v = np.exp(_minimise(f, theta0, "Gamma-Gamma"))
     return GammaGammaParams(p=float(p), q=float(q), v=float(v / scale))
+
+
+@dataclass(frozen=True, slots=True)
+class Fitters:
+    """The maximum-likelihood fits a population refit runs. Whether a fit has a finite
+    answer depends on the population (and, at the margin, on the floating-point
+    environment); a refit that gets :class:`FitError` keeps that model's parameters in force,
+    and this is where a test hands it a fit that finds none."""
+
+    bg_nbd: Callable[[Histogram], BgNbdParams] = fit_bgnbd
+    gamma_gamma: Callable[[npt.ArrayLike, npt.ArrayLike], GammaGammaParams] = fit_gamma_gamma

@@ -25,6 +25,7 @@ from services.scoring.store import customers as store
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope
+from shared.kafka_read import end_offsets, read_until_end
 from shared.logging import configure_logging, get_logger
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -37,6 +38,9 @@ async def rebuild(
 ) -> int:
     """Returns how many events were applied."""
     topic = Topics.from_settings(common).events
+    end = await end_offsets(common.kafka_bootstrap_servers, topic)
+    if not end:
+        raise SystemExit(f"topic {topic} not found")
     engine = make_engine(common, pool_size=2)
     applied = 0
     try:
@@ -45,40 +49,14 @@ async def rebuild(
         population = PopulationCache()
         await population.reload(engine)
         applier = EventApplier(engine, settings, clock or SystemClock(), population, publish=False)
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=common.kafka_bootstrap_servers, enable_auto_commit=False
-        )
-        await reader.start()
-        try:
-            # No subscription, so no metadata yet: ask for the cluster's.
-            await reader._client.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())
-            ]
-            if not partitions:
-                raise SystemExit(f"topic {topic} not found")
-            reader.assign(partitions)
-            await reader.seek_to_beginning(*partitions)
-            end = await reader.end_offsets(partitions)
-            pending = {tp for tp in partitions if end[tp] > 0}
-            while pending:
-                batches = await reader.getmany(timeout_ms=1000, max_records=5000)
-                events: list[tuple[Envelope, bytes]] = []
-                for tp, records in batches.items():
-                    for r in records:
-                        if r.offset >= end[tp]:
-                            continue
-                        try:
-                            events.append((Envelope.from_json(r.value), r.value))
-                        except ValueError:
-                            log.warning(
-                                "rebuild_skipped_record", partition=tp.partition, offset=r.offset
-                            )
-                    if await reader.position(tp) >= end[tp]:
-                        pending.discard(tp)
-                applied += await applier.apply(events) if events else 0
-        finally:
-            await reader.stop()
+        async for batch in read_until_end(common.kafka_bootstrap_servers, topic, until=end):
+            events: list[tuple[Envelope, bytes]] = []
+            for r in batch:
+                try:
+                    events.append((Envelope.from_json(r.value), r.value))
+                except ValueError:
+                    log.warning("rebuild_skipped_record", partition=r.partition, offset=r.offset)
+            applied += await applier.apply(events) if events else 0
         await _hand_over(common, settings, end)
     finally:
         await engine.dispose()

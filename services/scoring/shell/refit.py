@@ -30,6 +30,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 CHUNK = 2000
+DEFAULT_FITTERS = predict.Fitters()
 _EPOCH = date(1970, 1, 1)
 
 
@@ -45,7 +46,11 @@ class RefitReport:
 
 
 async def fit_population(
-    engine: AsyncEngine, as_of: datetime, current: Population, settings: ScoringSettings
+    engine: AsyncEngine,
+    as_of: datetime,
+    current: Population,
+    settings: ScoringSettings,
+    fitters: predict.Fitters = DEFAULT_FITTERS,
 ) -> tuple[Population, int, int, float, list[str]]:
     """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
     models whose fit did not converge and whose parameters in force were kept)."""
@@ -91,7 +96,7 @@ async def fit_population(
     kept: list[str] = []
     if len(xs) >= 10 and int(x.sum()) > 0:
         try:
-            bg = predict.fit_bgnbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
+            bg = fitters.bg_nbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
         except predict.FitError as exc:
             # A population whose maximum lies at a boundary (purchase rates with no spread at
             # all, say) has no finite fit: the parameters in force stay, and so does the rest
@@ -102,7 +107,7 @@ async def fit_population(
         repeat = (x > 0) & (np.asarray(spends) > 0)
         if int(repeat.sum()) >= 10:
             try:
-                gg = predict.fit_gamma_gamma(x[repeat], np.asarray(spends)[repeat])
+                gg = fitters.gamma_gamma(x[repeat], np.asarray(spends)[repeat])
             except predict.FitError as exc:
                 log.warning("population_fit_kept", model="gamma_gamma", reason=str(exc)[:200])
                 gg = current.gg
@@ -141,12 +146,13 @@ async def refit(
     cache: PopulationCache,
     settings: ScoringSettings,
     as_of: datetime | None = None,
+    fitters: predict.Fitters = DEFAULT_FITTERS,
 ) -> RefitReport:
     """Fit at ``as_of`` (default now), store the population, refresh the cards it moves."""
     started = time.perf_counter()
     when = as_of or clock.now()
     population, customers, buyers, fit_seconds, kept = await fit_population(
-        engine, when, cache.current, settings
+        engine, when, cache.current, settings, fitters
     )
     async with engine.begin() as conn:
         await store.save_population(conn, population)
