@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from services.outreach.rules import benchmark
+from services.outreach.core.rules import benchmark
 from shared.db import create_database, drop_database
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings

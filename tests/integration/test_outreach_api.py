@@ -24,11 +24,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.app import create_app
-from services.outreach.policy import Policy
-from services.outreach.rule_pack import default_pack
+from services.outreach.core.policy import Policy
+from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.templates import SAMPLE_CARD
+from services.outreach.core.unsubscribe import token_for
 from services.outreach.settings import OutreachSettings
-from services.outreach.templates import SAMPLE_CARD
-from services.outreach.unsubscribe import token_for
 from shared.clock import FixedClock
 from shared.settings import CommonSettings
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.outreach.conditions import (
+from services.outreach.core.conditions import (
     CARD,
     ConditionError,
     compile_expr,
@@ -19,7 +19,7 @@ from services.outreach.conditions import (
     event_schema,
     validate,
 )
-from services.outreach.templates import SAMPLE_CARD
+from services.outreach.core.templates import SAMPLE_CARD
 from shared.events import EventType
 
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from services.outreach.netguard import (
+from services.outreach.core.netguard import (
     address_errors,
     check_url,
     embedded_ipv4,

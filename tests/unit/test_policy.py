@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.outreach.policy import (
+from services.outreach.core.policy import (
     Candidate,
     Contact,
     Decision,
@@ -21,8 +21,8 @@ from services.outreach.policy import (
     history_days,
     rank,
 )
-from services.outreach.rule_pack import default_pack
-from services.outreach.rules import Limits, Match
+from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.rules import Limits, Match
 
 POLICY = Policy()
 NOON_PARIS = datetime(2025, 6, 2, 10, tzinfo=UTC)  # 12:00 CEST

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.outreach.rule_pack import DEFAULT_PACK, default_pack
-from services.outreach.rules import (
+from services.outreach.core.rule_pack import DEFAULT_PACK, default_pack
+from services.outreach.core.rules import (
     Rule,
     RuleSet,
     benchmark,
@@ -17,7 +17,7 @@ from services.outreach.rules import (
     match_broadcast,
     match_change,
 )
-from services.outreach.templates import SAMPLE_CARD
+from services.outreach.core.templates import SAMPLE_CARD
 
 
 def raw_rule(rule_id: str = "r", priority: int = 0, **fields: Any) -> dict[str, Any]:

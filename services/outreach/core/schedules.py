@@ -39,10 +39,10 @@ from pydantic import (
     model_validator,
 )
 
-from services.outreach import conditions
+from services.outreach.core import conditions
 
 if TYPE_CHECKING:
-    from services.outreach.rules import Rule
+    from services.outreach.core.rules import Rule
 
 
 def _text_time(value: object) -> object:

@@ -2,7 +2,7 @@
 
 Rules are versioned: every save writes a new version row beside the current definition, so
 ``GET /v1/rules/{id}/versions`` shows what a rule said when it acted. Each process keeps the
-enabled rules compiled in a :class:`~services.outreach.rules.RuleSet` and reloads it when it
+enabled rules compiled in a :class:`~services.outreach.core.rules.RuleSet` and reloads it when it
 changes them itself, and every few seconds for changes made by other instances.
 """
 
@@ -15,8 +15,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.outreach.policy import Policy
-from services.outreach.rules import Rule, RuleSet
+from services.outreach.core.policy import Policy
+from services.outreach.core.rules import Rule, RuleSet
 
 
 class Current:

@@ -19,8 +19,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach import templates
-from services.outreach.policy import (
+from services.outreach.core import templates
+from services.outreach.core.policy import (
     NO_LIMITS,
     Candidate,
     Decision,
@@ -30,9 +30,9 @@ from services.outreach.policy import (
     decide_all,
     history_days,
 )
-from services.outreach.rules import Match, Rule
+from services.outreach.core.rules import Match, Rule
+from services.outreach.core.unsubscribe import unsubscribe_url
 from services.outreach.settings import OutreachSettings
-from services.outreach.unsubscribe import unsubscribe_url
 
 # Statuses that occupy a frequency-cap slot: sent, or on its way.
 COUNTING = ("pending", "sent", "scheduled", "unknown")

@@ -34,17 +34,17 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.outreach.channels import (
+from services.outreach.core.channels import (
     Attempt,
     EmailConfig,
     OutboundAction,
     Verdict,
     WebhookConfig,
 )
-from services.outreach.channels import email as email_channel
-from services.outreach.channels import webhook as webhook_channel
+from services.outreach.core.unsubscribe import unsubscribe_url
 from services.outreach.settings import OutreachSettings
-from services.outreach.unsubscribe import unsubscribe_url
+from services.outreach.shell.channels import email as email_channel
+from services.outreach.shell.channels import webhook as webhook_channel
 from shared.clock import Clock, SystemClock
 from shared.logging import get_logger, scrub
 

@@ -14,12 +14,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import Select, func, literal, select, tuple_
 
-from services.outreach import models
-from services.outreach.current import Current
-from services.outreach.decisions import decide_and_record
-from services.outreach.preview import audience
-from services.outreach.rules import ActionKind, Match, Rule, RuleId
-from services.outreach.rules_api import (
+from services.outreach.api.rules import (
     Operator,
     Reader,
     Writer,
@@ -27,7 +22,12 @@ from services.outreach.rules_api import (
     replica_chunks,
     stored_rule,
 )
-from services.outreach.timers import tick
+from services.outreach.core.preview import audience
+from services.outreach.core.rules import ActionKind, Match, Rule, RuleId
+from services.outreach.shell.current import Current
+from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.scheduler import tick
+from services.outreach.store import tables
 from shared.http import ERROR_RESPONSES, IsoDateTime
 from shared.logging import get_logger
 
@@ -76,7 +76,7 @@ class ActionPage(BaseModel):
     )
 
 
-_a = models.actions
+_a = tables.actions
 _COLUMNS = (
     _a.c.id,
     _a.c.rule_id,

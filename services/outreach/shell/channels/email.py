@@ -24,7 +24,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from services.outreach.channels import Attempt, OutboundAction, Verdict
+from services.outreach.core.channels import Attempt, OutboundAction, Verdict
 
 # Headers may run to RFC 5322's 998 characters rather than be folded at 78: a long signed
 # unsubscribe link cannot be folded, and some receivers mishandle folded URLs.

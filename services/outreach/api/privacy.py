@@ -1,6 +1,6 @@
 """What outreach holds on a customer, for the right of access (export).
 
-Erasure arrives as an ``erasure`` change (see :mod:`services.outreach.erasure`).
+Erasure arrives as an ``erasure`` change (see :mod:`services.outreach.store.erasure`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from services.outreach.actions_api import ActionOut
-from services.outreach.rules_api import Reader
+from services.outreach.api.actions import ActionOut
+from services.outreach.api.rules import Reader
 from shared.http import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["customers"])

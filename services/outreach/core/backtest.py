@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.outreach.policy import Candidate, Outcome, Policy, decide_all
-from services.outreach.rules import Match, Rule, RuleSet
-from services.outreach.scheduler import next_due, occurrence_key
+from services.outreach.core.policy import Candidate, Outcome, Policy, decide_all
+from services.outreach.core.rules import Match, Rule, RuleSet
+from services.outreach.core.schedules import next_due, occurrence_key
 
 
 @dataclass

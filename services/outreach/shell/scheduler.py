@@ -2,7 +2,7 @@
 deferred actions whose quiet hours are over.
 
 Due schedules are found through the ``schedule`` index (``due_at``), never by scanning
-customers; each is decided through :mod:`services.outreach.decisions` under the customer's
+customers; each is decided through :mod:`services.outreach.shell.decide` under the customer's
 lock, with the customer's local date as the occurrence, then rescheduled.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.outreach.consumer import reschedule
-from services.outreach.current import Current
-from services.outreach.decisions import Recorded, decide_and_record
-from services.outreach.rules import Match, Rule
-from services.outreach.scheduler import occurrence_key
+from services.outreach.core.rules import Match, Rule
+from services.outreach.core.schedules import occurrence_key
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell.consumer import reschedule
+from services.outreach.shell.current import Current
+from services.outreach.shell.decide import Recorded, decide_and_record
 from shared.clock import Clock
 
 _DUE = text(

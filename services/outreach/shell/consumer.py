@@ -11,12 +11,12 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.outreach import erasure
-from services.outreach.current import Current
-from services.outreach.decisions import Recorded, decide_and_record, release_held
-from services.outreach.rules import Rule, RuleSet
-from services.outreach.scheduler import next_due
+from services.outreach.core.rules import Rule, RuleSet
+from services.outreach.core.schedules import next_due
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell.current import Current
+from services.outreach.shell.decide import Recorded, decide_and_record, release_held
+from services.outreach.store import erasure
 from shared.clock import Clock
 from shared.consumer import Message
 from shared.logging import get_logger

@@ -14,7 +14,7 @@ A rule as JSON::
 Triggers, by ``type``: ``event`` (an event type and optional ``filters``, a condition over the
 event's ``data``), ``stage`` (a transition: ``from``/``to`` lists, empty = any), ``schedule``
 (by ``kind``: ``birthday``, ``anniversary``, ``days_after``, ``calendar``, ``cron``; see
-:mod:`services.outreach.scheduler`) and ``broadcast`` (fired only when an operator launches
+:mod:`services.outreach.core.schedules`) and ``broadcast`` (fired only when an operator launches
 it over the card replica; the audience is the rule's conditions).
 
 Every model is strict: an unknown field is an error, and each error names its field. An
@@ -42,9 +42,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from services.outreach import conditions, templates
-from services.outreach.conditions import Predicate
-from services.outreach.scheduler import (
+from services.outreach.core import conditions, templates
+from services.outreach.core.conditions import Predicate
+from services.outreach.core.schedules import (
     AnniversarySchedule,
     BirthdaySchedule,
     CalendarSchedule,

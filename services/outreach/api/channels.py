@@ -23,9 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.outreach import netguard
-from services.outreach.channels import ChannelKind, EmailConfig, WebhookConfig
-from services.outreach.channels import webhook as webhook_channel
+from services.outreach.core import netguard
+from services.outreach.core.channels import ChannelKind, EmailConfig, WebhookConfig
+from services.outreach.shell.channels import webhook as webhook_channel
 from shared import audit
 from shared.auth import Principal, RequireScope, Scope
 from shared.http import ERROR_RESPONSES, ErrorBody

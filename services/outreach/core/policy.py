@@ -31,8 +31,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from services.outreach.rules import ActionKind, Channel, Limits, Match, Rule
-from services.outreach.scheduler import LocalTime, local_instant, zone_of
+from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule
+from services.outreach.core.schedules import LocalTime, local_instant, zone_of
 
 
 class _Strict(BaseModel):

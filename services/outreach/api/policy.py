@@ -20,11 +20,11 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import text
 
-from services.outreach.current import Current, load_policy, save_policy
-from services.outreach.decisions import lock_customers
-from services.outreach.policy import Policy
-from services.outreach.rules_api import Reader, Writer, invalid
-from services.outreach.unsubscribe import verify
+from services.outreach.api.rules import Reader, Writer, invalid
+from services.outreach.core.policy import Policy
+from services.outreach.core.unsubscribe import verify
+from services.outreach.shell.current import Current, load_policy, save_policy
+from services.outreach.shell.decide import lock_customers
 from shared import audit
 from shared.events import Identifier
 from shared.http import ERROR_RESPONSES, ErrorBody

@@ -1,9 +1,10 @@
 """Dry runs and audiences: which customers of the card replica a rule reaches now, and what the
 contact policy would do with each of them.
 
-Pure functions over cards, contact histories and suppressions the caller loads (the routes
-stream the replica in chunks), so a preview runs the very :func:`~services.outreach.policy.decide`
-the live path runs, and nothing here touches the database or the clock.
+Pure functions over cards, contact histories and suppressions the caller loads (the caller
+streams the replica in chunks), so a preview runs the very
+:func:`~services.outreach.core.policy.decide` the live path runs, and nothing here touches the
+database or the clock.
 
 A card is in a rule's *audience* when the rule's conditions hold for it and, for a stage
 trigger with a non-empty ``to``, when the customer is in one of those stages now. Event and
@@ -20,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.outreach import conditions
-from services.outreach.conditions import Predicate
-from services.outreach.policy import Candidate, Decision, Outcome, Policy, decide, history_days
-from services.outreach.rules import Rule, StageTrigger
+from services.outreach.core import conditions
+from services.outreach.core.conditions import Predicate
+from services.outreach.core.policy import Candidate, Decision, Outcome, Policy, decide, history_days
+from services.outreach.core.rules import Rule, StageTrigger
 
 SAMPLE_SIZE = 10
 # A rule limited to `once` or `max_per_customer` counts every message it ever sent.

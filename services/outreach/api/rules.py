@@ -21,19 +21,19 @@ from pydantic.config import JsonDict
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.backtest import recorded_changes, simulate
-from services.outreach.current import Current, save_rule
-from services.outreach.decisions import contact_history, suppressed_among
-from services.outreach.preview import (
+from services.outreach.core.backtest import recorded_changes, simulate
+from services.outreach.core.preview import (
     PreviewResult,
     Tally,
     audience,
     audience_stages,
     history_since,
 )
-from services.outreach.rule_pack import default_pack
-from services.outreach.rules import Rule
-from services.outreach.timers import reindex_schedule
+from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.rules import Rule
+from services.outreach.shell.current import Current, save_rule
+from services.outreach.shell.decide import contact_history, suppressed_among
+from services.outreach.shell.scheduler import reindex_schedule
 from shared import audit
 from shared.auth import Principal, RequireScope, Scope
 from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response

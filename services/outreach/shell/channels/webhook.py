@@ -6,7 +6,7 @@ so a receiver drops repeats), ``webhook-timestamp`` (Unix seconds of this attemp
 the base64-decoded part of the channel's ``whsec_`` secret).
 
 The sender resolves the endpoint's host itself, checks every address with
-:mod:`services.outreach.netguard`, and connects to a checked address (the original name still
+:mod:`services.outreach.core.netguard`, and connects to a checked address (the original name still
 goes in ``Host`` and in TLS's SNI and certificate check), so a name re-pointed after the check
 cannot steer the request into our network. Redirects are never followed, for the same reason.
 """
@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import orjson
 
-from services.outreach import netguard
-from services.outreach.channels import Attempt, OutboundAction, Verdict
+from services.outreach.core import netguard
+from services.outreach.core.channels import Attempt, OutboundAction, Verdict
 
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "tend.action"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.outreach.rules import Rule
+from services.outreach.core.rules import Rule
 
 _SIGN_OFF = "\n\nThe Tend shop\nUnsubscribe: {{ unsubscribe_url }}"
 
