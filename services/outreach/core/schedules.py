@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -41,8 +41,14 @@ from pydantic import (
 
 from services.outreach.core import conditions
 
-if TYPE_CHECKING:
-    from services.outreach.core.rules import Rule
+
+class Scheduled(Protocol):
+    """What the schedule maths reads of a rule: its trigger (a rule whose trigger is not a
+    schedule never fires here). :class:`services.outreach.core.rules.Rule` is one; this module
+    does not import it, since rules import the schedule kinds from here."""
+
+    @property
+    def trigger(self) -> object: ...
 
 
 def _text_time(value: object) -> object:
@@ -282,7 +288,7 @@ def _days(
 
 
 def next_due(
-    rule: Rule, card: Mapping[str, Any], after: datetime, *, default_timezone: str = "UTC"
+    rule: Scheduled, card: Mapping[str, Any], after: datetime, *, default_timezone: str = "UTC"
 ) -> datetime | None:
     """The first UTC instant strictly after ``after`` at which ``rule``'s schedule fires for
     this card's customer, or None (not a schedule, the date field is missing, a one-off date
@@ -316,7 +322,7 @@ def _next_cron(
 
 
 def occurrence_key(
-    rule: Rule, card: Mapping[str, Any], due: datetime, *, default_timezone: str = "UTC"
+    rule: Scheduled, card: Mapping[str, Any], due: datetime, *, default_timezone: str = "UTC"
 ) -> str:
     """The identity of a schedule's firing: the customer's local date of ``due``, YYYY-MM-DD."""
     return due.astimezone(zone_of(card, default_timezone)).date().isoformat()
