@@ -1,10 +1,10 @@
 """Outreach's delivery channels: what a channel is configured with, the message it carries,
 and the verdict of one attempt to send it.
 
-Each sender (:mod:`services.outreach.shell.channels.webhook`, :mod:`...email`) turns one attempt
-into an :class:`Attempt`; the delivery worker (:mod:`services.outreach.shell.delivery`) turns
-verdicts into ledger states. A sender never raises for a delivery problem: a refusal, a timeout
-or a dropped connection is a verdict.
+Each sender (:mod:`services.outreach.shell.channels`: webhook, email) turns one attempt into an
+:class:`Attempt`; the delivery worker (:mod:`services.outreach.shell.delivery`) turns verdicts
+into ledger states. A sender never raises for a delivery problem: a refusal, a timeout or a
+dropped connection is a verdict.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ChannelKind = Literal["webhook", "email"]
-CHANNEL_KINDS: tuple[ChannelKind, ...] = ("webhook", "email")
 
 
 class Verdict(StrEnum):

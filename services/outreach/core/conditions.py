@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from functools import cache, lru_cache
+from functools import cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -478,14 +478,3 @@ def compile_expr(expr: Any, schema: Schema = CARD) -> Predicate:
     if compiler.errors or predicate is None:
         raise ConditionError(compiler.errors)
     return predicate
-
-
-@lru_cache(maxsize=512)
-def _compiled(key: str) -> Predicate:
-    return compile_expr(json.loads(key))
-
-
-def evaluate(expr: Any, card: Mapping[str, Any]) -> bool:
-    """Whether ``expr`` holds for ``card``. Compiles once per distinct expression (cached);
-    hot paths should hold the result of :func:`compile_expr` instead."""
-    return _compiled(json.dumps(expr, sort_keys=True))(card)

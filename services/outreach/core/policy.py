@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
@@ -89,14 +89,6 @@ class Policy(_Strict):
         if both:
             raise ValueError(f"kinds cannot be transactional and promotional: {sorted(both)}")
         return self
-
-
-class Contact(NamedTuple):
-    """One message the customer received (or that is already scheduled for them)."""
-
-    sent_at: datetime
-    kind: str
-    rule_id: str
 
 
 NO_LIMITS = Limits()
