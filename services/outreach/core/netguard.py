@@ -1,10 +1,11 @@
 """Where outreach may send: a guard against webhooks aimed at our own network (SSRF).
 
 A webhook URL is checked twice. At save time :func:`check_url` looks at the URL alone (scheme,
-credentials, a literal address); at send time :func:`resolve` checks every address the host
-*resolves to*, because a name can point anywhere, and can be re-pointed between the save and
-the send (DNS rebinding). The sender then connects to one of the checked addresses rather than
-resolving again.
+credentials, a literal address); at send time :func:`services.outreach.shell.resolve.resolve`
+checks every address the host *resolves to* with :func:`address_errors`, because a name can
+point anywhere, and can be re-pointed between the save and the send (DNS rebinding). The sender
+then connects to one of the checked addresses rather than resolving again. This module only
+judges; it never resolves a name.
 
 Refused always: the cloud metadata address, unspecified, multicast and reserved addresses, and
 hosts written in a non-standard numeric IPv4 form (``2130706433``, ``0x7f.1``, ``0177.0.0.1``,
@@ -16,10 +17,7 @@ other address that is not globally routable. An IPv6 address that embeds an IPv4
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -31,25 +29,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """What a host resolved to, and why (if at all) it may not be contacted.
-
-    ``addresses`` is empty when the name did not resolve; ``errors`` then says so, and the
-    caller may try again later (a DNS failure is not a verdict on the endpoint)."""
-
-    addresses: tuple[IPAddress, ...]
-    errors: list[str]
-
-    @property
-    def resolved(self) -> bool:
-        return bool(self.addresses)
-
-
 def check_url(url: str, *, allow_private: bool, require_https: bool) -> list[str]:
     """Why ``url`` may not be a webhook endpoint (empty list: it may).
 
-    Looks at the URL only; a host name is judged at send time by :func:`resolve`."""
+    Looks at the URL only; a host name is judged at send time, on what it resolves to."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -80,7 +63,7 @@ def host_errors(host: str, *, allow_private: bool) -> list[str]:
     odd = odd_numeric_form(name)
     if odd is not None:
         # Refused whatever it denotes: each library reads these forms its own way.
-        return [_odd_form_error(host, odd), *address_errors(odd, allow_private=allow_private)]
+        return [odd_form_error(host, odd), *address_errors(odd, allow_private=allow_private)]
     try:
         literal = ipaddress.ip_address(name)
     except ValueError:
@@ -153,7 +136,7 @@ def odd_numeric_form(host: str) -> ipaddress.IPv4Address | None:
     return address
 
 
-def _odd_form_error(host: str, address: ipaddress.IPv4Address) -> str:
+def odd_form_error(host: str, address: ipaddress.IPv4Address) -> str:
     return (
         f"host {host!r} is a non-standard numeric form of {address}; "
         "write an address as four decimal numbers"
@@ -191,30 +174,3 @@ def _legacy_number(part: str) -> int | None:
         return int(part, 10) if part.isdigit() else None
     except ValueError:
         return None
-
-
-async def resolve(host: str, port: int, *, allow_private: bool) -> Resolution:
-    """Resolve ``host`` and check every address it resolves to; any refused address refuses
-    the host (an attacker controls which record a client picks)."""
-    odd = odd_numeric_form(host.lower())
-    errors = [_odd_form_error(host, odd)] if odd is not None else []
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-    except (OSError, UnicodeError) as exc:
-        return Resolution((), [*errors, f"host {host!r} does not resolve ({exc})"])
-    addresses: list[IPAddress] = []
-    for info in infos:
-        raw = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 zone id
-        address = ipaddress.ip_address(raw)
-        if address not in addresses:
-            addresses.append(address)
-    for address in addresses:
-        errors.extend(address_errors(address, allow_private=allow_private))
-    return Resolution(tuple(addresses), errors)
-
-
-async def resolve_and_check(host: str, port: int, allow_private: bool) -> list[str]:
-    """Why ``host`` may not be contacted now, judged on the addresses it resolves to."""
-    return (await resolve(host, port, allow_private=allow_private)).errors

@@ -27,6 +27,7 @@ import orjson
 
 from services.outreach.core import netguard
 from services.outreach.core.channels import Attempt, OutboundAction, Verdict
+from services.outreach.shell.resolve import resolve
 
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "tend.action"
@@ -141,7 +142,7 @@ async def deliver(
     port = target.port or (443 if target.scheme == "https" else 80)
     try:
         async with asyncio.timeout(timeout):
-            found = await netguard.resolve(host, port, allow_private=allow_private)
+            found = await resolve(host, port, allow_private=allow_private)
             if not found.resolved:
                 return Attempt(Verdict.RETRY, "dns", "; ".join(found.errors))
             if found.errors:
