@@ -14,8 +14,11 @@ from fastapi import FastAPI
 from services.outreach.api.actions import router as actions_router
 from services.outreach.api.channels import router as channels_router
 from services.outreach.api.policy import router as policy_router
+from services.outreach.api.preview import router as preview_router
 from services.outreach.api.privacy import router as privacy_router
 from services.outreach.api.rules import router as rules_router
+from services.outreach.api.suppressions import router as suppressions_router
+from services.outreach.api.unsubscribe import router as unsubscribe_router
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
@@ -157,7 +160,10 @@ def create_app(
         form_paths=("/v1/unsubscribe",),
     )
     app.include_router(rules_router)
+    app.include_router(preview_router)
     app.include_router(policy_router)
+    app.include_router(suppressions_router)
+    app.include_router(unsubscribe_router)
     app.include_router(actions_router)
     app.include_router(channels_router)
     app.include_router(privacy_router)

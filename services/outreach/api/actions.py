@@ -4,8 +4,6 @@ launching a broadcast, and running the scheduler now."""
 from __future__ import annotations
 
 import base64
-import uuid
-from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,20 +12,21 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import Select, func, literal, select, tuple_
 
-from services.outreach.api.rules import (
-    Operator,
-    Reader,
-    Writer,
-    invalid,
-    replica_chunks,
-    stored_rule,
+from services.outreach.api.deps import Operator, Reader, Writer, invalid
+from services.outreach.core.rules import ActionKind
+from services.outreach.schemas import (
+    ActionOut,
+    ActionPage,
+    ActionSummary,
+    BroadcastIn,
+    BroadcastOut,
+    SummaryRow,
+    TickOut,
 )
-from services.outreach.core.preview import audience
-from services.outreach.core.rules import ActionKind, Match, Rule, RuleId
-from services.outreach.shell.current import Current
-from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.broadcast import launch
 from services.outreach.shell.scheduler import tick
 from services.outreach.store import tables
+from services.outreach.store.rules import stored_rule
 from shared.http import ERROR_RESPONSES, IsoDateTime
 from shared.logging import get_logger
 
@@ -36,44 +35,6 @@ log = get_logger(__name__)
 router = APIRouter(prefix="/v1")
 
 ActionStatus = Literal["scheduled", "held", "pending", "sent", "failed", "suppressed", "unknown"]
-# Customers decided per transaction in a broadcast: long enough to amortise the round trips,
-# short enough that the customers' locks are never held for long.
-BROADCAST_CHUNK = 500
-
-
-class ActionOut(BaseModel):
-    """One decided action of the ledger."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    rule_id: str
-    customer_id: str
-    occurrence: str = Field(
-        description="with rule and customer, the action's identity: the event id, the change "
-        "id, the customer's local date (schedules) or the launch id (broadcasts)"
-    )
-    kind: str
-    channel: str
-    status: str = Field(
-        description="scheduled (quiet hours), held (open complaint), pending, sent, failed, "
-        "suppressed, unknown (the receiver's answer was lost)"
-    )
-    reason: str | None
-    detail: str | None
-    decided_at: datetime
-    not_before: datetime | None
-    sent_at: datetime | None
-    attempts: int
-    subject: str | None
-
-
-class ActionPage(BaseModel):
-    items: list[ActionOut] = Field(description="newest decision first")
-    next_cursor: str | None = Field(
-        description="pass as `cursor` (with the same filters) for the next page; null on the "
-        "last page"
-    )
 
 
 _a = tables.actions
@@ -140,18 +101,6 @@ async def _page(request: Request, query: Select[Any], limit: int, cursor: str | 
         items=[ActionOut.model_validate(r) for r in rows],
         next_cursor=_encode_cursor(last.decided_at, last.id) if more and last else None,
     )
-
-
-class SummaryRow(BaseModel):
-    kind: str
-    status: str
-    reason: str | None
-    count: int
-
-
-class ActionSummary(BaseModel):
-    total: int
-    rows: list[SummaryRow] = Field(description="counts by kind, status and reason")
 
 
 @router.get(
@@ -244,27 +193,6 @@ async def touchpoints(
     return await _page(request, query, limit, cursor)
 
 
-class BroadcastIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rule_id: RuleId = Field(description="a rule with a `broadcast` trigger, enabled")
-    launch_id: str = Field(
-        default_factory=lambda: str(uuid.uuid4()),
-        min_length=1,
-        max_length=128,
-        description="the launch's identity, the actions' occurrence: launching again with the "
-        "same id decides nobody twice (omit it for a new launch)",
-    )
-
-
-class BroadcastOut(BaseModel):
-    rule_id: str
-    launch_id: str
-    audience: int = Field(description="customers whose card meets the rule's conditions now")
-    decided: int = Field(description="actions decided by this call (0 on a repeated launch)")
-    statuses: dict[str, int] = Field(description="the decided actions by status")
-
-
 @router.post(
     "/broadcasts",
     response_model=BroadcastOut,
@@ -292,20 +220,20 @@ async def launch_broadcast(request: Request, body: BroadcastIn, principal: Write
         )
     if not rule.enabled:
         raise invalid("body.rule_id", f"rule {rule.id!r} is disabled; enable it first")
-    holds = audience(rule)
-    size = 0
-    statuses: Counter[str] = Counter()
-    batch: dict[str, Any] = {}
-    async with s.engine.connect() as conn:
-        async for rows in replica_chunks(conn):
-            batch.update((r.customer_id, r.card) for r in rows if holds(r.card))
-            if len(batch) >= BROADCAST_CHUNK:
-                size += len(batch)
-                statuses.update(await _decide(request, rule, body.launch_id, batch))
-                batch = {}
-    if batch:
-        size += len(batch)
-        statuses.update(await _decide(request, rule, body.launch_id, batch))
+
+    def decided() -> None:
+        s.delivery.nudge()
+        s.relay.nudge()
+
+    size, statuses = await launch(
+        s.engine,
+        rule,
+        body.launch_id,
+        current=s.current,
+        settings=s.outreach_settings,
+        clock=s.clock,
+        decided=decided,
+    )
     log.info(
         "broadcast_launched",
         rule_id=rule.id,
@@ -321,30 +249,6 @@ async def launch_broadcast(request: Request, body: BroadcastIn, principal: Write
         decided=statuses.total(),
         statuses=dict(sorted(statuses.items())),
     )
-
-
-async def _decide(request: Request, rule: Rule, launch_id: str, cards: dict[str, Any]) -> list[str]:
-    s = request.app.state
-    current: Current = s.current
-    matches = [Match(rule, customer_id, launch_id) for customer_id in cards]
-    async with s.engine.begin() as conn:
-        recorded = await decide_and_record(
-            conn,
-            matches,
-            cards,
-            policy=current.policy,
-            settings=s.outreach_settings,
-            now=s.clock.now(),
-        )
-    if recorded:
-        s.delivery.nudge()
-        s.relay.nudge()
-    return [r.status for r in recorded]
-
-
-class TickOut(BaseModel):
-    decided: int = Field(description="actions decided by schedules that came due")
-    at: datetime = Field(description="the instant the scheduler ran at")
 
 
 @router.post(

@@ -18,74 +18,29 @@ from urllib.parse import urlsplit
 import orjson
 from fastapi import APIRouter, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.outreach.api.deps import Reader, Writer
 from services.outreach.core import netguard
-from services.outreach.core.channels import ChannelKind, EmailConfig, WebhookConfig
+from services.outreach.core.channels import EmailConfig, WebhookConfig
+from services.outreach.schemas import ChannelCreated, ChannelIn, ChannelOut, ChannelUpdate
 from services.outreach.shell.channels import webhook as webhook_channel
+from services.outreach.shell.resolve import resolve
 from shared import audit
-from shared.auth import Principal, RequireScope, Scope
+from shared.auth import Principal
 from shared.http import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["channels"])
 
-Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
-Writer = Annotated[Principal, RequireScope(Scope.MARKETING_WRITE)]
 ChannelId = Annotated[str, Path(description="the channel's id", max_length=64)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: {"model": ErrorBody, "description": "no such channel"},
 }
 OPERATOR_DISABLED = "disabled by an operator"
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ChannelIn(_Body):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["crm-webhook"])
-    kind: ChannelKind
-    config: dict[str, Any] = Field(
-        description='webhook: {"url"}; email: {"smtp_host", "smtp_port", "from"}, each '
-        "optional (the service's SMTP settings fill the gaps)",
-        examples=[{"url": "https://crm.example/hooks/tend"}],
-    )
-    secret: str | None = Field(
-        None,
-        description="webhook only: the Standard Webhooks signing secret (`whsec_` + base64); "
-        "generated when left out. Write-only.",
-    )
-    enabled: bool = True
-
-
-class ChannelUpdate(_Body):
-    config: dict[str, Any]
-    enabled: bool = True
-    secret: str | None = Field(
-        None, description="webhook only: a new signing secret; left out, the current one stays"
-    )
-
-
-class ChannelOut(BaseModel):
-    id: str
-    kind: ChannelKind
-    config: dict[str, Any]
-    enabled: bool
-    disabled_reason: str | None
-    has_secret: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class ChannelCreated(ChannelOut):
-    secret: str | None = Field(
-        description="the generated signing secret: shown only in this answer, store it now "
-        "(null when you supplied one)"
-    )
 
 
 _COLUMNS = "id, kind, config, enabled, disabled_reason, secret IS NOT NULL AS has_secret, "
@@ -323,7 +278,7 @@ async def _url_errors(request: Request, url: str) -> list[str]:
     host, port = _host_port(url)
     try:
         async with asyncio.timeout(state.outreach_settings.webhook_timeout_seconds):
-            found = await netguard.resolve(host, port, allow_private=allow_private)
+            found = await resolve(host, port, allow_private=allow_private)
     except TimeoutError:
         return []
     return found.errors if found.resolved else []

@@ -5,42 +5,19 @@ Erasure arrives as an ``erasure`` change (see :mod:`services.outreach.store.eras
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from services.outreach.api.actions import ActionOut
-from services.outreach.api.rules import Reader
+from services.outreach.api.deps import Reader
+from services.outreach.schemas import (
+    ExportedAction,
+    ExportedSuppression,
+    OutreachExport,
+    ScheduledRule,
+)
 from shared.http import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["customers"])
-
-
-class ScheduledRule(BaseModel):
-    rule_id: str
-    due_at: datetime
-
-
-class Suppression(BaseModel):
-    reason: str
-    source: str
-    created_at: datetime
-
-
-class ExportedAction(ActionOut):
-    body: str | None = Field(description="the message as rendered")
-    offer: dict[str, Any] | None
-
-
-class OutreachExport(BaseModel):
-    customer_id: str
-    card: dict[str, Any] | None = Field(description="the card replica outreach decides on")
-    suppression: Suppression | None
-    schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")
-    actions: list[ExportedAction] = Field(description="every action decided, oldest first")
 
 
 @router.get(
@@ -91,7 +68,9 @@ async def export_customer(request: Request, customer_id: str, _: Reader) -> Outr
     return OutreachExport(
         customer_id=customer_id,
         card=card,
-        suppression=Suppression.model_validate(suppression._mapping) if suppression else None,
+        suppression=ExportedSuppression.model_validate(suppression._mapping)
+        if suppression
+        else None,
         schedule=[ScheduledRule(rule_id=r.rule_id, due_at=r.due_at) for r in schedule],
         actions=[ExportedAction.model_validate(a._mapping) for a in actions],
     )

@@ -1,11 +1,12 @@
 """Backtesting a rule: what it would have sent over the recorded history, after the policy.
 
-The recorded history is the change stream itself (``crm.customer-changes.v1``, kept 35 days).
-The backtest reads it from ``days`` ago to its current end and replays it through the same
-pure pieces the live path uses — the rule index, the schedule maths and the contact policy —
-in time order, with each customer's simulated contact history, the schedule firing between
-changes, and today's suppression list. Only this rule acts, as if it had been the only rule
-live over the window, so its counts equal what a replay of that history with this rule sends.
+The recorded history is the change stream itself (``crm.customer-changes.v1``, kept 35 days),
+read from ``days`` ago to its current end by :mod:`services.outreach.shell.recorded`. The
+backtest replays it through the same pure pieces the live path uses — the rule index, the
+schedule maths and the contact policy — in time order, with each customer's simulated contact
+history, the schedule firing between changes, and today's suppression list. Only this rule
+acts, as if it had been the only rule live over the window, so its counts equal what a replay
+of that history with this rule sends.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from services.outreach.core.policy import Candidate, Outcome, Policy, decide_all
 from services.outreach.core.rules import Match, Rule, RuleSet
 from services.outreach.core.schedules import next_due, occurrence_key
+from shared.changes import Change
 
 
 @dataclass
@@ -35,49 +34,9 @@ class BacktestResult:
     kept: set[tuple[str, str]] = field(default_factory=set)  # (customer, occurrence)
 
 
-async def recorded_changes(bootstrap: str, topic: str, since: datetime) -> list[dict[str, Any]]:
-    """Every change on ``topic`` from ``since`` to the end it has now, oldest first."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        # No subscription, so no metadata yet: ask for the cluster's.
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            return out
-        consumer.assign(partitions)
-        end = await consumer.end_offsets(partitions)
-        starts = await consumer.offsets_for_times(
-            {tp: int(since.timestamp() * 1000) for tp in partitions}
-        )
-        pending = set()
-        for tp in partitions:
-            found = starts.get(tp)
-            if found is None:
-                continue  # nothing on this partition since then
-            consumer.seek(tp, found.offset)
-            if found.offset < end[tp]:
-                pending.add(tp)
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=2000, max_records=5000)
-            if not batches:
-                break
-            for tp, records in batches.items():
-                out.extend(orjson.loads(r.value) for r in records if r.offset < end[tp])
-                if await consumer.position(tp) >= end[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
-    out.sort(key=lambda c: c["at"])  # stable: one customer's changes keep their order
-    return out
-
-
 def simulate(
     rule: Rule,
-    changes: Iterable[Mapping[str, Any]],
+    changes: Iterable[Change],
     *,
     policy: Policy,
     suppressed: set[str],
@@ -136,16 +95,16 @@ def simulate(
             heapq.heappush(due, (at, customer))
 
     for change in changes:
-        if change["change_id"] in seen:
+        if change.change_id in seen:
             continue  # a change delivered twice is applied once (the inbox)
-        seen.add(change["change_id"])
-        at = datetime.fromisoformat(change["at"])
+        seen.add(change.change_id)
+        at = change.at
         if scheduled:
             fire_until(at)
-        customer = change["customer_id"]
-        cards[customer] = change["card"]
+        customer = change.customer_id
+        cards[customer] = change.card
         result.changes += 1
-        act(ruleset.match(change), change["card"], at)
+        act(ruleset.match(change), change.card, at)
         if scheduled:
             plan(customer, at)
     if scheduled:

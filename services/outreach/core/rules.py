@@ -25,8 +25,6 @@ for stage triggers, the customer's local date for schedules and the launch id fo
 
 from __future__ import annotations
 
-import random
-import time as _time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NamedTuple
@@ -36,7 +34,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -51,6 +48,7 @@ from services.outreach.core.schedules import (
     CronSchedule,
     DaysAfterSchedule,
 )
+from shared.changes import Change
 from shared.events import EventType
 
 Stage = Literal["prospect", "new", "growing", "mature", "declining", "churned", "reactivated"]
@@ -190,20 +188,18 @@ class Rule(_Strict):
         return v
 
 
-def error_list(exc: ValidationError) -> list[dict[str, str]]:
-    """``[{"field": "trigger.schedule.days_after.days", "message": ...}]`` for an API answer."""
-    return [
-        {
-            "field": ".".join(str(p) for p in e["loc"]) or "rule",
-            "message": e["msg"].removeprefix("Value error, "),
-        }
-        for e in exc.errors(include_url=False)
-    ]
-
-
 def rank_key(rule: Rule) -> tuple[int, str]:
     """Higher priority first; the rule id breaks ties so the order never depends on input."""
     return -rule.priority, rule.id
+
+
+class EventSeen(NamedTuple):
+    """What the rule index reads of a change's event: its type, its id (the occurrence of the
+    actions it fires) and its ``data`` as JSON (what a trigger's ``filters`` look at)."""
+
+    event_type: str
+    event_id: str
+    data: Mapping[str, Any]
 
 
 class Match(NamedTuple):
@@ -239,6 +235,7 @@ class RuleSet:
         }
         self._by_event: dict[str, list[_Entry]] = {}
         self._by_stage: dict[str | None, list[_Entry]] = {}
+        self._filtered: set[str] = set()  # event types some rule filters on
         self.rules = tuple(enabled)
         self.schedules = tuple(r for r in enabled if r.trigger.type == "schedule")
         self.broadcasts = tuple(r for r in enabled if r.trigger.type == "broadcast")
@@ -249,6 +246,8 @@ class RuleSet:
                 filters = conditions.compile_expr(t.filters, schema) if t.filters else None
                 entry = _Entry(r, when, filters)
                 self._by_event.setdefault(t.event.value, []).append(entry)
+                if filters is not None:
+                    self._filtered.add(t.event.value)
             elif isinstance(t, StageTrigger):
                 entry = _Entry(r, when, None, frozenset(t.from_))
                 targets: list[str | None] = [*t.to] or [None]  # None: any target stage
@@ -262,142 +261,51 @@ class RuleSet:
         when = self._when[rule.id]
         return when is None or when(card)
 
-    def match(self, change: Mapping[str, Any]) -> list[Match]:
+    def match(self, change: Change) -> list[Match]:
         """The rules a change fires, best first. Schedules and broadcasts never match here."""
-        event, moved = change.get("event"), change.get("stage_change")
-        if not event and not moved:
+        event, moved = change.event, change.stage_change
+        seen = None
+        if event is not None and event.event_type in self._by_event:
+            # Filters read the event's data as JSON, as it travelled; only read it for them.
+            filtered = event.event_type in self._filtered
+            data = event.data.model_dump(mode="json") if filtered else {}
+            seen = EventSeen(event.event_type, event.event_id, data)
+        return self.match_parts(
+            change.customer_id,
+            change.card,
+            change.change_id,
+            event=seen,
+            moved=None if moved is None else (moved.from_, moved.to),
+        )
+
+    def match_parts(
+        self,
+        customer_id: str,
+        card: Mapping[str, Any],
+        change_id: str,
+        *,
+        event: EventSeen | None = None,
+        moved: tuple[str, str] | None = None,
+    ) -> list[Match]:
+        """The rules fired by a change's parts: ``event`` (the event that came with it) and
+        ``moved`` (its stage transition, ``(from, to)``), best first."""
+        if event is None and moved is None:
             return []
-        card, customer = change["card"], change["customer_id"]
         out: list[Match] = []
-        if event:
-            data = event.get("data") or {}
-            for e in self._by_event.get(event.get("event_type"), ()):
-                if e.filters is not None and not e.filters(data):
+        if event is not None:
+            for e in self._by_event.get(event.event_type, ()):
+                if e.filters is not None and not e.filters(event.data):
                     continue
                 if e.when is None or e.when(card):
-                    out.append(Match(e.rule, customer, str(event["event_id"])))
-        if moved:
-            before, after = moved.get("from"), moved.get("to")
+                    out.append(Match(e.rule, customer_id, event.event_id))
+        if moved is not None:
+            before, after = moved
             entries = [*self._by_stage.get(after, ()), *self._by_stage.get(None, ())]
             for e in entries:
                 if e.from_ and before not in e.from_:
                     continue
                 if e.when is None or e.when(card):
-                    out.append(Match(e.rule, customer, str(change["change_id"])))
+                    out.append(Match(e.rule, customer_id, change_id))
         if len(out) > 1:
             out.sort(key=lambda m: rank_key(m.rule))
         return out
-
-
-def match_change(ruleset: RuleSet, change: Mapping[str, Any]) -> list[Match]:
-    """The rules ``change`` fires (event and stage triggers), highest priority first."""
-    return ruleset.match(change)
-
-
-def match_broadcast(
-    ruleset: RuleSet, rule: Rule, card: Mapping[str, Any], launch_id: str
-) -> Match | None:
-    """``rule`` for this card's customer when it is a broadcast whose audience holds them."""
-    if rule.trigger.type != "broadcast" or not ruleset.conditions_hold(rule, card):
-        return None
-    return Match(rule, str(card["customer_id"]), launch_id)
-
-
-class BenchResult(BaseModel):
-    """The figures of one :func:`benchmark` run."""
-
-    changes: int
-    rules: int
-    matches: int
-    seconds: float
-    changes_per_second: float
-
-
-_BENCH_CONDITIONS: list[dict[str, Any]] = [
-    {"in": ["tier", ["key", "regular"]]},
-    {"gt": ["value.lifetime_spend", "500"]},
-    {"gte": ["value.orders", 3]},
-    {"not": {"has_tag": "do_not_disturb"}},
-    {"between": ["rfm.recency", 2, 5]},
-    {"lt": ["value.last_order_at", "2025-05-01T00:00:00Z"]},
-    {"eq": ["profile.consent.marketing", True]},
-    {"in": ["rfm.segment", ["champions", "loyal", "at_risk"]]},
-]
-_BENCH_EVENTS: dict[str, dict[str, Any]] = {
-    "order.placed": {"amount": "59.90", "status": "placed"},
-    "order.paid": {"amount": "120.00", "status": "paid"},
-    "order.refunded": {"amount": "20.00", "status": "refunded"},
-    "complaint.opened": {"severity": "high", "status": "opened"},
-    "complaint.resolved": {"severity": "low", "status": "resolved"},
-    "visit.recorded": {"channel": "web"},
-    "customer.updated": {"name": "Ada"},
-}
-
-
-def _bench_rule(i: int, rng: random.Random) -> Rule:
-    trigger: dict[str, Any]
-    if i % 5 < 3:  # 60% event rules, spread over the event types
-        event = list(_BENCH_EVENTS)[i % len(_BENCH_EVENTS)]
-        trigger = {"type": "event", "event": event}
-        if event.startswith("order."):
-            trigger["filters"] = {"gt": ["amount", rng.choice(["10", "50", "100"])]}
-    elif i % 5 == 3:
-        trigger = {"type": "stage", "to": [rng.choice(["declining", "churned", "mature"])]}
-    else:
-        trigger = {"type": "schedule", "kind": "birthday"}
-    return Rule.model_validate(
-        {
-            "id": f"bench-{i:03d}",
-            "name": f"bench {i}",
-            "trigger": trigger,
-            "priority": i % 7,
-            "conditions": {"all": rng.sample(_BENCH_CONDITIONS, rng.randint(1, 3))},
-            "action": {
-                "kind": "greeting",
-                "channel": "webhook",
-                "template": {"body": "Hello {{ customer.name }}"},
-            },
-        }
-    )
-
-
-def _bench_change(i: int, rng: random.Random, cards: list[dict[str, Any]]) -> dict[str, Any]:
-    event_type = rng.choice(list(_BENCH_EVENTS))
-    moved = {"from": "mature", "to": "declining", "at": "2025-06-01T00:00:00Z"}
-    return {
-        "change_id": f"ch-{i}",
-        "customer_id": f"c{i % 1000}",
-        "cause": "event",
-        "event": {
-            "event_id": f"ev-{i}",
-            "event_type": event_type,
-            "data": _BENCH_EVENTS[event_type],
-        },
-        "card": rng.choice(cards),
-        "stage_change": moved if i % 10 == 0 else None,
-    }
-
-
-def benchmark(changes: int = 20_000, rules: int = 100, seed: int = 7) -> BenchResult:
-    """Time :meth:`RuleSet.match` over ``changes`` synthetic changes and ``rules`` active rules
-    (60% event, 20% stage, 20% schedule); the figure to watch is ``changes_per_second``."""
-    rng = random.Random(seed)
-    ruleset = RuleSet(_bench_rule(i, rng) for i in range(rules))
-    cards = []
-    for _ in range(64):
-        card = dict(templates.SAMPLE_CARD)
-        card["tier"] = rng.choice(["key", "regular", "low"])
-        card["value"] = {**card["value"], "lifetime_spend": str(rng.randint(0, 2000))}
-        card["profile"] = {**card["profile"], "tags": rng.choice([[], ["vip"], ["do_not_disturb"]])}
-        cards.append(card)
-    stream = [_bench_change(i, rng, cards) for i in range(changes)]
-    start = _time.perf_counter()
-    matches = sum(len(ruleset.match(change)) for change in stream)
-    seconds = _time.perf_counter() - start
-    return BenchResult(
-        changes=changes,
-        rules=rules,
-        matches=matches,
-        seconds=seconds,
-        changes_per_second=changes / seconds if seconds > 0 else float("inf"),
-    )

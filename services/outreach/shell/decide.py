@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
@@ -33,69 +31,9 @@ from services.outreach.core.policy import (
 from services.outreach.core.rules import Match, Rule
 from services.outreach.core.unsubscribe import unsubscribe_url
 from services.outreach.settings import OutreachSettings
-
-# Statuses that occupy a frequency-cap slot: sent, or on its way.
-COUNTING = ("pending", "sent", "scheduled", "unknown")
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """A new ledger row (returned for logging, tests and the actions stream)."""
-
-    action_id: str
-    rule_id: str
-    customer_id: str
-    occurrence: str
-    status: str
-    reason: str | None
-
-
-_LOCK = text(
-    "SELECT customer_id FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[])) "
-    "ORDER BY customer_id FOR UPDATE"
-)
-_HISTORY = text(
-    f"""
-    SELECT customer_id, coalesce(sent_at, not_before, decided_at) AS at, kind, rule_id
-    FROM outreach.actions
-    WHERE customer_id = ANY(CAST(:ids AS text[])) AND decided_at >= :since
-      AND status IN ({", ".join(f"'{s}'" for s in COUNTING)})
-    """
-)
-_SUPPRESSED = text(
-    "SELECT customer_id FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))"
-)
-_EXISTING = text(
-    """
-    SELECT a.rule_id, a.customer_id, a.occurrence FROM outreach.actions a
-    JOIN unnest(CAST(:rules AS text[]), CAST(:customers AS text[]), CAST(:occ AS text[]))
-        AS t(rule_id, customer_id, occurrence)
-      USING (rule_id, customer_id, occurrence)
-    """
-)
-_INSERT = text(
-    """
-    INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, channel,
-        priority, status, reason, detail, decided_at, not_before, next_attempt_at, subject,
-        body, offer)
-    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:rule AS text[]), CAST(:customer AS text[]),
-        CAST(:occ AS text[]), CAST(:kind AS text[]), CAST(:channel AS text[]),
-        CAST(:priority AS smallint[]), CAST(:status AS text[]), CAST(:reason AS text[]),
-        CAST(:detail AS text[]), CAST(:decided AS timestamptz[]),
-        CAST(:not_before AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:subject AS text[]), CAST(:body AS text[]), CAST(:offer AS jsonb[]))
-    ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
-    RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
-        not_before
-    """
-)
-_OUTBOX = text(
-    """
-    INSERT INTO outreach.outbox (customer_id, payload, created_at)
-    SELECT c, p, now() FROM unnest(CAST(:customers AS text[]), CAST(:payloads AS bytea[]))
-        AS t(c, p)
-    """
-)
+from services.outreach.store import ledger
+from services.outreach.store.ledger import Recorded
+from services.outreach.store.replica import card_of, lock_customers
 
 _STATUS = {
     Outcome.SEND: "pending",
@@ -103,25 +41,6 @@ _STATUS = {
     Outcome.HOLD: "held",
     Outcome.SUPPRESS: "suppressed",
 }
-
-
-async def lock_customers(conn: AsyncConnection, customer_ids: Sequence[str]) -> None:
-    await conn.execute(_LOCK, {"ids": sorted(set(customer_ids))})
-
-
-async def contact_history(
-    conn: AsyncConnection, customer_ids: Sequence[str], since: datetime | None
-) -> dict[str, list[tuple[datetime, str, str]]]:
-    """Each customer's contacts decided since ``since`` (None: ever)."""
-    out: dict[str, list[tuple[datetime, str, str]]] = {c: [] for c in customer_ids}
-    params = {"ids": list(customer_ids), "since": since or datetime(1970, 1, 1, tzinfo=UTC)}
-    for row in await conn.execute(_HISTORY, params):
-        out[row.customer_id].append((row.at, row.kind, row.rule_id))
-    return out
-
-
-async def suppressed_among(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
-    return set((await conn.execute(_SUPPRESSED, {"ids": list(customer_ids)})).scalars())
 
 
 async def decide_and_record(
@@ -138,17 +57,9 @@ async def decide_and_record(
         return []
     customers = sorted({m.customer_id for m in matches})
     await lock_customers(conn, customers)
-    existing = {
-        (r.rule_id, r.customer_id, r.occurrence)
-        for r in await conn.execute(
-            _EXISTING,
-            {
-                "rules": [m.rule.id for m in matches],
-                "customers": [m.customer_id for m in matches],
-                "occ": [m.occurrence for m in matches],
-            },
-        )
-    }
+    existing = await ledger.decided_already(
+        conn, [(m.rule.id, m.customer_id, m.occurrence) for m in matches]
+    )
     # Already decided (a replay, a retry): they neither act again nor compete.
     todo = [m for m in matches if (m.rule.id, m.customer_id, m.occurrence) not in existing]
     if not todo:
@@ -157,8 +68,8 @@ async def decide_and_record(
     forever = any(m.rule.limits.once or m.rule.limits.max_per_customer for m in todo)
     days = max(history_days(m.rule.limits, policy) for m in todo)
     since = None if forever else now - timedelta(days=days)
-    history = await contact_history(conn, customers, since)
-    suppressed = await suppressed_among(conn, customers)
+    history = await ledger.contact_history(conn, customers, since)
+    suppressed = await ledger.suppressed_among(conn, customers)
 
     rows: list[dict[str, Any]] = []
     by_customer: dict[str, list[Match]] = {}
@@ -181,7 +92,7 @@ async def decide_and_record(
         )
         for candidate, decision in decisions:
             rows.append(_row(match_of[id(candidate)], card, decision, settings, now))
-    return await _insert(conn, rows)
+    return await ledger.record(conn, rows)
 
 
 def _row(
@@ -232,67 +143,13 @@ def _row(
     }
 
 
-async def _insert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Recorded]:
-    if not rows:
-        return []
-    columns = [
-        "id",
-        "rule",
-        "customer",
-        "occ",
-        "kind",
-        "channel",
-        "priority",
-        "status",
-        "reason",
-        "detail",
-        "decided",
-        "not_before",
-        "next",
-        "subject",
-        "body",
-        "offer",
-    ]
-    inserted = (await conn.execute(_INSERT, {c: [r[c] for r in rows] for c in columns})).all()
-    if inserted:
-        await conn.execute(
-            _OUTBOX,
-            {
-                "customers": [r.customer_id for r in inserted],
-                "payloads": [
-                    orjson.dumps(
-                        {
-                            "action_id": r.id,
-                            "rule_id": r.rule_id,
-                            "customer_id": r.customer_id,
-                            "occurrence": r.occurrence,
-                            "kind": r.kind,
-                            "channel": r.channel,
-                            "status": r.status,
-                            "reason": r.reason,
-                            "decided_at": r.decided_at.isoformat(),
-                            "not_before": r.not_before.isoformat() if r.not_before else None,
-                        }
-                    )
-                    for r in inserted
-                ],
-            },
-        )
-    return [
-        Recorded(r.id, r.rule_id, r.customer_id, r.occurrence, r.status, r.reason) for r in inserted
-    ]
-
-
 async def recheck(
     conn: AsyncConnection, action: Any, *, policy: Policy, now: datetime
 ) -> str | None:
     """Just before delivery: is this action still allowed? Returns the suppression reason
     (the customer unsubscribed, withdrew consent) or None."""
-    card = await conn.scalar(
-        text("SELECT card FROM outreach.cards WHERE customer_id = :c"),
-        {"c": action.customer_id},
-    )
-    suppressed = bool(await suppressed_among(conn, [action.customer_id]))
+    card = await card_of(conn, action.customer_id)
+    suppressed = bool(await ledger.suppressed_among(conn, [action.customer_id]))
     if card is None:
         return "suppressed" if suppressed else None
     candidate = Candidate(action.rule_id, action.kind, action.channel, action.priority, NO_LIMITS)
@@ -300,26 +157,6 @@ async def recheck(
     if decision.outcome is Outcome.SUPPRESS and decision.reason is not None:
         return decision.reason.value
     return None
-
-
-_HELD = text(
-    """
-    SELECT id, rule_id, customer_id, kind, channel, priority FROM outreach.actions
-    WHERE status = 'held' AND customer_id = ANY(CAST(:ids AS text[]))
-    ORDER BY customer_id, priority DESC, decided_at
-    FOR UPDATE
-    """
-)
-_REDECIDE = text(
-    """
-    UPDATE outreach.actions a SET status = v.status, reason = v.reason, detail = v.detail,
-        not_before = v.not_before, next_attempt_at = v.next
-    FROM unnest(CAST(:ids AS text[]), CAST(:status AS text[]), CAST(:reason AS text[]),
-                CAST(:detail AS text[]), CAST(:not_before AS timestamptz[]),
-                CAST(:next AS timestamptz[])) AS v(id, status, reason, detail, not_before, next)
-    WHERE a.id = v.id
-    """
-)
 
 
 async def release_held(
@@ -334,11 +171,11 @@ async def release_held(
     released recall still meets quiet hours, the frequency cap and the rule's limits."""
     customers = sorted(cards)
     await lock_customers(conn, customers)
-    held = (await conn.execute(_HELD, {"ids": customers})).all()
+    held = await ledger.held_actions(conn, customers)
     if not held:
         return 0
-    history = await contact_history(conn, customers, None)
-    suppressed = await suppressed_among(conn, customers)
+    history = await ledger.contact_history(conn, customers, None)
+    suppressed = await ledger.suppressed_among(conn, customers)
     updates: list[tuple[str, Decision]] = []
     for customer_id in {row.customer_id for row in held}:
         rows = [r for r in held if r.customer_id == customer_id]
@@ -362,8 +199,8 @@ async def release_held(
             now=now,
         ):
             updates.append((by_candidate[id(candidate)], decision))
-    await conn.execute(
-        _REDECIDE,
+    await ledger.redecide(
+        conn,
         {
             "ids": [i for i, _ in updates],
             "status": [_STATUS[d.outcome] for _, d in updates],

@@ -12,39 +12,17 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.rules import Match, Rule
 from services.outreach.core.schedules import occurrence_key
 from services.outreach.settings import OutreachSettings
-from services.outreach.shell.consumer import reschedule
 from services.outreach.shell.current import Current
-from services.outreach.shell.decide import Recorded, decide_and_record
+from services.outreach.shell.decide import decide_and_record
+from services.outreach.store import ledger, schedule
+from services.outreach.store.ledger import Recorded
+from services.outreach.store.replica import cards_after
 from shared.clock import Clock
-
-_DUE = text(
-    """
-    SELECT s.rule_id, s.customer_id, s.due_at, c.card
-    FROM outreach.schedule s JOIN outreach.cards c USING (customer_id)
-    WHERE s.due_at <= :now
-    ORDER BY s.due_at
-    LIMIT :limit
-    FOR UPDATE OF s SKIP LOCKED
-    """
-)
-_RELEASE_DEFERRED = text(
-    """
-    UPDATE outreach.actions SET status = 'pending', next_attempt_at = not_before
-    WHERE status = 'scheduled' AND not_before <= :now
-    """
-)
-_REPLICA_CHUNK = text(
-    "SELECT customer_id, card FROM outreach.cards WHERE customer_id > :after "
-    "ORDER BY customer_id LIMIT :n"
-)
-# Rows of rules deleted, disabled or no longer on a schedule.
-_DROP = text("DELETE FROM outreach.schedule WHERE rule_id = ANY(CAST(:rules AS text[]))")
 
 
 async def fire_due(
@@ -55,7 +33,7 @@ async def fire_due(
     policy = current.policy
     rules = current.rules
     async with engine.begin() as conn:
-        due = (await conn.execute(_DUE, {"now": now, "limit": settings.scheduler_batch})).all()
+        due = await schedule.due(conn, now, settings.scheduler_batch)
         if not due:
             return 0, []
         matches: list[Match] = []
@@ -79,7 +57,7 @@ async def fire_due(
         for row in due:
             rule = rules.get(row.rule_id)
             if rule is not None and rule in live_rules:
-                await reschedule(
+                await schedule.reschedule(
                     conn,
                     [rule],
                     {row.customer_id: row.card},
@@ -88,14 +66,13 @@ async def fire_due(
                 )
         gone = sorted({row.rule_id for row in due} - {r.id for r in live_rules})
         if gone:
-            await conn.execute(_DROP, {"rules": gone})
+            await schedule.drop_rules(conn, gone)
     return len(due), recorded
 
 
 async def release_deferred(engine: AsyncEngine, now: datetime) -> int:
     async with engine.begin() as conn:
-        result = await conn.execute(_RELEASE_DEFERRED, {"now": now})
-    return int(result.rowcount)
+        return await ledger.release_deferred(conn, now)
 
 
 async def tick(
@@ -125,10 +102,10 @@ async def reindex_schedule(
     seen = 0
     while True:
         async with engine.begin() as conn:
-            rows = (await conn.execute(_REPLICA_CHUNK, {"after": after, "n": chunk})).all()
+            rows = await cards_after(conn, after, chunk)
             if not rows:
                 return seen
-            await reschedule(
+            await schedule.reschedule(
                 conn, rules, {r.customer_id: r.card for r in rows}, now, default_timezone
             )
         after = rows[-1].customer_id

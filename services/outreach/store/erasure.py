@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.changes import Change
 from shared.logging import get_logger
 from shared.privacy import anonymous_id, customer_digest, erased_at
 
@@ -61,14 +61,13 @@ async def erased(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str
     return await erased_at(conn, "outreach", customer_ids)
 
 
-async def forget(conn: AsyncConnection, change: dict[str, Any], at: datetime) -> None:
+async def forget(conn: AsyncConnection, change: Change) -> None:
     """Apply an erasure change inside the consumer's transaction."""
-    cid = change["customer_id"]
-    event = change.get("event") or {}
-    anonymous = anonymous_id(str(event.get("event_id") or change["change_id"]))
+    cid = change.customer_id
+    anonymous = anonymous_id(change.event.event_id if change.event else change.change_id)
     for statement in _FORGET:
         await conn.execute(statement, {"id": cid, "anonymous": anonymous})
     await conn.execute(
-        _REGISTER, {"digest": customer_digest(cid), "at": at, "change_id": change["change_id"]}
+        _REGISTER, {"digest": customer_digest(cid), "at": change.at, "change_id": change.change_id}
     )
-    log.info("customer_erased", change_id=change["change_id"])
+    log.info("customer_erased", change_id=change.change_id)
