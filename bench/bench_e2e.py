@@ -40,7 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.outreach.channels.webhook import generate_secret
+from services.outreach.shell.channels.webhook import generate_secret
 from shared.auth import Scope, create_key
 from shared.db import create_database, drop_database, make_engine
 from shared.migrate import upgrade_all

@@ -34,8 +34,9 @@ def change_id_for(*parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+# Consumers ignore the fields they do not know (a producer may add one in a rolling deploy).
 class StageChange(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     from_: Annotated[str, Field(alias="from")]
     to: str
@@ -43,7 +44,7 @@ class StageChange(BaseModel):
 
 
 class Change(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     change_id: str
     customer_id: str

@@ -11,17 +11,20 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.outreach.actions_api import router as actions_router
-from services.outreach.channels_api import router as channels_router
-from services.outreach.consumer import ChangeApplier
-from services.outreach.current import Current
-from services.outreach.decisions import recheck
-from services.outreach.delivery import DeliveryWorker
-from services.outreach.policy_api import router as policy_router
-from services.outreach.privacy import router as privacy_router
-from services.outreach.rules_api import router as rules_router
+from services.outreach.api.actions import router as actions_router
+from services.outreach.api.channels import router as channels_router
+from services.outreach.api.policy import router as policy_router
+from services.outreach.api.preview import router as preview_router
+from services.outreach.api.privacy import router as privacy_router
+from services.outreach.api.rules import router as rules_router
+from services.outreach.api.suppressions import router as suppressions_router
+from services.outreach.api.unsubscribe import router as unsubscribe_router
 from services.outreach.settings import OutreachSettings, outreach_settings
-from services.outreach.timers import tick
+from services.outreach.shell.consumer import ChangeApplier
+from services.outreach.shell.current import Current
+from services.outreach.shell.decide import recheck
+from services.outreach.shell.delivery import DeliveryWorker
+from services.outreach.shell.scheduler import tick
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer, Message
@@ -157,7 +160,10 @@ def create_app(
         form_paths=("/v1/unsubscribe",),
     )
     app.include_router(rules_router)
+    app.include_router(preview_router)
     app.include_router(policy_router)
+    app.include_router(suppressions_router)
+    app.include_router(unsubscribe_router)
     app.include_router(actions_router)
     app.include_router(channels_router)
     app.include_router(privacy_router)

@@ -23,10 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.app import create_app
-from services.outreach.channels import webhook
-from services.outreach.policy import Policy
+from services.outreach.core.policy import Policy
+from services.outreach.core.unsubscribe import token_for
 from services.outreach.settings import OutreachSettings
-from services.outreach.unsubscribe import token_for
+from services.outreach.shell.channels import webhook
 from shared import audit
 from shared.auth import Scope, create_key, hash_key, revoke_key
 from shared.clock import FixedClock

@@ -23,10 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
-from services.outreach.channels_api import router as channels_router
-from services.outreach.delivery import DeliveryWorker
+from services.outreach.api.channels import router as channels_router
+from services.outreach.core.unsubscribe import unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
-from services.outreach.unsubscribe import unsubscribe_url, verify
+from services.outreach.shell.delivery import DeliveryWorker
 from shared.auth import KeyStore
 from shared.clock import FixedClock
 from shared.http import create_app, no_lifespan

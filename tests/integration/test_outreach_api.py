@@ -24,11 +24,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.app import create_app
-from services.outreach.policy import Policy
-from services.outreach.rule_pack import default_pack
+from services.outreach.core.policy import Policy
+from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.templates import SAMPLE_CARD
+from services.outreach.core.unsubscribe import token_for
 from services.outreach.settings import OutreachSettings
-from services.outreach.templates import SAMPLE_CARD
-from services.outreach.unsubscribe import token_for
+from shared.changes import Change
 from shared.clock import FixedClock
 from shared.settings import CommonSettings
 
@@ -126,15 +127,17 @@ class Shop:
         at = self.o.clock.now().isoformat()
         await self.o.app.state.applier.apply(
             [
-                {
-                    "change_id": str(uuid.uuid4()),
-                    "customer_id": c["customer_id"],
-                    "cause": "event",
-                    "at": at,
-                    "event": None,
-                    "card": c,
-                    "stage_change": None,
-                }
+                Change.model_validate(
+                    {
+                        "change_id": str(uuid.uuid4()),
+                        "customer_id": c["customer_id"],
+                        "cause": "event",
+                        "at": at,
+                        "event": None,
+                        "card": c,
+                        "stage_change": None,
+                    }
+                )
                 for c in cards
             ]
         )

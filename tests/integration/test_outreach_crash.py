@@ -13,7 +13,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from services.outreach.templates import SAMPLE_CARD
+from services.outreach.core.templates import SAMPLE_CARD
 from shared.auth import Scope, create_key
 from shared.changes import change_id_for
 from shared.db import make_engine

@@ -23,9 +23,9 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from services.outreach.rule_pack import DEFAULT_PACK
+from services.outreach.core.rule_pack import DEFAULT_PACK
+from services.outreach.core.unsubscribe import unsubscribe_url
 from services.outreach.settings import OutreachSettings
-from services.outreach.unsubscribe import unsubscribe_url
 from shared.clock import FixedClock
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings

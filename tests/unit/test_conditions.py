@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.outreach.conditions import (
+from services.outreach.core.conditions import (
     CARD,
     ConditionError,
+    Predicate,
     compile_expr,
-    evaluate,
     event_schema,
     validate,
 )
-from services.outreach.templates import SAMPLE_CARD
+from services.outreach.core.templates import SAMPLE_CARD
 from shared.events import EventType
+
+
+@lru_cache(maxsize=512)
+def _compiled(key: str) -> Predicate:
+    return compile_expr(json.loads(key))
+
+
+def evaluate(expr: Any, card: Mapping[str, Any]) -> bool:
+    """Whether ``expr`` holds for ``card``, compiled once per distinct expression."""
+    return _compiled(json.dumps(expr, sort_keys=True))(card)
 
 
 def card(**changes: Any) -> dict[str, Any]:

@@ -6,15 +6,19 @@ import ipaddress
 
 import pytest
 
-from services.outreach.netguard import (
+from services.outreach.core.netguard import (
     address_errors,
     check_url,
     embedded_ipv4,
     odd_numeric_form,
     parse_legacy_ipv4,
-    resolve,
-    resolve_and_check,
 )
+from services.outreach.shell.resolve import resolve
+
+
+async def resolve_and_check(host: str, port: int, allow_private: bool) -> list[str]:
+    """Why ``host`` may not be contacted now, judged on the addresses it resolves to."""
+    return (await resolve(host, port, allow_private=allow_private)).errors
 
 
 def refused(url: str, *, allow_private: bool = False, require_https: bool = False) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from pydantic import ValidationError
 
-from services.outreach.policy import (
+from services.outreach.core.policy import (
     Candidate,
-    Contact,
     Decision,
     Outcome,
     Policy,
@@ -21,8 +20,18 @@ from services.outreach.policy import (
     history_days,
     rank,
 )
-from services.outreach.rule_pack import default_pack
-from services.outreach.rules import Limits, Match
+from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.rules import Limits, Match
+
+
+class Contact(NamedTuple):
+    """One message the customer received (or that is already scheduled for them): a history
+    entry as :func:`decide` reads it."""
+
+    sent_at: datetime
+    kind: str
+    rule_id: str
+
 
 POLICY = Policy()
 NOON_PARIS = datetime(2025, 6, 2, 10, tzinfo=UTC)  # 12:00 CEST

@@ -8,16 +8,42 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.outreach.rule_pack import DEFAULT_PACK, default_pack
-from services.outreach.rules import (
-    Rule,
-    RuleSet,
-    benchmark,
-    error_list,
-    match_broadcast,
-    match_change,
-)
-from services.outreach.templates import SAMPLE_CARD
+from bench.bench_outreach import benchmark
+from services.outreach.core.rule_pack import DEFAULT_PACK, default_pack
+from services.outreach.core.rules import EventSeen, Match, Rule, RuleSet
+from services.outreach.core.templates import SAMPLE_CARD
+
+
+def error_list(exc: ValidationError) -> list[dict[str, str]]:
+    """``[{"field": "trigger.schedule.days_after.days", "message": ...}]``."""
+    return [
+        {
+            "field": ".".join(str(p) for p in e["loc"]) or "rule",
+            "message": e["msg"].removeprefix("Value error, "),
+        }
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def match_change(ruleset: RuleSet, change: dict[str, Any]) -> list[Match]:
+    """The rules ``change`` (the parts of one the index reads) fires, best first."""
+    event, moved = change["event"], change["stage_change"]
+    return ruleset.match_parts(
+        change["customer_id"],
+        change["card"],
+        change["change_id"],
+        event=EventSeen(event["event_type"], event["event_id"], event["data"]) if event else None,
+        moved=(moved["from"], moved["to"]) if moved else None,
+    )
+
+
+def match_broadcast(
+    ruleset: RuleSet, rule: Rule, card: dict[str, Any], launch_id: str
+) -> Match | None:
+    """``rule`` for this card's customer when it is a broadcast whose audience holds them."""
+    if rule.trigger.type != "broadcast" or not ruleset.conditions_hold(rule, card):
+        return None
+    return Match(rule, str(card["customer_id"]), launch_id)
 
 
 def raw_rule(rule_id: str = "r", priority: int = 0, **fields: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.outreach.rules import Rule
-from services.outreach.scheduler import local_instant, next_due, occurrence_key, zone_of
+from services.outreach.core.rules import Rule
+from services.outreach.core.schedules import local_instant, next_due, occurrence_key, zone_of
 
 PARIS, NEW_YORK = "Europe/Paris", "America/New_York"
 

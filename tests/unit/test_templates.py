@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.outreach.rule_pack import default_pack
-from services.outreach.templates import (
+from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.templates import (
     SAMPLE_CARD,
     Template,
     TemplateError,

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services.outreach.unsubscribe import token_for, unsubscribe_url, verify
+from services.outreach.core.unsubscribe import token_for, unsubscribe_url, verify
 
 SECRET = "a-long-random-unsubscribe-secret"
 

@@ -10,8 +10,8 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from services.outreach.channels import OutboundAction, Verdict
-from services.outreach.channels.webhook import (
+from services.outreach.core.channels import OutboundAction, Verdict
+from services.outreach.shell.channels.webhook import (
     classify,
     generate_secret,
     payload,

@@ -1,4 +1,4 @@
-from services.outreach.models import metadata
+from services.outreach.store.tables import metadata
 from shared.migrate import run_migrations
 
 run_migrations(metadata)

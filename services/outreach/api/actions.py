@@ -1,0 +1,270 @@
+"""The actions ledger through HTTP: listing decided actions and a customer's touchpoints,
+launching a broadcast, and running the scheduler now."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from sqlalchemy import Select, func, literal, select, tuple_
+
+from services.outreach.api.deps import Operator, Reader, Writer, invalid
+from services.outreach.core.rules import ActionKind
+from services.outreach.schemas import (
+    ActionOut,
+    ActionPage,
+    ActionSummary,
+    BroadcastIn,
+    BroadcastOut,
+    SummaryRow,
+    TickOut,
+)
+from services.outreach.shell.broadcast import launch
+from services.outreach.shell.scheduler import tick
+from services.outreach.store import tables
+from services.outreach.store.rules import stored_rule
+from shared.http import ERROR_RESPONSES, IsoDateTime
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+router = APIRouter(prefix="/v1")
+
+ActionStatus = Literal["scheduled", "held", "pending", "sent", "failed", "suppressed", "unknown"]
+
+
+_a = tables.actions
+_COLUMNS = (
+    _a.c.id,
+    _a.c.rule_id,
+    _a.c.customer_id,
+    _a.c.occurrence,
+    _a.c.kind,
+    _a.c.channel,
+    _a.c.status,
+    _a.c.reason,
+    _a.c.detail,
+    _a.c.decided_at,
+    _a.c.not_before,
+    _a.c.sent_at,
+    _a.c.attempts,
+    _a.c.subject,
+)
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Actions per page.")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=1000, description="The `next_cursor` of the previous page; omit at first."),
+]
+
+
+# A cursor is base64url JSON of the last row's (decided_at, id): the listing's order key.
+class _Cursor(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: AwareDatetime
+    id: StrictStr = Field(min_length=1, max_length=36)
+
+
+def _encode_cursor(at: datetime, action_id: str) -> str:
+    raw = orjson.dumps({"at": at.isoformat(), "id": action_id})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return _Cursor.model_validate_json(raw)
+    except ValueError:  # bad base64, bad JSON and a bad shape alike
+        raise invalid(
+            "query.cursor", "not a cursor returned by this endpoint; start without one"
+        ) from None
+
+
+async def _page(request: Request, query: Select[Any], limit: int, cursor: str | None) -> ActionPage:
+    if cursor is not None:
+        after = _decode_cursor(cursor)
+        query = query.where(
+            tuple_(_a.c.decided_at, _a.c.id) < tuple_(literal(after.at), literal(after.id))
+        )
+    query = query.order_by(_a.c.decided_at.desc(), _a.c.id.desc()).limit(limit + 1)
+    async with request.app.state.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if rows else None
+    return ActionPage(
+        items=[ActionOut.model_validate(r) for r in rows],
+        next_cursor=_encode_cursor(last.decided_at, last.id) if more and last else None,
+    )
+
+
+@router.get(
+    "/actions/summary",
+    response_model=ActionSummary,
+    responses=ERROR_RESPONSES,
+    tags=["actions"],
+    summary="Counts of decided actions",
+)
+async def actions_summary(
+    request: Request,
+    _: Reader,
+    since: Annotated[
+        IsoDateTime | None, Query(description="Decided at or after this instant.")
+    ] = None,
+) -> ActionSummary:
+    """How many actions were decided, by kind, status and reason: what went out, what is
+    waiting for quiet hours or a resolved complaint, and what the policy held back and why."""
+    query = select(_a.c.kind, _a.c.status, _a.c.reason, func.count().label("n")).group_by(
+        _a.c.kind, _a.c.status, _a.c.reason
+    )
+    if since is not None:
+        query = query.where(_a.c.decided_at >= since)
+    async with request.app.state.engine.connect() as conn:
+        rows = [
+            SummaryRow(kind=r.kind, status=r.status, reason=r.reason, count=r.n)
+            for r in await conn.execute(query.order_by(_a.c.kind, _a.c.status))
+        ]
+    return ActionSummary(total=sum(r.count for r in rows), rows=rows)
+
+
+@router.get(
+    "/actions",
+    response_model=ActionPage,
+    responses=ERROR_RESPONSES,
+    tags=["actions"],
+    summary="List decided actions",
+)
+async def list_actions(
+    request: Request,
+    _: Reader,
+    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    rule_id: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Annotated[
+        list[ActionKind] | None, Query(description="Only these kinds; repeat for several.")
+    ] = None,
+    status: Annotated[
+        list[ActionStatus] | None, Query(description="Only these statuses; repeat for several.")
+    ] = None,
+    since: Annotated[
+        IsoDateTime | None, Query(description="Decided at or after this instant.")
+    ] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Decided before this instant.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> ActionPage:
+    """The ledger of decided actions matching every filter given, newest decision first,
+    one page at a time: follow `next_cursor` until it is null. Every decision is here,
+    including the suppressed ones with their reason (no_consent, frequency_cap, limit,
+    unsubscribed...)."""
+    query = select(*_COLUMNS)
+    if customer_id is not None:
+        query = query.where(_a.c.customer_id == customer_id)
+    if rule_id is not None:
+        query = query.where(_a.c.rule_id == rule_id)
+    if kind:
+        query = query.where(_a.c.kind.in_(kind))
+    if status:
+        query = query.where(_a.c.status.in_(status))
+    if since is not None:
+        query = query.where(_a.c.decided_at >= since)
+    if until is not None:
+        query = query.where(_a.c.decided_at < until)
+    return await _page(request, query, limit, cursor)
+
+
+@router.get(
+    "/customers/{customer_id}/touchpoints",
+    response_model=ActionPage,
+    responses=ERROR_RESPONSES,
+    tags=["actions"],
+    summary="A customer's touchpoints",
+)
+async def touchpoints(
+    request: Request, customer_id: str, _: Reader, limit: Limit = 50, cursor: Cursor = None
+) -> ActionPage:
+    """Every action decided for the customer, newest first, whatever became of it (sent,
+    waiting, suppressed and why). An unknown customer has none: an empty list."""
+    query = select(*_COLUMNS).where(_a.c.customer_id == customer_id)
+    return await _page(request, query, limit, cursor)
+
+
+@router.post(
+    "/broadcasts",
+    response_model=BroadcastOut,
+    responses=ERROR_RESPONSES,
+    tags=["actions"],
+    summary="Launch a broadcast",
+)
+async def launch_broadcast(request: Request, body: BroadcastIn, principal: Writer) -> BroadcastOut:
+    """Fire a broadcast rule for its audience: every customer of the card replica whose card
+    meets its conditions now. Each is decided under the contact policy like any other action
+    (consent, suppression, limits, open complaints, the frequency cap, quiet hours) and
+    recorded with the launch id as its occurrence, a few hundred customers per transaction.
+    A launch cut short is finished by launching again with the same `launch_id`: customers
+    already decided are skipped."""
+    s = request.app.state
+    async with s.engine.connect() as conn:
+        stored = await stored_rule(conn, body.rule_id)
+    if stored is None:
+        raise invalid("body.rule_id", f"no rule with id {body.rule_id!r}")
+    rule = stored.rule
+    if rule.trigger.type != "broadcast":
+        raise invalid(
+            "body.rule_id",
+            f"rule {rule.id!r} has a {rule.trigger.type} trigger; only broadcast rules launch",
+        )
+    if not rule.enabled:
+        raise invalid("body.rule_id", f"rule {rule.id!r} is disabled; enable it first")
+
+    def decided() -> None:
+        s.delivery.nudge()
+        s.relay.nudge()
+
+    size, statuses = await launch(
+        s.engine,
+        rule,
+        body.launch_id,
+        current=s.current,
+        settings=s.outreach_settings,
+        clock=s.clock,
+        decided=decided,
+    )
+    log.info(
+        "broadcast_launched",
+        rule_id=rule.id,
+        launch_id=body.launch_id,
+        audience=size,
+        decided=statuses.total(),
+        actor=principal.name,
+    )
+    return BroadcastOut(
+        rule_id=rule.id,
+        launch_id=body.launch_id,
+        audience=size,
+        decided=statuses.total(),
+        statuses=dict(sorted(statuses.items())),
+    )
+
+
+@router.post(
+    "/ops/tick",
+    response_model=TickOut,
+    responses=ERROR_RESPONSES,
+    tags=["operations"],
+    summary="Run the scheduler now",
+)
+async def run_tick(request: Request, _: Operator) -> TickOut:
+    """Fire every schedule rule that is due (birthdays, follow-ups, calendars, cron) and
+    release deferred actions whose quiet hours are over, as the periodic scheduler does
+    (`TEND_OUTREACH_SCHEDULER_INTERVAL_SECONDS`)."""
+    s = request.app.state
+    at = s.clock.now()
+    decided = await tick(s.engine, s.clock, s.current, s.outreach_settings)
+    s.delivery.nudge()
+    s.relay.nudge()
+    return TickOut(decided=decided, at=at)

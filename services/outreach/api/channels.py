@@ -1,0 +1,316 @@
+"""The channels API: where outreach sends (webhook endpoints, SMTP servers).
+
+A webhook channel's signing secret is write-only: it is generated when not given and shown
+once, in the create answer; no read ever returns it. A webhook URL is checked when it is
+saved (and again, on the addresses it resolves to, at every send).
+
+Every change is written to the audit log in its own transaction, as the read API shows the
+channel: with `has_secret`, never the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.outreach.api.deps import Reader, Writer
+from services.outreach.core import netguard
+from services.outreach.core.channels import EmailConfig, WebhookConfig
+from services.outreach.schemas import ChannelCreated, ChannelIn, ChannelOut, ChannelUpdate
+from services.outreach.shell.channels import webhook as webhook_channel
+from services.outreach.shell.resolve import resolve
+from shared import audit
+from shared.auth import Principal
+from shared.http import ERROR_RESPONSES, ErrorBody
+
+router = APIRouter(prefix="/v1", tags=["channels"])
+
+ChannelId = Annotated[str, Path(description="the channel's id", max_length=64)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorBody, "description": "no such channel"},
+}
+OPERATOR_DISABLED = "disabled by an operator"
+
+
+_COLUMNS = "id, kind, config, enabled, disabled_reason, secret IS NOT NULL AS has_secret, "
+_COLUMNS += "created_at, updated_at"
+
+
+@router.post(
+    "/channels",
+    status_code=201,
+    response_model=ChannelCreated,
+    responses={**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": "the id is taken"}},
+    summary="Add a channel",
+)
+async def create_channel(request: Request, body: ChannelIn, principal: Writer) -> ChannelCreated:
+    """Add a webhook endpoint or an SMTP server. A webhook URL must be http(s) (https in
+    production), carry no credentials, and not point at loopback, private, link-local or
+    metadata addresses (unless private webhooks are allowed); a webhook without a `secret`
+    gets a generated one, returned here once and never again."""
+    config = await _valid_config(request, body.kind, body.config)
+    generated = None
+    secret = _valid_secret(body.kind, body.secret)
+    if body.kind == "webhook" and secret is None:
+        secret = generated = webhook_channel.generate_secret()
+    now = datetime.now(UTC)
+    try:
+        async with _engine(request).begin() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO outreach.channels (id, kind, config, secret, enabled, "
+                        "disabled_reason, created_at, updated_at) VALUES (:id, :kind, "
+                        "CAST(:config AS jsonb), :secret, :enabled, :reason, :now, :now) "
+                        f"RETURNING {_COLUMNS}"
+                    ),
+                    {
+                        "id": body.id,
+                        "kind": body.kind,
+                        "config": _json(config),
+                        "secret": secret,
+                        "enabled": body.enabled,
+                        "reason": None if body.enabled else OPERATOR_DISABLED,
+                        "now": now,
+                    },
+                )
+            ).one()
+            out = ChannelOut(**row._asdict())
+            await _audit(conn, principal, "channel.created", body.id, None, out)
+    except IntegrityError:
+        raise HTTPException(409, f"a channel with id {body.id!r} exists") from None
+    return ChannelCreated(**out.model_dump(), secret=generated)
+
+
+@router.get(
+    "/channels", response_model=list[ChannelOut], responses=ERROR_RESPONSES, summary="List channels"
+)
+async def list_channels(request: Request, _: Reader) -> list[ChannelOut]:
+    """Every channel, newest first within each kind (the newest enabled one of a kind is
+    the one actions go to). Secrets are never shown."""
+    async with _engine(request).connect() as conn:
+        rows = (
+            await conn.execute(
+                text(f"SELECT {_COLUMNS} FROM outreach.channels ORDER BY kind, created_at DESC")
+            )
+        ).all()
+    return [ChannelOut(**r._asdict()) for r in rows]
+
+
+@router.get(
+    "/channels/{channel_id}", response_model=ChannelOut, responses=NOT_FOUND, summary="One channel"
+)
+async def get_channel(request: Request, channel_id: ChannelId, _: Reader) -> ChannelOut:
+    """The channel's kind, config and state (a webhook disabled after its endpoint answered
+    410 says so in `disabled_reason`). The secret is never shown."""
+    async with _engine(request).connect() as conn:
+        row = (
+            await conn.execute(
+                text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id"),
+                {"id": channel_id},
+            )
+        ).first()
+    if row is None:
+        raise HTTPException(404, f"no channel with id {channel_id!r}")
+    return ChannelOut(**row._asdict())
+
+
+@router.put(
+    "/channels/{channel_id}",
+    response_model=ChannelOut,
+    responses=NOT_FOUND,
+    summary="Replace a channel's settings",
+)
+async def update_channel(
+    request: Request, channel_id: ChannelId, body: ChannelUpdate, principal: Writer
+) -> ChannelOut:
+    """Replace the config and the enabled flag, and the secret when one is given (the kind
+    stays). Enabling a channel clears its `disabled_reason`."""
+    async with _engine(request).connect() as conn:
+        kind = await conn.scalar(
+            text("SELECT kind FROM outreach.channels WHERE id = :id"), {"id": channel_id}
+        )
+    if kind is None:
+        raise HTTPException(404, f"no channel with id {channel_id!r}")
+    config = await _valid_config(request, kind, body.config)
+    secret = _valid_secret(kind, body.secret)
+    async with _engine(request).begin() as conn:
+        found = (
+            await conn.execute(
+                text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id FOR UPDATE"),
+                {"id": channel_id},
+            )
+        ).first()
+        if found is None:  # deleted since it was read above
+            raise HTTPException(404, f"no channel with id {channel_id!r}")
+        row = (
+            await conn.execute(
+                text(
+                    "UPDATE outreach.channels SET config = CAST(:config AS jsonb), "
+                    "secret = coalesce(:secret, secret), enabled = :enabled, "
+                    "disabled_reason = CASE WHEN :enabled THEN NULL "
+                    "ELSE coalesce(disabled_reason, :reason) END, updated_at = :now "
+                    f"WHERE id = :id RETURNING {_COLUMNS}"
+                ),
+                {
+                    "id": channel_id,
+                    "config": _json(config),
+                    "secret": secret,
+                    "enabled": body.enabled,
+                    "reason": OPERATOR_DISABLED,
+                    "now": datetime.now(UTC),
+                },
+            )
+        ).one()
+        out = ChannelOut(**row._asdict())
+        await _audit(
+            conn,
+            principal,
+            "channel.updated",
+            channel_id,
+            ChannelOut(**found._asdict()),
+            out,
+            secret_rotated=secret is not None,
+        )
+    return out
+
+
+@router.delete(
+    "/channels/{channel_id}",
+    status_code=204,
+    response_class=Response,
+    responses=NOT_FOUND,
+    summary="Remove a channel",
+)
+async def delete_channel(request: Request, channel_id: ChannelId, principal: Writer) -> Response:
+    """Remove the channel. Pending actions then go to the next newest enabled channel of
+    their kind (webhook actions wait when there is none)."""
+    async with _engine(request).begin() as conn:
+        row = (
+            await conn.execute(
+                text(f"DELETE FROM outreach.channels WHERE id = :id RETURNING {_COLUMNS}"),
+                {"id": channel_id},
+            )
+        ).first()
+        if row is None:
+            raise HTTPException(404, f"no channel with id {channel_id!r}")
+        await _audit(
+            conn, principal, "channel.deleted", channel_id, ChannelOut(**row._asdict()), None
+        )
+    return Response(status_code=204)
+
+
+async def _audit(
+    conn: AsyncConnection,
+    principal: Principal,
+    action: str,
+    channel_id: str,
+    before: ChannelOut | None,
+    after: ChannelOut | None,
+    *,
+    secret_rotated: bool = False,
+) -> None:
+    # The channel as the read API shows it: `has_secret`, never the secret. A rotation
+    # leaves `has_secret` as it was, so it is said outright.
+    shown = after.model_dump(mode="json") if after is not None else None
+    if shown is not None and secret_rotated:
+        shown["secret_rotated"] = True
+    await audit.record(
+        conn,
+        actor=audit.Actor.of(principal),
+        service="outreach",
+        action=action,
+        subject=channel_id,
+        before=before,
+        after=shown,
+    )
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+async def _valid_config(request: Request, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The config normalised for storage, or a 422 naming each bad ``config.*`` field."""
+    model = WebhookConfig if kind == "webhook" else EmailConfig
+    try:
+        parsed = model.model_validate(config)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("config", *e["loc"])} for e in exc.errors()]
+        ) from None
+    if isinstance(parsed, WebhookConfig):
+        errors = await _url_errors(request, parsed.url)
+        if errors:
+            raise RequestValidationError(
+                [
+                    {"loc": ("config", "url"), "msg": f"the URL {e}", "type": "value_error"}
+                    for e in errors
+                ]
+            )
+    return parsed.model_dump(by_alias=True, exclude_none=True)
+
+
+async def _url_errors(request: Request, url: str) -> list[str]:
+    state = request.app.state
+    allow_private = state.outreach_settings.allow_private_webhooks
+    errors = netguard.check_url(
+        url,
+        allow_private=allow_private,
+        require_https=state.common.environment == "production",
+    )
+    if errors:
+        return errors
+    # A name that resolves into our network now is refused now; one that does not resolve
+    # yet may be set up later, and every send checks again.
+    host, port = _host_port(url)
+    try:
+        async with asyncio.timeout(state.outreach_settings.webhook_timeout_seconds):
+            found = await resolve(host, port, allow_private=allow_private)
+    except TimeoutError:
+        return []
+    return found.errors if found.resolved else []
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return host, parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
+def _valid_secret(kind: str, secret: str | None) -> str | None:
+    if secret is None:
+        return None
+    if kind != "webhook":
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("secret",),
+                    "msg": "only webhook channels have a signing secret",
+                    "type": "value_error",
+                }
+            ]
+        )
+    try:
+        webhook_channel.secret_key(secret)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"loc": ("secret",), "msg": f"the secret {exc}", "type": "value_error"}]
+        ) from None
+    return secret
+
+
+def _json(value: dict[str, Any]) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,107 @@
+"""Dry runs of a rule: a preview over the card replica now, and a backtest over the recorded
+change stream. Nothing is sent or recorded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from services.outreach.api.deps import RULE_NOT_FOUND, Reader, no_such_rule
+from services.outreach.core.backtest import simulate
+from services.outreach.core.preview import PreviewResult
+from services.outreach.core.rules import Rule
+from services.outreach.schemas import BacktestOut, RuleDefinition
+from services.outreach.shell.preview import preview
+from services.outreach.shell.recorded import recorded_changes
+from services.outreach.store.ledger import all_suppressed
+from services.outreach.store.rules import stored_rule
+from shared.http import ERROR_RESPONSES
+from shared.topics import Topics
+
+router = APIRouter(prefix="/v1")
+
+
+async def _preview(request: Request, rule: Rule) -> PreviewResult:
+    """Run ``rule`` over the whole replica at the app's now, under the policy in force."""
+    s = request.app.state
+    return await preview(s.engine, rule, s.current.policy, s.clock.now())
+
+
+_PREVIEW_DOC = """The audience is every customer of the card replica (the latest card scoring
+published) for whom the rule's conditions hold now and, for a stage trigger with `to` stages,
+who is in one of those stages now; event and schedule triggers are judged by their conditions
+only. For each, the contact policy in force decides as it would now (consent, suppression, the
+rule's limits against the customer's contact history, open complaints, the frequency cap,
+quiet hours): `outcomes` counts the decisions and `reasons` says why the others are held back.
+Nothing is sent or recorded."""
+
+
+@router.post(
+    "/rules/preview",
+    response_model=PreviewResult,
+    responses=ERROR_RESPONSES,
+    tags=["rules"],
+    summary="Preview an unsaved rule",
+    description="How many customers this rule would reach now, and who.\n\n" + _PREVIEW_DOC,
+)
+async def preview_unsaved(request: Request, rule: RuleDefinition, _: Reader) -> PreviewResult:
+    return await _preview(request, rule)
+
+
+@router.post(
+    "/rules/{rule_id}/preview",
+    response_model=PreviewResult,
+    responses=RULE_NOT_FOUND,
+    tags=["rules"],
+    summary="Preview a saved rule",
+    description="How many customers the saved rule would reach now, and who.\n\n" + _PREVIEW_DOC,
+)
+async def preview_saved(request: Request, rule_id: str, _: Reader) -> PreviewResult:
+    async with request.app.state.engine.connect() as conn:
+        out = await stored_rule(conn, rule_id)
+    if out is None:
+        raise no_such_rule(rule_id)
+    return await _preview(request, out.rule)
+
+
+@router.post(
+    "/rules/{rule_id}/backtest",
+    response_model=BacktestOut,
+    responses=RULE_NOT_FOUND,
+    tags=["rules"],
+    summary="Backtest a saved rule",
+)
+async def backtest_saved(
+    request: Request,
+    rule_id: str,
+    _: Reader,
+    days: Annotated[int, Query(ge=1, le=35, description="how far back to replay")] = 30,
+) -> BacktestOut:
+    """What this rule would have sent over the last `days` days of recorded changes, after
+    the contact policy in force: the change stream is replayed in time order with this rule
+    as the only live rule (schedules firing between changes, each customer's simulated contact
+    history, today's suppression list). Nothing is sent or recorded."""
+    s = request.app.state
+    async with s.engine.connect() as conn:
+        out = await stored_rule(conn, rule_id)
+        suppressed = await all_suppressed(conn)
+    if out is None:
+        raise no_such_rule(rule_id)
+    now = s.clock.now()
+    since = now - timedelta(days=days)
+    changes = await recorded_changes(
+        s.common.kafka_bootstrap_servers, Topics.from_settings(s.common).changes, since
+    )
+    result = simulate(out.rule, changes, policy=s.current.policy, suppressed=suppressed, until=now)
+    return BacktestOut(
+        rule_id=rule_id,
+        days=days,
+        since=since,
+        changes=result.changes,
+        customers=result.customers,
+        decided=result.decided,
+        outcomes=dict(result.outcomes),
+        reasons=dict(result.reasons),
+    )

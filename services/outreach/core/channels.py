@@ -1,0 +1,101 @@
+"""Outreach's delivery channels: what a channel is configured with, the message it carries,
+and the verdict of one attempt to send it.
+
+Each sender (:mod:`services.outreach.shell.channels`: webhook, email) turns one attempt into an
+:class:`Attempt`; the delivery worker (:mod:`services.outreach.shell.delivery`) turns verdicts
+into ledger states. A sender never raises for a delivery problem: a refusal, a timeout or a
+dropped connection is a verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ChannelKind = Literal["webhook", "email"]
+
+
+class Verdict(StrEnum):
+    """How one attempt ended."""
+
+    SENT = "sent"
+    # Worth trying again later: a timeout before anything was handed over, a 5xx, a 429.
+    RETRY = "retry"
+    # Never going to work as configured: a 4xx, a refused URL, a rejected address.
+    FAILED = "failed"
+    # The endpoint says it is gone for good (HTTP 410): fail the action, disable the channel.
+    GONE = "gone"
+    # The receiver may or may not have the message (a connection lost after the email's
+    # DATA was sent): never re-sent automatically, since that could send it twice.
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The verdict of one attempt. ``reason`` is a short code for the ledger's ``reason``
+    column; ``error`` is the detail an operator reads in ``last_error``."""
+
+    verdict: Verdict
+    reason: str | None = None
+    error: str | None = None
+    # A receiver's Retry-After, in seconds, when it gave one with a retryable answer.
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundAction:
+    """The decided, rendered action a channel carries."""
+
+    id: str
+    rule_id: str
+    customer_id: str
+    occurrence: str
+    kind: str
+    subject: str | None
+    body: str | None
+    offer: dict[str, Any] | None
+    decided_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> OutboundAction:
+        """From a row of ``outreach.actions`` (anything with its column attributes)."""
+        return cls(
+            id=row.id,
+            rule_id=row.rule_id,
+            customer_id=row.customer_id,
+            occurrence=row.occurrence,
+            kind=row.kind,
+            subject=row.subject,
+            body=row.body,
+            offer=row.offer,
+            decided_at=row.decided_at,
+        )
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class WebhookConfig(_Config):
+    """``config`` of a webhook channel."""
+
+    url: str = Field(min_length=1, max_length=2000, description="where actions are POSTed")
+
+
+class EmailConfig(_Config):
+    """``config`` of an email channel; anything left out comes from outreach's settings
+    (``TEND_OUTREACH_SMTP_HOST``, ``_SMTP_PORT``, ``_EMAIL_FROM``)."""
+
+    smtp_host: str | None = Field(None, min_length=1, max_length=255)
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    sender: str | None = Field(
+        None,
+        alias="from",
+        min_length=3,
+        max_length=320,
+        description='the From header, e.g. "Shop <hello@shop.example>"',
+    )

@@ -1,0 +1,138 @@
+"""Dry runs and audiences: which customers of the card replica a rule reaches now, and what the
+contact policy would do with each of them.
+
+Pure functions over cards, contact histories and suppressions the caller loads (the caller
+streams the replica in chunks), so a preview runs the very
+:func:`~services.outreach.core.policy.decide` the live path runs, and nothing here touches the
+database or the clock.
+
+A card is in a rule's *audience* when the rule's conditions hold for it and, for a stage
+trigger with a non-empty ``to``, when the customer is in one of those stages now. Event and
+schedule triggers are judged by their conditions alone (the event or the date is not known in
+advance); a broadcast's audience is exactly its conditions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from services.outreach.core import conditions
+from services.outreach.core.conditions import Predicate
+from services.outreach.core.policy import Candidate, Decision, Outcome, Policy, decide, history_days
+from services.outreach.core.rules import Rule, StageTrigger
+
+SAMPLE_SIZE = 10
+# A rule limited to `once` or `max_per_customer` counts every message it ever sent.
+_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def audience(rule: Rule) -> Predicate:
+    """Whether a card is in ``rule``'s audience now (see the module docstring)."""
+    when = conditions.compile_expr(rule.conditions) if rule.conditions else None
+    stages = frozenset(audience_stages(rule) or ())
+
+    def holds(card: Mapping[str, Any]) -> bool:
+        if stages and card.get("stage") not in stages:
+            return False
+        return when is None or when(card)
+
+    return holds
+
+
+def audience_stages(rule: Rule) -> list[str] | None:
+    """The stages a card must be in to be in the audience, or None when any stage will do
+    (lets the caller narrow the replica scan in SQL)."""
+    trigger = rule.trigger
+    if isinstance(trigger, StageTrigger) and trigger.to:
+        return sorted(trigger.to)
+    return None
+
+
+def history_since(rule: Rule, policy: Policy, now: datetime) -> datetime:
+    """How far back the contact history must reach for :func:`decide` to judge ``rule``."""
+    if rule.limits.once or rule.limits.max_per_customer is not None:
+        return _BEGINNING
+    return now - timedelta(days=history_days(rule.limits, policy))
+
+
+class SampleCustomer(BaseModel):
+    customer_id: str
+    name: str | None = None
+
+
+class PreviewResult(BaseModel):
+    """What a rule would do if it fired for its whole audience now."""
+
+    rule_id: str
+    as_of: datetime = Field(description="the instant the policy was evaluated at")
+    matched: int = Field(description="customers in the rule's audience now")
+    sample: list[SampleCustomer] = Field(
+        description=f"up to {SAMPLE_SIZE} of them, in customer id order"
+    )
+    outcomes: dict[Outcome, int] = Field(
+        description="what the contact policy would decide: `send` now, `defer` (quiet hours), "
+        "`hold` (an open complaint) or `suppress`"
+    )
+    held_back: int = Field(description="customers not sent to now: deferred, held or suppressed")
+    reasons: dict[str, int] = Field(
+        description="why those are held back: no_consent, suppressed, limit, frequency_cap, "
+        "open_complaint (held), quiet_hours (deferred)"
+    )
+
+
+class Tally:
+    """Accumulates a preview chunk by chunk, so the replica never has to fit in memory."""
+
+    def __init__(
+        self, rule: Rule, policy: Policy, now: datetime, sample_size: int = SAMPLE_SIZE
+    ) -> None:
+        self.rule = rule
+        self.policy = policy
+        self.now = now
+        self._candidate = Candidate.of(rule)
+        self._sample_size = sample_size
+        self.matched = 0
+        self.sample: list[SampleCustomer] = []
+        self.outcomes: Counter[Outcome] = Counter({o: 0 for o in Outcome})
+        self.reasons: Counter[str] = Counter()
+
+    def add(
+        self,
+        customer_id: str,
+        card: Mapping[str, Any],
+        history: Sequence[tuple[datetime, str, str]],
+        *,
+        suppressed: bool,
+    ) -> Decision:
+        """Count one customer of the audience; returns the policy's decision for them."""
+        decision = decide(
+            card, self._candidate, history, suppressed=suppressed, policy=self.policy, now=self.now
+        )
+        self.matched += 1
+        if len(self.sample) < self._sample_size:
+            name = (card.get("profile") or {}).get("name")
+            self.sample.append(
+                SampleCustomer(
+                    customer_id=customer_id, name=name if isinstance(name, str) else None
+                )
+            )
+        self.outcomes[decision.outcome] += 1
+        if decision.reason is not None:
+            self.reasons[decision.reason.value] += 1
+        return decision
+
+    def result(self) -> PreviewResult:
+        return PreviewResult(
+            rule_id=self.rule.id,
+            as_of=self.now,
+            matched=self.matched,
+            sample=list(self.sample),
+            outcomes=dict(self.outcomes),
+            held_back=self.matched - self.outcomes[Outcome.SEND],
+            reasons=dict(sorted(self.reasons.items())),
+        )

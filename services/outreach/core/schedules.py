@@ -1,0 +1,328 @@
+"""Schedule triggers and when they fire: pure functions of a rule, a card and an instant.
+
+A schedule fires at a local wall time (``at``, default 09:00) in the customer's own zone
+(``profile.timezone``, else a settings default), on dates that depend on its ``kind``:
+
+- ``birthday``: ``profile.birthday`` each year; Feb 29 falls on Feb 28 in other years;
+- ``anniversary``: each anniversary of ``value.first_order_at`` (its local date);
+- ``days_after``: ``days`` days, or ``rhythm_multiple`` × ``value.purchase_interval_days``
+  (rounded up to whole days), after the local date of a card date field (``since``);
+- ``calendar``: each listed date, ``MM-DD`` every year or ``YYYY-MM-DD`` once;
+- ``cron``: a five-field cron expression read in local wall time, at most once a day.
+
+Wall times are mapped to UTC with the zone's rules of that day: a time inside a DST gap
+moves forward to the first minute that exists, and an ambiguous one (the repeated hour when
+clocks go back) takes its first occurrence. A schedule's occurrence key is the local date,
+so one rule reaches one customer at most once per local day.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from services.outreach.core import conditions
+
+
+class Scheduled(Protocol):
+    """What the schedule maths reads of a rule: its trigger (a rule whose trigger is not a
+    schedule never fires here). :class:`services.outreach.core.rules.Rule` is one; this module
+    does not import it, since rules import the schedule kinds from here."""
+
+    @property
+    def trigger(self) -> object: ...
+
+
+def _text_time(value: object) -> object:
+    # pydantic would read a number as seconds since midnight; the API speaks HH:MM.
+    if not isinstance(value, (str, time)):
+        raise ValueError("a local time as HH:MM")
+    return value
+
+
+LocalTime = Annotated[
+    time,
+    BeforeValidator(_text_time),
+    Field(description="local wall time, HH:MM"),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:00)?$",
+            "description": "local wall time, HH:MM",
+            "examples": ["09:00"],
+        }
+    ),
+]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Schedule(_Strict):
+    type: Literal["schedule"]
+
+    @field_validator("at", check_fields=False)
+    @classmethod
+    def _whole_minute(cls, v: time) -> time:
+        if v.tzinfo is not None or v.second or v.microsecond:
+            raise ValueError("a local time as HH:MM, without seconds or a zone")
+        return v
+
+
+class BirthdaySchedule(_Schedule):
+    """On the customer's birthday (Feb 29 falls on Feb 28 in other years)."""
+
+    kind: Literal["birthday"]
+    at: LocalTime = time(9)
+
+
+class AnniversarySchedule(_Schedule):
+    """On each anniversary of the customer's first order."""
+
+    kind: Literal["anniversary"]
+    at: LocalTime = time(9)
+
+
+class DaysAfterSchedule(_Schedule):
+    """``days`` days, or ``rhythm_multiple`` × the customer's purchase interval, after a date."""
+
+    kind: Literal["days_after"]
+    since: str = "value.last_order_at"
+    days: int | None = Field(None, ge=0, le=3650)
+    rhythm_multiple: float | None = Field(None, gt=0, le=50)
+    at: LocalTime = time(9)
+
+    @field_validator("since")
+    @classmethod
+    def _date_field(cls, v: str) -> str:
+        spec = conditions.CARD.lookup(v)
+        if spec is None or spec.kind not in ("datetime", "date"):
+            raise ValueError(f"{v!r} is not a date or datetime field of the card")
+        return v
+
+    @model_validator(mode="after")
+    def _one_offset(self) -> DaysAfterSchedule:
+        if (self.days is None) == (self.rhythm_multiple is None):
+            raise ValueError("give exactly one of days or rhythm_multiple")
+        return self
+
+
+class CalendarSchedule(_Schedule):
+    """On each date of a named list: ``MM-DD`` recurs every year, ``YYYY-MM-DD`` happens once."""
+
+    kind: Literal["calendar"]
+    name: Text
+    dates: list[str] = Field(min_length=1, max_length=400)
+    at: LocalTime = time(9)
+
+    @field_validator("dates")
+    @classmethod
+    def _dates(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if parse_calendar_date(d) is None]
+        if bad:
+            raise ValueError(f"not MM-DD or YYYY-MM-DD dates: {', '.join(map(repr, bad))}")
+        return v
+
+    def entries(self) -> list[tuple[int | None, int, int]]:
+        """The dates as ``(year or None, month, day)``."""
+        return [e for e in map(parse_calendar_date, self.dates) if e is not None]
+
+
+_CALENDAR_DATE = re.compile(r"^(?:(\d{4})-)?(\d{2})-(\d{2})$")
+
+
+def parse_calendar_date(text: str) -> tuple[int | None, int, int] | None:
+    """``(year or None, month, day)`` of a calendar entry, or None when it is not a date."""
+    found = _CALENDAR_DATE.match(text)
+    if found is None:
+        return None
+    year_text, month_text, day_text = found.groups()
+    year, month, day = int(year_text) if year_text else None, int(month_text), int(day_text)
+    try:
+        date(year or 2000, month, day)  # 2000 is a leap year: 02-29 recurs in leap years
+    except ValueError:
+        return None
+    return year, month, day
+
+
+class CronSchedule(_Schedule):
+    """A five-field cron expression in the customer's local time, at most once a day."""
+
+    kind: Literal["cron"]
+    expression: str = Field(examples=["0 10 * * *"])
+
+    @field_validator("expression")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError("not a five-field cron expression (minute hour day month weekday)")
+        minutes, hours = croniter(v).expanded[:2]
+        # The occurrence key of a schedule is the local date: more than one firing a day
+        # would be collapsed into one, so say so at save time instead.
+        if len(minutes) != 1 or len(hours) != 1 or "*" in (minutes[0], hours[0]):
+            raise ValueError("must fire at one minute of one hour (at most once a day)")
+        return v
+
+
+ScheduleSpec = (
+    BirthdaySchedule | AnniversarySchedule | DaysAfterSchedule | CalendarSchedule | CronSchedule
+)
+
+
+def zone_of(card: Mapping[str, Any], default: str = "UTC") -> ZoneInfo:
+    """The customer's zone: ``profile.timezone`` if it names one, else ``default``."""
+    name = (card.get("profile") or {}).get("timezone")
+    if isinstance(name, str) and name:
+        try:
+            return ZoneInfo(name)
+        except (ValueError, KeyError):  # not a zone: fall back rather than never fire
+            pass
+    return ZoneInfo(default)
+
+
+def _exists(naive: datetime, zone: ZoneInfo) -> datetime | None:
+    utc = naive.replace(tzinfo=zone).astimezone(UTC)
+    return utc if utc.astimezone(zone).replace(tzinfo=None) == naive else None
+
+
+def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
+    """The UTC instant of wall time ``at`` on ``day`` in ``zone``.
+
+    fold=0 picks the first of an ambiguous pair. A wall time inside a gap does not exist:
+    walk forward to the first minute that does (gaps are an hour or so, rarely two).
+    """
+    naive = datetime.combine(day, at.replace(tzinfo=None, fold=0))
+    probe = naive
+    while (utc := _exists(probe, zone)) is None:
+        probe = probe.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return utc
+
+
+def _yearly(month: int, day: int, years: Iterable[int], leap_fallback: bool) -> Iterator[date]:
+    for year in years:
+        if month == 2 and day == 29 and not calendar.isleap(year):
+            if leap_fallback:
+                yield date(year, 2, 28)
+        else:
+            yield date(year, month, day)
+
+
+def _field(card: Mapping[str, Any], path: str) -> Any:
+    value: Any = card
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _local_date(value: Any, zone: ZoneInfo) -> date | None:
+    if isinstance(value, str) and len(value) == 10:
+        return conditions.to_date(value)
+    moment = conditions.to_datetime(value)
+    return None if moment is None else moment.astimezone(zone).date()
+
+
+def _first_after(
+    days: Iterable[date], at: time, zone: ZoneInfo, after: datetime
+) -> datetime | None:
+    for day in days:
+        due = local_instant(day, at, zone)
+        if due > after:
+            return due
+    return None
+
+
+def _days(
+    spec: ScheduleSpec, card: Mapping[str, Any], zone: ZoneInfo, today: date
+) -> Iterable[date]:
+    """Candidate local dates, ascending, from around ``today`` (the local date of ``after``)."""
+    years = range(today.year, today.year + 5)
+    if isinstance(spec, BirthdaySchedule):
+        born = conditions.to_date(_field(card, "profile.birthday"))
+        return () if born is None else _yearly(born.month, born.day, years, leap_fallback=True)
+    if isinstance(spec, AnniversarySchedule):
+        first = _local_date(_field(card, "value.first_order_at"), zone)
+        if first is None:
+            return ()
+        start = max(today.year, first.year + 1)
+        return _yearly(first.month, first.day, range(start, start + 5), leap_fallback=True)
+    if isinstance(spec, DaysAfterSchedule):
+        base = _local_date(_field(card, spec.since), zone)
+        offset = spec.days
+        if spec.rhythm_multiple is not None:
+            rhythm = _field(card, "value.purchase_interval_days")
+            if not isinstance(rhythm, int | float) or rhythm <= 0:
+                return ()
+            # Rounded up: a recall is meant to land once the customer is overdue, never before.
+            offset = math.ceil(spec.rhythm_multiple * rhythm - 1e-9)
+        return () if base is None or offset is None else (base + timedelta(days=offset),)
+    if isinstance(spec, CalendarSchedule):
+        found: set[date] = set()
+        for year, month, day in spec.entries():
+            if year is not None:
+                found.add(date(year, month, day))
+            else:
+                found.update(_yearly(month, day, years, leap_fallback=False))
+        return sorted(d for d in found if d >= today - timedelta(days=1))
+    return ()
+
+
+def next_due(
+    rule: Scheduled, card: Mapping[str, Any], after: datetime, *, default_timezone: str = "UTC"
+) -> datetime | None:
+    """The first UTC instant strictly after ``after`` at which ``rule``'s schedule fires for
+    this card's customer, or None (not a schedule, the date field is missing, a one-off date
+    or a ``days_after`` instant already passed)."""
+    if after.tzinfo is None:
+        raise ValueError("after must be timezone-aware")
+    spec = rule.trigger
+    if not isinstance(spec, ScheduleSpec):
+        return None
+    zone = zone_of(card, default_timezone)
+    local = after.astimezone(zone).replace(tzinfo=None, fold=0)
+    if isinstance(spec, CronSchedule):
+        return _next_cron(spec.expression, zone, local, after)
+    days = _days(spec, card, zone, local.date())
+    return _first_after(days, spec.at, zone, after)
+
+
+def _next_cron(
+    expression: str, zone: ZoneInfo, local: datetime, after: datetime
+) -> datetime | None:
+    # Iterate in wall time, then map each firing to UTC ourselves, so DST follows the same
+    # rules as every other schedule. A firing mapped to or before ``after`` (the repeated
+    # hour, or a gap moved onto an earlier firing) is skipped: at most a few in a row.
+    wall_times = croniter(expression, local)
+    for _ in range(8):
+        wall: datetime = wall_times.get_next(datetime)
+        due = local_instant(wall.date(), wall.time(), zone)
+        if due > after:
+            return due
+    return None
+
+
+def occurrence_key(
+    rule: Scheduled, card: Mapping[str, Any], due: datetime, *, default_timezone: str = "UTC"
+) -> str:
+    """The identity of a schedule's firing: the customer's local date of ``due``, YYYY-MM-DD."""
+    return due.astimezone(zone_of(card, default_timezone)).date().isoformat()

@@ -1,0 +1,200 @@
+"""Webhook delivery, signed per the Standard Webhooks specification.
+
+Every attempt carries three headers: ``webhook-id`` (the action id: the same on every retry,
+so a receiver drops repeats), ``webhook-timestamp`` (Unix seconds of this attempt) and
+``webhook-signature`` (``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed with
+the base64-decoded part of the channel's ``whsec_`` secret).
+
+The sender resolves the endpoint's host itself, checks every address with
+:mod:`services.outreach.core.netguard`, and connects to a checked address (the original name still
+goes in ``Host`` and in TLS's SNI and certificate check), so a name re-pointed after the check
+cannot steer the request into our network. Redirects are never followed, for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from services.outreach.core import netguard
+from services.outreach.core.channels import Attempt, OutboundAction, Verdict
+from services.outreach.shell.resolve import resolve
+
+SECRET_PREFIX = "whsec_"
+EVENT_TYPE = "tend.action"
+
+
+def generate_secret() -> str:
+    """A new signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret; ValueError when it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"must start with {SECRET_PREFIX!r}")
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"must be {SECRET_PREFIX!r} followed by standard base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("must hold between 24 and 64 bytes of key (32 is usual)")
+    return key
+
+
+def payload(action: OutboundAction) -> bytes:
+    """The JSON body of a webhook for ``action``."""
+    return orjson.dumps(
+        {
+            "type": EVENT_TYPE,
+            "action_id": action.id,
+            "rule_id": action.rule_id,
+            "customer_id": action.customer_id,
+            "kind": action.kind,
+            "subject": action.subject,
+            "body": action.body,
+            "offer": action.offer,
+            "occurrence": action.occurrence,
+            "decided_at": action.decided_at.isoformat(),
+        }
+    )
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one attempt."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def signed_headers(secret: str, msg_id: str, at: datetime, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers (and content type) for an attempt made at ``at``."""
+    timestamp = int(at.timestamp())
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
+
+
+def classify(status: int, retry_after: str | None = None) -> Attempt:
+    """An HTTP answer as a verdict: 2xx sent; 410 gone; 408, 429 and 5xx retry; any other
+    4xx (and a redirect, which is never followed) failed for good."""
+    if 200 <= status < 300:
+        return Attempt(Verdict.SENT)
+    if status == 410:
+        return Attempt(Verdict.GONE, "gone", "the endpoint answered 410 Gone")
+    if status in (408, 429) or status >= 500:
+        return Attempt(
+            Verdict.RETRY,
+            f"http_{status}",
+            f"the endpoint answered {status}",
+            retry_after=_seconds(retry_after),
+        )
+    if 300 <= status < 400:
+        detail = f"the endpoint answered {status}; redirects are not followed, use the final URL"
+        return Attempt(Verdict.FAILED, "redirect", detail)
+    if 400 <= status < 500:
+        return Attempt(Verdict.FAILED, "rejected", f"the endpoint answered {status}")
+    return Attempt(Verdict.RETRY, f"http_{status}", f"unexpected status {status}")
+
+
+def _seconds(value: str | None) -> float | None:
+    # Only the delta-seconds form; an HTTP date is rare from webhook receivers.
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    action: OutboundAction,
+    *,
+    at: datetime,
+    allow_private: bool,
+    require_https: bool,
+    timeout: float,
+) -> Attempt:
+    """POST ``action`` to ``url``, signed with ``secret``; the whole attempt (resolution,
+    connection, answer) is bounded by ``timeout`` seconds."""
+    errors = netguard.check_url(url, allow_private=allow_private, require_https=require_https)
+    if errors:
+        return Attempt(Verdict.FAILED, "unsafe_url", f"webhook url {'; '.join(errors)}")
+    body = payload(action)
+    try:
+        target = httpx.URL(url)
+        headers = signed_headers(secret, action.id, at, body)
+    except (httpx.InvalidURL, ValueError) as exc:
+        return Attempt(Verdict.FAILED, "bad_channel", str(exc))
+    host = target.raw_host.decode("ascii")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(timeout):
+            found = await resolve(host, port, allow_private=allow_private)
+            if not found.resolved:
+                return Attempt(Verdict.RETRY, "dns", "; ".join(found.errors))
+            if found.errors:
+                return Attempt(Verdict.FAILED, "unsafe_url", "; ".join(found.errors))
+            status, retry_after = await _post_to_any(client, target, found.addresses, headers, body)
+    except (TimeoutError, httpx.TimeoutException):
+        return Attempt(Verdict.RETRY, "timeout", f"no answer within {timeout:g} s")
+    except httpx.TransportError as exc:
+        return Attempt(Verdict.RETRY, "connection", f"{type(exc).__name__}: {exc}"[:500])
+    return classify(status, retry_after)
+
+
+async def _post_to_any(
+    client: httpx.AsyncClient,
+    target: httpx.URL,
+    addresses: tuple[netguard.IPAddress, ...],
+    headers: dict[str, str],
+    body: bytes,
+) -> tuple[int, str | None]:
+    # Every address passed the guard; the next is tried only when a connection could not be
+    # made, so nothing was sent yet (a name often has an IPv4 and an IPv6 address, and only
+    # one of them may listen).
+    for address in addresses[:-1]:
+        try:
+            return await _post(client, target, address, headers, body)
+        except httpx.ConnectError:
+            continue
+    return await _post(client, target, addresses[-1], headers, body)
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    target: httpx.URL,
+    address: netguard.IPAddress,
+    headers: dict[str, str],
+    body: bytes,
+) -> tuple[int, str | None]:
+    pinned = target.copy_with(host=str(address))
+    extensions: dict[str, Any] = {}
+    if target.scheme == "https":
+        extensions["sni_hostname"] = target.raw_host.decode("ascii")
+    request = client.build_request(
+        "POST",
+        pinned,
+        content=body,
+        headers={**headers, "host": target.netloc.decode("ascii")},
+        extensions=extensions,
+    )
+    # The answer's body is never read: only its status matters, and an endpoint must not
+    # be able to keep a worker busy streaming one.
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        return response.status_code, response.headers.get("retry-after")
+    finally:
+        await response.aclose()

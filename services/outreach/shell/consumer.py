@@ -1,0 +1,113 @@
+"""Applying a batch of changes: the card replica, the schedule index, and the actions that
+event and stage rules fire — one transaction per batch, offsets committed after."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.outreach.core.changes import read_change
+from services.outreach.core.rules import RuleSet
+from services.outreach.settings import OutreachSettings
+from services.outreach.shell.current import Current
+from services.outreach.shell.decide import decide_and_record, release_held
+from services.outreach.store import erasure
+from services.outreach.store.inbox import claim
+from services.outreach.store.ledger import Recorded
+from services.outreach.store.replica import save_cards
+from services.outreach.store.schedule import reschedule
+from shared.changes import Change
+from shared.clock import Clock
+from shared.consumer import Message
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ChangeApplier:
+    def __init__(
+        self, engine: AsyncEngine, settings: OutreachSettings, clock: Clock, current: Current
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._current = current
+
+    async def handle(self, records: Sequence[Message]) -> list[tuple[Message, Exception]]:
+        changes: list[Change] = []
+        rejected: list[tuple[Message, Exception]] = []
+        for record in records:
+            try:
+                change = read_change(record.value)
+            except ValueError as exc:  # not JSON, not a change (ValidationError is one too)
+                rejected.append((record, exc))
+                continue
+            changes.append(change)
+        if changes:
+            await self.apply(changes)
+        return rejected
+
+    async def apply(self, changes: Sequence[Change]) -> list[Recorded]:
+        ruleset: RuleSet = self._current.ruleset
+        policy = self._current.policy
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            fresh_ids = await claim(conn, [c.change_id for c in changes])
+            fresh = []
+            for change in changes:
+                if change.change_id in fresh_ids:
+                    fresh_ids.discard(change.change_id)
+                    fresh.append(change)
+            fresh = await self._erase(conn, fresh)
+            if not fresh:
+                return []
+            latest: dict[str, Change] = {}
+            for change in fresh:
+                seen = latest.get(change.customer_id)
+                if seen is None or seen.at <= change.at:
+                    latest[change.customer_id] = change
+            await save_cards(conn, latest)
+            cards = {cid: c.card for cid, c in latest.items()}
+            matches = [m for change in fresh for m in ruleset.match(change)]
+            # Matches are decided against the customer's newest card in the batch (consent,
+            # complaints and time zone as they stand now).
+            match_cards = {m.customer_id: cards[m.customer_id] for m in matches}
+            recorded = await decide_and_record(
+                conn, matches, match_cards, policy=policy, settings=self._settings, now=now
+            )
+            resolved = [
+                cid for cid, card in cards.items() if not (card.get("complaints") or {}).get("open")
+            ]
+            if resolved:
+                await release_held(
+                    conn,
+                    {cid: cards[cid] for cid in resolved},
+                    self._current.rules,
+                    policy=policy,
+                    now=now,
+                )
+            if ruleset.schedules:
+                await reschedule(conn, ruleset.schedules, cards, now, policy.default_timezone)
+        return recorded
+
+    async def _erase(self, conn: AsyncConnection, changes: list[Change]) -> list[Change]:
+        """Apply the batch's erasures and return the changes left to act on: none from
+        before a customer's erasure (in this batch or an earlier one) survives."""
+        if not changes:
+            return changes
+        cutoff: dict[str, datetime] = await erasure.erased(conn, (c.customer_id for c in changes))
+        for change in changes:
+            if change.cause == "erasure":
+                await erasure.forget(conn, change)
+                cid = change.customer_id
+                cutoff[cid] = max(change.at, cutoff.get(cid, change.at))
+        if not cutoff:
+            return changes
+        return [
+            c
+            for c in changes
+            if c.cause != "erasure"
+            and (c.customer_id not in cutoff or c.at > cutoff[c.customer_id])
+        ]

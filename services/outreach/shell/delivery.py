@@ -1,0 +1,450 @@
+"""The delivery worker: takes due ``pending`` actions from the ledger and sends them.
+
+One pass (:meth:`DeliveryWorker.run_once`) has three steps, and only the first and last hold
+a transaction:
+
+1. **pick** — lock due rows (``FOR UPDATE SKIP LOCKED``, so workers share the ledger without
+   meeting), re-check the contact policy for each (a customer may have opted out since the
+   decision), and *lease* the rest: ``next_attempt_at`` moves past the longest the sends can
+   take. Committed at once. A worker that dies mid-send leaves its rows due again when the
+   lease runs out: delayed, never lost.
+2. **send** — outside any transaction, a few at a time; each send is bounded by the timeout.
+3. **record** — sent, retried with backoff, failed, unknown; each update only applies if the
+   row still carries this worker's lease, so a worker that outlived its lease cannot
+   overwrite the outcome of the one that took the row over.
+
+A retry keeps the action id, which is the webhook's ``webhook-id`` and the email's
+``Message-ID``: a receiver that sees an action twice can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.outreach.core.channels import (
+    Attempt,
+    EmailConfig,
+    OutboundAction,
+    Verdict,
+    WebhookConfig,
+)
+from services.outreach.core.unsubscribe import unsubscribe_url
+from services.outreach.settings import OutreachSettings
+from services.outreach.shell.channels import email as email_channel
+from services.outreach.shell.channels import webhook as webhook_channel
+from shared.clock import Clock, SystemClock
+from shared.logging import get_logger, scrub
+
+log = get_logger(__name__)
+
+Recheck = Callable[[AsyncConnection, Any], Awaitable[str | None]]
+"""``recheck(conn, action_row) -> reason | None``: the contact policy again, just before the
+send, inside the pick transaction; a reason suppresses the action."""
+
+# Added to the longest the sends of one pass can take, for the pick-to-send gap and clock skew
+# between workers.
+LEASE_MARGIN = timedelta(seconds=30)
+# How long an action waits when there is no enabled channel to carry it.
+NO_CHANNEL_DELAY = timedelta(seconds=60)
+# Sends in flight at once per worker.
+CONCURRENCY = 32
+
+DELIVERIES = Counter(
+    "tend_outreach_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"]
+)
+
+_PICK = text(
+    """
+    SELECT a.*, c.card -> 'profile' ->> 'email' AS recipient
+    FROM outreach.actions AS a
+    LEFT JOIN outreach.cards AS c ON c.customer_id = a.customer_id
+    WHERE a.status = 'pending' AND a.next_attempt_at <= :now
+    ORDER BY a.next_attempt_at
+    LIMIT :limit
+    FOR UPDATE OF a SKIP LOCKED
+    """
+)
+_CHANNELS = text(
+    """
+    SELECT DISTINCT ON (kind) id, kind, config, secret
+    FROM outreach.channels
+    WHERE enabled
+    ORDER BY kind, created_at DESC, id DESC
+    """
+)
+# One statement for a whole batch of outcomes; ``lease`` NULL applies unconditionally (the
+# pick transaction holds the row locks), otherwise only while the row is still ours.
+_UPDATE = text(
+    """
+    UPDATE outreach.actions AS a
+    SET status = v.status, reason = v.reason, last_error = v.last_error,
+        next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),
+        CAST(:errors AS text[]), CAST(:next_at AS timestamptz[]),
+        CAST(:attempts AS smallint[]), CAST(:sent_at AS timestamptz[]),
+        CAST(:leases AS timestamptz[])
+    ) AS v(id, status, reason, last_error, next_at, attempts, sent_at, lease)
+    WHERE a.id = v.id AND a.status = 'pending'
+      AND (v.lease IS NULL OR a.next_attempt_at = v.lease)
+    RETURNING a.id
+    """
+)
+_DISABLE = text(
+    """
+    UPDATE outreach.channels SET enabled = false, disabled_reason = :reason, updated_at = :now
+    WHERE id = :id AND enabled AND config ->> 'url' = :url
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    id: str
+    status: str
+    attempts: int
+    reason: str | None = None
+    error: str | None = None
+    next_at: datetime | None = None
+    sent_at: datetime | None = None
+    lease: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    action: OutboundAction
+    channel: str
+    attempts: int
+    lease: datetime
+    channel_id: str | None
+    # webhook: (url, secret); email: (server, recipient)
+    webhook: tuple[str, str] | None = None
+    email: tuple[email_channel.SmtpServer, str] | None = None
+
+
+class DeliveryWorker:
+    """Sends due actions through their channels; many may run against one ledger."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: OutreachSettings,
+        recheck: Recheck,
+        clock: Clock,
+        *,
+        require_https: bool = False,
+        wall_clock: Clock | None = None,
+        rng: random.Random | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``clock`` times the ledger (due, leases, backoff, sent_at). ``wall_clock`` stamps
+        what leaves the process (``webhook-timestamp``, the email's ``Date``): receivers
+        compare those with their own real clocks, so they stay real even when a test drives
+        ``clock``. ``require_https`` is true in production."""
+        self._engine = engine
+        self._settings = settings
+        self._recheck = recheck
+        self._clock = clock
+        self._wall = wall_clock or SystemClock()
+        self._require_https = require_https
+        self._rng = rng or random.Random()
+        self._own_http = http is None
+        # trust_env=False: a proxy from the environment would connect to the endpoint by
+        # name, bypassing the address the guard checked.
+        self._http = http or httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds, trust_env=False, follow_redirects=False
+        )
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the pass in progress, then leave :meth:`run`."""
+        self._stopping.set()
+        self._wake.set()
+
+    def nudge(self) -> None:
+        """New actions are due: look now rather than after the idle pause."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until :meth:`stop`; a database outage is waited out, not fatal."""
+        delay = 0.2
+        try:
+            while not self._stopping.is_set():
+                try:
+                    handled = await self.run_once()
+                    delay = 0.2
+                except Exception as exc:
+                    log.warning(
+                        "delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc))
+                    )
+                    await self._pause(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if handled == 0:
+                    await self._pause(self._settings.delivery_idle_seconds)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the HTTP connection pool (when the worker made it)."""
+        if self._own_http:
+            await self._http.aclose()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    # -- one pass -------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """One pick-send-record pass; returns how many due actions it took (sent or not)."""
+        jobs, taken = await self.pick()
+        if not jobs:
+            return taken
+        attempts = await self.send(jobs)
+        await self.record(jobs, attempts)
+        return taken
+
+    async def pick(self) -> tuple[list[_Job], int]:
+        """Lock due rows, re-check them, lease the ones to send; commit. Returns the jobs
+        and how many rows were taken in all."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(_PICK, {"now": now, "limit": self._settings.delivery_batch})
+            ).all()
+            if not rows:
+                return [], 0
+            channels = {r.kind: r for r in (await conn.execute(_CHANNELS)).all()}
+            lease = now + self._lease_length(len(rows))
+            jobs: list[_Job] = []
+            updates: list[_Update] = []
+            for row in rows:
+                reason = await self._recheck(conn, row)
+                if reason is not None:
+                    updates.append(_Update(row.id, "suppressed", row.attempts, reason[:32]))
+                    DELIVERIES.labels(row.channel, "suppressed").inc()
+                    continue
+                job, update = self._plan(row, channels.get(row.channel), lease, now)
+                if job is not None:
+                    jobs.append(job)
+                updates.append(update)
+            await _apply(conn, updates)
+        return jobs, len(rows)
+
+    async def send(self, jobs: Sequence[_Job]) -> list[Attempt]:
+        """Send every job, :data:`CONCURRENCY` at a time; never raises."""
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(job: _Job) -> Attempt:
+            async with gate:
+                try:
+                    return await self._send_one(job)
+                except Exception as exc:  # a bug must not strand the batch: retry later
+                    log.error("delivery_send_error", action_id=job.action.id, exc_info=exc)
+                    return Attempt(Verdict.RETRY, "internal", type(exc).__name__)
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    async def record(self, jobs: Sequence[_Job], attempts: Sequence[Attempt]) -> None:
+        """Write each job's outcome (only where the row still carries our lease)."""
+        now = self._clock.now()
+        updates = [
+            self._outcome(job, attempt, now) for job, attempt in zip(jobs, attempts, strict=True)
+        ]
+        async with self._engine.begin() as conn:
+            applied = set(await _apply(conn, updates))
+            for job, attempt in zip(jobs, attempts, strict=True):
+                if attempt.verdict is Verdict.GONE and job.channel_id is not None:
+                    await conn.execute(
+                        _DISABLE,
+                        {
+                            "id": job.channel_id,
+                            "reason": f"endpoint answered 410 Gone for action {job.action.id}",
+                            "now": now,
+                            # Not when an operator has pointed the channel elsewhere meanwhile.
+                            "url": job.webhook[0] if job.webhook else None,
+                        },
+                    )
+                    log.warning("channel_disabled", channel_id=job.channel_id, status=410)
+        for job, update in zip(jobs, updates, strict=True):
+            outcome = update.status if update.id in applied else "stale"
+            DELIVERIES.labels(job.channel, outcome).inc()
+            log.info(
+                "delivery_attempt",
+                action_id=job.action.id,
+                channel=job.channel,
+                attempt=update.attempts,
+                outcome=outcome,
+                reason=update.reason,
+            )
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _lease_length(self, count: int) -> timedelta:
+        # Sends run CONCURRENCY at a time and each is bounded by the timeout, so the whole
+        # pass ends within this; the lease must outlast it or a second worker would re-send.
+        rounds = math.ceil(count / CONCURRENCY)
+        return timedelta(seconds=self._settings.webhook_timeout_seconds * rounds) + LEASE_MARGIN
+
+    def _plan(
+        self, row: Any, channel: Any, lease: datetime, now: datetime
+    ) -> tuple[_Job | None, _Update]:
+        def fail(reason: str, error: str) -> tuple[None, _Update]:
+            return None, _Update(row.id, "failed", row.attempts, reason, error[:500])
+
+        base = _Job(
+            OutboundAction.from_row(row),
+            row.channel,
+            row.attempts,
+            lease,
+            channel.id if channel else None,
+        )
+        if row.channel == "webhook":
+            if channel is None:
+                log.warning("delivery_no_channel", action_id=row.id, channel="webhook")
+                wait = _Update(
+                    row.id,
+                    "pending",
+                    row.attempts,
+                    error="no enabled webhook channel",
+                    next_at=now + NO_CHANNEL_DELAY,
+                )
+                return None, wait
+            try:
+                config = WebhookConfig.model_validate(channel.config)
+            except ValidationError as exc:
+                return fail("bad_channel", f"webhook channel {channel.id!r}: {exc}")
+            if not channel.secret:
+                return fail("bad_channel", f"webhook channel {channel.id!r} has no secret")
+            job = replace(base, webhook=(config.url, channel.secret))
+        elif row.channel == "email":
+            recipient = (row.recipient or "").strip()
+            if not email_channel.valid_address(recipient):
+                return fail("no_address", "the customer's profile has no usable email address")
+            job = replace(base, email=(self._smtp_server(channel), recipient))
+        else:
+            return fail("bad_channel", f"unknown channel {row.channel!r}")
+        return job, _Update(row.id, "pending", row.attempts, next_at=lease)
+
+    def _smtp_server(self, channel: Any) -> email_channel.SmtpServer:
+        s = self._settings
+        config = EmailConfig()
+        if channel is not None:
+            # A broken stored config falls back to the settings rather than stranding mail.
+            with contextlib.suppress(ValidationError):
+                config = EmailConfig.model_validate(channel.config)
+        return email_channel.SmtpServer(
+            host=config.smtp_host or s.smtp_host,
+            port=config.smtp_port or s.smtp_port,
+            sender=config.sender or s.email_from,
+        )
+
+    def _outcome(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
+        done = job.attempts + 1
+        act_id, lease = job.action.id, job.lease
+        match attempt.verdict:
+            case Verdict.SENT:
+                return _Update(act_id, "sent", done, sent_at=now, lease=lease)
+            case Verdict.UNKNOWN:
+                return _Update(act_id, "unknown", done, attempt.reason, attempt.error, lease=lease)
+            case Verdict.FAILED | Verdict.GONE:
+                return _Update(act_id, "failed", done, attempt.reason, attempt.error, lease=lease)
+        if done >= self._settings.delivery_max_attempts:
+            return _Update(
+                act_id,
+                "failed",
+                done,
+                "max_attempts",
+                f"gave up after {done} attempts; last: {attempt.error}",
+                lease=lease,
+            )
+        return _Update(
+            act_id,
+            "pending",
+            done,
+            error=attempt.error,
+            next_at=now + self.backoff(job.attempts, attempt.retry_after),
+            lease=lease,
+        )
+
+    def backoff(self, attempts: int, retry_after: float | None = None) -> timedelta:
+        """How long to wait after the failed attempt number ``attempts + 1``: full jitter,
+        uniform in [0, min(max, base·2^attempts)]; never sooner than a receiver's
+        Retry-After (itself capped at the maximum)."""
+        s = self._settings
+        bound = min(s.retry_max_seconds, s.retry_base_seconds * 2.0 ** min(attempts, 62))
+        delay = self._rng.uniform(0, bound)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, s.retry_max_seconds))
+        return timedelta(seconds=delay)
+
+    async def _send_one(self, job: _Job) -> Attempt:
+        s = self._settings
+        if job.webhook is not None:
+            url, secret = job.webhook
+            return await webhook_channel.deliver(
+                self._http,
+                url,
+                secret,
+                job.action,
+                at=self._wall.now(),
+                allow_private=s.allow_private_webhooks,
+                require_https=self._require_https,
+                timeout=s.webhook_timeout_seconds,
+            )
+        assert job.email is not None
+        server, recipient = job.email
+        link = unsubscribe_url(
+            s.public_base_url, job.action.customer_id, s.unsubscribe_secret.get_secret_value()
+        )
+        try:
+            message = email_channel.build_message(
+                job.action,
+                recipient=recipient,
+                sender=server.sender,
+                unsubscribe_link=link,
+                at=self._wall.now(),
+            )
+        except ValueError as exc:
+            return Attempt(Verdict.FAILED, "bad_message", str(exc)[:500])
+        return await email_channel.deliver(
+            server, message, recipient, timeout=s.webhook_timeout_seconds
+        )
+
+
+async def _apply(conn: AsyncConnection, updates: Sequence[_Update]) -> list[str]:
+    """Apply a batch of ledger updates in one statement; returns the ids it changed."""
+    if not updates:
+        return []
+    result = await conn.execute(
+        _UPDATE,
+        {
+            "ids": [u.id for u in updates],
+            "statuses": [u.status for u in updates],
+            "reasons": [u.reason for u in updates],
+            "errors": [u.error for u in updates],
+            "next_at": [u.next_at for u in updates],
+            "attempts": [u.attempts for u in updates],
+            "sent_at": [u.sent_at for u in updates],
+            "leases": [u.lease for u in updates],
+        },
+    )
+    return [r.id for r in result]

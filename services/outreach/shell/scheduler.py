@@ -1,0 +1,112 @@
+"""What time alone sets off: schedule rules coming due (birthdays, follow-ups, cron...) and
+deferred actions whose quiet hours are over.
+
+Due schedules are found through the ``schedule`` index (``due_at``), never by scanning
+customers; each is decided through :mod:`services.outreach.shell.decide` under the customer's
+lock, with the customer's local date as the occurrence, then rescheduled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.outreach.core.rules import Match, Rule
+from services.outreach.core.schedules import occurrence_key
+from services.outreach.settings import OutreachSettings
+from services.outreach.shell.current import Current
+from services.outreach.shell.decide import decide_and_record
+from services.outreach.store import ledger, schedule
+from services.outreach.store.ledger import Recorded
+from services.outreach.store.replica import cards_after
+from shared.clock import Clock
+
+
+async def fire_due(
+    engine: AsyncEngine, clock: Clock, current: Current, settings: OutreachSettings
+) -> tuple[int, list[Recorded]]:
+    """One round of due schedules (at most ``scheduler_batch``): (due rows, decided)."""
+    now = clock.now()
+    policy = current.policy
+    rules = current.rules
+    async with engine.begin() as conn:
+        due = await schedule.due(conn, now, settings.scheduler_batch)
+        if not due:
+            return 0, []
+        matches: list[Match] = []
+        cards: dict[str, Any] = {}
+        live_rules = []
+        for row in due:
+            rule = rules.get(row.rule_id)
+            if rule is None or not rule.enabled or rule.trigger.type != "schedule":
+                continue
+            cards[row.customer_id] = row.card
+            if current.ruleset.conditions_hold(rule, row.card):
+                key = occurrence_key(
+                    rule, row.card, row.due_at, default_timezone=policy.default_timezone
+                )
+                matches.append(Match(rule, row.customer_id, key))
+            live_rules.append(rule)
+        recorded = await decide_and_record(
+            conn, matches, cards, policy=policy, settings=settings, now=now
+        )
+        # Next occurrence: strictly after this one, so it can never fire twice.
+        for row in due:
+            rule = rules.get(row.rule_id)
+            if rule is not None and rule in live_rules:
+                await schedule.reschedule(
+                    conn,
+                    [rule],
+                    {row.customer_id: row.card},
+                    row.due_at + timedelta(minutes=1),
+                    policy.default_timezone,
+                )
+        gone = sorted({row.rule_id for row in due} - {r.id for r in live_rules})
+        if gone:
+            await schedule.drop_rules(conn, gone)
+    return len(due), recorded
+
+
+async def release_deferred(engine: AsyncEngine, now: datetime) -> int:
+    async with engine.begin() as conn:
+        return await ledger.release_deferred(conn, now)
+
+
+async def tick(
+    engine: AsyncEngine, clock: Clock, current: Current, settings: OutreachSettings
+) -> int:
+    """Everything time sets off now; returns how many actions were decided."""
+    decided = 0
+    while True:
+        due, batch = await fire_due(engine, clock, current, settings)
+        decided += len(batch)
+        if due < settings.scheduler_batch:
+            break
+    await release_deferred(engine, clock.now())
+    return decided
+
+
+async def reindex_schedule(
+    engine: AsyncEngine,
+    rules: Sequence[Rule],
+    default_timezone: str,
+    now: datetime,
+    chunk: int = 2000,
+) -> int:
+    """When each of ``rules`` next fires for every customer in the replica (a rule was saved);
+    returns how many customers were looked at."""
+    after = ""
+    seen = 0
+    while True:
+        async with engine.begin() as conn:
+            rows = await cards_after(conn, after, chunk)
+            if not rows:
+                return seen
+            await schedule.reschedule(
+                conn, rules, {r.customer_id: r.card for r in rows}, now, default_timezone
+            )
+        after = rows[-1].customer_id
+        seen += len(rows)

@@ -1,0 +1,73 @@
+"""Forgetting a customer.
+
+Scoring announces an erasure with an ``erasure`` change (an empty card). Outreach then drops
+the customer's card replica, schedule entries, suppression and unrelayed actions; the decided
+actions stay in the ledger for the counts, stripped of their content and re-labelled with an
+anonymous id, and any still waiting are suppressed. The registry remembers the erasure by a
+digest so that an older change arriving afterwards does not bring the customer back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.changes import Change
+from shared.logging import get_logger
+from shared.privacy import anonymous_id, customer_digest, erased_at
+
+log = get_logger(__name__)
+
+_FORGET = (
+    text("DELETE FROM outreach.cards WHERE customer_id = :id"),
+    text("DELETE FROM outreach.schedule WHERE customer_id = :id"),
+    text("DELETE FROM outreach.suppressions WHERE customer_id = :id"),
+    text("DELETE FROM outreach.outbox WHERE customer_id = :id"),
+    # The audit log keeps that a suppression was added or lifted, and by whom, not for whom.
+    text(
+        """
+        UPDATE auth.audit_log SET subject = :anonymous, before = NULL, after = NULL
+        WHERE subject = :id AND action LIKE 'suppression.%'
+        """
+    ),
+    text(
+        """
+        UPDATE outreach.actions SET customer_id = :anonymous, subject = NULL, body = NULL,
+            offer = NULL, detail = NULL, last_error = NULL,
+            status = CASE WHEN status IN ('scheduled', 'held', 'pending') THEN 'suppressed'
+                          ELSE status END,
+            reason = CASE WHEN status IN ('scheduled', 'held', 'pending') THEN 'erased'
+                          ELSE reason END,
+            next_attempt_at = NULL
+        WHERE customer_id = :id
+        """
+    ),
+)
+_REGISTER = text(
+    """
+    INSERT INTO outreach.erasures AS e (customer_digest, erased_at, change_id)
+    VALUES (:digest, :at, :change_id)
+    ON CONFLICT (customer_digest) DO UPDATE SET
+        erased_at = greatest(e.erased_at, EXCLUDED.erased_at), change_id = EXCLUDED.change_id
+    """
+)
+
+
+async def erased(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, datetime]:
+    """When each of these customers was erased, for those who were."""
+    return await erased_at(conn, "outreach", customer_ids)
+
+
+async def forget(conn: AsyncConnection, change: Change) -> None:
+    """Apply an erasure change inside the consumer's transaction."""
+    cid = change.customer_id
+    anonymous = anonymous_id(change.event.event_id if change.event else change.change_id)
+    for statement in _FORGET:
+        await conn.execute(statement, {"id": cid, "anonymous": anonymous})
+    await conn.execute(
+        _REGISTER, {"digest": customer_digest(cid), "at": change.at, "change_id": change.change_id}
+    )
+    log.info("customer_erased", change_id=change.change_id)

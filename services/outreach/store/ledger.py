@@ -1,0 +1,225 @@
+"""The actions ledger: the rows decisions write (with their message on the actions outbox),
+and what deciding reads back: contact histories, suppressions, actions already decided and
+actions held for an open complaint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# Statuses that occupy a frequency-cap slot: sent, or on its way.
+COUNTING = ("pending", "sent", "scheduled", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A new ledger row (returned for logging, tests and the actions stream)."""
+
+    action_id: str
+    rule_id: str
+    customer_id: str
+    occurrence: str
+    status: str
+    reason: str | None
+
+
+_HISTORY = text(
+    f"""
+    SELECT customer_id, coalesce(sent_at, not_before, decided_at) AS at, kind, rule_id
+    FROM outreach.actions
+    WHERE customer_id = ANY(CAST(:ids AS text[])) AND decided_at >= :since
+      AND status IN ({", ".join(f"'{s}'" for s in COUNTING)})
+    """
+)
+_SUPPRESSED = text(
+    "SELECT customer_id FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))"
+)
+_EXISTING = text(
+    """
+    SELECT a.rule_id, a.customer_id, a.occurrence FROM outreach.actions a
+    JOIN unnest(CAST(:rules AS text[]), CAST(:customers AS text[]), CAST(:occ AS text[]))
+        AS t(rule_id, customer_id, occurrence)
+      USING (rule_id, customer_id, occurrence)
+    """
+)
+_INSERT = text(
+    """
+    INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, channel,
+        priority, status, reason, detail, decided_at, not_before, next_attempt_at, subject,
+        body, offer)
+    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:rule AS text[]), CAST(:customer AS text[]),
+        CAST(:occ AS text[]), CAST(:kind AS text[]), CAST(:channel AS text[]),
+        CAST(:priority AS smallint[]), CAST(:status AS text[]), CAST(:reason AS text[]),
+        CAST(:detail AS text[]), CAST(:decided AS timestamptz[]),
+        CAST(:not_before AS timestamptz[]), CAST(:next AS timestamptz[]),
+        CAST(:subject AS text[]), CAST(:body AS text[]), CAST(:offer AS jsonb[]))
+    ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
+    RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
+        not_before
+    """
+)
+_OUTBOX = text(
+    """
+    INSERT INTO outreach.outbox (customer_id, payload, created_at)
+    SELECT c, p, now() FROM unnest(CAST(:customers AS text[]), CAST(:payloads AS bytea[]))
+        AS t(c, p)
+    """
+)
+
+_HELD = text(
+    """
+    SELECT id, rule_id, customer_id, kind, channel, priority FROM outreach.actions
+    WHERE status = 'held' AND customer_id = ANY(CAST(:ids AS text[]))
+    ORDER BY customer_id, priority DESC, decided_at
+    FOR UPDATE
+    """
+)
+_REDECIDE = text(
+    """
+    UPDATE outreach.actions a SET status = v.status, reason = v.reason, detail = v.detail,
+        not_before = v.not_before, next_attempt_at = v.next
+    FROM unnest(CAST(:ids AS text[]), CAST(:status AS text[]), CAST(:reason AS text[]),
+                CAST(:detail AS text[]), CAST(:not_before AS timestamptz[]),
+                CAST(:next AS timestamptz[])) AS v(id, status, reason, detail, not_before, next)
+    WHERE a.id = v.id
+    """
+)
+
+
+_RELEASE_DEFERRED = text(
+    """
+    UPDATE outreach.actions SET status = 'pending', next_attempt_at = not_before
+    WHERE status = 'scheduled' AND not_before <= :now
+    """
+)
+_ALL_SUPPRESSED = text("SELECT customer_id FROM outreach.suppressions")
+
+
+async def contact_history(
+    conn: AsyncConnection, customer_ids: Sequence[str], since: datetime | None
+) -> dict[str, list[tuple[datetime, str, str]]]:
+    """Each customer's contacts decided since ``since`` (None: ever)."""
+    out: dict[str, list[tuple[datetime, str, str]]] = {c: [] for c in customer_ids}
+    params = {"ids": list(customer_ids), "since": since or datetime(1970, 1, 1, tzinfo=UTC)}
+    for row in await conn.execute(_HISTORY, params):
+        out[row.customer_id].append((row.at, row.kind, row.rule_id))
+    return out
+
+
+async def suppressed_among(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
+    return set((await conn.execute(_SUPPRESSED, {"ids": list(customer_ids)})).scalars())
+
+
+async def all_suppressed(conn: AsyncConnection) -> set[str]:
+    """Every customer on the suppression list."""
+    return set((await conn.execute(_ALL_SUPPRESSED)).scalars())
+
+
+async def decided_already(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str, str]]
+) -> set[tuple[str, str, str]]:
+    """Which of these (rule, customer, occurrence) the ledger already holds."""
+    return {
+        (r.rule_id, r.customer_id, r.occurrence)
+        for r in await conn.execute(
+            _EXISTING,
+            {
+                "rules": [k[0] for k in keys],
+                "customers": [k[1] for k in keys],
+                "occ": [k[2] for k in keys],
+            },
+        )
+    }
+
+
+async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Recorded]:
+    """Insert new ledger rows (a row already there is skipped) and put each on the actions
+    outbox; returns the rows inserted."""
+    if not rows:
+        return []
+    columns = [
+        "id",
+        "rule",
+        "customer",
+        "occ",
+        "kind",
+        "channel",
+        "priority",
+        "status",
+        "reason",
+        "detail",
+        "decided",
+        "not_before",
+        "next",
+        "subject",
+        "body",
+        "offer",
+    ]
+    inserted = (await conn.execute(_INSERT, {c: [r[c] for r in rows] for c in columns})).all()
+    if inserted:
+        await conn.execute(
+            _OUTBOX,
+            {
+                "customers": [r.customer_id for r in inserted],
+                "payloads": [
+                    orjson.dumps(
+                        {
+                            "action_id": r.id,
+                            "rule_id": r.rule_id,
+                            "customer_id": r.customer_id,
+                            "occurrence": r.occurrence,
+                            "kind": r.kind,
+                            "channel": r.channel,
+                            "status": r.status,
+                            "reason": r.reason,
+                            "decided_at": r.decided_at.isoformat(),
+                            "not_before": r.not_before.isoformat() if r.not_before else None,
+                        }
+                    )
+                    for r in inserted
+                ],
+            },
+        )
+    return [
+        Recorded(r.id, r.rule_id, r.customer_id, r.occurrence, r.status, r.reason) for r in inserted
+    ]
+
+
+async def held_actions(conn: AsyncConnection, customer_ids: Sequence[str]) -> Sequence[Any]:
+    """The customers' held actions, locked, best first within each customer."""
+    return (await conn.execute(_HELD, {"ids": list(customer_ids)})).all()
+
+
+async def redecide(conn: AsyncConnection, columns: dict[str, list[Any]]) -> None:
+    """Write new decisions over held actions: ``ids`` with their ``status``, ``reason``,
+    ``detail``, ``not_before`` and ``next`` (attempt), column by column."""
+    await conn.execute(_REDECIDE, columns)
+
+
+async def release_deferred(conn: AsyncConnection, now: datetime) -> int:
+    """Deferred actions whose quiet hours are over become pending; returns how many."""
+    result = await conn.execute(_RELEASE_DEFERRED, {"now": now})
+    return int(result.rowcount)
+
+
+_SUPPRESS_QUEUED = text(
+    """
+    UPDATE outreach.actions SET status = 'suppressed', reason = 'unsubscribed',
+        detail = 'the customer unsubscribed', next_attempt_at = NULL
+    WHERE customer_id = :c AND status = ANY(CAST(:queued AS text[]))
+    """
+)
+# Actions still to go out: deferred, held, or waiting for delivery.
+QUEUED = ("pending", "scheduled", "held")
+
+
+async def suppress_unsubscribed(conn: AsyncConnection, customer_id: str) -> int:
+    """The customer unsubscribed: suppress every action still waiting for them; how many."""
+    result = await conn.execute(_SUPPRESS_QUEUED, {"c": customer_id, "queued": list(QUEUED)})
+    return int(result.rowcount)

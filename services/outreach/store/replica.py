@@ -1,0 +1,80 @@
+"""The card replica: each customer's latest card as scoring published it, the row a decision
+for the customer locks, and the audience previews and broadcasts scan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.changes import Change
+
+# Replica rows per fetch of the server-side cursor.
+CHUNK = 500
+
+# Newer changes win; an older change arriving late never overwrites a newer card.
+_SAVE = text(
+    """
+    INSERT INTO outreach.cards AS k (customer_id, card, complaint_open, change_at)
+    SELECT c, CAST(d AS jsonb), o, a
+    FROM unnest(CAST(:ids AS text[]), CAST(:cards AS text[]), CAST(:open AS boolean[]),
+                CAST(:at AS timestamptz[])) AS t(c, d, o, a)
+    ON CONFLICT (customer_id) DO UPDATE SET card = EXCLUDED.card,
+        complaint_open = EXCLUDED.complaint_open, change_at = EXCLUDED.change_at
+    WHERE k.change_at <= EXCLUDED.change_at
+    """
+)
+_LOCK = text(
+    "SELECT customer_id FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[])) "
+    "ORDER BY customer_id FOR UPDATE"
+)
+_CARD = text("SELECT card FROM outreach.cards WHERE customer_id = :c")
+_AFTER = text(
+    "SELECT customer_id, card FROM outreach.cards WHERE customer_id > :after "
+    "ORDER BY customer_id LIMIT :n"
+)
+
+
+async def save_cards(conn: AsyncConnection, latest: Mapping[str, Change]) -> None:
+    """Write each customer's card from their latest change (by customer id)."""
+    await conn.execute(
+        _SAVE,
+        {
+            "ids": list(latest),
+            "cards": [orjson.dumps(c.card).decode() for c in latest.values()],
+            "open": [bool((c.card.get("complaints") or {}).get("open")) for c in latest.values()],
+            "at": [c.at for c in latest.values()],
+        },
+    )
+
+
+async def lock_customers(conn: AsyncConnection, customer_ids: Sequence[str]) -> None:
+    """Lock the customers' replica rows, in key order: the decision path's lock."""
+    await conn.execute(_LOCK, {"ids": sorted(set(customer_ids))})
+
+
+async def card_of(conn: AsyncConnection, customer_id: str) -> Any:
+    """The customer's card, or None when the replica has none."""
+    return await conn.scalar(_CARD, {"c": customer_id})
+
+
+async def cards_after(conn: AsyncConnection, after: str, limit: int) -> Sequence[Row[Any]]:
+    """Up to ``limit`` replica rows (``customer_id``, ``card``) after customer id ``after``."""
+    return (await conn.execute(_AFTER, {"after": after, "n": limit})).all()
+
+
+async def replica_chunks(
+    conn: AsyncConnection, *, stages: Sequence[str] | None = None, size: int = CHUNK
+) -> AsyncIterator[Sequence[Row[Any]]]:
+    """The card replica in customer id order, ``size`` rows at a time through a server-side
+    cursor (rows have ``customer_id`` and ``card``); only ``stages`` when given."""
+    where = "WHERE card->>'stage' = ANY(CAST(:stages AS text[]))" if stages else ""
+    query = text(f"SELECT customer_id, card FROM outreach.cards {where} ORDER BY customer_id")
+    result = await conn.stream(
+        query.execution_options(yield_per=size), {"stages": list(stages or ())}
+    )
+    async for rows in result.partitions(size):
+        yield rows

@@ -1,0 +1,85 @@
+"""The schedule index: when each schedule rule next fires for each customer (``due_at``), so
+the scheduler finds what is due without scanning customers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.outreach.core.rules import Rule
+from services.outreach.core.schedules import next_due
+
+_SCHEDULE = text(
+    """
+    INSERT INTO outreach.schedule (rule_id, customer_id, due_at)
+    SELECT * FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
+                         CAST(:due AS timestamptz[]))
+    ON CONFLICT (rule_id, customer_id) DO UPDATE SET due_at = EXCLUDED.due_at
+    """
+)
+_UNSCHEDULE = text(
+    """
+    DELETE FROM outreach.schedule s
+    USING unnest(CAST(:rules AS text[]), CAST(:customers AS text[])) AS t(r, c)
+    WHERE s.rule_id = t.r AND s.customer_id = t.c
+    """
+)
+_DUE = text(
+    """
+    SELECT s.rule_id, s.customer_id, s.due_at, c.card
+    FROM outreach.schedule s JOIN outreach.cards c USING (customer_id)
+    WHERE s.due_at <= :now
+    ORDER BY s.due_at
+    LIMIT :limit
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+# Rows of rules deleted, disabled or no longer on a schedule.
+_DROP = text("DELETE FROM outreach.schedule WHERE rule_id = ANY(CAST(:rules AS text[]))")
+
+
+async def reschedule(
+    conn: AsyncConnection,
+    schedules: Sequence[Rule],
+    cards: Mapping[str, Mapping[str, Any]],
+    after: datetime,
+    default_timezone: str,
+) -> None:
+    """Recompute when each schedule rule next fires for each of these customers."""
+    due: list[tuple[str, str, datetime]] = []
+    gone: list[tuple[str, str]] = []
+    for customer_id, card in cards.items():
+        for rule in schedules:
+            at = next_due(rule, card, after, default_timezone=default_timezone)
+            if at is None:
+                gone.append((rule.id, customer_id))
+            else:
+                due.append((rule.id, customer_id, at))
+    if due:
+        await conn.execute(
+            _SCHEDULE,
+            {
+                "rules": [d[0] for d in due],
+                "customers": [d[1] for d in due],
+                "due": [d[2] for d in due],
+            },
+        )
+    if gone:
+        await conn.execute(
+            _UNSCHEDULE, {"rules": [g[0] for g in gone], "customers": [g[1] for g in gone]}
+        )
+
+
+async def due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:
+    """Up to ``limit`` rows due at ``now`` (``rule_id``, ``customer_id``, ``due_at``, ``card``),
+    earliest first, locked; rows another scheduler holds are skipped."""
+    return (await conn.execute(_DUE, {"now": now, "limit": limit})).all()
+
+
+async def drop_rules(conn: AsyncConnection, rule_ids: Sequence[str]) -> None:
+    """Forget every entry of these rules."""
+    await conn.execute(_DROP, {"rules": list(rule_ids)})
