@@ -27,8 +27,9 @@ from services.outreach.shell.broadcast import launch
 from services.outreach.shell.scheduler import tick
 from services.outreach.store import tables
 from services.outreach.store.rules import stored_rule
-from shared.http import ERROR_RESPONSES, IsoDateTime
+from shared.errors import ERROR_RESPONSES
 from shared.logging import get_logger
+from shared.params import IsoDateTime
 
 log = get_logger(__name__)
 

@@ -31,7 +31,7 @@ from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.shell.resolve import resolve
 from shared import audit
 from shared.auth import Principal
-from shared.http import ERROR_RESPONSES, ErrorBody
+from shared.errors import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["channels"])
 

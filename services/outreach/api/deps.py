@@ -9,7 +9,7 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
 from shared.auth import Principal, RequireScope, Scope
-from shared.http import ERROR_RESPONSES, ErrorBody
+from shared.errors import ERROR_RESPONSES, ErrorBody
 
 Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
 Writer = Annotated[Principal, RequireScope(Scope.MARKETING_WRITE)]

@@ -10,7 +10,7 @@ from services.outreach.core.policy import Policy
 from services.outreach.shell.current import Current
 from services.outreach.store.policy import load_policy, lock_policy, save_policy
 from shared import audit
-from shared.http import ERROR_RESPONSES
+from shared.errors import ERROR_RESPONSES
 from shared.logging import get_logger
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ from services.outreach.shell.preview import preview
 from services.outreach.shell.recorded import recorded_changes
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
-from shared.http import ERROR_RESPONSES
+from shared.errors import ERROR_RESPONSES
 from shared.topics import Topics
 
 router = APIRouter(prefix="/v1")

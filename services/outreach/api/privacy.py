@@ -15,7 +15,7 @@ from services.outreach.schemas import (
     OutreachExport,
     ScheduledRule,
 )
-from shared.http import ERROR_RESPONSES, ErrorBody
+from shared.errors import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 

@@ -28,7 +28,7 @@ from services.outreach.store.rules import (
 from services.outreach.store.rules import rule_versions as stored_versions
 from shared import audit
 from shared.auth import Principal
-from shared.http import ERROR_RESPONSES, ErrorBody, FieldError, error_response
+from shared.errors import ERROR_RESPONSES, ErrorBody, FieldError, error_response
 from shared.logging import get_logger
 
 log = get_logger(__name__)

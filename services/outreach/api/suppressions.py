@@ -12,7 +12,7 @@ from services.outreach.api.deps import Reader, Writer, invalid
 from services.outreach.schemas import Suppression, SuppressionIn, SuppressionPage
 from services.outreach.store import suppressions
 from shared import audit
-from shared.http import ERROR_RESPONSES, ErrorBody
+from shared.errors import ERROR_RESPONSES, ErrorBody
 from shared.logging import get_logger
 
 log = get_logger(__name__)

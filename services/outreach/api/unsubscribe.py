@@ -21,7 +21,7 @@ from services.outreach.store import suppressions
 from services.outreach.store.ledger import suppress_unsubscribed
 from services.outreach.store.replica import lock_customers
 from shared import audit
-from shared.http import ERROR_RESPONSES
+from shared.errors import ERROR_RESPONSES
 from shared.logging import get_logger
 
 log = get_logger(__name__)
