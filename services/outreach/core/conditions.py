@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from shared.card import Card
 from shared.events import PAYLOAD_OF, EventType
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -109,48 +110,6 @@ class ConditionError(ValueError):
         self.errors = errors
 
 
-# Kept by hand, not imported from scoring: outreach knows the card only as JSON on the changes
-# topic, and this table is the contract rules are validated against. One entry per object of
-# the card, as "name:type" words; a type spelled "a|b|c" is an enum of those values.
-_CARD_FIELDS = {
-    "": "customer_id:str as_of:datetime updated_at:datetime value_score:float "
-    "tier:key|regular|low strategy:develop|maintain|nurture|reduce_cost "
-    "stage:prospect|new|growing|mature|declining|churned|reactivated "
-    "stage_since:datetime next_transition_at:datetime",
-    "profile": "name:str email:str phone:str birthday:date timezone:str locale:str tags:tags "
-    "member_tier:str attributes:map",
-    "profile.consent": "email:bool sms:bool marketing:bool",
-    "value": "lifetime_spend:decimal spend_30d:decimal spend_90d:decimal spend_365d:decimal "
-    "orders:int average_order_value:decimal first_order_at:datetime last_order_at:datetime "
-    "purchase_interval_days:float outstanding:decimal",
-    "rfm": "recency:int frequency:int monetary:int segment:champions|loyal|potential_loyalist|"
-    "new|promising|need_attention|about_to_sleep|at_risk|cannot_lose|hibernating|lost",
-    "prediction": "frequency:int recency_days:float age_days:float p_alive:float "
-    "expected_orders_90d:float expected_order_value:float clv_365d:float",
-    "complaints": "open:int total:int last_at:datetime",
-    "visits": "last_30d:int total:int last_at:datetime",
-}
-_KINDS: frozenset[str] = frozenset(get_args(Kind))
-
-
-def _card_schema() -> Schema:
-    fields: dict[str, FieldSpec] = {}
-    for group, words in _CARD_FIELDS.items():
-        if group:
-            fields[group] = FieldSpec("object")
-        for word in words.split():
-            name, _, kind = word.partition(":")
-            path = f"{group}.{name}" if group else name
-            if kind in _KINDS:
-                fields[path] = FieldSpec(kind)  # type: ignore[arg-type]
-            else:
-                fields[path] = FieldSpec("str", frozenset(kind.split("|")))
-    return Schema("card", fields)
-
-
-CARD = _card_schema()
-
-
 @cache
 def event_schema(event_type: EventType) -> Schema:
     """The fields of an event type's ``data``, read off its payload model in shared.events."""
@@ -199,6 +158,11 @@ def _spec_of(tp: Any) -> FieldSpec:
             if issubclass(tp, base):
                 return FieldSpec(kind)  # type: ignore[arg-type]
     return FieldSpec("list")  # unknown shapes: only "exists" applies
+
+
+# The card's fields, read off the contract scoring publishes (shared.card): what a condition
+# may name and how each compares.
+CARD = Schema("card", _fields_of(Card))
 
 
 # Converters turn a card value into something comparable, or None when it is missing or

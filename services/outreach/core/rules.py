@@ -48,10 +48,10 @@ from services.outreach.core.schedules import (
     CronSchedule,
     DaysAfterSchedule,
 )
+from shared.card import Stage
 from shared.changes import Change
 from shared.events import EventType
 
-Stage = Literal["prospect", "new", "growing", "mature", "declining", "churned", "reactivated"]
 ActionKind = Literal[
     "greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"
 ]

@@ -18,6 +18,8 @@ Output is text: no HTML autoescaping (an email channel that sends HTML escapes t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -25,6 +27,21 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from shared.card import (
+    Card,
+    Complaints,
+    Consent,
+    Prediction,
+    Profile,
+    Rfm,
+    Segment,
+    Stage,
+    Strategy,
+    Tier,
+    Value,
+    Visits,
+)
 
 SUBJECT_MAX = 200
 BODY_MAX = 20_000
@@ -126,52 +143,53 @@ def check(template: Template, offer: Mapping[str, Any] | None = None) -> list[st
     return errors
 
 
-# Every field of a card filled in, as it arrives on the changes topic, so a template is
-# checked against the full shape a real card can have.
-SAMPLE_CARD: Mapping[str, Any] = {
-    "customer_id": "sample-customer",
-    "as_of": "2025-06-01T08:00:00+00:00",
-    "profile": {
-        "name": "Ada Lovelace",
-        "email": "ada@example.com",
-        "phone": "+44 20 7946 0000",
-        "birthday": "1990-05-17",
-        "timezone": "Europe/London",
-        "locale": "en-GB",
-        "consent": {"email": True, "sms": False, "marketing": True},
-        "tags": ["vip", "newsletter"],
-        "member_tier": "gold",
-        "attributes": {"favourite_category": "tea", "store": "london-1"},
-    },
-    "value": {
-        "lifetime_spend": "1234.50",
-        "spend_30d": "89.90",
-        "spend_90d": "240.00",
-        "spend_365d": "910.40",
-        "orders": 14,
-        "average_order_value": "88.18",
-        "first_order_at": "2022-03-04T12:30:00+00:00",
-        "last_order_at": "2025-05-20T17:45:00+00:00",
-        "purchase_interval_days": 21.0,
-        "outstanding": "0.00",
-    },
-    "value_score": 1.82,
-    "rfm": {"recency": 5, "frequency": 4, "monetary": 5, "segment": "champions"},
-    "prediction": {
-        "frequency": 12,
-        "recency_days": 1173.0,
-        "age_days": 1185.0,
-        "p_alive": 0.93,
-        "expected_orders_90d": 3.4,
-        "expected_order_value": 86.2,
-        "clv_365d": 1120.0,
-    },
-    "tier": "key",
-    "strategy": "develop",
-    "stage": "mature",
-    "stage_since": "2023-01-10T00:00:00+00:00",
-    "next_transition_at": "2025-06-30T00:00:00+00:00",
-    "complaints": {"open": 0, "total": 1, "last_at": "2024-02-11T09:00:00+00:00"},
-    "visits": {"last_30d": 3, "total": 41, "last_at": "2025-05-28T15:10:00+00:00"},
-    "updated_at": "2025-05-28T15:10:00+00:00",
-}
+# Every field of a card filled in, built by the contract scoring publishes (shared.card) and
+# written as it arrives on the changes topic, so a template is checked against the full shape
+# a real card can have.
+SAMPLE_CARD: Mapping[str, Any] = Card(
+    customer_id="sample-customer",
+    as_of=datetime(2025, 6, 1, 8, tzinfo=UTC),
+    profile=Profile(
+        name="Ada Lovelace",
+        email="ada@example.com",
+        phone="+44 20 7946 0000",
+        birthday=date(1990, 5, 17),
+        timezone="Europe/London",
+        locale="en-GB",
+        consent=Consent(email=True, sms=False, marketing=True),
+        tags=["vip", "newsletter"],
+        member_tier="gold",
+        attributes={"favourite_category": "tea", "store": "london-1"},
+    ),
+    value=Value(
+        lifetime_spend=Decimal("1234.50"),
+        spend_30d=Decimal("89.90"),
+        spend_90d=Decimal("240.00"),
+        spend_365d=Decimal("910.40"),
+        orders=14,
+        average_order_value=Decimal("88.18"),
+        first_order_at=datetime(2022, 3, 4, 12, 30, tzinfo=UTC),
+        last_order_at=datetime(2025, 5, 20, 17, 45, tzinfo=UTC),
+        purchase_interval_days=21.0,
+        outstanding=Decimal("0.00"),
+    ),
+    value_score=1.82,
+    rfm=Rfm(recency=5, frequency=4, monetary=5, segment=Segment.CHAMPIONS),
+    prediction=Prediction(
+        frequency=12,
+        recency_days=1173.0,
+        age_days=1185.0,
+        p_alive=0.93,
+        expected_orders_90d=3.4,
+        expected_order_value=86.2,
+        clv_365d=1120.0,
+    ),
+    tier=Tier.KEY,
+    strategy=Strategy.DEVELOP,
+    stage=Stage.MATURE,
+    stage_since=date(2023, 1, 10),
+    next_transition_at=datetime(2025, 6, 30, tzinfo=UTC),
+    complaints=Complaints(open=0, total=1, last_at=datetime(2024, 2, 11, 9, tzinfo=UTC)),
+    visits=Visits(last_30d=3, total=41, last_at=datetime(2025, 5, 28, 15, 10, tzinfo=UTC)),
+    updated_at=datetime(2025, 5, 28, 15, 10, tzinfo=UTC),
+).model_dump(mode="json")
