@@ -24,8 +24,7 @@ import asyncio
 import contextlib
 import math
 import os
-import subprocess
-import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -42,10 +41,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.outreach.shell.channels.webhook import generate_secret
 from shared.auth import Scope, create_key
-from shared.db import create_database, drop_database, make_engine
-from shared.migrate import upgrade_all
+from shared.db import make_engine
 from shared.settings import CommonSettings
-from shared.topics import Topics, ensure_topics
+from shared.topics import Topics
+from tests.support import receivers
+from tests.support.servers import ServiceProcess
+from tests.support.stack import fresh_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("ingest", "scoring", "outreach")
@@ -62,62 +63,24 @@ TARGET_RSS_MB = 300  # per service
 @dataclass
 class Stack:
     settings: CommonSettings
-    procs: dict[str, subprocess.Popen[bytes]]
-    urls: dict[str, str]
+    services: dict[str, ServiceProcess]
     ingest_key: str
     admin_key: str
 
     @property
+    def urls(self) -> dict[str, str]:
+        return {name: service.url for name, service in self.services.items()}
+
+    @property
     def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.procs.items()}
+        return {
+            name: service.process.pid
+            for name, service in self.services.items()
+            if service.process is not None
+        }
 
     def auth(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
-
-
-def _spawn(name: str, settings: CommonSettings, port: int, run: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "DATABASE_URL": settings.database_url,
-        "TEND_TOPIC_PREFIX": settings.topic_prefix,
-        "TEND_LOG_LEVEL": "WARNING",
-        "TEND_OUTREACH_ALLOW_PRIVATE_WEBHOOKS": "true",
-        # Groups of their own: the dev stack's services may be consuming under the default
-        # names, and one group over two subscriptions would rebalance both.
-        "TEND_SCORING_CONSUMER_GROUP": f"bench-scoring-{run}",
-        "TEND_OUTREACH_CONSUMER_GROUP": f"bench-outreach-{run}",
-    }
-    args = f"services.{name}.app:create_app --factory --port {port} --no-access-log --loop uvloop"
-    args += " --http httptools --log-level warning"
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", *args.split()], cwd=ROOT, env=env)
-
-
-async def _ready(stack: Stack, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
-        for name, url in stack.urls.items():
-            while True:
-                if stack.procs[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited at start (code {stack.procs[name].poll()})")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} is not ready after {timeout:.0f} s")
-                await asyncio.sleep(0.2)
-
-
-def _stop(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs.values():
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 async def delete_topics(settings: CommonSettings, wanted: Callable[[str], bool]) -> list[str]:
@@ -135,129 +98,71 @@ async def delete_topics(settings: CommonSettings, wanted: Callable[[str], bool])
 
 @asynccontextmanager
 async def fresh_database(label: str, prefix: str = "") -> AsyncIterator[CommonSettings]:
-    """Settings pointing at a new, migrated database (dropped on the way out) and at the
-    topics of ``prefix`` (created here, deleted on the way out)."""
-    run = uuid.uuid4().hex[:8]
-    base = CommonSettings().model_copy(update={"topic_prefix": prefix})
-    name = f"tend_bench_{label}_{run}"
-    settings = await create_database(base, name)
-    try:
-        await asyncio.to_thread(upgrade_all, settings)
-        if prefix:
-            await ensure_topics(settings)
+    """Settings pointing at a new, migrated database (dropped on the way out) and, with a
+    ``prefix``, at topics of their own under it (created here, deleted on the way out): the
+    tests' own fresh settings, named for the bench."""
+    base = CommonSettings().model_copy(update={"topic_prefix": prefix or f"bench.{label}."})
+    async with fresh_settings(base, topics=bool(prefix)) as settings:
         yield settings
-    finally:
-        await _clean_up(base, name, prefix)
-
-
-async def _clean_up(base: CommonSettings, name: str, prefix: str) -> None:
-    """Drop the database and delete the topics; a failure is reported, not raised (it must
-    not hide what went wrong before). The drop is retried: after a big load an autovacuum
-    worker may hold the database, and only a superuser may end it."""
-    for attempt in range(10):
-        try:
-            await drop_database(base, name)
-            break
-        except Exception as exc:
-            if attempt == 9:
-                print(f"bench: could not drop database {name}: {exc!r}", file=sys.stderr)
-            else:
-                await asyncio.sleep(3)
-    if prefix:
-        try:
-            await delete_topics(base, lambda t: t.startswith(prefix))
-        except Exception as exc:
-            print(f"bench: could not delete topics {prefix}*: {exc!r}", file=sys.stderr)
 
 
 @asynccontextmanager
 async def running_stack(label: str, ports: Mapping[str, int] = PORTS) -> AsyncIterator[Stack]:
-    """A fresh database and topics, two API keys and the three services; all of it stopped,
-    dropped and deleted on the way out."""
+    """A fresh database and topics, two API keys and the three services as processes; all of
+    it stopped, dropped and deleted on the way out."""
     run = uuid.uuid4().hex[:8]
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    env = {
+        "TEND_LOG_LEVEL": "WARNING",
+        "TEND_OUTREACH_ALLOW_PRIVATE_WEBHOOKS": "true",
+        # Groups of their own: the dev stack's services may be consuming under the default
+        # names, and one group over two subscriptions would rebalance both.
+        "TEND_SCORING_CONSUMER_GROUP": f"bench-scoring-{run}",
+        "TEND_OUTREACH_CONSUMER_GROUP": f"bench-outreach-{run}",
+    }
+    logs = Path(tempfile.mkdtemp(prefix=f"tend-bench-{label}-"))
     async with fresh_database(label, f"bench.{label}.{run}.") as settings:
+        engine = make_engine(settings, pool_size=1)
         try:
-            engine = make_engine(settings, pool_size=1)
-            try:
-                _, ingest_key = await create_key(
-                    engine, f"bench-{run}-ingest", [Scope.EVENTS_WRITE]
-                )
-                _, admin_key = await create_key(
-                    engine,
-                    f"bench-{run}-admin",
-                    [Scope.OPS_READ, Scope.OPS_WRITE, Scope.MARKETING_WRITE],
-                )
-            finally:
-                await engine.dispose()
-            for service in SERVICES:
-                procs[service] = _spawn(service, settings, ports[service], run)
-            urls = {s: f"http://127.0.0.1:{ports[s]}" for s in SERVICES}
-            stack = Stack(settings, procs, urls, ingest_key, admin_key)
-            await _ready(stack)
-            yield stack
+            _, ingest_key = await create_key(engine, f"bench-{run}-ingest", [Scope.EVENTS_WRITE])
+            _, admin_key = await create_key(
+                engine,
+                f"bench-{run}-admin",
+                [Scope.OPS_READ, Scope.OPS_WRITE, Scope.MARKETING_WRITE],
+            )
         finally:
-            await asyncio.to_thread(_stop, procs)
+            await engine.dispose()
+        services = {
+            name: ServiceProcess(name, settings, logs, env, port=ports[name]) for name in SERVICES
+        }
+        try:
+            for service in services.values():
+                await asyncio.to_thread(service.start)
+            yield Stack(settings, services, ingest_key, admin_key)
+        finally:
+            for service in services.values():
+                await asyncio.to_thread(service.stop)
 
 
 # -- what the pipeline delivers, timestamped on arrival -----------------------------------------
 
 
-class WebhookReceiver:
-    """A tiny HTTP/1.1 endpoint (keep-alive) that answers every request 204 and records when
+class WebhookReceiver(receivers.WebhookReceiver):
+    """The tests' receiver (HTTP/1.1 keep-alive, every request answered 200), recording when
     each webhook arrived, by ``webhook-id`` and by the event behind it (the payload's
-    ``occurrence``: for an event-triggered rule, the event id)."""
+    ``occurrence``: for an event-triggered rule, the event id). Signatures are not checked
+    here: the receiver shares the machine with what it measures."""
 
     def __init__(self) -> None:
-        self.secret = generate_secret()
+        super().__init__(secret=generate_secret())
         self.by_webhook_id: dict[str, float] = {}
         self.by_event: dict[str, float] = {}
         self.repeats = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/tend"
-
-    async def __aenter__(self) -> WebhookReceiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    async def _record(
+        self, path: str, headers: dict[str, str], body: bytes, step: receivers.Step
     ) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                headers = {}
-                for line in head.decode("latin-1").split("\r\n")[1:]:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self._record(time.time(), headers.get("webhook-id"), body)
-                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-
-    def _record(self, at: float, webhook_id: str | None, body: bytes) -> None:
+        at = time.time()
+        webhook_id = headers.get("webhook-id")
         if webhook_id is None or webhook_id in self.by_webhook_id:
             self.repeats += 1
             return

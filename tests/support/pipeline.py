@@ -136,22 +136,15 @@ async def nothing_in_flight(stack: Stack) -> bool:
 async def outreach_caught_up(stack: Stack, timeout: float = 30) -> None:
     """Until outreach's consumer group has committed every record now on the changes topic,
     i.e. applied it (offsets are committed only after the batch's transaction)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from shared.kafka_read import end_offsets
     from shared.topics import Topics
 
     assert stack.outreach_app is not None
     topic = Topics.from_settings(stack.settings).changes
     bootstrap = stack.settings.kafka_bootstrap_servers
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        end = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
+    end = await end_offsets(bootstrap, topic)
     wanted = {tp: offset for tp, offset in end.items() if offset > 0}
     group = stack.outreach_app.state.consumer.group_id
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

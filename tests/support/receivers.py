@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from standardwebhooks import Webhook
@@ -109,7 +109,7 @@ class WebhookReceiver:
             await self._arrived.wait_for(lambda: len(self.received) >= count)
         return self.received
 
-    async def __aenter__(self) -> WebhookReceiver:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -164,6 +164,7 @@ class WebhookReceiver:
         return self._chooser() if self._chooser is not None else self._default
 
     async def _record(self, path: str, headers: dict[str, str], body: bytes, step: Step) -> None:
+        """Verify and keep the request (a subclass may keep something else: a timestamp)."""
         try:
             Webhook(self.secret).verify(body, headers)
             verified, error = True, None

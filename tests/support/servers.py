@@ -23,9 +23,10 @@ class ServiceProcess:
         settings: CommonSettings,
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.service = service
-        self.port = free_port()
+        self.port = port or free_port()
         self.settings = settings
         self.log_path = log_dir / f"{service}-{self.port}.log"
         self.extra_env = extra_env or {}
