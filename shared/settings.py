@@ -1,8 +1,10 @@
 """Settings shared by every service, read once from the environment.
 
-Each service subclasses :class:`CommonSettings` with its own ``env_prefix`` for its own
-knobs; the infrastructure addresses (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) are
-unprefixed so one export serves the whole stack.
+:class:`CommonSettings` holds what every process needs (``TEND_`` prefix); each service keeps
+its own knobs in a settings class of its own beside it, with its own prefix
+(``TEND_SCORING_``, ``TEND_OUTREACH_``, ``TEND_INGEST_``). The infrastructure addresses
+(``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) are unprefixed so one export serves the whole
+stack.
 """
 
 from __future__ import annotations
