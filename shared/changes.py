@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.events import Envelope
+from shared.events import LENIENT, Envelope
 
 Cause = Literal["event", "time", "refresh", "erasure"]
 
@@ -56,4 +56,6 @@ class Change(BaseModel):
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Change:
-        return cls.model_validate_json(raw)
+        """A change as a consumer reads it: fields it does not know, in the change or in the
+        event it carries, are ignored."""
+        return cls.model_validate_json(raw, extra="ignore", context=LENIENT)

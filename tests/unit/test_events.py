@@ -8,6 +8,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from services.outreach.core.changes import read_change
+from shared.changes import Change
 from shared.events import CustomerData, Envelope, OrderData
 
 BASE = {
@@ -108,3 +110,34 @@ def test_a_consumer_still_refuses_an_unknown_schema_version() -> None:
                 }
             )
         )
+
+
+def test_a_change_whose_event_carries_fields_outreach_does_not_know_is_read() -> None:
+    event = {
+        **BASE,
+        "event_type": "order.paid",
+        "trace": "t-1",
+        "data": {
+            "order_id": "o1",
+            "status": "paid",
+            "amount": "5.00",
+            "currency": "USD",
+            "coupon": "SPRING",
+        },
+    }
+    raw = orjson.dumps(
+        {
+            "change_id": "ch-1",
+            "customer_id": "c1",
+            "cause": "event",
+            "at": "2026-01-01T00:00:02Z",
+            "event": event,
+            "card": {"customer_id": "c1", "stage": "new"},
+            "stage_change": {"from": "prospect", "to": "new", "at": "2026-01-01T00:00:02Z"},
+            "region": "eu",
+        }
+    )
+    for change in (Change.from_json(raw), read_change(raw)):
+        assert change.event is not None and isinstance(change.event.data, OrderData)
+        assert change.event.data.amount == Decimal("5.00")
+        assert change.card["stage"] == "new"

@@ -1,8 +1,8 @@
 """Reading a record of the changes topic as the shared :class:`~shared.changes.Change`.
 
 The card stays a plain dict (outreach reads it by path, through conditions and templates);
-only the change around it is validated. Fields outreach does not know are ignored, so a
-producer may add one during a rolling deploy.
+only the change around it is validated. Fields outreach does not know are ignored, in the
+change and in the event it carries alike, so a producer may add one during a rolling deploy.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import orjson
 from pydantic import ValidationError
 
 from shared.changes import Change
+from shared.events import LENIENT
 
 
 def read_change(raw: bytes | str) -> Change:
@@ -20,7 +21,7 @@ def read_change(raw: bytes | str) -> Change:
     # once by orjson instead of walked by the validator.
     parsed = orjson.loads(raw)
     try:
-        return Change.model_validate(parsed)
+        return Change.model_validate(parsed, extra="ignore", context=LENIENT)
     except ValidationError:
         if not isinstance(parsed, dict) or not isinstance(parsed.get("card"), dict):
             raise ValueError("not a change: no card") from None
