@@ -3,10 +3,7 @@ actions relay, and the marketing and operations APIs."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,20 +22,11 @@ from services.outreach.shell.current import Current
 from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.scheduler import tick
-from shared.auth import KeyStore
-from shared.clock import Clock, SystemClock
-from shared.consumer import BatchConsumer, Message
-from shared.db import make_engine
-from shared.heap import settle_heap
-from shared.http import create_app as create_service_app
-from shared.kafka import start_producer
-from shared.logging import configure_logging, get_logger
-from shared.outbox import OutboxRelay
-from shared.periodic import every
+from services.outreach.shell.service import OutreachState
+from shared.clock import Clock
+from shared.consumer import Message
+from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
-from shared.topics import Topics
-
-log = get_logger(__name__)
 
 DESCRIPTION = """
 Outreach fires greetings, follow-ups, recalls, win-backs, care and apologies when the rules
@@ -62,33 +50,26 @@ def create_app(
 ) -> FastAPI:
     """``periodic=False`` leaves the scheduler to ``POST /v1/ops/tick`` (tests drive time);
     delivery and the consumer always run."""
-    common = common or CommonSettings()
     settings = settings or outreach_settings()
-    clock = clock or SystemClock()
-    configure_logging(common.log_level, common.log_json)
-    topics = Topics.from_settings(common)
+    state = OutreachState()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(common)
-        producer = await start_producer(common)
-        current = Current()
+    async def start(runtime: Runtime) -> None:
+        engine, clock, common = runtime.engine, runtime.clock, runtime.state.common
+        state.settings = settings
+        state.current = current = Current()
         await current.reload(engine)
-        applier = ChangeApplier(engine, settings, clock, current)
-        relay = OutboxRelay(
-            engine=engine,
-            producer=producer,
-            table="outreach.outbox",
-            topic=topics.actions,
-            lock_key=OUTBOX_LOCK,
+        state.applier = applier = ChangeApplier(engine, settings, clock, current)
+        state.relay = relay = runtime.outbox_relay(
+            table="outreach.outbox", topic=runtime.topics.actions, lock_key=OUTBOX_LOCK
         )
 
         async def still_allowed(conn: Any, action: Any) -> str | None:
             return await recheck(conn, action, policy=current.policy, now=clock.now())
 
-        delivery = DeliveryWorker(
+        state.delivery = delivery = DeliveryWorker(
             engine, settings, still_allowed, clock, require_https=common.environment == "production"
         )
+        runtime.worker(delivery)
 
         async def handle(records: Sequence[Message]) -> list[tuple[Message, Exception]]:
             rejected = await applier.handle(records)
@@ -96,75 +77,40 @@ def create_app(
             delivery.nudge()
             return rejected
 
-        consumer = BatchConsumer(
-            settings=common,
-            topics=[topics.changes],
+        # Registered first whatever the order here, so it stops first: then the relay, then
+        # delivery.
+        state.consumer = runtime.batch_consumer(
+            topics=[runtime.topics.changes],
             group_id=settings.consumer_group,
             handler=handle,
-            dlq_topic=topics.dlq,
-            dlq_producer=producer,
             max_records=settings.batch_max_records,
         )
-        s = app.state
-        s.engine, s.producer, s.clock, s.common = engine, producer, clock, common
-        s.keys = KeyStore(engine, common.api_key_cache_seconds)
-        s.outreach_settings = settings
-        s.current, s.applier, s.relay, s.delivery, s.consumer = (
-            current,
-            applier,
-            relay,
-            delivery,
-            consumer,
-        )
-        workers = [
-            asyncio.create_task(consumer.run()),
-            asyncio.create_task(relay.run()),
-            asyncio.create_task(delivery.run()),
-        ]
-        timers = [asyncio.create_task(every(5, "rules_reload", lambda: current.reload(engine)))]
+        runtime.every(5, "rules_reload", lambda: current.reload(engine))
         if periodic:
-            timers.append(
-                asyncio.create_task(
-                    every(
-                        settings.scheduler_interval_seconds,
-                        "scheduler",
-                        lambda: tick(engine, clock, current, settings),
-                    )
-                )
+            runtime.every(
+                settings.scheduler_interval_seconds,
+                "scheduler",
+                lambda: tick(engine, clock, current, settings),
             )
-        settle_heap()
-        log.info("outreach_started", port=settings.port)
-        try:
-            yield
-        finally:
-            consumer.stop()
-            relay.stop()
-            delivery.stop()
-            for task in workers:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 30)
-            for task in timers:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-            await producer.stop()
-            await engine.dispose()
 
-    app = create_service_app(
+    return service_app(
         service="outreach",
+        state=state,
         title="Tend outreach",
         description=DESCRIPTION,
-        lifespan=lifespan,
-        max_body=common.max_body_bytes,
+        start=start,
+        routers=[
+            rules_router,
+            preview_router,
+            policy_router,
+            suppressions_router,
+            unsubscribe_router,
+            actions_router,
+            channels_router,
+            privacy_router,
+        ],
+        port=settings.port,
         common=common,
+        clock=clock,
         form_paths=("/v1/unsubscribe",),
     )
-    app.include_router(rules_router)
-    app.include_router(preview_router)
-    app.include_router(policy_router)
-    app.include_router(suppressions_router)
-    app.include_router(unsubscribe_router)
-    app.include_router(actions_router)
-    app.include_router(channels_router)
-    app.include_router(privacy_router)
-    return app

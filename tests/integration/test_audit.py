@@ -268,7 +268,7 @@ async def test_suppressions_and_unsubscribes_are_recorded(audited: Audited) -> N
     assert lifted["before"] == added.json() and lifted["after"] is None
 
     # The customer's own link: no key, the link is the actor; a second click records nothing.
-    secret = a.app.state.outreach_settings.unsubscribe_secret.get_secret_value()
+    secret = a.app.state.settings.unsubscribe_secret.get_secret_value()
     for _ in range(2):
         done = await c.post(f"/v1/unsubscribe/{token_for(other, secret)}")
         assert done.status_code == 200, done.text

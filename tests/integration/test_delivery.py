@@ -563,7 +563,7 @@ async def channels_api(
     app.state.engine = engine
     app.state.keys = KeyStore(engine, 0)
     app.state.common = settings
-    app.state.outreach_settings = outreach_settings(allow_private_webhooks=False)
+    app.state.settings = outreach_settings(allow_private_webhooks=False)
     created: list[str] = []
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://outreach") as client:

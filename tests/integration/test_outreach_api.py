@@ -567,7 +567,7 @@ async def test_one_click_unsubscribe(outreach: Outreach, engine: AsyncEngine) ->
     await shop.create(rule)
     launched = await shop.launch(rule["id"])
     assert launched["statuses"] == {"held": 1, "scheduled": 1}
-    secret = o.app.state.outreach_settings.unsubscribe_secret.get_secret_value()
+    secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
     token = token_for(shop.cid(0), secret)
     form = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -803,7 +803,7 @@ async def test_scope_matrix(outreach: Outreach) -> None:
         await remove_pack(o)
 
     # Unsubscribing needs no key: the token is the credential.
-    secret = o.app.state.outreach_settings.unsubscribe_secret.get_secret_value()
+    secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
     token = token_for(cid, secret)
     assert (await o.client.get("/v1/unsubscribe", params={"token": token})).status_code == 200
     posted = await o.client.post("/v1/unsubscribe", params={"token": token})

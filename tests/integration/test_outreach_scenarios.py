@@ -621,7 +621,7 @@ async def test_one_click_unsubscribe_stops_a_queued_email_and_no_consent_means_n
     assert await statuses(s, "mute") == {"visit-mail": ("suppressed", "no_consent")}
 
     # The one-click POST a mail provider sends to the List-Unsubscribe link.
-    settings: OutreachSettings = s.outreach_app.state.outreach_settings
+    settings: OutreachSettings = s.outreach_app.state.settings
     secret = settings.unsubscribe_secret.get_secret_value()
     link = unsubscribe_url(settings.public_base_url, "leaver", secret)
     resp = await s.outreach.post(

@@ -231,7 +231,7 @@ async def launch_broadcast(request: Request, body: BroadcastIn, principal: Write
         rule,
         body.launch_id,
         current=s.current,
-        settings=s.outreach_settings,
+        settings=s.settings,
         clock=s.clock,
         decided=decided,
     )
@@ -265,7 +265,7 @@ async def run_tick(request: Request, _: Operator) -> TickOut:
     (`TEND_OUTREACH_SCHEDULER_INTERVAL_SECONDS`)."""
     s = request.app.state
     at = s.clock.now()
-    decided = await tick(s.engine, s.clock, s.current, s.outreach_settings)
+    decided = await tick(s.engine, s.clock, s.current, s.settings)
     s.delivery.nudge()
     s.relay.nudge()
     return TickOut(decided=decided, at=at)

@@ -265,7 +265,7 @@ async def _valid_config(request: Request, kind: str, config: dict[str, Any]) -> 
 
 async def _url_errors(request: Request, url: str) -> list[str]:
     state = request.app.state
-    allow_private = state.outreach_settings.allow_private_webhooks
+    allow_private = state.settings.allow_private_webhooks
     errors = netguard.check_url(
         url,
         allow_private=allow_private,
@@ -277,7 +277,7 @@ async def _url_errors(request: Request, url: str) -> list[str]:
     # yet may be set up later, and every send checks again.
     host, port = _host_port(url)
     try:
-        async with asyncio.timeout(state.outreach_settings.webhook_timeout_seconds):
+        async with asyncio.timeout(state.settings.webhook_timeout_seconds):
             found = await resolve(host, port, allow_private=allow_private)
     except TimeoutError:
         return []

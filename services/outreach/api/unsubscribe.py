@@ -43,7 +43,7 @@ _UNSUBSCRIBED = "unsubscribed through the link in a message"
 
 
 def _customer_of(request: Request, token: str, where: str) -> str:
-    secret = request.app.state.outreach_settings.unsubscribe_secret.get_secret_value()
+    secret = request.app.state.settings.unsubscribe_secret.get_secret_value()
     customer_id = verify(token, secret)
     if customer_id is None:
         raise invalid(

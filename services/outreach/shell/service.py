@@ -1,0 +1,20 @@
+"""What outreach holds while it runs: the shared runtime's parts and outreach's own."""
+
+from __future__ import annotations
+
+from services.outreach.settings import OutreachSettings
+from services.outreach.shell.consumer import ChangeApplier
+from services.outreach.shell.current import Current
+from services.outreach.shell.delivery import DeliveryWorker
+from shared.consumer import BatchConsumer
+from shared.outbox import OutboxRelay
+from shared.runtime import ServiceState
+
+
+class OutreachState(ServiceState):
+    settings: OutreachSettings
+    current: Current
+    applier: ChangeApplier
+    relay: OutboxRelay
+    delivery: DeliveryWorker
+    consumer: BatchConsumer
