@@ -27,6 +27,7 @@ from services.outreach.api.channels import router as channels_router
 from services.outreach.core.unsubscribe import unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.delivery import DeliveryWorker
+from services.outreach.shell.service import OutreachState
 from shared.auth import KeyStore
 from shared.clock import FixedClock
 from shared.http import create_app, no_lifespan
@@ -560,6 +561,7 @@ async def channels_api(
         max_body=settings.max_body_bytes,
     )
     app.include_router(channels_router)
+    app.state = OutreachState()  # the routes reach outreach's state by its type
     app.state.engine = engine
     app.state.keys = KeyStore(engine, 0)
     app.state.common = settings

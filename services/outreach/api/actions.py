@@ -3,16 +3,14 @@ launching a broadcast, and running the scheduler now."""
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import Select, func, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.api.deps import Operator, Reader, Writer, invalid
+from services.outreach.api.deps import Outreach
 from services.outreach.core.rules import ActionKind
 from services.outreach.schemas import (
     ActionOut,
@@ -27,9 +25,12 @@ from services.outreach.shell.broadcast import launch
 from services.outreach.shell.scheduler import tick
 from services.outreach.store import tables
 from services.outreach.store.rules import stored_rule
-from shared.errors import ERROR_RESPONSES
+from shared.auth import MarketingWriter, Operator, Reader
+from shared.cursor import decode_cursor, encode_cursor
+from shared.errors import ERROR_RESPONSES, invalid
 from shared.logging import get_logger
 from shared.params import IsoDateTime
+from shared.runtime import Transaction
 
 log = get_logger(__name__)
 
@@ -71,36 +72,24 @@ class _Cursor(BaseModel):
     id: StrictStr = Field(min_length=1, max_length=36)
 
 
-def _encode_cursor(at: datetime, action_id: str) -> str:
-    raw = orjson.dumps({"at": at.isoformat(), "id": action_id})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(token: str) -> _Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return _Cursor.model_validate_json(raw)
-    except ValueError:  # bad base64, bad JSON and a bad shape alike
-        raise invalid(
-            "query.cursor", "not a cursor returned by this endpoint; start without one"
-        ) from None
-
-
-async def _page(request: Request, query: Select[Any], limit: int, cursor: str | None) -> ActionPage:
+async def _page(
+    conn: AsyncConnection, query: Select[Any], limit: int, cursor: str | None
+) -> ActionPage:
     if cursor is not None:
-        after = _decode_cursor(cursor)
+        after = decode_cursor(cursor, _Cursor)
         query = query.where(
             tuple_(_a.c.decided_at, _a.c.id) < tuple_(literal(after.at), literal(after.id))
         )
     query = query.order_by(_a.c.decided_at.desc(), _a.c.id.desc()).limit(limit + 1)
-    async with request.app.state.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = (await conn.execute(query)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if rows else None
     return ActionPage(
         items=[ActionOut.model_validate(r) for r in rows],
-        next_cursor=_encode_cursor(last.decided_at, last.id) if more and last else None,
+        next_cursor=encode_cursor(_Cursor(at=last.decided_at, id=last.id))
+        if more and last
+        else None,
     )
 
 
@@ -112,8 +101,8 @@ async def _page(request: Request, query: Select[Any], limit: int, cursor: str | 
     summary="Counts of decided actions",
 )
 async def actions_summary(
-    request: Request,
     _: Reader,
+    conn: Transaction,
     since: Annotated[
         IsoDateTime | None, Query(description="Decided at or after this instant.")
     ] = None,
@@ -125,11 +114,10 @@ async def actions_summary(
     )
     if since is not None:
         query = query.where(_a.c.decided_at >= since)
-    async with request.app.state.engine.connect() as conn:
-        rows = [
-            SummaryRow(kind=r.kind, status=r.status, reason=r.reason, count=r.n)
-            for r in await conn.execute(query.order_by(_a.c.kind, _a.c.status))
-        ]
+    rows = [
+        SummaryRow(kind=r.kind, status=r.status, reason=r.reason, count=r.n)
+        for r in await conn.execute(query.order_by(_a.c.kind, _a.c.status))
+    ]
     return ActionSummary(total=sum(r.count for r in rows), rows=rows)
 
 
@@ -141,8 +129,8 @@ async def actions_summary(
     summary="List decided actions",
 )
 async def list_actions(
-    request: Request,
     _: Reader,
+    conn: Transaction,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
     rule_id: Annotated[str | None, Query(max_length=64)] = None,
     kind: Annotated[
@@ -175,7 +163,7 @@ async def list_actions(
         query = query.where(_a.c.decided_at >= since)
     if until is not None:
         query = query.where(_a.c.decided_at < until)
-    return await _page(request, query, limit, cursor)
+    return await _page(conn, query, limit, cursor)
 
 
 @router.get(
@@ -186,12 +174,12 @@ async def list_actions(
     summary="A customer's touchpoints",
 )
 async def touchpoints(
-    request: Request, customer_id: str, _: Reader, limit: Limit = 50, cursor: Cursor = None
+    customer_id: str, _: Reader, conn: Transaction, limit: Limit = 50, cursor: Cursor = None
 ) -> ActionPage:
     """Every action decided for the customer, newest first, whatever became of it (sent,
     waiting, suppressed and why). An unknown customer has none: an empty list."""
     query = select(*_COLUMNS).where(_a.c.customer_id == customer_id)
-    return await _page(request, query, limit, cursor)
+    return await _page(conn, query, limit, cursor)
 
 
 @router.post(
@@ -201,15 +189,17 @@ async def touchpoints(
     tags=["actions"],
     summary="Launch a broadcast",
 )
-async def launch_broadcast(request: Request, body: BroadcastIn, principal: Writer) -> BroadcastOut:
+async def launch_broadcast(
+    outreach: Outreach, body: BroadcastIn, principal: MarketingWriter
+) -> BroadcastOut:
     """Fire a broadcast rule for its audience: every customer of the card replica whose card
     meets its conditions now. Each is decided under the contact policy like any other action
     (consent, suppression, limits, open complaints, the frequency cap, quiet hours) and
     recorded with the launch id as its occurrence, a few hundred customers per transaction.
     A launch cut short is finished by launching again with the same `launch_id`: customers
     already decided are skipped."""
-    s = request.app.state
-    async with s.engine.connect() as conn:
+    # Its own connections: the launch commits a few hundred customers at a time.
+    async with outreach.engine.connect() as conn:
         stored = await stored_rule(conn, body.rule_id)
     if stored is None:
         raise invalid("body.rule_id", f"no rule with id {body.rule_id!r}")
@@ -223,16 +213,16 @@ async def launch_broadcast(request: Request, body: BroadcastIn, principal: Write
         raise invalid("body.rule_id", f"rule {rule.id!r} is disabled; enable it first")
 
     def decided() -> None:
-        s.delivery.nudge()
-        s.relay.nudge()
+        outreach.delivery.nudge()
+        outreach.relay.nudge()
 
     size, statuses = await launch(
-        s.engine,
+        outreach.engine,
         rule,
         body.launch_id,
-        current=s.current,
-        settings=s.settings,
-        clock=s.clock,
+        current=outreach.current,
+        settings=outreach.settings,
+        clock=outreach.clock,
         decided=decided,
     )
     log.info(
@@ -259,13 +249,12 @@ async def launch_broadcast(request: Request, body: BroadcastIn, principal: Write
     tags=["operations"],
     summary="Run the scheduler now",
 )
-async def run_tick(request: Request, _: Operator) -> TickOut:
+async def run_tick(outreach: Outreach, _: Operator) -> TickOut:
     """Fire every schedule rule that is due (birthdays, follow-ups, calendars, cron) and
     release deferred actions whose quiet hours are over, as the periodic scheduler does
     (`TEND_OUTREACH_SCHEDULER_INTERVAL_SECONDS`)."""
-    s = request.app.state
-    at = s.clock.now()
-    decided = await tick(s.engine, s.clock, s.current, s.settings)
-    s.delivery.nudge()
-    s.relay.nudge()
+    at = outreach.clock.now()
+    decided = await tick(outreach.engine, outreach.clock, outreach.current, outreach.settings)
+    outreach.delivery.nudge()
+    outreach.relay.nudge()
     return TickOut(decided=decided, at=at)

@@ -4,8 +4,8 @@ A webhook channel's signing secret is write-only: it is generated when not given
 once, in the create answer; no read ever returns it. A webhook URL is checked when it is
 saved (and again, on the addresses it resolves to, at every send).
 
-Every change is written to the audit log in its own transaction, as the read API shows the
-channel: with `has_secret`, never the secret.
+Every change is written to the audit log in the transaction that makes it (the request's
+own), as the read API shows the channel: with `has_secret`, never the secret.
 """
 
 from __future__ import annotations
@@ -16,22 +16,24 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.api.deps import Reader, Writer
+from services.outreach.api.deps import Outreach
 from services.outreach.core import netguard
 from services.outreach.core.channels import EmailConfig, WebhookConfig
 from services.outreach.schemas import ChannelCreated, ChannelIn, ChannelOut, ChannelUpdate
 from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.shell.resolve import resolve
+from services.outreach.shell.service import OutreachState
 from shared import audit
-from shared.auth import Principal
+from shared.auth import MarketingWriter, Principal, Reader
 from shared.errors import ERROR_RESPONSES, ErrorBody
+from shared.runtime import Transaction
 
 router = APIRouter(prefix="/v1", tags=["channels"])
 
@@ -54,41 +56,42 @@ _COLUMNS += "created_at, updated_at"
     responses={**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": "the id is taken"}},
     summary="Add a channel",
 )
-async def create_channel(request: Request, body: ChannelIn, principal: Writer) -> ChannelCreated:
+async def create_channel(
+    outreach: Outreach, body: ChannelIn, principal: MarketingWriter, conn: Transaction
+) -> ChannelCreated:
     """Add a webhook endpoint or an SMTP server. A webhook URL must be http(s) (https in
     production), carry no credentials, and not point at loopback, private, link-local or
     metadata addresses (unless private webhooks are allowed); a webhook without a `secret`
     gets a generated one, returned here once and never again."""
-    config = await _valid_config(request, body.kind, body.config)
+    config = await _valid_config(outreach, body.kind, body.config)
     generated = None
     secret = _valid_secret(body.kind, body.secret)
     if body.kind == "webhook" and secret is None:
         secret = generated = webhook_channel.generate_secret()
     now = datetime.now(UTC)
     try:
-        async with _engine(request).begin() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO outreach.channels (id, kind, config, secret, enabled, "
-                        "disabled_reason, created_at, updated_at) VALUES (:id, :kind, "
-                        "CAST(:config AS jsonb), :secret, :enabled, :reason, :now, :now) "
-                        f"RETURNING {_COLUMNS}"
-                    ),
-                    {
-                        "id": body.id,
-                        "kind": body.kind,
-                        "config": _json(config),
-                        "secret": secret,
-                        "enabled": body.enabled,
-                        "reason": None if body.enabled else OPERATOR_DISABLED,
-                        "now": now,
-                    },
-                )
-            ).one()
-            out = ChannelOut(**row._asdict())
-            await _audit(conn, principal, "channel.created", body.id, None, out)
-    except IntegrityError:
+        row = (
+            await conn.execute(
+                text(
+                    "INSERT INTO outreach.channels (id, kind, config, secret, enabled, "
+                    "disabled_reason, created_at, updated_at) VALUES (:id, :kind, "
+                    "CAST(:config AS jsonb), :secret, :enabled, :reason, :now, :now) "
+                    f"RETURNING {_COLUMNS}"
+                ),
+                {
+                    "id": body.id,
+                    "kind": body.kind,
+                    "config": _json(config),
+                    "secret": secret,
+                    "enabled": body.enabled,
+                    "reason": None if body.enabled else OPERATOR_DISABLED,
+                    "now": now,
+                },
+            )
+        ).one()
+        out = ChannelOut(**row._asdict())
+        await _audit(conn, principal, "channel.created", body.id, None, out)
+    except IntegrityError:  # the request's transaction rolls back as the 409 leaves
         raise HTTPException(409, f"a channel with id {body.id!r} exists") from None
     return ChannelCreated(**out.model_dump(), secret=generated)
 
@@ -96,31 +99,29 @@ async def create_channel(request: Request, body: ChannelIn, principal: Writer) -
 @router.get(
     "/channels", response_model=list[ChannelOut], responses=ERROR_RESPONSES, summary="List channels"
 )
-async def list_channels(request: Request, _: Reader) -> list[ChannelOut]:
+async def list_channels(_: Reader, conn: Transaction) -> list[ChannelOut]:
     """Every channel, newest first within each kind (the newest enabled one of a kind is
     the one actions go to). Secrets are never shown."""
-    async with _engine(request).connect() as conn:
-        rows = (
-            await conn.execute(
-                text(f"SELECT {_COLUMNS} FROM outreach.channels ORDER BY kind, created_at DESC")
-            )
-        ).all()
+    rows = (
+        await conn.execute(
+            text(f"SELECT {_COLUMNS} FROM outreach.channels ORDER BY kind, created_at DESC")
+        )
+    ).all()
     return [ChannelOut(**r._asdict()) for r in rows]
 
 
 @router.get(
     "/channels/{channel_id}", response_model=ChannelOut, responses=NOT_FOUND, summary="One channel"
 )
-async def get_channel(request: Request, channel_id: ChannelId, _: Reader) -> ChannelOut:
+async def get_channel(channel_id: ChannelId, _: Reader, conn: Transaction) -> ChannelOut:
     """The channel's kind, config and state (a webhook disabled after its endpoint answered
     410 says so in `disabled_reason`). The secret is never shown."""
-    async with _engine(request).connect() as conn:
-        row = (
-            await conn.execute(
-                text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id"),
-                {"id": channel_id},
-            )
-        ).first()
+    row = (
+        await conn.execute(
+            text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id"),
+            {"id": channel_id},
+        )
+    ).first()
     if row is None:
         raise HTTPException(404, f"no channel with id {channel_id!r}")
     return ChannelOut(**row._asdict())
@@ -133,56 +134,58 @@ async def get_channel(request: Request, channel_id: ChannelId, _: Reader) -> Cha
     summary="Replace a channel's settings",
 )
 async def update_channel(
-    request: Request, channel_id: ChannelId, body: ChannelUpdate, principal: Writer
+    outreach: Outreach,
+    channel_id: ChannelId,
+    body: ChannelUpdate,
+    principal: MarketingWriter,
+    conn: Transaction,
 ) -> ChannelOut:
     """Replace the config and the enabled flag, and the secret when one is given (the kind
     stays). Enabling a channel clears its `disabled_reason`."""
-    async with _engine(request).connect() as conn:
-        kind = await conn.scalar(
-            text("SELECT kind FROM outreach.channels WHERE id = :id"), {"id": channel_id}
-        )
+    kind = await conn.scalar(
+        text("SELECT kind FROM outreach.channels WHERE id = :id"), {"id": channel_id}
+    )
     if kind is None:
         raise HTTPException(404, f"no channel with id {channel_id!r}")
-    config = await _valid_config(request, kind, body.config)
+    config = await _valid_config(outreach, kind, body.config)
     secret = _valid_secret(kind, body.secret)
-    async with _engine(request).begin() as conn:
-        found = (
-            await conn.execute(
-                text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id FOR UPDATE"),
-                {"id": channel_id},
-            )
-        ).first()
-        if found is None:  # deleted since it was read above
-            raise HTTPException(404, f"no channel with id {channel_id!r}")
-        row = (
-            await conn.execute(
-                text(
-                    "UPDATE outreach.channels SET config = CAST(:config AS jsonb), "
-                    "secret = coalesce(:secret, secret), enabled = :enabled, "
-                    "disabled_reason = CASE WHEN :enabled THEN NULL "
-                    "ELSE coalesce(disabled_reason, :reason) END, updated_at = :now "
-                    f"WHERE id = :id RETURNING {_COLUMNS}"
-                ),
-                {
-                    "id": channel_id,
-                    "config": _json(config),
-                    "secret": secret,
-                    "enabled": body.enabled,
-                    "reason": OPERATOR_DISABLED,
-                    "now": datetime.now(UTC),
-                },
-            )
-        ).one()
-        out = ChannelOut(**row._asdict())
-        await _audit(
-            conn,
-            principal,
-            "channel.updated",
-            channel_id,
-            ChannelOut(**found._asdict()),
-            out,
-            secret_rotated=secret is not None,
+    found = (
+        await conn.execute(
+            text(f"SELECT {_COLUMNS} FROM outreach.channels WHERE id = :id FOR UPDATE"),
+            {"id": channel_id},
         )
+    ).first()
+    if found is None:  # deleted since it was read above
+        raise HTTPException(404, f"no channel with id {channel_id!r}")
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE outreach.channels SET config = CAST(:config AS jsonb), "
+                "secret = coalesce(:secret, secret), enabled = :enabled, "
+                "disabled_reason = CASE WHEN :enabled THEN NULL "
+                "ELSE coalesce(disabled_reason, :reason) END, updated_at = :now "
+                f"WHERE id = :id RETURNING {_COLUMNS}"
+            ),
+            {
+                "id": channel_id,
+                "config": _json(config),
+                "secret": secret,
+                "enabled": body.enabled,
+                "reason": OPERATOR_DISABLED,
+                "now": datetime.now(UTC),
+            },
+        )
+    ).one()
+    out = ChannelOut(**row._asdict())
+    await _audit(
+        conn,
+        principal,
+        "channel.updated",
+        channel_id,
+        ChannelOut(**found._asdict()),
+        out,
+        secret_rotated=secret is not None,
+    )
     return out
 
 
@@ -193,21 +196,20 @@ async def update_channel(
     responses=NOT_FOUND,
     summary="Remove a channel",
 )
-async def delete_channel(request: Request, channel_id: ChannelId, principal: Writer) -> Response:
+async def delete_channel(
+    channel_id: ChannelId, principal: MarketingWriter, conn: Transaction
+) -> Response:
     """Remove the channel. Pending actions then go to the next newest enabled channel of
     their kind (webhook actions wait when there is none)."""
-    async with _engine(request).begin() as conn:
-        row = (
-            await conn.execute(
-                text(f"DELETE FROM outreach.channels WHERE id = :id RETURNING {_COLUMNS}"),
-                {"id": channel_id},
-            )
-        ).first()
-        if row is None:
-            raise HTTPException(404, f"no channel with id {channel_id!r}")
-        await _audit(
-            conn, principal, "channel.deleted", channel_id, ChannelOut(**row._asdict()), None
+    row = (
+        await conn.execute(
+            text(f"DELETE FROM outreach.channels WHERE id = :id RETURNING {_COLUMNS}"),
+            {"id": channel_id},
         )
+    ).first()
+    if row is None:
+        raise HTTPException(404, f"no channel with id {channel_id!r}")
+    await _audit(conn, principal, "channel.deleted", channel_id, ChannelOut(**row._asdict()), None)
     return Response(status_code=204)
 
 
@@ -237,12 +239,9 @@ async def _audit(
     )
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-async def _valid_config(request: Request, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+async def _valid_config(
+    outreach: OutreachState, kind: str, config: dict[str, Any]
+) -> dict[str, Any]:
     """The config normalised for storage, or a 422 naming each bad ``config.*`` field."""
     model = WebhookConfig if kind == "webhook" else EmailConfig
     try:
@@ -252,7 +251,7 @@ async def _valid_config(request: Request, kind: str, config: dict[str, Any]) -> 
             [{**e, "loc": ("config", *e["loc"])} for e in exc.errors()]
         ) from None
     if isinstance(parsed, WebhookConfig):
-        errors = await _url_errors(request, parsed.url)
+        errors = await _url_errors(outreach, parsed.url)
         if errors:
             raise RequestValidationError(
                 [
@@ -263,13 +262,12 @@ async def _valid_config(request: Request, kind: str, config: dict[str, Any]) -> 
     return parsed.model_dump(by_alias=True, exclude_none=True)
 
 
-async def _url_errors(request: Request, url: str) -> list[str]:
-    state = request.app.state
-    allow_private = state.settings.allow_private_webhooks
+async def _url_errors(outreach: OutreachState, url: str) -> list[str]:
+    allow_private = outreach.settings.allow_private_webhooks
     errors = netguard.check_url(
         url,
         allow_private=allow_private,
-        require_https=state.common.environment == "production",
+        require_https=outreach.common.environment == "production",
     )
     if errors:
         return errors
@@ -277,7 +275,7 @@ async def _url_errors(request: Request, url: str) -> list[str]:
     # yet may be set up later, and every send checks again.
     host, port = _host_port(url)
     try:
-        async with asyncio.timeout(state.settings.webhook_timeout_seconds):
+        async with asyncio.timeout(outreach.settings.webhook_timeout_seconds):
             found = await resolve(host, port, allow_private=allow_private)
     except TimeoutError:
         return []

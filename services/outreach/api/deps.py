@@ -1,27 +1,16 @@
-"""What outreach's routes share: the scopes they require, the shape of a 422 they raise
-themselves, and the 404 of a missing rule."""
+"""What outreach's routers share: the running service and the 404 of a missing rule."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import HTTPException
-from fastapi.exceptions import RequestValidationError
 
-from shared.auth import Principal, RequireScope, Scope
+from services.outreach.shell.service import OutreachState
 from shared.errors import ERROR_RESPONSES, ErrorBody
+from shared.runtime import typed_state
 
-Reader = Annotated[Principal, RequireScope(Scope.OPS_READ)]
-Writer = Annotated[Principal, RequireScope(Scope.MARKETING_WRITE)]
-Operator = Annotated[Principal, RequireScope(Scope.OPS_WRITE)]
-
-
-def invalid(field: str, reason: str) -> RequestValidationError:
-    """A 422 naming ``field`` (``body.id``, ``query.cursor``), in the shape of every other
-    validation error."""
-    loc = tuple(field.split("."))
-    return RequestValidationError([{"loc": loc, "msg": reason, "type": "value_error"}])
-
+Outreach = Annotated[OutreachState, typed_state(OutreachState)]
 
 RULE_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,

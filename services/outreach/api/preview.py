@@ -6,27 +6,31 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from services.outreach.api.deps import RULE_NOT_FOUND, Reader, no_such_rule
+from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
 from services.outreach.core.backtest import simulate
 from services.outreach.core.preview import PreviewResult
 from services.outreach.core.rules import Rule
 from services.outreach.schemas import BacktestOut, RuleDefinition
 from services.outreach.shell.preview import preview
 from services.outreach.shell.recorded import recorded_changes
+from services.outreach.shell.service import OutreachState
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
+from shared.auth import Reader
 from shared.errors import ERROR_RESPONSES
-from shared.topics import Topics
 
 router = APIRouter(prefix="/v1")
 
 
-async def _preview(request: Request, rule: Rule) -> PreviewResult:
+# The saved rule is read on a connection of its own, closed before the scans (which read the
+# replica a chunk at a time) and the backtest's reading of the change stream.
+
+
+async def _preview(outreach: OutreachState, rule: Rule) -> PreviewResult:
     """Run ``rule`` over the whole replica at the app's now, under the policy in force."""
-    s = request.app.state
-    return await preview(s.engine, rule, s.current.policy, s.clock.now())
+    return await preview(outreach.engine, rule, outreach.current.policy, outreach.clock.now())
 
 
 _PREVIEW_DOC = """The audience is every customer of the card replica (the latest card scoring
@@ -46,8 +50,8 @@ Nothing is sent or recorded."""
     summary="Preview an unsaved rule",
     description="How many customers this rule would reach now, and who.\n\n" + _PREVIEW_DOC,
 )
-async def preview_unsaved(request: Request, rule: RuleDefinition, _: Reader) -> PreviewResult:
-    return await _preview(request, rule)
+async def preview_unsaved(outreach: Outreach, rule: RuleDefinition, _: Reader) -> PreviewResult:
+    return await _preview(outreach, rule)
 
 
 @router.post(
@@ -58,12 +62,12 @@ async def preview_unsaved(request: Request, rule: RuleDefinition, _: Reader) -> 
     summary="Preview a saved rule",
     description="How many customers the saved rule would reach now, and who.\n\n" + _PREVIEW_DOC,
 )
-async def preview_saved(request: Request, rule_id: str, _: Reader) -> PreviewResult:
-    async with request.app.state.engine.connect() as conn:
+async def preview_saved(outreach: Outreach, rule_id: str, _: Reader) -> PreviewResult:
+    async with outreach.engine.connect() as conn:
         out = await stored_rule(conn, rule_id)
     if out is None:
         raise no_such_rule(rule_id)
-    return await _preview(request, out.rule)
+    return await _preview(outreach, out.rule)
 
 
 @router.post(
@@ -74,7 +78,7 @@ async def preview_saved(request: Request, rule_id: str, _: Reader) -> PreviewRes
     summary="Backtest a saved rule",
 )
 async def backtest_saved(
-    request: Request,
+    outreach: Outreach,
     rule_id: str,
     _: Reader,
     days: Annotated[int, Query(ge=1, le=35, description="how far back to replay")] = 30,
@@ -83,18 +87,19 @@ async def backtest_saved(
     the contact policy in force: the change stream is replayed in time order with this rule
     as the only live rule (schedules firing between changes, each customer's simulated contact
     history, today's suppression list). Nothing is sent or recorded."""
-    s = request.app.state
-    async with s.engine.connect() as conn:
+    async with outreach.engine.connect() as conn:
         out = await stored_rule(conn, rule_id)
         suppressed = await all_suppressed(conn)
     if out is None:
         raise no_such_rule(rule_id)
-    now = s.clock.now()
+    now = outreach.clock.now()
     since = now - timedelta(days=days)
     changes = await recorded_changes(
-        s.common.kafka_bootstrap_servers, Topics.from_settings(s.common).changes, since
+        outreach.common.kafka_bootstrap_servers, outreach.topics.changes, since
     )
-    result = simulate(out.rule, changes, policy=s.current.policy, suppressed=suppressed, until=now)
+    result = simulate(
+        out.rule, changes, policy=outreach.current.policy, suppressed=suppressed, until=now
+    )
     return BacktestOut(
         rule_id=rule_id,
         days=days,

@@ -5,17 +5,18 @@ Erasure arrives as an ``erasure`` change (see :mod:`services.outreach.store.eras
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from sqlalchemy import text
 
-from services.outreach.api.deps import Reader
 from services.outreach.schemas import (
     ExportedAction,
     ExportedSuppression,
     OutreachExport,
     ScheduledRule,
 )
+from shared.auth import Reader
 from shared.errors import ERROR_RESPONSES, ErrorBody
+from shared.runtime import Transaction
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -26,43 +27,40 @@ router = APIRouter(prefix="/v1", tags=["customers"])
     responses={**ERROR_RESPONSES, 404: {"model": ErrorBody, "description": "nothing held"}},
     summary="Everything outreach holds on a customer",
 )
-async def export_customer(request: Request, customer_id: str, _: Reader) -> OutreachExport:
+async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> OutreachExport:
     """The card replica, the suppression, the schedule and every action decided for the
     customer with the message as rendered: what outreach holds on them, for a subject access
     request. **404** when outreach holds nothing (never seen, or erased).
 
     Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and scoring hold."""
     params = {"id": customer_id}
-    async with request.app.state.engine.connect() as conn:
-        card = await conn.scalar(
-            text("SELECT card FROM outreach.cards WHERE customer_id = :id"), params
+    card = await conn.scalar(
+        text("SELECT card FROM outreach.cards WHERE customer_id = :id"), params
+    )
+    suppression = (
+        await conn.execute(
+            text(
+                "SELECT reason, source, created_at FROM outreach.suppressions "
+                "WHERE customer_id = :id"
+            ),
+            params,
         )
-        suppression = (
-            await conn.execute(
-                text(
-                    "SELECT reason, source, created_at FROM outreach.suppressions "
-                    "WHERE customer_id = :id"
-                ),
-                params,
-            )
-        ).first()
-        schedule = (
-            await conn.execute(
-                text(
-                    "SELECT rule_id, due_at FROM outreach.schedule WHERE customer_id = :id "
-                    "ORDER BY due_at, rule_id"
-                ),
-                params,
-            )
-        ).all()
-        actions = (
-            await conn.execute(
-                text(
-                    "SELECT * FROM outreach.actions WHERE customer_id = :id ORDER BY decided_at, id"
-                ),
-                params,
-            )
-        ).all()
+    ).first()
+    schedule = (
+        await conn.execute(
+            text(
+                "SELECT rule_id, due_at FROM outreach.schedule WHERE customer_id = :id "
+                "ORDER BY due_at, rule_id"
+            ),
+            params,
+        )
+    ).all()
+    actions = (
+        await conn.execute(
+            text("SELECT * FROM outreach.actions WHERE customer_id = :id ORDER BY decided_at, id"),
+            params,
+        )
+    ).all()
     if card is None and suppression is None and not actions:
         raise HTTPException(404, f"outreach holds nothing on customer {customer_id!r}")
     return OutreachExport(

@@ -5,19 +5,22 @@ Writes to one rule are serialised by a transaction-level advisory lock on its id
 creates of one id cannot both succeed and versions never interleave. After every change the
 process reloads its rules, so the change acts here at once (other instances reload within a
 few seconds). Every change is written to the audit log in its own transaction.
+
+The writes open their transaction themselves rather than taking the request's: the reload
+reads the rules on another connection, so it must run after the commit, inside the route.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.api.deps import RULE_NOT_FOUND, Reader, Writer, invalid, no_such_rule
+from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
 from services.outreach.core.rule_pack import default_pack
 from services.outreach.schemas import PackOut, RuleDefinition, RuleList, RuleOut, RuleVersions
-from services.outreach.shell.current import Current
 from services.outreach.shell.scheduler import reindex_schedule
+from services.outreach.shell.service import OutreachState
 from services.outreach.store.rules import delete_rule as delete_stored_rule
 from services.outreach.store.rules import (
     lock_rule,
@@ -27,9 +30,10 @@ from services.outreach.store.rules import (
 )
 from services.outreach.store.rules import rule_versions as stored_versions
 from shared import audit
-from shared.auth import Principal
-from shared.errors import ERROR_RESPONSES, ErrorBody, FieldError, error_response
+from shared.auth import MarketingWriter, Principal, Reader
+from shared.errors import ERROR_RESPONSES, ErrorBody, FieldError, error_response, invalid
 from shared.logging import get_logger
+from shared.runtime import Transaction
 
 log = get_logger(__name__)
 
@@ -55,12 +59,12 @@ async def _audit(
     )
 
 
-async def _reload(request: Request, *saved: str) -> None:
+async def _reload(outreach: OutreachState, *saved: str) -> None:
     """Compile the rules again and index when the ``saved`` schedule rules next fire for
-    every customer already known (they would otherwise wait for each customer's next change)."""
-    s = request.app.state
-    current: Current = s.current
-    await current.reload(s.engine)
+    every customer already known (they would otherwise wait for each customer's next change).
+    Called after the change committed: the reload reads on a connection of its own."""
+    current = outreach.current
+    await current.reload(outreach.engine)
     schedules = [
         current.rules[r]
         for r in saved
@@ -69,7 +73,9 @@ async def _reload(request: Request, *saved: str) -> None:
         and current.rules[r].trigger.type == "schedule"
     ]
     if schedules:
-        await reindex_schedule(s.engine, schedules, current.policy.default_timezone, s.clock.now())
+        await reindex_schedule(
+            outreach.engine, schedules, current.policy.default_timezone, outreach.clock.now()
+        )
 
 
 @router.post(
@@ -81,22 +87,21 @@ async def _reload(request: Request, *saved: str) -> None:
     summary="Create a rule",
 )
 async def create_rule(
-    request: Request, rule: RuleDefinition, principal: Writer
+    outreach: Outreach, rule: RuleDefinition, principal: MarketingWriter
 ) -> RuleOut | JSONResponse:
     """Create a rule (version 1, or the next version of a deleted rule of that id). Every
     part is validated: an unknown card field in the conditions, a template that does not
     render on a sample card, a malformed schedule... each answers 422 naming the field.
     An id already in use is 409: replace that rule with `PUT /v1/rules/{id}`."""
-    s = request.app.state
-    async with s.engine.begin() as conn:
+    async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule.id)
         if await stored_rule(conn, rule.id) is not None:
             reason = f"a rule with id {rule.id!r} exists; PUT /v1/rules/{rule.id} replaces it"
             return error_response(409, reason, errors=[FieldError(field="body.id", reason=reason)])
-        await save_rule(conn, rule, principal.name, s.clock.now())
+        await save_rule(conn, rule, principal.name, outreach.clock.now())
         out = await stored_rule(conn, rule.id)
         await _audit(conn, principal, "rule.created", rule.id, None, out)
-    await _reload(request, rule.id)
+    await _reload(outreach, rule.id)
     log.info("rule_created", rule_id=rule.id, actor=principal.name)
     assert out is not None
     return out
@@ -109,10 +114,9 @@ async def create_rule(
     tags=["rules"],
     summary="List the rules",
 )
-async def list_rules(request: Request, _: Reader) -> RuleList:
+async def list_rules(_: Reader, conn: Transaction) -> RuleList:
     """Every rule that is not deleted, enabled or not, with its current version."""
-    async with request.app.state.engine.connect() as conn:
-        return RuleList(items=await stored_rules(conn))
+    return RuleList(items=await stored_rules(conn))
 
 
 @router.get(
@@ -122,10 +126,9 @@ async def list_rules(request: Request, _: Reader) -> RuleList:
     tags=["rules"],
     summary="A rule",
 )
-async def get_rule(request: Request, rule_id: str, _: Reader) -> RuleOut:
+async def get_rule(rule_id: str, _: Reader, conn: Transaction) -> RuleOut:
     """The rule's current definition and version."""
-    async with request.app.state.engine.connect() as conn:
-        out = await stored_rule(conn, rule_id)
+    out = await stored_rule(conn, rule_id)
     if out is None:
         raise no_such_rule(rule_id)
     return out
@@ -139,23 +142,22 @@ async def get_rule(request: Request, rule_id: str, _: Reader) -> RuleOut:
     summary="Replace a rule",
 )
 async def replace_rule(
-    request: Request, rule_id: str, rule: RuleDefinition, principal: Writer
+    outreach: Outreach, rule_id: str, rule: RuleDefinition, principal: MarketingWriter
 ) -> RuleOut:
     """Replace the rule's whole definition (`enabled` too: true when omitted), as a new
     version. The body's `id` must be the id in the path. Actions already decided are not
     changed."""
     if rule.id != rule_id:
         raise invalid("body.id", f"must equal the id in the path, {rule_id!r}")
-    s = request.app.state
-    async with s.engine.begin() as conn:
+    async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule_id)
         before = await stored_rule(conn, rule_id)
         if before is None:
             raise no_such_rule(rule_id)
-        await save_rule(conn, rule, principal.name, s.clock.now())
+        await save_rule(conn, rule, principal.name, outreach.clock.now())
         out = await stored_rule(conn, rule_id)
         await _audit(conn, principal, "rule.updated", rule_id, before, out)
-    await _reload(request, rule_id)
+    await _reload(outreach, rule_id)
     log.info("rule_replaced", rule_id=rule_id, actor=principal.name)
     assert out is not None
     return out
@@ -168,21 +170,19 @@ async def replace_rule(
     tags=["rules"],
     summary="A rule's versions",
 )
-async def rule_versions(request: Request, rule_id: str, _: Reader) -> RuleVersions:
+async def rule_versions(rule_id: str, _: Reader, conn: Transaction) -> RuleVersions:
     """Every version the rule has had, oldest first: what it said, whether it was enabled,
     who saved it and when. The history of a deleted rule stays readable here."""
-    async with request.app.state.engine.connect() as conn:
-        versions = await stored_versions(conn, rule_id)
+    versions = await stored_versions(conn, rule_id)
     if not versions:
         raise no_such_rule(rule_id)
     return RuleVersions(rule_id=rule_id, items=versions)
 
 
 async def _set_enabled(
-    request: Request, rule_id: str, enabled: bool, principal: Principal
+    outreach: OutreachState, rule_id: str, enabled: bool, principal: Principal
 ) -> RuleOut:
-    s = request.app.state
-    async with s.engine.begin() as conn:
+    async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule_id)
         before = await stored_rule(conn, rule_id)
         if before is None:
@@ -193,12 +193,12 @@ async def _set_enabled(
             conn,
             before.rule.model_copy(update={"enabled": enabled}),
             principal.name,
-            s.clock.now(),
+            outreach.clock.now(),
         )
         out = await stored_rule(conn, rule_id)
         action = "rule.enabled" if enabled else "rule.disabled"
         await _audit(conn, principal, action, rule_id, before, out)
-    await _reload(request, rule_id)
+    await _reload(outreach, rule_id)
     log.info("rule_enabled" if enabled else "rule_disabled", rule_id=rule_id, actor=principal.name)
     assert out is not None
     return out
@@ -211,9 +211,9 @@ async def _set_enabled(
     tags=["rules"],
     summary="Enable a rule",
 )
-async def enable_rule(request: Request, rule_id: str, principal: Writer) -> RuleOut:
+async def enable_rule(outreach: Outreach, rule_id: str, principal: MarketingWriter) -> RuleOut:
     """Enable the rule (a new version; nothing changes if it already is)."""
-    return await _set_enabled(request, rule_id, True, principal)
+    return await _set_enabled(outreach, rule_id, True, principal)
 
 
 @router.post(
@@ -223,10 +223,10 @@ async def enable_rule(request: Request, rule_id: str, principal: Writer) -> Rule
     tags=["rules"],
     summary="Disable a rule",
 )
-async def disable_rule(request: Request, rule_id: str, principal: Writer) -> RuleOut:
+async def disable_rule(outreach: Outreach, rule_id: str, principal: MarketingWriter) -> RuleOut:
     """Disable the rule (a new version; nothing changes if it already is). A disabled rule
     decides nothing new; actions it already decided still go out."""
-    return await _set_enabled(request, rule_id, False, principal)
+    return await _set_enabled(outreach, rule_id, False, principal)
 
 
 @router.delete(
@@ -237,18 +237,17 @@ async def disable_rule(request: Request, rule_id: str, principal: Writer) -> Rul
     tags=["rules"],
     summary="Delete a rule",
 )
-async def delete_rule(request: Request, rule_id: str, principal: Writer) -> Response:
+async def delete_rule(outreach: Outreach, rule_id: str, principal: MarketingWriter) -> Response:
     """Delete the rule: it stops acting and answers 404 from then on; its versions stay
     readable, and creating a rule with the same id later continues its version numbers."""
-    s = request.app.state
-    async with s.engine.begin() as conn:
+    async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule_id)
         before = await stored_rule(conn, rule_id)
         if before is None:
             raise no_such_rule(rule_id)
-        await delete_stored_rule(conn, rule_id, s.clock.now())
+        await delete_stored_rule(conn, rule_id, outreach.clock.now())
         await _audit(conn, principal, "rule.deleted", rule_id, before, None)
-    await _reload(request)
+    await _reload(outreach)
     log.info("rule_deleted", rule_id=rule_id, actor=principal.name)
     return Response(status_code=204)
 
@@ -260,20 +259,19 @@ async def delete_rule(request: Request, rule_id: str, principal: Writer) -> Resp
     tags=["rules"],
     summary="Install the default rule pack",
 )
-async def install_default_pack(request: Request, principal: Writer) -> PackOut:
+async def install_default_pack(outreach: Outreach, principal: MarketingWriter) -> PackOut:
     """Install the default rules (birthday and holiday greetings, a purchase follow-up, a
     rhythm recall, a win-back, care for quiet key customers, an apology, a new-arrivals
     broadcast). A rule whose id exists is replaced by a new version, enabled."""
-    s = request.app.state
     pack = default_pack()
-    now = s.clock.now()
-    async with s.engine.begin() as conn:
+    now = outreach.clock.now()
+    async with outreach.engine.begin() as conn:
         for rule in pack:
             await lock_rule(conn, rule.id)
             before = await stored_rule(conn, rule.id)
             await save_rule(conn, rule, principal.name, now)
             action = "rule.created" if before is None else "rule.updated"
             await _audit(conn, principal, action, rule.id, before, await stored_rule(conn, rule.id))
-    await _reload(request, *(r.id for r in pack))
+    await _reload(outreach, *(r.id for r in pack))
     log.info("rule_pack_installed", pack="default", actor=principal.name)
     return PackOut(installed=[r.id for r in pack])

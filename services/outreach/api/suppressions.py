@@ -1,19 +1,21 @@
 """The suppression list: customers who hear nothing from outreach, whatever the rule. Every
-change is written to the audit log in the transaction that makes it."""
+change is written to the audit log in the transaction that makes it: the request's own."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 
-from services.outreach.api.deps import Reader, Writer, invalid
+from services.outreach.api.deps import Outreach
 from services.outreach.schemas import Suppression, SuppressionIn, SuppressionPage
 from services.outreach.store import suppressions
 from shared import audit
+from shared.auth import MarketingWriter, Reader
+from shared.cursor import decode_text_cursor, encode_text_cursor
 from shared.errors import ERROR_RESPONSES, ErrorBody
 from shared.logging import get_logger
+from shared.runtime import Transaction
 
 log = get_logger(__name__)
 
@@ -33,8 +35,8 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     summary="List suppressed customers",
 )
 async def list_suppressions(
-    request: Request,
     _: Reader,
+    conn: Transaction,
     limit: Annotated[int, Query(ge=1, le=1000, description="Suppressions per page.")] = 100,
     cursor: Annotated[
         str | None,
@@ -43,28 +45,13 @@ async def list_suppressions(
 ) -> SuppressionPage:
     """The customers who hear nothing from outreach, whatever the rule, in customer id order,
     one page at a time."""
-    after = _decode_cursor(cursor) if cursor is not None else None
-    async with request.app.state.engine.connect() as conn:
-        rows = await suppressions.page(conn, after, limit + 1)
+    after = decode_text_cursor(cursor) if cursor is not None else None
+    rows = await suppressions.page(conn, after, limit + 1)
     more = len(rows) > limit
     items = list(rows[:limit])
     return SuppressionPage(
-        items=items, next_cursor=_encode_cursor(items[-1].customer_id) if more else None
+        items=items, next_cursor=encode_text_cursor(items[-1].customer_id) if more else None
     )
-
-
-def _encode_cursor(customer_id: str) -> str:
-    return base64.urlsafe_b64encode(customer_id.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(token: str) -> str:
-    try:
-        after = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except ValueError:  # bad base64 and bad UTF-8 alike
-        after = ""
-    if not after:
-        raise invalid("query.cursor", "not a cursor returned by this endpoint; start without one")
-    return after
 
 
 @router.post(
@@ -76,29 +63,31 @@ def _decode_cursor(token: str) -> str:
     summary="Suppress a customer",
 )
 async def add_suppression(
-    request: Request, body: SuppressionIn, response: Response, principal: Writer
+    outreach: Outreach,
+    body: SuppressionIn,
+    response: Response,
+    principal: MarketingWriter,
+    conn: Transaction,
 ) -> Suppression:
     """Put the customer on the suppression list: from now on every action for them is
     suppressed when decided, and any still waiting is suppressed when it would be delivered.
     201 when added; 200 with the existing entry when the customer already was suppressed."""
-    s = request.app.state
-    async with s.engine.begin() as conn:
-        added = await suppressions.add(conn, body.customer_id, body.reason, s.clock.now())
-        if added is None:
-            response.status_code = 200
-            existing = await suppressions.get(conn, body.customer_id)
-            assert existing is not None  # the insert met it, in this very transaction
-            entry = existing
-        else:
-            entry = added
-            await audit.record(
-                conn,
-                actor=audit.Actor.of(principal),
-                service="outreach",
-                action="suppression.created",
-                subject=body.customer_id,
-                after=entry,
-            )
+    added = await suppressions.add(conn, body.customer_id, body.reason, outreach.clock.now())
+    if added is None:
+        response.status_code = 200
+        existing = await suppressions.get(conn, body.customer_id)
+        assert existing is not None  # the insert met it, in this very transaction
+        entry = existing
+    else:
+        entry = added
+        await audit.record(
+            conn,
+            actor=audit.Actor.of(principal),
+            service="outreach",
+            action="suppression.created",
+            subject=body.customer_id,
+            after=entry,
+        )
     log.info("customer_suppressed", customer_id=body.customer_id, actor=principal.name)
     return entry
 
@@ -111,21 +100,22 @@ async def add_suppression(
     tags=["suppressions"],
     summary="Lift a suppression",
 )
-async def delete_suppression(request: Request, customer_id: str, principal: Writer) -> Response:
+async def delete_suppression(
+    customer_id: str, principal: MarketingWriter, conn: Transaction
+) -> Response:
     """Take the customer off the suppression list (whatever put them there, including their
     own unsubscribe: do this only on their renewed request). Actions already suppressed stay
     suppressed; new decisions may reach them again."""
-    async with request.app.state.engine.begin() as conn:
-        lifted = await suppressions.delete(conn, customer_id)
-        if lifted is None:
-            raise HTTPException(404, f"customer {customer_id!r} is not suppressed")
-        await audit.record(
-            conn,
-            actor=audit.Actor.of(principal),
-            service="outreach",
-            action="suppression.deleted",
-            subject=customer_id,
-            before=lifted,
-        )
+    lifted = await suppressions.delete(conn, customer_id)
+    if lifted is None:
+        raise HTTPException(404, f"customer {customer_id!r} is not suppressed")
+    await audit.record(
+        conn,
+        actor=audit.Actor.of(principal),
+        service="outreach",
+        action="suppression.deleted",
+        subject=customer_id,
+        before=lifted,
+    )
     log.info("suppression_lifted", customer_id=customer_id, actor=principal.name)
     return Response(status_code=204)

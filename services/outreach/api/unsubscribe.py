@@ -4,7 +4,7 @@ Unsubscribing needs no API key: the signed token in the link is the credential, 
 the customer. ``GET`` only shows a confirmation page (mail scanners fetch links); ``POST`` is
 the one-click unsubscribe that mail providers send with the body ``List-Unsubscribe=One-Click``
 and that the confirmation page's button sends too. The suppression it makes is written to the
-audit log in the same transaction.
+audit log in the same transaction: the request's own.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.api.deps import invalid
+from services.outreach.api.deps import Outreach
 from services.outreach.core.unsubscribe import verify
 from services.outreach.schemas import Unsubscribed
+from services.outreach.shell.service import OutreachState
 from services.outreach.store import suppressions
 from services.outreach.store.ledger import suppress_unsubscribed
 from services.outreach.store.replica import lock_customers
 from shared import audit
-from shared.errors import ERROR_RESPONSES
+from shared.errors import ERROR_RESPONSES, invalid
 from shared.logging import get_logger
+from shared.runtime import Transaction
 
 log = get_logger(__name__)
 
@@ -42,8 +45,8 @@ _DONE = "<p>You will hear nothing more from us.</p>"
 _UNSUBSCRIBED = "unsubscribed through the link in a message"
 
 
-def _customer_of(request: Request, token: str, where: str) -> str:
-    secret = request.app.state.settings.unsubscribe_secret.get_secret_value()
+def _customer_of(outreach: OutreachState, token: str, where: str) -> str:
+    secret = outreach.settings.unsubscribe_secret.get_secret_value()
     customer_id = verify(token, secret)
     if customer_id is None:
         raise invalid(
@@ -64,8 +67,9 @@ def _html(title: str, body: str) -> HTMLResponse:
     )
 
 
-async def _confirmation(request: Request, customer_id: str) -> HTMLResponse:
-    async with request.app.state.engine.connect() as conn:
+async def _confirmation(outreach: OutreachState, customer_id: str) -> HTMLResponse:
+    # Its own connection, opened once the token is known good: the page needs no API key.
+    async with outreach.engine.connect() as conn:
         done = await suppressions.is_suppressed(conn, customer_id)
     if done:
         return _html("You are unsubscribed", _DONE)
@@ -78,26 +82,26 @@ async def _confirmation(request: Request, customer_id: str) -> HTMLResponse:
     )
 
 
-async def _unsubscribe(request: Request, customer_id: str) -> Unsubscribed | HTMLResponse:
-    s = request.app.state
-    now = s.clock.now()
-    async with s.engine.begin() as conn:
-        # The decision path's lock: a decision for this customer either finished before
-        # (and its action is suppressed below) or runs after and sees the suppression.
-        await lock_customers(conn, [customer_id])
-        before = await suppressions.get(conn, customer_id, for_update=True)
-        suppression = await suppressions.unsubscribed(conn, customer_id, _UNSUBSCRIBED, now)
-        if suppression != before:  # a repeated click changes nothing and records nothing
-            await audit.record(
-                conn,
-                actor=audit.UNSUBSCRIBE_LINK,
-                service="outreach",
-                action="suppression.created" if before is None else "suppression.updated",
-                subject=customer_id,
-                before=before,
-                after=suppression,
-            )
-        suppressed = await suppress_unsubscribed(conn, customer_id)
+async def _unsubscribe(
+    request: Request, outreach: OutreachState, conn: AsyncConnection, customer_id: str
+) -> Unsubscribed | HTMLResponse:
+    now = outreach.clock.now()
+    # The decision path's lock: a decision for this customer either finished before (and its
+    # action is suppressed below) or runs after and sees the suppression.
+    await lock_customers(conn, [customer_id])
+    before = await suppressions.get(conn, customer_id, for_update=True)
+    suppression = await suppressions.unsubscribed(conn, customer_id, _UNSUBSCRIBED, now)
+    if suppression != before:  # a repeated click changes nothing and records nothing
+        await audit.record(
+            conn,
+            actor=audit.UNSUBSCRIBE_LINK,
+            service="outreach",
+            action="suppression.created" if before is None else "suppression.updated",
+            subject=customer_id,
+            before=before,
+            after=suppression,
+        )
+    suppressed = await suppress_unsubscribed(conn, customer_id)
     log.info("customer_unsubscribed", customer_id=customer_id, suppressed=suppressed)
     if "text/html" in request.headers.get("accept", ""):
         return _html("You are unsubscribed", _DONE)
@@ -123,8 +127,8 @@ JSON."""
     summary="Unsubscribe confirmation page",
     description=_PAGE_DOC,
 )
-async def unsubscribe_page(request: Request, token: Token) -> HTMLResponse:
-    return await _confirmation(request, _customer_of(request, token, "query"))
+async def unsubscribe_page(outreach: Outreach, token: Token) -> HTMLResponse:
+    return await _confirmation(outreach, _customer_of(outreach, token, "query"))
 
 
 @router.get(
@@ -135,8 +139,8 @@ async def unsubscribe_page(request: Request, token: Token) -> HTMLResponse:
     summary="Unsubscribe confirmation page (link form)",
     description=_PAGE_DOC,
 )
-async def unsubscribe_link_page(request: Request, token: str) -> HTMLResponse:
-    return await _confirmation(request, _customer_of(request, token, "path"))
+async def unsubscribe_link_page(outreach: Outreach, token: str) -> HTMLResponse:
+    return await _confirmation(outreach, _customer_of(outreach, token, "path"))
 
 
 @router.post(
@@ -147,8 +151,10 @@ async def unsubscribe_link_page(request: Request, token: str) -> HTMLResponse:
     summary="Unsubscribe (one click)",
     description=_POST_DOC,
 )
-async def unsubscribe(request: Request, token: Token) -> Unsubscribed | HTMLResponse:
-    return await _unsubscribe(request, _customer_of(request, token, "query"))
+async def unsubscribe(
+    request: Request, outreach: Outreach, token: Token, conn: Transaction
+) -> Unsubscribed | HTMLResponse:
+    return await _unsubscribe(request, outreach, conn, _customer_of(outreach, token, "query"))
 
 
 @router.post(
@@ -159,5 +165,7 @@ async def unsubscribe(request: Request, token: Token) -> Unsubscribed | HTMLResp
     summary="Unsubscribe (one click, link form)",
     description=_POST_DOC,
 )
-async def unsubscribe_link(request: Request, token: str) -> Unsubscribed | HTMLResponse:
-    return await _unsubscribe(request, _customer_of(request, token, "path"))
+async def unsubscribe_link(
+    request: Request, outreach: Outreach, token: str, conn: Transaction
+) -> Unsubscribed | HTMLResponse:
+    return await _unsubscribe(request, outreach, conn, _customer_of(outreach, token, "path"))
