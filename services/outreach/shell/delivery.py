@@ -47,6 +47,7 @@ from services.outreach.shell.channels import email as email_channel
 from services.outreach.shell.channels import webhook as webhook_channel
 from shared.clock import Clock, SystemClock
 from shared.logging import get_logger, scrub
+from shared.worker import Worker
 
 log = get_logger(__name__)
 
@@ -135,8 +136,10 @@ class _Job:
     email: tuple[email_channel.SmtpServer, str] | None = None
 
 
-class DeliveryWorker:
-    """Sends due actions through their channels; many may run against one ledger."""
+class DeliveryWorker(Worker):
+    """Sends due actions through their channels; many may run against one ledger. The loop
+    is :class:`~shared.worker.Worker`'s: a database outage is waited out, not fatal, and when
+    nothing is due it rests ``delivery_idle_seconds`` or until nudged."""
 
     def __init__(
         self,
@@ -154,6 +157,7 @@ class DeliveryWorker:
         what leaves the process (``webhook-timestamp``, the email's ``Date``): receivers
         compare those with their own real clocks, so they stay real even when a test drives
         ``clock``. ``require_https`` is true in production."""
+        super().__init__(idle_seconds=settings.delivery_idle_seconds)
         self._engine = engine
         self._settings = settings
         self._recheck = recheck
@@ -167,49 +171,16 @@ class DeliveryWorker:
         self._http = http or httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds, trust_env=False, follow_redirects=False
         )
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- the loop (Worker's) --------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Finish the pass in progress, then leave :meth:`run`."""
-        self._stopping.set()
-        self._wake.set()
-
-    def nudge(self) -> None:
-        """New actions are due: look now rather than after the idle pause."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """Deliver until :meth:`stop`; a database outage is waited out, not fatal."""
-        delay = 0.2
-        try:
-            while not self._stopping.is_set():
-                try:
-                    handled = await self.run_once()
-                    delay = 0.2
-                except Exception as exc:
-                    log.warning(
-                        "delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc))
-                    )
-                    await self._pause(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                if handled == 0:
-                    await self._pause(self._settings.delivery_idle_seconds)
-        finally:
-            await self.aclose()
+    async def failed(self, exc: Exception) -> None:
+        log.warning("delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc)))
 
     async def aclose(self) -> None:
         """Release the HTTP connection pool (when the worker made it)."""
         if self._own_http:
             await self._http.aclose()
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
 
     # -- one pass -------------------------------------------------------------------------
 
