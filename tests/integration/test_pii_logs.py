@@ -279,7 +279,9 @@ async def _exercise(
         "occurred_at": now.isoformat(),
         "received_at": now.isoformat(),
         "source": "test",
-        "data": {"name": p.poison_name, "email": p.poison_email, "shoe_size": p.phone},
+        # Poison by a known field holding what it cannot (a field unknown to scoring would be
+        # ignored: producers may add fields within a schema version).
+        "data": {"name": p.poison_name, "email": p.poison_email, "birthday": p.phone},
     }
     poison_change = {
         "change_id": f"poison-{p.tok}",
