@@ -27,7 +27,7 @@ from starlette.datastructures import State
 
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
-from shared.consumer import BatchConsumer, Handler
+from shared.consumer import BatchConsumer, Handler, Message
 from shared.db import make_engine
 from shared.heap import settle_heap
 from shared.http import create_app
@@ -51,6 +51,12 @@ class Running(Protocol):
     async def run(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class Nudged(Protocol):
+    """A worker told there is new work (a relay, a delivery loop)."""
+
+    def nudge(self) -> None: ...
 
 
 class ServiceState(State):
@@ -133,15 +139,29 @@ class Runtime:
         return relay
 
     def batch_consumer(
-        self, *, topics: Sequence[str], group_id: str, handler: Handler, max_records: int
+        self,
+        *,
+        topics: Sequence[str],
+        group_id: str,
+        handler: Handler,
+        max_records: int,
+        then_nudge: Sequence[Nudged] = (),
     ) -> BatchConsumer:
         """A consumer of ``topics`` in ``group_id`` whose poison records go to the DLQ, run as
-        a worker (registered first, so it stops first)."""
+        a worker (registered first, so it stops first). After each batch it nudges the
+        workers ``then_nudge`` (the relay of the outbox rows the batch wrote, say)."""
+
+        async def handle(records: Sequence[Message]) -> Sequence[tuple[Message, Exception]] | None:
+            rejected = await handler(records)
+            for worker in then_nudge:
+                worker.nudge()
+            return rejected
+
         consumer = BatchConsumer(
             settings=self.state.common,
             topics=list(topics),
             group_id=group_id,
-            handler=handler,
+            handler=handle if then_nudge else handler,
             dlq_topic=self.topics.dlq,
             dlq_producer=self.producer,
             max_records=max_records,

@@ -3,7 +3,6 @@ actions relay, and the marketing and operations APIs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,7 +23,6 @@ from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.scheduler import tick
 from services.outreach.shell.service import OutreachState
 from shared.clock import Clock
-from shared.consumer import Message
 from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
 
@@ -71,19 +69,14 @@ def create_app(
         )
         runtime.worker(delivery)
 
-        async def handle(records: Sequence[Message]) -> list[tuple[Message, Exception]]:
-            rejected = await applier.handle(records)
-            relay.nudge()
-            delivery.nudge()
-            return rejected
-
         # Registered first whatever the order here, so it stops first: then the relay, then
         # delivery.
         state.consumer = runtime.batch_consumer(
             topics=[runtime.topics.changes],
             group_id=settings.consumer_group,
-            handler=handle,
+            handler=applier.handle,
             max_records=settings.batch_max_records,
+            then_nudge=[relay, delivery],
         )
         runtime.every(5, "rules_reload", lambda: current.reload(engine))
         if periodic:

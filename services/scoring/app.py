@@ -3,8 +3,6 @@ the sweep and refit loops, and the read API."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from fastapi import FastAPI
 
 from services.scoring.api.customers import router
@@ -18,7 +16,6 @@ from services.scoring.shell.refit import refit
 from services.scoring.shell.service import ScoringState
 from services.scoring.shell.sweep import sweep_all
 from shared.clock import Clock
-from shared.consumer import Message
 from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
 
@@ -58,16 +55,12 @@ def create_app(
             idle_seconds=settings.outbox_idle_seconds,
         )
 
-        async def handle(records: Sequence[Message]) -> list[tuple[Message, Exception]]:
-            rejected = await applier.handle(records)
-            relay.nudge()
-            return rejected
-
         state.consumer = runtime.batch_consumer(
             topics=[runtime.topics.events],
             group_id=settings.consumer_group,
-            handler=handle,
+            handler=applier.handle,
             max_records=settings.batch_max_records,
+            then_nudge=[relay],
         )
         runtime.every(10, "population_reload", lambda: population.reload(engine))
         if periodic:
