@@ -12,12 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.config import JsonDict
-from sqlalchemy import Select, literal, or_, select, tuple_
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Reader, audit_log
-from shared.cursor import decode_cursor, encode_cursor
+from shared.cursor import encode_cursor, newest_first
 from shared.errors import ERROR_RESPONSES
 from shared.params import IsoDateTime
+from shared.service_state import state_of
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
@@ -168,20 +170,17 @@ async def list_audit(
         query = query.where(_t.c.at >= since)
     if until is not None:
         query = query.where(_t.c.at < until)
-    return await _page(request, query, limit, cursor)
+    async with state_of(request).engine.connect() as conn:
+        return await _page(conn, query, limit, cursor)
 
 
-async def _page(request: Request, query: Select[Any], limit: int, cursor: str | None) -> AuditPage:
-    if cursor is not None:
-        after = decode_cursor(cursor, _Cursor)
-        query = query.where(tuple_(_t.c.at, _t.c.id) < tuple_(literal(after.at), literal(after.id)))
-    query = query.order_by(_t.c.at.desc(), _t.c.id.desc()).limit(limit + 1)
-    async with request.app.state.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if rows else None
+async def _page(
+    conn: AsyncConnection, query: Select[Any], limit: int, cursor: str | None
+) -> AuditPage:
+    rows, last = await newest_first(
+        conn, query, _t.c.at, _t.c.id, limit=limit, cursor=cursor, shape=_Cursor
+    )
     return AuditPage(
         items=[AuditEntry.model_validate(r) for r in rows],
-        next_cursor=encode_cursor(_Cursor(at=last.at, id=last.id)) if more and last else None,
+        next_cursor=encode_cursor(last) if last else None,
     )

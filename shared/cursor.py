@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TypeVar
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Row, Select, literal, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.errors import invalid
 
@@ -55,3 +59,33 @@ def decode_text_cursor(token: str) -> str:
     if not key:
         raise invalid("query.cursor", NOT_A_CURSOR)
     return key
+
+
+class AtId(Protocol):
+    """A newest-first position: the last row's time and id."""
+
+    at: datetime
+    id: Any
+
+
+async def newest_first(
+    conn: AsyncConnection,
+    query: Select[Any],
+    at: ColumnElement[Any],
+    row_id: ColumnElement[Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    shape: type[M],
+) -> tuple[Sequence[Row[Any]], M | None]:
+    """One page of ``query``, newest first by (``at``, ``row_id``), after the position
+    ``cursor`` holds; the rows and the position of the last one when more follow."""
+    if cursor is not None:
+        after = cast(AtId, decode_cursor(cursor, shape))
+        query = query.where(tuple_(at, row_id) < tuple_(literal(after.at), literal(after.id)))
+    query = query.order_by(at.desc(), row_id.desc()).limit(limit + 1)
+    rows = (await conn.execute(query)).all()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]._mapping
+    return rows[:limit], shape.model_validate({"at": last[at], "id": last[row_id]})

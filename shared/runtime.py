@@ -7,10 +7,8 @@ relays, delivery) and the periodic jobs, then on shutdown the workers asked to f
 in progress and awaited, the periodic jobs cancelled, the producer flushed and the engine
 closed.
 
-What a service holds while it runs is a typed :class:`ServiceState` (the app's ``state``):
-routes reach it through a dependency rather than reading untyped attributes, and a request's
-unit of work is :data:`Transaction` — one connection in one transaction that commits when the
-route returns and before the answer is sent, or rolls back when it raises.
+What a service holds while it runs is a typed :class:`~shared.service_state.ServiceState`
+(the app's ``state``), which its routes reach by dependency.
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Protocol, TypeVar, cast
+from typing import Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from starlette.datastructures import State
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
@@ -35,7 +32,7 @@ from shared.kafka import Producer, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.periodic import every
-from shared.ratelimit import RateLimiter
+from shared.service_state import S, ServiceState
 from shared.settings import CommonSettings
 from shared.topics import Topics
 
@@ -57,22 +54,6 @@ class Nudged(Protocol):
     """A worker told there is new work (a relay, a delivery loop)."""
 
     def nudge(self) -> None: ...
-
-
-class ServiceState(State):
-    """What every service holds while it runs; a service's own state adds its parts."""
-
-    service: str
-    common: CommonSettings
-    clock: Clock
-    topics: Topics
-    engine: AsyncEngine
-    producer: Producer
-    keys: KeyStore
-    rate_limiter: RateLimiter | None
-
-
-S = TypeVar("S", bound=ServiceState)
 
 
 class Runtime:
@@ -252,32 +233,3 @@ def service_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def state_of(request: Request) -> ServiceState:
-    """The running service's state (typed: each service narrows it with its own alias)."""
-    return cast(ServiceState, request.app.state)
-
-
-async def _transaction(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with state_of(request).engine.begin() as conn:
-        yield conn
-
-
-# A request's unit of work: committed when the route returns, before the answer is sent;
-# rolled back when it raises.
-Transaction = Annotated[AsyncConnection, Depends(_transaction, scope="function")]
-
-
-def typed_state(kind: type[S]) -> Any:
-    """A dependency giving a route its service's state as ``kind``:
-    ``Scoring = Annotated[ScoringState, typed_state(ScoringState)]``."""
-
-    # async: a plain function would be run in a worker thread, on every request.
-    async def dependency(request: Request) -> S:
-        found = request.app.state
-        if not isinstance(found, kind):
-            raise TypeError(f"the app's state is a {type(found).__name__}, not {kind.__name__}")
-        return found
-
-    return Depends(dependency)

@@ -7,7 +7,7 @@ from typing import Annotated
 import httpx
 
 from services.ingest.intake import Intake
-from shared.runtime import ServiceState, typed_state
+from shared.service_state import ServiceState, typed_state
 
 
 class IngestState(ServiceState):

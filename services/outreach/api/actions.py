@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
-from sqlalchemy import Select, func, literal, select, tuple_
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.api.deps import Outreach
@@ -26,11 +26,11 @@ from services.outreach.shell.scheduler import tick
 from services.outreach.store import tables
 from services.outreach.store.rules import stored_rule
 from shared.auth import MarketingWriter, Operator, Reader
-from shared.cursor import decode_cursor, encode_cursor
+from shared.cursor import encode_cursor, newest_first
 from shared.errors import ERROR_RESPONSES, invalid
 from shared.logging import get_logger
 from shared.params import IsoDateTime
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 log = get_logger(__name__)
 
@@ -75,21 +75,12 @@ class _Cursor(BaseModel):
 async def _page(
     conn: AsyncConnection, query: Select[Any], limit: int, cursor: str | None
 ) -> ActionPage:
-    if cursor is not None:
-        after = decode_cursor(cursor, _Cursor)
-        query = query.where(
-            tuple_(_a.c.decided_at, _a.c.id) < tuple_(literal(after.at), literal(after.id))
-        )
-    query = query.order_by(_a.c.decided_at.desc(), _a.c.id.desc()).limit(limit + 1)
-    rows = (await conn.execute(query)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if rows else None
+    rows, last = await newest_first(
+        conn, query, _a.c.decided_at, _a.c.id, limit=limit, cursor=cursor, shape=_Cursor
+    )
     return ActionPage(
         items=[ActionOut.model_validate(r) for r in rows],
-        next_cursor=encode_cursor(_Cursor(at=last.decided_at, id=last.id))
-        if more and last
-        else None,
+        next_cursor=encode_cursor(last) if last else None,
     )
 
 

@@ -33,7 +33,7 @@ from services.outreach.shell.service import OutreachState
 from shared import audit
 from shared.auth import MarketingWriter, Principal, Reader
 from shared.errors import ERROR_RESPONSES, ErrorBody
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 router = APIRouter(prefix="/v1", tags=["channels"])
 

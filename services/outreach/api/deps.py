@@ -8,7 +8,7 @@ from fastapi import HTTPException
 
 from services.outreach.shell.service import OutreachState
 from shared.errors import ERROR_RESPONSES, ErrorBody
-from shared.runtime import typed_state
+from shared.service_state import typed_state
 
 Outreach = Annotated[OutreachState, typed_state(OutreachState)]
 

@@ -15,7 +15,7 @@ from shared import audit
 from shared.auth import MarketingWriter, Reader
 from shared.errors import ERROR_RESPONSES
 from shared.logging import get_logger
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from services.outreach.schemas import (
 )
 from shared.auth import Reader
 from shared.errors import ERROR_RESPONSES, ErrorBody
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 

@@ -33,7 +33,7 @@ from shared import audit
 from shared.auth import MarketingWriter, Principal, Reader
 from shared.errors import ERROR_RESPONSES, ErrorBody, FieldError, error_response, invalid
 from shared.logging import get_logger
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 log = get_logger(__name__)
 

@@ -15,7 +15,7 @@ from shared.auth import MarketingWriter, Reader
 from shared.cursor import decode_text_cursor, encode_text_cursor
 from shared.errors import ERROR_RESPONSES, ErrorBody
 from shared.logging import get_logger
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 log = get_logger(__name__)
 

@@ -25,7 +25,7 @@ from services.outreach.store.replica import lock_customers
 from shared import audit
 from shared.errors import ERROR_RESPONSES, invalid
 from shared.logging import get_logger
-from shared.runtime import Transaction
+from shared.service_state import Transaction
 
 log = get_logger(__name__)
 

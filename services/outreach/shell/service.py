@@ -8,7 +8,7 @@ from services.outreach.shell.current import Current
 from services.outreach.shell.delivery import DeliveryWorker
 from shared.consumer import BatchConsumer
 from shared.outbox import OutboxRelay
-from shared.runtime import ServiceState
+from shared.service_state import ServiceState
 
 
 class OutreachState(ServiceState):

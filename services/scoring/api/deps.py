@@ -11,7 +11,7 @@ from services.scoring.core.state import CustomerState
 from services.scoring.shell.service import ScoringState
 from services.scoring.store import queries
 from shared.errors import ERROR_RESPONSES, ErrorBody
-from shared.runtime import typed_state
+from shared.service_state import typed_state
 
 Scoring = Annotated[ScoringState, typed_state(ScoringState)]
 

@@ -7,7 +7,7 @@ from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
 from shared.consumer import BatchConsumer
 from shared.outbox import OutboxRelay
-from shared.runtime import ServiceState
+from shared.service_state import ServiceState
 
 
 class ScoringState(ServiceState):
