@@ -45,6 +45,7 @@ from shared.db import make_engine
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.support import receivers
+from tests.support.databases import fresh_settings
 from tests.support.servers import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,10 +101,6 @@ async def fresh_database(label: str, prefix: str = "") -> AsyncIterator[CommonSe
     """Settings pointing at a new, migrated database (dropped on the way out) and, with a
     ``prefix``, at topics of their own under it (created here, deleted on the way out): the
     tests' own fresh settings, named for the bench."""
-    # Imported here: it brings the three services' apps, which a bench measuring a bare
-    # producer in this process should not carry.
-    from tests.support.stack import fresh_settings
-
     base = CommonSettings().model_copy(update={"topic_prefix": prefix or f"bench.{label}."})
     async with fresh_settings(base, topics=bool(prefix)) as settings:
         yield settings

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db import make_engine
 from shared.settings import CommonSettings
 from tests.chaos.scenario import FIGURES, Chaos
-from tests.support.stack import fresh_settings
+from tests.support.databases import fresh_settings
 
 
 @pytest.fixture

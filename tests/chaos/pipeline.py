@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.auth import Scope, create_key
 from shared.db import make_engine
 from shared.settings import CommonSettings
+from tests.support.databases import fresh_settings
 from tests.support.receivers import WebhookReceiver
 from tests.support.servers import ServiceProcess
-from tests.support.stack import fresh_settings
 
 # event type -> (rule id, action kind): every accepted event of these types is one action.
 RULES: dict[str, tuple[str, str]] = {

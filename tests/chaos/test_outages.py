@@ -27,9 +27,9 @@ from tests.chaos.load import Load
 from tests.chaos.pipeline import Pipeline
 from tests.chaos.scenario import Chaos, run_scenario
 from tests.support.broker import LocalBroker
+from tests.support.databases import fresh_settings
 from tests.support.postgres import LocalPostgres
 from tests.support.servers import ServiceProcess
-from tests.support.stack import fresh_settings
 
 pytestmark = pytest.mark.chaos
 

@@ -33,10 +33,10 @@ from shared.kafka import Record, publish_many, start_producer
 from shared.logging import configure_logging
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from tests.support.databases import fresh_settings
 from tests.support.pipeline import until
 from tests.support.receivers import SmtpReceiver, WebhookReceiver
 from tests.support.servers import ServiceProcess
-from tests.support.stack import fresh_settings
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,11 @@ from shared.events import Envelope
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from tests.support.databases import fresh_settings
 from tests.support.events import random_history
 from tests.support.kafka_io import read_all
 from tests.support.pipeline import scoring_states
 from tests.support.servers import ServiceProcess
-from tests.support.stack import fresh_settings
 
 pytestmark = pytest.mark.integration
 

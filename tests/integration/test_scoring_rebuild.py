@@ -14,8 +14,8 @@ from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.integration.conftest import wait_applied
+from tests.support.databases import fresh_settings
 from tests.support.events import random_history
-from tests.support.stack import fresh_settings
 
 pytestmark = pytest.mark.integration
 

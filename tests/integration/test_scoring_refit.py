@@ -30,7 +30,7 @@ from shared.clock import FixedClock
 from shared.db import make_engine
 from shared.events import Envelope, EventType, OrderData, OrderStatus
 from shared.settings import CommonSettings
-from tests.support.stack import fresh_settings
+from tests.support.databases import fresh_settings
 
 pytestmark = pytest.mark.integration
 

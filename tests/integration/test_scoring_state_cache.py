@@ -13,9 +13,9 @@ from services.scoring.shell.sweep import sweep_all
 from shared.clock import SystemClock
 from shared.db import make_engine
 from shared.settings import CommonSettings
+from tests.support.databases import fresh_settings
 from tests.support.events import random_history
 from tests.support.pipeline import scoring_states
-from tests.support.stack import fresh_settings
 
 pytestmark = pytest.mark.integration
 

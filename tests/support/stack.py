@@ -4,9 +4,7 @@ every customer (a refit, a replay) and so cannot share the session's data."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,32 +20,9 @@ from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.auth import Scope, create_key
 from shared.clock import Clock, SystemClock
-from shared.db import create_database, drop_database, make_engine
-from shared.migrate import upgrade_all
+from shared.db import make_engine
 from shared.settings import CommonSettings
-from shared.topics import delete_topics, ensure_topics
-
-
-@asynccontextmanager
-async def fresh_settings(
-    base: CommonSettings, *, topics: bool = True
-) -> AsyncIterator[CommonSettings]:
-    """Settings with a new migrated database and (by default) a new topic prefix."""
-    name = f"tend_iso_{uuid.uuid4().hex[:10]}"
-    settings = await create_database(base, name)
-    if topics:
-        prefix = f"{base.topic_prefix}iso{uuid.uuid4().hex[:6]}."
-        settings = settings.model_copy(update={"topic_prefix": prefix})
-    try:
-        # alembic drives its own event loop, so it runs in a thread
-        await asyncio.to_thread(upgrade_all, settings)
-        if topics:
-            await ensure_topics(settings)
-        yield settings
-    finally:
-        await drop_database(base, name)
-        if topics:
-            await delete_topics(settings)
+from tests.support.databases import fresh_settings
 
 
 @dataclass
