@@ -1,6 +1,6 @@
 """Every benchmark in one run, side by side, as a report.
 
-    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,e2e,cdnow]
+    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,e2e,cdnow,holdout]
 
 Runs each part, one after the other, on the local broker and database (``make infra`` or
 ``make up`` brings them), prints each part's table as it finishes and a summary at the end,
@@ -32,6 +32,7 @@ from sqlalchemy import text
 from bench import (
     bench_cdnow_master,
     bench_e2e,
+    bench_holdout,
     bench_ingest,
     bench_outreach,
     bench_quix,
@@ -42,9 +43,10 @@ from bench.bench_e2e import delete_topics, fresh_database
 from shared.db import make_engine
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from tests.support.cdnow import RANKED
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("ingest", "scoring", "refit", "outreach", "e2e", "cdnow")
+PARTS = ("ingest", "scoring", "refit", "outreach", "e2e", "cdnow", "holdout")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Results:
     outreach: bench_outreach.OutreachFigures | None = None
     e2e: bench_e2e.E2EFigures | None = None
     cdnow: bench_cdnow_master.CdnowFigures | None = None
+    holdout: bench_holdout.HoldoutFigures | None = None
 
 
 @dataclass
@@ -337,6 +340,32 @@ async def cdnow_part(sizes: Sizes, out: Results) -> list[Row]:
     ]
 
 
+async def holdout_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await asyncio.to_thread(bench_holdout.measure)
+    bench_holdout.print_figures(f)
+    out.holdout = f
+    by = f.table.by_stage
+    rows = [
+        Row(
+            "holdout",
+            f"stage `{stage.value}` on 1997-09-30: bought again in 39 weeks",
+            f"{by[stage].rate:.1%} of {by[stage].customers:,}",
+        )
+        for stage in RANKED
+        if stage in by
+    ]
+    rows.append(
+        Row(
+            "holdout",
+            "stages rank customers: mature > growing > declining > churned",
+            " > ".join(f"{by[s].rate:.0%}" for s in RANKED if s in by),
+            f"falling; churned <= {bench_holdout.CHURNED_VS_DECLINING:g} x declining",
+            f.ranked,
+        )
+    )
+    return rows
+
+
 def describe_sizes(sizes: Sizes) -> dict[str, str]:
     return {
         "ingest": f"{sizes.ingest_events:,} events in batches of 500; "
@@ -350,6 +379,7 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         f"warm-up orders; {sizes.e2e_customers:,} customers; waits up to "
         f"{sizes.e2e_max_drain_s:g} s after each run's last POST",
         "cdnow": f"the whole master log, batches of 1,000, {sizes.cdnow_concurrency} clients",
+        "holdout": "the whole master log, pure lifecycle and a BG/NBD fit, no services",
     }
 
 
@@ -360,6 +390,7 @@ RUNNERS: dict[str, Callable[[Sizes, Results], Awaitable[list[Row]]]] = {
     "outreach": outreach_part,
     "e2e": e2e_part,
     "cdnow": cdnow_part,
+    "holdout": holdout_part,
 }
 
 
@@ -550,6 +581,10 @@ HOW = [
     "posted in time order through a fresh stack (all three services running); the clock "
     "stops when `GET /v1/stats/overview` (polled every 0.5 s) counts every customer and the "
     "total revenue to the cent.",
+    "- **holdout**: `bench.bench_holdout` — the CDNOW master log judged on 1997-09-30 by the "
+    "pure lifecycle (the calibration's median gap as the population's), beside the share of "
+    "each stage's customers who bought again in the 39 weeks after; the same for bands of "
+    "BG/NBD P(alive) fitted on the calibration.",
     "- **refit** and **outreach**: `bench.bench_refit`, `bench.bench_outreach`, in process.",
 ]
 

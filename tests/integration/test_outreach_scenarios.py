@@ -200,7 +200,7 @@ async def test_a_churned_key_customer_gets_exactly_one_winback(world: World) -> 
     await add_rule(s, winback)
 
     # A key customer buying every 10 days, and 19 others who spend far less and buy every
-    # ~29 days (the population's median gap), so nobody else is due to move for weeks.
+    # ~59 days (the population's median gap), so nobody else is due to move for months.
     events = [
         profile("vip", T0 - timedelta(days=60)),
         order("vip", "vip-1", T0 - timedelta(days=20), "800.00"),
@@ -212,7 +212,7 @@ async def test_a_churned_key_customer_gets_exactly_one_winback(world: World) -> 
         amount = f"{10 * (i + 1)}.00"
         events += [
             profile(cid, T0 - timedelta(days=60)),
-            order(cid, f"{cid}-0", T0 - timedelta(days=30), amount),
+            order(cid, f"{cid}-0", T0 - timedelta(days=60), amount),
             order(cid, f"{cid}-1", T0 - timedelta(days=1), amount),
         ]
     await outreach_has_seen(s, await post_events(s, events))
