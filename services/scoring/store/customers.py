@@ -295,7 +295,9 @@ _PAGE = text(
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
 )
-_EMPTY = text("TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, scoring.outbox")
+# The outbox stays: its rows are changes the service made and the relay has not published
+# yet; a rebuild does not announce the past again, but it must not swallow what is unsent.
+_EMPTY = text("TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history")
 
 
 async def all_states(conn: AsyncConnection, chunk: int) -> AsyncIterator[CustomerState]:
@@ -328,8 +330,8 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
 
 
 async def empty(conn: AsyncConnection) -> None:
-    """Forget every customer, applied event, stage change and unpublished change (the
-    population and the erasures stay)."""
+    """Forget every customer, applied event and stage change (the population, the erasures
+    and the changes not yet relayed stay)."""
     await conn.execute(_EMPTY)
 
 
