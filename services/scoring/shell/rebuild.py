@@ -4,10 +4,11 @@
 
 Stop the scoring service first. The rebuild empties scoring's customer tables (the population
 parameters are kept, and so are the changes in the outbox that the relay has not published
-yet: the service's relay sends them when it starts again), replays ``crm.customer-events.v1`` from the beginning of every partition
-up to the end it finds when it starts, applying events exactly as the service does but
-without publishing changes (the past is not announced twice), and finally points the
-service's consumer group at that end, so the service resumes with what came after.
+yet: the service's relay sends them when it starts again), replays ``crm.customer-events.v1``
+from the beginning of every partition up to the end it finds when it starts, applying events
+exactly as the service does but without publishing changes (the past is not announced
+twice), and finally points the service's consumer group at that end, so the service resumes
+with what came after.
 """
 
 from __future__ import annotations
