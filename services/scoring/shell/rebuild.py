@@ -50,7 +50,14 @@ async def rebuild(
             await store.empty(conn)
         population = PopulationCache()
         await population.reload(engine)
-        applier = EventApplier(engine, settings, clock or SystemClock(), population, publish=False)
+        applier = EventApplier(
+            engine,
+            settings,
+            clock or SystemClock(),
+            population,
+            publish=False,
+            inbox_retention=common.inbox_retention,
+        )
         async for batch in read_until_end(common.kafka_bootstrap_servers, topic, until=end):
             events: list[tuple[Envelope, bytes]] = []
             for r in batch:
