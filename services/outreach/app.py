@@ -56,7 +56,9 @@ def create_app(
         state.settings = settings
         state.current = current = Current()
         await current.reload(engine)
-        state.applier = applier = ChangeApplier(engine, settings, clock, current)
+        state.applier = applier = ChangeApplier(
+            engine, settings, clock, current, inbox_retention=common.inbox_retention
+        )
         state.relay = relay = runtime.outbox_relay(
             table="outreach.outbox", topic=runtime.topics.actions, lock_key=OUTBOX_LOCK
         )
@@ -79,6 +81,7 @@ def create_app(
             then_nudge=[relay, delivery],
         )
         runtime.every(5, "rules_reload", lambda: current.reload(engine))
+        runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)
         if periodic:
             runtime.every(
                 settings.scheduler_interval_seconds,

@@ -81,7 +81,9 @@ inbox = Table(
     "inbox",
     metadata,
     Column("change_id", String(64), primary_key=True),
+    # When ingest received the change's event (else when scoring made it); pruned by it.
     Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_inbox_received_at", "received_at"),
 )
 
 actions = Table(
