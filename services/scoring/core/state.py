@@ -186,7 +186,8 @@ class CustomerState:
 
         Placed and paid are one purchase whose moment is the earlier of the two and whose
         total and outstanding balance come from the later; refunds up to ``as_of`` reduce it;
-        a cancellation up to ``as_of`` removes it.
+        a cancellation up to ``as_of`` removes it, and so do refunds of its whole total: an
+        order the customer gave back is not an order.
         """
         out: list[Purchase] = []
         zero = _ZERO
@@ -209,11 +210,10 @@ class CustomerState:
                 if latest is None or key > latest:
                     latest, total, outstanding = key, amount or zero, owed or zero
             else:  # not cancelled by as_of
-                if latest is not None:
-                    # A refund larger than the order is a data error upstream; it must not
-                    # make spend negative.
-                    net = total - refunded if refunded < total else zero
-                    out.append(Purchase(order_id, first_at, total, refunded, outstanding, net))
+                if latest is not None and (refunded < total or total == zero):
+                    out.append(
+                        Purchase(order_id, first_at, total, refunded, outstanding, total - refunded)
+                    )
         out.sort(key=lambda p: (p.at, p.order_id))
         return out
 
