@@ -137,6 +137,15 @@ class OrderData(Frozen):
     items: list[OrderItem] = Field(default_factory=list, max_length=500)
     outstanding: Money = Decimal(0)
     channel: ShortText | None = None
+    # A refund's own id, so that several partial refunds of one order are several events.
+    refund_id: Identifier | None = None
+
+    @field_validator("refund_id")
+    @classmethod
+    def _refund_id_on_refunds(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("status") is not OrderStatus.REFUNDED:
+            raise ValueError("only a refund (status refunded) carries a refund_id")
+        return v
 
 
 class ComplaintData(Frozen):
