@@ -448,10 +448,12 @@ async def test_email_carries_one_click_unsubscribe(engine: AsyncEngine, ledger: 
         assert mail.recipients == ["ada@example.com"]
         assert mail.envelope_from == "hello@tend.localhost"
         message = mail.message
-        link = unsubscribe_url("https://tend.example", row.customer_id, UNSUBSCRIBE_SECRET)
+        # Minted when sent (the worker's clock), not when decided.
+        link = unsubscribe_url("https://tend.example", row.customer_id, UNSUBSCRIBE_SECRET, START)
         assert message["List-Unsubscribe"] == f"<{link}>"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET) == row.customer_id
+        minted = verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET)
+        assert minted is not None and minted.customer_id == row.customer_id
         assert message["Message-ID"] == f"<{action_id}@tend.localhost>"
         assert message["Subject"] == "How was it?"
         assert message["To"] == "ada@example.com"

@@ -568,7 +568,7 @@ async def test_one_click_unsubscribe(outreach: Outreach, engine: AsyncEngine) ->
     launched = await shop.launch(rule["id"])
     assert launched["statuses"] == {"held": 1, "scheduled": 1}
     secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
-    token = token_for(shop.cid(0), secret)
+    token = token_for(shop.cid(0), secret, o.clock.now())
     form = {"Content-Type": "application/x-www-form-urlencoded"}
 
     tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
@@ -618,7 +618,7 @@ async def test_one_click_unsubscribe(outreach: Outreach, engine: AsyncEngine) ->
     assert repeat.json() == {"unsubscribed": True, "suppressed_actions": 0}
 
     # The link as messages carry it: /v1/unsubscribe/<token>; a browser gets a page back.
-    link = f"/v1/unsubscribe/{token_for(shop.cid(1), secret)}"
+    link = f"/v1/unsubscribe/{token_for(shop.cid(1), secret, o.clock.now())}"
     assert 'method="post"' in (await o.client.get(link)).text
     browser = await o.client.post(
         link, content="List-Unsubscribe=One-Click", headers={**form, "Accept": "text/html"}
@@ -804,7 +804,7 @@ async def test_scope_matrix(outreach: Outreach) -> None:
 
     # Unsubscribing needs no key: the token is the credential.
     secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
-    token = token_for(cid, secret)
+    token = token_for(cid, secret, o.clock.now())
     assert (await o.client.get("/v1/unsubscribe", params={"token": token})).status_code == 200
     posted = await o.client.post("/v1/unsubscribe", params={"token": token})
     assert posted.status_code == 200 and posted.json()["unsubscribed"] is True
