@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
 from services.outreach.api.channels import router as channels_router
-from services.outreach.core.unsubscribe import unsubscribe_url, verify
+from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.service import OutreachState
@@ -79,6 +79,7 @@ class Ledger:
         customer_id: str | None = None,
         due: datetime = START,
         email: str | None = None,
+        body: str = "Hello Ada, how is your new kettle? Café crème on us.",
     ) -> str:
         action_id = str(uuid.uuid4())
         customer = customer_id or f"dlv-{uuid.uuid4().hex[:12]}"
@@ -111,7 +112,7 @@ class Ledger:
                     "channel": channel,
                     "decided": START - timedelta(minutes=5),
                     "due": due,
-                    "body": "Hello Ada, how is your new kettle? Café crème on us.",
+                    "body": body,
                     "offer": orjson.dumps({"code": "THANKS10"}).decode(),
                 },
             )
@@ -460,6 +461,27 @@ async def test_email_carries_one_click_unsubscribe(engine: AsyncEngine, ledger: 
         body = message.get_body()
         assert body is not None
         assert "Café crème" in body.get_content()
+
+
+async def test_a_message_gets_its_unsubscribe_link_when_sent(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    # Rendered when decided (a held message may wait for weeks): the body holds the
+    # placeholder, and the link that goes out is minted at the send, dated then.
+    clock = FixedClock(START + timedelta(days=90))
+    async with (
+        SmtpReceiver() as smtp,
+        ledger.without_enabled("email"),
+        worker(engine, clock, smtp_host=smtp.host, smtp_port=smtp.port) as w,
+    ):
+        await ledger.action("email", email="gil@example.com", body=f"Stop: {LINK_PLACEHOLDER}")
+        assert await w.run_once() == 1
+    [mail] = smtp.messages
+    link = mail.message["List-Unsubscribe"].strip("<>")
+    minted = verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET)
+    assert minted is not None and minted.issued == clock.now()
+    body = mail.message.get_body()
+    assert body is not None and body.get_content().strip() == f"Stop: {link}"
 
 
 async def test_email_channel_config_is_used(engine: AsyncEngine, ledger: Ledger) -> None:
