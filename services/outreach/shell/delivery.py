@@ -330,6 +330,10 @@ class DeliveryWorker(Worker):
             host=config.smtp_host or s.smtp_host,
             port=config.smtp_port or s.smtp_port,
             sender=config.sender or s.email_from,
+            # A channel that names where to connect is judged by the guard, both halves:
+            # a host of its own with the settings' port, or the other way round, is still
+            # a place an API key chose.
+            guarded=config.smtp_host is not None or config.smtp_port is not None,
         )
 
     def _outcome(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
@@ -398,7 +402,12 @@ class DeliveryWorker(Worker):
         except ValueError as exc:
             return Attempt(Verdict.FAILED, "bad_message", str(exc)[:500])
         return await email_channel.deliver(
-            server, message, recipient, timeout=s.webhook_timeout_seconds
+            server,
+            message,
+            recipient,
+            timeout=s.webhook_timeout_seconds,
+            allow_private=s.allow_private_webhooks,
+            ports=s.smtp_ports,
         )
 
 
