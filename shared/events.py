@@ -92,6 +92,10 @@ class EventType(StrEnum):
     CUSTOMER_UPDATED = "customer.updated"
     # Published by ingest on a request to erase a customer: every consumer forgets them.
     CUSTOMER_ERASED = "customer.erased"
+    # Published by outreach: the customer unsubscribed through the link in a message, and
+    # that unsubscribe lifted (by the customer's own re-subscribe link, or by an operator).
+    CUSTOMER_UNSUBSCRIBED = "customer.unsubscribed"
+    CUSTOMER_RESUBSCRIBED = "customer.resubscribed"
 
 
 class OrderStatus(StrEnum):
@@ -248,7 +252,15 @@ class ErasureData(Frozen):
     requested_by: ShortText
 
 
-Payload = OrderData | ComplaintData | VisitData | CustomerData | ErasureData
+class OptOutData(Frozen):
+    """A customer's own unsubscribe, or its lifting, as outreach learned it: ``how`` says by
+    what — ``link`` (the customer's own signed link) or ``operator`` (an ``ops:write`` key,
+    whose reason is in the audit log)."""
+
+    how: Literal["link", "operator"]
+
+
+Payload = OrderData | ComplaintData | VisitData | CustomerData | ErasureData | OptOutData
 
 PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.ORDER_PLACED: OrderData,
@@ -260,6 +272,8 @@ PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.VISIT_RECORDED: VisitData,
     EventType.CUSTOMER_UPDATED: CustomerData,
     EventType.CUSTOMER_ERASED: ErasureData,
+    EventType.CUSTOMER_UNSUBSCRIBED: OptOutData,
+    EventType.CUSTOMER_RESUBSCRIBED: OptOutData,
 }
 
 

@@ -22,6 +22,7 @@ from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.scheduler import tick
 from services.outreach.shell.service import OutreachState
+from services.outreach.store import customer_events
 from shared.clock import Clock
 from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
@@ -37,6 +38,7 @@ Changing rules, policy, channels and suppressions needs `marketing:write`; readi
 """
 
 OUTBOX_LOCK = 0x7E4D_0002
+EVENTS_OUTBOX_LOCK = 0x7E4D_0003
 
 
 def create_app(
@@ -61,6 +63,14 @@ def create_app(
         )
         state.relay = relay = runtime.outbox_relay(
             table="outreach.outbox", topic=runtime.topics.actions, lock_key=OUTBOX_LOCK
+        )
+        # What outreach learns about customers (their own unsubscribe) is a fact like any
+        # other: scoring learns it from the events topic, and a rebuild replays it.
+        runtime.outbox_relay(
+            table=customer_events.TABLE,
+            topic=runtime.topics.events,
+            lock_key=EVENTS_OUTBOX_LOCK,
+            idle_seconds=0.5,
         )
 
         async def still_allowed(conn: Any, action: Any) -> str | None:
@@ -108,5 +118,5 @@ def create_app(
         port=settings.port,
         common=common,
         clock=clock,
-        form_paths=("/v1/unsubscribe",),
+        form_paths=("/v1/unsubscribe", "/v1/resubscribe"),
     )

@@ -188,9 +188,27 @@ class SuppressionPage(BaseModel):
     )
 
 
+class SuppressionLift(BaseModel):
+    """Why a suppression is lifted; required to lift a customer's own unsubscribe (with an
+    `ops:write` key), and kept in the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[
+        str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ] = Field(examples=["the customer asked us by phone to hear from us again (ticket 4211)"])
+
+
 class Unsubscribed(BaseModel):
     unsubscribed: bool = True
     suppressed_actions: int = Field(description="waiting actions that will not go out now")
+
+
+class Resubscribed(BaseModel):
+    resubscribed: bool = Field(
+        description="true when this lifted the customer's unsubscribe; false when they were "
+        "not unsubscribed (or a later unsubscribe of theirs stands)"
+    )
 
 
 # -- channels ---------------------------------------------------------------------------------

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The law asks an unsubscribe link to work for 30 days after a message is sent; twice that
+# leaves room for a slow reader. A lower ``unsubscribe_link_days`` is refused at start-up.
+MIN_LINK_DAYS = 60
 
 
 class OutreachSettings(BaseSettings):
@@ -19,8 +23,10 @@ class OutreachSettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8003"
     # Signs unsubscribe links; set a long random value in production.
     unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret-change-me")
-    # Webhook endpoints on loopback or private networks are refused unless this is set
-    # (local development and tests set it).
+    # How long an unsubscribe (or re-subscribe) link works after it was minted.
+    unsubscribe_link_days: int = MIN_LINK_DAYS
+    # Webhook endpoints and SMTP servers named by a channel on loopback or private networks
+    # are refused unless this is set (local development and tests set it).
     allow_private_webhooks: bool = False
     webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
     delivery_max_attempts: int = Field(8, ge=1, le=50)
@@ -35,6 +41,19 @@ class OutreachSettings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     email_from: str = "Tend <hello@tend.localhost>"
+    # The only ports an email channel may name (its server, or the settings' port beside a
+    # host it names): SMTP's own, so that a channel cannot probe other services.
+    smtp_ports: frozenset[int] = frozenset({25, 465, 587, 2525})
+
+    @field_validator("unsubscribe_link_days")
+    @classmethod
+    def _link_days(cls, days: int) -> int:
+        if days < MIN_LINK_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_LINK_DAYS}: a customer must be able to unsubscribe "
+                "from a message for weeks after it was sent"
+            )
+        return days
 
 
 @lru_cache(maxsize=1)

@@ -623,7 +623,7 @@ async def test_one_click_unsubscribe_stops_a_queued_email_and_no_consent_means_n
     # The one-click POST a mail provider sends to the List-Unsubscribe link.
     settings: OutreachSettings = s.outreach_app.state.settings
     secret = settings.unsubscribe_secret.get_secret_value()
-    link = unsubscribe_url(settings.public_base_url, "leaver", secret)
+    link = unsubscribe_url(settings.public_base_url, "leaver", secret, clock.now())
     resp = await s.outreach.post(
         urlsplit(link).path,
         headers={"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
@@ -649,7 +649,7 @@ async def test_one_click_unsubscribe_stops_a_queued_email_and_no_consent_means_n
     await settled(world)
     [mail] = smtp.messages
     assert mail.recipients == ["keep@example.com"]
-    keep_link = unsubscribe_url(settings.public_base_url, "keep", secret)
+    keep_link = unsubscribe_url(settings.public_base_url, "keep", secret, clock.now())
     assert mail.message["List-Unsubscribe"] == f"<{keep_link}>"
     assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert await statuses(s, "leaver") == {"visit-mail": ("suppressed", "unsubscribed")}

@@ -165,3 +165,14 @@ outbox = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Facts outreach learned about customers (their own unsubscribe, its lifting), as events
+# waiting for the relay to crm.customer-events.v1, where scoring learns them like any other.
+events_outbox = Table(
+    "events_outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -35,10 +35,17 @@ from services.scoring.core import lifecycle, predict, rfm, tiers
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
-from services.scoring.core.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
+from services.scoring.core.state import (
+    DAY_US,
+    UNSUBSCRIBED,
+    CustomerState,
+    Purchase,
+    from_micros,
+    to_micros,
+)
 from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from shared.card import Card, Consent, Profile, Segment, Stage, Strategy, Tier
+from shared.card import Card, Consent, Profile, Segment, Stage, Strategy, Tier, Unsubscribed
 
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
@@ -349,10 +356,16 @@ def _profile(state: CustomerState) -> dict[str, Any]:
 
 def _build_profile(state: CustomerState) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    consent: dict[str, bool] = {}
+    consent: dict[str, Any] = {}
     for name, value in state.profile_values():
-        if name.startswith("consent."):
-            consent[name.removeprefix("consent.")] = bool(value)
+        if name == UNSUBSCRIBED:
+            entry = state.profile[name]
+            if isinstance(value, dict):
+                consent["unsubscribed"] = Unsubscribed(at=from_micros(entry.at), how=value["how"])
+                # Their own word outranks any client's: no marketing until it is lifted.
+                consent["marketing"] = False
+        elif name.startswith("consent."):
+            consent.setdefault(name.removeprefix("consent."), bool(value))
         elif value is None and name in ("tags", "attributes"):
             continue  # cleared: the model's empty default
         else:
