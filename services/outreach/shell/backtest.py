@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
+from prometheus_client import Counter
 
 from services.outreach.core.backtest import BacktestResult, Replay
 from services.outreach.core.budgets import GUARANTEED_DAYS, GUARANTEED_ROWS, CutBy, ReadBudget
@@ -27,6 +28,11 @@ from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Rule
 from shared.changes import Change
 from shared.kafka_read import Batch, Offsets, TopicHistory
+
+REPLAYED = Counter(
+    "tend_outreach_backtest_changes_total",
+    "Changes replayed by backtests (a long backtest shows its progress here)",
+)
 
 # Records per chunk handed to the replay: a few megabytes of parsed changes at a time.
 CHUNK = 2000
@@ -112,6 +118,7 @@ async def _replay(
         # Parsing and matching are the CPU work: a worker thread does them, so the event loop
         # answers other requests meanwhile.
         await asyncio.to_thread(replay.feed, _changes(batch))
+        REPLAYED.inc(len(batch))
         for record in batch:
             tp = TopicPartition(record.topic, record.partition)
             position[tp] = max(position.get(tp, 0), record.offset + 1)

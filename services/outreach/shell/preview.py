@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.budgets import CutBy, ReadBudget
@@ -28,6 +29,11 @@ from services.outreach.core.preview import (
 from services.outreach.core.rules import Rule
 from services.outreach.store.ledger import contact_history, suppressed_among
 from services.outreach.store.replica import replica_chunks
+
+EXAMINED = Counter(
+    "tend_outreach_preview_customers_total",
+    "Replica rows examined by previews (a long preview shows its progress here)",
+)
 
 Card = tuple[str, Mapping[str, Any]]
 
@@ -62,6 +68,7 @@ async def preview(
                 break  # rows were left: the scan is cut
             rows = chunk[: budget.max_rows - examined]
             examined += len(rows)
+            EXAMINED.inc(len(rows))
             matched = await asyncio.to_thread(_in_audience, holds, rows)
             if matched:
                 ids = [customer_id for customer_id, _ in matched]
