@@ -59,7 +59,7 @@ def create_app(
         state.read_budget = ReadBudget(
             seconds=settings.read_time_budget_seconds, rows=settings.read_row_budget
         )
-        state.heavy_reads = asyncio.Semaphore(settings.heavy_reads_at_once)
+        state.backtests = asyncio.Semaphore(settings.backtests_at_once)
         state.current = current = Current()
         await current.reload(engine)
         state.applier = applier = ChangeApplier(engine, settings, clock, current)

@@ -30,14 +30,13 @@ router = APIRouter(prefix="/v1")
 async def _preview(outreach: OutreachState, rule: Rule) -> PreviewResult:
     """Run ``rule`` over the replica (as far as the budgets allow) at the app's now, under the
     policy in force."""
-    async with outreach.heavy_reads:
-        return await preview(
-            outreach.engine,
-            rule,
-            outreach.current.policy,
-            outreach.clock.now(),
-            budget=outreach.read_budget,
-        )
+    return await preview(
+        outreach.engine,
+        rule,
+        outreach.current.policy,
+        outreach.clock.now(),
+        budget=outreach.read_budget,
+    )
 
 
 _PREVIEW_DOC = """The audience is every customer of the card replica (the latest card scoring
@@ -103,14 +102,15 @@ async def backtest_saved(
     A backtest is bounded by a row budget and a time budget (settings); when one of them cuts
     the window, the newest changes are the ones replayed, and never fewer than those of the
     last 30 days or the newest 200,000, whichever are fewer. `coverage` says what was
-    replayed and which budget, if any, cut it."""
+    replayed and which budget, if any, cut it. Backtests run one at a time (a setting): a
+    request waits for the one before it."""
     async with outreach.engine.connect() as conn:
         out = await stored_rule(conn, rule_id)
         suppressed = await all_suppressed(conn)
     if out is None:
         raise no_such_rule(rule_id)
     now = outreach.clock.now()
-    async with outreach.heavy_reads:
+    async with outreach.backtests:
         done = await backtest(
             outreach.common.kafka_bootstrap_servers,
             outreach.topics.changes,

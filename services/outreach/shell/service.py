@@ -21,6 +21,6 @@ class OutreachState(ServiceState):
     relay: OutboxRelay
     delivery: DeliveryWorker
     consumer: BatchConsumer
-    # Previews and backtests: how far one goes, and how many run at once.
+    # Previews and backtests: how far one goes; how many backtests run at once.
     read_budget: ReadBudget
-    heavy_reads: asyncio.Semaphore
+    backtests: asyncio.Semaphore
