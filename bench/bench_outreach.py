@@ -228,6 +228,7 @@ _BACKTEST_RULE: dict[str, Any] = {
 @dataclass(frozen=True)
 class BacktestFigures:
     changes: int  # replayed, as the answer's coverage says
+    customers: int
     complete: bool
     seconds: float
     rss_before_mb: float
@@ -307,11 +308,16 @@ async def backtest_memory(changes: int, customers: int = BACKTEST_CUSTOMERS) -> 
         finally:
             await asyncio.to_thread(outreach.stop)
     coverage = answer["coverage"]
-    return BacktestFigures(coverage["changes"], coverage["complete"], seconds, before, peak, hwm)
+    return BacktestFigures(
+        coverage["changes"], coverage["customers"], coverage["complete"], seconds, before, peak, hwm
+    )
 
 
 def print_backtest(f: BacktestFigures) -> None:
-    print(f"\n## outreach backtest ({f.changes:,} changes replayed, complete: {f.complete})\n")
+    print(
+        f"\n## outreach backtest ({f.changes:,} changes of {f.customers:,} customers replayed, "
+        f"complete: {f.complete})\n"
+    )
     print("| measure | figure |")
     print("|---|---|")
     verdict = "met" if f.rss_peak_mb <= TARGET_BACKTEST_RSS_MB else "MISSED"

@@ -230,7 +230,7 @@ async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
             Row(
                 "memory",
                 f"outreach resident (VmRSS), peak during a backtest over {b.changes:,} changes "
-                f"of {bench_outreach.BACKTEST_CUSTOMERS:,} customers, answered in "
+                f"of {b.customers:,} customers, answered in "
                 f"{b.seconds:,.1f} s (before: {b.rss_before_mb:,.0f} MB)",
                 _num(b.rss_peak_mb, "MB"),
                 f"<= {bench_outreach.TARGET_BACKTEST_RSS_MB} MB",
