@@ -1,7 +1,7 @@
 """Previews and backtests are bounded: a backtest over 200,000 recorded changes answers, says
 exactly what it replayed, and leaves outreach answering other requests meanwhile; a budget
-that cuts a backtest keeps the newest changes, never fewer than the last 30 days', and says
-which budget cut it."""
+that cuts a backtest keeps the newest changes, never fewer than the newest 200,000 or the last
+30 days' (whichever are fewer), and says which budget cut it; so does a preview's."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ from tests.support.servers import ServiceProcess
 pytestmark = pytest.mark.integration
 
 HISTORY = 200_000
+OLDEST = 100  # published before the newest HISTORY, and left out by a row budget of 1
 CUSTOMERS = 20_000
+SPAN = timedelta(days=20)
+STEP = SPAN / (OLDEST + HISTORY)  # between two changes (and their record times)
 RULE: dict[str, Any] = {
     "id": "heavy-recall",
     "name": "recall after a visit",
@@ -79,8 +82,9 @@ async def _add_rule(client: httpx.AsyncClient, marketing: str) -> None:
 async def heavy(
     settings: CommonSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Outreach]:
-    """An outreach process of its own over 200,000 visits of 20,000 customers recorded in the
-    last 20 days (its consumer starts after them: the backtest is what is measured)."""
+    """An outreach process of its own, with a row budget of 1, over 200,100 visits of 20,000
+    customers recorded in the last 20 days (its consumer starts after them: the backtest is
+    what is measured)."""
     async with fresh_settings(settings) as own:
         ops, marketing = await _keys(own)
         bootstrap, topic = own.kafka_bootstrap_servers, Topics.from_settings(own).changes
@@ -88,9 +92,9 @@ async def heavy(
         await publish_visits(
             bootstrap,
             topic,
-            changes=HISTORY,
+            changes=OLDEST + HISTORY,
             customers=CUSTOMERS,
-            start=now - timedelta(days=20),
+            start=now - SPAN,
             end=now,
         )
         group = f"{own.topic_prefix}outreach"
@@ -100,7 +104,11 @@ async def heavy(
             "outreach",
             own,
             logs,
-            {"TEND_OUTREACH_CONSUMER_GROUP": group, "TEND_LOG_LEVEL": "WARNING"},
+            {
+                "TEND_OUTREACH_CONSUMER_GROUP": group,
+                "TEND_OUTREACH_READ_ROW_BUDGET": "1",
+                "TEND_LOG_LEVEL": "WARNING",
+            },
         )
         await asyncio.to_thread(process.start)
         try:
@@ -143,11 +151,11 @@ async def test_a_backtest_over_200000_changes_answers_with_what_it_covered_and_h
     coverage = got["coverage"]
     assert coverage["changes"] == got["changes"] == HISTORY
     assert coverage["customers"] == got["customers"] == CUSTOMERS
-    assert coverage["complete"] is True and coverage["cut_by"] is None
+    # The row budget (1) cut the window, down to the floor: the newest 200,000 changes.
+    assert coverage["complete"] is False and coverage["cut_by"] == "row_budget"
     first, last = (datetime.fromisoformat(coverage[k]) for k in ("from", "to"))
-    step = timedelta(days=20) / HISTORY
-    assert first == heavy.now - timedelta(days=20)
-    assert last == heavy.now - timedelta(days=20) + step * (HISTORY - 1)
+    assert first == heavy.now - SPAN + STEP * OLDEST
+    assert last == heavy.now - SPAN + STEP * (OLDEST + HISTORY - 1)
     # Every visit was decided once, and the contact policy held some back.
     assert got["decided"] == sum(got["outcomes"].values()) == HISTORY
     assert 0 < got["reasons"]["frequency_cap"] < HISTORY
