@@ -41,6 +41,10 @@ CHUNK = 2000
 _LAST_MS = 2**44
 
 
+class _OutOfTime(Exception):
+    """The time budget ran out while the replay was still short of the floor."""
+
+
 @dataclass(frozen=True)
 class Backtested:
     result: BacktestResult
@@ -91,11 +95,11 @@ async def backtest(
         cut_by: CutBy | None = "row_budget" if history.count(start) < total else None
         floor = await history.offsets_at(floor_ms)
 
-        replay = await _replay(history, start, floor, rule, policy, suppressed, budget, started)
-        if replay is None:  # out of time before the floor: the floor alone, whole
+        try:
+            replay = await _replay(history, start, floor, rule, policy, suppressed, budget, started)
+        except _OutOfTime:  # the floor alone, whole
             cut_by = "time_budget"
             replay = await _replay(history, floor, floor, rule, policy, suppressed, None, started)
-            assert replay is not None
     result = await asyncio.to_thread(replay.finish, now)
     return Backtested(result, complete=cut_by is None, cut_by=cut_by)
 
@@ -109,9 +113,9 @@ async def _replay(
     suppressed: set[str],
     budget: ReadBudget | None,
     started: float,
-) -> Replay | None:
-    """The replay of the records from ``start`` to the end; None when ``budget``'s time ran
-    out while some partition was still short of ``floor``."""
+) -> Replay:
+    """The replay of the records from ``start`` to the end; :class:`_OutOfTime` when
+    ``budget``'s time ran out while some partition was still short of ``floor``."""
     replay = Replay(rule, policy=policy, suppressed=suppressed)
     position = dict(start)
     async for batch in history.read(start, max_records=CHUNK):
@@ -127,5 +131,5 @@ async def _replay(
             and time.monotonic() - started >= budget.seconds
             and any(position[tp] < offset for tp, offset in floor.items())
         ):
-            return None
+            raise _OutOfTime
     return replay
