@@ -59,6 +59,7 @@ class Sizes:
     refit_repeat: int = 3
     outreach_customers: int = 1_000_000
     rule_changes: int = 20_000
+    backtest_changes: int = 200_000
     e2e_rate: int = 1_000
     e2e_seconds: float = 20
     e2e_saturation: int = 15_000
@@ -76,6 +77,7 @@ QUICK = Sizes(
     refit_repeat=1,
     outreach_customers=100_000,
     rule_changes=5_000,
+    backtest_changes=50_000,
     e2e_seconds=3,
     e2e_saturation=2_000,
     e2e_max_drain_s=60,
@@ -204,10 +206,12 @@ async def refit_part(sizes: Sizes, out: Results) -> list[Row]:
 
 
 async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
-    f = await bench_outreach.measure(sizes.outreach_customers, sizes.rule_changes)
+    f = await bench_outreach.measure(
+        sizes.outreach_customers, sizes.rule_changes, sizes.backtest_changes
+    )
     bench_outreach.print_figures(f)
     out.outreach = f
-    return [
+    rows = [
         Row(
             "outreach",
             "rule evaluation, 100 active rules",
@@ -223,6 +227,20 @@ async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
             f.scan_s < 2,
         ),
     ]
+    if f.backtest is not None:
+        b = f.backtest
+        rows.append(
+            Row(
+                "memory",
+                f"outreach resident (VmRSS), peak during a backtest over {b.changes:,} changes "
+                f"of {b.customers:,} customers, answered in "
+                f"{b.seconds:,.1f} s (before: {b.rss_before_mb:,.0f} MB)",
+                _num(b.rss_peak_mb, "MB"),
+                f"<= {bench_outreach.TARGET_BACKTEST_RSS_MB} MB",
+                b.rss_peak_mb <= bench_outreach.TARGET_BACKTEST_RSS_MB,
+            )
+        )
+    return rows
 
 
 async def e2e_part(sizes: Sizes, out: Results) -> list[Row]:
@@ -373,7 +391,8 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         "scoring": f"{sizes.scoring_customers:,} customers, ~{sizes.scoring_orders} orders each",
         "refit": f"{sizes.refit_customers:,} customers x {sizes.refit_repeat}",
         "outreach": f"{sizes.rule_changes:,} changes x 100 rules; "
-        f"{sizes.outreach_customers:,} customers in the schedule",
+        f"{sizes.outreach_customers:,} customers in the schedule; a backtest over "
+        f"{sizes.backtest_changes:,} changes",
         "e2e": f"{sizes.e2e_rate:,}/s for {sizes.e2e_seconds:g} s, then "
         f"{sizes.e2e_saturation:,} orders at saturation, each on a fresh stack after 1,000 "
         f"warm-up orders; {sizes.e2e_customers:,} customers; waits up to "
@@ -714,6 +733,10 @@ def _attainment(out: Results) -> list[tuple[str, float]]:
     if out.outreach:
         items.append(("rules ≥ 20k/s", out.outreach.rules_per_s / 20_000))
         items.append(("due-scan < 2 s", 2 / max(out.outreach.scan_s, 1e-6)))
+        if out.outreach.backtest is not None:
+            peak = max(out.outreach.backtest.rss_peak_mb, 1e-6)
+            target = bench_outreach.TARGET_BACKTEST_RSS_MB
+            items.append((f"backtest: outreach ≤ {target} MB", target / peak))
     if out.e2e:
         sat, fx = out.e2e.saturated, out.e2e.fixed
         target = bench_e2e.TARGET_SUSTAINED

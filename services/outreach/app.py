@@ -3,6 +3,7 @@ actions relay, and the marketing and operations APIs."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from services.outreach.api.privacy import router as privacy_router
 from services.outreach.api.rules import router as rules_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
+from services.outreach.core.budgets import ReadBudget
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
@@ -56,6 +58,10 @@ def create_app(
     async def start(runtime: Runtime) -> None:
         engine, clock, common = runtime.engine, runtime.clock, runtime.state.common
         state.settings = settings
+        state.read_budget = ReadBudget(
+            seconds=settings.read_time_budget_seconds, rows=settings.read_row_budget
+        )
+        state.backtests = asyncio.Semaphore(settings.backtests_at_once)
         state.current = current = Current()
         await current.reload(engine)
         state.applier = applier = ChangeApplier(

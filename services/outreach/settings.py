@@ -37,6 +37,14 @@ class OutreachSettings(BaseSettings):
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     scheduler_batch: int = Field(2000, ge=1)
+    # Heavy reads (rule previews over the card replica, backtests over the change stream)
+    # stop after this many seconds or rows (customers, changes), whichever comes first, but
+    # never before the last 30 days or 200,000 rows (whichever is fewer).
+    read_time_budget_seconds: float = Field(10.0, gt=0, le=600)
+    read_row_budget: int = Field(500_000, ge=1)
+    # Backtests running at once (others wait their turn): each holds some state per customer
+    # of its window (~90 MB for 200,000 changes of 26,000 customers).
+    backtests_at_once: int = Field(1, ge=1, le=16)
     # Default SMTP server for email channels that do not name one (make run starts one here).
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
