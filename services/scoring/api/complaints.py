@@ -15,7 +15,7 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.store import complaints as store
 from shared.auth import Reader
 from shared.card import Tier
-from shared.cursor import decode_cursor, encode_cursor
+from shared.cursor import NOT_A_CURSOR, decode_cursor, encode_cursor
 from shared.errors import ERROR_RESPONSES, invalid
 from shared.events import Severity
 from shared.params import IsoDate, IsoDateTime
@@ -84,6 +84,13 @@ class _Cursor(BaseModel):
     id: StrictStr = Field(min_length=1, max_length=128)
 
 
+def _utc(moment: datetime, field: str) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise invalid(field, "out of range once converted to UTC") from None
+
+
 def _targets(settings: ScoringSettings) -> store.Targets:
     return store.Targets(
         key=settings.complaint_target_hours_key,
@@ -122,13 +129,13 @@ async def list_overdue(
     Follow `next_cursor` until it is null to walk the whole list; a page starts after the
     previous page's last complaint. Answers 422 naming `query.cursor` for a cursor this
     endpoint did not write, and 401/403 without an `ops:read` key."""
-    now = as_of or scoring.clock.now()
+    now = _utc(as_of, "query.as_of") if as_of else scoring.clock.now()
     after = None
     if cursor is not None:
         pos = decode_cursor(cursor, _Cursor)
         if pos.at.tzinfo is None:
-            raise invalid("query.cursor", "not a cursor returned by this endpoint")
-        after = store.After(pos.at, pos.c, pos.id)
+            raise invalid("query.cursor", NOT_A_CURSOR)
+        after = store.After(_utc(pos.at, "query.cursor"), pos.c, pos.id)
     rows, last = await store.overdue(scoring.engine, now, _targets(scoring.settings), after, limit)
     return OverduePage(
         as_of=now,
@@ -187,9 +194,14 @@ async def get_complaint_stats(
 
     Answers 422 naming the field when `since` is after `until` or the window is longer than
     ten years, and 401/403 without an `ops:read` key."""
-    now = as_of or scoring.clock.now()
+    now = _utc(as_of, "query.as_of") if as_of else scoring.clock.now()
     last = until or day_of(now)
-    first = since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
+    try:
+        first = since or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
+    except OverflowError:
+        raise invalid(
+            "query.since", "the default window starts before year 1; give since"
+        ) from None
     if first > last:
         raise invalid("query.since", f"must not be after until ({last.isoformat()})")
     if (last - first).days >= MAX_WINDOW_DAYS:
