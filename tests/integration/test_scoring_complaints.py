@@ -9,24 +9,32 @@ every customer.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.app import create_app
+from services.scoring.core.card import Population
+from services.scoring.core.state import CustomerState, to_micros
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.rebuild import rebuild
 from services.scoring.store import customers as customer_store
 from shared.clock import FixedClock
-from shared.db import make_engine
+from shared.db import create_database, drop_database, make_engine
 from shared.events import Envelope
 from shared.kafka import Record, publish_many, start_producer
+from shared.migrate import ROOT, alembic_config
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.integration.conftest import wait_applied
@@ -288,3 +296,69 @@ async def test_a_rebuild_reproduces_the_complaints_table(settings: CommonSetting
         assert await rebuild(own, scoring_settings, FixedClock(NOW)) == len(events)
         assert await _complaints_table(engine) == before
         await engine.dispose()
+
+
+async def test_upgrading_fills_the_complaints_table_from_the_stored_facts(
+    settings: CommonSettings,
+) -> None:
+    name = f"tend_iso_{uuid.uuid4().hex[:10]}"
+    own = await create_database(settings, name)
+    engine = make_engine(own, pool_size=1)
+    scoring_migrations = alembic_config("scoring", ROOT / "services/scoring/migrations", "")
+    scoring_migrations.set_main_option("sqlalchemy.url", own.database_url.replace("%", "%%"))
+    try:
+        await asyncio.to_thread(command.upgrade, scoring_migrations, "scoring_0005")
+        # A customer as the previous version stored them: complaint events without severity.
+        old_state = {
+            "v": 1,
+            "customer_id": "c-old",
+            "last_event_at": to_micros(ago(2)),
+            "orders": {},
+            "complaints": {
+                "k-1": {
+                    "e-1": ["opened", to_micros(ago(30))],
+                    "e-2": ["resolved", to_micros(ago(6))],
+                },
+                "k-2": {"e-3": ["opened", to_micros(ago(2))]},
+            },
+            "visits": {"recent": {}, "older": 0, "older_last_at": None},
+            "profile": {},
+        }
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    """
+                    INSERT INTO scoring.customers (customer_id, state, stage, tier, value_score,
+                        lifetime_spend, updated_at)
+                    VALUES ('c-old', CAST(:state AS json), 'prospect', 'key', 0, 0, now())
+                    """
+                ),
+                {"state": orjson.dumps(old_state).decode()},
+            )
+        await asyncio.to_thread(command.upgrade, scoring_migrations, "head")
+        expected = [
+            ("c-old", "k-1", None, None, "key", ago(30), ago(6)),
+            ("c-old", "k-2", None, None, "key", ago(2), None),
+        ]
+        assert await _complaints_table(engine) == expected
+
+        # The old facts still read: a new complaint event is applied beside them.
+        applier = EventApplier(
+            engine, ScoringSettings(), FixedClock(NOW), PopulationCache(Population())
+        )
+        new = opened("c-old", "k-3", ago(1), "high", "delivery")
+        assert await applier.apply([(new, new.to_json())]) == 1
+        assert await _complaints_table(engine) == [
+            *expected,
+            # Held to the card's tier now (no population here: none, so regular's target),
+            # while the older ones keep the tier they were raised under.
+            ("c-old", "k-3", "high", "delivery", None, ago(1), None),
+        ]
+        async with engine.connect() as conn:
+            raw = await conn.scalar(text("SELECT state FROM scoring.customers"))
+        state = CustomerState.from_json(raw)
+        assert state.complaint_tiers == {"k-1": "key", "k-2": "key", "k-3": None}
+        assert state.complaints["k-3"][new.event_id].severity == "high"
+    finally:
+        await engine.dispose()
+        await drop_database(settings, name)

@@ -4,7 +4,8 @@ The consumer keeps the table from each customer's facts in the batch's transacti
 the complaints already known are filled here from the stored facts: raised at the earliest
 event, resolved at the latest when that is a resolution, held to the customer's current tier,
 and without severity or category (the facts did not keep them before this revision; a
-rebuild recovers them from the events).
+rebuild recovers them from the events). The same tier is recorded in the facts
+(``complaint_tiers``), so the card and the next write agree with the table.
 
 Revision ID: scoring_0006
 Revises: scoring_0005
@@ -37,6 +38,16 @@ FROM (
 GROUP BY customer_id, complaint_id, tier
 """
 
+# The facts record the same tier for each complaint, so the card, the table and the next
+# write agree.
+_HOLD = """
+UPDATE scoring.customers AS c
+SET state = CAST(jsonb_set(CAST(c.state AS jsonb), '{complaint_tiers}', (
+    SELECT jsonb_object_agg(k, to_jsonb(c.tier))
+    FROM jsonb_object_keys(CAST(c.state AS jsonb) -> 'complaints') AS k)) AS json)
+WHERE CAST(c.state AS jsonb) -> 'complaints' <> '{}'::jsonb
+"""
+
 
 def upgrade() -> None:
     op.create_table(
@@ -66,6 +77,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("resolved_at IS NOT NULL"),
     )
     op.execute(_BACKFILL)
+    op.execute(_HOLD)
 
 
 def downgrade() -> None:
