@@ -213,6 +213,8 @@ class Card(_Model):
     strategy: Strategy | None
     stage: Stage
     stage_since: date | None  # the UTC day the stage was entered; null for prospects
+    # The stage the customer left to enter this one; null for prospects.
+    previous_stage: Stage | None = None
     next_transition_at: datetime | None  # when time alone would move the stage
     complaints: Complaints
     visits: Visits

@@ -194,6 +194,7 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
     strategy=Strategy.DEVELOP,
     stage=Stage.MATURE,
     stage_since=date(2023, 1, 10),
+    previous_stage=Stage.GROWING,
     next_transition_at=datetime(2025, 6, 30, tzinfo=UTC),
     complaints=Complaints(open=0, total=1, last_at=datetime(2024, 2, 11, 9, tzinfo=UTC)),
     visits=Visits(last_30d=3, total=41, last_at=datetime(2025, 5, 28, 15, 10, tzinfo=UTC)),

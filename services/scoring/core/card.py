@@ -220,6 +220,7 @@ def _document(
         "strategy": strategy,
         "stage": stage.stage,
         "stage_since": stage.since,
+        "previous_stage": history[-1].from_stage if history else None,
         "next_transition_at": stage.next_transition_at,
         "complaints": complaints.card_section(state, now, tier, settings),
         "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
