@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from bench.bench_outreach import benchmark
 from services.outreach.core.rule_pack import DEFAULT_PACK, default_pack
-from services.outreach.core.rules import EventSeen, Match, Rule, RuleSet
+from services.outreach.core.rules import EventSeen, Match, Rule, RuleSet, template_errors
+from services.outreach.core.trust import TRUSTED
 from services.outreach.core.templates import SAMPLE_CARD
 
 
@@ -139,9 +140,14 @@ def test_event_filters_are_validated_against_the_event_data() -> None:
 def test_a_template_that_does_not_render_is_rejected_with_the_error() -> None:
     raw = raw_rule()
     raw["action"]["template"] = {"body": "Hi {{ customer.nmae }}"}
-    assert errors_of(raw) == {"action.template": "body: 'dict object' has no attribute 'nmae'"}
+    assert template_errors(Rule.model_validate(raw)) == [
+        ("action.template.body", "'dict object' has no attribute 'nmae'")
+    ]
     raw["action"]["template"] = {"body": "{{ ''.__class__.__mro__ }}"}
-    assert "not allowed in a template" in errors_of(raw)["action.template"]
+    [(field, why)] = template_errors(Rule.model_validate(raw))
+    assert field == "action.template.body" and "not allowed in a template" in why
+    raw["action"]["template"] = {"body": "{% if card.tier %}unclosed"}
+    assert errors_of(raw)["action.template.body"].startswith("line 1: Unexpected end of")
     raw["action"] |= {"channel": "email", "template": {"body": "no subject"}}
     assert errors_of(raw) == {"action.template": "subject: an email needs a subject"}
 
@@ -149,9 +155,19 @@ def test_a_template_that_does_not_render_is_rejected_with_the_error() -> None:
 def test_a_template_may_use_the_offer_only_when_there_is_one() -> None:
     raw = raw_rule()
     raw["action"]["template"] = {"body": "Use {{ offer.code }}"}
-    assert errors_of(raw) == {"action.template": "body: 'None' has no attribute 'code'"}
+    assert template_errors(Rule.model_validate(raw)) == [
+        ("action.template.body", "'None' has no attribute 'code'")
+    ]
     raw["action"]["offer"] = {"code": "X1", "description": "a gift"}
-    assert Rule.model_validate(raw).action.offer is not None
+    assert template_errors(Rule.model_validate(raw)) == []
+
+
+def test_a_stored_rule_is_trusted_when_loaded() -> None:
+    # Loading rules re-checks nothing costly: no template compiles, no condition is judged.
+    raw = raw_rule(conditions={"between": ["profile.attributes.x", 1, "z"]})
+    raw["action"]["template"] = {"body": "{{ 'x' * 10**10 }}"}
+    assert set(errors_of(raw)) == {"conditions", "action.template.body"}
+    assert Rule.model_validate(raw, context=TRUSTED).conditions is not None
 
 
 @pytest.mark.parametrize(

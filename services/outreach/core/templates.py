@@ -13,6 +13,9 @@ context, and the sandbox refuses attribute escapes such as ``''.__class__``. A n
 context lacks is an error (``StrictUndefined``), not silently empty; a None value prints as
 nothing, so ``Hello {{ customer.name }}`` degrades to ``Hello`` when the name is unknown.
 Output is text: no HTML autoescaping (an email channel that sends HTML escapes there).
+
+Every render runs within hard limits on loops, calls, recursion, sizes and time
+(:mod:`services.outreach.core.template_limits`); crossing one raises :class:`TemplateLimit`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,21 @@ from typing import Annotated, Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from services.outreach.core.template_limits import (
+    DEFAULT_LIMITS,
+    BoundedEnvironment,
+    Budget,
+    RenderLimits,
+    TemplateLimitError,
+    checked,
+    instrument,
+    run_budgeted,
+    static_check,
+)
+from services.outreach.core.trust import trusted
 from shared.card import (
     Card,
     Complaints,
@@ -47,24 +62,53 @@ SUBJECT_MAX = 200
 BODY_MAX = 20_000
 
 
+class TemplateError(ValueError):
+    """A template that cannot be compiled or rendered; the message says which part and why."""
+
+
+class TemplateLimit(TemplateError):
+    """A template over one of the hard limits (:mod:`.template_limits`); the message is
+    ``<part>: template_limit: <the limit>``, and :attr:`limit` is the limit alone."""
+
+    def __init__(self, part: str, limit: str) -> None:
+        super().__init__(f"{part}: {TEMPLATE_LIMIT}: {limit}")
+        self.part = part
+        self.limit = limit
+
+
+TEMPLATE_LIMIT = "template_limit"
+
+
+def _static(source: str, info: ValidationInfo) -> str:
+    if trusted(info):  # a stored rule: loading rules compiles nothing
+        return source
+    errors = static_errors(source)
+    if errors:
+        raise PydanticCustomError("invalid_template", "{detail}", {"detail": "; ".join(errors)})
+    return source
+
+
 class Template(BaseModel):
-    """A subject line and a body, both Jinja2 source."""
+    """A subject line and a body, both Jinja2 source. Each must compile and stay clear of the
+    hard limits as written (:func:`static_errors`); rendering them on a sample card, with the
+    limits enforced, is :func:`check`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subject: Annotated[str, StringConstraints(max_length=SUBJECT_MAX)] = ""
     body: Annotated[str, StringConstraints(min_length=1, max_length=BODY_MAX)]
 
-
-class TemplateError(ValueError):
-    """A template that cannot be compiled or rendered; the message says which part and why."""
+    @field_validator("subject", "body")
+    @classmethod
+    def _compiles(cls, v: str, info: ValidationInfo) -> str:
+        return _static(v, info)
 
 
 def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+    return "" if value is None else checked(value)
 
 
-_ENV = ImmutableSandboxedEnvironment(
+_ENV = BoundedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     finalize=_finalize,
@@ -88,16 +132,61 @@ _RENDER_ERRORS = (
 
 @lru_cache(maxsize=1024)
 def _compiled(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    """``source`` parsed, checked for constant bombs, instrumented and compiled (cached: the
+    same few templates are rendered thousands of times)."""
+    tree = _ENV.parse(source)
+    static_check(tree)
+    code = _ENV.compile(instrument(tree))
+    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
 
 
-def _render_part(part: str, source: str, context: Mapping[str, Any]) -> str:
+def _compile_part(part: str, source: str) -> jinja2.Template:
     try:
-        return _compiled(source).render(context)
+        return _compiled(source)
+    except TemplateLimitError as exc:
+        raise TemplateLimit(part, str(exc)) from None
     except SecurityError as exc:
         raise TemplateError(f"{part}: not allowed in a template: {exc}") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{part}, line {exc.lineno}: {exc.message}") from exc
+
+
+def static_errors(source: str) -> list[str]:
+    """What is wrong with ``source`` before it runs: a syntax error, or a limit it crosses as
+    written (``'x' * 10**10``, ``range(10**6)``, nested loops over constant ranges)."""
+    try:
+        _compiled(source)
+    except TemplateLimitError as exc:
+        return [f"{TEMPLATE_LIMIT}: {exc}"]
+    except SecurityError as exc:
+        return [f"not allowed in a template: {exc}"]
+    except jinja2.TemplateSyntaxError as exc:
+        return [f"line {exc.lineno}: {exc.message}"]
+    return []
+
+
+def _render_part(part: str, source: str, context: Mapping[str, Any], limits: RenderLimits) -> str:
+    template = _compile_part(part, source)
+
+    def run(budget: Budget) -> str:
+        out: list[str] = []
+        size = 0
+        for piece in template.root_render_func(template.new_context(dict(context))):
+            size += len(piece)
+            if size > limits.size:
+                raise TemplateLimitError(f"output over {limits.size} characters")
+            out.append(piece)
+        budget.check_time()
+        return "".join(out)
+
+    try:
+        return run_budgeted(limits, run)
+    except TemplateLimitError as exc:
+        raise TemplateLimit(part, str(exc)) from None
+    except MemoryError:
+        raise TemplateLimit(part, "memory") from None
+    except SecurityError as exc:
+        raise TemplateError(f"{part}: not allowed in a template: {exc}") from exc
     except _RENDER_ERRORS as exc:
         raise TemplateError(f"{part}: {exc}") from exc
 
@@ -116,31 +205,51 @@ def build_context(
     }
 
 
-def render(template: Template, context: Mapping[str, Any]) -> tuple[str, str]:
-    """``(subject, body)`` rendered over ``context`` (from :func:`build_context`).
+def render(
+    template: Template, context: Mapping[str, Any], limits: RenderLimits = DEFAULT_LIMITS
+) -> tuple[str, str]:
+    """``(subject, body)`` rendered over ``context`` (from :func:`build_context`), each part
+    within ``limits``.
 
-    Raises :class:`TemplateError`. The subject is folded onto one line: a newline in it
-    would let card data (a customer's name) inject headers into an email.
+    Raises :class:`TemplateError` (:class:`TemplateLimit` for a limit crossed). The subject is
+    folded onto one line: a newline in it would let card data (a customer's name) inject
+    headers into an email.
     """
-    subject = _render_part("subject", template.subject, context)
-    body = _render_part("body", template.body, context)
+    subject = _render_part("subject", template.subject, context, limits)
+    body = _render_part("body", template.body, context, limits)
     return " ".join(subject.split()), body
 
 
-def check(template: Template, offer: Mapping[str, Any] | None = None) -> list[str]:
-    """The errors of rendering ``template`` with ``offer`` on :data:`SAMPLE_CARD`; empty if fine.
+def check_parts(
+    template: Template,
+    offer: Mapping[str, Any] | None = None,
+    limits: RenderLimits = DEFAULT_LIMITS,
+) -> list[tuple[str, str]]:
+    """``(part, why)`` for each part of ``template`` that does not render with ``offer`` on
+    :data:`SAMPLE_CARD` within ``limits``; empty if both do. A limit crossed reads
+    ``template_limit: <the limit>``.
 
-    Rules call this at save time, so a template that names a missing field or tries to
-    escape the sandbox is rejected before it can reach a customer.
+    Rules are checked so when saved (off the event loop: a render may take up to the time
+    limit), so a template that names a missing field, tries to escape the sandbox or crosses
+    a limit is rejected before it can reach a customer.
     """
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     context = build_context(SAMPLE_CARD, offer, "https://example.com/unsubscribe/sample")
     for part, source in (("subject", template.subject), ("body", template.body)):
         try:
-            _render_part(part, source, context)
+            _render_part(part, source, context, limits)
         except TemplateError as exc:
-            errors.append(str(exc))
+            errors.append((part, str(exc).removeprefix(f"{part}: ").removeprefix(f"{part}, ")))
     return errors
+
+
+def check(
+    template: Template,
+    offer: Mapping[str, Any] | None = None,
+    limits: RenderLimits = DEFAULT_LIMITS,
+) -> list[str]:
+    """:func:`check_parts` as ``<part>: <why>`` lines."""
+    return [f"{part}: {why}" for part, why in check_parts(template, offer, limits)]
 
 
 # Every field of a card filled in, built by the contract scoring publishes (shared.card) and
