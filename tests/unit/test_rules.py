@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from bench.bench_outreach import benchmark
 from services.outreach.core.rule_pack import DEFAULT_PACK, default_pack
 from services.outreach.core.rules import EventSeen, Match, Rule, RuleSet, template_errors
-from services.outreach.core.trust import TRUSTED
 from services.outreach.core.templates import SAMPLE_CARD
+from services.outreach.core.trust import TRUSTED
 
 
 def error_list(exc: ValidationError) -> list[dict[str, str]]:
