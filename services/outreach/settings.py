@@ -31,6 +31,12 @@ class OutreachSettings(BaseSettings):
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     scheduler_batch: int = Field(2000, ge=1)
+    # A rule that raises while matching or scheduling is skipped for that change; after this
+    # many failures since it was last saved, outreach disables it.
+    rule_failure_limit: int = Field(5, ge=1)
+    # The longest one template may take to render (at save, on the sample card, and when an
+    # action is decided); the other limits are fixed (services.outreach.core.template_limits).
+    template_render_ms: float = Field(50.0, gt=0, le=10_000)
     # Default SMTP server for email channels that do not name one (make run starts one here).
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
