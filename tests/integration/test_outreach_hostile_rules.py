@@ -272,3 +272,55 @@ async def test_a_rule_that_raises_is_skipped_then_disabled_while_others_fire(
     finally:
         for rule in (good, bad):
             await hostile.client.delete(f"/v1/rules/{rule['id']}", headers=hostile.as_("marketing"))
+
+
+async def test_a_template_over_a_limit_for_one_customer_fails_that_action_only(
+    hostile: Hostile,
+) -> None:
+    # Fine on the sample card (14 orders); over the range limit for a customer with 500.
+    rule = hostile.rule("per-order", "{% for i in range(card.value.orders * 100) %}.{% endfor %}")
+    r = await hostile.client.post("/v1/rules", json=rule, headers=hostile.as_("marketing"))
+    assert r.status_code == 201, r.text
+    try:
+        big, small = hostile.change(20), hostile.change(21)
+        big.card["value"]["orders"] = 500
+        small.card["value"]["orders"] = 3
+        recorded = await hostile.app.state.applier.apply([big, small])
+        outcome = {a.customer_id: (a.status, a.reason) for a in recorded}
+        assert outcome == {
+            big.customer_id: ("failed", "template_limit"),
+            small.customer_id: ("pending", None),
+        }
+        r = await hostile.client.get(
+            "/v1/actions",
+            params={"customer_id": big.customer_id},
+            headers=hostile.as_("ops_read"),
+        )
+        [action] = r.json()["items"]
+        assert action["detail"] == "body: template_limit: range over 10000"
+    finally:
+        await hostile.client.delete(f"/v1/rules/{rule['id']}", headers=hostile.as_("marketing"))
+
+
+async def test_a_schedule_that_raises_is_skipped_then_disabled(
+    hostile: Hostile, engine: AsyncEngine
+) -> None:
+    good = hostile.rule("visit-ok")
+    r = await hostile.client.post("/v1/rules", json=good, headers=hostile.as_("marketing"))
+    assert r.status_code == 201, r.text
+    never = hostile.rule(
+        "feb31-stored", trigger={"type": "schedule", "kind": "cron", "expression": "0 9 31 2 *"}
+    )
+    await _write_unchecked(engine, never)
+    await hostile.app.state.current.reload(engine)
+    try:
+        for n in range(30, 35):
+            recorded = await hostile.app.state.applier.apply([hostile.change(n)])
+            assert [a.rule_id for a in recorded] == [good["id"]]
+        r = await hostile.client.get(f"/v1/rules/{never['id']}", headers=hostile.as_("ops_read"))
+        health = r.json()["health"]
+        assert r.json()["rule"]["enabled"] is False
+        assert health["last_error"].startswith("schedule: CroniterBadDateError")
+    finally:
+        for rule in (good, never):
+            await hostile.client.delete(f"/v1/rules/{rule['id']}", headers=hostile.as_("marketing"))
