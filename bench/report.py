@@ -1,6 +1,6 @@
 """Every benchmark in one run, side by side, as a report.
 
-    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,e2e,cdnow]
+    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,templates,e2e,cdnow]
 
 Runs each part, one after the other, on the local broker and database (``make infra`` or
 ``make up`` brings them), prints each part's table as it finishes and a summary at the end,
@@ -37,6 +37,7 @@ from bench import (
     bench_quix,
     bench_refit,
     bench_scoring,
+    bench_templates,
 )
 from bench.bench_e2e import delete_topics, fresh_database
 from shared.db import make_engine
@@ -44,7 +45,7 @@ from shared.settings import CommonSettings
 from shared.topics import Topics
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("ingest", "scoring", "refit", "outreach", "e2e", "cdnow")
+PARTS = ("ingest", "scoring", "refit", "outreach", "templates", "e2e", "cdnow")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Results:
     quix: bench_quix.QuixFigures | None = None
     refit: bench_refit.RefitFigures | None = None
     outreach: bench_outreach.OutreachFigures | None = None
+    templates: bench_templates.TemplateFigures | None = None
     e2e: bench_e2e.E2EFigures | None = None
     cdnow: bench_cdnow_master.CdnowFigures | None = None
 
@@ -220,6 +222,37 @@ async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
             f.scan_s < 2,
         ),
     ]
+
+
+async def templates_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await bench_templates.measure()
+    bench_templates.print_figures(f)
+    out.templates = f
+    rows = []
+    for r in f.refusals:
+        refused = r.limit.startswith("template_limit")
+        rows.append(
+            Row(
+                "templates",
+                f"refuse {r.bomb} ({r.limit})",
+                _num(r.refused_s * 1000, "ms"),
+                f"refused, < {bench_templates.REFUSE_TARGET_S:g} s",
+                refused and r.refused_s < bench_templates.REFUSE_TARGET_S,
+            )
+        )
+        rows.append(
+            Row(
+                "templates",
+                f"longest /healthz while {r.bomb} is judged",
+                _num(r.health_max_s * 1000, "ms"),
+                f"< {bench_templates.HEALTH_TARGET_S * 1000:g} ms",
+                r.health_max_s < bench_templates.HEALTH_TARGET_S,
+            )
+        )
+    rows.append(
+        Row("templates", "an ordinary template rendered, limits enforced", f"{f.render_us:.0f} us")
+    )
+    return rows
 
 
 async def e2e_part(sizes: Sizes, out: Results) -> list[Row]:
@@ -345,6 +378,8 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         "refit": f"{sizes.refit_customers:,} customers x {sizes.refit_repeat}",
         "outreach": f"{sizes.rule_changes:,} changes x 100 rules; "
         f"{sizes.outreach_customers:,} customers in the schedule",
+        "templates": f"{len(bench_templates.BOMBS)} template bombs sent to the rule preview, "
+        "/healthz asked back to back meanwhile",
         "e2e": f"{sizes.e2e_rate:,}/s for {sizes.e2e_seconds:g} s, then "
         f"{sizes.e2e_saturation:,} orders at saturation, each on a fresh stack after 1,000 "
         f"warm-up orders; {sizes.e2e_customers:,} customers; waits up to "
@@ -358,6 +393,7 @@ RUNNERS: dict[str, Callable[[Sizes, Results], Awaitable[list[Row]]]] = {
     "scoring": scoring_part,
     "refit": refit_part,
     "outreach": outreach_part,
+    "templates": templates_part,
     "e2e": e2e_part,
     "cdnow": cdnow_part,
 }
@@ -551,6 +587,9 @@ HOW = [
     "stops when `GET /v1/stats/overview` (polled every 0.5 s) counts every customer and the "
     "total revenue to the cent.",
     "- **refit** and **outreach**: `bench.bench_refit`, `bench.bench_outreach`, in process.",
+    "- **templates**: `bench.bench_templates` — the outreach app in process on a fresh "
+    "database; each template bomb is sent to `POST /v1/rules/preview` while `/healthz` is "
+    "asked back to back.",
 ]
 
 
@@ -679,6 +718,10 @@ def _attainment(out: Results) -> list[tuple[str, float]]:
     if out.outreach:
         items.append(("rules ≥ 20k/s", out.outreach.rules_per_s / 20_000))
         items.append(("due-scan < 2 s", 2 / max(out.outreach.scan_s, 1e-6)))
+    if out.templates:
+        worst = max((r.health_max_s for r in out.templates.refusals), default=0.0)
+        target = bench_templates.HEALTH_TARGET_S
+        items.append(("/healthz under a bomb < 100 ms", target / max(worst, 1e-6)))
     if out.e2e:
         sat, fx = out.e2e.saturated, out.e2e.fixed
         target = bench_e2e.TARGET_SUSTAINED

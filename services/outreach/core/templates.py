@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any
 
 import jinja2
@@ -165,22 +165,19 @@ def static_errors(source: str) -> list[str]:
     return []
 
 
-def _render_part(part: str, source: str, context: Mapping[str, Any], limits: RenderLimits) -> str:
+def _render_part(part: str, source: str, context: Mapping[str, Any], budget: Budget) -> str:
+    """One part rendered under ``budget`` (in force: see :func:`run_budgeted`)."""
     template = _compile_part(part, source)
-
-    def run(budget: Budget) -> str:
+    limit = budget.limits.size
+    try:
         out: list[str] = []
         size = 0
         for piece in template.root_render_func(template.new_context(dict(context))):
             size += len(piece)
-            if size > limits.size:
-                raise TemplateLimitError(f"output over {limits.size} characters")
+            if size > limit:
+                raise TemplateLimitError(f"output over {limit} characters")
             out.append(piece)
-        budget.check_time()
         return "".join(out)
-
-    try:
-        return run_budgeted(limits, run)
     except TemplateLimitError as exc:
         raise TemplateLimit(part, str(exc)) from None
     except MemoryError:
@@ -215,8 +212,14 @@ def render(
     folded onto one line: a newline in it would let card data (a customer's name) inject
     headers into an email.
     """
-    subject = _render_part("subject", template.subject, context, limits)
-    body = _render_part("body", template.body, context, limits)
+
+    def both(budget: Budget) -> tuple[str, str]:  # one budget for the two parts
+        return (
+            _render_part("subject", template.subject, context, budget),
+            _render_part("body", template.body, context, budget),
+        )
+
+    subject, body = run_budgeted(limits, both)
     return " ".join(subject.split()), body
 
 
@@ -237,7 +240,7 @@ def check_parts(
     context = build_context(SAMPLE_CARD, offer, "https://example.com/unsubscribe/sample")
     for part, source in (("subject", template.subject), ("body", template.body)):
         try:
-            _render_part(part, source, context, limits)
+            run_budgeted(limits, partial(_render_part, part, source, context))
         except TemplateError as exc:
             errors.append((part, str(exc).removeprefix(f"{part}: ").removeprefix(f"{part}, ")))
     return errors
