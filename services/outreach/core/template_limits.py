@@ -495,28 +495,38 @@ def instrument(tree: nodes.Template) -> nodes.Template:
 _NOT_CONSTANT = object()
 
 
-def _constant(node: nodes.Node, limits: RenderLimits) -> Any:
+def _constant(node: nodes.Node, limits: RenderLimits, known: dict[int, Any]) -> Any:
+    """The value of a constant expression (refused over the limits), or _NOT_CONSTANT; each
+    node is evaluated once (``known``), so a long chain of operators costs its length."""
+    if id(node) in known:
+        return known[id(node)]
+    value: Any = _NOT_CONSTANT
     if isinstance(node, nodes.Const):
-        return node.value
-    if isinstance(node, nodes.BinExpr):
-        left, right = _constant(node.left, limits), _constant(node.right, limits)
-        if left is _NOT_CONSTANT or right is _NOT_CONSTANT:
-            return _NOT_CONSTANT
-        if node.operator in _BINOPS:
-            _precheck_binop(node.operator, left, right, limits)
-        try:
-            return (
-                node.as_const()
-                if node.operator not in _BINOPS
-                else _BINOPS[node.operator](left, right)
-            )
-        except Exception:  # a division by zero, a type error: the render reports it
-            return _NOT_CONSTANT
-    if isinstance(node, nodes.Neg | nodes.Pos):
-        value = _constant(node.node, limits)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return -value if isinstance(node, nodes.Neg) else value
-    return _NOT_CONSTANT
+        value = node.value
+    elif isinstance(node, nodes.BinExpr):
+        left = _constant(node.left, limits, known)
+        right = _constant(node.right, limits, known)
+        if left is not _NOT_CONSTANT and right is not _NOT_CONSTANT:
+            if node.operator in _BINOPS:
+                _precheck_binop(node.operator, left, right, limits)
+            try:
+                op = _BINOPS.get(node.operator) or _PLAIN_BINOPS[node.operator]
+                value = op(left, right)
+            except Exception:  # a division by zero, a type error: the render reports it
+                value = _NOT_CONSTANT
+    elif isinstance(node, nodes.Neg | nodes.Pos):
+        inner = _constant(node.node, limits, known)
+        if isinstance(inner, int | float) and not isinstance(inner, bool):
+            value = -inner if isinstance(node, nodes.Neg) else inner
+    known[id(node)] = value
+    return value
+
+
+_PLAIN_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "-": operator.sub,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+}
 
 
 def _range_size(node: nodes.Node, limits: RenderLimits) -> int | None:
@@ -527,7 +537,7 @@ def _range_size(node: nodes.Node, limits: RenderLimits) -> int | None:
         and not node.kwargs
     ):
         return None
-    args = [_constant(a, limits) for a in node.args]
+    args = [_constant(a, limits, {}) for a in node.args]
     if not args or any(not _is_int(a) for a in args):
         return None
     try:
@@ -538,8 +548,9 @@ def _range_size(node: nodes.Node, limits: RenderLimits) -> int | None:
 
 def static_check(tree: nodes.Template, limits: RenderLimits = DEFAULT_LIMITS) -> None:
     """Raise :class:`TemplateLimitError` for a bomb written as constants anywhere in ``tree``."""
+    known: dict[int, Any] = {}
     for node in tree.find_all(nodes.BinExpr):
-        _constant(node, limits)
+        _constant(node, limits, known)
     for call in tree.find_all(nodes.Call):
         size = _range_size(call, limits)
         if size is not None and size > limits.loop_iterations:

@@ -28,8 +28,7 @@ from typing import Annotated, Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from services.outreach.core.template_limits import (
     DEFAULT_LIMITS,
@@ -42,7 +41,6 @@ from services.outreach.core.template_limits import (
     run_budgeted,
     static_check,
 )
-from services.outreach.core.trust import trusted
 from shared.card import (
     Card,
     Complaints,
@@ -79,29 +77,16 @@ class TemplateLimit(TemplateError):
 TEMPLATE_LIMIT = "template_limit"
 
 
-def _static(source: str, info: ValidationInfo) -> str:
-    if trusted(info):  # a stored rule: loading rules compiles nothing
-        return source
-    errors = static_errors(source)
-    if errors:
-        raise PydanticCustomError("invalid_template", "{detail}", {"detail": "; ".join(errors)})
-    return source
-
-
 class Template(BaseModel):
-    """A subject line and a body, both Jinja2 source. Each must compile and stay clear of the
-    hard limits as written (:func:`static_errors`); rendering them on a sample card, with the
-    limits enforced, is :func:`check`."""
+    """A subject line and a body, both Jinja2 source. Whether they compile, keep within the
+    hard limits and render on a sample card is :func:`check` — work for a worker thread (a
+    template may take up to the time limit), run when a rule is saved or previewed, never
+    when stored rules are loaded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subject: Annotated[str, StringConstraints(max_length=SUBJECT_MAX)] = ""
     body: Annotated[str, StringConstraints(min_length=1, max_length=BODY_MAX)]
-
-    @field_validator("subject", "body")
-    @classmethod
-    def _compiles(cls, v: str, info: ValidationInfo) -> str:
-        return _static(v, info)
 
 
 def _finalize(value: Any) -> Any:
@@ -134,9 +119,12 @@ _RENDER_ERRORS = (
 def _compiled(source: str) -> jinja2.Template:
     """``source`` parsed, checked for constant bombs, instrumented and compiled (cached: the
     same few templates are rendered thousands of times)."""
-    tree = _ENV.parse(source)
-    static_check(tree)
-    code = _ENV.compile(instrument(tree))
+    try:
+        tree = _ENV.parse(source)
+        static_check(tree)
+        code = _ENV.compile(instrument(tree))
+    except (RecursionError, SyntaxError):  # nested past what Python's parser and stack take
+        raise TemplateLimitError("nesting too deep") from None
     return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
 
 
