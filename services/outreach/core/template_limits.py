@@ -59,7 +59,13 @@ class RenderLimits:
     number_bits: int = 64
     seconds: float = 0.05
 
+    def __post_init__(self) -> None:
+        if self.size < ALWAYS_FITS:
+            raise ValueError(f"size must be at least {ALWAYS_FITS}")
 
+
+# Any text this short is within every size limit (RenderLimits refuses a smaller one).
+ALWAYS_FITS = 4096
 DEFAULT_LIMITS = RenderLimits()
 
 
@@ -71,12 +77,13 @@ class TemplateLimitError(Exception):
 class Budget:
     """What one render has spent so far; see the module docstring."""
 
-    __slots__ = ("calls", "deadline", "depth", "iterations", "limits")
+    __slots__ = ("calls", "deadline", "depth", "iterations", "limits", "ops")
 
     def __init__(self, limits: RenderLimits) -> None:
         self.limits = limits
         self.iterations = 0
         self.calls = 0
+        self.ops = 0  # operators: not limited by count, only by time
         self.depth = 0
         self.deadline = time.thread_time() + limits.seconds
 
@@ -171,6 +178,9 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 
 def checked(value: Any) -> Any:
     """``value`` if it is within the size limit; raises otherwise."""
+    kind = type(value)
+    if kind in _SCALARS or (kind is str and len(value) <= ALWAYS_FITS):
+        return value  # the common case, without looking the limits up
     size_of(value, limits_now())
     return value
 
@@ -404,7 +414,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = _BUDGET.get()
         if budget is not None:
-            _count_call(budget)
+            budget.ops += 1
+            if not budget.ops & 63:
+                budget.check_time()
         return guarded_binop(operator, left, right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
