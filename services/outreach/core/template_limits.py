@@ -16,11 +16,10 @@ thousands a second, so the limits cost a counter and a comparison on the hot pat
   concatenation, a call's result) or printed is measured, so no list or text over the size
   limit ever exists and the output is counted as it is produced;
 - the render's deadline (CPU time of the rendering thread) is checked every few of those
-  steps and at the end.
+  steps.
 
-:func:`static_check` reads the parsed source for bombs written as constants (also in branches
-the sample card does not reach): constant arithmetic over the limits and nested loops over
-constant ranges whose product is over the iteration limit.
+:mod:`.template_source` instruments a parsed template for these hooks and reads it for bombs
+written as constants.
 
 A limit crossed raises :class:`TemplateLimitError`, whose message names the limit
 (``loop iterations over 10000``).
@@ -38,11 +37,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from jinja2 import nodes
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
-from jinja2.visitor import NodeTransformer
 
 T = TypeVar("T")
 
@@ -187,7 +184,7 @@ def checked(value: Any) -> Any:
 
 # -- operators --------------------------------------------------------------------------------
 
-_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+BINOPS: dict[str, Callable[[Any, Any], Any]] = {
     "*": operator.mul,
     "**": operator.pow,
     "+": operator.add,
@@ -195,7 +192,7 @@ _BINOPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -203,9 +200,9 @@ def _over(limits: RenderLimits, value: Any) -> TemplateLimitError:
     return (_too_big_text if isinstance(value, str | bytes) else _too_many_items)(limits)
 
 
-def _precheck_binop(op: str, left: Any, right: Any, limits: RenderLimits) -> None:
+def precheck_binop(op: str, left: Any, right: Any, limits: RenderLimits) -> None:
     bits = limits.number_bits
-    both_int = _is_int(left) and _is_int(right)
+    both_int = is_int(left) and is_int(right)
     if op == "**":
         # |left| ** right has at least right * (bit_length(left) - 1) bits.
         growing = both_int and right > 0 and abs(left) > 1
@@ -215,8 +212,8 @@ def _precheck_binop(op: str, left: Any, right: Any, limits: RenderLimits) -> Non
         if both_int:
             if left.bit_length() + right.bit_length() > bits + 1:
                 raise TemplateLimitError(f"number over {bits} bits")
-        elif _is_int(right) or _is_int(left):
-            seq, times = (left, right) if _is_int(right) else (right, left)
+        elif is_int(right) or is_int(left):
+            seq, times = (left, right) if is_int(right) else (right, left)
             sized = isinstance(seq, str | bytes | list | tuple)
             if sized and times > 0 and size_of(seq, limits) * times > limits.size:
                 raise _over(limits, seq)
@@ -232,8 +229,8 @@ def guarded_binop(op: str, left: Any, right: Any) -> Any:
     """``left <op> right`` if its result is within the limits, refused before it is computed
     otherwise."""
     limits = limits_now()
-    _precheck_binop(op, left, right, limits)
-    return checked(_BINOPS[op](left, right))
+    precheck_binop(op, left, right, limits)
+    return checked(BINOPS[op](left, right))
 
 
 _DIGITS = re.compile(r"\d+")
@@ -270,14 +267,14 @@ def check_format(fmt: str, limits: RenderLimits) -> None:
 
 
 def _width_over(limits: RenderLimits, width: Any) -> None:
-    if _is_int(width) and width > limits.size:
+    if is_int(width) and width > limits.size:
         raise _too_big_text(limits)
 
 
 def _replace_over(limits: RenderLimits, text: Any, old: Any, new: Any, count: Any = -1) -> None:
     if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
         times = len(text) + 1 if old == "" else text.count(old)
-        if _is_int(count) and count >= 0:
+        if is_int(count) and count >= 0:
             times = min(times, count)
         if len(text) + times * (len(new) - len(old)) > limits.size:
             raise _too_big_text(limits)
@@ -294,7 +291,7 @@ def _check_str_method(
     if name in ("center", "ljust", "rjust", "zfill") and args:
         _width_over(limits, args[0])
     elif name == "expandtabs":
-        tab = args[0] if args and _is_int(args[0]) else 8
+        tab = args[0] if args and is_int(args[0]) else 8
         tabs = text.count("\t") if isinstance(text, str) else text.count(b"\t")
         if len(text) + tabs * tab > limits.size:
             raise _too_big_text(limits)
@@ -315,7 +312,7 @@ def _pre_center(limits: RenderLimits, value: Any, width: Any = 80, *_: Any, **__
 
 
 def _pre_indent(limits: RenderLimits, value: Any, width: Any = 4, *_: Any, **__: Any) -> None:
-    pad = len(width) if isinstance(width, str) else width if _is_int(width) else 0
+    pad = len(width) if isinstance(width, str) else width if is_int(width) else 0
     if len(str(value)) + _lines(value) * pad > limits.size:
         raise _too_big_text(limits)
 
@@ -339,12 +336,12 @@ def _pre_format(limits: RenderLimits, value: Any, *_: Any, **__: Any) -> None:
 def _pre_batch(
     limits: RenderLimits, value: Any, count: Any = 1, fill_with: Any = None, **__: Any
 ) -> None:
-    if _is_int(count) and count > limits.size:
+    if is_int(count) and count > limits.size:
         raise _too_many_items(limits)
 
 
 def _pre_tojson(limits: RenderLimits, value: Any, indent: Any = None, **__: Any) -> None:
-    width = len(indent) if isinstance(indent, str) else indent if _is_int(indent) else 0
+    width = len(indent) if isinstance(indent, str) else indent if is_int(indent) else 0
     if width > 16:
         raise TemplateLimitError("tojson indent over 16")
 
@@ -404,7 +401,7 @@ def _count_call(budget: Budget) -> None:
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     """The immutable sandbox with the limits of this module (see the module docstring)."""
 
-    intercepted_binops = frozenset(_BINOPS)
+    intercepted_binops = frozenset(BINOPS)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -473,109 +470,3 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         if len(found) > limit:
             raise TemplateLimitError(f"range over {limit}")
         return found
-
-
-# -- the source -------------------------------------------------------------------------------
-
-
-def _hook(name: str, node: nodes.Node) -> nodes.Expr:
-    return nodes.Call(nodes.EnvironmentAttribute(name), [node], [], None, None, lineno=node.lineno)
-
-
-class _Instrument(NodeTransformer):
-    def visit_For(self, node: nodes.For) -> nodes.Node:
-        self.generic_visit(node)
-        node.iter = _hook("bounded_loop", node.iter)
-        return node
-
-    def _built(self, node: nodes.Expr) -> nodes.Node:
-        self.generic_visit(node)
-        if isinstance(node, nodes.Tuple) and node.ctx != "load":
-            return node
-        return _hook("checked", node)
-
-    visit_List = visit_Tuple = visit_Dict = visit_Concat = _built
-
-
-def instrument(tree: nodes.Template) -> nodes.Template:
-    """Route every loop through the iteration budget and every built value through the size
-    check (see the module docstring). Changes ``tree`` in place and returns it."""
-    _Instrument().visit(tree)
-    return tree
-
-
-_NOT_CONSTANT = object()
-
-
-def _constant(node: nodes.Node, limits: RenderLimits, known: dict[int, Any]) -> Any:
-    """The value of a constant expression (refused over the limits), or _NOT_CONSTANT; each
-    node is evaluated once (``known``), so a long chain of operators costs its length."""
-    if id(node) in known:
-        return known[id(node)]
-    value: Any = _NOT_CONSTANT
-    if isinstance(node, nodes.Const):
-        value = node.value
-    elif isinstance(node, nodes.BinExpr):
-        left = _constant(node.left, limits, known)
-        right = _constant(node.right, limits, known)
-        if left is not _NOT_CONSTANT and right is not _NOT_CONSTANT:
-            if node.operator in _BINOPS:
-                _precheck_binop(node.operator, left, right, limits)
-            try:
-                op = _BINOPS.get(node.operator) or _PLAIN_BINOPS[node.operator]
-                value = op(left, right)
-            except Exception:  # a division by zero, a type error: the render reports it
-                value = _NOT_CONSTANT
-    elif isinstance(node, nodes.Neg | nodes.Pos):
-        inner = _constant(node.node, limits, known)
-        if isinstance(inner, int | float) and not isinstance(inner, bool):
-            value = -inner if isinstance(node, nodes.Neg) else inner
-    known[id(node)] = value
-    return value
-
-
-_PLAIN_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
-    "-": operator.sub,
-    "/": operator.truediv,
-    "//": operator.floordiv,
-}
-
-
-def _range_size(node: nodes.Node, limits: RenderLimits) -> int | None:
-    if not (
-        isinstance(node, nodes.Call)
-        and isinstance(node.node, nodes.Name)
-        and node.node.name == "range"
-        and not node.kwargs
-    ):
-        return None
-    args = [_constant(a, limits, {}) for a in node.args]
-    if not args or any(not _is_int(a) for a in args):
-        return None
-    try:
-        return len(range(*args))
-    except (ValueError, TypeError):
-        return None
-
-
-def static_check(tree: nodes.Template, limits: RenderLimits = DEFAULT_LIMITS) -> None:
-    """Raise :class:`TemplateLimitError` for a bomb written as constants anywhere in ``tree``."""
-    known: dict[int, Any] = {}
-    for node in tree.find_all(nodes.BinExpr):
-        _constant(node, limits, known)
-    for call in tree.find_all(nodes.Call):
-        size = _range_size(call, limits)
-        if size is not None and size > limits.loop_iterations:
-            raise TemplateLimitError(f"range over {limits.loop_iterations}")
-    _nested_loops(tree, 1, limits)
-
-
-def _nested_loops(node: nodes.Node, outer: int, limits: RenderLimits) -> None:
-    for child in node.iter_child_nodes():
-        times = outer
-        if isinstance(child, nodes.For):
-            size = _range_size(child.iter, limits)
-            times = outer * (size if size is not None else 1)
-            if times > limits.loop_iterations:
-                raise TemplateLimitError(f"loop iterations over {limits.loop_iterations}")
-        _nested_loops(child, times, limits)

@@ -37,10 +37,9 @@ from services.outreach.core.template_limits import (
     RenderLimits,
     TemplateLimitError,
     checked,
-    instrument,
     run_budgeted,
-    static_check,
 )
+from services.outreach.core.template_source import instrument, static_check
 from shared.card import (
     Card,
     Complaints,
