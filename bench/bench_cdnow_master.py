@@ -22,49 +22,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
 from bench.bench_e2e import Stack, running_stack
+from tests.support.cdnow import Order, master_log, read_master
 
 PORTS = {"ingest": 18021, "scoring": 18022, "outreach": 18023}
 TARGET_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Order:
-    line: int
-    customer_id: str
-    day: date
-    amount: Decimal
-
-
-def master_log() -> Path:
-    import lifetimes
-
-    return Path(lifetimes.__file__).parent / "datasets" / "CDNOW_master.txt"
-
-
-def read_master(path: Path) -> list[Order]:
-    """Every order line (the first line is a header)."""
-    out = []
-    for n, line in enumerate(path.read_text().splitlines()):
-        parts = line.split()
-        if len(parts) != 4 or not parts[1].isdigit():
-            continue
-        d = parts[1]
-        out.append(
-            Order(
-                n,
-                parts[0],
-                date(int(d[:4]), int(d[4:6]), int(d[6:])),
-                Decimal(parts[3]).quantize(Decimal("0.01")),
-            )
-        )
-    return out
 
 
 def order_events(orders: Sequence[Order], today: date) -> list[dict[str, Any]]:

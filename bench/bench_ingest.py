@@ -97,6 +97,33 @@ async def bare_producer(settings: CommonSettings, topic: str, n: int, run: str) 
         await producer.stop()
 
 
+async def bare_producer_process(settings: CommonSettings, topic: str, n: int, run: str) -> float:
+    """The bare producer's events/s, measured in a process of its own: the peer figure then
+    does not depend on what the bench process has imported or allocated before it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.bench_ingest",
+        "--bare-topic",
+        topic,
+        "--events",
+        str(n),
+        "--run",
+        run,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "TEND_TOPIC_PREFIX": settings.topic_prefix,
+        },
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the bare producer exited with {proc.returncode}")
+    return float(orjson.loads(out.decode().strip().splitlines()[-1])["per_s"])
+
+
 async def ingest_batches(url: str, key: str, n: int, run: str, concurrency: int) -> float:
     bodies = [
         orjson.dumps({"events": [_order(j, run) for j in range(i, min(i + BATCH, n))]})
@@ -215,7 +242,7 @@ async def measure(
     _, key = await create_key(engine, f"bench-{run}", [Scope.EVENTS_WRITE])
     await engine.dispose()
 
-    bare = await bare_producer(settings, topic, events, run + "b")
+    bare = await bare_producer_process(settings, topic, events, run + "b")
     proc = start_ingest(settings, port, workers)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -257,9 +284,15 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--workers", type=int, default=1, help="ingest processes (make run: 1)")
+    parser.add_argument("--bare-topic", help="only run the bare producer on this topic")
+    parser.add_argument("--run", default=uuid.uuid4().hex[:8])
     args = parser.parse_args()
+    if args.bare_topic:
+        per_s = await bare_producer(CommonSettings(), args.bare_topic, args.events, args.run)
+        print(orjson.dumps({"per_s": per_s}).decode())
+        return
 
-    run = uuid.uuid4().hex[:8]
+    run = args.run
     settings = CommonSettings().model_copy(update={"topic_prefix": f"bench.{run}."})
     figures = await measure(
         settings, args.events, args.singles, args.concurrency, args.port, args.workers

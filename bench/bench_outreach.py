@@ -1,11 +1,16 @@
-"""Outreach: rule evaluation throughput with 100 active rules, and the scheduler's due-scan
-over 1M customers.
+"""Outreach: rule evaluation throughput with 100 active rules, the scheduler's due-scan over
+1M customers, and outreach's resident memory while it backtests a rule over 200,000 changes.
 
-    python -m bench.bench_outreach [--customers 1000000]
+    python -m bench.bench_outreach [--customers 1000000] [--backtest-changes 200000]
 
 The due-scan fills a fresh database with a million customers' replica rows and schedule rows
 (1% due now, the rest spread over the coming year) and times what the scheduler does each
 tick: find every due (rule, customer) with its card, through the ``due_at`` index.
+
+The backtest publishes visits of 26,000 customers (full sample cards) spread over the last 20
+days to the changes topic of a fresh stack, starts outreach as a process of its own (its
+consumer starts after that history), and samples the process's VmRSS while
+``POST /v1/rules/{id}/backtest`` replays every one of them with a rule that fires on each.
 """
 
 from __future__ import annotations
@@ -13,22 +18,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
 from services.outreach.core.rules import Rule, RuleSet
 from services.outreach.core.templates import SAMPLE_CARD
+from shared.auth import Scope, create_key
 from shared.changes import Change
-from shared.db import create_database, drop_database
+from shared.db import create_database, drop_database, make_engine
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
+from shared.topics import Topics
 
 # -- rule evaluation ----------------------------------------------------------------------------
 
@@ -203,6 +213,122 @@ async def due_scan(customers: int) -> tuple[float, int, float]:
         await drop_database(base, name)
 
 
+# -- a backtest's memory -------------------------------------------------------------------------
+
+TARGET_BACKTEST_RSS_MB = 300
+BACKTEST_CUSTOMERS = 26_000
+_BACKTEST_RULE: dict[str, Any] = {
+    "id": "bench-recall",
+    "name": "recall after every visit",
+    "trigger": {"type": "event", "event": "visit.recorded"},
+    "action": {"kind": "recall", "channel": "webhook", "template": {"body": "Hi"}},
+}
+
+
+@dataclass(frozen=True)
+class BacktestFigures:
+    changes: int  # replayed, as the answer's coverage says
+    customers: int
+    complete: bool
+    seconds: float
+    rss_before_mb: float
+    rss_peak_mb: float  # the highest VmRSS sampled while the backtest ran
+    hwm_mb: float  # VmHWM afterwards: the process's peak over its whole life
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """A ``/proc/<pid>/status`` memory field in MB (10^6 bytes); 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+async def backtest_memory(changes: int, customers: int = BACKTEST_CUSTOMERS) -> BacktestFigures:
+    """Outreach's resident memory while it backtests a rule over ``changes`` changes."""
+    # The tests' support brings the services' apps: imported only when this part runs.
+    from tests.support.databases import fresh_settings
+    from tests.support.history import publish_visits, skip_to_end
+    from tests.support.servers import ServiceProcess
+
+    base = CommonSettings().model_copy(
+        update={"topic_prefix": f"bench.backtest.{uuid.uuid4().hex[:8]}."}
+    )
+    async with fresh_settings(base) as settings:
+        engine = make_engine(settings, pool_size=1)
+        try:
+            _, key = await create_key(
+                engine, "bench-backtest", [Scope.OPS_READ, Scope.MARKETING_WRITE]
+            )
+        finally:
+            await engine.dispose()
+        bootstrap, topic = settings.kafka_bootstrap_servers, Topics.from_settings(settings).changes
+        now = datetime.now(UTC)
+        await publish_visits(
+            bootstrap,
+            topic,
+            changes=changes,
+            customers=customers,
+            start=now - timedelta(days=20),
+            end=now,
+            card=SAMPLE_CARD,
+        )
+        group = f"{settings.topic_prefix}outreach"
+        await skip_to_end(bootstrap, topic, group)
+        logs = Path(tempfile.mkdtemp(prefix="tend-bench-backtest-"))
+        env = {"TEND_OUTREACH_CONSUMER_GROUP": group, "TEND_LOG_LEVEL": "WARNING"}
+        outreach = ServiceProcess("outreach", settings, logs, env)
+        await asyncio.to_thread(outreach.start)
+        try:
+            assert outreach.process is not None
+            pid = outreach.process.pid
+            headers = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=outreach.url, timeout=600) as client:
+                made = await client.post("/v1/rules", json=_BACKTEST_RULE, headers=headers)
+                made.raise_for_status()
+                before = peak = _status_mb(pid, "VmRSS")
+                started = time.perf_counter()
+                call = asyncio.create_task(
+                    client.post(
+                        f"/v1/rules/{_BACKTEST_RULE['id']}/backtest",
+                        params={"days": 30},
+                        headers=headers,
+                    )
+                )
+                while not call.done():
+                    peak = max(peak, _status_mb(pid, "VmRSS"))
+                    await asyncio.sleep(0.05)
+                seconds = time.perf_counter() - started
+                answer = (await call).raise_for_status().json()
+                hwm = _status_mb(pid, "VmHWM")
+        finally:
+            await asyncio.to_thread(outreach.stop)
+    coverage = answer["coverage"]
+    return BacktestFigures(
+        coverage["changes"], coverage["customers"], coverage["complete"], seconds, before, peak, hwm
+    )
+
+
+def print_backtest(f: BacktestFigures) -> None:
+    print(
+        f"\n## outreach backtest ({f.changes:,} changes of {f.customers:,} customers replayed, "
+        f"complete: {f.complete})\n"
+    )
+    print("| measure | figure |")
+    print("|---|---|")
+    verdict = "met" if f.rss_peak_mb <= TARGET_BACKTEST_RSS_MB else "MISSED"
+    print(
+        f"| outreach resident (VmRSS), peak during the backtest | {f.rss_peak_mb:,.0f} MB "
+        f"(before: {f.rss_before_mb:,.0f} MB; VmHWM {f.hwm_mb:,.0f} MB; target <= "
+        f"{TARGET_BACKTEST_RSS_MB} MB: {verdict}) |"
+    )
+    print(f"| the backtest's answer | {f.seconds:,.1f} s |")
+
+
 @dataclass(frozen=True)
 class OutreachFigures:
     customers: int
@@ -210,12 +336,14 @@ class OutreachFigures:
     filled_s: float
     due: int
     scan_s: float
+    backtest: BacktestFigures | None = None
 
 
-async def measure(customers: int, changes: int) -> OutreachFigures:
+async def measure(customers: int, changes: int, backtest_changes: int = 0) -> OutreachFigures:
     rules = benchmark(changes=changes, rules=100)
     filled, due, scan = await due_scan(customers)
-    return OutreachFigures(customers, rules.changes_per_second, filled, due, scan)
+    backtest = await backtest_memory(backtest_changes) if backtest_changes else None
+    return OutreachFigures(customers, rules.changes_per_second, filled, due, scan, backtest)
 
 
 def print_figures(f: OutreachFigures) -> None:
@@ -231,14 +359,23 @@ def print_figures(f: OutreachFigures) -> None:
         f"{f.scan_s * 1000:,.0f} ms (target < 2 s: {'met' if f.scan_s < 2 else 'MISSED'}) |"
     )
     print(f"| (filling the index for the scan: {f.filled_s:.1f} s, not part of any tick) | |")
+    if f.backtest is not None:
+        print_backtest(f.backtest)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--changes", type=int, default=20_000)
+    parser.add_argument("--backtest-changes", type=int, default=200_000)
+    parser.add_argument(
+        "--only-backtest", action="store_true", help="measure the backtest's memory alone"
+    )
     args = parser.parse_args()
-    print_figures(await measure(args.customers, args.changes))
+    if args.only_backtest:
+        print_backtest(await backtest_memory(args.backtest_changes))
+        return
+    print_figures(await measure(args.customers, args.changes, args.backtest_changes))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Every benchmark in one run, side by side, as a report.
 
-    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,templates,e2e,cdnow]
+    python -m bench.report [--quick]
+        [--parts ingest,scoring,refit,outreach,templates,e2e,cdnow,holdout]
 
 Runs each part, one after the other, on the local broker and database (``make infra`` or
 ``make up`` brings them), prints each part's table as it finishes and a summary at the end,
@@ -32,6 +33,7 @@ from sqlalchemy import text
 from bench import (
     bench_cdnow_master,
     bench_e2e,
+    bench_holdout,
     bench_ingest,
     bench_outreach,
     bench_quix,
@@ -43,9 +45,10 @@ from bench.bench_e2e import delete_topics, fresh_database
 from shared.db import make_engine
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from tests.support.cdnow import RANKED
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("ingest", "scoring", "refit", "outreach", "templates", "e2e", "cdnow")
+PARTS = ("ingest", "scoring", "refit", "outreach", "templates", "e2e", "cdnow", "holdout")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Sizes:
     refit_repeat: int = 3
     outreach_customers: int = 1_000_000
     rule_changes: int = 20_000
+    backtest_changes: int = 200_000
     e2e_rate: int = 1_000
     e2e_seconds: float = 20
     e2e_saturation: int = 15_000
@@ -75,6 +79,7 @@ QUICK = Sizes(
     refit_repeat=1,
     outreach_customers=100_000,
     rule_changes=5_000,
+    backtest_changes=50_000,
     e2e_seconds=3,
     e2e_saturation=2_000,
     e2e_max_drain_s=60,
@@ -102,6 +107,7 @@ class Results:
     templates: bench_templates.TemplateFigures | None = None
     e2e: bench_e2e.E2EFigures | None = None
     cdnow: bench_cdnow_master.CdnowFigures | None = None
+    holdout: bench_holdout.HoldoutFigures | None = None
 
 
 @dataclass
@@ -203,10 +209,12 @@ async def refit_part(sizes: Sizes, out: Results) -> list[Row]:
 
 
 async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
-    f = await bench_outreach.measure(sizes.outreach_customers, sizes.rule_changes)
+    f = await bench_outreach.measure(
+        sizes.outreach_customers, sizes.rule_changes, sizes.backtest_changes
+    )
     bench_outreach.print_figures(f)
     out.outreach = f
-    return [
+    rows = [
         Row(
             "outreach",
             "rule evaluation, 100 active rules",
@@ -222,6 +230,20 @@ async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
             f.scan_s < 2,
         ),
     ]
+    if f.backtest is not None:
+        b = f.backtest
+        rows.append(
+            Row(
+                "memory",
+                f"outreach resident (VmRSS), peak during a backtest over {b.changes:,} changes "
+                f"of {b.customers:,} customers, answered in "
+                f"{b.seconds:,.1f} s (before: {b.rss_before_mb:,.0f} MB)",
+                _num(b.rss_peak_mb, "MB"),
+                f"<= {bench_outreach.TARGET_BACKTEST_RSS_MB} MB",
+                b.rss_peak_mb <= bench_outreach.TARGET_BACKTEST_RSS_MB,
+            )
+        )
+    return rows
 
 
 async def templates_part(sizes: Sizes, out: Results) -> list[Row]:
@@ -370,6 +392,32 @@ async def cdnow_part(sizes: Sizes, out: Results) -> list[Row]:
     ]
 
 
+async def holdout_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await asyncio.to_thread(bench_holdout.measure)
+    bench_holdout.print_figures(f)
+    out.holdout = f
+    by = f.table.by_stage
+    rows = [
+        Row(
+            "holdout",
+            f"stage `{stage.value}` on 1997-09-30: bought again in 39 weeks",
+            f"{by[stage].rate:.1%} of {by[stage].customers:,}",
+        )
+        for stage in RANKED
+        if stage in by
+    ]
+    rows.append(
+        Row(
+            "holdout",
+            "stages rank customers: mature > growing > declining > churned",
+            " > ".join(f"{by[s].rate:.0%}" for s in RANKED if s in by),
+            f"falling; churned <= {bench_holdout.CHURNED_VS_DECLINING:g} x declining",
+            f.ranked,
+        )
+    )
+    return rows
+
+
 def describe_sizes(sizes: Sizes) -> dict[str, str]:
     return {
         "ingest": f"{sizes.ingest_events:,} events in batches of 500; "
@@ -377,7 +425,8 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         "scoring": f"{sizes.scoring_customers:,} customers, ~{sizes.scoring_orders} orders each",
         "refit": f"{sizes.refit_customers:,} customers x {sizes.refit_repeat}",
         "outreach": f"{sizes.rule_changes:,} changes x 100 rules; "
-        f"{sizes.outreach_customers:,} customers in the schedule",
+        f"{sizes.outreach_customers:,} customers in the schedule; a backtest over "
+        f"{sizes.backtest_changes:,} changes",
         "templates": f"{len(bench_templates.BOMBS)} template bombs sent to the rule preview, "
         "/healthz asked back to back meanwhile",
         "e2e": f"{sizes.e2e_rate:,}/s for {sizes.e2e_seconds:g} s, then "
@@ -385,6 +434,7 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         f"warm-up orders; {sizes.e2e_customers:,} customers; waits up to "
         f"{sizes.e2e_max_drain_s:g} s after each run's last POST",
         "cdnow": f"the whole master log, batches of 1,000, {sizes.cdnow_concurrency} clients",
+        "holdout": "the whole master log, pure lifecycle and a BG/NBD fit, no services",
     }
 
 
@@ -396,6 +446,7 @@ RUNNERS: dict[str, Callable[[Sizes, Results], Awaitable[list[Row]]]] = {
     "templates": templates_part,
     "e2e": e2e_part,
     "cdnow": cdnow_part,
+    "holdout": holdout_part,
 }
 
 
@@ -586,6 +637,10 @@ HOW = [
     "posted in time order through a fresh stack (all three services running); the clock "
     "stops when `GET /v1/stats/overview` (polled every 0.5 s) counts every customer and the "
     "total revenue to the cent.",
+    "- **holdout**: `bench.bench_holdout` — the CDNOW master log judged on 1997-09-30 by the "
+    "pure lifecycle (the calibration's median gap as the population's), beside the share of "
+    "each stage's customers who bought again in the 39 weeks after; the same for bands of "
+    "BG/NBD P(alive) fitted on the calibration.",
     "- **refit** and **outreach**: `bench.bench_refit`, `bench.bench_outreach`, in process.",
     "- **templates**: `bench.bench_templates` — the outreach app in process on a fresh "
     "database; each template bomb is sent to `POST /v1/rules/preview` while `/healthz` is "
@@ -718,10 +773,14 @@ def _attainment(out: Results) -> list[tuple[str, float]]:
     if out.outreach:
         items.append(("rules ≥ 20k/s", out.outreach.rules_per_s / 20_000))
         items.append(("due-scan < 2 s", 2 / max(out.outreach.scan_s, 1e-6)))
+        if out.outreach.backtest is not None:
+            peak = max(out.outreach.backtest.rss_peak_mb, 1e-6)
+            target = bench_outreach.TARGET_BACKTEST_RSS_MB
+            items.append((f"backtest: outreach ≤ {target} MB", target / peak))
     if out.templates:
         worst = max((r.health_max_s for r in out.templates.refusals), default=0.0)
-        target = bench_templates.HEALTH_TARGET_S
-        items.append(("/healthz under a bomb < 100 ms", target / max(worst, 1e-6)))
+        health = bench_templates.HEALTH_TARGET_S
+        items.append(("/healthz under a bomb < 100 ms", health / max(worst, 1e-6)))
     if out.e2e:
         sat, fx = out.e2e.saturated, out.e2e.fixed
         target = bench_e2e.TARGET_SUSTAINED

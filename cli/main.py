@@ -27,7 +27,7 @@ from sqlalchemy import select
 from cli.replay import parse_mapping, replay_file
 from shared.auth import Scope, api_keys, create_key, key_is_active, revoke_key
 from shared.db import make_engine
-from shared.dlq import ERROR, GROUP, read_dlq, replay_dead_letters
+from shared.dlq import ERROR, GROUP, REASON, read_dlq, replay_dead_letters
 from shared.kafka import start_producer
 from shared.logging import scrub
 from shared.migrate import upgrade_all
@@ -177,6 +177,8 @@ async def _dlq_list(settings: CommonSettings, source_topic: str | None) -> None:
     for d in shown:
         # Scrubbed when dead-lettered; again here for records from before that was done.
         error = scrub(" ".join((d.header(ERROR) or "").split()))
+        if reason := d.header(REASON):
+            error = f"[{reason}] {error}"
         # The DLQ key adds the source coordinates, already in the SOURCE column.
         key = "-" if d.original_key is None else d.original_key.decode(errors="replace")
         where = f"{d.partition}/{d.offset}"

@@ -44,7 +44,8 @@ class _KeyHolder(Protocol):
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who made a change: an API key (``key_id`` and its name), or someone without one
-    (``cli:<user>`` for the ``tend`` command, ``unsubscribe-link`` for a customer's link)."""
+    (``cli:<user>`` for the ``tend`` command, ``unsubscribe-link`` and ``resubscribe-link``
+    for a customer's own links)."""
 
     name: str
     key_id: str | None = None
@@ -64,6 +65,7 @@ def cli_actor() -> Actor:
 
 
 UNSUBSCRIBE_LINK = Actor("unsubscribe-link")
+RESUBSCRIBE_LINK = Actor("resubscribe-link")
 
 
 def redact(value: Any) -> Any:

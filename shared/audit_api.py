@@ -45,7 +45,7 @@ class AuditEntry(BaseModel):
     at: datetime = Field(description="when the change's transaction began")
     actor: str = Field(
         description="the API key's name, `cli:<user>` for the `tend` command, or "
-        "`unsubscribe-link` for a customer's own link"
+        "`unsubscribe-link` / `resubscribe-link` for a customer's own links"
     )
     actor_key_id: str | None = Field(description="the API key's id; null without a key")
     service: str = Field(description="`ingest`, `scoring`, `outreach` or `cli`")

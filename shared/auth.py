@@ -243,8 +243,11 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API 
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <API key>`")
 
 
-def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency that admits a request only with a live key holding ``scope``."""
+def require(scope: Scope, *alternatives: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency that admits a request only with a live key holding ``scope`` (or one of
+    the ``alternatives``: a route that two kinds of key may call, each for its own part)."""
+    admitted = {s.value for s in (scope, *alternatives)}
+    needed = " or ".join(f"'{s.value}'" for s in (scope, *alternatives))
 
     async def dependency(
         request: Request,
@@ -270,8 +273,8 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
                 401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
             )
         await _spend(request, principal)
-        if scope.value not in principal.scopes:
-            raise HTTPException(403, f"the API key lacks the '{scope.value}' scope")
+        if not admitted & principal.scopes:
+            raise HTTPException(403, f"the API key lacks the {needed} scope")
         return principal
 
     return dependency
@@ -296,8 +299,8 @@ async def _spend(request: Request, principal: Principal) -> None:
         )
 
 
-def RequireScope(scope: Scope) -> Any:
-    return Depends(require(scope))
+def RequireScope(scope: Scope, *alternatives: Scope) -> Any:
+    return Depends(require(scope, *alternatives))
 
 
 # The principal a route admits, by the scope it needs: one name per scope for every service.

@@ -83,12 +83,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Unsubscribed(_Model):
+    """The customer's own unsubscribe: when, and how (``link``: the link in a message)."""
+
+    at: datetime
+    how: str
+
+
 class Consent(_Model):
-    """What the customer agreed to be contacted by; no until they say yes."""
+    """What the customer agreed to be contacted by; no until they say yes. While the
+    customer is ``unsubscribed`` (by their own hand, until they or an operator lift it),
+    ``marketing`` is false whatever clients wrote."""
 
     email: bool = False
     sms: bool = False
     marketing: bool = False
+    unsubscribed: Unsubscribed | None = None
 
 
 class Profile(_Model):

@@ -9,6 +9,13 @@ Errors are sorted in one place (:meth:`BatchConsumer._process`):
 
 * transient (database or broker unreachable): nothing is committed; the batch is retried
   with backoff until it succeeds or the consumer is stopped;
+* a statement timeout: retried like a transient error, since a slow database slows every
+  batch; but once the batch has timed out three times while the database answers a probe
+  (``SELECT 1``) promptly, the batch itself is to blame: it is split in halves, and a half
+  that times out again is split again, until the record that makes it slow is alone; that
+  record goes to the DLQ with reason ``statement_timeout`` (after three timeouts of its own,
+  the probe still prompt) and the rest of the batch is processed. Without a prompt probe
+  nothing is ever dead-lettered for being slow;
 * anything else: the batch is split record by record; a record that still fails on its own
   is a poison record and goes to the DLQ under a key of its own (its key and where it was
   read), with its source topic, partition, offset and key, the consumer group and the error
@@ -29,8 +36,8 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared.db import unreachable
-from shared.dlq import dead_letter_record
+from shared.db import statement_timed_out, unreachable
+from shared.dlq import STATEMENT_TIMEOUT, dead_letter_record
 from shared.kafka import PublishError, publish_many
 from shared.logging import get_logger
 from shared.settings import CommonSettings
@@ -41,6 +48,13 @@ Message: TypeAlias = ConsumerRecord
 # A handler makes a batch durable in one transaction and returns the records it could not
 # use at all (undecodable, unknown schema): those go to the DLQ, the rest are done.
 Handler = Callable[[Sequence[Message]], Awaitable[Sequence[tuple[Message, Exception]] | None]]
+
+# Tells a slow statement from a slow database: True when the database answers promptly.
+Probe = Callable[[], Awaitable[bool]]
+
+# A batch (or a lone record) whose statement times out this many times while the probe is
+# prompt holds a record that makes it slow.
+TIMEOUTS_BEFORE_BLAME = 3
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -86,8 +100,12 @@ class BatchConsumer:
         poll_timeout_ms: int = 200,
         session_timeout_ms: int = 10_000,
         auto_offset_reset: str = "earliest",
+        probe: Probe | None = None,
     ) -> None:
+        """``probe`` (see :func:`shared.db.answers_promptly`): without one, a statement
+        timeout is always retried, as a transient error."""
         self.group_id = group_id
+        self._probe = probe
         self._topics = list(topics)
         self._handler = handler
         self._dlq_topic = dlq_topic
@@ -153,8 +171,11 @@ class BatchConsumer:
             # committed offset, and the handler's inbox drops what we already applied.
             log.warning("commit_failed", reason=type(exc).__name__, group=self.group_id)
 
-    async def _process(self, records: Sequence[Message]) -> None:
+    async def _process(self, records: Sequence[Message], *, splitting: bool = False) -> None:
+        """``splitting``: ``records`` is a part of a batch that timed out, so one more
+        timeout (the database still prompt) splits it again."""
         delay = 0.2
+        timeouts = 0
         while True:
             try:
                 rejected = await self._handler(records) or ()
@@ -163,7 +184,14 @@ class BatchConsumer:
                 self.processed += len(records) - len(rejected)
                 return
             except Exception as exc:
-                if is_transient(exc):
+                timed_out = statement_timed_out(exc)
+                if timed_out and self._probe is not None:
+                    timeouts += 1
+                    needed = 1 if splitting and len(records) > 1 else TIMEOUTS_BEFORE_BLAME
+                    if timeouts >= needed and await self._probe():
+                        await self._blame_slow(records, exc)
+                        return
+                if timed_out or is_transient(exc):
                     if self._stopping.is_set():
                         raise
                     log.warning(
@@ -183,7 +211,20 @@ class BatchConsumer:
                     await self._process([record])
                 return
 
-    async def _dead_letter(self, record: Message, exc: BaseException) -> None:
+    async def _blame_slow(self, records: Sequence[Message], exc: BaseException) -> None:
+        """The database is prompt but ``records`` keep timing out: dead-letter the record
+        alone, or split the batch in halves and go on with each."""
+        if len(records) == 1:
+            await self._dead_letter(records[0], exc, reason=STATEMENT_TIMEOUT)
+            return
+        log.warning("batch_split_on_statement_timeout", records=len(records), group=self.group_id)
+        half = len(records) // 2
+        await self._process(records[:half], splitting=True)
+        await self._process(records[half:], splitting=True)
+
+    async def _dead_letter(
+        self, record: Message, exc: BaseException, *, reason: str | None = None
+    ) -> None:
         log.error(
             "record_dead_lettered",
             topic=record.topic,
@@ -191,8 +232,11 @@ class BatchConsumer:
             offset=record.offset,
             group=self.group_id,
             error_type=type(exc).__name__,
+            reason=reason,
         )
-        dead = dead_letter_record(record, dlq_topic=self._dlq_topic, group=self.group_id, exc=exc)
+        dead = dead_letter_record(
+            record, dlq_topic=self._dlq_topic, group=self.group_id, exc=exc, reason=reason
+        )
         delay = 0.5
         while True:
             try:

@@ -115,6 +115,33 @@ async def database_reachable(engine: AsyncEngine) -> bool:
     return True
 
 
+async def answers_promptly(engine: AsyncEngine, seconds: float) -> bool:
+    """True when the database answers ``SELECT 1`` within ``seconds``: it is up and not
+    overloaded (a probe that tells one slow statement from a slow database)."""
+    try:
+        async with asyncio.timeout(seconds), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
+# SQLSTATE query_canceled: the server's statement_timeout (or an operator's cancel).
+_QUERY_CANCELED = "57014"
+
+
+def statement_timed_out(exc: BaseException) -> bool:
+    """True when a statement ran too long: the server cancelled it (``statement_timeout``)
+    or the driver's command timeout expired. Whether the statement or the database is to
+    blame is for the caller to find out (:func:`answers_promptly`)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    chain: list[BaseException | None] = [exc]
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        chain += [exc.orig, exc.orig.__cause__ if exc.orig is not None else None]
+    return any(getattr(e, "sqlstate", None) == _QUERY_CANCELED for e in chain)
+
+
 # What a lost or refused database connection looks like, however it surfaces: the driver's
 # own errors, or a pool with no connection free in time (SQLAlchemy's wrapped errors are
 # judged by :func:`unreachable`).

@@ -65,6 +65,10 @@ GROUP = "dlq.consumer.group"
 ERROR = "dlq.error"
 ERROR_TYPE = "dlq.error.type"
 FAILED_AT = "dlq.failed_at"
+# Why the consumer gave up on the record, when it is not the error alone: its statement kept
+# timing out while the database answered promptly (:data:`STATEMENT_TIMEOUT`).
+REASON = "dlq.reason"
+STATEMENT_TIMEOUT = "statement_timeout"
 # The record had no key; the DLQ key is synthetic and a replay sends the record without one.
 SYNTHETIC_KEY = "dlq.key.synthetic"
 # On a replayed copy in the source topic: "<dlq topic>/<partition>/<offset>" it came from.
@@ -99,7 +103,12 @@ class Outgoing(NamedTuple):
 
 
 def dead_letter_record(
-    record: ConsumerRecord[bytes, bytes], *, dlq_topic: str, group: str, exc: BaseException
+    record: ConsumerRecord[bytes, bytes],
+    *,
+    dlq_topic: str,
+    group: str,
+    exc: BaseException,
+    reason: str | None = None,
 ) -> Record:
     """The DLQ record for a poison ``record`` that ``group`` failed on with ``exc``.
 
@@ -119,6 +128,7 @@ def dead_letter_record(
         (ERROR, describe_error(exc).encode()),
         (ERROR_TYPE, type(exc).__name__.encode()),
         (FAILED_AT, datetime.now(UTC).isoformat().encode()),
+        *(((REASON, reason.encode()),) if reason else ()),
     )
     # Never a null value: in a compacted topic that is a tombstone, an erasure.
     return Record(dlq_topic, key, record.value or b"", headers)

@@ -92,6 +92,10 @@ class EventType(StrEnum):
     CUSTOMER_UPDATED = "customer.updated"
     # Published by ingest on a request to erase a customer: every consumer forgets them.
     CUSTOMER_ERASED = "customer.erased"
+    # Published by outreach: the customer unsubscribed through the link in a message, and
+    # that unsubscribe lifted (by the customer's own re-subscribe link, or by an operator).
+    CUSTOMER_UNSUBSCRIBED = "customer.unsubscribed"
+    CUSTOMER_RESUBSCRIBED = "customer.resubscribed"
 
 
 class OrderStatus(StrEnum):
@@ -137,6 +141,15 @@ class OrderData(Frozen):
     items: list[OrderItem] = Field(default_factory=list, max_length=500)
     outstanding: Money = Decimal(0)
     channel: ShortText | None = None
+    # A refund's own id, so that several partial refunds of one order are several events.
+    refund_id: Identifier | None = None
+
+    @field_validator("refund_id")
+    @classmethod
+    def _refund_id_on_refunds(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("status") is not OrderStatus.REFUNDED:
+            raise ValueError("only a refund (status refunded) carries a refund_id")
+        return v
 
 
 class ComplaintData(Frozen):
@@ -239,7 +252,15 @@ class ErasureData(Frozen):
     requested_by: ShortText
 
 
-Payload = OrderData | ComplaintData | VisitData | CustomerData | ErasureData
+class OptOutData(Frozen):
+    """A customer's own unsubscribe, or its lifting, as outreach learned it: ``how`` says by
+    what — ``link`` (the customer's own signed link) or ``operator`` (an ``ops:write`` key,
+    whose reason is in the audit log)."""
+
+    how: Literal["link", "operator"]
+
+
+Payload = OrderData | ComplaintData | VisitData | CustomerData | ErasureData | OptOutData
 
 PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.ORDER_PLACED: OrderData,
@@ -251,6 +272,8 @@ PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.VISIT_RECORDED: VisitData,
     EventType.CUSTOMER_UPDATED: CustomerData,
     EventType.CUSTOMER_ERASED: ErasureData,
+    EventType.CUSTOMER_UNSUBSCRIBED: OptOutData,
+    EventType.CUSTOMER_RESUBSCRIBED: OptOutData,
 }
 
 

@@ -103,7 +103,8 @@ class GuardMiddleware:
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             allowed = {"application/json"}
             if path.startswith(self.form_paths) and self.form_paths:
-                allowed.add("application/x-www-form-urlencoded")
+                # RFC 8058 lets mail providers post the one-click body either way.
+                allowed |= {"application/x-www-form-urlencoded", "multipart/form-data"}
             if ctype not in allowed:
                 return error_response(415, "send the body as application/json")
         return None

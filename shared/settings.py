@@ -9,11 +9,22 @@ stack.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The default of ``TEND_EVENT_ID_RETENTION_DAYS``.
+EVENT_ID_RETENTION_DAYS = 400
+
+
+def inbox_retention(event_id_retention_days: int = EVENT_ID_RETENTION_DAYS) -> timedelta:
+    """How long a consumer's inbox remembers an event id: a day less than ingest remembers
+    its idempotency key, so that an id ingest takes for new (and publishes) is new to every
+    consumer too, whatever the prune schedules and clocks."""
+    return timedelta(days=event_id_retention_days - 1)
 
 
 class CommonSettings(BaseSettings):
@@ -46,6 +57,13 @@ class CommonSettings(BaseSettings):
     # A batch POST of up to 500 events is one request.
     rate_limit_per_second: float = Field(200.0, ge=0)
     rate_limit_burst: int = Field(400, ge=1)
+    # How long event ids are remembered: ingest's idempotency keys (a reused id answers 200
+    # or 409) and the consumers' inboxes (:func:`inbox_retention`), all pruned hourly.
+    event_id_retention_days: int = Field(EVENT_ID_RETENTION_DAYS, ge=30)
+
+    @property
+    def inbox_retention(self) -> timedelta:
+        return inbox_retention(self.event_id_retention_days)
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -59,11 +58,11 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
             runtime.producer,
             runtime.topics.events,
             settings.publish_timeout_seconds,
+            runtime.state.common.event_id_retention_days,
         )
-        retention = timedelta(days=settings.idempotency_retention_days)
 
         async def prune() -> None:
-            removed = await intake.prune(retention)
+            removed = await intake.prune()
             if removed:
                 log.info("idempotency_keys_pruned", removed=removed)
 

@@ -4,6 +4,12 @@ For a batch: claim every event id in one statement (new ids are claimed ``pendin
 the ids that were already there, publish what is new or still pending, wait for the broker's
 acknowledgement, then mark those ids ``published``. A crash or broker failure anywhere leaves
 ids ``pending``, so the client's retry publishes again; consumers drop the repeat by event id.
+
+A key is remembered for ``TEND_EVENT_ID_RETENTION_DAYS`` from when its event was received (the
+envelope's ``received_at``), the consumers' inboxes for a day less
+(:func:`shared.settings.inbox_retention`): an id ingest takes for new is new to every consumer
+too, never answered 202 and then dropped. A key past its retention counts as absent even before
+the hourly prune removes it.
 """
 
 from __future__ import annotations
@@ -12,18 +18,19 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 import orjson
-from sqlalchemy import delete, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.models import PENDING, PUBLISHED, idempotency_keys
+from services.ingest.models import PENDING, PUBLISHED
 from services.ingest.schemas import CustomerIn, IngestItem
 from shared.events import SCHEMA_VERSION, EventType
 from shared.kafka import Producer, Record, publish_many
 from shared.privacy import customer_digest
+from shared.settings import EVENT_ID_RETENTION_DAYS
 
 # Fixed namespace: a derived event id must be the same on every instance, forever.
 _NAMESPACE = uuid.UUID("6b3f7f0e-8a57-4c59-9a3c-2f1f0e3c9d41")
@@ -33,35 +40,53 @@ _NAMESPACE = uuid.UUID("6b3f7f0e-8a57-4c59-9a3c-2f1f0e3c9d41")
 ERASED = -1
 
 # One round trip claims the new ids and returns the ones that were already there: the final
-# SELECT reads the snapshot taken before the INSERT, so it sees only pre-existing rows.
+# SELECT reads the snapshot taken before the INSERT, so it sees only pre-existing rows. A key
+# past its retention is claimed again as if new (and not returned).
 _CLAIM = text(
     f"""
     WITH incoming AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
-                             CAST(:hashes AS text[]), CAST(:digests AS text[]),
-                             CAST(:occurred AS text[]))
-            AS t(event_id, customer_id, payload_hash, digest, occurred_at)
+        SELECT event_id, customer_id, payload_hash, digest, occurred_at,
+            CAST(received AS timestamptz) AS received_at
+        FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
+                    CAST(:hashes AS bytea[]), CAST(:digests AS text[]),
+                    CAST(:occurred AS text[]), CAST(:received AS text[]))
+            AS t(event_id, customer_id, payload_hash, digest, occurred_at, received)
     ), erased AS (
         -- Events from before their customer's erasure: refused, and not even remembered.
         SELECT i.event_id FROM incoming AS i
         JOIN ingest.erasures AS e ON e.customer_digest = i.digest
         WHERE CAST(i.occurred_at AS timestamptz) <= e.erased_at
     ), claimed AS (
-        INSERT INTO ingest.idempotency_keys
+        INSERT INTO ingest.idempotency_keys AS k
             (event_id, customer_id, payload_hash, state, created_at)
-        SELECT event_id, customer_id, payload_hash, {PENDING}, now() FROM incoming
+        SELECT event_id, customer_id, payload_hash, {PENDING}, received_at FROM incoming
         WHERE event_id NOT IN (SELECT event_id FROM erased)
-        ON CONFLICT (event_id) DO NOTHING
+        ON CONFLICT (event_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
+            payload_hash = EXCLUDED.payload_hash, state = {PENDING},
+            created_at = EXCLUDED.created_at
+        WHERE k.created_at < EXCLUDED.created_at - make_interval(days => :retention_days)
     )
     SELECT k.event_id, k.payload_hash, k.state
-    FROM ingest.idempotency_keys AS k JOIN incoming USING (event_id)
+    FROM ingest.idempotency_keys AS k JOIN incoming AS i USING (event_id)
+    WHERE k.created_at >= i.received_at - make_interval(days => :retention_days)
     UNION ALL
     SELECT event_id, NULL, {ERASED} FROM erased
     """
 )
+# A key's time is the latest received_at the broker acknowledged for it (a pending key
+# published on a later retry): no consumer's inbox holds the id from a later time than that.
+# For a first attempt the time is unchanged, so the row is updated in place (HOT).
 _MARK_PUBLISHED = text(
-    f"UPDATE ingest.idempotency_keys SET state = {PUBLISHED} "
-    "WHERE event_id = ANY(CAST(:ids AS text[]))"
+    f"""
+    UPDATE ingest.idempotency_keys AS k
+    SET state = {PUBLISHED}, created_at = greatest(k.created_at, CAST(t.received AS timestamptz))
+    FROM unnest(CAST(:ids AS text[]), CAST(:received AS text[])) AS t(event_id, received)
+    WHERE k.event_id = t.event_id
+    """
+)
+_PRUNE = text(
+    "DELETE FROM ingest.idempotency_keys "
+    "WHERE created_at < now() - make_interval(days => :retention_days)"
 )
 
 
@@ -83,6 +108,14 @@ class Prepared:
     payload_hash: str
     value: bytes
     occurred_at: str  # ISO 8601, as in the envelope
+    received_at: str  # ISO 8601, as in the envelope
+
+    @property
+    def stored_hash(self) -> bytes:
+        """The payload hash as its key keeps it: the first 128 bits (a conflict is the
+        client's own payloads differing, so half of SHA-256 is plenty, and 400 days of keys
+        stay small)."""
+        return bytes.fromhex(self.payload_hash[:32])
 
 
 # A UUID's RFC 4122 variant digit, by the hex digit of the hash it stands in for.
@@ -144,13 +177,20 @@ def _prepare(item: IngestItem, header_key: str | None, source: str, received: st
             "data": sent,
         }
     )
-    return Prepared(event_id, event_type, customer_id, payload_hash, value, occurred)
+    return Prepared(event_id, event_type, customer_id, payload_hash, value, occurred, received)
 
 
 class Intake:
     def __init__(
-        self, engine: AsyncEngine, producer: Producer, topic: str, publish_timeout: float
+        self,
+        engine: AsyncEngine,
+        producer: Producer,
+        topic: str,
+        publish_timeout: float,
+        retention_days: int = EVENT_ID_RETENTION_DAYS,
     ) -> None:
+        """``retention_days``: how long a key is remembered (``TEND_EVENT_ID_RETENTION_DAYS``)."""
+        self._retention_days = retention_days
         self._engine = engine
         self._producer = producer
         self._topic = topic
@@ -178,9 +218,11 @@ class Intake:
                     {
                         "ids": [p.event_id for p in unique],
                         "customers": [p.customer_id for p in unique],
-                        "hashes": [p.payload_hash for p in unique],
+                        "hashes": [p.stored_hash for p in unique],
                         "digests": [customer_digest(p.customer_id) for p in unique],
                         "occurred": [p.occurred_at for p in unique],
+                        "received": [p.received_at for p in unique],
+                        "retention_days": self._retention_days,
                     },
                 )
             }
@@ -195,7 +237,7 @@ class Intake:
                 verdict[eid] = Outcome.ACCEPTED
             elif row.state == ERASED:
                 verdict[eid] = Outcome.ERASED
-            elif row.payload_hash != p.payload_hash:
+            elif row.payload_hash != p.stored_hash:
                 verdict[eid] = Outcome.CONFLICT
             elif row.state == PENDING:
                 # Claimed before but never acknowledged (a failed or concurrent attempt).
@@ -214,7 +256,13 @@ class Intake:
                 timeout=self._timeout,
             )
             async with self._engine.connect() as conn:
-                await conn.execute(_MARK_PUBLISHED, {"ids": [p.event_id for p in to_publish]})
+                await conn.execute(
+                    _MARK_PUBLISHED,
+                    {
+                        "ids": [p.event_id for p in to_publish],
+                        "received": [p.received_at for p in to_publish],
+                    },
+                )
 
         return [
             _repeat_outcome(verdict[p.event_id], batch[repeats[i]], p)
@@ -223,14 +271,10 @@ class Intake:
             for i, p in enumerate(batch)
         ]
 
-    async def prune(self, retention: timedelta) -> int:
-        """Forget idempotency keys older than ``retention``; returns how many."""
+    async def prune(self) -> int:
+        """Forget idempotency keys past their retention; returns how many."""
         async with self._engine.connect() as conn:
-            result = await conn.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.created_at < datetime.now(UTC) - retention
-                )
-            )
+            result = await conn.execute(_PRUNE, {"retention_days": self._retention_days})
         return int(result.rowcount)
 
 

@@ -77,6 +77,8 @@ class OrderIn(OrderData, _Event):
         return _ORDER_EVENTS[self.status]
 
     def natural_id(self) -> str:
+        if self.refund_id is not None:
+            return f"{self.order_id}/{self.refund_id}"
         return self.order_id
 
 

@@ -20,8 +20,6 @@ class IngestSettings(BaseSettings):
     # The broker must acknowledge within this; past it the client gets 503 + Retry-After.
     publish_timeout_seconds: float = Field(4.0, gt=0, le=30)
     retry_after_seconds: int = Field(5, ge=1)
-    # Idempotency keys are kept at least this long (the promise is 7 days).
-    idempotency_retention_days: int = Field(8, ge=7)
     source: str = "api"
     # Where the export gathers what scoring and outreach hold on a customer.
     scoring_url: str = "http://127.0.0.1:8002"

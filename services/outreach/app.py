@@ -3,6 +3,7 @@ actions relay, and the marketing and operations APIs."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from services.outreach.api.privacy import router as privacy_router
 from services.outreach.api.rules import router as rules_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
+from services.outreach.core.budgets import ReadBudget
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
@@ -22,6 +24,7 @@ from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.scheduler import tick
 from services.outreach.shell.service import OutreachState
+from services.outreach.store import customer_events
 from shared.clock import Clock
 from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
@@ -37,6 +40,7 @@ Changing rules, policy, channels and suppressions needs `marketing:write`; readi
 """
 
 OUTBOX_LOCK = 0x7E4D_0002
+EVENTS_OUTBOX_LOCK = 0x7E4D_0003
 
 
 def create_app(
@@ -54,11 +58,25 @@ def create_app(
     async def start(runtime: Runtime) -> None:
         engine, clock, common = runtime.engine, runtime.clock, runtime.state.common
         state.settings = settings
+        state.read_budget = ReadBudget(
+            seconds=settings.read_time_budget_seconds, rows=settings.read_row_budget
+        )
+        state.backtests = asyncio.Semaphore(settings.backtests_at_once)
         state.current = current = Current()
         await current.reload(engine)
-        state.applier = applier = ChangeApplier(engine, settings, clock, current)
+        state.applier = applier = ChangeApplier(
+            engine, settings, clock, current, inbox_retention=common.inbox_retention
+        )
         state.relay = relay = runtime.outbox_relay(
             table="outreach.outbox", topic=runtime.topics.actions, lock_key=OUTBOX_LOCK
+        )
+        # What outreach learns about customers (their own unsubscribe) is a fact like any
+        # other: scoring learns it from the events topic, and a rebuild replays it.
+        runtime.outbox_relay(
+            table=customer_events.TABLE,
+            topic=runtime.topics.events,
+            lock_key=EVENTS_OUTBOX_LOCK,
+            idle_seconds=0.5,
         )
 
         async def still_allowed(conn: Any, action: Any) -> str | None:
@@ -79,6 +97,7 @@ def create_app(
             then_nudge=[relay, delivery],
         )
         runtime.every(5, "rules_reload", lambda: current.reload(engine))
+        runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)
         if periodic:
             runtime.every(
                 settings.scheduler_interval_seconds,
@@ -105,5 +124,5 @@ def create_app(
         port=settings.port,
         common=common,
         clock=clock,
-        form_paths=("/v1/unsubscribe",),
+        form_paths=("/v1/unsubscribe", "/v1/resubscribe"),
     )

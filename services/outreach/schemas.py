@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
 
+from services.outreach.core.budgets import GUARANTEED_DAYS, GUARANTEED_ROWS, CutBy
 from services.outreach.core.channels import ChannelKind
 from services.outreach.core.rules import Rule, RuleId
 from shared.events import Identifier
@@ -83,15 +84,37 @@ class PackOut(BaseModel):
     installed: list[str] = Field(description="the ids of the rules installed or replaced")
 
 
+class BacktestCoverage(BaseModel):
+    """What a backtest replayed. The newest changes are kept when a budget cuts the window."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: datetime | None = Field(
+        alias="from", description="the earliest change time replayed (null: no change)"
+    )
+    to: datetime | None = Field(description="the latest change time replayed")
+    changes: int = Field(description="changes replayed")
+    customers: int = Field(description="customers whose changes were replayed")
+    complete: bool = Field(description="every change recorded since `since` was replayed")
+    cut_by: CutBy | None = Field(
+        description="the budget that left the window's oldest changes out: `row_budget` "
+        "(`TEND_OUTREACH_READ_ROW_BUDGET`) or `time_budget` "
+        "(`TEND_OUTREACH_READ_TIME_BUDGET_SECONDS`); null when complete. No budget cuts "
+        f"below the last {GUARANTEED_DAYS} days or the newest {GUARANTEED_ROWS:,} changes, "
+        "whichever holds fewer"
+    )
+
+
 class BacktestOut(BaseModel):
     rule_id: str
     days: int
-    since: datetime
-    changes: int = Field(description="changes in the window")
+    since: datetime = Field(description="the start of the window asked for")
+    changes: int = Field(description="changes replayed (as `coverage.changes`)")
     customers: int
     decided: int = Field(description="actions the rule would have decided")
     outcomes: dict[str, int] = Field(description="send, defer (quiet hours), hold, suppress")
     reasons: dict[str, int] = Field(description="why the deferred, held and suppressed were")
+    coverage: BacktestCoverage
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -202,9 +225,27 @@ class SuppressionPage(BaseModel):
     )
 
 
+class SuppressionLift(BaseModel):
+    """Why a suppression is lifted; required to lift a customer's own unsubscribe (with an
+    `ops:write` key), and kept in the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[
+        str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ] = Field(examples=["the customer asked us by phone to hear from us again (ticket 4211)"])
+
+
 class Unsubscribed(BaseModel):
     unsubscribed: bool = True
     suppressed_actions: int = Field(description="waiting actions that will not go out now")
+
+
+class Resubscribed(BaseModel):
+    resubscribed: bool = Field(
+        description="true when this lifted the customer's unsubscribe; false when they were "
+        "not unsubscribed (or a later unsubscribe of theirs stands)"
+    )
 
 
 # -- channels ---------------------------------------------------------------------------------

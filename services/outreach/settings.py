@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The law asks an unsubscribe link to work for 30 days after a message is sent; twice that
+# leaves room for a slow reader. A lower ``unsubscribe_link_days`` is refused at start-up.
+MIN_LINK_DAYS = 60
 
 
 class OutreachSettings(BaseSettings):
@@ -19,8 +23,10 @@ class OutreachSettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8003"
     # Signs unsubscribe links; set a long random value in production.
     unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret-change-me")
-    # Webhook endpoints on loopback or private networks are refused unless this is set
-    # (local development and tests set it).
+    # How long an unsubscribe (or re-subscribe) link works after it was minted.
+    unsubscribe_link_days: int = MIN_LINK_DAYS
+    # Webhook endpoints and SMTP servers named by a channel on loopback or private networks
+    # are refused unless this is set (local development and tests set it).
     allow_private_webhooks: bool = False
     webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
     delivery_max_attempts: int = Field(8, ge=1, le=50)
@@ -31,6 +37,14 @@ class OutreachSettings(BaseSettings):
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     scheduler_batch: int = Field(2000, ge=1)
+    # Heavy reads (rule previews over the card replica, backtests over the change stream)
+    # stop after this many seconds or rows (customers, changes), whichever comes first, but
+    # never before the last 30 days or 200,000 rows (whichever is fewer).
+    read_time_budget_seconds: float = Field(10.0, gt=0, le=600)
+    read_row_budget: int = Field(500_000, ge=1)
+    # Backtests running at once (others wait their turn): each holds some state per customer
+    # of its window (~90 MB for 200,000 changes of 26,000 customers).
+    backtests_at_once: int = Field(1, ge=1, le=16)
     # A rule that raises while matching or scheduling is skipped for that change; after this
     # many failures since it was last saved, outreach disables it.
     rule_failure_limit: int = Field(5, ge=1)
@@ -41,6 +55,19 @@ class OutreachSettings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     email_from: str = "Tend <hello@tend.localhost>"
+    # The only ports an email channel may name (its server, or the settings' port beside a
+    # host it names): SMTP's own, so that a channel cannot probe other services.
+    smtp_ports: frozenset[int] = frozenset({25, 465, 587, 2525})
+
+    @field_validator("unsubscribe_link_days")
+    @classmethod
+    def _link_days(cls, days: int) -> int:
+        if days < MIN_LINK_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_LINK_DAYS}: a customer must be able to unsubscribe "
+                "from a message for weeks after it was sent"
+            )
+        return days
 
 
 @lru_cache(maxsize=1)

@@ -46,7 +46,13 @@ def create_app(
         state.settings = settings
         state.population = population = PopulationCache()
         await population.reload(engine)
-        state.applier = applier = EventApplier(engine, settings, clock, population)
+        state.applier = applier = EventApplier(
+            engine,
+            settings,
+            clock,
+            population,
+            inbox_retention=runtime.state.common.inbox_retention,
+        )
         state.relay = relay = runtime.outbox_relay(
             table="scoring.outbox",
             topic=runtime.topics.changes,
@@ -63,6 +69,7 @@ def create_app(
             then_nudge=[relay],
         )
         runtime.every(10, "population_reload", lambda: population.reload(engine))
+        runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)
         if periodic:
             runtime.every(
                 settings.sweep_interval_seconds,

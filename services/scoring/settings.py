@@ -41,6 +41,9 @@ class ScoringSettings(BaseSettings):
     new_days: int = Field(30, ge=1, description="a first-time buyer stays `new` at least this long")
     decline_rhythm_multiple: float = Field(2.0, gt=0)
     churn_rhythm_multiple: float = Field(4.0, gt=0)
+    churn_min_days: int = Field(
+        90, ge=1, description="nobody is churned before this many silent days, whatever the rhythm"
+    )
     churn_max_days: int = Field(365, ge=1, description="silent longer than this is churned")
     reactivated_days: int = Field(30, ge=1)
     mature_min_purchases: int = Field(4, ge=2)
@@ -59,16 +62,22 @@ class ScoringSettings(BaseSettings):
     # Value tiers (80/20) and the composite they rank on.
     tier_key_share: float = Field(0.2, gt=0, lt=1)
     tier_low_share: float = Field(0.2, gt=0, lt=1)
-    tier_window_days: int = Field(365, ge=1, description="spend and volume window of the composite")
+    tier_window_days: int = Field(
+        365, ge=1, description="spend and volume window of the composite, up to the last purchase"
+    )
     composite_spend_weight: float = Field(1.0, ge=0)
     composite_orders_weight: float = Field(1.0, ge=0)
     composite_rhythm_weight: float = Field(0.5, ge=0)
     composite_outstanding_weight: float = Field(0.5, ge=0)
+    # Below this P(alive) a customer's potential is low whatever their predicted CLV.
+    potential_min_p_alive: float = Field(0.05, ge=0, le=1)
 
     @model_validator(mode="after")
     def _coherent(self) -> ScoringSettings:
         if self.tier_key_share + self.tier_low_share >= 1:
             raise ValueError("tier_key_share + tier_low_share must be below 1")
+        if self.churn_min_days > self.churn_max_days:
+            raise ValueError("churn_min_days must be at most churn_max_days")
         if self.churn_rhythm_multiple < self.decline_rhythm_multiple:
             raise ValueError("churn_rhythm_multiple must be at least decline_rhythm_multiple")
         return self

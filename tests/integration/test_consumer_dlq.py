@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.consumer import BatchConsumer, Message
+from shared.db import answers_promptly
 from shared.events import Envelope
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
@@ -211,3 +212,125 @@ async def test_a_transient_failure_is_retried_not_dead_lettered(settings: Common
     assert handled == [b"only"]
     assert attempts == 3
     assert consumer.dead_lettered == 0
+
+
+def _statement_timeout_handler(
+    engine: AsyncEngine, handled: list[bytes], *, slow: Callable[[bytes], bool]
+) -> Callable[[Sequence[Message]], Awaitable[None]]:
+    """A consumer's handler doing its batch in one transaction under a 200 ms statement
+    timeout, where the database takes a second over each record ``slow`` picks."""
+
+    async def handler(records: Sequence[Message]) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL statement_timeout = 200"))
+            for r in records:
+                await conn.execute(
+                    text("SELECT pg_sleep(CASE WHEN :slow THEN 1 ELSE 0 END)"),
+                    {"slow": slow(r.value)},
+                )
+        handled.extend(r.value for r in records)
+
+    return handler
+
+
+async def test_a_record_that_always_hits_the_statement_timeout_is_dead_lettered_alone(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    source = f"{settings.topic_prefix}consumer-slow-{uuid.uuid4().hex[:6]}"
+    await _topic(settings, source)
+    dlq = Topics.from_settings(settings).dlq
+    values = [f"r{i}".encode() for i in range(8)]
+    values[5] = b"slow"
+    handled: list[bytes] = []
+    producer = await start_producer(settings)
+    try:
+        # One key: one partition, so the slow record sits among the others of its batch.
+        await publish_many(producer, [Record(source, b"c1", v) for v in values], timeout=10)
+        consumer = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=f"{settings.topic_prefix}slow-test",
+            handler=_statement_timeout_handler(engine, handled, slow=lambda v: v == b"slow"),
+            dlq_topic=dlq,
+            dlq_producer=producer,
+            probe=lambda: answers_promptly(engine, 1.0),
+        )
+        task = asyncio.create_task(consumer.run())
+        async with asyncio.timeout(20):
+            while len(handled) < 7 or consumer.dead_lettered < 1:
+                await asyncio.sleep(0.1)
+        consumer.stop()
+        await task
+    finally:
+        await producer.stop()
+
+    assert handled == [v for v in values if v != b"slow"]
+    [dead] = [
+        r
+        for r in await read_all(settings.kafka_bootstrap_servers, dlq)
+        if dict(r.headers).get("dlq.source.topic") == source.encode()
+    ]
+    assert dead.value == b"slow"
+    assert dict(dead.headers)["dlq.reason"] == b"statement_timeout"
+    assert dict(dead.headers)["dlq.source.offset"] == b"5"
+
+
+async def test_a_slow_database_dead_letters_nothing_and_the_batch_is_retried(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    source = f"{settings.topic_prefix}consumer-slowdb-{uuid.uuid4().hex[:6]}"
+    await _topic(settings, source)
+    handled: list[bytes] = []
+    attempts = 0
+    probes = 0
+    slow_handler = _statement_timeout_handler(engine, handled, slow=lambda v: True)
+
+    async def handler(records: Sequence[Message]) -> None:
+        nonlocal attempts
+        attempts += 1
+        await slow_handler(records)
+
+    async def probe() -> bool:
+        # The whole database is slow: even SELECT 1 takes a second.
+        nonlocal probes
+        probes += 1
+        try:
+            async with asyncio.timeout(0.5), engine.connect() as conn:
+                await conn.execute(text("SELECT pg_sleep(1)"))
+        except TimeoutError:
+            return False
+        return True
+
+    producer = await start_producer(settings)
+    try:
+        await publish_many(
+            producer, [Record(source, b"c1", b"a"), Record(source, b"c1", b"b")], timeout=10
+        )
+        consumer = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=f"{settings.topic_prefix}slowdb-test",
+            handler=handler,
+            dlq_topic=Topics.from_settings(settings).dlq,
+            dlq_producer=producer,
+            probe=probe,
+        )
+        task = asyncio.create_task(consumer.run())
+        async with asyncio.timeout(20):
+            while probes < 2:
+                await asyncio.sleep(0.1)
+        consumer.stop()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await producer.stop()
+
+    assert attempts >= 4
+    assert consumer.dead_lettered == 0
+    assert consumer.processed == 0
+    assert handled == []
+    dlq = Topics.from_settings(settings).dlq
+    assert not [
+        r
+        for r in await read_all(settings.kafka_bootstrap_servers, dlq)
+        if dict(r.headers).get("dlq.source.topic") == source.encode()
+    ]

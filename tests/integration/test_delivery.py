@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
 from services.outreach.api.channels import router as channels_router
-from services.outreach.core.unsubscribe import unsubscribe_url, verify
+from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.service import OutreachState
@@ -79,6 +79,7 @@ class Ledger:
         customer_id: str | None = None,
         due: datetime = START,
         email: str | None = None,
+        body: str = "Hello Ada, how is your new kettle? Café crème on us.",
     ) -> str:
         action_id = str(uuid.uuid4())
         customer = customer_id or f"dlv-{uuid.uuid4().hex[:12]}"
@@ -111,7 +112,7 @@ class Ledger:
                     "channel": channel,
                     "decided": START - timedelta(minutes=5),
                     "due": due,
-                    "body": "Hello Ada, how is your new kettle? Café crème on us.",
+                    "body": body,
                     "offer": orjson.dumps({"code": "THANKS10"}).decode(),
                 },
             )
@@ -448,10 +449,12 @@ async def test_email_carries_one_click_unsubscribe(engine: AsyncEngine, ledger: 
         assert mail.recipients == ["ada@example.com"]
         assert mail.envelope_from == "hello@tend.localhost"
         message = mail.message
-        link = unsubscribe_url("https://tend.example", row.customer_id, UNSUBSCRIBE_SECRET)
+        # Minted when sent (the worker's clock), not when decided.
+        link = unsubscribe_url("https://tend.example", row.customer_id, UNSUBSCRIBE_SECRET, START)
         assert message["List-Unsubscribe"] == f"<{link}>"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET) == row.customer_id
+        minted = verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET)
+        assert minted is not None and minted.customer_id == row.customer_id
         assert message["Message-ID"] == f"<{action_id}@tend.localhost>"
         assert message["Subject"] == "How was it?"
         assert message["To"] == "ada@example.com"
@@ -460,9 +463,30 @@ async def test_email_carries_one_click_unsubscribe(engine: AsyncEngine, ledger: 
         assert "Café crème" in body.get_content()
 
 
+async def test_a_message_gets_its_unsubscribe_link_when_sent(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    # Rendered when decided (a held message may wait for weeks): the body holds the
+    # placeholder, and the link that goes out is minted at the send, dated then.
+    clock = FixedClock(START + timedelta(days=90))
+    async with (
+        SmtpReceiver() as smtp,
+        ledger.without_enabled("email"),
+        worker(engine, clock, smtp_host=smtp.host, smtp_port=smtp.port) as w,
+    ):
+        await ledger.action("email", email="gil@example.com", body=f"Stop: {LINK_PLACEHOLDER}")
+        assert await w.run_once() == 1
+    [mail] = smtp.messages
+    link = mail.message["List-Unsubscribe"].strip("<>")
+    minted = verify(link.rsplit("/", 1)[1], UNSUBSCRIBE_SECRET)
+    assert minted is not None and minted.issued == clock.now()
+    body = mail.message.get_body()
+    assert body is not None and body.get_content().strip() == f"Stop: {link}"
+
+
 async def test_email_channel_config_is_used(engine: AsyncEngine, ledger: Ledger) -> None:
     clock = FixedClock(START)
-    async with SmtpReceiver() as smtp, worker(engine, clock) as w:
+    async with SmtpReceiver() as smtp, worker(engine, clock, smtp_ports={smtp.port}) as w:
         await ledger.channel(
             "email",
             {"smtp_host": smtp.host, "smtp_port": smtp.port, "from": "Shop <news@shop.example>"},
@@ -477,7 +501,10 @@ async def test_email_channel_config_is_used(engine: AsyncEngine, ledger: Ledger)
 
 async def test_recheck_stops_a_queued_email(engine: AsyncEngine, ledger: Ledger) -> None:
     clock = FixedClock(START)
-    async with SmtpReceiver() as smtp, worker(engine, clock, recheck=suppressed) as w:
+    async with (
+        SmtpReceiver() as smtp,
+        worker(engine, clock, recheck=suppressed, smtp_ports={smtp.port}) as w,
+    ):
         await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
         action_id = await ledger.action("email", email="carol@example.com")
 
@@ -490,7 +517,7 @@ async def test_recheck_stops_a_queued_email(engine: AsyncEngine, ledger: Ledger)
 
 async def test_email_without_an_address_fails(engine: AsyncEngine, ledger: Ledger) -> None:
     clock = FixedClock(START)
-    async with SmtpReceiver() as smtp, worker(engine, clock) as w:
+    async with SmtpReceiver() as smtp, worker(engine, clock, smtp_ports={smtp.port}) as w:
         await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
         no_card = await ledger.action("email")
         bad = await ledger.action("email", email="ada@example.com\r\nBcc: eve@example.com")
@@ -505,7 +532,7 @@ async def test_smtp_down_before_data_is_retried(engine: AsyncEngine, ledger: Led
     clock = FixedClock(START)
     async with SmtpReceiver() as smtp:
         closed_port = smtp.port
-    async with worker(engine, clock) as w:
+    async with worker(engine, clock, smtp_ports={closed_port}) as w:
         await ledger.channel("email", {"smtp_host": "127.0.0.1", "smtp_port": closed_port})
         action_id = await ledger.action("email", email="dan@example.com")
         assert await w.run_once() == 1
@@ -519,7 +546,10 @@ async def test_smtp_refusal_is_permanent_or_transient_by_code(
 ) -> None:
     clock = FixedClock(START)
     for reply, status in (("550 5.1.1 no such user", "failed"), ("451 4.3.0 try later", "pending")):
-        async with SmtpReceiver(rcpt_reply=reply) as smtp, worker(engine, clock) as w:
+        async with (
+            SmtpReceiver(rcpt_reply=reply) as smtp,
+            worker(engine, clock, smtp_ports={smtp.port}) as w,
+        ):
             await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
             action_id = await ledger.action("email", email="erin@example.com")
             assert await w.run_once() == 1
@@ -532,7 +562,10 @@ async def test_email_timeout_after_data_is_unknown_and_not_retried(
     engine: AsyncEngine, ledger: Ledger
 ) -> None:
     clock = FixedClock(START)
-    async with SmtpReceiver(data_delay=3) as smtp, worker(engine, clock) as w:
+    async with (
+        SmtpReceiver(data_delay=3) as smtp,
+        worker(engine, clock, smtp_ports={smtp.port}) as w,
+    ):
         await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
         action_id = await ledger.action("email", email="fay@example.com")
 
@@ -543,6 +576,34 @@ async def test_email_timeout_after_data_is_unknown_and_not_retried(
         assert row.next_attempt_at is None
         clock.advance(timedelta(days=1))
         assert await w.run_once() == 0
+
+
+async def test_an_smtp_server_in_our_network_or_on_another_port_is_never_connected(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    # A channel stored before the guard (or a name re-pointed since its save): the send
+    # checks the resolved address and the port, and does not connect.
+    clock = FixedClock(START)
+    async with SmtpReceiver() as smtp:
+        for host in (smtp.host, "localhost"):
+            async with worker(
+                engine, clock, allow_private_webhooks=False, smtp_ports={smtp.port}
+            ) as w:
+                await ledger.channel("email", {"smtp_host": host, "smtp_port": smtp.port})
+                action_id = await ledger.action("email", email="hal@example.com")
+                assert await w.run_once() == 1
+                row = await ledger.row(action_id)
+                assert (row.status, row.reason) == ("failed", "unsafe_host"), host
+                assert "loopback" in row.last_error, host
+        # Private targets allowed (development), but not a port outside the allowlist.
+        async with worker(engine, clock) as w:
+            await ledger.channel("email", {"smtp_host": smtp.host, "smtp_port": smtp.port})
+            action_id = await ledger.action("email", email="ivy@example.com")
+            assert await w.run_once() == 1
+            row = await ledger.row(action_id)
+            assert (row.status, row.reason) == ("failed", "unsafe_host")
+            assert f"port {smtp.port} is not an SMTP port" in row.last_error
+        assert smtp.messages == []
 
 
 # -- the channels API ----------------------------------------------------------------------
@@ -660,6 +721,39 @@ async def test_channel_url_is_checked_on_save(
     )
     assert bad_secret.status_code == 422
     assert bad_secret.json()["errors"][0]["field"] == "secret"
+
+
+async def test_an_smtp_server_is_checked_on_save(
+    channels_api: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    writer = {"X-API-Key": keys["marketing"]}
+    for config, field, why in (
+        ({"smtp_host": "127.0.0.1", "smtp_port": 25}, "config.smtp_host", "loopback"),
+        ({"smtp_host": "localhost", "smtp_port": 587}, "config.smtp_host", "loopback"),
+        ({"smtp_host": "10.1.2.3", "smtp_port": 587}, "config.smtp_host", "private"),
+        ({"smtp_host": "169.254.169.254", "smtp_port": 25}, "config.smtp_host", "metadata"),
+        ({"smtp_host": "0x7f.1", "smtp_port": 25}, "config.smtp_host", "non-standard"),
+        ({"smtp_host": "93.184.215.14", "smtp_port": 22}, "config.smtp_port", "port 22"),
+        ({"smtp_host": "93.184.215.14", "smtp_port": 6379}, "config.smtp_port", "port 6379"),
+    ):
+        answer = await channels_api.post(
+            "/v1/channels",
+            json={"id": f"api-{uuid.uuid4().hex[:8]}", "kind": "email", "config": config},
+            headers=writer,
+        )
+        assert answer.status_code == 422, config
+        errors = answer.json()["errors"]
+        assert any(e["field"] == field and why in e["reason"] for e in errors), errors
+    fine = await channels_api.post(
+        "/v1/channels",
+        json={
+            "id": f"api-{uuid.uuid4().hex[:8]}",
+            "kind": "email",
+            "config": {"smtp_host": "93.184.215.14", "smtp_port": 587},
+        },
+        headers=writer,
+    )
+    assert fine.status_code == 201, fine.text
 
 
 async def test_channel_update_and_delete(

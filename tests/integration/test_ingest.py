@@ -96,6 +96,37 @@ async def test_a_retry_is_a_duplicate_and_a_reused_id_with_other_payload_is_409(
     assert len(await records_with(settings, {first.json()["event_id"]})) == 1
 
 
+async def test_partial_refunds_of_one_order_are_separate_events_by_refund_id(
+    ingest: httpx.AsyncClient, keys: dict[str, str], settings: CommonSettings
+) -> None:
+    paid = order()
+    refund = {**paid, "status": "refunded", "amount": "10.00", "items": []}
+    answers = [
+        await ingest.post("/v1/orders", json=body, headers=auth(keys["ingest"]))
+        for body in (
+            paid,
+            {**refund, "refund_id": "r-1"},
+            {**refund, "refund_id": "r-2"},
+            {**refund, "refund_id": "r-2"},  # a retry of the second refund
+        )
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 202, 200], [a.text for a in answers]
+    ids = {a.json()["event_id"] for a in answers}
+    assert len(ids) == 3
+    refunds = await records_with(settings, ids)
+    assert sorted(orjson.loads(r.value)["data"].get("refund_id") or "" for r in refunds) == [
+        "",
+        "r-1",
+        "r-2",
+    ]
+    # A refund id on anything but a refund is refused, naming the field.
+    bad = await ingest.post(
+        "/v1/orders", json={**paid, "refund_id": "r-3"}, headers=auth(keys["ingest"])
+    )
+    assert bad.status_code == 422, bad.text
+    assert [e["field"] for e in bad.json()["errors"]] == ["body.refund_id"]
+
+
 async def test_a_customer_upsert_retried_without_occurred_at_is_still_a_duplicate(
     ingest: httpx.AsyncClient, keys: dict[str, str], settings: CommonSettings
 ) -> None:

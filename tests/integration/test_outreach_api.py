@@ -27,7 +27,7 @@ from services.outreach.app import create_app
 from services.outreach.core.policy import Policy
 from services.outreach.core.rule_pack import default_pack
 from services.outreach.core.templates import SAMPLE_CARD
-from services.outreach.core.unsubscribe import token_for
+from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, token_for
 from services.outreach.settings import OutreachSettings
 from shared.changes import Change
 from shared.clock import FixedClock
@@ -568,7 +568,7 @@ async def test_one_click_unsubscribe(outreach: Outreach, engine: AsyncEngine) ->
     launched = await shop.launch(rule["id"])
     assert launched["statuses"] == {"held": 1, "scheduled": 1}
     secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
-    token = token_for(shop.cid(0), secret)
+    token = token_for(shop.cid(0), secret, o.clock.now())
     form = {"Content-Type": "application/x-www-form-urlencoded"}
 
     tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
@@ -618,7 +618,7 @@ async def test_one_click_unsubscribe(outreach: Outreach, engine: AsyncEngine) ->
     assert repeat.json() == {"unsubscribed": True, "suppressed_actions": 0}
 
     # The link as messages carry it: /v1/unsubscribe/<token>; a browser gets a page back.
-    link = f"/v1/unsubscribe/{token_for(shop.cid(1), secret)}"
+    link = f"/v1/unsubscribe/{token_for(shop.cid(1), secret, o.clock.now())}"
     assert 'method="post"' in (await o.client.get(link)).text
     browser = await o.client.post(
         link, content="List-Unsubscribe=One-Click", headers={**form, "Accept": "text/html"}
@@ -634,6 +634,73 @@ async def test_one_click_unsubscribe(outreach: Outreach, engine: AsyncEngine) ->
     assert later["statuses"] == {"suppressed": 2}
     reasons = {a["reason"] for a in await shop.actions(rule_id=rule["id"], status="suppressed")}
     assert "suppressed" in reasons
+
+
+async def test_links_expire_and_a_browser_gets_a_page_for_a_bad_one(outreach: Outreach) -> None:
+    o, shop = outreach, Shop(outreach)
+    secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
+    now = o.clock.now()
+    browser = {"Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"}
+
+    # Older than the 60 days links last: refused, with why.
+    old = f"/v1/unsubscribe/{token_for(shop.cid(0), secret, now - timedelta(days=60, hours=1))}"
+    expired = await o.client.post(old)
+    assert expired.status_code == 422 and fields(expired) == ["path.token"]
+    assert "expired" in expired.json()["errors"][0]["reason"]
+    for method in ("GET", "POST"):
+        page = await o.client.request(method, old, headers=browser)
+        assert page.status_code == 422, method
+        assert page.headers["content-type"].startswith("text/html"), method
+        assert "expired" in page.text and "{" not in page.text, method
+    async with o.app.state.engine.connect() as conn:
+        assert (
+            await conn.scalar(
+                text("SELECT count(*) FROM outreach.suppressions WHERE customer_id = :c"),
+                {"c": shop.cid(0)},
+            )
+            == 0
+        )
+
+    # A tampered link shows a browser a page, not JSON.
+    good = token_for(shop.cid(0), secret, now)
+    tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
+    for method in ("GET", "POST"):
+        page = await o.client.request(method, f"/v1/unsubscribe/{tampered}", headers=browser)
+        assert page.status_code == 422 and "not valid" in page.text, method
+        assert page.headers["content-type"].startswith("text/html"), method
+
+    # A mail provider's one-click POST may come as multipart/form-data (RFC 8058 allows it).
+    boundary = "tend-test-boundary"
+    multipart = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        f"One-Click\r\n--{boundary}--\r\n"
+    )
+    recent = token_for(shop.cid(1), secret, now - timedelta(days=59))
+    done = await o.client.post(
+        f"/v1/unsubscribe/{recent}",
+        content=multipart,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert done.status_code == 200, done.text
+    assert done.json() == {"unsubscribed": True, "suppressed_actions": 0}
+
+
+async def test_a_held_message_gets_its_link_when_sent(
+    outreach: Outreach, engine: AsyncEngine
+) -> None:
+    shop = Shop(outreach)
+    await shop.put(shop.card(0, complaints_open=1))
+    rule = shop.rule("held-link")
+    rule["action"]["template"]["body"] = "Stop: {{ unsubscribe_url }}"
+    await shop.create(rule)
+    assert (await shop.launch(rule["id"]))["statuses"] == {"held": 1}
+    # Decided now, sent perhaps weeks later: no link is minted (and stored) yet; delivery
+    # mints it (tests/integration/test_delivery.py).
+    async with engine.connect() as conn:
+        body = await conn.scalar(
+            text("SELECT body FROM outreach.actions WHERE customer_id = :c"), {"c": shop.cid(0)}
+        )
+    assert body == f"Stop: {LINK_PLACEHOLDER}"
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -778,7 +845,8 @@ async def test_scope_matrix(outreach: Outreach) -> None:
         ("PUT", "/v1/policy", policy, write, 200),
         ("GET", "/v1/suppressions", None, read, 200),
         ("POST", "/v1/suppressions", {"customer_id": cid, "reason": "test"}, write, 201),
-        ("DELETE", f"/v1/suppressions/{cid}", None, write, 204),
+        # An operator may lift a suppression too (a customer's own unsubscribe, only they).
+        ("DELETE", f"/v1/suppressions/{cid}", None, ("marketing", "ops_read"), 204),
         ("GET", "/v1/actions", None, read, 200),
         ("GET", f"/v1/customers/{cid}/touchpoints", None, read, 200),
         ("POST", "/v1/ops/tick", None, operate, 200),
@@ -804,7 +872,7 @@ async def test_scope_matrix(outreach: Outreach) -> None:
 
     # Unsubscribing needs no key: the token is the credential.
     secret = o.app.state.settings.unsubscribe_secret.get_secret_value()
-    token = token_for(cid, secret)
+    token = token_for(cid, secret, o.clock.now())
     assert (await o.client.get("/v1/unsubscribe", params={"token": token})).status_code == 200
     posted = await o.client.post("/v1/unsubscribe", params={"token": token})
     assert posted.status_code == 200 and posted.json()["unsubscribed"] is True

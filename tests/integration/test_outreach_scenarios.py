@@ -200,7 +200,7 @@ async def test_a_churned_key_customer_gets_exactly_one_winback(world: World) -> 
     await add_rule(s, winback)
 
     # A key customer buying every 10 days, and 19 others who spend far less and buy every
-    # ~29 days (the population's median gap), so nobody else is due to move for weeks.
+    # ~59 days (the population's median gap), so nobody else is due to move for months.
     events = [
         profile("vip", T0 - timedelta(days=60)),
         order("vip", "vip-1", T0 - timedelta(days=20), "800.00"),
@@ -212,7 +212,7 @@ async def test_a_churned_key_customer_gets_exactly_one_winback(world: World) -> 
         amount = f"{10 * (i + 1)}.00"
         events += [
             profile(cid, T0 - timedelta(days=60)),
-            order(cid, f"{cid}-0", T0 - timedelta(days=30), amount),
+            order(cid, f"{cid}-0", T0 - timedelta(days=60), amount),
             order(cid, f"{cid}-1", T0 - timedelta(days=1), amount),
         ]
     await outreach_has_seen(s, await post_events(s, events))
@@ -623,7 +623,7 @@ async def test_one_click_unsubscribe_stops_a_queued_email_and_no_consent_means_n
     # The one-click POST a mail provider sends to the List-Unsubscribe link.
     settings: OutreachSettings = s.outreach_app.state.settings
     secret = settings.unsubscribe_secret.get_secret_value()
-    link = unsubscribe_url(settings.public_base_url, "leaver", secret)
+    link = unsubscribe_url(settings.public_base_url, "leaver", secret, clock.now())
     resp = await s.outreach.post(
         urlsplit(link).path,
         headers={"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
@@ -649,7 +649,7 @@ async def test_one_click_unsubscribe_stops_a_queued_email_and_no_consent_means_n
     await settled(world)
     [mail] = smtp.messages
     assert mail.recipients == ["keep@example.com"]
-    keep_link = unsubscribe_url(settings.public_base_url, "keep", secret)
+    keep_link = unsubscribe_url(settings.public_base_url, "keep", secret, clock.now())
     assert mail.message["List-Unsubscribe"] == f"<{keep_link}>"
     assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert await statuses(s, "leaver") == {"visit-mail": ("suppressed", "unsubscribed")}

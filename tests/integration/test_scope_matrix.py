@@ -33,14 +33,16 @@ READ, WRITE = Scope.OPS_READ, Scope.OPS_WRITE
 EVENTS, MARKETING = Scope.EVENTS_WRITE, Scope.MARKETING_WRITE
 
 # Shared by every service (shared/http.py): health, metrics and the audit log.
-COMMON: dict[tuple[str, str], Scope | str] = {
+COMMON: dict[tuple[str, str], Scope | tuple[Scope, ...] | str] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/v1/audit"): READ,
 }
 
-EXPECTED: dict[str, dict[tuple[str, str], Scope | str]] = {
+# A route two kinds of key may call names both scopes: either admits the key.
+Needed = Scope | tuple[Scope, ...] | str
+EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
     "ingest": {
         **COMMON,
         ("POST", "/v1/orders"): EVENTS,
@@ -81,12 +83,15 @@ EXPECTED: dict[str, dict[tuple[str, str], Scope | str]] = {
         ("PUT", "/v1/policy"): MARKETING,
         ("GET", "/v1/suppressions"): READ,
         ("POST", "/v1/suppressions"): MARKETING,
-        ("DELETE", "/v1/suppressions/{customer_id}"): MARKETING,
+        # Marketing lifts what it added; a customer's own unsubscribe only ops:write lifts.
+        ("DELETE", "/v1/suppressions/{customer_id}"): (MARKETING, WRITE),
         # One-click unsubscribe: the signed token in the link is the credential.
         ("GET", "/v1/unsubscribe"): PUBLIC,
         ("POST", "/v1/unsubscribe"): PUBLIC,
         ("GET", "/v1/unsubscribe/{token}"): PUBLIC,
         ("POST", "/v1/unsubscribe/{token}"): PUBLIC,
+        ("GET", "/v1/resubscribe/{token}"): PUBLIC,
+        ("POST", "/v1/resubscribe/{token}"): PUBLIC,
         ("GET", "/v1/actions"): READ,
         ("GET", "/v1/actions/summary"): READ,
         ("GET", "/v1/customers/{customer_id}/touchpoints"): READ,
@@ -146,7 +151,7 @@ BODIES: dict[tuple[str, str], Any] = {
 @dataclass
 class Keys:
     only: dict[Scope, str]  # a key holding just this scope
-    all_but: dict[Scope, str]  # a key holding every scope except this one
+    all_but: dict[Scope | tuple[Scope, ...], str]  # a key holding every scope except these
     revoked: str  # every scope, revoked
 
 
@@ -163,11 +168,16 @@ async def stack(settings: CommonSettings) -> AsyncIterator[Stack]:
 @pytest_asyncio.fixture(scope="module")
 async def matrix_keys(stack: Stack) -> Keys:
     run = uuid.uuid4().hex[:6]
-    only, all_but = {}, {}
+    only: dict[Scope, str] = {}
+    all_but: dict[Scope | tuple[Scope, ...], str] = {}
     for scope in Scope:
         _, only[scope] = await create_key(stack.engine, f"only-{scope}-{run}", [scope])
         rest = [s for s in Scope if s is not scope]
         _, all_but[scope] = await create_key(stack.engine, f"but-{scope}-{run}", rest)
+    either = {n for table in EXPECTED.values() for n in table.values() if isinstance(n, tuple)}
+    for scopes in either:
+        rest = [s for s in Scope if s not in scopes]
+        _, all_but[scopes] = await create_key(stack.engine, f"but-{'+'.join(scopes)}-{run}", rest)
     key_id, revoked = await create_key(stack.engine, f"revoked-{run}", list(Scope))
     assert await revoke_key(stack.engine, key_id)
     return Keys(only, all_but, revoked)
@@ -221,7 +231,7 @@ async def test_every_route_needs_a_live_key_with_its_scope(
         if expected == PUBLIC:
             failures += await _check_public(route)
         else:
-            assert isinstance(expected, Scope)
+            assert isinstance(expected, Scope | tuple)
             failures += await _check_protected(route, expected, matrix_keys)
     assert not failures, f"{service}:\n" + "\n".join(failures)
 
@@ -252,22 +262,27 @@ async def _check_public(route: Route) -> list[str]:
     return failures
 
 
-async def _check_protected(route: Route, scope: Scope, keys: Keys) -> list[str]:
+async def _check_protected(
+    route: Route, needed: Scope | tuple[Scope, ...], keys: Keys
+) -> list[str]:
     failures = []
+    scopes = needed if isinstance(needed, tuple) else (needed,)
+    scope = " or ".join(scopes)
     cases: dict[str, tuple[dict[str, str], int | None]] = {
         "no key": ({}, 401),
         "an unknown key": ({"Authorization": f"Bearer tend_{uuid.uuid4().hex}"}, 401),
         "a revoked key": ({"Authorization": f"Bearer {keys.revoked}"}, 401),
         f"a key with every scope but {scope}": (
-            {"Authorization": f"Bearer {keys.all_but[scope]}"},
+            {"Authorization": f"Bearer {keys.all_but[needed]}"},
             403,
         ),
-        f"a key with only {scope} (bearer)": (
-            {"Authorization": f"Bearer {keys.only[scope]}"},
-            None,
-        ),
-        f"a key with only {scope} (X-API-Key)": ({"X-API-Key": keys.only[scope]}, None),
     }
+    for one in scopes:
+        cases[f"a key with only {one} (bearer)"] = (
+            {"Authorization": f"Bearer {keys.only[one]}"},
+            None,
+        )
+        cases[f"a key with only {one} (X-API-Key)"] = ({"X-API-Key": keys.only[one]}, None)
     for name, (headers, status) in cases.items():
         resp = await route.call(headers)
         got = resp.status_code
@@ -281,7 +296,9 @@ async def _check_protected(route: Route, scope: Scope, keys: Keys) -> list[str]:
             or resp.headers.get("www-authenticate") != "Bearer"
         ):
             failures.append(f"{route} with {name}: 401 without our error body or challenge")
-        elif status == 403 and str(scope) not in resp.json().get("message", ""):
+        elif status == 403 and not all(
+            str(one) in resp.json().get("message", "") for one in scopes
+        ):
             failures.append(f"{route} with {name}: the 403 does not name {scope}")
     if not route.documented_security:
         failures.append(f"{route} needs {scope} but its OpenAPI does not say so")

@@ -570,7 +570,8 @@ async def test_overview_counts_every_value_and_the_top_fifth_share_of_revenue(
         held = Counter(i[name] for i in items)
         assert body[breakdown] == {v.value: held.get(v.value, 0) for v in values}
         assert body["unscored"][name] == held.get(None, 0)
-    assert body["unscored"] == {"tier": 0, "segment": 3, "strategy": 3}
+    # The three without a live order have nothing to rank: no tier, segment or strategy.
+    assert body["unscored"] == {"tier": 3, "segment": 3, "strategy": 3}
 
 
 async def test_flow_counts_transitions_per_week_with_empty_weeks_as_zeros(

@@ -61,8 +61,10 @@ def d(n: int) -> date:
     return D0 + timedelta(days=n)
 
 
-def at(days: list[int], as_of: int, pop_gap: float = POP_GAP) -> StageInfo:
-    return stage_at([d(n) for n in days], d(as_of), pop_gap, S)
+def at(
+    days: list[int], as_of: int, pop_gap: float = POP_GAP, settings: ScoringSettings = S
+) -> StageInfo:
+    return stage_at([d(n) for n in days], d(as_of), pop_gap, settings)
 
 
 def history(days: list[int], until: int, pop_gap: float = POP_GAP) -> list[tuple[str, str, int]]:
@@ -87,9 +89,13 @@ def test_first_purchase_is_new_until_declining() -> None:
 def test_new_lasts_at_least_new_days_even_with_a_short_population_rhythm() -> None:
     # Population rhythm 5 days would make a one-time buyer declining after 10 days.
     assert at([0], 29, pop_gap=5).stage is Stage.NEW
-    # After it they are past the churn line too (4 x 5 = 20 days): straight to churned.
-    assert at([0], 30, pop_gap=5) == StageInfo(Stage.CHURNED, d(30), None)
-    assert history([0], 40, pop_gap=5) == [("prospect", "new", 0), ("new", "churned", 30)]
+    # After it they are past the decline line; churn waits for the 90-day floor.
+    assert at([0], 30, pop_gap=5) == StageInfo(Stage.DECLINING, d(30), midnight(d(91)))
+    assert history([0], 100, pop_gap=5) == [
+        ("prospect", "new", 0),
+        ("new", "declining", 30),
+        ("declining", "churned", 91),
+    ]
 
 
 def test_repeat_buyer_is_growing() -> None:
@@ -128,12 +134,31 @@ def test_off_rhythm_purchase_is_not_mature() -> None:
 
 
 def test_declining_after_twice_the_rhythm_then_churned_after_four_times() -> None:
-    days = [0, 10, 20, 30]  # rhythm 10
-    assert at(days, 50).stage is Stage.MATURE
-    assert at(days, 51) == StageInfo(Stage.DECLINING, d(51), midnight(d(71)))
-    assert at(days, 70).stage is Stage.DECLINING
-    assert at(days, 71) == StageInfo(Stage.CHURNED, d(71), None)
-    assert history(days, 400)[-2:] == [("mature", "declining", 51), ("declining", "churned", 71)]
+    days = [0, 40, 80, 120]  # rhythm 40: declining after 80 silent days, churned after 160
+    assert at(days, 200).stage is Stage.MATURE
+    assert at(days, 201) == StageInfo(Stage.DECLINING, d(201), midnight(d(281)))
+    assert at(days, 280).stage is Stage.DECLINING
+    assert at(days, 281) == StageInfo(Stage.CHURNED, d(281), None)
+    assert history(days, 400)[-2:] == [
+        ("mature", "declining", 201),
+        ("declining", "churned", 281),
+    ]
+
+
+def test_a_weekly_buyer_who_pauses_five_weeks_is_declining_not_churned() -> None:
+    days = [0, 7, 14, 21, 28]  # rhythm 7: four rhythms would be 28 days
+    assert at(days, 28 + 35) == StageInfo(Stage.DECLINING, d(43), midnight(d(28 + 91)))
+    # Nobody is churned before the churn floor (90 silent days), whatever their rhythm.
+    assert at(days, 28 + 90).stage is Stage.DECLINING
+    assert at(days, 28 + 91).stage is Stage.CHURNED
+    # Buying again after the pause is a reactivation from declining, not from churned.
+    assert history([*days, 28 + 40], 28 + 40)[-1] == ("declining", "reactivated", 68)
+
+
+def test_the_churn_floor_is_a_setting() -> None:
+    days = [0, 7, 14, 21, 28]
+    quick = ScoringSettings(churn_min_days=20)
+    assert at(days, 28 + 29, settings=quick).stage is Stage.CHURNED
 
 
 def test_churned_after_365_days_when_four_rhythms_is_longer() -> None:
@@ -182,15 +207,16 @@ def test_purchases_during_reactivation_keep_it_until_it_expires() -> None:
     assert at(days, 120) == StageInfo(Stage.MATURE, d(120), midnight(d(126)))
 
 
-def test_reactivation_can_expire_straight_into_churned() -> None:
-    # Own rhythm 5 days; reactivated on day 100, silent since: 4 x 5 = 20 days is long past at
-    # the expiry on day 130, so the usual rules say churned.
+def test_reactivation_expires_into_the_stage_the_silence_has_reached() -> None:
+    # Own rhythm 5 days; reactivated on day 100, silent since: 2 x 5 = 10 days is long past at
+    # the expiry on day 130, so the usual rules say declining, and churned at the floor.
     days = [0, 5, 10, 15, 100]
     assert at(days, 129).stage is Stage.REACTIVATED
-    assert at(days, 130) == StageInfo(Stage.CHURNED, d(130), None)
-    assert history(days, 130)[-2:] == [
-        ("churned", "reactivated", 100),
-        ("reactivated", "churned", 130),
+    assert at(days, 130) == StageInfo(Stage.DECLINING, d(130), midnight(d(191)))
+    assert history(days, 200)[-3:] == [
+        ("declining", "reactivated", 100),
+        ("reactivated", "declining", 130),
+        ("declining", "churned", 191),
     ]
 
 

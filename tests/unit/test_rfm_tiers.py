@@ -16,7 +16,7 @@ from services.scoring.core.rfm import RfmBreakpoints
 from services.scoring.core.state import apply
 from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from shared.card import Segment, Strategy, Tier
+from shared.card import Segment, Stage, Strategy, Tier
 from shared.events import Envelope
 
 S = ScoringSettings()
@@ -125,7 +125,7 @@ def test_identical_population_is_all_regular() -> None:
     assert tiers.tier(2.0, bp) is Tier.KEY
     assert tiers.tier(1.0, bp) is Tier.LOW
     assert bp.clv_median is None
-    assert tiers.strategy(2.0, 100.0, bp) is None
+    assert tiers.strategy(2.0, 100.0, 0.9, bp, S) is None
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,43 @@ def test_identical_population_is_all_regular() -> None:
 )
 def test_strategy_quadrants(value: float, clv: float, expected: Strategy) -> None:
     bp = TierBreakpoints(low_cut=1.0, key_cut=4.0, composite_median=3.0, clv_median=100.0)
-    assert tiers.strategy(value, clv, bp) is expected
+    assert tiers.strategy(value, clv, 0.9, bp, S) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(5.0, Strategy.MAINTAIN), (1.0, Strategy.REDUCE_COST)]
+)
+def test_a_customer_almost_surely_gone_has_no_potential_whatever_the_clv(
+    value: float, expected: Strategy
+) -> None:
+    bp = TierBreakpoints(low_cut=1.0, key_cut=4.0, composite_median=3.0, clv_median=100.0)
+    assert tiers.strategy(value, 500.0, 0.049, bp, S) is expected
+    assert tiers.strategy(value, 500.0, 0.05, bp, S) in (Strategy.DEVELOP, Strategy.NURTURE)
+
+
+@pytest.mark.parametrize(
+    ("stage", "score", "segment"),
+    [
+        # A year's silence can still score R=5 against an older population: the stage bounds it.
+        (Stage.CHURNED, (5, 5, 5), Segment.CANNOT_LOSE),
+        (Stage.DECLINING, (4, 4, 4), Segment.AT_RISK),
+        (Stage.CHURNED, (5, 1, 1), Segment.HIBERNATING),
+        (Stage.NEW, (5, 1, 1), Segment.NEW),
+        (Stage.NEW, (3, 1, 2), Segment.NEW),
+        # The grid's `new` cell, for a customer who is not new, is `promising`.
+        (Stage.GROWING, (5, 1, 1), Segment.PROMISING),
+        (Stage.MATURE, (5, 5, 5), Segment.CHAMPIONS),
+    ],
+)
+def test_the_segment_agrees_with_the_stage(
+    stage: Stage, score: tuple[int, int, int], segment: Segment
+) -> None:
+    shown, found = rfm.judged(rfm.RfmScore(*score), stage)
+    assert found is segment
+    # The score shown is the one the segment was read from (frequency and monetary as scored).
+    assert shown[1:] == score[1:]
+    if stage in (Stage.CHURNED, Stage.DECLINING):
+        assert shown.recency == min(score[0], 2)
 
 
 # -- on the card -------------------------------------------------------------------------------
@@ -193,3 +229,10 @@ def test_population_rejects_parameters_the_model_cannot_use() -> None:
         Population(gg=GammaGammaParams(p=1.0, q=0.5, v=1.0))
     with pytest.raises(ValueError, match="BG/NBD"):
         Population(bg=BgNbdParams(r=1.0, alpha=1.0, a=1.0, b=1.0))
+
+
+def test_a_composite_can_be_rejudged_on_another_rhythm() -> None:
+    """The refit ranks composites on the median gap it is about to publish."""
+    judged = tiers.composite(Decimal(250), 1, 30.0, Decimal(0), S)
+    again = tiers.with_rhythm(judged, 30.0, 27.0, S)
+    assert again == pytest.approx(tiers.composite(Decimal(250), 1, 27.0, Decimal(0), S))

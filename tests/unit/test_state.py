@@ -226,6 +226,21 @@ def test_refund_larger_than_the_order_does_not_make_spend_negative() -> None:
     assert card(fold(events), day(2)).value.lifetime_spend == Decimal(0)
 
 
+def test_an_order_refunded_in_full_is_not_an_order() -> None:
+    ev = Events()
+    events = [
+        ev.order("placed", "o-1", "40.00", day(0)),
+        ev.order("placed", "o-2", "60.00", day(10)),
+        ev.order("refunded", "o-2", "35.00", day(12)),
+        ev.order("refunded", "o-2", "25.00", day(14)),
+    ]
+    value = card(fold(events), day(20)).value
+    assert (value.orders, value.lifetime_spend) == (1, Decimal("40.00"))
+    assert value.last_order_at == day(0)
+    # Until the second refund it was one: as_of replays it.
+    assert card(fold(events), day(13)).value.orders == 2
+
+
 def test_cancellation_removes_the_purchase_and_as_of_replays_it() -> None:
     ev = Events()
     events = [

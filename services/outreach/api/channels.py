@@ -61,8 +61,10 @@ async def create_channel(
 ) -> ChannelCreated:
     """Add a webhook endpoint or an SMTP server. A webhook URL must be http(s) (https in
     production), carry no credentials, and not point at loopback, private, link-local or
-    metadata addresses (unless private webhooks are allowed); a webhook without a `secret`
-    gets a generated one, returned here once and never again."""
+    metadata addresses (unless private targets are allowed); a webhook without a `secret`
+    gets a generated one, returned here once and never again. An SMTP server is held to the
+    same address rules, and its port must be one of `TEND_OUTREACH_SMTP_PORTS` (25, 465, 587
+    and 2525 by default); both are checked again at every send, on the resolved address."""
     config = await _valid_config(outreach, body.kind, body.config)
     generated = None
     secret = _valid_secret(body.kind, body.secret)
@@ -259,7 +261,43 @@ async def _valid_config(
                     for e in errors
                 ]
             )
+    elif parsed.smtp_host is not None or parsed.smtp_port is not None:
+        smtp_errors = await _smtp_errors(outreach, parsed)
+        if smtp_errors:
+            raise RequestValidationError(
+                [
+                    {"loc": ("config", field), "msg": message, "type": "value_error"}
+                    for field, message in smtp_errors
+                ]
+            )
     return parsed.model_dump(by_alias=True, exclude_none=True)
+
+
+async def _smtp_errors(outreach: OutreachState, config: EmailConfig) -> list[tuple[str, str]]:
+    """Why the SMTP server an email channel names may not be used, field by field: the
+    same guard as a webhook's (checked again on the resolved addresses at every send), and a
+    port in the allowlist. Whichever half the channel leaves out comes from the settings."""
+    settings = outreach.settings
+    allow_private = settings.allow_private_webhooks
+    host = config.smtp_host or settings.smtp_host
+    port = config.smtp_port or settings.smtp_port
+    host_field = "smtp_host" if config.smtp_host is not None else "smtp_port"
+    port_field = "smtp_port" if config.smtp_port is not None else "smtp_host"
+    port_note = "" if config.smtp_port is not None else " (the settings' port: name smtp_port)"
+    host_note = "" if config.smtp_host is not None else " (the settings' host: name smtp_host)"
+    errors = [(port_field, e + port_note) for e in netguard.port_errors(port, settings.smtp_ports)]
+    refused = netguard.host_errors(host, allow_private=allow_private)
+    if not refused:
+        # A name that resolves into our network now is refused now; one that does not
+        # resolve yet may be set up later, and every send checks again.
+        try:
+            async with asyncio.timeout(settings.webhook_timeout_seconds):
+                found = await resolve(host, port, allow_private=allow_private)
+            refused = found.errors if found.resolved else []
+        except TimeoutError:
+            refused = []
+    errors += [(host_field, f"the SMTP host {e}{host_note}") for e in refused]
+    return errors
 
 
 async def _url_errors(outreach: OutreachState, url: str) -> list[str]:

@@ -9,12 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
-from services.outreach.core.backtest import simulate
 from services.outreach.core.preview import PreviewResult
 from services.outreach.core.rules import Rule
-from services.outreach.schemas import BacktestOut, RuleDefinition
+from services.outreach.schemas import BacktestCoverage, BacktestOut, RuleDefinition
+from services.outreach.shell.backtest import backtest
 from services.outreach.shell.preview import preview
-from services.outreach.shell.recorded import recorded_changes
 from services.outreach.shell.service import OutreachState
 from services.outreach.shell.template_check import check_template
 from services.outreach.store.ledger import all_suppressed
@@ -30,8 +29,15 @@ router = APIRouter(prefix="/v1")
 
 
 async def _preview(outreach: OutreachState, rule: Rule) -> PreviewResult:
-    """Run ``rule`` over the whole replica at the app's now, under the policy in force."""
-    return await preview(outreach.engine, rule, outreach.current.policy, outreach.clock.now())
+    """Run ``rule`` over the replica (as far as the budgets allow) at the app's now, under the
+    policy in force."""
+    return await preview(
+        outreach.engine,
+        rule,
+        outreach.current.policy,
+        outreach.clock.now(),
+        budget=outreach.read_budget,
+    )
 
 
 _PREVIEW_DOC = """The audience is every customer of the card replica (the latest card scoring
@@ -40,7 +46,11 @@ who is in one of those stages now; event and schedule triggers are judged by the
 only. For each, the contact policy in force decides as it would now (consent, suppression, the
 rule's limits against the customer's contact history, open complaints, the frequency cap,
 quiet hours): `outcomes` counts the decisions and `reasons` says why the others are held back.
-Nothing is sent or recorded."""
+Nothing is sent or recorded.
+
+The replica is read in customer id order within a row budget and a time budget (settings),
+never fewer than the first 200,000 customers; `coverage` says how many customers were
+examined and which budget, if any, stopped the scan."""
 
 
 @router.post(
@@ -86,29 +96,49 @@ async def backtest_saved(
     days: Annotated[int, Query(ge=1, le=35, description="how far back to replay")] = 30,
 ) -> BacktestOut:
     """What this rule would have sent over the last `days` days of recorded changes, after
-    the contact policy in force: the change stream is replayed in time order with this rule
-    as the only live rule (schedules firing between changes, each customer's simulated contact
-    history, today's suppression list). Nothing is sent or recorded."""
+    the contact policy in force: the change stream is replayed with this rule as the only live
+    rule, each customer's changes in the order they were recorded (schedules firing between
+    them, each customer's simulated contact history, today's suppression list). Nothing is
+    sent or recorded.
+
+    A backtest is bounded by a row budget and a time budget (settings); when one of them cuts
+    the window, the newest changes are the ones replayed, and never fewer than those of the
+    last 30 days or the newest 200,000, whichever are fewer. `coverage` says what was
+    replayed and which budget, if any, cut it. Backtests run one at a time (a setting): a
+    request waits for the one before it."""
     async with outreach.engine.connect() as conn:
         out = await stored_rule(conn, rule_id)
         suppressed = await all_suppressed(conn)
     if out is None:
         raise no_such_rule(rule_id)
     now = outreach.clock.now()
-    since = now - timedelta(days=days)
-    changes = await recorded_changes(
-        outreach.common.kafka_bootstrap_servers, outreach.topics.changes, since
-    )
-    result = simulate(
-        out.rule, changes, policy=outreach.current.policy, suppressed=suppressed, until=now
-    )
+    async with outreach.backtests:
+        done = await backtest(
+            outreach.common.kafka_bootstrap_servers,
+            outreach.topics.changes,
+            out.rule,
+            policy=outreach.current.policy,
+            suppressed=suppressed,
+            now=now,
+            days=days,
+            budget=outreach.read_budget,
+        )
+    result = done.result
     return BacktestOut(
         rule_id=rule_id,
         days=days,
-        since=since,
+        since=now - timedelta(days=days),
         changes=result.changes,
         customers=result.customers,
         decided=result.decided,
         outcomes=dict(result.outcomes),
         reasons=dict(result.reasons),
+        coverage=BacktestCoverage(
+            from_=result.first_at,
+            to=result.last_at,
+            changes=result.changes,
+            customers=result.customers,
+            complete=done.complete,
+            cut_by=done.cut_by,
+        ),
     )

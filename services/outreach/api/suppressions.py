@@ -3,17 +3,23 @@ change is written to the audit log in the transaction that makes it: the request
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 
 from services.outreach.api.deps import Outreach
-from services.outreach.schemas import Suppression, SuppressionIn, SuppressionPage
+from services.outreach.schemas import (
+    Suppression,
+    SuppressionIn,
+    SuppressionLift,
+    SuppressionPage,
+)
+from services.outreach.shell import opt_out
 from services.outreach.store import suppressions
 from shared import audit
-from shared.auth import MarketingWriter, Reader
+from shared.auth import MarketingWriter, Principal, Reader, RequireScope, Scope
 from shared.cursor import decode_text_cursor, encode_text_cursor
-from shared.errors import ERROR_RESPONSES, ErrorBody
+from shared.errors import ERROR_RESPONSES, ErrorBody, invalid
 from shared.logging import get_logger
 from shared.service_state import Transaction
 
@@ -92,30 +98,67 @@ async def add_suppression(
     return entry
 
 
+_LIFT: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    403: {
+        "model": ErrorBody,
+        "description": "the key lacks `marketing:write` and `ops:write`, or the customer "
+        "unsubscribed themselves and the key lacks `ops:write`",
+    },
+}
+# Marketing lifts what marketing added; an operator may lift anything, a customer's own
+# unsubscribe only with a reason.
+Lifter = Annotated[Principal, RequireScope(Scope.MARKETING_WRITE, Scope.OPS_WRITE)]
+
+
 @router.delete(
     "/suppressions/{customer_id}",
     status_code=204,
     response_class=Response,
-    responses=_NOT_FOUND,
+    responses=_LIFT,
     tags=["suppressions"],
     summary="Lift a suppression",
 )
 async def delete_suppression(
-    customer_id: str, principal: MarketingWriter, conn: Transaction
+    outreach: Outreach,
+    customer_id: str,
+    principal: Lifter,
+    conn: Transaction,
+    body: Annotated[SuppressionLift | None, Body()] = None,
 ) -> Response:
-    """Take the customer off the suppression list (whatever put them there, including their
-    own unsubscribe: do this only on their renewed request). Actions already suppressed stay
-    suppressed; new decisions may reach them again."""
-    lifted = await suppressions.delete(conn, customer_id)
-    if lifted is None:
+    """Take the customer off the suppression list; new decisions may reach them again
+    (actions already suppressed stay suppressed). The `reason`, when given, is kept in the
+    audit log.
+
+    A suppression added here (`source: api`) may be lifted with `marketing:write` or
+    `ops:write`. The customer's own unsubscribe (`source: unsubscribe`) is theirs: their
+    re-subscribe link lifts it, and otherwise only an `ops:write` key with a `reason` (403
+    for any other key, 422 without a reason); scoring's card then no longer shows them
+    unsubscribed."""
+    entry = await suppressions.get(conn, customer_id, for_update=True)
+    if entry is None:
         raise HTTPException(404, f"customer {customer_id!r} is not suppressed")
-    await audit.record(
+    reason = body.reason if body is not None else None
+    how: Literal["operator"] | None = None
+    if entry.source == opt_out.SOURCE:
+        if Scope.OPS_WRITE.value not in principal.scopes:
+            raise HTTPException(
+                403,
+                f"customer {customer_id!r} unsubscribed through the link in a message: only "
+                "their own re-subscribe link, or an 'ops:write' key with a reason, lifts that",
+            )
+        if reason is None:
+            raise invalid(
+                "body.reason",
+                "lifting a customer's own unsubscribe needs a reason (kept in the audit log)",
+            )
+        how = "operator"
+    await opt_out.lift(
         conn,
+        entry,
+        outreach.clock.now(),
         actor=audit.Actor.of(principal),
-        service="outreach",
-        action="suppression.deleted",
-        subject=customer_id,
-        before=lifted,
+        how=how,
+        reason=reason,
     )
-    log.info("suppression_lifted", customer_id=customer_id, actor=principal.name)
     return Response(status_code=204)

@@ -1,22 +1,30 @@
 """Backtesting a rule: what it would have sent over the recorded history, after the policy.
 
 The recorded history is the change stream itself (``crm.customer-changes.v1``, kept 35 days),
-read from ``days`` ago to its current end by :mod:`services.outreach.shell.recorded`. The
-backtest replays it through the same pure pieces the live path uses — the rule index, the
-schedule maths and the contact policy — in time order, with each customer's simulated contact
-history, the schedule firing between changes, and today's suppression list. Only this rule
+read by :mod:`services.outreach.shell.backtest` a chunk at a time. :class:`Replay` takes those
+chunks and replays them through the same pure pieces the live path uses — the rule index, the
+schedule maths and the contact policy — with each customer's simulated contact history, the
+schedule firing between a customer's changes, and today's suppression list. Only this rule
 acts, as if it had been the only rule live over the window, so its counts equal what a replay
 of that history with this rule sends.
+
+Everything a decision reads belongs to one customer (their card, their contact history, their
+schedule), so customers are replayed independently: each customer's changes in the order they
+were recorded (the order the live consumer applies them), with no need to hold the whole
+window in memory or to sort it. What the replay keeps between chunks is small per customer:
+for a schedule rule, the customer's latest card as JSON bytes; for every rule, the actions it
+let out (the frequency cap reads them).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+import orjson
 
 from services.outreach.core.policy import Candidate, Outcome, Policy, decide_all
 from services.outreach.core.rules import Match, Rule, RuleSet
@@ -31,41 +39,72 @@ class BacktestResult:
     decided: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
-    kept: set[tuple[str, str]] = field(default_factory=set)  # (customer, occurrence)
+    first_at: datetime | None = None  # the earliest change time replayed
+    last_at: datetime | None = None  # the latest
 
 
-def simulate(
-    rule: Rule,
-    changes: Iterable[Change],
-    *,
-    policy: Policy,
-    suppressed: set[str],
-    until: datetime,
-) -> BacktestResult:
-    """Replay ``changes`` (oldest first) with ``rule`` as the only live rule."""
-    live = rule.model_copy(update={"enabled": True})
-    ruleset = RuleSet([live])
-    scheduled = live.trigger.type == "schedule"
-    result = BacktestResult()
-    cards: dict[str, Mapping[str, Any]] = {}
-    history: dict[str, list[tuple[datetime, str, str]]] = {}
-    due: list[tuple[datetime, str]] = []  # (when, customer): the schedule's next firings
-    next_at: dict[str, datetime] = {}
-    seen: set[str] = set()
+class Replay:
+    """A backtest in progress: :meth:`feed` it chunks of changes (each customer's in the order
+    recorded), then :meth:`finish` it at the end of the window."""
 
-    def act(matches: list[Match], card: Mapping[str, Any], at: datetime) -> None:
+    def __init__(self, rule: Rule, *, policy: Policy, suppressed: set[str]) -> None:
+        self._live = rule.model_copy(update={"enabled": True})
+        self._ruleset = RuleSet([self._live])
+        self._scheduled = self._live.trigger.type == "schedule"
+        self._policy = policy
+        self._suppressed = suppressed
+        self.result = BacktestResult()
+        self._customers: set[str] = set()
+        self._cards: dict[str, bytes] = {}  # schedule rules only: the latest card, as JSON
+        self._next_at: dict[str, datetime] = {}  # schedule rules only: the next firing
+        self._history: dict[str, list[tuple[datetime, str, str]]] = {}
+        # Hashes, not the ids themselves: two hundred thousand of them stay a few megabytes.
+        # A collision (odds about 1 in 10^9 over a window) would skip one change or action.
+        self._seen: set[int] = set()  # change ids applied (a change delivered twice: once)
+        self._kept: set[int] = set()  # (customer, occurrence) decided: the ledger's unique key
+
+    def feed(self, changes: Iterable[Change]) -> None:
+        """Replay these changes, oldest first within each customer."""
+        result = self.result
+        for change in changes:
+            seen = hash(change.change_id)
+            if seen in self._seen:
+                continue
+            self._seen.add(seen)
+            at, customer = change.at, change.customer_id
+            result.changes += 1
+            if result.first_at is None or at < result.first_at:
+                result.first_at = at
+            if result.last_at is None or at > result.last_at:
+                result.last_at = at
+            self._customers.add(customer)
+            if self._scheduled:
+                self._fire_until(customer, at)
+                self._cards[customer] = orjson.dumps(change.card)
+                self._plan(customer, change.card, at)
+            self._act(self._ruleset.match(change), change.card, at)
+
+    def finish(self, until: datetime) -> BacktestResult:
+        """Fire every schedule due up to ``until``; the result of the whole replay."""
+        for customer in list(self._next_at):
+            self._fire_until(customer, until)
+        self.result.customers = len(self._customers)
+        return self.result
+
+    def _act(self, matches: list[Match], card: Mapping[str, Any], at: datetime) -> None:
+        result = self.result
         for match in matches:
-            key = (match.customer_id, match.occurrence)
-            if key in result.kept:
+            key = hash((match.customer_id, match.occurrence))
+            if key in self._kept:
                 continue  # the ledger's unique key: decided once
-            result.kept.add(key)
-            past = history.setdefault(match.customer_id, [])
+            self._kept.add(key)
+            past = self._history.setdefault(match.customer_id, [])
             [(candidate, decision)] = decide_all(
                 card,
                 [Candidate.of(match)],
                 past,
-                suppressed=match.customer_id in suppressed,
-                policy=policy,
+                suppressed=match.customer_id in self._suppressed,
+                policy=self._policy,
                 now=at,
             )
             result.decided += 1
@@ -75,39 +114,23 @@ def simulate(
             if decision.goes_out:
                 past.append((decision.until or at, candidate.kind, candidate.rule_id))
 
-    def fire_until(moment: datetime) -> None:
-        while due and due[0][0] <= moment:
-            when, customer = heapq.heappop(due)
-            if next_at.get(customer) != when:
-                continue  # superseded by a later change of this customer
-            card = cards[customer]
-            if ruleset.conditions_hold(live, card):
-                key = occurrence_key(live, card, when, default_timezone=policy.default_timezone)
-                act([Match(live, customer, key)], card, when)
-            plan(customer, when + timedelta(minutes=1))
+    def _fire_until(self, customer: str, moment: datetime) -> None:
+        """Fire the customer's schedule at every instant it came due up to ``moment``."""
+        when = self._next_at.get(customer)
+        if when is None or when > moment:
+            return
+        card = orjson.loads(self._cards[customer])
+        live, zone = self._live, self._policy.default_timezone
+        while when is not None and when <= moment:
+            if self._ruleset.conditions_hold(live, card):
+                key = occurrence_key(live, card, when, default_timezone=zone)
+                self._act([Match(live, customer, key)], card, when)
+            when = self._plan(customer, card, when + timedelta(minutes=1))
 
-    def plan(customer: str, after: datetime) -> None:
-        at = next_due(live, cards[customer], after, default_timezone=policy.default_timezone)
+    def _plan(self, customer: str, card: Mapping[str, Any], after: datetime) -> datetime | None:
+        at = next_due(self._live, card, after, default_timezone=self._policy.default_timezone)
         if at is None:
-            next_at.pop(customer, None)
+            self._next_at.pop(customer, None)
         else:
-            next_at[customer] = at
-            heapq.heappush(due, (at, customer))
-
-    for change in changes:
-        if change.change_id in seen:
-            continue  # a change delivered twice is applied once (the inbox)
-        seen.add(change.change_id)
-        at = change.at
-        if scheduled:
-            fire_until(at)
-        customer = change.customer_id
-        cards[customer] = change.card
-        result.changes += 1
-        act(ruleset.match(change), change.card, at)
-        if scheduled:
-            plan(customer, at)
-    if scheduled:
-        fire_until(until)
-    result.customers = len(cards)
-    return result
+            self._next_at[customer] = at
+        return at

@@ -1,4 +1,5 @@
-"""Where outreach may send: a guard against webhooks aimed at our own network (SSRF).
+"""Where outreach may send: a guard against webhooks and SMTP servers aimed at our own
+network (SSRF).
 
 A webhook URL is checked twice. At save time :func:`check_url` looks at the URL alone (scheme,
 credentials, a literal address); at send time :func:`services.outreach.shell.resolve.resolve`
@@ -13,11 +14,16 @@ hosts written in a non-standard numeric IPv4 form (``2130706433``, ``0x7f.1``, `
 unless ``allow_private`` (local development, tests): loopback, private, link-local and every
 other address that is not globally routable. An IPv6 address that embeds an IPv4 one
 (IPv4-mapped, 6to4, NAT64) is judged by the embedded address.
+
+An SMTP server an email channel names is judged the same way, at save time by its host
+(:func:`host_errors`) and port (:func:`port_errors`, an allowlist), and at send time on the
+addresses its host resolves to; the sender connects to a checked address.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,6 +60,16 @@ def check_url(url: str, *, allow_private: bool, require_https: bool) -> list[str
         errors.append("has port 0")
     errors.extend(host_errors(host, allow_private=allow_private))
     return errors
+
+
+def port_errors(port: int, allowed: Collection[int]) -> list[str]:
+    """Why an SMTP server may not be reached on ``port`` (empty list: it may): only the
+    ports in ``allowed`` (SMTP's own, by default), so that a channel cannot probe other
+    services."""
+    if port in allowed:
+        return []
+    listed = ", ".join(str(p) for p in sorted(allowed)) or "none"
+    return [f"port {port} is not an SMTP port allowed here (allowed: {listed})"]
 
 
 def host_errors(host: str, *, allow_private: bool) -> list[str]:

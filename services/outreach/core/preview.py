@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.outreach.core import conditions
+from services.outreach.core.budgets import GUARANTEED_ROWS, CutBy
 from services.outreach.core.conditions import Predicate
 from services.outreach.core.policy import Candidate, Decision, Outcome, Policy, decide, history_days
 from services.outreach.core.rules import Rule, StageTrigger
@@ -65,6 +66,19 @@ class SampleCustomer(BaseModel):
     name: str | None = None
 
 
+class PreviewCoverage(BaseModel):
+    """How much of the replica a preview examined (customers in id order from the first)."""
+
+    customers: int = Field(description="customers of the replica examined")
+    complete: bool = Field(description="the whole replica was examined")
+    cut_by: CutBy | None = Field(
+        description="the budget that stopped the scan: `row_budget` "
+        "(`TEND_OUTREACH_READ_ROW_BUDGET`) or `time_budget` "
+        "(`TEND_OUTREACH_READ_TIME_BUDGET_SECONDS`); null when complete. No budget stops it "
+        f"before {GUARANTEED_ROWS:,} customers"
+    )
+
+
 class PreviewResult(BaseModel):
     """What a rule would do if it fired for its whole audience now."""
 
@@ -83,10 +97,12 @@ class PreviewResult(BaseModel):
         description="why those are held back: no_consent, suppressed, limit, frequency_cap, "
         "open_complaint (held), quiet_hours (deferred)"
     )
+    coverage: PreviewCoverage
 
 
 class Tally:
-    """Accumulates a preview chunk by chunk, so the replica never has to fit in memory."""
+    """Accumulates a preview chunk by chunk, so the replica never has to fit in memory (one
+    chunk at a time: not for concurrent use)."""
 
     def __init__(
         self, rule: Rule, policy: Policy, now: datetime, sample_size: int = SAMPLE_SIZE
@@ -126,7 +142,7 @@ class Tally:
             self.reasons[decision.reason.value] += 1
         return decision
 
-    def result(self) -> PreviewResult:
+    def result(self, coverage: PreviewCoverage) -> PreviewResult:
         return PreviewResult(
             rule_id=self.rule.id,
             as_of=self.now,
@@ -135,4 +151,5 @@ class Tally:
             outcomes=dict(self.outcomes),
             held_back=self.matched - self.outcomes[Outcome.SEND],
             reasons=dict(sorted(self.reasons.items())),
+            coverage=coverage,
         )

@@ -84,6 +84,8 @@ class EventTrigger(_Strict):
     def _event(cls, v: EventType) -> EventType:
         if v is EventType.CUSTOMER_ERASED:
             raise ValueError("an erased customer is forgotten, not contacted: no rule fires on it")
+        if v is EventType.CUSTOMER_UNSUBSCRIBED:
+            raise ValueError("a customer who unsubscribed is not contacted: no rule fires on it")
         return v
 
     @field_validator("filters")

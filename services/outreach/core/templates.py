@@ -51,6 +51,7 @@ from shared.card import (
     Stage,
     Strategy,
     Tier,
+    Unsubscribed,
     Value,
     Visits,
 )
@@ -255,7 +256,12 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
         birthday=date(1990, 5, 17),
         timezone="Europe/London",
         locale="en-GB",
-        consent=Consent(email=True, sms=False, marketing=True),
+        consent=Consent(
+            email=True,
+            sms=False,
+            marketing=True,
+            unsubscribed=Unsubscribed(at=datetime(2025, 5, 30, 9, tzinfo=UTC), how="link"),
+        ),
         tags=["vip", "newsletter"],
         member_tier="gold",
         attributes={"favourite_category": "tea", "store": "london-1"},

@@ -4,7 +4,7 @@ event and stage rules fire — one transaction per batch, offsets committed afte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -14,8 +14,7 @@ from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
 from services.outreach.shell.rule_health import record_failures
-from services.outreach.store import erasure
-from services.outreach.store.inbox import claim
+from services.outreach.store import erasure, inbox
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import save_cards
 from services.outreach.store.schedule import reschedule
@@ -23,18 +22,36 @@ from shared.changes import Change
 from shared.clock import Clock
 from shared.consumer import Message
 from shared.logging import get_logger
+from shared.settings import inbox_retention
 
 log = get_logger(__name__)
 
 
 class ChangeApplier:
     def __init__(
-        self, engine: AsyncEngine, settings: OutreachSettings, clock: Clock, current: Current
+        self,
+        engine: AsyncEngine,
+        settings: OutreachSettings,
+        clock: Clock,
+        current: Current,
+        *,
+        inbox_retention: timedelta = inbox_retention(),
     ) -> None:
+        """``inbox_retention``: how long an applied change's id is remembered
+        (:func:`shared.settings.inbox_retention`)."""
+        self._inbox_retention = inbox_retention
         self._engine = engine
         self._settings = settings
         self._clock = clock
         self._current = current
+
+    async def prune_inbox(self) -> int:
+        """Forget the changes older than the inbox retention; returns how many."""
+        async with self._engine.begin() as conn:
+            removed = await inbox.prune(conn, self._inbox_retention)
+        if removed:
+            log.info("inbox_pruned", removed=removed)
+        return removed
 
     async def handle(self, records: Sequence[Message]) -> list[tuple[Message, Exception]]:
         changes: list[Change] = []
@@ -56,7 +73,12 @@ class ChangeApplier:
         now = self._clock.now()
         disabled: list[str] = []
         async with self._engine.begin() as conn:
-            fresh_ids = await claim(conn, [c.change_id for c in changes])
+            fresh_ids = await inbox.claim(
+                conn,
+                [c.change_id for c in changes],
+                [c.event.received_at if c.event is not None else c.at for c in changes],
+                self._inbox_retention,
+            )
             fresh = []
             for change in changes:
                 if change.change_id in fresh_ids:

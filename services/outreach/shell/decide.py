@@ -32,7 +32,7 @@ from services.outreach.core.policy import (
 )
 from services.outreach.core.rules import Match, Rule
 from services.outreach.core.template_limits import RenderLimits
-from services.outreach.core.unsubscribe import unsubscribe_url
+from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
 from services.outreach.settings import OutreachSettings
 from services.outreach.store import ledger
 from services.outreach.store.ledger import Recorded
@@ -127,14 +127,13 @@ def _row(
     subject = body = None
     offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
     if decision.goes_out or decision.outcome is Outcome.HOLD:
-        link = unsubscribe_url(
-            settings.public_base_url,
-            match.customer_id,
-            settings.unsubscribe_secret.get_secret_value(),
-        )
+        # The link is minted when the message is sent (it expires, and a held message may
+        # wait for weeks): delivery puts it in the placeholder's place.
         try:
             subject, body = templates.render(
-                rule.action.template, templates.build_context(card, offer, link), limits
+                rule.action.template,
+                templates.build_context(card, offer, LINK_PLACEHOLDER),
+                limits,
             )
         except templates.TemplateError as exc:
             # This customer's card took the template over a limit, or it does not render:

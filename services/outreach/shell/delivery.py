@@ -41,7 +41,7 @@ from services.outreach.core.channels import (
     Verdict,
     WebhookConfig,
 )
-from services.outreach.core.unsubscribe import unsubscribe_url
+from services.outreach.core.unsubscribe import unsubscribe_url, with_link
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.channels import email as email_channel
 from services.outreach.shell.channels import webhook as webhook_channel
@@ -131,6 +131,8 @@ class _Job:
     attempts: int
     lease: datetime
     channel_id: str | None
+    # The one-click unsubscribe link, minted for this send (its date is the send's).
+    link: str = ""
     # webhook: (url, secret); email: (server, recipient)
     webhook: tuple[str, str] | None = None
     email: tuple[email_channel.SmtpServer, str] | None = None
@@ -281,13 +283,15 @@ class DeliveryWorker(Worker):
         def fail(reason: str, error: str) -> tuple[None, _Update]:
             return None, _Update(row.id, "failed", row.attempts, reason, error[:500])
 
-        base = _Job(
-            OutboundAction.from_row(row),
-            row.channel,
-            row.attempts,
-            lease,
-            channel.id if channel else None,
+        s = self._settings
+        link = unsubscribe_url(
+            s.public_base_url, row.customer_id, s.unsubscribe_secret.get_secret_value(), now
         )
+        action = OutboundAction.from_row(row)
+        action = replace(
+            action, subject=with_link(action.subject, link), body=with_link(action.body, link)
+        )
+        base = _Job(action, row.channel, row.attempts, lease, channel.id if channel else None, link)
         if row.channel == "webhook":
             if channel is None:
                 log.warning("delivery_no_channel", action_id=row.id, channel="webhook")
@@ -326,6 +330,10 @@ class DeliveryWorker(Worker):
             host=config.smtp_host or s.smtp_host,
             port=config.smtp_port or s.smtp_port,
             sender=config.sender or s.email_from,
+            # A channel that names where to connect is judged by the guard, both halves:
+            # a host of its own with the settings' port, or the other way round, is still
+            # a place an API key chose.
+            guarded=config.smtp_host is not None or config.smtp_port is not None,
         )
 
     def _outcome(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
@@ -383,21 +391,23 @@ class DeliveryWorker(Worker):
             )
         assert job.email is not None
         server, recipient = job.email
-        link = unsubscribe_url(
-            s.public_base_url, job.action.customer_id, s.unsubscribe_secret.get_secret_value()
-        )
         try:
             message = email_channel.build_message(
                 job.action,
                 recipient=recipient,
                 sender=server.sender,
-                unsubscribe_link=link,
+                unsubscribe_link=job.link,
                 at=self._wall.now(),
             )
         except ValueError as exc:
             return Attempt(Verdict.FAILED, "bad_message", str(exc)[:500])
         return await email_channel.deliver(
-            server, message, recipient, timeout=s.webhook_timeout_seconds
+            server,
+            message,
+            recipient,
+            timeout=s.webhook_timeout_seconds,
+            allow_private=s.allow_private_webhooks,
+            ports=s.smtp_ports,
         )
 
 

@@ -1,14 +1,25 @@
-"""Previewing a rule: :class:`~services.outreach.core.preview.Tally` run over the whole card
-replica, streamed in chunks, with each matched customer's contact history and suppression."""
+"""Previewing a rule: :class:`~services.outreach.core.preview.Tally` run over the card replica,
+streamed in chunks in customer id order, with each matched customer's contact history and
+suppression, until the replica ends or a budget is spent
+(:mod:`services.outreach.core.budgets`). Matching and deciding, the CPU work, run in a worker
+thread a chunk at a time, so the event loop answers other requests meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.outreach.core.budgets import CutBy, ReadBudget
+from services.outreach.core.conditions import Predicate
 from services.outreach.core.policy import Policy
 from services.outreach.core.preview import (
+    PreviewCoverage,
     PreviewResult,
     Tally,
     audience,
@@ -19,22 +30,55 @@ from services.outreach.core.rules import Rule
 from services.outreach.store.ledger import contact_history, suppressed_among
 from services.outreach.store.replica import replica_chunks
 
+EXAMINED = Counter(
+    "tend_outreach_preview_customers_total",
+    "Replica rows examined by previews (a long preview shows its progress here)",
+)
 
-async def preview(engine: AsyncEngine, rule: Rule, policy: Policy, now: datetime) -> PreviewResult:
-    """Run ``rule`` over the whole replica at ``now``, under ``policy``."""
+Card = tuple[str, Mapping[str, Any]]
+
+
+def _in_audience(holds: Predicate, rows: Sequence[Any]) -> list[Card]:
+    return [(r.customer_id, r.card) for r in rows if holds(r.card)]
+
+
+def _count(
+    tally: Tally,
+    matched: list[Card],
+    history: Mapping[str, list[tuple[datetime, str, str]]],
+    suppressed: set[str],
+) -> None:
+    for customer_id, card in matched:
+        tally.add(customer_id, card, history[customer_id], suppressed=customer_id in suppressed)
+
+
+async def preview(
+    engine: AsyncEngine, rule: Rule, policy: Policy, now: datetime, *, budget: ReadBudget
+) -> PreviewResult:
+    """Run ``rule`` over the replica at ``now``, under ``policy``, within ``budget``."""
+    started = time.monotonic()
     holds = audience(rule)
     tally = Tally(rule, policy, now)
     since = history_since(rule, policy, now)
+    examined = 0
+    cut_by: CutBy | None = None
     async with engine.connect() as conn:
-        async for rows in replica_chunks(conn, stages=audience_stages(rule)):
-            matched = [(r.customer_id, r.card) for r in rows if holds(r.card)]
-            if not matched:
-                continue
-            ids = [customer_id for customer_id, _ in matched]
-            history = await contact_history(conn, ids, since)
-            suppressed = await suppressed_among(conn, ids)
-            for customer_id, card in matched:
-                tally.add(
-                    customer_id, card, history[customer_id], suppressed=customer_id in suppressed
-                )
-    return tally.result()
+        async for chunk in replica_chunks(conn, stages=audience_stages(rule)):
+            if cut_by is not None:
+                break  # rows were left: the scan is cut
+            rows = chunk[: budget.max_rows - examined]
+            examined += len(rows)
+            EXAMINED.inc(len(rows))
+            matched = await asyncio.to_thread(_in_audience, holds, rows)
+            if matched:
+                ids = [customer_id for customer_id, _ in matched]
+                history = await contact_history(conn, ids, since)
+                suppressed = await suppressed_among(conn, ids)
+                await asyncio.to_thread(_count, tally, matched, history, suppressed)
+            if len(rows) < len(chunk):
+                cut_by = "row_budget"
+                break
+            cut_by = budget.spent(examined, time.monotonic() - started)
+        else:
+            cut_by = None  # the replica ended before any budget was spent
+    return tally.result(PreviewCoverage(customers=examined, complete=cut_by is None, cut_by=cut_by))

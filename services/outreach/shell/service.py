@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from services.outreach.core.budgets import ReadBudget
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
@@ -18,3 +21,6 @@ class OutreachState(ServiceState):
     relay: OutboxRelay
     delivery: DeliveryWorker
     consumer: BatchConsumer
+    # Previews and backtests: how far one goes; how many backtests run at once.
+    read_budget: ReadBudget
+    backtests: asyncio.Semaphore

@@ -26,6 +26,7 @@ _FORGET = (
     text("DELETE FROM outreach.schedule WHERE customer_id = :id"),
     text("DELETE FROM outreach.suppressions WHERE customer_id = :id"),
     text("DELETE FROM outreach.outbox WHERE customer_id = :id"),
+    text("DELETE FROM outreach.events_outbox WHERE customer_id = :id"),
     # The audit log keeps that a suppression was added or lifted, and by whom, not for whom.
     text(
         """

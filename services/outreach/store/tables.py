@@ -86,7 +86,9 @@ inbox = Table(
     "inbox",
     metadata,
     Column("change_id", String(64), primary_key=True),
+    # When ingest received the change's event (else when scoring made it); pruned by it.
     Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_inbox_received_at", "received_at"),
 )
 
 actions = Table(
@@ -162,6 +164,17 @@ erasures = Table(
 # Fired actions waiting for the relay to crm.outreach-actions.v1.
 outbox = Table(
     "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Facts outreach learned about customers (their own unsubscribe, its lifting), as events
+# waiting for the relay to crm.customer-events.v1, where scoring learns them like any other.
+events_outbox = Table(
+    "events_outbox",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("customer_id", String(128), nullable=False),

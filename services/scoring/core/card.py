@@ -35,10 +35,17 @@ from services.scoring.core import lifecycle, predict, rfm, tiers
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
-from services.scoring.core.state import DAY_US, CustomerState, Purchase, from_micros, to_micros
+from services.scoring.core.state import (
+    DAY_US,
+    UNSUBSCRIBED,
+    CustomerState,
+    Purchase,
+    from_micros,
+    to_micros,
+)
 from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from shared.card import Card, Consent, Profile, Segment, Stage, Strategy, Tier
+from shared.card import Card, Consent, Profile, Segment, Stage, Strategy, Tier, Unsubscribed
 
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
@@ -170,7 +177,9 @@ def _document(
 
     spend = _SpendWindows(purchases, now)
     value = _value(purchases, spend, days)
-    window_spend, window_orders = spend.since(settings.tier_window_days)
+    # Value survives silence: the composite is judged over the window that ends at the last
+    # purchase, so a key customer who goes quiet stays key (and reachable by a win-back).
+    window_spend, window_orders = spend.before_last(settings.tier_window_days)
     value_score = tiers.composite(
         window_spend,
         window_orders,
@@ -186,12 +195,19 @@ def _document(
     last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
 
+    # A customer without a purchase has no value to rank and no potential to weigh.
     tier: Tier | None = None
     strategy: Strategy | None = None
-    if population.tiers is not None:
+    if population.tiers is not None and purchases:
         tier = tiers.tier(value_score, population.tiers)
         if prediction is not None and prediction["clv_365d"] is not None:
-            strategy = tiers.strategy(value_score, prediction["clv_365d"], population.tiers)
+            strategy = tiers.strategy(
+                value_score,
+                prediction["clv_365d"],
+                prediction["p_alive"],
+                population.tiers,
+                settings,
+            )
 
     doc = {
         "customer_id": state.customer_id,
@@ -199,7 +215,7 @@ def _document(
         "profile": _profile(state),
         "value": value,
         "value_score": value_score,
-        "rfm": _rfm(value, days, today_number, population.rfm),
+        "rfm": _rfm(value, days, today_number, population.rfm, stage.stage),
         "prediction": prediction,
         "tier": tier,
         "strategy": strategy,
@@ -242,6 +258,13 @@ class _SpendWindows:
         first = bisect_right(self._ats, self._now - window_days * DAY_US)
         return self._suffix[first], len(self._ats) - first
 
+    def before_last(self, window_days: int) -> tuple[Decimal, int]:
+        """Net spend and order count of the ``window_days`` days up to the last purchase."""
+        if not self._ats:
+            return Decimal(0), 0
+        first = bisect_right(self._ats, self._ats[-1] - window_days * DAY_US)
+        return self._suffix[first], len(self._ats) - first
+
     @property
     def lifetime(self) -> Decimal:
         return self._suffix[0]
@@ -275,13 +298,14 @@ def _average(total: Decimal, count: int) -> Decimal | None:
 
 
 def _rfm(
-    value: dict[str, Any], days: list[int], today: int, bp: RfmBreakpoints | None
+    value: dict[str, Any], days: list[int], today: int, bp: RfmBreakpoints | None, stage: Stage
 ) -> dict[str, Any] | None:
     if bp is None or not days:
         return None
     recency = today - days[-1]
-    r, f, m = rfm.score(recency, value["orders"], float(value["lifetime_spend"]), bp)
-    return {"recency": r, "frequency": f, "monetary": m, "segment": rfm.segment(r, f, m)}
+    scored = rfm.score(recency, value["orders"], float(value["lifetime_spend"]), bp)
+    (r, f, m), segment = rfm.judged(scored, stage)
+    return {"recency": r, "frequency": f, "monetary": m, "segment": segment}
 
 
 def _prediction(
@@ -332,10 +356,16 @@ def _profile(state: CustomerState) -> dict[str, Any]:
 
 def _build_profile(state: CustomerState) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    consent: dict[str, bool] = {}
+    consent: dict[str, Any] = {}
     for name, value in state.profile_values():
-        if name.startswith("consent."):
-            consent[name.removeprefix("consent.")] = bool(value)
+        if name == UNSUBSCRIBED:
+            entry = state.profile[name]
+            if isinstance(value, dict):
+                consent["unsubscribed"] = Unsubscribed(at=from_micros(entry.at), how=value["how"])
+                # Their own word outranks any client's: no marketing until it is lifted.
+                consent["marketing"] = False
+        elif name.startswith("consent."):
+            consent.setdefault(name.removeprefix("consent."), bool(value))
         elif value is None and name in ("tags", "attributes"):
             continue  # cleared: the model's empty default
         else:

@@ -14,9 +14,10 @@ The rules (thresholds are :class:`ScoringSettings` fields):
 - ``growing``: a repeat buyer. ``mature``: at least ``mature_min_purchases`` purchase days and
   the latest gap at most ``mature_gap_multiple`` rhythms, judged at each purchase.
 - ``declining``: silent for more than ``decline_rhythm_multiple`` rhythms.
-- ``churned``: silent for more than ``churn_rhythm_multiple`` rhythms or ``churn_max_days``,
-  whichever comes first (a customer whose decline threshold is past the cap goes straight
-  from an active stage to ``churned``).
+- ``churned``: silent for more than ``churn_rhythm_multiple`` rhythms, but never before
+  ``churn_min_days`` (a weekly buyer who pauses five weeks is ``declining``, not lost) and
+  always after ``churn_max_days`` (a customer whose decline threshold is past the cap goes
+  straight from an active stage to ``churned``).
 - ``reactivated``: a purchase while ``declining`` or ``churned``. It holds for
   ``reactivated_days`` whatever happens, then the rules above apply again.
 
@@ -217,7 +218,8 @@ def _schedule(
 ) -> _Clock:
     # "More than N days silent" in whole days: the stage moves on day last + floor(N) + 1.
     decline = math.floor(s.decline_rhythm_multiple * rhythm) + 1
-    churn = math.floor(min(s.churn_rhythm_multiple * rhythm, s.churn_max_days)) + 1
+    silence = max(s.churn_rhythm_multiple * rhythm, s.churn_min_days)
+    churn = math.floor(min(silence, s.churn_max_days)) + 1
     if first:
         decline = max(decline, s.new_days)
         churn = max(churn, s.new_days)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.card import Segment
+from shared.card import Segment, Stage
 
 Cuts = tuple[float, float, float, float]
 _QUINTILES = (0.2, 0.4, 0.6, 0.8)
@@ -89,6 +89,29 @@ def score(
         frequency=1 + bisect_left(breakpoints.frequency, frequency),
         monetary=1 + bisect_left(breakpoints.monetary, monetary),
     )
+
+
+# Quintiles are relative to the population: in a shop whose customers mostly left long ago, a
+# year's silence can still score R=5. The lifecycle judges silence against the customer's own
+# rhythm, so it bounds what recency may claim.
+_QUIET = frozenset({Stage.DECLINING, Stage.CHURNED})
+QUIET_RECENCY_MAX = 2
+
+
+def judged(score: RfmScore, stage: Stage) -> tuple[RfmScore, Segment]:
+    """The score and segment a customer in ``stage`` is shown, agreeing with the stage:
+
+    - a declining or churned customer's recency scores at most 2, so their segment is one of
+      ``hibernating``, ``at_risk`` or ``cannot_lose`` — never ``champions`` or ``loyal``;
+    - a customer in the stage ``new`` is in the segment ``new``, and only they are: the
+      grid's ``new`` cell means "promising" for anyone who has bought more than once.
+    """
+    if stage in _QUIET and score.recency > QUIET_RECENCY_MAX:
+        score = score._replace(recency=QUIET_RECENCY_MAX)
+    if stage is Stage.NEW:
+        return score, Segment.NEW
+    found = segment(*score)
+    return score, (Segment.PROMISING if found is Segment.NEW else found)
 
 
 def segment(recency: int, frequency: int, monetary: int) -> Segment:

@@ -33,6 +33,7 @@ from shared.events import (
     CustomerData,
     Envelope,
     EventType,
+    OptOutData,
     OrderData,
     VisitData,
 )
@@ -51,6 +52,9 @@ _ORDER_KIND = {
     EventType.ORDER_CANCELLED: CANCELLED,
 }
 _ZERO = Decimal(0)
+# The customer's own opt-out, a profile register like any other (the latest word wins):
+# ``{"how": ...}`` while they are unsubscribed, None once it is lifted.
+UNSUBSCRIBED = "consent.unsubscribed"
 
 ProfileScalar = str | bool | None
 ProfileValue = ProfileScalar | list[str] | dict[str, str]
@@ -186,7 +190,8 @@ class CustomerState:
 
         Placed and paid are one purchase whose moment is the earlier of the two and whose
         total and outstanding balance come from the later; refunds up to ``as_of`` reduce it;
-        a cancellation up to ``as_of`` removes it.
+        a cancellation up to ``as_of`` removes it, and so do refunds of its whole total: an
+        order the customer gave back is not an order.
         """
         out: list[Purchase] = []
         zero = _ZERO
@@ -209,11 +214,10 @@ class CustomerState:
                 if latest is None or key > latest:
                     latest, total, outstanding = key, amount or zero, owed or zero
             else:  # not cancelled by as_of
-                if latest is not None:
-                    # A refund larger than the order is a data error upstream; it must not
-                    # make spend negative.
-                    net = total - refunded if refunded < total else zero
-                    out.append(Purchase(order_id, first_at, total, refunded, outstanding, net))
+                if latest is not None and (refunded < total or total == zero):
+                    out.append(
+                        Purchase(order_id, first_at, total, refunded, outstanding, total - refunded)
+                    )
         out.sort(key=lambda p: (p.at, p.order_id))
         return out
 
@@ -315,6 +319,11 @@ def apply(
         changed = _apply_visit(state, at, data.visit_id, retention)
     elif isinstance(data, CustomerData):
         changed = _apply_profile(state, event.event_id, at, data)
+    elif isinstance(data, OptOutData):
+        how: dict[str, str] | None = {"how": data.how}
+        if event.event_type is EventType.CUSTOMER_RESUBSCRIBED:
+            how = None
+        changed = _apply_register(state, event.event_id, at, UNSUBSCRIBED, how)
     else:
         raise ValueError(f"{event.event_type} is not a fact to merge: the consumer handles it")
     # The newest time ever seen is itself a fact (the card's updated_at): taking the max over
@@ -383,13 +392,19 @@ def _count_older(state: CustomerState, at: int) -> None:
 def _apply_profile(state: CustomerState, event_id: str, at: int, d: CustomerData) -> bool:
     changed = False
     for name, value in _profile_fields(d):
-        current = state.profile.get(name)
-        if current is None or (at, event_id) > (current.at, current.event_id):
-            state.profile[name] = ProfileEntry(at, event_id, value)
-            changed = True
-    if changed:
-        state.profile_card = None
+        changed |= _apply_register(state, event_id, at, name, value)
     return changed
+
+
+def _apply_register(
+    state: CustomerState, event_id: str, at: int, name: str, value: ProfileValue
+) -> bool:
+    current = state.profile.get(name)
+    if current is not None and (at, event_id) <= (current.at, current.event_id):
+        return False
+    state.profile[name] = ProfileEntry(at, event_id, value)
+    state.profile_card = None
+    return True
 
 
 def _profile_fields(d: CustomerData) -> Iterator[tuple[str, ProfileValue]]:

@@ -50,6 +50,12 @@ def composite(
     )
 
 
+def with_rhythm(value: float, was: float, will: float, settings: ScoringSettings) -> float:
+    """The composite ``value``, judged with a rhythm of ``was`` days, had it been ``will``."""
+    weight = settings.composite_rhythm_weight
+    return value + weight * (math.log1p(max(was, 0.0)) - math.log1p(max(will, 0.0)))
+
+
 def breakpoints_from(
     composites: Sequence[float], clvs: Sequence[float], settings: ScoringSettings
 ) -> TierBreakpoints:
@@ -77,13 +83,22 @@ def tier(value: float, breakpoints: TierBreakpoints) -> Tier:
     return Tier.REGULAR
 
 
-def strategy(value: float, clv: float, breakpoints: TierBreakpoints) -> Strategy | None:
-    """The quadrant of current value (composite) x potential (clv); "high" is at or above
-    the population median. None while no CLV median is known."""
+def strategy(
+    value: float,
+    clv: float,
+    p_alive: float | None,
+    breakpoints: TierBreakpoints,
+    settings: ScoringSettings,
+) -> Strategy | None:
+    """The quadrant of current value (composite) x potential; "high" is at or above the
+    population median. Potential is the predicted ``clv_365d``, and it is low whatever the CLV
+    while P(alive) is below ``potential_min_p_alive``: a customer who has almost surely left
+    is not one to develop or nurture. None while no CLV median is known."""
     if breakpoints.clv_median is None:
         return None
     high_value = value >= breakpoints.composite_median
-    high_potential = clv >= breakpoints.clv_median
+    alive = p_alive is None or p_alive >= settings.potential_min_p_alive
+    high_potential = alive and clv >= breakpoints.clv_median
     if high_value:
         return Strategy.DEVELOP if high_potential else Strategy.MAINTAIN
     return Strategy.NURTURE if high_potential else Strategy.REDUCE_COST

@@ -9,6 +9,7 @@ back in one statement each. Offsets are committed by the consumer after this ret
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from decimal import Decimal
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from shared.clock import Clock
 from shared.consumer import Message
 from shared.events import Envelope, EventType
 from shared.logging import get_logger
+from shared.settings import inbox_retention
 
 log = get_logger(__name__)
 
@@ -39,10 +41,13 @@ class EventApplier:
         population: PopulationCache,
         *,
         publish: bool = True,
+        inbox_retention: timedelta = inbox_retention(),
     ) -> None:
         """``publish=False`` applies without writing changes (a rebuild re-derives state and
-        must not announce the past again)."""
+        must not announce the past again). ``inbox_retention``: how long an applied event's
+        id is remembered (:func:`shared.settings.inbox_retention`)."""
         self._publish = publish
+        self._inbox_retention = inbox_retention
         self._engine = engine
         self._settings = settings
         self._clock = clock
@@ -72,7 +77,11 @@ class EventApplier:
         population = self._population.current
         async with self._engine.begin() as conn:
             new_ids = await store.claim(
-                conn, [e.event_id for e, _ in events], [e.customer_id for e, _ in events]
+                conn,
+                [e.event_id for e, _ in events],
+                [e.customer_id for e, _ in events],
+                [e.received_at for e, _ in events],
+                self._inbox_retention,
             )
             fresh: list[tuple[Envelope, bytes]] = []
             for envelope, raw in events:
@@ -134,6 +143,15 @@ class EventApplier:
             (cid, Held(version, states[cid], now_stored[cid])) for cid, version in versions.items()
         )
         return len(fresh)
+
+    async def prune_inbox(self) -> int:
+        """Forget the ids of events received longer ago than the inbox retention (ingest
+        forgets them a day later); returns how many."""
+        async with self._engine.begin() as conn:
+            removed = await store.prune_inbox(conn, self._inbox_retention)
+        if removed:
+            log.info("inbox_pruned", removed=removed)
+        return removed
 
     async def _forget(
         self,

@@ -3,10 +3,12 @@
     python -m services.scoring.shell.rebuild [--yes]
 
 Stop the scoring service first. The rebuild empties scoring's customer tables (the population
-parameters are kept), replays ``crm.customer-events.v1`` from the beginning of every partition
-up to the end it finds when it starts, applying events exactly as the service does but
-without publishing changes (the past is not announced twice), and finally points the
-service's consumer group at that end, so the service resumes with what came after.
+parameters are kept, and so are the changes in the outbox that the relay has not published
+yet: the service's relay sends them when it starts again), replays ``crm.customer-events.v1``
+from the beginning of every partition up to the end it finds when it starts, applying events
+exactly as the service does but without publishing changes (the past is not announced
+twice), and finally points the service's consumer group at that end, so the service resumes
+with what came after.
 """
 
 from __future__ import annotations
@@ -48,7 +50,14 @@ async def rebuild(
             await store.empty(conn)
         population = PopulationCache()
         await population.reload(engine)
-        applier = EventApplier(engine, settings, clock or SystemClock(), population, publish=False)
+        applier = EventApplier(
+            engine,
+            settings,
+            clock or SystemClock(),
+            population,
+            publish=False,
+            inbox_retention=common.inbox_retention,
+        )
         async for batch in read_until_end(common.kafka_bootstrap_servers, topic, until=end):
             events: list[tuple[Envelope, bytes]] = []
             for r in batch:

@@ -62,6 +62,7 @@ async def fit_population(
     frequency: list[float] = []
     monetary: list[float] = []
     composites: list[float] = []
+    borrowed: list[int] = []  # composites judged on the population's median gap, not their own
     gaps: list[float] = []
     customers = 0
     now_us = to_micros(as_of)
@@ -69,10 +70,12 @@ async def fit_population(
         async for state in store.all_states(conn, CHUNK):
             customers += 1
             card = score(state, as_of, current, settings)
-            composites.append(card.value_score)
             purchases = state.purchases(now_us)
             if not purchases:
-                continue
+                continue  # a prospect has no tier: it does not move the cut points either
+            composites.append(card.value_score)
+            if card.purchase_interval_days is None:
+                borrowed.append(len(composites) - 1)
             stats = predict.daily_stats(
                 ((d, float(p.net)) for d, p in zip(_days(purchases), purchases, strict=True)),
                 as_of.date(),
@@ -114,6 +117,13 @@ async def fit_population(
                 kept.append("gamma_gamma")
     fit_seconds = time.perf_counter() - started
 
+    median_gap_days = statistics.median(gaps) if gaps else None
+    # The cut points must rank the composites the cards will show once this population is in
+    # force: a customer without a rhythm of their own is judged on the new median gap.
+    was = current.median_gap(settings)
+    will = median_gap_days or settings.default_median_gap_days
+    for i in borrowed:
+        composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
     rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
     clvs = (
         predict.clv_many(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
@@ -130,7 +140,7 @@ async def fit_population(
         tiers=tier_bp,
         bg=bg,
         gg=gg,
-        median_gap_days=statistics.median(gaps) if gaps else None,
+        median_gap_days=median_gap_days,
         fitted_at=as_of,
     )
     return population, customers, len(xs), fit_seconds, kept

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -66,14 +66,22 @@ class CustomerRow:
         )
 
 
+# An id remembered from longer ago than the retention (by when ingest received the two
+# events) is claimed again: ingest has forgotten it, so it is a new event.
 _CLAIM = text(
     """
-    INSERT INTO scoring.inbox (event_id, customer_id, applied_at)
-    SELECT e, c, now() FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[])) AS t(e, c)
-    ON CONFLICT (event_id) DO NOTHING
+    INSERT INTO scoring.inbox AS i (event_id, customer_id, applied_at, received_at)
+    SELECT DISTINCT ON (e) e, c, now(), r
+    FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
+                CAST(:received AS timestamptz[])) AS t(e, c, r)
+    ORDER BY e, r
+    ON CONFLICT (event_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
+        applied_at = EXCLUDED.applied_at, received_at = EXCLUDED.received_at
+    WHERE i.received_at < EXCLUDED.received_at - CAST(:keep AS interval)
     RETURNING event_id
     """
 )
+_PRUNE_INBOX = text("DELETE FROM scoring.inbox WHERE received_at < now() - CAST(:keep AS interval)")
 
 
 # A customer's stored stage history comes with their row, so the batch can write only what
@@ -164,11 +172,30 @@ _ADD_OUTBOX = text(
 
 
 async def claim(
-    conn: AsyncConnection, event_ids: Sequence[str], customer_ids: Sequence[str]
+    conn: AsyncConnection,
+    event_ids: Sequence[str],
+    customer_ids: Sequence[str],
+    received_at: Sequence[datetime],
+    keep: timedelta,
 ) -> set[str]:
-    """Record the events in the inbox; returns the ids seen for the first time."""
-    result = await conn.execute(_CLAIM, {"ids": list(event_ids), "customers": list(customer_ids)})
+    """Record the events in the inbox; returns the ids new to it: never seen, or seen only
+    from an event received more than ``keep`` before this one."""
+    result = await conn.execute(
+        _CLAIM,
+        {
+            "ids": list(event_ids),
+            "customers": list(customer_ids),
+            "received": list(received_at),
+            "keep": keep,
+        },
+    )
     return set(result.scalars())
+
+
+async def prune_inbox(conn: AsyncConnection, keep: timedelta) -> int:
+    """Forget the events received more than ``keep`` ago; returns how many."""
+    result = await conn.execute(_PRUNE_INBOX, {"keep": keep})
+    return int(result.rowcount)
 
 
 # A customer's stage transitions as stored, oldest first, each beside its row id.
@@ -295,7 +322,9 @@ _PAGE = text(
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
 )
-_EMPTY = text("TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, scoring.outbox")
+# The outbox stays: its rows are changes the service made and the relay has not published
+# yet; a rebuild does not announce the past again, but it must not swallow what is unsent.
+_EMPTY = text("TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history")
 
 
 async def all_states(conn: AsyncConnection, chunk: int) -> AsyncIterator[CustomerState]:
@@ -328,8 +357,8 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
 
 
 async def empty(conn: AsyncConnection) -> None:
-    """Forget every customer, applied event, stage change and unpublished change (the
-    population and the erasures stay)."""
+    """Forget every customer, applied event and stage change (the population, the erasures
+    and the changes not yet relayed stay)."""
     await conn.execute(_EMPTY)
 
 

@@ -40,6 +40,9 @@ inbox = Table(
     Column("event_id", String(128), primary_key=True),
     Column("customer_id", String(128), nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
+    # When ingest received the event: an id is remembered for the inbox retention from then.
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_inbox_received_at", "received_at"),
 )
 
 customers = Table(

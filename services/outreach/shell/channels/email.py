@@ -18,13 +18,17 @@ import asyncio
 import contextlib
 import email.policy
 import email.utils
+import socket
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
 import aiosmtplib
 
+from services.outreach.core import netguard
 from services.outreach.core.channels import Attempt, OutboundAction, Verdict
+from services.outreach.shell.resolve import resolve
 
 # Headers may run to RFC 5322's 998 characters rather than be folded at 78: a long signed
 # unsubscribe link cannot be folded, and some receivers mishandle folded URLs.
@@ -34,11 +38,14 @@ FALLBACK_DOMAIN = "tend.localhost"
 
 @dataclass(frozen=True, slots=True)
 class SmtpServer:
-    """Where and as whom an email channel sends."""
+    """Where and as whom an email channel sends. ``guarded``: the server was named by a
+    channel (through the API), so the network guard judges it before every send; the
+    settings' own server is the operator's, and trusted."""
 
     host: str
     port: int
     sender: str
+    guarded: bool = False
 
 
 def valid_address(address: str) -> bool:
@@ -79,38 +86,95 @@ def build_message(
 
 
 async def deliver(
-    server: SmtpServer, message: EmailMessage, recipient: str, *, timeout: float
+    server: SmtpServer,
+    message: EmailMessage,
+    recipient: str,
+    *,
+    timeout: float,
+    allow_private: bool,
+    ports: Collection[int],
 ) -> Attempt:
-    """Send ``message`` to ``recipient`` through ``server``; the whole conversation is
-    bounded by ``timeout`` seconds."""
+    """Send ``message`` to ``recipient`` through ``server``; the whole conversation (the
+    resolution included) is bounded by ``timeout`` seconds.
+
+    The host is resolved here and the connection made to one of its addresses, each checked
+    first when the server is ``guarded`` (and its port too, against ``ports``): a name
+    re-pointed after the check cannot steer the connection into our network. The name still
+    goes to the SMTP client, for STARTTLS's certificate check."""
     envelope_from = email.utils.parseaddr(server.sender)[1]
     raw = message.as_bytes(policy=POLICY)
-    smtp = aiosmtplib.SMTP(hostname=server.host, port=server.port, timeout=timeout)
+    smtp = aiosmtplib.SMTP(hostname=server.host, timeout=timeout)
+    opened: socket.socket | Attempt | None = None
     data_sent = False
     try:
         async with asyncio.timeout(timeout):
-            await smtp.connect()
+            opened = await _open(server, allow_private=allow_private, ports=ports)
+            if isinstance(opened, Attempt):
+                return opened
+            await smtp.connect(sock=opened)
             await smtp.mail(envelope_from)
             await smtp.rcpt(recipient)
             data_sent = True
             await smtp.data(raw)
+        # The message is accepted; a failed goodbye changes nothing.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await smtp.quit()
+        return Attempt(Verdict.SENT)
     except aiosmtplib.SMTPResponseException as exc:
-        smtp.close()
         detail = f"the SMTP server answered {exc.code} {exc.message}"[:500]
         if 500 <= exc.code < 600:
             return Attempt(Verdict.FAILED, "smtp_rejected", detail)
         return Attempt(Verdict.RETRY, f"smtp_{exc.code}", detail)
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-        smtp.close()
         detail = f"{type(exc).__name__}: {exc}"[:500]
         if data_sent:
             return Attempt(
                 Verdict.UNKNOWN, "ambiguous", f"lost the SMTP server after DATA ({detail})"
             )
         return Attempt(Verdict.RETRY, "smtp_unavailable", detail)
-    # The message is accepted; a failed goodbye changes nothing.
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(timeout):
-            await smtp.quit()
-    smtp.close()
-    return Attempt(Verdict.SENT)
+    finally:
+        smtp.close()
+        # Closed with the client's transport, or never handed to it (a timeout between).
+        if isinstance(opened, socket.socket):
+            opened.close()
+
+
+async def _open(
+    server: SmtpServer, *, allow_private: bool, ports: Collection[int]
+) -> socket.socket | Attempt:
+    """A socket connected to a (checked) address of ``server``, or the verdict that none may
+    be tried; OSError when none of the addresses answers."""
+    if server.guarded:
+        refused = netguard.port_errors(server.port, ports)
+        if refused:
+            return Attempt(Verdict.FAILED, "unsafe_host", f"smtp server {'; '.join(refused)}")
+    found = await resolve(server.host, server.port, allow_private=allow_private)
+    if not found.resolved:
+        return Attempt(Verdict.RETRY, "dns", "; ".join(found.errors))
+    if server.guarded and found.errors:
+        return Attempt(Verdict.FAILED, "unsafe_host", f"smtp server {'; '.join(found.errors)}")
+    return await _connect_any(found.addresses, server.port)
+
+
+async def _connect_any(addresses: Sequence[netguard.IPAddress], port: int) -> socket.socket:
+    # The next address is tried only when a connection could not be made (a name often has
+    # an IPv4 and an IPv6 address, and only one of them may listen).
+    loop = asyncio.get_running_loop()
+    failure: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (str(address), port))
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:  # cancelled by the timeout: the socket must not leak
+            sock.close()
+            raise
+        return sock
+    assert failure is not None  # a resolved name has at least one address
+    raise failure

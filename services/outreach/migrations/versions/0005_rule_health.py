@@ -1,8 +1,8 @@
 """Rule health: how often a rule raised since it was last saved, its last error, and why it
 was disabled when outreach disabled it.
 
-Revision ID: outreach_0003
-Revises: outreach_0002
+Revision ID: outreach_0005
+Revises: outreach_0004
 Create Date: 2026-12-04
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "outreach_0003"
-down_revision: str | None = "outreach_0002"
+revision: str = "outreach_0005"
+down_revision: str | None = "outreach_0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
