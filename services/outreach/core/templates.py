@@ -115,17 +115,31 @@ _RENDER_ERRORS = (
 )
 
 
+_COMPILE_ERRORS = (TemplateLimitError, SecurityError, jinja2.TemplateSyntaxError)
+
+
 @lru_cache(maxsize=1024)
-def _compiled(source: str) -> jinja2.Template:
-    """``source`` parsed, checked for constant bombs, instrumented and compiled (cached: the
-    same few templates are rendered thousands of times)."""
+def _compiled_or_error(source: str) -> jinja2.Template | Exception:
+    # A source that does not compile is remembered too: a stored rule whose template fails is
+    # not parsed again for every action it decides.
     try:
         tree = _ENV.parse(source)
         static_check(tree)
         code = _ENV.compile(instrument(tree))
     except (RecursionError, SyntaxError):  # nested past what Python's parser and stack take
-        raise TemplateLimitError("nesting too deep") from None
+        return TemplateLimitError("nesting too deep")
+    except _COMPILE_ERRORS as exc:
+        return exc.with_traceback(None)
     return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
+
+
+def _compiled(source: str) -> jinja2.Template:
+    """``source`` parsed, checked for constant bombs, instrumented and compiled (cached: the
+    same few templates are rendered thousands of times)."""
+    found = _compiled_or_error(source)
+    if isinstance(found, Exception):
+        raise found.with_traceback(None)
+    return found
 
 
 def _compile_part(part: str, source: str) -> jinja2.Template:
