@@ -243,6 +243,11 @@ async def test_a_rule_that_raises_is_skipped_then_disabled_while_others_fire(
         assert body["rule"]["enabled"] is True
         assert body["health"]["failures"] == 4
         assert "TypeError" in body["health"]["last_error"]
+        # Its preview leaves out the customers it raises on, instead of failing.
+        r = await hostile.client.post(
+            f"/v1/rules/{bad['id']}/preview", headers=hostile.as_("ops_read")
+        )
+        assert r.status_code == 200, r.text
         # The fifth failure disables it; the good rule fired on that change all the same.
         recorded = await applier.apply([hostile.change(4), hostile.change(5, x="0")])
         assert sorted(a.rule_id for a in recorded) == [good["id"], good["id"]]
