@@ -27,6 +27,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.events import Severity
+
 
 class Stage(StrEnum):
     """Where a customer is in their lifecycle, from their purchase days and how long they
@@ -155,12 +157,38 @@ class Prediction(_Model):
     clv_365d: float | None
 
 
+class OpenBySeverity(_Model):
+    """Open complaints counted by severity (one recorded before severities were kept counts
+    in none)."""
+
+    low: int = 0
+    medium: int = 0
+    high: int = 0
+
+
+class OpenComplaint(_Model):
+    """One open complaint: what it is about and when it falls due."""
+
+    complaint_id: str
+    severity: Severity | None  # null only when recorded before severities were kept
+    category: str | None
+    opened_at: datetime  # when it was raised (its earliest event)
+    due_at: datetime  # opened_at + the response-time target of the tier it is held to
+
+
+OPEN_COMPLAINTS_LISTED = 10
+
+
 class Complaints(_Model):
     """Complaints raised up to ``as_of``."""
 
     open: int  # whose latest status is opened
     total: int
     last_at: datetime | None  # when the most recent complaint was raised
+    open_by_severity: OpenBySeverity = OpenBySeverity()
+    overdue: int = 0  # open past their due_at
+    # The oldest open complaints, oldest first, at most OPEN_COMPLAINTS_LISTED of them.
+    open_items: list[OpenComplaint] = Field(default_factory=list)
 
 
 class Visits(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scoring.api.complaints import router as complaints_router
 from services.scoring.api.customers import router
 from services.scoring.api.listing import router as listing_router
 from services.scoring.api.privacy import router as privacy_router
@@ -88,7 +89,7 @@ def create_app(
         title="Tend scoring",
         description=DESCRIPTION,
         start=start,
-        routers=[router, listing_router, stats_router, privacy_router],
+        routers=[router, listing_router, stats_router, complaints_router, privacy_router],
         port=settings.port,
         common=common,
         clock=clock,

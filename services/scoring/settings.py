@@ -72,6 +72,20 @@ class ScoringSettings(BaseSettings):
     # Below this P(alive) a customer's potential is low whatever their predicted CLV.
     potential_min_p_alive: float = Field(0.05, ge=0, le=1)
 
+    # Complaints: how long a complaint may stay open before it is overdue, by the tier the
+    # customer had when it was raised (a customer without a tier is held to regular's).
+    complaint_target_hours_key: float = Field(4.0, gt=0)
+    complaint_target_hours_regular: float = Field(24.0, gt=0)
+    complaint_target_hours_low: float = Field(72.0, gt=0)
+
+    def complaint_target_hours(self, tier: str | None) -> float:
+        """The response-time target of a complaint held to ``tier`` (None: regular's)."""
+        if tier == "key":
+            return self.complaint_target_hours_key
+        if tier == "low":
+            return self.complaint_target_hours_low
+        return self.complaint_target_hours_regular
+
     @model_validator(mode="after")
     def _coherent(self) -> ScoringSettings:
         if self.tier_key_share + self.tier_low_share >= 1:

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.scoring.core import lifecycle, predict, rfm, tiers
+from services.scoring.core import complaints, lifecycle, predict, rfm, tiers
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
@@ -191,7 +191,6 @@ def _document(
     ordinals = [d + _EPOCH_ORDINAL for d in days]
     state.walk = lifecycle.walk(ordinals, median_gap, settings, state.walk)
     stage, history = state.walk.at(today.toordinal())
-    open_, total, raised = state.complaint_counts(now)
     last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
 
@@ -222,7 +221,7 @@ def _document(
         "stage": stage.stage,
         "stage_since": stage.since,
         "next_transition_at": stage.next_transition_at,
-        "complaints": {"open": open_, "total": total, "last_at": _moment(raised)},
+        "complaints": complaints.card_section(state, now, tier, settings),
         "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
         "updated_at": _moment(updated),
     }

@@ -80,6 +80,10 @@ class OrderEvent(NamedTuple):
 class ComplaintEvent(NamedTuple):
     status: str
     at: int
+    # As the event said; None in states written before severities were kept (a rebuild
+    # recovers them from the events).
+    severity: str | None = None
+    category: str | None = None
 
 
 class ProfileEntry(NamedTuple):
@@ -111,6 +115,11 @@ class CustomerState:
     visits_older: int = 0
     visits_older_last_at: int | None = None
     profile: dict[str, ProfileEntry] = field(default_factory=dict)
+    # The tier each complaint is held to (its response-time target): the customer's tier on
+    # the first card scored with the complaint known, recorded by the consumer
+    # (:meth:`hold_complaints`). Not an event's fact, but kept with them so the card, the
+    # complaints table and a rebuild agree; a complaint missing here is held to the card's tier.
+    complaint_tiers: dict[str, str | None] = field(default_factory=dict)
     # Not a fact: the lifecycle walk over these facts' purchase days as the card last made it,
     # which the next card carries on from when purchases only add later days (never stored,
     # never compared, checked against the purchase days each time it is used).
@@ -130,11 +139,12 @@ class CustomerState:
             visits_older=self.visits_older,
             visits_older_last_at=self.visits_older_last_at,
             profile=dict(self.profile),
+            complaint_tiers=dict(self.complaint_tiers),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-native form (for a JSONB column); :meth:`from_json` reads it back exactly."""
-        return {
+        doc: dict[str, Any] = {
             "v": STATE_VERSION,
             "customer_id": self.customer_id,
             "last_event_at": self.last_event_at,
@@ -143,7 +153,7 @@ class CustomerState:
                 for oid, events in self.orders.items()
             },
             "complaints": {
-                cid: {eid: [e.status, e.at] for eid, e in events.items()}
+                cid: {eid: _complaint_event_json(e) for eid, e in events.items()}
                 for cid, events in self.complaints.items()
             },
             "visits": {
@@ -153,6 +163,9 @@ class CustomerState:
             },
             "profile": {name: [p.at, p.event_id, p.value] for name, p in self.profile.items()},
         }
+        if self.complaint_tiers:  # absent, as in states written before it existed
+            doc["complaint_tiers"] = dict(self.complaint_tiers)
+        return doc
 
     def to_json(self) -> bytes:
         """UTF-8 JSON of :meth:`to_dict`."""
@@ -174,14 +187,22 @@ class CustomerState:
                 for oid, events in doc["orders"].items()
             },
             complaints={
-                cid: {eid: ComplaintEvent(e[0], e[1]) for eid, e in events.items()}
+                cid: {eid: ComplaintEvent(*e[:4]) for eid, e in events.items()}
                 for cid, events in doc["complaints"].items()
             },
             visits=dict(visits["recent"]),
             visits_older=visits["older"],
             visits_older_last_at=visits["older_last_at"],
             profile={name: ProfileEntry(p[0], p[1], p[2]) for name, p in doc["profile"].items()},
+            complaint_tiers=dict(doc.get("complaint_tiers", {})),
         )
+
+    def hold_complaints(self, tier: str | None) -> None:
+        """Hold every complaint not yet held to a tier to ``tier`` (the customer's tier on the
+        card just scored): a complaint keeps the target of the tier it was raised under."""
+        for complaint_id in self.complaints:
+            if complaint_id not in self.complaint_tiers:
+                self.complaint_tiers[complaint_id] = tier
 
     # -- reading the facts at a moment -------------------------------------------------------
 
@@ -220,24 +241,6 @@ class CustomerState:
                     )
         out.sort(key=lambda p: (p.at, p.order_id))
         return out
-
-    def complaint_counts(self, as_of: int) -> tuple[int, int, int | None]:
-        """``(open, total, last_raised_at)`` at ``as_of``.
-
-        A complaint is open when its latest status event up to ``as_of`` is ``opened`` (so it can
-        be reopened); it is raised at its earliest event, whichever arrived first.
-        """
-        open_, total, last = 0, 0, None
-        for events in self.complaints.values():
-            seen = [(e.at, e.status == RESOLVED, eid) for eid, e in events.items() if e.at <= as_of]
-            if not seen:
-                continue
-            total += 1
-            if not max(seen)[1]:
-                open_ += 1
-            raised = min(seen)[0]
-            last = raised if last is None else max(last, raised)
-        return open_, total, last
 
     def visit_counts(self, as_of: int, window_us: int) -> tuple[int, int, int | None]:
         """``(in_window, total, last_at)`` of visits at ``as_of``; the window ends at ``as_of``.
@@ -279,6 +282,12 @@ def _order_event_json(e: OrderEvent) -> list[Any]:
     if e.outstanding is None:
         return [e.kind, e.at, str(e.amount)]
     return [e.kind, e.at, str(e.amount), str(e.outstanding)]
+
+
+def _complaint_event_json(e: ComplaintEvent) -> list[Any]:
+    if e.severity is None and e.category is None:
+        return [e.status, e.at]
+    return [e.status, e.at, e.severity, e.category]
 
 
 def _order_event_from(raw: list[Any]) -> OrderEvent:
@@ -357,7 +366,7 @@ def _apply_complaint(
         events = state.complaints[d.complaint_id] = {}
     elif event_id in events:
         return False
-    events[event_id] = ComplaintEvent(status, at)
+    events[event_id] = ComplaintEvent(status, at, d.severity.value, d.category)
     return True
 
 

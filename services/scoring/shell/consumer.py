@@ -2,8 +2,8 @@
 
 One transaction per batch: the inbox claims the event ids (a repeat is dropped here), the
 touched customers' states are loaded and locked in one query, every new event is applied in
-order and yields a change with the new card, and states, history and outbox rows are written
-back in one statement each. Offsets are committed by the consumer after this returns.
+order and yields a change with the new card, and states, history, complaints and outbox rows
+are written back in one statement each. Offsets are committed by the consumer after this returns.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scoring.core.card import Scored, score
 from services.scoring.core.changes import Outgoing, erasure_change, event_change
+from services.scoring.core.complaints import complaints_of
 from services.scoring.core.state import CustomerState, apply
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import Held, StateCache
+from services.scoring.store import complaints as complaint_store
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow, StoredHistory
 from shared.clock import Clock
@@ -126,6 +128,8 @@ class EventApplier:
                 state, _ = apply(states.get(cid), envelope, settings)
                 states[cid] = state
                 card = score(state, self._clock.now(), population, settings)
+                # A complaint is held to the tier on the first card that knows it.
+                state.hold_complaints(card.tier)
                 cards[cid] = card
                 outbox.append(event_change(envelope, raw, card, stages.get(cid, "prospect")))
                 stages[cid] = card.stage
@@ -136,6 +140,14 @@ class EventApplier:
             )
             now_stored = await store.sync_history(
                 conn, ((cid, history.get(cid, []), card.history) for cid, card in cards.items())
+            )
+            await complaint_store.sync(
+                conn,
+                (
+                    (cid, complaint)
+                    for cid, card in cards.items()
+                    for complaint in complaints_of(states[cid], None, card.tier, settings)
+                ),
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)

@@ -324,7 +324,9 @@ _PAGE = text(
 )
 # The outbox stays: its rows are changes the service made and the relay has not published
 # yet; a rebuild does not announce the past again, but it must not swallow what is unsent.
-_EMPTY = text("TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history")
+_EMPTY = text(
+    "TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, scoring.complaints"
+)
 
 
 async def all_states(conn: AsyncConnection, chunk: int) -> AsyncIterator[CustomerState]:
@@ -357,8 +359,8 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
 
 
 async def empty(conn: AsyncConnection) -> None:
-    """Forget every customer, applied event and stage change (the population, the erasures
-    and the changes not yet relayed stay)."""
+    """Forget every customer, applied event, stage change and complaint (the population, the
+    erasures and the changes not yet relayed stay)."""
     await conn.execute(_EMPTY)
 
 
@@ -384,6 +386,7 @@ class Erasure:
 _FORGET = (
     text("DELETE FROM scoring.customers WHERE customer_id = :id"),
     text("DELETE FROM scoring.inbox WHERE customer_id = :id"),
+    text("DELETE FROM scoring.complaints WHERE customer_id = :id"),
     # Changes not yet relayed carry the card; the erasure change that follows replaces them.
     text("DELETE FROM scoring.outbox WHERE customer_id = :id"),
     # Stage transitions stay for the flow figures, under a label that leads nowhere.

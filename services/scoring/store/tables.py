@@ -98,6 +98,33 @@ stage_history = Table(
     Index("ix_stage_history_at", "at"),
 )
 
+# Every complaint of every customer, kept by the consumer in the batch's transaction from the
+# customer's facts (services.scoring.core.complaints), for the overdue list and the
+# resolution-time figures; rebuilt with them and deleted with the customer on erasure.
+complaints = Table(
+    "complaints",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("complaint_id", String(128), primary_key=True),
+    Column("severity", String(8)),  # null: recorded before severities were kept
+    Column("category", String(64)),
+    Column("tier", String(16)),  # the tier it is held to; null: none (regular's target)
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),  # null while open
+    Index(
+        "ix_complaints_open",
+        "opened_at",
+        "customer_id",
+        "complaint_id",
+        postgresql_where=text("resolved_at IS NULL"),
+    ),
+    Index(
+        "ix_complaints_resolved_at",
+        "resolved_at",
+        postgresql_where=text("resolved_at IS NOT NULL"),
+    ),
+)
+
 outbox = Table(
     "outbox",
     metadata,
