@@ -1,6 +1,7 @@
 """Every benchmark in one run, side by side, as a report.
 
-    python -m bench.report [--quick] [--parts ingest,scoring,refit,outreach,e2e,cdnow,holdout]
+    python -m bench.report [--quick]
+        [--parts ingest,scoring,refit,outreach,templates,e2e,cdnow,holdout]
 
 Runs each part, one after the other, on the local broker and database (``make infra`` or
 ``make up`` brings them), prints each part's table as it finishes and a summary at the end,
@@ -38,6 +39,7 @@ from bench import (
     bench_quix,
     bench_refit,
     bench_scoring,
+    bench_templates,
 )
 from bench.bench_e2e import delete_topics, fresh_database
 from shared.db import make_engine
@@ -46,7 +48,7 @@ from shared.topics import Topics
 from tests.support.cdnow import RANKED
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("ingest", "scoring", "refit", "outreach", "e2e", "cdnow", "holdout")
+PARTS = ("ingest", "scoring", "refit", "outreach", "templates", "e2e", "cdnow", "holdout")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Results:
     quix: bench_quix.QuixFigures | None = None
     refit: bench_refit.RefitFigures | None = None
     outreach: bench_outreach.OutreachFigures | None = None
+    templates: bench_templates.TemplateFigures | None = None
     e2e: bench_e2e.E2EFigures | None = None
     cdnow: bench_cdnow_master.CdnowFigures | None = None
     holdout: bench_holdout.HoldoutFigures | None = None
@@ -240,6 +243,37 @@ async def outreach_part(sizes: Sizes, out: Results) -> list[Row]:
                 b.rss_peak_mb <= bench_outreach.TARGET_BACKTEST_RSS_MB,
             )
         )
+    return rows
+
+
+async def templates_part(sizes: Sizes, out: Results) -> list[Row]:
+    f = await bench_templates.measure()
+    bench_templates.print_figures(f)
+    out.templates = f
+    rows = []
+    for r in f.refusals:
+        refused = r.limit.startswith("template_limit")
+        rows.append(
+            Row(
+                "templates",
+                f"refuse {r.bomb} ({r.limit})",
+                _num(r.refused_s * 1000, "ms"),
+                f"refused, < {bench_templates.REFUSE_TARGET_S:g} s",
+                refused and r.refused_s < bench_templates.REFUSE_TARGET_S,
+            )
+        )
+        rows.append(
+            Row(
+                "templates",
+                f"longest /healthz while {r.bomb} is judged",
+                _num(r.health_max_s * 1000, "ms"),
+                f"< {bench_templates.HEALTH_TARGET_S * 1000:g} ms",
+                r.health_max_s < bench_templates.HEALTH_TARGET_S,
+            )
+        )
+    rows.append(
+        Row("templates", "an ordinary template rendered, limits enforced", f"{f.render_us:.0f} us")
+    )
     return rows
 
 
@@ -393,6 +427,8 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         "outreach": f"{sizes.rule_changes:,} changes x 100 rules; "
         f"{sizes.outreach_customers:,} customers in the schedule; a backtest over "
         f"{sizes.backtest_changes:,} changes",
+        "templates": f"{len(bench_templates.BOMBS)} template bombs sent to the rule preview, "
+        "/healthz asked back to back meanwhile",
         "e2e": f"{sizes.e2e_rate:,}/s for {sizes.e2e_seconds:g} s, then "
         f"{sizes.e2e_saturation:,} orders at saturation, each on a fresh stack after 1,000 "
         f"warm-up orders; {sizes.e2e_customers:,} customers; waits up to "
@@ -407,6 +443,7 @@ RUNNERS: dict[str, Callable[[Sizes, Results], Awaitable[list[Row]]]] = {
     "scoring": scoring_part,
     "refit": refit_part,
     "outreach": outreach_part,
+    "templates": templates_part,
     "e2e": e2e_part,
     "cdnow": cdnow_part,
     "holdout": holdout_part,
@@ -605,6 +642,9 @@ HOW = [
     "each stage's customers who bought again in the 39 weeks after; the same for bands of "
     "BG/NBD P(alive) fitted on the calibration.",
     "- **refit** and **outreach**: `bench.bench_refit`, `bench.bench_outreach`, in process.",
+    "- **templates**: `bench.bench_templates` — the outreach app in process on a fresh "
+    "database; each template bomb is sent to `POST /v1/rules/preview` while `/healthz` is "
+    "asked back to back.",
 ]
 
 
@@ -737,6 +777,10 @@ def _attainment(out: Results) -> list[tuple[str, float]]:
             peak = max(out.outreach.backtest.rss_peak_mb, 1e-6)
             target = bench_outreach.TARGET_BACKTEST_RSS_MB
             items.append((f"backtest: outreach ≤ {target} MB", target / peak))
+    if out.templates:
+        worst = max((r.health_max_s for r in out.templates.refusals), default=0.0)
+        health = bench_templates.HEALTH_TARGET_S
+        items.append(("/healthz under a bomb < 100 ms", health / max(worst, 1e-6)))
     if out.e2e:
         sat, fx = out.e2e.saturated, out.e2e.fixed
         target = bench_e2e.TARGET_SUSTAINED

@@ -40,13 +40,27 @@ class RuleDefinition(Rule):
     model_config = ConfigDict(json_schema_extra=_plain_trigger_union)
 
 
+class RuleHealth(BaseModel):
+    """How the rule has run: a rule that raises while matching or scheduling a change is
+    skipped for that change, and disabled by outreach after repeated failures."""
+
+    failures: int = Field(0, description="times the rule raised since it was last saved")
+    last_error: str | None = Field(None, description="the last error it raised")
+    last_error_at: datetime | None = None
+    disabled_reason: str | None = Field(
+        None, description="why outreach disabled the rule (null unless it did)"
+    )
+
+
 class RuleOut(BaseModel):
-    """A rule as stored: its definition (what `PUT` takes back) and its current version."""
+    """A rule as stored: its definition (what `PUT` takes back), its current version and its
+    health."""
 
     version: int = Field(description="increases by one with every change")
     created_at: datetime
     updated_at: datetime
     rule: RuleDefinition
+    health: RuleHealth = RuleHealth()
 
 
 class RuleList(BaseModel):

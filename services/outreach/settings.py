@@ -45,6 +45,12 @@ class OutreachSettings(BaseSettings):
     # Backtests running at once (others wait their turn): each holds some state per customer
     # of its window (~90 MB for 200,000 changes of 26,000 customers).
     backtests_at_once: int = Field(1, ge=1, le=16)
+    # A rule that raises while matching or scheduling is skipped for that change; after this
+    # many failures since it was last saved, outreach disables it.
+    rule_failure_limit: int = Field(5, ge=1)
+    # The longest one template may take to render (at save, on the sample card, and when an
+    # action is decided); the other limits are fixed (services.outreach.core.template_limits).
+    template_render_ms: float = Field(50.0, gt=0, le=10_000)
     # Default SMTP server for email channels that do not name one (make run starts one here).
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025

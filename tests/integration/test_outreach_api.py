@@ -276,7 +276,7 @@ async def test_rule_lifecycle_versions_enable_disable_delete(outreach: Outreach)
                     "template": {"body": "Hello {{ customer.nickname }}"},
                 }
             },
-            "body.action.template",
+            "body.action.template.body",
             "nickname",
         ),
         (
@@ -287,8 +287,8 @@ async def test_rule_lifecycle_versions_enable_disable_delete(outreach: Outreach)
                     "template": {"body": "{{ ''.__class__.__mro__ }}"},
                 }
             },
-            "body.action.template",
-            "body",
+            "body.action.template.body",
+            "not allowed in a template",
         ),
         (
             {"action": {"kind": "greeting", "channel": "email", "template": {"body": "Hi"}}},

@@ -10,8 +10,16 @@ from pydantic import ValidationError
 
 from bench.bench_outreach import benchmark
 from services.outreach.core.rule_pack import DEFAULT_PACK, default_pack
-from services.outreach.core.rules import EventSeen, Match, Rule, RuleSet
+from services.outreach.core.rules import (
+    EventSeen,
+    Match,
+    Rule,
+    RuleFailure,
+    RuleSet,
+    template_errors,
+)
 from services.outreach.core.templates import SAMPLE_CARD
+from services.outreach.core.trust import TRUSTED
 
 
 def error_list(exc: ValidationError) -> list[dict[str, str]]:
@@ -139,9 +147,19 @@ def test_event_filters_are_validated_against_the_event_data() -> None:
 def test_a_template_that_does_not_render_is_rejected_with_the_error() -> None:
     raw = raw_rule()
     raw["action"]["template"] = {"body": "Hi {{ customer.nmae }}"}
-    assert errors_of(raw) == {"action.template": "body: 'dict object' has no attribute 'nmae'"}
+    assert template_errors(Rule.model_validate(raw)) == [
+        ("action.template.body", "'dict object' has no attribute 'nmae'")
+    ]
     raw["action"]["template"] = {"body": "{{ ''.__class__.__mro__ }}"}
-    assert "not allowed in a template" in errors_of(raw)["action.template"]
+    [(field, why)] = template_errors(Rule.model_validate(raw))
+    assert field == "action.template.body" and "not allowed in a template" in why
+    raw["action"]["template"] = {"body": "{% if card.tier %}unclosed"}
+    [(field, why)] = template_errors(Rule.model_validate(raw))
+    assert field == "action.template.body" and why.startswith("line 1: Unexpected end of")
+    raw["action"]["template"] = {"body": "{% if card.tier == 'low' %}{{ 'x' * 10**10 }}{% endif %}"}
+    assert template_errors(Rule.model_validate(raw)) == [
+        ("action.template.body", "template_limit: text over 100000 characters")
+    ]
     raw["action"] |= {"channel": "email", "template": {"body": "no subject"}}
     assert errors_of(raw) == {"action.template": "subject: an email needs a subject"}
 
@@ -149,9 +167,19 @@ def test_a_template_that_does_not_render_is_rejected_with_the_error() -> None:
 def test_a_template_may_use_the_offer_only_when_there_is_one() -> None:
     raw = raw_rule()
     raw["action"]["template"] = {"body": "Use {{ offer.code }}"}
-    assert errors_of(raw) == {"action.template": "body: 'None' has no attribute 'code'"}
+    assert template_errors(Rule.model_validate(raw)) == [
+        ("action.template.body", "'None' has no attribute 'code'")
+    ]
     raw["action"]["offer"] = {"code": "X1", "description": "a gift"}
-    assert Rule.model_validate(raw).action.offer is not None
+    assert template_errors(Rule.model_validate(raw)) == []
+
+
+def test_a_stored_rule_is_trusted_when_loaded() -> None:
+    # Loading rules re-checks nothing costly: no template compiles, no condition is judged.
+    raw = raw_rule(conditions={"between": ["profile.attributes.x", 1, "z"]})
+    raw["trigger"] = {"type": "schedule", "kind": "cron", "expression": "0 9 31 2 *"}
+    assert set(errors_of(raw)) == {"conditions", "trigger.schedule.cron.expression"}
+    assert Rule.model_validate(raw, context=TRUSTED).conditions is not None
 
 
 @pytest.mark.parametrize(
@@ -292,3 +320,53 @@ def test_rule_ids_are_unique_in_a_ruleset() -> None:
 def test_the_benchmark_runs() -> None:
     result = benchmark(changes=500, rules=100)
     assert result.matches > 0 and result.changes_per_second > 0
+
+
+# -- isolation --------------------------------------------------------------------------------
+
+
+def test_a_rule_that_raises_while_matching_is_skipped_and_reported() -> None:
+    mixed = {"between": ["profile.attributes.x", 1, "z"]}  # refused at save, stored anyway
+    bad = Rule.model_validate(raw_rule("bad", priority=9, conditions=mixed), context=TRUSTED)
+    ruleset = RuleSet([bad, rule("good")])
+    c = card()
+    c["profile"]["attributes"] = {"x": "5"}
+    failures: list[RuleFailure] = []
+    matches = ruleset.match_parts(
+        "c1", c, "ch1", event=EventSeen("order.paid", "e1", {}), failures=failures
+    )
+    assert [m.rule.id for m in matches] == ["good"]
+    [failure] = failures
+    assert failure.rule_id == "bad"
+    assert failure.error.startswith("match: TypeError: '<=' not supported")
+    assert ruleset.conditions_hold(bad, c, failures) is False
+    assert len(failures) == 2
+
+
+def test_a_stored_rule_that_does_not_compile_is_left_out_not_the_others() -> None:
+    unknown = {"eq": ["value.nope", 1]}
+    broken = Rule.model_validate(raw_rule("broken", conditions=unknown), context=TRUSTED)
+    ruleset = RuleSet([broken, rule("good")])
+    assert [r.id for r in ruleset.rules] == ["good"]
+    assert ruleset.broken["broken"].startswith("compile: ConditionError: eq: unknown card field")
+
+
+def test_orderings_that_mix_a_number_and_a_text_are_refused_at_save() -> None:
+    mixed = raw_rule(conditions={"between": ["profile.attributes.x", 1, "z"]})
+    assert errors_of(mixed) == {
+        "conditions": "between: 'profile.attributes.x': mixes a number and a text; use one type"
+    }
+    quoted = {"between": ["profile.attributes.x", 1, "5.5"]}  # a quoted bound is a text
+    assert "conditions" in errors_of(raw_rule(conditions=quoted))
+    texts = {"between": ["profile.attributes.x", "a", "m"]}
+    assert Rule.model_validate(raw_rule(conditions=texts)).conditions == texts
+
+
+@pytest.mark.parametrize("expression", ["0 9 31 2 *", "0 9 30 2 *", "0 9 31 4 *"])
+def test_a_cron_for_a_date_that_never_exists_is_refused(expression: str) -> None:
+    raw = raw_rule(trigger={"type": "schedule", "kind": "cron", "expression": expression})
+    assert errors_of(raw) == {
+        "trigger.schedule.cron.expression": "never fires: no date matches within 8 years"
+    }
+    leap = raw_rule(trigger={"type": "schedule", "kind": "cron", "expression": "0 9 29 2 *"})
+    assert Rule.model_validate(leap).trigger.type == "schedule"

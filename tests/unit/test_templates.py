@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.templates import (
     SAMPLE_CARD,
     Template,
     TemplateError,
+    TemplateLimit,
     build_context,
     check,
     render,
+    static_errors,
 )
 
 OFFER = {"code": "TEA10", "description": "10% off tea", "discount": "10%", "expires_days": 30}
@@ -48,9 +51,10 @@ def test_a_missing_name_is_an_error_not_an_empty_string() -> None:
 
 
 def test_check_reports_each_failing_part() -> None:
-    errors = check(Template(subject="{{ offer.code }}", body="{% if card.tier %}unclosed"))
+    unclosed = Template(subject="{{ offer.code }}", body="{% if x %}unclosed")
+    errors = check(unclosed)
     assert errors[0] == "subject: 'None' has no attribute 'code'"  # no offer on this rule
-    assert errors[1].startswith("body, line 1: Unexpected end of template")
+    assert errors[1].startswith("body: line 1: Unexpected end of template")
     assert check(Template(subject="{{ offer.code }}", body="ok"), OFFER) == []
 
 
@@ -91,3 +95,112 @@ def test_the_default_pack_renders_on_the_sample_card() -> None:
         assert "\n" not in subject
         if rule.action.channel == "email":
             assert subject, rule.id
+
+
+# -- hard limits ------------------------------------------------------------------------------
+
+BOMBS = {
+    "repeat": ("{{ 'x' * 10**10 }}", "text over 100000 characters"),
+    "power": ("{{ 9**9**9 }}", "number over 64 bits"),
+    "nested_loops": (
+        "{% for i in range(5000) %}{% for j in range(3000) %}x{% endfor %}{% endfor %}",
+        "loop iterations over 10000",
+    ),
+    "nested_loops_from_data": (
+        "{% set n = card.value.orders * 300 %}"
+        "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}",
+        "loop iterations over 10000",
+    ),
+    "big_range": ("{% for i in range(20000) %}x{% endfor %}", "range over 10000"),
+    "recursive_macro": (
+        "{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+        "recursion depth over 20",
+    ),
+    "doubling_macro": (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(18) }}",
+        "calls over 10000",
+    ),
+    "recursive_loop": (
+        "{% for x in [1, 2] recursive %}{{ loop([1, 2]) }}{% endfor %}",
+        "recursion depth over 20",
+    ),
+    "doubling_list": (
+        "{% set ns = namespace(x=[1]) %}{% for i in range(64) %}"
+        "{% set ns.x = ns.x + ns.x %}{% endfor %}{{ ns.x|length }}",
+        "list over 100000 items",
+    ),
+    "doubling_text": (
+        "{% set ns = namespace(x='ab') %}{% for i in range(64) %}"
+        "{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x|length }}",
+        "text over 100000 characters",
+    ),
+    "nested_literals": (
+        "{% set a = ['x' * 1000] %}" + "{% set a = [a, a] %}" * 40 + "{{ a|string|length }}",
+        "text over 100000 characters",
+    ),
+    "padding": ("{{ 'x'|center(card.value.orders * 10**8) }}", "text over 100000 characters"),
+    "format_width": ("{{ '{:>999999999}'.format(1) }}", "text over 100000 characters"),
+    "printf_width": ("{{ '%999999999d' % 1 }}", "text over 100000 characters"),
+    "join": ("{% set s = 'x' * 90000 %}{{ [s, s]|join }}", "text over 100000 characters"),
+    "replace": ("{% set s = 'x' * 900 %}{{ s|replace('x', s) }}", "text over 100000 characters"),
+    "output": (
+        "{% for i in range(9000) %}{{ 'x' * 90 }}{% endfor %}",
+        "output over 100000 characters",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_a_template_bomb_is_refused_naming_the_limit(name: str) -> None:
+    source, limit = BOMBS[name]
+    static = static_errors(source)
+    if static:  # refused as written, before anything runs
+        assert static == [f"template_limit: {limit}"]
+        return
+    # A generous time limit, so the limit named is the one the bomb is about on any machine.
+    limits = RenderLimits(seconds=30)
+    assert check(Template(body=source), limits=limits) == [f"body: template_limit: {limit}"]
+    with pytest.raises(TemplateLimit) as raised:
+        render(Template(body=source), build_context(SAMPLE_CARD), limits)
+    assert raised.value.limit.startswith(limit)
+
+
+def test_a_bomb_in_a_branch_the_sample_never_reaches_is_refused_as_written() -> None:
+    source = "{% if card.tier == 'low' %}{{ 'x' * 10**10 }}{% endif %}"
+    assert static_errors(source) == ["template_limit: text over 100000 characters"]
+    assert check(Template(body=source)) == ["body: template_limit: text over 100000 characters"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+        "{{ " + " + ".join(["1"] * 4000) + " }}",
+        "{% for a in [1] %}" * 30 + "x" + "{% endfor %}" * 30,
+    ],
+)
+def test_a_template_nested_too_deep_is_refused_not_a_crash(source: str) -> None:
+    assert static_errors(source) == ["template_limit: nesting too deep"]
+
+
+def test_render_time_is_bounded() -> None:
+    slow = (
+        "{% set s = 'x' * 90000 %}"
+        "{% for i in range(9000) %}{{ s|replace('x', 'y')|length }}{% endfor %}"
+    )
+    (error,) = check(Template(body=slow), limits=RenderLimits(seconds=0.01))
+    assert error == "body: template_limit: render time over 10 ms"
+
+
+def test_ordinary_templates_are_untouched_by_the_limits() -> None:
+    template = Template(
+        subject="{{ customer.name|upper }}",
+        body="{% for t in card.profile.tags %}{{ t }}{% if not loop.last %}, {% endif %}"
+        "{% endfor %}; {{ [1, 2]|join('-') }} {{ 'a' ~ 'b' }} {{ '%05.1f'|format(3.14159) }} "
+        "{{ '{:,}'.format(1234567) }} {{ 2**10 }} {{ 'ab' * 3 }} {{ range(3)|list }}",
+    )
+    assert render(template, build_context(SAMPLE_CARD)) == (
+        "ADA LOVELACE",
+        "vip, newsletter; 1-2 ab 003.1 1,234,567 1024 ababab [0, 1, 2]",
+    )

@@ -15,6 +15,7 @@ from services.outreach.schemas import BacktestCoverage, BacktestOut, RuleDefinit
 from services.outreach.shell.backtest import backtest
 from services.outreach.shell.preview import preview
 from services.outreach.shell.service import OutreachState
+from services.outreach.shell.template_check import check_template
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
 from shared.auth import Reader
@@ -61,6 +62,7 @@ examined and which budget, if any, stopped the scan."""
     description="How many customers this rule would reach now, and who.\n\n" + _PREVIEW_DOC,
 )
 async def preview_unsaved(outreach: Outreach, rule: RuleDefinition, _: Reader) -> PreviewResult:
+    await check_template(rule, outreach.settings)  # off the event loop, within the limits
     return await _preview(outreach, rule)
 
 

@@ -21,6 +21,7 @@ from services.outreach.core.rule_pack import default_pack
 from services.outreach.schemas import PackOut, RuleDefinition, RuleList, RuleOut, RuleVersions
 from services.outreach.shell.scheduler import reindex_schedule
 from services.outreach.shell.service import OutreachState
+from services.outreach.shell.template_check import check_template
 from services.outreach.store.rules import delete_rule as delete_stored_rule
 from services.outreach.store.rules import (
     lock_rule,
@@ -91,8 +92,10 @@ async def create_rule(
 ) -> RuleOut | JSONResponse:
     """Create a rule (version 1, or the next version of a deleted rule of that id). Every
     part is validated: an unknown card field in the conditions, a template that does not
-    render on a sample card, a malformed schedule... each answers 422 naming the field.
+    render on a sample card within the template limits (`template_limit: loop iterations
+    over 10000`), a malformed schedule... each answers 422 naming the field.
     An id already in use is 409: replace that rule with `PUT /v1/rules/{id}`."""
+    await check_template(rule, outreach.settings)
     async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule.id)
         if await stored_rule(conn, rule.id) is not None:
@@ -149,6 +152,7 @@ async def replace_rule(
     changed."""
     if rule.id != rule_id:
         raise invalid("body.id", f"must equal the id in the path, {rule_id!r}")
+    await check_template(rule, outreach.settings)
     async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule_id)
         before = await stored_rule(conn, rule_id)

@@ -128,7 +128,10 @@ class Replay:
             when = self._plan(customer, card, when + timedelta(minutes=1))
 
     def _plan(self, customer: str, card: Mapping[str, Any], after: datetime) -> datetime | None:
-        at = next_due(self._live, card, after, default_timezone=self._policy.default_timezone)
+        try:
+            at = next_due(self._live, card, after, default_timezone=self._policy.default_timezone)
+        except Exception:  # a stored schedule that raises (a cron that never fires): no firing
+            at = None
         if at is None:
             self._next_at.pop(customer, None)
         else:

@@ -285,8 +285,9 @@ _ORDER_OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": o
 class _Compiler:
     """One pass that both reports errors and builds closures, so validate and compile agree."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, strict: bool = False) -> None:
         self.schema = schema
+        self.strict = strict  # also refuse what compiles but could only misbehave
         self.errors: list[str] = []
 
     def fail(self, where: str, message: str) -> None:
@@ -378,6 +379,13 @@ class _Compiler:
         if None in values and op not in ("eq", "ne", "in"):
             self.fail(here, f"{path!r}: null can only be compared with eq, ne or in")
             return None
+        if self.strict and op in ("gt", "gte", "lt", "lte", "between"):
+            # An attribute is read as a number or as text by its literals: a number beside a
+            # text could not be ordered against a card's value (TypeError while matching).
+            kinds = {"number" if isinstance(v, Decimal | int | float) else "text" for v in values}
+            if len(kinds) > 1:
+                self.fail(here, f"{path!r}: mixes a number and a text; use one type")
+                return None
         return _build(op, _getter(path), _conversion(spec, values), values, is_list)
 
 
@@ -430,7 +438,7 @@ def _build(op: str, get: Getter, conv: Convert, values: list[Any], is_list: bool
 
 def validate(expr: Any, schema: Schema = CARD) -> list[str]:
     """Every error of ``expr`` as ``"<where>: <what>"``, naming the field; empty when valid."""
-    compiler = _Compiler(schema)
+    compiler = _Compiler(schema, strict=True)
     compiler.node(expr, "$")
     return compiler.errors
 

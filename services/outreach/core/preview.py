@@ -40,7 +40,10 @@ def audience(rule: Rule) -> Predicate:
     def holds(card: Mapping[str, Any]) -> bool:
         if stages and card.get("stage") not in stages:
             return False
-        return when is None or when(card)
+        try:
+            return when is None or when(card)
+        except Exception:  # a stored rule that raises on this card: not in its audience
+            return False
 
     return holds
 

@@ -48,6 +48,8 @@ from services.outreach.core.schedules import (
     CronSchedule,
     DaysAfterSchedule,
 )
+from services.outreach.core.template_limits import DEFAULT_LIMITS, RenderLimits
+from services.outreach.core.trust import trusted
 from shared.card import Stage
 from shared.changes import Change
 from shared.events import EventType
@@ -90,7 +92,7 @@ class EventTrigger(_Strict):
     @classmethod
     def _filters(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
         event = info.data.get("event")
-        if v is not None and event is not None:
+        if v is not None and event is not None and not trusted(info):
             errors = conditions.validate(v, conditions.event_schema(event))
             if errors:
                 raise _invalid("invalid_filters", errors)
@@ -132,25 +134,20 @@ class Offer(_Strict):
 
 
 class Action(_Strict):
-    """What to send and how; the template must render on the sample card with the offer."""
+    """What to send and how. Each part of the template must compile and keep within the
+    hard limits as written; rendering it on the sample card is :func:`template_errors`,
+    run when the rule is saved."""
 
     kind: ActionKind
     channel: Channel
-    # Before the template: the template is checked by rendering it with this offer.
     offer: Offer | None = None
     template: templates.Template
 
     @field_validator("template")
     @classmethod
-    def _renders(cls, v: templates.Template, info: ValidationInfo) -> templates.Template:
+    def _subject(cls, v: templates.Template, info: ValidationInfo) -> templates.Template:
         if info.data.get("channel") == "email" and not v.subject.strip():
             raise _invalid("invalid_template", ["subject: an email needs a subject"])
-        if "offer" not in info.data:
-            return v  # the offer is invalid and reported; rendering without it would mislead
-        offer = info.data["offer"]
-        errors = templates.check(v, offer.model_dump() if offer is not None else None)
-        if errors:
-            raise _invalid("invalid_template", errors)
         return v
 
 
@@ -182,12 +179,24 @@ class Rule(_Strict):
 
     @field_validator("conditions")
     @classmethod
-    def _conditions(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
+    def _conditions(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if v is not None and not trusted(info):
             errors = conditions.validate(v)
             if errors:
                 raise _invalid("invalid_conditions", errors)
         return v
+
+
+def template_errors(rule: Rule, limits: RenderLimits = DEFAULT_LIMITS) -> list[tuple[str, str]]:
+    """``(field, why)`` for each part of the rule's template that does not render on the
+    sample card with the rule's offer within ``limits`` (``action.template.body``,
+    ``template_limit: loop iterations over 10000``). This renders: it may take up to the
+    limits' time, so the API runs it off the event loop."""
+    offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
+    return [
+        (f"action.template.{part}", why)
+        for part, why in templates.check_parts(rule.action.template, offer, limits)
+    ]
 
 
 def rank_key(rule: Rule) -> tuple[int, str]:
@@ -220,11 +229,28 @@ class _Entry:
     from_: frozenset[str] = frozenset()
 
 
+class RuleFailure(NamedTuple):
+    """A rule that raised while matching or scheduling one customer's change: it was skipped
+    for that change (the others went on). ``error`` is the exception as text."""
+
+    rule_id: str
+    error: str
+
+    @classmethod
+    def of(cls, rule_id: str, exc: BaseException, where: str) -> RuleFailure:
+        return cls(rule_id, f"{where}: {type(exc).__name__}: {exc}"[:500])
+
+
 class RuleSet:
     """The enabled rules, indexed so a change only meets the rules its trigger can match.
 
     Event rules are keyed by event type and stage rules by target stage, so most rules are
     never looked at; the survivors run their compiled filters and conditions.
+
+    One rule never stops the others: a rule whose conditions do not compile is left out and
+    listed in :attr:`broken`, and a rule that raises while matching a change is skipped for
+    that change and reported in the ``failures`` list the caller passes (the shell counts
+    them and disables a rule that keeps failing).
     """
 
     def __init__(self, rules: Iterable[Rule]) -> None:
@@ -232,38 +258,56 @@ class RuleSet:
         ids = [r.id for r in enabled]
         if len(set(ids)) != len(ids):
             raise ValueError("rule ids must be unique")
-        self._when = {
-            r.id: conditions.compile_expr(r.conditions) if r.conditions else None for r in enabled
-        }
+        self.broken: dict[str, str] = {}
+        self._when: dict[str, Predicate | None] = {}
         self._by_event: dict[str, list[_Entry]] = {}
         self._by_stage: dict[str | None, list[_Entry]] = {}
         self._filtered: set[str] = set()  # event types some rule filters on
-        self.rules = tuple(enabled)
-        self.schedules = tuple(r for r in enabled if r.trigger.type == "schedule")
-        self.broadcasts = tuple(r for r in enabled if r.trigger.type == "broadcast")
+        kept: list[Rule] = []
         for r in enabled:
-            t, when = r.trigger, self._when[r.id]
-            if isinstance(t, EventTrigger):
-                schema = conditions.event_schema(t.event)
-                filters = conditions.compile_expr(t.filters, schema) if t.filters else None
-                entry = _Entry(r, when, filters)
-                self._by_event.setdefault(t.event.value, []).append(entry)
-                if filters is not None:
-                    self._filtered.add(t.event.value)
-            elif isinstance(t, StageTrigger):
-                entry = _Entry(r, when, None, frozenset(t.from_))
-                targets: list[str | None] = [*t.to] or [None]  # None: any target stage
-                for target in targets:
-                    self._by_stage.setdefault(target, []).append(entry)
+            try:
+                self._index(r)
+            except Exception as exc:  # a stored rule that no longer compiles
+                self.broken[r.id] = RuleFailure.of(r.id, exc, "compile").error
+                continue
+            kept.append(r)
+        self.rules = tuple(kept)
+        self.schedules = tuple(r for r in kept if r.trigger.type == "schedule")
+        self.broadcasts = tuple(r for r in kept if r.trigger.type == "broadcast")
 
-    def conditions_hold(self, rule: Rule, card: Mapping[str, Any]) -> bool:
-        """Whether ``rule``'s conditions hold for ``card`` (for schedules and broadcasts)."""
+    def _index(self, r: Rule) -> None:
+        t = r.trigger
+        when = conditions.compile_expr(r.conditions) if r.conditions else None
+        if isinstance(t, EventTrigger):
+            schema = conditions.event_schema(t.event)
+            filters = conditions.compile_expr(t.filters, schema) if t.filters else None
+            entry = _Entry(r, when, filters)
+            self._by_event.setdefault(t.event.value, []).append(entry)
+            if filters is not None:
+                self._filtered.add(t.event.value)
+        elif isinstance(t, StageTrigger):
+            entry = _Entry(r, when, None, frozenset(t.from_))
+            targets: list[str | None] = [*t.to] or [None]  # None: any target stage
+            for target in targets:
+                self._by_stage.setdefault(target, []).append(entry)
+        self._when[r.id] = when
+
+    def conditions_hold(
+        self, rule: Rule, card: Mapping[str, Any], failures: list[RuleFailure] | None = None
+    ) -> bool:
+        """Whether ``rule``'s conditions hold for ``card`` (for schedules and broadcasts); a
+        rule that raises does not hold, and is reported in ``failures``."""
         if rule.id not in self._when:
             return False  # not an enabled rule of this set
         when = self._when[rule.id]
-        return when is None or when(card)
+        try:
+            return when is None or when(card)
+        except Exception as exc:
+            if failures is not None:
+                failures.append(RuleFailure.of(rule.id, exc, "conditions"))
+            return False
 
-    def match(self, change: Change) -> list[Match]:
+    def match(self, change: Change, failures: list[RuleFailure] | None = None) -> list[Match]:
         """The rules a change fires, best first. Schedules and broadcasts never match here."""
         event, moved = change.event, change.stage_change
         seen = None
@@ -278,6 +322,7 @@ class RuleSet:
             change.change_id,
             event=seen,
             moved=None if moved is None else (moved.from_, moved.to),
+            failures=failures,
         )
 
     def match_parts(
@@ -288,26 +333,36 @@ class RuleSet:
         *,
         event: EventSeen | None = None,
         moved: tuple[str, str] | None = None,
+        failures: list[RuleFailure] | None = None,
     ) -> list[Match]:
         """The rules fired by a change's parts: ``event`` (the event that came with it) and
-        ``moved`` (its stage transition, ``(from, to)``), best first."""
+        ``moved`` (its stage transition, ``(from, to)``), best first. A rule that raises is
+        skipped and reported in ``failures``."""
         if event is None and moved is None:
             return []
         out: list[Match] = []
         if event is not None:
             for e in self._by_event.get(event.event_type, ()):
-                if e.filters is not None and not e.filters(event.data):
-                    continue
-                if e.when is None or e.when(card):
-                    out.append(Match(e.rule, customer_id, event.event_id))
+                try:  # free unless it raises: this loop is the consumer's hot path
+                    if e.filters is not None and not e.filters(event.data):
+                        continue
+                    if e.when is None or e.when(card):
+                        out.append(Match(e.rule, customer_id, event.event_id))
+                except Exception as exc:
+                    if failures is not None:
+                        failures.append(RuleFailure.of(e.rule.id, exc, "match"))
         if moved is not None:
             before, after = moved
             entries = [*self._by_stage.get(after, ()), *self._by_stage.get(None, ())]
             for e in entries:
                 if e.from_ and before not in e.from_:
                     continue
-                if e.when is None or e.when(card):
-                    out.append(Match(e.rule, customer_id, change_id))
+                try:
+                    if e.when is None or e.when(card):
+                        out.append(Match(e.rule, customer_id, change_id))
+                except Exception as exc:
+                    if failures is not None:
+                        failures.append(RuleFailure.of(e.rule.id, exc, "match"))
         if len(out) > 1:
             out.sort(key=lambda m: rank_key(m.rule))
         return out

@@ -34,12 +34,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from services.outreach.core import conditions
+from services.outreach.core.trust import trusted
 
 
 class Scheduled(Protocol):
@@ -166,6 +168,11 @@ def parse_calendar_date(text: str) -> tuple[int | None, int, int] | None:
     return year, month, day
 
 
+# A cron must fire within this many years of any instant (Feb 29 recurs within 8).
+CRON_YEARS = 8
+CRON_CHECK_FROM = datetime(2000, 1, 1)
+
+
 class CronSchedule(_Schedule):
     """A five-field cron expression in the customer's local time, at most once a day."""
 
@@ -174,7 +181,7 @@ class CronSchedule(_Schedule):
 
     @field_validator("expression")
     @classmethod
-    def _cron(cls, v: str) -> str:
+    def _cron(cls, v: str, info: ValidationInfo) -> str:
         if len(v.split()) != 5 or not croniter.is_valid(v):
             raise ValueError("not a five-field cron expression (minute hour day month weekday)")
         minutes, hours = croniter(v).expanded[:2]
@@ -182,6 +189,13 @@ class CronSchedule(_Schedule):
         # would be collapsed into one, so say so at save time instead.
         if len(minutes) != 1 or len(hours) != 1 or "*" in (minutes[0], hours[0]):
             raise ValueError("must fire at one minute of one hour (at most once a day)")
+        if trusted(info):
+            return v
+        # A date that never exists (0 9 31 2 *) passes is_valid and raises when iterated.
+        try:
+            croniter(v, CRON_CHECK_FROM, max_years_between_matches=CRON_YEARS).get_next(datetime)
+        except (ValueError, OverflowError):
+            raise ValueError(f"never fires: no date matches within {CRON_YEARS} years") from None
         return v
 
 

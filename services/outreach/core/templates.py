@@ -13,6 +13,9 @@ context, and the sandbox refuses attribute escapes such as ``''.__class__``. A n
 context lacks is an error (``StrictUndefined``), not silently empty; a None value prints as
 nothing, so ``Hello {{ customer.name }}`` degrades to ``Hello`` when the name is unknown.
 Output is text: no HTML autoescaping (an email channel that sends HTML escapes there).
+
+Every render runs within hard limits on loops, calls, recursion, sizes and time
+(:mod:`services.outreach.core.template_limits`); crossing one raises :class:`TemplateLimit`.
 """
 
 from __future__ import annotations
@@ -20,14 +23,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from services.outreach.core.template_limits import (
+    DEFAULT_LIMITS,
+    BoundedEnvironment,
+    Budget,
+    RenderLimits,
+    TemplateLimitError,
+    checked,
+    run_budgeted,
+)
+from services.outreach.core.template_source import instrument, static_check
 from shared.card import (
     Card,
     Complaints,
@@ -48,8 +60,28 @@ SUBJECT_MAX = 200
 BODY_MAX = 20_000
 
 
+class TemplateError(ValueError):
+    """A template that cannot be compiled or rendered; the message says which part and why."""
+
+
+class TemplateLimit(TemplateError):
+    """A template over one of the hard limits (:mod:`.template_limits`); the message is
+    ``<part>: template_limit: <the limit>``, and :attr:`limit` is the limit alone."""
+
+    def __init__(self, part: str, limit: str) -> None:
+        super().__init__(f"{part}: {TEMPLATE_LIMIT}: {limit}")
+        self.part = part
+        self.limit = limit
+
+
+TEMPLATE_LIMIT = "template_limit"
+
+
 class Template(BaseModel):
-    """A subject line and a body, both Jinja2 source."""
+    """A subject line and a body, both Jinja2 source. Whether they compile, keep within the
+    hard limits and render on a sample card is :func:`check` — work for a worker thread (a
+    template may take up to the time limit), run when a rule is saved or previewed, never
+    when stored rules are loaded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,15 +89,11 @@ class Template(BaseModel):
     body: Annotated[str, StringConstraints(min_length=1, max_length=BODY_MAX)]
 
 
-class TemplateError(ValueError):
-    """A template that cannot be compiled or rendered; the message says which part and why."""
-
-
 def _finalize(value: Any) -> Any:
-    return "" if value is None else value
+    return "" if value is None else checked(value)
 
 
-_ENV = ImmutableSandboxedEnvironment(
+_ENV = BoundedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     finalize=_finalize,
@@ -87,18 +115,77 @@ _RENDER_ERRORS = (
 )
 
 
+_COMPILE_ERRORS = (TemplateLimitError, SecurityError, jinja2.TemplateSyntaxError)
+
+
 @lru_cache(maxsize=1024)
-def _compiled(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
-
-
-def _render_part(part: str, source: str, context: Mapping[str, Any]) -> str:
+def _compiled_or_error(source: str) -> jinja2.Template | Exception:
+    # A source that does not compile is remembered too: a stored rule whose template fails is
+    # not parsed again for every action it decides.
     try:
-        return _compiled(source).render(context)
+        tree = _ENV.parse(source)
+        static_check(tree)
+        code = _ENV.compile(instrument(tree))
+    except (RecursionError, SyntaxError):  # nested past what Python's parser and stack take
+        return TemplateLimitError("nesting too deep")
+    except _COMPILE_ERRORS as exc:
+        return exc.with_traceback(None)
+    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None), None)
+
+
+def _compiled(source: str) -> jinja2.Template:
+    """``source`` parsed, checked for constant bombs, instrumented and compiled (cached: the
+    same few templates are rendered thousands of times)."""
+    found = _compiled_or_error(source)
+    if isinstance(found, Exception):
+        raise found.with_traceback(None)
+    return found
+
+
+def _compile_part(part: str, source: str) -> jinja2.Template:
+    try:
+        return _compiled(source)
+    except TemplateLimitError as exc:
+        raise TemplateLimit(part, str(exc)) from None
     except SecurityError as exc:
         raise TemplateError(f"{part}: not allowed in a template: {exc}") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{part}, line {exc.lineno}: {exc.message}") from exc
+
+
+def static_errors(source: str) -> list[str]:
+    """What is wrong with ``source`` before it runs: a syntax error, or a limit it crosses as
+    written (``'x' * 10**10``, ``range(10**6)``, nested loops over constant ranges)."""
+    try:
+        _compiled(source)
+    except TemplateLimitError as exc:
+        return [f"{TEMPLATE_LIMIT}: {exc}"]
+    except SecurityError as exc:
+        return [f"not allowed in a template: {exc}"]
+    except jinja2.TemplateSyntaxError as exc:
+        return [f"line {exc.lineno}: {exc.message}"]
+    return []
+
+
+def _render_part(part: str, source: str, context: Mapping[str, Any], budget: Budget) -> str:
+    """One part rendered under ``budget`` (in force: see :func:`run_budgeted`)."""
+    template = _compile_part(part, source)
+    limit = budget.limits.size
+    try:
+        out: list[str] = []
+        size = 0
+        for piece in template.root_render_func(template.new_context(dict(context))):
+            size += len(piece)
+            if size > limit:
+                raise TemplateLimitError(f"output over {limit} characters")
+            out.append(piece)
+        return "".join(out)
+    except TemplateLimitError as exc:
+        raise TemplateLimit(part, str(exc)) from None
+    except MemoryError:
+        raise TemplateLimit(part, "memory") from None
+    except SecurityError as exc:
+        raise TemplateError(f"{part}: not allowed in a template: {exc}") from exc
     except _RENDER_ERRORS as exc:
         raise TemplateError(f"{part}: {exc}") from exc
 
@@ -117,31 +204,57 @@ def build_context(
     }
 
 
-def render(template: Template, context: Mapping[str, Any]) -> tuple[str, str]:
-    """``(subject, body)`` rendered over ``context`` (from :func:`build_context`).
+def render(
+    template: Template, context: Mapping[str, Any], limits: RenderLimits = DEFAULT_LIMITS
+) -> tuple[str, str]:
+    """``(subject, body)`` rendered over ``context`` (from :func:`build_context`), each part
+    within ``limits``.
 
-    Raises :class:`TemplateError`. The subject is folded onto one line: a newline in it
-    would let card data (a customer's name) inject headers into an email.
+    Raises :class:`TemplateError` (:class:`TemplateLimit` for a limit crossed). The subject is
+    folded onto one line: a newline in it would let card data (a customer's name) inject
+    headers into an email.
     """
-    subject = _render_part("subject", template.subject, context)
-    body = _render_part("body", template.body, context)
+
+    def both(budget: Budget) -> tuple[str, str]:  # one budget for the two parts
+        return (
+            _render_part("subject", template.subject, context, budget),
+            _render_part("body", template.body, context, budget),
+        )
+
+    subject, body = run_budgeted(limits, both)
     return " ".join(subject.split()), body
 
 
-def check(template: Template, offer: Mapping[str, Any] | None = None) -> list[str]:
-    """The errors of rendering ``template`` with ``offer`` on :data:`SAMPLE_CARD`; empty if fine.
+def check_parts(
+    template: Template,
+    offer: Mapping[str, Any] | None = None,
+    limits: RenderLimits = DEFAULT_LIMITS,
+) -> list[tuple[str, str]]:
+    """``(part, why)`` for each part of ``template`` that does not render with ``offer`` on
+    :data:`SAMPLE_CARD` within ``limits``; empty if both do. A limit crossed reads
+    ``template_limit: <the limit>``.
 
-    Rules call this at save time, so a template that names a missing field or tries to
-    escape the sandbox is rejected before it can reach a customer.
+    Rules are checked so when saved (off the event loop: a render may take up to the time
+    limit), so a template that names a missing field, tries to escape the sandbox or crosses
+    a limit is rejected before it can reach a customer.
     """
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     context = build_context(SAMPLE_CARD, offer, "https://example.com/unsubscribe/sample")
     for part, source in (("subject", template.subject), ("body", template.body)):
         try:
-            _render_part(part, source, context)
+            run_budgeted(limits, partial(_render_part, part, source, context))
         except TemplateError as exc:
-            errors.append(str(exc))
+            errors.append((part, str(exc).removeprefix(f"{part}: ").removeprefix(f"{part}, ")))
     return errors
+
+
+def check(
+    template: Template,
+    offer: Mapping[str, Any] | None = None,
+    limits: RenderLimits = DEFAULT_LIMITS,
+) -> list[str]:
+    """:func:`check_parts` as ``<part>: <why>`` lines."""
+    return [f"{part}: {why}" for part, why in check_parts(template, offer, limits)]
 
 
 # Every field of a card filled in, built by the contract scoring publishes (shared.card) and

@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
-from services.outreach.core.rules import RuleSet
+from services.outreach.core.rules import RuleFailure, RuleSet
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
+from services.outreach.shell.rule_health import record_failures
 from services.outreach.store import erasure, inbox
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import save_cards
@@ -70,6 +71,7 @@ class ChangeApplier:
         ruleset: RuleSet = self._current.ruleset
         policy = self._current.policy
         now = self._clock.now()
+        disabled: list[str] = []
         async with self._engine.begin() as conn:
             fresh_ids = await inbox.claim(
                 conn,
@@ -92,7 +94,9 @@ class ChangeApplier:
                     latest[change.customer_id] = change
             await save_cards(conn, latest)
             cards = {cid: c.card for cid, c in latest.items()}
-            matches = [m for change in fresh for m in ruleset.match(change)]
+            # A rule that raises is skipped for that change and counted, never the batch's end.
+            failures = [RuleFailure(r, error) for r, error in ruleset.broken.items()]
+            matches = [m for change in fresh for m in ruleset.match(change, failures)]
             # Matches are decided against the customer's newest card in the batch (consent,
             # complaints and time zone as they stand now).
             match_cards = {m.customer_id: cards[m.customer_id] for m in matches}
@@ -111,7 +115,15 @@ class ChangeApplier:
                     now=now,
                 )
             if ruleset.schedules:
-                await reschedule(conn, ruleset.schedules, cards, now, policy.default_timezone)
+                await reschedule(
+                    conn, ruleset.schedules, cards, now, policy.default_timezone, failures
+                )
+            if failures:
+                disabled = await record_failures(
+                    conn, failures, limit=self._settings.rule_failure_limit, now=now
+                )
+        if disabled:
+            await self._current.reload(self._engine)
         return recorded
 
     async def _erase(self, conn: AsyncConnection, changes: list[Change]) -> list[Change]:

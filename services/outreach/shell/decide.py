@@ -9,6 +9,8 @@ makes a second decision of the same action impossible even across crashes and re
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -29,11 +31,15 @@ from services.outreach.core.policy import (
     history_days,
 )
 from services.outreach.core.rules import Match, Rule
+from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
 from services.outreach.settings import OutreachSettings
 from services.outreach.store import ledger
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import card_of, lock_customers
+
+# How long deciding may hold the event loop between two renders before it lets others run.
+YIELD_SECONDS = 0.02
 
 _STATUS = {
     Outcome.SEND: "pending",
@@ -72,6 +78,10 @@ async def decide_and_record(
     suppressed = await ledger.suppressed_among(conn, customers)
 
     rows: list[dict[str, Any]] = []
+    limits = render_limits(settings)
+    # Rendering is the costly step here (each render within ``limits``): let the event loop
+    # answer others (health checks, heartbeats) between renders when it has waited this long.
+    yielded = time.perf_counter()
     by_customer: dict[str, list[Match]] = {}
     for m in todo:
         by_customer.setdefault(m.customer_id, []).append(m)
@@ -91,8 +101,16 @@ async def decide_and_record(
             now=now,
         )
         for candidate, decision in decisions:
-            rows.append(_row(match_of[id(candidate)], card, decision, settings, now))
+            rows.append(_row(match_of[id(candidate)], card, decision, settings, now, limits))
+        if time.perf_counter() - yielded > YIELD_SECONDS:
+            await asyncio.sleep(0)
+            yielded = time.perf_counter()
     return await ledger.record(conn, rows)
+
+
+def render_limits(settings: OutreachSettings) -> RenderLimits:
+    """The hard limits a template renders within, with this service's time budget."""
+    return RenderLimits(seconds=settings.template_render_ms / 1000)
 
 
 def _row(
@@ -101,6 +119,7 @@ def _row(
     decision: Decision,
     settings: OutreachSettings,
     now: datetime,
+    limits: RenderLimits,
 ) -> dict[str, Any]:
     rule = match.rule
     status = _STATUS[decision.outcome]
@@ -112,12 +131,17 @@ def _row(
         # wait for weeks): delivery puts it in the placeholder's place.
         try:
             subject, body = templates.render(
-                rule.action.template, templates.build_context(card, offer, LINK_PLACEHOLDER)
+                rule.action.template,
+                templates.build_context(card, offer, LINK_PLACEHOLDER),
+                limits,
             )
         except templates.TemplateError as exc:
+            # This customer's card took the template over a limit, or it does not render:
+            # the action fails, the batch goes on.
+            limited = isinstance(exc, templates.TemplateLimit)
             status, reason, decision = (
                 "failed",
-                "template_error",
+                templates.TEMPLATE_LIMIT if limited else "template_error",
                 Decision(Outcome.SUPPRESS, detail=str(exc)[:500]),
             )
     return {

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.outreach.core.rules import Match, Rule
+from services.outreach.core.rules import Match, Rule, RuleFailure
 from services.outreach.core.schedules import occurrence_key
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.rule_health import record_failures
 from services.outreach.store import ledger, schedule
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_after
@@ -32,6 +33,8 @@ async def fire_due(
     now = clock.now()
     policy = current.policy
     rules = current.rules
+    failures: list[RuleFailure] = []
+    disabled: list[str] = []
     async with engine.begin() as conn:
         due = await schedule.due(conn, now, settings.scheduler_batch)
         if not due:
@@ -44,7 +47,7 @@ async def fire_due(
             if rule is None or not rule.enabled or rule.trigger.type != "schedule":
                 continue
             cards[row.customer_id] = row.card
-            if current.ruleset.conditions_hold(rule, row.card):
+            if current.ruleset.conditions_hold(rule, row.card, failures):
                 key = occurrence_key(
                     rule, row.card, row.due_at, default_timezone=policy.default_timezone
                 )
@@ -63,10 +66,17 @@ async def fire_due(
                     {row.customer_id: row.card},
                     row.due_at + timedelta(minutes=1),
                     policy.default_timezone,
+                    failures,
                 )
         gone = sorted({row.rule_id for row in due} - {r.id for r in live_rules})
         if gone:
             await schedule.drop_rules(conn, gone)
+        if failures:
+            disabled = await record_failures(
+                conn, failures, limit=settings.rule_failure_limit, now=now
+            )
+    if disabled:
+        await current.reload(engine)
     return len(due), recorded
 
 

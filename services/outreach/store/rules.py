@@ -9,15 +9,20 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core.rules import Rule
-from services.outreach.schemas import RuleDefinition, RuleOut, RuleVersion
+from services.outreach.core.trust import TRUSTED
+from services.outreach.schemas import RuleDefinition, RuleHealth, RuleOut, RuleVersion
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 _SELECT = (
-    "SELECT id, version, definition, enabled, created_at, updated_at FROM outreach.rules "
-    "WHERE deleted_at IS NULL"
+    "SELECT id, version, definition, enabled, created_at, updated_at, failures, last_error, "
+    "last_error_at, disabled_reason FROM outreach.rules WHERE deleted_at IS NULL"
 )
 _ONE = text(f"{_SELECT} AND id = :id")
 _ALL = text(f"{_SELECT} ORDER BY id")
@@ -32,14 +37,31 @@ _DELETE = text(
 
 
 async def load_rules(conn: AsyncConnection) -> list[Rule]:
+    """The stored rules, trusted (checked when saved: nothing is compiled or rendered here).
+    A row that no longer reads as a rule is left out and logged, never the others with it."""
     rows = await conn.execute(
-        text("SELECT definition, enabled FROM outreach.rules WHERE deleted_at IS NULL ORDER BY id")
+        text(
+            "SELECT id, definition, enabled FROM outreach.rules WHERE deleted_at IS NULL "
+            "ORDER BY id"
+        )
     )
-    return [Rule.model_validate({**r.definition, "enabled": r.enabled}) for r in rows]
+    rules = []
+    for r in rows:
+        try:
+            rules.append(
+                Rule.model_validate({**r.definition, "enabled": r.enabled}, context=TRUSTED)
+            )
+        except ValidationError as exc:
+            log.error("rule_unreadable", rule_id=r.id, error=str(exc)[:500])
+    return rules
 
 
-async def save_rule(conn: AsyncConnection, rule: Rule, actor: str, now: datetime) -> int:
-    """Insert or replace ``rule``; returns its new version number."""
+async def save_rule(
+    conn: AsyncConnection, rule: Rule, actor: str, now: datetime, *, keep_health: bool = False
+) -> int:
+    """Insert or replace ``rule``; returns its new version number. A save starts the rule's
+    health afresh (no failures, no disabled reason) unless ``keep_health`` (outreach itself
+    disabling a failing rule); its last error stays visible either way."""
     definition = rule.model_dump(mode="json", by_alias=True)
     version = await conn.scalar(
         text(
@@ -49,11 +71,19 @@ async def save_rule(conn: AsyncConnection, rule: Rule, actor: str, now: datetime
             VALUES (:id, 1, CAST(:d AS jsonb), :enabled, :now, :now, NULL)
             ON CONFLICT (id) DO UPDATE SET version = r.version + 1,
                 definition = EXCLUDED.definition, enabled = EXCLUDED.enabled,
-                updated_at = EXCLUDED.updated_at, deleted_at = NULL
+                updated_at = EXCLUDED.updated_at, deleted_at = NULL,
+                failures = CASE WHEN :keep THEN r.failures ELSE 0 END,
+                disabled_reason = CASE WHEN :keep THEN r.disabled_reason END
             RETURNING version
             """
         ),
-        {"id": rule.id, "d": _json(definition), "enabled": rule.enabled, "now": now},
+        {
+            "id": rule.id,
+            "d": _json(definition),
+            "enabled": rule.enabled,
+            "now": now,
+            "keep": keep_health,
+        },
     )
     await conn.execute(
         text(
@@ -112,9 +142,20 @@ async def delete_rule(conn: AsyncConnection, rule_id: str, now: datetime) -> Non
 
 
 def _out(row: Row[Any]) -> RuleOut:
-    rule = RuleDefinition.model_validate({**row.definition, "enabled": row.enabled})
+    rule = RuleDefinition.model_validate(
+        {**row.definition, "enabled": row.enabled}, context=TRUSTED
+    )
     return RuleOut(
-        version=row.version, created_at=row.created_at, updated_at=row.updated_at, rule=rule
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        rule=rule,
+        health=RuleHealth(
+            failures=row.failures,
+            last_error=row.last_error,
+            last_error_at=row.last_error_at,
+            disabled_reason=row.disabled_reason,
+        ),
     )
 
 

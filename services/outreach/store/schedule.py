@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.core.rules import Rule
+from services.outreach.core.rules import Rule, RuleFailure
 from services.outreach.core.schedules import next_due
 
 _SCHEDULE = text(
@@ -48,13 +48,20 @@ async def reschedule(
     cards: Mapping[str, Mapping[str, Any]],
     after: datetime,
     default_timezone: str,
+    failures: list[RuleFailure] | None = None,
 ) -> None:
-    """Recompute when each schedule rule next fires for each of these customers."""
+    """Recompute when each schedule rule next fires for each of these customers. A rule that
+    raises for a customer is not scheduled for them and is reported in ``failures``."""
     due: list[tuple[str, str, datetime]] = []
     gone: list[tuple[str, str]] = []
     for customer_id, card in cards.items():
         for rule in schedules:
-            at = next_due(rule, card, after, default_timezone=default_timezone)
+            try:
+                at = next_due(rule, card, after, default_timezone=default_timezone)
+            except Exception as exc:  # one rule never stops the others
+                if failures is not None:
+                    failures.append(RuleFailure.of(rule.id, exc, "schedule"))
+                continue
             if at is None:
                 gone.append((rule.id, customer_id))
             else:

@@ -42,6 +42,11 @@ rules = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True)),
+    # Health: raises since the last save, the last error, why outreach disabled it.
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("last_error_at", DateTime(timezone=True)),
+    Column("disabled_reason", Text),
 )
 
 rule_versions = Table(
