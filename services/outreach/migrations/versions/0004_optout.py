@@ -2,7 +2,7 @@
 lifting), waiting for the relay to crm.customer-events.v1.
 
 Revision ID: outreach_0004
-Revises: outreach_0002
+Revises: outreach_0003
 Create Date: 2026-12-04
 """
 
