@@ -44,7 +44,13 @@ def _change(customer_id: str, **unknown: object) -> tuple[str, str, bytes]:
     at = T0.isoformat()
     event_id = str(uuid.uuid4())
     change_id = change_id_for("event", event_id)
-    card = {**SAMPLE_CARD, "customer_id": customer_id, "stage": "reactivated"}
+    card = {
+        **SAMPLE_CARD,
+        "customer_id": customer_id,
+        "stage": "reactivated",
+        "stage_since": T0.date().isoformat(),
+        "previous_stage": "declining",
+    }
     change = {
         "change_id": change_id,
         "customer_id": customer_id,
@@ -113,7 +119,7 @@ async def test_a_change_with_fields_outreach_does_not_know_is_applied_not_dead_l
     assert card is not None and card["customer_id"] == customer
     assert [(r.rule_id, r.occurrence) for r in fired] == [
         ("visit-care", event_id),
-        ("welcome-back", change_id),
+        ("welcome-back", f"reactivated@{T0.date().isoformat()}"),
     ]
     dead = [r for r in await read_all(stack.settings.kafka_bootstrap_servers, topics.dlq)]
     assert not any(r.value == value for r in dead)

@@ -35,13 +35,11 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
 
 def match_change(ruleset: RuleSet, change: dict[str, Any]) -> list[Match]:
     """The rules ``change`` (the parts of one the index reads) fires, best first."""
-    event, moved = change["event"], change["stage_change"]
+    event = change["event"]
     return ruleset.match_parts(
         change["customer_id"],
         change["card"],
-        change["change_id"],
         event=EventSeen(event["event_type"], event["event_id"], event["data"]) if event else None,
-        moved=(moved["from"], moved["to"]) if moved else None,
     )
 
 
@@ -88,12 +86,15 @@ def change(
     event = None
     if event_type is not None:
         event = {"event_id": "ev-1", "event_type": event_type, "data": data or {}}
+    c = c if c is not None else card()
+    if moved is not None:  # the card is in the stage the change moved it to
+        c = {**c, "previous_stage": moved[0], "stage": moved[1], "stage_since": "2025-05-30"}
     return {
         "change_id": "ch-1",
         "customer_id": "c1",
         "cause": "event" if event else "time",
         "event": event,
-        "card": c if c is not None else card(),
+        "card": c,
         "stage_change": None if moved is None else {"from": moved[0], "to": moved[1], "at": "x"},
     }
 
@@ -268,7 +269,40 @@ def test_conditions_select_on_the_card() -> None:
 def test_stage_triggers(trigger: dict[str, Any], moved: tuple[str, str], fires: bool) -> None:
     ruleset = RuleSet([rule(trigger={"type": "stage", **trigger})])
     matches = match_change(ruleset, change(moved=moved))
-    assert [m.occurrence for m in matches] == (["ch-1"] if fires else [])
+    assert [m.occurrence for m in matches] == ([f"{moved[1]}@2025-05-30"] if fires else [])
+
+
+def test_a_stage_rule_matches_every_change_of_its_episode_with_one_key() -> None:
+    # Entered live, seen again on later changes, or first true after a refit: one episode key.
+    ruleset = RuleSet([rule(trigger={"type": "stage", "to": ["churned"]})])
+    lost = card(stage="churned", stage_since="2025-03-01", previous_stage="declining")
+    keys = {
+        m.occurrence
+        for c in (lost, {**lost, "tier": "key"})
+        for m in match_change(ruleset, change(c=c))
+    }
+    assert keys == {"churned@2025-03-01"}
+    # A later episode of the same stage is a new occurrence.
+    again = {**lost, "stage_since": "2026-01-10", "previous_stage": "reactivated"}
+    assert [m.occurrence for m in match_change(ruleset, change(c=again))] == ["churned@2026-01-10"]
+
+
+def test_conditions_that_come_true_later_in_the_episode_fire_then() -> None:
+    ruleset = RuleSet(
+        [rule(trigger={"type": "stage", "to": ["churned"]}, conditions={"eq": ["tier", "key"]})]
+    )
+    lost = card(stage="churned", stage_since="2025-03-01", previous_stage="declining", tier=None)
+    assert match_change(ruleset, change(c=lost)) == []  # no tier yet: an imported history
+    assert len(match_change(ruleset, change(c={**lost, "tier": "key"}))) == 1  # after a refit
+
+
+@pytest.mark.parametrize(("since", "fires"), [("2025-04-02", True), ("2025-04-01", False)])
+def test_entered_within_days_keeps_old_losses_out(since: str, fires: bool) -> None:
+    trigger = {"type": "stage", "to": ["churned"], "entered_within_days": 60}
+    ruleset = RuleSet([rule(trigger=trigger)])
+    # The sample card is as of 2025-06-01: 60 days before is 2025-04-02.
+    lost = card(stage="churned", stage_since=since, previous_stage="declining")
+    assert bool(match_change(ruleset, change(c=lost))) is fires
 
 
 def test_one_change_can_fire_event_and_stage_rules_best_first() -> None:
@@ -280,7 +314,7 @@ def test_one_change_can_fire_event_and_stage_rules_best_first() -> None:
     ]
     matches = match_change(RuleSet(rules), change("order.paid", moved=("churned", "reactivated")))
     assert [(m.rule.id, m.occurrence) for m in matches] == [
-        ("b-stage", "ch-1"),
+        ("b-stage", "reactivated@2025-05-30"),
         ("a-event", "ev-1"),
         ("c-event", "ev-1"),
     ]
@@ -333,7 +367,7 @@ def test_a_rule_that_raises_while_matching_is_skipped_and_reported() -> None:
     c["profile"]["attributes"] = {"x": "5"}
     failures: list[RuleFailure] = []
     matches = ruleset.match_parts(
-        "c1", c, "ch1", event=EventSeen("order.paid", "e1", {}), failures=failures
+        "c1", c, event=EventSeen("order.paid", "e1", {}), failures=failures
     )
     assert [m.rule.id for m in matches] == ["good"]
     [failure] = failures

@@ -3,9 +3,10 @@ takes, so each one also documents the syntax. Marketing edits them like any othe
 
 Notes on a few of them:
 
-- ``winback-churned`` has no limit of its own: its occurrence is the id of the change that
-  moved the customer to churned, so it fires once per churn, and again after a reactivation
-  and a new churn.
+- ``winback-churned`` has no limit of its own: its occurrence is the churn episode (the day
+  the customer became churned), so it fires once per churn, and again after a reactivation
+  and a new churn — whether the churn was seen live, in an imported history, or the customer
+  became key or regular only later. It reaches only customers lost within the last 180 days.
 - ``care-key-quiet`` runs daily but only reaches a key customer nobody has contacted for 60
   days: ``not_contacted_days`` looks at every message they received, ``cooldown_days`` keeps
   this rule itself to once per 60 days even if other messages did go out in between.
@@ -106,8 +107,8 @@ DEFAULT_PACK: list[dict[str, Any]] = [
     },
     {
         "id": "winback-churned",
-        "name": "Win back churned key and regular customers",
-        "trigger": {"type": "stage", "from": [], "to": ["churned"]},
+        "name": "Win back key and regular customers lost within the last 180 days",
+        "trigger": {"type": "stage", "from": [], "to": ["churned"], "entered_within_days": 180},
         "conditions": {"in": ["tier", ["key", "regular"]]},
         "action": {
             "kind": "winback",

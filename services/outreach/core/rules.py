@@ -18,15 +18,17 @@ event's ``data``), ``stage`` (a transition: ``from``/``to`` lists, empty = any),
 it over the card replica; the audience is the rule's conditions).
 
 Every model is strict: an unknown field is an error, and each error names its field. An
-action's identity, the *occurrence key*, is the event id for event triggers, the change id
-for stage triggers, the customer's local date for schedules and the launch id for broadcasts;
-(rule, customer, occurrence) is unique, so a replayed change never acts twice.
+action's identity, the *occurrence key*, is the event id for event triggers, the stage
+episode (``churned@2026-10-01``: the stage and the day it was entered) for stage triggers,
+the customer's local date for schedules and the launch id for broadcasts; (rule, customer,
+occurrence) is unique, so a replayed change never acts twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -100,13 +102,19 @@ class EventTrigger(_Strict):
 
 
 class StageTrigger(_Strict):
-    """Fires when the stage moves from one of ``from`` to one of ``to`` (empty: any)."""
+    """Fires once per stage episode: the first time the customer is in one of ``to``, having
+    entered it from one of ``from`` (empty: any), while the conditions hold — whether the
+    stage was entered live, in a replayed history, or the conditions came true later (a refit,
+    a profile update). With ``entered_within_days``, only while the episode began at most that
+    many days before the change (so an imported history does not reach customers lost years
+    ago)."""
 
     model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
 
     type: Literal["stage"]
     from_: list[Stage] = Field(default_factory=list, alias="from")
     to: list[Stage] = Field(default_factory=list)
+    entered_within_days: int | None = Field(None, ge=1, le=3650)
 
 
 class BroadcastTrigger(_Strict):
@@ -227,6 +235,35 @@ class _Entry:
     when: Predicate | None
     filters: Predicate | None = None
     from_: frozenset[str] = frozenset()
+    within_days: int | None = None
+
+
+class Episode(NamedTuple):
+    """The stage a card is in, since when (the UTC day it was entered) and from which stage:
+    a stage rule acts at most once per episode, so its key is the actions' occurrence."""
+
+    stage: str
+    since: str | None  # ISO date; None for prospects
+    previous: str | None
+
+    @classmethod
+    def of(cls, card: Mapping[str, Any]) -> Episode:
+        since = card.get("stage_since")
+        return cls(
+            str(card.get("stage")),
+            None if since is None else str(since)[:10],
+            card.get("previous_stage"),
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}@{self.since or ''}"
+
+    def began_within(self, days: int, as_of: object) -> bool:
+        """Whether the episode began at most ``days`` days before ``as_of`` (the card's)."""
+        if self.since is None or not isinstance(as_of, str):
+            return False
+        return (date.fromisoformat(as_of[:10]) - date.fromisoformat(self.since)).days <= days
 
 
 class RuleFailure(NamedTuple):
@@ -286,7 +323,7 @@ class RuleSet:
             if filters is not None:
                 self._filtered.add(t.event.value)
         elif isinstance(t, StageTrigger):
-            entry = _Entry(r, when, None, frozenset(t.from_))
+            entry = _Entry(r, when, None, frozenset(t.from_), t.entered_within_days)
             targets: list[str | None] = [*t.to] or [None]  # None: any target stage
             for target in targets:
                 self._by_stage.setdefault(target, []).append(entry)
@@ -309,37 +346,27 @@ class RuleSet:
 
     def match(self, change: Change, failures: list[RuleFailure] | None = None) -> list[Match]:
         """The rules a change fires, best first. Schedules and broadcasts never match here."""
-        event, moved = change.event, change.stage_change
+        event = change.event
         seen = None
         if event is not None and event.event_type in self._by_event:
             # Filters read the event's data as JSON, as it travelled; only read it for them.
             filtered = event.event_type in self._filtered
             data = event.data.model_dump(mode="json") if filtered else {}
             seen = EventSeen(event.event_type, event.event_id, data)
-        return self.match_parts(
-            change.customer_id,
-            change.card,
-            change.change_id,
-            event=seen,
-            moved=None if moved is None else (moved.from_, moved.to),
-            failures=failures,
-        )
+        return self.match_parts(change.customer_id, change.card, event=seen, failures=failures)
 
     def match_parts(
         self,
         customer_id: str,
         card: Mapping[str, Any],
-        change_id: str,
         *,
         event: EventSeen | None = None,
-        moved: tuple[str, str] | None = None,
         failures: list[RuleFailure] | None = None,
     ) -> list[Match]:
-        """The rules fired by a change's parts: ``event`` (the event that came with it) and
-        ``moved`` (its stage transition, ``(from, to)``), best first. A rule that raises is
-        skipped and reported in ``failures``."""
-        if event is None and moved is None:
-            return []
+        """The rules fired by a change: those of ``event`` (the event that came with it), and
+        the stage rules of the episode the card is in, best first. A stage rule matches on
+        every change of its episode; the ledger's (rule, customer, episode) key makes it act
+        once. A rule that raises is skipped and reported in ``failures``."""
         out: list[Match] = []
         if event is not None:
             for e in self._by_event.get(event.event_type, ()):
@@ -351,15 +378,19 @@ class RuleSet:
                 except Exception as exc:
                     if failures is not None:
                         failures.append(RuleFailure.of(e.rule.id, exc, "match"))
-        if moved is not None:
-            before, after = moved
-            entries = [*self._by_stage.get(after, ()), *self._by_stage.get(None, ())]
+        if self._by_stage:
+            episode = Episode.of(card)
+            entries = [*self._by_stage.get(episode.stage, ()), *self._by_stage.get(None, ())]
             for e in entries:
-                if e.from_ and before not in e.from_:
+                if e.from_ and episode.previous not in e.from_:
                     continue
                 try:
+                    if e.within_days is not None and not episode.began_within(
+                        e.within_days, card.get("as_of")
+                    ):
+                        continue
                     if e.when is None or e.when(card):
-                        out.append(Match(e.rule, customer_id, change_id))
+                        out.append(Match(e.rule, customer_id, episode.key))
                 except Exception as exc:
                     if failures is not None:
                         failures.append(RuleFailure.of(e.rule.id, exc, "match"))
