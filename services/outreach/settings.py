@@ -48,6 +48,9 @@ class OutreachSettings(BaseSettings):
     # A rule that raises while matching or scheduling is skipped for that change; after this
     # many failures since it was last saved, outreach disables it.
     rule_failure_limit: int = Field(5, ge=1)
+    # A `days_after` instant that passed at most this many days before a customer's card
+    # arrived still fires, once (dated schedules catch up within the customer's local day).
+    days_after_grace_days: int = Field(2, ge=0, le=30)
     # The longest one template may take to render (at save, on the sample card, and when an
     # action is decided); the other limits are fixed (services.outreach.core.template_limits).
     template_render_ms: float = Field(50.0, gt=0, le=10_000)

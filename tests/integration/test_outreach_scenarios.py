@@ -400,6 +400,61 @@ async def test_a_birthday_greeting_fires_once_at_nine_in_paris_on_the_spring_for
     assert action.occurrence == "2026-03-29"
 
 
+async def test_a_customer_added_after_nine_on_their_birthday_is_greeted_that_day_once(
+    world: World,
+) -> None:
+    s, clock, hook = world.stack, world.clock, world.hook
+    clock.set(local(PARIS, 2026, 5, 17, 10, 0))  # 10:00 in Paris on the birthday
+    await add_rule(
+        s,
+        rule("birthday", {"type": "schedule", "kind": "birthday", "at": "09:00"}, kind="greeting"),
+    )
+    ids = await post_events(s, [profile("ada", clock.now(), birthday="1990-05-17")])
+    await outreach_has_seen(s, ids)
+    # Today's 09:00 passed minutes before the customer arrived: due at once, not next year.
+    assert await schedule_due(s, "birthday", "ada") == local(PARIS, 2026, 5, 17, 9, 0)
+    assert await tick(s) == 1
+    [received] = await hook.wait_for(1)
+    assert received.payload["rule_id"] == "birthday"
+    await until_status(s, "ada", "birthday", "sent")
+    # Another change that day finds the same instant again: the day's key decides nothing new.
+    ids = await post_events(s, [profile("ada", clock.now() + timedelta(minutes=5), name="Ada L")])
+    await outreach_has_seen(s, ids)
+    clock.set(clock.now() + timedelta(minutes=10))
+    assert await tick(s) == 0
+    assert await schedule_due(s, "birthday", "ada") == local(PARIS, 2027, 5, 17, 9, 0)
+    await settled(world)
+    assert len(hook.received) == 1
+
+
+async def test_a_recall_saved_today_reaches_customers_overdue_within_its_catch_up_once(
+    world: World,
+) -> None:
+    s, clock, hook = world.stack, world.clock, world.hook
+    ids = await post_events(
+        s,
+        [
+            profile("recent", T0 - timedelta(days=100)),
+            order("recent", "r-1", T0 - timedelta(days=50), "40.00"),  # recall due 20 days ago
+            profile("long-ago", T0 - timedelta(days=200)),
+            order("long-ago", "l-1", T0 - timedelta(days=90), "40.00"),  # due 60 days ago
+        ],
+    )
+    await outreach_has_seen(s, ids)
+    recall = {"type": "schedule", "kind": "days_after", "days": 30, "catch_up_days": 30}
+    await add_rule(s, rule("recall", recall, kind="recall"))
+    assert await schedule_due(s, "recall", "recent") is not None
+    assert await schedule_due(s, "recall", "long-ago") is None
+    assert await tick(s) == 1
+    [received] = await hook.wait_for(1)
+    assert (received.payload["rule_id"], received.payload["customer_id"]) == ("recall", "recent")
+    await settled(world)
+    for later in (timedelta(hours=1), timedelta(days=1)):
+        clock.set(T0 + later)
+        assert await tick(s) == 0
+    assert len(hook.received) == 1
+
+
 async def test_a_holiday_greeting_fires_once_at_nine_in_new_york_on_the_fall_back_day(
     world: World,
 ) -> None:

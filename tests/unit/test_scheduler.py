@@ -13,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.outreach.core.rules import Rule
-from services.outreach.core.schedules import local_instant, next_due, occurrence_key, zone_of
+from services.outreach.core.schedules import (
+    CatchUp,
+    local_instant,
+    next_due,
+    occurrence_key,
+    zone_of,
+)
 
 PARIS, NEW_YORK = "Europe/Paris", "America/New_York"
 
@@ -109,6 +115,30 @@ def test_the_birthday_of_today_still_fires_if_its_time_is_ahead() -> None:
     due = next_due(rule(kind="birthday"), c, utc(2024, 12, 31, 23))
     assert due == utc(2025, 1, 1, 0)
     assert occurrence_key(rule(kind="birthday"), c, due) == "2025-01-01"
+
+
+def test_a_customer_who_arrives_after_the_greeting_hour_is_greeted_the_same_day() -> None:
+    c = card("Asia/Tokyo", birthday="1990-01-01")
+    r = rule(kind="birthday")
+    at_ten = utc(2025, 1, 1, 1)  # 10:00 in Tokyo on the birthday: 09:00 has passed
+    assert next_due(r, c, at_ten) == utc(2026, 1, 1, 0)  # without catching up: a year away
+    due = next_due(r, c, at_ten, catch_up=CatchUp())
+    assert due == utc(2025, 1, 1, 0)  # due at once, keyed by the day: once
+    assert occurrence_key(r, c, due) == "2025-01-01"
+    # The next day is too late: the greeting was for the birthday.
+    assert next_due(r, c, utc(2025, 1, 2, 1), catch_up=CatchUp()) == utc(2026, 1, 1, 0)
+
+
+def test_days_after_catches_up_its_grace_and_a_saved_rule_its_catch_up_days() -> None:
+    r = rule(kind="days_after", days=30, catch_up_days=20)
+    c = card(tz=None, last_order_at="2025-01-01T10:00:00Z")  # due 2025-01-31 09:00
+    assert next_due(r, c, utc(2025, 2, 2)) is None
+    assert next_due(r, c, utc(2025, 2, 2), catch_up=CatchUp(2)) == utc(2025, 1, 31, 9)
+    assert next_due(r, c, utc(2025, 2, 3), catch_up=CatchUp(2)) is None
+    # Saved today, the rule reaches those overdue by at most its catch_up_days.
+    saved = CatchUp(2, rule_catch_up=True)
+    assert next_due(r, c, utc(2025, 2, 19), catch_up=saved) == utc(2025, 1, 31, 9)
+    assert next_due(r, c, utc(2025, 2, 21), catch_up=saved) is None
 
 
 def test_anniversary_of_the_first_order_in_local_time() -> None:

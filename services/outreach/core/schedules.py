@@ -22,6 +22,7 @@ import calendar
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -114,6 +115,9 @@ class DaysAfterSchedule(_Schedule):
     days: int | None = Field(None, ge=0, le=3650)
     rhythm_multiple: float | None = Field(None, gt=0, le=50)
     at: LocalTime = time(9)
+    # When the rule is saved, customers whose instant passed at most this many days ago are
+    # still reached, once (a recall created today reaches those already overdue).
+    catch_up_days: int = Field(30, ge=0, le=365)
 
     @field_validator("since")
     @classmethod
@@ -301,12 +305,31 @@ def _days(
     return ()
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """How far back a schedule looks for an instant that passed without firing (the customer
+    arrived, or the rule was saved, after it): dated schedules (birthday, anniversary,
+    calendar, cron) back to the start of the customer's local day, ``days_after`` this many
+    days, or the rule's own ``catch_up_days`` when ``rule_catch_up`` (the rule was just saved).
+    An instant found so is due at once; the ledger's occurrence key (the local date of the
+    instant) keeps it to one action however often it is found again."""
+
+    days_after_days: int = 2
+    rule_catch_up: bool = False
+
+
 def next_due(
-    rule: Scheduled, card: Mapping[str, Any], after: datetime, *, default_timezone: str = "UTC"
+    rule: Scheduled,
+    card: Mapping[str, Any],
+    after: datetime,
+    *,
+    default_timezone: str = "UTC",
+    catch_up: CatchUp | None = None,
 ) -> datetime | None:
     """The first UTC instant strictly after ``after`` at which ``rule``'s schedule fires for
     this card's customer, or None (not a schedule, the date field is missing, a one-off date
-    or a ``days_after`` instant already passed)."""
+    or a ``days_after`` instant already passed). With ``catch_up``, an instant that passed
+    within its window (see :class:`CatchUp`) is returned although it is not after ``after``."""
     if after.tzinfo is None:
         raise ValueError("after must be timezone-aware")
     spec = rule.trigger
@@ -314,6 +337,13 @@ def next_due(
         return None
     zone = zone_of(card, default_timezone)
     local = after.astimezone(zone).replace(tzinfo=None, fold=0)
+    if catch_up is not None:
+        if isinstance(spec, DaysAfterSchedule):
+            back = spec.catch_up_days if catch_up.rule_catch_up else catch_up.days_after_days
+            after = after - timedelta(days=back)
+        else:
+            after = local_instant(local.date(), time(0), zone) - timedelta(microseconds=1)
+        local = after.astimezone(zone).replace(tzinfo=None, fold=0)
     if isinstance(spec, CronSchedule):
         return _next_cron(spec.expression, zone, local, after)
     days = _days(spec, card, zone, local.date())

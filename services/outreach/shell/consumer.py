@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
 from services.outreach.core.rules import RuleFailure, RuleSet
+from services.outreach.core.schedules import CatchUp
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
@@ -116,7 +117,13 @@ class ChangeApplier:
                 )
             if ruleset.schedules:
                 await reschedule(
-                    conn, ruleset.schedules, cards, now, policy.default_timezone, failures
+                    conn,
+                    ruleset.schedules,
+                    cards,
+                    now,
+                    policy.default_timezone,
+                    failures,
+                    CatchUp(self._settings.days_after_grace_days),
                 )
             if failures:
                 disabled = await record_failures(

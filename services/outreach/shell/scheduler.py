@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.rules import Match, Rule, RuleFailure
-from services.outreach.core.schedules import occurrence_key
+from services.outreach.core.schedules import CatchUp, occurrence_key
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
@@ -106,8 +106,9 @@ async def reindex_schedule(
     now: datetime,
     chunk: int = 2000,
 ) -> int:
-    """When each of ``rules`` next fires for every customer in the replica (a rule was saved);
-    returns how many customers were looked at."""
+    """When each of ``rules`` next fires for every customer in the replica (a rule was saved):
+    an instant that passed within the rule's catch-up window is due at once. Returns how many
+    customers were looked at."""
     after = ""
     seen = 0
     while True:
@@ -116,7 +117,12 @@ async def reindex_schedule(
             if not rows:
                 return seen
             await schedule.reschedule(
-                conn, rules, {r.customer_id: r.card for r in rows}, now, default_timezone
+                conn,
+                rules,
+                {r.customer_id: r.card for r in rows},
+                now,
+                default_timezone,
+                catch_up=CatchUp(rule_catch_up=True),
             )
         after = rows[-1].customer_id
         seen += len(rows)

@@ -11,7 +11,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core.rules import Rule, RuleFailure
-from services.outreach.core.schedules import next_due
+from services.outreach.core.schedules import CatchUp, next_due
 
 _SCHEDULE = text(
     """
@@ -49,15 +49,19 @@ async def reschedule(
     after: datetime,
     default_timezone: str,
     failures: list[RuleFailure] | None = None,
+    catch_up: CatchUp | None = None,
 ) -> None:
-    """Recompute when each schedule rule next fires for each of these customers. A rule that
+    """Recompute when each schedule rule next fires for each of these customers (with
+    ``catch_up``, an instant that passed within its window is due at once). A rule that
     raises for a customer is not scheduled for them and is reported in ``failures``."""
     due: list[tuple[str, str, datetime]] = []
     gone: list[tuple[str, str]] = []
     for customer_id, card in cards.items():
         for rule in schedules:
             try:
-                at = next_due(rule, card, after, default_timezone=default_timezone)
+                at = next_due(
+                    rule, card, after, default_timezone=default_timezone, catch_up=catch_up
+                )
             except Exception as exc:  # one rule never stops the others
                 if failures is not None:
                     failures.append(RuleFailure.of(rule.id, exc, "schedule"))
