@@ -156,6 +156,9 @@ class ActionPage(BaseModel):
 
 
 class SummaryRow(BaseModel):
+    rule_id: str | None = Field(
+        None, description="the rule, when the summary is per rule (`by=rule`)"
+    )
     kind: str
     status: str
     reason: str | None
@@ -164,7 +167,9 @@ class SummaryRow(BaseModel):
 
 class ActionSummary(BaseModel):
     total: int
-    rows: list[SummaryRow] = Field(description="counts by kind, status and reason")
+    rows: list[SummaryRow] = Field(
+        description="counts by kind, status and reason (and rule, with `by=rule`)"
+    )
 
 
 class BroadcastIn(BaseModel):

@@ -346,8 +346,23 @@ async def test_a_complaint_gets_an_apology_and_holds_the_recall_until_resolved(
     clock.set(recall_due + timedelta(days=1))
     assert await tick(s) == 0
     await settled(world)
-    assert await statuses(s, "ada") == {"apology": ("sent", None), "recall": ("sent", None)}
+    # Sent once the complaint was resolved: why it waited is still on the ledger.
+    assert await statuses(s, "ada") == {
+        "apology": ("sent", None),
+        "recall": ("sent", "open_complaint"),
+    }
     assert len(hook.received) == 2
+    ops = s.auth("ops")
+    assert s.outreach is not None
+    held = await s.outreach.get("/v1/actions", params={"reason": "open_complaint"}, headers=ops)
+    assert [(a["rule_id"], a["status"]) for a in held.json()["items"]] == [("recall", "sent")]
+    per_rule = await s.outreach.get("/v1/actions/summary", params={"by": "rule"}, headers=ops)
+    assert {
+        (r["rule_id"], r["status"], r["reason"], r["count"]) for r in per_rule.json()["rows"]
+    } == {
+        ("apology", "sent", None, 1),
+        ("recall", "sent", "open_complaint", 1),
+    }
 
 
 # -- 3. greetings at 09:00 local, DST days included; quiet hours defer to 08:00 ----------------

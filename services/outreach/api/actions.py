@@ -97,17 +97,32 @@ async def actions_summary(
     since: Annotated[
         IsoDateTime | None, Query(description="Decided at or after this instant.")
     ] = None,
+    by: Annotated[
+        Literal["kind", "rule"],
+        Query(description="`rule`: one row per rule as well (what each rule decided)."),
+    ] = "kind",
+    rule_id: Annotated[str | None, Query(max_length=64, description="Only this rule.")] = None,
 ) -> ActionSummary:
-    """How many actions were decided, by kind, status and reason: what went out, what is
-    waiting for quiet hours or a resolved complaint, and what the policy held back and why."""
-    query = select(_a.c.kind, _a.c.status, _a.c.reason, func.count().label("n")).group_by(
-        _a.c.kind, _a.c.status, _a.c.reason
-    )
+    """How many actions were decided, by kind, status and reason (and by rule with
+    `by=rule`): what went out, what is waiting for quiet hours or a resolved complaint, and
+    what the policy held back and why."""
+    keys = [_a.c.kind, _a.c.status, _a.c.reason]
+    if by == "rule":
+        keys.insert(0, _a.c.rule_id)
+    query = select(*keys, func.count().label("n")).group_by(*keys)
     if since is not None:
         query = query.where(_a.c.decided_at >= since)
+    if rule_id is not None:
+        query = query.where(_a.c.rule_id == rule_id)
     rows = [
-        SummaryRow(kind=r.kind, status=r.status, reason=r.reason, count=r.n)
-        for r in await conn.execute(query.order_by(_a.c.kind, _a.c.status))
+        SummaryRow(
+            rule_id=r.rule_id if by == "rule" else None,
+            kind=r.kind,
+            status=r.status,
+            reason=r.reason,
+            count=r.n,
+        )
+        for r in await conn.execute(query.order_by(*keys[:-1]))
     ]
     return ActionSummary(total=sum(r.count for r in rows), rows=rows)
 
@@ -134,6 +149,10 @@ async def list_actions(
         IsoDateTime | None, Query(description="Decided at or after this instant.")
     ] = None,
     until: Annotated[IsoDateTime | None, Query(description="Decided before this instant.")] = None,
+    reason: Annotated[
+        list[str] | None,
+        Query(description="Only these reasons (e.g. `frequency_cap`); repeat for several."),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ActionPage:
@@ -154,6 +173,8 @@ async def list_actions(
         query = query.where(_a.c.decided_at >= since)
     if until is not None:
         query = query.where(_a.c.decided_at < until)
+    if reason:
+        query = query.where(_a.c.reason.in_(reason))
     return await _page(conn, query, limit, cursor)
 
 

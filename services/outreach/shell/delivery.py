@@ -91,7 +91,13 @@ _CHANNELS = text(
 _UPDATE = text(
     """
     UPDATE outreach.actions AS a
-    SET status = v.status, reason = v.reason, last_error = v.last_error,
+    SET status = v.status,
+        -- Leased and sent after waiting (quiet hours, an open complaint): the reason it
+        -- waited stays.
+        reason = CASE WHEN v.status IN ('pending', 'sent') AND v.reason IS NULL
+                           AND a.reason IN ('open_complaint', 'quiet_hours')
+                      THEN a.reason ELSE v.reason END,
+        last_error = v.last_error,
         next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at
     FROM unnest(
         CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),

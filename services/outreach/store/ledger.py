@@ -82,7 +82,12 @@ _HELD = text(
 )
 _REDECIDE = text(
     """
-    UPDATE outreach.actions a SET status = v.status, reason = v.reason, detail = v.detail,
+    UPDATE outreach.actions a SET status = v.status,
+        -- Released to go out now: the reason it waited stays readable.
+        reason = CASE WHEN v.status = 'pending' AND v.reason IS NULL THEN a.reason
+                      ELSE v.reason END,
+        detail = CASE WHEN v.status = 'pending' AND v.reason IS NULL THEN a.detail
+                      ELSE v.detail END,
         not_before = v.not_before, next_attempt_at = v.next
     FROM unnest(CAST(:ids AS text[]), CAST(:status AS text[]), CAST(:reason AS text[]),
                 CAST(:detail AS text[]), CAST(:not_before AS timestamptz[]),
