@@ -2,7 +2,8 @@
 
 It brings the parts a service shares: API-key auth (:mod:`shared.auth`) with a request budget
 per key (:mod:`shared.ratelimit`), the audit log's ``/v1/audit`` (:mod:`shared.audit_api`),
-``/healthz``, ``/readyz``, Prometheus ``/metrics``, a body-size limit, a JSON-only content
+``/healthz``, ``/readyz``, Prometheus ``/metrics``, the reading pages ``/docs`` and ``/redoc``
+(:mod:`shared.docs`), a body-size limit, a JSON-only content
 type, and errors that are always JSON and never carry a stack trace.
 """
 
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.audit_api import router as audit_router
 from shared.db import UNREACHABLE_DRIVER, database_reachable, unreachable
+from shared.docs import serve_docs
 
 # Until every service imports these from their own modules (shared.errors, shared.params).
 from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
@@ -170,8 +172,16 @@ def create_app(
                 if limiter is not None:
                     await limiter.close()
 
-    app = FastAPI(title=title, description=description, version=version, lifespan=with_rate_limiter)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=with_rate_limiter,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.service = service
+    serve_docs(app)
     app.add_middleware(GuardMiddleware, service=service, max_body=max_body, form_paths=form_paths)
 
     @app.exception_handler(RequestValidationError)
