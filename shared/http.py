@@ -30,7 +30,14 @@ from shared.docs import serve_docs
 
 # Until every service imports these from their own modules (shared.errors, shared.params).
 from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
-from shared.errors import ErrorBody, FieldError, database_unavailable, error_response, field_errors
+from shared.errors import (
+    BEYOND_SCHEMA,
+    ErrorBody,
+    FieldError,
+    database_unavailable,
+    error_response,
+    field_errors,
+)
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
 from shared.params import IsoDate as IsoDate
@@ -287,6 +294,19 @@ _RATE_LIMITED = {
 }
 
 
+_UNAVAILABLE = {
+    "description": "a dependency (the database, the broker) is unreachable; retry after "
+    "`Retry-After` seconds",
+    "headers": {
+        "Retry-After": {
+            "description": "whole seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
 def _document_errors(app: FastAPI) -> None:
     """Make the OpenAPI document describe the errors the app really returns (our
     :class:`ErrorBody`, not FastAPI's default validation shape)."""
@@ -301,12 +321,18 @@ def _document_errors(app: FastAPI) -> None:
             for op in path_item.values():
                 responses = op.get("responses", {})
                 if "422" in responses:
+                    said = responses["422"]
                     responses["422"] = {
                         "description": "validation error: each bad field and why",
                         "content": {"application/json": {"schema": ref}},
                     }
+                    if BEYOND_SCHEMA in said:  # rules the schema cannot state
+                        responses["422"]["description"] = said["description"]
+                        responses["422"][BEYOND_SCHEMA] = said[BEYOND_SCHEMA]
                 if "401" in responses:  # every route that takes a key spends its budget
                     responses.setdefault("429", _RATE_LIMITED)
+                    # ... and reads the key store, so an unreachable database is a 503
+                    responses.setdefault("503", _UNAVAILABLE)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorBody"] = ErrorBody.model_json_schema(
             ref_template="#/components/schemas/{model}"
