@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
     AfterValidator,
-    GetJsonSchemaHandler,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SerializerFunctionWrapHandler,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
@@ -84,7 +85,7 @@ Money = Annotated[
                     "multipleOf": 0.0001,
                 },
             ],
-            "description": 'a non-negative decimal (at most 12 digits before the point and 4 '
+            "description": "a non-negative decimal (at most 12 digits before the point and 4 "
             'after), best sent as a string: "59.90"',
             "examples": ["59.90"],
         }
@@ -179,9 +180,9 @@ class VisitData(Frozen):
 
 
 class Consent(Frozen):
-    email: bool = False
-    sms: bool = False
-    marketing: bool = False
+    email: StrictBool = False
+    sms: StrictBool = False
+    marketing: StrictBool = False
 
 
 # Checked with fullmatch: Python's ``$`` also matches before a final newline, a schema's not.
@@ -244,9 +245,9 @@ class CustomerData(Frozen):
     email: Annotated[str, StringConstraints(max_length=254), NoNul, _EMAIL_SCHEMA] | None = None
     phone: Annotated[str, StringConstraints(max_length=32), NoNul, _PHONE_SCHEMA] | None = None
     birthday: Annotated[date, _BIRTHDAY_SCHEMA] | None = None
-    timezone: (
-        Annotated[str, StringConstraints(max_length=64), NoNul, _TIMEZONE_SCHEMA] | None
-    ) = None
+    timezone: Annotated[str, StringConstraints(max_length=64), NoNul, _TIMEZONE_SCHEMA] | None = (
+        None
+    )
     locale: Annotated[str, StringConstraints(max_length=35), NoNul, _LOCALE_SCHEMA] | None = None
     consent: Consent | None = None
     tags: list[ShortText] | None = Field(None, max_length=50)

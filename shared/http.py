@@ -27,9 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.audit_api import router as audit_router
 from shared.db import UNREACHABLE_DRIVER, database_reachable, unreachable
 from shared.docs import serve_docs
-
-# Until every service imports these from their own modules (shared.errors, shared.params).
-from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
 from shared.errors import (
     BEYOND_SCHEMA,
     ErrorBody,
@@ -38,6 +35,9 @@ from shared.errors import (
     error_response,
     field_errors,
 )
+
+# Until every service imports these from their own modules (shared.errors, shared.params).
+from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
 from shared.params import IsoDate as IsoDate
@@ -156,8 +156,12 @@ def create_app(
     form_paths: tuple[str, ...] = (),
     version: str = "0.1.0",
     common: CommonSettings | None = None,
+    describe: Callable[[dict[str, Any]], None] | None = None,
 ) -> FastAPI:
     """A FastAPI app with Tend's shared behaviour; the service adds its routers.
+
+    ``describe`` edits the finished OpenAPI document in place, for what the models alone
+    cannot say (a recursive expression language checked by hand, say).
 
     Once the service's ``lifespan`` has set ``app.state.engine``, a rate limiter on that
     database joins it (``app.state.rate_limiter``), with the default budget of ``common``
@@ -264,7 +268,7 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(audit_router)
-    _document_errors(app)
+    _document_errors(app, describe)
     return app
 
 
@@ -307,9 +311,10 @@ _UNAVAILABLE = {
 }
 
 
-def _document_errors(app: FastAPI) -> None:
+def _document_errors(app: FastAPI, describe: Callable[[dict[str, Any]], None] | None) -> None:
     """Make the OpenAPI document describe the errors the app really returns (our
-    :class:`ErrorBody`, not FastAPI's default validation shape)."""
+    :class:`ErrorBody`, not FastAPI's default validation shape), then let the service
+    ``describe`` what its models cannot."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -342,6 +347,8 @@ def _document_errors(app: FastAPI) -> None:
         components.update(defs)
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        if describe is not None:
+            describe(schema)
         app.openapi_schema = schema
         return schema
 

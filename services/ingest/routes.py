@@ -34,11 +34,11 @@ from shared.auth import EventsWriter, Principal
 from shared.errors import (
     ERROR_RESPONSES,
     ErrorBody,
-    beyond_schema,
-    responses,
     FieldError,
+    beyond_schema,
     error_response,
     field_errors,
+    responses,
     unavailable,
 )
 from shared.events import EventType

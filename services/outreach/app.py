@@ -15,6 +15,7 @@ from services.outreach.api.privacy import router as privacy_router
 from services.outreach.api.rules import router as rules_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
+from services.outreach.schemas import describe
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
@@ -106,4 +107,5 @@ def create_app(
         common=common,
         clock=clock,
         form_paths=("/v1/unsubscribe",),
+        describe=describe,
     )

@@ -12,14 +12,14 @@ from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
 from services.outreach.core.backtest import simulate
 from services.outreach.core.preview import PreviewResult
 from services.outreach.core.rules import Rule
-from services.outreach.schemas import BacktestOut, RuleDefinition
+from services.outreach.schemas import RULE_CHECKS, BacktestOut, RuleDefinition
 from services.outreach.shell.preview import preview
 from services.outreach.shell.recorded import recorded_changes
 from services.outreach.shell.service import OutreachState
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
 from shared.auth import Reader
-from shared.errors import ERROR_RESPONSES
+from shared.errors import responses
 
 router = APIRouter(prefix="/v1")
 
@@ -45,7 +45,7 @@ Nothing is sent or recorded."""
 @router.post(
     "/rules/preview",
     response_model=PreviewResult,
-    responses=ERROR_RESPONSES,
+    responses=responses(RULE_CHECKS),
     tags=["rules"],
     summary="Preview an unsaved rule",
     description="How many customers this rule would reach now, and who.\n\n" + _PREVIEW_DOC,

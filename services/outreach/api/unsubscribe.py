@@ -23,7 +23,7 @@ from services.outreach.store import suppressions
 from services.outreach.store.ledger import suppress_unsubscribed
 from services.outreach.store.replica import lock_customers
 from shared import audit
-from shared.errors import ERROR_RESPONSES, invalid
+from shared.errors import beyond_schema, invalid, responses
 from shared.logging import get_logger
 from shared.service_state import Transaction
 
@@ -38,7 +38,16 @@ Token = Annotated[
     str, Query(min_length=1, max_length=1000, description="The signed token of the link.")
 ]
 _BAD_TOKEN: dict[int | str, dict[str, Any]] = {
-    code: spec for code, spec in ERROR_RESPONSES.items() if code not in (401, 403)
+    code: spec
+    for code, spec in responses(
+        beyond_schema(
+            {
+                "query.token": "a link outreach signed, exactly as sent",
+                "path.token": "a link outreach signed, exactly as sent",
+            }
+        )
+    ).items()
+    if code not in (401, 403)
 }
 _POSTED: dict[int | str, dict[str, Any]] = {**_BAD_TOKEN, 200: {"content": {"text/html": {}}}}
 _DONE = "<p>You will hear nothing more from us.</p>"
