@@ -40,7 +40,7 @@ schema = schemathesis.pytest.from_fixture("ingest_schema")
 
 @schema.parametrize()
 @hypothesis_settings(
-    max_examples=60,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
