@@ -322,7 +322,7 @@ def _document_errors(app: FastAPI, describe: Callable[[dict[str, Any]], None] | 
             return app.openapi_schema
         schema = original()
         ref = {"$ref": "#/components/schemas/ErrorBody"}
-        for path_item in schema.get("paths", {}).values():
+        for path, path_item in schema.get("paths", {}).items():
             for op in path_item.values():
                 responses = op.get("responses", {})
                 if "422" in responses:
@@ -336,7 +336,7 @@ def _document_errors(app: FastAPI, describe: Callable[[dict[str, Any]], None] | 
                         responses["422"][BEYOND_SCHEMA] = said[BEYOND_SCHEMA]
                 if "401" in responses:  # every route that takes a key spends its budget
                     responses.setdefault("429", _RATE_LIMITED)
-                    # ... and reads the key store, so an unreachable database is a 503
+                if path.startswith("/v1/"):  # every API route reads the database
                     responses.setdefault("503", _UNAVAILABLE)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorBody"] = ErrorBody.model_json_schema(
