@@ -220,8 +220,12 @@ def create_app(
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         if code in ("22021", "22P05"):  # a NUL or a character the database cannot store
+            # Which field is not known here; the part of the request that held it is.
+            where = "body" if request.method in ("POST", "PUT", "PATCH") else "query"
             return error_response(
-                422, "the request holds characters that cannot be stored (e.g. NUL)"
+                422,
+                "the request holds characters that cannot be stored (e.g. NUL)",
+                errors=[FieldError(field=where, reason=NOT_STORABLE)],
             )
         if unreachable(exc):
             return database_unavailable()
@@ -298,6 +302,10 @@ _RATE_LIMITED = {
 }
 
 
+NOT_STORABLE = "holds a character the database cannot store (NUL, U+0000)"
+# A text parameter the schema leaves open reaches the database, which stores no NUL.
+_NO_NUL = "^[^\\u0000]*$"
+
 _UNAVAILABLE = {
     "description": "a dependency (the database, the broker) is unreachable; retry after "
     "`Retry-After` seconds",
@@ -309,6 +317,17 @@ _UNAVAILABLE = {
     },
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
 }
+
+
+def _no_nul_parameters(op: dict[str, Any]) -> None:
+    """Open text parameters (no pattern, enum or format) say that they hold no NUL."""
+    for parameter in op.get("parameters", []):
+        schema = parameter.get("schema", {})
+        for option in schema.get("anyOf", [schema]):
+            if option.get("type") == "string" and not {"pattern", "enum", "const", "format"} & {
+                *option
+            }:
+                option["pattern"] = _NO_NUL
 
 
 def _document_errors(app: FastAPI, describe: Callable[[dict[str, Any]], None] | None) -> None:
@@ -338,6 +357,16 @@ def _document_errors(app: FastAPI, describe: Callable[[dict[str, Any]], None] | 
                     responses.setdefault("429", _RATE_LIMITED)
                 if path.startswith("/v1/"):  # every API route reads the database
                     responses.setdefault("503", _UNAVAILABLE)
+                _no_nul_parameters(op)
+                if "requestBody" in op and "422" in responses:
+                    # Text anywhere in a body may reach the database: a NUL is refused there.
+                    rules = responses["422"].setdefault(BEYOND_SCHEMA, {})
+                    rules.setdefault("body", f"no text {NOT_STORABLE}")
+                    if "Beyond the schema" not in responses["422"]["description"]:
+                        responses["422"]["description"] += ". Beyond the schema: "
+                    else:
+                        responses["422"]["description"] += "; "
+                    responses["422"]["description"] += f"`body`: no text {NOT_STORABLE}"
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorBody"] = ErrorBody.model_json_schema(
             ref_template="#/components/schemas/{model}"
