@@ -16,8 +16,8 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Reader, audit_log
-from shared.cursor import encode_cursor, newest_first
-from shared.errors import ERROR_RESPONSES
+from shared.cursor import CURSOR_RESPONSES, encode_cursor, newest_first
+from shared.errors import responses
 from shared.params import IsoDateTime
 from shared.service_state import state_of
 
@@ -105,7 +105,7 @@ ActionName = StrEnum(  # type: ignore[misc]
 @router.get(
     "/audit",
     response_model=AuditPage,
-    responses=ERROR_RESPONSES,
+    responses=responses(CURSOR_RESPONSES),
     summary="The audit log",
 )
 async def list_audit(

@@ -17,9 +17,14 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, Select, literal, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.errors import invalid
+from shared.errors import beyond_schema, invalid
 
 NOT_A_CURSOR = "not a cursor returned by this endpoint; start without one"
+
+# What a paged route's OpenAPI document says of its cursor: opaque, so only the route knows it.
+CURSOR_RESPONSES = beyond_schema(
+    {"query.cursor": "must be a `next_cursor` this endpoint returned (opaque)"}
+)
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -52,6 +52,42 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code in (400, 401, 403, 413, 415, 422)
 }
 
+# Where the OpenAPI document lists, for a route's 422, the rules it checks beyond its schema.
+BEYOND_SCHEMA = "x-beyond-schema"
+
+
+def beyond_schema(rules: Mapping[str, str]) -> dict[int | str, dict[str, Any]]:
+    """The 422 of a route that checks, besides its schema, rules JSON Schema cannot state — a
+    time relative to now, a cursor this endpoint wrote, an id that must exist, two fields
+    that must differ: ``{"query.cursor": "a cursor this endpoint returned"}``. Each field and
+    its rule are in the answer's description and under ``x-beyond-schema``, so a client
+    knows which schema-valid requests can still be refused, and why; every other 422 means
+    the request broke the schema."""
+    said = "; ".join(f"`{field}`: {rule}" for field, rule in rules.items())
+    return {
+        422: {
+            "model": ErrorBody,
+            "description": f"validation error: each bad field and why. Beyond the schema: {said}",
+            BEYOND_SCHEMA: dict(rules),
+        }
+    }
+
+
+def responses(
+    *extra: Mapping[int | str, dict[str, Any]],
+) -> dict[int | str, dict[str, Any]]:
+    """:data:`ERROR_RESPONSES` with a route's own answers (a 404, a :func:`beyond_schema`);
+    the 422s' rules are merged."""
+    out: dict[int | str, dict[str, Any]] = dict(ERROR_RESPONSES)
+    rules: dict[str, str] = {}
+    for more in extra:
+        for status, answer in more.items():
+            rules.update(answer.get(BEYOND_SCHEMA, {}))
+            out[status] = answer
+    if rules:
+        out.update(beyond_schema(rules))
+    return out
+
 
 def error_response(
     status: int,

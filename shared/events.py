@@ -13,6 +13,7 @@ needs a new ``schema_version``, which consumers learn to accept before producers
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -25,7 +26,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SerializerFunctionWrapHandler,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
@@ -33,6 +36,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -50,7 +55,20 @@ def _no_nul(value: str) -> str:
     return value
 
 
-NoNul = AfterValidator(_no_nul)
+@dataclass(frozen=True, slots=True)
+class _NoNul(AfterValidator):
+    """The NUL check, which says so in the JSON Schema (a pattern) for clients to read."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.setdefault("pattern", NO_NUL_PATTERN)
+        return schema
+
+
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+NoNul = _NoNul(_no_nul)
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
 Money = Annotated[
     Decimal,
@@ -59,9 +77,16 @@ Money = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,4})?$"},
-                {"type": "number", "minimum": 0},
+                # As a JSON number: the same bounds, at most 4 decimals.
+                {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 999_999_999_999.9999,
+                    "multipleOf": 0.0001,
+                },
             ],
-            "description": 'a non-negative decimal, best sent as a string: "59.90"',
+            "description": "a non-negative decimal (at most 12 digits before the point and 4 "
+            'after), best sent as a string: "59.90"',
             "examples": ["59.90"],
         }
     ),
@@ -168,32 +193,85 @@ class VisitData(Frozen):
 
 
 class Consent(Frozen):
-    email: bool = False
-    sms: bool = False
-    marketing: bool = False
+    email: StrictBool = False
+    sms: StrictBool = False
+    marketing: StrictBool = False
 
 
+# Checked with fullmatch: Python's ``$`` also matches before a final newline, a schema's not.
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-]{4,31}$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+def _text_schema(max_length: int, pattern: str, **more: Any) -> WithJsonSchema:
+    # What a field's own validator checks, stated for clients (the validator keeps its
+    # message); a NUL is refused by every text field, so the patterns exclude it too.
+    return WithJsonSchema({"type": "string", "maxLength": max_length, "pattern": pattern, **more})
+
+
+# Python's ``\s`` spelled out (the 29 characters str.isspace() knows), and NUL: a schema's
+# ``\s`` is ECMA's, which differs.
+_NOT_SPACE_AT_NUL = (
+    "[^@\\u0000\\t\\n\\u000b\\f\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
+_EMAIL_SCHEMA = _text_schema(
+    254,
+    f"^{_NOT_SPACE_AT_NUL}{{1,64}}@{_NOT_SPACE_AT_NUL}+\\.{_NOT_SPACE_AT_NUL}+$",
+    examples=["ada@example.com"],
+)
+_PHONE_SCHEMA = _text_schema(32, _PHONE.pattern, examples=["+33 6 12 34 56 78"])
+_LOCALE_SCHEMA = _text_schema(35, _LOCALE.pattern, examples=["en-US"])
+_TIMEZONE_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "enum": sorted(_TIMEZONES),
+        "description": "an IANA time zone name",
+        "examples": ["Europe/Paris"],
+    }
+)
+_ATTRIBUTES_SCHEMA = WithJsonSchema(
+    {
+        "type": "object",
+        "maxProperties": 50,
+        "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": NO_NUL_PATTERN},
+        "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": NO_NUL_PATTERN},
+        "examples": [{"shoe_size": "42"}],
+    }
+)
+# A date (YYYY-MM-DD) whose year is 1900 to 2100.
+_BIRTHDAY_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "format": "date",
+        "pattern": "^(19[0-9]{2}|20[0-9]{2}|2100)-[0-9]{2}-[0-9]{2}$",
+        "examples": ["1990-04-17"],
+    }
+)
 
 
 class CustomerData(Frozen):
     """A profile upsert: fields present replace the stored ones; absent fields are kept."""
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul] | None = None
-    email: Annotated[str, StringConstraints(max_length=254), NoNul] | None = None
-    phone: Annotated[str, StringConstraints(max_length=32), NoNul] | None = None
-    birthday: date | None = None
-    timezone: Annotated[str, StringConstraints(max_length=64), NoNul] | None = None
-    locale: Annotated[str, StringConstraints(max_length=35), NoNul] | None = None
+    email: Annotated[str, StringConstraints(max_length=254), NoNul, _EMAIL_SCHEMA] | None = None
+    phone: Annotated[str, StringConstraints(max_length=32), NoNul, _PHONE_SCHEMA] | None = None
+    birthday: Annotated[date, _BIRTHDAY_SCHEMA] | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64), NoNul, _TIMEZONE_SCHEMA] | None = (
+        None
+    )
+    locale: Annotated[str, StringConstraints(max_length=35), NoNul, _LOCALE_SCHEMA] | None = None
     consent: Consent | None = None
     tags: list[ShortText] | None = Field(None, max_length=50)
     member_tier: ShortText | None = None
     attributes: (
-        dict[
-            Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul],
-            Annotated[str, StringConstraints(max_length=1024), NoNul],
+        Annotated[
+            dict[
+                Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul],
+                Annotated[str, StringConstraints(max_length=1024), NoNul],
+            ],
+            _ATTRIBUTES_SCHEMA,
         ]
         | None
     ) = Field(None, max_length=50)
@@ -201,14 +279,14 @@ class CustomerData(Frozen):
     @field_validator("email")
     @classmethod
     def _email(cls, v: str | None) -> str | None:
-        if v is not None and not _EMAIL.match(v):
+        if v is not None and not _EMAIL.fullmatch(v):
             raise ValueError("not an email address")
         return v
 
     @field_validator("phone")
     @classmethod
     def _phone(cls, v: str | None) -> str | None:
-        if v is not None and not _PHONE.match(v):
+        if v is not None and not _PHONE.fullmatch(v):
             raise ValueError("not a phone number (digits, spaces, ( ) - and a leading +)")
         return v
 
@@ -222,7 +300,7 @@ class CustomerData(Frozen):
     @field_validator("locale")
     @classmethod
     def _locale(cls, v: str | None) -> str | None:
-        if v is not None and not _LOCALE.match(v):
+        if v is not None and not _LOCALE.fullmatch(v):
             raise ValueError("not a locale tag, e.g. en-US")
         return v
 

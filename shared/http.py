@@ -2,7 +2,8 @@
 
 It brings the parts a service shares: API-key auth (:mod:`shared.auth`) with a request budget
 per key (:mod:`shared.ratelimit`), the audit log's ``/v1/audit`` (:mod:`shared.audit_api`),
-``/healthz``, ``/readyz``, Prometheus ``/metrics``, a body-size limit, a JSON-only content
+``/healthz``, ``/readyz``, Prometheus ``/metrics``, the reading pages ``/docs`` and ``/redoc``
+(:mod:`shared.docs`), a body-size limit, a JSON-only content
 type, and errors that are always JSON and never carry a stack trace.
 """
 
@@ -25,10 +26,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.audit_api import router as audit_router
 from shared.db import UNREACHABLE_DRIVER, database_reachable, unreachable
+from shared.docs import serve_docs
+from shared.errors import (
+    BEYOND_SCHEMA,
+    ErrorBody,
+    FieldError,
+    database_unavailable,
+    error_response,
+    field_errors,
+)
 
 # Until every service imports these from their own modules (shared.errors, shared.params).
 from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
-from shared.errors import ErrorBody, FieldError, database_unavailable, error_response, field_errors
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
 from shared.params import IsoDate as IsoDate
@@ -148,8 +157,12 @@ def create_app(
     form_paths: tuple[str, ...] = (),
     version: str = "0.1.0",
     common: CommonSettings | None = None,
+    describe: Callable[[dict[str, Any]], None] | None = None,
 ) -> FastAPI:
     """A FastAPI app with Tend's shared behaviour; the service adds its routers.
+
+    ``describe`` edits the finished OpenAPI document in place, for what the models alone
+    cannot say (a recursive expression language checked by hand, say).
 
     Once the service's ``lifespan`` has set ``app.state.engine``, a rate limiter on that
     database joins it (``app.state.rate_limiter``), with the default budget of ``common``
@@ -171,8 +184,16 @@ def create_app(
                 if limiter is not None:
                     await limiter.close()
 
-    app = FastAPI(title=title, description=description, version=version, lifespan=with_rate_limiter)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=with_rate_limiter,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.service = service
+    serve_docs(app)
     app.add_middleware(GuardMiddleware, service=service, max_body=max_body, form_paths=form_paths)
 
     @app.exception_handler(RequestValidationError)
@@ -200,8 +221,12 @@ def create_app(
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         if code in ("22021", "22P05"):  # a NUL or a character the database cannot store
+            # Which field is not known here; the part of the request that held it is.
+            where = "body" if request.method in ("POST", "PUT", "PATCH") else "query"
             return error_response(
-                422, "the request holds characters that cannot be stored (e.g. NUL)"
+                422,
+                "the request holds characters that cannot be stored (e.g. NUL)",
+                errors=[FieldError(field=where, reason=NOT_STORABLE)],
             )
         if unreachable(exc):
             return database_unavailable()
@@ -248,7 +273,7 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(audit_router)
-    _document_errors(app)
+    _document_errors(app, describe)
     return app
 
 
@@ -278,9 +303,38 @@ _RATE_LIMITED = {
 }
 
 
-def _document_errors(app: FastAPI) -> None:
+NOT_STORABLE = "holds a character the database cannot store (NUL, U+0000)"
+# A text parameter the schema leaves open reaches the database, which stores no NUL.
+_NO_NUL = "^[^\\u0000]*$"
+
+_UNAVAILABLE = {
+    "description": "a dependency (the database, the broker) is unreachable; retry after "
+    "`Retry-After` seconds",
+    "headers": {
+        "Retry-After": {
+            "description": "whole seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def _no_nul_parameters(op: dict[str, Any]) -> None:
+    """Open text parameters (no pattern, enum or format) say that they hold no NUL."""
+    for parameter in op.get("parameters", []):
+        schema = parameter.get("schema", {})
+        for option in schema.get("anyOf", [schema]):
+            if option.get("type") == "string" and not {"pattern", "enum", "const", "format"} & {
+                *option
+            }:
+                option["pattern"] = _NO_NUL
+
+
+def _document_errors(app: FastAPI, describe: Callable[[dict[str, Any]], None] | None) -> None:
     """Make the OpenAPI document describe the errors the app really returns (our
-    :class:`ErrorBody`, not FastAPI's default validation shape)."""
+    :class:`ErrorBody`, not FastAPI's default validation shape), then let the service
+    ``describe`` what its models cannot."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -288,16 +342,32 @@ def _document_errors(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         ref = {"$ref": "#/components/schemas/ErrorBody"}
-        for path_item in schema.get("paths", {}).values():
+        for path, path_item in schema.get("paths", {}).items():
             for op in path_item.values():
                 responses = op.get("responses", {})
                 if "422" in responses:
+                    said = responses["422"]
                     responses["422"] = {
                         "description": "validation error: each bad field and why",
                         "content": {"application/json": {"schema": ref}},
                     }
+                    if BEYOND_SCHEMA in said:  # rules the schema cannot state
+                        responses["422"]["description"] = said["description"]
+                        responses["422"][BEYOND_SCHEMA] = said[BEYOND_SCHEMA]
                 if "401" in responses:  # every route that takes a key spends its budget
                     responses.setdefault("429", _RATE_LIMITED)
+                if path.startswith("/v1/"):  # every API route reads the database
+                    responses.setdefault("503", _UNAVAILABLE)
+                _no_nul_parameters(op)
+                if "requestBody" in op and "422" in responses:
+                    # Text anywhere in a body may reach the database: a NUL is refused there.
+                    rules = responses["422"].setdefault(BEYOND_SCHEMA, {})
+                    rules.setdefault("body", f"no text {NOT_STORABLE}")
+                    if "Beyond the schema" not in responses["422"]["description"]:
+                        responses["422"]["description"] += ". Beyond the schema: "
+                    else:
+                        responses["422"]["description"] += "; "
+                    responses["422"]["description"] += f"`body`: no text {NOT_STORABLE}"
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["ErrorBody"] = ErrorBody.model_json_schema(
             ref_template="#/components/schemas/{model}"
@@ -307,6 +377,8 @@ def _document_errors(app: FastAPI) -> None:
         components.update(defs)
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        if describe is not None:
+            describe(schema)
         app.openapi_schema = schema
         return schema
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -189,12 +189,14 @@ def service_app(
     clock: Clock | None = None,
     engine: Callable[[CommonSettings], AsyncEngine] = make_engine,
     form_paths: tuple[str, ...] = (),
+    describe: Callable[[dict[str, Any]], None] | None = None,
 ) -> FastAPI:
     """A service's FastAPI app on the shared runtime.
 
     ``state`` is the service's own (empty) :class:`ServiceState`; ``start`` fills in the
     service's parts and registers its workers and jobs, and may return a function that
-    releases what it opened (HTTP clients, say), called after the workers stop."""
+    releases what it opened (HTTP clients, say), called after the workers stop. ``describe``
+    edits the OpenAPI document (see :func:`shared.http.create_app`)."""
     common = common or CommonSettings()
     clock = clock or SystemClock()
     configure_logging(common.log_level, common.log_json)
@@ -232,6 +234,7 @@ def service_app(
         max_body=common.max_body_bytes,
         form_paths=form_paths,
         common=common,
+        describe=describe,
     )
     app.state = state
     for router in routers:

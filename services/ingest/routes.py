@@ -35,8 +35,10 @@ from shared.errors import (
     ERROR_RESPONSES,
     ErrorBody,
     FieldError,
+    beyond_schema,
     error_response,
     field_errors,
+    responses,
     unavailable,
 )
 from shared.events import EventType
@@ -70,12 +72,20 @@ IdempotencyKey = Annotated[
 _batch_item = TypeAdapter[Any](BatchItem)
 _batch_items = TypeAdapter[list[Any]](list[BatchItem])
 
-SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES,
-    200: {"model": EventResult, "description": "already accepted earlier (a retry)"},
-    409: {"model": ErrorBody, "description": "this event id was used for a different payload"},
-    503: {"model": ErrorBody, "description": "the broker did not acknowledge; retry later"},
-}
+SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = responses(
+    {
+        200: {"model": EventResult, "description": "already accepted earlier (a retry)"},
+        409: {"model": ErrorBody, "description": "this event id was used for a different payload"},
+        503: {"model": ErrorBody, "description": "the broker did not acknowledge; retry later"},
+    },
+    beyond_schema(
+        {
+            "body.occurred_at": "at most `TEND_INGEST_MAX_FUTURE_SECONDS` (300 s by default) "
+            "in the future",
+            "customer_id": "not a customer erased after this event occurred",
+        }
+    ),
+)
 
 
 def _unavailable(what: str) -> JSONResponse:

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.ingest.settings import ingest_settings
 from shared.errors import FieldError
@@ -60,6 +60,22 @@ def _currency_schema(schema: dict[str, Any]) -> None:
 class OrderIn(OrderData, _Event):
     """An order in one of its states (placed, paid, refunded, cancelled)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "o-1001",
+                    "customer_id": "c-42",
+                    "occurred_at": "2026-11-20T10:15:00Z",
+                    "status": "paid",
+                    "amount": "59.90",
+                    "currency": "USD",
+                    "items": [{"sku": "tea-200g", "quantity": 2, "unit_price": "29.95"}],
+                }
+            ]
+        }
+    )
+
     currency: str = Field(
         description="Must be the configured base currency.",
         json_schema_extra=_currency_schema,
@@ -85,6 +101,21 @@ class OrderIn(OrderData, _Event):
 class ComplaintIn(ComplaintData, _Event):
     """A complaint opened or resolved."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "complaint_id": "k-7",
+                    "customer_id": "c-42",
+                    "occurred_at": "2026-11-21T09:00:00Z",
+                    "status": "opened",
+                    "severity": "high",
+                    "order_id": "o-1001",
+                }
+            ]
+        }
+    )
+
     def event_type(self) -> EventType:
         return _COMPLAINT_EVENTS[self.status]
 
@@ -95,6 +126,20 @@ class ComplaintIn(ComplaintData, _Event):
 class VisitIn(VisitData, _Event):
     """A visit: in store, on the web or app, a call."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "visit_id": "v-77",
+                    "customer_id": "c-42",
+                    "occurred_at": "2026-11-21T16:00:00Z",
+                    "channel": "store",
+                    "duration_seconds": 900,
+                }
+            ]
+        }
+    )
+
     def event_type(self) -> EventType:
         return EventType.VISIT_RECORDED
 
@@ -104,6 +149,22 @@ class VisitIn(VisitData, _Event):
 
 class CustomerIn(CustomerData, _Event):
     """A profile upsert: fields present replace the stored ones, absent ones are kept."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "c-42",
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "birthday": "1990-04-17",
+                    "timezone": "Europe/London",
+                    "consent": {"email": True, "marketing": True},
+                    "tags": ["vip"],
+                }
+            ]
+        }
+    )
 
     occurred_at: AwareDatetime = Field(
         default_factory=lambda: datetime.now(UTC),

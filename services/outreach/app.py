@@ -17,6 +17,7 @@ from services.outreach.api.rules import router as rules_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
 from services.outreach.core.budgets import ReadBudget
+from services.outreach.schemas import describe
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
@@ -125,4 +126,5 @@ def create_app(
         common=common,
         clock=clock,
         form_paths=("/v1/unsubscribe", "/v1/resubscribe"),
+        describe=describe,
     )

@@ -7,19 +7,34 @@ only core's domain types and shared ones.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from pydantic.config import JsonDict
 
+from services.outreach.core import conditions
 from services.outreach.core.budgets import GUARANTEED_DAYS, GUARANTEED_ROWS, CutBy
-from services.outreach.core.channels import ChannelKind
+from services.outreach.core.channels import ChannelKind, EmailConfig, WebhookConfig
 from services.outreach.core.rules import Rule, RuleId
-from shared.events import Identifier
+from shared.errors import beyond_schema
+from shared.events import PAYLOAD_OF, EventType, Identifier
 
 # -- rules ------------------------------------------------------------------------------------
+
+# What a rule's checks judge beyond its schema (the rest is in the document: see describe).
+RULE_CHECKS = beyond_schema(
+    {
+        "body.action.template": "renders (sandboxed Jinja2, within the template limits) on a "
+        "sample card with the offer",
+        "body.trigger.schedule": "a schedule's own checks: a valid five-field cron firing at "
+        "most once a day, real calendar dates, `days_after` with exactly one of `days` or "
+        "`rhythm_multiple` and `since` naming a date field of the card",
+    }
+)
 
 
 def _plain_trigger_union(schema: JsonDict) -> None:
@@ -273,12 +288,12 @@ class ChannelIn(_Body):
         description="webhook only: the Standard Webhooks signing secret (`whsec_` + base64); "
         "generated when left out. Write-only.",
     )
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class ChannelUpdate(_Body):
     config: dict[str, Any]
-    enabled: bool = True
+    enabled: StrictBool = True
     secret: str | None = Field(
         None, description="webhook only: a new signing secret; left out, the current one stays"
     )
@@ -330,3 +345,332 @@ class OutreachExport(BaseModel):
     suppression: ExportedSuppression | None
     schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")
     actions: list[ExportedAction] = Field(description="every action decided, oldest first")
+
+
+# -- the OpenAPI document: what the models alone cannot say --------------------------------
+#
+# Conditions and event filters are plain JSON checked by hand (core/conditions.py), and an
+# email's subject and a channel's config depend on a sibling field. What the checks enforce
+# is stated here, read off the same field tables the checks use, and written into the
+# document by :func:`describe` — the validators themselves are untouched.
+
+_REF = "#/components/schemas/"
+_NUMBER = {"type": "number"}
+# A number sent as a string ("123.40"): decimal notation, as the checks read it.
+_NUMERIC_TEXT = {
+    "type": "string",
+    "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+}
+# An ISO date, or a date and time (naive means UTC); days up to 28 are valid in every month.
+_DAY = r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+_CLOCK = r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+_ZONE = r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_ISO_DATETIME = {
+    "type": "string",
+    "pattern": f"^{_DAY}(T{_CLOCK}{_ZONE}?)?$",
+    "examples": ["2030-05-17T09:00:00Z"],
+}
+_ISO_DATE = {"type": "string", "pattern": f"^{_DAY}", "examples": ["2030-05-17"]}
+
+
+def _literal_schema(spec: conditions.FieldSpec) -> dict[str, Any]:
+    """The values a field of this kind is compared with (null aside)."""
+    kind = spec.kind
+    if kind in ("int", "float", "decimal"):
+        return {"anyOf": [_NUMBER, _NUMERIC_TEXT]}
+    if kind == "datetime":
+        return _ISO_DATETIME
+    if kind == "date":
+        return _ISO_DATE
+    if kind == "bool":
+        return {"type": "boolean"}
+    if spec.choices is not None:
+        return {"type": "string", "enum": sorted(spec.choices)}
+    return {"type": "string"}
+
+
+def _arguments(path: dict[str, Any], *items: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "prefixItems": [path, *items],
+        "items": False,
+        "minItems": len(items) + 1,
+        "maxItems": len(items) + 1,
+    }
+
+
+_OPERATORS = {
+    "all": "every expression holds (an empty list holds)",
+    "any": "at least one expression holds",
+    "not": "the expression does not hold",
+    "eq": "[path, value]: the field equals the value (null: the field is missing)",
+    "ne": "[path, value]: exactly not eq",
+    "gt": "[path, value]: the field is greater (a missing field fails)",
+    "gte": "[path, value]",
+    "lt": "[path, value]",
+    "lte": "[path, value]",
+    "between": "[path, low, high]: low <= field <= high",
+    "in": "[path, [value, ...]]: the field is one of the values (a tag list: any of its tags)",
+    "has_tag": "the customer has this tag",
+    "exists": "path: the field is present and not null",
+}
+
+
+def _expression_schema(name: str, fields: conditions.Schema) -> dict[str, Any]:
+    """The JSON Schema of a condition over ``fields``, as component ``name``: an object with
+    exactly one operator, a path naming a known field, and literals of that field's type."""
+    self_ref = {"$ref": f"{_REF}{name}"}
+    null = {"type": "null"}
+    groups: dict[str, tuple[conditions.FieldSpec, list[str]]] = {}
+    maps = []
+    for name, spec in fields.fields.items():
+        if spec.kind == "map":
+            maps.append(name)
+        key = f"{spec.kind}:{','.join(sorted(spec.choices or ()))}"
+        groups.setdefault(key, (spec, []))[1].append(name)
+    args: dict[str, list[dict[str, Any]]] = {op: [] for op in ("eq", "gt", "between", "in")}
+    for spec, paths in groups.values():
+        path: dict[str, Any] = {"type": "string", "enum": sorted(paths)}
+        if spec.kind == "tags":
+            tags = {"type": "array", "items": {"type": ["string", "null"]}}
+            args["in"].append(_arguments(path, tags))
+        if spec.kind not in ("int", "float", "decimal", "datetime", "date", "bool", "str"):
+            continue  # objects, lists, maps: only exists
+        value = _literal_schema(spec)
+        args["eq"].append(_arguments(path, {"anyOf": [value, null]}))
+        args["in"].append(_arguments(path, {"type": "array", "items": {"anyOf": [value, null]}}))
+        if spec.kind not in ("bool", "str"):
+            args["gt"].append(_arguments(path, value))
+            args["between"].append(_arguments(path, value, value))
+    any_path: dict[str, Any] = {"type": "string", "enum": sorted(fields.fields)}
+    if maps:
+        # One key of a map (profile.attributes.<key>): text, or a number compared as one.
+        entry = {"type": "string", "pattern": "^(" + "|".join(map(re.escape, maps)) + r")\.[^.]+$"}
+        for value in ({"type": "string"}, _NUMBER):
+            args["eq"].append(_arguments(entry, {"anyOf": [value, null]}))
+            among = {"type": "array", "items": {"anyOf": [value, null]}}
+            args["in"].append(_arguments(entry, among))
+            args["gt"].append(_arguments(entry, value))
+            args["between"].append(_arguments(entry, value, value))
+        any_path = {"anyOf": [any_path, entry]}
+    value_of: dict[str, dict[str, Any]] = {
+        "all": {"type": "array", "items": self_ref},
+        "any": {"type": "array", "items": self_ref},
+        "not": self_ref,
+        "eq": {"anyOf": args["eq"]},
+        "ne": {"anyOf": args["eq"]},
+        **{op: {"anyOf": args["gt"]} for op in ("gt", "gte", "lt", "lte")},
+        "between": {"anyOf": args["between"]},
+        "in": {"anyOf": args["in"]},
+        "exists": any_path,
+    }
+    if conditions.TAGS_PATH in fields.fields:
+        value_of["has_tag"] = {"type": "string", "minLength": 1}
+    return {
+        "title": name,
+        "description": f"A condition over the {fields.name}: an object with exactly one "
+        "operator; a path names a known field, and values are of that field's type "
+        "(numbers as numbers or decimal strings, instants and dates as ISO strings).",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {op: {**value, "description": _OPERATORS[op]}},
+                "required": [op],
+                "additionalProperties": False,
+            }
+            for op, value in value_of.items()
+        ],
+    }
+
+
+# Python's str.strip() whitespace, spelled out: a schema's \s is ECMA's, which differs.
+_SPACE = (
+    "\\t\\n\\u000b\\f\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+    "\\u205f\\u3000"
+)
+# A Standard Webhooks secret: whsec_ and standard base64 of 24 to 64 bytes.
+_B64 = "[A-Za-z0-9+/]"
+_WEBHOOK_SECRET = {
+    "type": "string",
+    "pattern": f"^whsec_((?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?"
+    f"|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$",
+    "examples": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+}
+
+EXAMPLE_RULE: dict[str, Any] = {
+    "id": "winback-churned",
+    "name": "Win back churned customers",
+    "trigger": {"type": "stage", "from": [], "to": ["churned"]},
+    "conditions": {"all": [{"in": ["tier", ["key", "regular"]]}, {"gt": ["value.orders", 1]}]},
+    "action": {
+        "kind": "winback",
+        "channel": "email",
+        "template": {"subject": "We miss you", "body": "Hello {{ customer.name }}"},
+        "offer": {"code": "BACK15", "description": "15% off"},
+    },
+    "limits": {"cooldown_days": 90},
+    "priority": 50,
+}
+_EXAMPLES: dict[str, Any] = {
+    "RuleDefinition-Input": EXAMPLE_RULE,
+    "Policy-Input": {
+        "frequency_cap": {"count": 2, "days": 7},
+        "quiet_hours": {"start": "21:00", "end": "08:00"},
+        "default_timezone": "Europe/Paris",
+    },
+    "BroadcastIn": {"rule_id": "new-arrivals", "launch_id": "2030-spring"},
+    "SuppressionIn": {"customer_id": "c-42", "reason": "asked by phone not to be contacted"},
+    "ChannelIn": {
+        "id": "crm-webhook",
+        "kind": "webhook",
+        "config": {"url": "https://crm.example/hooks/tend"},
+    },
+    "ChannelUpdate": {"config": {"url": "https://crm.example/hooks/tend-v2"}, "enabled": True},
+}
+
+
+def describe(document: dict[str, Any]) -> None:
+    """Write into outreach's OpenAPI document what its hand-made checks enforce: the
+    condition language (over the card, and over each event type's data for filters), an
+    email's subject, a channel's config by kind, the policy's time zone; and an example for
+    every request body."""
+    schemas = document["components"]["schemas"]
+    schemas["CardCondition"] = _expression_schema("CardCondition", conditions.CARD)
+    for name in ("RuleDefinition-Input", "RuleDefinition-Output"):
+        if name in schemas:
+            schemas[name]["properties"]["conditions"] = {
+                "anyOf": [{"$ref": f"{_REF}CardCondition"}, {"type": "null"}],
+                "description": "which customers the rule reaches (null: everyone)",
+            }
+    _event_triggers(schemas)
+    _email_subject(schemas)
+    _channels(schemas)
+    if "Policy-Input" in schemas:
+        _policy(schemas["Policy-Input"])
+    for item in document["paths"].values():
+        for op in item.values():
+            content = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is None or "example" in content or "examples" in content:
+                continue
+            ref = content.get("schema", {}).get("$ref", "").removeprefix(_REF)
+            if ref in _EXAMPLES:
+                content["example"] = _EXAMPLES[ref]
+
+
+def _policy(policy: dict[str, Any]) -> None:
+    policy["properties"]["default_timezone"] = {
+        "type": "string",
+        "enum": sorted(available_timezones()),
+        "default": "UTC",
+        "description": "an IANA time zone name",
+    }
+    policy["description"] = (
+        f"{policy.get('description', '')} A kind is never both transactional and promotional "
+        "(a list left out counts as its default)."
+    )
+
+
+def _event_triggers(schemas: dict[str, Any]) -> None:
+    trigger = schemas.get("EventTrigger")
+    if trigger is None:
+        return
+    by_payload: dict[str, list[str]] = {}
+    for event_type, payload in PAYLOAD_OF.items():
+        if event_type is not EventType.CUSTOMER_ERASED:  # refused: nobody is contacted
+            by_payload.setdefault(payload.__name__.removesuffix("Data"), []).append(event_type)
+    variants = []
+    for kind, types in by_payload.items():
+        name = f"{kind}Filter"
+        schemas[name] = _expression_schema(name, conditions.event_schema(EventType(types[0])))
+        variants.append(
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "const": "event"},
+                    "event": {"type": "string", "enum": types},
+                    "filters": {
+                        "anyOf": [{"$ref": f"{_REF}{name}"}, {"type": "null"}],
+                        "description": "a condition over the event's data",
+                    },
+                },
+                "required": ["type", "event"],
+                "additionalProperties": False,
+            }
+        )
+    schemas["EventTrigger"] = {
+        "title": "EventTrigger",
+        "description": trigger.get("description", ""),
+        "oneOf": variants,
+    }
+
+
+def _email_subject(schemas: dict[str, Any]) -> None:
+    action, template = schemas.get("Action"), schemas.get("Template")
+    if action is None or template is None:
+        return
+    email_template = {
+        **template,
+        "title": "EmailTemplate",
+        "properties": {
+            **template["properties"],
+            "subject": {
+                **template["properties"]["subject"],
+                "pattern": f"[^{_SPACE}]",
+                "description": "an email needs a subject (not only spaces)",
+            },
+        },
+        "required": ["subject", "body"],
+    }
+    email_template.pop("default", None)
+    email_template["properties"]["subject"].pop("default", None)
+    schemas["EmailTemplate"] = email_template
+    by_channel = []
+    for channel, ref in (("webhook", "Template"), ("email", "EmailTemplate")):
+        by_channel.append(
+            {
+                **action,
+                "properties": {
+                    **action["properties"],
+                    "channel": {"type": "string", "const": channel},
+                    "template": {"$ref": f"{_REF}{ref}"},
+                },
+            }
+        )
+    schemas["Action"] = {
+        "title": "Action",
+        "description": action.get("description", ""),
+        "oneOf": by_channel,
+    }
+
+
+def _channels(schemas: dict[str, Any]) -> None:
+    webhook = WebhookConfig.model_json_schema(by_alias=True)
+    email = EmailConfig.model_json_schema(by_alias=True)
+    created = schemas.get("ChannelIn")
+    if created is not None:
+        props = created["properties"]
+        kinds = []
+        for kind, config, secret in (
+            ("webhook", webhook, {"anyOf": [_WEBHOOK_SECRET, {"type": "null"}]}),
+            ("email", email, {"type": "null"}),
+        ):
+            kinds.append(
+                {
+                    **created,
+                    "properties": {
+                        **props,
+                        "kind": {"type": "string", "const": kind},
+                        "config": config,
+                        "secret": {**props["secret"], **secret},
+                    },
+                }
+            )
+        schemas["ChannelIn"] = {"title": "ChannelIn", "oneOf": kinds}
+    update = schemas.get("ChannelUpdate")
+    if update is not None:
+        props = update["properties"]
+        props["config"] = {
+            "description": "the config of the channel's kind (see `ChannelIn`)",
+            "anyOf": [webhook, email],
+        }
+        props["secret"] = {**props["secret"], "anyOf": [_WEBHOOK_SECRET, {"type": "null"}]}

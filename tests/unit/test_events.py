@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import jsonschema_rs
 import orjson
 import pytest
 from pydantic import ValidationError
@@ -54,6 +55,10 @@ def test_money_never_becomes_a_float_on_the_wire() -> None:
         {"birthday": "1800-01-01"},
         {"locale": "english please"},
         {"nickname": "x"},
+        # Python's $ matches before a final newline; the schema's patterns do not.
+        {"email": "ada@example.com\n"},
+        {"phone": "+33 6 12 34 56 78\n"},
+        {"locale": "en-US\n"},
     ],
 )
 def test_bad_profile_fields_are_rejected(data: dict[str, str]) -> None:
@@ -141,3 +146,26 @@ def test_a_change_whose_event_carries_fields_outreach_does_not_know_is_read() ->
         assert change.event is not None and isinstance(change.event.data, OrderData)
         assert change.event.data.amount == Decimal("5.00")
         assert change.card["stage"] == "new"
+
+
+def test_the_profile_schema_states_what_its_validators_check() -> None:
+    """Each profile field's own check is in the JSON Schema too, so a client (and
+    schemathesis) sees it: the patterns refuse what the validators refuse."""
+    schema = CustomerData.model_json_schema()
+    samples = {
+        "email": ["ada@example.com", "ada@example.com\n", "a\x1cb@example.com", "no-at"],
+        "phone": ["+33 6 12 34 56 78", "call me", "1234\n"],
+        "locale": ["en-US", "english please"],
+        "timezone": ["Europe/Paris", "Mars/Base"],
+        "birthday": ["1990-04-17", "1800-01-01"],
+        "name": ["Ada", "A\x00da"],
+    }
+    for field, values in samples.items():
+        validator = jsonschema_rs.validator_for(schema["properties"][field])
+        for value in values:
+            try:
+                CustomerData.model_validate({field: value})
+                accepted = True
+            except ValidationError:
+                accepted = False
+            assert validator.is_valid(value) == accepted, (field, value)

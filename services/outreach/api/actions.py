@@ -26,8 +26,8 @@ from services.outreach.shell.scheduler import tick
 from services.outreach.store import tables
 from services.outreach.store.rules import stored_rule
 from shared.auth import MarketingWriter, Operator, Reader
-from shared.cursor import encode_cursor, newest_first
-from shared.errors import ERROR_RESPONSES, invalid
+from shared.cursor import CURSOR_RESPONSES, encode_cursor, newest_first
+from shared.errors import ERROR_RESPONSES, beyond_schema, invalid, responses
 from shared.logging import get_logger
 from shared.params import IsoDateTime
 from shared.service_state import Transaction
@@ -130,7 +130,7 @@ async def actions_summary(
 @router.get(
     "/actions",
     response_model=ActionPage,
-    responses=ERROR_RESPONSES,
+    responses=responses(CURSOR_RESPONSES),
     tags=["actions"],
     summary="List decided actions",
 )
@@ -181,7 +181,7 @@ async def list_actions(
 @router.get(
     "/customers/{customer_id}/touchpoints",
     response_model=ActionPage,
-    responses=ERROR_RESPONSES,
+    responses=responses(CURSOR_RESPONSES),
     tags=["actions"],
     summary="A customer's touchpoints",
 )
@@ -197,7 +197,9 @@ async def touchpoints(
 @router.post(
     "/broadcasts",
     response_model=BroadcastOut,
-    responses=ERROR_RESPONSES,
+    responses=responses(
+        beyond_schema({"body.rule_id": "names an enabled rule with a `broadcast` trigger"})
+    ),
     tags=["actions"],
     summary="Launch a broadcast",
 )

@@ -32,7 +32,7 @@ from services.outreach.shell.resolve import resolve
 from services.outreach.shell.service import OutreachState
 from shared import audit
 from shared.auth import MarketingWriter, Principal, Reader
-from shared.errors import ERROR_RESPONSES, ErrorBody
+from shared.errors import ERROR_RESPONSES, ErrorBody, beyond_schema, responses
 from shared.service_state import Transaction
 
 router = APIRouter(prefix="/v1", tags=["channels"])
@@ -42,6 +42,21 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: {"model": ErrorBody, "description": "no such channel"},
 }
+# What a channel's checks judge beyond its schema.
+_GUARDED = {
+    "config.url": "http(s) without credentials (https in production), not resolving to a "
+    "loopback, private, link-local or metadata address unless private webhooks are allowed",
+    "config.smtp_host": "allowed by the network guard",
+    "config.smtp_port": "allowed by the network guard",
+}
+CREATE_CHECKS = beyond_schema(_GUARDED)
+UPDATE_CHECKS = beyond_schema(
+    {
+        **_GUARDED,
+        "config": "the config of the channel's kind",
+        "secret": "only a webhook channel has one",
+    }
+)
 OPERATOR_DISABLED = "disabled by an operator"
 
 
@@ -53,7 +68,9 @@ _COLUMNS += "created_at, updated_at"
     "/channels",
     status_code=201,
     response_model=ChannelCreated,
-    responses={**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": "the id is taken"}},
+    responses=responses(
+        {409: {"model": ErrorBody, "description": "the id is taken"}}, CREATE_CHECKS
+    ),
     summary="Add a channel",
 )
 async def create_channel(
@@ -132,7 +149,7 @@ async def get_channel(channel_id: ChannelId, _: Reader, conn: Transaction) -> Ch
 @router.put(
     "/channels/{channel_id}",
     response_model=ChannelOut,
-    responses=NOT_FOUND,
+    responses=responses(NOT_FOUND, UPDATE_CHECKS),
     summary="Replace a channel's settings",
 )
 async def update_channel(

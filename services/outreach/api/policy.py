@@ -13,7 +13,7 @@ from services.outreach.core.policy import Policy
 from services.outreach.store.policy import load_policy, lock_policy, save_policy
 from shared import audit
 from shared.auth import MarketingWriter, Reader
-from shared.errors import ERROR_RESPONSES
+from shared.errors import ERROR_RESPONSES, beyond_schema, responses
 from shared.logging import get_logger
 from shared.service_state import Transaction
 
@@ -39,7 +39,16 @@ async def get_policy(_: Reader, conn: Transaction) -> Policy:
 @router.put(
     "/policy",
     response_model=Policy,
-    responses=ERROR_RESPONSES,
+    responses=responses(
+        beyond_schema(
+            {
+                "body.quiet_hours": "`start` and `end` differ (null: no quiet hours)",
+                # JSON Schema could say it only through `not`, which generators choke on.
+                "body": "no kind is both transactional and promotional (a list left out "
+                "counts as its default)",
+            }
+        )
+    ),
     tags=["policy"],
     summary="Replace the contact policy",
 )

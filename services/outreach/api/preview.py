@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
 from services.outreach.core.preview import PreviewResult
 from services.outreach.core.rules import Rule
-from services.outreach.schemas import BacktestCoverage, BacktestOut, RuleDefinition
+from services.outreach.schemas import RULE_CHECKS, BacktestCoverage, BacktestOut, RuleDefinition
 from services.outreach.shell.backtest import backtest
 from services.outreach.shell.preview import preview
 from services.outreach.shell.service import OutreachState
@@ -19,7 +19,7 @@ from services.outreach.shell.template_check import check_template
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
 from shared.auth import Reader
-from shared.errors import ERROR_RESPONSES
+from shared.errors import responses
 
 router = APIRouter(prefix="/v1")
 
@@ -56,7 +56,7 @@ examined and which budget, if any, stopped the scan."""
 @router.post(
     "/rules/preview",
     response_model=PreviewResult,
-    responses=ERROR_RESPONSES,
+    responses=responses(RULE_CHECKS),
     tags=["rules"],
     summary="Preview an unsaved rule",
     description="How many customers this rule would reach now, and who.\n\n" + _PREVIEW_DOC,

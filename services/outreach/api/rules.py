@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
 from services.outreach.core.rule_pack import default_pack
-from services.outreach.schemas import PackOut, RuleDefinition, RuleList, RuleOut, RuleVersions
+from services.outreach.schemas import (
+    RULE_CHECKS,
+    PackOut,
+    RuleDefinition,
+    RuleList,
+    RuleOut,
+    RuleVersions,
+)
 from services.outreach.shell.scheduler import reindex_schedule
 from services.outreach.shell.service import OutreachState
 from services.outreach.shell.template_check import check_template
@@ -32,7 +39,15 @@ from services.outreach.store.rules import (
 from services.outreach.store.rules import rule_versions as stored_versions
 from shared import audit
 from shared.auth import MarketingWriter, Principal, Reader
-from shared.errors import ERROR_RESPONSES, ErrorBody, FieldError, error_response, invalid
+from shared.errors import (
+    ERROR_RESPONSES,
+    ErrorBody,
+    FieldError,
+    beyond_schema,
+    error_response,
+    invalid,
+    responses,
+)
 from shared.logging import get_logger
 from shared.service_state import Transaction
 
@@ -83,7 +98,7 @@ async def _reload(outreach: OutreachState, *saved: str) -> None:
     "/rules",
     status_code=201,
     response_model=RuleOut,
-    responses={**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": "the id is taken"}},
+    responses=responses({409: {"model": ErrorBody, "description": "the id is taken"}}, RULE_CHECKS),
     tags=["rules"],
     summary="Create a rule",
 )
@@ -140,7 +155,11 @@ async def get_rule(rule_id: str, _: Reader, conn: Transaction) -> RuleOut:
 @router.put(
     "/rules/{rule_id}",
     response_model=RuleOut,
-    responses=RULE_NOT_FOUND,
+    responses=responses(
+        RULE_NOT_FOUND,
+        RULE_CHECKS,
+        beyond_schema({"body.id": "equals the id in the path"}),
+    ),
     tags=["rules"],
     summary="Replace a rule",
 )

@@ -18,8 +18,8 @@ from services.outreach.shell import opt_out
 from services.outreach.store import suppressions
 from shared import audit
 from shared.auth import MarketingWriter, Principal, Reader, RequireScope, Scope
-from shared.cursor import decode_text_cursor, encode_text_cursor
-from shared.errors import ERROR_RESPONSES, ErrorBody, invalid
+from shared.cursor import CURSOR_RESPONSES, decode_text_cursor, encode_text_cursor
+from shared.errors import ERROR_RESPONSES, ErrorBody, invalid, responses
 from shared.logging import get_logger
 from shared.service_state import Transaction
 
@@ -36,7 +36,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/suppressions",
     response_model=SuppressionPage,
-    responses=ERROR_RESPONSES,
+    responses=responses(CURSOR_RESPONSES),
     tags=["suppressions"],
     summary="List suppressed customers",
 )

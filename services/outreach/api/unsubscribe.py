@@ -30,7 +30,7 @@ from services.outreach.shell import opt_out
 from services.outreach.shell.service import OutreachState
 from services.outreach.store import suppressions
 from shared import audit
-from shared.errors import ERROR_RESPONSES, invalid
+from shared.errors import beyond_schema, invalid, responses
 from shared.service_state import Transaction
 
 router = APIRouter(prefix="/v1")
@@ -43,12 +43,21 @@ Token = Annotated[
 ]
 _HTML: dict[str, Any] = {"content": {"text/html": {}}}
 _BAD_TOKEN: dict[int | str, dict[str, Any]] = {
-    code: spec for code, spec in ERROR_RESPONSES.items() if code not in (401, 403)
+    code: spec
+    for code, spec in responses(
+        beyond_schema(
+            {
+                "query.token": "a link outreach signed, exactly as sent",
+                "path.token": "a link outreach signed, exactly as sent",
+            }
+        )
+    ).items()
+    if code not in (401, 403)
 }
 _BAD_TOKEN[422] = {
     **_BAD_TOKEN[422],
     "description": "the link is not valid or has expired (a page for a browser)",
-    "content": {"text/html": {}},
+    "content": {**_BAD_TOKEN[422].get("content", {}), "text/html": {}},
 }
 _POSTED: dict[int | str, dict[str, Any]] = {**_BAD_TOKEN, 200: _HTML}
 _DONE = "<p>You will hear nothing more from us.</p>"

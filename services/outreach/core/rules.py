@@ -35,6 +35,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -168,7 +169,7 @@ class Limits(_Strict):
 
     cooldown_days: int | None = Field(None, ge=1, le=3650)
     max_per_customer: int | None = Field(None, ge=1, le=10_000)
-    once: bool = False
+    once: StrictBool = False
     not_contacted_days: int | None = Field(None, ge=1, le=3650)
 
 
@@ -183,7 +184,7 @@ class Rule(_Strict):
     action: Action
     limits: Limits = Limits()
     priority: int = Field(0, ge=-1000, le=1000, description="higher wins")
-    enabled: bool = True
+    enabled: StrictBool = True
 
     @field_validator("conditions")
     @classmethod

@@ -17,8 +17,8 @@ from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
 from shared.auth import Reader
 from shared.card import Segment, Stage, Strategy, Tier
-from shared.cursor import NOT_A_CURSOR, decode_cursor, encode_cursor
-from shared.errors import ERROR_RESPONSES, invalid
+from shared.cursor import CURSOR_RESPONSES, NOT_A_CURSOR, decode_cursor, encode_cursor
+from shared.errors import invalid, responses
 
 router = APIRouter(prefix="/v1", tags=["customers"])
 
@@ -63,7 +63,7 @@ class StageHistory(BaseModel):
 @router.get(
     "/customers",
     response_model=CustomerPage,
-    responses=ERROR_RESPONSES,
+    responses=responses(CURSOR_RESPONSES),
     summary="List customers",
 )
 async def list_customers(

@@ -17,7 +17,7 @@ from services.scoring.store import queries
 from services.scoring.store.queries import Period
 from shared.auth import Reader
 from shared.card import Segment, Stage, Strategy, Tier
-from shared.errors import ERROR_RESPONSES, invalid
+from shared.errors import ERROR_RESPONSES, beyond_schema, invalid, responses
 from shared.params import IsoDate
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"])
@@ -115,7 +115,15 @@ async def get_overview(scoring: Scoring, _: Reader) -> Overview:
 @router.get(
     "/flow",
     response_model=Flow,
-    responses=ERROR_RESPONSES,
+    responses=responses(
+        beyond_schema(
+            {
+                "query.since": f"not after `until`, and at most {MAX_PERIODS} periods before "
+                "it (the default range must start after year 1)",
+                "query.until": "its period must end by 9999-12-31",
+            }
+        )
+    ),
     summary="Customers in and out of the active base, per period",
 )
 async def get_flow(
