@@ -83,6 +83,7 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = responses(
             "body.occurred_at": "at most `TEND_INGEST_MAX_FUTURE_SECONDS` (300 s by default) "
             "in the future",
             "customer_id": "not a customer erased after this event occurred",
+            "body.refund_id": "only on a refund (`status: refunded`)",
         }
     ),
 )

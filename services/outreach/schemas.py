@@ -576,7 +576,8 @@ def _event_triggers(schemas: dict[str, Any]) -> None:
         return
     by_payload: dict[str, list[str]] = {}
     for event_type, payload in PAYLOAD_OF.items():
-        if event_type is not EventType.CUSTOMER_ERASED:  # refused: nobody is contacted
+        if event_type not in (EventType.CUSTOMER_ERASED, EventType.CUSTOMER_UNSUBSCRIBED):
+            # refused: nobody erased or unsubscribed is contacted
             by_payload.setdefault(payload.__name__.removesuffix("Data"), []).append(event_type)
     variants = []
     for kind, types in by_payload.items():

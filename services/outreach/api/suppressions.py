@@ -124,7 +124,16 @@ async def delete_suppression(
     customer_id: str,
     principal: Lifter,
     conn: Transaction,
-    body: Annotated[SuppressionLift | None, Body()] = None,
+    body: Annotated[
+        SuppressionLift | None,
+        Body(
+            openapi_examples={
+                "a customer's own unsubscribe, lifted by operations": {
+                    "value": {"reason": "the customer asked by phone to hear from us (ticket 4211)"}
+                }
+            }
+        ),
+    ] = None,
 ) -> Response:
     """Take the customer off the suppression list; new decisions may reach them again
     (actions already suppressed stay suppressed). The `reason`, when given, is kept in the

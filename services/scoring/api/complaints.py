@@ -15,8 +15,8 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.store import complaints as store
 from shared.auth import Reader
 from shared.card import Tier
-from shared.cursor import NOT_A_CURSOR, decode_cursor, encode_cursor
-from shared.errors import ERROR_RESPONSES, invalid
+from shared.cursor import CURSOR_RESPONSES, NOT_A_CURSOR, decode_cursor, encode_cursor
+from shared.errors import beyond_schema, invalid, responses
 from shared.events import Severity
 from shared.params import IsoDate, IsoDateTime
 
@@ -102,7 +102,7 @@ def _targets(settings: ScoringSettings) -> store.Targets:
 @router.get(
     "/complaints/overdue",
     response_model=OverduePage,
-    responses=ERROR_RESPONSES,
+    responses=responses(CURSOR_RESPONSES),
     summary="Open complaints past their response-time target",
 )
 async def list_overdue(
@@ -163,7 +163,15 @@ async def list_overdue(
 @router.get(
     "/stats/complaints",
     response_model=ComplaintStats,
-    responses=ERROR_RESPONSES,
+    responses=responses(
+        beyond_schema(
+            {
+                "query.since": f"not after `until`, and at most {MAX_WINDOW_DAYS} days before "
+                "it (the default window must start after year 1)",
+                "query.until": "before 9999-12-31",
+            }
+        )
+    ),
     tags=["stats"],
     summary="Complaints open, overdue, and how fast they are resolved, per tier",
 )
