@@ -81,7 +81,10 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = responses(
     beyond_schema(
         {
             "body.occurred_at": "at most `TEND_INGEST_MAX_FUTURE_SECONDS` (300 s by default) "
-            "in the future",
+            "in the future, and not before `TEND_INGEST_EARLIEST_OCCURRED_AT` (1970)",
+            "body.amount": "at most the base currency's decimals (2 for USD)",
+            "body.outstanding": "at most the base currency's decimals (2 for USD)",
+            "body.items": "each `unit_price` with at most the base currency's decimals",
             "customer_id": "not a customer erased after this event occurred",
             "body.refund_id": "only on a refund (`status: refunded`)",
         }

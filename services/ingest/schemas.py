@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -29,9 +31,38 @@ EventId = Annotated[
 
 def _not_in_future(value: datetime) -> datetime:
     # Compared as Unix times: this runs for every event, and is cheaper than aware datetimes.
-    allowed = ingest_settings().max_future_seconds
-    if value.timestamp() > time.time() + allowed:
+    settings = ingest_settings()
+    allowed = settings.max_future_seconds
+    at = value.timestamp()
+    if at > time.time() + allowed:
         raise ValueError(f"lies more than {allowed} s in the future")
+    if at < settings.earliest_occurred_at.timestamp():
+        raise ValueError(
+            f"lies before {settings.earliest_occurred_at.isoformat()}, the earliest instant "
+            "an event may name"
+        )
+    return value
+
+
+# A sign is let through: the field itself refuses a negative amount, saying so.
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def plain_amount(value: object, decimals: int) -> object:
+    """``value`` if it is an amount as a client should send it: a decimal string without an
+    exponent ("1e3" is refused), or a JSON number, with at most ``decimals`` decimals."""
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.fullmatch(value):
+            raise ValueError('a plain decimal such as "59.90" (digits, one point, no exponent)')
+        places = len(value.partition(".")[2])
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        exponent = Decimal(repr(value)).normalize().as_tuple().exponent
+        places = max(0, -exponent) if isinstance(exponent, int) else decimals + 1
+    else:
+        return value  # the field's own type check names the problem
+    if places > decimals:
+        currency = ingest_settings().base_currency
+        raise ValueError(f"at most {decimals} decimals in {currency}")
     return value
 
 
@@ -87,6 +118,24 @@ class OrderIn(OrderData, _Event):
         base = ingest_settings().base_currency
         if v != base:
             raise ValueError(f"must be the base currency {base}")
+        return v
+
+    @field_validator("amount", "outstanding", mode="before")
+    @classmethod
+    def _plain_amount(cls, v: object) -> object:
+        return plain_amount(v, ingest_settings().amount_decimals())
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _plain_prices(cls, v: object) -> object:
+        if isinstance(v, list):
+            decimals = ingest_settings().amount_decimals()
+            for n, item in enumerate(v):
+                if isinstance(item, dict) and "unit_price" in item:
+                    try:
+                        plain_amount(item["unit_price"], decimals)
+                    except ValueError as exc:
+                        raise ValueError(f"item {n}: unit_price: {exc}") from None
         return v
 
     def event_type(self) -> EventType:

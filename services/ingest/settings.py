@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 
-from pydantic import Field
+from babel.numbers import get_currency_precision
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,8 +16,20 @@ class IngestSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     base_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
-    # How far in the future an occurred_at may lie (client clocks drift).
-    max_future_seconds: int = Field(300, ge=0)
+    # How far in the future an occurred_at may lie (client clocks drift), and the earliest
+    # instant one may name (a date of 1900 is a bug upstream, not a customer's history).
+    max_future_seconds: int = Field(300, ge=0, le=86_400)
+    earliest_occurred_at: AwareDatetime = datetime(1970, 1, 1, tzinfo=UTC)
+    # Decimals an amount may carry: the base currency's minor unit (ISO 4217, e.g. 2 for USD,
+    # 0 for JPY) unless set.
+    currency_decimals: int | None = Field(None, ge=0, le=4)
+
+    def amount_decimals(self) -> int:
+        """How many decimals an amount in the base currency may carry."""
+        if self.currency_decimals is not None:
+            return self.currency_decimals
+        return min(int(get_currency_precision(self.base_currency)), 4)
+
     max_batch: int = Field(1000, ge=1, le=10_000)
     # The broker must acknowledge within this; past it the client gets 503 + Retry-After.
     publish_timeout_seconds: float = Field(4.0, gt=0, le=30)

@@ -127,6 +127,47 @@ async def test_partial_refunds_of_one_order_are_separate_events_by_refund_id(
     assert [e["field"] for e in bad.json()["errors"]] == ["body.refund_id"]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({"amount": "1e3"}, "body.amount", "no exponent"),
+        ({"amount": "1E+3"}, "body.amount", "no exponent"),
+        ({"amount": "59.905"}, "body.amount", "at most 2 decimals in USD"),
+        ({"amount": 0.30000000000000004}, "body.amount", "at most 2 decimals in USD"),
+        ({"outstanding": "1.5e1"}, "body.outstanding", "no exponent"),
+        (
+            {"items": [{"sku": "TEA-1", "quantity": 1, "unit_price": "2.999"}]},
+            "body.items",
+            "item 0: unit_price: at most 2 decimals",
+        ),
+        ({"occurred_at": "1900-03-01T10:00:00Z"}, "body.occurred_at", "the earliest instant"),
+        ({"occurred_at": "2999-01-01T00:00:00Z"}, "body.occurred_at", "in the future"),
+    ],
+)
+async def test_money_and_times_a_shop_could_not_mean_are_refused_naming_the_field(
+    overrides: dict[str, Any],
+    field: str,
+    reason: str,
+    ingest: httpx.AsyncClient,
+    keys: dict[str, str],
+) -> None:
+    resp = await ingest.post("/v1/orders", json=order(**overrides), headers=auth(keys["ingest"]))
+    assert resp.status_code == 422, resp.text
+    [error] = resp.json()["errors"]
+    assert error["field"] == field
+    assert reason in error["reason"]
+
+
+async def test_amounts_as_plain_decimals_or_json_numbers_are_accepted(
+    ingest: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    for amount in ("59.90", "60", "0.5", 59.9, 1000):
+        resp = await ingest.post(
+            "/v1/orders", json=order(amount=amount), headers=auth(keys["ingest"])
+        )
+        assert resp.status_code == 202, (amount, resp.text)
+
+
 async def test_a_customer_upsert_retried_without_occurred_at_is_still_a_duplicate(
     ingest: httpx.AsyncClient, keys: dict[str, str], settings: CommonSettings
 ) -> None:
