@@ -595,6 +595,40 @@ async def test_ten_rules_on_one_event_under_a_cap_of_two_send_the_two_highest(
     }
 
 
+async def test_the_cap_postpones_a_winback_to_its_free_slot_and_it_goes_out_then(
+    world: World,
+) -> None:
+    s, clock, hook = world.stack, world.clock, world.hook
+    assert s.outreach is not None
+    policy = {"frequency_cap": {"count": 1, "days": 7}, "default_timezone": "Europe/Paris"}
+    resp = await s.outreach.put("/v1/policy", json=policy, headers=s.auth("marketing"))
+    assert resp.status_code == 200, resp.text
+    await add_rule(s, rule("recall-now", VISIT_RULE, kind="recall", priority=9))
+    await add_rule(s, rule("greet-today", VISIT_RULE, kind="greeting", priority=5))
+    await add_rule(s, rule("winback-later", VISIT_RULE, kind="winback", priority=1))
+    ids = await post_events(s, [profile("kim", T0 - timedelta(days=1)), visit("kim", "v-1", T0)])
+    await outreach_has_seen(s, ids)
+    # One a week: the recall goes now; the greeting belongs to its day and is dropped; the
+    # win-back waits for the slot the recall frees in 7 days (its kind waits up to 14).
+    [first] = await hook.wait_for(1)
+    assert first.payload["rule_id"] == "recall-now"
+    await until_status(s, "kim", "recall-now", "sent")
+    waiting = await until_status(s, "kim", "winback-later", "scheduled")
+    assert (waiting.reason, waiting.not_before) == ("frequency_cap", T0 + timedelta(days=7))
+    assert (await statuses(s, "kim"))["greet-today"] == ("suppressed", "lower_priority")
+
+    clock.set(T0 + timedelta(days=7) - timedelta(minutes=1))
+    await tick(s)
+    await settled(world)
+    assert len(hook.received) == 1
+    clock.set(T0 + timedelta(days=7))
+    await tick(s)
+    [_, later] = await hook.wait_for(2)
+    assert later.payload["rule_id"] == "winback-later"
+    sent = await until_status(s, "kim", "winback-later", "sent")
+    assert sent.reason == "frequency_cap"  # why it waited stays on the ledger
+
+
 async def test_ten_concurrent_events_each_firing_a_rule_send_two(world: World) -> None:
     s = world.stack
     for p in range(1, 11):

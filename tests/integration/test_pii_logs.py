@@ -343,6 +343,8 @@ async def test_a_full_run_at_debug_logs_no_personal_data(
                 logs,
                 TEND_OUTREACH_ALLOW_PRIVATE_WEBHOOKS="true",
                 TEND_OUTREACH_WEBHOOK_TIMEOUT_SECONDS="5",
+                # The test's SMTP server listens on a free port: allowed for this run only.
+                TEND_OUTREACH_SMTP_PORTS=f"[{smtp.port}]",
             ),
         }
         procs["ingest"] = _service(

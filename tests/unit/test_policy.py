@@ -176,6 +176,50 @@ def test_at_most_two_messages_per_seven_days() -> None:
     assert go(history=[sent(1), sent(7.1)]).outcome is Outcome.SEND  # out of the window
 
 
+def test_the_cap_postpones_a_recall_to_the_first_free_slot() -> None:
+    # Two messages, 1 and 6.9 days ago: a slot frees when the older one is 7 days old.
+    decision = go(candidate=cand("recall"), history=[sent(1), sent(6.9)])
+    assert (decision.outcome, decision.reason) == (Outcome.DEFER, Reason.FREQUENCY_CAP)
+    assert decision.until == NOON_PARIS + timedelta(days=0.1)
+    # A slot that frees at night waits for the end of quiet hours: 08:00 in Paris.
+    late = go(candidate=cand("recall"), history=[sent(1), sent(6.6)])
+    assert late.until == datetime(2025, 6, 3, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("kind", "waits"),
+    [("winback", True), ("recall", True), ("follow_up", False), ("greeting", False)],
+)
+def test_a_kind_waits_for_the_cap_only_within_its_horizon(kind: str, waits: bool) -> None:
+    # The cap is full for five more days: a win-back (14) or recall (7) waits, a follow-up
+    # (3) is dropped, a greeting belongs to its day.
+    decision = go(candidate=cand(kind), history=[sent(2), sent(2.5)])
+    expected = Outcome.DEFER if waits else Outcome.SUPPRESS
+    assert (decision.outcome, decision.reason) == (expected, Reason.FREQUENCY_CAP)
+
+
+def test_higher_priority_takes_the_free_slot_and_the_next_waits_for_the_following() -> None:
+    cs = [cand("recall", rule_id="low", priority=1), cand("winback", rule_id="high", priority=9)]
+    out = decide_all(card(), cs, [sent(1)], suppressed=False, policy=POLICY, now=NOON_PARIS)
+    decisions = {c.rule_id: d for c, d in out}
+    assert decisions["high"].outcome is Outcome.SEND
+    # The slot frees when the message of a day ago is 7 days old: in 6 days, at noon.
+    assert (decisions["low"].outcome, decisions["low"].until) == (
+        Outcome.DEFER,
+        NOON_PARIS + timedelta(days=6),
+    )
+    # A third would find both windows full until the message sent now ages out.
+    third = decide_all(
+        card(),
+        [*cs, cand("recall", rule_id="mid", priority=5)],
+        [sent(1)],
+        suppressed=False,
+        policy=POLICY,
+        now=NOON_PARIS,
+    )
+    assert {c.rule_id: d.until for c, d in third}["low"] == NOON_PARIS + timedelta(days=7)
+
+
 def test_transactional_messages_neither_count_nor_are_capped() -> None:
     assert go(history=[sent(1, "apology"), sent(2, "care"), sent(3)]).outcome is Outcome.SEND
     full = [sent(1), sent(2)]

@@ -10,7 +10,10 @@ and the first that bites decides:
 3. **limits** of the rule (``once``, ``max_per_customer``, ``cooldown_days``,
    ``not_contacted_days``): suppress with reason ``limit``;
 4. **open complaint**: a promotional kind is held, to be re-evaluated once it is resolved;
-5. **frequency cap**: at most ``count`` non-transactional messages per ``days`` days;
+5. **frequency cap**: at most ``count`` non-transactional messages per ``days`` days; an
+   action the cap stops is deferred to the first instant the cap allows (higher priority
+   first), when that instant is within its kind's ``cap_defer_days``, else suppressed with
+   reason ``frequency_cap`` (a greeting belongs to its day: it is never deferred);
 6. **quiet hours**: deferred to the end of the quiet period in the customer's zone (a
    deferral, never a drop).
 
@@ -26,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
@@ -66,6 +69,11 @@ class Policy(_Strict):
     promotional_kinds: frozenset[ActionKind] = frozenset({"recall", "winback", "announcement"})
     marketing_consent_required: StrictBool = True
     default_timezone: str = "UTC"
+    # How long an action the frequency cap stops may wait for a free slot, by kind (days);
+    # a kind not listed is suppressed at once.
+    cap_defer_days: dict[ActionKind, Annotated[int, Field(ge=0, le=90)]] = Field(
+        default_factory=lambda: {"follow_up": 3, "recall": 7, "winback": 14, "announcement": 7}
+    )
 
     @field_validator("default_timezone")
     @classmethod
@@ -184,18 +192,45 @@ def decide(
         return SEND
     cap = policy.frequency_cap
     if cap is not None:
-        since = now - timedelta(days=cap.days)
         exempt = policy.transactional_kinds
-        used = sum(1 for at, kind, _ in history if at > since and kind not in exempt)
-        if used >= cap.count:
-            detail = f"{used} messages in the last {cap.days} days (cap {cap.count})"
-            return Decision(Outcome.SUPPRESS, Reason.FREQUENCY_CAP, detail=detail)
+        counted = sorted(at for at, kind, _ in history if kind not in exempt)
+        free = cap_frees_at(counted, cap, now)
+        if free > now:
+            horizon = timedelta(days=policy.cap_defer_days.get(candidate.kind, 0))
+            if free - now > horizon:
+                since = now - timedelta(days=cap.days)
+                used = sum(1 for at in counted if since < at <= now)
+                detail = f"{used} messages in the last {cap.days} days (cap {cap.count})"
+                return Decision(Outcome.SUPPRESS, Reason.FREQUENCY_CAP, detail=detail)
+            until = free
+            if policy.quiet_hours is not None:
+                zone = zone_of(card, policy.default_timezone)
+                until = quiet_until(policy.quiet_hours, zone, free) or free
+            detail = f"the frequency cap ({cap.count} per {cap.days} days) allows it then"
+            return Decision(Outcome.DEFER, Reason.FREQUENCY_CAP, until, detail)
     if policy.quiet_hours is not None:
         zone = zone_of(card, policy.default_timezone)
         until = quiet_until(policy.quiet_hours, zone, now)
         if until is not None:
             return Decision(Outcome.DEFER, Reason.QUIET_HOURS, until, "quiet hours")
     return SEND
+
+
+def cap_frees_at(counted: Sequence[datetime], cap: FrequencyCap, now: datetime) -> datetime:
+    """The first instant from ``now`` at which one more message keeps every window of the
+    cap within its count, given the messages ``counted`` (sent, and deferred to their
+    instant, sorted): ``now`` itself when there is room."""
+    days = timedelta(days=cap.days)
+    candidates = sorted({now, *(at + days for at in counted if at + days > now)})
+    for at in candidates:
+        ends = [at, *(t for t in counted if t > at)]
+        if all(
+            sum(1 for t in counted if end - days < t <= end) + 1 <= cap.count
+            for end in ends
+            if end - days < at <= end
+        ):
+            return at
+    return candidates[-1]
 
 
 def _over_limit(
@@ -257,9 +292,10 @@ def decide_all(
 ) -> list[tuple[Candidate, Decision]]:
     """Decisions for candidates competing at the same moment, best-ranked first.
 
-    Each one that goes out counts as a contact for the ones after it, so when they compete
-    for the last cap slots the higher priority wins and the others are suppressed with
-    ``lower_priority`` (``frequency_cap`` when the history alone already fills the cap).
+    Each one that goes out (now or deferred) counts as a contact for the ones after it, so
+    when they compete for cap slots the higher priority takes the first; the others wait for
+    the next free slot within their kind's horizon, or are suppressed with ``lower_priority``
+    (``frequency_cap`` when the history alone already fills the cap).
     """
     taken: list[tuple[datetime, str, str]] = []
     out: list[tuple[Candidate, Decision]] = []
@@ -267,9 +303,8 @@ def decide_all(
         seen = [*history, *taken]
         decision = decide(card, candidate, seen, suppressed=suppressed, policy=policy, now=now)
         # Only another rule can take a slot "first": repeats of one rule are simply capped.
-        if decision.reason is Reason.FREQUENCY_CAP and any(
-            rule_id != candidate.rule_id for _, _, rule_id in taken
-        ):
+        capped = decision.outcome is Outcome.SUPPRESS and decision.reason is Reason.FREQUENCY_CAP
+        if capped and any(rule_id != candidate.rule_id for _, _, rule_id in taken):
             alone = decide(card, candidate, history, suppressed=suppressed, policy=policy, now=now)
             if alone.reason is not Reason.FREQUENCY_CAP:
                 detail = "the last cap slots went to higher-priority actions"

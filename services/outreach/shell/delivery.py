@@ -95,7 +95,7 @@ _UPDATE = text(
         -- Leased and sent after waiting (quiet hours, an open complaint): the reason it
         -- waited stays.
         reason = CASE WHEN v.status IN ('pending', 'sent') AND v.reason IS NULL
-                           AND a.reason IN ('open_complaint', 'quiet_hours')
+                           AND a.reason IN ('open_complaint', 'quiet_hours', 'frequency_cap')
                       THEN a.reason ELSE v.reason END,
         last_error = v.last_error,
         next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at
