@@ -7,8 +7,9 @@ computes it (``services.scoring.core.card``); nothing here depends on how.
 
 Conventions of the JSON form:
 
-- Money (``Decimal``) is a decimal string, exact (``"70.00"``), net of refunds; cancelled
-  orders count nowhere.
+- Money (``Decimal``) is a decimal string, exact, net of refunds, written the same way
+  everywhere (:func:`money_text`: at least two decimals, no trailing zeros past them —
+  ``"70.00"``, ``"70.125"``); cancelled orders count nowhere.
 - Times are UTC ISO 8601 with ``Z``; days (``date``) are UTC days.
 - Windows in a field's name (``spend_30d``, ``expected_orders_90d``, ``clv_365d``,
   ``visits.last_30d``) are trailing windows ending at ``as_of``, and are fixed: they are not
@@ -24,10 +25,26 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from shared.events import Severity
+
+_CENT = Decimal("0.01")
+
+
+def money_text(amount: Decimal) -> str:
+    """An amount as every API and change writes it: at least two decimals, and no trailing
+    zeros past them (``"70.00"``, ``"70.125"``, ``"1200.00"``), never an exponent."""
+    trimmed = amount.normalize()
+    exponent = trimmed.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        trimmed = amount.quantize(_CENT)
+    return format(trimmed, "f")
+
+
+Money = Annotated[Decimal, PlainSerializer(money_text, return_type=str, when_used="json")]
 
 
 class Stage(StrEnum):
@@ -122,16 +139,16 @@ class Profile(_Model):
 class Value(_Model):
     """Money net of refunds; cancelled orders do not exist here."""
 
-    lifetime_spend: Decimal
-    spend_30d: Decimal
-    spend_90d: Decimal
-    spend_365d: Decimal
+    lifetime_spend: Money
+    spend_30d: Money
+    spend_90d: Money
+    spend_365d: Money
     orders: int  # live (not cancelled) orders
-    average_order_value: Decimal | None  # null without orders
+    average_order_value: Money | None  # null without orders
     first_order_at: datetime | None
     last_order_at: datetime | None
     purchase_interval_days: float | None  # median gap between purchase days
-    outstanding: Decimal  # still owed on live orders
+    outstanding: Money  # still owed on live orders
 
 
 class Rfm(_Model):

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.outreach.core.changes import read_change
+from shared.card import money_text
 from shared.changes import Change
 from shared.events import CustomerData, Envelope, OrderData
 
@@ -169,3 +170,19 @@ def test_the_profile_schema_states_what_its_validators_check() -> None:
             except ValidationError:
                 accepted = False
             assert validator.is_valid(value) == accepted, (field, value)
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        ("70", "70.00"),
+        ("70.0000", "70.00"),
+        ("70.1", "70.10"),
+        ("70.125", "70.125"),
+        ("1E+3", "1000.00"),
+        ("0", "0.00"),
+        ("123.4500", "123.45"),
+    ],
+)
+def test_money_is_written_one_way_everywhere(amount: str, text: str) -> None:
+    assert money_text(Decimal(amount)) == text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -16,7 +15,7 @@ from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
 from shared.auth import Reader
-from shared.card import Segment, Stage, Strategy, Tier
+from shared.card import Money, Segment, Stage, Strategy, Tier
 from shared.cursor import CURSOR_RESPONSES, NOT_A_CURSOR, decode_cursor, encode_cursor
 from shared.errors import invalid, responses
 
@@ -39,7 +38,7 @@ class CustomerSummary(BaseModel):
     )
     strategy: Strategy | None
     value_score: float = Field(description="the composite that tiers rank on")
-    lifetime_spend: Decimal = Field(description="net of refunds")
+    lifetime_spend: Money = Field(description="net of refunds")
     clv: float | None = Field(description="predicted value over the next 365 days")
     p_alive: float | None = Field(description="probability the customer is still active")
     last_order_at: datetime | None

@@ -4,7 +4,6 @@ lifecycle over time."""
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
@@ -16,7 +15,7 @@ from services.scoring.core.lifecycle import day_of
 from services.scoring.store import queries
 from services.scoring.store.queries import Period
 from shared.auth import Reader
-from shared.card import Segment, Stage, Strategy, Tier
+from shared.card import Money, Segment, Stage, Strategy, Tier
 from shared.errors import ERROR_RESPONSES, beyond_schema, invalid, responses
 from shared.params import IsoDate
 
@@ -39,7 +38,7 @@ class Unscored(BaseModel):
 class Overview(BaseModel):
     customers: int
     buyers: int = Field(description="customers with at least one live (not cancelled) order")
-    lifetime_revenue: Decimal = Field(
+    lifetime_revenue: Money = Field(
         description="lifetime spend of all customers, net of refunds, including what erased "
         "customers spent"
     )

@@ -45,7 +45,17 @@ from services.scoring.core.state import (
 )
 from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
-from shared.card import Card, Consent, Profile, Segment, Stage, Strategy, Tier, Unsubscribed
+from shared.card import (
+    Card,
+    Consent,
+    Profile,
+    Segment,
+    Stage,
+    Strategy,
+    Tier,
+    Unsubscribed,
+    money_text,
+)
 
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
@@ -156,7 +166,7 @@ def score(
 def _json_default(value: object) -> str:
     # Money as its exact decimal string, as the Card model writes it.
     if isinstance(value, Decimal):
-        return str(value)
+        return money_text(value)
     raise TypeError(f"{type(value).__name__} is not part of a card")
 
 
