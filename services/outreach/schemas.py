@@ -33,6 +33,8 @@ RULE_CHECKS = beyond_schema(
         "body.trigger.schedule": "a schedule's own checks: a valid five-field cron firing at "
         "most once a day, real calendar dates, `days_after` with exactly one of `days` or "
         "`rhythm_multiple` and `since` naming a date field of the card",
+        "body.action.channel_id": "names an existing channel of the action's kind",
+        "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
     }
 )
 
@@ -144,14 +146,21 @@ class ActionOut(BaseModel):
     rule_id: str
     customer_id: str
     occurrence: str = Field(
-        description="with rule and customer, the action's identity: the event id, the change "
-        "id, the customer's local date (schedules) or the launch id (broadcasts)"
+        description="with rule and customer, the action's identity: the event id, the stage "
+        "episode (`churned@2026-10-01`), the customer's local date (schedules) or the launch "
+        "id (broadcasts)"
     )
     kind: str
     channel: str
+    channel_id: str | None = Field(
+        None, description="the channel the rule named; null: the kind's current channel"
+    )
+    audience: str = Field(
+        "customer", description="`customer`, or `team`: an alert to the shop's people"
+    )
     status: str = Field(
-        description="scheduled (quiet hours), held (open complaint), pending, sent, failed, "
-        "suppressed, unknown (the receiver's answer was lost)"
+        description="scheduled (quiet hours, the frequency cap), held (open complaint), "
+        "pending, sent, failed, suppressed, unknown (the receiver's answer was lost)"
     )
     reason: str | None
     detail: str | None
@@ -359,7 +368,8 @@ _NUMBER = {"type": "number"}
 # A number sent as a string ("123.40"): decimal notation, as the checks read it.
 _NUMERIC_TEXT = {
     "type": "string",
-    "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    # An exponent of at most four digits: a decimal beyond that cannot be compared.
+    "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?$",
 }
 # An ISO date, or a date and time (naive means UTC); days up to 28 are valid in every month.
 _DAY = r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"

@@ -51,6 +51,8 @@ class OutreachSettings(BaseSettings):
     # A `days_after` instant that passed at most this many days before a customer's card
     # arrived still fires, once (dated schedules catch up within the customer's local day).
     days_after_grace_days: int = Field(2, ge=0, le=30)
+    # A promotion held for an open complaint is dropped after this many days (hold_expired).
+    hold_max_days: int = Field(30, ge=1, le=365)
     # The longest one template may take to render (at save, on the sample card, and when an
     # action is decided); the other limits are fixed (services.outreach.core.template_limits).
     template_render_ms: float = Field(50.0, gt=0, le=10_000)

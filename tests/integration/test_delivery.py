@@ -241,6 +241,7 @@ async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledge
             "rule_id": "delivery-test",
             "customer_id": row.customer_id,
             "kind": "follow_up",
+            "audience": "customer",
             "subject": "How was it?",
             "body": "Hello Ada, how is your new kettle? Café crème on us.",
             "offer": {"code": "THANKS10"},

@@ -743,6 +743,8 @@ async def test_actions_filters_cursor_and_touchpoints(outreach: Outreach) -> Non
         "occurrence",
         "kind",
         "channel",
+        "channel_id",
+        "audience",
         "status",
         "reason",
         "detail",

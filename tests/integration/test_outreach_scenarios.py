@@ -442,6 +442,56 @@ async def test_a_customer_added_after_nine_on_their_birthday_is_greeted_that_day
     assert len(hook.received) == 1
 
 
+async def test_a_schedule_preview_lists_who_is_due_and_when_and_runs_at_any_instant(
+    world: World,
+) -> None:
+    s = world.stack
+    assert s.outreach is not None
+    birthday = rule("birthday", {"type": "schedule", "kind": "birthday"}, kind="greeting")
+    await add_rule(s, birthday)
+    ids = await post_events(
+        s,
+        [
+            profile("soon", T0 - timedelta(days=1), birthday="1990-06-10"),
+            profile("later", T0 - timedelta(days=1), birthday="1985-08-20"),
+            profile("past", T0 - timedelta(days=1), birthday="1979-05-01"),
+            profile("none", T0 - timedelta(days=1)),
+        ],
+    )
+    await outreach_has_seen(s, ids)
+    marketing = s.auth("marketing")  # a dry run is marketing's to run too
+
+    async def preview(**params: Any) -> dict[str, Any]:
+        assert s.outreach is not None
+        resp = await s.outreach.post("/v1/rules/birthday/preview", params=params, headers=marketing)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    month = await preview()
+    assert (month["matched"], month["within_days"]) == (1, 30)
+    assert [(u["customer_id"], u["due_at"], u["outcome"]) for u in month["upcoming"]] == [
+        ("soon", "2026-06-10T07:00:00Z", "send")  # 09:00 in Paris
+    ]
+    quarter = await preview(within_days=90)
+    assert [u["customer_id"] for u in quarter["upcoming"]] == ["soon", "later"]
+    # As at mid-August: the next birthdays from then.
+    august = await preview(at="2026-08-15T00:00:00Z")
+    assert [u["customer_id"] for u in august["upcoming"]] == ["later"]
+
+    # An unsaved event rule, dry-run at 23:00 in Paris: quiet hours defer it.
+    visit_rule = rule("visit-mail", VISIT_RULE, kind="follow_up")
+    night = await s.outreach.post(
+        "/v1/rules/preview",
+        params={"at": "2026-06-01T21:00:00Z"},
+        json=visit_rule,
+        headers=marketing,
+    )
+    assert night.status_code == 200, night.text
+    assert night.json()["as_of"] == "2026-06-01T21:00:00Z"
+    assert night.json()["reasons"] == {"quiet_hours": 4}
+
+
 async def test_a_recall_saved_today_reaches_customers_overdue_within_its_catch_up_once(
     world: World,
 ) -> None:
@@ -572,8 +622,12 @@ async def _two_sent(
     sent = [k for k, v in by.items() if v[0] == "sent"]
     others = [v for v in by.values() if v[0] != "sent"]
     assert len(sent) == 2, by
+    # The others are dropped, or (a kind that may wait: announcements, up to 7 days) wait for
+    # the slot the cap frees next week.
     assert all(
-        v[0] == "suppressed" and v[1] in ("lower_priority", "frequency_cap") for v in others
+        (v[0] == "suppressed" and v[1] in ("lower_priority", "frequency_cap"))
+        or v == ("scheduled", "frequency_cap")
+        for v in others
     ), by
     assert len(world.hook.received) == 2
     return by
@@ -627,6 +681,113 @@ async def test_the_cap_postpones_a_winback_to_its_free_slot_and_it_goes_out_then
     assert later.payload["rule_id"] == "winback-later"
     sent = await until_status(s, "kim", "winback-later", "sent")
     assert sent.reason == "frequency_cap"  # why it waited stays on the ledger
+
+
+async def test_a_rule_sends_through_the_channel_it_names_and_the_others_through_the_current(
+    world: World,
+) -> None:
+    s, hook = world.stack, world.hook  # `receiver`, the world's channel: created first
+    assert s.outreach is not None
+    async with WebhookReceiver() as team:
+        resp = await s.outreach.post(
+            "/v1/channels",
+            headers=s.auth("marketing"),
+            json={
+                "id": "team-alerts",
+                "kind": "webhook",
+                "config": {"url": team.url},
+                "secret": team.secret,
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        alert = rule("alert", VISIT_RULE, kind="care", priority=9)
+        alert["action"]["channel_id"] = "team-alerts"
+        await add_rule(s, alert)
+        thanks = rule("thanks", VISIT_RULE, kind="care", priority=1)
+        thanks["action"]["channel_id"] = "receiver"
+        await add_rule(s, thanks)
+        # A rule naming a channel that is not there, or of another kind, is refused.
+        bad = rule("bad", VISIT_RULE)
+        bad["action"]["channel_id"] = "nowhere"
+        resp = await s.outreach.post("/v1/rules", json=bad, headers=s.auth("marketing"))
+        assert resp.status_code == 422, resp.text
+        assert [e["field"] for e in resp.json()["errors"]] == ["body.action.channel_id"]
+
+        ids = await post_events(
+            s, [profile("lea", T0 - timedelta(days=1)), visit("lea", "v-1", T0)]
+        )
+        await outreach_has_seen(s, ids)
+        [to_team] = await team.wait_for(1)
+        [to_crm] = await hook.wait_for(1)
+        assert (to_team.payload["rule_id"], to_crm.payload["rule_id"]) == ("alert", "thanks")
+        assert to_team.verified and to_crm.verified
+        await settled(world)
+        assert (len(team.received), len(hook.received)) == (1, 1)
+
+
+async def test_every_complaint_is_answered_and_the_team_told_whatever_the_hour_or_consent(
+    world: World,
+) -> None:
+    s, clock, hook, smtp = world.stack, world.clock, world.hook, world.smtp
+    assert s.outreach is not None
+    for raw in DEFAULT_PACK:
+        if raw["id"].startswith("complaint-"):
+            await add_rule(s, raw)
+    night = local(PARIS, 2026, 6, 1, 23, 30)
+    clock.set(night)
+    low = {**complaint("ann", "k-1", "opened", night), "severity": "low"}
+    ids = await post_events(
+        s,
+        [
+            profile("ann", night - timedelta(days=1)),
+            profile("bob", night - timedelta(days=1), email_consent=False),
+            low,
+            complaint("bob", "k-2", "opened", night),  # high severity
+        ],
+    )
+    await outreach_has_seen(s, ids)
+    # The team hears of both at once: no consent, quiet hours or cap stands in its way.
+    alerts = await hook.wait_for(2)
+    assert sorted(a.payload["customer_id"] for a in alerts) == ["ann", "bob"]
+    assert {a.payload["rule_id"] for a in alerts} == {"complaint-team-alert"}
+    assert "1 open complaint(s), 1 of high severity" in next(
+        a.payload["body"] for a in alerts if a.payload["customer_id"] == "bob"
+    )
+    # Ann's low complaint is acknowledged (transactional: at night too); Bob gave no email
+    # consent, so his apology is not sent — and the alerts counted as contact for neither.
+    await until(lambda: _mail_count(smtp, 1), what="the acknowledgement")
+    assert smtp.messages[0].recipients == ["ann@example.com"]
+    assert (await statuses(s, "bob"))["complaint-apology"] == ("suppressed", "no_consent")
+    for customer in ("ann", "bob"):
+        [alert] = [a for a in await actions_of(s, customer) if a.rule_id == "complaint-team-alert"]
+        assert (alert.audience, alert.status) == ("team", "sent")
+
+
+async def _mail_count(smtp: SmtpReceiver, n: int) -> bool:
+    return len(smtp.messages) >= n
+
+
+async def test_a_promotion_held_for_an_open_complaint_is_dropped_after_the_hold_limit(
+    world: World,
+) -> None:
+    s, clock = world.stack, world.clock
+    await add_rule(s, rule("promo", VISIT_RULE, kind="recall"))
+    ids = await post_events(
+        s,
+        [
+            profile("cy", T0 - timedelta(days=1)),
+            complaint("cy", "k-1", "opened", T0 - timedelta(hours=1)),
+            visit("cy", "v-1", T0),
+        ],
+    )
+    await outreach_has_seen(s, ids)
+    assert (await until_status(s, "cy", "promo", "held")).reason == "open_complaint"
+    clock.set(T0 + timedelta(days=29))
+    await tick(s)
+    assert (await statuses(s, "cy"))["promo"] == ("held", "open_complaint")
+    clock.set(T0 + timedelta(days=30, minutes=1))
+    await tick(s)
+    assert (await statuses(s, "cy"))["promo"] == ("suppressed", "hold_expired")
 
 
 async def test_ten_concurrent_events_each_firing_a_rule_send_two(world: World) -> None:

@@ -220,6 +220,29 @@ def test_higher_priority_takes_the_free_slot_and_the_next_waits_for_the_followin
     assert {c.rule_id: d.until for c, d in third}["low"] == NOON_PARIS + timedelta(days=7)
 
 
+def team_alert(**kw: Any) -> Candidate:
+    return Candidate("alert", "care", "webhook", 90, audience="team", **kw)
+
+
+def test_a_team_alert_goes_whatever_the_customer_allows_and_is_never_a_contact() -> None:
+    night = datetime(2025, 6, 2, 1, tzinfo=UTC)
+    no_consent = card(email=False, marketing=False, open_complaints=1)
+    full = [sent(1), sent(2)]
+    for decision in (
+        go(no_consent, team_alert(), full, suppressed=True, now=night),
+        go(candidate=team_alert(), history=full),
+    ):
+        assert decision.outcome is Outcome.SEND
+    # Its own limits still hold.
+    once = team_alert(limits=Limits(cooldown_days=1))
+    alerted = [Contact(NOON_PARIS - timedelta(hours=2), "team", "alert")]
+    assert go(candidate=once, history=alerted).reason is Reason.LIMIT
+    # An alert is neither a contact nor a cap slot for the customer's own messages.
+    quiet_60 = cand("care", rule_id="call", limits=Limits(not_contacted_days=60))
+    assert go(candidate=quiet_60, history=alerted).outcome is Outcome.SEND
+    assert go(candidate=cand("recall"), history=[sent(1), *alerted]).outcome is Outcome.SEND
+
+
 def test_transactional_messages_neither_count_nor_are_capped() -> None:
     assert go(history=[sent(1, "apology"), sent(2, "care"), sent(3)]).outcome is Outcome.SEND
     full = [sent(1), sent(2)]

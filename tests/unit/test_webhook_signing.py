@@ -75,6 +75,7 @@ def test_payload_fields() -> None:
         "rule_id": "winback-churned",
         "customer_id": "c-17",
         "kind": "winback",
+        "audience": "customer",
         "subject": "We miss you",
         "body": "Hello Ada — 15% off, just for you.",
         "offer": {"code": "BACK15", "description": "15% off"},

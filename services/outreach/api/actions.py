@@ -47,6 +47,8 @@ _COLUMNS = (
     _a.c.occurrence,
     _a.c.kind,
     _a.c.channel,
+    _a.c.channel_id,
+    _a.c.audience,
     _a.c.status,
     _a.c.reason,
     _a.c.detail,

@@ -3,7 +3,7 @@ change stream. Nothing is sent or recorded."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,8 +18,9 @@ from services.outreach.shell.service import OutreachState
 from services.outreach.shell.template_check import check_template
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
-from shared.auth import Reader
+from shared.auth import Principal, Reader, RequireScope, Scope
 from shared.errors import responses
+from shared.params import IsoDateTime
 
 router = APIRouter(prefix="/v1")
 
@@ -28,25 +29,45 @@ router = APIRouter(prefix="/v1")
 # replica a chunk at a time) and the backtest's reading of the change stream.
 
 
-async def _preview(outreach: OutreachState, rule: Rule) -> PreviewResult:
-    """Run ``rule`` over the replica (as far as the budgets allow) at the app's now, under the
-    policy in force."""
+# A dry run changes nothing: operations read it, and marketing runs it on the rules it writes.
+DryRunner = Annotated[Principal, RequireScope(Scope.OPS_READ, Scope.MARKETING_WRITE)]
+At = Annotated[
+    IsoDateTime | None,
+    Query(
+        description="Run the preview as at this instant (the policy's quiet hours, cap and "
+        "limits then; the cards as they are now). Default: now."
+    ),
+]
+WithinDays = Annotated[
+    int,
+    Query(ge=1, le=366, description="For a schedule rule: who is due within this many days."),
+]
+
+
+async def _preview(
+    outreach: OutreachState, rule: Rule, at: datetime | None, within_days: int
+) -> PreviewResult:
+    """Run ``rule`` over the replica (as far as the budgets allow) at ``at`` (default: the
+    app's now), under the policy in force."""
     return await preview(
         outreach.engine,
         rule,
         outreach.current.policy,
-        outreach.clock.now(),
+        at or outreach.clock.now(),
         budget=outreach.read_budget,
+        within_days=within_days,
     )
 
 
 _PREVIEW_DOC = """The audience is every customer of the card replica (the latest card scoring
 published) for whom the rule's conditions hold now and, for a stage trigger with `to` stages,
-who is in one of those stages now; event and schedule triggers are judged by their conditions
-only. For each, the contact policy in force decides as it would now (consent, suppression, the
-rule's limits against the customer's contact history, open complaints, the frequency cap,
-quiet hours): `outcomes` counts the decisions and `reasons` says why the others are held back.
-Nothing is sent or recorded.
+who is in one of those stages now; a schedule rule's audience is who is due within
+`within_days` (listed in `upcoming` with their dates, earliest first); event triggers are
+judged by their conditions only. For each, the contact policy in force decides as it would at
+`at` (default now; a schedule: at each one's date) — consent, suppression, the rule's limits
+against the customer's contact history, open complaints, the frequency cap, quiet hours:
+`outcomes` counts the decisions and `reasons` says why the others are held back. Nothing is
+sent or recorded; `ops:read` or `marketing:write` may run it.
 
 The replica is read in customer id order within a row budget and a time budget (settings),
 never fewer than the first 200,000 customers; `coverage` says how many customers were
@@ -61,9 +82,15 @@ examined and which budget, if any, stopped the scan."""
     summary="Preview an unsaved rule",
     description="How many customers this rule would reach now, and who.\n\n" + _PREVIEW_DOC,
 )
-async def preview_unsaved(outreach: Outreach, rule: RuleDefinition, _: Reader) -> PreviewResult:
+async def preview_unsaved(
+    outreach: Outreach,
+    rule: RuleDefinition,
+    _: DryRunner,
+    at: At = None,
+    within_days: WithinDays = 30,
+) -> PreviewResult:
     await check_template(rule, outreach.settings)  # off the event loop, within the limits
-    return await _preview(outreach, rule)
+    return await _preview(outreach, rule, at, within_days)
 
 
 @router.post(
@@ -74,12 +101,18 @@ async def preview_unsaved(outreach: Outreach, rule: RuleDefinition, _: Reader) -
     summary="Preview a saved rule",
     description="How many customers the saved rule would reach now, and who.\n\n" + _PREVIEW_DOC,
 )
-async def preview_saved(outreach: Outreach, rule_id: str, _: Reader) -> PreviewResult:
+async def preview_saved(
+    outreach: Outreach,
+    rule_id: str,
+    _: DryRunner,
+    at: At = None,
+    within_days: WithinDays = 30,
+) -> PreviewResult:
     async with outreach.engine.connect() as conn:
         out = await stored_rule(conn, rule_id)
     if out is None:
         raise no_such_rule(rule_id)
-    return await _preview(outreach, out.rule)
+    return await _preview(outreach, out.rule, at, within_days)
 
 
 @router.post(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
 from services.outreach.core.rule_pack import default_pack
+from services.outreach.core.rules import Rule
 from services.outreach.schemas import (
     RULE_CHECKS,
     PackOut,
@@ -29,6 +30,7 @@ from services.outreach.schemas import (
 from services.outreach.shell.scheduler import reindex_schedule
 from services.outreach.shell.service import OutreachState
 from services.outreach.shell.template_check import check_template
+from services.outreach.store.channels import channel_kind
 from services.outreach.store.rules import delete_rule as delete_stored_rule
 from services.outreach.store.rules import (
     lock_rule,
@@ -75,6 +77,21 @@ async def _audit(
     )
 
 
+async def _named_channel_exists(conn: AsyncConnection, rule: Rule) -> None:
+    """A rule that names a channel names one of its action's kind."""
+    named = rule.action.channel_id
+    if named is None:
+        return
+    kind = await channel_kind(conn, named)
+    if kind is None:
+        raise invalid("body.action.channel_id", f"no channel named {named!r}; create it first")
+    if kind != rule.action.channel:
+        raise invalid(
+            "body.action.channel_id",
+            f"channel {named!r} is a {kind} channel, the action sends by {rule.action.channel}",
+        )
+
+
 async def _reload(outreach: OutreachState, *saved: str) -> None:
     """Compile the rules again and index when the ``saved`` schedule rules next fire for
     every customer already known (they would otherwise wait for each customer's next change).
@@ -116,6 +133,7 @@ async def create_rule(
         if await stored_rule(conn, rule.id) is not None:
             reason = f"a rule with id {rule.id!r} exists; PUT /v1/rules/{rule.id} replaces it"
             return error_response(409, reason, errors=[FieldError(field="body.id", reason=reason)])
+        await _named_channel_exists(conn, rule)
         await save_rule(conn, rule, principal.name, outreach.clock.now())
         out = await stored_rule(conn, rule.id)
         await _audit(conn, principal, "rule.created", rule.id, None, out)
@@ -177,6 +195,7 @@ async def replace_rule(
         before = await stored_rule(conn, rule_id)
         if before is None:
             raise no_such_rule(rule_id)
+        await _named_channel_exists(conn, rule)
         await save_rule(conn, rule, principal.name, outreach.clock.now())
         out = await stored_rule(conn, rule_id)
         await _audit(conn, principal, "rule.updated", rule_id, before, out)

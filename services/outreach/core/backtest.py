@@ -112,7 +112,7 @@ class Replay:
             if decision.reason is not None and decision.outcome is not Outcome.SEND:
                 result.reasons[decision.reason.value] += 1
             if decision.goes_out:
-                past.append((decision.until or at, candidate.kind, candidate.rule_id))
+                past.append((decision.until or at, candidate.contact_kind, candidate.rule_id))
 
     def _fire_until(self, customer: str, moment: datetime) -> None:
         """Fire the customer's schedule at every instant it came due up to ``moment``."""

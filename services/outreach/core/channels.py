@@ -59,6 +59,7 @@ class OutboundAction:
     body: str | None
     offer: dict[str, Any] | None
     decided_at: datetime
+    audience: str = "customer"  # or "team": an alert to the shop's people
 
     @classmethod
     def from_row(cls, row: Any) -> OutboundAction:
@@ -73,6 +74,7 @@ class OutboundAction:
             body=row.body,
             offer=row.offer,
             decided_at=row.decided_at,
+            audience=getattr(row, "audience", "customer"),
         )
 
 

@@ -32,7 +32,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule
 from services.outreach.core.schedules import LocalTime, local_instant, zone_of
@@ -60,6 +67,14 @@ class QuietHours(_Strict):
         return self
 
 
+_CAP_DEFER_DAYS: dict[ActionKind, int] = {
+    "follow_up": 3,
+    "recall": 7,
+    "winback": 14,
+    "announcement": 7,
+}
+
+
 class Policy(_Strict):
     """Global contact policy settings."""
 
@@ -72,8 +87,16 @@ class Policy(_Strict):
     # How long an action the frequency cap stops may wait for a free slot, by kind (days);
     # a kind not listed is suppressed at once.
     cap_defer_days: dict[ActionKind, Annotated[int, Field(ge=0, le=90)]] = Field(
-        default_factory=lambda: {"follow_up": 3, "recall": 7, "winback": 14, "announcement": 7}
+        default_factory=lambda: dict(_CAP_DEFER_DAYS)
     )
+
+    @field_validator("cap_defer_days", mode="before")
+    @classmethod
+    def _days_not_booleans(cls, v: object) -> object:
+        # JSON's true is not a number of days (pydantic would read it as 1).
+        if isinstance(v, dict) and any(isinstance(d, bool) for d in v.values()):
+            raise ValueError("each kind's days are a number, not true or false")
+        return v
 
     @field_validator("default_timezone")
     @classmethod
@@ -111,12 +134,23 @@ class Candidate:
     channel: Channel
     priority: int = 0
     limits: Limits = NO_LIMITS
+    audience: str = "customer"  # or "team": an alert to the shop's people, not a contact
 
     @classmethod
     def of(cls, rule: Rule | Match) -> Candidate:
         """The candidate a rule (or a match of it) puts forward."""
         r = rule.rule if isinstance(rule, Match) else rule
-        return cls(r.id, r.action.kind, r.action.channel, r.priority, r.limits)
+        a = r.action
+        return cls(r.id, a.kind, a.channel, r.priority, r.limits, a.audience)
+
+    @property
+    def contact_kind(self) -> str:
+        """How it shows in a contact history: its kind, or ``team`` (never a contact)."""
+        return TEAM if self.audience == TEAM else self.kind
+
+
+# The kind a team alert has in a contact history: neither capped nor a contact.
+TEAM = "team"
 
 
 class Outcome(StrEnum):
@@ -172,6 +206,10 @@ def decide(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if candidate.audience == TEAM:
+        # An alert to the shop's people: only the rule's own limits apply.
+        over = _over_limit(candidate, history, now)
+        return Decision(Outcome.SUPPRESS, Reason.LIMIT, detail=over) if over else SEND
     if suppressed:
         return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED, detail="customer is suppressed")
     transactional = candidate.kind in policy.transactional_kinds
@@ -192,7 +230,7 @@ def decide(
         return SEND
     cap = policy.frequency_cap
     if cap is not None:
-        exempt = policy.transactional_kinds
+        exempt = {*policy.transactional_kinds, TEAM}
         counted = sorted(at for at, kind, _ in history if kind not in exempt)
         free = cap_frees_at(counted, cap, now)
         if free > now:
@@ -202,12 +240,12 @@ def decide(
                 used = sum(1 for at in counted if since < at <= now)
                 detail = f"{used} messages in the last {cap.days} days (cap {cap.count})"
                 return Decision(Outcome.SUPPRESS, Reason.FREQUENCY_CAP, detail=detail)
-            until = free
+            slot = free
             if policy.quiet_hours is not None:
                 zone = zone_of(card, policy.default_timezone)
-                until = quiet_until(policy.quiet_hours, zone, free) or free
+                slot = quiet_until(policy.quiet_hours, zone, free) or free
             detail = f"the frequency cap ({cap.count} per {cap.days} days) allows it then"
-            return Decision(Outcome.DEFER, Reason.FREQUENCY_CAP, until, detail)
+            return Decision(Outcome.DEFER, Reason.FREQUENCY_CAP, slot, detail)
     if policy.quiet_hours is not None:
         zone = zone_of(card, policy.default_timezone)
         until = quiet_until(policy.quiet_hours, zone, now)
@@ -248,7 +286,7 @@ def _over_limit(
             return f"cooldown_days: sent within {limits.cooldown_days} days"
     if limits.not_contacted_days is not None:
         since = now - timedelta(days=limits.not_contacted_days)
-        if any(at > since for at, _, _ in history):
+        if any(at > since for at, kind, _ in history if kind != TEAM):
             return f"not_contacted_days: contacted within {limits.not_contacted_days} days"
     return None
 
@@ -310,6 +348,6 @@ def decide_all(
                 detail = "the last cap slots went to higher-priority actions"
                 decision = Decision(Outcome.SUPPRESS, Reason.LOWER_PRIORITY, detail=detail)
         if decision.goes_out:
-            taken.append((decision.until or now, candidate.kind, candidate.rule_id))
+            taken.append((decision.until or now, candidate.contact_kind, candidate.rule_id))
         out.append((candidate, decision))
     return out

@@ -7,13 +7,16 @@ streams the replica in chunks), so a preview runs the very
 database or the clock.
 
 A card is in a rule's *audience* when the rule's conditions hold for it and, for a stage
-trigger with a non-empty ``to``, when the customer is in one of those stages now. Event and
-schedule triggers are judged by their conditions alone (the event or the date is not known in
-advance); a broadcast's audience is exactly its conditions.
+trigger with a non-empty ``to``, when the customer is in one of those stages now. A schedule
+rule's audience is the customers whose next date falls within the next ``within_days`` days,
+each judged by the policy at that instant (and listed, earliest first). Event triggers are
+judged by their conditions alone (the event is not known in advance); a broadcast's audience
+is exactly its conditions.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,6 +29,7 @@ from services.outreach.core.budgets import GUARANTEED_ROWS, CutBy
 from services.outreach.core.conditions import Predicate
 from services.outreach.core.policy import Candidate, Decision, Outcome, Policy, decide, history_days
 from services.outreach.core.rules import Rule, StageTrigger
+from services.outreach.core.schedules import next_due
 
 SAMPLE_SIZE = 10
 # A rule limited to `once` or `max_per_customer` counts every message it ever sent.
@@ -69,6 +73,15 @@ class SampleCustomer(BaseModel):
     name: str | None = None
 
 
+class Upcoming(BaseModel):
+    """A customer a schedule rule reaches soon, and when."""
+
+    customer_id: str
+    name: str | None = None
+    due_at: datetime = Field(description="the instant the schedule fires for them (UTC)")
+    outcome: Outcome = Field(description="what the contact policy would decide then")
+
+
 class PreviewCoverage(BaseModel):
     """How much of the replica a preview examined (customers in id order from the first)."""
 
@@ -100,6 +113,14 @@ class PreviewResult(BaseModel):
         description="why those are held back: no_consent, suppressed, limit, frequency_cap, "
         "open_complaint (held), quiet_hours (deferred)"
     )
+    within_days: int | None = Field(
+        None, description="for a schedule rule: the window after `as_of` its audience is due in"
+    )
+    upcoming: list[Upcoming] | None = Field(
+        None,
+        description=f"for a schedule rule: the first {SAMPLE_SIZE} customers due, earliest "
+        "first, with when and what the policy would decide then",
+    )
     coverage: PreviewCoverage
 
 
@@ -108,15 +129,24 @@ class Tally:
     chunk at a time: not for concurrent use)."""
 
     def __init__(
-        self, rule: Rule, policy: Policy, now: datetime, sample_size: int = SAMPLE_SIZE
+        self,
+        rule: Rule,
+        policy: Policy,
+        now: datetime,
+        sample_size: int = SAMPLE_SIZE,
+        within_days: int = 30,
     ) -> None:
         self.rule = rule
         self.policy = policy
         self.now = now
         self._candidate = Candidate.of(rule)
         self._sample_size = sample_size
+        self._scheduled = rule.trigger.type == "schedule"
+        self.within_days = within_days
+        self._until = now + timedelta(days=within_days)
         self.matched = 0
         self.sample: list[SampleCustomer] = []
+        self.upcoming: list[Upcoming] = []
         self.outcomes: Counter[Outcome] = Counter({o: 0 for o in Outcome})
         self.reasons: Counter[str] = Counter()
 
@@ -127,11 +157,39 @@ class Tally:
         history: Sequence[tuple[datetime, str, str]],
         *,
         suppressed: bool,
-    ) -> Decision:
-        """Count one customer of the audience; returns the policy's decision for them."""
+    ) -> Decision | None:
+        """Count one customer of the audience; returns the policy's decision for them (None:
+        a schedule rule that is not due for them within the window)."""
+        at = self.now
+        if self._scheduled:
+            try:
+                due = next_due(
+                    self.rule,
+                    card,
+                    self.now - timedelta(microseconds=1),
+                    default_timezone=self.policy.default_timezone,
+                )
+            except Exception:  # a stored rule that raises on this card: not in its audience
+                return None
+            if due is None or due > self._until:
+                return None
+            at = due
         decision = decide(
-            card, self._candidate, history, suppressed=suppressed, policy=self.policy, now=self.now
+            card, self._candidate, history, suppressed=suppressed, policy=self.policy, now=at
         )
+        if self._scheduled:
+            name = (card.get("profile") or {}).get("name")
+            insort(
+                self.upcoming,
+                Upcoming(
+                    customer_id=customer_id,
+                    name=name if isinstance(name, str) else None,
+                    due_at=at,
+                    outcome=decision.outcome,
+                ),
+                key=lambda u: (u.due_at, u.customer_id),
+            )
+            del self.upcoming[self._sample_size :]
         self.matched += 1
         if len(self.sample) < self._sample_size:
             name = (card.get("profile") or {}).get("name")
@@ -154,5 +212,7 @@ class Tally:
             outcomes=dict(self.outcomes),
             held_back=self.matched - self.outcomes[Outcome.SEND],
             reasons=dict(sorted(self.reasons.items())),
+            within_days=self.within_days if self._scheduled else None,
+            upcoming=list(self.upcoming) if self._scheduled else None,
             coverage=coverage,
         )

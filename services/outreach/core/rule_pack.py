@@ -12,6 +12,10 @@ Notes on a few of them:
   this rule itself to once per 60 days even if other messages did go out in between.
 - ``new-arrivals`` is a broadcast: it fires only when an operator launches it, to the
   customers its conditions select.
+- Every complaint is answered: an apology for high severity, an acknowledgement for the
+  others, and ``complaint-team-alert`` tells the team (a team alert: no consent, cap or quiet
+  hours, never a contact with the customer) through the current webhook channel — name a
+  team's own channel in it (``channel_id``) to keep alerts apart from customer messages.
 """
 
 from __future__ import annotations
@@ -164,6 +168,44 @@ DEFAULT_PACK: list[dict[str, Any]] = [
             },
         },
         "priority": 100,
+    },
+    {
+        "id": "complaint-acknowledgement",
+        "name": "Acknowledge every other complaint",
+        "trigger": {
+            "type": "event",
+            "event": "complaint.opened",
+            "filters": {"in": ["severity", ["low", "medium"]]},
+        },
+        "action": {
+            "kind": "care",
+            "channel": "email",
+            "template": {
+                "subject": "We have received your message",
+                "body": "Hello {{ customer.name or 'there' }},\n\nThank you for telling us. "
+                "We have received your message and will come back to you shortly.\n\n"
+                "The Tend shop",
+            },
+        },
+        "priority": 95,
+    },
+    {
+        "id": "complaint-team-alert",
+        "name": "Alert the team to every complaint",
+        "trigger": {"type": "event", "event": "complaint.opened"},
+        "action": {
+            "kind": "care",
+            "channel": "webhook",
+            "audience": "team",
+            "template": {
+                "subject": "A complaint to answer",
+                "body": "{{ customer.name or card.customer_id }} ({{ card.tier or 'no' }} tier, "
+                "lifetime spend {{ card.value.lifetime_spend }}) has "
+                "{{ card.complaints.open }} open complaint(s), "
+                "{{ card.complaints.open_by_severity.high }} of high severity.",
+            },
+        },
+        "priority": 90,
     },
     {
         "id": "new-arrivals",

@@ -63,6 +63,7 @@ ActionKind = Literal[
 Channel = Literal["webhook", "email"]
 RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ChannelRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class _Strict(BaseModel):
@@ -149,8 +150,22 @@ class Action(_Strict):
 
     kind: ActionKind
     channel: Channel
+    # A named channel of that kind (several webhook channels can coexist: a CRM for customer
+    # messages, a team's chat for alerts); null: the kind's current channel, the newest.
+    channel_id: ChannelRef | None = None
+    # `team`: an alert to the shop's own people about the customer (a complaint to answer),
+    # not a message to the customer: no consent, suppression, open-complaint hold, cap or
+    # quiet hours apply, and it never counts as a contact with the customer. By webhook.
+    audience: Literal["customer", "team"] = "customer"
     offer: Offer | None = None
     template: templates.Template
+
+    @field_validator("audience")
+    @classmethod
+    def _team_by_webhook(cls, v: str, info: ValidationInfo) -> str:
+        if v == "team" and info.data.get("channel") != "webhook":
+            raise ValueError("a team alert goes to a team's webhook channel: channel webhook")
+        return v
 
     @field_validator("template")
     @classmethod

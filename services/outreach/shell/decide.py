@@ -151,6 +151,8 @@ def _row(
         "occ": match.occurrence,
         "kind": rule.action.kind,
         "channel": rule.action.channel,
+        "channel_id": rule.action.channel_id,
+        "audience": rule.action.audience,
         "priority": rule.priority,
         "status": status,
         "reason": reason,
@@ -173,7 +175,9 @@ async def recheck(
     suppressed = bool(await ledger.suppressed_among(conn, [action.customer_id]))
     if card is None:
         return "suppressed" if suppressed else None
-    candidate = Candidate(action.rule_id, action.kind, action.channel, action.priority, NO_LIMITS)
+    candidate = Candidate(
+        action.rule_id, action.kind, action.channel, action.priority, NO_LIMITS, action.audience
+    )
     decision = decide(card, candidate, [], suppressed=suppressed, policy=policy, now=now)
     if decision.outcome is Outcome.SUPPRESS and decision.reason is not None:
         return decision.reason.value

@@ -78,9 +78,11 @@ _PICK = text(
     FOR UPDATE OF a SKIP LOCKED
     """
 )
+# Every enabled channel, newest first within its kind: the first of a kind is the kind's
+# current channel, for actions whose rule named none.
 _CHANNELS = text(
     """
-    SELECT DISTINCT ON (kind) id, kind, config, secret
+    SELECT id, kind, config, secret
     FROM outreach.channels
     WHERE enabled
     ORDER BY kind, created_at DESC, id DESC
@@ -211,7 +213,11 @@ class DeliveryWorker(Worker):
             ).all()
             if not rows:
                 return [], 0
-            channels = {r.kind: r for r in (await conn.execute(_CHANNELS)).all()}
+            enabled = (await conn.execute(_CHANNELS)).all()
+            named = {r.id: r for r in enabled}
+            current: dict[str, Any] = {}
+            for r in enabled:
+                current.setdefault(r.kind, r)
             lease = now + self._lease_length(len(rows))
             jobs: list[_Job] = []
             updates: list[_Update] = []
@@ -221,7 +227,13 @@ class DeliveryWorker(Worker):
                     updates.append(_Update(row.id, "suppressed", row.attempts, reason[:32]))
                     DELIVERIES.labels(row.channel, "suppressed").inc()
                     continue
-                job, update = self._plan(row, channels.get(row.channel), lease, now)
+                if row.channel_id is not None:
+                    channel = named.get(row.channel_id)
+                    if channel is not None and channel.kind != row.channel:
+                        channel = None  # renamed to another kind since: wait as for none
+                else:
+                    channel = current.get(row.channel)
+                job, update = self._plan(row, channel, lease, now)
                 if job is not None:
                     jobs.append(job)
                 updates.append(update)
@@ -298,17 +310,20 @@ class DeliveryWorker(Worker):
             action, subject=with_link(action.subject, link), body=with_link(action.body, link)
         )
         base = _Job(action, row.channel, row.attempts, lease, channel.id if channel else None, link)
+        if channel is None and (row.channel == "webhook" or row.channel_id is not None):
+            # No channel to carry it (a named one disabled or not there yet): wait for one.
+            named = f" {row.channel_id!r}" if row.channel_id is not None else ""
+            log.warning("delivery_no_channel", action_id=row.id, channel=row.channel)
+            wait = _Update(
+                row.id,
+                "pending",
+                row.attempts,
+                error=f"no enabled {row.channel} channel{named}",
+                next_at=now + NO_CHANNEL_DELAY,
+            )
+            return None, wait
         if row.channel == "webhook":
-            if channel is None:
-                log.warning("delivery_no_channel", action_id=row.id, channel="webhook")
-                wait = _Update(
-                    row.id,
-                    "pending",
-                    row.attempts,
-                    error="no enabled webhook channel",
-                    next_at=now + NO_CHANNEL_DELAY,
-                )
-                return None, wait
+            assert channel is not None
             try:
                 config = WebhookConfig.model_validate(channel.config)
             except ValidationError as exc:

@@ -53,12 +53,19 @@ def _count(
 
 
 async def preview(
-    engine: AsyncEngine, rule: Rule, policy: Policy, now: datetime, *, budget: ReadBudget
+    engine: AsyncEngine,
+    rule: Rule,
+    policy: Policy,
+    now: datetime,
+    *,
+    budget: ReadBudget,
+    within_days: int = 30,
 ) -> PreviewResult:
-    """Run ``rule`` over the replica at ``now``, under ``policy``, within ``budget``."""
+    """Run ``rule`` over the replica at ``now`` (a schedule rule: over the next
+    ``within_days``), under ``policy``, within ``budget``."""
     started = time.monotonic()
     holds = audience(rule)
-    tally = Tally(rule, policy, now)
+    tally = Tally(rule, policy, now, within_days=within_days)
     since = history_since(rule, policy, now)
     examined = 0
     cut_by: CutBy | None = None

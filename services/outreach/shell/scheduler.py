@@ -80,8 +80,11 @@ async def fire_due(
     return len(due), recorded
 
 
-async def release_deferred(engine: AsyncEngine, now: datetime) -> int:
+async def release_deferred(engine: AsyncEngine, now: datetime, hold_max_days: int) -> int:
+    """Deferred actions whose instant came become pending; promotions held longer than
+    ``hold_max_days`` for an open complaint are dropped (reason ``hold_expired``)."""
     async with engine.begin() as conn:
+        await ledger.expire_holds(conn, now - timedelta(days=hold_max_days))
         return await ledger.release_deferred(conn, now)
 
 
@@ -95,7 +98,7 @@ async def tick(
         decided += len(batch)
         if due < settings.scheduler_batch:
             break
-    await release_deferred(engine, clock.now())
+    await release_deferred(engine, clock.now(), settings.hold_max_days)
     return decided
 
 

@@ -31,7 +31,8 @@ class Recorded:
 
 _HISTORY = text(
     f"""
-    SELECT customer_id, coalesce(sent_at, not_before, decided_at) AS at, kind, rule_id
+    SELECT customer_id, coalesce(sent_at, not_before, decided_at) AS at,
+        CASE WHEN audience = 'team' THEN 'team' ELSE kind END AS kind, rule_id
     FROM outreach.actions
     WHERE customer_id = ANY(CAST(:ids AS text[])) AND decided_at >= :since
       AND status IN ({", ".join(f"'{s}'" for s in COUNTING)})
@@ -51,10 +52,11 @@ _EXISTING = text(
 _INSERT = text(
     """
     INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, channel,
-        priority, status, reason, detail, decided_at, not_before, next_attempt_at, subject,
-        body, offer)
+        channel_id, audience, priority, status, reason, detail, decided_at, not_before,
+        next_attempt_at, subject, body, offer)
     SELECT * FROM unnest(CAST(:id AS text[]), CAST(:rule AS text[]), CAST(:customer AS text[]),
         CAST(:occ AS text[]), CAST(:kind AS text[]), CAST(:channel AS text[]),
+        CAST(:channel_id AS text[]), CAST(:audience AS text[]),
         CAST(:priority AS smallint[]), CAST(:status AS text[]), CAST(:reason AS text[]),
         CAST(:detail AS text[]), CAST(:decided AS timestamptz[]),
         CAST(:not_before AS timestamptz[]), CAST(:next AS timestamptz[]),
@@ -155,6 +157,8 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
         "occ",
         "kind",
         "channel",
+        "channel_id",
+        "audience",
         "priority",
         "status",
         "reason",
@@ -207,6 +211,22 @@ async def redecide(conn: AsyncConnection, columns: dict[str, list[Any]]) -> None
     await conn.execute(_REDECIDE, columns)
 
 
+_EXPIRE_HOLDS = text(
+    """
+    UPDATE outreach.actions SET status = 'suppressed', reason = 'hold_expired',
+        detail = 'held for an open complaint longer than the policy allows'
+    WHERE status = 'held' AND decided_at < :before
+    """
+)
+
+
+async def expire_holds(conn: AsyncConnection, before: datetime) -> int:
+    """Drop the held actions decided before ``before``: a promotion held for a complaint
+    that stays open does not go out weeks later. Returns how many."""
+    result = await conn.execute(_EXPIRE_HOLDS, {"before": before})
+    return int(result.rowcount)
+
+
 async def release_deferred(conn: AsyncConnection, now: datetime) -> int:
     """Deferred actions whose quiet hours are over become pending; returns how many."""
     result = await conn.execute(_RELEASE_DEFERRED, {"now": now})
@@ -217,7 +237,7 @@ _SUPPRESS_QUEUED = text(
     """
     UPDATE outreach.actions SET status = 'suppressed', reason = 'unsubscribed',
         detail = 'the customer unsubscribed', next_attempt_at = NULL
-    WHERE customer_id = :c AND status = ANY(CAST(:queued AS text[]))
+    WHERE customer_id = :c AND status = ANY(CAST(:queued AS text[])) AND audience = 'customer'
     """
 )
 # Actions still to go out: deferred, held, or waiting for delivery.

@@ -100,6 +100,8 @@ actions = Table(
     Column("occurrence", String(128), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("channel", String(16), nullable=False),
+    Column("channel_id", String(64)),  # the channel the rule named; null: the kind's current
+    Column("audience", String(8), nullable=False, server_default=text("'customer'")),
     Column("priority", SmallInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("reason", String(32)),

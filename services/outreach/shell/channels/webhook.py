@@ -60,6 +60,7 @@ def payload(action: OutboundAction) -> bytes:
             "rule_id": action.rule_id,
             "customer_id": action.customer_id,
             "kind": action.kind,
+            "audience": action.audience,
             "subject": action.subject,
             "body": action.body,
             "offer": action.offer,
