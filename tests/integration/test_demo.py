@@ -73,6 +73,18 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
         assert resp.status_code == 200, resp.text
         apologies = _expected_apologies(events)
         await _until_decided(stack, apologies)
+
+        # The story is not only apologies: the imported history is judged, so lost key and
+        # regular customers are won back and the due recalls and follow-ups go out.
+        async def story_told() -> set[str] | None:
+            assert stack.outreach is not None
+            ops = stack.auth("ops")
+            (await stack.outreach.post("/v1/ops/tick", headers=ops)).raise_for_status()
+            rows = (await stack.outreach.get("/v1/actions/summary", headers=ops)).json()["rows"]
+            kinds = {r["kind"] for r in rows}
+            return kinds if {"winback", "recall", "follow_up"} <= kinds else None
+
+        await until(story_told, 120, "win-backs, recalls and follow-ups decided")
         summary = await demo.fetch_summary(stack.scoring, stack.outreach, stack.keys["ops"])
 
     spend, last = _from_csv(demo.cdnow_sample())
