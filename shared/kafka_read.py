@@ -181,7 +181,9 @@ class TopicHistory:
         """The records from ``start`` to the end the topic had when opened, in batches of at
         most ``max_records``, each partition in order (a consumer of its own per reading, so a
         reading abandoned half-way leaves nothing behind for the next)."""
-        if not self.partitions:
+        if not self.partitions or self.count(start) == 0:
+            # Nothing to read: no consumer either (aiokafka's consumer stopped the moment it
+            # started cancels its own coordinator task, and that cancellation escapes stop()).
             return
         consumer = self._consumer()
         await consumer.start()

@@ -159,3 +159,22 @@ async def test_backtest_and_preview_counts_equal_what_the_pipeline_decides(stack
     assert preview["matched"] == sum(launched.values()) == 12
     assert {STATUS_OF[k]: v for k, v in preview["outcomes"].items() if v} == dict(launched)
     assert {k: v for k, v in preview["reasons"].items() if v} == dict(launch_reasons)
+
+
+async def test_a_backtest_of_an_unsaved_rule_over_an_empty_stream_answers_nothing_decided(
+    stack: Stack,
+) -> None:
+    """A shop with no history yet: the answer says so (it once failed with a 500)."""
+    assert stack.outreach is not None
+    rule = {
+        "id": "new-rule",
+        "name": "New rule",
+        "trigger": {"type": "schedule", "kind": "cron", "expression": "0 10 * * *"},
+        "action": {"kind": "care", "channel": "webhook", "template": {"body": "hello"}},
+    }
+    resp = await stack.outreach.post(
+        "/v1/rules/backtest", json=rule, headers=stack.auth("marketing")
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["decided"], body["coverage"]["changes"], body["decisions_from"]) == (0, 0, None)
