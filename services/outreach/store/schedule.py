@@ -35,7 +35,9 @@ _DUE = text(
     WHERE s.due_at <= :now
     ORDER BY s.due_at
     LIMIT :limit
-    FOR UPDATE OF s SKIP LOCKED
+    -- The customer's replica row too, skipped when taken: the consumer locks a customer's
+    -- row before their schedule rows, so waiting here for one it holds would deadlock.
+    FOR UPDATE OF s, c SKIP LOCKED
     """
 )
 # Rows of rules deleted, disabled or no longer on a schedule.
