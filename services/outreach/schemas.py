@@ -122,6 +122,13 @@ class BacktestCoverage(BaseModel):
     )
 
 
+TIME_BASIS = (
+    "live changes when they were recorded; a history loaded later (recorded more than a day "
+    "after it happened) at the event's own time or the stage move; schedules at their "
+    "instants within the span the change stream covers"
+)
+
+
 class BacktestOut(BaseModel):
     rule_id: str
     days: int
@@ -131,6 +138,13 @@ class BacktestOut(BaseModel):
     decided: int = Field(description="actions the rule would have decided")
     outcomes: dict[str, int] = Field(description="send, defer (quiet hours), hold, suppress")
     reasons: dict[str, int] = Field(description="why the deferred, held and suppressed were")
+    decisions_from: datetime | None = Field(
+        None, description="when the earliest of the decisions would have happened"
+    )
+    decisions_to: datetime | None = Field(None, description="when the latest would have")
+    time_basis: str = Field(
+        TIME_BASIS, description="the instant each decision is placed at (see the text)"
+    )
     coverage: BacktestCoverage
 
 

@@ -142,6 +142,26 @@ async def test_an_imported_history_wins_back_the_key_customers_lost_recently_onc
         await outreach_caught_up(stack, 60)
         size = await ledger_size(stack)
 
+        # A backtest over the imported history tells the same story, each decision placed
+        # when it would have happened: the orders at their own (old) times.
+        marketing = stack.auth("marketing")
+        winback = await stack.outreach.post("/v1/rules/winback-churned/backtest", headers=marketing)
+        assert winback.status_code == 200, winback.text
+        assert winback.json()["decided"] == 2
+        thanks = {
+            "id": "order-thanks",
+            "name": "Thanks for an order",
+            "trigger": {"type": "event", "event": "order.paid"},
+            "action": {"kind": "care", "channel": "webhook", "template": {"body": "thanks"}},
+        }
+        orders = await stack.outreach.post("/v1/rules/backtest", json=thanks, headers=marketing)
+        assert orders.status_code == 200, orders.text
+        body = orders.json()
+        assert body["decided"] == sum(1 for e in events if e["type"] == "order")
+        first_order = min(e["occurred_at"] for e in events if e["type"] == "order")
+        assert datetime.fromisoformat(body["decisions_from"]) == datetime.fromisoformat(first_order)
+        assert "the event's own time" in body["time_basis"]
+
         # Every change delivered again, as to an outreach that lost its inbox and restarted
         # from offset zero: the ledger's episode keys decide nothing twice.
         topic = Topics.from_settings(stack.settings).changes

@@ -18,7 +18,7 @@ from services.outreach.shell.service import OutreachState
 from services.outreach.shell.template_check import check_template
 from services.outreach.store.ledger import all_suppressed
 from services.outreach.store.rules import stored_rule
-from shared.auth import Principal, Reader, RequireScope, Scope
+from shared.auth import Principal, RequireScope, Scope
 from shared.errors import responses
 from shared.params import IsoDateTime
 
@@ -115,41 +115,33 @@ async def preview_saved(
     return await _preview(outreach, out.rule, at, within_days)
 
 
-@router.post(
-    "/rules/{rule_id}/backtest",
-    response_model=BacktestOut,
-    responses=RULE_NOT_FOUND,
-    tags=["rules"],
-    summary="Backtest a saved rule",
-)
-async def backtest_saved(
-    outreach: Outreach,
-    rule_id: str,
-    _: Reader,
-    days: Annotated[int, Query(ge=1, le=35, description="how far back to replay")] = 30,
-) -> BacktestOut:
-    """What this rule would have sent over the last `days` days of recorded changes, after
-    the contact policy in force: the change stream is replayed with this rule as the only live
-    rule, each customer's changes in the order they were recorded (schedules firing between
-    them, each customer's simulated contact history, today's suppression list). Nothing is
-    sent or recorded.
+_BACKTEST_DOC = """What this rule would have sent over the last `days` days of recorded changes,
+after the contact policy in force: the change stream is replayed with this rule as the only
+live rule, each customer's changes in the order they were recorded (schedules firing between
+them, each customer's simulated contact history, today's suppression list). Each decision is
+placed at the instant it would have happened — an event rule's at the event's own time, a
+stage rule's at the move into the stage, a schedule's at its instant within the span the
+stream covers — so an imported history is judged at the times its events happened;
+`decisions_from`/`decisions_to` and `time_basis` say so. Nothing is sent or recorded.
 
-    A backtest is bounded by a row budget and a time budget (settings); when one of them cuts
-    the window, the newest changes are the ones replayed, and never fewer than those of the
-    last 30 days or the newest 200,000, whichever are fewer. `coverage` says what was
-    replayed and which budget, if any, cut it. Backtests run one at a time (a setting): a
-    request waits for the one before it."""
+A backtest is bounded by a row budget and a time budget (settings); when one of them cuts the
+window, the newest changes are the ones replayed, and never fewer than those of the last 30
+days or the newest 200,000, whichever are fewer. `coverage` says what was replayed and which
+budget, if any, cut it. Backtests run one at a time (a setting): a request waits for the one
+before it; `ops:read` or `marketing:write` may run them."""
+
+Days = Annotated[int, Query(ge=1, le=35, description="how far back to replay")]
+
+
+async def _backtest(outreach: OutreachState, rule: Rule, days: int) -> BacktestOut:
     async with outreach.engine.connect() as conn:
-        out = await stored_rule(conn, rule_id)
         suppressed = await all_suppressed(conn)
-    if out is None:
-        raise no_such_rule(rule_id)
     now = outreach.clock.now()
     async with outreach.backtests:
         done = await backtest(
             outreach.common.kafka_bootstrap_servers,
             outreach.topics.changes,
-            out.rule,
+            rule,
             policy=outreach.current.policy,
             suppressed=suppressed,
             now=now,
@@ -158,7 +150,7 @@ async def backtest_saved(
         )
     result = done.result
     return BacktestOut(
-        rule_id=rule_id,
+        rule_id=rule.id,
         days=days,
         since=now - timedelta(days=days),
         changes=result.changes,
@@ -166,6 +158,8 @@ async def backtest_saved(
         decided=result.decided,
         outcomes=dict(result.outcomes),
         reasons=dict(result.reasons),
+        decisions_from=result.first_decision_at,
+        decisions_to=result.last_decision_at,
         coverage=BacktestCoverage(
             from_=result.first_at,
             to=result.last_at,
@@ -175,3 +169,36 @@ async def backtest_saved(
             cut_by=done.cut_by,
         ),
     )
+
+
+@router.post(
+    "/rules/backtest",
+    response_model=BacktestOut,
+    responses=responses(RULE_CHECKS),
+    tags=["rules"],
+    summary="Backtest an unsaved rule",
+    description=_BACKTEST_DOC,
+)
+async def backtest_unsaved(
+    outreach: Outreach, rule: RuleDefinition, _: DryRunner, days: Days = 30
+) -> BacktestOut:
+    await check_template(rule, outreach.settings)  # off the event loop, within the limits
+    return await _backtest(outreach, rule, days)
+
+
+@router.post(
+    "/rules/{rule_id}/backtest",
+    response_model=BacktestOut,
+    responses=RULE_NOT_FOUND,
+    tags=["rules"],
+    summary="Backtest a saved rule",
+    description=_BACKTEST_DOC,
+)
+async def backtest_saved(
+    outreach: Outreach, rule_id: str, _: DryRunner, days: Days = 30
+) -> BacktestOut:
+    async with outreach.engine.connect() as conn:
+        out = await stored_rule(conn, rule_id)
+    if out is None:
+        raise no_such_rule(rule_id)
+    return await _backtest(outreach, out.rule, days)

@@ -8,6 +8,13 @@ schedule firing between a customer's changes, and today's suppression list. Only
 acts, as if it had been the only rule live over the window, so its counts equal what a replay
 of that history with this rule sends.
 
+Each decision is placed at the instant it would have happened. Live traffic is judged when
+it was recorded, as the pipeline judged it. A change recorded more than a day after what it
+reports (an imported history, whose changes were all recorded within minutes) is judged at
+the event's own time, or at the stage move — the quiet hours, the cap and the rule's limits of
+those days. Schedules fire at their instants within the span the change stream covers (what
+outreach has lived through).
+
 Everything a decision reads belongs to one customer (their card, their contact history, their
 schedule), so customers are replayed independently: each customer's changes in the order they
 were recorded (the order the live consumer applies them), with no need to hold the whole
@@ -41,6 +48,18 @@ class BacktestResult:
     reasons: Counter[str] = field(default_factory=Counter)
     first_at: datetime | None = None  # the earliest change time replayed
     last_at: datetime | None = None  # the latest
+    first_decision_at: datetime | None = None  # when the earliest decision would have been
+    last_decision_at: datetime | None = None
+
+
+# A change recorded longer than this after what it reports happened is history being loaded.
+BACKFILL_AFTER = timedelta(days=1)
+
+
+def _placed(happened: datetime, recorded: datetime) -> datetime:
+    """When a decision on a change is placed: live traffic when it was recorded (as the
+    pipeline decided it), an imported history when its event or stage move happened."""
+    return happened if recorded - happened > BACKFILL_AFTER else recorded
 
 
 class Replay:
@@ -82,7 +101,16 @@ class Replay:
                 self._fire_until(customer, at)
                 self._cards[customer] = orjson.dumps(change.card)
                 self._plan(customer, change.card, at)
-            self._act(self._ruleset.match(change), change.card, at)
+            matches = self._ruleset.match(change)
+            if matches:
+                event, moved = change.event, change.stage_change
+                for match in matches:
+                    when = at
+                    if event is not None and match.occurrence == event.event_id:
+                        when = _placed(event.occurred_at, at)
+                    elif moved is not None:
+                        when = _placed(moved.at, at)
+                    self._act([match], change.card, when)
 
     def finish(self, until: datetime) -> BacktestResult:
         """Fire every schedule due up to ``until``; the result of the whole replay."""
@@ -108,6 +136,10 @@ class Replay:
                 now=at,
             )
             result.decided += 1
+            if result.first_decision_at is None or at < result.first_decision_at:
+                result.first_decision_at = at
+            if result.last_decision_at is None or at > result.last_decision_at:
+                result.last_decision_at = at
             result.outcomes[decision.outcome.value] += 1
             if decision.reason is not None and decision.outcome is not Outcome.SEND:
                 result.reasons[decision.reason.value] += 1
