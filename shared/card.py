@@ -10,7 +10,8 @@ Conventions of the JSON form:
 - Money (``Decimal``) is a decimal string, exact, net of refunds, written the same way
   everywhere (:func:`money_text`: at least two decimals, no trailing zeros past them —
   ``"70.00"``, ``"70.125"``); cancelled orders count nowhere.
-- Times are UTC ISO 8601 with ``Z``; days (``date``) are UTC days.
+- Times are UTC ISO 8601 with ``Z`` — every instant, ``stage_since`` included (the UTC
+  midnight the stage was entered); days (``date``: a birthday) are UTC days.
 - Windows in a field's name (``spend_30d``, ``expected_orders_90d``, ``clv_365d``,
   ``visits.last_30d``) are trailing windows ending at ``as_of``, and are fixed: they are not
   settings.
@@ -22,12 +23,12 @@ Conventions of the JSON form:
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from shared.events import Severity
 
@@ -45,6 +46,16 @@ def money_text(amount: Decimal) -> str:
 
 
 Money = Annotated[Decimal, PlainSerializer(money_text, return_type=str, when_used="json")]
+
+
+def _midnight_of_a_day(value: object) -> object:
+    # A bare day ("2026-10-01", or a date) is that day's UTC midnight: every instant on the
+    # card is a datetime, and changes written before stage_since was one still read.
+    if isinstance(value, str) and len(value) == 10:
+        return f"{value}T00:00:00+00:00"
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return value
 
 
 class Stage(StrEnum):
@@ -229,7 +240,9 @@ class Card(_Model):
     tier: Tier | None
     strategy: Strategy | None
     stage: Stage
-    stage_since: date | None  # the UTC day the stage was entered; null for prospects
+    # The UTC midnight the stage was entered (stages move at midnights); null for prospects.
+    # Changes written before it was an instant carry the day alone: read as its midnight.
+    stage_since: Annotated[datetime | None, BeforeValidator(_midnight_of_a_day)]
     # The stage the customer left to enter this one; null for prospects.
     previous_stage: Stage | None = None
     next_transition_at: datetime | None  # when time alone would move the stage

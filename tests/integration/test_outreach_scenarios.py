@@ -253,7 +253,7 @@ async def test_a_churned_key_customer_gets_exactly_one_winback(world: World) -> 
     change = orjson.loads(churns[0].value)
     assert change["stage_change"]["from"] == "declining"
     assert change["card"]["tier"] == "key"
-    assert action.occurrence == f"churned@{change['card']['stage_since']}"
+    assert action.occurrence == f"churned@{change['card']['stage_since'][:10]}"
 
     # Nothing decides it again: another sweep, a tick, the same change delivered twice more.
     assert (await scoring_op(s, "sweep"))["moved"] == 0

@@ -306,7 +306,7 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
     tier=Tier.KEY,
     strategy=Strategy.DEVELOP,
     stage=Stage.MATURE,
-    stage_since=date(2023, 1, 10),
+    stage_since=datetime(2023, 1, 10, tzinfo=UTC),
     previous_stage=Stage.GROWING,
     next_transition_at=datetime(2025, 6, 30, tzinfo=UTC),
     complaints=Complaints(open=0, total=1, last_at=datetime(2024, 2, 11, 9, tzinfo=UTC)),

@@ -229,7 +229,7 @@ def _document(
         "tier": tier,
         "strategy": strategy,
         "stage": stage.stage,
-        "stage_since": stage.since,
+        "stage_since": lifecycle.midnight(stage.since) if stage.since else None,
         "previous_stage": history[-1].from_stage if history else None,
         "next_transition_at": stage.next_transition_at,
         "complaints": complaints.card_section(state, now, tier, settings),

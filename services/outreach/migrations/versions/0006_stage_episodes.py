@@ -28,7 +28,8 @@ def upgrade() -> None:
         WITH episode AS (
             SELECT DISTINCT ON (a.rule_id, a.customer_id)
                    a.id,
-                   (c.card->>'stage') || '@' || coalesce(c.card->>'stage_since', '') AS key
+                   (c.card->>'stage') || '@'
+                       || coalesce(left(c.card->>'stage_since', 10), '') AS key
             FROM outreach.actions a
             JOIN outreach.rules r ON r.id = a.rule_id
             JOIN outreach.cards c ON c.customer_id = a.customer_id
@@ -40,7 +41,7 @@ def upgrade() -> None:
               )
               AND (
                   c.card->>'stage_since' IS NULL
-                  OR a.decided_at >= (c.card->>'stage_since')::date
+                  OR a.decided_at >= left(c.card->>'stage_since', 10)::date
               )
             ORDER BY a.rule_id, a.customer_id, a.decided_at, a.id
         )
