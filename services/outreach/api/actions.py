@@ -36,7 +36,9 @@ log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1")
 
-ActionStatus = Literal["scheduled", "held", "pending", "sent", "failed", "suppressed", "unknown"]
+ActionStatus = Literal[
+    "scheduled", "held", "pending", "sent", "failed", "suppressed", "unknown", "control"
+]
 
 
 _a = tables.actions

@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from services.outreach.core import conditions, templates
 from services.outreach.core.conditions import Predicate
+from services.outreach.core.goals import Goal, goal_of
 from services.outreach.core.schedules import (
     AnniversarySchedule,
     BirthdaySchedule,
@@ -200,6 +201,25 @@ class Rule(_Strict):
     limits: Limits = Limits()
     priority: int = Field(0, ge=-1000, le=1000, description="higher wins")
     enabled: StrictBool = True
+    # What the rule is for (see services.outreach.core.goals); null: an order within the
+    # kind's default window.
+    goal: Goal | None = None
+    # The share of matches held out as the rule's control arm (stable per customer): decided
+    # and recorded with status `control`, never sent, their goal tracked like the sent ones'.
+    control_percent: float = Field(0, ge=0, le=50, strict=True)
+
+    @field_validator("control_percent")
+    @classmethod
+    def _customers_only(cls, v: float, info: ValidationInfo) -> float:
+        action = info.data.get("action")
+        if v and action is not None and action.audience == "team":
+            raise ValueError("a team alert reaches no customer: it has no control group")
+        return v
+
+    @property
+    def measured_goal(self) -> Goal:
+        """The goal this rule's actions are measured against, every field filled."""
+        return goal_of(self.action.kind, self.goal)
 
     @field_validator("conditions")
     @classmethod

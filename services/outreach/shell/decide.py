@@ -20,6 +20,8 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
+from services.outreach.core.arms import in_rule_control
+from services.outreach.core.goals import predicted_probability
 from services.outreach.core.policy import (
     NO_LIMITS,
     Candidate,
@@ -144,6 +146,20 @@ def _row(
                 templates.TEMPLATE_LIMIT if limited else "template_error",
                 Decision(Outcome.SUPPRESS, detail=str(exc)[:500]),
             )
+    arm = None
+    if rule.action.audience == "customer":
+        control = in_rule_control(rule.id, match.customer_id, rule.control_percent)
+        arm = "control" if control else "treatment"
+        if control and status in ("pending", "scheduled"):
+            # Held out: decided exactly like the sent ones (the instant it would have gone
+            # out stays in not_before), never delivered.
+            status = "control"
+    goal = rule.measured_goal
+    baseline = (
+        predicted_probability(card, goal.within_days or 30)
+        if goal.event == "order.placed" and goal.filters is None
+        else None
+    )
     return {
         "id": str(uuid.uuid4()),
         "rule": rule.id,
@@ -158,11 +174,16 @@ def _row(
         "reason": reason,
         "detail": decision.detail or None,
         "decided": now,
-        "not_before": decision.until if status == "scheduled" else None,
+        "not_before": decision.until if status in ("scheduled", "control") else None,
         "next": now if status == "pending" else None,
         "subject": subject,
         "body": body,
         "offer": orjson.dumps(offer).decode() if offer is not None else None,
+        "arm": arm,
+        "tier": card.get("tier"),
+        "strategy": card.get("strategy"),
+        "baseline": baseline,
+        "goal": orjson.dumps(goal.model_dump(mode="json")).decode(),
     }
 
 

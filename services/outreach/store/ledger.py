@@ -53,14 +53,16 @@ _INSERT = text(
     """
     INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, channel,
         channel_id, audience, priority, status, reason, detail, decided_at, not_before,
-        next_attempt_at, subject, body, offer)
+        next_attempt_at, subject, body, offer, arm, tier, strategy, baseline, goal)
     SELECT * FROM unnest(CAST(:id AS text[]), CAST(:rule AS text[]), CAST(:customer AS text[]),
         CAST(:occ AS text[]), CAST(:kind AS text[]), CAST(:channel AS text[]),
         CAST(:channel_id AS text[]), CAST(:audience AS text[]),
         CAST(:priority AS smallint[]), CAST(:status AS text[]), CAST(:reason AS text[]),
         CAST(:detail AS text[]), CAST(:decided AS timestamptz[]),
         CAST(:not_before AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:subject AS text[]), CAST(:body AS text[]), CAST(:offer AS jsonb[]))
+        CAST(:subject AS text[]), CAST(:body AS text[]), CAST(:offer AS jsonb[]),
+        CAST(:arm AS text[]), CAST(:tier AS text[]), CAST(:strategy AS text[]),
+        CAST(:baseline AS float8[]), CAST(:goal AS jsonb[]))
     ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
     RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
         not_before
@@ -169,6 +171,11 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
         "subject",
         "body",
         "offer",
+        "arm",
+        "tier",
+        "strategy",
+        "baseline",
+        "goal",
     ]
     inserted = (await conn.execute(_INSERT, {c: [r[c] for r in rows] for c in columns})).all()
     if inserted:

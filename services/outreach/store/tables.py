@@ -13,10 +13,12 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
     LargeBinary,
+    Numeric,
     PrimaryKeyConstraint,
     SmallInteger,
     String,
@@ -115,6 +117,13 @@ actions = Table(
     Column("subject", Text),
     Column("body", Text),
     Column("offer", JSONB),
+    # The experiment: `treatment`, `control` (the rule's hold-out) or `global_control`; null
+    # for team alerts. Tier, strategy and the forecast of the goal are the card's at decision.
+    Column("arm", String(16)),
+    Column("tier", String(16)),
+    Column("strategy", String(16)),
+    Column("baseline", Float),
+    Column("goal", JSONB),  # the goal measured, as the rule had it when deciding
     UniqueConstraint("rule_id", "customer_id", "occurrence", name="uq_actions_occurrence"),
     Index("ix_actions_customer_decided", "customer_id", "decided_at"),
     Index("ix_actions_decided", "decided_at", "id"),
@@ -122,6 +131,20 @@ actions = Table(
     Index(
         "ix_actions_waiting", "not_before", postgresql_where=text("status IN ('scheduled', 'held')")
     ),
+)
+
+# The events a goal can be reached by, as outreach saw them on the changes topic: attribution
+# reads them beside the ledger. Deleted with the customer on erasure.
+goal_events = Table(
+    "goal_events",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("revenue", Numeric(18, 4)),  # an order's value net of what it refunds; else null
+    Column("data", JSONB, nullable=False),
+    Index("ix_goal_events_customer", "customer_id", "occurred_at"),
 )
 
 policy = Table(
