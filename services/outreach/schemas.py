@@ -173,8 +173,10 @@ class ActionOut(BaseModel):
         "customer", description="`customer`, or `team`: an alert to the shop's people"
     )
     status: str = Field(
-        description="scheduled (quiet hours, the frequency cap), held (open complaint), "
-        "pending, sent, failed, suppressed, unknown (the receiver's answer was lost)"
+        description="scheduled (quiet hours, the frequency cap, the balance), held (open "
+        "complaint), pending, sent, failed, suppressed, unknown (the receiver's answer was "
+        "lost), control (held out as a control arm: decided, never sent; `not_before` is when "
+        "it would have gone out)"
     )
     reason: str | None
     detail: str | None
@@ -183,6 +185,19 @@ class ActionOut(BaseModel):
     sent_at: datetime | None
     attempts: int
     subject: str | None
+    arm: str | None = Field(
+        None,
+        description="`treatment`, `control` (the rule's hold-out) or `global_control`; null "
+        "for a team alert and for actions decided before arms were kept",
+    )
+    tier: str | None = Field(None, description="the customer's tier when it was decided")
+    strategy: str | None = Field(None, description="the customer's strategy when it was decided")
+    baseline: float | None = Field(
+        None,
+        description="the model's probability, when it was decided, that the customer reaches "
+        "the goal (an order within its window) anyway",
+    )
+    goal: dict[str, Any] | None = Field(None, description="the goal the action is measured by")
 
 
 class ActionPage(BaseModel):
@@ -589,8 +604,9 @@ def _policy(policy: dict[str, Any]) -> None:
         "description": "an IANA time zone name",
     }
     policy["description"] = (
-        f"{policy.get('description', '')} A kind is never both transactional and promotional "
-        "(a list left out counts as its default)."
+        f"{policy.get('description', '')} A kind is never both transactional and promotional, "
+        "a transactional kind is never a global-control kind, and a balance service kind is "
+        "never promotional (a list left out counts as its default)."
     )
 
 

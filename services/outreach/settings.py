@@ -51,6 +51,11 @@ class OutreachSettings(BaseSettings):
     # A `days_after` instant that passed at most this many days before a customer's card
     # arrived still fires, once (dated schedules catch up within the customer's local day).
     days_after_grace_days: int = Field(2, ge=0, le=30)
+    # The share of all customers (a stable hash of the customer id) in the global control
+    # group: they receive none of the policy's `global_control_kinds` (greetings, recalls,
+    # win-backs, announcements), recorded with status `control`, so the whole program can be
+    # measured against them. Transactional messages, follow-ups and team alerts still go.
+    global_control_percent: float = Field(0, ge=0, le=20)
     # A promotion held for an open complaint is dropped after this many days (hold_expired).
     hold_max_days: int = Field(30, ge=1, le=365)
     # The longest one template may take to render (at save, on the sample card, and when an

@@ -102,7 +102,13 @@ class ChangeApplier:
             # complaints and time zone as they stand now).
             match_cards = {m.customer_id: cards[m.customer_id] for m in matches}
             recorded = await decide_and_record(
-                conn, matches, match_cards, policy=policy, settings=self._settings, now=now
+                conn,
+                matches,
+                match_cards,
+                policy=policy,
+                settings=self._settings,
+                now=now,
+                rules=self._current.rules,
             )
             resolved = [
                 cid for cid, card in cards.items() if not (card.get("complaints") or {}).get("open")

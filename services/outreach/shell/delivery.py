@@ -97,7 +97,8 @@ _UPDATE = text(
         -- Leased and sent after waiting (quiet hours, an open complaint): the reason it
         -- waited stays.
         reason = CASE WHEN v.status IN ('pending', 'sent') AND v.reason IS NULL
-                           AND a.reason IN ('open_complaint', 'quiet_hours', 'frequency_cap')
+                           AND a.reason IN ('open_complaint', 'quiet_hours', 'frequency_cap',
+                                            'balance')
                       THEN a.reason ELSE v.reason END,
         last_error = v.last_error,
         next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at
