@@ -245,8 +245,11 @@ class Summary:
         sent = Counter[str]()
         waiting = Counter[str]()
         held = Counter[str]()
+        control = 0
         for row in a["rows"]:
-            if row["status"] in ("sent", "pending"):
+            if row["status"] == "control":
+                control += row["count"]
+            elif row["status"] in ("sent", "pending"):
                 sent[row["kind"]] += row["count"]
             elif row["status"] in ("scheduled", "held"):
                 waiting[f"{row['kind']} ({row['status']})"] += row["count"]
@@ -258,6 +261,8 @@ class Summary:
         )
         if waiting:
             out.append("Waiting: " + ", ".join(f"{k} {v}" for k, v in waiting.most_common()))
+        if control:
+            out.append(f"Held out as control groups (decided, never sent): {control}")
         out.append(
             "Held back by the policy: "
             + (", ".join(f"{k} {v}" for k, v in held.most_common()) or "none")
@@ -302,6 +307,20 @@ async def wait_scored(
             return
         await asyncio.sleep(0.5)
     raise TimeoutError(f"scoring had not applied the whole history after {timeout:.0f} s")
+
+
+async def launch_broadcasts(outreach: httpx.AsyncClient, marketing_key: str) -> None:
+    """Marketing announces the new collection to its champions and loyal customers, and
+    thanks its maintain customers (the maintain playbook's note)."""
+    headers = {"Authorization": f"Bearer {marketing_key}"}
+    for rule_id, launch_id in (
+        ("new-arrivals", "demo-new-arrivals"),
+        ("maintain-thank-you-note", "demo-thank-you"),
+    ):
+        resp = await outreach.post(
+            "/v1/broadcasts", json={"rule_id": rule_id, "launch_id": launch_id}, headers=headers
+        )
+        resp.raise_for_status()
 
 
 async def setup_outreach(
@@ -362,13 +381,7 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         (await scoring.post("/v1/ops/sweep", headers=ops)).raise_for_status()
         await asyncio.sleep(3)  # the refreshed cards travel to outreach
         (await outreach.post("/v1/ops/tick", headers=ops)).raise_for_status()
-        # Marketing announces the new collection to its champions and loyal customers.
-        launch = await outreach.post(
-            "/v1/broadcasts",
-            json={"rule_id": "new-arrivals", "launch_id": "demo-new-arrivals"},
-            headers={"Authorization": f"Bearer {keys['TEND_MARKETING_KEY']}"},
-        )
-        launch.raise_for_status()
+        await launch_broadcasts(outreach, keys["TEND_MARKETING_KEY"])
         await asyncio.sleep(3)  # delivery to the sinks
         summary = await fetch_summary(scoring, outreach, keys["TEND_OPS_KEY"])
         some = (
