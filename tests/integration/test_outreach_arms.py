@@ -266,6 +266,10 @@ async def test_control_rows_are_decided_listed_and_never_delivered(
         assert {c: listed[c]["arm"] for c in treated} == dict.fromkeys(treated, "treatment")
         assert {a["strategy"] for a in listed.values()} == {"develop"}
         assert all(a["goal"]["event"] == "order.placed" for a in listed.values())
+        # The customer's export shows the control decision for what it is.
+        export = await s.call("GET", f"/v1/customers/{control[0]}/export")
+        [held] = export["actions"]
+        assert (held["status"], held["arm"], held["sent_at"]) == ("control", "control", None)
         summary = await s.call("GET", "/v1/actions/summary")
         counts = {(r["status"], r["kind"]): r["count"] for r in summary["rows"]}
         assert counts == {("control", "greeting"): 4, ("sent", "greeting"): 4}
