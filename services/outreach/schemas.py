@@ -605,8 +605,8 @@ def _policy(policy: dict[str, Any]) -> None:
     }
     policy["description"] = (
         f"{policy.get('description', '')} A kind is never both transactional and promotional, "
-        "a transactional kind is never a global-control kind, and a balance service kind is "
-        "never promotional (a list left out counts as its default)."
+        "and a balance service kind is never promotional (a list left out counts as its "
+        "default); a transactional kind listed in `global_control_kinds` still goes."
     )
 
 

@@ -10,7 +10,7 @@ from services.outreach.core.policy import CONTROL, Candidate, Outcome, Reason, d
 from services.outreach.core.rules import Limits
 from tests.unit.test_policy import NOON_PARIS, POLICY, Contact, cand, card, go, sent
 
-GLOBAL_KINDS = POLICY.global_control_kinds
+GLOBAL_KINDS = POLICY.held_out_kinds
 CUSTOMERS = [f"c{n}" for n in range(4000)]
 
 

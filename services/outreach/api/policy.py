@@ -47,9 +47,8 @@ async def get_policy(_: Reader, conn: Transaction) -> Policy:
             {
                 "body.quiet_hours": "`start` and `end` differ (null: no quiet hours)",
                 # JSON Schema could say it only through `not`, which generators choke on.
-                "body": "no kind is both transactional and promotional, no transactional "
-                "kind is a global-control kind, and no balance service kind is promotional "
-                "(a list left out counts as its default)",
+                "body": "no kind is both transactional and promotional, and no balance "
+                "service kind is promotional (a list left out counts as its default)",
             }
         )
     ),

@@ -163,7 +163,8 @@ class Policy(_Strict):
     promotional_kinds: frozenset[ActionKind] = frozenset({"recall", "winback", "announcement"})
     # The kinds a customer of the global control group never receives (the share of customers
     # in it is the setting TEND_OUTREACH_GLOBAL_CONTROL_PERCENT): their actions are decided
-    # and recorded with status `control`; transactional kinds always go.
+    # and recorded with status `control`; a transactional kind always goes, even if listed
+    # here (see `held_out_kinds`).
     global_control_kinds: frozenset[ActionKind] = frozenset(
         {"greeting", "recall", "winback", "announcement"}
     )
@@ -188,6 +189,12 @@ class Policy(_Strict):
             raise ValueError("each kind's days are a number, not true or false")
         return v
 
+    @property
+    def held_out_kinds(self) -> frozenset[str]:
+        """The kinds the global control group does not receive: ``global_control_kinds``
+        but never a transactional kind (a stored policy that lists one still loads)."""
+        return frozenset(self.global_control_kinds - self.transactional_kinds)
+
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
@@ -209,11 +216,6 @@ class Policy(_Strict):
         both = self.transactional_kinds & self.promotional_kinds
         if both:
             raise ValueError(f"kinds cannot be transactional and promotional: {sorted(both)}")
-        held = self.transactional_kinds & self.global_control_kinds
-        if held:
-            raise ValueError(
-                f"transactional kinds always go, even to the global control group: {sorted(held)}"
-            )
         if self.balance is not None:
             served = self.balance.service_kinds & self.promotional_kinds
             if served:

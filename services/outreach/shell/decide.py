@@ -152,7 +152,7 @@ def _arm(match: Match, policy: Policy, settings: OutreachSettings) -> str | None
         audience=rule.action.audience,
         control_percent=rule.control_percent,
         global_percent=settings.global_control_percent,
-        global_kinds=policy.global_control_kinds,
+        global_kinds=policy.held_out_kinds,
     )
 
 
