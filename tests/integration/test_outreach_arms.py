@@ -34,6 +34,7 @@ from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.support.databases import fresh_settings
+from tests.support.kafka_io import read_all
 from tests.support.pipeline import until
 from tests.support.receivers import WebhookReceiver
 
@@ -266,6 +267,18 @@ async def test_control_rows_are_decided_listed_and_never_delivered(
         assert {c: listed[c]["arm"] for c in treated} == dict.fromkeys(treated, "treatment")
         assert {a["strategy"] for a in listed.values()} == {"develop"}
         assert all(a["goal"]["event"] == "order.placed" for a in listed.values())
+
+        # The actions stream says so too, for downstream analytics.
+        async def streamed() -> list[Any] | None:
+            topic = Topics.from_settings(s.settings).actions
+            got = await read_all(s.settings.kafka_bootstrap_servers, topic)
+            return got if len(got) >= len(rows) else None
+
+        stream = await until(streamed, 30, "every decision on the actions stream")
+        published = {orjson.loads(r.value)["customer_id"]: orjson.loads(r.value) for r in stream}
+        assert {(published[c]["status"], published[c]["arm"]) for c in control} == {
+            ("control", "control")
+        }
         # The customer's export shows the control decision for what it is.
         export = await s.call("GET", f"/v1/customers/{control[0]}/export")
         [held] = export["actions"]

@@ -70,7 +70,7 @@ _INSERT = text(
         CAST(:baseline AS float8[]), CAST(:goal AS jsonb[]))
     ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
     RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
-        not_before
+        not_before, arm
     """
 )
 _OUTBOX = text(
@@ -222,6 +222,7 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
                             "reason": r.reason,
                             "decided_at": r.decided_at.isoformat(),
                             "not_before": r.not_before.isoformat() if r.not_before else None,
+                            "arm": r.arm,
                         }
                     )
                     for r in inserted
