@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scoring.api.cohorts import router as cohorts_router
 from services.scoring.api.complaints import router as complaints_router
 from services.scoring.api.customers import router
 from services.scoring.api.listing import router as listing_router
@@ -89,7 +90,14 @@ def create_app(
         title="Tend scoring",
         description=DESCRIPTION,
         start=start,
-        routers=[router, listing_router, stats_router, complaints_router, privacy_router],
+        routers=[
+            router,
+            listing_router,
+            stats_router,
+            cohorts_router,
+            complaints_router,
+            privacy_router,
+        ],
         port=settings.port,
         common=common,
         clock=clock,

@@ -62,6 +62,7 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("GET", "/v1/customers/{customer_id}/history"): READ,
         ("GET", "/v1/stats/overview"): READ,
         ("GET", "/v1/stats/flow"): READ,
+        ("GET", "/v1/stats/cohorts"): READ,
         ("GET", "/v1/stats/complaints"): READ,
         ("GET", "/v1/complaints/overdue"): READ,
         ("POST", "/v1/ops/refit"): WRITE,
