@@ -111,7 +111,8 @@ class EventApplier:
             cards: dict[str, Scored] = {}
             outbox: list[Outgoing] = []
             dropped: list[str] = []
-            ordered: set[str] = set()  # customers whose orders an event of this batch changed
+            # Per customer, the orders an event of this batch changed.
+            ordered: dict[str, set[str]] = {}
             for envelope, raw in fresh:
                 cid = envelope.customer_id
                 erased = erased_at.get(cid)
@@ -126,13 +127,13 @@ class EventApplier:
                     stages.pop(cid, None)
                     # Their stored history now stands under an anonymous label.
                     history.pop(cid, None)
-                    ordered.discard(cid)
+                    ordered.pop(cid, None)
                     dropped.append(envelope.event_id)
                     continue
                 state, changed = apply(states.get(cid), envelope, settings)
                 states[cid] = state
                 if changed and isinstance(envelope.data, OrderData):
-                    ordered.add(cid)
+                    ordered.setdefault(cid, set()).add(envelope.data.order_id)
                 card = score(state, self._clock.now(), population, settings)
                 # A complaint is held to the tier on the first card that knows it.
                 state.hold_complaints(card.tier)
@@ -155,7 +156,9 @@ class EventApplier:
                     for complaint in complaints_of(states[cid], None, card.tier, settings)
                 ),
             )
-            await order_facts.sync(conn, (states[cid] for cid in ordered if cid in cards))
+            await order_facts.sync(
+                conn, ((states[cid], ids) for cid, ids in ordered.items() if cid in cards)
+            )
             if self._publish:
                 await store.add_outbox(conn, outbox)
         self._cache.put(

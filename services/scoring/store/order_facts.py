@@ -3,14 +3,15 @@ consumer, read by the money in the flow figures (:mod:`services.scoring.store.fl
 
 A row is an order as every fact known says it is, whatever their times: bought at the earliest
 of its placed and paid times, worth its total less every refund, gone once cancelled or wholly
-refunded (:meth:`CustomerState.purchases` at the end of time). So a customer's rows change
-only when one of their order events applies, and the figures read the orders in event time.
+refunded (:meth:`CustomerState.purchases` at the end of time). So an order's row changes only when
+one of its own events applies, and the figures read the orders in event time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,14 +21,12 @@ from services.scoring.core.state import CustomerState, from_micros
 # Every fact up to the end of time: an order's row does not wait for its time to come.
 _EVERYTHING = 2**62
 
-# The rows of these customers their facts no longer hold (cancelled or wholly refunded since).
+# Orders that are no longer live (cancelled or wholly refunded since).
 _DROP = text(
     """
     DELETE FROM scoring.order_facts AS o
-    WHERE o.customer_id = ANY(CAST(:customers AS text[]))
-      AND NOT EXISTS (
-        SELECT 1 FROM unnest(CAST(:ids AS text[]), CAST(:orders AS text[])) AS w(c, o)
-        WHERE w.c = o.customer_id AND w.o = o.order_id)
+    USING unnest(CAST(:ids AS text[]), CAST(:orders AS text[])) AS g(c, o)
+    WHERE o.customer_id = g.c AND o.order_id = g.o
     """
 )
 _UPSERT = text(
@@ -42,27 +41,35 @@ _UPSERT = text(
 )
 
 
-async def sync(conn: AsyncConnection, states: Iterable[CustomerState]) -> None:
-    """Bring these customers' rows to the live orders their facts now hold."""
-    customers: list[str] = []
-    ids: list[str] = []
-    orders: list[str] = []
-    ats = []
+async def sync(conn: AsyncConnection, touched: Iterable[tuple[CustomerState, set[str]]]) -> None:
+    """Bring the rows of these orders (each customer's facts, and the ids of their orders an
+    event has just changed) to what the facts now say: an order's row changes only with its
+    own events."""
+    live_ids: list[str] = []
+    live_orders: list[str] = []
+    ats: list[datetime] = []
     days: list[date] = []
-    nets = []
-    for state in states:
-        customers.append(state.customer_id)
-        for purchase in state.purchases(_EVERYTHING):
+    nets: list[Decimal] = []
+    gone_ids: list[str] = []
+    gone_orders: list[str] = []
+    for state, order_ids in touched:
+        live = {p.order_id: p for p in state.purchases(_EVERYTHING) if p.order_id in order_ids}
+        for order_id in order_ids:
+            purchase = live.get(order_id)
+            if purchase is None:
+                gone_ids.append(state.customer_id)
+                gone_orders.append(order_id)
+                continue
             at = from_micros(purchase.at)
-            ids.append(state.customer_id)
-            orders.append(purchase.order_id)
+            live_ids.append(state.customer_id)
+            live_orders.append(order_id)
             ats.append(at)
             days.append(at.date())
             nets.append(purchase.net)
-    if not customers:
-        return
-    await conn.execute(_DROP, {"customers": customers, "ids": ids, "orders": orders})
-    if ids:
+    if gone_ids:
+        await conn.execute(_DROP, {"ids": gone_ids, "orders": gone_orders})
+    if live_ids:
         await conn.execute(
-            _UPSERT, {"ids": ids, "orders": orders, "ats": ats, "days": days, "nets": nets}
+            _UPSERT,
+            {"ids": live_ids, "orders": live_orders, "ats": ats, "days": days, "nets": nets},
         )
