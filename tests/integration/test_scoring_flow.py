@@ -48,8 +48,10 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from services.scoring.core.card import Population
@@ -470,3 +472,36 @@ def _migration() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/v1/stats/flow", {"period": "decade"}, "query.period"),
+        ("/v1/stats/flow", {"period": "quarter", "until": "9999-11-15"}, "query.until"),
+        (
+            "/v1/stats/flow",
+            {"period": "year", "since": "2031-02-01", "until": "2031-01-01"},
+            "query.since",
+        ),
+        ("/v1/stats/cohorts", {"since": "2031-02-01", "until": "2031-01-31"}, "query.since"),
+        ("/v1/stats/cohorts", {"since": "1900-01-01", "until": "2031-01-31"}, "query.since"),
+        ("/v1/stats/cohorts", {"until": "9999-01-01"}, "query.until"),
+        ("/v1/stats/cohorts", {"since": "0001-01-01", "until": "0001-06-01"}, None),
+        ("/v1/stats/cohorts", {"until": "0001-06-01"}, "query.since"),
+    ],
+)
+async def test_a_range_out_of_bounds_is_a_422_naming_the_field(
+    scoring: tuple[httpx.AsyncClient, FastAPI],
+    keys: dict[str, str],
+    path: str,
+    params: dict[str, str],
+    field: str | None,
+) -> None:
+    client, _ = scoring
+    resp = await client.get(path, params=params, headers={"Authorization": f"Bearer {keys['ops']}"})
+    if field is None:
+        assert resp.status_code == 200, resp.text
+        return
+    assert resp.status_code == 422, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == [field]
