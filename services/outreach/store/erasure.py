@@ -1,10 +1,11 @@
 """Forgetting a customer.
 
 Scoring announces an erasure with an ``erasure`` change (an empty card). Outreach then drops
-the customer's card replica, schedule entries, suppression and unrelayed actions; the decided
-actions stay in the ledger for the counts, stripped of their content and re-labelled with an
-anonymous id, and any still waiting are suppressed. The registry remembers the erasure by a
-digest so that an older change arriving afterwards does not bring the customer back.
+the customer's card replica, schedule entries, suppression, unrelayed actions and delivery
+attempts; the decided actions stay in the ledger for the counts, stripped of their content and
+re-labelled with an anonymous id, and any still waiting are suppressed. The registry remembers
+the erasure by a digest so that an older change arriving afterwards does not bring the customer
+back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ _FORGET = (
         """
         UPDATE auth.audit_log SET subject = :anonymous, before = NULL, after = NULL
         WHERE subject = :id AND action LIKE 'suppression.%'
+        """
+    ),
+    # Before the actions are re-labelled: their attempts go with their content.
+    text(
+        """
+        DELETE FROM outreach.delivery_attempts
+        WHERE action_id IN (SELECT id FROM outreach.actions WHERE customer_id = :id)
         """
     ),
     text(

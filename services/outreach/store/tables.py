@@ -133,6 +133,23 @@ actions = Table(
     ),
 )
 
+# Every attempt delivery made to send an action, written with the action's own update: how it
+# ended (the sender's verdict), the receiver's HTTP status or the error (truncated), and how
+# long it took. Deleted with the customer's message content on erasure.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("action_id", String(36), nullable=False),
+    Column("attempt", SmallInteger, nullable=False),  # 1 for the first
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("http_status", SmallInteger),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
+    PrimaryKeyConstraint("action_id", "attempt", name="pk_delivery_attempts"),
+)
+
 # The events a goal can be reached by, as outreach saw them on the changes topic: attribution
 # reads them beside the ledger. Deleted with the customer on erasure.
 goal_events = Table(
