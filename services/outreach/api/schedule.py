@@ -49,7 +49,8 @@ class CustomerSchedule(BaseModel):
         "soonest first"
     )
     waiting: list[WaitingAction] = Field(
-        description="decided actions not yet delivered, the soonest to go first"
+        description="decided actions not yet delivered: due now (pending), then deferred "
+        "(scheduled, by `not_before`), then held"
     )
 
 
@@ -70,7 +71,9 @@ _WAITING = text(
         next_attempt_at
     FROM outreach.actions
     WHERE customer_id = :id AND status IN ('scheduled', 'held', 'pending')
-    ORDER BY coalesce(next_attempt_at, not_before, decided_at), id
+    -- Due now, then deferred to a known instant, then held until a complaint is resolved.
+    ORDER BY CASE status WHEN 'pending' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END,
+        coalesce(next_attempt_at, not_before, decided_at), id
     LIMIT :limit
     """
 )
