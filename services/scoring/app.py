@@ -11,6 +11,7 @@ from services.scoring.api.health import router as health_router
 from services.scoring.api.listing import router as listing_router
 from services.scoring.api.privacy import router as privacy_router
 from services.scoring.api.stats import router as stats_router
+from services.scoring.api.timeline import router as timeline_router
 from services.scoring.settings import ScoringSettings, scoring_settings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
@@ -97,6 +98,7 @@ def create_app(
             stats_router,
             complaints_router,
             privacy_router,
+            timeline_router,
             health_router,
             dead_letters_router,
         ],
