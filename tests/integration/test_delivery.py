@@ -523,9 +523,7 @@ async def test_a_late_worker_records_no_attempt_over_the_survivors(
         await slow.aclose()
 
     resp = await actions_api.get(f"/v1/actions/{action_id}", headers={"X-API-Key": keys["ops"]})
-    assert [(a["attempt"], a["outcome"]) for a in resp.json()["delivery_attempts"]] == [
-        (1, "sent")
-    ]
+    assert [(a["attempt"], a["outcome"]) for a in resp.json()["delivery_attempts"]] == [(1, "sent")]
 
 
 # -- email ---------------------------------------------------------------------------------

@@ -201,7 +201,9 @@ async def test_health_says_how_far_each_consumer_is_behind_and_what_waits(
     assert (await p.outreach.get("/v1/ops/health")).status_code == 401
 
 
-def _poison(topic: str, offset: int, key: bytes | None, value: bytes) -> ConsumerRecord:  # type: ignore[type-arg]
+def _poison(
+    topic: str, offset: int, key: bytes | None, value: bytes
+) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(
         topic=topic,
         partition=1,
