@@ -112,10 +112,21 @@ async def list_dead_letters(
     ] = None,
     reason: Annotated[
         str | None,
-        Query(min_length=1, max_length=100, description="Only records given up on for this."),
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=r"^[A-Za-z0-9_.]+$",
+            description="Only records given up on for this (a reason as listed).",
+        ),
     ] = None,
     source_topic: Annotated[
-        str | None, Query(min_length=1, max_length=249, description="Only records from here.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=249,
+            pattern=r"^[A-Za-z0-9._-]+$",  # what Kafka allows in a topic name
+            description="Only records from this topic.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Records per page.")] = 50,
     cursor: Annotated[

@@ -57,6 +57,9 @@ class ActionDetail(ActionOut):
     tier: str | None = Field(description="the customer's tier when decided")
     strategy: str | None = Field(description="the customer's strategy when decided")
     goal: dict[str, Any] | None = Field(description="the goal the action is measured against")
+    baseline: float | None = Field(
+        description="what the model forecast for the goal without the action, when decided"
+    )
     delivery_attempts: list[DeliveryAttempt] = Field(description="first first")
 
 
