@@ -1,5 +1,5 @@
-"""Applying a batch of changes: the card replica, the schedule index, and the actions that
-event and stage rules fire — one transaction per batch, offsets committed after."""
+"""Applying a batch of changes: the card replica, the schedule index, the goal events, and the
+actions that event and stage rules fire — one transaction per batch, offsets committed after."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
+from services.outreach.core.goals import GoalEvent, goal_event_of
 from services.outreach.core.rules import RuleFailure, RuleSet
 from services.outreach.core.schedules import CatchUp
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
 from services.outreach.shell.rule_health import record_failures
-from services.outreach.store import erasure, inbox
+from services.outreach.store import erasure, goal_events, inbox
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import save_cards
 from services.outreach.store.schedule import reschedule
@@ -86,6 +87,9 @@ class ChangeApplier:
                     fresh_ids.discard(change.change_id)
                     fresh.append(change)
             fresh = await self._erase(conn, fresh)
+            # Every change's event, fresh or already seen: kept by event id, so a redelivery
+            # adds nothing, and one from before the table existed fills it in.
+            await goal_events.record(conn, await self._goal_events(conn, changes))
             if not fresh:
                 return []
             latest: dict[str, Change] = {}
@@ -132,6 +136,25 @@ class ChangeApplier:
         if disabled:
             await self._current.reload(self._engine)
         return recorded
+
+    async def _goal_events(
+        self, conn: AsyncConnection, changes: Sequence[Change]
+    ) -> list[GoalEvent]:
+        """The goal events the batch's changes carry, none of a customer from before their
+        erasure (this batch's erasures are registered by now)."""
+        carried = [(c, c.event) for c in changes if c.event is not None and c.cause == "event"]
+        if not carried:
+            return []
+        cutoff = await erasure.erased(conn, {c.customer_id for c, _ in carried})
+        out = []
+        for change, event in carried:
+            erased_at = cutoff.get(change.customer_id)
+            if erased_at is not None and change.at <= erased_at:
+                continue
+            kept = goal_event_of(change.customer_id, event)
+            if kept is not None:
+                out.append(kept)
+        return out
 
     async def _erase(self, conn: AsyncConnection, changes: list[Change]) -> list[Change]:
         """Apply the batch's erasures and return the changes left to act on: none from
