@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.outreach.api.actions import router as actions_router
 from services.outreach.api.channels import router as channels_router
+from services.outreach.api.outcomes import router as outcomes_router
 from services.outreach.api.policy import router as policy_router
 from services.outreach.api.preview import router as preview_router
 from services.outreach.api.privacy import router as privacy_router
@@ -119,6 +120,7 @@ def create_app(
             suppressions_router,
             unsubscribe_router,
             actions_router,
+            outcomes_router,
             channels_router,
             privacy_router,
         ],

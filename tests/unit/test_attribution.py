@@ -32,17 +32,13 @@ def touch(tid: str, days: float, goal: Goal = ORDER_30) -> Touch:
 
 
 def test_the_most_recent_touch_within_its_window_takes_the_order() -> None:
-    got = attribute(
-        [touch("early", 0), touch("late", 5)], {"c": [order("o1", 6, "40.00")]}
-    )
+    got = attribute([touch("early", 0), touch("late", 5)], {"c": [order("o1", 6, "40.00")]})
     assert (got["late"].conversions, got["late"].revenue) == (1, Decimal("40.00"))
     assert got["early"].conversions == 0
 
 
 def test_an_order_outside_every_window_or_before_the_touch_is_nobody_s() -> None:
-    got = attribute(
-        [touch("t", 10)], {"c": [order("before", 9, "10"), order("after", 41, "10")]}
-    )
+    got = attribute([touch("t", 10)], {"c": [order("before", 9, "10"), order("after", 41, "10")]})
     assert got["t"].conversions == 0
 
 

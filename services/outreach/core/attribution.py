@@ -98,7 +98,10 @@ def orders_of(events: Iterable[GoalEvent]) -> list[_Reached]:
             continue
         out.append(
             _Reached(
-                first.event_id, EventType.ORDER_PLACED, first.occurred_at, total - given_back,
+                first.event_id,
+                EventType.ORDER_PLACED,
+                first.occurred_at,
+                total - given_back,
                 latest.data,
             )
         )

@@ -131,9 +131,7 @@ def filter_schema(event: EventType) -> conditions.Schema:
     :data:`NOT_KEPT` (the goal events do not keep them)."""
     full = conditions.event_schema(event)
     kept = {
-        path: spec
-        for path, spec in full.fields.items()
-        if path.split(".", 1)[0] not in NOT_KEPT
+        path: spec for path, spec in full.fields.items() if path.split(".", 1)[0] not in NOT_KEPT
     }
     return conditions.Schema(full.name, kept)
 
