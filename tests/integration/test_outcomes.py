@@ -188,6 +188,9 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
     rng = random.Random(14)
     bought = {c for c in treated if rng.random() < P + D} | {c for c in control if rng.random() < P}
     orders = [_order(c, f"{c}-new", clock.now()) for c in sorted(bought)]
+    # Some treated buyers order twice: the rule's goal counts every order in its window.
+    twice = sorted(bought & set(treated))[:10]
+    orders += [_order(c, f"{c}-again", clock.now() + timedelta(minutes=5)) for c in twice]
     await outreach_has_seen(stack, await _post(stack, orders), timeout=120)
 
     body = await _outcomes(stack)
@@ -203,7 +206,8 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
         "customers": len(control),
         "conversions": x2,
     }
-    assert Decimal(group["treatment"]["revenue"]) == x1 * Decimal(AMOUNT)
+    assert Decimal(group["treatment"]["revenue"]) == (x1 + len(twice)) * Decimal(AMOUNT)
+    assert Decimal(group["control"]["revenue"]) == x2 * Decimal(AMOUNT)
     expected = rate_difference(x1, len(treated), x2, len(control))
     got = group["conversion_difference"]
     assert (got["estimate"], got["low"], got["high"]) == pytest.approx(
@@ -211,9 +215,8 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
     )
     assert got["method"] == expected.method
     assert got["low"] <= D <= got["high"]
-    revenue = revenue_difference(
-        len(treated), [float(AMOUNT)] * x1, len(control), [float(AMOUNT)] * x2
-    )
+    per_buyer = [float(AMOUNT) * (2 if c in twice else 1) for c in sorted(bought & set(treated))]
+    revenue = revenue_difference(len(treated), per_buyer, len(control), [float(AMOUNT)] * x2)
     got_revenue = group["revenue_difference"]
     assert (got_revenue["low"], got_revenue["high"]) == pytest.approx((revenue.low, revenue.high))
     assert (group["small_sample"], group["verdict"]) == (False, "lift")

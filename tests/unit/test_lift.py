@@ -61,9 +61,9 @@ def test_revenue_intervals_cover_the_true_difference_of_means() -> None:
     assert 0.91 <= covered / runs <= 0.98, covered / runs
 
 
-def test_the_bootstrap_is_seeded_the_same_counts_give_the_same_interval() -> None:
+def test_the_bootstrap_is_seeded_the_same_revenues_give_the_same_interval() -> None:
     a = revenue_difference(100, [10.0, 20.0, 30.0], 100, [5.0])
-    b = revenue_difference(100, [10.0, 20.0, 30.0], 100, [5.0])
+    b = revenue_difference(100, [30.0, 10.0, 20.0], 100, [5.0])
     assert a == b
     assert a.estimate == pytest.approx(0.55)
 

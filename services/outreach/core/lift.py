@@ -117,8 +117,9 @@ def revenue_difference(
     """Revenue per customer, treatment minus control, with a seeded percentile bootstrap.
     ``revenue1``/``revenue2`` are the revenues of the arms' customers who brought any (the
     other customers of ``n1``/``n2`` brought none)."""
-    v1 = np.asarray([r for r in revenue1 if r], dtype=float)
-    v2 = np.asarray([r for r in revenue2 if r], dtype=float)
+    # Sorted: the same revenues in any order give the same interval.
+    v1 = np.sort(np.asarray([r for r in revenue1 if r], dtype=float))
+    v2 = np.sort(np.asarray([r for r in revenue2 if r], dtype=float))
     d = (v1.sum() / n1 if n1 else 0.0) - (v2.sum() / n2 if n2 else 0.0)
     rng = np.random.default_rng(seed)
     diffs = _resampled_means(rng, n1, v1, resamples) - _resampled_means(rng, n2, v2, resamples)

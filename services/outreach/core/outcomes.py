@@ -17,6 +17,7 @@ attribution gave each (:mod:`services.outreach.core.attribution`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -204,7 +205,7 @@ def _outcome(
         )
     n = len(forecast)
     x = sum(1 for f in forecast if f.converted)
-    mean = sum(f.baseline or 0.0 for f in forecast) / n
+    mean = math.fsum(f.baseline or 0.0 for f in forecast) / n
     rates = lift.forecast_difference(x, n, mean)
     small = lift.small_sample((n, x))
     return GroupOutcome(
