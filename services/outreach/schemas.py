@@ -35,6 +35,9 @@ RULE_CHECKS = beyond_schema(
         "`rhythm_multiple` and `since` naming a date field of the card",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
+        "body.control_percent": "0 for a team alert (it reaches no customer)",
+        "body.goal.filters": "a valid expression over the fields the goal's event keeps (no "
+        "free text, item lists or contact details)",
     }
 )
 
