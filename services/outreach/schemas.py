@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
@@ -365,12 +366,27 @@ class ExportedAction(ActionOut):
     offer: dict[str, Any] | None
 
 
+class ExportedGoalEvent(BaseModel):
+    """An event of the customer's kept to measure what outreach achieved (an order, a visit,
+    a complaint update...), without free text or contact details."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    revenue: Decimal | None
+    data: dict[str, Any]
+
+
 class OutreachExport(BaseModel):
     customer_id: str
     card: dict[str, Any] | None = Field(description="the card replica outreach decides on")
     suppression: ExportedSuppression | None
     schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")
     actions: list[ExportedAction] = Field(description="every action decided, oldest first")
+    goal_events: list[ExportedGoalEvent] = Field(
+        default_factory=list,
+        description="the events kept to measure outcomes (GET /v1/outcomes), oldest first",
+    )
 
 
 # -- the OpenAPI document: what the models alone cannot say --------------------------------

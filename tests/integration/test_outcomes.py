@@ -253,8 +253,15 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
     assert backwards.status_code == 422
     assert [e["field"] for e in backwards.json()["errors"]] == ["query.until"]
 
-    # An erased customer's goal events are forgotten with them.
+    # A customer's goal events are theirs: in their export, and forgotten with them.
     [buyer] = sorted(bought)[:1]
+    export = await stack.outreach.get(f"/v1/customers/{buyer}/export", headers=marketing)
+    assert export.status_code == 200, export.text
+    assert {e["event_type"] for e in export.json()["goal_events"]} == {
+        "customer.updated",
+        "order.placed",
+    }
+    assert all("email" not in e["data"] for e in export.json()["goal_events"])
     erased = await stack.ingest.delete(f"/v1/customers/{buyer}", headers=stack.auth("ops"))
     assert erased.status_code in (200, 202), erased.text
 
