@@ -12,6 +12,7 @@ from services.outreach.api.action_detail import router as action_detail_router
 from services.outreach.api.actions import router as actions_router
 from services.outreach.api.channels import router as channels_router
 from services.outreach.api.health import router as health_router
+from services.outreach.api.outcomes import router as outcomes_router
 from services.outreach.api.policy import router as policy_router
 from services.outreach.api.preview import router as preview_router
 from services.outreach.api.privacy import router as privacy_router
@@ -126,6 +127,7 @@ def create_app(
             action_detail_router,
             schedule_router,
             health_router,
+            outcomes_router,
             channels_router,
             privacy_router,
         ],

@@ -104,6 +104,7 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("POST", "/v1/resubscribe/{token}"): PUBLIC,
         ("GET", "/v1/actions"): READ,
         ("GET", "/v1/actions/summary"): READ,
+        ("GET", "/v1/outcomes"): READ,
         ("GET", "/v1/customers/{customer_id}/touchpoints"): READ,
         ("GET", "/v1/customers/{customer_id}/schedule"): READ,
         ("GET", "/v1/actions/{action_id}"): READ,

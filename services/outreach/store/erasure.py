@@ -1,7 +1,8 @@
 """Forgetting a customer.
 
 Scoring announces an erasure with an ``erasure`` change (an empty card). Outreach then drops
-the customer's card replica, schedule entries, suppression, unrelayed actions and delivery
+the customer's card replica, schedule entries, suppression, goal events (their orders, visits
+and the like: their conversions leave the outcome figures), unrelayed actions and delivery
 attempts; the decided actions stay in the ledger for the counts, stripped of their content and
 re-labelled with an anonymous id, and any still waiting are suppressed. The registry remembers
 the erasure by a digest so that an older change arriving afterwards does not bring the customer
@@ -28,6 +29,8 @@ _FORGET = (
     text("DELETE FROM outreach.suppressions WHERE customer_id = :id"),
     text("DELETE FROM outreach.outbox WHERE customer_id = :id"),
     text("DELETE FROM outreach.events_outbox WHERE customer_id = :id"),
+    # What they did after being contacted: their conversions leave the outcome figures.
+    text("DELETE FROM outreach.goal_events WHERE customer_id = :id"),
     # The audit log keeps that a suppression was added or lifted, and by whom, not for whom.
     text(
         """

@@ -159,7 +159,9 @@ goal_events = Table(
     Column("customer_id", String(128), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("revenue", Numeric(18, 4)),  # an order's value net of what it refunds; else null
+    # An order event's own amount (a refund's: what it gave back); null for other events.
+    # Attribution nets an order's refunds and cancellation (services.outreach.core.attribution).
+    Column("revenue", Numeric(18, 4)),
     Column("data", JSONB, nullable=False),
     Index("ix_goal_events_customer", "customer_id", "occurred_at"),
 )
