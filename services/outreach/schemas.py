@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
@@ -35,6 +36,9 @@ RULE_CHECKS = beyond_schema(
         "`rhythm_multiple` and `since` naming a date field of the card",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
+        "body.control_percent": "0 for a team alert (it reaches no customer)",
+        "body.goal.filters": "a valid expression over the fields the goal's event keeps (no "
+        "free text, item lists or contact details)",
     }
 )
 
@@ -377,12 +381,27 @@ class ExportedAction(ActionOut):
     offer: dict[str, Any] | None
 
 
+class ExportedGoalEvent(BaseModel):
+    """An event of the customer's kept to measure what outreach achieved (an order, a visit,
+    a complaint update...), without free text or contact details."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    revenue: Decimal | None
+    data: dict[str, Any]
+
+
 class OutreachExport(BaseModel):
     customer_id: str
     card: dict[str, Any] | None = Field(description="the card replica outreach decides on")
     suppression: ExportedSuppression | None
     schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")
     actions: list[ExportedAction] = Field(description="every action decided, oldest first")
+    goal_events: list[ExportedGoalEvent] = Field(
+        default_factory=list,
+        description="the events kept to measure outcomes (GET /v1/outcomes), oldest first",
+    )
 
 
 # -- the OpenAPI document: what the models alone cannot say --------------------------------
