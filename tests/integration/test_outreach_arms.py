@@ -420,15 +420,20 @@ async def test_a_promotion_over_the_balance_waits_for_a_service_contact(
         await s.publish([visit("b-1")])
         await s.settled()
         await s.publish([visit("b-1")])
-        recalls = await s.rows("recall")
-        assert [(r.status, r.reason) for r in recalls] == [("sent", None), ("scheduled", "balance")]
-        assert recalls[1].not_before == T0 + timedelta(days=30)
+        # (Both were decided at T0: the recall still waiting is told apart by its status.)
+        recalls = {r.status: r for r in await s.rows("recall")}
+        assert {(r.status, r.reason) for r in recalls.values()} == {
+            ("sent", None),
+            ("scheduled", "balance"),
+        }
+        waiting = recalls["scheduled"]
+        assert waiting.not_before == T0 + timedelta(days=30)
         # A service contact (a follow-up after a store visit) lets it through now.
         await s.publish([visit("b-1", "store")])
         await s.settled()
-        recalls = await s.rows("recall")
-        assert [r.status for r in recalls] == ["sent", "sent"]
-        assert recalls[1].reason == "balance"  # why it waited stays readable
+        released = {r.id: r for r in await s.rows("recall")}
+        assert [r.status for r in released.values()] == ["sent", "sent"]
+        assert released[waiting.id].reason == "balance"  # why it waited stays readable
         await s.hook.wait_for(3, timeout=30)
         kinds = sorted(w.payload["kind"] for w in s.hook.received)
         assert kinds == ["follow_up", "recall", "recall"]
