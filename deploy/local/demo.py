@@ -226,32 +226,42 @@ def demo_events(
 
 
 # The simulated weeks after the history: each customer the rules touched orders once with
-# this chance, a little more often when the message was sent than when held out (control).
-SIMULATED_RESPONSE = {"control": 0.10, "treatment": 0.14}
+# the chance the model forecast for them when the action was decided (its `baseline`; this
+# when there is none), and a little more often when the message was sent than when it was
+# held out (the control arm).
+SIMULATED_CHANCE = 0.10
+SIMULATED_LIFT = 0.04
 
 
 @dataclass(frozen=True)
 class Touch:
-    """A customer an action reached (``treatment``: sent) or would have (``control``)."""
+    """A customer an action reached (``treatment``: sent) or would have (``control``), with
+    the model's forecast of its goal when decided."""
 
     customer_id: str
     arm: str
+    baseline: float | None = None
 
 
 def simulated_responses(
     touches: Sequence[Touch], now: datetime, seed: int = SEED
 ) -> list[dict[str, Any]]:
     """SIMULATED orders standing in for the weeks after the history, seeded: each touched
-    customer (once, in the arm of their first touch) orders with the arm's chance in
-    ``SIMULATED_RESPONSE``. They are posted now, after every touch they answer."""
+    customer (once, as their first touch listed has it) orders with the chance the model
+    forecast (``SIMULATED_CHANCE`` without a forecast), plus ``SIMULATED_LIFT`` when the
+    message was sent. They are posted now, after every touch they answer."""
     rng = random.Random(seed)
-    arm_of: dict[str, str] = {}
+    first: dict[str, Touch] = {}
     for t in touches:
-        arm_of.setdefault(t.customer_id, t.arm)
+        first.setdefault(t.customer_id, t)
     out = []
-    for n, cid in enumerate(sorted(arm_of)):
+    for n, cid in enumerate(sorted(first)):
+        touch = first[cid]
+        chance = SIMULATED_CHANCE if touch.baseline is None else touch.baseline
+        if touch.arm == "treatment":
+            chance += SIMULATED_LIFT
         draw, amount = rng.random(), Decimal(rng.randint(1500, 9000)) / 100
-        if draw < SIMULATED_RESPONSE[arm_of[cid]]:
+        if draw < chance:
             out.append(
                 {
                     "type": "order",
@@ -282,9 +292,9 @@ async def touched(outreach: httpx.AsyncClient, ops_key: str, now: datetime) -> l
             if row["status"] == "control":
                 at = row["not_before"] or row["decided_at"]
                 if datetime.fromisoformat(at) <= now:
-                    out.append(Touch(row["customer_id"], "control"))
+                    out.append(Touch(row["customer_id"], "control", row.get("baseline")))
             else:
-                out.append(Touch(row["customer_id"], "treatment"))
+                out.append(Touch(row["customer_id"], "treatment", row.get("baseline")))
         cursor = page["next_cursor"]
         if not cursor:
             return out
@@ -522,8 +532,9 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
     print(
         f"\n== What acting achieved (SIMULATED responses: {len(responses):,} orders posted now "
         f"for the weeks after, from {len({t.customer_id for t in touches}):,} customers "
-        f"touched; each orders with chance {SIMULATED_RESPONSE['control']:.0%} if held out, "
-        f"{SIMULATED_RESPONSE['treatment']:.0%} if sent) =="
+        f"touched; each orders with the chance the model forecast for them "
+        f"({SIMULATED_CHANCE:.0%} without a forecast), {SIMULATED_LIFT:.0%} more if the "
+        "message was sent) =="
     )
     for by, report in outcomes.items():
         print(f"  by {by}:")

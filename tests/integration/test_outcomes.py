@@ -237,6 +237,23 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
     assert await _goal_events(stack) == kept
     assert await _outcomes(stack) == body
 
+    # A hold-out whose instant has not come (waiting out quiet hours, say) has touched nobody
+    # yet, as a message still waiting to go out: the control arm counts it once it has.
+    waiting = next(c for c in control if c not in bought)
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outreach.actions SET not_before = :at "
+                "WHERE rule_id = :r AND customer_id = :c"
+            ),
+            {"at": clock.now() + timedelta(hours=2), "r": RULE, "c": waiting},
+        )
+    [pending] = (await _outcomes(stack))["groups"]
+    assert pending["control"]["customers"] == len(control) - 1
+    clock.set(clock.now() + timedelta(hours=3))
+    [come] = (await _outcomes(stack))["groups"]
+    assert come["control"]["customers"] == len(control)
+
     # A period holding more touches than one request attributes is refused, naming since.
     app = stack.outreach_app
     assert app is not None

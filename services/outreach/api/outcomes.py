@@ -24,8 +24,9 @@ DEFAULT_DAYS = 90
 _DOC = f"""What the actions decided in a period achieved, per group (`by`), arm against
 baseline. Touches are the ledger rows that reached a customer or stood for one: messages
 `sent` (at their `sent_at`) and the control arm's rows (status `control`: decided exactly
-like the others, never sent, at the instant they would have gone out). The period is of
-decision time, `since` to `until` (default: the last {DEFAULT_DAYS} days).
+like the others, never sent, at the instant they would have gone out, once it has come: a
+hold-out waiting out quiet hours touches nobody yet, as a message waiting to go out). The
+period is of decision time, `since` to `until` (default: the last {DEFAULT_DAYS} days).
 
 **Conversions.** Every rule has a goal (by default an order within its kind's window; or a
 visit, a resolved complaint, any event with filters on its data), recorded on each row when
@@ -92,7 +93,8 @@ async def get_outcomes(
         IsoDateTime | None, Query(description="Decided before (default: now).")
     ] = None,
 ) -> OutcomesReport:
-    until = until or outreach.clock.now()
+    now = outreach.clock.now()
+    until = until or now
     if since is None:
         try:
             since = until - timedelta(days=DEFAULT_DAYS)
@@ -108,6 +110,7 @@ async def get_outcomes(
             until=until,
             policy=outreach.current.policy,
             max_touches=outreach.settings.outcomes_touch_limit,
+            now=now,
         )
     except TooManyTouches as exc:
         raise invalid(

@@ -85,13 +85,14 @@ async def outcomes_report(
     until: datetime,
     policy: Policy,
     max_touches: int,
+    now: datetime,
 ) -> OutcomesReport:
-    """The report for touches decided in [``since``, ``until``); raises
+    """The report for touches decided in [``since``, ``until``) and made by ``now``; raises
     :class:`TooManyTouches` when they are more than ``max_touches``."""
-    counted = await outcomes.count_touches(conn, since, until)
+    counted = await outcomes.count_touches(conn, since, until, now)
     if counted > max_touches:
         raise TooManyTouches(counted, max_touches)
-    rows = await outcomes.touches(conn, since, until, _before(since))
+    rows = await outcomes.touches(conn, since, until, _before(since), now)
     touches = [Touch(r.id, r.customer_id, r.touched_at, _goal(r.kind, r.goal)) for r in rows]
     first = min((t.at for t in touches), default=since)
     # From a while before the first touch: an order paid after it but placed before is the

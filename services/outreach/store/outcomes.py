@@ -12,8 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 # A touch: a message sent (at sent_at) or a control row held out (at the instant it would
-# have gone out). Team alerts have no arm and touch no customer.
-_TOUCH = "status IN ('sent', 'control') AND arm IS NOT NULL"
+# have gone out, once that instant has come: a hold-out waiting out quiet hours has touched
+# nobody yet, as a message waiting to be sent has not). Team alerts touch no customer.
+_TOUCH = (
+    "arm IS NOT NULL AND (status = 'sent' "
+    "OR (status = 'control' AND coalesce(not_before, decided_at) <= :now))"
+)
 _TOUCHED_AT = (
     "CASE WHEN status = 'sent' THEN coalesce(sent_at, decided_at) "
     "ELSE coalesce(not_before, decided_at) END"
@@ -58,18 +62,20 @@ _SENT_BY_TIER = text(
 )
 
 
-async def count_touches(conn: AsyncConnection, since: datetime, until: datetime) -> int:
-    """How many touches were decided in [``since``, ``until``)."""
-    return int(await conn.scalar(_COUNT, {"since": since, "until": until}) or 0)
+async def count_touches(
+    conn: AsyncConnection, since: datetime, until: datetime, now: datetime
+) -> int:
+    """How many touches were decided in [``since``, ``until``) and made by ``now``."""
+    return int(await conn.scalar(_COUNT, {"since": since, "until": until, "now": now}) or 0)
 
 
 async def touches(
-    conn: AsyncConnection, since: datetime, until: datetime, lookback: datetime
+    conn: AsyncConnection, since: datetime, until: datetime, lookback: datetime, now: datetime
 ) -> Sequence[Any]:
     """Every touch of the customers touched in [``since``, ``until``), decided from
     ``lookback`` on (the ones outside the period may take a goal event from the period's:
     the last touch wins); ``in_period`` says which are the period's."""
-    params = {"since": since, "until": until, "lookback": lookback}
+    params = {"since": since, "until": until, "lookback": lookback, "now": now}
     return list(await conn.execute(_TOUCHES, params))
 
 
