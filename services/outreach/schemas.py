@@ -652,6 +652,14 @@ def _event_triggers(schemas: dict[str, Any]) -> None:
                         "anyOf": [{"$ref": f"{_REF}{name}"}, {"type": "null"}],
                         "description": "a condition over the event's data",
                     },
+                    "recorded_within_days": {
+                        "anyOf": [
+                            {"type": "integer", "minimum": 1, "maximum": 3650},
+                            {"type": "null"},
+                        ],
+                        "description": "only for an event recorded at most this many days "
+                        "after it happened (a history loaded later is not answered)",
+                    },
                 },
                 "required": ["type", "event"],
                 "additionalProperties": False,

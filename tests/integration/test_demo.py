@@ -7,7 +7,7 @@ import importlib.util
 import math
 import sys
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -184,8 +184,10 @@ async def _playbooks_acted(stack: Stack) -> dict[str, dict[str, int]] | None:
 
 
 def _expected_apologies(events: list[dict[str, Any]]) -> int:
-    """The default pack apologises by email for every high-severity complaint: it is
+    """The default pack apologises by email for every high-severity complaint raised within
+    two days of being recorded (the history's older ones are judged, not answered): it is
     transactional (no cap, no quiet hours, no marketing consent), but email needs consent."""
+    recent = datetime.now(UTC) - timedelta(days=2)
     email_ok: dict[str, bool] = {}
     for e in events:
         if e["type"] == "customer":
@@ -196,6 +198,7 @@ def _expected_apologies(events: list[dict[str, Any]]) -> int:
         if e["type"] == "complaint"
         and e["status"] == "opened"
         and e["severity"] == "high"
+        and datetime.fromisoformat(e["occurred_at"]) > recent
         and email_ok.get(e["customer_id"], False)
     )
 

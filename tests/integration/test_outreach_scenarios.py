@@ -732,7 +732,10 @@ async def test_every_complaint_is_answered_and_the_team_told_whatever_the_hour_o
     assert s.outreach is not None
     for raw in DEFAULT_PACK:
         if raw["id"].startswith("complaint-"):
-            await add_rule(s, raw)
+            # The world's clock stands in June while ingest records the events now: these
+            # complaints are live here, not a history loaded later.
+            trigger = {k: v for k, v in raw["trigger"].items() if k != "recorded_within_days"}
+            await add_rule(s, {**raw, "trigger": trigger})
     night = local(PARIS, 2026, 6, 1, 23, 30)
     clock.set(night)
     low = {**complaint("ann", "k-1", "opened", night), "severity": "low"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -247,6 +248,23 @@ def test_event_filters_select_on_the_event_data() -> None:
     assert len(match_change(ruleset, change("complaint.opened", {"severity": "high"}))) == 1
     assert match_change(ruleset, change("complaint.opened", {"severity": "low"})) == []
     assert match_change(ruleset, change("complaint.opened", {})) == []
+
+
+def test_an_event_recorded_long_after_it_happened_is_judged_not_answered() -> None:
+    trigger = {"type": "event", "event": "complaint.opened", "recorded_within_days": 2}
+    ruleset = RuleSet([rule("apology", trigger=trigger), rule("paid")])
+
+    def seen(event_type: str, late: timedelta) -> list[str]:
+        event = EventSeen(event_type, "ev-1", {}, late)
+        return [m.rule.id for m in ruleset.match_parts("c1", {}, event=event)]
+
+    assert seen("complaint.opened", timedelta(hours=1)) == ["apology"]
+    assert seen("complaint.opened", timedelta(days=2)) == ["apology"]
+    assert seen("complaint.opened", timedelta(days=2, seconds=1)) == []  # last year's, loaded
+    assert seen("order.paid", timedelta(days=400)) == ["paid"]  # a rule without the bound
+    assert set(errors_of(raw_rule(trigger={**trigger, "recorded_within_days": 0}))) == {
+        "trigger.event.recorded_within_days"
+    }
 
 
 def test_conditions_select_on_the_card() -> None:

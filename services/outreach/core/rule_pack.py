@@ -16,6 +16,10 @@ Notes on a few of them:
   others, and ``complaint-team-alert`` tells the team (a team alert: no consent, cap or quiet
   hours, never a contact with the customer) through the current webhook channel — name a
   team's own channel in it (``channel_id``) to keep alerts apart from customer messages.
+  Only complaints recorded within two days of being raised are answered
+  (``recorded_within_days``): a history loaded later, with last year's complaints long since
+  dealt with, is judged (the card, the complaint figures) but nobody is apologised to for it.
+  The playbooks' thanks for an order follow the same rule.
 
 The strategy playbooks (:data:`PLAYBOOKS`) treat each value x potential quadrant of the card's
 ``strategy`` its own way, every rule holding out a control group (``control_percent``) and
@@ -179,6 +183,7 @@ _SERVICE_RULES: list[dict[str, Any]] = [
         "trigger": {
             "type": "event",
             "event": "complaint.opened",
+            "recorded_within_days": 2,
             "filters": {"eq": ["severity", "high"]},
         },
         "action": {
@@ -199,6 +204,7 @@ _SERVICE_RULES: list[dict[str, Any]] = [
         "trigger": {
             "type": "event",
             "event": "complaint.opened",
+            "recorded_within_days": 2,
             "filters": {"in": ["severity", ["low", "medium"]]},
         },
         "action": {
@@ -216,7 +222,7 @@ _SERVICE_RULES: list[dict[str, Any]] = [
     {
         "id": "complaint-team-alert",
         "name": "Alert the team to every complaint",
-        "trigger": {"type": "event", "event": "complaint.opened"},
+        "trigger": {"type": "event", "event": "complaint.opened", "recorded_within_days": 2},
         "action": {
             "kind": "care",
             "channel": "webhook",
@@ -286,7 +292,7 @@ PLAYBOOKS: list[dict[str, Any]] = [
         "name": "Develop: a loyalty reward after an order",
         "description": "Reward loyalty: a develop customer with three orders or more is "
         "thanked for a paid order with a loyalty reward (a service, not a discount).",
-        "trigger": {"type": "event", "event": "order.paid"},
+        "trigger": {"type": "event", "event": "order.paid", "recorded_within_days": 2},
         "conditions": {"all": [{"eq": ["strategy", "develop"]}, {"gte": ["value.orders", 3]}]},
         "action": {
             "kind": "greeting",
@@ -313,7 +319,7 @@ PLAYBOOKS: list[dict[str, Any]] = [
         "name": "Maintain: thanks after an order, no discount",
         "description": "Service and thanks at low cost: a maintain customer is thanked for a "
         "paid order; no offer.",
-        "trigger": {"type": "event", "event": "order.paid"},
+        "trigger": {"type": "event", "event": "order.paid", "recorded_within_days": 2},
         "conditions": {"eq": ["strategy", "maintain"]},
         "action": {
             "kind": "greeting",

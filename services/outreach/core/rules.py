@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -83,6 +83,9 @@ class EventTrigger(_Strict):
     type: Literal["event"]
     event: EventType
     filters: dict[str, Any] | None = None
+    # Only for an event recorded at most this many days after it happened: a history loaded
+    # later (last year's complaints, orders) is judged, not answered.
+    recorded_within_days: int | None = Field(None, ge=1, le=3650)
 
     @field_validator("event")
     @classmethod
@@ -250,11 +253,13 @@ def rank_key(rule: Rule) -> tuple[int, str]:
 
 class EventSeen(NamedTuple):
     """What the rule index reads of a change's event: its type, its id (the occurrence of the
-    actions it fires) and its ``data`` as JSON (what a trigger's ``filters`` look at)."""
+    actions it fires), its ``data`` as JSON (what a trigger's ``filters`` look at) and how
+    long after it happened it was recorded (``recorded_within_days``)."""
 
     event_type: str
     event_id: str
     data: Mapping[str, Any]
+    recorded_after: timedelta = timedelta(0)
 
 
 class Match(NamedTuple):
@@ -354,7 +359,7 @@ class RuleSet:
         if isinstance(t, EventTrigger):
             schema = conditions.event_schema(t.event)
             filters = conditions.compile_expr(t.filters, schema) if t.filters else None
-            entry = _Entry(r, when, filters)
+            entry = _Entry(r, when, filters, within_days=t.recorded_within_days)
             self._by_event.setdefault(t.event.value, []).append(entry)
             if filters is not None:
                 self._filtered.add(t.event.value)
@@ -388,7 +393,8 @@ class RuleSet:
             # Filters read the event's data as JSON, as it travelled; only read it for them.
             filtered = event.event_type in self._filtered
             data = event.data.model_dump(mode="json") if filtered else {}
-            seen = EventSeen(event.event_type, event.event_id, data)
+            late = event.received_at - event.occurred_at
+            seen = EventSeen(event.event_type, event.event_id, data, late)
         return self.match_parts(change.customer_id, change.card, event=seen, failures=failures)
 
     def match_parts(
@@ -408,6 +414,10 @@ class RuleSet:
             for e in self._by_event.get(event.event_type, ()):
                 try:  # free unless it raises: this loop is the consumer's hot path
                     if e.filters is not None and not e.filters(event.data):
+                        continue
+                    if e.within_days is not None and event.recorded_after > timedelta(
+                        days=e.within_days
+                    ):
                         continue
                     if e.when is None or e.when(card):
                         out.append(Match(e.rule, customer_id, event.event_id))
