@@ -1,0 +1,198 @@
+"""Rules: the list with status and outcome figures, and an editor for event-triggered rules
+(preview before saving, the API's field errors next to the field, enable and disable)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from services.console.clients.api import ApiError
+from services.console.pages.rule_form import (
+    CHANNELS,
+    EVENTS,
+    KINDS,
+    OPERATORS,
+    RuleForm,
+    editable,
+    field_of,
+)
+from services.console.pages.web import (
+    CheckedPost,
+    Refused,
+    SignedIn,
+    caller,
+    fetch,
+    need,
+    render,
+)
+from services.console.session import MARKETING_WRITE, Session
+
+router = APIRouter()
+
+
+@router.get("/rules", include_in_schema=False)
+async def rules(request: Request, session: SignedIn, saved: str = "") -> Response:
+    api = caller(request, session)
+    listing = await fetch(api.get("outreach", "/v1/rules"))
+    summary = await fetch(api.get("outreach", "/v1/actions/summary", {"by": "rule"}))
+    outcomes: dict[str, dict[str, int]] = {}
+    for row in (summary.value or {}).get("rows", []):
+        per = outcomes.setdefault(row["rule_id"], {})
+        per[row["status"]] = per.get(row["status"], 0) + row["count"]
+    return render(
+        request,
+        "rules.html",
+        session,
+        title="Rules · Tend",
+        nav="rules",
+        listing=listing,
+        outcomes=outcomes,
+        saved=saved,
+    )
+
+
+def _editor(
+    request: Request,
+    session: Session,
+    form: RuleForm,
+    *,
+    is_new: bool,
+    errors: dict[str, list[str]] | None = None,
+    general: list[str] | None = None,
+    preview: dict[str, Any] | None = None,
+    stored: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "rule_edit.html",
+        session,
+        status_code=status_code,
+        title=("New rule" if is_new else f"Rule {form.rule_id}") + " · Tend",
+        nav="rules",
+        form=form,
+        is_new=is_new,
+        errors=errors or {},
+        general=general or [],
+        preview=preview,
+        stored=stored,
+        events=EVENTS,
+        kinds=KINDS,
+        channels=CHANNELS,
+        operators=OPERATORS,
+        kept_json=json.dumps(form.kept) if form.kept else "",
+        may_write=session.can(MARKETING_WRITE),
+    )
+
+
+@router.get("/rules/new", include_in_schema=False)
+async def new_rule(request: Request, session: SignedIn) -> Response:
+    form = RuleForm(body="Hello {{ customer.name or 'there' }}")
+    return _editor(request, session, form, is_new=True)
+
+
+@router.get("/rules/{rule_id}", include_in_schema=False)
+async def edit_rule(request: Request, session: SignedIn, rule_id: str) -> Response:
+    api = caller(request, session)
+    try:
+        stored = await api.get("outreach", f"/v1/rules/{quote(rule_id, safe='')}")
+    except ApiError as e:
+        if e.status == 404:
+            raise Refused(404, f"No rule {rule_id!r}.") from None
+        raise
+    rule = stored["rule"]
+    if not editable(rule):
+        return render(
+            request,
+            "rule_json.html",
+            session,
+            title=f"Rule {rule_id} · Tend",
+            nav="rules",
+            stored=stored,
+            rule_json=json.dumps(rule, indent=2),
+            may_write=session.can(MARKETING_WRITE),
+        )
+    return _editor(request, session, RuleForm.of_rule(rule), is_new=False, stored=stored)
+
+
+def _placed(error: ApiError) -> tuple[dict[str, list[str]], list[str]]:
+    """The API's field errors by form control; those of no control, and the message when
+    there is no field error at all, for the top of the form."""
+    by_field: dict[str, list[str]] = {}
+    general: list[str] = []
+    for e in error.errors:
+        where = field_of(e["field"], e["reason"])
+        if where:
+            by_field.setdefault(where, []).append(e["reason"])
+        else:
+            general.append(f"{e['field']}: {e['reason']}")
+    if not error.errors:
+        general.append(error.message)
+    return by_field, general
+
+
+@router.post("/rules/edit", include_in_schema=False)
+async def submit_rule(request: Request, posted: CheckedPost) -> Response:
+    """Preview or save the rule of the editor's form (``intent``)."""
+    session = posted.session
+    form = RuleForm.of_fields(posted.text)
+    is_new = posted.text("is_new") == "1"
+    intent = posted.text("intent")
+    doc, own_errors = form.document()
+    if own_errors:
+        errors = {k: [v] for k, v in own_errors.items()}
+        return _editor(request, session, form, is_new=is_new, errors=errors, status_code=422)
+    api = caller(request, session)
+    if intent == "save":
+        need(session, MARKETING_WRITE, "change rules")
+        try:
+            if is_new:
+                await api.post("outreach", "/v1/rules", json=doc)
+            else:
+                await api.put("outreach", f"/v1/rules/{quote(form.rule_id, safe='')}", json=doc)
+        except ApiError as e:
+            if e.status not in (400, 404, 409, 422):
+                raise
+            by_field, general = _placed(e)
+            return _editor(
+                request,
+                session,
+                form,
+                is_new=is_new,
+                errors=by_field,
+                general=general,
+                status_code=e.status,
+            )
+        return RedirectResponse(f"/rules?saved={quote(form.rule_id, safe='')}", status_code=303)
+    # A preview (the default): who the rule would reach now, without saving it.
+    try:
+        preview = await api.post("outreach", "/v1/rules/preview", json=doc)
+    except ApiError as e:
+        if e.status not in (400, 422):
+            raise
+        by_field, general = _placed(e)
+        return _editor(
+            request,
+            session,
+            form,
+            is_new=is_new,
+            errors=by_field,
+            general=general,
+            status_code=e.status,
+        )
+    return _editor(request, session, form, is_new=is_new, preview=preview)
+
+
+@router.post("/rules/{rule_id}/{switch}", include_in_schema=False)
+async def switch_rule(request: Request, posted: CheckedPost, rule_id: str, switch: str) -> Response:
+    if switch not in ("enable", "disable"):
+        raise Refused(404, "Not a page of the console.")
+    need(posted.session, MARKETING_WRITE, f"{switch} rules")
+    api = caller(request, posted.session)
+    await api.post("outreach", f"/v1/rules/{quote(rule_id, safe='')}/{switch}")
+    return RedirectResponse(f"/rules?saved={quote(rule_id, safe='')}", status_code=303)

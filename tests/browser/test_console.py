@@ -1,0 +1,322 @@
+"""The console in real headless Chromium against the real stack: sign-in, finding a
+customer, writing a rule with the form until it fires, the ledger, scopes, CSRF and no CDN."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser.conftest import Tend, eventually
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def wait(browser: WebDriver, timeout: float = 15) -> WebDriverWait[WebDriver]:
+    # htmx swaps parts of a page: an element found a moment before may be replaced.
+    return WebDriverWait(browser, timeout, ignored_exceptions=[StaleElementReferenceException])
+
+
+def sign_in(browser: WebDriver, tend: Tend, role: str, path: str = "/") -> None:
+    browser.get(tend.console + path)
+    wait(browser).until(ec.presence_of_element_located((By.ID, "api_key")))
+    browser.find_element(By.ID, "api_key").send_keys(tend.keys[role])
+    browser.find_element(By.CSS_SELECTOR, "form[action='/signin'] button[type=submit]").click()
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.signout")))
+
+
+def post_events(tend: Tend, events: list[dict[str, Any]]) -> None:
+    with tend.api("ingest", "ingest") as api:
+        resp = api.post("/v1/events", json={"events": events})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["rejected"] == 0, resp.text
+
+
+def profile(cid: str, name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "customer",
+        "customer_id": cid,
+        "name": name,
+        "email": f"{cid}@example.com",
+        "timezone": "Europe/Paris",
+        "occurred_at": (NOW - timedelta(days=40)).isoformat(),
+        **fields,
+    }
+
+
+def order(cid: str, oid: str, at: datetime, amount: str) -> dict[str, Any]:
+    return {
+        "type": "order",
+        "order_id": oid,
+        "customer_id": cid,
+        "status": "paid",
+        "amount": amount,
+        "currency": "USD",
+        "occurred_at": at.isoformat(),
+    }
+
+
+def scored(tend: Tend, cid: str) -> dict[str, Any] | None:
+    with tend.api("scoring", "ops") as api:
+        resp = api.get(f"/v1/customers/{cid}")
+        return resp.json() if resp.status_code == 200 else None
+
+
+def _rows(browser: WebDriver, selector: str) -> list[str]:
+    texts: list[str] = browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(r => r.innerText)",
+        selector,
+    )
+    return texts
+
+
+def session_cookie(browser: WebDriver) -> dict[str, str]:
+    return {c["name"]: c["value"] for c in browser.get_cookies()}
+
+
+def page_csrf(browser: WebDriver) -> str:
+    value = browser.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value")
+    assert value
+    return value
+
+
+def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
+    browser: WebDriver, tend: Tend
+) -> None:
+    cid = f"grace-{uuid.uuid4().hex[:6]}"
+    post_events(
+        tend,
+        [
+            profile(cid, "Grace Hopper", consent={"email": True, "sms": False, "marketing": True}),
+            order(cid, f"{cid}-o1", NOW - timedelta(days=20), "1234.50"),
+        ],
+    )
+    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
+
+    # A page asked for before sign-in sends the browser to the form, then back.
+    sign_in(browser, tend, "marketing", "/customers")
+    assert browser.current_url == tend.console + "/customers"
+    # The session cookie is out of the page's scripts' reach.
+    assert browser.execute_script("return document.cookie") == ""
+
+    # The list follows the search as it is typed (htmx), and the address keeps it.
+    browser.find_element(By.ID, "q").send_keys("hopper")
+    wait(browser).until(ec.url_contains("q=hopper"))
+    rows = wait(browser).until(lambda b: _rows(b, "#results tbody tr"))
+    assert all("Grace Hopper" in row for row in rows), rows
+    assert "$1,234.50" in rows[0]  # money in the base currency, thousands separated
+    wait(browser, 15).until(ec.element_to_be_clickable((By.LINK_TEXT, "Grace Hopper"))).click()
+
+    wait(browser).until(ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Grace Hopper"))
+    card = browser.find_element(By.CSS_SELECTOR, "dl.card").text
+    assert "Stage\nnew" in card
+    assert "$1,234.50 over 1 orders" in card
+    assert browser.find_element(By.ID, "touch-h").is_displayed()
+
+    # Searching by the customer's id finds them too.
+    browser.get(f"{tend.console}/customers?q={cid}")
+    assert browser.find_element(By.LINK_TEXT, "Grace Hopper")
+
+
+def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an_order(
+    browser: WebDriver, tend: Tend
+) -> None:
+    cid = f"ada-{uuid.uuid4().hex[:6]}"
+    rule_id = f"thanks-{uuid.uuid4().hex[:6]}"
+    # No email consent: outreach decides the action and suppresses it, with the reason.
+    post_events(
+        tend,
+        [
+            profile(cid, "Ada Lovelace", consent={"email": False, "sms": False, "marketing": False}),
+            order(cid, f"{cid}-o1", NOW - timedelta(days=10), "80.00"),
+        ],
+    )
+    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
+    sign_in(browser, tend, "marketing", "/rules/new")
+
+    browser.find_element(By.ID, "rule_id").send_keys(rule_id)
+    browser.find_element(By.ID, "name").send_keys("Thank paying customers")
+    Select(browser.find_element(By.ID, "trigger_event")).select_by_value("order.paid")
+    browser.find_element(By.ID, "cond_field").send_keys("value.ordrs")  # a typo
+    Select(browser.find_element(By.ID, "cond_op")).select_by_value("gte")
+    browser.find_element(By.ID, "cond_value").send_keys("1")
+    Select(browser.find_element(By.ID, "action_channel")).select_by_value("email")
+    body = browser.find_element(By.ID, "body")
+    body.clear()
+    body.send_keys("Thank you, {{ customer.name }}!")
+    browser.find_element(By.ID, "preview-button").click()
+
+    # Outreach's 422 is shown next to the field it names.
+    error = wait(browser).until(ec.presence_of_element_located((By.ID, "condition-error")))
+    assert "unknown card field 'value.ordrs'" in error.text
+    assert "value.orders" in error.text  # outreach's suggestion
+    subject_error = browser.find_element(By.ID, "subject-error")
+    assert "an email needs a subject" in subject_error.text
+    assert browser.find_element(By.ID, "subject").get_attribute("aria-invalid") == "true"
+    # What was typed is kept.
+    assert browser.find_element(By.ID, "rule_id").get_attribute("value") == rule_id
+
+    cond = browser.find_element(By.ID, "cond_field")
+    cond.clear()
+    cond.send_keys("value.orders")
+    browser.find_element(By.ID, "subject").send_keys("Thank you")
+    browser.find_element(By.ID, "preview-button").click()
+    matched = wait(browser).until(ec.presence_of_element_located((By.ID, "preview-matched")))
+    assert int(matched.text.replace(",", "")) >= 1
+    assert not browser.find_elements(By.CLASS_NAME, "field-error")
+    with tend.api("outreach", "marketing") as api:
+        assert api.get(f"/v1/rules/{rule_id}").status_code == 404  # a preview saves nothing
+
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains("/rules?saved="))
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    assert "enabled" in row.find_element(By.CLASS_NAME, "rule-status").text
+    with tend.api("outreach", "marketing") as api:
+        saved = api.get(f"/v1/rules/{rule_id}").json()["rule"]
+    assert saved["trigger"] == {"type": "event", "event": "order.paid", "filters": None}
+    assert saved["conditions"] == {"gte": ["value.orders", 1]}
+
+    # It fires on a posted order.
+    post_events(tend, [order(cid, f"{cid}-o2", NOW - timedelta(minutes=5), "35.00")])
+
+    def decided() -> dict[str, Any] | None:
+        with tend.api("outreach", "ops") as api:
+            items = api.get("/v1/actions", params={"rule_id": rule_id}).json()["items"]
+        return items[0] if items and items[0]["status"] != "pending" else None
+
+    action = eventually(decided, what="the rule's action")
+    assert action["customer_id"] == cid
+    assert action["status"] == "suppressed"
+    assert action["reason"]
+
+    # The ledger page finds it by rule, with its status and reason.
+    browser.get(tend.console + "/actions")
+    browser.find_element(By.ID, "a-rule").send_keys(rule_id)
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    row = wait(browser).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-action='{action['id']}']"))
+    )
+    assert row.find_element(By.CLASS_NAME, "status-cell").text == "suppressed"
+    assert action["reason"].replace("_", " ") in row.find_element(By.CLASS_NAME, "reason-cell").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#actions tbody tr")) == 1
+
+    # Disabled from the list.
+    browser.get(tend.console + "/rules")
+    browser.find_element(By.CSS_SELECTOR, f"button[aria-label='Disable {rule_id}']").click()
+    wait(browser).until(ec.url_contains("/rules?saved="))
+    with tend.api("outreach", "marketing") as api:
+        assert api.get(f"/v1/rules/{rule_id}").json()["rule"]["enabled"] is False
+
+
+def test_an_ops_read_key_sees_no_save_button_and_a_forged_save_is_refused(
+    browser: WebDriver, tend: Tend
+) -> None:
+    sign_in(browser, tend, "ops_read", "/rules/new")
+    assert browser.find_elements(By.ID, "preview-button")
+    assert not browser.find_elements(By.ID, "save-button")
+    assert "may preview rules but not change them" in browser.page_source
+
+    rule_id = f"forged-{uuid.uuid4().hex[:6]}"
+    form = {
+        "csrf": page_csrf(browser),
+        "is_new": "1",
+        "rule_id": rule_id,
+        "name": "forged",
+        "trigger_event": "order.paid",
+        "action_kind": "follow_up",
+        "action_channel": "webhook",
+        "body": "hi",
+        "priority": "0",
+        "enabled": "on",
+        "intent": "save",
+    }
+    with httpx.Client(base_url=tend.console, cookies=session_cookie(browser)) as console:
+        refused = console.post("/rules/edit", data=form)
+        assert refused.status_code == 403
+        assert "needs the marketing:write scope" in refused.text
+        switched = console.post("/rules/anything/disable", data={"csrf": form["csrf"]})
+        assert switched.status_code == 403
+    with tend.api("outreach", "ops") as api:
+        assert api.get(f"/v1/rules/{rule_id}").status_code == 404
+
+
+def test_a_post_without_the_csrf_token_is_refused(browser: WebDriver, tend: Tend) -> None:
+    sign_in(browser, tend, "marketing", "/rules/new")
+    cookies = session_cookie(browser)
+    rule_id = f"nocsrf-{uuid.uuid4().hex[:6]}"
+    form = {
+        "is_new": "1",
+        "rule_id": rule_id,
+        "name": "no token",
+        "trigger_event": "order.paid",
+        "action_kind": "follow_up",
+        "action_channel": "webhook",
+        "body": "hi",
+        "priority": "0",
+        "intent": "save",
+    }
+    with httpx.Client(base_url=tend.console, cookies=cookies) as console:
+        for token in (None, "", "not-the-token"):
+            data = form if token is None else {**form, "csrf": token}
+            refused = console.post("/rules/edit", data=data)
+            assert refused.status_code == 403, token
+            assert "security token" in refused.text
+        assert console.post("/signout", data={}).status_code == 403
+        # The sign-in form has a token of its own.
+        assert console.post("/signin", data={"api_key": tend.keys["marketing"]}).status_code == 403
+    with tend.api("outreach", "marketing") as api:
+        assert api.get(f"/v1/rules/{rule_id}").status_code == 404
+
+    # Signing out (with the token) ends the session.
+    browser.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "api_key")))
+    with httpx.Client(base_url=tend.console, cookies=cookies) as console:
+        # The old cookie still decrypts until it expires, but the browser no longer has it.
+        assert "tend_console" not in session_cookie(browser)
+
+
+EXTERNAL = re.compile(r"""(?i)(?:https?:)?//[a-z0-9\[]|url\(\s*['"]?(?:https?:)?//""")
+
+
+def test_no_page_refers_to_anything_outside_the_console(browser: WebDriver, tend: Tend) -> None:
+    """No CDN: every page's HTML names nothing outside the console, and every script, style,
+    image and link the browser loads is the console's own."""
+    cid = f"linus-{uuid.uuid4().hex[:6]}"
+    post_events(tend, [profile(cid, "Linus Pauling"), order(cid, f"{cid}-o1", NOW, "9.99")])
+    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
+    browser.get(tend.console + "/signin")
+    pages = {"/signin": browser.page_source}
+    sign_in(browser, tend, "marketing")
+    with tend.api("outreach", "marketing") as api:
+        rules = api.get("/v1/rules").json()["items"]
+    paths = ["/", "/?period=month", "/customers", f"/customers/{cid}", "/actions", "/rules", "/rules/new"]
+    paths += [f"/rules/{r['rule']['id']}" for r in rules[:2]]
+    for path in paths:
+        browser.get(tend.console + path)
+        pages[path] = browser.page_source
+        assert "Not done" not in browser.title, path
+        loaded = browser.execute_script(
+            "return Array.from(document.querySelectorAll('[src],[href],[action]'))"
+            ".map(e => e.src || e.href || e.action)"
+            ".concat(performance.getEntriesByType('resource').map(r => r.name))"
+        )
+        outside = [u for u in loaded if not (u.startswith(tend.console) or u.startswith("data:"))]
+        assert outside == [], (path, outside)
+    with httpx.Client(base_url=tend.console, cookies=session_cookie(browser)) as console:
+        for path in paths:
+            served = console.get(path).text
+            assert not EXTERNAL.search(served), (path, EXTERNAL.search(served))
+    for path, html in pages.items():
+        assert not EXTERNAL.search(html), (path, EXTERNAL.search(html))
