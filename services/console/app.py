@@ -93,7 +93,9 @@ def create_app(
         app.include_router(router)
 
     @app.middleware("http")
-    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -137,7 +139,11 @@ def create_app(
         if exc.status_code == 404:
             session = sessions(request).open(request.cookies.get(COOKIE))
             return render(
-                request, "error.html", session, 404, title="Not found · Tend",
+                request,
+                "error.html",
+                session,
+                404,
+                title="Not found · Tend",
                 message="There is no such page in the console.",
             )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import pytest
@@ -71,7 +71,9 @@ class Tend:
         )
 
 
-async def _serve(app: FastAPI, port: int, lifespan: str) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def _serve(
+    app: FastAPI, port: int, lifespan: Literal["on", "off"]
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning", access_log=False
     )
@@ -98,7 +100,9 @@ def tend(settings: CommonSettings) -> Iterator[Tend]:
         ) as stack:
             await consumers_assigned(stack)
             keys = dict(stack.keys)
-            _, keys["ops_read"] = await create_key(stack.engine, "browser-ops-read", [Scope.OPS_READ])
+            _, keys["ops_read"] = await create_key(
+                stack.engine, "browser-ops-read", [Scope.OPS_READ]
+            )
             servers = []
             urls = {}
             assert stack.ingest_app is not None and stack.outreach_app is not None

@@ -139,7 +139,9 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     post_events(
         tend,
         [
-            profile(cid, "Ada Lovelace", consent={"email": False, "sms": False, "marketing": False}),
+            profile(
+                cid, "Ada Lovelace", consent={"email": False, "sms": False, "marketing": False}
+            ),
             order(cid, f"{cid}-o1", NOW - timedelta(days=10), "80.00"),
         ],
     )
@@ -301,7 +303,15 @@ def test_no_page_refers_to_anything_outside_the_console(browser: WebDriver, tend
     sign_in(browser, tend, "marketing")
     with tend.api("outreach", "marketing") as api:
         rules = api.get("/v1/rules").json()["items"]
-    paths = ["/", "/?period=month", "/customers", f"/customers/{cid}", "/actions", "/rules", "/rules/new"]
+    paths = [
+        "/",
+        "/?period=month",
+        "/customers",
+        f"/customers/{cid}",
+        "/actions",
+        "/rules",
+        "/rules/new",
+    ]
     paths += [f"/rules/{r['rule']['id']}" for r in rules[:2]]
     for path in paths:
         browser.get(tend.console + path)

@@ -43,7 +43,11 @@ async def actions(
     if not cursor:
         summary = await fetch(api.get("outreach", "/v1/actions/summary"))
     reasons = sorted(
-        {r["reason"] for r in ((summary.value or {}).get("rows", []) if summary else []) if r["reason"]}
+        {
+            r["reason"]
+            for r in ((summary.value or {}).get("rows", []) if summary else [])
+            if r["reason"]
+        }
     )
     return render(
         request,

@@ -20,7 +20,11 @@ EVENTS = [
     e.value
     for e in EventType
     if e
-    not in (EventType.CUSTOMER_ERASED, EventType.CUSTOMER_UNSUBSCRIBED, EventType.CUSTOMER_RESUBSCRIBED)
+    not in (
+        EventType.CUSTOMER_ERASED,
+        EventType.CUSTOMER_UNSUBSCRIBED,
+        EventType.CUSTOMER_RESUBSCRIBED,
+    )
 ]
 KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"]
 CHANNELS = ["email", "webhook"]
@@ -127,9 +131,7 @@ class RuleForm:
             form.conditions_json = json.dumps(conditions, indent=2)
         filters = rule["trigger"].get("filters")
         trigger_extra = {"filters": filters} if filters else {}
-        action_extra = {
-            k: v for k, v in action.items() if k not in ("kind", "channel", "template")
-        }
+        action_extra = {k: v for k, v in action.items() if k not in ("kind", "channel", "template")}
         limits_extra = {k: v for k, v in limits.items() if k not in ("cooldown_days", "once")}
         rest = {
             k: v
