@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -132,6 +133,22 @@ def create_app(
             status = 503
         return render(
             request, "error.html", session, status, title="Not done · Tend", message=exc.message
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        session = sessions(request).open(request.cookies.get(COOKIE))
+        said = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return render(
+            request,
+            "error.html",
+            session,
+            422,
+            title="Not done · Tend",
+            message=f"This page cannot take that request ({said}).",
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -8,6 +8,7 @@ from typing import Any
 
 from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import Environment
+from markupsafe import Markup, escape
 
 from services.console.settings import ConsoleSettings
 
@@ -44,8 +45,9 @@ def install(env: Environment, settings: ConsoleSettings) -> None:
             return DASH
         return format_percent(d, format="#,##0." + "0" * digits + "%", locale=locale)
 
-    def instant(value: Any) -> str:
-        """An ISO instant as ``2026-12-05 14:03 UTC`` (pages mark it up in a ``<time>``)."""
+    def instant(value: Any) -> Markup | str:
+        """An ISO instant as ``<time datetime="…">2026-12-05 14:03 UTC</time>``: the
+        console's script rewrites it in the viewer's own time zone."""
         if not value:
             return DASH
         try:
@@ -54,7 +56,10 @@ def install(env: Environment, settings: ConsoleSettings) -> None:
             return str(value)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        utc = moment.astimezone(UTC)
+        return Markup('<time datetime="{}">{}</time>').format(
+            utc.isoformat(), escape(utc.strftime("%Y-%m-%d %H:%M UTC"))
+        )
 
     def day(value: Any) -> str:
         if not value:
