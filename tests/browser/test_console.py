@@ -19,6 +19,7 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.conftest import Tend, eventually
+from tests.support.pipeline import outreach_has_seen
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +40,14 @@ def sign_in(browser: WebDriver, tend: Tend, role: str, path: str = "/") -> None:
 
 
 def post_events(tend: Tend, events: list[dict[str, Any]]) -> None:
+    """Post through ingest's API, then wait until outreach has applied every event's change
+    (so scoring holds the customer, and outreach's replica has their card)."""
     with tend.api("ingest", "ingest") as api:
         resp = api.post("/v1/events", json={"events": events})
         assert resp.status_code == 200, resp.text
-        assert resp.json()["rejected"] == 0, resp.text
+        body = resp.json()
+        assert body["rejected"] == 0, resp.text
+    tend.run(outreach_has_seen(tend.stack, [r["event_id"] for r in body["results"]]))
 
 
 def profile(cid: str, name: str, **fields: Any) -> dict[str, Any]:
@@ -67,12 +72,6 @@ def order(cid: str, oid: str, at: datetime, amount: str) -> dict[str, Any]:
         "currency": "USD",
         "occurred_at": at.isoformat(),
     }
-
-
-def scored(tend: Tend, cid: str) -> dict[str, Any] | None:
-    with tend.api("scoring", "ops") as api:
-        resp = api.get(f"/v1/customers/{cid}")
-        return resp.json() if resp.status_code == 200 else None
 
 
 def _rows(browser: WebDriver, selector: str) -> list[str]:
@@ -104,7 +103,6 @@ def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
             order(cid, f"{cid}-o1", NOW - timedelta(days=20), "1234.50"),
         ],
     )
-    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
 
     # A page asked for before sign-in sends the browser to the form, then back.
     sign_in(browser, tend, "marketing", "/customers")
@@ -146,7 +144,6 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
             order(cid, f"{cid}-o1", NOW - timedelta(days=10), "80.00"),
         ],
     )
-    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
     sign_in(browser, tend, "marketing", "/rules/new")
 
     browser.find_element(By.ID, "rule_id").send_keys(rule_id)
@@ -298,7 +295,6 @@ def test_no_page_refers_to_anything_outside_the_console(browser: WebDriver, tend
     image and link the browser loads is the console's own."""
     cid = f"linus-{uuid.uuid4().hex[:6]}"
     post_events(tend, [profile(cid, "Linus Pauling"), order(cid, f"{cid}-o1", NOW, "9.99")])
-    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
     browser.get(tend.console + "/signin")
     pages = {"/signin": browser.page_source}
     sign_in(browser, tend, "marketing")
@@ -341,7 +337,6 @@ def test_every_page_passes_axe_without_serious_violations(browser: WebDriver, te
     accessibility violation (labels, contrast, landmarks, names)."""
     cid = f"marie-{uuid.uuid4().hex[:6]}"
     post_events(tend, [profile(cid, "Marie Curie"), order(cid, f"{cid}-o1", NOW, "19.99")])
-    eventually(lambda: scored(tend, cid), what="scoring to hold the customer")
     axe = AXE.read_text()
     browser.get(tend.console + "/signin")
     found = {"/signin": _axe(browser, axe)}
