@@ -195,6 +195,20 @@ def browser(chromium: WebDriver, tend: Tend) -> Iterator[WebDriver]:
     yield chromium
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed browser test reports where the browser was and what the page said."""
+    report = yield
+    driver = getattr(item, "funcargs", {}).get("browser")
+    if report.failed and call.when == "call" and driver is not None:
+        try:
+            text = driver.execute_script("return document.body ? document.body.innerText : ''")
+            report.sections.append(("browser", f"at {driver.current_url}\n{text[:4000]}"))
+        except Exception as exc:  # the browser itself may be what failed
+            report.sections.append(("browser", f"no page: {exc!r}"))
+    return report
+
+
 def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "it") -> T:
     """Poll ``check`` until it returns something truthy."""
     deadline = time.monotonic() + timeout

@@ -181,7 +181,9 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
 
     browser.find_element(By.ID, "save-button").click()
     wait(browser).until(ec.url_contains("/rules?saved="))
-    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    row = wait(browser).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']"))
+    )
     assert "enabled" in row.find_element(By.CLASS_NAME, "rule-status").text
     with tend.api("outreach", "marketing") as api:
         saved = api.get(f"/v1/rules/{rule_id}").json()["rule"]
@@ -205,6 +207,8 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     browser.get(tend.console + "/actions")
     browser.find_element(By.ID, "a-rule").send_keys(rule_id)
     browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    # The unfiltered page shows the row too: wait for the filtered one.
+    wait(browser).until(ec.url_contains(f"rule_id={rule_id}"))
     row = wait(browser).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-action='{action['id']}']"))
     )
@@ -250,6 +254,20 @@ def test_an_ops_read_key_sees_no_save_button_and_a_forged_save_is_refused(
         assert switched.status_code == 403
     with tend.api("outreach", "ops") as api:
         assert api.get(f"/v1/rules/{rule_id}").status_code == 404
+
+
+def test_a_key_that_cannot_read_is_not_let_in(browser: WebDriver, tend: Tend) -> None:
+    for key, said in (
+        ("tend_not-a-key-at-all", "do not accept this key"),
+        (tend.keys["ingest"], "needs ops:read"),  # events:write only
+    ):
+        browser.get(tend.console + "/signin")
+        browser.find_element(By.ID, "api_key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "form[action='/signin'] button").click()
+        error = wait(browser).until(ec.presence_of_element_located((By.ID, "signin-error")))
+        assert said in error.text
+        assert browser.find_element(By.ID, "api_key").get_attribute("aria-invalid") == "true"
+        assert "tend_console" not in session_cookie(browser)
 
 
 def test_a_post_without_the_csrf_token_is_refused(browser: WebDriver, tend: Tend) -> None:

@@ -3,7 +3,7 @@ explained, their timeline, touchpoints and what is scheduled next)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
@@ -33,6 +33,8 @@ async def customers(
     tier: Many = None,
     segment: Many = None,
     strategy: Many = None,
+    sort: Literal["value", "clv", "p_alive", "last_order"] = "value",
+    order: Literal["desc", "asc"] = "desc",
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Response:
     api = caller(request, session)
@@ -43,7 +45,7 @@ async def customers(
         "strategy": _kept(strategy, Strategy),
     }
     q = q.strip()
-    params: list[tuple[str, Any]] = [("limit", PAGE)]
+    params: list[tuple[str, Any]] = [("limit", PAGE), ("sort", sort), ("order", order)]
     params += [(name, v) for name, values in chosen.items() for v in values]
     if q:
         params.append(("q", q))
@@ -59,6 +61,7 @@ async def customers(
     if exact is not None:
         items = [i for i in items if i["customer_id"] != exact["customer_id"]]
     filters = [(k, v) for k, vs in chosen.items() for v in vs] + ([("q", q)] if q else [])
+    filters += [("sort", sort), ("order", order)]
     return render(
         request,
         "customers.html",
@@ -67,6 +70,14 @@ async def customers(
         nav="customers",
         q=q,
         chosen=chosen,
+        sort=sort,
+        order=order,
+        sorts={
+            "value": "value score",
+            "clv": "predicted value",
+            "p_alive": "still active",
+            "last_order": "last order",
+        },
         options={"stage": Stage, "tier": Tier, "segment": Segment, "strategy": Strategy},
         page=page,
         items=items,
