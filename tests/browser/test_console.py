@@ -223,6 +223,22 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     with tend.api("outreach", "marketing") as api:
         assert api.get(f"/v1/rules/{rule_id}").json()["rule"]["enabled"] is False
 
+    # Opened again, the form holds the stored rule; a change is saved as a new version.
+    browser.find_element(By.LINK_TEXT, "Thank paying customers").click()
+    cond = wait(browser).until(ec.presence_of_element_located((By.ID, "cond_field")))
+    assert cond.get_attribute("value") == "value.orders"
+    assert browser.find_element(By.ID, "rule_id").get_attribute("readonly") is not None
+    subject = browser.find_element(By.ID, "subject")
+    subject.clear()
+    subject.send_keys("Thanks again")
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains("/rules?saved="))
+    with tend.api("outreach", "marketing") as api:
+        stored = api.get(f"/v1/rules/{rule_id}").json()
+    assert stored["version"] == 3
+    assert stored["rule"]["action"]["template"]["subject"] == "Thanks again"
+    assert stored["rule"]["enabled"] is False
+
 
 def test_an_ops_read_key_sees_no_save_button_and_a_forged_save_is_refused(
     browser: WebDriver, tend: Tend
