@@ -179,6 +179,21 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     with tend.api("outreach", "marketing") as api:
         assert api.get(f"/v1/rules/{rule_id}").status_code == 404  # a preview saves nothing
 
+    # A backtest over the recorded changes: the API's limit on its days is shown at the field.
+    days = browser.find_element(By.ID, "backtest_days")
+    days.clear()
+    days.send_keys("4000")
+    browser.find_element(By.ID, "backtest-button").click()
+    error = wait(browser).until(ec.presence_of_element_located((By.ID, "backtest_days-error")))
+    assert "less than or equal to" in error.text
+    days = browser.find_element(By.ID, "backtest_days")
+    days.clear()
+    days.send_keys("30")
+    browser.find_element(By.ID, "backtest-button").click()
+    would = wait(browser, 60).until(ec.presence_of_element_located((By.ID, "backtest-decided")))
+    # Ada's first order (and any other paying customer's) would have fired it.
+    assert int(would.text.replace(",", "")) >= 1
+
     browser.find_element(By.ID, "save-button").click()
     wait(browser).until(ec.url_contains("/rules?saved="))
     row = wait(browser).until(

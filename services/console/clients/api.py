@@ -88,8 +88,10 @@ class Caller:
     async def get(self, service: Service, path: str, params: Params = None) -> Any:
         return await self.call(service, "GET", path, params=params)
 
-    async def post(self, service: Service, path: str, json: Any = None) -> Any:
-        return await self.call(service, "POST", path, json=json)
+    async def post(
+        self, service: Service, path: str, json: Any = None, params: Params = None
+    ) -> Any:
+        return await self.call(service, "POST", path, json=json, params=params)
 
     async def put(self, service: Service, path: str, json: Any = None) -> Any:
         return await self.call(service, "PUT", path, json=json)

@@ -51,6 +51,8 @@ FIELDS = [
     "body",
     "cooldown_days",
     "priority",
+    "preview_at",
+    "backtest_days",
 ]
 
 
@@ -72,6 +74,9 @@ class RuleForm:
     once: bool = False
     priority: str = "0"
     enabled: bool = True
+    # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
+    preview_at: str = ""
+    backtest_days: str = "30"
     # Fields of the stored rule the form does not edit, kept as they were.
     kept: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +105,8 @@ class RuleForm:
             once=get("once") == "on",
             priority=get("priority") or "0",
             enabled=get("enabled") == "on",
+            preview_at=get("preview_at"),
+            backtest_days=get("backtest_days") or "30",
             kept=kept if isinstance(kept, dict) else {},
         )
 
@@ -206,6 +213,15 @@ class RuleForm:
         return {self.cond_op: [self.cond_field, _value(self.cond_value)]}
 
 
+def instant_param(local: str) -> str | None:
+    """A ``datetime-local`` value (``2026-12-24T09:00``) as the API's ISO instant, read as
+    UTC; None when empty."""
+    text = local.strip()
+    if not text:
+        return None
+    return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
+
+
 def _value(text: str) -> Any:
     """A typed value: a number, true/false, null or a quoted string as JSON; other text as
     it is (``key``, ``at_risk``)."""
@@ -253,6 +269,10 @@ def field_of(api_field: str, reason: str) -> str:
     }
     if path in exact:
         return exact[path]
+    if path in ("query.at",):
+        return "preview_at"
+    if path in ("query.days",):
+        return "backtest_days"
     if path.startswith("trigger"):
         return "trigger_event"
     if path.startswith("conditions"):

@@ -20,6 +20,7 @@ from services.console.pages.rule_form import (
     RuleForm,
     editable,
     field_of,
+    instant_param,
 )
 from services.console.pages.web import (
     CheckedPost,
@@ -65,6 +66,7 @@ def _editor(
     errors: dict[str, list[str]] | None = None,
     general: list[str] | None = None,
     preview: dict[str, Any] | None = None,
+    backtest: dict[str, Any] | None = None,
     stored: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -80,6 +82,7 @@ def _editor(
         errors=errors or {},
         general=general or [],
         preview=preview,
+        backtest=backtest,
         stored=stored,
         events=EVENTS,
         kinds=KINDS,
@@ -169,9 +172,18 @@ async def submit_rule(request: Request, posted: CheckedPost) -> Response:
                 status_code=e.status,
             )
         return RedirectResponse(f"/rules?saved={quote(form.rule_id, safe='')}", status_code=303)
-    # A preview (the default): who the rule would reach now, without saving it.
+    # A dry run: a preview (the default) of who the rule would reach now or at an instant,
+    # or a backtest over the recorded past; nothing is saved or sent.
     try:
-        preview = await api.post("outreach", "/v1/rules/preview", json=doc)
+        if intent == "backtest":
+            result = await api.post(
+                "outreach", "/v1/rules/backtest", json=doc, params={"days": form.backtest_days}
+            )
+            return _editor(request, session, form, is_new=is_new, backtest=result)
+        at = instant_param(form.preview_at)
+        result = await api.post(
+            "outreach", "/v1/rules/preview", json=doc, params={"at": at} if at else None
+        )
     except ApiError as e:
         if e.status not in (400, 422):
             raise
@@ -185,7 +197,7 @@ async def submit_rule(request: Request, posted: CheckedPost) -> Response:
             general=general,
             status_code=e.status,
         )
-    return _editor(request, session, form, is_new=is_new, preview=preview)
+    return _editor(request, session, form, is_new=is_new, preview=result)
 
 
 @router.post("/rules/{rule_id}/{switch}", include_in_schema=False)
