@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -63,4 +64,22 @@ async def actions(
         filters=[(k, v) for k, v in chosen.items() if v],
         next_cursor=(page.value or {}).get("next_cursor"),
         paged=bool(cursor),
+    )
+
+
+@router.get("/actions/{action_id}", include_in_schema=False)
+async def action(request: Request, session: SignedIn, action_id: str) -> Response:
+    """One action: its ledger row, the message as rendered and its delivery attempts (from
+    outreach's ``GET /v1/actions/{id}``, where it serves it)."""
+    api = caller(request, session)
+    detail = await fetch(api.get("outreach", f"/v1/actions/{quote(action_id, safe='')}"))
+    return render(
+        request,
+        "action.html",
+        session,
+        status_code=404 if detail.error and detail.error.status == 404 else 200,
+        title="Action · Tend",
+        nav="actions",
+        action_id=action_id,
+        detail=detail,
     )
