@@ -129,6 +129,29 @@ def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
     assert browser.find_element(By.LINK_TEXT, "Grace Hopper")
 
 
+def test_customers_are_paged_with_their_filters_kept(browser: WebDriver, tend: Tend) -> None:
+    tag = uuid.uuid4().hex[:6]
+    events: list[dict[str, Any]] = []
+    for n in range(27):
+        cid = f"pager-{tag}-{n:02d}"
+        events += [
+            profile(cid, f"Pager{tag} {n:02d}"),
+            order(cid, f"{cid}-o1", NOW - timedelta(days=2), f"{10 + n}.00"),
+        ]
+    post_events(tend, events)
+    sign_in(browser, tend, "ops_read", f"/customers?q=pager{tag}&stage=new&sort=last_order")
+    first = _rows(browser, "#results tbody tr")
+    assert len(first) == 25
+    assert Select(browser.find_element(By.ID, "f-stage")).first_selected_option.text == "new"
+    browser.find_element(By.LINK_TEXT, "Next page").click()
+    wait(browser).until(ec.presence_of_element_located((By.LINK_TEXT, "First page")))
+    second = _rows(browser, "#results tbody tr")
+    assert len(second) == 2
+    assert not set(first) & set(second)
+    assert "stage=new" in browser.current_url and f"q=pager{tag}" in browser.current_url
+    assert not browser.find_elements(By.LINK_TEXT, "Next page")
+
+
 def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an_order(
     browser: WebDriver, tend: Tend
 ) -> None:
