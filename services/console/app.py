@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -153,16 +153,19 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            session = sessions(request).open(request.cookies.get(COOKIE))
-            return render(
-                request,
-                "error.html",
-                session,
-                404,
-                title="Not found · Tend",
-                message="There is no such page in the console.",
-            )
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        session = sessions(request).open(request.cookies.get(COOKIE))
+        message = (
+            "There is no such page in the console."
+            if exc.status_code == 404
+            else f"The console cannot do that ({exc.status_code}: {exc.detail})."
+        )
+        return render(
+            request,
+            "error.html",
+            session,
+            exc.status_code,
+            title="Not found · Tend" if exc.status_code == 404 else "Not done · Tend",
+            message=message,
+        )
 
     return app
