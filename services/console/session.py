@@ -4,7 +4,10 @@ CSRF token every form carries.
 The cookie is a Fernet token (AES-128-CBC with HMAC-SHA256) of the session: whoever holds the
 cookie's text can neither read the key in it nor change it, and the browser's scripts never
 see it (``HttpOnly``). A session ends ``TEND_CONSOLE_SESSION_MINUTES`` after sign-in (the
-token's own timestamp is checked, not only the cookie's expiry) or at sign-out.
+token's own timestamp is checked, not only the cookie's expiry) or at sign-out: the browser
+drops the cookie, and the console refuses that session from then on even if a copy of the
+cookie is replayed (remembered by this process until the session would have expired; a
+restarted console forgets, the expiry still bounds it).
 
 Every form posts a ``csrf`` field equal to the session's token (the sign-in form: equal to a
 pre-session cookie of its own); a post without it, or with another, is refused before
@@ -56,6 +59,8 @@ class Sessions:
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
         self.lifetime = settings.session_minutes * 60
         self.secure = settings.secure_cookies
+        # Sessions signed out: a digest of their CSRF token (unique to each) → their expiry.
+        self._ended: dict[str, float] = {}
 
     def new(
         self, api_key: str, name: str, scopes: frozenset[str], key_id: str | None = None
@@ -97,7 +102,15 @@ class Sessions:
             )
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None
-        return session if session.expires_at > time.time() else None
+        if session.expires_at <= time.time() or _digest(session.csrf) in self._ended:
+            return None
+        return session
+
+    def end(self, session: Session) -> None:
+        """Sign-out: the session is refused from now on, whoever replays its cookie."""
+        now = time.time()
+        self._ended = {k: until for k, until in self._ended.items() if until > now}
+        self._ended[_digest(session.csrf)] = session.expires_at
 
     def set_cookie(self, response: Response, session: Session) -> None:
         response.set_cookie(
@@ -123,6 +136,10 @@ class Sessions:
             secure=self.secure,
             path="/signin",
         )
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def same_token(expected: str | None, given: object) -> bool:

@@ -363,6 +363,11 @@ def test_a_post_without_the_csrf_token_is_refused(browser: WebDriver, tend: Tend
     assert "tend_console" not in session_cookie(browser)
     browser.get(tend.console + "/rules")
     assert "/signin?next=/rules" in browser.current_url
+    # A copy of the old cookie is no longer let in either.
+    with httpx.Client(base_url=tend.console, cookies=cookies) as console:
+        replayed = console.get("/rules", follow_redirects=False)
+        assert replayed.status_code == 303
+        assert replayed.headers["location"].startswith("/signin")
 
 
 EXTERNAL = re.compile(r"""(?i)(?:https?:)?//[a-z0-9\[]|url\(\s*['"]?(?:https?:)?//""")

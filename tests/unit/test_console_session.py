@@ -54,3 +54,13 @@ def test_a_missing_or_wrong_csrf_token_does_not_match(given: object) -> None:
     assert not same_token("the-token", given)
     assert not same_token(None, "the-token")
     assert same_token("the-token", "the-token")
+
+
+def test_a_signed_out_session_is_refused_even_from_a_copy_of_its_cookie() -> None:
+    store = sessions()
+    kept = store.new(KEY, "k", frozenset({"ops:read"}))
+    other = store.new(KEY, "k", frozenset({"ops:read"}))
+    sealed, other_sealed = store.seal(kept), store.seal(other)
+    store.end(kept)
+    assert store.open(sealed) is None
+    assert store.open(other_sealed) == other  # another sign-in of the same key stays

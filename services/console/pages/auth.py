@@ -78,5 +78,7 @@ async def signin(
 @router.post("/signout", include_in_schema=False)
 async def signout(request: Request, posted: CheckedPost) -> Response:
     response = RedirectResponse("/signin", status_code=303)
-    sessions(request).clear(response)
+    store = sessions(request)
+    store.end(posted.session)
+    store.clear(response)
     return response
