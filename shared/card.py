@@ -173,6 +173,10 @@ class Rfm(_Model):
     segment: Segment
 
 
+# The windows (days after ``as_of``) ``Prediction.p_order`` forecasts, its keys as strings.
+P_ORDER_DAYS = (7, 30, 90)
+
+
 class Prediction(_Model):
     """BG/NBD and Gamma-Gamma on daily periods; money figures need Gamma-Gamma parameters."""
 
@@ -183,6 +187,10 @@ class Prediction(_Model):
     expected_orders_90d: float | None
     expected_order_value: float | None
     clv_365d: float | None
+    # The probability of at least one order within 7, 30 and 90 days after as_of, keyed by
+    # the days as strings ({"7": 0.04, "30": 0.15, "90": 0.33}); null exactly when p_alive
+    # is (and on changes written before it existed).
+    p_order: dict[str, float] | None = None
 
 
 class OpenBySeverity(_Model):

@@ -2,9 +2,9 @@
 
 It brings the parts a service shares: API-key auth (:mod:`shared.auth`) with a request budget
 per key (:mod:`shared.ratelimit`), the audit log's ``/v1/audit`` (:mod:`shared.audit_api`),
-``/healthz``, ``/readyz``, Prometheus ``/metrics``, the reading pages ``/docs`` and ``/redoc``
-(:mod:`shared.docs`), a body-size limit, a JSON-only content
-type, and errors that are always JSON and never carry a stack trace.
+the calling key's ``/v1/me`` (:mod:`shared.me_api`), ``/healthz``, ``/readyz``, Prometheus
+``/metrics``, the reading pages ``/docs`` and ``/redoc`` (:mod:`shared.docs`), a body-size
+limit, a JSON-only content type, and errors that are always JSON and never carry a stack trace.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from shared.errors import (
 from shared.errors import ERROR_RESPONSES as ERROR_RESPONSES
 from shared.kafka import broker_reachable
 from shared.logging import get_logger
+from shared.me_api import router as me_router
 from shared.params import IsoDate as IsoDate
 from shared.params import IsoDateTime as IsoDateTime
 from shared.ratelimit import Limit, RateLimiter
@@ -273,6 +274,7 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(audit_router)
+    app.include_router(me_router)
     _document_errors(app, describe)
     return app
 

@@ -225,6 +225,130 @@ def demo_events(
     return [e for at, e in events if at <= now]
 
 
+# The simulated weeks after the history: each customer the rules touched orders once with
+# the chance the model forecast for them when the action was decided (its `baseline`; this
+# when there is none), and a little more often when the message was sent than when it was
+# held out (the control arm).
+SIMULATED_CHANCE = 0.10
+SIMULATED_LIFT = 0.04
+
+
+@dataclass(frozen=True)
+class Touch:
+    """A customer an action reached (``treatment``: sent) or would have (``control``), with
+    the model's forecast of its goal when decided."""
+
+    customer_id: str
+    arm: str
+    baseline: float | None = None
+
+
+def simulated_responses(
+    touches: Sequence[Touch], now: datetime, seed: int = SEED
+) -> list[dict[str, Any]]:
+    """SIMULATED orders standing in for the weeks after the history, seeded: each touched
+    customer (once, as their first touch listed has it) orders with the chance the model
+    forecast (``SIMULATED_CHANCE`` without a forecast), plus ``SIMULATED_LIFT`` when the
+    message was sent. They are posted now, after every touch they answer."""
+    rng = random.Random(seed)
+    first: dict[str, Touch] = {}
+    for t in touches:
+        first.setdefault(t.customer_id, t)
+    out = []
+    for n, cid in enumerate(sorted(first)):
+        touch = first[cid]
+        chance = SIMULATED_CHANCE if touch.baseline is None else touch.baseline
+        if touch.arm == "treatment":
+            chance += SIMULATED_LIFT
+        draw, amount = rng.random(), Decimal(rng.randint(1500, 9000)) / 100
+        if draw < chance:
+            out.append(
+                {
+                    "type": "order",
+                    "order_id": f"simulated-{n}",
+                    "customer_id": cid,
+                    "occurred_at": now.isoformat(),
+                    "status": "paid",
+                    "amount": str(amount),
+                    "currency": "USD",
+                }
+            )
+    return out
+
+
+async def touched(outreach: httpx.AsyncClient, ops_key: str, now: datetime) -> list[Touch]:
+    """Every customer an action was sent to, or held out from, by ``now``."""
+    headers = {"Authorization": f"Bearer {ops_key}"}
+    out: list[Touch] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"status": ["sent", "control"], "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await outreach.get("/v1/actions", params=params, headers=headers)).json()
+        for row in page["items"]:
+            if row.get("audience", "customer") != "customer":
+                continue
+            if row["status"] == "control":
+                at = row["not_before"] or row["decided_at"]
+                if datetime.fromisoformat(at) <= now:
+                    out.append(Touch(row["customer_id"], "control", row.get("baseline")))
+            else:
+                out.append(Touch(row["customer_id"], "treatment", row.get("baseline")))
+        cursor = page["next_cursor"]
+        if not cursor:
+            return out
+
+
+def _rate(arm: dict[str, Any]) -> str:
+    if not arm["customers"]:
+        return "-"
+    return f"{arm['conversions']}/{arm['customers']} = {arm['conversion_rate']:.0%}"
+
+
+def outcome_lines(report: dict[str, Any]) -> list[str]:
+    """The outcomes table: per group, each arm's conversions, the difference against its
+    baseline with its 95% interval, and the verdict."""
+    lines = [
+        f"{'':<26} {'treated':>16} {'baseline':>26} {'difference (95%)':>24}  verdict",
+    ]
+    for g in report["groups"]:
+        t = g["treatment"]
+        if g["baseline"] == "control_group":
+            base = "control " + _rate(g["control"])
+        elif g["baseline"] == "model_forecast" and g["forecast_rate"] is not None:
+            base = f"forecast {g['forecast_rate']:.0%}"
+        else:
+            base = "none"
+        d = g["conversion_difference"]
+        diff = f"{d['estimate']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]" if d else "-"
+        verdict = g["verdict"] + (" (small sample)" if g["small_sample"] else "")
+        lines.append(f"{g['key']!s:<26} {_rate(t):>16} {base:>26} {diff:>24}  {verdict}")
+    return lines
+
+
+def _money(amount: str) -> str:
+    return f"${Decimal(amount):,.0f}"
+
+
+def flow_lines(flow: dict[str, Any], periods: int = 4) -> list[str]:
+    """The last ``periods`` periods of the flow, each in total and per tier: customers gained,
+    won back and lost, and the money in and out."""
+    lines = []
+    for p in flow["periods"][-periods:]:
+        lines.append(f"{p['start']} to {p['end']}:")
+        for tier, f in [("all", p), *p["by_tier"].items()]:
+            rate = f"{f['churn_rate']:.0%}" if f["churn_rate"] is not None else "-"
+            lines.append(
+                f"  {tier:<8} active {f['active_at_start']:>5,} -> {f['active_at_end']:>5,}; "
+                f"+{f['new']} new, +{f['reactivated']} back, -{f['churned']} lost "
+                f"(churn {rate}); revenue {_money(f['revenue_new'])} new, "
+                f"{_money(f['revenue_returning'])} returning; lost with churn "
+                f"{_money(f['revenue_lost'])} a year"
+            )
+    return lines
+
+
 @dataclass
 class Summary:
     overview: dict[str, Any]
@@ -245,8 +369,11 @@ class Summary:
         sent = Counter[str]()
         waiting = Counter[str]()
         held = Counter[str]()
+        control = 0
         for row in a["rows"]:
-            if row["status"] in ("sent", "pending"):
+            if row["status"] == "control":
+                control += row["count"]
+            elif row["status"] in ("sent", "pending"):
                 sent[row["kind"]] += row["count"]
             elif row["status"] in ("scheduled", "held"):
                 waiting[f"{row['kind']} ({row['status']})"] += row["count"]
@@ -258,6 +385,8 @@ class Summary:
         )
         if waiting:
             out.append("Waiting: " + ", ".join(f"{k} {v}" for k, v in waiting.most_common()))
+        if control:
+            out.append(f"Held out as control groups (decided, never sent): {control}")
         out.append(
             "Held back by the policy: "
             + (", ".join(f"{k} {v}" for k, v in held.most_common()) or "none")
@@ -302,6 +431,20 @@ async def wait_scored(
             return
         await asyncio.sleep(0.5)
     raise TimeoutError(f"scoring had not applied the whole history after {timeout:.0f} s")
+
+
+async def launch_broadcasts(outreach: httpx.AsyncClient, marketing_key: str) -> None:
+    """Marketing announces the new collection to its champions and loyal customers, and
+    thanks its maintain customers (the maintain playbook's note)."""
+    headers = {"Authorization": f"Bearer {marketing_key}"}
+    for rule_id, launch_id in (
+        ("new-arrivals", "demo-new-arrivals"),
+        ("maintain-thank-you-note", "demo-thank-you"),
+    ):
+        resp = await outreach.post(
+            "/v1/broadcasts", json={"rule_id": rule_id, "launch_id": launch_id}, headers=headers
+        )
+        resp.raise_for_status()
 
 
 async def setup_outreach(
@@ -362,20 +505,43 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         (await scoring.post("/v1/ops/sweep", headers=ops)).raise_for_status()
         await asyncio.sleep(3)  # the refreshed cards travel to outreach
         (await outreach.post("/v1/ops/tick", headers=ops)).raise_for_status()
-        # Marketing announces the new collection to its champions and loyal customers.
-        launch = await outreach.post(
-            "/v1/broadcasts",
-            json={"rule_id": "new-arrivals", "launch_id": "demo-new-arrivals"},
-            headers={"Authorization": f"Bearer {keys['TEND_MARKETING_KEY']}"},
-        )
-        launch.raise_for_status()
+        await launch_broadcasts(outreach, keys["TEND_MARKETING_KEY"])
         await asyncio.sleep(3)  # delivery to the sinks
         summary = await fetch_summary(scoring, outreach, keys["TEND_OPS_KEY"])
+        # The history ends today: SIMULATE the weeks after, so the outcomes have conversions.
+        touches = await touched(outreach, keys["TEND_OPS_KEY"], datetime.now(UTC))
+        responses = simulated_responses(touches, datetime.now(UTC))
+        simulated = ReplayReport()
+        await post_events(ingest, list(enumerate(responses, start=1)), simulated)
+        revenue += sum((Decimal(e["amount"]) for e in responses), Decimal(0))
+        await wait_scored(scoring, keys["TEND_OPS_KEY"], customers, revenue)
+        await asyncio.sleep(3)  # the orders travel to outreach as changes
+        outcomes = {
+            by: (await outreach.get("/v1/outcomes", params={"by": by}, headers=ops)).json()
+            for by in ("rule", "strategy")
+        }
+        flow = (
+            await scoring.get("/v1/stats/flow", params={"period": "quarter"}, headers=ops)
+        ).json()
         some = (
             await scoring.get("/v1/customers", params={"sort": "clv", "limit": 1}, headers=ops)
         ).json()["items"]
     print("\n== What Tend made of it ==")
     for line in summary.lines():
+        print("  " + line)
+    print(
+        f"\n== What acting achieved (SIMULATED responses: {len(responses):,} orders posted now "
+        f"for the weeks after, from {len({t.customer_id for t in touches}):,} customers "
+        f"touched; each orders with the chance the model forecast for them "
+        f"({SIMULATED_CHANCE:.0%} without a forecast), {SIMULATED_LIFT:.0%} more if the "
+        "message was sent) =="
+    )
+    for by, report in outcomes.items():
+        print(f"  by {by}:")
+        for line in outcome_lines(report):
+            print("    " + line)
+    print("\n== The leaky bucket, per quarter (event time) ==")
+    for line in flow_lines(flow):
         print("  " + line)
     print("\n== Look ==")
     for name, url in urls.items():

@@ -120,6 +120,8 @@ prepare() {
   # Local development delivers to the sinks on loopback.
   export TEND_OUTREACH_ALLOW_PRIVATE_WEBHOOKS=true
   export TEND_OUTREACH_SMTP_PORT=${TEND_SMTP_PORT:-8025}
+  # The demo measures the whole program too: 5% of customers hear no promotion at all.
+  export TEND_OUTREACH_GLOBAL_CONTROL_PERCENT=${TEND_OUTREACH_GLOBAL_CONTROL_PERCENT:-5}
 }
 
 start_sinks() {

@@ -8,12 +8,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from services.outreach.api.action_detail import router as action_detail_router
 from services.outreach.api.actions import router as actions_router
 from services.outreach.api.channels import router as channels_router
+from services.outreach.api.health import router as health_router
+from services.outreach.api.outcomes import router as outcomes_router
 from services.outreach.api.policy import router as policy_router
 from services.outreach.api.preview import router as preview_router
 from services.outreach.api.privacy import router as privacy_router
 from services.outreach.api.rules import router as rules_router
+from services.outreach.api.schedule import router as schedule_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
 from services.outreach.core.budgets import ReadBudget
@@ -119,6 +123,11 @@ def create_app(
             suppressions_router,
             unsubscribe_router,
             actions_router,
+            # After the actions router: /v1/actions/summary is not an action's id.
+            action_detail_router,
+            schedule_router,
+            health_router,
+            outcomes_router,
             channels_router,
             privacy_router,
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
@@ -35,6 +36,9 @@ RULE_CHECKS = beyond_schema(
         "`rhythm_multiple` and `since` naming a date field of the card",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
+        "body.control_percent": "0 for a team alert (it reaches no customer)",
+        "body.goal.filters": "a valid expression over the fields the goal's event keeps (no "
+        "free text, item lists or contact details)",
     }
 )
 
@@ -173,8 +177,10 @@ class ActionOut(BaseModel):
         "customer", description="`customer`, or `team`: an alert to the shop's people"
     )
     status: str = Field(
-        description="scheduled (quiet hours, the frequency cap), held (open complaint), "
-        "pending, sent, failed, suppressed, unknown (the receiver's answer was lost)"
+        description="scheduled (quiet hours, the frequency cap, the balance), held (open "
+        "complaint), pending, sent, failed, suppressed, unknown (the receiver's answer was "
+        "lost), control (held out as a control arm: decided, never sent; `not_before` is when "
+        "it would have gone out)"
     )
     reason: str | None
     detail: str | None
@@ -183,6 +189,19 @@ class ActionOut(BaseModel):
     sent_at: datetime | None
     attempts: int
     subject: str | None
+    arm: str | None = Field(
+        None,
+        description="`treatment`, `control` (the rule's hold-out) or `global_control`; null "
+        "for a team alert and for actions decided before arms were kept",
+    )
+    tier: str | None = Field(None, description="the customer's tier when it was decided")
+    strategy: str | None = Field(None, description="the customer's strategy when it was decided")
+    baseline: float | None = Field(
+        None,
+        description="the model's probability, when it was decided, that the customer reaches "
+        "the goal (an order within its window) anyway",
+    )
+    goal: dict[str, Any] | None = Field(None, description="the goal the action is measured by")
 
 
 class ActionPage(BaseModel):
@@ -362,12 +381,27 @@ class ExportedAction(ActionOut):
     offer: dict[str, Any] | None
 
 
+class ExportedGoalEvent(BaseModel):
+    """An event of the customer's kept to measure what outreach achieved (an order, a visit,
+    a complaint update...), without free text or contact details."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    revenue: Decimal | None
+    data: dict[str, Any]
+
+
 class OutreachExport(BaseModel):
     customer_id: str
     card: dict[str, Any] | None = Field(description="the card replica outreach decides on")
     suppression: ExportedSuppression | None
     schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")
     actions: list[ExportedAction] = Field(description="every action decided, oldest first")
+    goal_events: list[ExportedGoalEvent] = Field(
+        default_factory=list,
+        description="the events kept to measure outcomes (GET /v1/outcomes), oldest first",
+    )
 
 
 # -- the OpenAPI document: what the models alone cannot say --------------------------------
@@ -589,8 +623,9 @@ def _policy(policy: dict[str, Any]) -> None:
         "description": "an IANA time zone name",
     }
     policy["description"] = (
-        f"{policy.get('description', '')} A kind is never both transactional and promotional "
-        "(a list left out counts as its default)."
+        f"{policy.get('description', '')} A kind is never both transactional and promotional, "
+        "and a balance service kind is never promotional (a list left out counts as its "
+        "default); a transactional kind listed in `global_control_kinds` still goes."
     )
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scoring.api.cohorts import router as cohorts_router
 from services.scoring.api.complaints import router as complaints_router
 from services.scoring.api.customers import router
+from services.scoring.api.health import router as health_router
 from services.scoring.api.listing import router as listing_router
 from services.scoring.api.privacy import router as privacy_router
 from services.scoring.api.stats import router as stats_router
+from services.scoring.api.timeline import router as timeline_router
 from services.scoring.settings import ScoringSettings, scoring_settings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
@@ -17,6 +20,7 @@ from services.scoring.shell.refit import refit
 from services.scoring.shell.service import ScoringState
 from services.scoring.shell.sweep import sweep_all
 from shared.clock import Clock
+from shared.dead_letters_api import router as dead_letters_router
 from shared.runtime import Runtime, service_app
 from shared.settings import CommonSettings
 
@@ -89,7 +93,17 @@ def create_app(
         title="Tend scoring",
         description=DESCRIPTION,
         start=start,
-        routers=[router, listing_router, stats_router, complaints_router, privacy_router],
+        routers=[
+            router,
+            listing_router,
+            stats_router,
+            cohorts_router,
+            complaints_router,
+            privacy_router,
+            timeline_router,
+            health_router,
+            dead_letters_router,
+        ],
         port=settings.port,
         common=common,
         clock=clock,

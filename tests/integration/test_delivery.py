@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
+from services.outreach.api.action_detail import router as action_detail_router
 from services.outreach.api.channels import router as channels_router
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
@@ -185,6 +186,13 @@ class Ledger:
 
     async def cleanup(self) -> None:
         async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "DELETE FROM outreach.delivery_attempts "
+                    "WHERE action_id = ANY(CAST(:ids AS text[]))"
+                ),
+                {"ids": self.actions},
+            )
             await conn.execute(
                 text("DELETE FROM outreach.actions WHERE id = ANY(CAST(:ids AS text[]))"),
                 {"ids": self.actions},
@@ -428,6 +436,94 @@ async def test_a_worker_killed_between_pick_and_outcome_loses_nothing(
         await late.record(jobs, attempts)
         await late.aclose()
         assert (await ledger.row(action_id)).attempts == 1
+
+
+# -- what an action's detail shows of its delivery -------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def actions_api(
+    engine: AsyncEngine, settings: CommonSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(
+        service="outreach-test",
+        title="actions",
+        description="the action detail under test",
+        lifespan=no_lifespan,
+        readiness=lambda _: {},
+        max_body=settings.max_body_bytes,
+    )
+    app.include_router(action_detail_router)
+    app.state = OutreachState()
+    app.state.engine = engine
+    app.state.keys = KeyStore(engine, 0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://outreach") as client:
+        yield client
+
+
+async def test_an_actions_detail_shows_its_message_and_every_delivery_attempt(
+    engine: AsyncEngine, ledger: Ledger, actions_api: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    clock = FixedClock(START)
+    body = f"Your kettle, Ada? Unsubscribe: {LINK_PLACEHOLDER}"
+    async with WebhookReceiver(script=[503, "hang", 200]) as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook", body=body)
+        for _ in range(3):
+            assert await w.run_once() == 1
+            row = await ledger.row(action_id)
+            if row.status == "pending":
+                clock.set(row.next_attempt_at)
+
+    reader = {"X-API-Key": keys["ops_read"]}
+    resp = await actions_api.get(f"/v1/actions/{action_id}", headers=reader)
+    assert resp.status_code == 200, resp.text
+    detail = resp.json()
+    assert (detail["status"], detail["attempts"], detail["rule_id"]) == ("sent", 3, "delivery-test")
+    # The message as stored: the link is minted at each send, so the placeholder stays.
+    assert (detail["subject"], detail["body"]) == ("How was it?", body)
+    assert detail["offer"] == {"code": "THANKS10"}
+    attempts = detail["delivery_attempts"]
+    assert [(a["attempt"], a["outcome"], a["http_status"]) for a in attempts] == [
+        (1, "retry", 503),
+        (2, "retry", None),
+        (3, "sent", 200),
+    ]
+    assert attempts[0]["reason"] == "http_503"
+    assert (attempts[1]["reason"], attempts[1]["error"]) == ("timeout", "no answer within 1 s")
+    assert attempts[0]["at"] == START.isoformat().replace("+00:00", "Z")
+    # The hanging endpoint held the attempt until the 1 s timeout.
+    assert attempts[1]["duration_ms"] >= 900
+    assert all(a["duration_ms"] >= 0 for a in attempts)
+
+    missing = await actions_api.get(f"/v1/actions/{uuid.uuid4()}", headers=reader)
+    assert missing.status_code == 404
+    too_long = await actions_api.get(f"/v1/actions/{'x' * 37}", headers=reader)
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["field"] == "path.action_id"
+    assert (await actions_api.get(f"/v1/actions/{action_id}")).status_code == 401
+
+
+async def test_a_late_worker_records_no_attempt_over_the_survivors(
+    engine: AsyncEngine, ledger: Ledger, actions_api: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver(script=[500, 200]) as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action_id = await ledger.action("webhook")
+        slow = DeliveryWorker(engine, outreach_settings(), allow, clock)
+        jobs, _ = await slow.pick()
+        attempts = await slow.send(jobs)  # the receiver answers 500
+        lease = (await ledger.row(action_id)).next_attempt_at
+        clock.set(lease)
+        async with worker(engine, clock) as survivor:
+            assert await survivor.run_once() == 1  # 200: sent
+        await slow.record(jobs, attempts)  # too late: no longer its row
+        await slow.aclose()
+
+    resp = await actions_api.get(f"/v1/actions/{action_id}", headers={"X-API-Key": keys["ops"]})
+    assert [(a["attempt"], a["outcome"]) for a in resp.json()["delivery_attempts"]] == [(1, "sent")]
 
 
 # -- email ---------------------------------------------------------------------------------

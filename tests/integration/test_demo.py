@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from cli.replay import ReplayReport, post_events
+from services.outreach.core.rule_pack import PLAYBOOK_STRATEGY
 from services.outreach.settings import OutreachSettings
 from shared.settings import CommonSettings
 from tests.support.pipeline import until
@@ -85,7 +86,18 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
             return kinds if {"winback", "recall", "follow_up"} <= kinds else None
 
         await until(story_told, 120, "win-backs, recalls and follow-ups decided")
+        # Each strategy's playbook acts on the history, holding out its control group.
+        await demo.launch_broadcasts(stack.outreach, stack.keys["marketing"])
+        acted = await until(lambda: _playbooks_acted(stack), 120, "every playbook acting")
         summary = await demo.fetch_summary(stack.scoring, stack.outreach, stack.keys["ops"])
+        async with stack.engine.connect() as conn:
+            reduce_cost_promoted = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM outreach.actions WHERE strategy = 'reduce_cost' "
+                    "AND kind IN ('recall', 'winback', 'announcement') "
+                    "AND status IN ('pending', 'sent', 'scheduled', 'held')"
+                )
+            )
 
     spend, last = _from_csv(demo.cdnow_sample())
     o = summary.overview
@@ -110,6 +122,38 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
         if row["status"] in ("pending", "sent"):
             sent[row["kind"]] += row["count"]
     assert sent["apology"] == apologies
+    # Reduce cost is a policy: none of its customers is sent a promotion.
+    assert reduce_cost_promoted == 0
+    for strategy, arms in acted.items():
+        # Both arms are decided, the control one the smaller (20% of each rule's matches).
+        assert 0 < arms["control"] < arms["treatment"], (strategy, arms)
+
+
+async def _playbooks_acted(stack: Stack) -> dict[str, dict[str, int]] | None:
+    """Per strategy playbook, its actions that went (or would have gone) out, by arm — once
+    every playbook has both arms; the rows carry the strategy they were decided for."""
+    async with stack.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT rule_id, strategy, arm, count(*) AS n FROM outreach.actions "
+                    "WHERE rule_id = ANY(CAST(:ids AS text[])) "
+                    "AND status IN ('pending', 'sent', 'scheduled', 'control') "
+                    "GROUP BY rule_id, strategy, arm"
+                ),
+                {"ids": list(PLAYBOOK_STRATEGY)},
+            )
+        ).all()
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        strategy = PLAYBOOK_STRATEGY[r.rule_id]
+        assert r.strategy == strategy, r  # decided for that strategy's customers only
+        arms = out.setdefault(strategy, {"control": 0, "treatment": 0})
+        arms[r.arm] += r.n
+    done = set(out) == {"develop", "maintain", "nurture"} and all(
+        a["control"] and a["treatment"] for a in out.values()
+    )
+    return out if done else None
 
 
 def _expected_apologies(events: list[dict[str, Any]]) -> int:

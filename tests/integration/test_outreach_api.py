@@ -753,6 +753,11 @@ async def test_actions_filters_cursor_and_touchpoints(outreach: Outreach) -> Non
         "sent_at",
         "attempts",
         "subject",
+        "arm",
+        "tier",
+        "strategy",
+        "baseline",
+        "goal",
     }
 
     held = await shop.actions(rule_id=news["id"], status="held")

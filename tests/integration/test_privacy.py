@@ -137,6 +137,7 @@ async def test_an_erased_customer_is_gone_everywhere_and_stays_gone(stack: Stack
         assert action["kind"] == "apology" and NAME in action["body"]
         assert doc["outreach"]["card"]["profile"]["email"] == EMAIL
         assert PHONE in doc["outreach"]["suppression"]["reason"]
+        assert await _delivery_attempts(stack, action["id"]) == 1
 
         # Erasure.
         resp = await stack.ingest.delete(f"/v1/customers/{ERASED}", headers=stack.auth("ops"))
@@ -149,6 +150,8 @@ async def test_an_erased_customer_is_gone_everywhere_and_stays_gone(stack: Stack
             )
 
         await until(forgotten, timeout=30, what="every service forgetting the customer")
+        # The action stays in the ledger for the counts; its delivery attempts go.
+        assert await _delivery_attempts(stack, action["id"]) == 0
         assert await card_status(stack, "cust-kept") == 200
 
         # The dead letters: each of the customer's is followed by a tombstone under its key.
@@ -240,3 +243,12 @@ async def _applied(stack: Stack, event_id: str) -> bool:
             text("SELECT count(*) FROM scoring.inbox WHERE event_id = :e"), {"e": event_id}
         )
     return bool(n)
+
+
+async def _delivery_attempts(stack: Stack, action_id: str) -> int:
+    async with stack.engine.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT count(*) FROM outreach.delivery_attempts WHERE action_id = :id"),
+            {"id": action_id},
+        )
+    return int(found or 0)

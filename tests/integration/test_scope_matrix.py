@@ -38,6 +38,8 @@ COMMON: dict[tuple[str, str], Scope | tuple[Scope, ...] | str] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/v1/audit"): READ,
+    # Who the calling key is: any key with any scope.
+    ("GET", "/v1/me"): tuple(Scope),
 }
 
 # A route two kinds of key may call names both scopes: either admits the key.
@@ -60,12 +62,18 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("GET", "/v1/customers/{customer_id}"): READ,
         ("GET", "/v1/customers/{customer_id}/export"): READ,
         ("GET", "/v1/customers/{customer_id}/history"): READ,
+        ("GET", "/v1/customers/{customer_id}/timeline"): READ,
+        ("GET", "/v1/customers/{customer_id}/explanation"): READ,
         ("GET", "/v1/stats/overview"): READ,
         ("GET", "/v1/stats/flow"): READ,
+        ("GET", "/v1/stats/cohorts"): READ,
         ("GET", "/v1/stats/complaints"): READ,
         ("GET", "/v1/complaints/overdue"): READ,
         ("POST", "/v1/ops/refit"): WRITE,
         ("POST", "/v1/ops/sweep"): WRITE,
+        ("GET", "/v1/ops/health"): READ,
+        ("GET", "/v1/dead-letters"): READ,
+        ("GET", "/v1/dead-letters/summary"): READ,
     },
     "outreach": {
         **COMMON,
@@ -97,7 +105,11 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("POST", "/v1/resubscribe/{token}"): PUBLIC,
         ("GET", "/v1/actions"): READ,
         ("GET", "/v1/actions/summary"): READ,
+        ("GET", "/v1/outcomes"): READ,
         ("GET", "/v1/customers/{customer_id}/touchpoints"): READ,
+        ("GET", "/v1/customers/{customer_id}/schedule"): READ,
+        ("GET", "/v1/actions/{action_id}"): READ,
+        ("GET", "/v1/ops/health"): READ,
         ("GET", "/v1/customers/{customer_id}/export"): READ,
         ("POST", "/v1/broadcasts"): MARKETING,
         ("POST", "/v1/ops/tick"): WRITE,

@@ -15,7 +15,7 @@ from lifetimes.utils import summary_data_from_transaction_data
 from sqlalchemy import text
 
 from services.scoring.core.card import Population, build_card
-from services.scoring.core.predict import BgNbdParams, GammaGammaParams
+from services.scoring.core.predict import BgNbdParams, GammaGammaParams, p_order
 from services.scoring.core.state import CustomerState
 from shared.settings import CommonSettings
 from tests.integration.conftest import wait_applied
@@ -120,8 +120,9 @@ async def _check_parity(stack: Stack) -> None:
             r.customer_id: CustomerState.from_json(r.state)
             for r in await conn.execute(text("SELECT customer_id, state FROM scoring.customers"))
         }
+    their_bg = BgNbdParams(*(float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")))
     theirs = Population(
-        bg=BgNbdParams(*(float(bgf.params_[k]) for k in ("r", "alpha", "a", "b"))),
+        bg=their_bg,
         gg=GammaGammaParams(*(float(ggf.params_[k]) for k in ("p", "q", "v"))),
     )
     p_alive = np.asarray(
@@ -145,3 +146,10 @@ async def _check_parity(stack: Stack) -> None:
         assert _rel(p.p_alive, float(p_alive[i])) < 1e-6, cid
         assert _rel(p.expected_orders_90d, float(expected[i])) < 1e-6, cid
         assert _rel(p.expected_order_value, float(value[i])) < 1e-6, cid
+        # The order forecast is the closed form at lifetimes' own summary of the customer.
+        x, t_x, T = (float(summary[k].iloc[i]) for k in ("frequency", "recency", "T"))
+        assert p.p_order is not None
+        for days in (7, 30, 90):
+            want = p_order(their_bg, float(days), int(x), t_x, T)
+            assert _rel(p.p_order[str(days)], want) < 1e-9, (cid, days)
+        assert p.p_order["90"] <= float(expected[i]) * (1 + 1e-9), cid

@@ -55,9 +55,18 @@ async def test_a_rebuild_reaches_the_same_cards_and_hands_over_to_the_service(
                     )
                 }
 
-        before = await states()
+        async def orders() -> list[tuple[object, ...]]:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT * FROM scoring.order_facts ORDER BY customer_id, order_id")
+                )
+                return [tuple(r) for r in rows]
+
+        before, orders_before = await states(), await orders()
+        assert orders_before  # the history has live orders
         assert await rebuild(own, scoring_settings) == len(events)
         assert await states() == before
+        assert await orders() == orders_before
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT count(*) FROM scoring.outbox")) == 0
 

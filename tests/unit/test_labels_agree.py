@@ -6,7 +6,9 @@ A shop owner reads stage, segment, tier and strategy side by side; these pairs m
   ``potential_loyalist`` or ``new``;
 - stage ``new`` with any segment but ``new``;
 - P(alive) below 0.05 with strategy ``develop`` or ``nurture``;
-- a tier, segment or strategy for a customer without purchases.
+- a tier, segment or strategy for a customer without purchases;
+- a forecast of an order without P(alive) or the reverse, or one that falls as its window
+  grows or exceeds P(alive).
 """
 
 from __future__ import annotations
@@ -97,6 +99,16 @@ def contradictions(card: Card) -> list[str]:
         found.append(f"P(alive) {p_alive} with strategy {card.strategy}")
     if card.value.orders == 0 and (card.tier or segment or card.strategy):
         found.append(f"no purchase, yet {card.tier} / {segment} / {card.strategy}")
+    p_order = card.prediction.p_order if card.prediction is not None else None
+    if (p_order is None) != (p_alive is None):
+        found.append(f"P(alive) {p_alive} with the order forecast {p_order}")
+    if p_order is not None and p_alive is not None:
+        chances = [p_order[k] for k in ("7", "30", "90")]
+        if (
+            sorted(p_order) != ["30", "7", "90"]
+            or not 0 <= chances[0] <= chances[1] <= chances[2] <= p_alive
+        ):
+            found.append(f"an order forecast {p_order} beyond P(alive) {p_alive} or falling")
     return found
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
+from scipy.integrate import quad  # type: ignore[import-untyped]
 
 from services.scoring.core.predict import (
     BgNbdParams,
@@ -35,6 +36,7 @@ from services.scoring.core.predict import (
     gamma_gamma_log_likelihood,
     p_alive,
     p_alive_many,
+    p_order,
 )
 
 AS_OF = date(1997, 9, 30)
@@ -256,6 +258,83 @@ def test_vectorised_predictions_match_lifetimes(cdnow: Cdnow) -> None:
     assert _rel(expected_order_value_many(gg, x, m), ref_value) < 1e-6
     ref_clv = lt.conditional_expected_number_of_purchases_up_to_time(365, x, t_x, T) * ref_value
     assert _rel(clv_many(bg, gg, x, t_x, T, m), ref_clv) < 1e-6
+
+
+def _p_order_by_quadrature(bg: BgNbdParams, t: float, x: int, t_x: float, T: float) -> float:
+    """P(at least one purchase in (T, T + t]) by integrating the BG/NBD posterior numerically,
+    independently of the closed form: with purchase rate lambda ~ Gamma(r, alpha) and dropout
+    p ~ Beta(a, b), a history (x, t_x, T) is seen alive with likelihood
+    (1-p)^x lambda^x e^(-lambda T), or dead since t_x with p (1-p)^(x-1) lambda^x
+    e^(-lambda t_x) (x > 0); alive, the customer buys in t days with 1 - e^(-lambda t)."""
+
+    def over_lambda(f: Callable[[float], float]) -> float:
+        # E over the Gamma prior; the density in log space so heavy buyers do not overflow.
+        def integrand(lam: float) -> float:
+            log_prior = (
+                bg.r * math.log(bg.alpha)
+                + (bg.r - 1.0) * math.log(lam)
+                - bg.alpha * lam
+                - math.lgamma(bg.r)
+            )
+            return math.exp(log_prior + x * math.log(lam)) * f(lam)
+
+        # The mass sits around (r + x) / (alpha + t_x): split there so quad sees the peak.
+        peak = (bg.r + x) / (bg.alpha + t_x)
+        left = quad(integrand, 0.0, peak, limit=200, epsabs=0.0, epsrel=1e-11)[0]
+        right = quad(integrand, peak, math.inf, limit=200, epsabs=0.0, epsrel=1e-11)[0]
+        return float(left + right)
+
+    def over_p(f: Callable[[float], float]) -> float:
+        log_beta = math.lgamma(bg.a) + math.lgamma(bg.b) - math.lgamma(bg.a + bg.b)
+
+        def integrand(p: float) -> float:
+            return math.exp((bg.a - 1) * math.log(p) + (bg.b - 1) * math.log1p(-p) - log_beta) * f(
+                p
+            )
+
+        return float(quad(integrand, 0.0, 1.0, limit=200, epsabs=0.0, epsrel=1e-11)[0])
+
+    alive_p = over_p(lambda p: (1.0 - p) ** x)
+    alive = alive_p * over_lambda(lambda lam: math.exp(-lam * T))
+    buys = alive_p * over_lambda(lambda lam: math.exp(-lam * T) * -math.expm1(-lam * t))
+    dead = 0.0
+    if x > 0:
+        dead = over_p(lambda p: p * (1.0 - p) ** (x - 1)) * over_lambda(
+            lambda lam: math.exp(-lam * t_x)
+        )
+    return buys / (alive + dead)
+
+
+def test_p_order_matches_the_posterior_integrated_numerically(cdnow: Cdnow) -> None:
+    bg = cdnow.bg
+    # CDNOW customers: the first with each of these repeat counts, and the first long silent
+    # repeat buyer (a low P(alive)).
+    rows = [int(np.flatnonzero(cdnow.x == n)[0]) for n in (0, 1, 2, 5, 12)]
+    rows.append(int(np.flatnonzero((cdnow.x >= 2) & (cdnow.T - cdnow.t_x > 200))[0]))
+    for i in rows:
+        x, t_x, T = int(cdnow.x[i]), float(cdnow.t_x[i]), float(cdnow.T[i])
+        for t in (7.0, 30.0, 90.0):
+            ours = p_order(bg, t, x, t_x, T)
+            assert ours == pytest.approx(_p_order_by_quadrature(bg, t, x, t_x, T), rel=1e-6)
+            # At least one order is never likelier than the expected number of them.
+            assert 0.0 < ours <= expected_orders(bg, t, x, t_x, T)
+            assert ours <= p_alive(bg, x, t_x, T)
+
+
+def test_p_order_of_a_new_customer_matches_lifetimes(cdnow: Cdnow) -> None:
+    # Just acquired (x = 0, T = 0): lifetimes' unconditional P(no purchase in t) applies.
+    for t in (7, 30, 90):
+        none = float(cdnow.bg_lt.probability_of_n_purchases_up_to_time(t, 0))
+        assert p_order(cdnow.bg, float(t), 0, 0.0, 0.0) == pytest.approx(1.0 - none, rel=1e-9)
+    assert p_order(cdnow.bg, 0.0, 3, 10.0, 50.0) == 0.0
+
+
+def test_p_order_rises_with_the_window_and_stays_finite(cdnow: Cdnow) -> None:
+    bg = cdnow.bg
+    for x, t_x, T in cdnow.summary[["frequency", "recency", "T"]].itertuples(index=False):
+        p7, p30, p90 = (p_order(bg, t, int(x), t_x, T) for t in (7.0, 30.0, 90.0))
+        assert 0.0 <= p7 <= p30 <= p90 <= 1.0
+    assert 0.0 <= p_order(bg, 90.0, 500, 10.0, 700.0) < 1e-300
 
 
 # ----------------------------------------------------------------------------- 4. edge cases

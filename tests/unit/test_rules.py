@@ -328,6 +328,7 @@ def test_schedules_and_broadcasts_never_match_a_change() -> None:
         "purchase-follow-up",
         "rhythm-recall",
         "care-key-quiet",
+        "nurture-second-order",
     }
     assert match_change(pack, change()) == []  # a time change without a stage move
     assert [m.rule.id for m in match_change(pack, change(moved=("declining", "churned")))] == [
@@ -337,7 +338,7 @@ def test_schedules_and_broadcasts_never_match_a_change() -> None:
 
 def test_broadcast_audience() -> None:
     pack = RuleSet(default_pack())
-    (announce,) = pack.broadcasts
+    announce, _ = pack.broadcasts  # new-arrivals, maintain-thank-you-note (by priority)
     champion = card()
     match = match_broadcast(pack, announce, champion, "launch-7")
     assert match == (announce, "sample-customer", "launch-7")

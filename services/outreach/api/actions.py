@@ -59,6 +59,11 @@ _COLUMNS = (
     _a.c.sent_at,
     _a.c.attempts,
     _a.c.subject,
+    _a.c.arm,
+    _a.c.tier,
+    _a.c.strategy,
+    _a.c.baseline,
+    _a.c.goal,
 )
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Actions per page.")]
@@ -108,8 +113,9 @@ async def actions_summary(
     rule_id: Annotated[str | None, Query(max_length=64, description="Only this rule.")] = None,
 ) -> ActionSummary:
     """How many actions were decided, by kind, status and reason (and by rule with
-    `by=rule`): what went out, what is waiting for quiet hours or a resolved complaint, and
-    what the policy held back and why."""
+    `by=rule`): what went out, what is waiting for quiet hours or a resolved complaint, what
+    the policy held back and why, and what a control arm held out (`control`: decided, never
+    sent; reason `global_control` for the global control group)."""
     keys = [_a.c.kind, _a.c.status, _a.c.reason]
     if by == "rule":
         keys.insert(0, _a.c.rule_id)
@@ -162,8 +168,9 @@ async def list_actions(
 ) -> ActionPage:
     """The ledger of decided actions matching every filter given, newest decision first,
     one page at a time: follow `next_cursor` until it is null. Every decision is here,
-    including the suppressed ones with their reason (no_consent, frequency_cap, limit,
-    unsubscribed...)."""
+    including the suppressed ones with their reason (no_consent, reduce_cost, frequency_cap,
+    limit, unsubscribed...) and the control arms' (`control`), each with its arm, the tier and
+    strategy it was decided for, the model's baseline and its goal."""
     query = select(*_COLUMNS)
     if customer_id is not None:
         query = query.where(_a.c.customer_id == customer_id)

@@ -32,7 +32,10 @@ router = APIRouter(prefix="/v1")
 async def get_policy(_: Reader, conn: Transaction) -> Policy:
     """The global contact policy: the frequency cap, quiet hours, which kinds are
     transactional (exempt from marketing consent, the cap and quiet hours) and which are
-    promotional (held while a complaint is open), and the default time zone."""
+    promotional (held while a complaint is open; none for `reduce_cost` customers when
+    `reduce_cost_no_promotions`), the kinds the global control group never receives, the
+    balance of promotions against service contacts (null: off), what a contact costs by
+    channel, and the default time zone."""
     return await load_policy(conn)
 
 
@@ -44,8 +47,8 @@ async def get_policy(_: Reader, conn: Transaction) -> Policy:
             {
                 "body.quiet_hours": "`start` and `end` differ (null: no quiet hours)",
                 # JSON Schema could say it only through `not`, which generators choke on.
-                "body": "no kind is both transactional and promotional (a list left out "
-                "counts as its default)",
+                "body": "no kind is both transactional and promotional, and no balance "
+                "service kind is promotional (a list left out counts as its default)",
             }
         )
     ),

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from services.outreach.schemas import (
     ExportedAction,
+    ExportedGoalEvent,
     ExportedSuppression,
     OutreachExport,
     ScheduledRule,
@@ -28,9 +29,10 @@ router = APIRouter(prefix="/v1", tags=["customers"])
     summary="Everything outreach holds on a customer",
 )
 async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> OutreachExport:
-    """The card replica, the suppression, the schedule and every action decided for the
-    customer with the message as rendered: what outreach holds on them, for a subject access
-    request. **404** when outreach holds nothing (never seen, or erased).
+    """The card replica, the suppression, the schedule, every action decided for the
+    customer with the message as rendered, and the events kept to measure outcomes: what
+    outreach holds on them, for a subject access request. **404** when outreach holds
+    nothing (never seen, or erased).
 
     Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and scoring hold."""
     params = {"id": customer_id}
@@ -61,7 +63,16 @@ async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> Out
             params,
         )
     ).all()
-    if card is None and suppression is None and not actions:
+    goal_events = (
+        await conn.execute(
+            text(
+                "SELECT event_id, event_type, occurred_at, revenue, data "
+                "FROM outreach.goal_events WHERE customer_id = :id ORDER BY occurred_at, event_id"
+            ),
+            params,
+        )
+    ).all()
+    if card is None and suppression is None and not actions and not goal_events:
         raise HTTPException(404, f"outreach holds nothing on customer {customer_id!r}")
     return OutreachExport(
         customer_id=customer_id,
@@ -71,4 +82,5 @@ async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> Out
         else None,
         schedule=[ScheduledRule(rule_id=r.rule_id, due_at=r.due_at) for r in schedule],
         actions=[ExportedAction.model_validate(a._mapping) for a in actions],
+        goal_events=[ExportedGoalEvent.model_validate(e._mapping) for e in goal_events],
     )

@@ -31,3 +31,29 @@ def in_rule_control(rule_id: str, customer_id: str, percent: float) -> bool:
 def in_global_control(customer_id: str, percent: float) -> bool:
     """Is the customer in the global control group (no promotional kind reaches them)?"""
     return percent > 0 and bucket(GLOBAL_SALT, customer_id) < percent
+
+
+# The arms whose actions are held out: decided and recorded with status ``control``, never sent.
+HELD_OUT: frozenset[str] = frozenset({"control", "global_control"})
+# The reason a global-control action carries.
+GLOBAL_CONTROL = "global_control"
+
+
+def arm_of(
+    rule_id: str,
+    customer_id: str,
+    *,
+    kind: str,
+    audience: str,
+    control_percent: float,
+    global_percent: float,
+    global_kinds: frozenset[str],
+) -> Arm | None:
+    """The arm one action of a rule falls in: none for a team alert (it reaches no customer);
+    ``global_control`` for a kind of ``global_kinds`` when the customer is in the global
+    control group; else the rule's own ``control`` or ``treatment``."""
+    if audience == "team":
+        return None
+    if kind in global_kinds and in_global_control(customer_id, global_percent):
+        return "global_control"
+    return "control" if in_rule_control(rule_id, customer_id, control_percent) else "treatment"

@@ -44,6 +44,11 @@ class Attempt:
     error: str | None = None
     # A receiver's Retry-After, in seconds, when it gave one with a retryable answer.
     retry_after: float | None = None
+    # The receiver's HTTP status, when it answered one (webhooks).
+    http_status: int | None = None
+    # When the attempt began and how long it took: the delivery worker's, not the sender's.
+    at: datetime | None = None
+    duration_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,23 @@ measured against.
 The baseline without a control group is the model's own forecast: the card carries the
 probability of at least one order within 7, 30 and 90 days (``prediction.p_order``);
 :func:`predicted_probability` reads it for any window.
+
+The events a goal can be reached by are kept beside the ledger (``outreach.goal_events``) as
+:func:`goal_event_of` projects them: every event type but the erasure, with its ``data``
+stripped of what no goal may name (free text, item lists, contact details: see
+:data:`NOT_KEPT`), and an order event's own ``amount`` as its revenue. A goal's ``filters``
+may therefore name only the fields kept (:func:`filter_schema`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -27,9 +37,23 @@ from pydantic_core import PydanticCustomError
 
 from services.outreach.core import conditions
 from services.outreach.core.trust import trusted
-from shared.events import EventType
+from shared.events import Envelope, EventType
 
 ORDER = EventType.ORDER_PLACED
+ORDER_EVENTS = frozenset(
+    {
+        EventType.ORDER_PLACED,
+        EventType.ORDER_PAID,
+        EventType.ORDER_REFUNDED,
+        EventType.ORDER_CANCELLED,
+    }
+)
+
+# The fields of an event's data that goal_events do not keep, whatever the event type: free
+# text and item lists (heavy, and nothing a goal needs to count) and contact details (a
+# profile update's name, email, phone, birthday and free attributes). A goal cannot filter on
+# them.
+NOT_KEPT = frozenset({"text", "items", "name", "email", "phone", "birthday", "attributes"})
 
 # The window an order answers each kind in, by default (days).
 DEFAULT_GOAL_DAYS: dict[str, int] = {
@@ -62,7 +86,7 @@ class Goal(BaseModel):
     def _filters(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
         event = info.data.get("event")
         if v is not None and event is not None and not trusted(info):
-            errors = conditions.validate(v, conditions.event_schema(event))
+            errors = conditions.validate(v, filter_schema(event))
             if errors:
                 raise PydanticCustomError(
                     "invalid_filters", "{detail}", {"detail": "; ".join(errors)}
@@ -99,3 +123,44 @@ def predicted_probability(card: Mapping[str, Any], days: int) -> float | None:
         if d0 <= days <= d1:
             return p0 + (p1 - p0) * (days - d0) / (d1 - d0)
     return math.nan  # unreachable: days is within 0..90 here
+
+
+@functools.cache
+def filter_schema(event: EventType) -> conditions.Schema:
+    """The fields a goal's ``filters`` may name for ``event``: its data's, less
+    :data:`NOT_KEPT` (the goal events do not keep them)."""
+    full = conditions.event_schema(event)
+    kept = {
+        path: spec for path, spec in full.fields.items() if path.split(".", 1)[0] not in NOT_KEPT
+    }
+    return conditions.Schema(full.name, kept)
+
+
+@dataclass(frozen=True, slots=True)
+class GoalEvent:
+    """An event as ``outreach.goal_events`` keeps it (see the module docstring)."""
+
+    event_id: str
+    customer_id: str
+    event_type: str
+    occurred_at: datetime
+    revenue: Decimal | None
+    data: dict[str, Any]
+
+
+def goal_event_of(customer_id: str, event: Envelope) -> GoalEvent | None:
+    """The goal event ``event`` (of the customer whose change carried it) is kept as; None
+    for an erasure (nothing of it is kept)."""
+    if event.event_type is EventType.CUSTOMER_ERASED:
+        return None
+    data = event.data.model_dump(mode="json")
+    kept = {k: v for k, v in data.items() if k not in NOT_KEPT}
+    revenue = getattr(event.data, "amount", None) if event.event_type in ORDER_EVENTS else None
+    return GoalEvent(
+        event_id=event.event_id,
+        customer_id=customer_id,
+        event_type=event.event_type.value,
+        occurred_at=event.occurred_at,
+        revenue=revenue,
+        data=kept,
+    )

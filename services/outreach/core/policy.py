@@ -7,20 +7,33 @@ and the first that bites decides:
 1. **suppressed** (suppression list or unsubscribe): suppress, whatever the kind;
 2. **consent**: email needs ``consent.email``; a kind that is not transactional also needs
    ``consent.marketing`` on any channel (when ``marketing_consent_required``);
-3. **limits** of the rule (``once``, ``max_per_customer``, ``cooldown_days``,
+3. **reduce cost**: a customer whose card's strategy is ``reduce_cost`` receives no
+   promotional kind (when ``reduce_cost_no_promotions``): suppress with reason
+   ``reduce_cost`` — the strategy is a policy, not a message;
+4. **limits** of the rule (``once``, ``max_per_customer``, ``cooldown_days``,
    ``not_contacted_days``): suppress with reason ``limit``;
-4. **open complaint**: a promotional kind is held, to be re-evaluated once it is resolved;
-5. **frequency cap**: at most ``count`` non-transactional messages per ``days`` days; an
+5. **open complaint**: a promotional kind is held, to be re-evaluated once it is resolved;
+6. **balance** (when ``balance`` is set): a promotional kind waits until the customer's
+   promotions are in proportion with the service they received (:func:`balance_frees_at`):
+   deferred with reason ``balance``;
+7. **frequency cap**: at most ``count`` non-transactional messages per ``days`` days; an
    action the cap stops is deferred to the first instant the cap allows (higher priority
    first), when that instant is within its kind's ``cap_defer_days``, else suppressed with
-   reason ``frequency_cap`` (a greeting belongs to its day: it is never deferred);
-6. **quiet hours**: deferred to the end of the quiet period in the customer's zone (a
+   reason ``frequency_cap`` (a greeting belongs to its day: it is never deferred). After a
+   balance deferral, the cap is judged at the instant the balance allows;
+8. **quiet hours**: deferred to the end of the quiet period in the customer's zone (a
    deferral, never a drop).
 
-Transactional kinds (apology and care by default) skip 2's marketing consent, 5 and 6, and
+Transactional kinds (apology and care by default) skip 2's marketing consent, 6, 7 and 8, and
 neither consume nor count against the cap. The cap is finally enforced by the caller in the
 database; these functions give the decision for a given history, so previews and backtests
 use the same code as the live path.
+
+A contact history holds ``(instant, kind, rule_id)`` entries: ``kind`` is the action's kind,
+``team`` for an alert to the shop's people, or ``control`` for an action held out as a control
+arm (decided, never sent). The rule's own limits count every entry of the rule, control ones
+included, so both arms get the same number of decisions; nothing else counts ``team`` or
+``control`` entries — nobody was contacted.
 """
 
 from __future__ import annotations
@@ -28,21 +41,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule
 from services.outreach.core.schedules import LocalTime, local_instant, zone_of
+from shared.card import Strategy
 
 
 class _Strict(BaseModel):
@@ -67,6 +85,67 @@ class QuietHours(_Strict):
         return self
 
 
+def _each_once(v: object) -> object:
+    if isinstance(v, list) and all(isinstance(k, str) for k in v) and len(set(v)) != len(v):
+        raise ValueError("list each kind once")
+    return v
+
+
+class Balance(_Strict):
+    """Value and care in proportion: a promotional contact is allowed at an instant ``t``
+    while the customer's promotional contacts in the ``days`` days up to ``t`` are fewer than
+    ``promotions_per_service * (service contacts in those days + 1)`` — the ``+ 1`` lets a
+    first promotion through before any service. Service contacts are the ``service_kinds``
+    sent (or on their way) to the customer; alerts to the team and control-arm decisions never
+    count. A promotion over the ratio is deferred to the first instant the ratio allows; a
+    service contact decided for the customer meanwhile has it decided again."""
+
+    promotions_per_service: int = Field(2, ge=1, le=100)
+    days: int = Field(30, ge=1, le=365)
+    service_kinds: frozenset[ActionKind] = frozenset({"greeting", "follow_up", "care"})
+
+    @field_validator("service_kinds", mode="before")
+    @classmethod
+    def _unique(cls, v: object) -> object:
+        return _each_once(v)
+
+
+def _cost_text(value: object) -> object:
+    # A cost is money: a decimal string, never a binary float (0.1 is not 0.1).
+    if not isinstance(value, str | Decimal):
+        raise ValueError('a decimal string in the base currency, e.g. "0.002"')
+    return value
+
+
+Cost = Annotated[
+    Decimal,
+    BeforeValidator(_cost_text),
+    Field(ge=0, le=1000, max_digits=12, decimal_places=6),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]{1,4}(\.[0-9]{1,6})?$",
+            "description": "a decimal in the base currency, at most 1000, 6 decimals",
+            "examples": ["0.002"],
+        }
+    ),
+]
+
+
+class ContactCost(_Strict):
+    """What one contact costs by channel, in the base currency (the outcomes report multiplies
+    the contacts a strategy saves by it)."""
+
+    email: Cost = Decimal("0.002")
+    webhook: Cost = Decimal("0.01")
+
+    def of(self, channel: str) -> Decimal:
+        """The cost of one contact through ``channel`` (0 for a channel it does not know)."""
+        cost = getattr(self, channel, None)
+        return cost if isinstance(cost, Decimal) else Decimal(0)
+
+
 _CAP_DEFER_DAYS: dict[ActionKind, int] = {
     "follow_up": 3,
     "recall": 7,
@@ -82,6 +161,18 @@ class Policy(_Strict):
     quiet_hours: QuietHours | None = QuietHours()
     transactional_kinds: frozenset[ActionKind] = frozenset({"apology", "care"})
     promotional_kinds: frozenset[ActionKind] = frozenset({"recall", "winback", "announcement"})
+    # The kinds a customer of the global control group never receives (the share of customers
+    # in it is the setting TEND_OUTREACH_GLOBAL_CONTROL_PERCENT): their actions are decided
+    # and recorded with status `control`; a transactional kind always goes, even if listed
+    # here (see `held_out_kinds`).
+    global_control_kinds: frozenset[ActionKind] = frozenset(
+        {"greeting", "recall", "winback", "announcement"}
+    )
+    # Customers whose strategy is `reduce_cost` receive no promotional kind.
+    reduce_cost_no_promotions: StrictBool = True
+    contact_cost: ContactCost = ContactCost()
+    # null: promotions are not weighed against service contacts.
+    balance: Balance | None = None
     marketing_consent_required: StrictBool = True
     default_timezone: str = "UTC"
     # How long an action the frequency cap stops may wait for a free slot, by kind (days);
@@ -98,6 +189,12 @@ class Policy(_Strict):
             raise ValueError("each kind's days are a number, not true or false")
         return v
 
+    @property
+    def held_out_kinds(self) -> frozenset[str]:
+        """The kinds the global control group does not receive: ``global_control_kinds``
+        but never a transactional kind (a stored policy that lists one still loads)."""
+        return frozenset(self.global_control_kinds - self.transactional_kinds)
+
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
@@ -107,22 +204,29 @@ class Policy(_Strict):
             raise ValueError("not an IANA time zone name, e.g. Europe/Paris") from None
         return v
 
-    @field_validator("transactional_kinds", "promotional_kinds", mode="before")
+    @field_validator(
+        "transactional_kinds", "promotional_kinds", "global_control_kinds", mode="before"
+    )
     @classmethod
     def _unique(cls, v: object) -> object:
-        if isinstance(v, list) and all(isinstance(k, str) for k in v) and len(set(v)) != len(v):
-            raise ValueError("list each kind once")
-        return v
+        return _each_once(v)
 
     @model_validator(mode="after")
     def _disjoint(self) -> Policy:
         both = self.transactional_kinds & self.promotional_kinds
         if both:
             raise ValueError(f"kinds cannot be transactional and promotional: {sorted(both)}")
+        if self.balance is not None:
+            served = self.balance.service_kinds & self.promotional_kinds
+            if served:
+                raise ValueError(
+                    f"balance: kinds cannot be service and promotional: {sorted(served)}"
+                )
         return self
 
 
 NO_LIMITS = Limits()
+REDUCE_COST = Strategy.REDUCE_COST.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,22 +239,32 @@ class Candidate:
     priority: int = 0
     limits: Limits = NO_LIMITS
     audience: str = "customer"  # or "team": an alert to the shop's people, not a contact
+    # In a control arm (the rule's, or the global control group): decided like the others,
+    # never sent, so it takes no contact's place in the history.
+    held_out: bool = False
 
     @classmethod
-    def of(cls, rule: Rule | Match) -> Candidate:
+    def of(cls, rule: Rule | Match, *, held_out: bool = False) -> Candidate:
         """The candidate a rule (or a match of it) puts forward."""
         r = rule.rule if isinstance(rule, Match) else rule
         a = r.action
-        return cls(r.id, a.kind, a.channel, r.priority, r.limits, a.audience)
+        return cls(r.id, a.kind, a.channel, r.priority, r.limits, a.audience, held_out)
 
     @property
     def contact_kind(self) -> str:
-        """How it shows in a contact history: its kind, or ``team`` (never a contact)."""
-        return TEAM if self.audience == TEAM else self.kind
+        """How it shows in a contact history: its kind, ``team`` or ``control`` (neither is
+        a contact)."""
+        if self.audience == TEAM:
+            return TEAM
+        return CONTROL if self.held_out else self.kind
 
 
 # The kind a team alert has in a contact history: neither capped nor a contact.
 TEAM = "team"
+# The kind of a control-arm decision in a contact history: it counts for its rule's own
+# limits only (nobody was contacted).
+CONTROL = "control"
+_NOT_CONTACTS = frozenset({TEAM, CONTROL})
 
 
 class Outcome(StrEnum):
@@ -168,6 +282,8 @@ class Reason(StrEnum):
     LOWER_PRIORITY = "lower_priority"
     OPEN_COMPLAINT = "open_complaint"  # the reason of a hold
     QUIET_HOURS = "quiet_hours"  # the reason of a deferral
+    REDUCE_COST = "reduce_cost"  # the customer's strategy: no promotions
+    BALANCE = "balance"  # a deferral: promotions out of proportion with service
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,38 +336,91 @@ def decide(
     marketing = consent.get("marketing") is True
     if not transactional and policy.marketing_consent_required and not marketing:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no marketing consent")
+    promotional = candidate.kind in policy.promotional_kinds
+    if promotional and policy.reduce_cost_no_promotions and card.get("strategy") == REDUCE_COST:
+        detail = "the customer's strategy is reduce_cost: no promotions"
+        return Decision(Outcome.SUPPRESS, Reason.REDUCE_COST, detail=detail)
     over = _over_limit(candidate, history, now)
     if over:
         return Decision(Outcome.SUPPRESS, Reason.LIMIT, detail=over)
     open_complaints = (card.get("complaints") or {}).get("open") or 0
-    if open_complaints > 0 and candidate.kind in policy.promotional_kinds:
+    if open_complaints > 0 and promotional:
         return Decision(Outcome.HOLD, Reason.OPEN_COMPLAINT, detail="a complaint is open")
     if transactional:
         return SEND
+    # The earliest instant it may go out, and why it waits until then.
+    earliest, why, detail = now, None, ""
+    balance = policy.balance
+    if balance is not None and promotional:
+        allowed = balance_frees_at(history, balance, policy.promotional_kinds, now)
+        if allowed > now:
+            earliest, why = allowed, Reason.BALANCE
+            detail = (
+                f"promotions out of proportion with service ({balance.promotions_per_service} "
+                f"per service contact over {balance.days} days)"
+            )
     cap = policy.frequency_cap
     if cap is not None:
-        exempt = {*policy.transactional_kinds, TEAM}
+        exempt = {*policy.transactional_kinds, *_NOT_CONTACTS}
         counted = sorted(at for at, kind, _ in history if kind not in exempt)
-        free = cap_frees_at(counted, cap, now)
-        if free > now:
+        free = cap_frees_at(counted, cap, earliest)
+        if free > earliest:
             horizon = timedelta(days=policy.cap_defer_days.get(candidate.kind, 0))
-            if free - now > horizon:
+            if free - earliest > horizon:
                 since = now - timedelta(days=cap.days)
                 used = sum(1 for at in counted if since < at <= now)
                 detail = f"{used} messages in the last {cap.days} days (cap {cap.count})"
                 return Decision(Outcome.SUPPRESS, Reason.FREQUENCY_CAP, detail=detail)
-            slot = free
-            if policy.quiet_hours is not None:
-                zone = zone_of(card, policy.default_timezone)
-                slot = quiet_until(policy.quiet_hours, zone, free) or free
-            detail = f"the frequency cap ({cap.count} per {cap.days} days) allows it then"
-            return Decision(Outcome.DEFER, Reason.FREQUENCY_CAP, slot, detail)
+            earliest = free
+            if why is None:
+                why = Reason.FREQUENCY_CAP
+                detail = f"the frequency cap ({cap.count} per {cap.days} days) allows it then"
+    if why is not None:
+        slot = earliest
+        if policy.quiet_hours is not None:
+            zone = zone_of(card, policy.default_timezone)
+            slot = quiet_until(policy.quiet_hours, zone, earliest) or earliest
+        return Decision(Outcome.DEFER, why, slot, detail)
     if policy.quiet_hours is not None:
         zone = zone_of(card, policy.default_timezone)
         until = quiet_until(policy.quiet_hours, zone, now)
         if until is not None:
             return Decision(Outcome.DEFER, Reason.QUIET_HOURS, until, "quiet hours")
     return SEND
+
+
+def balance_frees_at(
+    history: Sequence[tuple[datetime, str, str]],
+    balance: Balance,
+    promotional: frozenset[str],
+    now: datetime,
+) -> datetime:
+    """The first instant from ``now`` at which one more promotion keeps the balance (see
+    :class:`Balance`): ``now`` itself when it does. The rule is judged at that instant over the
+    ``days`` before it, counting the contacts sent and those already planned up to it; the
+    instants where the answer can change are ``now``, each promotion leaving the window and
+    each planned service contact arriving, so it is found among them (once every promotion
+    has left the window, one is always allowed)."""
+    span = timedelta(days=balance.days)
+    promos = [at for at, kind, _ in history if kind in promotional]
+    services = [at for at, kind, _ in history if kind in balance.service_kinds]
+
+    def allowed(t: datetime) -> bool:
+        p = sum(1 for at in promos if t - span < at <= t)
+        s = sum(1 for at in services if t - span < at <= t)
+        return p < balance.promotions_per_service * (s + 1)
+
+    moments = sorted(
+        {
+            now,
+            *(at + span for at in promos if at + span > now),
+            *(at for at in services if at > now),
+        }
+    )
+    for t in moments:
+        if allowed(t):
+            return t
+    return moments[-1]  # not reached: at the last moment no promotion is in the window
 
 
 def cap_frees_at(counted: Sequence[datetime], cap: FrequencyCap, now: datetime) -> datetime:
@@ -276,17 +445,18 @@ def _over_limit(
 ) -> str | None:
     limits = candidate.limits
     own = [at for at, _, rule_id in history if rule_id == candidate.rule_id]
+    # The rule's control-arm decisions count like its sent ones: both arms are decided alike.
     if limits.once and own:
-        return "once: already sent"
+        return "once: already decided"
     if limits.max_per_customer is not None and len(own) >= limits.max_per_customer:
-        return f"max_per_customer: {len(own)} sent"
+        return f"max_per_customer: {len(own)} decided"
     if limits.cooldown_days is not None:
         since = now - timedelta(days=limits.cooldown_days)
         if any(at > since for at in own):
-            return f"cooldown_days: sent within {limits.cooldown_days} days"
+            return f"cooldown_days: decided within {limits.cooldown_days} days"
     if limits.not_contacted_days is not None:
         since = now - timedelta(days=limits.not_contacted_days)
-        if any(at > since for at, kind, _ in history if kind != TEAM):
+        if any(at > since for at, kind, _ in history if kind not in _NOT_CONTACTS):
             return f"not_contacted_days: contacted within {limits.not_contacted_days} days"
     return None
 
@@ -311,6 +481,9 @@ def history_days(limits: Limits, policy: Policy) -> int:
     windows = [limits.cooldown_days, limits.not_contacted_days]
     if policy.frequency_cap is not None:
         windows.append(policy.frequency_cap.days)
+    if policy.balance is not None:
+        # Twice the window: a promotion deferred into it was decided up to a window before.
+        windows.append(2 * policy.balance.days)
     return max((w for w in windows if w is not None), default=0)
 
 

@@ -16,6 +16,29 @@ Notes on a few of them:
   others, and ``complaint-team-alert`` tells the team (a team alert: no consent, cap or quiet
   hours, never a contact with the customer) through the current webhook channel — name a
   team's own channel in it (``channel_id``) to keep alerts apart from customer messages.
+
+The strategy playbooks (:data:`PLAYBOOKS`) treat each value x potential quadrant of the card's
+``strategy`` its own way, every rule holding out a control group (``control_percent``) and
+measured by a goal, so the outcomes report shows what each strategy achieves:
+
+- **develop** (high value, high potential): reward loyalty and give early access —
+  ``develop-early-access`` when a develop customer becomes a regular (enters ``mature``, within
+  60 days), ``develop-loyalty-thanks`` on a paid order of a develop customer with three orders
+  or more (a thank-you with a loyalty reward, not a discount);
+- **maintain** (high value, low potential): service and thanks at low cost, never a discount
+  (no ``offer``) — ``maintain-thanks`` on a paid order, ``maintain-check-in`` when a maintain
+  customer starts declining (within 30 days), and ``maintain-thank-you-note``, a broadcast
+  marketing launches (say at the year's end) to maintain customers who are not among the fifth
+  silent the longest (``rfm.recency`` 2 or more);
+- **nurture** (low value, high potential): education plus an incentive to change behaviour —
+  ``nurture-guide`` when a nurture customer orders again or comes back (enters ``growing`` or
+  ``reactivated``, within 60 days), ``nurture-second-order`` three weeks after the first order
+  of a one-order nurture customer;
+- **reduce cost** (low, low) gets no message: it is a policy (``reduce_cost_no_promotions``),
+  not a rule.
+
+Stage rules bounded by ``entered_within_days`` and schedules that do not catch up past their
+window keep an imported history from reaching customers lost long ago.
 """
 
 from __future__ import annotations
@@ -26,7 +49,8 @@ from services.outreach.core.rules import Rule
 
 _SIGN_OFF = "\n\nThe Tend shop\nUnsubscribe: {{ unsubscribe_url }}"
 
-DEFAULT_PACK: list[dict[str, Any]] = [
+# The rules that serve every customer whatever their strategy.
+_SERVICE_RULES: list[dict[str, Any]] = [
     {
         "id": "birthday-greeting",
         "name": "Birthday greeting",
@@ -225,6 +249,205 @@ DEFAULT_PACK: list[dict[str, Any]] = [
         "priority": 20,
     },
 ]
+
+
+_KEEP = 20  # the share of each playbook rule's matches held out as its control group (%)
+
+PLAYBOOKS: list[dict[str, Any]] = [
+    {
+        "id": "develop-early-access",
+        "name": "Develop: early access for customers who became regulars",
+        "description": "Reward loyalty: a develop customer who just became a regular buyer "
+        "sees the new collection before everyone else.",
+        "trigger": {"type": "stage", "from": [], "to": ["mature"], "entered_within_days": 60},
+        "conditions": {"eq": ["strategy", "develop"]},
+        "action": {
+            "kind": "announcement",
+            "channel": "email",
+            "template": {
+                "subject": "Early access, just for you",
+                "body": "Hello {{ customer.name or 'there' }},\n\nYou have become one of our "
+                "regulars, so you see our new collection first: {{ offer.description }}. "
+                "Use the code {{ offer.code }}." + _SIGN_OFF,
+            },
+            "offer": {
+                "code": "EARLYACCESS",
+                "description": "48 hours of early access to the new collection",
+                "expires_days": 14,
+            },
+        },
+        "limits": {"cooldown_days": 90},
+        "priority": 35,
+        "goal": {"within_days": 30},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "develop-loyalty-thanks",
+        "name": "Develop: a loyalty reward after an order",
+        "description": "Reward loyalty: a develop customer with three orders or more is "
+        "thanked for a paid order with a loyalty reward (a service, not a discount).",
+        "trigger": {"type": "event", "event": "order.paid"},
+        "conditions": {"all": [{"eq": ["strategy", "develop"]}, {"gte": ["value.orders", 3]}]},
+        "action": {
+            "kind": "greeting",
+            "channel": "email",
+            "template": {
+                "subject": "Thank you{% if customer.name %}, {{ customer.name }}{% endif %}",
+                "body": "Hello {{ customer.name or 'there' }},\n\nThank you for ordering "
+                "again. As a thank-you for your loyalty: {{ offer.description }} (code "
+                "{{ offer.code }})." + _SIGN_OFF,
+            },
+            "offer": {
+                "code": "LOYALSHIP",
+                "description": "free express shipping on your next order",
+                "expires_days": 60,
+            },
+        },
+        "limits": {"cooldown_days": 60},
+        "priority": 25,
+        "goal": {"within_days": 60},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "maintain-thanks",
+        "name": "Maintain: thanks after an order, no discount",
+        "description": "Service and thanks at low cost: a maintain customer is thanked for a "
+        "paid order; no offer.",
+        "trigger": {"type": "event", "event": "order.paid"},
+        "conditions": {"eq": ["strategy", "maintain"]},
+        "action": {
+            "kind": "greeting",
+            "channel": "email",
+            "template": {
+                "subject": "Thank you for your order",
+                "body": "Hello {{ customer.name or 'there' }},\n\nThank you for your order. "
+                "If anything is not as it should be, just reply: a person reads every "
+                "message." + _SIGN_OFF,
+            },
+        },
+        "limits": {"cooldown_days": 60},
+        "priority": 25,
+        "goal": {"within_days": 60},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "maintain-check-in",
+        "name": "Maintain: a check-in when a valued customer starts declining",
+        "description": "Service at low cost: ask a maintain customer who has gone quiet "
+        "whether we can help; no offer.",
+        "trigger": {"type": "stage", "from": [], "to": ["declining"], "entered_within_days": 30},
+        "conditions": {"eq": ["strategy", "maintain"]},
+        "action": {
+            "kind": "follow_up",
+            "channel": "email",
+            "template": {
+                "subject": "Can we help?",
+                "body": "Hello {{ customer.name or 'there' }},\n\nWe have not heard from you "
+                "for a while. Is there anything we could do better? Just reply to this "
+                "message." + _SIGN_OFF,
+            },
+        },
+        "limits": {"cooldown_days": 90},
+        "priority": 30,
+        "goal": {"within_days": 60},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "maintain-thank-you-note",
+        "name": "Maintain: a thank-you note (broadcast)",
+        "description": "Thanks at low cost, launched by marketing (say at the year's end): "
+        "maintain customers who are not among the fifth silent the longest; no offer.",
+        "trigger": {"type": "broadcast"},
+        "conditions": {"all": [{"eq": ["strategy", "maintain"]}, {"gte": ["rfm.recency", 2]}]},
+        "action": {
+            "kind": "greeting",
+            "channel": "email",
+            "template": {
+                "subject": "Thank you for being our customer",
+                "body": "Hello {{ customer.name or 'there' }},\n\nA short note to say thank "
+                "you for being our customer. We are here whenever you need us." + _SIGN_OFF,
+            },
+        },
+        "limits": {"cooldown_days": 180},
+        "priority": 15,
+        "goal": {"within_days": 60},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "nurture-guide",
+        "name": "Nurture: a guide and an incentive when a customer orders again",
+        "description": "Education plus an incentive to change behaviour: a nurture customer "
+        "who orders again or comes back gets a guide to the shop and a reason to make it a "
+        "habit.",
+        "trigger": {
+            "type": "stage",
+            "from": [],
+            "to": ["growing", "reactivated"],
+            "entered_within_days": 60,
+        },
+        "conditions": {"eq": ["strategy", "nurture"]},
+        "action": {
+            "kind": "announcement",
+            "channel": "email",
+            "template": {
+                "subject": "Getting the most from your orders",
+                "body": "Hello {{ customer.name or 'there' }},\n\nGood to see you again. "
+                "A few things our regulars like: free returns, restock alerts and our "
+                "monthly picks. To make it a habit: {{ offer.description }} with the code "
+                "{{ offer.code }}." + _SIGN_OFF,
+            },
+            "offer": {
+                "code": "HABIT10",
+                "description": "10% off your next order",
+                "discount": "10%",
+                "expires_days": 30,
+            },
+        },
+        "limits": {"cooldown_days": 90},
+        "priority": 35,
+        "goal": {"within_days": 30},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "nurture-second-order",
+        "name": "Nurture: an incentive for the second order",
+        "description": "An incentive to change behaviour: three weeks after the first order "
+        "of a nurture customer who has not ordered again.",
+        "trigger": {
+            "type": "schedule",
+            "kind": "days_after",
+            "since": "value.first_order_at",
+            "days": 21,
+            "catch_up_days": 7,
+        },
+        "conditions": {"all": [{"eq": ["strategy", "nurture"]}, {"eq": ["value.orders", 1]}]},
+        "action": {
+            "kind": "recall",
+            "channel": "email",
+            "template": {
+                "subject": "Ready for your second order?",
+                "body": "Hello {{ customer.name or 'there' }},\n\nHow are you getting on "
+                "with your first order? For the next one: {{ offer.description }}, code "
+                "{{ offer.code }}." + _SIGN_OFF,
+            },
+            "offer": {
+                "code": "SECOND10",
+                "description": "10% off your second order",
+                "discount": "10%",
+                "expires_days": 21,
+            },
+        },
+        "limits": {"once": True},
+        "priority": 45,
+        "goal": {"within_days": 30},
+        "control_percent": _KEEP,
+    },
+]
+
+DEFAULT_PACK: list[dict[str, Any]] = [*_SERVICE_RULES, *PLAYBOOKS]
+
+# Which strategy each playbook rule serves.
+PLAYBOOK_STRATEGY: dict[str, str] = {raw["id"]: raw["id"].split("-", 1)[0] for raw in PLAYBOOKS}
 
 
 def default_pack() -> list[Rule]:

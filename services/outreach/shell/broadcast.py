@@ -51,6 +51,7 @@ async def launch(
                 policy=current.policy,
                 settings=settings,
                 now=clock.now(),
+                rules=current.rules,
             )
         if recorded:
             decided()

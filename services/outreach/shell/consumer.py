@@ -1,21 +1,22 @@
-"""Applying a batch of changes: the card replica, the schedule index, and the actions that
-event and stage rules fire — one transaction per batch, offsets committed after."""
+"""Applying a batch of changes: the card replica, the schedule index, the goal events, and the
+actions that event and stage rules fire — one transaction per batch, offsets committed after."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
+from services.outreach.core.goals import GoalEvent, goal_event_of
 from services.outreach.core.rules import RuleFailure, RuleSet
 from services.outreach.core.schedules import CatchUp
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
 from services.outreach.shell.rule_health import record_failures
-from services.outreach.store import erasure, inbox
+from services.outreach.store import erasure, goal_events, inbox
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import save_cards
 from services.outreach.store.schedule import reschedule
@@ -85,7 +86,13 @@ class ChangeApplier:
                 if change.change_id in fresh_ids:
                     fresh_ids.discard(change.change_id)
                     fresh.append(change)
-            fresh = await self._erase(conn, fresh)
+            # When each customer of the batch was erased, if they were (this batch's erasures
+            # are added as they are applied).
+            cutoff = await erasure.erased(conn, {c.customer_id for c in changes})
+            fresh = await self._erase(conn, fresh, cutoff)
+            # Every change's event, fresh or already seen: kept by event id, so a redelivery
+            # adds nothing, and one from before the table existed fills it in.
+            await goal_events.record(conn, _goal_events(changes, cutoff))
             if not fresh:
                 return []
             latest: dict[str, Change] = {}
@@ -102,7 +109,13 @@ class ChangeApplier:
             # complaints and time zone as they stand now).
             match_cards = {m.customer_id: cards[m.customer_id] for m in matches}
             recorded = await decide_and_record(
-                conn, matches, match_cards, policy=policy, settings=self._settings, now=now
+                conn,
+                matches,
+                match_cards,
+                policy=policy,
+                settings=self._settings,
+                now=now,
+                rules=self._current.rules,
             )
             resolved = [
                 cid for cid, card in cards.items() if not (card.get("complaints") or {}).get("open")
@@ -133,12 +146,14 @@ class ChangeApplier:
             await self._current.reload(self._engine)
         return recorded
 
-    async def _erase(self, conn: AsyncConnection, changes: list[Change]) -> list[Change]:
-        """Apply the batch's erasures and return the changes left to act on: none from
-        before a customer's erasure (in this batch or an earlier one) survives."""
+    async def _erase(
+        self, conn: AsyncConnection, changes: list[Change], cutoff: dict[str, datetime]
+    ) -> list[Change]:
+        """Apply the batch's erasures (adding them to ``cutoff``, when each customer was
+        erased) and return the changes left to act on: none from before a customer's erasure
+        (in this batch or an earlier one) survives."""
         if not changes:
             return changes
-        cutoff: dict[str, datetime] = await erasure.erased(conn, (c.customer_id for c in changes))
         for change in changes:
             if change.cause == "erasure":
                 await erasure.forget(conn, change)
@@ -152,3 +167,19 @@ class ChangeApplier:
             if c.cause != "erasure"
             and (c.customer_id not in cutoff or c.at > cutoff[c.customer_id])
         ]
+
+
+def _goal_events(changes: Sequence[Change], cutoff: Mapping[str, datetime]) -> list[GoalEvent]:
+    """The goal events the changes carry, none of a customer from before their erasure."""
+    out = []
+    for change in changes:
+        event = change.event
+        if event is None or change.cause != "event":
+            continue
+        erased_at = cutoff.get(change.customer_id)
+        if erased_at is not None and change.at <= erased_at:
+            continue
+        kept = goal_event_of(change.customer_id, event)
+        if kept is not None:
+            out.append(kept)
+    return out

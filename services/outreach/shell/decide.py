@@ -5,6 +5,12 @@ transaction. The customers' replica rows are locked first (in key order), so two
 one customer never run at once: the frequency cap is counted and taken under that lock, and
 concurrent evaluations cannot race past it. The ledger's unique (rule, customer, occurrence)
 makes a second decision of the same action impossible even across crashes and replays.
+
+Each customer-facing action also falls in an arm (:func:`services.outreach.core.arms.arm_of`):
+an action of a control arm — the rule's hold-out, or the global control group for the
+policy's ``global_control_kinds`` — is decided exactly like the others and, where it would
+have gone out (now or later), recorded with status ``control`` instead: never delivered, its
+instant kept in ``not_before``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
-from services.outreach.core.arms import in_rule_control
+from services.outreach.core.arms import GLOBAL_CONTROL, HELD_OUT, arm_of
 from services.outreach.core.goals import predicted_probability
 from services.outreach.core.policy import (
     NO_LIMITS,
@@ -59,8 +65,12 @@ async def decide_and_record(
     policy: Policy,
     settings: OutreachSettings,
     now: datetime,
+    rules: Mapping[str, Rule] | None = None,
 ) -> list[Recorded]:
-    """Decide every match under the contact policy and write the new ledger rows."""
+    """Decide every match under the contact policy and write the new ledger rows. A service
+    contact decided for a customer (when the policy weighs promotions against service) has
+    their balance-deferred promotions decided again; ``rules`` (the rules in force) gives
+    those their limits."""
     if not matches:
         return []
     customers = sorted({m.customer_id for m in matches})
@@ -89,11 +99,14 @@ async def decide_and_record(
         by_customer.setdefault(m.customer_id, []).append(m)
     for customer_id, ms in by_customer.items():
         card = cards[customer_id]
-        candidates = [Candidate.of(m) for m in ms]
+        arms = [_arm(m, policy, settings) for m in ms]
+        candidates = [
+            Candidate.of(m, held_out=a in HELD_OUT) for m, a in zip(ms, arms, strict=True)
+        ]
         # One rule can match several times in a batch (two events of one customer): those
         # candidates are equal values, so each is paired with its match by identity (decide_all
         # hands back the objects it was given), never by rule id, or occurrences would be lost.
-        match_of = {id(c): m for c, m in zip(candidates, ms, strict=True)}
+        match_of = {id(c): (m, a) for c, m, a in zip(candidates, ms, arms, strict=True)}
         decisions = decide_all(
             card,
             candidates,
@@ -103,11 +116,44 @@ async def decide_and_record(
             now=now,
         )
         for candidate, decision in decisions:
-            rows.append(_row(match_of[id(candidate)], card, decision, settings, now, limits))
+            match, arm = match_of[id(candidate)]
+            rows.append(_row(match, arm, card, decision, settings, now, limits))
         if time.perf_counter() - yielded > YIELD_SECONDS:
             await asyncio.sleep(0)
             yielded = time.perf_counter()
-    return await ledger.record(conn, rows)
+    recorded = await ledger.record(conn, rows)
+    balance = policy.balance
+    if balance is not None and recorded:
+        inserted = {r.action_id for r in recorded}
+        served = sorted(
+            {
+                row["customer"]
+                for row in rows
+                if row["id"] in inserted
+                and row["audience"] == "customer"
+                and row["kind"] in balance.service_kinds
+                and row["status"] in ("pending", "scheduled")
+            }
+        )
+        if served:
+            known = {m.rule.id: m.rule for m in todo} | dict(rules or {})
+            await release_balanced(
+                conn, {c: cards[c] for c in served}, known, policy=policy, now=now
+            )
+    return recorded
+
+
+def _arm(match: Match, policy: Policy, settings: OutreachSettings) -> str | None:
+    rule = match.rule
+    return arm_of(
+        rule.id,
+        match.customer_id,
+        kind=rule.action.kind,
+        audience=rule.action.audience,
+        control_percent=rule.control_percent,
+        global_percent=settings.global_control_percent,
+        global_kinds=policy.held_out_kinds,
+    )
 
 
 def render_limits(settings: OutreachSettings) -> RenderLimits:
@@ -117,6 +163,7 @@ def render_limits(settings: OutreachSettings) -> RenderLimits:
 
 def _row(
     match: Match,
+    arm: str | None,
     card: Mapping[str, Any],
     decision: Decision,
     settings: OutreachSettings,
@@ -146,14 +193,12 @@ def _row(
                 templates.TEMPLATE_LIMIT if limited else "template_error",
                 Decision(Outcome.SUPPRESS, detail=str(exc)[:500]),
             )
-    arm = None
-    if rule.action.audience == "customer":
-        control = in_rule_control(rule.id, match.customer_id, rule.control_percent)
-        arm = "control" if control else "treatment"
-        if control and status in ("pending", "scheduled"):
-            # Held out: decided exactly like the sent ones (the instant it would have gone
-            # out stays in not_before), never delivered.
-            status = "control"
+    if arm in HELD_OUT and status in ("pending", "scheduled"):
+        # Held out: decided exactly like the sent ones (the instant it would have gone out
+        # stays in not_before), never delivered.
+        status = "control"
+        if arm == GLOBAL_CONTROL:
+            reason = GLOBAL_CONTROL
     goal = rule.measured_goal
     baseline = (
         predicted_probability(card, goal.within_days or 30)
@@ -214,17 +259,50 @@ async def release_held(
     now: datetime,
 ) -> int:
     """The customers' complaints are resolved: decide their held actions again, now — so a
-    released recall still meets quiet hours, the frequency cap and the rule's limits."""
+    released recall still meets quiet hours, the frequency cap and the rule's limits, and one
+    of a control arm becomes ``control``, never pending."""
     customers = sorted(cards)
     await lock_customers(conn, customers)
     held = await ledger.held_actions(conn, customers)
-    if not held:
+    return await _redecide(conn, held, cards, rules, policy=policy, now=now)
+
+
+async def release_balanced(
+    conn: AsyncConnection,
+    cards: Mapping[str, Mapping[str, Any]],
+    rules: Mapping[str, Rule],
+    *,
+    policy: Policy,
+    now: datetime,
+) -> int:
+    """A service contact was decided for these customers (their rows already locked): decide
+    their balance-deferred promotions again, now, with that contact in their history — each
+    goes out as soon as the balance (and the cap, and quiet hours) let it."""
+    waiting = await ledger.balance_deferred(conn, sorted(cards))
+    return await _redecide(conn, waiting, cards, rules, policy=policy, now=now)
+
+
+async def _redecide(
+    conn: AsyncConnection,
+    waiting: Sequence[Any],
+    cards: Mapping[str, Mapping[str, Any]],
+    rules: Mapping[str, Rule],
+    *,
+    policy: Policy,
+    now: datetime,
+) -> int:
+    """Decide these waiting actions again (their own rows left out of the history) and write
+    the new decisions; returns how many."""
+    if not waiting:
         return 0
-    history = await ledger.contact_history(conn, customers, None)
+    customers = sorted({row.customer_id for row in waiting})
+    history = await ledger.contact_history(
+        conn, customers, None, excluding=[row.id for row in waiting]
+    )
     suppressed = await ledger.suppressed_among(conn, customers)
-    updates: list[tuple[str, Decision]] = []
-    for customer_id in {row.customer_id for row in held}:
-        rows = [r for r in held if r.customer_id == customer_id]
+    updates: list[tuple[str, Decision, str | None]] = []
+    for customer_id in customers:
+        rows = [r for r in waiting if r.customer_id == customer_id]
         candidates = [
             Candidate(
                 r.rule_id,
@@ -232,10 +310,12 @@ async def release_held(
                 r.channel,
                 r.priority,
                 rules[r.rule_id].limits if r.rule_id in rules else NO_LIMITS,
+                r.audience,
+                r.arm in HELD_OUT,
             )
             for r in rows
         ]
-        by_candidate = {id(c): r.id for c, r in zip(candidates, rows, strict=True)}
+        by_candidate = {id(c): r for c, r in zip(candidates, rows, strict=True)}
         for candidate, decision in decide_all(
             cards[customer_id],
             candidates,
@@ -244,16 +324,25 @@ async def release_held(
             policy=policy,
             now=now,
         ):
-            updates.append((by_candidate[id(candidate)], decision))
+            row = by_candidate[id(candidate)]
+            updates.append((row.id, decision, row.arm))
+    statuses = [
+        "control" if arm in HELD_OUT and d.goes_out else _STATUS[d.outcome] for _, d, arm in updates
+    ]
     await ledger.redecide(
         conn,
         {
-            "ids": [i for i, _ in updates],
-            "status": [_STATUS[d.outcome] for _, d in updates],
-            "reason": [d.reason.value if d.reason else None for _, d in updates],
-            "detail": [d.detail or None for _, d in updates],
-            "not_before": [d.until if d.outcome is Outcome.DEFER else None for _, d in updates],
-            "next": [now if d.outcome is Outcome.SEND else None for _, d in updates],
+            "ids": [i for i, _, _ in updates],
+            "status": statuses,
+            "reason": [
+                GLOBAL_CONTROL
+                if arm == GLOBAL_CONTROL and d.goes_out
+                else (d.reason.value if d.reason else None)
+                for _, d, arm in updates
+            ],
+            "detail": [d.detail or None for _, d, _ in updates],
+            "not_before": [d.until if d.outcome is Outcome.DEFER else None for _, d, _ in updates],
+            "next": [now if status == "pending" else None for status in statuses],
         },
     )
     return len(updates)

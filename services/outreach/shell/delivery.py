@@ -11,7 +11,8 @@ a transaction:
 2. **send** — outside any transaction, a few at a time; each send is bounded by the timeout.
 3. **record** — sent, retried with backoff, failed, unknown; each update only applies if the
    row still carries this worker's lease, so a worker that outlived its lease cannot
-   overwrite the outcome of the one that took the row over.
+   overwrite the outcome of the one that took the row over. Each attempt whose outcome is
+   written is kept in ``outreach.delivery_attempts`` in the same transaction.
 
 A retry keeps the action id, which is the webhook's ``webhook-id`` and the email's
 ``Message-ID``: a receiver that sees an action twice can tell.
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -45,6 +47,7 @@ from services.outreach.core.unsubscribe import unsubscribe_url, with_link
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.channels import email as email_channel
 from services.outreach.shell.channels import webhook as webhook_channel
+from services.outreach.store import attempts as attempts_store
 from shared.clock import Clock, SystemClock
 from shared.logging import get_logger, scrub
 from shared.worker import Worker
@@ -97,7 +100,8 @@ _UPDATE = text(
         -- Leased and sent after waiting (quiet hours, an open complaint): the reason it
         -- waited stays.
         reason = CASE WHEN v.status IN ('pending', 'sent') AND v.reason IS NULL
-                           AND a.reason IN ('open_complaint', 'quiet_hours', 'frequency_cap')
+                           AND a.reason IN ('open_complaint', 'quiet_hours', 'frequency_cap',
+                                            'balance')
                       THEN a.reason ELSE v.reason END,
         last_error = v.last_error,
         next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at
@@ -246,11 +250,14 @@ class DeliveryWorker(Worker):
 
         async def one(job: _Job) -> Attempt:
             async with gate:
+                at, started = self._clock.now(), time.perf_counter()
                 try:
-                    return await self._send_one(job)
+                    attempt = await self._send_one(job)
                 except Exception as exc:  # a bug must not strand the batch: retry later
                     log.error("delivery_send_error", action_id=job.action.id, exc_info=exc)
-                    return Attempt(Verdict.RETRY, "internal", type(exc).__name__)
+                    attempt = Attempt(Verdict.RETRY, "internal", type(exc).__name__)
+                took = round((time.perf_counter() - started) * 1000)
+                return replace(attempt, at=at, duration_ms=took)
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
 
@@ -262,6 +269,16 @@ class DeliveryWorker(Worker):
         ]
         async with self._engine.begin() as conn:
             applied = set(await _apply(conn, updates))
+            # Only the attempts whose outcome was written: a worker that outlived its lease
+            # left the row to the one that took it over, attempt numbers included.
+            await attempts_store.record(
+                conn,
+                [
+                    _attempt_row(job, attempt, update, now)
+                    for job, attempt, update in zip(jobs, attempts, updates, strict=True)
+                    if update.id in applied
+                ],
+            )
             for job, attempt in zip(jobs, attempts, strict=True):
                 if attempt.verdict is Verdict.GONE and job.channel_id is not None:
                     await conn.execute(
@@ -430,6 +447,21 @@ class DeliveryWorker(Worker):
             allow_private=s.allow_private_webhooks,
             ports=s.smtp_ports,
         )
+
+
+def _attempt_row(
+    job: _Job, attempt: Attempt, update: _Update, now: datetime
+) -> attempts_store.AttemptRow:
+    return attempts_store.AttemptRow(
+        action_id=job.action.id,
+        attempt=update.attempts,
+        at=attempt.at or now,
+        outcome=attempt.verdict.value,
+        reason=attempt.reason,
+        http_status=attempt.http_status,
+        error=attempt.error,
+        duration_ms=attempt.duration_ms or 0,
+    )
 
 
 async def _apply(conn: AsyncConnection, updates: Sequence[_Update]) -> list[str]:

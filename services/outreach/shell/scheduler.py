@@ -54,7 +54,7 @@ async def fire_due(
                 matches.append(Match(rule, row.customer_id, key))
             live_rules.append(rule)
         recorded = await decide_and_record(
-            conn, matches, cards, policy=policy, settings=settings, now=now
+            conn, matches, cards, policy=policy, settings=settings, now=now, rules=rules
         )
         # Next occurrence: strictly after this one, so it can never fire twice.
         for row in due:

@@ -1,10 +1,12 @@
 """Forgetting a customer.
 
 Scoring announces an erasure with an ``erasure`` change (an empty card). Outreach then drops
-the customer's card replica, schedule entries, suppression and unrelayed actions; the decided
-actions stay in the ledger for the counts, stripped of their content and re-labelled with an
-anonymous id, and any still waiting are suppressed. The registry remembers the erasure by a
-digest so that an older change arriving afterwards does not bring the customer back.
+the customer's card replica, schedule entries, suppression, goal events (their orders, visits
+and the like: their conversions leave the outcome figures), unrelayed actions and delivery
+attempts; the decided actions stay in the ledger for the counts, stripped of their content and
+re-labelled with an anonymous id, and any still waiting are suppressed. The registry remembers
+the erasure by a digest so that an older change arriving afterwards does not bring the customer
+back.
 """
 
 from __future__ import annotations
@@ -27,11 +29,20 @@ _FORGET = (
     text("DELETE FROM outreach.suppressions WHERE customer_id = :id"),
     text("DELETE FROM outreach.outbox WHERE customer_id = :id"),
     text("DELETE FROM outreach.events_outbox WHERE customer_id = :id"),
+    # What they did after being contacted: their conversions leave the outcome figures.
+    text("DELETE FROM outreach.goal_events WHERE customer_id = :id"),
     # The audit log keeps that a suppression was added or lifted, and by whom, not for whom.
     text(
         """
         UPDATE auth.audit_log SET subject = :anonymous, before = NULL, after = NULL
         WHERE subject = :id AND action LIKE 'suppression.%'
+        """
+    ),
+    # Before the actions are re-labelled: their attempts go with their content.
+    text(
+        """
+        DELETE FROM outreach.delivery_attempts
+        WHERE action_id IN (SELECT id FROM outreach.actions WHERE customer_id = :id)
         """
     ),
     text(

@@ -1,6 +1,6 @@
 """The actions ledger: the rows decisions write (with their message on the actions outbox),
 and what deciding reads back: contact histories, suppressions, actions already decided and
-actions held for an open complaint."""
+actions waiting to be decided again (held for an open complaint, deferred for the balance)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 # Statuses that occupy a frequency-cap slot: sent, or on its way.
 COUNTING = ("pending", "sent", "scheduled", "unknown")
+# A control-arm decision: never sent, so never a contact; in a contact history it shows as
+# kind ``control``, which only its own rule's limits count.
+CONTROL = "control"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +35,12 @@ class Recorded:
 _HISTORY = text(
     f"""
     SELECT customer_id, coalesce(sent_at, not_before, decided_at) AS at,
-        CASE WHEN audience = 'team' THEN 'team' ELSE kind END AS kind, rule_id
+        CASE WHEN audience = 'team' THEN 'team' WHEN status = '{CONTROL}' THEN '{CONTROL}'
+             ELSE kind END AS kind, rule_id
     FROM outreach.actions
     WHERE customer_id = ANY(CAST(:ids AS text[])) AND decided_at >= :since
-      AND status IN ({", ".join(f"'{s}'" for s in COUNTING)})
+      AND status IN ({", ".join(f"'{s}'" for s in (*COUNTING, CONTROL))})
+      AND id <> ALL(CAST(:skip AS text[]))
     """
 )
 _SUPPRESSED = text(
@@ -65,7 +70,7 @@ _INSERT = text(
         CAST(:baseline AS float8[]), CAST(:goal AS jsonb[]))
     ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
     RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
-        not_before
+        not_before, arm
     """
 )
 _OUTBOX = text(
@@ -78,8 +83,19 @@ _OUTBOX = text(
 
 _HELD = text(
     """
-    SELECT id, rule_id, customer_id, kind, channel, priority FROM outreach.actions
+    SELECT id, rule_id, customer_id, kind, channel, priority, audience, arm
+    FROM outreach.actions
     WHERE status = 'held' AND customer_id = ANY(CAST(:ids AS text[]))
+    ORDER BY customer_id, priority DESC, decided_at
+    FOR UPDATE
+    """
+)
+_BALANCE_DEFERRED = text(
+    """
+    SELECT id, rule_id, customer_id, kind, channel, priority, audience, arm
+    FROM outreach.actions
+    WHERE status = 'scheduled' AND reason = 'balance'
+      AND customer_id = ANY(CAST(:ids AS text[]))
     ORDER BY customer_id, priority DESC, decided_at
     FOR UPDATE
     """
@@ -88,9 +104,9 @@ _REDECIDE = text(
     """
     UPDATE outreach.actions a SET status = v.status,
         -- Released to go out now: the reason it waited stays readable.
-        reason = CASE WHEN v.status = 'pending' AND v.reason IS NULL THEN a.reason
+        reason = CASE WHEN v.status IN ('pending', 'control') AND v.reason IS NULL THEN a.reason
                       ELSE v.reason END,
-        detail = CASE WHEN v.status = 'pending' AND v.reason IS NULL THEN a.detail
+        detail = CASE WHEN v.status IN ('pending', 'control') AND v.reason IS NULL THEN a.detail
                       ELSE v.detail END,
         not_before = v.not_before, next_attempt_at = v.next
     FROM unnest(CAST(:ids AS text[]), CAST(:status AS text[]), CAST(:reason AS text[]),
@@ -111,11 +127,21 @@ _ALL_SUPPRESSED = text("SELECT customer_id FROM outreach.suppressions")
 
 
 async def contact_history(
-    conn: AsyncConnection, customer_ids: Sequence[str], since: datetime | None
+    conn: AsyncConnection,
+    customer_ids: Sequence[str],
+    since: datetime | None,
+    *,
+    excluding: Sequence[str] = (),
 ) -> dict[str, list[tuple[datetime, str, str]]]:
-    """Each customer's contacts decided since ``since`` (None: ever)."""
+    """Each customer's contacts decided since ``since`` (None: ever), with their rules'
+    control-arm decisions (kind ``control``), leaving out the actions ``excluding`` names
+    (those being decided again)."""
     out: dict[str, list[tuple[datetime, str, str]]] = {c: [] for c in customer_ids}
-    params = {"ids": list(customer_ids), "since": since or datetime(1970, 1, 1, tzinfo=UTC)}
+    params = {
+        "ids": list(customer_ids),
+        "since": since or datetime(1970, 1, 1, tzinfo=UTC),
+        "skip": list(excluding),
+    }
     for row in await conn.execute(_HISTORY, params):
         out[row.customer_id].append((row.at, row.kind, row.rule_id))
     return out
@@ -196,6 +222,7 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
                             "reason": r.reason,
                             "decided_at": r.decided_at.isoformat(),
                             "not_before": r.not_before.isoformat() if r.not_before else None,
+                            "arm": r.arm,
                         }
                     )
                     for r in inserted
@@ -212,8 +239,14 @@ async def held_actions(conn: AsyncConnection, customer_ids: Sequence[str]) -> Se
     return (await conn.execute(_HELD, {"ids": list(customer_ids)})).all()
 
 
+async def balance_deferred(conn: AsyncConnection, customer_ids: Sequence[str]) -> Sequence[Any]:
+    """The customers' promotions deferred for the balance, locked, best first within each
+    customer."""
+    return (await conn.execute(_BALANCE_DEFERRED, {"ids": list(customer_ids)})).all()
+
+
 async def redecide(conn: AsyncConnection, columns: dict[str, list[Any]]) -> None:
-    """Write new decisions over held actions: ``ids`` with their ``status``, ``reason``,
+    """Write new decisions over waiting actions: ``ids`` with their ``status``, ``reason``,
     ``detail``, ``not_before`` and ``next`` (attempt), column by column."""
     await conn.execute(_REDECIDE, columns)
 

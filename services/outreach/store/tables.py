@@ -133,6 +133,23 @@ actions = Table(
     ),
 )
 
+# Every attempt delivery made to send an action, written with the action's own update: how it
+# ended (the sender's verdict), the receiver's HTTP status or the error (truncated), and how
+# long it took. Deleted with the customer's message content on erasure.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("action_id", String(36), nullable=False),
+    Column("attempt", SmallInteger, nullable=False),  # 1 for the first
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("http_status", SmallInteger),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
+    PrimaryKeyConstraint("action_id", "attempt", name="pk_delivery_attempts"),
+)
+
 # The events a goal can be reached by, as outreach saw them on the changes topic: attribution
 # reads them beside the ledger. Deleted with the customer on erasure.
 goal_events = Table(
@@ -142,7 +159,9 @@ goal_events = Table(
     Column("customer_id", String(128), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("revenue", Numeric(18, 4)),  # an order's value net of what it refunds; else null
+    # An order event's own amount (a refund's: what it gave back); null for other events.
+    # Attribution nets an order's refunds and cancellation (services.outreach.core.attribution).
+    Column("revenue", Numeric(18, 4)),
     Column("data", JSONB, nullable=False),
     Index("ix_goal_events_customer", "customer_id", "occurred_at"),
 )

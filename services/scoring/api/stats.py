@@ -1,19 +1,27 @@
-"""Scoring's aggregate read API: the customer base at a glance and the flow through the
-lifecycle over time."""
+"""Scoring's aggregate read API: the customer base at a glance, and the flow of customers and
+money in and out of the active base over time (the leaky bucket)."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from services.scoring.api.deps import Scoring
 from services.scoring.core.lifecycle import day_of
+from services.scoring.core.periods import (
+    Period,
+    add_periods,
+    boundaries,
+    period_end,
+    period_start,
+    periods_between,
+)
+from services.scoring.store import flow as flow_store
 from services.scoring.store import queries
-from services.scoring.store.queries import Period
 from shared.auth import Reader
 from shared.card import Money, Segment, Stage, Strategy, Tier
 from shared.errors import ERROR_RESPONSES, beyond_schema, invalid, responses
@@ -57,13 +65,68 @@ class Overview(BaseModel):
     )
 
 
-class FlowPeriod(BaseModel):
+FlowTier = Literal["key", "regular", "low", "none"]
+
+
+class FlowFigures(BaseModel):
+    """One period's figures for a set of customers. Counts are customers (a customer lost
+    twice in one period counts twice in `churned`); money is net of refunds."""
+
+    new: int = Field(description="customers gained: first purchases made in the period")
+    reactivated: int = Field(
+        description="customers who came back: bought again in the period after declining or "
+        "churning (a declining customer was still in the active base)"
+    )
+    churned: int = Field(description="customers lost: became `churned` in the period")
+    net: int = Field(description="new + reactivated - churned: below zero, the active base shrank")
+    active_at_start: int = Field(
+        description="the active base as the period began: customers in a stage other than "
+        "`prospect` and `churned` at the end of the day before its first day"
+    )
+    active_at_end: int = Field(
+        description="the active base at the end of its last day (for the period under way: "
+        "now); the next period's `active_at_start`"
+    )
+    retained: int = Field(
+        description="customers of `active_at_start` who are in `active_at_end` too (one who "
+        "churned and came back within the period counts)"
+    )
+    churn_rate: float | None = Field(
+        description="churned / active_at_start (0-1, above 1 only when customers gained in "
+        "the period are lost in it too); null when the base at the start was empty"
+    )
+    retention_rate: float | None = Field(
+        description="retained / active_at_start (0-1): the share of the base at the start "
+        "still active at the end; null when the base at the start was empty"
+    )
+    revenue_new: Money = Field(
+        description="what customers gained in the period spent in it: orders of the period "
+        "by customers whose first order is in the period"
+    )
+    revenue_returning: Money = Field(
+        description="what customers who had bought before the period spent in it: every "
+        "other order of the period"
+    )
+    revenue_lost: Money = Field(
+        description="the yearly spend that left with the customers lost in the period: for "
+        "each loss, what the customer spent in the 365 days up to and including their last "
+        "order before the churn (a customer churns only after a long silence, so the year "
+        "before the churn itself would often hold nothing)"
+    )
+
+
+class _Span(BaseModel):
     start: date = Field(description="first day of the period")
     end: date = Field(description="last day of the period")
-    new: int = Field(description="first purchases (transitions to `new`)")
-    reactivated: int = Field(description="transitions to `reactivated`")
-    churned: int = Field(description="transitions to `churned`")
-    net: int = Field(description="new + reactivated - churned: below zero, the active base shrank")
+
+
+class FlowPeriod(FlowFigures, _Span):
+    by_tier: dict[FlowTier, FlowFigures] = Field(
+        description="the same figures per value tier (`key`, `regular`, `low`; `none`: "
+        "customers without a tier, not yet scored or erased since), by the customer's tier "
+        "now: a churned customer's tier is judged on their spend up to their last purchase, "
+        "so it is the tier they had as they left. The four add up to the period's figures."
+    )
 
 
 class Flow(BaseModel):
@@ -123,13 +186,17 @@ async def get_overview(scoring: Scoring, _: Reader) -> Overview:
             }
         )
     ),
-    summary="Customers in and out of the active base, per period",
+    summary="The leaky bucket: customers and money in and out of the active base, per period",
 )
 async def get_flow(
     scoring: Scoring,
     _: Reader,
     period: Annotated[
-        Period, Query(description="`day`, `week` (Monday to Sunday) or `month`.")
+        Period,
+        Query(
+            description="`day`, `week` (Monday to Sunday), `month`, `quarter` (from January, "
+            "April, July, October) or `year`."
+        ),
     ] = Period.WEEK,
     since: Annotated[
         IsoDate | None,
@@ -146,12 +213,26 @@ async def get_flow(
         ),
     ] = None,
 ) -> Flow:
-    """Per period, how many customers made their first purchase (`new`), came back after
-    declining or churning (`reactivated`) and churned, and the net of the three: whether the
-    active base grew or leaked. Periods without any transition are listed with zeros.
+    """Per period, whether the customer base grew or leaked, in customers and in money, in
+    total and per value tier (`by_tier`). Periods without any movement are listed with zeros.
 
-    Transitions are dated in event time (UTC days) and follow late events, so a past period
-    can still change; a churn shows once the periodic sweep has reached the customer."""
+    **Customers.** The *active base* is every customer in a stage other than `prospect` (no
+    purchase yet) and `churned`. Each period says how large it was at the start
+    (`active_at_start`) and at the end (`active_at_end`); how many customers it gained with a
+    first purchase (`new`), won back (`reactivated`: bought again while declining or
+    churned) and lost (`churned`); `churn_rate`, the customers lost for each one in the base
+    at the start; and `retention_rate`, the share of the base at the start still in it at
+    the end.
+
+    **Money** (net of refunds). `revenue_new` is what the customers gained in the period
+    spent in it; `revenue_returning` is what everyone else spent in it (together: the
+    period's revenue); `revenue_lost` is the yearly spend that left with the customers lost:
+    each one's spend over the 365 days up to their last purchase before the churn.
+
+    **Time.** Everything is dated in event time (UTC days), so an imported history shows its
+    past: a first purchase in the month it was made, a churn on the day the customer's
+    silence became too long. Late events correct past periods. A churn shows once the
+    periodic sweep has reached the customer; a tier is the customer's tier now."""
     last_day = until or day_of(scoring.clock.now())
     if since is not None and since > last_day:
         raise invalid("query.since", f"must not be after until ({last_day.isoformat()})")
@@ -177,7 +258,7 @@ async def get_flow(
             f"the range spans {count} {period.value}s; at most {MAX_PERIODS} "
             "periods per request: narrow it or use a longer period",
         )
-    buckets = await queries.flow(scoring.engine, period, first, last)
+    buckets = await flow_store.flow(scoring.engine, boundaries(first, count, period))
     return Flow(
         period=period,
         since=first,
@@ -186,43 +267,27 @@ async def get_flow(
             FlowPeriod(
                 start=b.start,
                 end=period_end(b.start, period),
-                new=b.new,
-                reactivated=b.reactivated,
-                churned=b.churned,
-                net=b.new + b.reactivated - b.churned,
+                **_figures(b.total).model_dump(),
+                by_tier={tier: _figures(f) for tier, f in b.by_tier.items()},
             )
             for b in buckets
         ],
     )
 
 
-def period_start(day: date, period: Period) -> date:
-    """The first day of the period containing ``day`` (as PostgreSQL's ``date_trunc``)."""
-    if period is Period.DAY:
-        return day
-    if period is Period.WEEK:
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
-
-
-def add_periods(start: date, period: Period, n: int) -> date:
-    """The start of the period ``n`` periods after the one starting on ``start``."""
-    if period is Period.DAY:
-        return start + timedelta(days=n)
-    if period is Period.WEEK:
-        return start + timedelta(weeks=n)
-    months = start.year * 12 + start.month - 1 + n
-    return date(months // 12, months % 12 + 1, 1)
-
-
-def period_end(start: date, period: Period) -> date:
-    """The last day of the period starting on ``start``."""
-    return add_periods(start, period, 1) - timedelta(days=1)
-
-
-def periods_between(first: date, last: date, period: Period) -> int:
-    """How many periods from the one starting on ``first`` to the one starting on ``last``."""
-    if period is Period.MONTH:
-        return (last.year - first.year) * 12 + last.month - first.month + 1
-    days = (last - first).days
-    return (days // 7 if period is Period.WEEK else days) + 1
+def _figures(f: flow_store.Figures) -> FlowFigures:
+    base = f.active_at_start
+    return FlowFigures(
+        new=f.new,
+        reactivated=f.reactivated,
+        churned=f.churned,
+        net=f.new + f.reactivated - f.churned,
+        active_at_start=base,
+        active_at_end=f.active_at_end,
+        retained=f.retained,
+        churn_rate=f.churned / base if base else None,
+        retention_rate=f.retained / base if base else None,
+        revenue_new=f.revenue_new,
+        revenue_returning=f.revenue_returning,
+        revenue_lost=f.revenue_lost,
+    )

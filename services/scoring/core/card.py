@@ -46,6 +46,7 @@ from services.scoring.core.state import (
 from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.settings import ScoringSettings
 from shared.card import (
+    P_ORDER_DAYS,
     Card,
     Consent,
     Profile,
@@ -337,6 +338,7 @@ def _prediction(
             "expected_orders_90d": None,
             "expected_order_value": None,
             "clv_365d": None,
+            "p_order": None,
         }
     order_value: float | None = None
     clv: float | None = None
@@ -351,6 +353,9 @@ def _prediction(
         "expected_orders_90d": predict.expected_orders(pop.bg, 90.0, x, t_x, age),
         "expected_order_value": order_value,
         "clv_365d": clv,
+        "p_order": {
+            str(days): predict.p_order(pop.bg, float(days), x, t_x, age) for days in P_ORDER_DAYS
+        },
     }
 
 

@@ -167,6 +167,21 @@ def expected_orders(bg: BgNbdParams, t: float, x: int, t_x: float, T: float) -> 
     return (a + b + x - 1.0) / (a - 1.0) * (1.0 - tail) * p_alive(bg, x, t_x, T)
 
 
+def p_order(bg: BgNbdParams, t: float, x: int, t_x: float, T: float) -> float:
+    """Probability of at least one purchase in the next ``t`` days given history ``(x, t_x, T)``.
+
+    A customer still alive at ``T`` with purchase rate ``lambda`` buys nothing in ``t`` days
+    with probability ``exp(-lambda * t)``, and cannot drop out without buying first; given
+    that they are alive, ``lambda`` is ``Gamma(r + x, alpha + T)``. Averaged over it:
+    ``P(alive) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))``.
+    """
+    if t <= 0.0:
+        return 0.0
+    # -expm1 keeps digits when the chance is small (a short t against a long history).
+    silent = (bg.r + x) * math.log1p(t / (bg.alpha + T))
+    return -math.expm1(-silent) * p_alive(bg, x, t_x, T)
+
+
 def expected_order_value(gg: GammaGammaParams, x: int, mean_spend: float) -> float:
     """Posterior mean order value: shrinks ``mean_spend`` towards the population mean.
 

@@ -2,8 +2,9 @@
 
 One transaction per batch: the inbox claims the event ids (a repeat is dropped here), the
 touched customers' states are loaded and locked in one query, every new event is applied in
-order and yields a change with the new card, and states, history, complaints and outbox rows
-are written back in one statement each. Offsets are committed by the consumer after this returns.
+order and yields a change with the new card, and states, history, complaints, order facts and
+outbox rows are written back in one statement each. Offsets are committed by the consumer
+after this returns.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import Held, StateCache
 from services.scoring.store import complaints as complaint_store
 from services.scoring.store import customers as store
+from services.scoring.store import order_facts
 from services.scoring.store.customers import CustomerRow, StoredHistory
 from shared.clock import Clock
 from shared.consumer import Message
-from shared.events import Envelope, EventType
+from shared.events import Envelope, EventType, OrderData
 from shared.logging import get_logger
 from shared.settings import inbox_retention
 
@@ -109,6 +111,8 @@ class EventApplier:
             cards: dict[str, Scored] = {}
             outbox: list[Outgoing] = []
             dropped: list[str] = []
+            # Per customer, the orders an event of this batch changed.
+            ordered: dict[str, set[str]] = {}
             for envelope, raw in fresh:
                 cid = envelope.customer_id
                 erased = erased_at.get(cid)
@@ -123,10 +127,13 @@ class EventApplier:
                     stages.pop(cid, None)
                     # Their stored history now stands under an anonymous label.
                     history.pop(cid, None)
+                    ordered.pop(cid, None)
                     dropped.append(envelope.event_id)
                     continue
-                state, _ = apply(states.get(cid), envelope, settings)
+                state, changed = apply(states.get(cid), envelope, settings)
                 states[cid] = state
+                if changed and isinstance(envelope.data, OrderData):
+                    ordered.setdefault(cid, set()).add(envelope.data.order_id)
                 card = score(state, self._clock.now(), population, settings)
                 # A complaint is held to the tier on the first card that knows it.
                 state.hold_complaints(card.tier)
@@ -148,6 +155,9 @@ class EventApplier:
                     for cid, card in cards.items()
                     for complaint in complaints_of(states[cid], None, card.tier, settings)
                 ),
+            )
+            await order_facts.sync(
+                conn, ((states[cid], ids) for cid, ids in ordered.items() if cid in cards)
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)

@@ -325,7 +325,8 @@ _PAGE = text(
 # The outbox stays: its rows are changes the service made and the relay has not published
 # yet; a rebuild does not announce the past again, but it must not swallow what is unsent.
 _EMPTY = text(
-    "TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, scoring.complaints"
+    "TRUNCATE scoring.inbox, scoring.customers, scoring.stage_history, scoring.complaints, "
+    "scoring.order_facts"
 )
 
 
@@ -359,8 +360,8 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
 
 
 async def empty(conn: AsyncConnection) -> None:
-    """Forget every customer, applied event, stage change and complaint (the population, the
-    erasures and the changes not yet relayed stay)."""
+    """Forget every customer, applied event, stage change, complaint and order fact (the
+    population, the erasures and the changes not yet relayed stay)."""
     await conn.execute(_EMPTY)
 
 
@@ -389,8 +390,20 @@ _FORGET = (
     text("DELETE FROM scoring.complaints WHERE customer_id = :id"),
     # Changes not yet relayed carry the card; the erasure change that follows replaces them.
     text("DELETE FROM scoring.outbox WHERE customer_id = :id"),
-    # Stage transitions stay for the flow figures, under a label that leads nowhere.
+    # Stage transitions and orders stay for the flow figures, under a label that leads
+    # nowhere: the orders get the same label (so a churn still finds the spend it lost) and
+    # ids numbered in purchase order in place of the shop's own.
     text("UPDATE scoring.stage_history SET customer_id = :anonymous WHERE customer_id = :id"),
+    text(
+        """
+        UPDATE scoring.order_facts AS o SET customer_id = :anonymous, order_id = n.label
+        FROM (SELECT order_id,
+                  CAST(:anonymous AS text) || '/'
+                      || row_number() OVER (ORDER BY at, order_id) AS label
+              FROM scoring.order_facts WHERE customer_id = :id) AS n
+        WHERE o.customer_id = :id AND o.order_id = n.order_id
+        """
+    ),
 )
 _REGISTER = text(
     """

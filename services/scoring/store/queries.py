@@ -1,5 +1,5 @@
 """The SQL behind scoring's read API: one customer's facts and what was applied for them, the
-listing, the stage history and the stats.
+listing, the stage history and the overview (the flow and cohorts: :mod:`.flow`).
 
 Apart from the facts themselves, everything here reads the columns the write path keeps beside
 each customer's facts (:mod:`services.scoring.store.customers`) and the ``stage_history``
@@ -39,14 +39,6 @@ class Sort(StrEnum):
 class Order(StrEnum):
     ASC = "asc"
     DESC = "desc"
-
-
-class Period(StrEnum):
-    """The buckets of the flow report (PostgreSQL ``date_trunc`` units; weeks start Monday)."""
-
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
 
 
 _c = customers.c
@@ -342,46 +334,3 @@ async def overview(engine: AsyncEngine) -> OverviewFigures:
         erased_customers=erased.customers,
         erased_revenue=erased.revenue,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class FlowBucket:
-    start: date
-    new: int
-    reactivated: int
-    churned: int
-
-
-# Periods come from generate_series so that a period without transitions is still a row.
-_FLOW = text(
-    """
-    WITH periods AS (
-        SELECT CAST(p AS date) AS start
-        FROM generate_series(CAST(CAST(:first AS date) AS timestamp),
-                             CAST(CAST(:last AS date) AS timestamp),
-                             CAST('1 ' || CAST(:unit AS text) AS interval)) AS p
-    ), moves AS (
-        SELECT CAST(date_trunc(CAST(:unit AS text), CAST(at AS timestamp)) AS date) AS start,
-               count(*) FILTER (WHERE to_stage = 'new') AS new,
-               count(*) FILTER (WHERE to_stage = 'reactivated') AS reactivated,
-               count(*) FILTER (WHERE to_stage = 'churned') AS churned
-        FROM scoring.stage_history
-        WHERE at >= CAST(:first AS date)
-          AND at < CAST(:last AS date) + CAST('1 ' || CAST(:unit AS text) AS interval)
-          AND to_stage IN ('new', 'reactivated', 'churned')
-        GROUP BY 1
-    )
-    SELECT periods.start, COALESCE(moves.new, 0) AS new,
-           COALESCE(moves.reactivated, 0) AS reactivated, COALESCE(moves.churned, 0) AS churned
-    FROM periods LEFT JOIN moves USING (start)
-    ORDER BY periods.start
-    """
-)
-
-
-async def flow(engine: AsyncEngine, period: Period, first: date, last: date) -> list[FlowBucket]:
-    """Transitions to ``new``, ``reactivated`` and ``churned`` per period, for every period
-    from the one starting on ``first`` to the one starting on ``last`` (both period starts)."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(_FLOW, {"unit": period.value, "first": first, "last": last})
-        return [FlowBucket(r.start, r.new, r.reactivated, r.churned) for r in rows]

@@ -125,6 +125,22 @@ complaints = Table(
     ),
 )
 
+# Every live order of every customer (placed or paid, not cancelled, not wholly refunded): when
+# it was bought and what it is worth net of every refund known, kept by the consumer in the
+# batch's transaction from the customer's facts, for the money in the flow figures. Rebuilt
+# with the facts; on erasure the rows stay for the figures, under the anonymous label the
+# stage history gets, with order ids that lead nowhere.
+order_facts = Table(
+    "order_facts",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("order_id", String(128), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),  # the earliest of placed and paid
+    Column("day", Date, nullable=False),  # the UTC day of ``at``
+    Column("net", Numeric(18, 4), nullable=False),
+    Index("ix_order_facts_day", "day"),
+)
+
 outbox = Table(
     "outbox",
     metadata,

@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +92,10 @@ def signed_headers(secret: str, msg_id: str, at: datetime, body: bytes) -> dict[
 def classify(status: int, retry_after: str | None = None) -> Attempt:
     """An HTTP answer as a verdict: 2xx sent; 410 gone; 408, 429 and 5xx retry; any other
     4xx (and a redirect, which is never followed) failed for good."""
+    return replace(_verdict(status, retry_after), http_status=status)
+
+
+def _verdict(status: int, retry_after: str | None) -> Attempt:
     if 200 <= status < 300:
         return Attempt(Verdict.SENT)
     if status == 410:

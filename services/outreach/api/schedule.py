@@ -1,0 +1,101 @@
+"""``GET /v1/customers/{id}/schedule``: what outreach will do next for one customer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from shared.auth import Reader
+from shared.errors import responses
+from shared.service_state import Transaction
+
+router = APIRouter(prefix="/v1", tags=["actions"])
+
+# A customer has one schedule row per schedule rule and a few actions waiting; the caps only
+# bound the answer should a shop write thousands of rules.
+MAX_ROWS = 500
+
+
+class ScheduledNext(BaseModel):
+    rule_id: str
+    kind: str | None = Field(description="the rule's action kind; null once the rule is gone")
+    due_at: datetime = Field(description="when the rule next fires for the customer")
+
+
+class WaitingAction(BaseModel):
+    id: str = Field(description="the action's id (`GET /v1/actions/{id}` shows it whole)")
+    rule_id: str
+    kind: str
+    channel: str
+    status: str = Field(
+        description="`scheduled` (quiet hours, the frequency cap: goes out at `not_before`), "
+        "`held` (an open complaint: decided again when it is resolved) or `pending` (due now, "
+        "waiting for delivery or for a retry at `next_attempt_at`)"
+    )
+    reason: str | None = Field(description="why it waits: quiet_hours, frequency_cap, ...")
+    detail: str | None
+    decided_at: datetime
+    not_before: datetime | None = Field(description="not sent before this instant")
+    next_attempt_at: datetime | None = Field(description="pending: the next delivery attempt")
+
+
+class CustomerSchedule(BaseModel):
+    customer_id: str
+    scheduled: list[ScheduledNext] = Field(
+        description="schedule rules (birthdays, days after an order, calendars, cron), "
+        "soonest first"
+    )
+    waiting: list[WaitingAction] = Field(
+        description="decided actions not yet delivered: due now (pending), then deferred "
+        "(scheduled, by `not_before`), then held"
+    )
+
+
+_SCHEDULED = text(
+    """
+    SELECT s.rule_id, r.definition -> 'action' ->> 'kind' AS kind, s.due_at
+    FROM outreach.schedule s
+    LEFT JOIN outreach.rules r ON r.id = s.rule_id AND r.deleted_at IS NULL
+    WHERE s.customer_id = :id
+    ORDER BY s.due_at, s.rule_id
+    LIMIT :limit
+    """
+)
+# The partial index ix_actions_waiting does not lead with the customer; their own index does.
+_WAITING = text(
+    """
+    SELECT id, rule_id, kind, channel, status, reason, detail, decided_at, not_before,
+        next_attempt_at
+    FROM outreach.actions
+    WHERE customer_id = :id AND status IN ('scheduled', 'held', 'pending')
+    -- Due now, then deferred to a known instant, then held until a complaint is resolved.
+    ORDER BY CASE status WHEN 'pending' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END,
+        coalesce(next_attempt_at, not_before, decided_at), id
+    LIMIT :limit
+    """
+)
+
+
+@router.get(
+    "/customers/{customer_id}/schedule",
+    response_model=CustomerSchedule,
+    responses=responses(),
+    summary="What is scheduled next for a customer",
+)
+async def customer_schedule(customer_id: str, _: Reader, conn: Transaction) -> CustomerSchedule:
+    """When each schedule rule next fires for the customer (in their own time zone, already
+    turned into an instant), and the actions decided for them that have not gone out yet:
+    deferred by quiet hours or the frequency cap until `not_before`, held while a complaint
+    is open, or due and waiting for delivery. An unknown customer has nothing scheduled: two
+    empty lists. At most 500 of each."""
+    params = {"id": customer_id, "limit": MAX_ROWS}
+    scheduled = (await conn.execute(_SCHEDULED, params)).all()
+    waiting = (await conn.execute(_WAITING, params)).all()
+    return CustomerSchedule(
+        customer_id=customer_id,
+        scheduled=[ScheduledNext.model_validate(r._mapping) for r in scheduled],
+        waiting=[WaitingAction.model_validate(r._mapping) for r in waiting],
+    )

@@ -1,0 +1,69 @@
+"""The events a goal can be reached by (``outreach.goal_events``), written by the change
+consumer in its batch's transaction and read by the outcomes report.
+
+Keyed by the event's id: a change delivered again, or a replay of the whole stream, writes
+nothing new, so the table a rebuild reaches is the one it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.outreach.core.goals import GoalEvent
+
+_INSERT = text(
+    """
+    INSERT INTO outreach.goal_events (event_id, customer_id, event_type, occurred_at, revenue,
+        data)
+    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:customer AS text[]), CAST(:type AS text[]),
+        CAST(:at AS timestamptz[]), CAST(:revenue AS numeric[]), CAST(:data AS jsonb[]))
+    ON CONFLICT (event_id) DO NOTHING
+    """
+)
+
+_OF_CUSTOMERS = text(
+    """
+    SELECT event_id, customer_id, event_type, occurred_at, revenue, data
+    FROM outreach.goal_events
+    WHERE customer_id = ANY(CAST(:ids AS text[])) AND occurred_at > :since
+    ORDER BY customer_id, occurred_at, event_id
+    """
+)
+
+
+async def record(conn: AsyncConnection, events: Sequence[GoalEvent]) -> None:
+    """Keep ``events`` (those already kept are left as they are), in one statement."""
+    if not events:
+        return
+    unique = {e.event_id: e for e in events}.values()
+    await conn.execute(
+        _INSERT,
+        {
+            "id": [e.event_id for e in unique],
+            "customer": [e.customer_id for e in unique],
+            "type": [e.event_type for e in unique],
+            "at": [e.occurred_at for e in unique],
+            "revenue": [e.revenue for e in unique],
+            "data": [orjson.dumps(e.data).decode() for e in unique],
+        },
+    )
+
+
+async def of_customers(
+    conn: AsyncConnection, customer_ids: Sequence[str], since: datetime
+) -> dict[str, list[GoalEvent]]:
+    """These customers' goal events after ``since``, each customer's in time order."""
+    out: dict[str, list[GoalEvent]] = {}
+    if not customer_ids:
+        return out
+    rows = await conn.execute(_OF_CUSTOMERS, {"ids": list(customer_ids), "since": since})
+    for r in rows:
+        out.setdefault(r.customer_id, []).append(
+            GoalEvent(r.event_id, r.customer_id, r.event_type, r.occurred_at, r.revenue, r.data)
+        )
+    return out

@@ -1,0 +1,84 @@
+"""The outcomes report: a customer counts once per group and arm, the baseline is the control
+arm, else the model's forecast, and the global control group is compared only as a whole."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from services.outreach.core.attribution import Converted, Touch
+from services.outreach.core.goals import Goal
+from services.outreach.core.lift import forecast_difference
+from services.outreach.core.outcomes import Touched, contact_mix, report
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+GOAL = Goal(within_days=30)
+
+
+def touched(
+    tid: str, cid: str, arm: str, *, rule: str = "r", kind: str = "recall", base: float = 0.1
+) -> Touched:
+    return Touched(
+        Touch(tid, cid, T0 + timedelta(hours=len(tid)), GOAL),
+        arm,
+        rule,
+        kind,
+        "key",
+        "develop",
+        base,
+    )
+
+
+def won(revenue: str) -> Converted:
+    return Converted(conversions=1, revenue=Decimal(revenue), event_ids=["e"])
+
+
+def test_a_customer_touched_twice_counts_once_and_converts_once() -> None:
+    rows = [
+        touched("a1", "a", "treatment"),
+        touched("a22", "a", "treatment"),
+        touched("b1", "b", "control"),
+    ]
+    [group] = report(rows, {"a1": won("10"), "a22": won("5")}, "rule")
+    assert (group.treatment.customers, group.treatment.conversions) == (1, 1)
+    assert group.treatment.revenue == Decimal("15")
+    assert (group.control.customers, group.control.conversions) == (1, 0)
+    assert group.baseline == "control_group" and group.verdict == "too_small"
+
+
+def test_without_a_control_arm_the_baseline_is_the_model_forecast() -> None:
+    rows = [touched(f"t{i}", f"c{i}", "treatment", base=0.2) for i in range(100)]
+    converted = {f"t{i}": won("20") for i in range(40)}
+    [group] = report(rows, converted, "kind")
+    assert group.forecast_rate is not None
+    expected = forecast_difference(40, 100, group.forecast_rate)
+    assert group.baseline == "model_forecast"
+    assert round(group.forecast_rate, 9) == 0.2 and group.forecast_customers == 100
+    assert group.conversion_difference is not None
+    assert group.conversion_difference.low == expected.low
+    assert group.revenue_difference is None
+    assert group.verdict == "lift"
+
+
+def test_the_program_compares_the_global_control_group_with_the_kinds_it_missed() -> None:
+    rows = [
+        touched("g1", "g", "global_control", kind="recall"),
+        touched("t1", "t", "treatment", kind="recall"),
+        touched("s1", "s", "treatment", kind="apology"),  # never held from anyone
+        touched("h1", "h", "control", kind="recall"),  # a rule's hold-out: neither arm
+    ]
+    [group] = report(rows, {}, "program")
+    assert (group.treatment.customers, group.control.customers) == (1, 1)
+    by_rule = report(rows, {}, "rule")
+    assert [(g.treatment.customers, g.control.customers) for g in by_rule] == [(2, 1)]
+
+
+def test_the_contact_mix_sets_service_against_promotion_per_tier() -> None:
+    mix = contact_mix(
+        [("key", "greeting", 3), ("key", "recall", 1), ("low", "apology", 2)],
+        frozenset({"recall", "winback", "announcement"}),
+    )
+    assert [(m.tier, m.service, m.promotional, m.other, m.service_share) for m in mix] == [
+        ("key", 3, 1, 0, 0.75),
+        ("low", 0, 0, 2, None),
+    ]
