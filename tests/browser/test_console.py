@@ -124,6 +124,21 @@ def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
     assert "$1,234.50 over 1 orders" in card
     assert browser.find_element(By.ID, "touch-h").is_displayed()
 
+    # The overview counts them, and draws the flow with its figures beside it.
+    browser.get(tend.console + "/?period=month")
+    assert browser.find_element(By.ID, "top20").text.endswith("%")
+    assert browser.execute_script(
+        "return Chart.getChart('flow-chart') !== undefined && Chart.getChart('money-chart') "
+        "!== undefined"
+    )
+    months: list[list[str]] = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#flow-table tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
+    )
+    assert len(months) == 12
+    assert sum(int(m[2].replace(",", "")) for m in months) >= 1  # Grace's first order: new
+    assert all(m[7].startswith("$") for m in months)  # revenue from new customers
+
     # Searching by the customer's id finds them too.
     browser.get(f"{tend.console}/customers?q={cid}")
     assert browser.find_element(By.LINK_TEXT, "Grace Hopper")
@@ -386,6 +401,7 @@ def test_no_page_refers_to_anything_outside_the_console(browser: WebDriver, tend
     paths = [
         "/",
         "/?period=month",
+        "/?period=quarter&tier=key",
         "/customers",
         f"/customers/{cid}",
         "/actions",
@@ -424,7 +440,8 @@ def test_every_page_passes_axe_without_serious_violations(browser: WebDriver, te
     browser.get(tend.console + "/signin")
     found = {"/signin": _axe(browser, axe)}
     sign_in(browser, tend, "marketing")
-    for path in ["/", "/customers", f"/customers/{cid}", "/actions", "/rules", "/rules/new"]:
+    pages = ["/", "/customers", f"/customers/{cid}", "/actions", "/rules", "/rules/new"]
+    for path in pages:
         browser.get(tend.console + path)
         found[path] = _axe(browser, axe)
     # A form with errors, as the editor shows them.
