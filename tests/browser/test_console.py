@@ -275,8 +275,12 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     shown = browser.find_element(By.TAG_NAME, "main").text
     assert "suppressed" in shown or "not available from this version" in shown
 
-    # Disabled from the list.
+    # Disabled from the list, which says when it last fired.
     browser.get(tend.console + "/rules")
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    fired_at = row.find_element(By.CSS_SELECTOR, ".last-fired time").get_attribute("datetime")
+    assert fired_at is not None
+    assert datetime.fromisoformat(fired_at) == datetime.fromisoformat(action["decided_at"])
     browser.find_element(By.CSS_SELECTOR, f"button[aria-label='Disable {rule_id}']").click()
     wait(browser).until(ec.url_contains("/rules?saved="))
     with tend.api("outreach", "marketing") as api:

@@ -28,12 +28,16 @@ from services.console.pages.web import (
     SignedIn,
     caller,
     fetch,
+    fetch_all,
     need,
     render,
 )
 from services.console.session import MARKETING_WRITE, Session
 
 router = APIRouter()
+
+# The rules whose last decision the list reads (one small read each).
+LAST_FIRED_RULES = 100
 
 
 @router.get("/rules", include_in_schema=False)
@@ -45,6 +49,16 @@ async def rules(request: Request, session: SignedIn, saved: str = "") -> Respons
     for row in (summary.value or {}).get("rows", []):
         per = outcomes.setdefault(row["rule_id"], {})
         per[row["status"]] = per.get(row["status"], 0) + row["count"]
+    # When each rule that decided anything last did (its newest action), read at once.
+    fired = [r for r in outcomes if r][:LAST_FIRED_RULES]
+    newest = await fetch_all(
+        *(api.get("outreach", "/v1/actions", {"rule_id": r, "limit": 1}) for r in fired)
+    )
+    last_fired = {
+        rule_id: page.value["items"][0]["decided_at"]
+        for rule_id, page in zip(fired, newest, strict=True)
+        if page.value and page.value.get("items")
+    }
     return render(
         request,
         "rules.html",
@@ -53,6 +67,7 @@ async def rules(request: Request, session: SignedIn, saved: str = "") -> Respons
         nav="rules",
         listing=listing,
         outcomes=outcomes,
+        last_fired=last_fired,
         saved=saved,
     )
 
