@@ -3,6 +3,7 @@ customer, writing a rule with the form until it fires, the ledger, scopes, CSRF 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -301,6 +302,43 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     assert stored["version"] == 3
     assert stored["rule"]["action"]["template"]["subject"] == "Thanks again"
     assert stored["rule"]["enabled"] is False
+
+
+def test_a_rule_of_another_trigger_is_edited_as_json(browser: WebDriver, tend: Tend) -> None:
+    rule_id = f"winback-{uuid.uuid4().hex[:6]}"
+    rule = {
+        "id": rule_id,
+        "name": "Win back",
+        "trigger": {"type": "stage", "from": [], "to": ["churned"]},
+        "action": {
+            "kind": "winback",
+            "channel": "webhook",
+            "template": {"subject": "We miss you", "body": "Hello {{ customer.name }}"},
+        },
+    }
+    with tend.api("outreach", "marketing") as api:
+        assert api.post("/v1/rules", json=rule).status_code == 201
+    sign_in(browser, tend, "marketing", f"/rules/{rule_id}")
+    area = browser.find_element(By.ID, "rule_json")
+    shown = json.loads(area.get_attribute("value") or "")
+    assert shown["trigger"]["to"] == ["churned"]
+
+    # A mistake is refused with outreach's reason under the JSON, and nothing is saved.
+    area.clear()
+    area.send_keys(json.dumps({**shown, "priority": 5000}))
+    browser.find_element(By.ID, "save-button").click()
+    error = wait(browser).until(ec.presence_of_element_located((By.ID, "rule_json-error")))
+    assert "priority" in error.text
+    area = browser.find_element(By.ID, "rule_json")
+    area.clear()
+    area.send_keys(json.dumps({**shown, "priority": 50}))
+    browser.find_element(By.ID, "preview-button").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "preview-matched")))
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains("/rules?saved="))
+    with tend.api("outreach", "marketing") as api:
+        stored = api.get(f"/v1/rules/{rule_id}").json()
+    assert (stored["version"], stored["rule"]["priority"]) == (2, 50)
 
 
 def test_an_ops_read_key_sees_no_save_button_and_a_forged_save_is_refused(

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -114,28 +114,84 @@ async def new_rule(request: Request, session: SignedIn) -> Response:
     return _editor(request, session, form, is_new=True)
 
 
-@router.get("/rules/{rule_id}", include_in_schema=False)
-async def edit_rule(request: Request, session: SignedIn, rule_id: str) -> Response:
-    api = caller(request, session)
+async def _stored(request: Request, session: Session, rule_id: str) -> dict[str, Any]:
     try:
-        stored = await api.get("outreach", f"/v1/rules/{quote(rule_id, safe='')}")
+        found: dict[str, Any] = await caller(request, session).get(
+            "outreach", f"/v1/rules/{quote(rule_id, safe='')}"
+        )
     except ApiError as e:
         if e.status == 404:
             raise Refused(404, f"No rule {rule_id!r}.") from None
         raise
+    return found
+
+
+def _json_editor(
+    request: Request,
+    session: Session,
+    stored: dict[str, Any],
+    text: str,
+    *,
+    errors: list[str] | None = None,
+    preview: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "rule_json.html",
+        session,
+        status_code=status_code,
+        title=f"Rule {stored['rule']['id']} · Tend",
+        nav="rules",
+        stored=stored,
+        rule_json=text,
+        form_view=editable(stored["rule"]),
+        errors={"rule_json": errors} if errors else {},
+        preview=preview,
+        backtest=None,
+        may_write=session.can(MARKETING_WRITE),
+    )
+
+
+@router.get("/rules/{rule_id}", include_in_schema=False)
+async def edit_rule(
+    request: Request, session: SignedIn, rule_id: str, view: Literal["form", "json"] = "form"
+) -> Response:
+    stored = await _stored(request, session, rule_id)
     rule = stored["rule"]
-    if not editable(rule):
-        return render(
-            request,
-            "rule_json.html",
-            session,
-            title=f"Rule {rule_id} · Tend",
-            nav="rules",
-            stored=stored,
-            rule_json=json.dumps(rule, indent=2),
-            may_write=session.can(MARKETING_WRITE),
-        )
+    if view == "json" or not editable(rule):
+        return _json_editor(request, session, stored, json.dumps(rule, indent=2))
     return _editor(request, session, RuleForm.of_rule(rule), is_new=False, stored=stored)
+
+
+@router.post("/rules/json", include_in_schema=False)
+async def submit_rule_json(request: Request, posted: CheckedPost) -> Response:
+    """Preview or save a stored rule edited as JSON (the advanced view)."""
+    session = posted.session
+    rule_id = posted.text("rule_id")
+    text = posted.text("rule_json")
+    stored = await _stored(request, session, rule_id)
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        return _json_editor(
+            request, session, stored, text, errors=[f"not JSON: {e}"], status_code=422
+        )
+    api = caller(request, session)
+    try:
+        if posted.text("intent") == "save":
+            need(session, MARKETING_WRITE, "change rules")
+            await api.put("outreach", f"/v1/rules/{quote(rule_id, safe='')}", json=doc)
+            return RedirectResponse(f"/rules?saved={quote(rule_id, safe='')}", status_code=303)
+        preview = await api.post("outreach", "/v1/rules/preview", json=doc)
+    except ApiError as e:
+        if e.status not in (400, 404, 409, 422):
+            raise
+        said = [f"{x['field'].removeprefix('body.')}: {x['reason']}" for x in e.errors]
+        return _json_editor(
+            request, session, stored, text, errors=said or [e.message], status_code=e.status
+        )
+    return _json_editor(request, session, stored, text, preview=preview)
 
 
 def _placed(error: ApiError) -> tuple[dict[str, list[str]], list[str]]:
