@@ -20,7 +20,7 @@ from cli.replay import ReplayReport, post_events
 from services.outreach.core.rule_pack import PLAYBOOK_STRATEGY
 from services.outreach.settings import OutreachSettings
 from shared.settings import CommonSettings
-from tests.support.pipeline import until
+from tests.support.pipeline import outreach_has_seen, until
 from tests.support.receivers import SmtpReceiver
 from tests.support.stack import Stack, isolated_stack
 
@@ -98,6 +98,20 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
                     "AND status IN ('pending', 'sent', 'scheduled', 'held')"
                 )
             )
+        # The weeks after, SIMULATED as make run does: the customers touched respond (a little
+        # more often when the message was sent), and the outcomes have real conversions.
+        touches = await demo.touched(stack.outreach, stack.keys["ops"], datetime.now(UTC))
+        responses = demo.simulated_responses(touches, datetime.now(UTC))
+        simulated = ReplayReport()
+        await post_events(stack.ingest, list(enumerate(responses, start=1)), simulated)
+        await outreach_has_seen(stack, simulated.event_ids, timeout=120)
+        ops = stack.auth("ops")
+        outcomes = (
+            await stack.outreach.get("/v1/outcomes", params={"by": "rule"}, headers=ops)
+        ).json()
+        flow = (
+            await stack.scoring.get("/v1/stats/flow", params={"period": "quarter"}, headers=ops)
+        ).json()
 
     spend, last = _from_csv(demo.cdnow_sample())
     o = summary.overview
@@ -124,6 +138,19 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
     assert sent["apology"] == apologies
     # Reduce cost is a policy: none of its customers is sent a promotion.
     assert reduce_cost_promoted == 0
+    # Every simulated order answers a touch: a conversion of the customer's last touch, in
+    # the arm they were in; the tables make run prints read these figures.
+    groups = outcomes["groups"]
+    converted = {
+        arm: sum(g[arm]["conversions"] for g in groups) for arm in ("treatment", "control")
+    }
+    assert len(responses) > 0 and converted["treatment"] > 0
+    assert sum(converted.values()) == len(responses)  # each order converts one touch, once
+    measured = {PLAYBOOK_STRATEGY[g["key"]] for g in groups if g["key"] in PLAYBOOK_STRATEGY}
+    assert measured == {"develop", "maintain", "nurture"}
+    assert len(demo.outcome_lines(outcomes)) == len(groups) + 1
+    assert sum(p["churned"] for p in flow["periods"]) > 0
+    assert any("key" in line for line in demo.flow_lines(flow))
     for strategy, arms in acted.items():
         # Both arms are decided, the control one the smaller (20% of each rule's matches).
         assert 0 < arms["control"] < arms["treatment"], (strategy, arms)
