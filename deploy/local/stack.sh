@@ -21,10 +21,16 @@ VENV="$ROOT/.venv"
 mkdir -p "$RUN" "$LOGS"
 
 # name:port of each service, in start order; a service runs when its app.py exists.
-SERVICES=("ingest:${TEND_INGEST_PORT:-8001}" "scoring:${TEND_SCORING_PORT:-8002}" "outreach:${TEND_OUTREACH_PORT:-8003}")
+SERVICES=("ingest:${TEND_INGEST_PORT:-8001}" "scoring:${TEND_SCORING_PORT:-8002}" "outreach:${TEND_OUTREACH_PORT:-8003}" "console:${TEND_CONSOLE_PORT:-8000}")
 # Ingest's customer export gathers from scoring and outreach.
 export TEND_INGEST_SCORING_URL=${TEND_INGEST_SCORING_URL:-http://127.0.0.1:${TEND_SCORING_PORT:-8002}}
 export TEND_INGEST_OUTREACH_URL=${TEND_INGEST_OUTREACH_URL:-http://127.0.0.1:${TEND_OUTREACH_PORT:-8003}}
+
+# The console calls the three APIs.
+export TEND_CONSOLE_INGEST_URL=${TEND_CONSOLE_INGEST_URL:-http://127.0.0.1:${TEND_INGEST_PORT:-8001}}
+export TEND_CONSOLE_SCORING_URL=${TEND_CONSOLE_SCORING_URL:-http://127.0.0.1:${TEND_SCORING_PORT:-8002}}
+export TEND_CONSOLE_OUTREACH_URL=${TEND_CONSOLE_OUTREACH_URL:-http://127.0.0.1:${TEND_OUTREACH_PORT:-8003}}
+CONSOLE="$ROOT/services/console"
 
 STARTED=()   # what this invocation started, to stop on exit (run / test)
 
@@ -48,6 +54,24 @@ ensure_venv() {
   "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" >"$LOGS/pip.log" 2>&1 \
     || die "pip install failed (see $LOGS/pip.log)"
   touch "$stamp"
+}
+
+# The console's browser assets (htmx, Chart.js, axe-core), pinned by its package-lock.json and
+# installed with the machine's npm; the console serves them itself (no CDN).
+ensure_console_assets() {
+  local stamp="$CONSOLE/node_modules/.package-lock.json"
+  if [[ -f $stamp && $stamp -nt $CONSOLE/package-lock.json ]]; then return 0; fi
+  command -v npm >/dev/null || apt_install npm
+  say "tend: installing the console's browser assets (npm ci) ..."
+  (cd "$CONSOLE" && npm ci --no-audit --no-fund --loglevel=error >"$LOGS/npm.log" 2>&1) \
+    || die "npm ci failed in services/console (see $LOGS/npm.log)"
+  touch "$stamp"
+}
+
+# Debian's Chromium and its driver, for the console's browser tests (never a downloaded build).
+ensure_browser() {
+  if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then return 0; fi
+  apt_install chromium chromium-driver
 }
 
 infra_up() {
@@ -78,6 +102,7 @@ infra_down() {
 
 prepare() {
   ensure_venv
+  ensure_console_assets
   infra_up
   "$VENV/bin/tend" migrate >/dev/null
   "$VENV/bin/tend" topics >/dev/null
@@ -86,6 +111,12 @@ prepare() {
     "$VENV/bin/python" -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(32)).decode())' >"$STATE/sink-secret"
     chmod 600 "$STATE/sink-secret"
   fi
+  # The console's session cookies stay valid across its restarts.
+  if [[ ! -s $STATE/console-secret ]]; then
+    "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$STATE/console-secret"
+    chmod 600 "$STATE/console-secret"
+  fi
+  export TEND_CONSOLE_SESSION_SECRET=${TEND_CONSOLE_SESSION_SECRET:-$(cat "$STATE/console-secret")}
   # Local development delivers to the sinks on loopback.
   export TEND_OUTREACH_ALLOW_PRIVATE_WEBHOOKS=true
   export TEND_OUTREACH_SMTP_PORT=${TEND_SMTP_PORT:-8025}
@@ -181,8 +212,10 @@ banner() {
   for entry in "${SERVICES[@]}"; do
     name=${entry%%:*}; port=${entry##*:}
     [[ -f $ROOT/services/$name/app.py ]] || continue
+    [[ $name == console ]] && continue
     printf '  %-9s http://127.0.0.1:%s/docs\n' "$name" "$port"
   done
+  echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below)"
   echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
   echo "  Postgres  ${DATABASE_URL}"
   echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks and email outreach sent)"
@@ -238,6 +271,8 @@ case $cmd in
   test)
     trap 'stop_started' EXIT
     ensure_venv
+    ensure_console_assets
+    ensure_browser
     # Lint gates the suite, as it gates landing.
     (lint) || die "the lint failed (see above): fix it before the suite runs"
     infra_up

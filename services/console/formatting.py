@@ -1,0 +1,79 @@
+"""Numbers, money, shares and instants written for people (the pages' Jinja2 filters)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from babel.numbers import format_currency, format_decimal, format_percent
+from jinja2 import Environment
+from markupsafe import Markup, escape
+
+from services.console.settings import ConsoleSettings
+
+DASH = "—"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def install(env: Environment, settings: ConsoleSettings) -> None:
+    locale = settings.locale
+    currency = settings.currency
+
+    def number(value: Any, digits: int = 0) -> str:
+        d = _decimal(value)
+        if d is None:
+            return DASH
+        pattern = "#,##0" + ("." + "0" * digits if digits else "")
+        return format_decimal(d, format=pattern, locale=locale)
+
+    def money(value: Any) -> str:
+        d = _decimal(value)
+        return DASH if d is None else format_currency(d, currency, locale=locale)
+
+    def share(value: Any, digits: int = 1) -> str:
+        d = _decimal(value)
+        if d is None:
+            return DASH
+        return format_percent(d, format="#,##0." + "0" * digits + "%", locale=locale)
+
+    def instant(value: Any) -> Markup | str:
+        """An ISO instant as ``<time datetime="…">2026-12-05 14:03 UTC</time>``: the
+        console's script rewrites it in the viewer's own time zone."""
+        if not value:
+            return DASH
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        utc = moment.astimezone(UTC)
+        return Markup('<time datetime="{}">{}</time>').format(
+            utc.isoformat(), escape(utc.strftime("%Y-%m-%d %H:%M UTC"))
+        )
+
+    def day(value: Any) -> str:
+        if not value:
+            return DASH
+        try:
+            return date.fromisoformat(str(value)[:10]).strftime("%d %b %Y")
+        except ValueError:
+            return str(value)
+
+    def label(value: Any) -> str:
+        """An API slug (``frequency_cap``, ``at_risk``) as words."""
+        return DASH if value in (None, "") else str(value).replace("_", " ")
+
+    env.filters.update(
+        number=number, money=money, share=share, instant=instant, day=day, label=label
+    )
+    env.globals["currency"] = currency

@@ -1,0 +1,284 @@
+"""A rule as the editor's form holds it, and the JSON document outreach takes.
+
+The form builds an event-triggered rule: the event, one condition (or a JSON expression),
+the action's kind, channel and template, a cooldown and a priority. Outreach judges the rule;
+its 422 names fields (``body.action.template``), which :func:`field_of` places next to the
+form's own control.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.events import EventType
+
+# Events a rule may fire on (outreach refuses the others: an erased or unsubscribed customer
+# is not contacted).
+EVENTS = [
+    e.value
+    for e in EventType
+    if e
+    not in (
+        EventType.CUSTOMER_ERASED,
+        EventType.CUSTOMER_UNSUBSCRIBED,
+        EventType.CUSTOMER_RESUBSCRIBED,
+    )
+]
+KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"]
+CHANNELS = ["email", "webhook"]
+OPERATORS = {
+    "eq": "equals",
+    "ne": "does not equal",
+    "gt": "is more than",
+    "gte": "is at least",
+    "lt": "is less than",
+    "lte": "is at most",
+    "exists": "is present",
+    "has_tag": "has the tag",
+}
+
+FIELDS = [
+    "rule_id",
+    "name",
+    "description",
+    "trigger_event",
+    "condition",
+    "action_kind",
+    "action_channel",
+    "subject",
+    "body",
+    "cooldown_days",
+    "priority",
+    "preview_at",
+    "backtest_days",
+]
+
+
+@dataclass
+class RuleForm:
+    rule_id: str = ""
+    name: str = ""
+    description: str = ""
+    trigger_event: str = "order.paid"
+    cond_field: str = ""
+    cond_op: str = "gt"
+    cond_value: str = ""
+    conditions_json: str = ""
+    action_kind: str = "follow_up"
+    action_channel: str = "email"
+    subject: str = ""
+    body: str = ""
+    cooldown_days: str = ""
+    once: bool = False
+    priority: str = "0"
+    enabled: bool = True
+    # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
+    preview_at: str = ""
+    backtest_days: str = "30"
+    # Fields of the stored rule the form does not edit, kept as they were.
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_fields(cls, get: Any) -> RuleForm:
+        """The form from posted fields (``get(name) -> str``)."""
+        kept_text = get("kept")
+        try:
+            kept = json.loads(kept_text) if kept_text else {}
+        except ValueError:
+            kept = {}
+        return cls(
+            rule_id=get("rule_id"),
+            name=get("name"),
+            description=get("description"),
+            trigger_event=get("trigger_event"),
+            cond_field=get("cond_field"),
+            cond_op=get("cond_op"),
+            cond_value=get("cond_value"),
+            conditions_json=get("conditions_json"),
+            action_kind=get("action_kind"),
+            action_channel=get("action_channel"),
+            subject=get("subject"),
+            body=get("body"),
+            cooldown_days=get("cooldown_days"),
+            once=get("once") == "on",
+            priority=get("priority") or "0",
+            enabled=get("enabled") == "on",
+            preview_at=get("preview_at"),
+            backtest_days=get("backtest_days") or "30",
+            kept=kept if isinstance(kept, dict) else {},
+        )
+
+    @classmethod
+    def of_rule(cls, rule: dict[str, Any]) -> RuleForm:
+        """The form of a stored event rule (:func:`editable` says whether it is one)."""
+        action = rule.get("action", {})
+        template = action.get("template", {})
+        limits = rule.get("limits") or {}
+        form = cls(
+            rule_id=rule["id"],
+            name=rule.get("name", ""),
+            description=rule.get("description", ""),
+            trigger_event=rule["trigger"].get("event", ""),
+            action_kind=action.get("kind", ""),
+            action_channel=action.get("channel", ""),
+            subject=template.get("subject", ""),
+            body=template.get("body", ""),
+            cooldown_days=str(limits.get("cooldown_days") or ""),
+            once=bool(limits.get("once")),
+            priority=str(rule.get("priority", 0)),
+            enabled=bool(rule.get("enabled", True)),
+        )
+        conditions = rule.get("conditions")
+        simple = _simple(conditions)
+        if simple:
+            form.cond_op, form.cond_field, form.cond_value = simple
+        elif conditions:
+            form.conditions_json = json.dumps(conditions, indent=2)
+        filters = rule["trigger"].get("filters")
+        trigger_extra = {"filters": filters} if filters else {}
+        action_extra = {k: v for k, v in action.items() if k not in ("kind", "channel", "template")}
+        limits_extra = {k: v for k, v in limits.items() if k not in ("cooldown_days", "once")}
+        rest = {
+            k: v
+            for k, v in rule.items()
+            if k
+            not in (
+                "id",
+                "name",
+                "description",
+                "trigger",
+                "conditions",
+                "action",
+                "limits",
+                "priority",
+                "enabled",
+            )
+        }
+        form.kept = {
+            **({"trigger": trigger_extra} if trigger_extra else {}),
+            **({"action": action_extra} if action_extra else {}),
+            **({"limits": limits_extra} if limits_extra else {}),
+            **rest,
+        }
+        return form
+
+    def document(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The rule document outreach takes, and the form's own errors (fields it cannot
+        even put into the document)."""
+        errors: dict[str, str] = {}
+        kept = dict(self.kept)
+        doc: dict[str, Any] = {
+            "id": self.rule_id,
+            "name": self.name,
+            "description": self.description,
+            "trigger": {"type": "event", "event": self.trigger_event, **kept.pop("trigger", {})},
+            "action": {
+                "kind": self.action_kind,
+                "channel": self.action_channel,
+                "template": {"subject": self.subject, "body": self.body},
+                **kept.pop("action", {}),
+            },
+            "enabled": self.enabled,
+        }
+        try:
+            doc["priority"] = int(self.priority)
+        except ValueError:
+            errors["priority"] = "a whole number, from -1000 to 1000"
+        limits: dict[str, Any] = dict(kept.pop("limits", {}))
+        if self.cooldown_days:
+            try:
+                limits["cooldown_days"] = int(self.cooldown_days)
+            except ValueError:
+                errors["cooldown_days"] = "a whole number of days"
+        if self.once:
+            limits["once"] = True
+        doc["limits"] = limits
+        if self.conditions_json.strip():
+            try:
+                doc["conditions"] = json.loads(self.conditions_json)
+            except ValueError as e:
+                errors["condition"] = f"the JSON expression does not parse: {e}"
+        elif self.cond_field:
+            doc["conditions"] = self.condition()
+        doc.update(kept)
+        return doc, errors
+
+    def condition(self) -> dict[str, Any]:
+        if self.cond_op == "has_tag":
+            return {"has_tag": self.cond_value}
+        if self.cond_op == "exists":
+            return {"exists": self.cond_field}
+        return {self.cond_op: [self.cond_field, _value(self.cond_value)]}
+
+
+def instant_param(local: str) -> str | None:
+    """A ``datetime-local`` value (``2026-12-24T09:00``) as the API's ISO instant, read as
+    UTC; None when empty."""
+    text = local.strip()
+    if not text:
+        return None
+    return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
+
+
+def _value(text: str) -> Any:
+    """A typed value: a number, true/false, null or a quoted string as JSON; other text as
+    it is (``key``, ``at_risk``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _simple(conditions: Any) -> tuple[str, str, str] | None:
+    """``(op, field, value)`` of a one-comparison expression the form shows as such."""
+    if not isinstance(conditions, dict) or len(conditions) != 1:
+        return None
+    [(op, arg)] = conditions.items()
+    if op == "has_tag" and isinstance(arg, str):
+        return op, "", arg
+    if op == "exists" and isinstance(arg, str):
+        return op, arg, ""
+    if op in OPERATORS and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str):
+        value = arg[1]
+        return op, arg[0], value if isinstance(value, str) else json.dumps(value)
+    return None
+
+
+def editable(rule: dict[str, Any]) -> bool:
+    """The form edits event-triggered rules; the others are shown as JSON."""
+    return bool(rule.get("trigger", {}).get("type") == "event")
+
+
+def field_of(api_field: str, reason: str) -> str:
+    """The form control an API error field (``body.action.template``) belongs to; ``""``
+    for the form as a whole."""
+    path = api_field.removeprefix("body.").removeprefix("body")
+    exact = {
+        "id": "rule_id",
+        "name": "name",
+        "description": "description",
+        "priority": "priority",
+        "action.kind": "action_kind",
+        "action.channel": "action_channel",
+        "action.channel_id": "action_channel",
+        "action.template.subject": "subject",
+        "action.template.body": "body",
+        "limits.cooldown_days": "cooldown_days",
+    }
+    if path in exact:
+        return exact[path]
+    if path in ("query.at",):
+        return "preview_at"
+    if path in ("query.days",):
+        return "backtest_days"
+    if path.startswith("trigger"):
+        return "trigger_event"
+    if path.startswith("conditions"):
+        return "condition"
+    if path.startswith("action.template"):
+        return "subject" if reason.startswith("subject") else "body"
+    if path.startswith("action.kind"):
+        return "action_kind"
+    return ""

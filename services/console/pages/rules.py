@@ -1,0 +1,281 @@
+"""Rules: the list with status and outcome figures, and an editor for event-triggered rules
+(preview before saving, the API's field errors next to the field, enable and disable)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from services.console.clients.api import ApiError
+from services.console.pages.rule_form import (
+    CHANNELS,
+    EVENTS,
+    KINDS,
+    OPERATORS,
+    RuleForm,
+    editable,
+    field_of,
+    instant_param,
+)
+from services.console.pages.web import (
+    CheckedPost,
+    Refused,
+    SignedIn,
+    caller,
+    fetch,
+    fetch_all,
+    need,
+    render,
+)
+from services.console.session import MARKETING_WRITE, Session
+
+router = APIRouter()
+
+# The rules whose last decision the list reads (one small read each).
+LAST_FIRED_RULES = 100
+
+
+@router.get("/rules", include_in_schema=False)
+async def rules(request: Request, session: SignedIn, saved: str = "") -> Response:
+    api = caller(request, session)
+    listing = await fetch(api.get("outreach", "/v1/rules"))
+    summary = await fetch(api.get("outreach", "/v1/actions/summary", {"by": "rule"}))
+    outcomes: dict[str, dict[str, int]] = {}
+    for row in (summary.value or {}).get("rows", []):
+        per = outcomes.setdefault(row["rule_id"], {})
+        per[row["status"]] = per.get(row["status"], 0) + row["count"]
+    # When each rule that decided anything last did (its newest action), read at once.
+    fired = [r for r in outcomes if r][:LAST_FIRED_RULES]
+    newest = await fetch_all(
+        *(api.get("outreach", "/v1/actions", {"rule_id": r, "limit": 1}) for r in fired)
+    )
+    last_fired = {
+        rule_id: page.value["items"][0]["decided_at"]
+        for rule_id, page in zip(fired, newest, strict=True)
+        if page.value and page.value.get("items")
+    }
+    return render(
+        request,
+        "rules.html",
+        session,
+        title="Rules · Tend",
+        nav="rules",
+        listing=listing,
+        outcomes=outcomes,
+        last_fired=last_fired,
+        saved=saved,
+    )
+
+
+def _editor(
+    request: Request,
+    session: Session,
+    form: RuleForm,
+    *,
+    is_new: bool,
+    errors: dict[str, list[str]] | None = None,
+    general: list[str] | None = None,
+    preview: dict[str, Any] | None = None,
+    backtest: dict[str, Any] | None = None,
+    stored: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "rule_edit.html",
+        session,
+        status_code=status_code,
+        title=("New rule" if is_new else f"Rule {form.rule_id}") + " · Tend",
+        nav="rules",
+        form=form,
+        is_new=is_new,
+        errors=errors or {},
+        general=general or [],
+        preview=preview,
+        backtest=backtest,
+        stored=stored,
+        events=EVENTS,
+        kinds=KINDS,
+        channels=CHANNELS,
+        operators=OPERATORS,
+        kept_json=json.dumps(form.kept) if form.kept else "",
+        may_write=session.can(MARKETING_WRITE),
+    )
+
+
+@router.get("/rules/new", include_in_schema=False)
+async def new_rule(request: Request, session: SignedIn) -> Response:
+    form = RuleForm(body="Hello {{ customer.name or 'there' }}")
+    return _editor(request, session, form, is_new=True)
+
+
+async def _stored(request: Request, session: Session, rule_id: str) -> dict[str, Any]:
+    try:
+        found: dict[str, Any] = await caller(request, session).get(
+            "outreach", f"/v1/rules/{quote(rule_id, safe='')}"
+        )
+    except ApiError as e:
+        if e.status == 404:
+            raise Refused(404, f"No rule {rule_id!r}.") from None
+        raise
+    return found
+
+
+def _json_editor(
+    request: Request,
+    session: Session,
+    stored: dict[str, Any],
+    text: str,
+    *,
+    errors: list[str] | None = None,
+    preview: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "rule_json.html",
+        session,
+        status_code=status_code,
+        title=f"Rule {stored['rule']['id']} · Tend",
+        nav="rules",
+        stored=stored,
+        rule_json=text,
+        form_view=editable(stored["rule"]),
+        errors={"rule_json": errors} if errors else {},
+        preview=preview,
+        backtest=None,
+        may_write=session.can(MARKETING_WRITE),
+    )
+
+
+@router.get("/rules/{rule_id}", include_in_schema=False)
+async def edit_rule(
+    request: Request, session: SignedIn, rule_id: str, view: Literal["form", "json"] = "form"
+) -> Response:
+    stored = await _stored(request, session, rule_id)
+    rule = stored["rule"]
+    if view == "json" or not editable(rule):
+        return _json_editor(request, session, stored, json.dumps(rule, indent=2))
+    return _editor(request, session, RuleForm.of_rule(rule), is_new=False, stored=stored)
+
+
+@router.post("/rules/json", include_in_schema=False)
+async def submit_rule_json(request: Request, posted: CheckedPost) -> Response:
+    """Preview or save a stored rule edited as JSON (the advanced view)."""
+    session = posted.session
+    rule_id = posted.text("rule_id")
+    text = posted.text("rule_json")
+    stored = await _stored(request, session, rule_id)
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        return _json_editor(
+            request, session, stored, text, errors=[f"not JSON: {e}"], status_code=422
+        )
+    api = caller(request, session)
+    try:
+        if posted.text("intent") == "save":
+            need(session, MARKETING_WRITE, "change rules")
+            await api.put("outreach", f"/v1/rules/{quote(rule_id, safe='')}", json=doc)
+            return RedirectResponse(f"/rules?saved={quote(rule_id, safe='')}", status_code=303)
+        preview = await api.post("outreach", "/v1/rules/preview", json=doc)
+    except ApiError as e:
+        if e.status not in (400, 404, 409, 422):
+            raise
+        said = [f"{x['field'].removeprefix('body.')}: {x['reason']}" for x in e.errors]
+        return _json_editor(
+            request, session, stored, text, errors=said or [e.message], status_code=e.status
+        )
+    return _json_editor(request, session, stored, text, preview=preview)
+
+
+def _placed(error: ApiError) -> tuple[dict[str, list[str]], list[str]]:
+    """The API's field errors by form control; those of no control, and the message when
+    there is no field error at all, for the top of the form."""
+    by_field: dict[str, list[str]] = {}
+    general: list[str] = []
+    for e in error.errors:
+        where = field_of(e["field"], e["reason"])
+        if where:
+            by_field.setdefault(where, []).append(e["reason"])
+        else:
+            general.append(f"{e['field']}: {e['reason']}")
+    if not error.errors:
+        general.append(error.message)
+    return by_field, general
+
+
+@router.post("/rules/edit", include_in_schema=False)
+async def submit_rule(request: Request, posted: CheckedPost) -> Response:
+    """Preview or save the rule of the editor's form (``intent``)."""
+    session = posted.session
+    form = RuleForm.of_fields(posted.text)
+    is_new = posted.text("is_new") == "1"
+    intent = posted.text("intent")
+    doc, own_errors = form.document()
+    if own_errors:
+        errors = {k: [v] for k, v in own_errors.items()}
+        return _editor(request, session, form, is_new=is_new, errors=errors, status_code=422)
+    api = caller(request, session)
+    if intent == "save":
+        need(session, MARKETING_WRITE, "change rules")
+        try:
+            if is_new:
+                await api.post("outreach", "/v1/rules", json=doc)
+            else:
+                await api.put("outreach", f"/v1/rules/{quote(form.rule_id, safe='')}", json=doc)
+        except ApiError as e:
+            if e.status not in (400, 404, 409, 422):
+                raise
+            by_field, general = _placed(e)
+            return _editor(
+                request,
+                session,
+                form,
+                is_new=is_new,
+                errors=by_field,
+                general=general,
+                status_code=e.status,
+            )
+        return RedirectResponse(f"/rules?saved={quote(form.rule_id, safe='')}", status_code=303)
+    # A dry run: a preview (the default) of who the rule would reach now or at an instant,
+    # or a backtest over the recorded past; nothing is saved or sent.
+    try:
+        if intent == "backtest":
+            result = await api.post(
+                "outreach", "/v1/rules/backtest", json=doc, params={"days": form.backtest_days}
+            )
+            return _editor(request, session, form, is_new=is_new, backtest=result)
+        at = instant_param(form.preview_at)
+        result = await api.post(
+            "outreach", "/v1/rules/preview", json=doc, params={"at": at} if at else None
+        )
+    except ApiError as e:
+        if e.status not in (400, 422):
+            raise
+        by_field, general = _placed(e)
+        return _editor(
+            request,
+            session,
+            form,
+            is_new=is_new,
+            errors=by_field,
+            general=general,
+            status_code=e.status,
+        )
+    return _editor(request, session, form, is_new=is_new, preview=result)
+
+
+@router.post("/rules/{rule_id}/{switch}", include_in_schema=False)
+async def switch_rule(request: Request, posted: CheckedPost, rule_id: str, switch: str) -> Response:
+    if switch not in ("enable", "disable"):
+        raise Refused(404, "Not a page of the console.")
+    need(posted.session, MARKETING_WRITE, f"{switch} rules")
+    api = caller(request, posted.session)
+    await api.post("outreach", f"/v1/rules/{quote(rule_id, safe='')}/{switch}")
+    return RedirectResponse(f"/rules?saved={quote(rule_id, safe='')}", status_code=303)

@@ -1,0 +1,127 @@
+"""The console's rule editor form: the document it sends outreach, a stored rule read back
+into it, and the API's error fields placed at the form's controls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jinja2 import Environment
+
+from services.console.formatting import install
+from services.console.pages.rule_form import RuleForm, editable, field_of, instant_param
+from services.console.settings import ConsoleSettings
+
+STORED: dict[str, Any] = {
+    "id": "thanks",
+    "name": "Thank payers",
+    "description": "",
+    "trigger": {"type": "event", "event": "order.paid", "filters": {"gt": ["amount", "50"]}},
+    "conditions": {"gte": ["value.orders", 2]},
+    "action": {
+        "kind": "follow_up",
+        "channel": "webhook",
+        "channel_id": "crm",
+        "audience": "customer",
+        "offer": {"code": "TEN", "description": "10% off"},
+        "template": {"subject": "Hi", "body": "Thanks {{ customer.name }}"},
+    },
+    "limits": {"cooldown_days": 30, "once": False, "max_per_customer": 3},
+    "priority": 5,
+    "enabled": True,
+    "goal": None,
+    "control_percent": 10.0,
+}
+
+
+def test_a_stored_rule_read_into_the_form_comes_back_whole() -> None:
+    form = RuleForm.of_rule(STORED)
+    assert (form.cond_field, form.cond_op, form.cond_value) == ("value.orders", "gte", "2")
+    doc, errors = form.document()
+    assert errors == {}
+    assert doc["trigger"] == STORED["trigger"]  # the filters the form does not show are kept
+    assert doc["conditions"] == STORED["conditions"]
+    assert doc["action"]["offer"] == STORED["action"]["offer"]
+    assert doc["action"]["channel_id"] == "crm"
+    assert doc["limits"] == {"cooldown_days": 30, "max_per_customer": 3}
+    assert doc["control_percent"] == 10.0
+    assert doc["priority"] == 5
+
+
+def test_a_complex_condition_is_edited_as_json() -> None:
+    rule = {**STORED, "conditions": {"all": [{"eq": ["tier", "key"]}, {"has_tag": "vip"}]}}
+    form = RuleForm.of_rule(rule)
+    assert form.cond_field == ""
+    assert '"all"' in form.conditions_json
+    assert form.document()[0]["conditions"] == rule["conditions"]
+
+
+@pytest.mark.parametrize(
+    ("op", "field", "value", "expected"),
+    [
+        ("gt", "value.orders", "3", {"gt": ["value.orders", 3]}),
+        ("eq", "tier", "key", {"eq": ["tier", "key"]}),
+        ("eq", "profile.attributes.plan", '"3"', {"eq": ["profile.attributes.plan", "3"]}),
+        ("ne", "rfm.segment", "null", {"ne": ["rfm.segment", None]}),
+        ("has_tag", "", "vip", {"has_tag": "vip"}),
+        ("exists", "value.last_order_at", "", {"exists": "value.last_order_at"}),
+    ],
+)
+def test_one_condition_of_the_form(op: str, field: str, value: str, expected: Any) -> None:
+    assert RuleForm(cond_field=field, cond_op=op, cond_value=value).condition() == expected
+
+
+def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
+    form = RuleForm(rule_id="r", priority="high", cooldown_days="a week", conditions_json="{")
+    _, errors = form.document()
+    assert set(errors) == {"priority", "cooldown_days", "condition"}
+
+
+@pytest.mark.parametrize(
+    ("field", "reason", "control"),
+    [
+        ("body.id", "string does not match", "rule_id"),
+        ("body.conditions", "gt: unknown card field", "condition"),
+        ("body.trigger.event.event", "Input should be", "trigger_event"),
+        ("body.action.template", "subject: an email needs a subject", "subject"),
+        ("body.action.template", "body: template syntax error", "body"),
+        ("body.action.channel_id", "no such channel", "action_channel"),
+        ("body.limits.cooldown_days", "Input should be greater", "cooldown_days"),
+        ("query.days", "Input should be less", "backtest_days"),
+        ("query.at", "not an instant", "preview_at"),
+        ("body.control_percent", "too high", ""),
+    ],
+)
+def test_an_api_error_field_is_placed_at_its_control(field: str, reason: str, control: str) -> None:
+    assert field_of(field, reason) == control
+
+
+def test_only_event_rules_are_edited_in_the_form() -> None:
+    assert editable(STORED)
+    assert not editable({**STORED, "trigger": {"type": "stage", "to": ["churned"]}})
+
+
+def test_a_local_instant_is_sent_as_utc() -> None:
+    assert instant_param("2026-12-24T09:00") == "2026-12-24T09:00Z"
+    assert instant_param("2026-12-24T09:00+01:00") == "2026-12-24T09:00+01:00"
+    assert instant_param(" ") is None
+
+
+def test_numbers_and_money_are_written_for_people() -> None:
+    env = Environment(autoescape=True)
+    install(env, ConsoleSettings(currency="USD", locale="en_US"))
+
+    def render(source: str) -> str:
+        return env.from_string(source).render()
+
+    assert render("{{ 1234567|number }}") == "1,234,567"
+    assert render("{{ '1234.5'|money }}") == "$1,234.50"
+    assert render("{{ 0.8123|share }}") == "81.2%"
+    assert render("{{ none|money }}") == "—"
+    assert render("{{ 'frequency_cap'|label }}") == "frequency cap"
+    assert render("{{ '2026-12-05T14:03:00+01:00'|instant }}") == (
+        '<time datetime="2026-12-05T13:03:00+00:00">2026-12-05 13:03 UTC</time>'
+    )
+    euro = Environment(autoescape=True)
+    install(euro, ConsoleSettings(currency="EUR", locale="de_DE"))
+    assert euro.from_string("{{ '1234.5'|money }}").render() == "1.234,50\xa0€"
