@@ -241,7 +241,12 @@ def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an
     assert "enabled" in row.find_element(By.CLASS_NAME, "rule-status").text
     with tend.api("outreach", "marketing") as api:
         saved = api.get(f"/v1/rules/{rule_id}").json()["rule"]
-    assert saved["trigger"] == {"type": "event", "event": "order.paid", "filters": None}
+    assert saved["trigger"] == {
+        "type": "event",
+        "event": "order.paid",
+        "filters": None,
+        "recorded_within_days": None,
+    }
     assert saved["conditions"] == {"gte": ["value.orders", 1]}
 
     # It fires on a posted order.
