@@ -147,6 +147,18 @@ lint() {
 
 service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
 
+# The console's address and a one-time sign-in link for the marketing key (15 minutes).
+console_link() {
+  [[ -f $ROOT/services/console/app.py ]] || return 0
+  local link
+  link=$(cd "$ROOT" && "$VENV/bin/tend" console-link --keys-file "$STATE/dev-keys.env" \
+    --secret-file "$STATE/console-secret" --key-env TEND_MARKETING_KEY) || return 0
+  echo
+  echo "Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/"
+  echo "  sign in as dev-marketing with this link (once, within 15 minutes; \`tend console-link\` makes another):"
+  echo "  $link"
+}
+
 start_services() {
   local entry name port pid workers
   for entry in "${SERVICES[@]}"; do
@@ -215,7 +227,7 @@ banner() {
     [[ $name == console ]] && continue
     printf '  %-9s http://127.0.0.1:%s/docs\n' "$name" "$port"
   done
-  echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below)"
+  echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below, or a one-time link: tend console-link)"
   echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
   echo "  Postgres  ${DATABASE_URL}"
   echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks and email outreach sent)"
@@ -235,6 +247,7 @@ case $cmd in
     start_sinks
     start_services
     banner
+    console_link
     ;;
   run)
     trap 'echo; say "tend: stopping ..."; stop_started; exit 0' INT TERM
@@ -243,6 +256,7 @@ case $cmd in
     start_services
     banner
     (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py) || say "tend: the demo failed (see above); the services keep running"
+    console_link
     echo "Ctrl-C stops everything this command started."
     while true; do sleep 1; done
     ;;
