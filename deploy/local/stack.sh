@@ -8,6 +8,7 @@
 #   stack.sh infra  only Kafka and PostgreSQL (prints the exports to reach them)
 #   stack.sh bench  infrastructure up, the benchmark report (bench/report.md and .png)
 #   stack.sh lint   ruff, mypy (strict) and the import rules
+#   stack.sh screenshots  infrastructure up, the console's screenshots (docs/screenshots/)
 #   stack.sh test [pytest args]   the lint, infrastructure up, the whole suite, then stop what
 #                   it started
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -278,6 +279,15 @@ case $cmd in
     # to bench/report.md with a chart in bench/report.png.
     "$VENV/bin/python" -m bench.report "$@"
     ;;
+  screenshots)
+    trap 'stop_started' EXIT
+    ensure_venv
+    ensure_console_assets
+    ensure_browser
+    infra_up
+    # A stack of its own (fresh database and topics) on the demo's data, in Chromium.
+    (cd "$ROOT" && "$VENV/bin/python" -m tests.browser.screenshots "$@")
+    ;;
   lint)
     ensure_venv
     lint || die "the lint failed (see above)"
@@ -292,5 +302,5 @@ case $cmd in
     infra_up
     (cd "$ROOT" && "$VENV/bin/pytest" "$@")
     ;;
-  *) die "usage: stack.sh up | run | down | infra | lint | bench | test [pytest args]" ;;
+  *) die "usage: stack.sh up | run | down | infra | lint | bench | screenshots | test [pytest args]" ;;
 esac

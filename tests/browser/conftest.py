@@ -163,13 +163,12 @@ def tend(settings: CommonSettings) -> Iterator[Tend]:
     runner.join(60)
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[WebDriver]:
-    """Debian's Chromium, headless, with a profile of its own; never a downloaded build."""
+def start_chromium(profile: str, width: int = 1280, height: int = 1000) -> WebDriver:
+    """Debian's Chromium, headless, with the profile directory given; never a downloaded
+    build. Also what ``make screenshots`` takes its pictures with."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not shutil.which(path):
-            pytest.fail(f"{path} is missing: apt-get install chromium chromium-driver")
-    profile = tempfile.mkdtemp(prefix="tend-chromium-")
+            raise RuntimeError(f"{path} is missing: apt-get install chromium chromium-driver")
     options = Options()
     options.binary_location = CHROMIUM
     for flag in (
@@ -182,12 +181,23 @@ def chromium() -> Iterator[WebDriver]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[WebDriver]:
+    profile = tempfile.mkdtemp(prefix="tend-chromium-")
+    try:
+        driver = start_chromium(profile)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     try:
         yield driver
     finally:
