@@ -1,5 +1,5 @@
 # Tend: the two commands a newcomer needs are `make run` and `make test`.
-.PHONY: run up down test bench lint infra
+.PHONY: run up down test bench lint infra screenshots
 
 run:   ## everything in the foreground: Kafka, PostgreSQL, the services; Ctrl-C stops it
 	@deploy/local/stack.sh run
@@ -18,6 +18,9 @@ test:  ## the lint, then the whole suite against the real broker and database
 
 bench: ## benchmarks, printed as figures
 	@deploy/local/stack.sh bench
+
+screenshots: ## the README's console screenshots (docs/screenshots/), on the demo's data
+	@deploy/local/stack.sh screenshots
 
 lint:  ## ruff, mypy (strict) and the import rules (import-linter)
 	@deploy/local/stack.sh lint

@@ -6,6 +6,7 @@ tend keys create NAME --scopes a,b   create an API key (printed once, stored has
 tend keys revoke KEY_ID              revoke a key
 tend keys list                       list keys (never the keys themselves)
 tend dev-keys FILE                   write the three development keys to FILE (once)
+tend console-link [--key-env NAME]   print a one-time console sign-in link (15 minutes)
 tend replay FILE                     post an order export (CSV) through ingest
 tend dlq list [--source-topic T]     what is in the dead-letter topic
 tend dlq replay [--source-topic T] [--since WHEN] [--dry-run]
@@ -25,6 +26,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cli.replay import parse_mapping, replay_file
+from services.console.session import LINK_MAX_MINUTES, SignInLinks
 from shared.auth import Scope, api_keys, create_key, key_is_active, revoke_key
 from shared.db import make_engine
 from shared.dlq import ERROR, GROUP, REASON, read_dlq, replay_dead_letters
@@ -111,6 +113,38 @@ async def _dev_keys(settings: CommonSettings, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
+
+
+def _console_link(args: argparse.Namespace) -> int:
+    """A one-time sign-in link for the console: the key sealed with the console's session
+    secret, so only that console opens it, once, before it expires."""
+
+    def fail(why: str) -> int:
+        print(f"tend console-link: {why}", file=sys.stderr)
+        return 2
+
+    secret = os.environ.get("TEND_CONSOLE_SESSION_SECRET", "").strip()
+    if not secret and args.secret_file.is_file():
+        secret = args.secret_file.read_text().strip()
+    if not secret:
+        return fail(
+            "the console's session secret is needed: set TEND_CONSOLE_SESSION_SECRET as the "
+            f"console has it, or give --secret-file (make run keeps it in {args.secret_file})"
+        )
+    key = os.environ.get(args.key_env, "").strip()
+    if not key and args.keys_file.is_file():
+        found = dict(
+            line.split("=", 1) for line in args.keys_file.read_text().splitlines() if "=" in line
+        )
+        key = found.get(args.key_env, "").strip()
+    if not key:
+        return fail(f"no key: set {args.key_env}, or give a --keys-file that has it")
+    try:
+        token = SignInLinks(secret).mint(key, args.minutes)
+    except ValueError as exc:
+        return fail(str(exc))
+    print(f"{args.url.rstrip('/')}/signin/link?token={token}")
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -239,6 +273,32 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser("list", help="list keys")
     dev = sub.add_parser("dev-keys", help="write development keys to a file")
     dev.add_argument("file", type=Path)
+    link = sub.add_parser(
+        "console-link", help="print a one-time sign-in link for the console (expires soon)"
+    )
+    link.add_argument(
+        "--key-env",
+        default="TEND_MARKETING_KEY",
+        help="the variable holding the API key, in the environment or in --keys-file",
+    )
+    link.add_argument("--keys-file", type=Path, default=Path(".tend/dev-keys.env"))
+    link.add_argument(
+        "--secret-file",
+        type=Path,
+        default=Path(".tend/console-secret"),
+        help="the console's session secret, when TEND_CONSOLE_SESSION_SECRET is not set",
+    )
+    link.add_argument(
+        "--url",
+        default=f"http://127.0.0.1:{os.environ.get('TEND_CONSOLE_PORT', '8000')}",
+        help="the console's base URL",
+    )
+    link.add_argument(
+        "--minutes",
+        type=float,
+        default=15,
+        help=f"how long the link lives (at most {LINK_MAX_MINUTES})",
+    )
     replay = sub.add_parser("replay", help="post an order export (CSV) through ingest")
     replay.add_argument("file", type=Path)
     replay.add_argument("--url", default="http://127.0.0.1:8001", help="ingest's base URL")
@@ -279,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "console-link":
+        return _console_link(args)
 
     settings = CommonSettings()
     if args.command == "migrate":

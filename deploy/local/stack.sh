@@ -8,6 +8,7 @@
 #   stack.sh infra  only Kafka and PostgreSQL (prints the exports to reach them)
 #   stack.sh bench  infrastructure up, the benchmark report (bench/report.md and .png)
 #   stack.sh lint   ruff, mypy (strict) and the import rules
+#   stack.sh screenshots  infrastructure up, the console's screenshots (docs/screenshots/)
 #   stack.sh test [pytest args]   the lint, infrastructure up, the whole suite, then stop what
 #                   it started
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -147,6 +148,18 @@ lint() {
 
 service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
 
+# The console's address and a one-time sign-in link for the marketing key (15 minutes).
+console_link() {
+  [[ -f $ROOT/services/console/app.py ]] || return 0
+  local link
+  link=$(cd "$ROOT" && "$VENV/bin/tend" console-link --keys-file "$STATE/dev-keys.env" \
+    --secret-file "$STATE/console-secret" --key-env TEND_MARKETING_KEY) || return 0
+  echo
+  echo "Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/"
+  echo "  sign in as dev-marketing with this link (once, within 15 minutes; \`tend console-link\` makes another):"
+  echo "  $link"
+}
+
 start_services() {
   local entry name port pid workers
   for entry in "${SERVICES[@]}"; do
@@ -215,7 +228,7 @@ banner() {
     [[ $name == console ]] && continue
     printf '  %-9s http://127.0.0.1:%s/docs\n' "$name" "$port"
   done
-  echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below)"
+  echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below, or a one-time link: tend console-link)"
   echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
   echo "  Postgres  ${DATABASE_URL}"
   echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks and email outreach sent)"
@@ -235,6 +248,7 @@ case $cmd in
     start_sinks
     start_services
     banner
+    console_link
     ;;
   run)
     trap 'echo; say "tend: stopping ..."; stop_started; exit 0' INT TERM
@@ -243,6 +257,7 @@ case $cmd in
     start_services
     banner
     (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py) || say "tend: the demo failed (see above); the services keep running"
+    console_link
     echo "Ctrl-C stops everything this command started."
     while true; do sleep 1; done
     ;;
@@ -264,6 +279,15 @@ case $cmd in
     # to bench/report.md with a chart in bench/report.png.
     "$VENV/bin/python" -m bench.report "$@"
     ;;
+  screenshots)
+    trap 'stop_started' EXIT
+    ensure_venv
+    ensure_console_assets
+    ensure_browser
+    infra_up
+    # A stack of its own (fresh database and topics) on the demo's data, in Chromium.
+    (cd "$ROOT" && "$VENV/bin/python" -m tests.browser.screenshots "$@")
+    ;;
   lint)
     ensure_venv
     lint || die "the lint failed (see above)"
@@ -278,5 +302,5 @@ case $cmd in
     infra_up
     (cd "$ROOT" && "$VENV/bin/pytest" "$@")
     ;;
-  *) die "usage: stack.sh up | run | down | infra | lint | bench | test [pytest args]" ;;
+  *) die "usage: stack.sh up | run | down | infra | lint | bench | screenshots | test [pytest args]" ;;
 esac

@@ -22,7 +22,7 @@ from services.console import formatting
 from services.console.clients.api import ApiError, Apis
 from services.console.pages import actions, auth, customers, overview, rules
 from services.console.pages.web import Refused, SignInRequired, render, sessions, signin_url
-from services.console.session import COOKIE, Sessions
+from services.console.session import COOKIE, Sessions, SignInLinks
 from services.console.settings import ConsoleSettings
 
 HERE = Path(__file__).parent
@@ -68,6 +68,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessions = Sessions(settings)
+    app.state.links = SignInLinks(settings.session_secret.get_secret_value())
     app.state.apis = Apis(settings, transport)
     templates = Jinja2Templates(directory=HERE / "templates")
     formatting.install(templates.env, settings)

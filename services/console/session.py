@@ -12,6 +12,10 @@ restarted console forgets, the expiry still bounds it).
 Every form posts a ``csrf`` field equal to the session's token (the sign-in form: equal to a
 pre-session cookie of its own); a post without it, or with another, is refused before
 anything is done.
+
+A one-time sign-in link (``tend console-link``, printed by ``make run``) carries the API key
+sealed the same way, under a key derived apart from the cookie's (so neither can stand for
+the other), with an expiry and a nonce: the console takes it once before it expires.
 """
 
 from __future__ import annotations
@@ -136,6 +140,74 @@ class Sessions:
             secure=self.secure,
             path="/signin",
         )
+
+
+# A sign-in link lives at most this long, whatever its minter asked for.
+LINK_MAX_MINUTES = 60
+
+
+class LinkRefused(Exception):
+    """A sign-in link the console does not take; the message says why, for the person."""
+
+
+@dataclass(frozen=True)
+class SignInLink:
+    api_key: str
+    nonce: str
+    expires_at: float
+
+
+class SignInLinks:
+    """Mints one-time sign-in links and takes each once.
+
+    The links used are remembered by this process until they would have expired: a replay is
+    refused by the console that took the link; a restarted console (or another worker)
+    forgets, and the link's short life bounds that."""
+
+    def __init__(self, secret: str) -> None:
+        digest = hashlib.sha256(b"tend-console-signin-link\x00" + secret.encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        # Nonce of each link taken → when it would have expired.
+        self._used: dict[str, float] = {}
+
+    def mint(self, api_key: str, minutes: float = 15, now: float | None = None) -> str:
+        if not 0 < minutes <= LINK_MAX_MINUTES:
+            raise ValueError(f"a sign-in link lives 0 to {LINK_MAX_MINUTES} minutes")
+        now = time.time() if now is None else now
+        doc = {"k": api_key, "x": now + minutes * 60, "n": secrets.token_urlsafe(16)}
+        return self._fernet.encrypt_at_time(json.dumps(doc).encode(), int(now)).decode()
+
+    def take(self, token: str, now: float | None = None) -> SignInLink:
+        """The link in ``token``, from now on used; :class:`LinkRefused` when it was changed
+        or minted for another console, has expired, or was taken already."""
+        now = time.time() if now is None else now
+        try:
+            doc = json.loads(
+                self._fernet.decrypt_at_time(
+                    token.encode(), ttl=LINK_MAX_MINUTES * 60, current_time=int(now)
+                )
+            )
+            link = SignInLink(str(doc["k"]), str(doc["n"]), float(doc["x"]))
+        except InvalidToken:
+            # Fernet says the same for a changed token and for one older than the cap.
+            raise LinkRefused(
+                "This sign-in link is not valid here: it was changed, minted for another "
+                "console, or is long expired."
+            ) from None
+        except (ValueError, KeyError, TypeError):
+            raise LinkRefused("This sign-in link is not valid here.") from None
+        if link.expires_at <= now:
+            raise LinkRefused("This sign-in link has expired.")
+        self._used = {n: until for n, until in self._used.items() if until > now}
+        if link.nonce in self._used:
+            raise LinkRefused("This sign-in link has been used already: each works once.")
+        self._used[link.nonce] = link.expires_at
+        return link
+
+    def give_back(self, link: SignInLink) -> None:
+        """The sign-in could not finish for a passing reason (the APIs did not answer): the
+        link may be used again while it lives."""
+        self._used.pop(link.nonce, None)
 
 
 def _digest(token: str) -> str:

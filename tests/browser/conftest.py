@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import socket
 import tempfile
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -59,6 +61,8 @@ class Tend:
     console: str
     urls: dict[str, str]
     keys: dict[str, str] = field(default_factory=dict)
+    # The console's session secret: what mints its one-time sign-in links.
+    console_secret: str = ""
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -116,16 +120,20 @@ def tend(settings: CommonSettings) -> Iterator[Tend]:
                 servers.append(await _serve(app, port, "off"))
                 urls[name] = f"http://127.0.0.1:{port}"
             console_port = _free_port()
+            secret = secrets.token_urlsafe(32)
             console = create_console(
                 ConsoleSettings(
                     ingest_url=urls["ingest"],
                     scoring_url=urls["scoring"],
                     outreach_url=urls["outreach"],
                     session_minutes=30,
+                    session_secret=SecretStr(secret),
                 )
             )
             servers.append(await _serve(console, console_port, "on"))
-            ready["tend"] = Tend(loop, stack, f"http://127.0.0.1:{console_port}", urls, keys)
+            ready["tend"] = Tend(
+                loop, stack, f"http://127.0.0.1:{console_port}", urls, keys, secret
+            )
             started.set()
             try:
                 await stop.wait()
@@ -155,13 +163,12 @@ def tend(settings: CommonSettings) -> Iterator[Tend]:
     runner.join(60)
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[WebDriver]:
-    """Debian's Chromium, headless, with a profile of its own; never a downloaded build."""
+def start_chromium(profile: str, width: int = 1280, height: int = 1000) -> WebDriver:
+    """Debian's Chromium, headless, with the profile directory given; never a downloaded
+    build. Also what ``make screenshots`` takes its pictures with."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not shutil.which(path):
-            pytest.fail(f"{path} is missing: apt-get install chromium chromium-driver")
-    profile = tempfile.mkdtemp(prefix="tend-chromium-")
+            raise RuntimeError(f"{path} is missing: apt-get install chromium chromium-driver")
     options = Options()
     options.binary_location = CHROMIUM
     for flag in (
@@ -174,12 +181,23 @@ def chromium() -> Iterator[WebDriver]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[WebDriver]:
+    profile = tempfile.mkdtemp(prefix="tend-chromium-")
+    try:
+        driver = start_chromium(profile)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     try:
         yield driver
     finally:

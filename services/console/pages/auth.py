@@ -1,18 +1,25 @@
-"""Sign-in with an API key, and sign-out."""
+"""Sign-in with an API key (typed, or from a one-time link), and sign-out."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from services.console.clients.api import ApiError
 from services.console.clients.identity import BadKey, identify
 from services.console.pages.web import CheckedPost, Refused, apis, render, sessions
-from services.console.session import COOKIE, OPS_READ, PRE_COOKIE, same_token
+from services.console.session import (
+    COOKIE,
+    OPS_READ,
+    PRE_COOKIE,
+    LinkRefused,
+    SignInLinks,
+    same_token,
+)
 
 router = APIRouter()
 
@@ -72,6 +79,41 @@ async def signin(
     response = RedirectResponse(_safe_next(next), status_code=303)
     store.set_cookie(response, session)
     response.delete_cookie(PRE_COOKIE, path="/signin")
+    return response
+
+
+def _links(request: Request) -> SignInLinks:
+    found: SignInLinks = request.app.state.links
+    return found
+
+
+@router.get("/signin/link", include_in_schema=False)
+async def signin_link(
+    request: Request, token: Annotated[str, Query(max_length=2000)] = ""
+) -> Response:
+    """A one-time sign-in link (``tend console-link``): its key signs in and the browser goes
+    to the overview; a link changed, expired or used already gets the sign-in form (401)
+    saying which."""
+    links = _links(request)
+    again = " Sign in with your key, or ask for a new link (tend console-link)."
+    try:
+        link = links.take(token)
+    except LinkRefused as e:
+        return _form(request, "/", f"{e}{again}", 401)
+    try:
+        who = await identify(apis(request).as_key(link.api_key))
+    except BadKey as e:
+        return _form(request, "/", f"{e}{again}", 401)
+    except ApiError as e:
+        links.give_back(link)
+        return _form(request, "/", f"Tend could not check the link's key: {e.message}", 503)
+    if OPS_READ not in who.scopes:
+        return _form(
+            request, "/", "This link's key may not read Tend: the console needs ops:read.", 403
+        )
+    store = sessions(request)
+    response = RedirectResponse("/", status_code=303)
+    store.set_cookie(response, store.new(link.api_key, who.name, who.scopes, who.key_id))
     return response
 
 
