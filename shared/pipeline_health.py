@@ -11,6 +11,7 @@ late.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -58,8 +59,31 @@ class Backlog(BaseModel):
     oldest_age_seconds: float | None = Field(description="how long the oldest has waited")
 
 
+# Reading the lag takes an admin client and a consumer of their own (a few hundred ms): a
+# figure read within the last few seconds answers instead, so a dashboard polling the health
+# of every service does not make the broker's clients the cost of each page.
+LAG_FRESH_SECONDS = 5.0
+_lag_cache: dict[tuple[str, str, str], tuple[float, ConsumerLag]] = {}
+
+
 async def consumer_lag(bootstrap_servers: str | list[str], group: str, topic: str) -> ConsumerLag:
-    """How far ``group`` is behind on ``topic``, partition by partition."""
+    """How far ``group`` is behind on ``topic``, partition by partition (read at most
+    ``LAG_FRESH_SECONDS`` ago)."""
+    servers = (
+        bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
+    )
+    key = (servers, group, topic)
+    now = time.monotonic()
+    cached = _lag_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    lag = await _read_lag(bootstrap_servers, group, topic)
+    if lag.error is None:
+        _lag_cache[key] = (time.monotonic() + LAG_FRESH_SECONDS, lag)
+    return lag
+
+
+async def _read_lag(bootstrap_servers: str | list[str], group: str, topic: str) -> ConsumerLag:
     try:
         async with asyncio.timeout(BROKER_SECONDS):
             committed = await _committed(bootstrap_servers, group)

@@ -56,7 +56,8 @@ async def outreach_health(outreach: Outreach, _: Reader) -> OutreachHealth:
     offset against the partition's end), its outbox backlogs (rows, and how long the oldest
     has waited), the delivery backlog (actions due now and not yet sent, and how long the
     oldest has been due) and the dead letters waiting for a replay. Cheap enough to poll:
-    metadata requests and indexed reads, and the dead-letter topic's newest records only;
+    the lag read from the broker at most every 5 s, indexed reads, and the dead-letter
+    topic's newest records only;
     when the broker does not answer in time, the lag and the dead-letter count are null
     with an `error`, and the rest is still answered."""
     now = outreach.clock.now()

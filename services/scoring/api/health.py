@@ -32,8 +32,9 @@ async def scoring_health(scoring: Scoring, _: Reader) -> ScoringHealth:
     """Scoring's consumer lag per partition of the events topic (the group's committed offset
     against the partition's end: events received by ingest and not yet scored) and its
     outbox backlog (changes scored and not yet published to outreach: rows, and how long the
-    oldest has waited). Cheap enough to poll: two metadata requests to the broker and two
-    indexed reads; when the broker does not answer within 5 s the lag is null with an
+    oldest has waited). Cheap enough to poll: the lag is read from the broker at most every
+    5 s (a newer request answers the figure read then) and the backlog by two indexed reads;
+    when the broker does not answer within 5 s the lag is null with an
     `error`, and the rest is still answered."""
     now = scoring.clock.now()
     lag = await consumer_lag(
