@@ -25,15 +25,15 @@ from services.console.session import MARKETING_WRITE, Session
 router = APIRouter()
 
 KINDS = ("webhook", "email")
-# The API's field → the form control that shows its error.
+# The API's field (``body.`` left off: its URL checks name ``config.url``) → the form
+# control that shows its error.
 FIELDS = {
-    "body.id": "channel_id",
-    "body.kind": "kind",
-    "body.config.url": "url",
-    "body.config.smtp_host": "smtp_host",
-    "body.config.smtp_port": "smtp_port",
-    "body.config.from": "sender",
-    "body.secret": "url",
+    "id": "channel_id",
+    "kind": "kind",
+    "config.url": "url",
+    "config.smtp_host": "smtp_host",
+    "config.smtp_port": "smtp_port",
+    "config.from": "sender",
 }
 EMPTY = {
     "channel_id": "",
@@ -114,7 +114,7 @@ async def create_channel(request: Request, posted: CheckedPost) -> Response:
         errors: dict[str, list[str]] = {}
         general: list[str] = []
         for x in e.errors:
-            control = FIELDS.get(x["field"])
+            control = FIELDS.get(x["field"].removeprefix("body."))
             if control:
                 errors.setdefault(control, []).append(x["reason"])
             else:
