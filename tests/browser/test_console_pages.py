@@ -192,7 +192,7 @@ def test_the_policy_is_edited_with_its_errors_next_to_the_field(
     }
 
     # The audit log lists the change, with what changed.
-    browser.get(tend.console + "/audit?action=policy")
+    browser.get(tend.console + "/audit?change=policy")
     first = browser.find_element(By.CSS_SELECTOR, "#audit tbody tr")
     assert first.find_element(By.CLASS_NAME, "audit-action").text == "policy.updated"
     diff = first.find_element(By.TAG_NAME, "details")
@@ -247,7 +247,7 @@ def test_a_webhook_channel_shows_its_secret_once(browser: WebDriver, tend: Tend)
         stored = api.get(f"/v1/channels/{channel}").json()
     assert (stored["enabled"], stored["has_secret"]) == (False, True)
 
-    browser.get(f"{tend.console}/audit?action=channel&subject={channel}")
+    browser.get(f"{tend.console}/audit?change=channel&subject={channel}")
     assert _texts(browser, "#audit .audit-action") == [
         "channel.updated",
         "channel.updated",
@@ -277,7 +277,7 @@ def test_a_suppression_is_added_and_lifted(browser: WebDriver, tend: Tend) -> No
     assert "lifted" in done.text
     assert not browser.find_elements(By.CSS_SELECTOR, f"tr[data-customer='{cid}']")
 
-    browser.get(f"{tend.console}/audit?action=suppression&subject={cid}")
+    browser.get(f"{tend.console}/audit?change=suppression&subject={cid}")
     assert _texts(browser, "#audit .audit-action") == ["suppression.deleted", "suppression.created"]
 
 

@@ -21,13 +21,17 @@ FAMILIES = ("rule", "policy", "channel", "key", "suppression")
 async def audit(
     request: Request,
     session: SignedIn,
-    action: Annotated[str, Query(max_length=32)] = "",
+    # Not ``action``: a form control of that name would shadow its form's own action.
+    change: Annotated[str, Query(max_length=32)] = "",
     subject: Annotated[str, Query(max_length=200)] = "",
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Response:
-    chosen = {"action": action if action in FAMILIES else "", "subject": subject.strip()}
+    chosen = {"change": change if change in FAMILIES else "", "subject": subject.strip()}
     params: list[tuple[str, Any]] = [("limit", PAGE)]
-    params += [(k, v) for k, v in chosen.items() if v]
+    if chosen["change"]:
+        params.append(("action", chosen["change"]))
+    if chosen["subject"]:
+        params.append(("subject", chosen["subject"]))
     if cursor:
         params.append(("cursor", cursor))
     page = await fetch(caller(request, session).get("outreach", "/v1/audit", params))

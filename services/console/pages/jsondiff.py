@@ -31,7 +31,8 @@ def diff_lines(before: Any, after: Any, context: int = 3) -> list[Line]:
         if text.startswith(("---", "+++")):
             continue
         if text.startswith("@@"):
-            out.append(Line("hunk", "…"))
+            if out:  # lines left out between two changes
+                out.append(Line("hunk", "…"))
         elif text.startswith("+"):
             out.append(Line("added", text[1:]))
         elif text.startswith("-"):
