@@ -16,7 +16,16 @@ from selenium.webdriver.support import expected_conditions as ec
 
 from services.outreach.core.arms import in_rule_control
 from tests.browser.conftest import Tend, eventually
-from tests.browser.test_console import order, page_csrf, post_events, session_cookie, sign_in, wait
+from tests.browser.test_console import (
+    AXE,
+    _axe,
+    order,
+    page_csrf,
+    post_events,
+    session_cookie,
+    sign_in,
+    wait,
+)
 from tests.support.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -149,6 +158,7 @@ def test_outcomes_show_a_control_group_rules_arms(browser: WebDriver, tend: Tend
     assert "$80.00" in row.text  # revenue per customer: $80 / 3 is $26.67
     assert "$26.67" in row.text
     assert browser.execute_script("return Chart.getChart('lift-chart') !== undefined")
+    assert _axe(browser, AXE.read_text()) == []  # with its chart and figures
     row.find_element(By.LINK_TEXT, rule_id).click()
     wait(browser).until(ec.url_contains(f"/rules/{rule_id}"))
 
@@ -206,8 +216,17 @@ def test_the_policy_is_edited_with_its_errors_next_to_the_field(
     form = {"csrf": page_csrf(browser), "view": "form", "cap_on": "on", "cap_count": "9"}
     with httpx.Client(base_url=tend.console, cookies=session_cookie(browser)) as console:
         refused = console.post("/policy", data=form)
-    assert refused.status_code == 403
-    assert "marketing:write" in refused.text
+        assert refused.status_code == 403
+        assert "marketing:write" in refused.text
+        # Nor may it add or switch a channel, or add or lift a suppression.
+        for path, data in (
+            ("/channels", {"channel_id": "forged", "kind": "webhook", "url": "http://x.example"}),
+            ("/channels/forged/disable", {}),
+            ("/suppressions", {"customer_id": "forged", "reason": "forged"}),
+            ("/suppressions/forged/lift", {}),
+        ):
+            assert console.post(path, data={**data, "csrf": form["csrf"]}).status_code == 403
+            assert console.post(path, data=data).status_code == 403  # no CSRF token
     with tend.api("outreach", "ops") as api:
         assert api.get("/v1/policy").json()["frequency_cap"]["count"] == 3
 
@@ -306,3 +325,4 @@ def test_a_rules_versions_show_what_changed(browser: WebDriver, tend: Tend) -> N
     assert len(removed) == len(added) == 1
     assert '"subject": "Thank you"' in removed[0]
     assert '"subject": "Thanks a lot"' in added[0]
+    assert _axe(browser, AXE.read_text()) == []
