@@ -243,8 +243,7 @@ def test_a_webhook_channel_shows_its_secret_once(browser: WebDriver, tend: Tend)
     url = browser.find_element(By.ID, "url")
     url.clear()
     url.send_keys("http://127.0.0.1:9/hooks")
-    if browser.find_element(By.ID, "enabled").is_selected():
-        browser.find_element(By.ID, "enabled").click()
+    assert not browser.find_element(By.ID, "enabled").is_selected()  # as it was posted
     browser.find_element(By.ID, "add-channel").click()
     secret = wait(browser).until(ec.presence_of_element_located((By.ID, "channel-secret"))).text
     assert secret.startswith("whsec_")
@@ -258,10 +257,13 @@ def test_a_webhook_channel_shows_its_secret_once(browser: WebDriver, tend: Tend)
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-channel='{channel}']")
     assert "set (never shown)" in row.text
 
-    browser.find_element(By.CSS_SELECTOR, f"button[aria-label='Enable {channel}']").click()
-    wait(browser).until(ec.url_contains("switched="))
-    browser.find_element(By.CSS_SELECTOR, f"button[aria-label='Disable {channel}']").click()
-    wait(browser).until(ec.url_contains("switched="))
+    for now, then in (("Enable", "Disable"), ("Disable", "Enable")):
+        browser.find_element(By.CSS_SELECTOR, f"button[aria-label='{now} {channel}']").click()
+        wait(browser).until(
+            ec.presence_of_element_located(
+                (By.CSS_SELECTOR, f"button[aria-label='{then} {channel}']")
+            )
+        )
     with tend.api("outreach", "ops") as api:
         stored = api.get(f"/v1/channels/{channel}").json()
     assert (stored["enabled"], stored["has_secret"]) == (False, True)
@@ -292,8 +294,8 @@ def test_a_suppression_is_added_and_lifted(browser: WebDriver, tend: Tend) -> No
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-customer='{cid}']")
     assert "asked by phone" in row.text
     row.find_element(By.CSS_SELECTOR, f"button[aria-label='Lift {cid}']").click()
-    done = wait(browser).until(ec.presence_of_element_located((By.ID, "done")))
-    assert "lifted" in done.text
+    # The page before had its own note: wait for the new page's.
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "done"), "lifted"))
     assert not browser.find_elements(By.CSS_SELECTOR, f"tr[data-customer='{cid}']")
 
     browser.get(f"{tend.console}/audit?change=suppression&subject={cid}")

@@ -42,6 +42,7 @@ EMPTY = {
     "smtp_host": "",
     "smtp_port": "",
     "sender": "",
+    "enabled": "on",
 }
 
 
@@ -104,7 +105,7 @@ async def create_channel(request: Request, posted: CheckedPost) -> Response:
         "id": form["channel_id"],
         "kind": form["kind"],
         "config": config_of(form),
-        "enabled": bool(posted.text("enabled")),
+        "enabled": bool(form["enabled"]),
     }
     try:
         created = await caller(request, session).post("outreach", "/v1/channels", json=body)
