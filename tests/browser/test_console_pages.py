@@ -3,6 +3,7 @@ real headless Chromium against the real stack."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -200,6 +201,17 @@ def test_the_policy_is_edited_with_its_errors_next_to_the_field(
     assert {k: v for k, v in after.items() if k != "frequency_cap"} == {
         k: v for k, v in before.items() if k != "frequency_cap"
     }
+
+    # The JSON view takes every field, with outreach's reasons under it.
+    browser.find_element(By.CSS_SELECTOR, "#policy-json-view summary").click()
+    area = browser.find_element(By.ID, "policy_json")
+    area.clear()
+    area.send_keys(json.dumps({**after, "default_timezone": "Mars/Olympus"}))
+    browser.find_element(By.ID, "save-policy-json").click()
+    error = wait(browser).until(ec.presence_of_element_located((By.ID, "policy_json-error")))
+    assert "default_timezone" in error.text and "IANA" in error.text
+    with tend.api("outreach", "ops") as api:
+        assert api.get("/v1/policy").json() == after
 
     # The audit log lists the change, with what changed.
     browser.get(tend.console + "/audit?change=policy")

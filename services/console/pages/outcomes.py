@@ -55,13 +55,11 @@ async def outcomes(
     request: Request, session: SignedIn, by: By = "rule", days: int = 90
 ) -> Response:
     days = days if days in PERIODS else 90
-    until = datetime.now(UTC).replace(microsecond=0)
-    since = until - timedelta(days=days)
+    # Up to outreach's own now (no `until`): whatever was decided a moment ago counts.
+    since = datetime.now(UTC) - timedelta(days=days)
     report = await fetch(
         caller(request, session).get(
-            "outreach",
-            "/v1/outcomes",
-            {"by": by, "since": since.isoformat(), "until": until.isoformat()},
+            "outreach", "/v1/outcomes", {"by": by, "since": since.isoformat()}
         )
     )
     groups: list[dict[str, Any]] = (report.value or {}).get("groups", [])

@@ -45,15 +45,14 @@ OUTCOME_DAYS = 90
 @router.get("/rules", include_in_schema=False)
 async def rules(request: Request, session: SignedIn, saved: str = "") -> Response:
     api = caller(request, session)
-    until = datetime.now(UTC).replace(microsecond=0)
-    since = until - timedelta(days=OUTCOME_DAYS)
+    since = datetime.now(UTC) - timedelta(days=OUTCOME_DAYS)
     listing, summary, report = await fetch_all(
         api.get("outreach", "/v1/rules"),
         api.get("outreach", "/v1/actions/summary", {"by": "rule"}),
         api.get(
             "outreach",
             "/v1/outcomes",
-            {"by": "rule", "since": since.isoformat(), "until": until.isoformat()},
+            {"by": "rule", "since": since.isoformat()},
         ),
     )
     rule_outcomes = {g["key"]: g for g in (report.value or {}).get("groups", []) if g["key"]}
