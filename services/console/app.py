@@ -20,7 +20,19 @@ from starlette.responses import Response
 
 from services.console import formatting
 from services.console.clients.api import ApiError, Apis
-from services.console.pages import actions, auth, customers, overview, rules
+from services.console.pages import (
+    actions,
+    audit,
+    auth,
+    channels,
+    customers,
+    outcomes,
+    overview,
+    policy,
+    rule_versions,
+    rules,
+    suppressions,
+)
 from services.console.pages.web import Refused, SignInRequired, render, sessions, signin_url
 from services.console.session import COOKIE, Sessions, SignInLinks
 from services.console.settings import ConsoleSettings
@@ -92,6 +104,15 @@ def create_app(
         return {"status": "ready"}
 
     for router in (auth.router, overview.router, customers.router, actions.router, rules.router):
+        app.include_router(router)
+    for router in (
+        rule_versions.router,
+        outcomes.router,
+        policy.router,
+        channels.router,
+        suppressions.router,
+        audit.router,
+    ):
         app.include_router(router)
 
     @app.middleware("http")

@@ -454,8 +454,15 @@ def test_no_page_refers_to_anything_outside_the_console(browser: WebDriver, tend
         "/actions",
         "/rules",
         "/rules/new",
+        "/outcomes",
+        "/outcomes?by=tier&days=30",
+        "/policy",
+        "/channels",
+        "/suppressions",
+        "/audit",
     ]
     paths += [f"/rules/{r['rule']['id']}" for r in rules[:2]]
+    paths += [f"/rules/{r['rule']['id']}/versions" for r in rules[:1]]
     for path in paths:
         browser.get(tend.console + path)
         pages[path] = browser.page_source
@@ -487,7 +494,12 @@ def test_every_page_passes_axe_without_serious_violations(browser: WebDriver, te
     browser.get(tend.console + "/signin")
     found = {"/signin": _axe(browser, axe)}
     sign_in(browser, tend, "marketing")
+    with tend.api("outreach", "marketing") as api:
+        assert api.post("/v1/suppressions", json={"customer_id": cid, "reason": "axe"}).is_success
+        rules = api.get("/v1/rules").json()["items"]
     pages = ["/", "/customers", f"/customers/{cid}", "/actions", "/rules", "/rules/new"]
+    pages += ["/outcomes", "/policy", "/channels", "/suppressions", "/audit"]
+    pages += [f"/rules/{r['rule']['id']}/versions" for r in rules[:1]]
     for path in pages:
         browser.get(tend.console + path)
         found[path] = _axe(browser, axe)
@@ -496,6 +508,11 @@ def test_every_page_passes_axe_without_serious_violations(browser: WebDriver, te
     browser.find_element(By.ID, "preview-button").click()
     wait(browser).until(ec.presence_of_element_located((By.ID, "form-errors")))
     found["/rules/new (errors)"] = _axe(browser, axe)
+    browser.get(tend.console + "/policy")
+    browser.find_element(By.ID, "cap_count").clear()
+    browser.find_element(By.ID, "save-policy").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "form-errors")))
+    found["/policy (errors)"] = _axe(browser, axe)
     serious = {path: v for path, v in found.items() if v}
     assert serious == {}, serious
 

@@ -96,6 +96,9 @@ class Caller:
     async def put(self, service: Service, path: str, json: Any = None) -> Any:
         return await self.call(service, "PUT", path, json=json)
 
+    async def delete(self, service: Service, path: str, json: Any = None) -> Any:
+        return await self.call(service, "DELETE", path, json=json)
+
 
 def _error(service: Service, resp: httpx.Response) -> ApiError:
     try:

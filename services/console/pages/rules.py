@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -27,7 +28,6 @@ from services.console.pages.web import (
     Refused,
     SignedIn,
     caller,
-    fetch,
     fetch_all,
     need,
     render,
@@ -38,13 +38,24 @@ router = APIRouter()
 
 # The rules whose last decision the list reads (one small read each).
 LAST_FIRED_RULES = 100
+# The period of the outcome figures the list shows (the outcomes page has others).
+OUTCOME_DAYS = 90
 
 
 @router.get("/rules", include_in_schema=False)
 async def rules(request: Request, session: SignedIn, saved: str = "") -> Response:
     api = caller(request, session)
-    listing = await fetch(api.get("outreach", "/v1/rules"))
-    summary = await fetch(api.get("outreach", "/v1/actions/summary", {"by": "rule"}))
+    since = datetime.now(UTC) - timedelta(days=OUTCOME_DAYS)
+    listing, summary, report = await fetch_all(
+        api.get("outreach", "/v1/rules"),
+        api.get("outreach", "/v1/actions/summary", {"by": "rule"}),
+        api.get(
+            "outreach",
+            "/v1/outcomes",
+            {"by": "rule", "since": since.isoformat()},
+        ),
+    )
+    rule_outcomes = {g["key"]: g for g in (report.value or {}).get("groups", []) if g["key"]}
     outcomes: dict[str, dict[str, int]] = {}
     for row in (summary.value or {}).get("rows", []):
         per = outcomes.setdefault(row["rule_id"], {})
@@ -68,6 +79,8 @@ async def rules(request: Request, session: SignedIn, saved: str = "") -> Respons
         listing=listing,
         outcomes=outcomes,
         last_fired=last_fired,
+        rule_outcomes=rule_outcomes,
+        outcome_days=OUTCOME_DAYS,
         saved=saved,
     )
 

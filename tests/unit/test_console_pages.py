@@ -1,0 +1,91 @@
+"""The console's policy form, outcomes verdicts and JSON diffs: what each sends or shows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.console.clients.api import ApiError
+from services.console.pages.jsondiff import diff_lines
+from services.console.pages.outcomes import chart_of, verdict_of
+from services.console.pages.policy import document, form_of, placed, posted_form
+
+STORED: dict[str, Any] = {
+    "frequency_cap": {"count": 2, "days": 7},
+    "quiet_hours": {"start": "21:00", "end": "08:00"},
+    "transactional_kinds": ["apology", "care"],
+    "promotional_kinds": ["announcement", "recall", "winback"],
+    "reduce_cost_no_promotions": True,
+    "contact_cost": {"email": "0.002", "webhook": "0.01"},
+    "balance": None,
+    "marketing_consent_required": True,
+    "default_timezone": "UTC",
+    "cap_defer_days": {"recall": 7},
+}
+
+
+def test_the_policy_form_round_trips_and_keeps_the_fields_it_does_not_show() -> None:
+    form = form_of(STORED)
+    assert document(form, STORED) == STORED
+
+
+def test_the_policy_form_turns_the_cap_and_quiet_hours_off_and_sends_what_was_typed() -> None:
+    typed = {**{k: str(v) for k, v in form_of(STORED).items()}, "cap_count": "zero"}
+    typed.update(cap_on="", quiet_on="", balance_on="on", balance_ratio="3")
+    form = posted_form(lambda name: typed.get(name, ""))
+    doc = document(form, STORED)
+    assert doc["frequency_cap"] is None and doc["quiet_hours"] is None
+    assert doc["balance"] == {"promotions_per_service": 3, "days": 30}
+    form = posted_form(lambda name: {**typed, "cap_on": "on"}.get(name, ""))
+    # Not a number: sent as typed, so outreach's own reason is the one shown.
+    assert document(form, STORED)["frequency_cap"]["count"] == "zero"
+
+
+def test_the_policy_api_errors_land_at_their_controls() -> None:
+    error = ApiError(
+        422,
+        "invalid",
+        [
+            {"field": "body.frequency_cap.count", "reason": "too small"},
+            {"field": "body.quiet_hours", "reason": "start and end must differ"},
+            {"field": "body", "reason": "kinds cannot be transactional and promotional"},
+        ],
+    )
+    by_field, general = placed(error)
+    assert by_field == {"cap_count": ["too small"], "quiet_start": ["start and end must differ"]}
+    assert general == ["policy: kinds cannot be transactional and promotional"]
+
+
+def _group(**over: Any) -> dict[str, Any]:
+    return {
+        "key": "r1",
+        "small_sample": False,
+        "verdict": "lift",
+        "conversion_difference": {"estimate": 0.1, "low": 0.02, "high": 0.18, "method": "x"},
+        **over,
+    }
+
+
+def test_a_small_sample_is_never_a_win() -> None:
+    assert verdict_of(_group()) == "lift"
+    assert verdict_of(_group(small_sample=True)) == "too_small"
+    [row] = json.loads(chart_of([_group(small_sample=True), _group(conversion_difference=None)]))
+    assert row == {
+        "label": "r1",
+        "low": 2.0,
+        "high": 18.0,
+        "estimate": 10.0,
+        "verdict": "too_small",
+    }
+
+
+def test_a_diff_shows_only_the_changed_lines_with_their_context() -> None:
+    before = {"action": {"template": {"subject": "Thank you", "body": "Hi"}}, "id": "r"}
+    after = {"action": {"template": {"subject": "Thanks", "body": "Hi"}}, "id": "r"}
+    lines = diff_lines(before, after)
+    assert [(x.kind, x.text.strip()) for x in lines if x.kind in ("added", "removed")] == [
+        ("removed", '"subject": "Thank you"'),
+        ("added", '"subject": "Thanks"'),
+    ]
+    assert diff_lines(before, before) == []
+    assert all(x.kind == "added" for x in diff_lines(None, after))
