@@ -38,6 +38,7 @@ included, so both arms get the same number of decisions; nothing else counts ``t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -110,8 +111,14 @@ class Balance(_Strict):
         return _each_once(v)
 
 
+# At most 1000, at most 6 decimals, plain digits: what the schema states is what is accepted.
+_COST_PATTERN = r"^(1000(\.0{1,6})?|[0-9]{1,3}(\.[0-9]{1,6})?)$"
+
+
 def _cost_text(value: object) -> object:
     # A cost is money: a decimal string, never a binary float (0.1 is not 0.1).
+    if isinstance(value, str) and not re.fullmatch(_COST_PATTERN, value):
+        raise ValueError('a decimal string from 0 to 1000 with at most 6 decimals, e.g. "0.002"')
     if not isinstance(value, str | Decimal):
         raise ValueError('a decimal string in the base currency, e.g. "0.002"')
     return value
@@ -125,7 +132,7 @@ Cost = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^[0-9]{1,4}(\.[0-9]{1,6})?$",
+            "pattern": _COST_PATTERN,
             "description": "a decimal in the base currency, at most 1000, 6 decimals",
             "examples": ["0.002"],
         }
