@@ -60,6 +60,23 @@ def test_without_a_control_arm_the_baseline_is_the_model_forecast() -> None:
     assert group.verdict == "lift"
 
 
+def test_against_a_control_arm_only_the_rules_that_held_out_are_the_treated() -> None:
+    rows = [
+        touched("p1", "a", "treatment", rule="playbook"),
+        touched("p22", "b", "control", rule="playbook"),
+        # Another rule's message to the same strategy's customers, without a hold-out: it is
+        # not the playbook's doing, and stays out of the comparison.
+        touched("o1", "c", "treatment", rule="other"),
+    ]
+    [group] = report(rows, {"o1": won("30")}, "strategy")
+    assert group.key == "develop" and group.baseline == "control_group"
+    assert (group.treatment.customers, group.treatment.conversions) == (1, 0)
+    assert (group.control.customers, group.control.conversions) == (1, 0)
+    # With no hold-out in the group at all, every treated touch is judged by the forecast.
+    [alone] = report([rows[2]], {"o1": won("30")}, "strategy")
+    assert alone.baseline == "model_forecast" and alone.treatment.conversions == 1
+
+
 def test_the_program_compares_the_global_control_group_with_the_kinds_it_missed() -> None:
     rows = [
         touched("g1", "g", "global_control", kind="recall"),

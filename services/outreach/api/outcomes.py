@@ -44,12 +44,14 @@ once, when touched in the period), `conversions` (those with a converted touch),
 `by=program` compares the global control group (`control`: customers who receive no
 promotional kind at all) with everyone else's treated touches of the kinds it was held out of.
 
-**Baseline.** `control_group` when the group has a control arm: `conversion_difference` is
-treatment minus control ({lift.NEWCOMBE}) and `revenue_difference` the difference of revenue
-per customer ({lift.BOOTSTRAP}). Without one, `model_forecast`: the treated customers' rate
-minus what the model predicted they would do anyway (`forecast_rate`, the mean over the
-`forecast_customers` who had a forecast when decided; {lift.FORECAST}). `none` when neither
-exists. `small_sample` when an arm has fewer than {lift.MIN_CUSTOMERS} customers or fewer than
+**Baseline.** `control_group` when the group has a control arm (grouped by strategy, kind or
+tier, its treated are then only the touches of the rules that held customers out in it):
+`conversion_difference` is treatment minus control ({lift.NEWCOMBE}) and `revenue_difference`
+the difference of revenue per customer ({lift.BOOTSTRAP}). Without one, `model_forecast`: the
+treated customers' rate minus what the model predicted they would do anyway (`forecast_rate`,
+the mean over the `forecast_customers` who had a forecast when decided; {lift.FORECAST}).
+`none` when neither exists.
+`small_sample` when an arm has fewer than {lift.MIN_CUSTOMERS} customers or fewer than
 {lift.MIN_CONVERSIONS} conversions; `verdict` is `lift` only when the interval lies above
 zero and the sample is not small, `harm` when it lies below zero, `no_difference` when it
 holds zero, `too_small` for a small sample, `no_baseline` without one.

@@ -132,10 +132,21 @@ def report(
 ) -> list[GroupOutcome]:
     """The outcome of every group with a touch in the period, in key order."""
     held_out_kinds = frozenset(t.kind for t in touched if t.arm == "global_control")
+    # Against a control arm, the treated are the touches of the rules that held customers out
+    # in the group: a strategy's hold-outs come from its playbook, and comparing them with
+    # every other rule's messages to those customers would credit the playbook with them.
+    controlled: dict[str | None, set[str]] = {}
+    if by not in ("rule", "program"):
+        for t in touched:
+            if t.arm == "control":
+                controlled.setdefault(_key(t, by), set()).add(t.rule_id)
     groups: dict[str | None, dict[str, dict[str, _Customer]]] = {}
     for t in sorted(touched, key=lambda t: (t.touch.at, t.touch.id)):
         arm = _arm(t, by, held_out_kinds)
         if arm is None:
+            continue
+        rules = controlled.get(_key(t, by))
+        if arm == "treatment" and rules and t.rule_id not in rules:
             continue
         arms = groups.setdefault(_key(t, by), {"treatment": {}, "control": {}})
         customer = arms[arm].setdefault(t.touch.customer_id, _Customer())
