@@ -121,6 +121,9 @@ class EventType(StrEnum):
     # that unsubscribe lifted (by the customer's own re-subscribe link, or by an operator).
     CUSTOMER_UNSUBSCRIBED = "customer.unsubscribed"
     CUSTOMER_RESUBSCRIBED = "customer.resubscribed"
+    # Published by ingest under the survivor's key: the merged customers are the survivor
+    # from now on (their facts fold into the survivor's; their ids become aliases).
+    CUSTOMER_MERGED = "customer.merged"
 
 
 class OrderStatus(StrEnum):
@@ -338,7 +341,31 @@ class OptOutData(Frozen):
     how: Literal["link", "operator"]
 
 
-Payload = OrderData | ComplaintData | VisitData | CustomerData | ErasureData | OptOutData
+class MergeData(Frozen):
+    """Customers found to be one person: each id in ``merged_ids`` is the event's customer (the
+    survivor) from now on. ``actor`` names the API key that asked, or ``auto:<identifier kind>``
+    when a verified identifier matched; ``reason`` is the operator's words or the evidence."""
+
+    merged_ids: list[Identifier] = Field(min_length=1, max_length=100)
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500), NoNul]
+    actor: ShortText
+
+
+class CustomerIdentifier(Frozen):
+    """One way a channel knows a person: an ``email``, a ``phone`` (E.164 once ingest has
+    normalised it), or an ``external`` id that a ``source`` (``web``, ``app``, ``store``,
+    ``marketplace``, or any name a shop uses) gave them. ``verified`` says the backend vouches
+    for it (a confirmed email, a phone that answered a code)."""
+
+    kind: Literal["email", "phone", "external"]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=254), NoNul]
+    source: ShortText | None = None
+    verified: StrictBool = False
+
+
+Payload = (
+    OrderData | ComplaintData | VisitData | CustomerData | ErasureData | OptOutData | MergeData
+)
 
 PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.ORDER_PLACED: OrderData,
@@ -352,6 +379,7 @@ PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.CUSTOMER_ERASED: ErasureData,
     EventType.CUSTOMER_UNSUBSCRIBED: OptOutData,
     EventType.CUSTOMER_RESUBSCRIBED: OptOutData,
+    EventType.CUSTOMER_MERGED: MergeData,
 }
 
 
@@ -366,6 +394,11 @@ class Envelope(Frozen):
     received_at: AwareDatetime
     source: ShortText
     data: Payload
+    # The identifiers the backend sent with the event (normalised by ingest).
+    identifiers: list[CustomerIdentifier] = Field(default_factory=list, max_length=20)
+    # The customer id the backend addressed, when ingest resolved it to a merge survivor
+    # (``customer_id``); kept for audit.
+    addressed_to: Identifier | None = None
 
     @model_validator(mode="before")
     @classmethod
