@@ -60,6 +60,9 @@ class CommonSettings(BaseSettings):
     # How long event ids are remembered: ingest's idempotency keys (a reused id answers 200
     # or 409) and the consumers' inboxes (:func:`inbox_retention`), all pruned hourly.
     event_id_retention_days: int = Field(EVENT_ID_RETENTION_DAYS, ge=30)
+    # The country a phone number without a country code is read in (ISO 3166 alpha-2), by
+    # ingest's identity map and scoring's search alike.
+    phone_region: str = Field("US", pattern="^[A-Za-z]{2}$")
 
     @property
     def inbox_retention(self) -> timedelta:
