@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 
 from services.outreach.api.action_detail import router as action_detail_router
 from services.outreach.api.channels import router as channels_router
+from services.outreach.core.policy import Decision, Outcome, Reason
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.delivery import DeliveryWorker
@@ -56,12 +57,12 @@ def outreach_settings(**overrides: Any) -> OutreachSettings:
     return OutreachSettings(**values)
 
 
-async def allow(conn: AsyncConnection, action: Any) -> str | None:
+async def allow(conn: AsyncConnection, action: Any) -> Decision | None:
     return None
 
 
-async def suppressed(conn: AsyncConnection, action: Any) -> str | None:
-    return "suppressed"
+async def suppressed(conn: AsyncConnection, action: Any) -> Decision | None:
+    return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED)
 
 
 class Ledger:

@@ -43,6 +43,7 @@ from services.outreach.core.channels import (
     Verdict,
     WebhookConfig,
 )
+from services.outreach.core.policy import Decision, Outcome
 from services.outreach.core.unsubscribe import unsubscribe_url, with_link
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.channels import email as email_channel
@@ -54,9 +55,10 @@ from shared.worker import Worker
 
 log = get_logger(__name__)
 
-Recheck = Callable[[AsyncConnection, Any], Awaitable[str | None]]
-"""``recheck(conn, action_row) -> reason | None``: the contact policy again, just before the
-send, inside the pick transaction; a reason suppresses the action."""
+Recheck = Callable[[AsyncConnection, Any], Awaitable[Decision | None]]
+"""``recheck(conn, action_row) -> decision | None``: the contact policy again, just before the
+send, inside the pick transaction; None sends, a decision suppresses, holds (an open
+complaint) or defers (quiet hours) the action instead."""
 
 # Added to the longest the sends of one pass can take, for the pick-to-send gap and clock skew
 # between workers.
@@ -134,6 +136,22 @@ class _Update:
     next_at: datetime | None = None
     sent_at: datetime | None = None
     lease: datetime | None = None
+
+
+# How a due action the policy no longer lets out now is counted and kept.
+_NOT_NOW = {Outcome.SUPPRESS: "suppressed", Outcome.HOLD: "held", Outcome.DEFER: "deferred"}
+
+
+def _not_now(row: Any, verdict: Decision) -> _Update:
+    """The row of a due action that the policy, asked again, does not let out now:
+    suppressed; held until the open complaint is resolved (it is decided again then); or
+    still pending, due again when the customer's quiet hours end."""
+    reason = verdict.reason.value if verdict.reason is not None else None
+    if verdict.outcome is Outcome.HOLD:
+        return _Update(row.id, "held", row.attempts, reason)
+    if verdict.outcome is Outcome.DEFER and verdict.until is not None:
+        return _Update(row.id, "pending", row.attempts, reason, next_at=verdict.until)
+    return _Update(row.id, "suppressed", row.attempts, (reason or "suppressed")[:32])
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +244,10 @@ class DeliveryWorker(Worker):
             jobs: list[_Job] = []
             updates: list[_Update] = []
             for row in rows:
-                reason = await self._recheck(conn, row)
-                if reason is not None:
-                    updates.append(_Update(row.id, "suppressed", row.attempts, reason[:32]))
-                    DELIVERIES.labels(row.channel, "suppressed").inc()
+                verdict = await self._recheck(conn, row)
+                if verdict is not None:
+                    updates.append(_not_now(row, verdict))
+                    DELIVERIES.labels(row.channel, _NOT_NOW[verdict.outcome]).inc()
                     continue
                 if row.channel_id is not None:
                     channel = named.get(row.channel_id)
