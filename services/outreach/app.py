@@ -89,7 +89,12 @@ def create_app(
             return await recheck(conn, action, policy=current.policy, now=clock.now())
 
         state.delivery = delivery = DeliveryWorker(
-            engine, settings, still_allowed, clock, require_https=common.environment == "production"
+            engine,
+            settings,
+            still_allowed,
+            clock,
+            require_https=common.environment == "production",
+            phone_region=common.phone_region,
         )
         runtime.worker(delivery)
 

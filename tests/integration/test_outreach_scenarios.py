@@ -830,6 +830,40 @@ async def test_a_promotion_waiting_out_quiet_hours_is_held_if_a_complaint_opened
     await until_status(s, "noa", "promo", "sent")
 
 
+async def test_an_sms_reaches_the_provider_only_with_sms_consent(world: World) -> None:
+    s = world.stack
+    assert s.outreach is not None
+    async with WebhookReceiver() as provider:
+        resp = await s.outreach.post(
+            "/v1/channels",
+            headers=s.auth("marketing"),
+            json={"id": "sms", "kind": "sms", "config": {"url": provider.url}},
+        )
+        assert resp.status_code == 201, resp.text
+        secret = resp.json()["secret"]  # generated, shown once
+        assert secret.startswith("whsec_")
+        await add_rule(s, rule("visit-text", VISIT_RULE, kind="follow_up", channel="sms"))
+        yes = {"email": True, "sms": True, "marketing": True}
+        ids = await post_events(
+            s,
+            [
+                profile("sam", T0 - timedelta(days=1), phone="+33 6 12 34 56 78", consent=yes),
+                profile("tom", T0 - timedelta(days=1), phone="+33 6 98 76 54 32"),
+                visit("sam", "v-1", T0),
+                visit("tom", "v-2", T0),
+            ],
+        )
+        await outreach_has_seen(s, ids)
+        await until_status(s, "sam", "visit-text", "sent")
+        [got] = provider.received
+        assert got.payload["to"] == "+33612345678"  # E.164, as providers take it
+        assert got.payload["customer_id"] == "sam"
+        assert got.payload["text"].startswith("Hello Sam")
+        assert await statuses(s, "tom") == {"visit-text": ("suppressed", "no_consent")}
+        await settled(world)
+        assert len(provider.received) == 1
+
+
 async def test_ten_concurrent_events_each_firing_a_rule_send_two(world: World) -> None:
     s = world.stack
     for p in range(1, 11):
