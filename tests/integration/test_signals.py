@@ -183,7 +183,8 @@ async def test_a_stalled_relay_raises_the_outbox_age_metric(own: CommonSettings)
 
                 async def drained() -> bool:
                     async with engine.connect() as conn:
-                        return await conn.scalar(text("SELECT count(*) FROM scoring.outbox")) == 0
+                        left = await conn.scalar(text("SELECT count(*) FROM scoring.outbox"))
+                    return bool(left == 0)
 
                 await until(drained)
     finally:
@@ -204,5 +205,7 @@ async def test_requests_refused_for_their_key_are_counted(own: CommonSettings) -
         assert (await client.get("/v1/ops/health", headers=unknown)).status_code == 401
         assert (await client.get("/v1/ops/health", headers=unknown)).status_code == 401
         for reason, more in (("missing", 1), ("unknown", 2)):
-            now = await sample(client, "tend_api_key_misses_total", service="scoring", reason=reason)
-            assert now == before[reason] + more
+            counted = await sample(
+                client, "tend_api_key_misses_total", service="scoring", reason=reason
+            )
+            assert counted == before[reason] + more
