@@ -209,3 +209,20 @@ async def test_requests_refused_for_their_key_are_counted(own: CommonSettings) -
                 client, "tend_api_key_misses_total", service="scoring", reason=reason
             )
             assert counted == before[reason] + more
+
+
+async def test_the_consumer_lag_is_served_per_partition(own: CommonSettings) -> None:
+    async with scoring(own) as (client, app):
+        group = app.state.settings.consumer_group
+        topic = Topics.from_settings(own).events
+
+        async def served() -> bool:
+            lags = [
+                await sample(
+                    client, "tend_consumer_lag", group=group, topic=topic, partition=str(p)
+                )
+                for p in range(own.topic_partitions)
+            ]
+            return all(lag is not None for lag in lags)
+
+        await until(served)
