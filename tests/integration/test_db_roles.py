@@ -17,6 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.ingest.app import create_app as create_ingest
+from services.outreach.app import create_app as create_outreach
+from services.outreach.settings import OutreachSettings
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.db import make_engine
@@ -92,6 +95,10 @@ async def test_a_service_role_writes_its_own_schema_only(
     )
     assert not await _may_write(url, "DELETE FROM auth.audit_log WHERE false")
     assert not await _may_write(url, f"DELETE FROM {service}.alembic_version WHERE false")
+    # Outreach's erasure anonymises the suppressions it recorded; nobody else edits the log.
+    anonymise = "UPDATE auth.audit_log SET subject = 'x', before = NULL, after = NULL WHERE false"
+    assert await _may_write(url, anonymise) is (service == "outreach")
+    assert not await _may_write(url, "UPDATE auth.audit_log SET action = 'x' WHERE false")
 
 
 async def test_only_the_keys_role_writes_the_api_keys(logins: dict[str, str]) -> None:
@@ -155,3 +162,39 @@ async def _scored_and_relayed(engine: AsyncEngine, event_id: str) -> bool:
         )
         waiting = await conn.scalar(text("SELECT count(*) FROM scoring.outbox"))
     return bool(applied) and waiting == 0
+
+
+async def test_ingest_and_outreach_run_under_their_own_roles(
+    settings: CommonSettings, logins: dict[str, str], keys: dict[str, str]
+) -> None:
+    ingest = create_ingest(settings.model_copy(update={"database_url": logins["ingest"]}))
+    async with ingest.router.lifespan_context(ingest):
+        transport = httpx.ASGITransport(app=ingest)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+            assert (await client.get("/readyz")).status_code == 200
+            visit = {
+                "visit_id": uuid.uuid4().hex,
+                "customer_id": f"role-{uuid.uuid4().hex[:8]}",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "channel": "web",
+            }
+            headers = {"Authorization": f"Bearer {keys['ingest']}"}
+            accepted = await client.post("/v1/visits", json=visit, headers=headers)
+            assert accepted.status_code == 202, accepted.text
+
+    outreach = create_outreach(
+        settings.model_copy(update={"database_url": logins["outreach"]}),
+        OutreachSettings(consumer_group=f"{settings.topic_prefix}outreach-role"),
+        periodic=False,
+    )
+    async with outreach.router.lifespan_context(outreach):
+        transport = httpx.ASGITransport(app=outreach)
+        async with httpx.AsyncClient(transport=transport, base_url="http://outreach") as client:
+            assert (await client.get("/readyz")).status_code == 200
+            headers = {"Authorization": f"Bearer {keys['marketing']}"}
+            suppressed = await client.post(
+                "/v1/suppressions",
+                json={"customer_id": f"role-{uuid.uuid4().hex[:8]}", "reason": "asked"},
+                headers=headers,
+            )
+            assert suppressed.status_code == 201, suppressed.text
