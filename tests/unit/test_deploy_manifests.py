@@ -57,6 +57,10 @@ def test_every_service_runs_as_a_probed_deployment_behind_a_service_on_its_port(
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert "memory" in container["resources"]["limits"]
         assert str(port) in container["command"]
+        if name != "console":  # the console holds no data: no database
+            [database] = [e for e in container["env"] if e["name"] == "DATABASE_URL"]
+            # Each service logs in as its own role (shared/db_roles.py).
+            assert database["valueFrom"]["secretKeyRef"]["key"] == f"{name}-database-url"
         service = services[name]["spec"]
         assert service["selector"] == {"app.kubernetes.io/name": name}
         assert service["ports"][0]["port"] == port
