@@ -262,11 +262,14 @@ def create_app(
         "/readyz",
         tags=["operations"],
         summary="Readiness",
-        responses={503: {"description": "a dependency is unreachable"}},
+        responses={
+            503: {"description": "a dependency is unreachable or a background task is down"}
+        },
     )
     async def readyz() -> JSONResponse:
-        """200 when every dependency (database, broker) answers, else 503 naming the one
-        that does not."""
+        """200 when every dependency (database, broker) answers and every background task
+        (`task:consumer`, `task:relay:<table>`, …) runs, else 503 with the failing check
+        false: a task that died is started again within seconds."""
         checks = {name: await check() for name, check in readiness(app).items()}
         ready = all(checks.values())
         return JSONResponse(

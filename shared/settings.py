@@ -63,6 +63,11 @@ class CommonSettings(BaseSettings):
     # The country a phone number without a country code is read in (ISO 3166 alpha-2), by
     # ingest's identity map and scoring's search alike.
     phone_region: str = Field("US", pattern="^[A-Za-z]{2}$")
+    # A background task (consumer, relay, delivery, periodic job) that dies starts again after
+    # this many seconds, doubling at each death in a row up to 60 (shared.supervisor).
+    task_restart_seconds: float = Field(1.0, gt=0)
+    # How often the gauges of consumer lag and of the outbox and delivery backlogs are read.
+    signals_interval_seconds: float = Field(15.0, gt=0)
 
     @property
     def inbox_retention(self) -> timedelta:

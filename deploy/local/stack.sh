@@ -75,6 +75,13 @@ ensure_browser() {
   apt_install chromium chromium-driver
 }
 
+# promtool checks the alert rules of deploy/monitoring/ in the suite (Debian's prometheus package
+# carries it; the server it also installs is never started here).
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  apt_install --no-install-recommends prometheus
+}
+
 infra_up() {
   if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
     local dir="$STATE/kafka/broker"
@@ -297,6 +304,7 @@ case $cmd in
     ensure_venv
     ensure_console_assets
     ensure_browser
+    ensure_promtool
     # Lint gates the suite, as it gates landing.
     (lint) || die "the lint failed (see above): fix it before the suite runs"
     infra_up

@@ -28,6 +28,7 @@ from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
+from services.outreach.shell.delivery_backlog import refresh_delivery_backlog
 from services.outreach.shell.scheduler import tick
 from services.outreach.shell.service import OutreachState
 from services.outreach.store import customer_events
@@ -96,7 +97,7 @@ def create_app(
             require_https=common.environment == "production",
             phone_region=common.phone_region,
         )
-        runtime.worker(delivery)
+        runtime.worker(delivery, "delivery")
 
         # Registered first whatever the order here, so it stops first: then the relay, then
         # delivery.
@@ -106,6 +107,12 @@ def create_app(
             handler=applier.handle,
             max_records=settings.batch_max_records,
             then_nudge=[relay, delivery],
+        )
+        runtime.every(
+            common.signals_interval_seconds,
+            "signals:delivery",
+            lambda: refresh_delivery_backlog(engine, clock.now()),
+            at_start=True,
         )
         runtime.every(5, "rules_reload", lambda: current.reload(engine))
         runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)

@@ -344,4 +344,10 @@ async def test_readiness_names_its_dependencies(stack: Stack) -> None:
     for service in SERVICES:
         ready = await _client(stack, service).get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"database": True, "broker": True}
+        checks = ready.json()["checks"]
+        # The dependencies, then every background task the service supervises.
+        assert {"database", "broker"} <= set(checks)
+        assert all(name.startswith("task:") for name in set(checks) - {"database", "broker"})
+        assert all(checks.values()), checks
+        if service != "ingest":
+            assert checks["task:consumer"] is True

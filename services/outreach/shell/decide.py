@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
@@ -49,6 +50,13 @@ from services.outreach.store.replica import card_of, lock_customers
 
 # How long deciding may hold the event loop between two renders before it lets others run.
 YIELD_SECONDS = 0.02
+
+TEMPLATE_FAILURES = Counter(
+    "tend_outreach_template_failures_total",
+    "Actions that failed because their template did not render for the customer "
+    "(template_error) or went over a render limit (template_limit)",
+    ["rule", "reason"],
+)
 
 _STATUS = {
     Outcome.SEND: "pending",
@@ -194,6 +202,7 @@ def _row(
                 templates.TEMPLATE_LIMIT if limited else "template_error",
                 Decision(Outcome.SUPPRESS, detail=str(exc)[:500]),
             )
+            TEMPLATE_FAILURES.labels(rule.id, reason).inc()
     if arm in HELD_OUT and status in ("pending", "scheduled"):
         # Held out: decided exactly like the sent ones (the instant it would have gone out
         # stays in not_before), never delivered.

@@ -219,8 +219,9 @@ class DeliveryWorker(Worker):
         log.warning("delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc)))
 
     async def aclose(self) -> None:
-        """Release the HTTP connection pool (when the worker made it)."""
-        if self._own_http:
+        """Release the HTTP connection pool (when the worker made it) once stopped: a run
+        that died is run again by its supervisor (:mod:`shared.supervisor`), with the pool."""
+        if self._own_http and self.stopping:
             await self._http.aclose()
 
     # -- one pass -------------------------------------------------------------------------
