@@ -408,7 +408,7 @@ async def own_stack(settings: CommonSettings) -> AsyncIterator[tuple[Stack, Fixe
         yield stack, clock
 
 
-async def test_history_follows_new_growing_declining_reactivated(
+async def test_history_follows_new_growing_declining_growing_churned_reactivated(
     own_stack: tuple[Stack, FixedClock],
 ) -> None:
     # Its own database: the sweep that moves the stage with time looks at every customer.
@@ -470,13 +470,34 @@ async def test_history_follows_new_growing_declining_reactivated(
         "transitions": steps,
     }
 
+    # An order while declining ends the slip: back to growing, not reactivated.
     clock.set(noon(d0 + timedelta(days=100)))
     await shop.apply(order(cid, clock.now() - timedelta(hours=1), "25.00"))
-    steps.append({"from_stage": "declining", "to_stage": "reactivated", "at": day(100)})
+    steps.append({"from_stage": "declining", "to_stage": "growing", "at": day(100)})
+    assert await history() == {
+        "customer_id": cid,
+        "stage": "growing",
+        "stage_since": day(100),
+        "transitions": steps,
+    }
+
+    # Own rhythm now 50 days (gaps 10 and 90): declining after 100 silent days, churned after
+    # 200; the sweep on day 310 records both.
+    clock.set(noon(d0 + timedelta(days=310)))
+    swept = await stack.scoring.post("/v1/ops/sweep", headers=auth(key))
+    assert swept.status_code == 200, swept.text
+    steps.append({"from_stage": "growing", "to_stage": "declining", "at": day(201)})
+    steps.append({"from_stage": "declining", "to_stage": "churned", "at": day(301)})
+    assert (await history())["transitions"] == steps
+
+    # Back after being lost: that is a reactivation.
+    clock.set(noon(d0 + timedelta(days=320)))
+    await shop.apply(order(cid, clock.now() - timedelta(hours=1), "30.00"))
+    steps.append({"from_stage": "churned", "to_stage": "reactivated", "at": day(320)})
     assert await history() == {
         "customer_id": cid,
         "stage": "reactivated",
-        "stage_since": day(100),
+        "stage_since": day(320),
         "transitions": steps,
     }
 
