@@ -24,7 +24,21 @@ Renderer = Annotated[Principal, RequireScope(Scope.OPS_READ, Scope.MARKETING_WRI
 
 
 class RenderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "c-42",
+                    "template": {
+                        "subject": "Thank you, {{ customer.name }}",
+                        "body": "Use {{ offer.code }} before it expires. {{ unsubscribe_url }}",
+                    },
+                    "offer": {"code": "THANKS10", "description": "10% off your next order"},
+                }
+            ]
+        },
+    )
 
     customer_id: str = Field(min_length=1, max_length=128, description="whose card to render on")
     template: Template = Field(description="a rule action's template (subject and body)")
