@@ -330,9 +330,7 @@ async def test_a_template_renders_on_one_real_customer_as_they_would_get_it(
 
     async def render(template: dict[str, Any], **extra: Any) -> httpx.Response:
         payload = {"customer_id": cid, "template": template, **extra}
-        return await o.client.post(
-            "/v1/templates/render", json=payload, headers=o.as_("marketing")
-        )
+        return await o.client.post("/v1/templates/render", json=payload, headers=o.as_("marketing"))
 
     done = await render(
         {
