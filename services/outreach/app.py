@@ -16,6 +16,7 @@ from services.outreach.api.outcomes import router as outcomes_router
 from services.outreach.api.policy import router as policy_router
 from services.outreach.api.preview import router as preview_router
 from services.outreach.api.privacy import router as privacy_router
+from services.outreach.api.render import router as render_router
 from services.outreach.api.rules import router as rules_router
 from services.outreach.api.schedule import router as schedule_router
 from services.outreach.api.suppressions import router as suppressions_router
@@ -132,6 +133,7 @@ def create_app(
         routers=[
             rules_router,
             preview_router,
+            render_router,
             policy_router,
             suppressions_router,
             unsubscribe_router,

@@ -89,6 +89,7 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("POST", "/v1/rules/{rule_id}/preview"): (READ, MARKETING),
         ("POST", "/v1/rules/{rule_id}/backtest"): (READ, MARKETING),
         ("POST", "/v1/rules/backtest"): (READ, MARKETING),
+        ("POST", "/v1/templates/render"): (READ, MARKETING),
         ("POST", "/v1/rule-packs/default"): MARKETING,
         ("GET", "/v1/policy"): READ,
         ("PUT", "/v1/policy"): MARKETING,

@@ -18,13 +18,13 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, or_, select, text
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.core.state import CustomerState
 from services.scoring.store.tables import customers
 
-SortKey = float | datetime | None
+SortKey = float | datetime | str | None
 
 
 class Sort(StrEnum):
@@ -34,6 +34,7 @@ class Sort(StrEnum):
     CLV = "clv"
     P_ALIVE = "p_alive"
     LAST_ORDER = "last_order"
+    NAME = "name"
 
 
 class Order(StrEnum):
@@ -42,11 +43,13 @@ class Order(StrEnum):
 
 
 _c = customers.c
-_SORT_COLUMNS = {
+_SORT_COLUMNS: dict[Sort, ColumnElement[Any]] = {
     Sort.VALUE: _c.value_score,
     Sort.CLV: _c.clv,
     Sort.P_ALIVE: _c.p_alive,
     Sort.LAST_ORDER: _c.last_order_at,
+    # In any case (an index on lower(name) serves it); customers without a name come last.
+    Sort.NAME: func.lower(_c.name),
 }
 
 
@@ -61,13 +64,15 @@ class Position:
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Each non-empty sequence admits any of its values; ``text`` is a substring of the
-    customer's name, email or phone, in any case."""
+    customer's name, email or phone, in any case; ``tag`` is one of the profile's tags,
+    exactly."""
 
     stages: Sequence[str] = ()
     tiers: Sequence[str] = ()
     segments: Sequence[str] = ()
     strategies: Sequence[str] = ()
     text: str | None = None
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,9 @@ def _conditions(f: Filters) -> list[ColumnElement[bool]]:
         # ``search`` holds name, email and phone lower-cased by the write path; autoescape
         # makes % and _ in the query literal characters, not wildcards.
         out.append(_c.search.contains(f.text.lower(), autoescape=True))
+    if f.tag is not None:
+        # Containment, so the GIN index on tags answers it.
+        out.append(_c.tags.contains([f.tag]))
     return out
 
 
