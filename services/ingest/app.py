@@ -14,7 +14,7 @@ from services.ingest.intake import Intake
 from services.ingest.merges import router as merges_router
 from services.ingest.privacy import router as privacy_router
 from services.ingest.routes import router
-from services.ingest.settings import ingest_settings
+from services.ingest.settings import IngestSettings, ingest_settings
 from shared.db import make_engine
 from shared.logging import get_logger
 from shared.runtime import Runtime, service_app
@@ -35,9 +35,11 @@ derived from the order/complaint/visit id and status), so a retry is never count
 """
 
 
-def create_app(common: CommonSettings | None = None) -> FastAPI:
+def create_app(
+    common: CommonSettings | None = None, settings: IngestSettings | None = None
+) -> FastAPI:
     common = common or CommonSettings()
-    settings = ingest_settings()
+    settings = settings or ingest_settings()
     state = IngestState()
 
     def engine(common: CommonSettings) -> AsyncEngine:

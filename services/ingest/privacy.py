@@ -161,9 +161,7 @@ async def erase_customer(
     try:
         async with ingest.engine.connect() as conn:
             await conn.execute(_FORGET_KEYS, {"ids": ids})
-            await conn.execute(
-                _REGISTER, {"digests": [customer_digest(i) for i in ids], "at": now}
-            )
+            await conn.execute(_REGISTER, {"digests": [customer_digest(i) for i in ids], "at": now})
             await forget(conn, ids, anonymous_id(envelope.event_id))
     except (DBAPIError, OSError) as exc:
         log.warning("erasure_database_unavailable", reason=type(exc).__name__)
