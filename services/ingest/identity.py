@@ -227,6 +227,7 @@ class IdentityMap:
                 continue
             if merged.created:
                 resolution.merges.append(merged)
+                log.info("customers_merged_automatically", merge_event_id=merged.event_id)
             for cid, survivor in survivors.items():
                 if survivor in merged.merged_ids:
                     survivors[cid] = merged.survivor
@@ -386,9 +387,13 @@ class _Locked:
 
     async def __aenter__(self) -> AsyncConnection:
         self._conn = await self._engine.connect()
-        await self._conn.execution_options(isolation_level="READ COMMITTED")
-        await self._conn.begin()
-        await self._conn.execute(_LOCK, {"lock": _MERGE_LOCK})
+        try:
+            await self._conn.execution_options(isolation_level="READ COMMITTED")
+            await self._conn.begin()
+            await self._conn.execute(_LOCK, {"lock": _MERGE_LOCK})
+        except BaseException:
+            await self._conn.close()
+            raise
         return self._conn
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
