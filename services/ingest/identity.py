@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -109,6 +110,12 @@ _PERSON = text(
     """
     SELECT customer_id FROM ingest.identities WHERE survivor_id = :survivor
     ORDER BY customer_id
+    """
+)
+_IDENTIFIERS_OF = text(
+    """
+    SELECT kind, source, value, customer_id, verified, first_seen FROM ingest.identifiers
+    WHERE customer_id = ANY(CAST(:ids AS text[])) ORDER BY first_seen, kind, source, value
     """
 )
 _FORGET = (
@@ -362,12 +369,40 @@ class IdentityMap:
     def _transaction(self) -> _Locked:
         return _Locked(self._engine)
 
-    async def person(self, customer_id: str) -> tuple[str, list[str]]:
-        """The survivor of ``customer_id`` and every id of that person (the survivor first)."""
-        async with self._engine.connect() as conn:
-            survivor = await conn.scalar(_SURVIVOR_OF, {"id": customer_id}) or customer_id
-            ids = [r.customer_id for r in await conn.execute(_PERSON, {"survivor": survivor})]
-        return survivor, [survivor, *(i for i in ids if i != survivor)]
+
+async def person(engine: AsyncEngine, customer_id: str) -> tuple[str, list[str]]:
+    """The survivor of ``customer_id`` and every id of that person (the survivor first)."""
+    async with engine.connect() as conn:
+        survivor = await conn.scalar(_SURVIVOR_OF, {"id": customer_id}) or customer_id
+        ids = [r.customer_id for r in await conn.execute(_PERSON, {"survivor": survivor})]
+    return survivor, [survivor, *(i for i in ids if i != survivor)]
+
+
+async def held_on(engine: AsyncEngine, customer_id: str) -> dict[str, Any] | None:
+    """What the map holds on the person ``customer_id`` is one of (for their export):
+    their survivor, every id merged into it, and every identifier of theirs; None when
+    the map does not know the id."""
+    async with engine.connect() as conn:
+        survivor = await conn.scalar(_SURVIVOR_OF, {"id": customer_id})
+        if survivor is None:
+            return None
+        ids = [r.customer_id for r in await conn.execute(_PERSON, {"survivor": survivor})]
+        identifiers = (await conn.execute(_IDENTIFIERS_OF, {"ids": ids})).all()
+    return {
+        "survivor": survivor,
+        "customer_ids": ids,
+        "identifiers": [
+            {
+                "kind": i.kind,
+                "source": i.source or None,
+                "value": i.value,
+                "verified": i.verified,
+                "customer_id": i.customer_id,
+                "first_seen": i.first_seen.isoformat(),
+            }
+            for i in identifiers
+        ],
+    }
 
 
 async def forget(conn: AsyncConnection, ids: Iterable[str], anonymous: str) -> None:

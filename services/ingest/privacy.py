@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.deps import Ingest
-from services.ingest.identity import forget
+from services.ingest.identity import forget, held_on, person
 from services.ingest.settings import ingest_settings
 from shared.auth import Operator, Reader
 from shared.dlq import erase_from_dlq
@@ -63,7 +63,9 @@ class Export(BaseModel):
     customer_id: str
     exported_at: datetime
     ingest: dict[str, Any] = Field(
-        description="the customer's idempotency records: event ids and when they were accepted"
+        description="the customer's idempotency records (event ids and when they were "
+        "accepted) and, under `identity`, the person in the identity map: their survivor, "
+        "every id merged into it and every identifier of theirs (null when unknown to it)"
     )
     scoring: dict[str, Any] | None = Field(
         description="scoring's export (card, facts, history, event ids), null when it holds nothing"
@@ -129,7 +131,7 @@ async def erase_customer(
     http://localhost:8001/v1/customers/c-42`"""
     now = datetime.now(UTC)
     try:
-        survivor, ids = await ingest.identities.person(customer_id)
+        survivor, ids = await person(ingest.engine, customer_id)
     except (DBAPIError, OSError) as exc:
         log.warning("erasure_database_unavailable", reason=type(exc).__name__)
         return _unavailable("the database")
@@ -186,7 +188,8 @@ async def erase_customer(
 async def export_customer(
     request: Request, ingest: Ingest, customer_id: CustomerId, _: Reader
 ) -> JSONResponse:
-    """One document with everything Tend holds on the customer: ingest's idempotency records,
+    """One document with everything Tend holds on the customer: ingest's idempotency records
+    and the person's entry in the identity map (their ids and identifiers),
     scoring's card, facts, stage history and applied event ids, and outreach's card replica,
     suppression, schedule and every action decided with its message. A part is `null` when
     that service holds nothing; **404** when none does. Needs `ops:read`.
@@ -196,6 +199,7 @@ async def export_customer(
     try:
         async with ingest.engine.connect() as conn:
             keys = (await conn.execute(_KEYS_OF, {"id": customer_id})).all()
+        identity = await held_on(ingest.engine, customer_id)
     except (DBAPIError, OSError) as exc:
         log.warning("export_database_unavailable", reason=type(exc).__name__)
         return _unavailable("the database")
@@ -219,9 +223,10 @@ async def export_customer(
         "events": [
             {"event_id": k.event_id, "published": k.state == 1, "accepted_at": k.created_at}
             for k in keys
-        ]
+        ],
+        "identity": identity,
     }
-    if not keys and all(p is None for p in parts.values()):
+    if not keys and identity is None and all(p is None for p in parts.values()):
         return error_response(404, f"Tend holds nothing on customer {customer_id!r}")
     body = Export(
         customer_id=customer_id,

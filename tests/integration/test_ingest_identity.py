@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.app import create_app
+from services.ingest.identity import held_on
 from services.ingest.settings import IngestSettings
 from shared.events import Envelope
 from shared.settings import CommonSettings
@@ -337,6 +338,14 @@ async def test_erasing_an_alias_erases_the_person_and_clears_the_map(
         headers=_auth(keys["ops"]),
     )
     assert merged.status_code == 202, merged.text
+    # What the export's ingest part shows of the person (the whole export needs the peers).
+    held = await held_on(engine, store)
+    assert held is not None and held["survivor"] == web
+    assert sorted(held["customer_ids"]) == sorted([web, store])
+    assert {(i["kind"], i["value"]) for i in held["identifiers"]} == {
+        ("phone", "+12015550199"),
+        ("external", ids[0]["value"]),
+    }
 
     erased = await ingest.delete(f"/v1/customers/{store}", headers=_auth(keys["ops"]))
     assert erased.status_code == 202, erased.text
