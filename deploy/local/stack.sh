@@ -231,7 +231,7 @@ banner() {
   echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below, or a one-time link: tend console-link)"
   echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
   echo "  Postgres  ${DATABASE_URL}"
-  echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks and email outreach sent)"
+  echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks, SMS and email outreach sent)"
   echo "  Logs      $LOGS/"
   echo "Dev API keys ($STATE/dev-keys.env):"
   sed 's/^/  /' "$STATE/dev-keys.env"

@@ -21,6 +21,7 @@ from services.outreach.api.schedule import router as schedule_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
 from services.outreach.core.budgets import ReadBudget
+from services.outreach.core.policy import Decision
 from services.outreach.schemas import describe
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
@@ -84,11 +85,16 @@ def create_app(
             idle_seconds=0.5,
         )
 
-        async def still_allowed(conn: Any, action: Any) -> str | None:
+        async def still_allowed(conn: Any, action: Any) -> Decision | None:
             return await recheck(conn, action, policy=current.policy, now=clock.now())
 
         state.delivery = delivery = DeliveryWorker(
-            engine, settings, still_allowed, clock, require_https=common.environment == "production"
+            engine,
+            settings,
+            still_allowed,
+            clock,
+            require_https=common.environment == "production",
+            phone_region=common.phone_region,
         )
         runtime.worker(delivery)
 

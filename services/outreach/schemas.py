@@ -321,14 +321,16 @@ class ChannelIn(_Body):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["crm-webhook"])
     kind: ChannelKind
     config: dict[str, Any] = Field(
-        description='webhook: {"url"}; email: {"smtp_host", "smtp_port", "from"}, each '
-        "optional (the service's SMTP settings fill the gaps)",
+        description='webhook: {"url"}; sms: {"url", "from", "to_field", "text_field", '
+        '"from_field"} (the provider\'s send endpoint; the rest optional); email: '
+        '{"smtp_host", "smtp_port", "from"}, each optional (the service\'s SMTP settings '
+        "fill the gaps)",
         examples=[{"url": "https://crm.example/hooks/tend"}],
     )
     secret: str | None = Field(
         None,
-        description="webhook only: the Standard Webhooks signing secret (`whsec_` + base64); "
-        "generated when left out. Write-only.",
+        description="webhook and sms only: the Standard Webhooks signing secret (`whsec_` + "
+        "base64); generated when left out. Write-only.",
     )
     enabled: StrictBool = True
 
@@ -337,7 +339,8 @@ class ChannelUpdate(_Body):
     config: dict[str, Any]
     enabled: StrictBool = True
     secret: str | None = Field(
-        None, description="webhook only: a new signing secret; left out, the current one stays"
+        None,
+        description="webhook and sms only: a new signing secret; left out, the current one stays",
     )
 
 

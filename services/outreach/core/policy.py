@@ -5,8 +5,9 @@ history, their suppression status, the :class:`Policy` and ``now``. Checks run i
 and the first that bites decides:
 
 1. **suppressed** (suppression list or unsubscribe): suppress, whatever the kind;
-2. **consent**: email needs ``consent.email``; a kind that is not transactional also needs
-   ``consent.marketing`` on any channel (when ``marketing_consent_required``);
+2. **consent**: email needs ``consent.email``, SMS ``consent.sms``; a kind that is not
+   transactional also needs ``consent.marketing`` on any channel (when
+   ``marketing_consent_required``);
 3. **reduce cost**: a customer whose card's strategy is ``reduce_cost`` receives no
    promotional kind (when ``reduce_cost_no_promotions``): suppress with reason
    ``reduce_cost`` — the strategy is a policy, not a message;
@@ -340,6 +341,8 @@ def decide(
     consent = profile.get("consent") or {}
     if candidate.channel == "email" and consent.get("email") is not True:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no email consent")
+    if candidate.channel == "sms" and consent.get("sms") is not True:
+        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no SMS consent")
     marketing = consent.get("marketing") is True
     if not transactional and policy.marketing_consent_required and not marketing:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no marketing consent")

@@ -34,6 +34,7 @@ from services.outreach.core.policy import (
     Decision,
     Outcome,
     Policy,
+    Reason,
     decide,
     decide_all,
     history_days,
@@ -234,20 +235,21 @@ def _row(
 
 async def recheck(
     conn: AsyncConnection, action: Any, *, policy: Policy, now: datetime
-) -> str | None:
-    """Just before delivery: is this action still allowed? Returns the suppression reason
-    (the customer unsubscribed, withdrew consent) or None."""
+) -> Decision | None:
+    """Just before delivery: is this action still allowed now? None when it is; else the
+    policy's word: ``suppress`` (the customer unsubscribed, withdrew consent), ``hold`` (a
+    promotion that came due while a complaint is open) or ``defer`` (it came due in the
+    customer's quiet hours). The frequency cap and the rule's limits were judged when it was
+    decided and hold their slot; they are not judged again."""
     card = await card_of(conn, action.customer_id)
     suppressed = bool(await ledger.suppressed_among(conn, [action.customer_id]))
     if card is None:
-        return "suppressed" if suppressed else None
+        return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED) if suppressed else None
     candidate = Candidate(
         action.rule_id, action.kind, action.channel, action.priority, NO_LIMITS, action.audience
     )
     decision = decide(card, candidate, [], suppressed=suppressed, policy=policy, now=now)
-    if decision.outcome is Outcome.SUPPRESS and decision.reason is not None:
-        return decision.reason.value
-    return None
+    return None if decision.outcome is Outcome.SEND else decision
 
 
 async def release_held(
