@@ -14,6 +14,12 @@ from shared.settings import CommonSettings
 
 # Which verified identifiers merge two customers automatically (TEND_INGEST_AUTO_MERGE).
 AutoMerge = Literal["off", "email", "phone", "both"]
+_AUTO_KINDS: dict[str, tuple[str, ...]] = {
+    "off": (),
+    "email": ("email",),
+    "phone": ("phone",),
+    "both": ("email", "phone"),
+}
 
 
 class IngestSettings(BaseSettings):
@@ -52,9 +58,7 @@ class IngestSettings(BaseSettings):
 
     def auto_merge_kinds(self) -> tuple[str, ...]:
         """The identifier kinds whose verified match merges customers."""
-        return {"off": (), "email": ("email",), "phone": ("phone",)}.get(
-            self.auto_merge, ("email", "phone")
-        )
+        return _AUTO_KINDS[self.auto_merge]
 
 
 @lru_cache(maxsize=1)
