@@ -49,9 +49,14 @@ _RESOLVE = text(
     """
     WITH seen AS (
         SELECT DISTINCT customer_id FROM unnest(CAST(:customers AS text[])) AS t(customer_id)
+    ), known AS (
+        SELECT i.customer_id, i.survivor_id FROM ingest.identities AS i
+        JOIN seen USING (customer_id)
     ), new_customers AS (
+        -- Only the ids not found are inserted: a conflict check costs more than the lookup.
         INSERT INTO ingest.identities (customer_id, survivor_id, first_seen)
         SELECT customer_id, customer_id, CAST(:now AS timestamptz) FROM seen
+        WHERE customer_id NOT IN (SELECT customer_id FROM known)
         ON CONFLICT (customer_id) DO NOTHING
     ), sent AS (
         SELECT DISTINCT ON (kind, source, value) customer_id, kind, source, value, verified
@@ -69,9 +74,8 @@ _RESOLVE = text(
         ON CONFLICT (kind, source, value) DO UPDATE SET verified = true
         WHERE EXCLUDED.verified AND NOT x.verified AND x.customer_id = EXCLUDED.customer_id
     )
-    SELECT s.customer_id, coalesce(i.survivor_id, s.customer_id) AS survivor_id,
-        NULL AS kind, NULL AS source, NULL AS value
-    FROM seen AS s LEFT JOIN ingest.identities AS i USING (customer_id)
+    SELECT customer_id, survivor_id, NULL AS kind, NULL AS source, NULL AS value FROM known
+    WHERE survivor_id <> customer_id
     UNION ALL
     -- The owners (as survivors) of the identifiers that may merge automatically.
     SELECT x.customer_id, coalesce(o.survivor_id, x.customer_id), x.kind, x.source, x.value
@@ -215,7 +219,8 @@ class IdentityMap:
                     },
                 )
             ).all()
-        survivors: dict[str, str] = {}
+        # The statement names only the merged ids' survivors; every other id is its own.
+        survivors = {cid: cid for cid in customer_ids}
         owners: dict[IdentifierKey, str] = {}
         for row in rows:
             if row.kind is None:
