@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.identity import Carried, IdentifierKey, IdentityMap, map_key
 from services.ingest.models import PENDING, PUBLISHED
-from services.ingest.schemas import CustomerIn, IngestItem
+from services.ingest.schemas import MAX_IDENTIFIERS, CustomerIn, IngestItem
 from services.ingest.settings import phone_region
 from shared.events import SCHEMA_VERSION, EventType
 from shared.identifiers import normalise_email, normalise_phone
@@ -228,7 +228,9 @@ def _with_profile_contacts(
         for kind, value in more
         if (kind, value) not in have
     ]
-    return identifiers + added if added else identifiers
+    # An envelope carries at most 20 identifiers: the profile's own fields still travel in
+    # its data when a client already sent that many.
+    return (identifiers + added)[:MAX_IDENTIFIERS] if added else identifiers
 
 
 class Intake:

@@ -4,7 +4,9 @@ Ingest is the front door for both. Erasure is an event like any other — a ``cu
 tombstone on the events topic, keyed by the customer, so it is ordered after everything the
 customer did — and every consumer forgets the customer when it reaches it: scoring drops the
 state and announces an ``erasure`` change, outreach drops its replica and scrubs its ledger.
-Ingest itself forgets the customer's idempotency records and tombstones their dead letters.
+Ingest itself forgets the customer's idempotency records and identity-map entries (every id
+merged into them, every identifier) and tombstones their dead letters; an id merged into
+another is erased as the person it now is.
 The export gathers each service's own export into one document.
 """
 

@@ -35,6 +35,9 @@ from shared.events import (
 )
 from shared.identifiers import normalise_email, normalise_phone
 
+# As many identifiers as an envelope carries (shared.events.Envelope.identifiers).
+MAX_IDENTIFIERS = 20
+
 EventId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
 ]
@@ -135,7 +138,7 @@ class _Event(Frozen):
     customer_id: Identifier
     identifiers: list[IdentifierIn] = Field(
         default_factory=list,
-        max_length=20,
+        max_length=MAX_IDENTIFIERS,
         description="How channels know this customer (emails, phones, external ids); a "
         "`verified` one may merge customers automatically (`TEND_INGEST_AUTO_MERGE`).",
     )

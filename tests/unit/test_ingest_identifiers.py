@@ -110,3 +110,12 @@ def test_customers_sharing_a_verified_identifier_with_its_owner_are_one_group() 
         (["app", "kiosk"], phone),
         (["store", "web"], email),
     ]
+
+
+def test_a_profile_with_as_many_identifiers_as_an_envelope_carries_stays_a_valid_envelope() -> None:
+    many = [{"kind": "external", "source": "web", "value": f"w-{n}"} for n in range(20)]
+    item = CustomerIn.model_validate(
+        {"customer_id": "c1", "email": "ada@example.com", "identifiers": many}
+    )
+    p = prepare(item, header_key=None, source="shop", received_at=NOW)
+    assert len(Envelope.model_validate_json(p.value).identifiers) == 20
