@@ -55,6 +55,8 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         # Erasure starts here (an event every service applies); export gathers all three.
         ("DELETE", "/v1/customers/{customer_id}"): WRITE,
         ("GET", "/v1/customers/{customer_id}/export"): READ,
+        # A merge is an event every service applies, made by an operator.
+        ("POST", "/v1/customers/{customer_id}/merge"): WRITE,
     },
     "scoring": {
         **COMMON,
