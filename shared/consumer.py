@@ -39,6 +39,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.db import statement_timed_out, unreachable
 from shared.dlq import STATEMENT_TIMEOUT, dead_letter_record
 from shared.kafka import PublishError, publish_many
+from shared.kafka_security import client_kwargs
 from shared.logging import get_logger
 from shared.settings import CommonSettings
 
@@ -113,7 +114,7 @@ class BatchConsumer:
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_kwargs(settings),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
