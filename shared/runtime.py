@@ -32,6 +32,7 @@ from shared.kafka import Producer, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.periodic import every
+from shared.production import kafka_problems, refuse_insecure
 from shared.service_state import S, ServiceState
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -190,14 +191,19 @@ def service_app(
     engine: Callable[[CommonSettings], AsyncEngine] = make_engine,
     form_paths: tuple[str, ...] = (),
     describe: Callable[[dict[str, Any]], None] | None = None,
+    insecure: Iterable[str] = (),
 ) -> FastAPI:
     """A service's FastAPI app on the shared runtime.
 
     ``state`` is the service's own (empty) :class:`ServiceState`; ``start`` fills in the
     service's parts and registers its workers and jobs, and may return a function that
     releases what it opened (HTTP clients, say), called after the workers stop. ``describe``
-    edits the OpenAPI document (see :func:`shared.http.create_app`)."""
+    edits the OpenAPI document (see :func:`shared.http.create_app`). ``insecure``: the
+    service's own settings that production refuses (see :mod:`shared.production`); raises
+    :class:`~shared.production.InsecureSettings` in production when there are any, or when
+    the Kafka settings are."""
     common = common or CommonSettings()
+    refuse_insecure(common.environment, [*kafka_problems(common), *insecure])
     clock = clock or SystemClock()
     configure_logging(common.log_level, common.log_json)
     state.service = service
