@@ -144,13 +144,15 @@ async def _reconcile(
         for error_code, error_message, _, name, entries, *_ in response.resources:
             if error_code:
                 raise RuntimeError(f"cannot read the config of {name}: {error_message}")
-            current = {e[0]: e[1] for e in entries}
-            stale = sorted(k for k, v in wanted[name].items() if not _same(k, current.get(k), v))
+            # Compared with the topic's own overrides, not the values in effect: a value Tend
+            # manages is pinned on the topic, so a broker default that matches today (one
+            # in-sync replica on a one-broker cluster) cannot change it tomorrow.
+            overrides = {e[0]: e[1] for e in entries if e[3] == _TOPIC_OVERRIDE}
+            stale = sorted(k for k, v in wanted[name].items() if not _same(k, overrides.get(k), v))
             if not stale:
                 continue
             # AlterConfigs replaces every override of the topic: send the ones already set
             # (by an operator, say) along with ours, so that only ours change.
-            overrides = {e[0]: e[1] for e in entries if e[3] == _TOPIC_OVERRIDE}
             resource = ConfigResource(
                 ConfigResourceType.TOPIC, name, configs={**overrides, **wanted[name]}
             )
