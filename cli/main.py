@@ -36,6 +36,7 @@ from shared.db import make_engine
 from shared.dlq import ERROR, GROUP, REASON, read_dlq, replay_dead_letters
 from shared.kafka import start_producer
 from shared.kafka_acls import DEFAULT_PRINCIPALS, SERVICES, apply_acls, service_acls
+from shared.kafka_security import KafkaAccessRefused
 from shared.logging import scrub
 from shared.migrate import upgrade_all
 from shared.production import InsecureSettings, kafka_problems, refuse_insecure, topic_problems
@@ -398,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         except InsecureSettings as exc:
             print(f"tend topics: {exc}", file=sys.stderr)
             return 2
-        asyncio.run(_topics(settings, args.acls, dict(args.principal)))
+        try:
+            asyncio.run(_topics(settings, args.acls, dict(args.principal)))
+        except KafkaAccessRefused as exc:
+            print(f"tend topics: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "dlq":
         source = _topic_name(
             Topics.from_settings(settings), settings.topic_prefix, args.source_topic

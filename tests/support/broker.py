@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -85,7 +86,7 @@ class SecureBroker:
         self.port = free_port()
         self.controller_port = free_port()
         self.passwords = {name: secrets.token_urlsafe(12) for name in ("admin", *users)}
-        self._starting: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[subprocess.CompletedProcess[str]] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -117,24 +118,25 @@ class SecureBroker:
         users = self.directory / "users"
         users.write_text("".join(f"{n} {p}\n" for n, p in self.passwords.items()))
         users.chmod(0o600)
-        self._starting = asyncio.create_task(self._start())
+        # Submitted to a thread now (a coroutine would wait for the loop to run it).
+        self._starting = asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                subprocess.run,
+                [
+                    str(SCRIPT),
+                    "start-secure",
+                    str(self.directory),
+                    str(self.port),
+                    str(self.controller_port),
+                ],
+                check=True,
+            ),
+        )
 
     async def ready(self) -> None:
         assert self._starting is not None, "launch() first"
         await self._starting
-
-    async def _start(self) -> None:
-        await asyncio.to_thread(
-            subprocess.run,
-            [
-                str(SCRIPT),
-                "start-secure",
-                str(self.directory),
-                str(self.port),
-                str(self.controller_port),
-            ],
-            check=True,
-        )
 
     async def stop(self) -> None:
         await asyncio.to_thread(
