@@ -160,7 +160,6 @@ ssl.key.password=$pass
 ssl.truststore.type=PKCS12
 ssl.truststore.location=$dir/tls/broker.p12
 ssl.truststore.password=$pass
-ssl.endpoint.identification.algorithm=
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:$admin;User:ANONYMOUS
 allow.everyone.if.no.acl.found=false
