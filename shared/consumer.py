@@ -39,6 +39,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.db import statement_timed_out, unreachable
 from shared.dlq import STATEMENT_TIMEOUT, dead_letter_record
 from shared.kafka import PublishError, publish_many
+from shared.kafka_security import client_kwargs
 from shared.logging import get_logger
 from shared.settings import CommonSettings
 from shared.signals import DEAD_LETTERS
@@ -129,7 +130,7 @@ class BatchConsumer:
         stopped, and a supervised consumer whose run died is run again
         (:mod:`shared.supervisor`)."""
         return AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **client_kwargs(self._settings),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=self._auto_offset_reset,

@@ -31,6 +31,7 @@ from shared.kafka import Producer, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.periodic import every
+from shared.production import kafka_problems, refuse_insecure
 from shared.service_state import S, ServiceState
 from shared.settings import CommonSettings
 from shared.signals import refresh_backlog, refresh_lag
@@ -162,11 +163,11 @@ class Runtime:
             probe=lambda: answers_promptly(self.engine, PROBE_SECONDS),
         )
         self._workers.insert(0, ("consumer", consumer))
-        servers = self.state.common.kafka_bootstrap_servers
+        common = self.state.common
         self.every(
-            self.state.common.signals_interval_seconds,
+            common.signals_interval_seconds,
             "signals:consumer_lag",
-            lambda: refresh_lag(servers, group_id, topics),
+            lambda: refresh_lag(common, group_id, topics),
             at_start=True,
         )
         return consumer
@@ -218,14 +219,19 @@ def service_app(
     engine: Callable[[CommonSettings], AsyncEngine] = make_engine,
     form_paths: tuple[str, ...] = (),
     describe: Callable[[dict[str, Any]], None] | None = None,
+    insecure: Iterable[str] = (),
 ) -> FastAPI:
     """A service's FastAPI app on the shared runtime.
 
     ``state`` is the service's own (empty) :class:`ServiceState`; ``start`` fills in the
     service's parts and registers its workers and jobs, and may return a function that
     releases what it opened (HTTP clients, say), called after the workers stop. ``describe``
-    edits the OpenAPI document (see :func:`shared.http.create_app`)."""
+    edits the OpenAPI document (see :func:`shared.http.create_app`). ``insecure``: the
+    service's own settings that production refuses (see :mod:`shared.production`); raises
+    :class:`~shared.production.InsecureSettings` in production when there are any, or when
+    the Kafka settings are."""
     common = common or CommonSettings()
+    refuse_insecure(common.environment, [*kafka_problems(common), *insecure])
     clock = clock or SystemClock()
     configure_logging(common.log_level, common.log_json)
     state.service = service

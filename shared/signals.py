@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.pipeline_health import backlog, consumer_lag
+from shared.settings import CommonSettings
 
 CONSUMER_LAG = Gauge(
     "tend_consumer_lag",
@@ -48,10 +49,10 @@ OUTBOX_OLDEST = Gauge(
 )
 
 
-async def refresh_lag(bootstrap_servers: str, group: str, topics: Iterable[str]) -> None:
+async def refresh_lag(settings: CommonSettings, group: str, topics: Iterable[str]) -> None:
     """Read ``group``'s lag on each of ``topics`` into :data:`CONSUMER_LAG`."""
     for topic in topics:
-        lag = await consumer_lag(bootstrap_servers, group, topic)
+        lag = await consumer_lag(settings, group, topic)
         CONSUMER_LAG_UNKNOWN.labels(group, topic).set(1 if lag.total is None else 0)
         for partition in lag.partitions:
             CONSUMER_LAG.labels(group, topic, str(partition.partition)).set(partition.lag)

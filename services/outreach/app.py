@@ -148,6 +148,7 @@ def create_app(
         ],
         port=settings.port,
         common=common,
+        insecure=settings.insecure_defaults(),
         clock=clock,
         form_paths=("/v1/unsubscribe", "/v1/resubscribe"),
         describe=describe,

@@ -60,9 +60,7 @@ async def outreach_health(outreach: Outreach, _: Reader) -> OutreachHealth:
     with an `error`, and the rest is still answered."""
     now = outreach.clock.now()
     common = outreach.common
-    lag = await consumer_lag(
-        common.kafka_bootstrap_servers, outreach.settings.consumer_group, outreach.topics.changes
-    )
+    lag = await consumer_lag(common, outreach.settings.consumer_group, outreach.topics.changes)
     async with outreach.engine.connect() as conn:
         outbox = await backlog(conn, "outreach.outbox", now, at="created_at", oldest_first="id")
         events = await backlog(
@@ -81,7 +79,7 @@ async def outreach_health(outreach: Outreach, _: Reader) -> OutreachHealth:
 
 async def _dead_letters(outreach: Outreach) -> DeadLetterCount:
     try:
-        tail = await read_tail(outreach.common.kafka_bootstrap_servers, outreach.topics.dlq)
+        tail = await read_tail(outreach.common, outreach.topics.dlq)
     except (TimeoutError, KafkaError, OSError) as exc:  # health answers what it can
         log.warning("dead_letters_unknown", reason=type(exc).__name__)
         return DeadLetterCount(
