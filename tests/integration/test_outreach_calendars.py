@@ -170,6 +170,7 @@ async def test_a_greeting_on_a_date_attribute_fires_at_nine_in_the_customers_zon
     world: World,
 ) -> None:
     s, clock = world.stack, world.clock
+    assert s.outreach is not None
     clock.set(datetime(2027, 6, 10, 12, tzinfo=UTC))
     anniversary = {
         "id": "wedding-anniversary",
