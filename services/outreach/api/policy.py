@@ -52,6 +52,7 @@ async def get_policy(_: Reader, conn: Transaction) -> Policy:
                 # JSON Schema could say it only through `not`, which generators choke on.
                 "body": "no kind is both transactional and promotional, and no balance "
                 "service kind is promotional (a list left out counts as its default)",
+                "body.calendars": "`default` is one of `countries`",
             }
         )
     ),

@@ -25,11 +25,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import holidays
 from lunardate import LunarDate
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # Every country ``holidays`` knows; CN is always there.
 SUPPORTED: frozenset[str] = frozenset(holidays.list_supported_countries())
@@ -116,6 +124,20 @@ def _country_code(v: str) -> str:
     return v
 
 
+CountryCode = Annotated[
+    str,
+    AfterValidator(_country_code),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": sorted(SUPPORTED),
+            "description": "an ISO 3166-1 alpha-2 country code whose holidays Tend knows",
+            "examples": ["CN"],
+        }
+    ),
+]
+
+
 class Calendars(BaseModel):
     """The shop's calendars (a section of the contact policy): the countries whose holidays
     it greets customers on, and the calendar of a customer whose country and locale say
@@ -123,27 +145,23 @@ class Calendars(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    countries: list[str] = Field(
+    countries: list[CountryCode] = Field(
         default_factory=lambda: ["CN", "HK", "TW"],
         max_length=250,
-        description="ISO 3166 alpha-2 codes of the calendars customers may keep",
+        description="the calendars customers may keep, each once",
         examples=[["CN", "HK", "TW", "US"]],
+        json_schema_extra={"uniqueItems": True},
     )
-    default: str | None = Field(None, description="the calendar of customers who name none")
+    default: CountryCode | None = Field(
+        None, description="the calendar of customers who name none (one of `countries`)"
+    )
 
     @field_validator("countries")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for code in v:
-            _country_code(code)
+    def _once(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("each country at most once")
         return v
-
-    @field_validator("default")
-    @classmethod
-    def _known_default(cls, v: str | None) -> str | None:
-        return None if v is None else _country_code(v)
 
     @model_validator(mode="after")
     def _default_is_used(self) -> Calendars:

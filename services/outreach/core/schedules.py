@@ -179,7 +179,20 @@ class CalendarSchedule(_Schedule):
 
     kind: Literal["calendar"]
     name: Text
-    calendar: str | None = Field(None, examples=["customer", "CN"])
+    calendar: (
+        Annotated[
+            str,
+            WithJsonSchema(
+                {
+                    "type": "string",
+                    "enum": [CUSTOMER_CALENDAR, *sorted(SUPPORTED)],
+                    "description": "`customer` (each customer's own) or a country code",
+                    "examples": ["customer", "CN"],
+                }
+            ),
+        ]
+        | None
+    ) = None
     dates: list[str] = Field(default_factory=list, max_length=400)
     at: LocalTime = time(9)
 
