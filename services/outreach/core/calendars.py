@@ -39,8 +39,8 @@ from pydantic import (
     model_validator,
 )
 
-# Every country ``holidays`` knows; CN is always there.
-SUPPORTED: frozenset[str] = frozenset(holidays.list_supported_countries())
+# Every country ``holidays`` knows, by its alpha-2 code (not its alpha-3 aliases).
+SUPPORTED: frozenset[str] = frozenset(holidays.list_supported_countries(include_aliases=False))
 
 # The lunar calendar's range in lunardate; ``holidays`` covers at least this.
 _LUNAR_YEARS = range(1901, 2100)
@@ -150,7 +150,6 @@ class Calendars(BaseModel):
         max_length=250,
         description="the calendars customers may keep, each once",
         examples=[["CN", "HK", "TW", "US"]],
-        json_schema_extra={"uniqueItems": True},
     )
     default: CountryCode | None = Field(
         None, description="the calendar of customers who name none (one of `countries`)"
