@@ -95,7 +95,7 @@ def _first_days(country: str, year: int) -> list[Holiday]:
     return out
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)  # every known country for 16 years
 def holidays_in(calendar: str, year: int) -> tuple[Holiday, ...]:
     """The holidays of ``calendar`` in ``year``, by date (empty for an unknown calendar)."""
     if calendar != "CN":
