@@ -206,3 +206,22 @@ async def test_a_greeting_on_a_date_attribute_fires_at_nine_in_the_customers_zon
     assert due == datetime(2027, 6, 20, 7, tzinfo=UTC)
     await greeted_once_at(world, "wedding-anniversary", "ana", due)
     assert await actions_of(s, "bob") == []
+
+
+async def test_a_shop_adding_a_calendar_replans_its_customers_holiday_greetings(
+    world: World,
+) -> None:
+    s, clock = world.stack, world.clock
+    assert s.outreach is not None
+    new_york = ZoneInfo("America/New_York")
+    clock.set(datetime(2027, 6, 10, 12, tzinfo=UTC))
+    await add_rule(s, holiday_greeting())
+    ids = await post_events(s, [profile("sam", WRITTEN, "America/New_York", locale="en-US")])
+    await outreach_has_seen(s, ids)
+    # The shop keeps the US calendar for nobody yet: Sam has the rule's own dates.
+    assert await schedule_due(s, "holiday-greeting", "sam") == local(new_york, 2027, 12, 25, 9)
+    policy = {"calendars": {"countries": ["CN", "HK", "TW", "US"]}}
+    resp = await s.outreach.put("/v1/policy", json=policy, headers=s.auth("marketing"))
+    assert resp.status_code == 200, resp.text
+    # Now Sam keeps the US holidays: Juneteenth comes first, with no change of Sam's.
+    assert await schedule_due(s, "holiday-greeting", "sam") == local(new_york, 2027, 6, 19, 9)
