@@ -33,7 +33,10 @@ RULE_CHECKS = beyond_schema(
         "sample card with the offer",
         "body.trigger.schedule": "a schedule's own checks: a valid five-field cron firing at "
         "most once a day, real calendar dates, `days_after` with exactly one of `days` or "
-        "`rhythm_multiple` and `since` naming a date field of the card",
+        "`rhythm_multiple` and `since` naming a date field of the card, a `calendar` trigger "
+        "with a calendar or dates (dates with no calendar or with `customer` only)",
+        "body.trigger.since": "a profile attribute (`profile.attributes.<name>`) is declared "
+        "`date` in the policy's `attribute_types`",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
         "body.control_percent": "0 for a team alert (it reaches no customer)",

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -55,13 +55,15 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from services.outreach.core.calendars import Calendars
 from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule
-from services.outreach.core.schedules import LocalTime, local_instant, zone_of
+from services.outreach.core.schedules import LocalTime, ScheduleContext, local_instant, zone_of
 from shared.card import Strategy
 
 
@@ -171,6 +173,10 @@ _CAP_DEFER_DAYS: dict[ActionKind, int] = {
 }
 
 
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AttributeType = Literal["string", "number", "date"]
+
+
 class Policy(_Strict):
     """Global contact policy settings."""
 
@@ -190,6 +196,12 @@ class Policy(_Strict):
     balance: Balance | None = None
     marketing_consent_required: StrictBool = True
     default_timezone: str = "UTC"
+    # The holiday calendars customers keep, and the calendar of those who name none
+    # (schedules with `calendar: customer`; see services/outreach/core/calendars.py).
+    calendars: Calendars = Calendars()
+    # The types of the profile attributes the shop uses: an attribute declared a `date` can
+    # drive an `anniversary` or `days_after` schedule (`since: profile.attributes.<name>`).
+    attribute_types: dict[AttributeName, AttributeType] = Field(default_factory=dict, max_length=50)
     # How long an action the frequency cap stops may wait for a free slot, by kind (days);
     # a kind not listed is suppressed at once.
     cap_defer_days: dict[ActionKind, Annotated[int, Field(ge=0, le=90)]] = Field(
@@ -203,6 +215,12 @@ class Policy(_Strict):
         if isinstance(v, dict) and any(isinstance(d, bool) for d in v.values()):
             raise ValueError("each kind's days are a number, not true or false")
         return v
+
+    @property
+    def schedule_context(self) -> ScheduleContext:
+        """What schedules read of the policy: default zone, calendars, date attributes."""
+        dated = frozenset(name for name, kind in self.attribute_types.items() if kind == "date")
+        return ScheduleContext(self.default_timezone, self.calendars, dated)
 
     @property
     def held_out_kinds(self) -> frozenset[str]:

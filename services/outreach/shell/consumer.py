@@ -134,7 +134,7 @@ class ChangeApplier:
                     ruleset.schedules,
                     cards,
                     now,
-                    policy.default_timezone,
+                    policy.schedule_context,
                     failures,
                     CatchUp(self._settings.days_after_grace_days),
                 )
