@@ -191,3 +191,20 @@ def test_a_schedule_since_names_a_date_field_or_an_attribute() -> None:
         DaysAfterSchedule.model_validate(
             {"type": "schedule", "kind": "days_after", "since": "profile.name", "days": 1}
         )
+
+
+def test_days_of_remembrance_are_not_greeted_unless_a_rule_asks() -> None:
+    greet = rule({"kind": "calendar", "name": "festivals", "calendar": "customer"})
+    ctx = Policy().schedule_context
+    shanghai = card(country="CN", timezone="Asia/Shanghai")
+    # Qingming (2027-04-05) is a day for the graves: the next greeting is the Dragon Boat.
+    assert next_due(greet, shanghai, utc(2027, 3, 1), context=ctx) == utc(2027, 6, 9, 1)
+    taipei = card(country="TW", timezone="Asia/Taipei")
+    # Peace Memorial Day (02-28) is not greeted either.
+    memorial = [h for h in holidays_in("TW", 2027) if h.name == "Peace Memorial Day"]
+    assert memorial and memorial[0].solemn
+    due = next_due(greet, taipei, utc(2027, 2, 27), context=ctx)
+    assert due is not None and due.date() != date(2027, 2, 28)
+    # A rule that means to mark them says so.
+    mark = rule({"kind": "calendar", "name": "remember", "calendar": "CN", "solemn_days": True})
+    assert next_due(mark, shanghai, utc(2027, 3, 1), context=ctx) == utc(2027, 4, 5, 1)

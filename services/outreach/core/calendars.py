@@ -46,12 +46,26 @@ SUPPORTED: frozenset[str] = frozenset(holidays.list_supported_countries(include_
 _LUNAR_YEARS = range(1901, 2100)
 
 
+# Words that name a day of remembrance or mourning rather than a celebration: nobody is sent
+# "season's greetings" on Qingming, Good Friday or a memorial day unless a rule asks for them.
+_SOLEMN = re.compile(
+    r"memorial|remembrance|tomb-sweeping|qingming|good friday|mourning|martyr|ashura|"
+    r"holocaust|genocide|anzac|victims|armistice|veterans",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Holiday:
     """One holiday of a calendar in one year: its first day and its English name."""
 
     day: date
     name: str
+
+    @property
+    def solemn(self) -> bool:
+        """A day of remembrance or mourning (by its name), not one to greet people on."""
+        return _SOLEMN.search(self.name) is not None
 
 
 # The festivals of the CN calendar taken from ``holidays`` (by its English names), each
@@ -113,9 +127,12 @@ def holidays_in(calendar: str, year: int) -> tuple[Holiday, ...]:
     return tuple(sorted(found, key=lambda h: (h.day, CN_FESTIVALS.index(h.name))))
 
 
-def holiday_dates(calendar: str, years: range) -> list[date]:
-    """Every date of ``calendar`` on which a holiday begins in ``years``, ascending."""
-    return sorted({h.day for year in years for h in holidays_in(calendar, year)})
+def holiday_dates(calendar: str, years: range, *, solemn: bool = False) -> list[date]:
+    """Every date of ``calendar`` on which a holiday begins in ``years``, ascending; days of
+    remembrance (:attr:`Holiday.solemn`) only when ``solemn``."""
+    return sorted(
+        {h.day for year in years for h in holidays_in(calendar, year) if solemn or not h.solemn}
+    )
 
 
 def _country_code(v: str) -> str:

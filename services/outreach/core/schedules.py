@@ -44,6 +44,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
@@ -195,6 +196,9 @@ class CalendarSchedule(_Schedule):
     ) = None
     dates: list[str] = Field(default_factory=list, max_length=400)
     at: LocalTime = time(9)
+    # Days of remembrance (Qingming, Good Friday, memorial days) are left out of a calendar
+    # unless asked for: a greeting on them would offend.
+    solemn_days: StrictBool = False
 
     @field_validator("calendar")
     @classmethod
@@ -412,7 +416,7 @@ def _days(
         if named == CUSTOMER_CALENDAR:
             named = calendar_of(card, context.calendars)
         if named is not None:
-            found.update(holiday_dates(named, years))
+            found.update(holiday_dates(named, years, solemn=spec.solemn_days))
         for year, month, day in spec.entries() if named is None else ():
             if year is not None:
                 found.add(date(year, month, day))
