@@ -7,10 +7,10 @@ import math
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from services.scoring.api.deps import NOT_FOUND, Scoring
+from services.scoring.api.deps import NOT_FOUND, Scoring, not_found
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
@@ -142,10 +142,11 @@ async def get_history(scoring: Scoring, customer_id: str, _: Reader) -> StageHis
 
     Late events rewrite the past: the history is recomputed from all of the customer's
     purchases whenever they change, and a stage that time alone moves (`declining`,
-    `churned`) appears once the periodic sweep has reached the customer."""
+    `churned`) appears once the periodic sweep has reached the customer. **404** for a
+    customer never seen; **301** to the survivor's history for an id merged into another."""
     history = await queries.stage_history(scoring.engine, customer_id)
     if history is None:
-        raise HTTPException(404, f"no customer with id {customer_id!r} has been seen")
+        raise await not_found(scoring, customer_id)
     return StageHistory(
         customer_id=history.customer_id,
         stage=Stage(history.stage),
