@@ -9,6 +9,7 @@ from services.scoring.api.cohorts import router as cohorts_router
 from services.scoring.api.complaints import router as complaints_router
 from services.scoring.api.customers import router
 from services.scoring.api.deps import Merged, merged_response
+from services.scoring.api.duplicates import router as duplicates_router
 from services.scoring.api.health import router as health_router
 from services.scoring.api.listing import router as listing_router
 from services.scoring.api.privacy import router as privacy_router
@@ -113,6 +114,7 @@ def create_app(
             complaints_router,
             privacy_router,
             timeline_router,
+            duplicates_router,
             health_router,
             dead_letters_router,
         ],

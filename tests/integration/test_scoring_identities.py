@@ -158,6 +158,8 @@ async def test_a_merge_folds_both_histories_into_the_survivors_card(
     assert resp.status_code == 301, resp.text
     assert resp.headers["location"].startswith(f"/v1/customers/{web}?as_of=")
     assert resp.json()["survivor_id"] == web
+    resp = await client.get("/v1/customers", params={"q": store}, headers=_auth(keys["ops_read"]))
+    assert [i["customer_id"] for i in resp.json()["items"]] == [web]  # found by the alias
     resp = await client.get(f"/v1/customers/{store}/history", headers=_auth(keys["ops_read"]))
     assert resp.status_code == 301 and resp.headers["location"] == f"/v1/customers/{web}/history"
 
@@ -318,3 +320,120 @@ async def test_a_rebuild_reaches_the_same_merged_state_and_one_erasure_forgets_t
     assert set(states) == {other, store}
     assert list(orjson.loads(states[store])["orders"]) == [marker.data.order_id]  # type: ignore[union-attr]
     assert all(i[0] != web for i in left["identifiers"])
+
+
+async def test_search_finds_a_customer_by_id_by_any_identifier_and_by_a_phone_in_any_format(
+    scoring: tuple[httpx.AsyncClient, FastAPI],
+    keys: dict[str, str],
+    settings: CommonSettings,
+    engine: AsyncEngine,
+    scoring_clock: FixedClock,
+) -> None:
+    client, _ = scoring
+    tag = uuid.uuid4().hex[:8]
+    cid = f"grace-{tag}"
+    line = f"{int(tag[:4], 16) % 9000 + 1000:04d}"
+    now = scoring_clock.now()
+    events = [
+        event(
+            cid,
+            "customer.updated",
+            now - timedelta(days=3),
+            {"name": "Grace", "phone": f"(415) 555-{line}"},
+            identifiers=[
+                {"kind": "email", "value": f"g.hopper-{tag}@navy.mil", "verified": True},
+                {"kind": "external", "source": "store", "value": f"S-{tag}"},
+            ],
+        )
+    ]
+    await publish(settings, events)
+    await wait_applied(engine, [e.event_id for e in events])
+
+    async def found(q: str) -> list[str]:
+        resp = await client.get(
+            "/v1/customers", params={"q": q, "limit": 500}, headers=_auth(keys["ops_read"])
+        )
+        assert resp.status_code == 200, resp.text
+        return [i["customer_id"] for i in resp.json()["items"]]
+
+    for q in (
+        cid,
+        f"G.Hopper-{tag}@NAVY.mil",
+        f"S-{tag}",
+        f"+1 415 555 {line}",
+        f"1-415-555-{line}",
+        f"+1415555{line}",
+        f"(415) 555-{line}",
+    ):
+        assert await found(q) == [cid], q
+    assert (
+        await found(f"+1 415 555 {line[:3]}9" if line[3] != "9" else f"+1 415 555 {line[:3]}8")
+        == []
+    )
+
+
+async def test_the_duplicates_report_finds_a_pair_sharing_an_email_not_a_namesake(
+    scoring: tuple[httpx.AsyncClient, FastAPI],
+    keys: dict[str, str],
+    settings: CommonSettings,
+    engine: AsyncEngine,
+    scoring_clock: FixedClock,
+) -> None:
+    client, _ = scoring
+    tag = uuid.uuid4().hex[:8]
+    a, b, c = f"dup-{tag}-a", f"dup-{tag}-b", f"dup-{tag}-c"
+    now = scoring_clock.now()
+    email = f"ada-{tag}@example.com"
+    events = [
+        event(a, "customer.updated", now, {"name": "Ada King", "email": email}),
+        event(b, "customer.updated", now, {"name": "Ada  king", "email": email.upper()}),
+        event(
+            c,
+            "customer.updated",
+            now,
+            {"name": "Ada King", "email": f"other-{tag}@example.com", "phone": "+44 20 7946 0000"},
+        ),
+    ]
+    await publish(settings, events)
+    await wait_applied(engine, [e.event_id for e in events])
+
+    async def report() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 2}
+        while True:
+            resp = await client.get(
+                "/v1/duplicates", params=params, headers=_auth(keys["ops_read"])
+            )
+            assert resp.status_code == 200, resp.text
+            items += resp.json()["items"]
+            if resp.json()["next_cursor"] is None:
+                return [i for i in items if tag in i["pair"][0]]
+            params["cursor"] = resp.json()["next_cursor"]
+
+    [pair] = await report()
+    assert pair["pair"] == [a, b]
+    assert pair["shared"] == [{"kind": "email", "value": email}]
+    assert pair["name_likeness"] == 1.0
+
+    resp = await client.post(
+        "/v1/duplicates/dismiss", json={"pair": [a, a]}, headers=_auth(keys["ops"])
+    )
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"].startswith("body")
+    resp = await client.post(
+        "/v1/duplicates/dismiss", json={"pair": [b, a]}, headers=_auth(keys["ops_read"])
+    )
+    assert resp.status_code == 403
+    resp = await client.post(
+        "/v1/duplicates/dismiss", json={"pair": [b, a]}, headers=_auth(keys["ops"])
+    )
+    assert resp.status_code == 200 and resp.json() == {"pair": [a, b], "dismissed": True}
+    assert await report() == []
+    async with engine.connect() as conn:
+        audited = await conn.scalar(
+            text(
+                "SELECT count(*) FROM auth.audit_log WHERE action = 'duplicate.dismissed' "
+                "AND subject = :s"
+            ),
+            {"s": f"{a} {b}"},
+        )
+    assert audited == 1

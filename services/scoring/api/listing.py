@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from services.scoring.api.deps import NOT_FOUND, Scoring, not_found
+from services.scoring.core.identities import search_values
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
@@ -87,7 +88,10 @@ async def list_customers(
         Query(
             min_length=1,
             max_length=200,
-            description="Text found anywhere in the name, email or phone, in any case.",
+            description="Text found anywhere in the name, email or phone, in any case; or "
+            "a customer id (an id merged into a customer finds the survivor); or any "
+            "identifier the customer is known by: an email in any case, a phone in any "
+            "format (read in `TEND_PHONE_REGION` without a country code), an external id.",
         ),
     ] = None,
     sort: Annotated[
@@ -122,6 +126,7 @@ async def list_customers(
         segments=segment or (),
         strategies=strategy or (),
         text=q,
+        identifiers=search_values(q, scoring.common.phone_region) if q else (),
     )
     page = await queries.list_customers(scoring.engine, filters, sort, order, after, limit)
     return CustomerPage(

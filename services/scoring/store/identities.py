@@ -216,3 +216,79 @@ async def survivor_of(engine: AsyncEngine, customer_id: str) -> str | None:
     async with engine.connect() as conn:
         found: str | None = await conn.scalar(_SURVIVOR_OF, {"id": customer_id})
     return found
+
+
+# -- the duplicates report ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LikelyPair:
+    """Two customers who share at least one email or phone (``shared``: ``(kind, value)``)."""
+
+    first_id: str
+    second_id: str
+    first_name: str | None
+    second_name: str | None
+    shared: list[tuple[str, str]]
+
+
+_PAIRS = """
+    WITH pairs AS (
+        SELECT a.customer_id AS first_id, b.customer_id AS second_id,
+            array_agg(a.kind || ' ' || a.value ORDER BY a.kind, a.value) AS shared
+        FROM scoring.identifiers AS a
+        JOIN scoring.identifiers AS b ON b.kind = a.kind AND b.source = a.source
+            AND b.value = a.value AND b.customer_id > a.customer_id
+        WHERE a.kind IN ('email', 'phone') {after}
+        GROUP BY 1, 2
+    )
+    SELECT p.first_id, p.second_id, p.shared, f.name AS first_name, s.name AS second_name
+    FROM pairs AS p
+    JOIN scoring.customers AS f ON f.customer_id = p.first_id
+    JOIN scoring.customers AS s ON s.customer_id = p.second_id
+    WHERE NOT EXISTS (SELECT 1 FROM scoring.duplicate_dismissals AS d
+                      WHERE d.first_id = p.first_id AND d.second_id = p.second_id)
+    ORDER BY 1, 2
+    LIMIT :n
+    """
+_AFTER = "AND (a.customer_id, b.customer_id) > (:after_first, :after_second)"
+
+
+async def likely_pairs(
+    engine: AsyncEngine, after: tuple[str, str] | None, limit: int
+) -> tuple[list[LikelyPair], tuple[str, str] | None]:
+    """Up to ``limit`` pairs of customers sharing an email or a phone, not dismissed, in id
+    order after ``after``; and where the page ended when more follow."""
+    sql = text(_PAIRS.format(after=_AFTER if after else ""))
+    params: dict[str, object] = {"n": limit + 1}
+    if after:
+        params |= {"after_first": after[0], "after_second": after[1]}
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sql, params)).all()
+    pairs = [
+        LikelyPair(
+            r.first_id,
+            r.second_id,
+            r.first_name,
+            r.second_name,
+            [(kind, value) for kind, value in (item.split(" ", 1) for item in r.shared)],
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return pairs, (pairs[-1].first_id, pairs[-1].second_id) if more else None
+
+
+_DISMISS = text(
+    """
+    INSERT INTO scoring.duplicate_dismissals (first_id, second_id, dismissed_at)
+    VALUES (:first, :second, now())
+    ON CONFLICT DO NOTHING
+    """
+)
+
+
+async def dismiss(conn: AsyncConnection, first_id: str, second_id: str) -> bool:
+    """Hide the pair (ids in order) from the report; False when it was hidden already."""
+    result = await conn.execute(_DISMISS, {"first": first_id, "second": second_id})
+    return bool(result.rowcount)
