@@ -89,7 +89,9 @@ async def list_duplicates(
 
 
 class Dismissal(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"pair": ["web-1042", "store-77"]}]}
+    )
 
     pair: list[Identifier] = Field(
         min_length=2, max_length=2, description="the two customer ids, in any order"
