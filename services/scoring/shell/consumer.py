@@ -218,6 +218,11 @@ class EventApplier:
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)
+            # Ids registered for events that were all dropped (an erased customer's) leave
+            # no trace.
+            await identity_store.unregister(
+                conn, {e.customer_id for e, _ in fresh} - set(cards) - set(ids.aliases)
+            )
             await identity_store.redirect(conn, ids.redirections())
             await identity_store.add_identifiers(conn, ids.identifiers())
         self._cache.put(

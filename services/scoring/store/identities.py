@@ -47,6 +47,24 @@ async def register(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[s
     return {r.customer_id: r.survivor_id for r in rows}
 
 
+_UNREGISTER = text(
+    """
+    DELETE FROM scoring.customer_ids
+    WHERE customer_id = ANY(CAST(:ids AS text[])) AND survivor_id IS NULL
+        AND NOT EXISTS (SELECT 1 FROM scoring.customers AS c
+                        WHERE c.customer_id = customer_ids.customer_id)
+    """
+)
+
+
+async def unregister(conn: AsyncConnection, customer_ids: Iterable[str]) -> None:
+    """Forget these ids where they are neither a customer nor an alias (their events were
+    dropped: an erased customer's)."""
+    ids = sorted(set(customer_ids))
+    if ids:
+        await conn.execute(_UNREGISTER, {"ids": ids})
+
+
 _ALIAS = text(
     """
     UPDATE scoring.customer_ids SET survivor_id = :survivor, merged_by = :event_id
