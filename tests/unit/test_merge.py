@@ -9,6 +9,7 @@ from services.scoring.core.identities import Ident, identifiers_of, name_likenes
 from services.scoring.core.merge import fold
 from services.scoring.core.state import DAY_US, CustomerState, apply
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.identities import BatchIdentities
 from shared.events import Envelope
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,3 +144,17 @@ def test_identifiers_compare_in_one_spelling() -> None:
     assert name_likeness("Ada  LOVELACE", "ada lovelace") == 1.0
     assert (name_likeness("Ada Lovelace", "Bob Stone") or 0) < 0.5
     assert name_likeness(None, "Ada") is None
+
+
+def test_a_batch_keeps_aliases_flat_and_forgets_what_it_learned_of_an_erased_person() -> None:
+    ids = BatchIdentities({"k": "m"})  # k was merged into m before the batch
+    assert ids.merge("m", ["a"], "e1") == ["a"]
+    ids.learn("a", {Ident("email", "", "a@x.io")})
+    # m is merged into s: m's aliases (k, a) are s's now; m's facts fold into s.
+    assert ids.merge("s", ["m"], "e2") == ["m"]
+    assert {c: ids.survivor(c) for c in "kams"} == {"k": "s", "a": "s", "m": "s", "s": "s"}
+    assert ids.identifiers() == [("s", Ident("email", "", "a@x.io"))]
+    # Merging an alias again changes nothing.
+    assert ids.merge("s", ["a", "s"], "e3") == []
+    ids.forget("s")
+    assert ids.identifiers() == []

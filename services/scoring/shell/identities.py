@@ -78,8 +78,10 @@ class BatchIdentities:
             self.learned.setdefault(customer_id, set()).update(found)
 
     def forget(self, customer_id: str) -> None:
-        """The customer was erased: what the batch learned about them goes with them."""
-        self.learned.pop(customer_id, None)
+        """The customer was erased: what the batch learned about them (under any of their ids)
+        goes with them."""
+        for known in [c for c in self.learned if self.survivor(c) == customer_id]:
+            del self.learned[known]
 
     def identifiers(self) -> list[tuple[str, Ident]]:
         """What the batch learned, under each customer's survivor as the batch ends."""
