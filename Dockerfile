@@ -15,6 +15,7 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY shared ./shared
+COPY cli ./cli
 COPY services ./services
 COPY bench ./bench
 COPY --from=console-assets /assets/node_modules ./services/console/node_modules

@@ -37,11 +37,11 @@ from types import TracebackType
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.outreach.shell.channels.webhook import generate_secret
 from shared.auth import Scope, create_key
 from shared.db import make_engine
+from shared.kafka_security import client_kwargs, start_admin
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.support import receivers
@@ -85,8 +85,7 @@ class Stack:
 
 async def delete_topics(settings: CommonSettings, wanted: Callable[[str], bool]) -> list[str]:
     """Delete every topic whose name ``wanted`` accepts; the names deleted."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    admin = await start_admin(settings)
     try:
         names = [t for t in await admin.list_topics() if wanted(t)]
         if names:
@@ -181,7 +180,7 @@ class ChangeWatcher:
         self.arrived: dict[str, float] = {}
         self.produced: dict[str, float] = {}
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_kwargs(settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,

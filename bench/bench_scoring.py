@@ -32,6 +32,7 @@ from shared.db import create_database, drop_database, make_engine
 from shared.events import Envelope, EventType, OrderData, OrderStatus
 from shared.heap import settle_heap
 from shared.kafka import Record, publish_many, start_producer
+from shared.kafka_security import client_kwargs
 from shared.migrate import upgrade_all
 from shared.settings import CommonSettings
 from shared.topics import Topics, ensure_topics
@@ -70,7 +71,7 @@ def history(customers: int, orders: int, seed: int = 1) -> list[Envelope]:
 async def bare_consumer(settings: CommonSettings, topic: str, n: int) -> float:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_kwargs(settings),
         group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

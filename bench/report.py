@@ -533,13 +533,11 @@ async def postgres_version() -> str:
 
 async def unreachable() -> list[str]:
     """What the benchmarks need and cannot reach, each with how to get it."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from shared.kafka_security import admin_client
 
     settings = CommonSettings()
     problems = []
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000
-    )
+    admin = admin_client(settings, request_timeout_ms=5000)
     try:
         await admin.start()
         await admin.close()

@@ -1,7 +1,9 @@
 """``tend``: the operator's command line.
 
 tend migrate                         bring every schema to the latest version
-tend topics                          create the Kafka topics that are missing
+tend topics [--acls] [--principal SERVICE=User:NAME]
+                                     create the Kafka topics that are missing, set their
+                                     configs; with --acls, grant each service its ACLs
 tend keys create NAME --scopes a,b   create an API key (printed once, stored hashed)
 tend keys revoke KEY_ID              revoke a key
 tend keys list                       list keys (never the keys themselves)
@@ -27,12 +29,17 @@ from sqlalchemy import select
 
 from cli.replay import parse_mapping, replay_file
 from services.console.session import LINK_MAX_MINUTES, SignInLinks
+from services.outreach.settings import outreach_settings
+from services.scoring.settings import scoring_settings
 from shared.auth import Scope, api_keys, create_key, key_is_active, revoke_key
 from shared.db import make_engine
 from shared.dlq import ERROR, GROUP, REASON, read_dlq, replay_dead_letters
 from shared.kafka import start_producer
+from shared.kafka_acls import DEFAULT_PRINCIPALS, SERVICES, apply_acls, service_acls
+from shared.kafka_security import KafkaAccessRefused
 from shared.logging import scrub
 from shared.migrate import upgrade_all
+from shared.production import InsecureSettings, kafka_problems, refuse_insecure, topic_problems
 from shared.settings import CommonSettings
 from shared.topics import Topics, sync_topics
 
@@ -171,6 +178,31 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _principal(text: str) -> tuple[str, str]:
+    service, _, principal = text.partition("=")
+    if service not in SERVICES or not principal.startswith("User:"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give SERVICE=User:NAME, SERVICE one of {', '.join(SERVICES)}"
+        )
+    return service, principal
+
+
+async def _topics(settings: CommonSettings, acls: bool, principals: dict[str, str]) -> None:
+    done = await sync_topics(settings)
+    print("created: " + (", ".join(done.created) if done.created else "none (all present)"))
+    for name, changed in done.reconfigured.items():
+        print(f"reconfigured: {name} ({', '.join(changed)})")
+    if acls:
+        groups = {
+            "scoring": scoring_settings().consumer_group,
+            "outreach": outreach_settings().consumer_group,
+        }
+        granted = service_acls(settings, groups, {**DEFAULT_PRINCIPALS, **principals})
+        await apply_acls(settings, granted)
+        for acl in granted:
+            print(f"acl: {acl.describe()}")
+
+
 def _since(text: str) -> datetime:
     """``90m``, ``24h``, ``7d`` back from now, or an ISO 8601 time (UTC unless it says)."""
     relative = re.fullmatch(r"(\d+)([mhd])", text.strip())
@@ -256,7 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tend", description="Operate a Tend deployment.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="bring every schema to the latest version")
-    sub.add_parser("topics", help="create missing Kafka topics")
+    topics = sub.add_parser("topics", help="create missing Kafka topics, set their configs")
+    topics.add_argument(
+        "--acls",
+        action="store_true",
+        help="also grant each service the ACLs it needs (see the README's table)",
+    )
+    topics.add_argument(
+        "--principal",
+        type=_principal,
+        action="append",
+        default=[],
+        help="the principal a service authenticates as, e.g. scoring=User:tend-scoring "
+        "(the default); repeat for each service",
+    )
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True
     )
@@ -347,10 +392,18 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_all(settings)
         print("migrated")
     elif args.command == "topics":
-        done = asyncio.run(sync_topics(settings))
-        print("created: " + (", ".join(done.created) if done.created else "none (all present)"))
-        for name, changed in done.reconfigured.items():
-            print(f"reconfigured: {name} ({', '.join(changed)})")
+        try:
+            refuse_insecure(
+                settings.environment, [*kafka_problems(settings), *topic_problems(settings)]
+            )
+        except InsecureSettings as exc:
+            print(f"tend topics: {exc}", file=sys.stderr)
+            return 2
+        try:
+            asyncio.run(_topics(settings, args.acls, dict(args.principal)))
+        except KafkaAccessRefused as exc:
+            print(f"tend topics: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "dlq":
         source = _topic_name(
             Topics.from_settings(settings), settings.topic_prefix, args.source_topic

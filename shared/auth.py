@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -46,6 +47,12 @@ from shared.audit import Actor
 from shared.db import schema_metadata, unreachable
 from shared.errors import unavailable_error
 from shared.ratelimit import Limit, RateLimiter
+
+KEY_MISSES = Counter(
+    "tend_api_key_misses_total",
+    "Requests refused 401 for their API key: none given (missing), or unknown or revoked (unknown)",
+    ["service", "reason"],
+)
 
 SCHEMA = "auth"
 metadata = schema_metadata(SCHEMA)
@@ -256,6 +263,7 @@ def require(scope: Scope, *alternatives: Scope) -> Callable[..., Coroutine[Any, 
     ) -> Principal:
         key = bearer.credentials if bearer else header
         if not key:
+            KEY_MISSES.labels(_service(request), "missing").inc()
             raise HTTPException(
                 401,
                 "an API key is required (Authorization: Bearer <key> or X-API-Key)",
@@ -269,6 +277,7 @@ def require(scope: Scope, *alternatives: Scope) -> Callable[..., Coroutine[Any, 
                 raise
             raise unavailable_error("the database") from exc
         if principal is None:
+            KEY_MISSES.labels(_service(request), "unknown").inc()
             raise HTTPException(
                 401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -278,6 +287,10 @@ def require(scope: Scope, *alternatives: Scope) -> Callable[..., Coroutine[Any, 
         return principal
 
     return dependency
+
+
+def _service(request: Request) -> str:
+    return str(getattr(request.app.state, "service", "unknown"))
 
 
 async def _spend(request: Request, principal: Principal) -> None:

@@ -63,7 +63,8 @@ class Stage(StrEnum):
     have been silent measured against their purchase rhythm: ``prospect`` (no purchase yet),
     ``new`` (one purchase day), ``growing`` (a repeat buyer), ``mature`` (a regular buyer on
     rhythm), ``declining`` and ``churned`` (silent for longer than their rhythm allows),
-    ``reactivated`` (bought again while declining or churned)."""
+    ``reactivated`` (bought again after churning; one who buys while declining is back in
+    the stage that purchase gives them)."""
 
     PROSPECT = "prospect"
     NEW = "new"

@@ -39,8 +39,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from shared.db import statement_timed_out, unreachable
 from shared.dlq import STATEMENT_TIMEOUT, dead_letter_record
 from shared.kafka import PublishError, publish_many
+from shared.kafka_security import client_kwargs
 from shared.logging import get_logger
 from shared.settings import CommonSettings
+from shared.signals import DEAD_LETTERS
 
 log = get_logger(__name__)
 
@@ -112,13 +114,28 @@ class BatchConsumer:
         self._dlq = dlq_producer
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=group_id,
+        self._settings = settings
+        self._session_timeout_ms = session_timeout_ms
+        self._auto_offset_reset = auto_offset_reset
+        self._consumer = self._new_consumer()
+        self._started = False
+        self.in_flight = asyncio.Lock()
+        self._pending: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+        self.processed = 0
+        self.dead_lettered = 0
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        """A Kafka consumer for one run: an aiokafka consumer cannot start again once
+        stopped, and a supervised consumer whose run died is run again
+        (:mod:`shared.supervisor`)."""
+        return AIOKafkaConsumer(
+            **client_kwargs(self._settings),
+            group_id=self.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=auto_offset_reset,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
+            auto_offset_reset=self._auto_offset_reset,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self._session_timeout_ms // 4),
             max_poll_interval_ms=300_000,
             fetch_max_bytes=16 * 1024 * 1024,
             # A topic created after the consumer started is noticed within seconds, not the
@@ -126,21 +143,21 @@ class BatchConsumer:
             metadata_max_age_ms=10_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        self.in_flight = asyncio.Lock()
-        self._pending: dict[TopicPartition, int] = {}
-        self._stopping = asyncio.Event()
-        self.processed = 0
-        self.dead_lettered = 0
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit, and return."""
         self._stopping.set()
 
     async def run(self) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=_Rebalance(self))
-        log.info("consumer_started", group=self.group_id, topics=self._topics)
+        if self._started:  # run again after a run that died: a new member of the group
+            self._consumer = self._new_consumer()
+            # Offsets of durable work left uncommitted: the inbox drops what is replayed.
+            self._pending = {}
+        self._started = True
         try:
+            await self._consumer.start()
+            self._consumer.subscribe(self._topics, listener=_Rebalance(self))
+            log.info("consumer_started", group=self.group_id, topics=self._topics)
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_records
@@ -242,6 +259,7 @@ class BatchConsumer:
             try:
                 await publish_many(self._dlq, [dead], timeout=10)
                 self.dead_lettered += 1
+                DEAD_LETTERS.labels(self.group_id, record.topic, reason or type(exc).__name__).inc()
                 return
             except PublishError:
                 # Never drop a poison record silently: hold the partition until the DLQ

@@ -32,6 +32,7 @@ from shared.dlq import (
 )
 from shared.kafka_read import TopicHistory
 from shared.logging import scrub
+from shared.settings import CommonSettings
 
 READ_RECORDS = 10_000
 READ_SECONDS = 10.0
@@ -65,10 +66,10 @@ class Tail:
     complete: bool  # false: older records than those read may exist
 
 
-async def read_tail(bootstrap_servers: str | list[str], dlq_topic: str) -> Tail:
+async def read_tail(settings: CommonSettings, dlq_topic: str) -> Tail:
     """The DLQ's newest records (see the module docstring), described; raises
     :class:`TimeoutError` when the broker does not answer in time."""
-    async with asyncio.timeout(READ_SECONDS), TopicHistory(bootstrap_servers, dlq_topic) as topic:
+    async with asyncio.timeout(READ_SECONDS), TopicHistory(settings, dlq_topic) as topic:
         if not topic.partitions:
             return Tail([], True)
         each = math.ceil(READ_RECORDS / len(topic.partitions))

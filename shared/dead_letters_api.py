@@ -93,7 +93,7 @@ def _order(letter: Letter) -> tuple[datetime, int, int]:
 async def _tail(request: Request) -> Tail:
     state = state_of(request)
     try:
-        return await read_tail(state.common.kafka_bootstrap_servers, state.topics.dlq)
+        return await read_tail(state.common, state.topics.dlq)
     except TimeoutError as exc:
         raise unavailable_error("the broker") from exc
 

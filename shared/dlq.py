@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
@@ -52,6 +51,7 @@ from sqlalchemy.exc import StatementError
 
 from shared.kafka import Producer, PublishError, Record
 from shared.kafka_read import read_until_end
+from shared.kafka_security import start_admin
 from shared.logging import scrub
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -291,26 +291,25 @@ async def read_dlq(settings: CommonSettings, topics: Topics, timeout: float = 60
     Raises :class:`TimeoutError` when reading takes longer than ``timeout`` seconds.
     """
     async with asyncio.timeout(timeout):
-        existing, records = await _read(settings.kafka_bootstrap_servers, topics.dlq)
+        existing, records = await _read(settings, topics.dlq)
     if topics.dlq not in existing:
         raise RuntimeError(f"no topic {topics.dlq}: create it with `tend topics`")
     return Snapshot(classify(records), existing)
 
 
 async def _read(
-    bootstrap_servers: str | list[str], dlq: str
+    settings: CommonSettings, dlq: str
 ) -> tuple[frozenset[str], list[ConsumerRecord[bytes, bytes]]]:
     """The topics on the cluster, and the records of ``dlq`` from its start to its end as of
     now (none when there is no such topic)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = await start_admin(settings)
     try:
         described = {t["topic"]: t for t in await admin.describe_topics()}
     finally:
         await admin.close()
     if dlq not in described:
         return frozenset(described), []
-    records = [r async for batch in read_until_end(bootstrap_servers, dlq) for r in batch]
+    records = [r async for batch in read_until_end(settings, dlq) for r in batch]
     return frozenset(described), records
 
 
@@ -383,7 +382,7 @@ async def erase_from_dlq(producer: Producer, topics: Topics, customer_id: str) -
     """
     try:
         async with asyncio.timeout(ERASE_READ_TIMEOUT_SECONDS):
-            _, records = await _read(_bootstrap_servers(producer), topics.dlq)
+            _, records = await _read(producer.settings, topics.dlq)
     except (TimeoutError, KafkaError) as exc:
         raise PublishError(f"could not read the DLQ: {type(exc).__name__}") from exc
     key = customer_id.encode()
@@ -392,11 +391,6 @@ async def erase_from_dlq(producer: Producer, topics: Topics, customer_id: str) -
     tombstones = {(d.partition, d.key): d.tombstone(topics.dlq) for d in theirs}
     if tombstones:
         await _send(producer, list(tombstones.values()))
-
-
-def _bootstrap_servers(producer: Producer) -> list[str]:
-    """The addresses ``producer`` was made with: the cluster its DLQ is on."""
-    return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p, _ in producer.client.hosts]
 
 
 async def _send(

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.audit_api import router as audit_router
-from shared.db import UNREACHABLE_DRIVER, database_reachable, unreachable
+from shared.db import UNREACHABLE_DRIVER, database_reachable, statement_timed_out, unreachable
 from shared.docs import serve_docs
 from shared.errors import (
     BEYOND_SCHEMA,
@@ -34,6 +34,7 @@ from shared.errors import (
     database_unavailable,
     error_response,
     field_errors,
+    unavailable,
 )
 
 # Until every service imports these from their own modules (shared.errors, shared.params).
@@ -231,6 +232,11 @@ def create_app(
             )
         if unreachable(exc):
             return database_unavailable()
+        if statement_timed_out(exc):
+            # The database cancelled a statement that ran too long: a busy moment, worth a
+            # retry, and never the client's fault.
+            log.warning("database_statement_timeout", path=request.url.path)
+            return unavailable("the database", note="a statement ran past its time limit")
         log.error("database_error", path=request.url.path, exc_info=exc)
         return error_response(500, "internal error; the operators have the details")
 
@@ -256,11 +262,14 @@ def create_app(
         "/readyz",
         tags=["operations"],
         summary="Readiness",
-        responses={503: {"description": "a dependency is unreachable"}},
+        responses={
+            503: {"description": "a dependency is unreachable or a background task is down"}
+        },
     )
     async def readyz() -> JSONResponse:
-        """200 when every dependency (database, broker) answers, else 503 naming the one
-        that does not."""
+        """200 when every dependency (database, broker) answers and every background task
+        (`task:consumer`, `task:relay:<table>`, …) runs, else 503 with the failing check
+        false: a task that died is started again within seconds."""
         checks = {name: await check() for name, check in readiness(app).items()}
         ready = all(checks.values())
         return JSONResponse(

@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from shared.kafka_security import check_access, client_kwargs
 from shared.logging import get_logger
 from shared.settings import CommonSettings
 
@@ -42,7 +43,7 @@ class Record:
 
 def _aiokafka_producer(settings: CommonSettings, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_kwargs(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
@@ -62,6 +63,11 @@ class Producer:
         self._inner = _aiokafka_producer(settings, linger_ms)
         self._lock = asyncio.Lock()
         self.renewals = 0
+
+    @property
+    def settings(self) -> CommonSettings:
+        """What the producer was made with: the cluster, and how to reach it securely."""
+        return self._settings
 
     @property
     def client(self) -> Any:
@@ -128,6 +134,8 @@ async def start_producer(settings: CommonSettings, *, wait_seconds: float = 60.0
     """A started producer, waiting up to ``wait_seconds`` for the broker to answer.
 
     Once started, the producer reconnects by itself when the broker goes away and comes back.
+    A broker that refuses us (a wrong password, a certificate we do not trust) raises
+    :class:`~shared.kafka_security.KafkaAccessRefused` at once: waiting cannot fix that.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
@@ -138,6 +146,7 @@ async def start_producer(settings: CommonSettings, *, wait_seconds: float = 60.0
             return producer
         except KafkaError as exc:
             await producer.stop()
+            await check_access(settings)
             if loop.time() >= deadline:
                 raise RuntimeError(
                     f"Kafka at {settings.kafka_bootstrap_servers} did not answer within "

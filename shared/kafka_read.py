@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.kafka_security import client_kwargs, start_admin
+from shared.settings import CommonSettings
 
 Batch = list[ConsumerRecord[bytes, bytes]]
 
 
-async def partitions_of(bootstrap_servers: str | list[str], topic: str) -> list[TopicPartition]:
+async def partitions_of(settings: CommonSettings, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic``, as the cluster describes them (none: no such topic)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = await start_admin(settings)
     try:
         described = await admin.describe_topics([topic])
     finally:
@@ -29,12 +30,12 @@ async def partitions_of(bootstrap_servers: str | list[str], topic: str) -> list[
     return [TopicPartition(topic, p["partition"]) for d in found for p in d["partitions"]]
 
 
-async def end_offsets(bootstrap_servers: str | list[str], topic: str) -> dict[TopicPartition, int]:
+async def end_offsets(settings: CommonSettings, topic: str) -> dict[TopicPartition, int]:
     """Where each partition of ``topic`` ends now (empty when there is no such topic)."""
-    partitions = await partitions_of(bootstrap_servers, topic)
+    partitions = await partitions_of(settings, topic)
     if not partitions:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(partitions))
@@ -43,7 +44,7 @@ async def end_offsets(bootstrap_servers: str | list[str], topic: str) -> dict[To
 
 
 async def read_until_end(
-    bootstrap_servers: str | list[str],
+    settings: CommonSettings,
     topic: str,
     *,
     since: datetime | None = None,
@@ -53,11 +54,11 @@ async def read_until_end(
     """The records of ``topic`` in batches, each partition in order, from its start (from the
     first record at or after ``since``) up to its end now (or the offsets ``until``). Nothing
     when the topic does not exist."""
-    partitions = await partitions_of(bootstrap_servers, topic)
+    partitions = await partitions_of(settings, topic)
     if not partitions:
         return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
@@ -115,9 +116,9 @@ class TopicHistory:
     """
 
     def __init__(
-        self, bootstrap_servers: str | list[str], topic: str, *, fetch_bytes: int = 256 * 1024
+        self, settings: CommonSettings, topic: str, *, fetch_bytes: int = 256 * 1024
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        self._settings = settings
         self._topic = topic
         self._fetch_bytes = fetch_bytes
         self._meta: AIOKafkaConsumer | None = None
@@ -126,7 +127,7 @@ class TopicHistory:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_kwargs(self._settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=self._fetch_bytes,
@@ -134,7 +135,7 @@ class TopicHistory:
         )
 
     async def __aenter__(self) -> TopicHistory:
-        self.partitions = await partitions_of(self._bootstrap, self._topic)
+        self.partitions = await partitions_of(self._settings, self._topic)
         if self.partitions:
             self._meta = self._consumer()
             await self._meta.start()

@@ -15,6 +15,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.db_roles import grant_service_roles
 from shared.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +38,22 @@ def alembic_config(schema: str, location: Path, database_url: str) -> Config:
 
 
 def upgrade_all(settings: CommonSettings, revision: str = "head") -> None:
-    """Bring every schema to ``revision``. Synchronous: alembic drives its own event loop."""
+    """Bring every schema to ``revision``, then grant each service's role its privileges
+    (:mod:`shared.db_roles`). Synchronous: alembic drives its own event loop."""
     for schema, location in HISTORIES:
         if (location / "env.py").exists():
             command.upgrade(alembic_config(schema, location, settings.database_url), revision)
+    asyncio.run(_grant_roles(settings.database_url))
+
+
+async def _grant_roles(url: str) -> None:
+    """Each service's role may write its own schema only (:mod:`shared.db_roles`)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await grant_service_roles(conn)
+    finally:
+        await engine.dispose()
 
 
 def run_migrations(target_metadata: MetaData) -> None:

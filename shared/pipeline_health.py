@@ -17,14 +17,15 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.kafka_read import end_offsets
+from shared.kafka_security import start_admin
 from shared.logging import get_logger
+from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
@@ -66,28 +67,25 @@ LAG_FRESH_SECONDS = 5.0
 _lag_cache: dict[tuple[str, str, str], tuple[float, ConsumerLag]] = {}
 
 
-async def consumer_lag(bootstrap_servers: str | list[str], group: str, topic: str) -> ConsumerLag:
+async def consumer_lag(settings: CommonSettings, group: str, topic: str) -> ConsumerLag:
     """How far ``group`` is behind on ``topic``, partition by partition (read at most
     ``LAG_FRESH_SECONDS`` ago)."""
-    servers = (
-        bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
-    )
-    key = (servers, group, topic)
+    key = (settings.kafka_bootstrap_servers, group, topic)
     now = time.monotonic()
     cached = _lag_cache.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
-    lag = await _read_lag(bootstrap_servers, group, topic)
+    lag = await _read_lag(settings, group, topic)
     if lag.error is None:
         _lag_cache[key] = (time.monotonic() + LAG_FRESH_SECONDS, lag)
     return lag
 
 
-async def _read_lag(bootstrap_servers: str | list[str], group: str, topic: str) -> ConsumerLag:
+async def _read_lag(settings: CommonSettings, group: str, topic: str) -> ConsumerLag:
     try:
         async with asyncio.timeout(BROKER_SECONDS):
-            committed = await _committed(bootstrap_servers, group)
-            ends = await end_offsets(bootstrap_servers, topic)
+            committed = await _committed(settings, group)
+            ends = await end_offsets(settings, topic)
     except (TimeoutError, KafkaError, OSError) as exc:
         log.warning("consumer_lag_unknown", group=group, topic=topic, reason=type(exc).__name__)
         return ConsumerLag(
@@ -109,10 +107,9 @@ async def _read_lag(bootstrap_servers: str | list[str], group: str, topic: str) 
     )
 
 
-async def _committed(bootstrap_servers: str | list[str], group: str) -> dict[TopicPartition, int]:
+async def _committed(settings: CommonSettings, group: str) -> dict[TopicPartition, int]:
     """The group's committed offsets on every partition it has committed on."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
+    admin = await start_admin(settings)
     try:
         found = await admin.list_consumer_group_offsets(group)
     finally:

@@ -13,10 +13,9 @@ What a service holds while it runs is a typed :class:`~shared.service_state.Serv
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
@@ -27,13 +26,16 @@ from shared.clock import Clock, SystemClock
 from shared.consumer import BatchConsumer, Handler, Message
 from shared.db import answers_promptly, make_engine
 from shared.heap import settle_heap
-from shared.http import create_app
+from shared.http import ReadinessCheck, create_app, database_and_broker
 from shared.kafka import Producer, start_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.periodic import every
+from shared.production import kafka_problems, refuse_insecure
 from shared.service_state import S, ServiceState
 from shared.settings import CommonSettings
+from shared.signals import refresh_backlog, refresh_lag
+from shared.supervisor import Supervisor
 from shared.topics import Topics
 
 log = get_logger(__name__)
@@ -65,7 +67,7 @@ class Runtime:
 
     def __init__(self, state: ServiceState) -> None:
         self.state = state
-        self._workers: list[Running] = []
+        self._workers: list[tuple[str, Running]] = []
         self._jobs: list[tuple[float, str, Callable[[], Awaitable[object]], bool]] = []
 
     @property
@@ -84,9 +86,10 @@ class Runtime:
     def clock(self) -> Clock:
         return self.state.clock
 
-    def worker(self, worker: Running) -> None:
-        """Run ``worker`` for the life of the service; stopped in the order registered."""
-        self._workers.append(worker)
+    def worker(self, worker: Running, name: str | None = None) -> None:
+        """Run ``worker`` for the life of the service, supervised under ``name`` (its class's
+        by default); stopped in the order registered."""
+        self._workers.append((name or type(worker).__name__, worker))
 
     def every(
         self,
@@ -109,7 +112,8 @@ class Runtime:
         batch: int = 2000,
         idle_seconds: float = 0.05,
     ) -> OutboxRelay:
-        """A relay publishing ``table`` to ``topic``, run as a worker."""
+        """A relay publishing ``table`` to ``topic``, run as the worker ``relay:<table>``; the
+        table's backlog is a metric (:func:`shared.signals.refresh_backlog`)."""
         relay = OutboxRelay(
             engine=self.engine,
             producer=self.producer,
@@ -119,7 +123,13 @@ class Runtime:
             batch=batch,
             idle_seconds=idle_seconds,
         )
-        self.worker(relay)
+        self.worker(relay, f"relay:{table}")
+        self.every(
+            self.state.common.signals_interval_seconds,
+            f"signals:{table}",
+            lambda: refresh_backlog(self.engine, table, self.clock.now()),
+            at_start=True,
+        )
         return relay
 
     def batch_consumer(
@@ -132,8 +142,9 @@ class Runtime:
         then_nudge: Sequence[Nudged] = (),
     ) -> BatchConsumer:
         """A consumer of ``topics`` in ``group_id`` whose poison records go to the DLQ, run as
-        a worker (registered first, so it stops first). After each batch it nudges the
-        workers ``then_nudge`` (the relay of the outbox rows the batch wrote, say)."""
+        the worker ``consumer`` (registered first, so it stops first). After each batch it
+        nudges the workers ``then_nudge`` (the relay of the outbox rows the batch wrote, say).
+        Its lag per partition is a metric (:func:`shared.signals.refresh_lag`)."""
 
         async def handle(records: Sequence[Message]) -> Sequence[tuple[Message, Exception]] | None:
             rejected = await handler(records)
@@ -151,29 +162,47 @@ class Runtime:
             max_records=max_records,
             probe=lambda: answers_promptly(self.engine, PROBE_SECONDS),
         )
-        self._workers.insert(0, consumer)
+        self._workers.insert(0, ("consumer", consumer))
+        common = self.state.common
+        self.every(
+            common.signals_interval_seconds,
+            "signals:consumer_lag",
+            lambda: refresh_lag(common, group_id, topics),
+            at_start=True,
+        )
         return consumer
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Workers and periodic jobs run inside this block; leaving it stops them in order."""
-        workers = [asyncio.create_task(w.run()) for w in self._workers]
-        jobs = [
-            asyncio.create_task(every(s, name, job, at_start=first))
-            for s, name, job, first in self._jobs
-        ]
+        """Workers and periodic jobs run inside this block, supervised (a task that dies
+        is started again; see :mod:`shared.supervisor`); leaving it stops them in order."""
+        supervisor = Supervisor(
+            self.state.service, first_backoff=self.state.common.task_restart_seconds
+        )
+        self.state.supervisor = supervisor
+        for name, worker in self._workers:
+            supervisor.start(name, worker.run, stop=worker.stop)
+        for seconds, name, job, first in self._jobs:
+            supervisor.start(name, partial(every, seconds, name, job, at_start=first))
         try:
             yield
         finally:
-            for worker in self._workers:
-                worker.stop()
-            for task in workers:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, STOP_SECONDS)
-            for task in jobs:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            await supervisor.stop(STOP_SECONDS)
+
+
+def tasks_running(state: ServiceState) -> dict[str, ReadinessCheck]:
+    """A readiness check ``task:<name>`` per supervised task: false while it is down."""
+    supervisor: Supervisor | None = getattr(state, "supervisor", None)
+    if supervisor is None:
+        return {}
+
+    def check(name: str) -> ReadinessCheck:
+        async def running() -> bool:
+            return name not in supervisor.down()
+
+        return running
+
+    return {f"task:{name}": check(name) for name in supervisor.names()}
 
 
 def service_app(
@@ -190,14 +219,19 @@ def service_app(
     engine: Callable[[CommonSettings], AsyncEngine] = make_engine,
     form_paths: tuple[str, ...] = (),
     describe: Callable[[dict[str, Any]], None] | None = None,
+    insecure: Iterable[str] = (),
 ) -> FastAPI:
     """A service's FastAPI app on the shared runtime.
 
     ``state`` is the service's own (empty) :class:`ServiceState`; ``start`` fills in the
     service's parts and registers its workers and jobs, and may return a function that
     releases what it opened (HTTP clients, say), called after the workers stop. ``describe``
-    edits the OpenAPI document (see :func:`shared.http.create_app`)."""
+    edits the OpenAPI document (see :func:`shared.http.create_app`). ``insecure``: the
+    service's own settings that production refuses (see :mod:`shared.production`); raises
+    :class:`~shared.production.InsecureSettings` in production when there are any, or when
+    the Kafka settings are."""
     common = common or CommonSettings()
+    refuse_insecure(common.environment, [*kafka_problems(common), *insecure])
     clock = clock or SystemClock()
     configure_logging(common.log_level, common.log_json)
     state.service = service
@@ -228,6 +262,7 @@ def service_app(
 
     app = create_app(
         service=service,
+        readiness=lambda app: {**database_and_broker(app), **tasks_running(state)},
         title=title,
         description=description,
         lifespan=lifespan,

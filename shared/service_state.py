@@ -21,6 +21,7 @@ from shared.clock import Clock
 from shared.kafka import Producer
 from shared.ratelimit import RateLimiter
 from shared.settings import CommonSettings
+from shared.supervisor import Supervisor
 from shared.topics import Topics
 
 
@@ -35,6 +36,8 @@ class ServiceState(State):
     producer: Producer
     keys: KeyStore
     rate_limiter: RateLimiter | None
+    # The background tasks, once the runtime has started them.
+    supervisor: Supervisor
 
 
 S = TypeVar("S", bound=ServiceState)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The default of ``TEND_EVENT_ID_RETENTION_DAYS``.
@@ -41,10 +41,33 @@ class CommonSettings(BaseSettings):
         "postgresql+asyncpg://tend:tend@127.0.0.1:5432/tend",
         validation_alias=AliasChoices("DATABASE_URL", "TEND_DATABASE_URL"),
     )
+    # How every Kafka client (producers, consumers, admin) reaches the broker: PLAINTEXT,
+    # SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS and a user name and password). See the
+    # README's "Running on a real cluster" and shared.kafka_security.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # The CA that signed the brokers' certificates (PEM); unset: the system's CAs. A client
+    # certificate and key (PEM) only for a broker that asks clients for one (mutual TLS).
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Production refuses a Kafka without TLS; this lets it start on one that a private
+    # network alone protects (credentials in clear text, SASL_PLAINTEXT with PLAIN, are
+    # refused whatever this says).
+    kafka_allow_plaintext: bool = False
     # Prepended to every topic name; lets tests and side-by-side deployments share a broker.
     topic_prefix: str = ""
     topic_partitions: int = Field(12, ge=1)
     topic_replication_factor: int = Field(1, ge=1)
+    # `min.insync.replicas` of every topic `tend topics` manages: how many replicas must have
+    # a record before acks=all acknowledges it. Unset: 2, or 1 when the replication factor is 1.
+    topic_min_insync_replicas: int | None = Field(None, ge=1)
+    # Production refuses topics with fewer than 3 replicas or min.insync.replicas below 2;
+    # this lets `tend topics` run against a one-broker cluster all the same.
+    allow_single_broker: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
     db_pool_size: int = Field(10, ge=1)
@@ -63,10 +86,44 @@ class CommonSettings(BaseSettings):
     # The country a phone number without a country code is read in (ISO 3166 alpha-2), by
     # ingest's identity map and scoring's search alike.
     phone_region: str = Field("US", pattern="^[A-Za-z]{2}$")
+    # A background task (consumer, relay, delivery, periodic job) that dies starts again after
+    # this many seconds, doubling at each death in a row up to 60 (shared.supervisor).
+    task_restart_seconds: float = Field(1.0, gt=0)
+    # How often the gauges of consumer lag and of the outbox and delivery backlogs are read.
+    signals_interval_seconds: float = Field(15.0, gt=0)
 
     @property
     def inbox_retention(self) -> timedelta:
         return inbox_retention(self.event_id_retention_days)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """What `tend topics` sets as every topic's ``min.insync.replicas``."""
+        if self.topic_min_insync_replicas is not None:
+            return self.topic_min_insync_replicas
+        return 1 if self.topic_replication_factor == 1 else 2
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> CommonSettings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"TEND_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "TEND_KAFKA_SASL_USERNAME and TEND_KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "TEND_KAFKA_SSL_CERTFILE and TEND_KAFKA_SSL_KEYFILE go together (a client "
+                "certificate and its key): set both or neither"
+            )
+        if self.min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"TEND_TOPIC_MIN_INSYNC_REPLICAS={self.min_insync_replicas} is more than "
+                f"TEND_TOPIC_REPLICATION_FACTOR={self.topic_replication_factor}: no write "
+                "could ever be acknowledged"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

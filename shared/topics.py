@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from shared.kafka_security import start_admin
 from shared.settings import CommonSettings
 
 CUSTOMER_EVENTS = "crm.customer-events.v1"
@@ -52,6 +53,16 @@ _CONFIGS: dict[str, dict[str, str]] = {
 }
 
 
+def topic_configs(settings: CommonSettings, name: str) -> dict[str, str]:
+    """The configs Tend sets on topic ``name`` (prefixed): its retention and cleanup, and
+    ``min.insync.replicas`` (an acks=all write waits for that many replicas, so an
+    acknowledged event survives the loss of a broker)."""
+    return {
+        **_CONFIGS[name.removeprefix(settings.topic_prefix)],
+        "min.insync.replicas": str(settings.min_insync_replicas),
+    }
+
+
 @dataclass(frozen=True)
 class Topics:
     """The concrete topic names for one deployment (a prefix lets tests share a broker)."""
@@ -88,22 +99,17 @@ async def sync_topics(settings: CommonSettings) -> TopicSync:
     manages on the topics that already exist (e.g. a DLQ created before it was compacted).
     Topic overrides Tend does not manage are kept."""
     topics = Topics.from_settings(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    admin = await start_admin(settings)
     try:
         existing = set(await admin.list_topics())
-        present = {
-            name: _CONFIGS[name.removeprefix(settings.topic_prefix)]
-            for name in topics.all()
-            if name in existing
-        }
+        present = {name: topic_configs(settings, name) for name in topics.all() if name in existing}
         reconfigured = await _reconcile(admin, present) if present else {}
         wanted = [
             NewTopic(
                 name=name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs=_CONFIGS[name.removeprefix(settings.topic_prefix)],
+                topic_configs=topic_configs(settings, name),
             )
             for name in topics.all()
             if name not in existing
@@ -138,13 +144,15 @@ async def _reconcile(
         for error_code, error_message, _, name, entries, *_ in response.resources:
             if error_code:
                 raise RuntimeError(f"cannot read the config of {name}: {error_message}")
-            current = {e[0]: e[1] for e in entries}
-            stale = sorted(k for k, v in wanted[name].items() if not _same(k, current.get(k), v))
+            # Compared with the topic's own overrides, not the values in effect: a value Tend
+            # manages is pinned on the topic, so a broker default that matches today (one
+            # in-sync replica on a one-broker cluster) cannot change it tomorrow.
+            overrides = {e[0]: e[1] for e in entries if e[3] == _TOPIC_OVERRIDE}
+            stale = sorted(k for k, v in wanted[name].items() if not _same(k, overrides.get(k), v))
             if not stale:
                 continue
             # AlterConfigs replaces every override of the topic: send the ones already set
             # (by an operator, say) along with ours, so that only ours change.
-            overrides = {e[0]: e[1] for e in entries if e[3] == _TOPIC_OVERRIDE}
             resource = ConfigResource(
                 ConfigResourceType.TOPIC, name, configs={**overrides, **wanted[name]}
             )
@@ -168,8 +176,7 @@ async def delete_topics(settings: CommonSettings) -> None:
     """Delete this deployment's topics (tests and benchmarks clean up after themselves: a
     broker holding thousands of partitions runs out of file handles)."""
     topics = Topics.from_settings(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    admin = await start_admin(settings)
     try:
         existing = set(await admin.list_topics())
         doomed = (

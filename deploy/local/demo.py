@@ -453,20 +453,19 @@ async def setup_outreach(
     headers = {"Authorization": f"Bearer {marketing_key}"}
     resp = await outreach.post("/v1/rule-packs/default", headers=headers)
     resp.raise_for_status()
-    channel = {
-        "id": "local-sink",
-        "kind": "webhook",
-        "config": {"url": sink_url},
-        "secret": sink_secret,
-    }
-    resp = await outreach.post("/v1/channels", json=channel, headers=headers)
-    if resp.status_code == 409:
-        resp = await outreach.put(
-            "/v1/channels/local-sink",
-            headers=headers,
-            json={"config": {"url": sink_url}, "secret": sink_secret, "enabled": True},
-        )
-    resp.raise_for_status()
+    for channel_id, kind, url in (
+        ("local-sink", "webhook", f"{sink_url}/webhook"),
+        ("local-sms", "sms", f"{sink_url}/sms"),
+    ):
+        channel = {"id": channel_id, "kind": kind, "config": {"url": url}, "secret": sink_secret}
+        resp = await outreach.post("/v1/channels", json=channel, headers=headers)
+        if resp.status_code == 409:
+            resp = await outreach.put(
+                f"/v1/channels/{channel_id}",
+                headers=headers,
+                json={"config": {"url": url}, "secret": sink_secret, "enabled": True},
+            )
+        resp.raise_for_status()
 
 
 async def main(keys: dict[str, str], sink_secret: str) -> int:
@@ -486,7 +485,7 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         httpx.AsyncClient(base_url=urls["scoring"], timeout=120) as scoring,
         httpx.AsyncClient(base_url=urls["outreach"], timeout=120) as outreach,
     ):
-        await setup_outreach(outreach, keys["TEND_MARKETING_KEY"], f"{sinks}/webhook", sink_secret)
+        await setup_outreach(outreach, keys["TEND_MARKETING_KEY"], sinks, sink_secret)
         report = ReplayReport()
         await post_events(
             ingest,
@@ -554,7 +553,7 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
     print(
         f"  actions   curl -H 'Authorization: Bearer $TEND_OPS_KEY' {urls['outreach']}/v1/actions"
     )
-    print(f"  sinks     {sinks}/  (webhooks and email received)")
+    print(f"  sinks     {sinks}/  (webhooks, SMS and email received)")
     return 0
 
 

@@ -34,6 +34,7 @@ start() {
     while [[ $d != / ]]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
   fi
   if [[ -f $dir/data/postmaster.pid ]] && as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    owner_creates_roles "$dir" "$port" "$bin"
     return 0
   fi
   port_open "$port" && die "port $port is taken by another process (another PostgreSQL?): stop it, or set DATABASE_URL to use that server"
@@ -58,6 +59,15 @@ CREATE ROLE tend LOGIN CREATEDB PASSWORD 'tend';
 CREATE DATABASE tend OWNER tend;
 SQL
   fi
+  owner_creates_roles "$dir" "$port" "$bin"
+}
+
+# `tend migrate` creates a role per service (shared/db_roles.py), which takes CREATEROLE; a
+# cluster made before that gets it here too.
+owner_creates_roles() {
+  local dir=$1 port=$2 bin=$3
+  as_owner "$bin/psql" -q -h "$dir/run" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+    -c "ALTER ROLE tend CREATEROLE" >/dev/null || die "could not let the role tend create roles"
 }
 
 stop() {

@@ -4,10 +4,14 @@
 
 * a webhook receiver (``POST http://127.0.0.1:8004/webhook``) that verifies each Standard
   Webhooks signature with the secret in ``TEND_SINK_WEBHOOK_SECRET`` and keeps what it got;
+* an SMS provider (``POST http://127.0.0.1:8004/sms``) that verifies the same signature and
+  keeps each text message with its recipient;
 * an SMTP server (127.0.0.1:8025) that keeps every message with its headers;
-* ``GET http://127.0.0.1:8004/`` lists both, newest first; ``/webhooks`` and ``/mail`` each.
+* ``GET http://127.0.0.1:8004/`` lists all three, newest first; ``/webhooks``, ``/sms`` and
+  ``/mail`` each.
 
-Everything received is also appended to ``webhooks.jsonl`` and ``mail.jsonl`` in ``--dir``.
+Everything received is also appended to ``webhooks.jsonl``, ``sms.jsonl`` and ``mail.jsonl``
+in ``--dir``.
 """
 
 from __future__ import annotations
@@ -34,17 +38,24 @@ from starlette.routing import Route
 class Store:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.webhooks_file = directory / "webhooks.jsonl"
-        self.mail_file = directory / "mail.jsonl"
-        self.webhooks: list[dict[str, Any]] = []
-        self.mail: list[dict[str, Any]] = []
+        self.directory = directory
+        self.received: dict[str, list[dict[str, Any]]] = {"webhook": [], "sms": [], "mail": []}
+
+    @property
+    def webhooks(self) -> list[dict[str, Any]]:
+        return self.received["webhook"]
+
+    @property
+    def sms(self) -> list[dict[str, Any]]:
+        return self.received["sms"]
+
+    @property
+    def mail(self) -> list[dict[str, Any]]:
+        return self.received["mail"]
 
     def keep(self, kind: str, item: dict[str, Any]) -> None:
-        items, path = (
-            (self.webhooks, self.webhooks_file)
-            if kind == "webhook"
-            else (self.mail, self.mail_file)
-        )
+        items = self.received[kind]
+        path = self.directory / ("webhooks.jsonl" if kind == "webhook" else f"{kind}.jsonl")
         items.append(item)
         del items[:-1000]
         with path.open("a") as f:
@@ -78,6 +89,12 @@ def web(store: Store, secret: str | None) -> Starlette:
     hook = Webhook(secret) if secret else None
 
     async def receive(request: Request) -> Response:
+        return await keep_signed(request, "webhook")
+
+    async def receive_sms(request: Request) -> Response:
+        return await keep_signed(request, "sms")
+
+    async def keep_signed(request: Request, kind: str) -> Response:
         raw = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
         verified = False
@@ -92,7 +109,7 @@ def web(store: Store, secret: str | None) -> Starlette:
         except ValueError:
             payload = raw.decode(errors="replace")
         store.keep(
-            "webhook",
+            kind,
             {
                 "received_at": datetime.now(UTC).isoformat(),
                 "webhook_id": headers.get("webhook-id"),
@@ -104,8 +121,15 @@ def web(store: Store, secret: str | None) -> Starlette:
 
     async def listing(_: Request) -> JSONResponse:
         return JSONResponse(
-            {"webhooks": store.webhooks[::-1][:200], "mail": store.mail[::-1][:200]}
+            {
+                "webhooks": store.webhooks[::-1][:200],
+                "sms": store.sms[::-1][:200],
+                "mail": store.mail[::-1][:200],
+            }
         )
+
+    async def sms(_: Request) -> JSONResponse:
+        return JSONResponse(store.sms[::-1])
 
     async def webhooks(_: Request) -> JSONResponse:
         return JSONResponse(store.webhooks[::-1])
@@ -116,6 +140,8 @@ def web(store: Store, secret: str | None) -> Starlette:
     return Starlette(
         routes=[
             Route("/webhook", receive, methods=["POST"]),
+            Route("/sms", receive_sms, methods=["POST"]),
+            Route("/sms", sms),
             Route("/", listing),
             Route("/webhooks", webhooks),
             Route("/mail", mail),

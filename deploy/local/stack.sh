@@ -75,6 +75,27 @@ ensure_browser() {
   apt_install chromium chromium-driver
 }
 
+# promtool checks the alert rules of deploy/monitoring/ in the suite (Debian's prometheus package
+# carries it; the server it also installs is never started here).
+ensure_promtool() {
+  # promtool alone (it checks the alert rules), unpacked from Debian's prometheus package into
+  # the state folder: the Prometheus server is never installed, let alone started.
+  command -v promtool >/dev/null && return 0
+  local dir="$STATE/promtool"
+  if [[ ! -x $dir/usr/bin/promtool ]]; then
+    say "tend: fetching promtool (from Debian's prometheus package, unpacked, not installed) ..."
+    rm -rf "$dir" && mkdir -p "$dir/deb"
+    if ! (cd "$dir/deb" && apt-get download prometheus >/dev/null 2>&1); then
+      apt_refresh
+      (cd "$dir/deb" && apt-get download prometheus >/dev/null) \
+        || die "apt-get download prometheus failed: check the network, then retry"
+    fi
+    dpkg-deb -x "$dir"/deb/prometheus_*.deb "$dir" || die "could not unpack the prometheus package"
+    rm -rf "$dir/deb"
+  fi
+  export PATH="$dir/usr/bin:$PATH"
+}
+
 infra_up() {
   if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
     local dir="$STATE/kafka/broker"
@@ -231,7 +252,7 @@ banner() {
   echo "  Console   http://127.0.0.1:${TEND_CONSOLE_PORT:-8000}/ (sign in with TEND_MARKETING_KEY or TEND_OPS_KEY below, or a one-time link: tend console-link)"
   echo "  Kafka     ${KAFKA_BOOTSTRAP_SERVERS}"
   echo "  Postgres  ${DATABASE_URL}"
-  echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks and email outreach sent)"
+  echo "  Sinks     http://127.0.0.1:${TEND_SINKS_PORT:-8004}/ (webhooks, SMS and email outreach sent)"
   echo "  Logs      $LOGS/"
   echo "Dev API keys ($STATE/dev-keys.env):"
   sed 's/^/  /' "$STATE/dev-keys.env"
@@ -297,6 +318,7 @@ case $cmd in
     ensure_venv
     ensure_console_assets
     ensure_browser
+    ensure_promtool
     # Lint gates the suite, as it gates landing.
     (lint) || die "the lint failed (see above): fix it before the suite runs"
     infra_up

@@ -36,6 +36,8 @@ from services.console.pages import (
 from services.console.pages.web import Refused, SignInRequired, render, sessions, signin_url
 from services.console.session import COOKIE, Sessions, SignInLinks
 from services.console.settings import ConsoleSettings
+from shared.production import refuse_insecure
+from shared.settings import CommonSettings
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE / "node_modules"
@@ -63,6 +65,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     settings = settings or ConsoleSettings()
+    refuse_insecure(CommonSettings().environment, settings.insecure_defaults())
     missing = missing_assets()
     if missing:
         raise RuntimeError(

@@ -33,3 +33,13 @@ class ConsoleSettings(BaseSettings):
     locale: str = "en_US"
     # How long one API call may take before the page says the service is not answering.
     api_timeout_seconds: float = Field(10.0, gt=0)
+
+    def insecure_defaults(self) -> list[str]:
+        """What production refuses in these settings (see :mod:`shared.production`)."""
+        if self.secure_cookies:
+            return []
+        return [
+            "TEND_CONSOLE_SECURE_COOKIES is false: the session cookie would be sent over "
+            "plain http too, and whoever copies it on the way is signed in; serve the "
+            "console by https and set TEND_CONSOLE_SECURE_COOKIES=true"
+        ]

@@ -9,10 +9,12 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.deps import IngestState
+from services.ingest.identity import IdentityMap
 from services.ingest.intake import Intake
+from services.ingest.merges import router as merges_router
 from services.ingest.privacy import router as privacy_router
 from services.ingest.routes import router
-from services.ingest.settings import ingest_settings
+from services.ingest.settings import IngestSettings, ingest_settings
 from shared.db import make_engine
 from shared.logging import get_logger
 from shared.runtime import Runtime, service_app
@@ -26,14 +28,18 @@ publishes each as an event on Kafka, keyed by customer, answering **202 only onc
 has durably acknowledged it**.
 
 Authenticate with an API key holding the `events:write` scope, as `Authorization: Bearer <key>`
-or `X-API-Key: <key>`. Every event has an id (yours, the `Idempotency-Key` header, or one
+or `X-API-Key: <key>`. Every event is published under its customer's survivor when that
+customer was merged into another (`POST /v1/customers/{survivor}/merge`, `ops:write`). Every
+event has an id (yours, the `Idempotency-Key` header, or one
 derived from the order/complaint/visit id and status), so a retry is never counted twice.
 """
 
 
-def create_app(common: CommonSettings | None = None) -> FastAPI:
+def create_app(
+    common: CommonSettings | None = None, settings: IngestSettings | None = None
+) -> FastAPI:
     common = common or CommonSettings()
-    settings = ingest_settings()
+    settings = settings or ingest_settings()
     state = IngestState()
 
     def engine(common: CommonSettings) -> AsyncEngine:
@@ -53,11 +59,20 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
                 base_url=settings.outreach_url, timeout=settings.peer_timeout_seconds
             ),
         }
+        state.identities = identities = IdentityMap(
+            runtime.engine,
+            runtime.producer,
+            runtime.topics.events,
+            settings.publish_timeout_seconds,
+            settings.source,
+            settings.auto_merge_kinds(),
+        )
         state.intake = intake = Intake(
             runtime.engine,
             runtime.producer,
             runtime.topics.events,
             settings.publish_timeout_seconds,
+            identities,
             runtime.state.common.event_id_retention_days,
         )
 
@@ -80,7 +95,7 @@ def create_app(common: CommonSettings | None = None) -> FastAPI:
         title="Tend ingest",
         description=DESCRIPTION,
         start=start,
-        routers=[router, privacy_router],
+        routers=[router, privacy_router, merges_router],
         port=settings.port,
         common=common,
         engine=engine,

@@ -14,20 +14,25 @@ the hourly prune removes it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.ingest.identity import Carried, IdentifierKey, IdentityMap, map_key
 from services.ingest.models import PENDING, PUBLISHED
-from services.ingest.schemas import CustomerIn, IngestItem
+from services.ingest.schemas import MAX_IDENTIFIERS, CustomerIn, IngestItem
+from services.ingest.settings import phone_region
 from shared.events import SCHEMA_VERSION, EventType
+from shared.identifiers import normalise_email, normalise_phone
 from shared.kafka import Producer, Record, publish_many
 from shared.privacy import customer_digest
 from shared.settings import EVENT_ID_RETENTION_DAYS
@@ -109,6 +114,8 @@ class Prepared:
     value: bytes
     occurred_at: str  # ISO 8601, as in the envelope
     received_at: str  # ISO 8601, as in the envelope
+    # The identifiers the event carries, as the identity map keys them, and whether verified.
+    identifiers: tuple[tuple[IdentifierKey, bool], ...] = ()
 
     @property
     def stored_hash(self) -> bytes:
@@ -116,6 +123,14 @@ class Prepared:
         client's own payloads differing, so half of SHA-256 is plenty, and 400 days of keys
         stay small)."""
         return bytes.fromhex(self.payload_hash[:32])
+
+    def addressed(self, survivor: str) -> Prepared:
+        """The event as published under ``survivor``, the customer its own was merged into;
+        ``addressed_to`` keeps the id the backend sent."""
+        envelope = orjson.loads(self.value)
+        envelope["customer_id"] = survivor
+        envelope["addressed_to"] = self.customer_id
+        return dataclasses.replace(self, customer_id=survivor, value=orjson.dumps(envelope))
 
 
 # A UUID's RFC 4122 variant digit, by the hex digit of the hash it stands in for.
@@ -155,9 +170,15 @@ def _prepare(item: IngestItem, header_key: str | None, source: str, received: st
     if isinstance(item, CustomerIn) and "occurred_at" not in item.model_fields_set:
         # Defaulted to the arrival time: a blind retry must still match.
         sent.pop("occurred_at", None)
+    # Identifiers travel beside the payload, not in it.
+    identifiers: list[dict[str, Any]] = sent.pop("identifiers", None) or []
     # The hash is of the sorted JSON of what was sent, the form stored with every key since
-    # the first release: changing it would turn retries of older events into conflicts.
-    payload_hash = hashlib.sha256(orjson.dumps(sent, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    # the first release: changing it would turn retries of older events into conflicts (so
+    # an event without identifiers hashes as before they existed).
+    hashed = {**sent, "identifiers": identifiers} if identifiers else sent
+    payload_hash = hashlib.sha256(orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    if isinstance(item, CustomerIn):
+        identifiers = _with_profile_contacts(item, identifiers)
     event_type = item.event_type()
     event_id = item.event_id or header_key
     if event_id is None:
@@ -165,19 +186,51 @@ def _prepare(item: IngestItem, header_key: str | None, source: str, received: st
         event_id = derived_event_id(f"{event_type}:{item.customer_id}:{natural}")
     customer_id = sent.pop("customer_id")
     occurred = sent.pop("occurred_at", received)
-    value = orjson.dumps(
-        {
-            "event_id": event_id,
-            "event_type": event_type,
-            "schema_version": SCHEMA_VERSION,
-            "customer_id": customer_id,
-            "occurred_at": occurred,
-            "received_at": received,
-            "source": source,
-            "data": sent,
-        }
+    envelope = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "schema_version": SCHEMA_VERSION,
+        "customer_id": customer_id,
+        "occurred_at": occurred,
+        "received_at": received,
+        "source": source,
+        "data": sent,
+    }
+    if not identifiers:
+        value = orjson.dumps(envelope)
+        return Prepared(event_id, event_type, customer_id, payload_hash, value, occurred, received)
+    envelope["identifiers"] = identifiers
+    carried = tuple(
+        (map_key(i["kind"], i["source"], i["value"]), bool(i["verified"])) for i in identifiers
     )
-    return Prepared(event_id, event_type, customer_id, payload_hash, value, occurred, received)
+    value = orjson.dumps(envelope)
+    return Prepared(
+        event_id, event_type, customer_id, payload_hash, value, occurred, received, carried
+    )
+
+
+def _with_profile_contacts(
+    item: CustomerIn, identifiers: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A profile's email and phone count as identifiers of the customer (unverified, unless
+    the event also lists them verified). A phone that is no possible number stays a profile
+    field only, as it was before identifiers existed."""
+    have = {(i["kind"], i["value"]) for i in identifiers}
+    more = []
+    if item.email is not None:
+        more.append(("email", normalise_email(item.email)))
+    if item.phone is not None:
+        e164 = normalise_phone(item.phone, phone_region())
+        if e164 is not None:
+            more.append(("phone", e164))
+    added = [
+        {"kind": kind, "value": value, "source": None, "verified": False}
+        for kind, value in more
+        if (kind, value) not in have
+    ]
+    # An envelope carries at most 20 identifiers: the profile's own fields still travel in
+    # its data when a client already sent that many.
+    return (identifiers + added)[:MAX_IDENTIFIERS] if added else identifiers
 
 
 class Intake:
@@ -187,10 +240,12 @@ class Intake:
         producer: Producer,
         topic: str,
         publish_timeout: float,
+        identities: IdentityMap,
         retention_days: int = EVENT_ID_RETENTION_DAYS,
     ) -> None:
         """``retention_days``: how long a key is remembered (``TEND_EVENT_ID_RETENTION_DAYS``)."""
         self._retention_days = retention_days
+        self._identities = identities
         self._engine = engine
         self._producer = producer
         self._topic = topic
@@ -247,6 +302,7 @@ class Intake:
                 verdict[eid] = Outcome.DUPLICATE
 
         if to_publish:
+            to_publish = await self._resolved(to_publish)
             await publish_many(
                 self._producer,
                 [
@@ -269,6 +325,23 @@ class Intake:
             if i in repeats
             else verdict[p.event_id]
             for i, p in enumerate(batch)
+        ]
+
+    async def _resolved(self, batch: list[Prepared]) -> list[Prepared]:
+        """The batch as published: each event under its customer's survivor, after any
+        automatic merge its identifiers make (published first, under the survivor's key)."""
+        carried = [
+            Carried(p.customer_id, key, verified) for p in batch for key, verified in p.identifiers
+        ]
+        resolution = await self._identities.resolve(
+            [p.customer_id for p in batch], carried, datetime.fromisoformat(batch[0].received_at)
+        )
+        survivors = resolution.survivors
+        return [
+            p
+            if survivors.get(p.customer_id, p.customer_id) == p.customer_id
+            else p.addressed(survivors[p.customer_id])
+            for p in batch
         ]
 
     async def prune(self) -> int:

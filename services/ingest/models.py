@@ -1,8 +1,18 @@
-"""Ingest's tables (schema ``ingest``): only what makes retries safe. No customer state."""
+"""Ingest's tables (schema ``ingest``): what makes retries safe, and the identity map."""
 
 from __future__ import annotations
 
-from sqlalchemy import CHAR, Column, DateTime, Index, LargeBinary, SmallInteger, String, Table
+from sqlalchemy import (
+    CHAR,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Table,
+)
 
 from shared.db import schema_metadata
 
@@ -32,4 +42,34 @@ erasures = Table(
     metadata,
     Column("customer_digest", CHAR(64), primary_key=True),
     Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
+# The identity map: the only customer state ingest keeps. Every customer id ingest has seen,
+# with the id its events are published under (itself, or the survivor of a merge; chains are
+# flattened when they form, so one hop always reaches the survivor) and when it was first seen
+# (the earlier of two customers survives an automatic merge).
+identities = Table(
+    "identities",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("survivor_id", String(128), nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    # The customer.merged event that made this id an alias, and when.
+    Column("merge_event_id", String(128)),
+    Column("merged_at", DateTime(timezone=True)),
+    Index("ix_identities_survivor_id", "survivor_id"),
+)
+
+# Each identifier (kind, source, value; source is '' for emails and phones, which no source
+# owns) -> the customer id that first carried it, whether a backend vouched for it, and when.
+identifiers = Table(
+    "identifiers",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("value", String(254), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("verified", Boolean, nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Index("ix_identifiers_customer_id", "customer_id"),
 )

@@ -4,7 +4,9 @@ Ingest is the front door for both. Erasure is an event like any other — a ``cu
 tombstone on the events topic, keyed by the customer, so it is ordered after everything the
 customer did — and every consumer forgets the customer when it reaches it: scoring drops the
 state and announces an ``erasure`` change, outreach drops its replica and scrubs its ledger.
-Ingest itself forgets the customer's idempotency records and tombstones their dead letters.
+Ingest itself forgets the customer's idempotency records and identity-map entries (every id
+merged into them, every identifier) and tombstones their dead letters; an id merged into
+another is erased as the person it now is.
 The export gathers each service's own export into one document.
 """
 
@@ -22,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from services.ingest.deps import Ingest
+from services.ingest.identity import forget, held_on, person
 from services.ingest.settings import ingest_settings
 from shared.auth import Operator, Reader
 from shared.dlq import erase_from_dlq
@@ -29,7 +32,7 @@ from shared.errors import ERROR_RESPONSES, ErrorBody, error_response, unavailabl
 from shared.events import Envelope, ErasureData, EventType
 from shared.kafka import PublishError, Record, publish_many
 from shared.logging import get_logger
-from shared.privacy import customer_digest
+from shared.privacy import anonymous_id, customer_digest
 
 log = get_logger(__name__)
 
@@ -50,7 +53,10 @@ PEERS = ("scoring", "outreach")
 
 class ErasureAccepted(BaseModel):
     status: Literal["accepted"] = "accepted"
-    customer_id: str
+    customer_id: str = Field(description="the person's id: the survivor of the id asked for")
+    erased_ids: list[str] = Field(
+        description="every id of the person: the survivor and the ids merged into it"
+    )
     erasure_id: str = Field(description="the event id of the `customer.erased` tombstone")
     requested_at: datetime
 
@@ -59,7 +65,9 @@ class Export(BaseModel):
     customer_id: str
     exported_at: datetime
     ingest: dict[str, Any] = Field(
-        description="the customer's idempotency records: event ids and when they were accepted"
+        description="the customer's idempotency records (event ids and when they were "
+        "accepted) and, under `identity`, the person in the identity map: their survivor, "
+        "every id merged into it and every identifier of theirs (null when unknown to it)"
     )
     scoring: dict[str, Any] | None = Field(
         description="scoring's export (card, facts, history, event ids), null when it holds nothing"
@@ -70,10 +78,13 @@ class Export(BaseModel):
     )
 
 
-_FORGET_KEYS = text("DELETE FROM ingest.idempotency_keys WHERE customer_id = :id")
+_FORGET_KEYS = text(
+    "DELETE FROM ingest.idempotency_keys WHERE customer_id = ANY(CAST(:ids AS text[]))"
+)
 _REGISTER = text(
     """
-    INSERT INTO ingest.erasures AS e (customer_digest, erased_at) VALUES (:digest, :at)
+    INSERT INTO ingest.erasures AS e (customer_digest, erased_at)
+    SELECT digest, CAST(:at AS timestamptz) FROM unnest(CAST(:digests AS text[])) AS t(digest)
     ON CONFLICT (customer_digest) DO UPDATE SET erased_at = EXCLUDED.erased_at
     """
 )
@@ -112,41 +123,57 @@ async def erase_customer(
     dropped, while a customer who comes back afterwards starts afresh. Revenue and order
     totals keep what the customer spent; nothing personal is kept.
 
+    The person is erased whole: an id merged into another resolves to its survivor, the
+    tombstone goes under the survivor (with `addressed_to` naming the id asked for), and
+    every id merged into it, with every identifier of theirs, leaves ingest's identity map.
+
     Erasing twice is harmless. Needs `ops:write`.
 
     Example: `curl -X DELETE -H "Authorization: Bearer $TEND_OPS_KEY"
     http://localhost:8001/v1/customers/c-42`"""
     now = datetime.now(UTC)
+    try:
+        survivor, ids = await person(ingest.engine, customer_id)
+    except (DBAPIError, OSError) as exc:
+        log.warning("erasure_database_unavailable", reason=type(exc).__name__)
+        return _unavailable("the database")
+    if customer_id not in ids:
+        ids.append(customer_id)  # never seen by the map (an id from before it), erased all the same
     envelope = Envelope(
         event_id=f"erasure-{uuid.uuid4()}",
         event_type=EventType.CUSTOMER_ERASED,
-        customer_id=customer_id,
+        customer_id=survivor,
         occurred_at=now,
         received_at=now,
         source=ingest_settings().source,
         data=ErasureData(requested_by=principal.name[:64]),
+        addressed_to=customer_id if customer_id != survivor else None,
     )
     topics, producer = ingest.topics, ingest.producer
     timeout = ingest_settings().publish_timeout_seconds
     try:
         await publish_many(
             producer,
-            [Record(topics.events, customer_id.encode(), envelope.to_json())],
+            [Record(topics.events, survivor.encode(), envelope.to_json())],
             timeout=timeout,
         )
-        await erase_from_dlq(producer, topics, customer_id)
+        for cid in ids:
+            await erase_from_dlq(producer, topics, cid)
     except PublishError as exc:
         log.warning("erasure_publish_failed", reason=str(exc))
         return _unavailable("the event broker")
     try:
         async with ingest.engine.connect() as conn:
-            await conn.execute(_FORGET_KEYS, {"id": customer_id})
-            await conn.execute(_REGISTER, {"digest": customer_digest(customer_id), "at": now})
+            await conn.execute(_FORGET_KEYS, {"ids": ids})
+            await conn.execute(_REGISTER, {"digests": [customer_digest(i) for i in ids], "at": now})
+            await forget(conn, ids, anonymous_id(envelope.event_id))
     except (DBAPIError, OSError) as exc:
         log.warning("erasure_database_unavailable", reason=type(exc).__name__)
         return _unavailable("the database")
     log.info("erasure_requested", erasure_id=envelope.event_id, key_id=principal.key_id)
-    body = ErasureAccepted(customer_id=customer_id, erasure_id=envelope.event_id, requested_at=now)
+    body = ErasureAccepted(
+        customer_id=survivor, erased_ids=ids, erasure_id=envelope.event_id, requested_at=now
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
@@ -163,7 +190,8 @@ async def erase_customer(
 async def export_customer(
     request: Request, ingest: Ingest, customer_id: CustomerId, _: Reader
 ) -> JSONResponse:
-    """One document with everything Tend holds on the customer: ingest's idempotency records,
+    """One document with everything Tend holds on the customer: ingest's idempotency records
+    and the person's entry in the identity map (their ids and identifiers),
     scoring's card, facts, stage history and applied event ids, and outreach's card replica,
     suppression, schedule and every action decided with its message. A part is `null` when
     that service holds nothing; **404** when none does. Needs `ops:read`.
@@ -173,6 +201,7 @@ async def export_customer(
     try:
         async with ingest.engine.connect() as conn:
             keys = (await conn.execute(_KEYS_OF, {"id": customer_id})).all()
+        identity = await held_on(ingest.engine, customer_id)
     except (DBAPIError, OSError) as exc:
         log.warning("export_database_unavailable", reason=type(exc).__name__)
         return _unavailable("the database")
@@ -196,9 +225,10 @@ async def export_customer(
         "events": [
             {"event_id": k.event_id, "published": k.state == 1, "accepted_at": k.created_at}
             for k in keys
-        ]
+        ],
+        "identity": identity,
     }
-    if not keys and all(p is None for p in parts.values()):
+    if not keys and identity is None and all(p is None for p in parts.values()):
         return error_response(404, f"Tend holds nothing on customer {customer_id!r}")
     body = Export(
         customer_id=customer_id,

@@ -87,6 +87,9 @@ SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = responses(
             "body.items": "each `unit_price` with at most the base currency's decimals",
             "customer_id": "not a customer erased after this event occurred",
             "body.refund_id": "only on a refund (`status: refunded`)",
+            "body.identifiers": "an `email` is an email address, a `phone` a possible number "
+            "(read in `TEND_PHONE_REGION` without a country code), an `external` id has its "
+            "`source`",
         }
     ),
 )

@@ -8,21 +8,35 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
-from services.ingest.settings import ingest_settings
+from services.ingest.settings import ingest_settings, phone_region
 from shared.errors import FieldError
 from shared.events import (
     ComplaintData,
     ComplaintStatus,
     CustomerData,
+    CustomerIdentifier,
     EventType,
     Frozen,
     Identifier,
     OrderData,
     OrderStatus,
+    ShortText,
     VisitData,
 )
+from shared.identifiers import normalise_email, normalise_phone
+
+# As many identifiers as an envelope carries (shared.events.Envelope.identifiers).
+MAX_IDENTIFIERS = 20
 
 EventId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@+\-]+$")
@@ -66,11 +80,68 @@ def plain_amount(value: object, decimals: int) -> object:
     return value
 
 
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+
+
+class IdentifierIn(CustomerIdentifier):
+    """One way a channel knows the customer, normalised as it arrives: an email lower-cased,
+    a phone in E.164 (read in ``TEND_PHONE_REGION`` when it has no country code), an
+    ``external`` id with the ``source`` that gave it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"kind": "email", "value": "Ada@Example.com", "verified": True},
+                {"kind": "phone", "value": "(201) 555-0123"},
+                {"kind": "external", "source": "store", "value": "loyalty-88412"},
+            ]
+        }
+    )
+
+    source: ShortText | None = Field(
+        None,
+        validate_default=True,
+        description="who gave an `external` id (`web`, `app`, `store`, `marketplace`, ...); "
+        "required for `external`",
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _normalised(cls, v: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if kind == "email":
+            if not _EMAIL.fullmatch(v.strip()):
+                raise ValueError("not an email address")
+            return normalise_email(v)
+        if kind == "phone":
+            region = phone_region()
+            e164 = normalise_phone(v, region)
+            if e164 is None:
+                raise ValueError(
+                    f"not a possible phone number (read in region {region} without a country code)"
+                )
+            return e164
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source_of_external(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.data.get("kind") == "external":
+            raise ValueError("an external id needs the source that gave it")
+        return v
+
+
 class _Event(Frozen):
     event_id: EventId | None = Field(
         None, description="Your id for this event; makes retries safe. Derived when absent."
     )
     customer_id: Identifier
+    identifiers: list[IdentifierIn] = Field(
+        default_factory=list,
+        max_length=MAX_IDENTIFIERS,
+        description="How channels know this customer (emails, phones, external ids); a "
+        "`verified` one may merge customers automatically (`TEND_INGEST_AUTO_MERGE`).",
+    )
     occurred_at: AwareDatetime = Field(description="When it happened, with a UTC offset.")
 
     @field_validator("occurred_at")

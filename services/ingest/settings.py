@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Literal
 
 from babel.numbers import get_currency_precision
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import CommonSettings
+
+# Which verified identifiers merge two customers automatically (TEND_INGEST_AUTO_MERGE).
+AutoMerge = Literal["off", "email", "phone", "both"]
+_AUTO_KINDS: dict[str, tuple[str, ...]] = {
+    "off": (),
+    "email": ("email",),
+    "phone": ("phone",),
+    "both": ("email", "phone"),
+}
 
 
 class IngestSettings(BaseSettings):
@@ -39,8 +51,22 @@ class IngestSettings(BaseSettings):
     scoring_url: str = "http://127.0.0.1:8002"
     outreach_url: str = "http://127.0.0.1:8003"
     peer_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # When an event carries a verified identifier of these kinds that already belongs to
+    # another customer, the two are merged before the event is published (the customer seen
+    # first survives). Off by default: a merge is only undone by hand.
+    auto_merge: AutoMerge = "off"
+
+    def auto_merge_kinds(self) -> tuple[str, ...]:
+        """The identifier kinds whose verified match merges customers."""
+        return _AUTO_KINDS[self.auto_merge]
 
 
 @lru_cache(maxsize=1)
 def ingest_settings() -> IngestSettings:
     return IngestSettings()
+
+
+@lru_cache(maxsize=1)
+def phone_region() -> str:
+    """Where a phone number without a country code is read (``TEND_PHONE_REGION``)."""
+    return CommonSettings().phone_region

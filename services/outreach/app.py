@@ -16,17 +16,20 @@ from services.outreach.api.outcomes import router as outcomes_router
 from services.outreach.api.policy import router as policy_router
 from services.outreach.api.preview import router as preview_router
 from services.outreach.api.privacy import router as privacy_router
+from services.outreach.api.render import router as render_router
 from services.outreach.api.rules import router as rules_router
 from services.outreach.api.schedule import router as schedule_router
 from services.outreach.api.suppressions import router as suppressions_router
 from services.outreach.api.unsubscribe import router as unsubscribe_router
 from services.outreach.core.budgets import ReadBudget
+from services.outreach.core.policy import Decision
 from services.outreach.schemas import describe
 from services.outreach.settings import OutreachSettings, outreach_settings
 from services.outreach.shell.consumer import ChangeApplier
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
+from services.outreach.shell.delivery_backlog import refresh_delivery_backlog
 from services.outreach.shell.scheduler import tick
 from services.outreach.shell.service import OutreachState
 from services.outreach.store import customer_events
@@ -84,13 +87,18 @@ def create_app(
             idle_seconds=0.5,
         )
 
-        async def still_allowed(conn: Any, action: Any) -> str | None:
+        async def still_allowed(conn: Any, action: Any) -> Decision | None:
             return await recheck(conn, action, policy=current.policy, now=clock.now())
 
         state.delivery = delivery = DeliveryWorker(
-            engine, settings, still_allowed, clock, require_https=common.environment == "production"
+            engine,
+            settings,
+            still_allowed,
+            clock,
+            require_https=common.environment == "production",
+            phone_region=common.phone_region,
         )
-        runtime.worker(delivery)
+        runtime.worker(delivery, "delivery")
 
         # Registered first whatever the order here, so it stops first: then the relay, then
         # delivery.
@@ -100,6 +108,12 @@ def create_app(
             handler=applier.handle,
             max_records=settings.batch_max_records,
             then_nudge=[relay, delivery],
+        )
+        runtime.every(
+            common.signals_interval_seconds,
+            "signals:delivery",
+            lambda: refresh_delivery_backlog(engine, clock.now()),
+            at_start=True,
         )
         runtime.every(5, "rules_reload", lambda: current.reload(engine))
         runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)
@@ -119,6 +133,7 @@ def create_app(
         routers=[
             rules_router,
             preview_router,
+            render_router,
             policy_router,
             suppressions_router,
             unsubscribe_router,
@@ -133,6 +148,7 @@ def create_app(
         ],
         port=settings.port,
         common=common,
+        insecure=settings.insecure_defaults(),
         clock=clock,
         form_paths=("/v1/unsubscribe", "/v1/resubscribe"),
         describe=describe,

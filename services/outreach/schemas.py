@@ -19,7 +19,7 @@ from pydantic.config import JsonDict
 
 from services.outreach.core import conditions
 from services.outreach.core.budgets import GUARANTEED_DAYS, GUARANTEED_ROWS, CutBy
-from services.outreach.core.channels import ChannelKind, EmailConfig, WebhookConfig
+from services.outreach.core.channels import ChannelKind, EmailConfig, SmsConfig, WebhookConfig
 from services.outreach.core.rules import Rule, RuleId
 from shared.errors import beyond_schema
 from shared.events import PAYLOAD_OF, EventType, Identifier
@@ -321,14 +321,16 @@ class ChannelIn(_Body):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["crm-webhook"])
     kind: ChannelKind
     config: dict[str, Any] = Field(
-        description='webhook: {"url"}; email: {"smtp_host", "smtp_port", "from"}, each '
-        "optional (the service's SMTP settings fill the gaps)",
+        description='webhook: {"url"}; sms: {"url", "from", "to_field", "text_field", '
+        '"from_field"} (the provider\'s send endpoint; the rest optional); email: '
+        '{"smtp_host", "smtp_port", "from"}, each optional (the service\'s SMTP settings '
+        "fill the gaps)",
         examples=[{"url": "https://crm.example/hooks/tend"}],
     )
     secret: str | None = Field(
         None,
-        description="webhook only: the Standard Webhooks signing secret (`whsec_` + base64); "
-        "generated when left out. Write-only.",
+        description="webhook and sms only: the Standard Webhooks signing secret (`whsec_` + "
+        "base64); generated when left out. Write-only.",
     )
     enabled: StrictBool = True
 
@@ -337,7 +339,8 @@ class ChannelUpdate(_Body):
     config: dict[str, Any]
     enabled: StrictBool = True
     secret: str | None = Field(
-        None, description="webhook only: a new signing secret; left out, the current one stays"
+        None,
+        description="webhook and sms only: a new signing secret; left out, the current one stays",
     )
 
 
@@ -693,7 +696,7 @@ def _email_subject(schemas: dict[str, Any]) -> None:
     email_template["properties"]["subject"].pop("default", None)
     schemas["EmailTemplate"] = email_template
     by_channel = []
-    for channel, ref in (("webhook", "Template"), ("email", "EmailTemplate")):
+    for channel, ref in (("webhook", "Template"), ("sms", "Template"), ("email", "EmailTemplate")):
         by_channel.append(
             {
                 **action,
@@ -713,6 +716,7 @@ def _email_subject(schemas: dict[str, Any]) -> None:
 
 def _channels(schemas: dict[str, Any]) -> None:
     webhook = WebhookConfig.model_json_schema(by_alias=True)
+    sms = SmsConfig.model_json_schema(by_alias=True)
     email = EmailConfig.model_json_schema(by_alias=True)
     created = schemas.get("ChannelIn")
     if created is not None:
@@ -720,6 +724,7 @@ def _channels(schemas: dict[str, Any]) -> None:
         kinds = []
         for kind, config, secret in (
             ("webhook", webhook, {"anyOf": [_WEBHOOK_SECRET, {"type": "null"}]}),
+            ("sms", sms, {"anyOf": [_WEBHOOK_SECRET, {"type": "null"}]}),
             ("email", email, {"type": "null"}),
         ):
             kinds.append(
@@ -739,6 +744,6 @@ def _channels(schemas: dict[str, Any]) -> None:
         props = update["properties"]
         props["config"] = {
             "description": "the config of the channel's kind (see `ChannelIn`)",
-            "anyOf": [webhook, email],
+            "anyOf": [webhook, sms, email],
         }
         props["secret"] = {**props["secret"], "anyOf": [_WEBHOOK_SECRET, {"type": "null"}]}

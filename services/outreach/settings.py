@@ -7,6 +7,11 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The unsubscribe secret when none is set: fine on a laptop, refused in production.
+DEV_UNSUBSCRIBE_SECRET = "dev-unsubscribe-secret-change-me"
+# Shorter secrets are refused in production: 32 random characters resist guessing.
+MIN_SECRET_CHARS = 32
+
 # The law asks an unsubscribe link to work for 30 days after a message is sent; twice that
 # leaves room for a slow reader. A lower ``unsubscribe_link_days`` is refused at start-up.
 MIN_LINK_DAYS = 60
@@ -22,7 +27,7 @@ class OutreachSettings(BaseSettings):
     # Where links in messages point (one-click unsubscribe).
     public_base_url: str = "http://127.0.0.1:8003"
     # Signs unsubscribe links; set a long random value in production.
-    unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret-change-me")
+    unsubscribe_secret: SecretStr = SecretStr(DEV_UNSUBSCRIBE_SECRET)
     # How long an unsubscribe (or re-subscribe) link works after it was minted.
     unsubscribe_link_days: int = MIN_LINK_DAYS
     # Webhook endpoints and SMTP servers named by a channel on loopback or private networks
@@ -71,6 +76,30 @@ class OutreachSettings(BaseSettings):
     # The only ports an email channel may name (its server, or the settings' port beside a
     # host it names): SMTP's own, so that a channel cannot probe other services.
     smtp_ports: frozenset[int] = frozenset({25, 465, 587, 2525})
+
+    def insecure_defaults(self) -> list[str]:
+        """What production refuses in these settings (see :mod:`shared.production`)."""
+        found = []
+        secret = self.unsubscribe_secret.get_secret_value()
+        if secret == DEV_UNSUBSCRIBE_SECRET:
+            found.append(
+                "TEND_OUTREACH_UNSUBSCRIBE_SECRET is the development default, which anyone can "
+                "read in Tend's source and use to forge links that unsubscribe every customer: "
+                "set a long random value (e.g. `openssl rand -hex 32`)"
+            )
+        elif len(secret) < MIN_SECRET_CHARS:
+            found.append(
+                f"TEND_OUTREACH_UNSUBSCRIBE_SECRET has {len(secret)} characters, fewer than "
+                f"{MIN_SECRET_CHARS}: a short secret can be guessed and unsubscribe links "
+                "forged; set a long random value (e.g. `openssl rand -hex 32`)"
+            )
+        if not self.public_base_url.lower().startswith("https://"):
+            found.append(
+                f"TEND_OUTREACH_PUBLIC_BASE_URL={self.public_base_url} is not https: the "
+                "unsubscribe links in every message would travel in clear text (and a local "
+                "address works for nobody); set the https address customers reach outreach at"
+            )
+        return found
 
     @field_validator("unsubscribe_link_days")
     @classmethod

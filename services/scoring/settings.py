@@ -40,11 +40,22 @@ class ScoringSettings(BaseSettings):
     # population median gap while they have fewer than ``own_rhythm_min_purchases`` purchase days.
     new_days: int = Field(30, ge=1, description="a first-time buyer stays `new` at least this long")
     decline_rhythm_multiple: float = Field(2.0, gt=0)
+    decline_min_days: int = Field(
+        30,
+        ge=1,
+        description="nobody is declining before this many silent days, whatever the rhythm",
+    )
     churn_rhythm_multiple: float = Field(4.0, gt=0)
     churn_min_days: int = Field(
         90, ge=1, description="nobody is churned before this many silent days, whatever the rhythm"
     )
     churn_max_days: int = Field(365, ge=1, description="silent longer than this is churned")
+    # A declining spell is what the win-back and check-in rules act on: churn never follows
+    # it sooner than this, and a spell that ``churn_max_days`` would cut shorter is skipped
+    # (straight to churned).
+    churn_after_decline_min_days: int = Field(
+        30, ge=1, description="a customer is declining at least this long before churned"
+    )
     reactivated_days: int = Field(30, ge=1)
     mature_min_purchases: int = Field(4, ge=2)
     # "Buying on rhythm": the latest gap is at most this many rhythms long.
@@ -94,6 +105,11 @@ class ScoringSettings(BaseSettings):
             raise ValueError("churn_min_days must be at most churn_max_days")
         if self.churn_rhythm_multiple < self.decline_rhythm_multiple:
             raise ValueError("churn_rhythm_multiple must be at least decline_rhythm_multiple")
+        if self.decline_min_days + self.churn_after_decline_min_days > self.churn_max_days:
+            raise ValueError(
+                "decline_min_days + churn_after_decline_min_days must be at most churn_max_days "
+                "(or nobody would ever be declining)"
+            )
         return self
 
 

@@ -145,27 +145,53 @@ def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
     assert browser.find_element(By.LINK_TEXT, "Grace Hopper")
 
 
-def test_customers_are_paged_with_their_filters_kept(browser: WebDriver, tend: Tend) -> None:
+def test_customers_are_filtered_by_tag_sorted_and_paged_with_their_choices_kept(
+    browser: WebDriver, tend: Tend
+) -> None:
     tag = uuid.uuid4().hex[:6]
     events: list[dict[str, Any]] = []
-    for n in range(27):
+    # 27 customers with the tag, named in reverse of their ids, and two without it.
+    for n in range(29):
         cid = f"pager-{tag}-{n:02d}"
+        tags = [f"vip-{tag}", "newsletter"] if n < 27 else ["newsletter"]
         events += [
-            profile(cid, f"Pager{tag} {n:02d}"),
+            profile(cid, f"Pager{tag} {'Zz' if n >= 27 else ''}{99 - n:02d}", tags=tags),
             order(cid, f"{cid}-o1", NOW - timedelta(days=2), f"{10 + n}.00"),
         ]
     post_events(tend, events)
-    sign_in(browser, tend, "ops_read", f"/customers?q=pager{tag}&stage=new&sort=last_order")
-    first = _rows(browser, "#results tbody tr")
-    assert len(first) == 25
-    assert Select(browser.find_element(By.ID, "f-stage")).first_selected_option.text == "new"
+    sign_in(browser, tend, "ops_read", f"/customers?q=pager{tag}")
+    browser.find_element(By.ID, "tag").send_keys(f"vip-{tag}")
+    Select(browser.find_element(By.ID, "sort")).select_by_value("name")
+    Select(browser.find_element(By.ID, "order")).select_by_value("asc")
+    Select(browser.find_element(By.ID, "f-stage")).select_by_value("new")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    wait(browser).until(
+        lambda b: all(
+            p in b.current_url for p in (f"tag=vip-{tag}", "sort=name", "order=asc", "stage=new")
+        )
+    )
+    first = wait(browser).until(
+        lambda b: (
+            (rows := _rows(b, "#results tbody tr"))
+            and rows[0].startswith(f"Pager{tag} 73")
+            and rows
+        )
+    )
+    # Alphabetical: the last-made customer's name comes first.
+    assert [r.split("\t")[0] for r in first] == [
+        f"Pager{tag} {99 - n:02d}" for n in range(26, 1, -1)
+    ]
     browser.find_element(By.LINK_TEXT, "Next page").click()
     wait(browser).until(ec.presence_of_element_located((By.LINK_TEXT, "First page")))
     second = _rows(browser, "#results tbody tr")
-    assert len(second) == 2
-    assert not set(first) & set(second)
-    assert "stage=new" in browser.current_url and f"q=pager{tag}" in browser.current_url
+    assert [r.split("\t")[0] for r in second] == [f"Pager{tag} 98", f"Pager{tag} 99"]
     assert not browser.find_elements(By.LINK_TEXT, "Next page")
+    # The next page kept every choice, and the controls still show them.
+    for kept in (f"tag=vip-{tag}", "sort=name", "order=asc", "stage=new", f"q=pager{tag}"):
+        assert kept in browser.current_url, kept
+    assert browser.find_element(By.ID, "tag").get_attribute("value") == f"vip-{tag}"
+    assert Select(browser.find_element(By.ID, "sort")).first_selected_option.text == "name"
+    assert Select(browser.find_element(By.ID, "f-stage")).first_selected_option.text == "new"
 
 
 def test_a_rule_written_with_the_form_is_checked_previewed_saved_and_fires_on_an_order(
@@ -323,8 +349,11 @@ def test_a_rule_of_another_trigger_is_edited_as_json(browser: WebDriver, tend: T
     }
     with tend.api("outreach", "marketing") as api:
         assert api.post("/v1/rules", json=rule).status_code == 201
+    # Every rule opens in the form; the JSON stays at hand as the advanced view.
     sign_in(browser, tend, "marketing", f"/rules/{rule_id}")
-    area = browser.find_element(By.ID, "rule_json")
+    assert browser.find_element(By.ID, "trigger_type").get_attribute("value") == "stage"
+    browser.find_element(By.LINK_TEXT, "Edit as JSON").click()
+    area = wait(browser).until(ec.presence_of_element_located((By.ID, "rule_json")))
     shown = json.loads(area.get_attribute("value") or "")
     assert shown["trigger"]["to"] == ["churned"]
 
@@ -344,6 +373,109 @@ def test_a_rule_of_another_trigger_is_edited_as_json(browser: WebDriver, tend: T
     with tend.api("outreach", "marketing") as api:
         stored = api.get(f"/v1/rules/{rule_id}").json()
     assert (stored["version"], stored["rule"]["priority"]) == (2, 50)
+
+
+def _error_at(browser: WebDriver, control: str) -> str:
+    error = wait(browser).until(ec.presence_of_element_located((By.ID, f"{control}-error")))
+    assert browser.find_element(By.ID, control).get_attribute("aria-invalid") == "true"
+    return error.text
+
+
+def _replace(browser: WebDriver, control: str, text: str) -> None:
+    field = browser.find_element(By.ID, control)
+    field.clear()
+    field.send_keys(text)
+
+
+def _start_rule(browser: WebDriver, tend: Tend, rule_id: str, trigger: str, only: str) -> None:
+    """A new rule, disabled, reaching only customers with the tag ``only``."""
+    browser.get(tend.console + "/rules/new")
+    browser.find_element(By.ID, "rule_id").send_keys(rule_id)
+    browser.find_element(By.ID, "name").send_keys(rule_id)
+    browser.find_element(By.ID, "enabled").click()
+    Select(browser.find_element(By.ID, "trigger_type")).select_by_value(trigger)
+    Select(browser.find_element(By.ID, "cond_op")).select_by_value("has_tag")
+    browser.find_element(By.ID, "cond_value").send_keys(only)
+    Select(browser.find_element(By.ID, "action_channel")).select_by_value("webhook")
+
+
+def test_stage_and_schedule_rules_are_built_with_the_form(browser: WebDriver, tend: Tend) -> None:
+    run = uuid.uuid4().hex[:6]
+    sign_in(browser, tend, "marketing", "/rules/new")
+    axe = AXE.read_text()
+
+    # A stage rule: the controls of the stage trigger only, outreach's error at its field.
+    stage_id = f"lapsed-{run}"
+    _start_rule(browser, tend, stage_id, "stage", f"only-{run}")
+    assert not browser.find_element(By.ID, "trigger_event").is_displayed()
+    assert not browser.find_element(By.ID, "cron_expression").is_displayed()
+    browser.find_element(By.ID, "stage_from-mature").click()
+    browser.find_element(By.ID, "stage_to-declining").click()
+    browser.find_element(By.ID, "stage_to-churned").click()
+    browser.find_element(By.ID, "entered_within_days").send_keys("0")
+    browser.find_element(By.ID, "save-button").click()
+    assert "greater than or equal to 1" in _error_at(browser, "entered_within_days")
+    assert _axe(browser, axe) == []
+    # What was chosen is kept, and only the chosen trigger's controls are shown.
+    assert browser.find_element(By.ID, "stage_to-churned").is_selected()
+    assert not browser.find_element(By.ID, "stage_to-new").is_selected()
+    assert not browser.find_element(By.ID, "trigger_event").is_displayed()
+    _replace(browser, "entered_within_days", "90")
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains(f"/rules?saved={stage_id}"))
+    with tend.api("outreach", "marketing") as api:
+        saved = api.get(f"/v1/rules/{stage_id}").json()["rule"]
+    assert saved["trigger"] == {
+        "type": "stage",
+        "from": ["mature"],
+        "to": ["declining", "churned"],
+        "entered_within_days": 90,
+    }
+    assert saved["enabled"] is False
+
+    # A schedule: a cron that would fire more than once a day is refused at its field.
+    cron_id = f"monday-{run}"
+    _start_rule(browser, tend, cron_id, "cron", f"only-{run}")
+    assert browser.find_element(By.ID, "cron_expression").is_displayed()
+    assert not browser.find_element(By.ID, "stage_to-churned").is_displayed()
+    browser.find_element(By.ID, "cron_expression").send_keys("*/30 10 * * 1")
+    browser.find_element(By.ID, "save-button").click()
+    assert "at most once a day" in _error_at(browser, "cron_expression")
+    _replace(browser, "cron_expression", "0 10 * * 1")
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains(f"/rules?saved={cron_id}"))
+    with tend.api("outreach", "marketing") as api:
+        saved = api.get(f"/v1/rules/{cron_id}").json()["rule"]
+    assert saved["trigger"] == {"type": "schedule", "kind": "cron", "expression": "0 10 * * 1"}
+
+    # Opened again, the form holds the stored schedule.
+    browser.get(f"{tend.console}/rules/{cron_id}")
+    assert browser.find_element(By.ID, "cron_expression").get_attribute("value") == "0 10 * * 1"
+
+
+def test_the_message_is_rendered_as_a_real_customer_would_get_it(
+    browser: WebDriver, tend: Tend
+) -> None:
+    cid = f"emmy-{uuid.uuid4().hex[:6]}"
+    post_events(tend, [profile(cid, "Emmy Noether"), order(cid, f"{cid}-o1", NOW, "42.00")])
+    sign_in(browser, tend, "ops_read", "/rules/new")
+    browser.find_element(By.ID, "subject").send_keys("For {{ customer.name }}")
+    _replace(browser, "body", "Hello {{ customer.name }}, {{ card.no_such_thing.x }}")
+    browser.find_element(By.ID, "render_customer").send_keys(cid)
+    browser.find_element(By.ID, "render-button").click()
+    # The template's error on this customer's card is shown at the template's field.
+    assert "no_such_thing" in _error_at(browser, "body")
+    _replace(browser, "body", "Hello {{ customer.name }}, you are {{ card.stage }}.")
+    _replace(browser, "render_customer", f"{cid}-nobody")
+    browser.find_element(By.ID, "render-button").click()
+    assert f"{cid}-nobody" in _error_at(browser, "render_customer")
+    _replace(browser, "render_customer", cid)
+    browser.find_element(By.ID, "render-button").click()
+    subject = wait(browser).until(ec.presence_of_element_located((By.ID, "rendered-subject")))
+    assert subject.text == "For Emmy Noether"
+    assert browser.find_element(By.ID, "rendered-body").text == "Hello Emmy Noether, you are new."
+    assert not browser.find_elements(By.CLASS_NAME, "field-error")
+    assert _axe(browser, AXE.read_text()) == []
 
 
 def test_an_ops_read_key_sees_no_save_button_and_a_forged_save_is_refused(

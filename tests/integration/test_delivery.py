@@ -25,6 +25,7 @@ from standardwebhooks import Webhook
 
 from services.outreach.api.action_detail import router as action_detail_router
 from services.outreach.api.channels import router as channels_router
+from services.outreach.core.policy import Decision, Outcome, Reason
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.delivery import DeliveryWorker
@@ -56,12 +57,12 @@ def outreach_settings(**overrides: Any) -> OutreachSettings:
     return OutreachSettings(**values)
 
 
-async def allow(conn: AsyncConnection, action: Any) -> str | None:
+async def allow(conn: AsyncConnection, action: Any) -> Decision | None:
     return None
 
 
-async def suppressed(conn: AsyncConnection, action: Any) -> str | None:
-    return "suppressed"
+async def suppressed(conn: AsyncConnection, action: Any) -> Decision | None:
+    return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED)
 
 
 class Ledger:
@@ -80,12 +81,14 @@ class Ledger:
         customer_id: str | None = None,
         due: datetime = START,
         email: str | None = None,
+        phone: str | None = None,
         body: str = "Hello Ada, how is your new kettle? Café crème on us.",
     ) -> str:
         action_id = str(uuid.uuid4())
         customer = customer_id or f"dlv-{uuid.uuid4().hex[:12]}"
+        profile = {k: v for k, v in (("email", email), ("phone", phone)) if v is not None}
         async with self.engine.begin() as conn:
-            if email is not None:
+            if profile:
                 await conn.execute(
                     text(
                         "INSERT INTO outreach.cards (customer_id, card, complaint_open, change_at)"
@@ -93,7 +96,7 @@ class Ledger:
                     ),
                     {
                         "c": customer,
-                        "card": orjson.dumps({"profile": {"email": email}}).decode(),
+                        "card": orjson.dumps({"profile": profile}).decode(),
                         "at": START,
                     },
                 )
@@ -258,6 +261,43 @@ async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledge
         }
         assert got.headers["host"] == f"127.0.0.1:{hook.port}"
         assert await w.run_once() == 0  # nothing left due
+
+
+# -- SMS ----------------------------------------------------------------------------------
+
+
+async def test_an_sms_reaches_the_provider_signed_with_the_number_in_e164_under_its_fields(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as provider, worker(engine, clock) as w:
+        config = {
+            "url": provider.url,
+            "from": "TendShop",
+            "to_field": "recipient",
+            "text_field": "message",
+        }
+        await ledger.channel("sms", config, provider.secret)
+        # Written the national way: read in the default region (US) and sent as E.164.
+        action_id = await ledger.action("sms", phone="(415) 555-2671")
+        no_phone = await ledger.action("sms", email="ada@example.com")
+
+        assert await w.run_once() == 2
+
+        row = await ledger.row(action_id)
+        assert (row.status, row.attempts, row.sent_at) == ("sent", 1, START)
+        [got] = provider.received
+        assert got.verified, got.error
+        assert got.webhook_id == action_id  # a provider deduplicating by it never sends twice
+        assert got.payload == {
+            "recipient": "+14155552671",
+            "message": "Hello Ada, how is your new kettle? Café crème on us.",
+            "from": "TendShop",
+            "action_id": action_id,
+            "customer_id": row.customer_id,
+        }
+        missing = await ledger.row(no_phone)
+        assert (missing.status, missing.reason) == ("failed", "no_address")
 
 
 async def test_retries_back_off_with_jitter_and_keep_the_webhook_id(

@@ -321,6 +321,55 @@ async def test_an_invalid_rule_is_422_naming_the_field(
     ).status_code == 404
 
 
+async def test_a_template_renders_on_one_real_customer_as_they_would_get_it(
+    outreach: Outreach,
+) -> None:
+    o, shop = outreach, Shop(outreach)
+    await shop.put(shop.card(1, tier="regular"))
+    cid = shop.cid(1)
+
+    async def render(template: dict[str, Any], **extra: Any) -> httpx.Response:
+        payload = {"customer_id": cid, "template": template, **extra}
+        return await o.client.post("/v1/templates/render", json=payload, headers=o.as_("marketing"))
+
+    done = await render(
+        {
+            "subject": "Hi {{ customer.name }},\nyour {{ card.tier }} perks",
+            "body": "Use {{ offer.code }}. Leave: {{ unsubscribe_url }}",
+        },
+        offer={"code": "TEN"},
+    )
+    assert done.status_code == 200, done.text
+    assert done.json() == {
+        "customer_id": cid,
+        # This customer's own card, the subject folded onto one line as when deciding.
+        "subject": "Hi Customer 1, your regular perks",
+        "body": f"Use TEN. Leave: {LINK_PLACEHOLDER}",
+    }
+    # The template's errors on this customer's card name the part.
+    missing = await render({"subject": "Hi", "body": "{{ card.no_such_field.x }}"})
+    assert missing.status_code == 422
+    assert fields(missing) == ["body.template.body"]
+    bomb = await render({"subject": "{% for i in range(10**9) %}x{% endfor %}", "body": "b"})
+    assert bomb.status_code == 422
+    [error] = bomb.json()["errors"]
+    assert error["field"] == "body.template.subject"
+    assert error["reason"].startswith("template_limit")
+    syntax = await render({"subject": "Hi", "body": "{{ customer.name "})
+    assert syntax.status_code == 422 and fields(syntax) == ["body.template.body"]
+    # No card for the customer: a 404 naming them; a malformed request names the field.
+    unknown = await o.client.post(
+        "/v1/templates/render",
+        json={"customer_id": shop.cid(99), "template": {"body": "x"}},
+        headers=o.as_("ops_read"),
+    )
+    assert unknown.status_code == 404 and shop.cid(99) in unknown.text
+    empty = await render({"subject": "Hi", "body": ""})
+    assert empty.status_code == 422 and fields(empty) == ["body.template.body"]
+    # Nothing was decided for the customer.
+    assert await shop.actions(customer_id=cid) == []
+
+
 async def test_default_rule_pack_installs_and_replaces(outreach: Outreach) -> None:
     o = outreach
     ids = [r.id for r in default_pack()]

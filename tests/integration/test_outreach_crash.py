@@ -1,5 +1,6 @@
 """kill -9 outreach while it is delivering, then restart it: no action is decided twice, and
-the receiver sees every action under one webhook id (a redelivery carries the same id)."""
+the receiver (a webhook endpoint, or an SMS provider) sees every action under one webhook id
+(a redelivery carries the same id, so the provider drops it: a text is never sent twice)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ CUSTOMERS = 20
 def _change(customer_id: str) -> bytes:
     now = datetime.now(UTC).isoformat()
     event_id = str(uuid.uuid4())
+    profile = SAMPLE_CARD["profile"]
     card = {
         **SAMPLE_CARD,
         "customer_id": customer_id,
         "complaints": {"open": 0, "total": 0, "last_at": None},
+        "profile": {**profile, "consent": {**profile["consent"], "sms": True}},
     }
     return orjson.dumps(
         {
@@ -74,8 +77,9 @@ def _outreach(settings: CommonSettings, logs: Path) -> ServiceProcess:
     )
 
 
+@pytest.mark.parametrize("kind", ["webhook", "sms"])
 async def test_kill_9_during_delivery_never_decides_twice_and_keeps_one_webhook_id(
-    settings: CommonSettings, tmp_path: Path
+    settings: CommonSettings, tmp_path: Path, kind: str
 ) -> None:
     async with fresh_settings(settings) as own, WebhookReceiver(default=200) as hook:
         engine = make_engine(own, pool_size=2)
@@ -91,7 +95,7 @@ async def test_kill_9_during_delivery_never_decides_twice_and_keeps_one_webhook_
                     "/v1/channels",
                     json={
                         "id": "crash",
-                        "kind": "webhook",
+                        "kind": kind,
                         "config": {"url": hook.url},
                         "secret": hook.secret,
                     },
@@ -106,7 +110,7 @@ async def test_kill_9_during_delivery_never_decides_twice_and_keeps_one_webhook_
                         "trigger": {"type": "event", "event": "visit.recorded"},
                         "action": {
                             "kind": "care",
-                            "channel": "webhook",
+                            "channel": kind,
                             "template": {"subject": "care", "body": "hello"},
                         },
                     },

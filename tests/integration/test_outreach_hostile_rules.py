@@ -303,6 +303,15 @@ async def test_a_template_over_a_limit_for_one_customer_fails_that_action_only(
         )
         [action] = r.json()["items"]
         assert action["detail"] == "body: template_limit: range over 10000"
+        # The operator's signal: one template failure against the rule, with its reason.
+        metrics = (await hostile.client.get("/metrics")).text
+        expected = f'rule="{rule["id"]}"'
+        [line] = [
+            m
+            for m in metrics.splitlines()
+            if m.startswith("tend_outreach_template_failures_total{") and expected in m
+        ]
+        assert 'reason="template_limit"' in line and line.endswith(" 1.0")
     finally:
         await hostile.client.delete(f"/v1/rules/{rule['id']}", headers=hostile.as_("marketing"))
 

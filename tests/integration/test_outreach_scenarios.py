@@ -793,6 +793,77 @@ async def test_a_promotion_held_for_an_open_complaint_is_dropped_after_the_hold_
     assert (await statuses(s, "cy"))["promo"] == ("suppressed", "hold_expired")
 
 
+async def test_a_promotion_waiting_out_quiet_hours_is_held_if_a_complaint_opened_meanwhile(
+    world: World,
+) -> None:
+    """A recall decided in the evening waits for 08:00; the customer complains in the night:
+    at 08:00 it is held, not sent, and it goes out once the complaint is resolved."""
+    s, clock, hook = world.stack, world.clock, world.hook
+    evening = local(PARIS, 2026, 6, 1, 22, 30)
+    morning = local(PARIS, 2026, 6, 2, 8, 0)
+    clock.set(evening)
+    await add_rule(s, rule("promo", VISIT_RULE, kind="recall"))
+    ids = await post_events(
+        s, [profile("noa", evening - timedelta(days=1)), visit("noa", "v-1", evening)]
+    )
+    await outreach_has_seen(s, ids)
+    assert await statuses(s, "noa") == {"promo": ("scheduled", "quiet_hours")}
+
+    night = evening + timedelta(hours=1)
+    clock.set(night)
+    ids = await post_events(s, [complaint("noa", "k-1", "opened", night)])
+    await outreach_has_seen(s, ids)
+
+    clock.set(morning)
+    await tick(s)
+    assert (await until_status(s, "noa", "promo", "held")).reason == "open_complaint"
+    await settled(world)
+    assert hook.received == []
+
+    resolved = morning + timedelta(hours=2)
+    clock.set(resolved)
+    ids = await post_events(s, [complaint("noa", "k-1", "resolved", resolved)])
+    await outreach_has_seen(s, ids)
+    await tick(s)
+    [received] = await hook.wait_for(1)
+    assert received.payload["rule_id"] == "promo"
+    await until_status(s, "noa", "promo", "sent")
+
+
+async def test_an_sms_reaches_the_provider_only_with_sms_consent(world: World) -> None:
+    s = world.stack
+    assert s.outreach is not None
+    async with WebhookReceiver() as provider:
+        resp = await s.outreach.post(
+            "/v1/channels",
+            headers=s.auth("marketing"),
+            json={"id": "sms", "kind": "sms", "config": {"url": provider.url}},
+        )
+        assert resp.status_code == 201, resp.text
+        secret = resp.json()["secret"]  # generated, shown once
+        assert secret.startswith("whsec_")
+        await add_rule(s, rule("visit-text", VISIT_RULE, kind="follow_up", channel="sms"))
+        yes = {"email": True, "sms": True, "marketing": True}
+        ids = await post_events(
+            s,
+            [
+                profile("sam", T0 - timedelta(days=1), phone="+33 6 12 34 56 78", consent=yes),
+                profile("tom", T0 - timedelta(days=1), phone="+33 6 98 76 54 32"),
+                visit("sam", "v-1", T0),
+                visit("tom", "v-2", T0),
+            ],
+        )
+        await outreach_has_seen(s, ids)
+        await until_status(s, "sam", "visit-text", "sent")
+        [got] = provider.received
+        assert got.payload["to"] == "+33612345678"  # E.164, as providers take it
+        assert got.payload["customer_id"] == "sam"
+        assert got.payload["text"].startswith("Hello Sam")
+        assert await statuses(s, "tom") == {"visit-text": ("suppressed", "no_consent")}
+        await settled(world)
+        assert len(provider.received) == 1
+
+
 async def test_ten_concurrent_events_each_firing_a_rule_send_two(world: World) -> None:
     s = world.stack
     for p in range(1, 11):

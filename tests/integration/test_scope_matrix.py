@@ -55,6 +55,8 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         # Erasure starts here (an event every service applies); export gathers all three.
         ("DELETE", "/v1/customers/{customer_id}"): WRITE,
         ("GET", "/v1/customers/{customer_id}/export"): READ,
+        # A merge is an event every service applies, made by an operator.
+        ("POST", "/v1/customers/{customer_id}/merge"): WRITE,
     },
     "scoring": {
         **COMMON,
@@ -91,6 +93,7 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("POST", "/v1/rules/{rule_id}/preview"): (READ, MARKETING),
         ("POST", "/v1/rules/{rule_id}/backtest"): (READ, MARKETING),
         ("POST", "/v1/rules/backtest"): (READ, MARKETING),
+        ("POST", "/v1/templates/render"): (READ, MARKETING),
         ("POST", "/v1/rule-packs/default"): MARKETING,
         ("GET", "/v1/policy"): READ,
         ("PUT", "/v1/policy"): MARKETING,
@@ -346,4 +349,10 @@ async def test_readiness_names_its_dependencies(stack: Stack) -> None:
     for service in SERVICES:
         ready = await _client(stack, service).get("/readyz")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"database": True, "broker": True}
+        checks = ready.json()["checks"]
+        # The dependencies, then every background task the service supervises.
+        assert {"database", "broker"} <= set(checks)
+        assert all(name.startswith("task:") for name in set(checks) - {"database", "broker"})
+        assert all(checks.values()), checks
+        if service != "ingest":
+            assert checks["task:consumer"] is True

@@ -222,6 +222,77 @@ async def test_q_finds_name_email_or_phone_in_any_case_and_wildcards_are_literal
     assert await found(f"{shop.tag} ____") == []
 
 
+async def test_tag_finds_the_customers_whose_profile_has_it_exactly(
+    shared: tuple[httpx.AsyncClient, FastAPI, str],
+) -> None:
+    client, app, key = shared
+    shop = Shop(app, FixedClock(NOW), SCORED)
+    vip, vip_buyer, other, untagged, dropped = (shop.cid(n) for n in range(5))
+    day = NOW.date()
+    tag, other_tag = f"vip-{shop.tag}", f"newsletter-{shop.tag}"
+    await shop.apply(
+        profile(vip, NOW - timedelta(days=3), name=f"{shop.tag} a", tags=[other_tag, tag]),
+        order(vip_buyer, noon(day - timedelta(days=2)), "40.00"),
+        profile(vip_buyer, NOW - timedelta(days=3), name=f"{shop.tag} b", tags=[tag]),
+        profile(other, NOW - timedelta(days=3), name=f"{shop.tag} c", tags=[other_tag]),
+        profile(untagged, NOW - timedelta(days=3), name=f"{shop.tag} d"),
+        profile(dropped, NOW - timedelta(days=5), name=f"{shop.tag} e", tags=[tag]),
+        # The latest word wins: this customer's tags were replaced.
+        profile(dropped, NOW - timedelta(days=4), tags=[other_tag]),
+    )
+
+    async def tagged(value: str, **params: Any) -> set[str]:
+        return set(ids(await listing(client, key, tag=value, **params)))
+
+    assert await tagged(tag) == {vip, vip_buyer}
+    assert await tagged(other_tag) == {vip, other, dropped}
+    # Exactly the tag: not another case, not a part of it.
+    assert await tagged(tag.upper()) == set()
+    assert await tagged(f"vip-{shop.tag[:5]}") == set()
+    # With the other filters, all must hold.
+    assert await tagged(tag, stage="new") == {vip_buyer}
+    assert await tagged(tag, q=f"{shop.tag} a") == {vip}
+    # A later update that clears the tags takes the customer out.
+    await shop.apply(profile(vip, NOW - timedelta(days=1), tags=[]))
+    assert await tagged(tag) == {vip_buyer}
+
+    for bad in ("", "x" * 65):
+        resp = await client.get("/v1/customers", params={"tag": bad}, headers=auth(key))
+        assert resp.status_code == 422, bad
+        assert [e["field"] for e in resp.json()["errors"]] == ["query.tag"]
+
+
+async def test_name_sort_is_alphabetical_in_any_case_with_the_nameless_last(
+    shared: tuple[httpx.AsyncClient, FastAPI, str],
+) -> None:
+    client, app, key = shared
+    shop = Shop(app, FixedClock(NOW), Population())
+    tag = f"t-{shop.tag}"
+    names = ["carol", "Alice", "bob", "Dave", "alice"]
+    await shop.apply(
+        *(
+            profile(shop.cid(n), NOW - timedelta(days=1), name=name, tags=[tag])
+            for n, name in enumerate(names)
+        ),
+        profile(shop.cid(9), NOW - timedelta(days=1), tags=[tag]),  # no name
+    )
+    # Ties ("Alice", "alice") by id, in the same direction.
+    ascending = [shop.cid(n) for n in (1, 4, 2, 0, 3)] + [shop.cid(9)]
+    descending = [shop.cid(n) for n in (3, 0, 2, 4, 1)] + [shop.cid(9)]
+    for order_, expected in (("asc", ascending), ("desc", descending)):
+        assert ids(await listing(client, key, tag=tag, sort="name", order=order_)) == expected
+        walked: list[str] = []
+        params: dict[str, Any] = {"tag": tag, "sort": "name", "order": order_, "limit": 2}
+        while True:
+            resp = await client.get("/v1/customers", params=params, headers=auth(key))
+            assert resp.status_code == 200, resp.text
+            walked += ids(resp.json()["items"])
+            if resp.json()["next_cursor"] is None:
+                break
+            params["cursor"] = resp.json()["next_cursor"]
+        assert walked == expected, order_
+
+
 async def _sortable_customers(shop: Shop) -> None:
     """Buyers with distinct and with equal figures (ties), and prospects without any."""
     day = NOW.date()
@@ -408,7 +479,7 @@ async def own_stack(settings: CommonSettings) -> AsyncIterator[tuple[Stack, Fixe
         yield stack, clock
 
 
-async def test_history_follows_new_growing_declining_reactivated(
+async def test_history_follows_new_growing_declining_growing_churned_reactivated(
     own_stack: tuple[Stack, FixedClock],
 ) -> None:
     # Its own database: the sweep that moves the stage with time looks at every customer.
@@ -470,13 +541,34 @@ async def test_history_follows_new_growing_declining_reactivated(
         "transitions": steps,
     }
 
+    # An order while declining ends the slip: back to growing, not reactivated.
     clock.set(noon(d0 + timedelta(days=100)))
     await shop.apply(order(cid, clock.now() - timedelta(hours=1), "25.00"))
-    steps.append({"from_stage": "declining", "to_stage": "reactivated", "at": day(100)})
+    steps.append({"from_stage": "declining", "to_stage": "growing", "at": day(100)})
+    assert await history() == {
+        "customer_id": cid,
+        "stage": "growing",
+        "stage_since": day(100),
+        "transitions": steps,
+    }
+
+    # Own rhythm now 50 days (gaps 10 and 90): declining after 100 silent days, churned after
+    # 200; the sweep on day 310 records both.
+    clock.set(noon(d0 + timedelta(days=310)))
+    swept = await stack.scoring.post("/v1/ops/sweep", headers=auth(key))
+    assert swept.status_code == 200, swept.text
+    steps.append({"from_stage": "growing", "to_stage": "declining", "at": day(201)})
+    steps.append({"from_stage": "declining", "to_stage": "churned", "at": day(301)})
+    assert (await history())["transitions"] == steps
+
+    # Back after being lost: that is a reactivation.
+    clock.set(noon(d0 + timedelta(days=320)))
+    await shop.apply(order(cid, clock.now() - timedelta(hours=1), "30.00"))
+    steps.append({"from_stage": "churned", "to_stage": "reactivated", "at": day(320)})
     assert await history() == {
         "customer_id": cid,
         "stage": "reactivated",
-        "stage_since": day(100),
+        "stage_since": day(320),
         "transitions": steps,
     }
 

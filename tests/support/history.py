@@ -13,6 +13,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.kafka_read import partitions_of
+from shared.kafka_security import client_kwargs
+from shared.settings import CommonSettings
+from tests.support.kafka_io import kafka_settings
 
 # A card as compact as a decision can use: consent, a time zone, a stage.
 SMALL_CARD: dict[str, Any] = {
@@ -90,13 +93,12 @@ async def publish_visits(
         await producer.stop()
 
 
-async def skip_to_end(bootstrap: str, topic: str, group: str) -> None:
+async def skip_to_end(kafka: CommonSettings | str, topic: str, group: str) -> None:
     """Commit ``group``'s offsets at the end of ``topic``: a consumer of that group starts
     after the history (the live path is not what is measured)."""
-    partitions = await partitions_of(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
+    settings = kafka_settings(kafka)
+    partitions = await partitions_of(settings, topic)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)

@@ -7,10 +7,22 @@ import asyncio
 from aiokafka.structs import ConsumerRecord
 
 from shared.kafka_read import read_until_end
+from shared.settings import CommonSettings
 
 
-async def read_all(bootstrap: str, topic: str, timeout_ms: int = 10_000) -> list[ConsumerRecord]:
+def kafka_settings(target: CommonSettings | str) -> CommonSettings:
+    """Settings to reach ``target``: the deployment's own, or the environment's pointed at the
+    bootstrap address given (a plain-text broker of a test's own)."""
+    if isinstance(target, CommonSettings):
+        return target
+    return CommonSettings().model_copy(update={"kafka_bootstrap_servers": target})
+
+
+async def read_all(
+    kafka: CommonSettings | str, topic: str, timeout_ms: int = 10_000
+) -> list[ConsumerRecord]:
     """Every record now on ``topic``, from the beginning to the current end of each partition
     (a :class:`TimeoutError` when that takes longer than a few times ``timeout_ms``)."""
+    settings = kafka_settings(kafka)
     async with asyncio.timeout(timeout_ms * 6 / 1000):
-        return [r async for batch in read_until_end(bootstrap, topic) for r in batch]
+        return [r async for batch in read_until_end(settings, topic) for r in batch]

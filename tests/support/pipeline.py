@@ -136,19 +136,17 @@ async def nothing_in_flight(stack: Stack) -> bool:
 async def outreach_caught_up(stack: Stack, timeout: float = 30) -> None:
     """Until outreach's consumer group has committed every record now on the changes topic,
     i.e. applied it (offsets are committed only after the batch's transaction)."""
-    from aiokafka.admin import AIOKafkaAdminClient
 
     from shared.kafka_read import end_offsets
+    from shared.kafka_security import start_admin
     from shared.topics import Topics
 
     assert stack.outreach_app is not None
     topic = Topics.from_settings(stack.settings).changes
-    bootstrap = stack.settings.kafka_bootstrap_servers
-    end = await end_offsets(bootstrap, topic)
+    end = await end_offsets(stack.settings, topic)
     wanted = {tp: offset for tp, offset in end.items() if offset > 0}
     group = stack.outreach_app.state.consumer.group_id
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await start_admin(stack.settings)
     try:
 
         async def committed() -> bool:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from services.console.clients.api import ApiError
+from services.console.pages import channels
 from services.console.pages.jsondiff import diff_lines
 from services.console.pages.outcomes import chart_of, verdict_of
 from services.console.pages.policy import document, form_of, placed, posted_form
@@ -89,3 +90,12 @@ def test_a_diff_shows_only_the_changed_lines_with_their_context() -> None:
     ]
     assert diff_lines(before, before) == []
     assert all(x.kind == "added" for x in diff_lines(None, after))
+
+
+def test_the_channel_form_builds_an_sms_providers_config() -> None:
+    form = {**channels.EMPTY, "kind": "sms", "url": "https://sms.example/send", "sms_from": "Tend"}
+    assert channels.config_of(form) == {"url": "https://sms.example/send", "from": "Tend"}
+    # The email's sender is not the SMS sender, nor the other way round.
+    email = {**channels.EMPTY, "kind": "email", "sender": "Shop <a@shop.example>", "sms_from": "X"}
+    assert channels.config_of(email) == {"from": "Shop <a@shop.example>"}
+    assert channels.SMS_FIELDS["config.from"] == "sms_from"

@@ -83,6 +83,15 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("body.id", "string does not match", "rule_id"),
         ("body.conditions", "gt: unknown card field", "condition"),
         ("body.trigger.event.event", "Input should be", "trigger_event"),
+        ("body.trigger.stage.to.0", "Input should be", "stage_to"),
+        ("body.trigger.stage.entered_within_days", "Input should be", "entered_within_days"),
+        ("body.trigger.schedule.cron.expression", "not a five-field cron", "cron_expression"),
+        ("body.trigger.schedule.calendar.dates", "not MM-DD", "calendar_dates"),
+        ("body.trigger.schedule.calendar.name", "at least 1", "calendar_name"),
+        ("body.trigger.schedule.days_after.at", "a local time", "schedule_at"),
+        ("body.trigger.schedule.days_after.since", "not a date", "since"),
+        ("body.trigger.schedule.days_after", "give exactly one", "after_days"),
+        ("body.trigger", "does not match any of the tags", "trigger_type"),
         ("body.action.template", "subject: an email needs a subject", "subject"),
         ("body.action.template", "body: template syntax error", "body"),
         ("body.action.channel_id", "no such channel", "action_channel"),
@@ -96,9 +105,73 @@ def test_an_api_error_field_is_placed_at_its_control(field: str, reason: str, co
     assert field_of(field, reason) == control
 
 
-def test_only_event_rules_are_edited_in_the_form() -> None:
-    assert editable(STORED)
-    assert not editable({**STORED, "trigger": {"type": "stage", "to": ["churned"]}})
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        {"type": "stage", "from": ["mature"], "to": ["declining", "churned"]},
+        {"type": "stage", "from": [], "to": ["churned"], "entered_within_days": 30},
+        {"type": "schedule", "kind": "birthday", "at": "10:30"},
+        {"type": "schedule", "kind": "anniversary", "at": "09:00"},
+        {
+            "type": "schedule",
+            "kind": "days_after",
+            "since": "value.last_order_at",
+            "days": 45,
+            "at": "09:00",
+            "catch_up_days": 10,
+        },
+        {
+            "type": "schedule",
+            "kind": "days_after",
+            "since": "value.first_order_at",
+            "rhythm_multiple": 1.5,
+            "at": "08:00",
+        },
+        {
+            "type": "schedule",
+            "kind": "calendar",
+            "name": "Holidays",
+            "dates": ["12-24", "2027-01-01"],
+            "at": "09:00",
+        },
+        {"type": "schedule", "kind": "cron", "expression": "0 10 * * 1"},
+        {"type": "broadcast"},
+    ],
+)
+def test_every_trigger_type_is_edited_in_the_form(trigger: dict[str, Any]) -> None:
+    rule = {**STORED, "trigger": trigger}
+    assert editable(rule)
+    doc, errors = RuleForm.of_rule(rule).document()
+    assert errors == {}
+    assert doc["trigger"] == trigger
+    assert not editable({**STORED, "trigger": {"type": "webhook"}})
+
+
+def test_a_schedule_built_from_posted_fields() -> None:
+    posted = {
+        "trigger_type": "calendar",
+        "schedule_at": "09:30",
+        "calendar_name": "Sales",
+        "calendar_dates": "11-27, 12-26\n2027-01-02",
+        "after_days": "ignored by a calendar",
+    }
+    form = RuleForm.of_fields(lambda n: posted.get(n, ""), lambda n: [])
+    doc, errors = form.document()
+    assert errors == {}
+    assert doc["trigger"] == {
+        "type": "schedule",
+        "kind": "calendar",
+        "at": "09:30",
+        "name": "Sales",
+        "dates": ["11-27", "12-26", "2027-01-02"],
+    }
+    stage = {"trigger_type": "stage", "entered_within_days": "a month"}
+    form = RuleForm.of_fields(
+        lambda n: stage.get(n, ""), lambda n: ["churned"] if n == "stage_to" else []
+    )
+    doc, errors = form.document()
+    assert errors == {"entered_within_days": "a whole number of days"}
+    assert doc["trigger"]["to"] == ["churned"]
 
 
 def test_a_local_instant_is_sent_as_utc() -> None:

@@ -119,16 +119,36 @@ def test_silence_past_the_rhythm_is_declining_then_churned() -> None:
     )
 
 
-def test_buying_again_while_declining_is_reactivated() -> None:
-    state = orders(0, 70)
-    why = explain(state, day(75), BARE, S)
+def test_buying_again_while_declining_is_back_to_growing_not_reactivated() -> None:
+    # Declining from day 61 (more than 60 days silent); the order on day 70 ends the slip.
+    why = explain(orders(0, 70), day(75), BARE, S)
+    assert why.stage.value == "growing"
+    assert why.stage.reasons[0].code == "stage.rhythm"
+
+
+def test_buying_again_after_churning_is_reactivated() -> None:
+    # Churned from day 121 (more than 120 days silent); the order on day 200 wins them back.
+    state = orders(0, 200)
+    why = explain(state, day(205), BARE, S)
     assert why.stage.value == "reactivated"
     [reason] = why.stage.reasons
     assert reason.code == "stage.reactivated"
-    assert reason.facts["previous_stage"] == "declining"
+    assert reason.facts["previous_stage"] == "churned"
     assert reason.text == (
-        "bought again on 2030-03-12 while declining → reactivated for 30 days, until 2030-04-11"
+        "bought again on 2030-07-20 after churning → reactivated for 30 days, until 2030-08-19"
     )
+
+
+def test_a_frequent_buyer_is_not_declining_before_the_floor_and_says_so() -> None:
+    # Own rhythm 9 days: twice that is 18, but nobody is declining before 30 silent days.
+    state = orders(0, 9, 18, 27)
+    quiet = explain(state, day(27 + 21), BARE, S)
+    assert quiet.stage.value == "mature"
+    assert quiet.stage.reasons[0].facts["declining_after_days"] == 30
+    assert "within the 30 days (never before 30: 2× their own 9-day rhythm is shorter" in (
+        quiet.stage.reasons[0].text
+    )
+    assert explain(state, day(27 + 31), BARE, S).stage.value == "declining"
 
 
 def test_a_regular_buyer_on_their_own_rhythm_is_mature() -> None:

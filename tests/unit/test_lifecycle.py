@@ -67,10 +67,12 @@ def at(
     return stage_at([d(n) for n in days], d(as_of), pop_gap, settings)
 
 
-def history(days: list[int], until: int, pop_gap: float = POP_GAP) -> list[tuple[str, str, int]]:
+def history(
+    days: list[int], until: int, pop_gap: float = POP_GAP, settings: ScoringSettings = S
+) -> list[tuple[str, str, int]]:
     return [
         (t.from_stage.value, t.to_stage.value, (t.at - D0).days)
-        for t in transitions([d(n) for n in days], d(until), pop_gap, S)
+        for t in transitions([d(n) for n in days], d(until), pop_gap, settings)
     ]
 
 
@@ -87,13 +89,16 @@ def test_first_purchase_is_new_until_declining() -> None:
 
 
 def test_new_lasts_at_least_new_days_even_with_a_short_population_rhythm() -> None:
-    # Population rhythm 5 days would make a one-time buyer declining after 10 days.
-    assert at([0], 29, pop_gap=5).stage is Stage.NEW
-    # After it they are past the decline line; churn waits for the 90-day floor.
-    assert at([0], 30, pop_gap=5) == StageInfo(Stage.DECLINING, d(30), midnight(d(91)))
-    assert history([0], 100, pop_gap=5) == [
+    # Population rhythm 5 days would make a one-time buyer declining after 10 days; the
+    # decline floor (more than 30 silent days) already holds them past the 30 new days.
+    assert at([0], 30, pop_gap=5).stage is Stage.NEW
+    assert at([0], 31, pop_gap=5) == StageInfo(Stage.DECLINING, d(31), midnight(d(91)))
+    # A longer new_days holds them longer still; churn waits for the 90-day floor.
+    long_new = ScoringSettings(new_days=45)
+    assert at([0], 44, pop_gap=5, settings=long_new).stage is Stage.NEW
+    assert history([0], 100, pop_gap=5, settings=long_new) == [
         ("prospect", "new", 0),
-        ("new", "declining", 30),
+        ("new", "declining", 45),
         ("declining", "churned", 91),
     ]
 
@@ -107,9 +112,10 @@ def test_population_rhythm_until_three_purchase_days() -> None:
     # 30 days is: declining after 60 silent days, not 10.
     assert at([0, 5], 5).next_transition_at == midnight(d(66))
     assert at([0, 5], 20).stage is Stage.GROWING
-    # A third purchase day gives them their own rhythm of 5 days: declining after 10.
-    assert at([0, 5, 10], 10).next_transition_at == midnight(d(21))
-    assert at([0, 5, 10], 21).stage is Stage.DECLINING
+    # A third purchase day gives them their own rhythm of 5 days: 2 x 5 is under the decline
+    # floor, so declining after 30 silent days (the population's rhythm would say 60).
+    assert at([0, 5, 10], 10).next_transition_at == midnight(d(41))
+    assert at([0, 5, 10], 41).stage is Stage.DECLINING
 
 
 def test_same_day_purchases_are_one_purchase_day_and_order_does_not_matter() -> None:
@@ -118,7 +124,7 @@ def test_same_day_purchases_are_one_purchase_day_and_order_does_not_matter() -> 
 
 def test_four_purchases_on_rhythm_are_mature() -> None:
     info = at([0, 10, 20, 30], 35)
-    assert info == StageInfo(Stage.MATURE, d(30), midnight(d(51)))
+    assert info == StageInfo(Stage.MATURE, d(30), midnight(d(61)))
     assert history([0, 10, 20, 30], 35) == [
         ("prospect", "new", 0),
         ("new", "growing", 10),
@@ -127,10 +133,34 @@ def test_four_purchases_on_rhythm_are_mature() -> None:
 
 
 def test_off_rhythm_purchase_is_not_mature() -> None:
-    # Gaps 10, 10, 18: rhythm 10, and 18 > 1.5 x 10.
-    assert at([0, 10, 20, 38], 40).stage is Stage.GROWING
+    # Gaps 20, 20, 36: rhythm 20, and 36 > 1.5 x 20 (and more than the 30-day decline floor).
+    assert at([0, 20, 40, 76], 80).stage is Stage.GROWING
     # Back on rhythm at the next purchase.
-    assert at([0, 10, 20, 38, 48], 50).stage is Stage.MATURE
+    assert at([0, 20, 40, 76, 96], 100).stage is Stage.MATURE
+
+
+def test_a_nine_day_buyer_who_pauses_three_weeks_keeps_their_stage() -> None:
+    # Own rhythm 9 days: 2 x 9 = 18 silent days used to make them declining, and the next
+    # order reactivated; a three-week pause is no lapse (the decline floor is 30 days).
+    days = [0, 9, 18, 27, 36]
+    assert at(days, 36 + 21) == StageInfo(Stage.MATURE, d(27), midnight(d(36 + 31)))
+    # The order that ends the pause keeps them mature (a gap too short to be declining is not
+    # off rhythm either), and the year of such a rhythm has no stage move at all.
+    assert at([*days, 36 + 21], 36 + 21).stage is Stage.MATURE
+    year = [0, 9, 18, 27, 36, 57, 66, 75, 84, 105, 114, 123, 144, 153, 162, 171, 192, 201]
+    assert year[-1] - year[0] < 365 and max(b - a for a, b in pairwise(year)) == 21
+    assert history(year, 210) == [
+        ("prospect", "new", 0),
+        ("new", "growing", 9),
+        ("growing", "mature", 27),
+    ]
+
+
+def test_the_decline_floor_is_a_setting() -> None:
+    days = [0, 9, 18, 27, 36]
+    eager = ScoringSettings(decline_min_days=10)
+    assert at(days, 36 + 18, settings=eager).stage is Stage.MATURE
+    assert at(days, 36 + 19, settings=eager).stage is Stage.DECLINING
 
 
 def test_declining_after_twice_the_rhythm_then_churned_after_four_times() -> None:
@@ -147,18 +177,41 @@ def test_declining_after_twice_the_rhythm_then_churned_after_four_times() -> Non
 
 def test_a_weekly_buyer_who_pauses_five_weeks_is_declining_not_churned() -> None:
     days = [0, 7, 14, 21, 28]  # rhythm 7: four rhythms would be 28 days
-    assert at(days, 28 + 35) == StageInfo(Stage.DECLINING, d(43), midnight(d(28 + 91)))
+    # Declining after more than 30 silent days (the floor: two rhythms would be 14).
+    assert at(days, 28 + 35) == StageInfo(Stage.DECLINING, d(28 + 31), midnight(d(28 + 91)))
     # Nobody is churned before the churn floor (90 silent days), whatever their rhythm.
     assert at(days, 28 + 90).stage is Stage.DECLINING
     assert at(days, 28 + 91).stage is Stage.CHURNED
-    # Buying again after the pause is a reactivation from declining, not from churned.
-    assert history([*days, 28 + 40], 28 + 40)[-1] == ("declining", "reactivated", 68)
+    # Buying again after the pause ends the slip: they were declining, never lost, so they
+    # are back to the stage the purchase gives them (the 40-day gap is off rhythm: growing).
+    assert history([*days, 28 + 40], 28 + 40)[-2:] == [
+        ("mature", "declining", 59),
+        ("declining", "growing", 68),
+    ]
 
 
 def test_the_churn_floor_is_a_setting() -> None:
     days = [0, 7, 14, 21, 28]
-    quick = ScoringSettings(churn_min_days=20)
+    quick = ScoringSettings(churn_min_days=20, decline_min_days=5, churn_after_decline_min_days=5)
+    assert at(days, 28 + 28, settings=quick).stage is Stage.DECLINING
     assert at(days, 28 + 29, settings=quick).stage is Stage.CHURNED
+
+
+def test_churn_never_follows_declining_by_less_than_the_margin() -> None:
+    days = [0, 7, 14, 21, 28]
+    # A churn floor of 40 days would leave a 9-day declining spell after the 30-day decline
+    # floor; churn waits until 30 days after declining began instead.
+    low_floor = ScoringSettings(churn_min_days=40)
+    assert history(days, 28 + 100, settings=low_floor)[-2:] == [
+        ("mature", "declining", 28 + 31),
+        ("declining", "churned", 28 + 61),
+    ]
+
+
+def test_a_declining_spell_the_cap_would_cut_short_is_skipped() -> None:
+    days = [0, 170, 340]  # rhythm 170: declining after 340 days would last 25 days to the cap
+    assert at(days, 340 + 365, pop_gap=170).stage is Stage.GROWING
+    assert history(days, 340 + 400, pop_gap=170)[-1] == ("growing", "churned", 340 + 366)
 
 
 def test_churned_after_365_days_when_four_rhythms_is_longer() -> None:
@@ -175,11 +228,26 @@ def test_rhythm_so_long_that_the_cap_comes_first_skips_declining() -> None:
     assert history(days, 800, pop_gap=200)[-1] == ("growing", "churned", 766)
 
 
-def test_purchase_while_declining_or_churned_is_a_reactivation() -> None:
-    # Declining from day 81 (20 + 61); buying on day 90 reactivates.
-    assert at([0, 20, 90], 90) == StageInfo(Stage.REACTIVATED, d(90), midnight(d(120)))
-    # Churned from day 141; buying on day 200 reactivates too.
-    assert at([0, 20, 200], 200).stage is Stage.REACTIVATED
+def test_purchase_while_declining_returns_to_the_stage_before_it() -> None:
+    # Declining from day 81 (20 + 61); buying on day 90 makes them growing again, as the
+    # purchase rules say for a repeat buyer: not reactivated, they were never lost.
+    assert at([0, 20, 90], 90) == StageInfo(Stage.GROWING, d(90), midnight(d(181)))
+    assert history([0, 20, 90], 90)[-2:] == [
+        ("growing", "declining", 81),
+        ("declining", "growing", 90),
+    ]
+    # A mature customer back on rhythm is mature again.
+    days = [0, 20, 40, 60, 121, 141]
+    assert history(days, 141)[-3:] == [
+        ("mature", "declining", 101),
+        ("declining", "growing", 121),
+        ("growing", "mature", 141),
+    ]
+
+
+def test_purchase_after_churn_is_a_reactivation() -> None:
+    # Churned from day 141; buying on day 200 wins them back.
+    assert at([0, 20, 200], 200) == StageInfo(Stage.REACTIVATED, d(200), midnight(d(230)))
     assert history([0, 20, 200], 200)[-3:] == [
         ("growing", "declining", 81),
         ("declining", "churned", 141),
@@ -187,36 +255,49 @@ def test_purchase_while_declining_or_churned_is_a_reactivation() -> None:
     ]
 
 
-def test_gap_exactly_at_the_decline_line_is_not_a_reactivation() -> None:
+def test_gap_exactly_at_the_decline_line_finds_them_in_their_stage() -> None:
     # 60 silent days is not "more than 2 x 30": the purchase on day 80 finds them growing.
-    assert at([0, 20, 80], 80).stage is Stage.GROWING
-    assert at([0, 20, 81], 81).stage is Stage.REACTIVATED
+    assert history([0, 20, 80], 80)[-1] == ("new", "growing", 20)
+    # One day later they had slipped into declining at that midnight; the purchase ends it.
+    assert history([0, 20, 81], 81)[-2:] == [
+        ("growing", "declining", 81),
+        ("declining", "growing", 81),
+    ]
+    # Likewise at the churn line: 120 silent days is not churned, 121 is.
+    assert at([0, 20, 140], 140).stage is Stage.GROWING
+    assert at([0, 20, 141], 141).stage is Stage.REACTIVATED
 
 
 def test_reactivated_holds_thirty_days_then_the_usual_rules() -> None:
-    days = [0, 20, 90]
-    assert at(days, 119).stage is Stage.REACTIVATED
-    # Three purchase days (gaps 20 and 70: rhythm 45), so the decline line is 90 + 91.
-    assert at(days, 120) == StageInfo(Stage.GROWING, d(120), midnight(d(181)))
+    days = [0, 20, 200]
+    assert at(days, 229).stage is Stage.REACTIVATED
+    # Three purchase days (gaps 20 and 180: rhythm 100), so the decline line is 200 + 201.
+    assert at(days, 230) == StageInfo(Stage.GROWING, d(230), midnight(d(401)))
 
 
 def test_purchases_during_reactivation_keep_it_until_it_expires() -> None:
-    days = [0, 20, 90, 95, 100]
-    assert at(days, 100) == StageInfo(Stage.REACTIVATED, d(90), midnight(d(120)))
-    # Four purchase days, the latest 5 days after the one before (rhythm 12.5): mature.
-    assert at(days, 120) == StageInfo(Stage.MATURE, d(120), midnight(d(126)))
+    days = [0, 20, 200, 205, 210]
+    assert at(days, 210) == StageInfo(Stage.REACTIVATED, d(200), midnight(d(230)))
+    # Four purchase days, the latest 5 days after the one before (rhythm 12.5): mature, and
+    # declining after the 30-day floor from the last purchase.
+    assert at(days, 230) == StageInfo(Stage.MATURE, d(230), midnight(d(241)))
 
 
 def test_reactivation_expires_into_the_stage_the_silence_has_reached() -> None:
-    # Own rhythm 5 days; reactivated on day 100, silent since: 2 x 5 = 10 days is long past at
-    # the expiry on day 130, so the usual rules say declining, and churned at the floor.
-    days = [0, 5, 10, 15, 100]
-    assert at(days, 129).stage is Stage.REACTIVATED
-    assert at(days, 130) == StageInfo(Stage.DECLINING, d(130), midnight(d(191)))
-    assert history(days, 200)[-3:] == [
-        ("declining", "reactivated", 100),
-        ("reactivated", "declining", 130),
-        ("declining", "churned", 191),
+    # Own rhythm 5 days; churned on day 106 (15 + 91), reactivated on day 120 for 45 days
+    # (a setting): silent since, past the 30-day decline floor at the expiry on day 165, so
+    # the usual rules say declining, and churned 90 days after the purchase.
+    long_welcome = ScoringSettings(reactivated_days=45)
+    days = [0, 5, 10, 15, 120]
+    assert at(days, 164, settings=long_welcome).stage is Stage.REACTIVATED
+    assert at(days, 165, settings=long_welcome) == StageInfo(
+        Stage.DECLINING, d(165), midnight(d(211))
+    )
+    assert history(days, 250, settings=long_welcome)[-4:] == [
+        ("declining", "churned", 106),
+        ("churned", "reactivated", 120),
+        ("reactivated", "declining", 165),
+        ("declining", "churned", 211),
     ]
 
 
@@ -236,18 +317,27 @@ def test_transitions_end_where_stage_at_stands() -> None:
     assert log[-1].at == at(days, 400).since
 
 
+# The defaults, and floors low enough that the rhythm alone decides (and the cap cuts in).
+SETTINGS = (
+    S,
+    ScoringSettings(decline_min_days=1, churn_after_decline_min_days=1, churn_min_days=20),
+    ScoringSettings(churn_max_days=120, churn_after_decline_min_days=45),
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     offsets=st.lists(st.integers(0, 900), max_size=12),
     as_of=st.integers(0, 1000),
     pop_gap=st.floats(1.0, 200.0),
+    chosen=st.sampled_from(SETTINGS),
 )
 def test_next_transition_is_exactly_when_the_stage_moves(
-    offsets: list[int], as_of: int, pop_gap: float
+    offsets: list[int], as_of: int, pop_gap: float, chosen: ScoringSettings
 ) -> None:
     days = [d(n) for n in offsets]
-    info = stage_at(days, d(as_of), pop_gap, S)
-    log = transitions(days, d(as_of), pop_gap, S)
+    info = stage_at(days, d(as_of), pop_gap, chosen)
+    log = transitions(days, d(as_of), pop_gap, chosen)
     assert info.stage is (log[-1].to_stage if log else Stage.PROSPECT)
     assert info.since == (log[-1].at if log else None)
     if info.next_transition_at is None:
@@ -257,5 +347,27 @@ def test_next_transition_is_exactly_when_the_stage_moves(
     assert moves_on > d(as_of)
     # Only time passes (no purchase in between): the stage holds until that day, then moves.
     if not any(as_of < n <= (moves_on - D0).days for n in offsets):
-        assert stage_at(days, moves_on - timedelta(days=1), pop_gap, S).stage is info.stage
-        assert stage_at(days, moves_on, pop_gap, S).stage is not info.stage
+        assert stage_at(days, moves_on - timedelta(days=1), pop_gap, chosen).stage is info.stage
+        assert stage_at(days, moves_on, pop_gap, chosen).stage is not info.stage
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offsets=st.lists(st.integers(0, 900), max_size=12),
+    pop_gap=st.floats(1.0, 200.0),
+    chosen=st.sampled_from(SETTINGS),
+)
+def test_only_the_churned_are_reactivated_and_no_declining_spell_is_cut_short(
+    offsets: list[int], pop_gap: float, chosen: ScoringSettings
+) -> None:
+    log = transitions([d(n) for n in offsets], d(1300), pop_gap, chosen)
+    for before, move in pairwise(log):
+        if move.to_stage is Stage.REACTIVATED:
+            assert move.from_stage is Stage.CHURNED
+        if before.to_stage is Stage.DECLINING and move.to_stage is Stage.CHURNED:
+            assert (move.at - before.at).days >= chosen.churn_after_decline_min_days
+    assert all(
+        t.from_stage is not Stage.DECLINING
+        or t.to_stage in (Stage.CHURNED, Stage.GROWING, Stage.MATURE)
+        for t in log
+    )

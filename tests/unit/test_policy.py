@@ -370,6 +370,8 @@ def test_candidates_from_the_default_pack() -> None:
     pack = {r.id: r for r in default_pack()}
     care = Candidate.of(pack["care-key-quiet"])
     assert (care.kind, care.channel, care.limits.not_contacted_days) == ("care", "webhook", 60)
+    # Its text asks the team for a personal call: it goes to the team, not the customer.
+    assert care.audience == "team"
     winback = Candidate.of(Match(pack["winback-churned"], "c1", "change-1"))
     assert (winback.rule_id, winback.priority) == ("winback-churned", 60)
 

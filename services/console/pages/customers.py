@@ -33,7 +33,8 @@ async def customers(
     tier: Many = None,
     segment: Many = None,
     strategy: Many = None,
-    sort: Literal["value", "clv", "p_alive", "last_order"] = "value",
+    tag: Annotated[str, Query(max_length=64)] = "",
+    sort: Literal["value", "clv", "p_alive", "last_order", "name"] = "value",
     order: Literal["desc", "asc"] = "desc",
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Response:
@@ -44,11 +45,13 @@ async def customers(
         "segment": _kept(segment, Segment),
         "strategy": _kept(strategy, Strategy),
     }
-    q = q.strip()
+    q, tag = q.strip(), tag.strip()
     params: list[tuple[str, Any]] = [("limit", PAGE), ("sort", sort), ("order", order)]
     params += [(name, v) for name, values in chosen.items() for v in values]
     if q:
         params.append(("q", q))
+    if tag:
+        params.append(("tag", tag))
     if cursor:
         params.append(("cursor", cursor))
     page = await fetch(api.get("scoring", "/v1/customers", params))
@@ -60,8 +63,9 @@ async def customers(
     items = (page.value or {}).get("items", [])
     if exact is not None:
         items = [i for i in items if i["customer_id"] != exact["customer_id"]]
+    # Every choice travels with the next page's link, so paging keeps the filter and sort.
     filters = [(k, v) for k, vs in chosen.items() for v in vs] + ([("q", q)] if q else [])
-    filters += [("sort", sort), ("order", order)]
+    filters += ([("tag", tag)] if tag else []) + [("sort", sort), ("order", order)]
     return render(
         request,
         "customers.html",
@@ -69,6 +73,7 @@ async def customers(
         title="Customers · Tend",
         nav="customers",
         q=q,
+        tag=tag,
         chosen=chosen,
         sort=sort,
         order=order,
@@ -77,6 +82,7 @@ async def customers(
             "clv": "predicted value",
             "p_alive": "still active",
             "last_order": "last order",
+            "name": "name",
         },
         options={"stage": Stage, "tier": Tier, "segment": Segment, "strategy": Strategy},
         page=page,

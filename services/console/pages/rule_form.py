@@ -1,33 +1,22 @@
 """A rule as the editor's form holds it, and the JSON document outreach takes.
 
-The form builds an event-triggered rule: the event, one condition (or a JSON expression),
-the action's kind, channel and template, a cooldown and a priority. Outreach judges the rule;
-its 422 names fields (``body.action.template``), which :func:`field_of` places next to the
-form's own control.
+The form builds a rule of any trigger (:mod:`.rule_trigger`), one condition (or a JSON
+expression), the action's kind, channel and template, a cooldown and a priority. Outreach
+judges the rule; its 422 names fields (``body.action.template``), which :func:`field_of`
+places next to the form's own control.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.events import EventType
+from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
 
-# Events a rule may fire on (outreach refuses the others: an erased or unsubscribed customer
-# is not contacted).
-EVENTS = [
-    e.value
-    for e in EventType
-    if e
-    not in (
-        EventType.CUSTOMER_ERASED,
-        EventType.CUSTOMER_UNSUBSCRIBED,
-        EventType.CUSTOMER_RESUBSCRIBED,
-    )
-]
 KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"]
-CHANNELS = ["email", "webhook"]
+CHANNELS = ["email", "sms", "webhook"]
 OPERATORS = {
     "eq": "equals",
     "ne": "does not equal",
@@ -43,7 +32,19 @@ FIELDS = [
     "rule_id",
     "name",
     "description",
+    "trigger_type",
     "trigger_event",
+    "stage_from",
+    "stage_to",
+    "entered_within_days",
+    "schedule_at",
+    "since",
+    "after_days",
+    "rhythm_multiple",
+    "catch_up_days",
+    "calendar_name",
+    "calendar_dates",
+    "cron_expression",
     "condition",
     "action_kind",
     "action_channel",
@@ -53,6 +54,7 @@ FIELDS = [
     "priority",
     "preview_at",
     "backtest_days",
+    "render_customer",
 ]
 
 
@@ -61,7 +63,7 @@ class RuleForm:
     rule_id: str = ""
     name: str = ""
     description: str = ""
-    trigger_event: str = "order.paid"
+    trigger: TriggerForm = field(default_factory=TriggerForm)
     cond_field: str = ""
     cond_op: str = "gt"
     cond_value: str = ""
@@ -77,12 +79,14 @@ class RuleForm:
     # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
     preview_at: str = ""
     backtest_days: str = "30"
+    # Whose card the template is rendered on (the editor's "as this customer would get it").
+    render_customer: str = ""
     # Fields of the stored rule the form does not edit, kept as they were.
     kept: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of_fields(cls, get: Any) -> RuleForm:
-        """The form from posted fields (``get(name) -> str``)."""
+    def of_fields(cls, get: Callable[[str], str], get_all: Callable[[str], list[str]]) -> RuleForm:
+        """The form from posted fields (``get(name) -> str``, ``get_all(name) -> [str]``)."""
         kept_text = get("kept")
         try:
             kept = json.loads(kept_text) if kept_text else {}
@@ -92,7 +96,7 @@ class RuleForm:
             rule_id=get("rule_id"),
             name=get("name"),
             description=get("description"),
-            trigger_event=get("trigger_event"),
+            trigger=TriggerForm.of_fields(get, get_all),
             cond_field=get("cond_field"),
             cond_op=get("cond_op"),
             cond_value=get("cond_value"),
@@ -107,12 +111,13 @@ class RuleForm:
             enabled=get("enabled") == "on",
             preview_at=get("preview_at"),
             backtest_days=get("backtest_days") or "30",
+            render_customer=get("render_customer"),
             kept=kept if isinstance(kept, dict) else {},
         )
 
     @classmethod
     def of_rule(cls, rule: dict[str, Any]) -> RuleForm:
-        """The form of a stored event rule (:func:`editable` says whether it is one)."""
+        """The form of a stored rule (:func:`editable` says whether the form can hold it)."""
         action = rule.get("action", {})
         template = action.get("template", {})
         limits = rule.get("limits") or {}
@@ -120,7 +125,6 @@ class RuleForm:
             rule_id=rule["id"],
             name=rule.get("name", ""),
             description=rule.get("description", ""),
-            trigger_event=rule["trigger"].get("event", ""),
             action_kind=action.get("kind", ""),
             action_channel=action.get("channel", ""),
             subject=template.get("subject", ""),
@@ -136,8 +140,7 @@ class RuleForm:
             form.cond_op, form.cond_field, form.cond_value = simple
         elif conditions:
             form.conditions_json = json.dumps(conditions, indent=2)
-        filters = rule["trigger"].get("filters")
-        trigger_extra = {"filters": filters} if filters else {}
+        form.trigger, trigger_extra = TriggerForm.of_trigger(rule["trigger"])
         action_extra = {k: v for k, v in action.items() if k not in ("kind", "channel", "template")}
         limits_extra = {k: v for k, v in limits.items() if k not in ("cooldown_days", "once")}
         rest = {
@@ -167,13 +170,13 @@ class RuleForm:
     def document(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The rule document outreach takes, and the form's own errors (fields it cannot
         even put into the document)."""
-        errors: dict[str, str] = {}
         kept = dict(self.kept)
+        trigger, errors = self.trigger.document(kept.pop("trigger", {}))
         doc: dict[str, Any] = {
             "id": self.rule_id,
             "name": self.name,
             "description": self.description,
-            "trigger": {"type": "event", "event": self.trigger_event, **kept.pop("trigger", {})},
+            "trigger": trigger,
             "action": {
                 "kind": self.action_kind,
                 "channel": self.action_channel,
@@ -247,8 +250,9 @@ def _simple(conditions: Any) -> tuple[str, str, str] | None:
 
 
 def editable(rule: dict[str, Any]) -> bool:
-    """The form edits event-triggered rules; the others are shown as JSON."""
-    return bool(rule.get("trigger", {}).get("type") == "event")
+    """The form edits a rule of every trigger type outreach knows; another (a document from
+    a newer outreach) is shown as JSON."""
+    return rule.get("trigger", {}).get("type") in ("event", "stage", "schedule", "broadcast")
 
 
 def field_of(api_field: str, reason: str) -> str:
@@ -266,6 +270,10 @@ def field_of(api_field: str, reason: str) -> str:
         "action.template.subject": "subject",
         "action.template.body": "body",
         "limits.cooldown_days": "cooldown_days",
+        # The render of the template on a customer (POST /v1/templates/render).
+        "template.subject": "subject",
+        "template.body": "body",
+        "customer_id": "render_customer",
     }
     if path in exact:
         return exact[path]
@@ -273,8 +281,8 @@ def field_of(api_field: str, reason: str) -> str:
         return "preview_at"
     if path in ("query.days",):
         return "backtest_days"
-    if path.startswith("trigger"):
-        return "trigger_event"
+    if path == "trigger" or path.startswith("trigger."):
+        return trigger_field_of(path)
     if path.startswith("conditions"):
         return "condition"
     if path.startswith("action.template"):

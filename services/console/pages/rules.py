@@ -1,5 +1,6 @@
-"""Rules: the list with status and outcome figures, and an editor for event-triggered rules
-(preview before saving, the API's field errors next to the field, enable and disable)."""
+"""Rules: the list with status and outcome figures, and an editor for rules of every trigger
+(preview, backtest and the message rendered on a real customer before saving, the API's field
+errors next to the field, enable and disable)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from starlette.responses import Response
 from services.console.clients.api import ApiError
 from services.console.pages.rule_form import (
     CHANNELS,
-    EVENTS,
     KINDS,
     OPERATORS,
     RuleForm,
@@ -23,6 +23,7 @@ from services.console.pages.rule_form import (
     field_of,
     instant_param,
 )
+from services.console.pages.rule_trigger import EVENTS, STAGES, TRIGGERS
 from services.console.pages.web import (
     CheckedPost,
     Refused,
@@ -96,6 +97,7 @@ def _editor(
     preview: dict[str, Any] | None = None,
     backtest: dict[str, Any] | None = None,
     stored: dict[str, Any] | None = None,
+    rendered: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> Response:
     return render(
@@ -112,7 +114,10 @@ def _editor(
         preview=preview,
         backtest=backtest,
         stored=stored,
+        rendered=rendered,
         events=EVENTS,
+        triggers=TRIGGERS,
+        stages=STAGES,
         kinds=KINDS,
         channels=CHANNELS,
         operators=OPERATORS,
@@ -223,42 +228,77 @@ def _placed(error: ApiError) -> tuple[dict[str, list[str]], list[str]]:
     return by_field, general
 
 
+def _not_accepted(
+    request: Request, session: Session, form: RuleForm, is_new: bool, error: ApiError
+) -> Response:
+    """The editor again, with the API's errors next to the fields they name."""
+    by_field, general = _placed(error)
+    return _editor(
+        request,
+        session,
+        form,
+        is_new=is_new,
+        errors=by_field,
+        general=general,
+        status_code=error.status,
+    )
+
+
+async def _rendered(request: Request, session: Session, form: RuleForm) -> dict[str, Any]:
+    """The form's template (and the rule's offer) rendered on the customer it names."""
+    offer = form.kept.get("action", {}).get("offer")
+    rendered: dict[str, Any] = await caller(request, session).post(
+        "outreach",
+        "/v1/templates/render",
+        json={
+            "customer_id": form.render_customer,
+            "template": {"subject": form.subject, "body": form.body},
+            "offer": offer,
+        },
+    )
+    return rendered
+
+
 @router.post("/rules/edit", include_in_schema=False)
 async def submit_rule(request: Request, posted: CheckedPost) -> Response:
-    """Preview or save the rule of the editor's form (``intent``)."""
+    """Preview, backtest, render on a customer or save the rule of the editor's form
+    (``intent``)."""
     session = posted.session
-    form = RuleForm.of_fields(posted.text)
+    form = RuleForm.of_fields(posted.text, posted.texts)
     is_new = posted.text("is_new") == "1"
     intent = posted.text("intent")
+    api = caller(request, session)
+    if intent == "render":
+        # Only the template and the customer matter: the rest of the form may be unfinished.
+        if not form.render_customer:
+            errors = {"render_customer": ["the id of a customer to render the message for"]}
+            return _editor(request, session, form, is_new=is_new, errors=errors, status_code=422)
+        try:
+            rendered = await _rendered(request, session, form)
+        except ApiError as e:
+            if e.status == 404:
+                errors = {"render_customer": [e.message]}
+                return _editor(
+                    request, session, form, is_new=is_new, errors=errors, status_code=404
+                )
+            if e.status not in (400, 422):
+                raise
+            return _not_accepted(request, session, form, is_new, e)
+        return _editor(request, session, form, is_new=is_new, rendered=rendered)
     doc, own_errors = form.document()
     if own_errors:
         errors = {k: [v] for k, v in own_errors.items()}
         return _editor(request, session, form, is_new=is_new, errors=errors, status_code=422)
-    api = caller(request, session)
-    if intent == "save":
-        need(session, MARKETING_WRITE, "change rules")
-        try:
+    try:
+        if intent == "save":
+            need(session, MARKETING_WRITE, "change rules")
             if is_new:
                 await api.post("outreach", "/v1/rules", json=doc)
             else:
                 await api.put("outreach", f"/v1/rules/{quote(form.rule_id, safe='')}", json=doc)
-        except ApiError as e:
-            if e.status not in (400, 404, 409, 422):
-                raise
-            by_field, general = _placed(e)
-            return _editor(
-                request,
-                session,
-                form,
-                is_new=is_new,
-                errors=by_field,
-                general=general,
-                status_code=e.status,
-            )
-        return RedirectResponse(f"/rules?saved={quote(form.rule_id, safe='')}", status_code=303)
-    # A dry run: a preview (the default) of who the rule would reach now or at an instant,
-    # or a backtest over the recorded past; nothing is saved or sent.
-    try:
+            return RedirectResponse(f"/rules?saved={quote(form.rule_id, safe='')}", status_code=303)
+        # A dry run: a preview (the default) of who the rule would reach now or at an
+        # instant, or a backtest over the recorded past; nothing is saved or sent.
         if intent == "backtest":
             result = await api.post(
                 "outreach", "/v1/rules/backtest", json=doc, params={"days": form.backtest_days}
@@ -269,18 +309,10 @@ async def submit_rule(request: Request, posted: CheckedPost) -> Response:
             "outreach", "/v1/rules/preview", json=doc, params={"at": at} if at else None
         )
     except ApiError as e:
-        if e.status not in (400, 422):
+        # A save may also meet a rule that exists (409) or is gone (404).
+        if e.status not in ((400, 404, 409, 422) if intent == "save" else (400, 422)):
             raise
-        by_field, general = _placed(e)
-        return _editor(
-            request,
-            session,
-            form,
-            is_new=is_new,
-            errors=by_field,
-            general=general,
-            status_code=e.status,
-        )
+        return _not_accepted(request, session, form, is_new, e)
     return _editor(request, session, form, is_new=is_new, preview=result)
 
 

@@ -72,6 +72,10 @@ class Posted:
         value = self.form.get(name)
         return value.strip() if isinstance(value, str) else ""
 
+    def texts(self, name: str) -> list[str]:
+        """Every value posted under ``name`` (checkboxes, a multiple select), non-empty."""
+        return [v.strip() for v in self.form.getlist(name) if isinstance(v, str) and v.strip()]
+
 
 async def _posted(request: Request) -> Posted:
     session = sessions(request).open(request.cookies.get(COOKIE))

@@ -19,3 +19,23 @@
   document.addEventListener("DOMContentLoaded", function () { localize(document); });
   document.addEventListener("htmx:afterSwap", function (e) { localize(e.target); });
 })();
+
+// The rule editor shows the controls of the trigger chosen; without scripts all are shown, and
+// the console reads only the chosen trigger's.
+(function () {
+  "use strict";
+  function showTrigger() {
+    var choice = document.getElementById("trigger_type");
+    if (!choice) return;
+    var parts = document.querySelectorAll(".trigger-part[data-trigger]");
+    for (var i = 0; i < parts.length; i++) {
+      var types = parts[i].getAttribute("data-trigger").split(" ");
+      parts[i].hidden = types.indexOf(choice.value) < 0;
+    }
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    showTrigger();
+    var choice = document.getElementById("trigger_type");
+    if (choice) choice.addEventListener("change", showTrigger);
+  });
+})();

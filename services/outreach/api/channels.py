@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.api.deps import Outreach
 from services.outreach.core import netguard
-from services.outreach.core.channels import EmailConfig, WebhookConfig
+from services.outreach.core.channels import HTTP_KINDS, EmailConfig, SmsConfig, WebhookConfig
 from services.outreach.schemas import ChannelCreated, ChannelIn, ChannelOut, ChannelUpdate
 from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.shell.resolve import resolve
@@ -76,16 +76,17 @@ _COLUMNS += "created_at, updated_at"
 async def create_channel(
     outreach: Outreach, body: ChannelIn, principal: MarketingWriter, conn: Transaction
 ) -> ChannelCreated:
-    """Add a webhook endpoint or an SMTP server. A webhook URL must be http(s) (https in
-    production), carry no credentials, and not point at loopback, private, link-local or
-    metadata addresses (unless private targets are allowed); a webhook without a `secret`
-    gets a generated one, returned here once and never again. An SMTP server is held to the
+    """Add a webhook endpoint, an SMS provider's API or an SMTP server. A webhook's or an
+    SMS provider's URL must be http(s) (https in production), carry no credentials, and not
+    point at loopback, private, link-local or metadata addresses (unless private targets are
+    allowed); one without a `secret` gets a generated one, returned here once and never
+    again. An SMTP server is held to the
     same address rules, and its port must be one of `TEND_OUTREACH_SMTP_PORTS` (25, 465, 587
     and 2525 by default); both are checked again at every send, on the resolved address."""
     config = await _valid_config(outreach, body.kind, body.config)
     generated = None
     secret = _valid_secret(body.kind, body.secret)
-    if body.kind == "webhook" and secret is None:
+    if body.kind in HTTP_KINDS and secret is None:
         secret = generated = webhook_channel.generate_secret()
     now = datetime.now(UTC)
     try:
@@ -262,14 +263,19 @@ async def _valid_config(
     outreach: OutreachState, kind: str, config: dict[str, Any]
 ) -> dict[str, Any]:
     """The config normalised for storage, or a 422 naming each bad ``config.*`` field."""
-    model = WebhookConfig if kind == "webhook" else EmailConfig
+    models: dict[str, type[WebhookConfig | SmsConfig | EmailConfig]] = {
+        "webhook": WebhookConfig,
+        "sms": SmsConfig,
+        "email": EmailConfig,
+    }
+    model = models[kind]
     try:
         parsed = model.model_validate(config)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("config", *e["loc"])} for e in exc.errors()]
         ) from None
-    if isinstance(parsed, WebhookConfig):
+    if isinstance(parsed, WebhookConfig | SmsConfig):
         errors = await _url_errors(outreach, parsed.url)
         if errors:
             raise RequestValidationError(
@@ -278,7 +284,9 @@ async def _valid_config(
                     for e in errors
                 ]
             )
-    elif parsed.smtp_host is not None or parsed.smtp_port is not None:
+    elif isinstance(parsed, EmailConfig) and (
+        parsed.smtp_host is not None or parsed.smtp_port is not None
+    ):
         smtp_errors = await _smtp_errors(outreach, parsed)
         if smtp_errors:
             raise RequestValidationError(
@@ -346,12 +354,12 @@ def _host_port(url: str) -> tuple[str, int]:
 def _valid_secret(kind: str, secret: str | None) -> str | None:
     if secret is None:
         return None
-    if kind != "webhook":
+    if kind not in HTTP_KINDS:
         raise RequestValidationError(
             [
                 {
                     "loc": ("secret",),
-                    "msg": "only webhook channels have a signing secret",
+                    "msg": "only webhook and sms channels have a signing secret",
                     "type": "value_error",
                 }
             ]

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from services.outreach.api.deps import Outreach
+from services.outreach.shell.delivery_backlog import delivery_backlog
 from shared.auth import Reader
 from shared.dead_letters import read_tail
 from shared.errors import responses
@@ -42,9 +43,6 @@ class OutreachHealth(BaseModel):
     dead_letters: DeadLetterCount
 
 
-_DUE = "status = 'pending' AND next_attempt_at <= :now"
-
-
 @router.get(
     "/ops/health",
     response_model=OutreachHealth,
@@ -62,24 +60,13 @@ async def outreach_health(outreach: Outreach, _: Reader) -> OutreachHealth:
     with an `error`, and the rest is still answered."""
     now = outreach.clock.now()
     common = outreach.common
-    lag = await consumer_lag(
-        common.kafka_bootstrap_servers, outreach.settings.consumer_group, outreach.topics.changes
-    )
+    lag = await consumer_lag(common, outreach.settings.consumer_group, outreach.topics.changes)
     async with outreach.engine.connect() as conn:
         outbox = await backlog(conn, "outreach.outbox", now, at="created_at", oldest_first="id")
         events = await backlog(
             conn, "outreach.events_outbox", now, at="created_at", oldest_first="id"
         )
-        # Due as delivery's own pick finds them, on the index ix_actions_due.
-        due = await backlog(
-            conn,
-            "outreach.actions",
-            now,
-            at="next_attempt_at",
-            oldest_first="next_attempt_at",
-            where=_DUE,
-            params={"now": now},
-        )
+        due = await delivery_backlog(conn, now)
     return OutreachHealth(
         at=now,
         consumer=lag,
@@ -92,7 +79,7 @@ async def outreach_health(outreach: Outreach, _: Reader) -> OutreachHealth:
 
 async def _dead_letters(outreach: Outreach) -> DeadLetterCount:
     try:
-        tail = await read_tail(outreach.common.kafka_bootstrap_servers, outreach.topics.dlq)
+        tail = await read_tail(outreach.common, outreach.topics.dlq)
     except (TimeoutError, KafkaError, OSError) as exc:  # health answers what it can
         log.warning("dead_letters_unknown", reason=type(exc).__name__)
         return DeadLetterCount(

@@ -139,7 +139,7 @@ async def _backtest(outreach: OutreachState, rule: Rule, days: int) -> BacktestO
     now = outreach.clock.now()
     async with outreach.backtests:
         done = await backtest(
-            outreach.common.kafka_bootstrap_servers,
+            outreach.common,
             outreach.topics.changes,
             rule,
             policy=outreach.current.policy,

@@ -1,7 +1,7 @@
 """Outreach's delivery channels: what a channel is configured with, the message it carries,
 and the verdict of one attempt to send it.
 
-Each sender (:mod:`services.outreach.shell.channels`: webhook, email) turns one attempt into an
+Each sender (:mod:`services.outreach.shell.channels`: webhook, email, sms) turns one attempt into an
 :class:`Attempt`; the delivery worker (:mod:`services.outreach.shell.delivery`) turns verdicts
 into ledger states. A sender never raises for a delivery problem: a refusal, a timeout or a
 dropped connection is a verdict.
@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ChannelKind = Literal["webhook", "email"]
+ChannelKind = Literal["webhook", "email", "sms"]
+# The kinds whose receiver is an HTTP endpoint: a URL guarded like a webhook's, a signing secret.
+HTTP_KINDS = frozenset({"webhook", "sms"})
 
 
 class Verdict(StrEnum):
@@ -106,3 +108,26 @@ class EmailConfig(_Config):
         max_length=320,
         description='the From header, e.g. "Shop <hello@shop.example>"',
     )
+
+
+_FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class SmsConfig(_Config):
+    """``config`` of an SMS channel: a provider's HTTP API (or the shop's relay to it). Each
+    message is a JSON POST to ``url``, signed like a webhook (Standard Webhooks headers with
+    the channel's secret; ``webhook-id`` is the action id, so a provider that deduplicates
+    by it never sends twice), whose body holds the recipient in E.164, the sender and the
+    text under the field names the provider expects, and ``action_id`` and ``customer_id``."""
+
+    url: str = Field(min_length=1, max_length=2000, description="the provider's send endpoint")
+    sender: str | None = Field(
+        None,
+        alias="from",
+        min_length=1,
+        max_length=20,
+        description="the sender number or name, as the provider knows it",
+    )
+    to_field: str = Field("to", pattern=_FIELD_NAME, description="the recipient's field name")
+    text_field: str = Field("text", pattern=_FIELD_NAME, description="the message's field name")
+    from_field: str = Field("from", pattern=_FIELD_NAME, description="the sender's field name")

@@ -5,8 +5,9 @@ history, their suppression status, the :class:`Policy` and ``now``. Checks run i
 and the first that bites decides:
 
 1. **suppressed** (suppression list or unsubscribe): suppress, whatever the kind;
-2. **consent**: email needs ``consent.email``; a kind that is not transactional also needs
-   ``consent.marketing`` on any channel (when ``marketing_consent_required``);
+2. **consent**: email needs ``consent.email``, SMS ``consent.sms``; a kind that is not
+   transactional also needs ``consent.marketing`` on any channel (when
+   ``marketing_consent_required``);
 3. **reduce cost**: a customer whose card's strategy is ``reduce_cost`` receives no
    promotional kind (when ``reduce_cost_no_promotions``): suppress with reason
    ``reduce_cost`` — the strategy is a policy, not a message;
@@ -68,6 +69,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _in_order(kinds: frozenset[str]) -> list[str]:
+    return sorted(kinds)
+
+
+# A set of action kinds, written in alphabetical order: the same policy reads the same twice
+# (a set's own order changes from one process to the next).
+Kinds = Annotated[frozenset[ActionKind], PlainSerializer(_in_order, return_type=list[str])]
+
+
 class FrequencyCap(_Strict):
     count: int = Field(2, ge=1, le=100)
     days: int = Field(7, ge=1, le=365)
@@ -103,7 +113,7 @@ class Balance(_Strict):
 
     promotions_per_service: int = Field(2, ge=1, le=100)
     days: int = Field(30, ge=1, le=365)
-    service_kinds: frozenset[ActionKind] = frozenset({"greeting", "follow_up", "care"})
+    service_kinds: Kinds = frozenset({"greeting", "follow_up", "care"})
 
     @field_validator("service_kinds", mode="before")
     @classmethod
@@ -166,15 +176,13 @@ class Policy(_Strict):
 
     frequency_cap: FrequencyCap | None = FrequencyCap()
     quiet_hours: QuietHours | None = QuietHours()
-    transactional_kinds: frozenset[ActionKind] = frozenset({"apology", "care"})
-    promotional_kinds: frozenset[ActionKind] = frozenset({"recall", "winback", "announcement"})
+    transactional_kinds: Kinds = frozenset({"apology", "care"})
+    promotional_kinds: Kinds = frozenset({"recall", "winback", "announcement"})
     # The kinds a customer of the global control group never receives (the share of customers
     # in it is the setting TEND_OUTREACH_GLOBAL_CONTROL_PERCENT): their actions are decided
     # and recorded with status `control`; a transactional kind always goes, even if listed
     # here (see `held_out_kinds`).
-    global_control_kinds: frozenset[ActionKind] = frozenset(
-        {"greeting", "recall", "winback", "announcement"}
-    )
+    global_control_kinds: Kinds = frozenset({"greeting", "recall", "winback", "announcement"})
     # Customers whose strategy is `reduce_cost` receive no promotional kind.
     reduce_cost_no_promotions: StrictBool = True
     contact_cost: ContactCost = ContactCost()
@@ -340,6 +348,8 @@ def decide(
     consent = profile.get("consent") or {}
     if candidate.channel == "email" and consent.get("email") is not True:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no email consent")
+    if candidate.channel == "sms" and consent.get("sms") is not True:
+        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no SMS consent")
     marketing = consent.get("marketing") is True
     if not transactional and policy.marketing_consent_required and not marketing:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no marketing consent")

@@ -167,6 +167,8 @@ _SERVICE_RULES: list[dict[str, Any]] = [
         "action": {
             "kind": "care",
             "channel": "webhook",
+            # Written to the shop's people, who make the call: never sent to the customer.
+            "audience": "team",
             "template": {
                 "subject": "Check in with a key customer",
                 "body": "{{ customer.name or card.customer_id }} is a key customer "

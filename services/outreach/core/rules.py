@@ -61,7 +61,7 @@ from shared.events import EventType
 ActionKind = Literal[
     "greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"
 ]
-Channel = Literal["webhook", "email"]
+Channel = Literal["webhook", "email", "sms"]
 RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ChannelRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]

@@ -28,6 +28,7 @@ from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Rule
 from shared.changes import Change
 from shared.kafka_read import Batch, Offsets, TopicHistory
+from shared.settings import CommonSettings
 
 REPLAYED = Counter(
     "tend_outreach_backtest_changes_total",
@@ -65,7 +66,7 @@ def _changes(batch: Batch) -> Iterator[Change]:
 
 
 async def backtest(
-    bootstrap: str,
+    settings: CommonSettings,
     topic: str,
     rule: Rule,
     *,
@@ -79,7 +80,7 @@ async def backtest(
     with ``rule`` as the only live rule."""
     started = time.monotonic()
     since_ms = _ms(now - timedelta(days=days))
-    async with TopicHistory(bootstrap, topic) as history:
+    async with TopicHistory(settings, topic) as history:
         window = await history.offsets_at(since_ms)
         total = history.count(window)
         floor_ms = max(since_ms, _ms(now - timedelta(days=GUARANTEED_DAYS)))

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
@@ -34,6 +35,7 @@ from services.outreach.core.policy import (
     Decision,
     Outcome,
     Policy,
+    Reason,
     decide,
     decide_all,
     history_days,
@@ -48,6 +50,13 @@ from services.outreach.store.replica import card_of, lock_customers
 
 # How long deciding may hold the event loop between two renders before it lets others run.
 YIELD_SECONDS = 0.02
+
+TEMPLATE_FAILURES = Counter(
+    "tend_outreach_template_failures_total",
+    "Actions that failed because their template did not render for the customer "
+    "(template_error) or went over a render limit (template_limit)",
+    ["rule", "reason"],
+)
 
 _STATUS = {
     Outcome.SEND: "pending",
@@ -193,6 +202,7 @@ def _row(
                 templates.TEMPLATE_LIMIT if limited else "template_error",
                 Decision(Outcome.SUPPRESS, detail=str(exc)[:500]),
             )
+            TEMPLATE_FAILURES.labels(rule.id, reason).inc()
     if arm in HELD_OUT and status in ("pending", "scheduled"):
         # Held out: decided exactly like the sent ones (the instant it would have gone out
         # stays in not_before), never delivered.
@@ -234,20 +244,21 @@ def _row(
 
 async def recheck(
     conn: AsyncConnection, action: Any, *, policy: Policy, now: datetime
-) -> str | None:
-    """Just before delivery: is this action still allowed? Returns the suppression reason
-    (the customer unsubscribed, withdrew consent) or None."""
+) -> Decision | None:
+    """Just before delivery: is this action still allowed now? None when it is; else the
+    policy's word: ``suppress`` (the customer unsubscribed, withdrew consent), ``hold`` (a
+    promotion that came due while a complaint is open) or ``defer`` (it came due in the
+    customer's quiet hours). The frequency cap and the rule's limits were judged when it was
+    decided and hold their slot; they are not judged again."""
     card = await card_of(conn, action.customer_id)
     suppressed = bool(await ledger.suppressed_among(conn, [action.customer_id]))
     if card is None:
-        return "suppressed" if suppressed else None
+        return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED) if suppressed else None
     candidate = Candidate(
         action.rule_id, action.kind, action.channel, action.priority, NO_LIMITS, action.audience
     )
     decision = decide(card, candidate, [], suppressed=suppressed, policy=policy, now=now)
-    if decision.outcome is Outcome.SUPPRESS and decision.reason is not None:
-        return decision.reason.value
-    return None
+    return None if decision.outcome is Outcome.SEND else decision
 
 
 async def release_held(

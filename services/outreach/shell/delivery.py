@@ -37,26 +37,32 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.channels import (
+    HTTP_KINDS,
     Attempt,
     EmailConfig,
     OutboundAction,
+    SmsConfig,
     Verdict,
     WebhookConfig,
 )
+from services.outreach.core.policy import Decision, Outcome
 from services.outreach.core.unsubscribe import unsubscribe_url, with_link
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.channels import email as email_channel
+from services.outreach.shell.channels import sms as sms_channel
 from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.store import attempts as attempts_store
 from shared.clock import Clock, SystemClock
+from shared.identifiers import normalise_phone
 from shared.logging import get_logger, scrub
 from shared.worker import Worker
 
 log = get_logger(__name__)
 
-Recheck = Callable[[AsyncConnection, Any], Awaitable[str | None]]
-"""``recheck(conn, action_row) -> reason | None``: the contact policy again, just before the
-send, inside the pick transaction; a reason suppresses the action."""
+Recheck = Callable[[AsyncConnection, Any], Awaitable[Decision | None]]
+"""``recheck(conn, action_row) -> decision | None``: the contact policy again, just before the
+send, inside the pick transaction; None sends, a decision suppresses, holds (an open
+complaint) or defers (quiet hours) the action instead."""
 
 # Added to the longest the sends of one pass can take, for the pick-to-send gap and clock skew
 # between workers.
@@ -72,7 +78,8 @@ DELIVERIES = Counter(
 
 _PICK = text(
     """
-    SELECT a.*, c.card -> 'profile' ->> 'email' AS recipient
+    SELECT a.*, c.card -> 'profile' ->> 'email' AS recipient,
+        c.card -> 'profile' ->> 'phone' AS phone
     FROM outreach.actions AS a
     LEFT JOIN outreach.cards AS c ON c.customer_id = a.customer_id
     WHERE a.status = 'pending' AND a.next_attempt_at <= :now
@@ -136,6 +143,22 @@ class _Update:
     lease: datetime | None = None
 
 
+# How a due action the policy no longer lets out now is counted and kept.
+_NOT_NOW = {Outcome.SUPPRESS: "suppressed", Outcome.HOLD: "held", Outcome.DEFER: "deferred"}
+
+
+def _not_now(row: Any, verdict: Decision) -> _Update:
+    """The row of a due action that the policy, asked again, does not let out now:
+    suppressed; held until the open complaint is resolved (it is decided again then); or
+    still pending, due again when the customer's quiet hours end."""
+    reason = verdict.reason.value if verdict.reason is not None else None
+    if verdict.outcome is Outcome.HOLD:
+        return _Update(row.id, "held", row.attempts, reason)
+    if verdict.outcome is Outcome.DEFER and verdict.until is not None:
+        return _Update(row.id, "pending", row.attempts, reason, next_at=verdict.until)
+    return _Update(row.id, "suppressed", row.attempts, (reason or "suppressed")[:32])
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     action: OutboundAction
@@ -145,9 +168,10 @@ class _Job:
     channel_id: str | None
     # The one-click unsubscribe link, minted for this send (its date is the send's).
     link: str = ""
-    # webhook: (url, secret); email: (server, recipient)
+    # webhook: (url, secret); email: (server, recipient); sms: (config, secret, E.164 number)
     webhook: tuple[str, str] | None = None
     email: tuple[email_channel.SmtpServer, str] | None = None
+    sms: tuple[SmsConfig, str, str] | None = None
 
 
 class DeliveryWorker(Worker):
@@ -166,11 +190,13 @@ class DeliveryWorker(Worker):
         wall_clock: Clock | None = None,
         rng: random.Random | None = None,
         http: httpx.AsyncClient | None = None,
+        phone_region: str = "US",
     ) -> None:
         """``clock`` times the ledger (due, leases, backoff, sent_at). ``wall_clock`` stamps
         what leaves the process (``webhook-timestamp``, the email's ``Date``): receivers
         compare those with their own real clocks, so they stay real even when a test drives
-        ``clock``. ``require_https`` is true in production."""
+        ``clock``. ``require_https`` is true in production; ``phone_region`` reads a profile's
+        phone without a country code for SMS."""
         super().__init__(idle_seconds=settings.delivery_idle_seconds)
         self._engine = engine
         self._settings = settings
@@ -178,6 +204,7 @@ class DeliveryWorker(Worker):
         self._clock = clock
         self._wall = wall_clock or SystemClock()
         self._require_https = require_https
+        self._phone_region = phone_region
         self._rng = rng or random.Random()
         self._own_http = http is None
         # trust_env=False: a proxy from the environment would connect to the endpoint by
@@ -192,8 +219,9 @@ class DeliveryWorker(Worker):
         log.warning("delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc)))
 
     async def aclose(self) -> None:
-        """Release the HTTP connection pool (when the worker made it)."""
-        if self._own_http:
+        """Release the HTTP connection pool (when the worker made it) once stopped: a run
+        that died is run again by its supervisor (:mod:`shared.supervisor`), with the pool."""
+        if self._own_http and self.stopping:
             await self._http.aclose()
 
     # -- one pass -------------------------------------------------------------------------
@@ -226,10 +254,10 @@ class DeliveryWorker(Worker):
             jobs: list[_Job] = []
             updates: list[_Update] = []
             for row in rows:
-                reason = await self._recheck(conn, row)
-                if reason is not None:
-                    updates.append(_Update(row.id, "suppressed", row.attempts, reason[:32]))
-                    DELIVERIES.labels(row.channel, "suppressed").inc()
+                verdict = await self._recheck(conn, row)
+                if verdict is not None:
+                    updates.append(_not_now(row, verdict))
+                    DELIVERIES.labels(row.channel, _NOT_NOW[verdict.outcome]).inc()
                     continue
                 if row.channel_id is not None:
                     channel = named.get(row.channel_id)
@@ -327,7 +355,7 @@ class DeliveryWorker(Worker):
             action, subject=with_link(action.subject, link), body=with_link(action.body, link)
         )
         base = _Job(action, row.channel, row.attempts, lease, channel.id if channel else None, link)
-        if channel is None and (row.channel == "webhook" or row.channel_id is not None):
+        if channel is None and (row.channel in HTTP_KINDS or row.channel_id is not None):
             # No channel to carry it (a named one disabled or not there yet): wait for one.
             named = f" {row.channel_id!r}" if row.channel_id is not None else ""
             log.warning("delivery_no_channel", action_id=row.id, channel=row.channel)
@@ -348,6 +376,18 @@ class DeliveryWorker(Worker):
             if not channel.secret:
                 return fail("bad_channel", f"webhook channel {channel.id!r} has no secret")
             job = replace(base, webhook=(config.url, channel.secret))
+        elif row.channel == "sms":
+            assert channel is not None
+            try:
+                sms_config = SmsConfig.model_validate(channel.config)
+            except ValidationError as exc:
+                return fail("bad_channel", f"sms channel {channel.id!r}: {exc}")
+            if not channel.secret:
+                return fail("bad_channel", f"sms channel {channel.id!r} has no secret")
+            number = normalise_phone(row.phone, self._phone_region) if row.phone else None
+            if number is None:
+                return fail("no_address", "the customer's profile has no usable phone number")
+            job = replace(base, sms=(sms_config, channel.secret, number))
         elif row.channel == "email":
             recipient = (row.recipient or "").strip()
             if not email_channel.valid_address(recipient):
@@ -422,6 +462,19 @@ class DeliveryWorker(Worker):
                 url,
                 secret,
                 job.action,
+                at=self._wall.now(),
+                allow_private=s.allow_private_webhooks,
+                require_https=self._require_https,
+                timeout=s.webhook_timeout_seconds,
+            )
+        if job.sms is not None:
+            config, secret, number = job.sms
+            return await sms_channel.deliver(
+                self._http,
+                config,
+                secret,
+                job.action,
+                number,
                 at=self._wall.now(),
                 allow_private=s.allow_private_webhooks,
                 require_https=self._require_https,

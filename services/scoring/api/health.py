@@ -42,7 +42,7 @@ async def scoring_health(scoring: Scoring, _: Reader) -> ScoringHealth:
     lag is null with an `error`, and the rest is still answered."""
     now = scoring.clock.now()
     lag = await consumer_lag(
-        scoring.common.kafka_bootstrap_servers,
+        scoring.common,
         scoring.settings.consumer_group,
         scoring.topics.events,
     )

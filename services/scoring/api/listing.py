@@ -94,11 +94,19 @@ async def list_customers(
             "format (read in `TEND_PHONE_REGION` without a country code), an external id.",
         ),
     ] = None,
+    tag: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="Only customers whose profile has this tag (exactly, case included).",
+        ),
+    ] = None,
     sort: Annotated[
         Sort,
         Query(
-            description="`value` (value score), `clv`, `p_alive` or `last_order`; customers "
-            "without the figure come last either way."
+            description="`value` (value score), `clv`, `p_alive`, `last_order` or `name` "
+            "(alphabetical in any case); customers without the figure come last either way."
         ),
     ] = Sort.VALUE,
     order: Annotated[Order, Query(description="`desc` (highest first) or `asc`.")] = Order.DESC,
@@ -127,6 +135,7 @@ async def list_customers(
         strategies=strategy or (),
         text=q,
         identifiers=search_values(q, scoring.common.phone_region) if q else (),
+        tag=tag,
     )
     page = await queries.list_customers(scoring.engine, filters, sort, order, after, limit)
     return CustomerPage(
@@ -194,6 +203,10 @@ def _decode_cursor(token: str, sort: Sort, order: Order) -> Position:
 def _key(raw: float | str | None, sort: Sort) -> SortKey:
     if raw is None:
         return None
+    if sort is Sort.NAME:
+        if not isinstance(raw, str):
+            raise invalid("query.cursor", NOT_A_CURSOR)
+        return raw
     if sort is Sort.LAST_ORDER:
         try:
             moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None

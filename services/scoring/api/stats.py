@@ -74,8 +74,8 @@ class FlowFigures(BaseModel):
 
     new: int = Field(description="customers gained: first purchases made in the period")
     reactivated: int = Field(
-        description="customers who came back: bought again in the period after declining or "
-        "churning (a declining customer was still in the active base)"
+        description="customers who came back: bought again in the period after churning (a "
+        "declining customer who buys again was never out of the active base)"
     )
     churned: int = Field(description="customers lost: became `churned` in the period")
     net: int = Field(description="new + reactivated - churned: below zero, the active base shrank")
@@ -219,8 +219,8 @@ async def get_flow(
     **Customers.** The *active base* is every customer in a stage other than `prospect` (no
     purchase yet) and `churned`. Each period says how large it was at the start
     (`active_at_start`) and at the end (`active_at_end`); how many customers it gained with a
-    first purchase (`new`), won back (`reactivated`: bought again while declining or
-    churned) and lost (`churned`); `churn_rate`, the customers lost for each one in the base
+    first purchase (`new`), won back (`reactivated`: bought again after churning) and lost
+    (`churned`); `churn_rate`, the customers lost for each one in the base
     at the start; and `retention_rate`, the share of the base at the start still in it at
     the end.
 

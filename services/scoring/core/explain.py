@@ -101,23 +101,34 @@ def _stage(
     today = lifecycle.day_of(card.as_of)
     last = days[-1]
     silent = (today - last).days
-    decline = math.floor(s.decline_rhythm_multiple * rhythm) + 1
-    churn = (
-        math.floor(min(max(s.churn_rhythm_multiple * rhythm, s.churn_min_days), s.churn_max_days))
-        + 1
-    )
-    if count == 1:
-        decline, churn = max(decline, s.new_days), max(churn, s.new_days)
+    limits = lifecycle.thresholds(rhythm, count == 1, s)
+    churn = limits.churned_on
+    decline = limits.declining_on
     facts: dict[str, Fact] = {
         "purchase_days": count,
         "last_purchase_day": last.isoformat(),
         "silent_days": silent,
         "rhythm_days": rhythm,
         "rhythm_source": "own" if own else "population",
-        "declining_after_days": decline - 1,
+        "declining_after_days": None if decline is None else decline - 1,
         "churned_after_days": churn - 1,
     }
     rhythm_text = f"{whose} {_n(rhythm)}-day rhythm"
+    # Which rule set each threshold, so the sentence names the one that did.
+    decline_basis = f"{_n(s.decline_rhythm_multiple)}× {rhythm_text}"
+    if s.decline_rhythm_multiple * rhythm < s.decline_min_days:
+        decline_basis = (
+            f"never before {s.decline_min_days}: {decline_basis} is shorter than a lapse"
+        )
+    churn_basis = (
+        f"{_n(s.churn_rhythm_multiple)}× {rhythm_text}, at least {s.churn_min_days} and at most "
+        f"{s.churn_max_days}"
+    )
+    plain_churn = math.floor(
+        min(max(s.churn_rhythm_multiple * rhythm, s.churn_min_days), s.churn_max_days)
+    )
+    if decline is not None and churn - 1 > max(plain_churn, s.new_days - 1 if count == 1 else 0):
+        churn_basis += f", and {s.churn_after_decline_min_days} after declining began"
     bought = f"{count} purchase day{'s' if count > 1 else ''}; last purchase {_days(silent)} ago"
     stage = card.stage
     reasons: list[Reason] = []
@@ -131,41 +142,37 @@ def _stage(
             Reason(
                 code="stage.reactivated",
                 facts=facts,
-                text=f"bought again on {last.isoformat()} while "
-                f"{card.previous_stage or 'declining'} → reactivated for "
+                text=f"bought again on {last.isoformat()} after churning → reactivated for "
                 f"{_days(s.reactivated_days)}, until {until.date().isoformat()}",
             )
         )
-    elif stage in (Stage.DECLINING, Stage.CHURNED):
-        limit = decline - 1 if stage is Stage.DECLINING else churn - 1
-        multiple = (
-            s.decline_rhythm_multiple if stage is Stage.DECLINING else s.churn_rhythm_multiple
-        )
-        bound = (
-            f"more than {_days(limit)} ({_n(multiple)}× {rhythm_text})"
-            if stage is Stage.DECLINING
-            else f"more than {_days(limit)} ({_n(multiple)}× {rhythm_text}, at least "
-            f"{s.churn_min_days} and at most {s.churn_max_days})"
-        )
+    elif stage is Stage.DECLINING and decline is not None:
+        bound = f"more than {_days(decline - 1)} ({decline_basis})"
         reasons.append(
             Reason(code="stage.silent", facts=facts, text=f"{bought}: silent {bound} → {stage}")
         )
-        if stage is Stage.DECLINING:
-            reasons.append(
-                Reason(
-                    code="stage.next",
-                    facts={"churned_after_days": churn - 1},
-                    text=f"churned once silent more than {_days(churn - 1)}",
-                )
-            )
-    else:
         reasons.append(
             Reason(
-                code="stage.rhythm",
-                facts=facts,
-                text=f"{bought}, within the {_days(decline - 1)} ({_n(s.decline_rhythm_multiple)}× "
-                f"{rhythm_text}) before declining → {stage}",
+                code="stage.next",
+                facts={"churned_after_days": churn - 1},
+                text=f"churned once silent more than {_days(churn - 1)}",
             )
+        )
+    elif stage is Stage.CHURNED:
+        bound = f"more than {_days(churn - 1)} ({churn_basis})"
+        reasons.append(
+            Reason(code="stage.silent", facts=facts, text=f"{bought}: silent {bound} → {stage}")
+        )
+    else:
+        if decline is not None:
+            before = f"within the {_days(decline - 1)} ({decline_basis}) before declining"
+        else:
+            before = (
+                f"within the {_days(churn - 1)} before churned ({rhythm_text} is so long that "
+                "a declining spell would not fit under the cap)"
+            )
+        reasons.append(
+            Reason(code="stage.rhythm", facts=facts, text=f"{bought}, {before} → {stage}")
         )
         if stage is Stage.NEW:
             reasons.append(
@@ -178,7 +185,7 @@ def _stage(
             )
         elif count >= 2:
             gap = (days[-1] - days[-2]).days
-            on_rhythm = gap <= s.mature_gap_multiple * rhythm
+            on_rhythm = lifecycle.on_rhythm(gap, rhythm, s)
             mature_facts: dict[str, Fact] = {
                 "purchase_days": count,
                 "mature_min_purchases": s.mature_min_purchases,
@@ -186,19 +193,22 @@ def _stage(
                 "mature_gap_multiple": s.mature_gap_multiple,
             }
             if stage is Stage.MATURE:
+                within = f"within {_n(s.mature_gap_multiple)}× the rhythm"
+                if gap > s.mature_gap_multiple * rhythm:
+                    within = f"too short to be declining (at most {s.decline_min_days})"
                 text = (
                     f"{count} purchase days (at least {s.mature_min_purchases}) and the last gap "
-                    f"of {_days(gap)} within {_n(s.mature_gap_multiple)}× the rhythm → mature"
+                    f"of {_days(gap)} {within} → mature"
                 )
             elif count < s.mature_min_purchases:
                 text = (
                     f"mature from {s.mature_min_purchases} purchase days on rhythm; {count} so far"
                 )
             elif not on_rhythm:
-                text = (
-                    f"the last gap of {_days(gap)} is longer than {_n(s.mature_gap_multiple)}× "
-                    "the rhythm: not yet mature"
-                )
+                longer = f"{_n(s.mature_gap_multiple)}× the rhythm"
+                if s.mature_gap_multiple * rhythm < s.decline_min_days:
+                    longer = f"{_days(s.decline_min_days)}"
+                text = f"the last gap of {_days(gap)} is longer than {longer}: not yet mature"
             else:
                 text = "a repeat buyer, not yet judged mature at a purchase on rhythm"
             reasons.append(Reason(code="stage.mature", facts=mature_facts, text=text))

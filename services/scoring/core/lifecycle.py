@@ -12,13 +12,18 @@ The rules (thresholds are :class:`ScoringSettings` fields):
   stage, ends by time alone only in ``declining`` or ``churned`` (the product's stage list has
   no "one-time buyer, not yet silent" stage, so ``new`` covers it).
 - ``growing``: a repeat buyer. ``mature``: at least ``mature_min_purchases`` purchase days and
-  the latest gap at most ``mature_gap_multiple`` rhythms, judged at each purchase.
-- ``declining``: silent for more than ``decline_rhythm_multiple`` rhythms.
+  the latest gap on rhythm, judged at each purchase: at most ``mature_gap_multiple`` rhythms,
+  or at most ``decline_min_days`` (a pause too short to be declining is not off rhythm either).
+- ``declining``: silent for more than ``decline_rhythm_multiple`` rhythms, but never before
+  ``decline_min_days`` (a buyer on a 9-day rhythm who pauses three weeks has not lapsed).
 - ``churned``: silent for more than ``churn_rhythm_multiple`` rhythms, but never before
-  ``churn_min_days`` (a weekly buyer who pauses five weeks is ``declining``, not lost) and
-  always after ``churn_max_days`` (a customer whose decline threshold is past the cap goes
-  straight from an active stage to ``churned``).
-- ``reactivated``: a purchase while ``declining`` or ``churned``. It holds for
+  ``churn_min_days`` (a weekly buyer who pauses five weeks is ``declining``, not lost), never
+  sooner than ``churn_after_decline_min_days`` after declining began, and always after
+  ``churn_max_days``. A customer whose declining spell that cap would cut shorter than
+  ``churn_after_decline_min_days`` goes straight from an active stage to ``churned``.
+- A purchase while ``declining`` puts the customer back in the stage the purchase rules give
+  them (``new`` does not recur: ``growing`` or ``mature``): they were slipping, not lost.
+- ``reactivated``: a purchase while ``churned`` — back after being lost. It holds for
   ``reactivated_days`` whatever happens, then the rules above apply again.
 
 Rhythm is the median gap between purchase days up to the latest one, or the population median
@@ -76,6 +81,37 @@ def median(sorted_values: Sequence[float]) -> float:
     if n % 2:
         return float(sorted_values[mid])
     return (sorted_values[mid - 1] + sorted_values[mid]) / 2
+
+
+class Thresholds(NamedTuple):
+    """When silence moves a customer, in days after their latest purchase day: the stage
+    changes at the UTC midnight that many days later ("silent for more than N days" is N + 1).
+    """
+
+    declining_on: int | None  # None when the customer goes straight to churned
+    churned_on: int
+
+
+def on_rhythm(gap: int, rhythm: float, s: ScoringSettings) -> bool:
+    """Whether a purchase ``gap`` days after the one before keeps to ``rhythm`` (for
+    ``mature``). A gap within the decline floor always does: a frequent buyer's three-week
+    pause neither makes them declining nor costs them their maturity."""
+    return gap <= max(s.mature_gap_multiple * rhythm, s.decline_min_days)
+
+
+def thresholds(rhythm: float, first: bool, s: ScoringSettings) -> Thresholds:
+    """The silence thresholds of a customer with ``rhythm`` (``first``: one purchase day)."""
+    decline = math.floor(max(s.decline_rhythm_multiple * rhythm, s.decline_min_days)) + 1
+    silence = max(s.churn_rhythm_multiple * rhythm, s.churn_min_days)
+    churn = math.floor(min(silence, s.churn_max_days)) + 1
+    if first:
+        decline = max(decline, s.new_days)
+        churn = max(churn, s.new_days)
+    # Declining lasts long enough for the rules that act on it; where the cap forbids that,
+    # the spell is skipped rather than cut to a few days (two episodes in a week).
+    margin = s.churn_after_decline_min_days
+    churn = max(churn, min(decline + margin, s.churn_max_days + 1))
+    return Thresholds(decline if churn - decline >= margin else None, churn)
 
 
 @dataclass(slots=True)
@@ -141,12 +177,12 @@ class Walk:
             rhythm = self.population_median_gap
         if count == 1:
             base = Stage.NEW
-        elif count >= s.mature_min_purchases and gap <= s.mature_gap_multiple * rhythm:
+        elif count >= s.mature_min_purchases and on_rhythm(gap, rhythm, s):
             base = Stage.MATURE
         else:
             base = Stage.GROWING
         react_until = clock.reactivated_until if clock is not None else None
-        if stage is Stage.DECLINING or stage is Stage.CHURNED:
+        if stage is Stage.CHURNED:
             react_until = day + s.reactivated_days
         self.clock = clock = _schedule(day, rhythm, base, react_until, count == 1, s)
         moved = clock.stage_on(day)
@@ -216,18 +252,12 @@ def _schedule(
     first: bool,
     s: ScoringSettings,
 ) -> _Clock:
-    # "More than N days silent" in whole days: the stage moves on day last + floor(N) + 1.
-    decline = math.floor(s.decline_rhythm_multiple * rhythm) + 1
-    silence = max(s.churn_rhythm_multiple * rhythm, s.churn_min_days)
-    churn = math.floor(min(silence, s.churn_max_days)) + 1
-    if first:
-        decline = max(decline, s.new_days)
-        churn = max(churn, s.new_days)
-    churned_at = day + churn
+    limits = thresholds(rhythm, first, s)
+    churned_at = day + limits.churned_on
     boundaries = [churned_at]
     declining_at = None
-    if decline < churn:
-        declining_at = day + decline
+    if limits.declining_on is not None:
+        declining_at = day + limits.declining_on
         boundaries.append(declining_at)
     if reactivated_until is not None:
         if reactivated_until > day:

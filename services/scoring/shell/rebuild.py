@@ -29,6 +29,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope
 from shared.kafka_read import end_offsets, read_until_end
+from shared.kafka_security import client_kwargs
 from shared.logging import configure_logging, get_logger
 from shared.settings import CommonSettings
 from shared.topics import Topics
@@ -41,7 +42,7 @@ async def rebuild(
 ) -> int:
     """Returns how many events were applied."""
     topic = Topics.from_settings(common).events
-    end = await end_offsets(common.kafka_bootstrap_servers, topic)
+    end = await end_offsets(common, topic)
     if not end:
         raise SystemExit(f"topic {topic} not found")
     engine = make_engine(common, pool_size=2)
@@ -61,7 +62,7 @@ async def rebuild(
             inbox_retention=common.inbox_retention,
             phone_region=common.phone_region,
         )
-        async for batch in read_until_end(common.kafka_bootstrap_servers, topic, until=end):
+        async for batch in read_until_end(common, topic, until=end):
             events: list[tuple[Envelope, bytes]] = []
             for r in batch:
                 try:
@@ -81,7 +82,7 @@ async def _hand_over(
 ) -> None:
     """Point the service's consumer group just past what the rebuild applied."""
     group = AIOKafkaConsumer(
-        bootstrap_servers=common.kafka_bootstrap_servers,
+        **client_kwargs(common),
         group_id=settings.consumer_group,
         enable_auto_commit=False,
     )

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,6 +44,7 @@ class CustomerRow:
     last_order_at: datetime | None
     next_transition_at: datetime | None
     search: str | None
+    tags: list[str]
 
     @classmethod
     def of(cls, state: CustomerState, card: Scored) -> CustomerRow:
@@ -63,7 +65,15 @@ class CustomerRow:
             last_order_at=card.last_order_at,
             next_transition_at=card.next_transition_at,
             search=card.search,
+            tags=_tags(state),
         )
+
+
+def _tags(state: CustomerState) -> list[str]:
+    """The tags of the customer's profile as the card shows them (the winning register)."""
+    entry = state.profile.get("tags")
+    value = entry.value if entry is not None else None
+    return [str(t) for t in value] if isinstance(value, list) else []
 
 
 # An id remembered from longer ago than the retention (by when ingest received the two
@@ -133,8 +143,9 @@ _UPSERT = text(
     """
     INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
         tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
-        next_transition_at, search, updated_at, version)
-    SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, now(),
+        next_transition_at, search, tags, updated_at, version)
+    SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q,
+        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), now(),
         nextval('scoring.customer_versions')
     FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:names AS text[]),
         CAST(:emails AS text[]),
@@ -142,8 +153,8 @@ _UPSERT = text(
         CAST(:segments AS text[]), CAST(:strategies AS text[]), CAST(:scores AS float8[]),
         CAST(:spend AS numeric[]), CAST(:clv AS float8[]), CAST(:alive AS float8[]),
         CAST(:last_order AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:search AS text[]))
-        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q)
+        CAST(:search AS text[]), CAST(:tags AS text[]))
+        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg)
     ON CONFLICT (customer_id) DO UPDATE SET
         state = EXCLUDED.state, name = EXCLUDED.name, email = EXCLUDED.email,
         stage = EXCLUDED.stage,
@@ -152,7 +163,7 @@ _UPSERT = text(
         lifetime_spend = EXCLUDED.lifetime_spend, clv = EXCLUDED.clv,
         p_alive = EXCLUDED.p_alive, last_order_at = EXCLUDED.last_order_at,
         next_transition_at = EXCLUDED.next_transition_at, search = EXCLUDED.search,
-        updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
+        tags = EXCLUDED.tags, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
     RETURNING customer_id, version
     """
 )
@@ -272,6 +283,8 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, 
             "last_order": [r.last_order_at for r in rows],
             "next": [r.next_transition_at for r in rows],
             "search": [r.search for r in rows],
+            # As JSON text: a text[][] cannot hold rows of different lengths.
+            "tags": [orjson.dumps(r.tags).decode() for r in rows],
         },
     )
     return {r.customer_id: r.version for r in result}

@@ -18,13 +18,13 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, or_, select, text
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.core.state import CustomerState
 from services.scoring.store.tables import customer_ids, customers, identifiers
 
-SortKey = float | datetime | None
+SortKey = float | datetime | str | None
 
 
 class Sort(StrEnum):
@@ -34,6 +34,7 @@ class Sort(StrEnum):
     CLV = "clv"
     P_ALIVE = "p_alive"
     LAST_ORDER = "last_order"
+    NAME = "name"
 
 
 class Order(StrEnum):
@@ -42,11 +43,13 @@ class Order(StrEnum):
 
 
 _c = customers.c
-_SORT_COLUMNS = {
+_SORT_COLUMNS: dict[Sort, ColumnElement[Any]] = {
     Sort.VALUE: _c.value_score,
     Sort.CLV: _c.clv,
     Sort.P_ALIVE: _c.p_alive,
     Sort.LAST_ORDER: _c.last_order_at,
+    # In any case (an index on lower(name) serves it); customers without a name come last.
+    Sort.NAME: func.lower(_c.name),
 }
 
 
@@ -63,7 +66,7 @@ class Filters:
     """Each non-empty sequence admits any of its values; ``text`` is a substring of the
     customer's name, email or phone, in any case, or the customer's id (or an id merged into
     them), or, with ``identifiers`` (the values ``text`` may stand for, as compared), one of
-    their identifiers."""
+    their identifiers; ``tag`` is one of the profile's tags, exactly."""
 
     stages: Sequence[str] = ()
     tiers: Sequence[str] = ()
@@ -71,6 +74,7 @@ class Filters:
     strategies: Sequence[str] = ()
     text: str | None = None
     identifiers: Sequence[str] = ()
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,9 @@ def _conditions(f: Filters) -> list[ColumnElement[bool]]:
                 ),
             )
         )
+    if f.tag is not None:
+        # Containment, so the GIN index on tags answers it.
+        out.append(_c.tags.contains([f.tag]))
     return out
 
 

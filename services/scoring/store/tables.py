@@ -27,7 +27,7 @@ from sqlalchemy import (
     Table,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.db import schema_metadata
 
@@ -67,6 +67,8 @@ customers = Table(
     Column("last_order_at", DateTime(timezone=True)),
     Column("next_transition_at", DateTime(timezone=True)),
     Column("search", String(600)),
+    # The profile's tags, for the listing's tag filter (``tags @> ARRAY[tag]``, GIN-indexed).
+    Column("tags", ARRAY(String)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # From the sequence below on every write: the facts a consumer holds are current while
     # the row still has the version it wrote.
@@ -83,6 +85,8 @@ customers = Table(
     Index("ix_customers_clv", "clv", "customer_id"),
     Index("ix_customers_p_alive", "p_alive", "customer_id"),
     Index("ix_customers_last_order_at", "last_order_at", "customer_id"),
+    Index("ix_customers_name", text("lower(name)"), "customer_id"),
+    Index("ix_customers_tags", "tags", postgresql_using="gin"),
 )
 
 customer_versions = Sequence("customer_versions", metadata=metadata)

@@ -135,13 +135,40 @@ async def deliver(
 ) -> Attempt:
     """POST ``action`` to ``url``, signed with ``secret``; the whole attempt (resolution,
     connection, answer) is bounded by ``timeout`` seconds."""
+    return await post_signed(
+        client,
+        url,
+        secret,
+        action.id,
+        payload(action),
+        at=at,
+        allow_private=allow_private,
+        require_https=require_https,
+        timeout=timeout,
+    )
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    msg_id: str,
+    body: bytes,
+    *,
+    at: datetime,
+    allow_private: bool,
+    require_https: bool,
+    timeout: float,
+) -> Attempt:
+    """POST ``body`` to ``url`` with the Standard Webhooks headers for ``msg_id``, through
+    the network guard (every resolved address checked, the connection pinned to one); the
+    whole attempt is bounded by ``timeout`` seconds. Any HTTP channel sends this way."""
     errors = netguard.check_url(url, allow_private=allow_private, require_https=require_https)
     if errors:
-        return Attempt(Verdict.FAILED, "unsafe_url", f"webhook url {'; '.join(errors)}")
-    body = payload(action)
+        return Attempt(Verdict.FAILED, "unsafe_url", f"url {'; '.join(errors)}")
     try:
         target = httpx.URL(url)
-        headers = signed_headers(secret, action.id, at, body)
+        headers = signed_headers(secret, msg_id, at, body)
     except (httpx.InvalidURL, ValueError) as exc:
         return Attempt(Verdict.FAILED, "bad_channel", str(exc))
     host = target.raw_host.decode("ascii")

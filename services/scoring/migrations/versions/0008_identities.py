@@ -13,7 +13,7 @@
 - ``duplicate_dismissals``: pairs an operator said are not one person.
 
 Revision ID: scoring_0008
-Revises: scoring_0007
+Revises: scoring_0009 (re-chained after scoring_0009 reached main)
 Create Date: 2026-12-05
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "scoring_0008"
-down_revision: str | None = "scoring_0007"
+down_revision: str | None = "scoring_0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
