@@ -437,3 +437,44 @@ async def test_the_duplicates_report_finds_a_pair_sharing_an_email_not_a_namesak
             {"s": f"{a} {b}"},
         )
     assert audited == 1
+
+
+async def test_a_merge_made_on_ingest_gives_one_card_over_both_histories(
+    ingest: httpx.AsyncClient,
+    scoring: tuple[httpx.AsyncClient, FastAPI],
+    keys: dict[str, str],
+    engine: AsyncEngine,
+) -> None:
+    client, _ = scoring
+    tag = uuid.uuid4().hex[:8]
+    web, store = f"web-{tag}", f"store-{tag}"
+    at = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+
+    async def buy(cid: str, amount: str) -> str:
+        body = {
+            "order_id": uuid.uuid4().hex,
+            "customer_id": cid,
+            "occurred_at": at,
+            "status": "paid",
+            "amount": amount,
+            "currency": "USD",
+        }
+        resp = await ingest.post("/v1/orders", json=body, headers=_auth(keys["ingest"]))
+        assert resp.status_code == 202, resp.text
+        return str(resp.json()["event_id"])
+
+    await wait_applied(engine, [await buy(web, "10.00"), await buy(store, "20.00")])
+    resp = await ingest.post(
+        f"/v1/customers/{web}/merge",
+        json={"from": [store], "reason": "same person"},
+        headers=_auth(keys["ops"]),
+    )
+    assert resp.status_code == 202, resp.text
+    await applied_to(engine, resp.json()["merge_event_id"], web)
+    # Ingest sends a later event for the merged id under the survivor.
+    await applied_to(engine, await buy(store, "5.00"), web)
+
+    card = (await client.get(f"/v1/customers/{web}", headers=_auth(keys["ops_read"]))).json()
+    assert (card["value"]["orders"], card["value"]["lifetime_spend"]) == (3, "35.00")
+    resp = await client.get(f"/v1/customers/{store}", headers=_auth(keys["ops_read"]))
+    assert resp.status_code == 301 and resp.json()["survivor_id"] == web
