@@ -9,12 +9,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
 from sqlalchemy import text
 
 from services.outreach.core.templates import SAMPLE_CARD
+from services.outreach.core.unsubscribe import unsubscribe_url
 from services.outreach.settings import OutreachSettings
 from shared.changes import change_id_for
 from shared.clock import FixedClock
@@ -316,3 +318,21 @@ async def test_erasing_the_survivor_erases_what_was_held_under_the_merged_id(
     )
     registered = await _rows(stack, "SELECT customer_digest FROM outreach.erasures")
     assert {r.customer_digest for r in registered} >= {customer_digest(web), customer_digest(store)}
+
+
+async def test_an_unsubscribe_link_sent_to_the_merged_record_unsubscribes_the_person(
+    stack: Stack, clock: FixedClock
+) -> None:
+    await add_rule(stack, _rule("visit-hello", {"type": "event", "event": "visit.recorded"}))
+    web, store = _ids()
+    secret = OutreachSettings().unsubscribe_secret.get_secret_value()
+    link = urlsplit(unsubscribe_url("http://outreach", store, secret, clock.now())).path
+    await _publish(stack, _visit(web, T0), _merge(web, store, T0 + timedelta(minutes=1)))
+    assert stack.outreach is not None
+    resp = await stack.outreach.post(link)
+    assert resp.status_code == 200, resp.text
+    entries = await _rows(stack, "SELECT customer_id, source FROM outreach.suppressions")
+    assert [(e.customer_id, e.source) for e in entries] == [(web, "unsubscribe")]
+    assert [(a.status, a.reason) for a in await _actions(stack, "visit-hello")] == [
+        ("suppressed", "unsubscribed")
+    ]
