@@ -336,3 +336,23 @@ async def test_an_unsubscribe_link_sent_to_the_merged_record_unsubscribes_the_pe
     assert [(a.status, a.reason) for a in await _actions(stack, "visit-hello")] == [
         ("suppressed", "unsubscribed")
     ]
+
+
+def _churned(change: dict[str, Any], since: str) -> dict[str, Any]:
+    """The change with its card in the churned stage since ``since`` (from declining)."""
+    card = {**change["card"], "stage": "churned", "stage_since": since}
+    return {**change, "card": {**card, "previous_stage": "declining"}}
+
+
+async def test_a_win_back_the_merged_record_had_for_its_churn_is_not_sent_again(
+    stack: Stack,
+) -> None:
+    await add_rule(stack, _rule("winback", {"type": "stage", "to": ["churned"]}, kind="winback"))
+    web, store = _ids()
+    await _publish(stack, _churned(_visit(store, T0), "2026-05-01"))
+    # The union card dates the churn later (the web record's orders were more recent).
+    await _publish(stack, _churned(_merge(web, store, T0 + timedelta(minutes=1)), "2026-05-15"))
+    actions = await _actions(stack, "winback")
+    assert [(a.customer_id, a.occurrence, a.merged_from) for a in actions] == [
+        (web, "churned@2026-05-15", store)
+    ]

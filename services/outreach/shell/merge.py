@@ -33,7 +33,7 @@ redelivery, a replay of the topic) changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,8 +102,8 @@ async def fold(
     newly_suppressed = await store.fold_suppressions(conn, survivor, merged)
     await store.drop_merged(conn, merged)
     card = change.card if survivor == change.customer_id else cards.get(survivor)
-    if card is not None:
-        await _fold_episodes(conn, survivor, card, cards, rules)
+    if card is not None and moved:
+        await _fold_episodes(conn, survivor, card, cards, moved, rules)
     redecided = 0
     if (moved or newly_suppressed) and card is not None:
         redecided = await _redecide(conn, survivor, card, rules, policy, settings, now)
@@ -129,6 +129,7 @@ async def _fold_episodes(
     survivor: str,
     card: Mapping[str, Any],
     cards: Mapping[str, Any],
+    moved: Sequence[store.MovedAction],
     rules: Mapping[str, Rule],
 ) -> None:
     """A merged record's actions for the episode it was in count for the survivor's episode
@@ -142,7 +143,8 @@ async def _fold_episodes(
             continue
         was_in = Episode.of(alias_card)
         if was_in.stage == now_in.stage and was_in.key != now_in.key:
-            await store.rekey_episode(conn, survivor, alias, stage_rules, was_in.key, now_in.key)
+            theirs = [m.id for m in moved if m.customer_id == alias and not m.duplicate]
+            await store.rekey_episode(conn, survivor, theirs, stage_rules, was_in.key, now_in.key)
 
 
 async def _redecide(

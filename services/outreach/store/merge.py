@@ -29,7 +29,7 @@ _STANDING = ("sent", "unknown", "pending", "scheduled", "held", "control")
 _MOVE = text(
     f"""
     WITH ranked AS (
-        SELECT id,
+        SELECT id, customer_id,
             row_number() OVER (
                 PARTITION BY rule_id, occurrence
                 ORDER BY customer_id = :s DESC,
@@ -40,13 +40,13 @@ _MOVE = text(
         WHERE customer_id = :s OR customer_id = ANY(CAST(:merged AS text[]))
     )
     UPDATE outreach.actions a
-    SET customer_id = :s, merged_from = a.customer_id,
+    SET customer_id = :s, merged_from = coalesce(a.merged_from, a.customer_id),
         occurrence = CASE WHEN r.n = 1 THEN a.occurrence
             ELSE left(a.occurrence, 80) || '~merged~'
                  || md5(a.customer_id || chr(31) || a.occurrence) END
     FROM ranked r
     WHERE a.id = r.id AND a.customer_id = ANY(CAST(:merged AS text[]))
-    RETURNING a.id, a.rule_id, a.status, r.n > 1 AS duplicate
+    RETURNING a.id, r.customer_id, a.rule_id, a.status, r.n > 1 AS duplicate
     """
 )
 # A duplicate still waiting never goes out: the person has that action already. One leased
@@ -90,7 +90,7 @@ _DROP = (
 _REKEY = text(
     """
     UPDATE outreach.actions a SET occurrence = :new
-    WHERE a.customer_id = :s AND a.merged_from = :alias AND a.occurrence = :old
+    WHERE a.id = ANY(CAST(:moved AS text[])) AND a.occurrence = :old
       AND a.rule_id = ANY(CAST(:rules AS text[]))
       AND NOT EXISTS (
           SELECT 1 FROM outreach.actions b
@@ -127,6 +127,7 @@ class MovedAction:
     merged id) had one with the same key."""
 
     id: str
+    customer_id: str  # the merged id it was under
     rule_id: str
     status: str
     duplicate: bool
@@ -137,7 +138,7 @@ async def move_actions(
 ) -> list[MovedAction]:
     """Give the merged ids' actions to ``survivor`` and stop the duplicates still waiting."""
     rows = await conn.execute(_MOVE, {"s": survivor, "merged": list(merged)})
-    moved = [MovedAction(r.id, r.rule_id, r.status, r.duplicate) for r in rows]
+    moved = [MovedAction(r.id, r.customer_id, r.rule_id, r.status, r.duplicate) for r in rows]
     duplicates = [m.id for m in moved if m.duplicate]
     if duplicates:
         await conn.execute(
@@ -169,15 +170,17 @@ async def drop_merged(conn: AsyncConnection, merged: Sequence[str]) -> None:
 async def rekey_episode(
     conn: AsyncConnection,
     survivor: str,
-    alias: str,
+    moved: Sequence[str],
     rule_ids: Sequence[str],
     old: str,
     new: str,
 ) -> int:
-    """The stage rules' actions ``alias`` had in its episode ``old`` belong to the survivor's
-    episode ``new`` (unless the survivor has its own)."""
+    """Of the ``moved`` actions (a merged record's), those of the stage rules ``rule_ids`` for
+    its episode ``old`` belong to the survivor's episode ``new`` (unless the survivor has its
+    own)."""
     result = await conn.execute(
-        _REKEY, {"s": survivor, "alias": alias, "rules": list(rule_ids), "old": old, "new": new}
+        _REKEY,
+        {"s": survivor, "moved": list(moved), "rules": list(rule_ids), "old": old, "new": new},
     )
     return int(result.rowcount)
 
