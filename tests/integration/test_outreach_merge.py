@@ -301,6 +301,15 @@ async def test_erasing_the_survivor_erases_what_was_held_under_the_merged_id(
         )
     await _publish(stack, _merge(web, store, T0 + timedelta(minutes=1)))
     assert await _rows(stack, "SELECT 1 FROM outreach.suppressions WHERE customer_id = :c", c=web)
+    # Asked by the merged id, outreach answers for the person.
+    assert stack.outreach is not None
+    export = await stack.outreach.get(f"/v1/customers/{store}/export", headers=stack.auth("ops"))
+    assert export.status_code == 200, export.text
+    body = export.json()
+    assert (body["customer_id"], body["merged_ids"]) == (web, [store])
+    assert sorted(a["merged_from"] or "" for a in body["actions"]) == ["", store]
+    plan = await stack.outreach.get(f"/v1/customers/{store}/schedule", headers=stack.auth("ops"))
+    assert [s["rule_id"] for s in plan.json()["scheduled"]] == ["birthday"]
 
     await _publish(stack, _erasure(web, T0 + timedelta(minutes=5)))
     await _publish(stack, late)
