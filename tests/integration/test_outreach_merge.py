@@ -365,3 +365,32 @@ async def test_a_win_back_the_merged_record_had_for_its_churn_is_not_sent_again(
     assert [(a.customer_id, a.occurrence, a.merged_from) for a in actions] == [
         (web, "churned@2026-05-15", store)
     ]
+
+
+async def test_merges_chain_and_the_last_survivor_is_erased_with_every_record(
+    stack: Stack,
+) -> None:
+    await add_rule(stack, _rule("visit-hello", {"type": "event", "event": "visit.recorded"}))
+    web, store = _ids()
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    await _publish(stack, _visit(store, T0), _visit(web, T0))
+    await _publish(stack, _merge(web, store, T0 + timedelta(minutes=1)))
+    await _publish(stack, _merge(app, web, T0 + timedelta(minutes=2)))
+    aliases = await _rows(stack, "SELECT customer_id, survivor_id FROM outreach.aliases")
+    assert sorted(tuple(a) for a in aliases) == sorted([(store, app), (web, app)])
+    late = _visit(store, T0 + timedelta(minutes=3))
+    await _publish(stack, late)
+    actions = await _actions(stack, "visit-hello")
+    assert sorted((a.customer_id, a.merged_from or "") for a in actions) == sorted(
+        [(app, store), (app, web), (app, "")]
+    )
+
+    await _publish(stack, _erasure(app, T0 + timedelta(minutes=5)))
+    held = await _rows(
+        stack,
+        "SELECT 1 FROM outreach.actions WHERE customer_id = ANY(CAST(:ids AS text[])) "
+        "OR merged_from = ANY(CAST(:ids AS text[]))",
+        ids=[web, store, app],
+    )
+    assert not held
+    assert not await _rows(stack, "SELECT 1 FROM outreach.aliases")
