@@ -185,7 +185,10 @@ class ActionOut(BaseModel):
         "lost), control (held out as a control arm: decided, never sent; `not_before` is when "
         "it would have gone out)"
     )
-    reason: str | None
+    reason: str | None = Field(
+        description="why it waits or was suppressed (`merged`: a duplicate of an action the "
+        "customer it was merged into already had)"
+    )
     detail: str | None
     decided_at: datetime
     not_before: datetime | None
@@ -196,6 +199,11 @@ class ActionOut(BaseModel):
         None,
         description="`treatment`, `control` (the rule's hold-out) or `global_control`; null "
         "for a team alert and for actions decided before arms were kept",
+    )
+    merged_from: str | None = Field(
+        None,
+        description="the customer id it was decided for, when that customer was merged into "
+        "this one (`customer_id`, the survivor)",
     )
     tier: str | None = Field(None, description="the customer's tier when it was decided")
     strategy: str | None = Field(None, description="the customer's strategy when it was decided")
@@ -400,6 +408,11 @@ class ExportedGoalEvent(BaseModel):
 
 class OutreachExport(BaseModel):
     customer_id: str
+    merged_ids: list[str] = Field(
+        default_factory=list,
+        description="the customer ids merged into this customer (their actions and events "
+        "are this customer's)",
+    )
     card: dict[str, Any] | None = Field(description="the card replica outreach decides on")
     suppression: ExportedSuppression | None
     schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")
