@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -85,3 +86,30 @@ def test_event_filters_look_into_an_orders_items() -> None:
     ]
     assert "not a list of objects" in validate({"some": ["currency", {"eq": ["x", 1]}]}, schema)[0]
     assert "lacks" in validate({"bought": {"category": "tea"}}, schema)[0]
+
+
+def test_a_template_lists_the_launched_items_in_the_customers_categories() -> None:
+    from services.outreach.core.launch import LaunchContent, LaunchItem, launch_view
+    from services.outreach.core.templates import Template, build_context, check, render
+
+    content = LaunchContent(
+        items=[
+            LaunchItem(sku="t-9", category="tea", name="Jasmine"),
+            LaunchItem(sku="c-9", category="cups", name="Mug"),
+            LaunchItem(sku="b-9", category="books", brand="Y", name="Atlas"),
+        ]
+    )
+    view = launch_view(content, datetime(2026, 6, 1, tzinfo=UTC))
+    body = (
+        "{% for i in launch.items_for_customer %}{{ i.name }};{% endfor %}"
+        "{{ launch.all_items|length }}"
+    )
+    template = Template(body=body)
+    assert check(template) == []
+    tea_buyer = {**card(tea="2026-01-01"), LAUNCH_KEY: view}
+    assert render(template, build_context(tea_buyer)) == ("", "Jasmine;3")
+    y_buyer = {**card(y="2020-01-01"), LAUNCH_KEY: view}  # bought books... and brand Y
+    assert render(template, build_context(y_buyer)) == ("", "Atlas;3")
+    # Outside a launch the lists are empty, and the card never shows the launch.
+    assert render(template, build_context(card(tea="2026-01-01"))) == ("", "0")
+    assert LAUNCH_KEY not in build_context(tea_buyer)["card"]
