@@ -143,3 +143,35 @@ async def test_a_launch_of_new_teas_reaches_exactly_the_tea_buyers_of_the_last_y
         )
         assert resp.status_code == 422
         assert "body.content.items.0.category" in resp.text
+
+
+async def test_an_event_filter_looks_into_the_orders_items(stack: Stack) -> None:
+    async with WebhookReceiver() as hook:
+        await add_webhook_channel(stack, hook.url, hook.secret)
+        await add_rule(
+            stack,
+            {
+                "id": "tea-thanks",
+                "name": "Thanks for buying tea",
+                "trigger": {
+                    "type": "event",
+                    "event": "order.paid",
+                    "filters": {"some": ["items", {"eq": ["category", "tea"]}]},
+                },
+                "action": {
+                    "kind": "follow_up",
+                    "channel": "webhook",
+                    "template": {"subject": "Thanks", "body": "Brewing tips inside"},
+                },
+            },
+        )
+        events = [
+            profile("tea-buyer"),
+            order("tea-buyer", 0, "tea", "zen"),
+            profile("cup-buyer"),
+            order("cup-buyer", 0, "cups", "zen"),
+        ]
+        await outreach_has_seen(stack, await post_events(stack, events))
+        [action] = await actions_of(stack, "tea-buyer")
+        assert action.rule_id == "tea-thanks"
+        assert await actions_of(stack, "cup-buyer") == []
