@@ -236,7 +236,7 @@ def _document(
         "complaints": complaints.card_section(state, now, tier, settings),
         "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
         "updated_at": _moment(updated),
-        "preferences": preferences.preferences(state, now),
+        "preferences": preferences.preferences(state, now, purchases),
     }
     return doc, stage, history
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from services.scoring.core.state import PAID, PLACED, CustomerState, Line, from_micros
+from services.scoring.core.state import PAID, PLACED, CustomerState, Line, Purchase, from_micros
 from shared.card import LAST_ITEMS, PREFERENCES_TOP
 
 _ZERO = Decimal(0)
@@ -34,12 +34,15 @@ def order_lines(state: CustomerState, order_id: str, as_of: int) -> tuple[Line, 
     return lines
 
 
-def preferences(state: CustomerState, as_of: int) -> dict[str, Any]:
-    """The ``preferences`` section of the card at ``as_of`` (micros), as plain values."""
+def preferences(
+    state: CustomerState, as_of: int, purchases: list[Purchase] | None = None
+) -> dict[str, Any]:
+    """The ``preferences`` section of the card at ``as_of`` (micros), as plain values;
+    ``purchases`` are ``state.purchases(as_of)`` when the caller has them already."""
     categories: dict[str, list[Any]] = {}  # name -> [spend, last_at]
     brands: dict[str, list[Any]] = {}
     recent: list[tuple[int, str, tuple[Line, ...]]] = []
-    for purchase in state.purchases(as_of):
+    for purchase in state.purchases(as_of) if purchases is None else purchases:
         lines = order_lines(state, purchase.order_id, as_of)
         if not lines:
             continue
