@@ -82,4 +82,7 @@ def test_items_survive_the_json_round_trip_and_old_states_read() -> None:
         "profile": {},
     }
     read = CustomerState.from_json(old)
-    assert card(read, datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=1)).preferences.categories == {}
+    assert (
+        card(read, datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=1)).preferences.categories
+        == {}
+    )

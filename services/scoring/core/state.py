@@ -373,9 +373,7 @@ def _apply_order(state: CustomerState, event_id: str, kind: str, at: int, d: Ord
     elif kind == REFUNDED:
         events[event_id] = OrderEvent(kind, at, d.amount)
     else:
-        items = tuple(
-            Line(i.sku, i.quantity, i.unit_price, i.category, i.brand) for i in d.items
-        )
+        items = tuple(Line(i.sku, i.quantity, i.unit_price, i.category, i.brand) for i in d.items)
         events[event_id] = OrderEvent(kind, at, d.amount, d.outstanding, items)
     return True
 
