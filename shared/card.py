@@ -237,6 +237,44 @@ class Visits(_Model):
     last_at: datetime | None
 
 
+class Bought(_Model):
+    """What a customer bought in one category (or of one brand): net spend (each order's net
+    shared among its lines by their value, so refunds subtract) and the last purchase."""
+
+    spend: Money
+    last_at: datetime  # the moment of the latest live order with such an item
+
+
+class LastItem(_Model):
+    """One line of one of the customer's latest orders."""
+
+    sku: str
+    category: str | None = None
+    brand: str | None = None
+    quantity: int
+    unit_price: Money
+    bought_at: datetime
+
+
+# How many names the top lists hold, and how many lines ``last_items`` keeps.
+PREFERENCES_TOP = 5
+LAST_ITEMS = 10
+
+
+class Preferences(_Model):
+    """What the customer buys, from the ``category`` and ``brand`` of their live orders' items
+    up to ``as_of`` (cancelled orders, and orders refunded in full, count nowhere). Every
+    category and brand is listed (a shop has few); the top lists hold at most
+    :data:`PREFERENCES_TOP` names, ties broken by name."""
+
+    categories: dict[str, Bought] = Field(default_factory=dict)
+    brands: dict[str, Bought] = Field(default_factory=dict)
+    top_categories_by_spend: list[str] = Field(default_factory=list)
+    top_categories_by_recency: list[str] = Field(default_factory=list)
+    # The lines of the latest orders, newest order first, at most LAST_ITEMS of them.
+    last_items: list[LastItem] = Field(default_factory=list)
+
+
 class Card(_Model):
     """A customer's score card at ``as_of`` (the read API and the change stream carry it)."""
 
@@ -259,3 +297,5 @@ class Card(_Model):
     complaints: Complaints
     visits: Visits
     updated_at: datetime | None  # the newest event time applied, up to as_of
+    # Empty on changes written before it existed.
+    preferences: Preferences = Preferences()

@@ -154,9 +154,14 @@ class VisitChannel(StrEnum):
 
 
 class OrderItem(Frozen):
+    """One line of an order. ``category`` and ``brand`` (optional) feed the customer's
+    purchase preferences on the card (spend and last purchase per category and per brand)."""
+
     sku: ShortText
     quantity: int = Field(ge=1, le=100_000)
     unit_price: Money
+    category: ShortText | None = None
+    brand: ShortText | None = None
 
 
 class OrderData(Frozen):

@@ -20,6 +20,7 @@ from pydantic.config import JsonDict
 from services.outreach.core import conditions
 from services.outreach.core.budgets import GUARANTEED_DAYS, GUARANTEED_ROWS, CutBy
 from services.outreach.core.channels import ChannelKind, EmailConfig, SmsConfig, WebhookConfig
+from services.outreach.core.launch import LaunchContent
 from services.outreach.core.rules import Rule, RuleId
 from shared.errors import beyond_schema
 from shared.events import PAYLOAD_OF, EventType, Identifier
@@ -250,6 +251,11 @@ class BroadcastIn(BaseModel):
         max_length=128,
         description="the launch's identity, the actions' occurrence: launching again with the "
         "same id decides nobody twice (omit it for a new launch)",
+    )
+    content: LaunchContent | None = Field(
+        None,
+        description="what the launch announces: the new items with their categories (and "
+        "brands), for conditions (`bought` with `launch`) and templates (`launch`)",
     )
 
 
@@ -490,6 +496,13 @@ _OPERATORS = {
     "in": "[path, [value, ...]]: the field is one of the values (a tag list: any of its tags)",
     "has_tag": "the customer has this tag",
     "exists": "path: the field is present and not null",
+    "some": "[path, expression]: some element of a list of objects (an order's items) passes "
+    "the expression, whose paths name the element's fields",
+    "bought": '{"category" | "brand": name} or {"launch": "category" | "brand"}, and '
+    '"within_days" (optional): the customer bought in that category (of that brand, or in '
+    "one of the launch's), the last time at most within_days days before the launch (else "
+    "the card's as_of)",
+    "never_bought": "exactly not bought, with the same arguments",
 }
 
 
@@ -543,6 +556,36 @@ def _expression_schema(name: str, fields: conditions.Schema) -> dict[str, Any]:
     }
     if conditions.TAGS_PATH in fields.fields:
         value_of["has_tag"] = {"type": "string", "minLength": 1}
+    lists = sorted(p for p, spec in fields.fields.items() if spec.item is not None)
+    if lists:
+        element = {"type": "object", "description": "a condition over the element's fields"}
+        value_of["some"] = _arguments({"type": "string", "enum": lists}, element)
+    if fields.lookup(conditions.PREFERENCES_PATH) is not None:
+        name_text = {"type": "string", "minLength": 1}
+        within = {"type": "integer", "minimum": 1, "maximum": conditions.MAX_WITHIN_DAYS}
+        bought = {
+            "type": "object",
+            "oneOf": [
+                {
+                    "properties": {key: name_text, "within_days": within},
+                    "required": [key],
+                    "additionalProperties": False,
+                }
+                for key in ("category", "brand")
+            ]
+            + [
+                {
+                    "properties": {
+                        "launch": {"enum": ["category", "brand"]},
+                        "within_days": within,
+                    },
+                    "required": ["launch"],
+                    "additionalProperties": False,
+                }
+            ],
+        }
+        value_of["bought"] = bought
+        value_of["never_bought"] = bought
     return {
         "title": name,
         "description": f"A condition over the {fields.name}: an object with exactly one "
@@ -595,7 +638,15 @@ _EXAMPLES: dict[str, Any] = {
         "quiet_hours": {"start": "21:00", "end": "08:00"},
         "default_timezone": "Europe/Paris",
     },
-    "BroadcastIn": {"rule_id": "new-arrivals", "launch_id": "2030-spring"},
+    "BroadcastIn": {
+        "rule_id": "new-arrivals",
+        "launch_id": "2030-spring",
+        "content": {
+            "items": [
+                {"sku": "tea-jasmine-50", "category": "tea", "brand": "zen", "name": "Jasmine"}
+            ]
+        },
+    },
     "SuppressionIn": {"customer_id": "c-42", "reason": "asked by phone not to be contacted"},
     "ChannelIn": {
         "id": "crm-webhook",

@@ -88,15 +88,32 @@ def histories(draw: st.DrawFn) -> list[Envelope]:
     out: list[Envelope] = []
     moments = st.integers(0, 700 * 86_400).map(lambda s: T0 + timedelta(seconds=s))
     money = st.decimals("0.01", "999.99", places=2).map(str)
+    # Items with a category and a brand from small pools (so customers share them), or none.
+    items = st.lists(
+        st.fixed_dictionaries(
+            {
+                "sku": st.sampled_from(["s-1", "s-2", "s-3"]),
+                "quantity": st.integers(1, 3),
+                "unit_price": money,
+            },
+            optional={
+                "category": st.sampled_from(["tea", "cups", "books"]),
+                "brand": st.sampled_from(["acme", "zen"]),
+            },
+        ),
+        max_size=3,
+    )
     for i in range(draw(st.integers(0, 6))):
         oid = f"o-{i}"
         total = draw(money)
         at = draw(moments)
         if draw(st.booleans()):
-            out.append(ev.order("placed", oid, total, at, outstanding=draw(money)))
+            out.append(
+                ev.order("placed", oid, total, at, outstanding=draw(money), items=draw(items))
+            )
         if draw(st.booleans()):
             paid_at = at + timedelta(hours=draw(st.integers(-3, 48)))
-            out.append(ev.order("paid", oid, total, paid_at))
+            out.append(ev.order("paid", oid, total, paid_at, items=draw(items)))
         for _ in range(draw(st.integers(0, 2))):
             out.append(ev.order("refunded", oid, draw(money), draw(moments)))
         if draw(st.integers(0, 4)) == 0:

@@ -223,7 +223,13 @@ async def launch_broadcast(
     (consent, suppression, limits, open complaints, the frequency cap, quiet hours) and
     recorded with the launch id as its occurrence, a few hundred customers per transaction.
     A launch cut short is finished by launching again with the same `launch_id`: customers
-    already decided are skipped."""
+    already decided are skipped.
+
+    With `content` (the new items, each with its category), the rule's conditions can target
+    customers by preference against the launch (`{"bought": {"launch": "category",
+    "within_days": 365}}`) and its template lists `launch.items_for_customer`: the items in
+    the categories (or of the brands) each customer buys. Malformed content (an item without
+    its category, more than 100 items) answers 422 naming the field."""
     # Its own connections: the launch commits a few hundred customers at a time.
     async with outreach.engine.connect() as conn:
         stored = await stored_rule(conn, body.rule_id)
@@ -250,6 +256,7 @@ async def launch_broadcast(
         settings=outreach.settings,
         clock=outreach.clock,
         decided=decided,
+        content=body.content,
     )
     log.info(
         "broadcast_launched",

@@ -11,6 +11,22 @@ An expression is an object with exactly one operator::
     {"in": [path, [value, ...]]}    for a list field (tags): any element is in the list
     {"has_tag": "vip"}              "vip" is one of profile.tags
     {"exists": path}                the field is present and not null
+    {"some": [path, expr]}          some element of a list of objects (an order's ``items``,
+                                    ``preferences.last_items``) passes expr over its fields
+    {"bought": {"category": "tea", "within_days": 365}}
+                                    the card's preferences list a purchase in the category
+                                    (or ``"brand": ...``), the last one at most within_days
+                                    days ago (optional; without it: ever, up to as_of)
+    {"bought": {"launch": "category", "within_days": 365}}
+                                    the same for any category (or ``"brand"``) of the
+                                    broadcast being launched (never holds outside a launch)
+    {"never_bought": {"brand": "Y"}}  exactly ``not bought``, same arguments
+
+``within_days`` counts back from the launch's moment in a broadcast, else from the card's
+``as_of``. For example, new teas for tea buyers who do not buy brand Y::
+
+    {"all": [{"bought": {"launch": "category", "within_days": 365}},
+             {"never_bought": {"brand": "Y"}}]}
 
 A ``path`` is a dotted name of a known field: ``tier``, ``value.orders``, ``rfm.segment``,
 ``profile.attributes.<any key>``. Example::
@@ -37,7 +53,7 @@ import operator
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from functools import cache
@@ -72,8 +88,16 @@ _ORDERED = frozenset({"int", "float", "decimal", "datetime", "date", "entry"})
 _SCALAR = _ORDERED | {"str", "bool"}
 _COMBINATORS = ("all", "any", "not")
 _COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "between", "in")
-OPERATORS = (*_COMBINATORS, *_COMPARISONS, "has_tag", "exists")
+_PREFERENCES = ("bought", "never_bought")
+OPERATORS = (*_COMBINATORS, *_COMPARISONS, "has_tag", "exists", "some", *_PREFERENCES)
 TAGS_PATH = "profile.tags"
+PREFERENCES_PATH = "preferences.categories"
+# The key under which a broadcast launch hands its content to conditions and templates,
+# beside the card's own fields: {"at": ISO instant, "categories": [...], "brands": [...],
+# "items": [...]}. Not a card field: scoring never writes it.
+LAUNCH_KEY = "_launch"
+_BOUGHT_BY = {"category": "categories", "brand": "brands"}
+MAX_WITHIN_DAYS = 36_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +106,7 @@ class FieldSpec:
 
     kind: Kind
     choices: frozenset[str] | None = None
+    item: Schema | None = None  # a list of objects: the fields of each element
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +148,10 @@ def _fields_of(model: type[BaseModel], prefix: str = "") -> dict[str, FieldSpec]
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             out[prefix + name] = FieldSpec("object")
             out.update(_fields_of(tp, f"{prefix}{name}."))
+        elif get_origin(tp) is list and _is_model(element := _unwrap(get_args(tp)[0])):
+            out[prefix + name] = FieldSpec(
+                "list", item=Schema(f"{prefix}{name} element", _fields_of(element))
+            )
         else:
             out[prefix + name] = _spec_of(tp)
     return out
@@ -138,6 +167,10 @@ def _unwrap(tp: Any) -> Any:
             tp = rest[0] if len(rest) == 1 else Any
         else:
             return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
 _PY_TYPES = (bool, int, float, Decimal, datetime, date, str)
@@ -314,6 +347,13 @@ class _Compiler:
             return lambda c: get(c) is not None
         if op in _COMPARISONS:
             return self.compare(op, arg, here)
+        if op == "some":
+            return self.some(arg, here)
+        if op in _PREFERENCES:
+            bought = self.bought(arg, here)
+            if bought is None or op == "bought":
+                return bought
+            return lambda c: not bought(c)
         self.fail(where, f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
         return None
 
@@ -347,6 +387,73 @@ class _Compiler:
             get = _getter(TAGS_PATH)
             return lambda c: tag in (get(c) or ())
         return None
+
+    def some(self, arg: Any, here: str) -> Predicate | None:
+        if not isinstance(arg, list) or len(arg) != 2:
+            self.fail(here, "expected [path, expression]")
+            return None
+        spec = self.field(arg[0], here)
+        if spec is None:
+            return None
+        if spec.item is None:
+            self.fail(here, f"{arg[0]!r} is not a list of objects")
+            return None
+        inner = _Compiler(spec.item, self.strict)
+        pred = inner.node(arg[1], f"{here}[1]")
+        self.errors.extend(inner.errors)
+        if pred is None:
+            return None
+        get = _getter(arg[0])
+
+        def some(c: Mapping[str, Any]) -> bool:
+            found = get(c)
+            if not isinstance(found, list):
+                return False
+            return any(isinstance(x, Mapping) and pred(x) for x in found)
+
+        return some
+
+    def bought(self, arg: Any, here: str) -> Predicate | None:
+        if self.schema.lookup(PREFERENCES_PATH) is None:
+            self.fail(here, f"needs the card's preferences, which {self.schema.name} lacks")
+            return None
+        if not isinstance(arg, dict):
+            self.fail(
+                here, 'expected {"category": name} or {"brand": name}, "within_days" optional'
+            )
+            return None
+        unknown = sorted(set(arg) - {"category", "brand", "launch", "within_days"})
+        if unknown:
+            self.fail(here, f"unknown key {unknown[0]!r}; use category, brand, launch, within_days")
+            return None
+        which = [k for k in ("category", "brand", "launch") if k in arg]
+        if len(which) != 1:
+            self.fail(here, "name exactly one of category, brand or launch")
+            return None
+        (key,) = which
+        name = arg[key]
+        if key == "launch":
+            if name not in _BOUGHT_BY:
+                self.fail(f"{here}.launch", 'expected "category" or "brand"')
+                return None
+        elif not isinstance(name, str) or not name:
+            self.fail(f"{here}.{key}", f"expected a {key} name, got {json.dumps(name)}")
+            return None
+        within = arg.get("within_days")
+        if within is not None and (
+            isinstance(within, bool)
+            or not isinstance(within, int)
+            or not 1 <= within <= MAX_WITHIN_DAYS
+        ):
+            self.fail(
+                f"{here}.within_days",
+                f"expected a whole number of days from 1 to {MAX_WITHIN_DAYS}, "
+                f"got {json.dumps(within)}",
+            )
+            return None
+        section = _BOUGHT_BY[name if key == "launch" else key]
+        fixed = None if key == "launch" else (name,)
+        return _bought(section, fixed, within)
 
     def compare(self, op: str, arg: Any, here: str) -> Predicate | None:
         arity = 3 if op == "between" else 2
@@ -387,6 +494,41 @@ class _Compiler:
                 self.fail(here, f"{path!r}: mixes a number and a text; use one type")
                 return None
         return _build(op, _getter(path), _conversion(spec, values), values, is_list)
+
+
+def _bought(section: str, fixed: tuple[str, ...] | None, within: int | None) -> Predicate:
+    """Whether the card lists a purchase in one of the names (``fixed``, else the launch's own
+    names of ``section``), at most ``within`` days before the launch (else the card's as_of)."""
+
+    def holds(card: Mapping[str, Any]) -> bool:
+        prefs = card.get("preferences")
+        table = prefs.get(section) if isinstance(prefs, Mapping) else None
+        if not isinstance(table, Mapping):
+            return False
+        launch = card.get(LAUNCH_KEY)
+        names = fixed
+        if names is None:
+            found = launch.get(section) if isinstance(launch, Mapping) else None
+            names = tuple(found) if isinstance(found, list) else ()
+        since = None
+        if within is not None:
+            now = to_datetime(launch.get("at") if isinstance(launch, Mapping) else None)
+            now = now or to_datetime(card.get("as_of"))
+            if now is None:
+                return False
+            since = now - timedelta(days=within)
+        for n in names:
+            entry = table.get(n)
+            if not isinstance(entry, Mapping):
+                continue
+            if since is None:
+                return True
+            last = to_datetime(entry.get("last_at"))
+            if last is not None and last >= since:
+                return True
+        return False
+
+    return holds
 
 
 # Unrolled for the common short lists: a generator per evaluation costs more than the

@@ -1,12 +1,15 @@
 """Message templates: Jinja2 in its immutable sandbox, over a customer's card and nothing else.
 
-A template has a ``subject`` and a ``body``. Both see exactly four names:
+A template has a ``subject`` and a ``body``. Both see exactly five names:
 
 - ``card``: the whole score card (``card.value.orders``, ``card.tier``...), as on the changes
   topic: money is a decimal string, times are ISO strings;
 - ``customer``: the card's profile (``customer.name``, ``customer.email``...);
 - ``offer``: the rule's offer (``offer.code``, ``offer.description``...), or None;
-- ``unsubscribe_url``: the link that opts the customer out.
+- ``unsubscribe_url``: the link that opts the customer out;
+- ``launch``: a broadcast launch's content (``launch.all_items``, ``launch.items_for_customer``:
+  the new items in the categories or brands the customer buys; see
+  :mod:`services.outreach.core.launch`), every list empty outside a launch.
 
 Settings, secrets and the process are out of reach by construction: they are never in the
 context, and the sandbox refuses attribute escapes such as ``''.__class__``. A name the
@@ -30,6 +33,8 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from services.outreach.core.conditions import LAUNCH_KEY
+from services.outreach.core.launch import template_launch
 from services.outreach.core.template_limits import (
     DEFAULT_LIMITS,
     BoundedEnvironment,
@@ -41,10 +46,13 @@ from services.outreach.core.template_limits import (
 )
 from services.outreach.core.template_source import instrument, static_check
 from shared.card import (
+    Bought,
     Card,
     Complaints,
     Consent,
+    LastItem,
     Prediction,
+    Preferences,
     Profile,
     Rfm,
     Segment,
@@ -196,11 +204,15 @@ def build_context(
     unsubscribe_url: str = "",
 ) -> dict[str, Any]:
     """The only names a template sees; see the module docstring."""
+    launch = template_launch(card)
+    if LAUNCH_KEY in card:  # the launch's content is the template's ``launch``, not the card's
+        card = {k: v for k, v in card.items() if k != LAUNCH_KEY}
     return {
         "card": card,
         "customer": card.get("profile") or {},
         "offer": offer,
         "unsubscribe_url": unsubscribe_url,
+        "launch": launch,
     }
 
 
@@ -239,7 +251,8 @@ def check_parts(
     a limit is rejected before it can reach a customer.
     """
     errors: list[tuple[str, str]] = []
-    context = build_context(SAMPLE_CARD, offer, "https://example.com/unsubscribe/sample")
+    sample = {**SAMPLE_CARD, LAUNCH_KEY: SAMPLE_LAUNCH}
+    context = build_context(sample, offer, "https://example.com/unsubscribe/sample")
     for part, source in (("subject", template.subject), ("body", template.body)):
         try:
             run_budgeted(limits, partial(_render_part, part, source, context))
@@ -312,4 +325,45 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
     complaints=Complaints(open=0, total=1, last_at=datetime(2024, 2, 11, 9, tzinfo=UTC)),
     visits=Visits(last_30d=3, total=41, last_at=datetime(2025, 5, 28, 15, 10, tzinfo=UTC)),
     updated_at=datetime(2025, 5, 28, 15, 10, tzinfo=UTC),
+    preferences=Preferences(
+        categories={
+            "tea": Bought(
+                spend=Decimal("420.00"), last_at=datetime(2025, 5, 20, 17, 45, tzinfo=UTC)
+            )
+        },
+        brands={
+            "zen": Bought(
+                spend=Decimal("180.00"), last_at=datetime(2025, 5, 20, 17, 45, tzinfo=UTC)
+            )
+        },
+        top_categories_by_spend=["tea"],
+        top_categories_by_recency=["tea"],
+        last_items=[
+            LastItem(
+                sku="tea-oolong-100",
+                category="tea",
+                brand="zen",
+                quantity=2,
+                unit_price=Decimal("12.50"),
+                bought_at=datetime(2025, 5, 20, 17, 45, tzinfo=UTC),
+            )
+        ],
+    ),
 ).model_dump(mode="json")
+
+# The launch content a template is checked with (see services.outreach.core.launch).
+SAMPLE_LAUNCH: Mapping[str, Any] = {
+    "at": "2025-06-01T08:00:00+00:00",
+    "items": [
+        {
+            "sku": "tea-jasmine-50",
+            "category": "tea",
+            "brand": "zen",
+            "name": "Jasmine pearls",
+            "price": "18.00",
+            "url": "https://shop.example/tea-jasmine-50",
+        }
+    ],
+    "categories": ["tea"],
+    "brands": ["zen"],
+}

@@ -1,7 +1,12 @@
 """Launching a broadcast: its rule fired for every customer of the card replica in its
 audience, decided under the contact policy like any other action, a few hundred customers
 per transaction. The launch id is the actions' occurrence, so launching again with the same
-id decides nobody twice and finishes a launch cut short."""
+id decides nobody twice and finishes a launch cut short.
+
+A launch may carry content (:mod:`services.outreach.core.launch`): the new items it announces.
+Each card is then judged, and each message rendered, with the content beside the card, so the
+rule's conditions can target by preference against the launch's categories and its template
+can list the launched items that match each customer."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.outreach.core.conditions import LAUNCH_KEY
+from services.outreach.core.launch import LaunchContent, launch_view
 from services.outreach.core.preview import audience
 from services.outreach.core.rules import Match, Rule
 from services.outreach.settings import OutreachSettings
@@ -33,10 +40,17 @@ async def launch(
     settings: OutreachSettings,
     clock: Clock,
     decided: Callable[[], None],
+    content: LaunchContent | None = None,
 ) -> tuple[int, Counter[str]]:
     """Fire ``rule`` (a broadcast) for its audience now: (audience size, decided actions by
-    status). ``decided`` is called after each transaction that recorded actions."""
+    status). ``decided`` is called after each transaction that recorded actions; ``content``
+    is what the launch announces, if anything."""
     holds = audience(rule)
+    view = launch_view(content, clock.now()) if content is not None else None
+
+    def with_launch(card: Any) -> Any:
+        return card if view is None else {**card, LAUNCH_KEY: view}
+
     size = 0
     statuses: Counter[str] = Counter()
     batch: dict[str, Any] = {}
@@ -59,7 +73,8 @@ async def launch(
 
     async with engine.connect() as conn:
         async for rows in replica_chunks(conn):
-            batch.update((r.customer_id, r.card) for r in rows if holds(r.card))
+            seen = ((r.customer_id, with_launch(r.card)) for r in rows)
+            batch.update((cid, card) for cid, card in seen if holds(card))
             if len(batch) >= BROADCAST_CHUNK:
                 size += len(batch)
                 statuses.update(await decide(batch))

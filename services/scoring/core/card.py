@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.scoring.core import complaints, lifecycle, predict, rfm, tiers
+from services.scoring.core import complaints, lifecycle, predict, preferences, rfm, tiers
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
@@ -236,6 +236,7 @@ def _document(
         "complaints": complaints.card_section(state, now, tier, settings),
         "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
         "updated_at": _moment(updated),
+        "preferences": preferences.preferences(state, now, purchases),
     }
     return doc, stage, history
 

@@ -70,11 +70,23 @@ def from_micros(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+class Line(NamedTuple):
+    """One item of a placed or paid order, as the event listed it."""
+
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    category: str | None = None
+    brand: str | None = None
+
+
 class OrderEvent(NamedTuple):
     kind: str
     at: int
     amount: Decimal | None = None  # placed/paid: the order total; refunded: the amount refunded
     outstanding: Decimal | None = None  # placed/paid only
+    # placed/paid only: the items the event listed (the card's purchase preferences).
+    items: tuple[Line, ...] = ()
 
 
 class ComplaintEvent(NamedTuple):
@@ -220,7 +232,7 @@ class CustomerState:
             first_at = -1
             latest: tuple[int, int, str] | None = None
             total = outstanding = refunded = zero
-            for event_id, (kind, at, amount, owed) in events.items():
+            for event_id, (kind, at, amount, owed, _) in events.items():
                 if at > as_of:
                     continue
                 if kind == CANCELLED:
@@ -281,7 +293,13 @@ def _order_event_json(e: OrderEvent) -> list[Any]:
         return [e.kind, e.at]
     if e.outstanding is None:
         return [e.kind, e.at, str(e.amount)]
-    return [e.kind, e.at, str(e.amount), str(e.outstanding)]
+    if not e.items:  # as in states written before items were kept
+        return [e.kind, e.at, str(e.amount), str(e.outstanding)]
+    return [e.kind, e.at, str(e.amount), str(e.outstanding), [_line_json(i) for i in e.items]]
+
+
+def _line_json(line: Line) -> list[Any]:
+    return [line.sku, line.quantity, str(line.unit_price), line.category, line.brand]
 
 
 def _complaint_event_json(e: ComplaintEvent) -> list[Any]:
@@ -296,6 +314,7 @@ def _order_event_from(raw: list[Any]) -> OrderEvent:
         raw[1],
         Decimal(raw[2]) if len(raw) > 2 else None,
         Decimal(raw[3]) if len(raw) > 3 else None,
+        tuple(Line(i[0], i[1], Decimal(i[2]), i[3], i[4]) for i in raw[4]) if len(raw) > 4 else (),
     )
 
 
@@ -354,7 +373,8 @@ def _apply_order(state: CustomerState, event_id: str, kind: str, at: int, d: Ord
     elif kind == REFUNDED:
         events[event_id] = OrderEvent(kind, at, d.amount)
     else:
-        events[event_id] = OrderEvent(kind, at, d.amount, d.outstanding)
+        items = tuple(Line(i.sku, i.quantity, i.unit_price, i.category, i.brand) for i in d.items)
+        events[event_id] = OrderEvent(kind, at, d.amount, d.outstanding, items)
     return True
 
 
