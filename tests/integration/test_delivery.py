@@ -8,6 +8,7 @@ the worker never touches another test's pending actions; each test deletes its r
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -29,8 +30,10 @@ from services.outreach.api.channels import router as channels_router
 from services.outreach.core.policy import Decision, Outcome, Policy, Reason
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
+from services.outreach.shell.resolve import Resolution, resolve
 from services.outreach.shell.service import OutreachState
 from shared.auth import KeyStore
 from shared.clock import FixedClock
@@ -310,6 +313,42 @@ async def test_connections_to_a_receiver_are_kept_alive_across_passes(
 
         assert len(hook.received) == 8
         assert hook.connections <= 2
+
+
+async def test_a_kept_alive_connection_does_not_outlive_the_guard_when_the_name_moves(
+    engine: AsyncEngine, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receiver's name first resolves to an address the guard lets through (played by the
+    # receiver on loopback), then is re-pointed to a private one: each send resolves and
+    # checks again, so the connection kept alive from the first send carries nothing more.
+    answers = iter([Resolution((ipaddress.ip_address("127.0.0.1"),), [])])
+
+    async def moving(host: str, port: int, *, allow_private: bool) -> Resolution:
+        found = next(answers, None)
+        if found is not None:
+            return found
+        return await resolve("127.0.0.1", port, allow_private=allow_private)
+
+    monkeypatch.setattr(webhook_channel, "resolve", moving)
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver() as hook,
+        worker(engine, clock, allow_private_webhooks=False, delivery_batch=1) as w,
+    ):
+        url = f"http://hooks.shop.example:{hook.port}/hooks/tend"
+        await ledger.channel("webhook", {"url": url}, hook.secret)
+        first = await ledger.action("webhook")
+        second = await ledger.action("webhook", due=START + timedelta(seconds=1))
+
+        assert await w.run_once() == 1
+        clock.set(START + timedelta(seconds=1))
+        assert await w.run_once() == 1
+
+        assert (await ledger.row(first)).status == "sent"
+        row = await ledger.row(second)
+        assert (row.status, row.reason) == ("failed", "unsafe_url")
+        assert [r.webhook_id for r in hook.received] == [first]
+        assert hook.received[0].headers["host"] == f"hooks.shop.example:{hook.port}"
 
 
 async def test_a_429_with_retry_after_keeps_the_channel_quiet_that_long(
