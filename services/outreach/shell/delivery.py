@@ -197,7 +197,8 @@ class _Gate:
         finally:
             async with self._changed:
                 self._busy -= 1
-                self._changed.notify_all()
+                # Only as many waiters as may go now (waking every one is quadratic).
+                self._changed.notify(max(1, self._pace.in_flight_limit - self._busy))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +252,9 @@ class DeliveryWorker(Worker):
         self._require_https = require_https
         self._phone_region = phone_region
         self._rng = rng or random.Random()
-        # One connection pool per receiver, kept across passes (keep-alive). A pool is keyed
-        # by the receiver's own origin, not only by the address its connections go to: a TLS
-        # connection made for one name is never reused for another on the same address.
+        # One connection pool per receiver URL, kept across passes (keep-alive). A pool is
+        # keyed by the receiver's own URL, not only by the address its connections go to: a
+        # TLS connection made for one name is never reused for another on the same address.
         self._http = http
         self._pools: dict[str, httpx.AsyncClient] = {}
         self._paces: dict[str, Pace] = {}
@@ -276,13 +277,11 @@ class DeliveryWorker(Worker):
     def _pool(self, url: str) -> httpx.AsyncClient:
         if self._http is not None:
             return self._http
-        origin = httpx.URL(url).copy_with(path="/", query=None, fragment=None)
-        key = str(origin)
-        pool = self._pools.get(key)
+        pool = self._pools.get(url)
         if pool is None:
             # trust_env=False: a proxy from the environment would connect to the endpoint
             # by name, bypassing the address the guard checked.
-            pool = self._pools[key] = httpx.AsyncClient(
+            pool = self._pools[url] = httpx.AsyncClient(
                 timeout=self._settings.webhook_timeout_seconds,
                 trust_env=False,
                 follow_redirects=False,
