@@ -4,6 +4,7 @@ actions relay, and the marketing and operations APIs."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -87,8 +88,8 @@ def create_app(
             idle_seconds=0.5,
         )
 
-        async def still_allowed(conn: Any, action: Any) -> Decision | None:
-            return await recheck(conn, action, policy=current.policy, now=clock.now())
+        async def still_allowed(conn: Any, actions: Sequence[Any]) -> list[Decision | None]:
+            return await recheck(conn, actions, policy=current.policy, now=clock.now())
 
         state.delivery = delivery = DeliveryWorker(
             engine,

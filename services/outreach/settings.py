@@ -39,6 +39,9 @@ class OutreachSettings(BaseSettings):
     retry_max_seconds: float = Field(3600.0, gt=0)
     delivery_batch: int = Field(200, ge=1)
     delivery_idle_seconds: float = Field(0.2, gt=0)
+    # The most sends per second to any one channel whose config names no `rate_per_second`
+    # of its own; unset: no limit but the adaptive concurrency (services.outreach.core.pacing).
+    delivery_rate_per_second: float | None = Field(None, gt=0, le=100_000)
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     scheduler_batch: int = Field(2000, ge=1)

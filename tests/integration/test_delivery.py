@@ -7,9 +7,11 @@ the worker never touches another test's pending actions; each test deletes its r
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,16 +21,19 @@ import orjson
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks import Webhook
 
 from services.outreach.api.action_detail import router as action_detail_router
 from services.outreach.api.channels import router as channels_router
-from services.outreach.core.policy import Decision, Outcome, Reason
+from services.outreach.core.policy import Decision, Outcome, Policy, Reason
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, unsubscribe_url, verify
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell.channels import webhook as webhook_channel
+from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
+from services.outreach.shell.resolve import Resolution, resolve
 from services.outreach.shell.service import OutreachState
 from shared.auth import KeyStore
 from shared.clock import FixedClock
@@ -57,12 +62,12 @@ def outreach_settings(**overrides: Any) -> OutreachSettings:
     return OutreachSettings(**values)
 
 
-async def allow(conn: AsyncConnection, action: Any) -> Decision | None:
-    return None
+async def allow(conn: AsyncConnection, actions: Sequence[Any]) -> list[Decision | None]:
+    return [None for _ in actions]
 
 
-async def suppressed(conn: AsyncConnection, action: Any) -> Decision | None:
-    return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED)
+async def suppressed(conn: AsyncConnection, actions: Sequence[Any]) -> list[Decision | None]:
+    return [Decision(Outcome.SUPPRESS, Reason.SUPPRESSED) for _ in actions]
 
 
 class Ledger:
@@ -73,6 +78,7 @@ class Ledger:
         self.actions: list[str] = []
         self.channels: list[str] = []
         self.customers: list[str] = []
+        self.suppressed: list[str] = []
 
     async def action(
         self,
@@ -145,6 +151,28 @@ class Ledger:
         self.channels.append(channel_id)
         return channel_id
 
+    async def to_channel(self, action_ids: Sequence[str], channel_id: str) -> None:
+        """The actions name this channel (as a rule that names one decides them)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE outreach.actions SET channel_id = :ch "
+                    "WHERE id = ANY(CAST(:ids AS text[]))"
+                ),
+                {"ch": channel_id, "ids": list(action_ids)},
+            )
+
+    async def suppress(self, customer_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outreach.suppressions (customer_id, reason, source, created_at) "
+                    "VALUES (:c, 'test', 'test', now())"
+                ),
+                {"c": customer_id},
+            )
+        self.suppressed.append(customer_id)
+
     async def row(self, action_id: str) -> Any:
         async with self.engine.connect() as conn:
             return (
@@ -208,6 +236,13 @@ class Ledger:
                 text("DELETE FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[]))"),
                 {"ids": self.customers},
             )
+            await conn.execute(
+                text(
+                    "DELETE FROM outreach.suppressions "
+                    "WHERE customer_id = ANY(CAST(:ids AS text[]))"
+                ),
+                {"ids": self.suppressed},
+            )
 
 
 @pytest_asyncio.fixture
@@ -229,6 +264,165 @@ async def worker(
 
 
 # -- webhooks ------------------------------------------------------------------------------
+
+
+async def test_the_recheck_of_a_pick_reads_its_customers_in_one_statement(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    policy = Policy(quiet_hours=None)
+
+    async def still_allowed(conn: AsyncConnection, actions: Sequence[Any]) -> Any:
+        return await recheck(conn, actions, policy=policy, now=clock.now())
+
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async with WebhookReceiver() as hook, worker(engine, clock, recheck=still_allowed) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        ids = [await ledger.action("webhook") for _ in range(12)]
+        gone = (await ledger.row(ids[3])).customer_id
+        await ledger.suppress(gone)
+
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            assert await w.run_once() == 12
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", seen)
+
+        assert [(await ledger.row(i)).status for i in ids] == ["sent"] * 3 + ["suppressed"] + [
+            "sent"
+        ] * 8
+        assert gone not in {r.payload["customer_id"] for r in hook.received}
+        assert len([q for q in statements if "outreach.suppressions" in q]) == 1
+
+
+async def test_connections_to_a_receiver_are_kept_alive_across_passes(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as hook, worker(engine, clock, delivery_batch=2) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        for _ in range(8):
+            await ledger.action("webhook")
+
+        for _ in range(4):
+            assert await w.run_once() == 2
+
+        assert len(hook.received) == 8
+        assert hook.connections <= 2
+
+
+async def test_a_kept_alive_connection_does_not_outlive_the_guard_when_the_name_moves(
+    engine: AsyncEngine, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receiver's name first resolves to an address the guard lets through (played by the
+    # receiver on loopback), then is re-pointed to a private one: each send resolves and
+    # checks again, so the connection kept alive from the first send carries nothing more.
+    answers = iter([Resolution((ipaddress.ip_address("127.0.0.1"),), [])])
+
+    async def moving(host: str, port: int, *, allow_private: bool) -> Resolution:
+        found = next(answers, None)
+        if found is not None:
+            return found
+        return await resolve("127.0.0.1", port, allow_private=allow_private)
+
+    monkeypatch.setattr(webhook_channel, "resolve", moving)
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver() as hook,
+        worker(engine, clock, allow_private_webhooks=False, delivery_batch=1) as w,
+    ):
+        url = f"http://hooks.shop.example:{hook.port}/hooks/tend"
+        await ledger.channel("webhook", {"url": url}, hook.secret)
+        first = await ledger.action("webhook")
+        second = await ledger.action("webhook", due=START + timedelta(seconds=1))
+
+        assert await w.run_once() == 1
+        clock.set(START + timedelta(seconds=1))
+        assert await w.run_once() == 1
+
+        assert (await ledger.row(first)).status == "sent"
+        row = await ledger.row(second)
+        assert (row.status, row.reason) == ("failed", "unsafe_url")
+        assert [r.webhook_id for r in hook.received] == [first]
+        assert hook.received[0].headers["host"] == f"hooks.shop.example:{hook.port}"
+
+
+async def test_a_429_with_retry_after_keeps_the_channel_quiet_that_long(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver(script=[429], retry_after="2") as hook,
+        worker(engine, clock) as w,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        first = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        row = await ledger.row(first)
+        assert (row.status, row.attempts, row.reason) == ("pending", 1, None)
+        assert row.next_attempt_at >= START + timedelta(seconds=2)
+
+        # The ledger's clock says both are due; the receiver's two seconds are not over.
+        second = await ledger.action("webhook", due=START + timedelta(hours=1))
+        clock.set(START + timedelta(hours=1))
+        assert await w.run_once() == 2
+        assert len(hook.received) == 1
+        assert (await ledger.row(second)).attempts == 0  # not an attempt: it was not sent
+
+        async with asyncio.timeout(10):
+            while len(hook.received) < 3:
+                await asyncio.sleep(0.1)
+                clock.set(clock.now() + timedelta(hours=1))
+                await w.run_once()
+        assert {(await ledger.row(i)).status for i in (first, second)} == {"sent"}
+        assert min(hook.arrivals[1:]) >= hook.arrivals[0] + 2.0
+
+
+async def test_a_channels_rate_limit_is_respected(engine: AsyncEngine, ledger: Ledger) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url, "rate_per_second": 4}, hook.secret)
+        for _ in range(10):
+            await ledger.action("webhook")
+
+        async with asyncio.timeout(20):
+            while len(hook.received) < 10:
+                await w.run_once()
+                clock.set(clock.now() + timedelta(hours=1))
+
+        # Sends start at least a quarter of a second apart; an arrival may come a little
+        # early, never a whole extra send's worth in any one second.
+        busiest = max(sum(1 for b in hook.arrivals if a <= b < a + 1.0) for a in hook.arrivals)
+        assert busiest <= 5
+
+
+async def test_a_hanging_receiver_does_not_hold_up_a_fast_one(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver(default="hang") as slow,
+        WebhookReceiver() as fast,
+        worker(engine, clock, webhook_timeout_seconds=30.0) as w,
+    ):
+        slow_id = await ledger.channel("webhook", {"url": slow.url}, slow.secret)
+        fast_id = await ledger.channel("webhook", {"url": fast.url}, fast.secret)
+        early = START - timedelta(minutes=1)
+        await ledger.to_channel([await ledger.action(due=early) for _ in range(40)], slow_id)
+        await ledger.to_channel([await ledger.action() for _ in range(5)], fast_id)
+
+        run = asyncio.create_task(w.run_once())
+        try:
+            await fast.wait_for(5, timeout=10)  # while every slow send still hangs
+            assert not run.done()
+        finally:
+            slow.release.set()
+        assert await run == 45
+        assert len(fast.received) == 5
 
 
 async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledger) -> None:

@@ -28,6 +28,7 @@ import email
 import email.policy
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class WebhookReceiver:
         default: Step = 200,
         chooser: Callable[[], Step] | None = None,
         late_seconds: float = 5.0,
+        retry_after: str | None = None,
     ) -> None:
         self.secret = secret or new_secret()
         self.received: list[ReceivedWebhook] = []
@@ -89,6 +91,12 @@ class WebhookReceiver:
         self._default = default
         self._chooser = chooser
         self._late_seconds = late_seconds
+        self._retry_after = retry_after
+        # TCP connections accepted (requests over kept-alive connections share one), and when
+        # each request arrived (time.monotonic()).
+        self.connections = 0
+        self.arrivals: list[float] = []
+        self.release = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._closing = asyncio.Event()
         self._arrived = asyncio.Condition()
@@ -129,6 +137,7 @@ class WebhookReceiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.connections += 1
         try:
             while not self._closing.is_set():
                 request = await _read_request(reader)
@@ -138,7 +147,12 @@ class WebhookReceiver:
                 step = self._next_step()
                 await self._record(path, headers, body, step)
                 if step == "hang":
-                    await self._closing.wait()
+                    # Until the receiver closes, or the test lets the sender go.
+                    closing = asyncio.ensure_future(self._closing.wait())
+                    released = asyncio.ensure_future(self.release.wait())
+                    await asyncio.wait({closing, released}, return_when=asyncio.FIRST_COMPLETED)
+                    closing.cancel()
+                    released.cancel()
                     return
                 if step == "drop":
                     return
@@ -146,8 +160,13 @@ class WebhookReceiver:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._closing.wait(), self._late_seconds)
                     step = 200
+                extra = (
+                    f"retry-after: {self._retry_after}\r\n"
+                    if self._retry_after is not None and step in (429, 503)
+                    else ""
+                )
                 writer.write(
-                    f"HTTP/1.1 {step} {_phrase(step)}\r\ncontent-length: 0\r\n\r\n".encode(
+                    f"HTTP/1.1 {step} {_phrase(step)}\r\n{extra}content-length: 0\r\n\r\n".encode(
                         "latin-1"
                     )
                 )
@@ -171,6 +190,7 @@ class WebhookReceiver:
         except (WebhookVerificationError, ValueError) as exc:
             verified, error = False, str(exc)
         async with self._arrived:
+            self.arrivals.append(time.monotonic())
             self.received.append(ReceivedWebhook(path, headers, body, verified, error, step))
             self._arrived.notify_all()
 

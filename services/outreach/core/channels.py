@@ -93,6 +93,13 @@ class WebhookConfig(_Config):
     """``config`` of a webhook channel."""
 
     url: str = Field(min_length=1, max_length=2000, description="where actions are POSTed")
+    rate_per_second: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="the most sends per second the receiver takes (its documented limit); "
+        "unset: the setting TEND_OUTREACH_DELIVERY_RATE_PER_SECOND, if any",
+    )
 
 
 class EmailConfig(_Config):
@@ -121,6 +128,13 @@ class SmsConfig(_Config):
     text under the field names the provider expects, and ``action_id`` and ``customer_id``."""
 
     url: str = Field(min_length=1, max_length=2000, description="the provider's send endpoint")
+    rate_per_second: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="the most messages per second the provider takes (its documented "
+        "limit); unset: the setting TEND_OUTREACH_DELIVERY_RATE_PER_SECOND, if any",
+    )
     sender: str | None = Field(
         None,
         alias="from",

@@ -46,7 +46,7 @@ from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
 from services.outreach.settings import OutreachSettings
 from services.outreach.store import ledger
 from services.outreach.store.ledger import Recorded
-from services.outreach.store.replica import card_of, lock_customers
+from services.outreach.store.replica import lock_customers, policy_state
 
 # How long deciding may hold the event loop between two renders before it lets others run.
 YIELD_SECONDS = 0.02
@@ -243,15 +243,25 @@ def _row(
 
 
 async def recheck(
-    conn: AsyncConnection, action: Any, *, policy: Policy, now: datetime
+    conn: AsyncConnection, actions: Sequence[Any], *, policy: Policy, now: datetime
+) -> list[Decision | None]:
+    """Just before delivery: is each of these actions still allowed now? For each, in order,
+    None when it is; else the policy's word: ``suppress`` (the customer unsubscribed,
+    withdrew consent), ``hold`` (a promotion that came due while a complaint is open) or
+    ``defer`` (it came due in the customer's quiet hours). The frequency cap and the rule's
+    limits were judged when it was decided and hold their slot; they are not judged again.
+    The cards and suppressions of the whole pick are read in one statement."""
+    if not actions:
+        return []
+    state = await policy_state(conn, [a.customer_id for a in actions])
+    return [
+        _still_allowed(a, *state.get(a.customer_id, (None, False)), policy, now) for a in actions
+    ]
+
+
+def _still_allowed(
+    action: Any, card: Any, suppressed: bool, policy: Policy, now: datetime
 ) -> Decision | None:
-    """Just before delivery: is this action still allowed now? None when it is; else the
-    policy's word: ``suppress`` (the customer unsubscribed, withdrew consent), ``hold`` (a
-    promotion that came due while a complaint is open) or ``defer`` (it came due in the
-    customer's quiet hours). The frequency cap and the rule's limits were judged when it was
-    decided and hold their slot; they are not judged again."""
-    card = await card_of(conn, action.customer_id)
-    suppressed = bool(await ledger.suppressed_among(conn, [action.customer_id]))
     if card is None:
         return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED) if suppressed else None
     candidate = Candidate(

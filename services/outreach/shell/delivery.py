@@ -4,11 +4,18 @@ One pass (:meth:`DeliveryWorker.run_once`) has three steps, and only the first a
 a transaction:
 
 1. **pick** — lock due rows (``FOR UPDATE SKIP LOCKED``, so workers share the ledger without
-   meeting), re-check the contact policy for each (a customer may have opted out since the
-   decision), and *lease* the rest: ``next_attempt_at`` moves past the longest the sends can
-   take. Committed at once. A worker that dies mid-send leaves its rows due again when the
-   lease runs out: delayed, never lost.
-2. **send** — outside any transaction, a few at a time; each send is bounded by the timeout.
+   meeting), re-check the contact policy for them all at once (a customer may have opted out
+   since the decision; one statement reads the pick's cards and suppressions), and *lease*
+   the rest: ``next_attempt_at`` moves past the longest the sends can take. Committed at
+   once. A worker that dies mid-send leaves its rows due again when the lease runs out:
+   delayed, never lost.
+2. **send** — outside any transaction; each send is bounded by the timeout. Each receiver
+   (channel) has its own pace (:mod:`services.outreach.core.pacing`): concurrency that adapts
+   to its latency and halves on its errors, its rate limit, and its ``Retry-After`` pause, so a
+   slow receiver holds only its own slots. HTTP connections are kept alive per receiver
+   across passes, each still opened to the address the network guard checked. A send its
+   receiver's pace does not allow in this pass stays pending, due when it will be, with no
+   attempt counted.
 3. **record** — sent, retried with backoff, failed, unknown; each update only applies if the
    row still carries this worker's lease, so a worker that outlived its lease cannot
    overwrite the outcome of the one that took the row over. Each attempt whose outcome is
@@ -25,7 +32,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +52,7 @@ from services.outreach.core.channels import (
     Verdict,
     WebhookConfig,
 )
+from services.outreach.core.pacing import MAX_LIMIT, Pace
 from services.outreach.core.policy import Decision, Outcome
 from services.outreach.core.unsubscribe import unsubscribe_url, with_link
 from services.outreach.settings import OutreachSettings
@@ -59,18 +67,21 @@ from shared.worker import Worker
 
 log = get_logger(__name__)
 
-Recheck = Callable[[AsyncConnection, Any], Awaitable[Decision | None]]
-"""``recheck(conn, action_row) -> decision | None``: the contact policy again, just before the
-send, inside the pick transaction; None sends, a decision suppresses, holds (an open
-complaint) or defers (quiet hours) the action instead."""
+Recheck = Callable[[AsyncConnection, Sequence[Any]], Awaitable[Sequence[Decision | None]]]
+"""``recheck(conn, action_rows) -> [decision | None, ...]``: the contact policy again, just
+before the send, inside the pick transaction, for a whole pick; for each row, None sends, a
+decision suppresses, holds (an open complaint) or defers (quiet hours) the action instead."""
 
 # Added to the longest the sends of one pass can take, for the pick-to-send gap and clock skew
 # between workers.
 LEASE_MARGIN = timedelta(seconds=30)
 # How long an action waits when there is no enabled channel to carry it.
 NO_CHANNEL_DELAY = timedelta(seconds=60)
-# Sends in flight at once per worker.
-CONCURRENCY = 32
+# Sends in flight at once per worker, all receivers together (each receiver's own limit is
+# its pace's).
+CONCURRENCY = 64
+# Kept-alive connections per receiver.
+KEEPALIVE = MAX_LIMIT
 
 DELIVERIES = Counter(
     "tend_outreach_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"]
@@ -160,6 +171,37 @@ def _not_now(row: Any, verdict: Decision) -> _Update:
 
 
 @dataclass(frozen=True, slots=True)
+class _Later:
+    """A send its receiver's pace did not allow in this pass: pending again, due in
+    ``seconds``, no attempt counted."""
+
+    seconds: float
+
+
+class _Gate:
+    """At most the pace's in-flight limit of sends to one receiver at once; the limit may
+    change while sends wait."""
+
+    def __init__(self, pace: Pace) -> None:
+        self._pace = pace
+        self._busy = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._busy < self._pace.in_flight_limit)
+            self._busy += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._busy -= 1
+                # Only as many waiters as may go now (waking every one is quadratic).
+                self._changed.notify(max(1, self._pace.in_flight_limit - self._busy))
+
+
+@dataclass(frozen=True, slots=True)
 class _Job:
     action: OutboundAction
     channel: str
@@ -172,6 +214,10 @@ class _Job:
     webhook: tuple[str, str] | None = None
     email: tuple[email_channel.SmtpServer, str] | None = None
     sms: tuple[SmsConfig, str, str] | None = None
+    # Whom it goes to (the pace and the connection pool are kept per receiver), and the
+    # receiver's rate limit.
+    receiver: str = ""
+    rate: float | None = None
 
 
 class DeliveryWorker(Worker):
@@ -206,12 +252,14 @@ class DeliveryWorker(Worker):
         self._require_https = require_https
         self._phone_region = phone_region
         self._rng = rng or random.Random()
-        self._own_http = http is None
-        # trust_env=False: a proxy from the environment would connect to the endpoint by
-        # name, bypassing the address the guard checked.
-        self._http = http or httpx.AsyncClient(
-            timeout=settings.webhook_timeout_seconds, trust_env=False, follow_redirects=False
-        )
+        # One connection pool per receiver URL, kept across passes (keep-alive). A pool is
+        # keyed by the receiver's own URL, not only by the address its connections go to: a
+        # TLS connection made for one name is never reused for another on the same address.
+        self._http = http
+        self._pools: dict[str, httpx.AsyncClient] = {}
+        self._paces: dict[str, Pace] = {}
+        self._gates: dict[str, _Gate] = {}
+        self._all = asyncio.Semaphore(CONCURRENCY)
 
     # -- the loop (Worker's) --------------------------------------------------------------
 
@@ -219,10 +267,36 @@ class DeliveryWorker(Worker):
         log.warning("delivery_pass_failed", reason=type(exc).__name__, error=scrub(str(exc)))
 
     async def aclose(self) -> None:
-        """Release the HTTP connection pool (when the worker made it) once stopped: a run
-        that died is run again by its supervisor (:mod:`shared.supervisor`), with the pool."""
-        if self._own_http and self.stopping:
-            await self._http.aclose()
+        """Release the HTTP connection pools (the ones the worker made) once stopped: a run
+        that died is run again by its supervisor (:mod:`shared.supervisor`), with the pools."""
+        if self.stopping:
+            pools, self._pools = list(self._pools.values()), {}
+            for pool in pools:
+                await pool.aclose()
+
+    def _pool(self, url: str) -> httpx.AsyncClient:
+        if self._http is not None:
+            return self._http
+        pool = self._pools.get(url)
+        if pool is None:
+            # trust_env=False: a proxy from the environment would connect to the endpoint
+            # by name, bypassing the address the guard checked.
+            pool = self._pools[url] = httpx.AsyncClient(
+                timeout=self._settings.webhook_timeout_seconds,
+                trust_env=False,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=MAX_LIMIT, max_keepalive_connections=KEEPALIVE),
+            )
+        return pool
+
+    def pace(self, receiver: str, rate: float | None = None) -> Pace:
+        """The receiver's pace (made on first use); its rate limit follows the channel's."""
+        pace = self._paces.get(receiver)
+        if pace is None:
+            pace = self._paces[receiver] = Pace(rate_per_second=rate)
+            self._gates[receiver] = _Gate(pace)
+        pace.rate_per_second = rate
+        return pace
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -253,8 +327,8 @@ class DeliveryWorker(Worker):
             lease = now + self._lease_length(len(rows))
             jobs: list[_Job] = []
             updates: list[_Update] = []
-            for row in rows:
-                verdict = await self._recheck(conn, row)
+            verdicts = await self._recheck(conn, rows)
+            for row, verdict in zip(rows, verdicts, strict=True):
                 if verdict is not None:
                     updates.append(_not_now(row, verdict))
                     DELIVERIES.labels(row.channel, _NOT_NOW[verdict.outcome]).inc()
@@ -272,30 +346,73 @@ class DeliveryWorker(Worker):
             await _apply(conn, updates)
         return jobs, len(rows)
 
-    async def send(self, jobs: Sequence[_Job]) -> list[Attempt]:
-        """Send every job, :data:`CONCURRENCY` at a time; never raises."""
-        gate = asyncio.Semaphore(CONCURRENCY)
+    async def send(self, jobs: Sequence[_Job]) -> list[Attempt | _Later]:
+        """Send every job at its receiver's pace; never raises. A job its receiver's pace
+        does not allow before the pass must end (a ``Retry-After``, the rate limit) comes
+        back as :class:`_Later`."""
+        timeout = self._settings.webhook_timeout_seconds
+        # The pass must end before its lease does: no send starts that could outlast it
+        # (half the margin stays for the pick-to-send gap and clock skew).
+        last_start = (
+            time.monotonic()
+            + (self._lease_length(len(jobs)) - LEASE_MARGIN / 2).total_seconds()
+            - timeout
+        )
 
-        async def one(job: _Job) -> Attempt:
-            async with gate:
-                at, started = self._clock.now(), time.perf_counter()
-                try:
-                    attempt = await self._send_one(job)
-                except Exception as exc:  # a bug must not strand the batch: retry later
-                    log.error("delivery_send_error", action_id=job.action.id, exc_info=exc)
-                    attempt = Attempt(Verdict.RETRY, "internal", type(exc).__name__)
-                took = round((time.perf_counter() - started) * 1000)
-                return replace(attempt, at=at, duration_ms=took)
+        async def one(job: _Job) -> Attempt | _Later:
+            pace = self.pace(job.receiver, job.rate)
+            if wait := pace.paused(time.monotonic()):
+                return _Later(wait)
+            async with self._gates[job.receiver].slot():
+                now = time.monotonic()
+                if wait := pace.paused(now):
+                    return _Later(wait)
+                wait = max(0.0, pace.next_start - now)
+                if now + wait > last_start:
+                    return _Later(wait)
+                await asyncio.sleep(pace.reserve(now))
+                async with self._all:
+                    at, started = self._clock.now(), time.perf_counter()
+                    try:
+                        attempt = await self._send_one(job)
+                    except Exception as exc:  # a bug must not strand the batch: retry later
+                        log.error("delivery_send_error", action_id=job.action.id, exc_info=exc)
+                        attempt = Attempt(Verdict.RETRY, "internal", type(exc).__name__)
+                    took = time.perf_counter() - started
+                if attempt.verdict in (Verdict.RETRY, Verdict.UNKNOWN):
+                    pace.failed(time.monotonic(), attempt.retry_after)
+                else:
+                    pace.answered(took)
+                return replace(attempt, at=at, duration_ms=round(took * 1000))
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
 
-    async def record(self, jobs: Sequence[_Job], attempts: Sequence[Attempt]) -> None:
+    async def record(self, jobs: Sequence[_Job], outcomes: Sequence[Attempt | _Later]) -> None:
         """Write each job's outcome (only where the row still carries our lease)."""
         now = self._clock.now()
+        later = [
+            _Update(
+                job.action.id,
+                "pending",
+                job.attempts,
+                next_at=now + timedelta(seconds=outcome.seconds),
+                lease=job.lease,
+            )
+            for job, outcome in zip(jobs, outcomes, strict=True)
+            if isinstance(outcome, _Later)
+        ]
+        sent = [
+            (job, outcome)
+            for job, outcome in zip(jobs, outcomes, strict=True)
+            if isinstance(outcome, Attempt)
+        ]
+        jobs = [job for job, _ in sent]
+        attempts = [attempt for _, attempt in sent]
         updates = [
             self._outcome(job, attempt, now) for job, attempt in zip(jobs, attempts, strict=True)
         ]
         async with self._engine.begin() as conn:
+            await _apply(conn, later)
             applied = set(await _apply(conn, updates))
             # Only the attempts whose outcome was written: a worker that outlived its lease
             # left the row to the one that took it over, attempt numbers included.
@@ -335,9 +452,10 @@ class DeliveryWorker(Worker):
     # -- decisions ------------------------------------------------------------------------
 
     def _lease_length(self, count: int) -> timedelta:
-        # Sends run CONCURRENCY at a time and each is bounded by the timeout, so the whole
-        # pass ends within this; the lease must outlast it or a second worker would re-send.
-        rounds = math.ceil(count / CONCURRENCY)
+        # A receiver takes up to MAX_LIMIT sends at a time and each is bounded by the
+        # timeout; the lease must outlast the pass or a second worker would re-send, so a
+        # send that could end after it is not started (it waits for the next pass).
+        rounds = math.ceil(count / MAX_LIMIT)
         return timedelta(seconds=self._settings.webhook_timeout_seconds * rounds) + LEASE_MARGIN
 
     def _plan(
@@ -375,7 +493,12 @@ class DeliveryWorker(Worker):
                 return fail("bad_channel", f"webhook channel {channel.id!r}: {exc}")
             if not channel.secret:
                 return fail("bad_channel", f"webhook channel {channel.id!r} has no secret")
-            job = replace(base, webhook=(config.url, channel.secret))
+            job = replace(
+                base,
+                webhook=(config.url, channel.secret),
+                receiver=f"webhook {channel.id}",
+                rate=config.rate_per_second or s.delivery_rate_per_second,
+            )
         elif row.channel == "sms":
             assert channel is not None
             try:
@@ -387,12 +510,23 @@ class DeliveryWorker(Worker):
             number = normalise_phone(row.phone, self._phone_region) if row.phone else None
             if number is None:
                 return fail("no_address", "the customer's profile has no usable phone number")
-            job = replace(base, sms=(sms_config, channel.secret, number))
+            job = replace(
+                base,
+                sms=(sms_config, channel.secret, number),
+                receiver=f"sms {channel.id}",
+                rate=sms_config.rate_per_second or s.delivery_rate_per_second,
+            )
         elif row.channel == "email":
             recipient = (row.recipient or "").strip()
             if not email_channel.valid_address(recipient):
                 return fail("no_address", "the customer's profile has no usable email address")
-            job = replace(base, email=(self._smtp_server(channel), recipient))
+            server = self._smtp_server(channel)
+            job = replace(
+                base,
+                email=(server, recipient),
+                receiver=f"email {server.host}:{server.port}",
+                rate=s.delivery_rate_per_second,
+            )
         else:
             return fail("bad_channel", f"unknown channel {row.channel!r}")
         return job, _Update(row.id, "pending", row.attempts, next_at=lease)
@@ -458,7 +592,7 @@ class DeliveryWorker(Worker):
         if job.webhook is not None:
             url, secret = job.webhook
             return await webhook_channel.deliver(
-                self._http,
+                self._pool(url),
                 url,
                 secret,
                 job.action,
@@ -470,7 +604,7 @@ class DeliveryWorker(Worker):
         if job.sms is not None:
             config, secret, number = job.sms
             return await sms_channel.deliver(
-                self._http,
+                self._pool(config.url),
                 config,
                 secret,
                 job.action,

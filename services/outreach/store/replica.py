@@ -35,6 +35,17 @@ _CARD = text("SELECT card FROM outreach.cards WHERE customer_id = :c")
 _CARDS = text(
     "SELECT customer_id, card FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[]))"
 )
+# What the contact policy is judged on again just before delivery, for a whole pick at once:
+# each customer's card (NULL when the replica has none) and whether they are suppressed.
+_POLICY_STATE = text(
+    """
+    SELECT t.c AS customer_id, k.card,
+        EXISTS (SELECT 1 FROM outreach.suppressions AS s WHERE s.customer_id = t.c)
+            AS suppressed
+    FROM unnest(CAST(:ids AS text[])) AS t(c)
+    LEFT JOIN outreach.cards AS k ON k.customer_id = t.c
+    """
+)
 _AFTER = text(
     "SELECT customer_id, card FROM outreach.cards WHERE customer_id > :after "
     "ORDER BY customer_id LIMIT :n"
@@ -71,6 +82,14 @@ async def cards_of(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[s
         return {}
     rows = await conn.execute(_CARDS, {"ids": ids})
     return {r.customer_id: r.card for r in rows}
+
+
+async def policy_state(
+    conn: AsyncConnection, customer_ids: Sequence[str]
+) -> dict[str, tuple[Any, bool]]:
+    """For each customer, in one statement: (card or None, on the suppression list)."""
+    rows = await conn.execute(_POLICY_STATE, {"ids": sorted(set(customer_ids))})
+    return {r.customer_id: (r.card, bool(r.suppressed)) for r in rows}
 
 
 async def cards_after(conn: AsyncConnection, after: str, limit: int) -> Sequence[Row[Any]]:

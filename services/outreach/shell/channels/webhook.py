@@ -122,6 +122,10 @@ def _seconds(value: str | None) -> float | None:
     return float(value.strip())
 
 
+# The most of an answer's body read so that its connection may be reused.
+ANSWER_READ_LIMIT = 64 * 1024
+
+
 async def deliver(
     client: httpx.AsyncClient,
     url: str,
@@ -224,10 +228,17 @@ async def _post(
         headers={**headers, "host": target.netloc.decode("ascii")},
         extensions=extensions,
     )
-    # The answer's body is never read: only its status matters, and an endpoint must not
-    # be able to keep a worker busy streaming one.
+    # Only the answer's status matters. Its body is read to the end only when short (the
+    # whole attempt is bounded by the timeout anyway), so the connection can be kept alive
+    # for the next send; a longer one is dropped with its connection, so an endpoint cannot
+    # keep a worker busy streaming it.
     response = await client.send(request, stream=True, follow_redirects=False)
     try:
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > ANSWER_READ_LIMIT:
+                break
         return response.status_code, response.headers.get("retry-after")
     finally:
         await response.aclose()

@@ -1,0 +1,76 @@
+"""How fast the delivery worker sends to one receiver (a channel): its pace.
+
+Three things bound it, each kept per receiver so that one slow or failing receiver never
+slows the others:
+
+- **concurrency** that adapts (additive increase, multiplicative decrease): it starts at
+  :data:`START_LIMIT` sends in flight and grows by one per success while the receiver answers
+  about as fast as it ever has (doubling per round until the first sign of trouble, then by
+  one per round); an answer that took much longer than the best seen trims it by a tenth, an
+  error (timeout, lost connection, 408, 429, 5xx) halves it; never below one.
+- a **rate limit** (``rate_per_second``, the receiver's documented limit): sends start at
+  least ``1 / rate`` seconds apart, so no second ever sees more than ``rate`` of them.
+- a **pause** when the receiver answers ``Retry-After``: no send to it starts before then.
+
+Times are plain seconds on a monotonic clock, given by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+START_LIMIT = 4.0
+MAX_LIMIT = 32
+# An answer slower than this many times the best one seen (plus a little for jitter) reads as
+# the receiver queueing our sends.
+SLOW_FACTOR = 2.0
+SLOW_SLACK_SECONDS = 0.05
+
+
+@dataclass(slots=True)
+class Pace:
+    """One receiver's pace; see the module docstring."""
+
+    rate_per_second: float | None = None
+    max_limit: int = MAX_LIMIT
+    limit: float = START_LIMIT
+    slow_start: bool = True
+    best_seconds: float | None = None
+    paused_until: float = 0.0
+    next_start: float = 0.0
+
+    @property
+    def in_flight_limit(self) -> int:
+        """How many sends may be in flight at once now."""
+        return max(1, min(self.max_limit, int(self.limit)))
+
+    def paused(self, now: float) -> float:
+        """Seconds until the receiver's Retry-After runs out (0 when it is not paused)."""
+        return max(0.0, self.paused_until - now)
+
+    def reserve(self, now: float) -> float:
+        """Take the next start the rate limit allows; returns the seconds to wait for it."""
+        start = max(now, self.next_start)
+        if self.rate_per_second:
+            self.next_start = start + 1.0 / self.rate_per_second
+        return start - now
+
+    def answered(self, seconds: float) -> None:
+        """A send the receiver took (or refused for good) in ``seconds``."""
+        if self.best_seconds is None or seconds < self.best_seconds:
+            self.best_seconds = seconds
+        if seconds > self.best_seconds * SLOW_FACTOR + SLOW_SLACK_SECONDS:
+            self.limit = max(1.0, self.limit * 0.9)
+            self.slow_start = False
+        elif self.slow_start:
+            self.limit = min(float(self.max_limit), self.limit + 1.0)
+        else:
+            self.limit = min(float(self.max_limit), self.limit + 1.0 / self.limit)
+
+    def failed(self, now: float, retry_after: float | None = None) -> None:
+        """The receiver did not take a send (an error or a busy answer); ``retry_after`` is
+        its Retry-After in seconds when it gave one."""
+        self.limit = max(1.0, self.limit / 2.0)
+        self.slow_start = False
+        if retry_after is not None and retry_after > 0:
+            self.paused_until = max(self.paused_until, now + retry_after)
