@@ -17,6 +17,7 @@ from services.scoring.core.state import CustomerState
 from services.scoring.settings import MembershipTier, ScoringSettings
 from shared.card import Card
 from shared.changes import Change
+from shared.events import Envelope
 from tests.unit.test_state import Events, day, fold
 
 TIERS = (
@@ -31,7 +32,7 @@ def card_at(state: CustomerState, at: datetime, settings: ScoringSettings = SETT
     return build_card(state, at, POP, settings)
 
 
-def orders(*items: tuple[float, str]) -> tuple[Events, list]:  # type: ignore[type-arg]
+def orders(*items: tuple[float, str]) -> tuple[Events, list[Envelope]]:
     ev = Events()
     return ev, [ev.order("paid", f"o-{i}", amount, day(d)) for i, (d, amount) in enumerate(items)]
 
@@ -123,14 +124,15 @@ def test_the_published_card_is_the_read_apis_card() -> None:
 
 
 def test_an_upgrade_and_a_fall_are_published_as_membership_changes() -> None:
-    ev, events = orders((0, "800.00"), (100, "400.00"))
+    _, events = orders((0, "800.00"), (100, "400.00"))
     state = fold(events)
     scored = score(state, day(100) + timedelta(hours=1), POP, SETTINGS)
-    _, raw = event_change(events[-1], events[-1].model_dump_json().encode(), scored, "new", "silver")
+    last = events[-1].model_dump_json().encode()
+    _, raw = event_change(events[-1], last, scored, "new", "silver")
     change = Change.from_json(raw)
     assert change.membership_change is not None
     assert (change.membership_change.from_, change.membership_change.to) == ("silver", "gold")
-    _, raw = event_change(events[-1], events[-1].model_dump_json().encode(), scored, "new", "gold")
+    _, raw = event_change(events[-1], last, scored, "new", "gold")
     assert Change.from_json(raw).membership_change is None
 
     fallen = score(state, day(366), POP, SETTINGS)
