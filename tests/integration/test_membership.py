@@ -18,6 +18,7 @@ from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.support.kafka_io import read_all
 from tests.support.pipeline import (
+    actions_of,
     add_rule,
     add_webhook_channel,
     consumers_assigned,
@@ -131,6 +132,14 @@ async def test_crossing_gold_fires_the_welcome_once_and_time_lowers_the_tier(
         await until_status(s, "ann", "tier-lowered", "sent")
         assert set(await statuses(s, "ann")) == {"welcome-gold", "tier-lowered"}
 
+        # The last order leaves the window too; a refit that re-scores every card before the
+        # sweep comes round publishes the tier lost with its refresh, not silently.
+        clock.set(T0 + timedelta(days=364, hours=2))
+        await scoring_op(s, "refit")
+        card = (await s.scoring.get("/v1/customers/ann", headers=s.auth("ops"))).json()
+        assert card["profile"]["member_tier"] is None
+        assert card["membership"]["previous"] == "silver"
+
         records = await read_all(
             s.settings.kafka_bootstrap_servers, Topics.from_settings(s.settings).changes
         )
@@ -139,12 +148,19 @@ async def test_crossing_gold_fires_the_welcome_once_and_time_lowers_the_tier(
             for r in records
             if (m := orjson.loads(r.value).get("membership_change")) is not None
         ]
-        assert moves == [(None, "silver"), ("silver", "gold"), ("gold", "silver")]
+        assert moves == [(None, "silver"), ("silver", "gold"), ("gold", "silver"), ("silver", None)]
 
-        async def delivered_twice() -> bool:
-            return len(hook.received) == 2
+        async def delivered_thrice() -> bool:
+            return len(hook.received) == 3
 
-        await until(delivered_twice, 30, "the downgrade message")
+        # Each downgrade is an episode of its own: the rule on it acted for both.
+        await until(delivered_thrice, 30, "the downgrade messages")
+        rows = await actions_of(s, "ann")
+        assert sorted((r.rule_id, r.occurrence.split("@")[0]) for r in rows) == [
+            ("tier-lowered", "membership:"),
+            ("tier-lowered", "membership:silver"),
+            ("welcome-gold", "membership:gold"),
+        ]
 
 
 _WELCOME = {"type": "membership", "to": ["gold"], "direction": "upgrade"}

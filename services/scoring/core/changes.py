@@ -29,7 +29,7 @@ Outgoing = tuple[str, bytes]
 
 
 def event_change(
-    envelope: Envelope, raw: bytes, card: Scored, before: str, member_before: str | None = None
+    envelope: Envelope, raw: bytes, card: Scored, before: str, member_before: str | None
 ) -> Outgoing:
     """An event applied: the card it gave (as of when it was applied), the event as it came
     (``raw``), the stage change when the stage ``before`` it differs from the card's, and the
@@ -47,9 +47,7 @@ def event_change(
     )
 
 
-def time_change(
-    card: Scored, before: str, at: datetime, member_before: str | None = None
-) -> Outgoing:
+def time_change(card: Scored, before: str, at: datetime, member_before: str | None) -> Outgoing:
     """A stage or a membership tier that time alone moved (from ``before`` and
     ``member_before`` to the card's), found by a sweep at ``at``."""
     cid = card.customer_id
@@ -68,8 +66,9 @@ def time_change(
     )
 
 
-def refresh_change(card: Scored) -> Outgoing:
-    """A card a population refit moved (its tier, strategy or segment), as of the refresh."""
+def refresh_change(card: Scored, member_before: str | None) -> Outgoing:
+    """A card a population refit moved (its tier, strategy or segment, or its membership tier
+    from ``member_before``), as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("refresh", cid, card.as_of.isoformat()),
@@ -77,6 +76,7 @@ def refresh_change(card: Scored) -> Outgoing:
         cause="refresh",
         at=card.as_of,
         card_json=card.json,
+        membership_change=_moved(member_before, card.member_tier),
     )
 
 

@@ -337,7 +337,7 @@ async def sync_history(
 _ALL_STATES = text("SELECT state FROM scoring.customers")
 _PAGE = text(
     """
-    SELECT customer_id, state, tier, strategy, segment
+    SELECT customer_id, state, tier, strategy, segment, member_tier
     FROM scoring.customers WHERE customer_id > :after
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
@@ -367,6 +367,7 @@ class Standing:
     tier: str | None
     strategy: str | None
     segment: str | None
+    member_tier: str | None
 
 
 async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Standing]:
@@ -374,7 +375,14 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
     transaction ends."""
     rows = await conn.execute(_PAGE, {"after": after, "n": limit})
     return [
-        Standing(r.customer_id, CustomerState.from_json(r.state), r.tier, r.strategy, r.segment)
+        Standing(
+            r.customer_id,
+            CustomerState.from_json(r.state),
+            r.tier,
+            r.strategy,
+            r.segment,
+            r.member_tier,
+        )
         for r in rows
     ]
 
