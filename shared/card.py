@@ -250,7 +250,7 @@ class NextMembershipTier(_Model):
 class Membership(_Model):
     """The customer's membership tier (``profile.member_tier``) and how it was reached.
 
-    ``source: backend``: the tier the client set wins (``since`` is when it was written);
+    ``source: backend``: the tier the client set wins (``since`` is when it was last written);
     ``computed``: the highest tier of the shop's configuration whose spend or order threshold
     the last 365 days reach. ``since`` is when the tier in force was entered (null: never had
     one), ``previous`` the tier left then and ``direction`` whether that was an upgrade or a

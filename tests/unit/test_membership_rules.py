@@ -72,6 +72,12 @@ def test_a_card_without_a_membership_episode_fires_nothing() -> None:
     assert occurrences(ruleset, member(None, None, None, since=None)) == []
 
 
+def test_a_tier_the_backend_sets_is_no_episode() -> None:
+    # Its `since` moves with every profile write that repeats it: no rule may key on it.
+    ruleset = RuleSet([rule(trigger={"type": "membership"})])
+    assert occurrences(ruleset, member("gold", None, None, source="backend")) == []
+
+
 def test_entered_within_days_keeps_old_upgrades_out() -> None:
     ruleset = RuleSet([rule(trigger={**WELCOME, "entered_within_days": 30})])
     assert occurrences(ruleset, member("gold", "silver", "upgrade"))  # as_of 2025-06-01

@@ -136,7 +136,9 @@ class MembershipTrigger(_Strict):
     "welcome to gold" is ``{"type": "membership", "to": ["gold"], "direction": "upgrade"}``.
     The episode is the card's ``membership`` (its tier and ``since``); another order within
     the tier does not begin a new one. With ``entered_within_days``, only while the episode
-    began at most that many days before the change."""
+    began at most that many days before the change. Tiers scoring computes only: a
+    ``member_tier`` the backend sets is the backend's to celebrate (an event rule on
+    ``customer.updated`` can filter on it)."""
 
     model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
 
@@ -346,7 +348,9 @@ class MemberEpisode(NamedTuple):
     @classmethod
     def of(cls, card: Mapping[str, Any]) -> MemberEpisode | None:
         m = card.get("membership")
-        if not isinstance(m, Mapping) or m.get("since") is None:
+        # A backend's own tier has no episode here: its ``since`` is when it was last written,
+        # and a backend that sends whole profiles writes it again with every update.
+        if not isinstance(m, Mapping) or m.get("since") is None or m.get("source") == "backend":
             return None
         return cls(m.get("tier"), str(m["since"]), m.get("previous"), m.get("direction"))
 
