@@ -142,6 +142,7 @@ class Profile(_Model):
     birthday: date | None = None
     timezone: str | None = None  # an IANA name, e.g. "Europe/Paris"
     locale: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2, e.g. "CN"
     consent: Consent = Consent()
     tags: list[str] = Field(default_factory=list)
     # The loyalty tier in force (not scoring's value ``tier``): the one the client set, or

@@ -5,7 +5,7 @@ Rows already stored take the ``member_tier`` their backend set (the winning regi
 stored facts, ``[at, event_id, value]``); computed tiers appear with each customer's next card.
 
 Revision ID: scoring_0012
-Revises: scoring_0009
+Revises: scoring_0008
 Create Date: 2026-12-05
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "scoring_0012"
-down_revision: str | None = "scoring_0009"
+down_revision: str | None = "scoring_0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
