@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -145,7 +145,9 @@ class Profile(_Model):
     country: str | None = None  # ISO 3166-1 alpha-2, e.g. "CN"
     consent: Consent = Consent()
     tags: list[str] = Field(default_factory=list)
-    member_tier: str | None = None  # the client's own loyalty tier, not scoring's ``tier``
+    # The loyalty tier in force (not scoring's value ``tier``): the one the client set, or
+    # else the one scoring computes from the shop's membership tiers (see ``Card.membership``).
+    member_tier: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)  # free-form, from clients
 
 
@@ -275,6 +277,35 @@ class Preferences(_Model):
     last_items: list[LastItem] = Field(default_factory=list)
 
 
+class NextMembershipTier(_Model):
+    """The tier above the customer's and what is missing to reach it: either suffices
+    (null: that tier has no such threshold)."""
+
+    tier: str
+    missing_spend: Money | None
+    missing_orders: int | None
+
+
+class Membership(_Model):
+    """The customer's membership tier (``profile.member_tier``) and how it was reached.
+
+    ``source: backend``: the tier the client set wins (``since`` is when it was last written);
+    ``computed``: the highest tier of the shop's configuration whose spend or order threshold
+    the last 365 days reach. ``since`` is when the tier in force was entered (null: never had
+    one), ``previous`` the tier left then and ``direction`` whether that was an upgrade or a
+    downgrade — an episode rules trigger on once, as they do on a stage."""
+
+    tier: str | None
+    source: Literal["backend", "computed"]
+    since: datetime | None
+    previous: str | None
+    direction: Literal["upgrade", "downgrade"] | None
+    basis: Literal["spend_365d", "orders_365d"] | None  # what reached the computed tier
+    spend_365d: Money
+    orders_365d: int
+    next: NextMembershipTier | None  # null: the top tier, or the backend's
+
+
 class Card(_Model):
     """A customer's score card at ``as_of`` (the read API and the change stream carry it)."""
 
@@ -299,3 +330,6 @@ class Card(_Model):
     updated_at: datetime | None  # the newest event time applied, up to as_of
     # Empty on changes written before it existed.
     preferences: Preferences = Preferences()
+    # Null while the shop configures no membership tiers and the client set no member_tier
+    # (and on changes written before it existed).
+    membership: Membership | None = None

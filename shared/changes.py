@@ -43,6 +43,18 @@ class StageChange(BaseModel):
     at: AwareDatetime
 
 
+class MembershipChange(BaseModel):
+    """The membership tier moved (``profile.member_tier``; null: none): by an order, a
+    refund, a backend's write, or time as the year's spend fell. The card's ``membership``
+    says whether it was an upgrade or a downgrade."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    from_: Annotated[str | None, Field(alias="from")]
+    to: str | None
+    at: AwareDatetime
+
+
 class Change(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -53,6 +65,7 @@ class Change(BaseModel):
     event: Envelope | None = None
     card: dict[str, Any]
     stage_change: StageChange | None = None
+    membership_change: MembershipChange | None = None
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Change:

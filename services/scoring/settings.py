@@ -8,10 +8,30 @@ them would make the field lie about what it holds.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MembershipTier(BaseModel):
+    """One membership tier the shop configures: reached by a customer whose net spend over
+    the last 365 days reaches ``min_spend_365d``, or whose live orders over them reach
+    ``min_orders_365d`` (either suffices; at least one is set)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+    min_spend_365d: Decimal | None = Field(None, ge=0)
+    min_orders_365d: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _a_threshold(self) -> MembershipTier:
+        if self.min_spend_365d is None and self.min_orders_365d is None:
+            raise ValueError(f"tier {self.name!r}: set min_spend_365d, min_orders_365d or both")
+        return self
 
 
 class ScoringSettings(BaseSettings):
@@ -89,6 +109,11 @@ class ScoringSettings(BaseSettings):
     complaint_target_hours_regular: float = Field(24.0, gt=0)
     complaint_target_hours_low: float = Field(72.0, gt=0)
 
+    # Membership tiers, lowest first, as JSON: ``[{"name": "silver", "min_spend_365d": "500"},
+    # {"name": "gold", "min_spend_365d": "2000", "min_orders_365d": 12}]``. Empty: scoring
+    # computes no membership and ``member_tier`` is only what the backend sets.
+    membership_tiers: tuple[MembershipTier, ...] = ()
+
     def complaint_target_hours(self, tier: str | None) -> float:
         """The response-time target of a complaint held to ``tier`` (None: regular's)."""
         if tier == "key":
@@ -99,6 +124,9 @@ class ScoringSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> ScoringSettings:
+        names = [t.name for t in self.membership_tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("membership_tiers: each tier needs a name of its own")
         if self.tier_key_share + self.tier_low_share >= 1:
             raise ValueError("tier_key_share + tier_low_share must be below 1")
         if self.churn_min_days > self.churn_max_days:

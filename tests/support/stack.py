@@ -49,9 +49,11 @@ async def isolated_stack(
     *,
     outreach: OutreachSettings | None = None,
     ingest_settings: IngestSettings | None = None,
+    scoring: ScoringSettings | None = None,
 ) -> AsyncIterator[Stack]:
     """Ingest and scoring (and outreach, given its settings) on a database and topics of
-    their own, sharing ``clock``; ``ingest_settings`` when the test needs its own."""
+    their own, sharing ``clock``; ``ingest_settings`` and ``scoring`` (scoring's settings)
+    when the test needs its own."""
     async with fresh_settings(base) as settings:
         engine = make_engine(settings, pool_size=3)
         try:
@@ -65,17 +67,19 @@ async def isolated_stack(
             ingest_app = create_ingest(settings, ingest_settings)
             scoring_app = create_scoring(
                 settings,
-                ScoringSettings(consumer_group=f"{settings.topic_prefix}scoring"),
+                (scoring or ScoringSettings()).model_copy(
+                    update={"consumer_group": f"{settings.topic_prefix}scoring"}
+                ),
                 clock or SystemClock(),
                 periodic=False,
             )
             async with contextlib.AsyncExitStack() as running:
                 ingest = await running.enter_async_context(_serve(ingest_app, "ingest"))
-                scoring = await running.enter_async_context(_serve(scoring_app, "scoring"))
-                stack = Stack(settings, engine, keys, ingest, scoring, scoring_app)
+                scorer = await running.enter_async_context(_serve(scoring_app, "scoring"))
+                stack = Stack(settings, engine, keys, ingest, scorer, scoring_app)
                 stack.ingest_app = ingest_app
                 # The export gathers from the in-process scoring and outreach.
-                ingest_app.state.peers = {**ingest_app.state.peers, "scoring": scoring}
+                ingest_app.state.peers = {**ingest_app.state.peers, "scoring": scorer}
                 if outreach is not None:
                     stack.outreach_app = create_outreach(
                         settings,

@@ -13,12 +13,18 @@ from hypothesis import strategies as st
 from services.scoring.core.card import Population, build_card, score
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.state import CustomerState, apply, from_micros, to_micros
-from services.scoring.settings import ScoringSettings
+from services.scoring.settings import MembershipTier, ScoringSettings
 from shared.card import Card, Stage
 from shared.events import Envelope
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-SETTINGS = ScoringSettings()
+# With membership tiers, so the properties below cover the membership section too.
+SETTINGS = ScoringSettings(
+    membership_tiers=(
+        MembershipTier(name="silver", min_spend_365d=Decimal(300)),
+        MembershipTier(name="gold", min_spend_365d=Decimal(1500), min_orders_365d=4),
+    )
+)
 POPULATION = Population(
     bg=BgNbdParams(r=0.24, alpha=4.41, a=0.79, b=2.43),
     gg=GammaGammaParams(p=6.25, q=3.74, v=15.45),
@@ -138,6 +144,7 @@ def histories(draw: st.DrawFn) -> list[Envelope]:
                     "email": st.sampled_from(["a@x.io", "b@x.io", None]),
                     "consent": st.fixed_dictionaries({}, optional={"email": st.booleans()}),
                     "tags": st.lists(st.sampled_from(["vip", "b2b"]), max_size=2),
+                    "member_tier": st.sampled_from(["club", None]),
                 },
             )
         )

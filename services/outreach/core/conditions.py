@@ -183,6 +183,8 @@ def _spec_of(tp: Any) -> FieldSpec:
         return FieldSpec("tags" if _unwrap(get_args(tp)[0]) is str else "list")
     if origin is dict:
         return FieldSpec("map")
+    if origin is Literal and all(isinstance(v, str) for v in get_args(tp)):
+        return FieldSpec("str", frozenset(get_args(tp)))
     if isinstance(tp, type):
         if issubclass(tp, Enum):
             return FieldSpec("str", frozenset(str(m.value) for m in tp))

@@ -7,7 +7,8 @@ streams the replica in chunks), so a preview runs the very
 database or the clock.
 
 A card is in a rule's *audience* when the rule's conditions hold for it and, for a stage
-trigger with a non-empty ``to``, when the customer is in one of those stages now. A schedule
+trigger with a non-empty ``to``, when the customer is in one of those stages now (for a
+membership trigger, holds one of those tiers now). A schedule
 rule's audience is the customers whose next date falls within the next ``within_days`` days,
 each judged by the policy at that instant (and listed, earliest first). Event triggers are
 judged by their conditions alone (the event is not known in advance); a broadcast's audience
@@ -28,7 +29,7 @@ from services.outreach.core import conditions
 from services.outreach.core.budgets import GUARANTEED_ROWS, CutBy
 from services.outreach.core.conditions import Predicate
 from services.outreach.core.policy import Candidate, Decision, Outcome, Policy, decide, history_days
-from services.outreach.core.rules import Rule, StageTrigger
+from services.outreach.core.rules import MembershipTrigger, Rule, StageTrigger
 from services.outreach.core.schedules import next_due
 
 SAMPLE_SIZE = 10
@@ -40,9 +41,13 @@ def audience(rule: Rule) -> Predicate:
     """Whether a card is in ``rule``'s audience now (see the module docstring)."""
     when = conditions.compile_expr(rule.conditions) if rule.conditions else None
     stages = frozenset(audience_stages(rule) or ())
+    trigger = rule.trigger
+    member_tiers = frozenset(trigger.to if isinstance(trigger, MembershipTrigger) else ())
 
     def holds(card: Mapping[str, Any]) -> bool:
         if stages and card.get("stage") not in stages:
+            return False
+        if member_tiers and (card.get("membership") or {}).get("tier") not in member_tiers:
             return False
         try:
             return when is None or when(card)

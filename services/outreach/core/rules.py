@@ -12,14 +12,17 @@ A rule as JSON::
      "limits": {"cooldown_days": 90}, "priority": 50}
 
 Triggers, by ``type``: ``event`` (an event type and optional ``filters``, a condition over the
-event's ``data``), ``stage`` (a transition: ``from``/``to`` lists, empty = any), ``schedule``
-(by ``kind``: ``birthday``, ``anniversary``, ``days_after``, ``calendar``, ``cron``; see
-:mod:`services.outreach.core.schedules`) and ``broadcast`` (fired only when an operator launches
-it over the card replica; the audience is the rule's conditions).
+event's ``data``), ``stage`` (a transition: ``from``/``to`` lists, empty = any),
+``membership`` (a membership tier entered: ``from``/``to`` tier names, empty = any, and an
+optional ``direction``), ``schedule`` (by ``kind``: ``birthday``, ``anniversary``,
+``days_after``, ``calendar``, ``cron``; see :mod:`services.outreach.core.schedules`) and
+``broadcast`` (fired only when an operator launches it over the card replica; the audience is
+the rule's conditions).
 
 Every model is strict: an unknown field is an error, and each error names its field. An
 action's identity, the *occurrence key*, is the event id for event triggers, the stage
 episode (``churned@2026-10-01``: the stage and the day it was entered) for stage triggers,
+the membership episode (``membership:gold@2026-10-01T09:30:00Z``) for membership triggers,
 the customer's local date for schedules and the launch id for broadcasts; (rule, customer,
 occurrence) is unique, so a replayed change never acts twice.
 """
@@ -123,6 +126,29 @@ class StageTrigger(_Strict):
     entered_within_days: int | None = Field(None, ge=1, le=3650)
 
 
+TierName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class MembershipTrigger(_Strict):
+    """Fires once per membership episode: the first time the customer holds one of ``to``
+    (empty: any tier), having left one of ``from`` (empty: any, none included) by an
+    ``upgrade`` or a ``downgrade`` (``direction``; null: either), while the conditions hold —
+    "welcome to gold" is ``{"type": "membership", "to": ["gold"], "direction": "upgrade"}``.
+    The episode is the card's ``membership`` (its tier and ``since``); another order within
+    the tier does not begin a new one. With ``entered_within_days``, only while the episode
+    began at most that many days before the change. Tiers scoring computes only: a
+    ``member_tier`` the backend sets is the backend's to celebrate (an event rule on
+    ``customer.updated`` can filter on it)."""
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+
+    type: Literal["membership"]
+    from_: list[TierName] = Field(default_factory=list, alias="from", max_length=50)
+    to: list[TierName] = Field(default_factory=list, max_length=50)
+    direction: Literal["upgrade", "downgrade"] | None = None
+    entered_within_days: int | None = Field(None, ge=1, le=3650)
+
+
 class BroadcastTrigger(_Strict):
     """Fires only when an operator launches the rule; the conditions select the audience."""
 
@@ -134,7 +160,8 @@ Schedule = Annotated[
     Field(discriminator="kind"),
 ]
 Trigger = Annotated[
-    EventTrigger | StageTrigger | Schedule | BroadcastTrigger, Field(discriminator="type")
+    EventTrigger | StageTrigger | MembershipTrigger | Schedule | BroadcastTrigger,
+    Field(discriminator="type"),
 ]
 
 
@@ -277,6 +304,7 @@ class _Entry:
     filters: Predicate | None = None
     from_: frozenset[str] = frozenset()
     within_days: int | None = None
+    direction: str | None = None
 
 
 class Episode(NamedTuple):
@@ -307,6 +335,36 @@ class Episode(NamedTuple):
         return (date.fromisoformat(as_of[:10]) - date.fromisoformat(self.since)).days <= days
 
 
+class MemberEpisode(NamedTuple):
+    """The membership tier a card holds (null: none), since when, which tier it left and
+    whether that was an upgrade; None when the card has no membership episode (never a tier,
+    or a card from before membership)."""
+
+    tier: str | None
+    since: str  # the instant, as the card writes it
+    previous: str | None
+    direction: str | None
+
+    @classmethod
+    def of(cls, card: Mapping[str, Any]) -> MemberEpisode | None:
+        m = card.get("membership")
+        # A backend's own tier has no episode here: its ``since`` is when it was last written,
+        # and a backend that sends whole profiles writes it again with every update.
+        if not isinstance(m, Mapping) or m.get("since") is None or m.get("source") == "backend":
+            return None
+        return cls(m.get("tier"), str(m["since"]), m.get("previous"), m.get("direction"))
+
+    @property
+    def key(self) -> str:
+        return f"membership:{self.tier or ''}@{self.since}"
+
+    def began_within(self, days: int, as_of: object) -> bool:
+        """Whether the episode began at most ``days`` days before ``as_of`` (the card's)."""
+        if not isinstance(as_of, str):
+            return False
+        return (date.fromisoformat(as_of[:10]) - date.fromisoformat(self.since[:10])).days <= days
+
+
 class RuleFailure(NamedTuple):
     """A rule that raised while matching or scheduling one customer's change: it was skipped
     for that change (the others went on). ``error`` is the exception as text."""
@@ -322,7 +380,8 @@ class RuleFailure(NamedTuple):
 class RuleSet:
     """The enabled rules, indexed so a change only meets the rules its trigger can match.
 
-    Event rules are keyed by event type and stage rules by target stage, so most rules are
+    Event rules are keyed by event type, stage rules by target stage and membership rules by
+    target tier, so most rules are
     never looked at; the survivors run their compiled filters and conditions.
 
     One rule never stops the others: a rule whose conditions do not compile is left out and
@@ -340,6 +399,7 @@ class RuleSet:
         self._when: dict[str, Predicate | None] = {}
         self._by_event: dict[str, list[_Entry]] = {}
         self._by_stage: dict[str | None, list[_Entry]] = {}
+        self._by_member: dict[str | None, list[_Entry]] = {}
         self._filtered: set[str] = set()  # event types some rule filters on
         kept: list[Rule] = []
         for r in enabled:
@@ -368,6 +428,11 @@ class RuleSet:
             targets: list[str | None] = [*t.to] or [None]  # None: any target stage
             for target in targets:
                 self._by_stage.setdefault(target, []).append(entry)
+        elif isinstance(t, MembershipTrigger):
+            entry = _Entry(r, when, None, frozenset(t.from_), t.entered_within_days, t.direction)
+            tiers: list[str | None] = [*t.to] or [None]  # None: any tier
+            for tier in tiers:
+                self._by_member.setdefault(tier, []).append(entry)
         self._when[r.id] = when
 
     def conditions_hold(
@@ -406,9 +471,9 @@ class RuleSet:
         failures: list[RuleFailure] | None = None,
     ) -> list[Match]:
         """The rules fired by a change: those of ``event`` (the event that came with it), and
-        the stage rules of the episode the card is in, best first. A stage rule matches on
-        every change of its episode; the ledger's (rule, customer, episode) key makes it act
-        once. A rule that raises is skipped and reported in ``failures``."""
+        the stage and membership rules of the episodes the card is in, best first. A stage
+        rule matches on every change of its episode; the ledger's (rule, customer, episode)
+        key makes it act once. A rule that raises is skipped and reported in ``failures``."""
         out: list[Match] = []
         if event is not None:
             for e in self._by_event.get(event.event_type, ()):
@@ -440,6 +505,37 @@ class RuleSet:
                 except Exception as exc:
                     if failures is not None:
                         failures.append(RuleFailure.of(e.rule.id, exc, "match"))
+        if self._by_member:
+            out += self._match_membership(customer_id, card, failures)
         if len(out) > 1:
             out.sort(key=lambda m: rank_key(m.rule))
+        return out
+
+    def _match_membership(
+        self, customer_id: str, card: Mapping[str, Any], failures: list[RuleFailure] | None
+    ) -> list[Match]:
+        # Like the stage rules: every change within the episode matches, the ledger's
+        # (rule, customer, episode) key makes the rule act once.
+        episode = MemberEpisode.of(card)
+        if episode is None:
+            return []
+        entries = [*self._by_member.get(None, ())]
+        if episode.tier is not None:
+            entries = [*self._by_member.get(episode.tier, ()), *entries]
+        out: list[Match] = []
+        for e in entries:
+            if e.from_ and episode.previous not in e.from_:
+                continue
+            if e.direction is not None and episode.direction != e.direction:
+                continue
+            try:
+                if e.within_days is not None and not episode.began_within(
+                    e.within_days, card.get("as_of")
+                ):
+                    continue
+                if e.when is None or e.when(card):
+                    out.append(Match(e.rule, customer_id, episode.key))
+            except Exception as exc:
+                if failures is not None:
+                    failures.append(RuleFailure.of(e.rule.id, exc, "match"))
         return out

@@ -51,6 +51,8 @@ from shared.card import (
     Complaints,
     Consent,
     LastItem,
+    Membership,
+    NextMembershipTier,
     Prediction,
     Preferences,
     Profile,
@@ -348,6 +350,17 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
                 bought_at=datetime(2025, 5, 20, 17, 45, tzinfo=UTC),
             )
         ],
+    ),
+    membership=Membership(
+        tier="gold",
+        source="computed",
+        since=datetime(2025, 5, 20, 17, 45, tzinfo=UTC),
+        previous="silver",
+        direction="upgrade",
+        basis="spend_365d",
+        spend_365d=Decimal("910.40"),
+        orders_365d=9,
+        next=NextMembershipTier(tier="platinum", missing_spend=Decimal("89.60"), missing_orders=3),
     ),
 ).model_dump(mode="json")
 

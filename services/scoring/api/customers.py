@@ -106,8 +106,9 @@ class SweepOut(BaseModel):
     summary="Move due stages now",
 )
 async def post_sweep(scoring: Scoring, _: Operator) -> SweepOut:
-    """Find every customer whose stage is due to move with time (indexed by the moment it
-    is due) and publish a `cause: time` change for each stage that moved. Runs on a schedule
+    """Find every customer whose stage is due to move with time, or whose membership tier
+    time may lower (indexed by the moment it is due), and publish a `cause: time` change for
+    each stage or membership tier that moved. Runs on a schedule
     too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
     s = scoring
     due, moved = await sweep_all(s.engine, s.clock, s.population, s.settings)

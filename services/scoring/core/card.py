@@ -31,7 +31,15 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from services.scoring.core import complaints, lifecycle, predict, preferences, rfm, tiers
+from services.scoring.core import (
+    complaints,
+    lifecycle,
+    membership,
+    predict,
+    preferences,
+    rfm,
+    tiers,
+)
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
@@ -98,7 +106,7 @@ def build_card(
     state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
 ) -> Card:
     """The card of ``state`` at ``as_of`` (timezone-aware) given the population inputs."""
-    doc, _, _ = _document(state, as_of, population, settings)
+    doc, _, _, _ = _document(state, as_of, population, settings)
     return Card.model_validate(doc)
 
 
@@ -123,6 +131,10 @@ class Scored:
     last_order_at: datetime | None
     clv: float | None
     p_alive: float | None
+    member_tier: str | None  # the membership tier in force (``profile.member_tier``)
+    # When time alone may next move the stage or lower the membership tier (the sweep's due
+    # time); the card's ``next_transition_at`` is the stage's alone.
+    review_at: datetime | None
     name: str | None
     email: str | None
     search: str | None  # name, email and phone, lower case, for the read API's ``q``
@@ -136,8 +148,12 @@ def score(
     event or customer: the card is written straight to JSON from the figures computed here
     (the same document ``build_card`` validates), and the stage history comes from the same
     walk over the purchase days."""
-    doc, stage, history = _document(state, as_of, population, settings)
+    doc, stage, history, member = _document(state, as_of, population, settings)
     value, rfm_doc, prediction = doc["value"], doc["rfm"], doc["prediction"]
+    review_at = stage.next_transition_at
+    if member.review_at is not None:
+        lowered = from_micros(member.review_at)
+        review_at = lowered if review_at is None else min(review_at, lowered)
     profile = doc["profile"]
     search = " ".join(x for x in (profile["name"], profile["email"], profile["phone"]) if x)
     return Scored(
@@ -157,6 +173,8 @@ def score(
         last_order_at=value["last_order_at"],
         clv=prediction["clv_365d"] if prediction else None,
         p_alive=prediction["p_alive"] if prediction else None,
+        member_tier=member.tier,
+        review_at=review_at,
         name=profile["name"],
         email=profile["email"],
         search=search.lower()[:600] or None,
@@ -173,8 +191,9 @@ def _json_default(value: object) -> str:
 
 def _document(
     state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
-) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition]]:
-    """The card as a :class:`Card`-shaped dict of plain values, its stage, and the transitions."""
+) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition], membership.Standing]:
+    """The card as a :class:`Card`-shaped dict of plain values, its stage, the transitions
+    and the membership standing."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
     now = to_micros(as_of)
@@ -219,10 +238,17 @@ def _document(
                 settings,
             )
 
+    member = membership.standing(state, purchases, now, settings.membership_tiers)
+    profile = _profile(state)
+    if member.tier != profile["member_tier"]:
+        # The computed tier stands in the profile's field; the cached section stays as the
+        # client wrote it.
+        profile = {**profile, "member_tier": member.tier}
+
     doc = {
         "customer_id": state.customer_id,
         "as_of": as_of,
-        "profile": _profile(state),
+        "profile": profile,
         "value": value,
         "value_score": value_score,
         "rfm": _rfm(value, days, today_number, population.rfm, stage.stage),
@@ -237,8 +263,9 @@ def _document(
         "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
         "updated_at": _moment(updated),
         "preferences": preferences.preferences(state, now, purchases),
+        "membership": member.section,
     }
-    return doc, stage, history
+    return doc, stage, history, member
 
 
 def purchase_days(state: CustomerState, as_of: datetime) -> list[date]:

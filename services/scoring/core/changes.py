@@ -5,7 +5,8 @@ Change ids are derived from what caused the change (:func:`shared.changes.change
 replaying the same history yields the same ids and outreach can drop repeats:
 
 - ``event``: the event id;
-- ``time``: the customer, the stage reached and the day it was reached;
+- ``time``: the customer, the stage reached and the day it was reached (and, for a
+  membership tier time lowered, the tier and the day of the sweep);
 - ``refresh``: the customer and the moment of the refresh;
 - ``erasure``: the erasure event's id.
 
@@ -27,9 +28,12 @@ from shared.events import Envelope
 Outgoing = tuple[str, bytes]
 
 
-def event_change(envelope: Envelope, raw: bytes, card: Scored, before: str) -> Outgoing:
+def event_change(
+    envelope: Envelope, raw: bytes, card: Scored, before: str, member_before: str | None
+) -> Outgoing:
     """An event applied: the card it gave (as of when it was applied), the event as it came
-    (``raw``), and the stage change when the stage ``before`` it differs from the card's."""
+    (``raw``), the stage change when the stage ``before`` it differs from the card's, and the
+    membership change when the tier ``member_before`` it does."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("event", envelope.event_id),
@@ -39,24 +43,32 @@ def event_change(envelope: Envelope, raw: bytes, card: Scored, before: str) -> O
         card_json=card.json,
         event_json=raw,
         stage_change=(before, card.stage) if before != card.stage else None,
+        membership_change=_moved(member_before, card.member_tier),
     )
 
 
-def time_change(card: Scored, before: str, at: datetime) -> Outgoing:
-    """A stage that time alone moved from ``before`` to the card's, found by a sweep at ``at``."""
+def time_change(card: Scored, before: str, at: datetime, member_before: str | None) -> Outgoing:
+    """A stage or a membership tier that time alone moved (from ``before`` and
+    ``member_before`` to the card's), found by a sweep at ``at``."""
     cid = card.customer_id
+    parts = ["time", cid, card.stage, str(card.stage_since)]
+    if member_before != card.member_tier:
+        # The tier lowered on the day it lowered, whatever the stage did.
+        parts += ["membership", card.member_tier or "", at.date().isoformat()]
     return cid, _payload(
-        change_id=change_id_for("time", cid, card.stage, str(card.stage_since)),
+        change_id=change_id_for(*parts),
         customer_id=cid,
         cause="time",
         at=at,
         card_json=card.json,
-        stage_change=(before, card.stage),
+        stage_change=(before, card.stage) if before != card.stage else None,
+        membership_change=_moved(member_before, card.member_tier),
     )
 
 
-def refresh_change(card: Scored) -> Outgoing:
-    """A card a population refit moved (its tier, strategy or segment), as of the refresh."""
+def refresh_change(card: Scored, member_before: str | None) -> Outgoing:
+    """A card a population refit moved (its tier, strategy or segment, or its membership tier
+    from ``member_before``), as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("refresh", cid, card.as_of.isoformat()),
@@ -64,6 +76,7 @@ def refresh_change(card: Scored) -> Outgoing:
         cause="refresh",
         at=card.as_of,
         card_json=card.json,
+        membership_change=_moved(member_before, card.member_tier),
     )
 
 
@@ -81,6 +94,10 @@ def erasure_change(envelope: Envelope, raw: bytes, at: datetime) -> Outgoing:
     )
 
 
+def _moved(before: str | None, after: str | None) -> tuple[str | None, str | None] | None:
+    return (before, after) if before != after else None
+
+
 def _payload(
     *,
     change_id: str,
@@ -90,6 +107,7 @@ def _payload(
     card_json: bytes,
     event_json: bytes | None = None,
     stage_change: tuple[str, str] | None = None,
+    membership_change: tuple[str | None, str | None] | None = None,
 ) -> bytes:
     return orjson.dumps(
         {
@@ -102,6 +120,11 @@ def _payload(
             "stage_change": (
                 {"from": stage_change[0], "to": stage_change[1], "at": at.isoformat()}
                 if stage_change
+                else None
+            ),
+            "membership_change": (
+                {"from": membership_change[0], "to": membership_change[1], "at": at.isoformat()}
+                if membership_change
                 else None
             ),
         }

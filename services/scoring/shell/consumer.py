@@ -140,6 +140,7 @@ class EventApplier:
                     assert found.state is not None and found.history is not None
                     states[cid], history[cid] = found.state, found.history
             stages = {cid: found.stage for cid, found in stored.items()}
+            members = {cid: found.member_tier for cid, found in stored.items()}
             cards: dict[str, Scored] = {}
             outbox: list[Outgoing] = []
             dropped: list[str] = []
@@ -164,6 +165,7 @@ class EventApplier:
                     await self._forget(conn, envelope, raw, states, cards, outbox)
                     erased_at[cid] = envelope.occurred_at
                     stages.pop(cid, None)
+                    members.pop(cid, None)
                     # Their stored history now stands under an anonymous label.
                     history.pop(cid, None)
                     ordered.pop(cid, None)
@@ -182,6 +184,7 @@ class EventApplier:
                         cards.pop(other, None)
                         history.pop(other, None)
                         stages.pop(other, None)
+                        members.pop(other, None)
                     retention = settings.visit_retention_days * DAY_US
                     states[cid] = state = fold(cid, states.get(cid), merged, retention)
                 else:
@@ -193,8 +196,11 @@ class EventApplier:
                 # A complaint is held to the tier on the first card that knows it.
                 state.hold_complaints(card.tier)
                 cards[cid] = card
-                outbox.append(event_change(envelope, raw, card, stages.get(cid, "prospect")))
+                outbox.append(
+                    event_change(envelope, raw, card, stages.get(cid, "prospect"), members.get(cid))
+                )
                 stages[cid] = card.stage
+                members[cid] = card.member_tier
 
             for merge in ids.merges:
                 await identity_store.merge(conn, merge.survivor, merge.merged, merge.event_id)

@@ -3,7 +3,8 @@ BG/NBD and Gamma-Gamma parameters, from every customer's facts at one instant.
 
 Two passes over the customers, in chunks: the first gathers each customer's statistics and
 fits; the second rebuilds cards under the new population and publishes a ``cause: refresh``
-change only for the customers whose tier, strategy or segment moved.
+change only for the customers whose tier, strategy, segment or membership tier moved (the
+last when time lowered it since the sweep last looked, or the tiers configured changed).
 """
 
 from __future__ import annotations
@@ -198,12 +199,13 @@ async def _refresh_cards(
             for row in rows:
                 card = score(row.state, now, population, settings)
                 saved.append(CustomerRow.of(row.state, card))
-                if (card.tier, card.strategy, card.segment) != (
+                if (card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.tier,
                     row.strategy,
                     row.segment,
+                    row.member_tier,
                 ):
-                    outbox.append(refresh_change(card))
+                    outbox.append(refresh_change(card, row.member_tier))
             await store.save(conn, saved)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)

@@ -1,8 +1,10 @@
-"""Moving stages with time: customers go quiet, then decline, then churn, without any event.
+"""Moving stages with time: customers go quiet, then decline, then churn, without any event;
+and membership tiers fall as purchases leave the last 365 days.
 
-Each card records when time alone would next move its stage (``next_transition_at``, indexed);
-a sweep takes the customers that are due, oldest first, rebuilds their cards and publishes a
-``cause: time`` change for each stage that moved. It never scans customers who are not due.
+Each customer row records when time alone would next move its stage or may lower its
+membership tier (the ``next_transition_at`` column, indexed); a sweep takes the customers that
+are due, oldest first, rebuilds their cards and publishes a ``cause: time`` change for each
+stage or tier that moved. It never scans customers who are not due.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ async def sweep_once(
     settings: ScoringSettings,
     limit: int,
 ) -> tuple[int, int]:
-    """One round: returns (customers looked at, stages moved)."""
+    """One round: returns (customers looked at, stages or tiers moved)."""
     now = clock.now()
     pop = population.current
     async with engine.begin() as conn:
@@ -39,7 +41,8 @@ async def sweep_once(
             rows.append(CustomerRow.of(found.state, card))
             if card.stage != found.stage:
                 history.append((cid, found.history, card.history))
-                outbox.append(time_change(card, found.stage, now))
+            if card.stage != found.stage or card.member_tier != found.member_tier:
+                outbox.append(time_change(card, found.stage, now, found.member_tier))
         await store.save(conn, rows)
         await store.sync_history(conn, history)
         await store.add_outbox(conn, outbox)

@@ -42,9 +42,10 @@ class CustomerRow:
     clv: float | None
     p_alive: float | None
     last_order_at: datetime | None
-    next_transition_at: datetime | None
+    next_transition_at: datetime | None  # the sweep's due time (stage or membership)
     search: str | None
     tags: list[str]
+    member_tier: str | None
 
     @classmethod
     def of(cls, state: CustomerState, card: Scored) -> CustomerRow:
@@ -63,9 +64,10 @@ class CustomerRow:
             clv=card.clv,
             p_alive=card.p_alive,
             last_order_at=card.last_order_at,
-            next_transition_at=card.next_transition_at,
+            next_transition_at=card.review_at,
             search=card.search,
             tags=_tags(state),
+            member_tier=card.member_tier,
         )
 
 
@@ -105,7 +107,7 @@ def _stored_query(where: str, *, known: bool) -> TextClause:
     held = "c.version = k.v" if known else "false"
     return text(
         f"""
-        SELECT c.customer_id, c.version, c.stage, ({held}) IS TRUE AS held,
+        SELECT c.customer_id, c.version, c.stage, c.member_tier, ({held}) IS TRUE AS held,
             CASE WHEN {held} THEN NULL ELSE c.state END AS state,
             CASE WHEN {held} THEN NULL ELSE (
                 SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
@@ -143,9 +145,9 @@ _UPSERT = text(
     """
     INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
         tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
-        next_transition_at, search, tags, updated_at, version)
+        next_transition_at, search, tags, member_tier, updated_at, version)
     SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q,
-        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), now(),
+        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), mt, now(),
         nextval('scoring.customer_versions')
     FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:names AS text[]),
         CAST(:emails AS text[]),
@@ -153,8 +155,8 @@ _UPSERT = text(
         CAST(:segments AS text[]), CAST(:strategies AS text[]), CAST(:scores AS float8[]),
         CAST(:spend AS numeric[]), CAST(:clv AS float8[]), CAST(:alive AS float8[]),
         CAST(:last_order AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:search AS text[]), CAST(:tags AS text[]))
-        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg)
+        CAST(:search AS text[]), CAST(:tags AS text[]), CAST(:members AS text[]))
+        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg, mt)
     ON CONFLICT (customer_id) DO UPDATE SET
         state = EXCLUDED.state, name = EXCLUDED.name, email = EXCLUDED.email,
         stage = EXCLUDED.stage,
@@ -163,7 +165,8 @@ _UPSERT = text(
         lifetime_spend = EXCLUDED.lifetime_spend, clv = EXCLUDED.clv,
         p_alive = EXCLUDED.p_alive, last_order_at = EXCLUDED.last_order_at,
         next_transition_at = EXCLUDED.next_transition_at, search = EXCLUDED.search,
-        tags = EXCLUDED.tags, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
+        tags = EXCLUDED.tags, member_tier = EXCLUDED.member_tier,
+        updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
     RETURNING customer_id, version
     """
 )
@@ -219,11 +222,13 @@ StoredHistory = list[tuple[int, Transition]]
 
 @dataclass(slots=True)
 class Stored:
-    """A customer as the batch found them: the row's version and stage, and their facts and
-    stage history, both None when the caller holds that version already (``held``)."""
+    """A customer as the batch found them: the row's version, stage and membership tier, and
+    their facts and stage history, both None when the caller holds that version already
+    (``held``)."""
 
     version: int
     stage: str
+    member_tier: str | None
     held: bool
     state: CustomerState | None
     history: StoredHistory | None
@@ -231,12 +236,13 @@ class Stored:
 
 def _stored(row: Row[Any]) -> Stored:
     if row.held:
-        return Stored(row.version, row.stage, True, None, None)
+        return Stored(row.version, row.stage, row.member_tier, True, None, None)
     history: StoredHistory = []
     for row_id, item in zip(row.history_ids or (), row.history or (), strict=True):
         before, after, at = item.split(" ")
         history.append((row_id, Transition(Stage(before), Stage(after), date.fromisoformat(at))))
-    return Stored(row.version, row.stage, False, CustomerState.from_json(row.state), history)
+    state = CustomerState.from_json(row.state)
+    return Stored(row.version, row.stage, row.member_tier, False, state, history)
 
 
 async def lock(
@@ -285,6 +291,7 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, 
             "search": [r.search for r in rows],
             # As JSON text: a text[][] cannot hold rows of different lengths.
             "tags": [orjson.dumps(r.tags).decode() for r in rows],
+            "members": [r.member_tier for r in rows],
         },
     )
     return {r.customer_id: r.version for r in result}
@@ -334,7 +341,7 @@ async def sync_history(
 _ALL_STATES = text("SELECT state FROM scoring.customers")
 _PAGE = text(
     """
-    SELECT customer_id, state, tier, strategy, segment
+    SELECT customer_id, state, tier, strategy, segment, member_tier
     FROM scoring.customers WHERE customer_id > :after
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
@@ -364,6 +371,7 @@ class Standing:
     tier: str | None
     strategy: str | None
     segment: str | None
+    member_tier: str | None
 
 
 async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Standing]:
@@ -371,7 +379,14 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
     transaction ends."""
     rows = await conn.execute(_PAGE, {"after": after, "n": limit})
     return [
-        Standing(r.customer_id, CustomerState.from_json(r.state), r.tier, r.strategy, r.segment)
+        Standing(
+            r.customer_id,
+            CustomerState.from_json(r.state),
+            r.tier,
+            r.strategy,
+            r.segment,
+            r.member_tier,
+        )
         for r in rows
     ]
 

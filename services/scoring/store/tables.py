@@ -69,6 +69,9 @@ customers = Table(
     Column("search", String(600)),
     # The profile's tags, for the listing's tag filter (``tags @> ARRAY[tag]``, GIN-indexed).
     Column("tags", ARRAY(String)),
+    # The membership tier on the customer's last published card: a new card with another one
+    # is a membership change (an upgrade or a downgrade rules trigger on).
+    Column("member_tier", String(64)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # From the sequence below on every write: the facts a consumer holds are current while
     # the row still has the version it wrote.
