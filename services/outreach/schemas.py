@@ -525,7 +525,7 @@ def _expression_schema(name: str, fields: conditions.Schema) -> dict[str, Any]:
         "in": {"anyOf": args["in"]},
         "exists": any_path,
     }
-    if conditions.TAGS_PATH in fields.fields:
+    if conditions.TAGS_PATH in fields.fields or conditions.CARD_TAGS_PATH in fields.fields:
         value_of["has_tag"] = {"type": "string", "minLength": 1}
     return {
         "title": name,
