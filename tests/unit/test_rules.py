@@ -348,6 +348,7 @@ def test_schedules_and_broadcasts_never_match_a_change() -> None:
         "care-key-quiet",
         "nurture-second-order",
     }
+
     # Messages only: tag rules (which send nothing) look at every change of their stages.
     def messages(c: dict[str, Any]) -> list[str]:
         return [m.rule.id for m in match_change(pack, c) if not m.rule.action.is_tag]
