@@ -40,6 +40,7 @@ RULE_CHECKS = beyond_schema(
         "action (it sends nothing)",
         "body.action.tags": "a tag action adds or removes at least one tag, and never adds "
         "and removes the same one",
+        "body.limits": "none for a tag action (it is not a contact)",
         "body.goal.filters": "a valid expression over the fields the goal's event keeps (no "
         "free text, item lists or contact details)",
     }

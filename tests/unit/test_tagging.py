@@ -68,6 +68,7 @@ def test_a_message_action_has_no_tags_and_a_tag_action_no_control_group() -> Non
     raw = tag_rule(tags={"add": ["a"]})
     raw["control_percent"] = 10.0
     assert "control_percent" in errors_of(raw)
+    assert "limits" in errors_of({**tag_rule(tags={"add": ["a"]}), "limits": {"once": True}})
     message = {
         "kind": "greeting",
         "channel": "webhook",

@@ -273,6 +273,14 @@ class Rule(_Strict):
     # and recorded with status `control`, never sent, their goal tracked like the sent ones'.
     control_percent: float = Field(0, ge=0, le=50, strict=True)
 
+    @field_validator("limits")
+    @classmethod
+    def _no_limits_on_tags(cls, v: Limits, info: ValidationInfo) -> Limits:
+        action = info.data.get("action")
+        if action is not None and action.is_tag and v != Limits():
+            raise ValueError("a tag action is not a contact: no cooldown, cap or once applies")
+        return v
+
     @field_validator("control_percent")
     @classmethod
     def _customers_only(cls, v: float, info: ValidationInfo) -> float:
