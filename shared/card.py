@@ -149,6 +149,7 @@ class Profile(_Model):
     birthday: date | None = None
     timezone: str | None = None  # an IANA name, e.g. "Europe/Paris"
     locale: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2, e.g. "CN"
     consent: Consent = Consent()
     tags: list[str] = Field(default_factory=list)
     member_tier: str | None = None  # the client's own loyalty tier, not scoring's ``tier``

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, available_timezones
 
+from babel import Locale
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -229,6 +230,24 @@ _EMAIL_SCHEMA = _text_schema(
 )
 _PHONE_SCHEMA = _text_schema(32, _PHONE.pattern, examples=["+33 6 12 34 56 78"])
 _LOCALE_SCHEMA = _text_schema(35, _LOCALE.pattern, examples=["en-US"])
+# ISO 3166-1 alpha-2 codes as CLDR (babel) lists them, without its groupings and
+# pseudo-regions (EU, UN, QO...); XK (Kosovo) is user-assigned but in common use.
+_COUNTRIES = frozenset(
+    code
+    for code in Locale("en").territories
+    if isinstance(code, str)
+    and len(code) == 2
+    and code.isalpha()
+    and code not in {"EU", "EZ", "QO", "UN", "XA", "XB", "ZZ"}
+)
+_COUNTRY_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "enum": sorted(_COUNTRIES),
+        "description": "an ISO 3166-1 alpha-2 country code, upper case",
+        "examples": ["CN"],
+    }
+)
 _TIMEZONE_SCHEMA = WithJsonSchema(
     {
         "type": "string",
@@ -268,6 +287,8 @@ class CustomerData(Frozen):
         None
     )
     locale: Annotated[str, StringConstraints(max_length=35), NoNul, _LOCALE_SCHEMA] | None = None
+    # Whose holidays the customer keeps (outreach's calendars); absent: read off the locale.
+    country: Annotated[str, _COUNTRY_SCHEMA] | None = None
     consent: Consent | None = None
     tags: list[ShortText] | None = Field(None, max_length=50)
     member_tier: ShortText | None = None
@@ -308,6 +329,13 @@ class CustomerData(Frozen):
     def _locale(cls, v: str | None) -> str | None:
         if v is not None and not _LOCALE.fullmatch(v):
             raise ValueError("not a locale tag, e.g. en-US")
+        return v
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is not None and v not in _COUNTRIES:
+            raise ValueError("not an ISO 3166-1 alpha-2 country code, e.g. CN")
         return v
 
     @field_validator("birthday")

@@ -24,6 +24,18 @@ wait_port() {
   return 1
 }
 
+# A stale package list makes installs fail; refresh it at most once per run.
+apt_refresh() {
+  [[ -n ${TEND_APT_UPDATED:-} ]] && return 0
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "the package list is stale: run 'apt-get update' as root"
+    sudo="sudo -n"
+  fi
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed: check the network, then retry"
+  export TEND_APT_UPDATED=1
+}
+
 # apt_install PKG...: install Debian packages when we are allowed to, else explain how.
 apt_install() {
   command -v apt-get >/dev/null || die "missing $* and no apt-get here: install $* with your package manager"
@@ -33,11 +45,7 @@ apt_install() {
     sudo="sudo -n"
   fi
   say "tend: installing $* with apt-get (once) ..."
-  # A stale package list makes installs fail; refresh it at most once per run.
-  if [[ -z ${TEND_APT_UPDATED:-} ]]; then
-    $sudo apt-get update -qq >/dev/null || die "apt-get update failed: check the network, then retry"
-    export TEND_APT_UPDATED=1
-  fi
+  apt_refresh
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
     || die "apt-get install $* failed: install it by hand, then retry"
 }

@@ -78,8 +78,22 @@ ensure_browser() {
 # promtool checks the alert rules of deploy/monitoring/ in the suite (Debian's prometheus package
 # carries it; the server it also installs is never started here).
 ensure_promtool() {
+  # promtool alone (it checks the alert rules), unpacked from Debian's prometheus package into
+  # the state folder: the Prometheus server is never installed, let alone started.
   command -v promtool >/dev/null && return 0
-  apt_install --no-install-recommends prometheus
+  local dir="$STATE/promtool"
+  if [[ ! -x $dir/usr/bin/promtool ]]; then
+    say "tend: fetching promtool (from Debian's prometheus package, unpacked, not installed) ..."
+    rm -rf "$dir" && mkdir -p "$dir/deb"
+    if ! (cd "$dir/deb" && apt-get download prometheus >/dev/null 2>&1); then
+      apt_refresh
+      (cd "$dir/deb" && apt-get download prometheus >/dev/null) \
+        || die "apt-get download prometheus failed: check the network, then retry"
+    fi
+    dpkg-deb -x "$dir"/deb/prometheus_*.deb "$dir" || die "could not unpack the prometheus package"
+    rm -rf "$dir/deb"
+  fi
+  export PATH="$dir/usr/bin:$PATH"
 }
 
 infra_up() {

@@ -33,7 +33,10 @@ RULE_CHECKS = beyond_schema(
         "sample card with the offer",
         "body.trigger.schedule": "a schedule's own checks: a valid five-field cron firing at "
         "most once a day, real calendar dates, `days_after` with exactly one of `days` or "
-        "`rhythm_multiple` and `since` naming a date field of the card",
+        "`rhythm_multiple` and `since` naming a date field of the card, a `calendar` trigger "
+        "with a calendar or dates (dates with no calendar or with `customer` only)",
+        "body.trigger.since": "a profile attribute (`profile.attributes.<name>`) is declared "
+        "`date` in the policy's `attribute_types`",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
         "body.control_percent": "0 for a team alert (it reaches no customer) and for a tag "
@@ -186,7 +189,10 @@ class ActionOut(BaseModel):
         "lost), control (held out as a control arm: decided, never sent; `not_before` is when "
         "it would have gone out)"
     )
-    reason: str | None
+    reason: str | None = Field(
+        description="why it waits or was suppressed (`merged`: a duplicate of an action the "
+        "customer it was merged into already had)"
+    )
     detail: str | None
     decided_at: datetime
     not_before: datetime | None
@@ -197,6 +203,11 @@ class ActionOut(BaseModel):
         None,
         description="`treatment`, `control` (the rule's hold-out) or `global_control`; null "
         "for a team alert and for actions decided before arms were kept",
+    )
+    merged_from: str | None = Field(
+        None,
+        description="the customer id it was decided for, when that customer was merged into "
+        "this one (`customer_id`, the survivor)",
     )
     tier: str | None = Field(None, description="the customer's tier when it was decided")
     strategy: str | None = Field(None, description="the customer's strategy when it was decided")
@@ -401,6 +412,11 @@ class ExportedGoalEvent(BaseModel):
 
 class OutreachExport(BaseModel):
     customer_id: str
+    merged_ids: list[str] = Field(
+        default_factory=list,
+        description="the customer ids merged into this customer (their actions and events "
+        "are this customer's)",
+    )
     card: dict[str, Any] | None = Field(description="the card replica outreach decides on")
     suppression: ExportedSuppression | None
     schedule: list[ScheduledRule] = Field(description="when each schedule rule next fires")

@@ -8,6 +8,8 @@ from fastapi import FastAPI
 from services.scoring.api.cohorts import router as cohorts_router
 from services.scoring.api.complaints import router as complaints_router
 from services.scoring.api.customers import router
+from services.scoring.api.deps import Merged, merged_response
+from services.scoring.api.duplicates import router as duplicates_router
 from services.scoring.api.health import router as health_router
 from services.scoring.api.listing import router as listing_router
 from services.scoring.api.privacy import router as privacy_router
@@ -33,6 +35,8 @@ Reading needs an API key with `ops:read`; refits and sweeps need `ops:write`.
 """
 
 OUTBOX_LOCK = 0x7E4D_0001
+# Outreach holds 0x7E4D_0002 and 0x7E4D_0003.
+FORWARDS_LOCK = 0x7E4D_0004
 
 
 def create_app(
@@ -57,11 +61,20 @@ def create_app(
             clock,
             population,
             inbox_retention=runtime.state.common.inbox_retention,
+            phone_region=runtime.state.common.phone_region,
         )
         state.relay = relay = runtime.outbox_relay(
             table="scoring.outbox",
             topic=runtime.topics.changes,
             lock_key=OUTBOX_LOCK,
+            batch=settings.outbox_batch,
+            idle_seconds=settings.outbox_idle_seconds,
+        )
+        # Events that came under a merged id, on to the survivor on the events topic.
+        state.forwards = forwards = runtime.outbox_relay(
+            table="scoring.forwards",
+            topic=runtime.topics.events,
+            lock_key=FORWARDS_LOCK,
             batch=settings.outbox_batch,
             idle_seconds=settings.outbox_idle_seconds,
         )
@@ -71,7 +84,7 @@ def create_app(
             group_id=settings.consumer_group,
             handler=applier.handle,
             max_records=settings.batch_max_records,
-            then_nudge=[relay],
+            then_nudge=[relay, forwards],
         )
         runtime.every(10, "population_reload", lambda: population.reload(engine))
         runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)
@@ -87,7 +100,7 @@ def create_app(
                 lambda: refit(engine, clock, population, settings),
             )
 
-    return service_app(
+    app = service_app(
         service="scoring",
         state=state,
         title="Tend scoring",
@@ -101,6 +114,7 @@ def create_app(
             complaints_router,
             privacy_router,
             timeline_router,
+            duplicates_router,
             health_router,
             dead_letters_router,
         ],
@@ -108,3 +122,5 @@ def create_app(
         common=common,
         clock=clock,
     )
+    app.add_exception_handler(Merged, merged_response)
+    return app

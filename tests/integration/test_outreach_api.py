@@ -807,6 +807,7 @@ async def test_actions_filters_cursor_and_touchpoints(outreach: Outreach) -> Non
         "strategy",
         "baseline",
         "goal",
+        "merged_from",
     }
 
     held = await shop.actions(rule_id=news["id"], status="held")

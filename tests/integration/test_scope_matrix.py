@@ -76,6 +76,8 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("GET", "/v1/ops/health"): READ,
         ("GET", "/v1/dead-letters"): READ,
         ("GET", "/v1/dead-letters/summary"): READ,
+        ("GET", "/v1/duplicates"): READ,
+        ("POST", "/v1/duplicates/dismiss"): WRITE,
     },
     "outreach": {
         **COMMON,

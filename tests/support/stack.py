@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.app import create_app as create_ingest
+from services.ingest.settings import IngestSettings
 from services.outreach.app import create_app as create_outreach
 from services.outreach.settings import OutreachSettings
 from services.scoring.app import create_app as create_scoring
@@ -47,9 +48,10 @@ async def isolated_stack(
     clock: Clock | None = None,
     *,
     outreach: OutreachSettings | None = None,
+    ingest_settings: IngestSettings | None = None,
 ) -> AsyncIterator[Stack]:
     """Ingest and scoring (and outreach, given its settings) on a database and topics of
-    their own, sharing ``clock``."""
+    their own, sharing ``clock``; ``ingest_settings`` when the test needs its own."""
     async with fresh_settings(base) as settings:
         engine = make_engine(settings, pool_size=3)
         try:
@@ -60,7 +62,7 @@ async def isolated_stack(
                 "marketing": [Scope.MARKETING_WRITE, Scope.OPS_READ],
             }.items():
                 _, keys[role] = await create_key(engine, f"iso-{role}", scopes)
-            ingest_app = create_ingest(settings)
+            ingest_app = create_ingest(settings, ingest_settings)
             scoring_app = create_scoring(
                 settings,
                 ScoringSettings(consumer_group=f"{settings.topic_prefix}scoring"),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.console.clients.api import ApiError
+import httpx
+
+from services.console.clients.api import ApiError, api_error
+from services.console.pages import channels
 from services.console.pages.jsondiff import diff_lines
 from services.console.pages.outcomes import chart_of, verdict_of
 from services.console.pages.policy import document, form_of, placed, posted_form
@@ -89,3 +92,23 @@ def test_a_diff_shows_only_the_changed_lines_with_their_context() -> None:
     ]
     assert diff_lines(before, before) == []
     assert all(x.kind == "added" for x in diff_lines(None, after))
+
+
+def test_the_channel_form_builds_an_sms_providers_config() -> None:
+    form = {**channels.EMPTY, "kind": "sms", "url": "https://sms.example/send", "sms_from": "Tend"}
+    assert channels.config_of(form) == {"url": "https://sms.example/send", "from": "Tend"}
+    # The email's sender is not the SMS sender, nor the other way round.
+    email = {**channels.EMPTY, "kind": "email", "sender": "Shop <a@shop.example>", "sms_from": "X"}
+    assert channels.config_of(email) == {"from": "Shop <a@shop.example>"}
+    assert channels.SMS_FIELDS["config.from"] == "sms_from"
+
+
+def test_a_merged_customers_301_names_the_survivor_for_the_page_to_follow() -> None:
+    moved = httpx.Response(
+        301,
+        json={"error": "merged", "message": "customer 'b' was merged into 'a'", "survivor_id": "a"},
+        headers={"location": "/v1/customers/a"},
+    )
+    error = api_error("scoring", moved)
+    assert (error.status, error.survivor) == (301, "a")
+    assert api_error("scoring", httpx.Response(404, json={"message": "no"})).survivor is None

@@ -157,6 +157,7 @@ def test_the_profile_schema_states_what_its_validators_check() -> None:
         "email": ["ada@example.com", "ada@example.com\n", "a\x1cb@example.com", "no-at"],
         "phone": ["+33 6 12 34 56 78", "call me", "1234\n"],
         "locale": ["en-US", "english please"],
+        "country": ["CN", "TW", "China", "cn", "EU"],
         "timezone": ["Europe/Paris", "Mars/Base"],
         "birthday": ["1990-04-17", "1800-01-01"],
         "name": ["Ada", "A\x00da"],

@@ -195,7 +195,7 @@ def test_a_stored_rule_is_trusted_when_loaded() -> None:
         (
             {"kind": "days_after", "since": "tier", "days": 7},
             "trigger.schedule.days_after.since",
-            "'tier' is not a date or datetime field of the card",
+            "'tier' is not a date or datetime field of the card, nor profile.attributes.<name>",
         ),
         (
             {"kind": "cron", "expression": "*/15 9 * * *"},

@@ -22,6 +22,8 @@ class ApiError(Exception):
     status: int
     message: str
     errors: list[dict[str, str]] = field(default_factory=list)
+    # A customer merged into another (scoring's 301): the survivor's id.
+    survivor: str | None = None
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}"
@@ -79,8 +81,10 @@ class Caller:
             raise ApiError(503, f"{service} did not answer in time") from None
         except httpx.HTTPError:
             raise ApiError(503, f"{service} is not answering") from None
-        if resp.status_code >= 400:
-            raise _error(service, resp)
+        if resp.status_code >= 300:
+            # 3xx too: a merged customer's card answers 301 naming the survivor, and a
+            # redirect is never a page's data.
+            raise api_error(service, resp)
         if resp.status_code == 204 or not resp.content:
             return None
         return resp.json()
@@ -100,7 +104,8 @@ class Caller:
         return await self.call(service, "DELETE", path, json=json)
 
 
-def _error(service: Service, resp: httpx.Response) -> ApiError:
+def api_error(service: Service, resp: httpx.Response) -> ApiError:
+    """The API's answer other than 2xx as an :class:`ApiError`."""
     try:
         body = resp.json()
     except ValueError:
@@ -113,4 +118,7 @@ def _error(service: Service, resp: httpx.Response) -> ApiError:
         if isinstance(e, dict)
     ]
     message = str(body.get("message") or f"{service} answered {resp.status_code}")
-    return ApiError(resp.status_code, message, errors)
+    survivor = body.get("survivor_id")
+    return ApiError(
+        resp.status_code, message, errors, survivor if isinstance(survivor, str) else None
+    )

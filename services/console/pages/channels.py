@@ -1,5 +1,6 @@
-"""Channels: where outreach sends (webhook endpoints, SMTP servers). A webhook's signing
-secret is shown once, in the page that answers its creation; the console never keeps it."""
+"""Channels: where outreach sends (webhook endpoints, SMS providers, SMTP servers). A webhook's
+or an SMS provider's signing secret is shown once, in the page that answers its creation; the
+console never keeps it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from services.console.session import MARKETING_WRITE, Session
 
 router = APIRouter()
 
-KINDS = ("webhook", "email")
+KINDS = ("webhook", "sms", "email")
 # The API's field (``body.`` left off: its URL checks name ``config.url``) → the form
 # control that shows its error.
 FIELDS = {
@@ -35,6 +36,8 @@ FIELDS = {
     "config.smtp_port": "smtp_port",
     "config.from": "sender",
 }
+# An SMS provider's sender has a control of its own.
+SMS_FIELDS = {**FIELDS, "config.from": "sms_from"}
 EMPTY = {
     "channel_id": "",
     "kind": "webhook",
@@ -42,6 +45,7 @@ EMPTY = {
     "smtp_host": "",
     "smtp_port": "",
     "sender": "",
+    "sms_from": "",
     "enabled": "on",
 }
 
@@ -84,6 +88,8 @@ async def channels(request: Request, session: SignedIn, switched: str = "") -> R
 def config_of(form: dict[str, str]) -> dict[str, Any]:
     if form["kind"] == "webhook":
         return {"url": form["url"]}
+    if form["kind"] == "sms":
+        return {"url": form["url"], **({"from": form["sms_from"]} if form["sms_from"] else {})}
     config: dict[str, Any] = {}
     if form["smtp_host"]:
         config["smtp_host"] = form["smtp_host"]
@@ -115,7 +121,8 @@ async def create_channel(request: Request, posted: CheckedPost) -> Response:
         errors: dict[str, list[str]] = {}
         general: list[str] = []
         for x in e.errors:
-            control = FIELDS.get(x["field"].removeprefix("body."))
+            fields = SMS_FIELDS if form["kind"] == "sms" else FIELDS
+            control = fields.get(x["field"].removeprefix("body."))
             if control:
                 errors.setdefault(control, []).append(x["reason"])
             else:

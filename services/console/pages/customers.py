@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from services.console.clients.api import ApiError
 from services.console.pages.web import Refused, SignedIn, caller, fetch, fetch_all, render
@@ -108,6 +108,9 @@ async def customer(
     except ApiError as e:
         if e.status == 404:
             raise Refused(404, f"No customer {customer_id!r}.") from None
+        if e.survivor is not None:
+            # Merged into another record: the person's page is the survivor's.
+            return RedirectResponse(f"/customers/{quote(e.survivor, safe='')}", status_code=303)
         raise
     timeline_params: dict[str, Any] = {"limit": 50}
     if cursor:

@@ -16,7 +16,7 @@ from typing import Any
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
 
 KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"]
-CHANNELS = ["email", "webhook"]
+CHANNELS = ["email", "sms", "webhook"]
 OPERATORS = {
     "eq": "equals",
     "ne": "does not equal",

@@ -64,6 +64,7 @@ _COLUMNS = (
     _a.c.strategy,
     _a.c.baseline,
     _a.c.goal,
+    _a.c.merged_from,
 )
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Actions per page.")]

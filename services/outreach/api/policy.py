@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from services.outreach.api.deps import Outreach
 from services.outreach.core.policy import Policy
+from services.outreach.shell.scheduler import reindex_schedule
 from services.outreach.store.policy import load_policy, lock_policy, save_policy
 from shared import audit
 from shared.auth import MarketingWriter, Reader
@@ -35,7 +36,9 @@ async def get_policy(_: Reader, conn: Transaction) -> Policy:
     promotional (held while a complaint is open; none for `reduce_cost` customers when
     `reduce_cost_no_promotions`), the kinds the global control group never receives, the
     balance of promotions against service contacts (null: off), what a contact costs by
-    channel, and the default time zone."""
+    channel, the default time zone, the shop's holiday calendars (the countries whose
+    holidays customers keep, and the calendar of customers who name none) and the types of
+    the profile attributes (`date` attributes can drive schedules)."""
     return await load_policy(conn)
 
 
@@ -49,6 +52,9 @@ async def get_policy(_: Reader, conn: Transaction) -> Policy:
                 # JSON Schema could say it only through `not`, which generators choke on.
                 "body": "no kind is both transactional and promotional, and no balance "
                 "service kind is promotional (a list left out counts as its default)",
+                "body.calendars": "`default` is one of `countries`",
+                # uniqueItems over an enum of 250 codes stalls the schema's data generators.
+                "body.calendars.countries": "each country at most once",
             }
         )
     ),
@@ -72,6 +78,16 @@ async def put_policy(outreach: Outreach, policy: Policy, principal: MarketingWri
             before=before,
             after=policy,
         )
-    await outreach.current.reload(outreach.engine)
+    current = outreach.current
+    await current.reload(outreach.engine)
+    if before.schedule_context != policy.schedule_context:
+        # Calendars, date attributes or the default zone moved every schedule's instants.
+        schedules = [
+            r for r in current.rules.values() if r.enabled and r.trigger.type == "schedule"
+        ]
+        if schedules:
+            await reindex_schedule(
+                outreach.engine, schedules, policy.schedule_context, outreach.clock.now()
+            )
     log.info("policy_replaced", actor=principal.name)
     return policy

@@ -15,6 +15,7 @@ from services.outreach.schemas import (
     OutreachExport,
     ScheduledRule,
 )
+from services.outreach.store import aliases
 from shared.auth import Reader
 from shared.errors import ERROR_RESPONSES, ErrorBody
 from shared.service_state import Transaction
@@ -34,7 +35,12 @@ async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> Out
     outreach holds on them, for a subject access request. **404** when outreach holds
     nothing (never seen, or erased).
 
+    A customer id merged into another answers the export of the customer it was merged into
+    (the survivor, which holds its actions and events), with every id merged into it.
+
     Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and scoring hold."""
+    customer_id = await aliases.survivor_of(conn, customer_id)
+    merged_ids = await aliases.aliases_of(conn, customer_id)
     params = {"id": customer_id}
     card = await conn.scalar(
         text("SELECT card FROM outreach.cards WHERE customer_id = :id"), params
@@ -76,6 +82,7 @@ async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> Out
         raise HTTPException(404, f"outreach holds nothing on customer {customer_id!r}")
     return OutreachExport(
         customer_id=customer_id,
+        merged_ids=merged_ids,
         card=card,
         suppression=ExportedSuppression.model_validate(suppression._mapping)
         if suppression

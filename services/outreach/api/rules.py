@@ -17,8 +17,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.api.deps import RULE_NOT_FOUND, Outreach, no_such_rule
+from services.outreach.core.policy import Policy
 from services.outreach.core.rule_pack import default_pack
 from services.outreach.core.rules import Rule
+from services.outreach.core.schedules import ATTRIBUTES
 from services.outreach.schemas import (
     RULE_CHECKS,
     PackOut,
@@ -92,6 +94,20 @@ async def _named_channel_exists(conn: AsyncConnection, rule: Rule) -> None:
         )
 
 
+def _since_declared(rule: Rule, policy: Policy) -> None:
+    """A schedule on a profile attribute names one the policy declares a date."""
+    since = getattr(rule.trigger, "since", None)
+    if not isinstance(since, str) or not since.startswith(ATTRIBUTES):
+        return
+    name = since.removeprefix(ATTRIBUTES)
+    if name not in policy.schedule_context.date_attributes:
+        raise invalid(
+            "body.trigger.since",
+            f"attribute {name!r} is not declared a date: add it to the policy's "
+            'attribute_types as "date" first',
+        )
+
+
 async def _reload(outreach: OutreachState, *saved: str) -> None:
     """Compile the rules again and index when the ``saved`` schedule rules next fire for
     every customer already known (they would otherwise wait for each customer's next change).
@@ -107,7 +123,7 @@ async def _reload(outreach: OutreachState, *saved: str) -> None:
     ]
     if schedules:
         await reindex_schedule(
-            outreach.engine, schedules, current.policy.default_timezone, outreach.clock.now()
+            outreach.engine, schedules, current.policy.schedule_context, outreach.clock.now()
         )
 
 
@@ -128,6 +144,7 @@ async def create_rule(
     over 10000`), a malformed schedule... each answers 422 naming the field.
     An id already in use is 409: replace that rule with `PUT /v1/rules/{id}`."""
     await check_template(rule, outreach.settings)
+    _since_declared(rule, outreach.current.policy)
     async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule.id)
         if await stored_rule(conn, rule.id) is not None:
@@ -190,6 +207,7 @@ async def replace_rule(
     if rule.id != rule_id:
         raise invalid("body.id", f"must equal the id in the path, {rule_id!r}")
     await check_template(rule, outreach.settings)
+    _since_declared(rule, outreach.current.policy)
     async with outreach.engine.begin() as conn:
         await lock_rule(conn, rule_id)
         before = await stored_rule(conn, rule_id)

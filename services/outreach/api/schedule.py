@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from services.outreach.store import aliases
 from shared.auth import Reader
 from shared.errors import responses
 from shared.service_state import Transaction
@@ -90,7 +91,9 @@ async def customer_schedule(customer_id: str, _: Reader, conn: Transaction) -> C
     turned into an instant), and the actions decided for them that have not gone out yet:
     deferred by quiet hours or the frequency cap until `not_before`, held while a complaint
     is open, or due and waiting for delivery. An unknown customer has nothing scheduled: two
-    empty lists. At most 500 of each."""
+    empty lists. At most 500 of each. A customer id merged into another answers for the
+    customer it was merged into (`customer_id` in the answer names that survivor)."""
+    customer_id = await aliases.survivor_of(conn, customer_id)
     params = {"id": customer_id, "limit": MAX_ROWS}
     scheduled = (await conn.execute(_SCHEDULED, params)).all()
     waiting = (await conn.execute(_WAITING, params)).all()

@@ -15,7 +15,7 @@ from services.outreach.schemas import (
     SuppressionPage,
 )
 from services.outreach.shell import opt_out
-from services.outreach.store import suppressions
+from services.outreach.store import aliases, suppressions
 from shared import audit
 from shared.auth import MarketingWriter, Principal, Reader, RequireScope, Scope
 from shared.cursor import CURSOR_RESPONSES, decode_text_cursor, encode_text_cursor
@@ -77,7 +77,12 @@ async def add_suppression(
 ) -> Suppression:
     """Put the customer on the suppression list: from now on every action for them is
     suppressed when decided, and any still waiting is suppressed when it would be delivered.
-    201 when added; 200 with the existing entry when the customer already was suppressed."""
+    201 when added; 200 with the existing entry when the customer already was suppressed.
+    A customer id merged into another suppresses the customer it was merged into (the entry
+    answered names that survivor)."""
+    body = body.model_copy(
+        update={"customer_id": await aliases.survivor_of(conn, body.customer_id)}
+    )
     added = await suppressions.add(conn, body.customer_id, body.reason, outreach.clock.now())
     if added is None:
         response.status_code = 200
@@ -143,7 +148,9 @@ async def delete_suppression(
     `ops:write`. The customer's own unsubscribe (`source: unsubscribe`) is theirs: their
     re-subscribe link lifts it, and otherwise only an `ops:write` key with a `reason` (403
     for any other key, 422 without a reason); scoring's card then no longer shows them
-    unsubscribed."""
+    unsubscribed. A customer id merged into another lifts the suppression of the customer it
+    was merged into."""
+    customer_id = await aliases.survivor_of(conn, customer_id)
     entry = await suppressions.get(conn, customer_id, for_update=True)
     if entry is None:
         raise HTTPException(404, f"customer {customer_id!r} is not suppressed")

@@ -28,7 +28,7 @@ from services.outreach.core.unsubscribe import Link, Purpose, resubscribe_url, v
 from services.outreach.schemas import Resubscribed, Unsubscribed
 from services.outreach.shell import opt_out
 from services.outreach.shell.service import OutreachState
-from services.outreach.store import suppressions
+from services.outreach.store import aliases, suppressions
 from shared import audit
 from shared.errors import beyond_schema, invalid, responses
 from shared.service_state import Transaction
@@ -132,9 +132,11 @@ async def _confirmation(
         return _refused(request, link)
     # Its own connection, opened once the token is known good: the page needs no API key.
     async with outreach.engine.connect() as conn:
-        entry = await suppressions.get(conn, link.customer_id)
+        # A link sent to a record since merged speaks for the person: the survivor.
+        customer_id = await aliases.survivor_of(conn, link.customer_id)
+        entry = await suppressions.get(conn, customer_id)
     if entry is not None and entry.source == opt_out.SOURCE:
-        return _unsubscribed_page(outreach, link.customer_id)
+        return _unsubscribed_page(outreach, customer_id)
     if entry is not None:
         return _html("You are unsubscribed", _DONE)
     # No action attribute: the form posts back to this very URL, token included.
@@ -152,9 +154,11 @@ async def _unsubscribe(
     link = _check(outreach, token, where, Purpose.UNSUBSCRIBE)
     if isinstance(link, _BadLink):
         return _refused(request, link)
-    done = await opt_out.unsubscribe(conn, link.customer_id, outreach.clock.now())
+    # A link sent to a record since merged unsubscribes the person: the survivor.
+    customer_id = await aliases.survivor_of(conn, link.customer_id)
+    done = await opt_out.unsubscribe(conn, customer_id, outreach.clock.now())
     if _wants_html(request):
-        return _unsubscribed_page(outreach, link.customer_id)
+        return _unsubscribed_page(outreach, customer_id)
     return Unsubscribed(suppressed_actions=done.suppressed_actions)
 
 
@@ -266,7 +270,8 @@ async def resubscribe(
     link = _check(outreach, token, "path", Purpose.RESUBSCRIBE)
     if isinstance(link, _BadLink):
         return _refused(request, link)
-    entry = await suppressions.get(conn, link.customer_id, for_update=True)
+    customer_id = await aliases.survivor_of(conn, link.customer_id)
+    entry = await suppressions.get(conn, customer_id, for_update=True)
     lifted = (
         entry is not None
         and entry.source == opt_out.SOURCE

@@ -152,16 +152,16 @@ class Replay:
         if when is None or when > moment:
             return
         card = orjson.loads(self._cards[customer])
-        live, zone = self._live, self._policy.default_timezone
+        live, context = self._live, self._policy.schedule_context
         while when is not None and when <= moment:
             if self._ruleset.conditions_hold(live, card):
-                key = occurrence_key(live, card, when, default_timezone=zone)
+                key = occurrence_key(live, card, when, context=context)
                 self._act([Match(live, customer, key)], card, when)
             when = self._plan(customer, card, when + timedelta(minutes=1))
 
     def _plan(self, customer: str, card: Mapping[str, Any], after: datetime) -> datetime | None:
         try:
-            at = next_due(self._live, card, after, default_timezone=self._policy.default_timezone)
+            at = next_due(self._live, card, after, context=self._policy.schedule_context)
         except Exception:  # a stored schedule that raises (a cron that never fires): no firing
             at = None
         if at is None:

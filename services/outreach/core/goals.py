@@ -150,8 +150,9 @@ class GoalEvent:
 
 def goal_event_of(customer_id: str, event: Envelope) -> GoalEvent | None:
     """The goal event ``event`` (of the customer whose change carried it) is kept as; None
-    for an erasure (nothing of it is kept)."""
-    if event.event_type is EventType.CUSTOMER_ERASED:
+    for an erasure (nothing of it is kept) and a merge (nobody did anything: records of one
+    person were found)."""
+    if event.event_type in (EventType.CUSTOMER_ERASED, EventType.CUSTOMER_MERGED):
         return None
     data = event.data.model_dump(mode="json")
     kept = {k: v for k, v in data.items() if k not in NOT_KEPT}

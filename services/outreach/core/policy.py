@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -55,18 +55,29 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from services.outreach.core.calendars import Calendars
 from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule
-from services.outreach.core.schedules import LocalTime, local_instant, zone_of
+from services.outreach.core.schedules import LocalTime, ScheduleContext, local_instant, zone_of
 from shared.card import Strategy
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _in_order(kinds: frozenset[str]) -> list[str]:
+    return sorted(kinds)
+
+
+# A set of action kinds, written in alphabetical order: the same policy reads the same twice
+# (a set's own order changes from one process to the next).
+Kinds = Annotated[frozenset[ActionKind], PlainSerializer(_in_order, return_type=list[str])]
 
 
 class FrequencyCap(_Strict):
@@ -104,7 +115,7 @@ class Balance(_Strict):
 
     promotions_per_service: int = Field(2, ge=1, le=100)
     days: int = Field(30, ge=1, le=365)
-    service_kinds: frozenset[ActionKind] = frozenset({"greeting", "follow_up", "care"})
+    service_kinds: Kinds = frozenset({"greeting", "follow_up", "care"})
 
     @field_validator("service_kinds", mode="before")
     @classmethod
@@ -162,20 +173,22 @@ _CAP_DEFER_DAYS: dict[ActionKind, int] = {
 }
 
 
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AttributeType = Literal["string", "number", "date"]
+
+
 class Policy(_Strict):
     """Global contact policy settings."""
 
     frequency_cap: FrequencyCap | None = FrequencyCap()
     quiet_hours: QuietHours | None = QuietHours()
-    transactional_kinds: frozenset[ActionKind] = frozenset({"apology", "care"})
-    promotional_kinds: frozenset[ActionKind] = frozenset({"recall", "winback", "announcement"})
+    transactional_kinds: Kinds = frozenset({"apology", "care"})
+    promotional_kinds: Kinds = frozenset({"recall", "winback", "announcement"})
     # The kinds a customer of the global control group never receives (the share of customers
     # in it is the setting TEND_OUTREACH_GLOBAL_CONTROL_PERCENT): their actions are decided
     # and recorded with status `control`; a transactional kind always goes, even if listed
     # here (see `held_out_kinds`).
-    global_control_kinds: frozenset[ActionKind] = frozenset(
-        {"greeting", "recall", "winback", "announcement"}
-    )
+    global_control_kinds: Kinds = frozenset({"greeting", "recall", "winback", "announcement"})
     # Customers whose strategy is `reduce_cost` receive no promotional kind.
     reduce_cost_no_promotions: StrictBool = True
     contact_cost: ContactCost = ContactCost()
@@ -183,6 +196,12 @@ class Policy(_Strict):
     balance: Balance | None = None
     marketing_consent_required: StrictBool = True
     default_timezone: str = "UTC"
+    # The holiday calendars customers keep, and the calendar of those who name none
+    # (schedules with `calendar: customer`; see services/outreach/core/calendars.py).
+    calendars: Calendars = Calendars()
+    # The types of the profile attributes the shop uses: an attribute declared a `date` can
+    # drive an `anniversary` or `days_after` schedule (`since: profile.attributes.<name>`).
+    attribute_types: dict[AttributeName, AttributeType] = Field(default_factory=dict, max_length=50)
     # How long an action the frequency cap stops may wait for a free slot, by kind (days);
     # a kind not listed is suppressed at once.
     cap_defer_days: dict[ActionKind, Annotated[int, Field(ge=0, le=90)]] = Field(
@@ -196,6 +215,12 @@ class Policy(_Strict):
         if isinstance(v, dict) and any(isinstance(d, bool) for d in v.values()):
             raise ValueError("each kind's days are a number, not true or false")
         return v
+
+    @property
+    def schedule_context(self) -> ScheduleContext:
+        """What schedules read of the policy: default zone, calendars, date attributes."""
+        dated = frozenset(name for name, kind in self.attribute_types.items() if kind == "date")
+        return ScheduleContext(self.default_timezone, self.calendars, dated)
 
     @property
     def held_out_kinds(self) -> frozenset[str]:

@@ -167,7 +167,7 @@ class Tally:
                     self.rule,
                     card,
                     self.now - timedelta(microseconds=1),
-                    default_timezone=self.policy.default_timezone,
+                    context=self.policy.schedule_context,
                 )
             except Exception:  # a stored rule that raises on this card: not in its audience
                 return None

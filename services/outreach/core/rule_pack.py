@@ -87,6 +87,9 @@ _SERVICE_RULES: list[dict[str, Any]] = [
             "type": "schedule",
             "kind": "calendar",
             "name": "holidays",
+            # Each customer's own holidays (the Spring Festival and the Mid-Autumn Festival
+            # for a customer in China); the fixed dates for those who keep no calendar.
+            "calendar": "customer",
             "dates": ["12-25", "01-01"],
             "at": "09:00",
         },

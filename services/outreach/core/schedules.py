@@ -4,11 +4,21 @@ A schedule fires at a local wall time (``at``, default 09:00) in the customer's 
 (``profile.timezone``, else a settings default), on dates that depend on its ``kind``:
 
 - ``birthday``: ``profile.birthday`` each year; Feb 29 falls on Feb 28 in other years;
-- ``anniversary``: each anniversary of ``value.first_order_at`` (its local date);
+- ``anniversary``: each anniversary of a date field (``since``, default
+  ``value.first_order_at``; its local date);
 - ``days_after``: ``days`` days, or ``rhythm_multiple`` × ``value.purchase_interval_days``
   (rounded up to whole days), after the local date of a card date field (``since``);
-- ``calendar``: each listed date, ``MM-DD`` every year or ``YYYY-MM-DD`` once;
+- ``calendar``: each holiday of a named calendar (``calendar``: a country code, or
+  ``customer`` for the calendar each customer keeps, see
+  :mod:`services.outreach.core.calendars`), and/or each listed date, ``MM-DD`` every year or
+  ``YYYY-MM-DD`` once (with ``calendar: customer``, the dates of customers who keep none);
 - ``cron``: a five-field cron expression read in local wall time, at most once a day.
+
+The date field of ``anniversary`` and ``days_after`` may be a card date (``profile.birthday``,
+``value.last_order_at``...) or a profile attribute the shop declares a date in the policy's
+``attribute_types`` (``profile.attributes.wedding``; ``attributes.wedding`` is the same): a
+customer whose attribute is missing or not a date (``YYYY-MM-DD`` or an ISO datetime) has no
+such schedule.
 
 Wall times are mapped to UTC with the zone's rules of that day: a time inside a DST gap
 moves forward to the first minute that exists, and an ambiguous one (the repeated hour when
@@ -22,7 +32,7 @@ import calendar
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -34,6 +44,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
@@ -42,6 +53,7 @@ from pydantic import (
 )
 
 from services.outreach.core import conditions
+from services.outreach.core.calendars import SUPPORTED, Calendars, calendar_of, holiday_dates
 from services.outreach.core.trust import trusted
 
 
@@ -100,11 +112,37 @@ class BirthdaySchedule(_Schedule):
     at: LocalTime = time(9)
 
 
+ATTRIBUTES = "profile.attributes."
+
+
+def _date_field(v: str) -> str:
+    """``v`` if it names a card date or datetime field, or a profile attribute (whether the
+    shop declared that attribute a date is the policy's to say: checked when a rule is saved,
+    and a customer's value is read as a date only if it is declared one)."""
+    if v.startswith("attributes."):
+        v = "profile." + v
+    if v.startswith(ATTRIBUTES) and len(v) > len(ATTRIBUTES):
+        return v
+    spec = conditions.CARD.lookup(v)
+    if spec is None or spec.kind not in ("datetime", "date"):
+        raise ValueError(
+            f"{v!r} is not a date or datetime field of the card, nor profile.attributes.<name>"
+        )
+    return v
+
+
 class AnniversarySchedule(_Schedule):
-    """On each anniversary of the customer's first order."""
+    """On each anniversary of a date: the customer's first order unless ``since`` names
+    another date field (``profile.attributes.wedding``)."""
 
     kind: Literal["anniversary"]
+    since: str = "value.first_order_at"
     at: LocalTime = time(9)
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, v: str) -> str:
+        return _date_field(v)
 
 
 class DaysAfterSchedule(_Schedule):
@@ -121,11 +159,8 @@ class DaysAfterSchedule(_Schedule):
 
     @field_validator("since")
     @classmethod
-    def _date_field(cls, v: str) -> str:
-        spec = conditions.CARD.lookup(v)
-        if spec is None or spec.kind not in ("datetime", "date"):
-            raise ValueError(f"{v!r} is not a date or datetime field of the card")
-        return v
+    def _since(cls, v: str) -> str:
+        return _date_field(v)
 
     @model_validator(mode="after")
     def _one_offset(self) -> DaysAfterSchedule:
@@ -134,13 +169,54 @@ class DaysAfterSchedule(_Schedule):
         return self
 
 
+CUSTOMER_CALENDAR = "customer"
+
+
 class CalendarSchedule(_Schedule):
-    """On each date of a named list: ``MM-DD`` recurs every year, ``YYYY-MM-DD`` happens once."""
+    """On each holiday of a calendar (``calendar``: a country code, or ``customer`` for each
+    customer's own), and on each date of a list: ``MM-DD`` recurs every year, ``YYYY-MM-DD``
+    happens once. With ``calendar: customer``, the dates are for the customers who keep no
+    calendar of the shop's."""
 
     kind: Literal["calendar"]
     name: Text
-    dates: list[str] = Field(min_length=1, max_length=400)
+    calendar: (
+        Annotated[
+            str,
+            WithJsonSchema(
+                {
+                    "type": "string",
+                    "enum": [CUSTOMER_CALENDAR, *sorted(SUPPORTED)],
+                    "description": "`customer` (each customer's own) or a country code",
+                    "examples": ["customer", "CN"],
+                }
+            ),
+        ]
+        | None
+    ) = None
+    dates: list[str] = Field(default_factory=list, max_length=400)
     at: LocalTime = time(9)
+    # Days of remembrance (Qingming, Good Friday, memorial days) are left out of a calendar
+    # unless asked for: a greeting on them would offend.
+    solemn_days: StrictBool = False
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, v: str | None) -> str | None:
+        if v is not None and v != CUSTOMER_CALENDAR and v not in SUPPORTED:
+            raise ValueError(
+                f"{v!r} is neither {CUSTOMER_CALENDAR!r} nor a country code (ISO 3166 alpha-2) "
+                "whose holidays Tend knows"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _dates_or_calendar(self) -> CalendarSchedule:
+        if self.calendar is None and not self.dates:
+            raise ValueError("give a calendar, dates, or both")
+        if self.calendar not in (None, CUSTOMER_CALENDAR) and self.dates:
+            raise ValueError("dates go with no calendar or with calendar 'customer' only")
+        return self
 
     @field_validator("dates")
     @classmethod
@@ -208,6 +284,19 @@ ScheduleSpec = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleContext:
+    """What a schedule reads of the shop's policy: the zone of customers who name none, the
+    shop's calendars, and the profile attributes it declared dates."""
+
+    default_timezone: str = "UTC"
+    calendars: Calendars = field(default_factory=Calendars)
+    date_attributes: frozenset[str] = frozenset()
+
+
+DEFAULT_CONTEXT = ScheduleContext()
+
+
 def zone_of(card: Mapping[str, Any], default: str = "UTC") -> ZoneInfo:
     """The customer's zone: ``profile.timezone`` if it names one, else ``default``."""
     name = (card.get("profile") or {}).get("timezone")
@@ -260,6 +349,29 @@ def _local_date(value: Any, zone: ZoneInfo) -> date | None:
     return None if moment is None else moment.astimezone(zone).date()
 
 
+def _since(
+    card: Mapping[str, Any], path: str, zone: ZoneInfo, context: ScheduleContext
+) -> date | None:
+    """The local date of a schedule's date field, or None: missing, not a date, or an
+    attribute the shop has not declared a date."""
+    if not path.startswith(ATTRIBUTES):
+        return _local_date(_field(card, path), zone)
+    name = path.removeprefix(ATTRIBUTES)
+    if name not in context.date_attributes:
+        return None
+    value = ((card.get("profile") or {}).get("attributes") or {}).get(name)
+    if not isinstance(value, str):
+        return None
+    try:  # the whole text must be a date (a client's free text is not trusted to be one)
+        return (
+            date.fromisoformat(value)
+            if len(value) == 10
+            else _local_date(datetime.fromisoformat(value), zone)
+        )
+    except ValueError:
+        return None
+
+
 def _first_after(
     days: Iterable[date], at: time, zone: ZoneInfo, after: datetime
 ) -> datetime | None:
@@ -271,7 +383,11 @@ def _first_after(
 
 
 def _days(
-    spec: ScheduleSpec, card: Mapping[str, Any], zone: ZoneInfo, today: date
+    spec: ScheduleSpec,
+    card: Mapping[str, Any],
+    zone: ZoneInfo,
+    today: date,
+    context: ScheduleContext,
 ) -> Iterable[date]:
     """Candidate local dates, ascending, from around ``today`` (the local date of ``after``)."""
     years = range(today.year, today.year + 5)
@@ -279,13 +395,13 @@ def _days(
         born = conditions.to_date(_field(card, "profile.birthday"))
         return () if born is None else _yearly(born.month, born.day, years, leap_fallback=True)
     if isinstance(spec, AnniversarySchedule):
-        first = _local_date(_field(card, "value.first_order_at"), zone)
+        first = _since(card, spec.since, zone, context)
         if first is None:
             return ()
         start = max(today.year, first.year + 1)
         return _yearly(first.month, first.day, range(start, start + 5), leap_fallback=True)
     if isinstance(spec, DaysAfterSchedule):
-        base = _local_date(_field(card, spec.since), zone)
+        base = _since(card, spec.since, zone, context)
         offset = spec.days
         if spec.rhythm_multiple is not None:
             rhythm = _field(card, "value.purchase_interval_days")
@@ -296,7 +412,12 @@ def _days(
         return () if base is None or offset is None else (base + timedelta(days=offset),)
     if isinstance(spec, CalendarSchedule):
         found: set[date] = set()
-        for year, month, day in spec.entries():
+        named = spec.calendar
+        if named == CUSTOMER_CALENDAR:
+            named = calendar_of(card, context.calendars)
+        if named is not None:
+            found.update(holiday_dates(named, years, solemn=spec.solemn_days))
+        for year, month, day in spec.entries() if named is None else ():
             if year is not None:
                 found.add(date(year, month, day))
             else:
@@ -323,7 +444,7 @@ def next_due(
     card: Mapping[str, Any],
     after: datetime,
     *,
-    default_timezone: str = "UTC",
+    context: ScheduleContext = DEFAULT_CONTEXT,
     catch_up: CatchUp | None = None,
 ) -> datetime | None:
     """The first UTC instant strictly after ``after`` at which ``rule``'s schedule fires for
@@ -335,7 +456,7 @@ def next_due(
     spec = rule.trigger
     if not isinstance(spec, ScheduleSpec):
         return None
-    zone = zone_of(card, default_timezone)
+    zone = zone_of(card, context.default_timezone)
     local = after.astimezone(zone).replace(tzinfo=None, fold=0)
     if catch_up is not None:
         if isinstance(spec, DaysAfterSchedule):
@@ -346,7 +467,7 @@ def next_due(
         local = after.astimezone(zone).replace(tzinfo=None, fold=0)
     if isinstance(spec, CronSchedule):
         return _next_cron(spec.expression, zone, local, after)
-    days = _days(spec, card, zone, local.date())
+    days = _days(spec, card, zone, local.date(), context)
     return _first_after(days, spec.at, zone, after)
 
 
@@ -366,7 +487,12 @@ def _next_cron(
 
 
 def occurrence_key(
-    rule: Scheduled, card: Mapping[str, Any], due: datetime, *, default_timezone: str = "UTC"
+    rule: Scheduled,
+    card: Mapping[str, Any],
+    due: datetime,
+    *,
+    context: ScheduleContext = DEFAULT_CONTEXT,
 ) -> str:
-    """The identity of a schedule's firing: the customer's local date of ``due``, YYYY-MM-DD."""
-    return due.astimezone(zone_of(card, default_timezone)).date().isoformat()
+    """The identity of a schedule's firing: the customer's local date of ``due``, YYYY-MM-DD
+    (one holiday greeting per holiday: a calendar's holiday is one date, its first day)."""
+    return due.astimezone(zone_of(card, context.default_timezone)).date().isoformat()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -14,13 +15,15 @@ from services.outreach.core.rules import Match, RuleFailure, RuleSet
 from services.outreach.core.schedules import CatchUp
 from services.outreach.core.tagging import Cause, cause_of, may_fire
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell import merge
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
+from services.outreach.shell.merge import merged_ids
 from services.outreach.shell.rule_health import record_failures
 from services.outreach.shell.tagging import record_tags
-from services.outreach.store import erasure, goal_events, inbox
+from services.outreach.store import aliases, erasure, goal_events, inbox
 from services.outreach.store.ledger import Recorded
-from services.outreach.store.replica import save_cards
+from services.outreach.store.replica import cards_of, lock_customers, save_cards
 from services.outreach.store.schedule import reschedule
 from shared.changes import Change
 from shared.clock import Clock
@@ -88,6 +91,12 @@ class ChangeApplier:
                 if change.change_id in fresh_ids:
                     fresh_ids.discard(change.change_id)
                     fresh.append(change)
+            await self._merge(conn, changes, fresh, now)
+            # A change still arriving under a merged id is the survivor's.
+            survivors = await aliases.survivors(conn, {c.customer_id for c in changes})
+            changes = [_as_survivor(c, survivors) for c in changes]
+            forwarded = {c.change_id for c in fresh if c.customer_id in survivors}
+            fresh = [_as_survivor(c, survivors) for c in fresh]
             # When each customer of the batch was erased, if they were (this batch's erasures
             # are added as they are applied).
             cutoff = await erasure.erased(conn, {c.customer_id for c in changes})
@@ -99,11 +108,20 @@ class ChangeApplier:
                 return []
             latest: dict[str, Change] = {}
             for change in fresh:
+                if change.change_id in forwarded:
+                    continue  # a merged record's card: the survivor's own card stands
                 seen = latest.get(change.customer_id)
                 if seen is None or seen.at <= change.at:
                     latest[change.customer_id] = change
             await save_cards(conn, latest)
             cards = {cid: c.card for cid, c in latest.items()}
+            # A forwarded change is matched on the survivor's card (the union of the records).
+            known = {**await cards_of(conn, {c.customer_id for c in fresh} - set(cards)), **cards}
+            fresh = [
+                _with_card(c, known[c.customer_id]) if c.change_id in forwarded else c
+                for c in fresh
+                if c.customer_id in known
+            ]
             # A rule that raises is skipped for that change and counted, never the batch's end.
             failures = [RuleFailure(r, error) for r, error in ruleset.broken.items()]
             matches: list[Match] = []
@@ -116,10 +134,10 @@ class ChangeApplier:
                     elif may_fire(m, cause):
                         tagging.append((m, cause))
             # Tags against the newest card too: a tag it already shows is not set again.
-            await record_tags(conn, tagging, cards, now)
+            await record_tags(conn, tagging, known, now)
             # Matches are decided against the customer's newest card in the batch (consent,
             # complaints and time zone as they stand now).
-            match_cards = {m.customer_id: cards[m.customer_id] for m in matches}
+            match_cards = {m.customer_id: known[m.customer_id] for m in matches}
             recorded = await decide_and_record(
                 conn,
                 matches,
@@ -146,7 +164,7 @@ class ChangeApplier:
                     ruleset.schedules,
                     cards,
                     now,
-                    policy.default_timezone,
+                    policy.schedule_context,
                     failures,
                     CatchUp(self._settings.days_after_grace_days),
                 )
@@ -157,6 +175,38 @@ class ChangeApplier:
         if disabled:
             await self._current.reload(self._engine)
         return recorded
+
+    async def _merge(
+        self,
+        conn: AsyncConnection,
+        changes: Sequence[Change],
+        fresh: Sequence[Change],
+        now: datetime,
+    ) -> None:
+        """Fold the merged customers of the batch's merges into their survivors, in batch
+        order, before anything else of the batch is applied (so its changes for the merged
+        ids are the survivor's). A merge from before its survivor's erasure (a replay) is
+        not applied: it would bring the erased back."""
+        merges = [(c, ids) for c in fresh if (ids := merged_ids(c))]
+        if not merges:
+            return
+        # Every customer the batch decides for, in one lock in key order (the decision path's
+        # lock, taken once so two consumers never wait on each other in turn).
+        everyone = {c.customer_id for c in changes} | {i for _, ids in merges for i in ids}
+        await lock_customers(conn, sorted(everyone))
+        cutoff = await erasure.erased(conn, {c.customer_id for c, _ in merges})
+        for change, _ in merges:
+            erased_at = cutoff.get(change.customer_id)
+            if erased_at is not None and change.at <= erased_at:
+                continue
+            await merge.fold(
+                conn,
+                change,
+                rules=self._current.rules,
+                policy=self._current.policy,
+                settings=self._settings,
+                now=now,
+            )
 
     async def _erase(
         self, conn: AsyncConnection, changes: list[Change], cutoff: dict[str, datetime]
@@ -179,6 +229,16 @@ class ChangeApplier:
             if c.cause != "erasure"
             and (c.customer_id not in cutoff or c.at > cutoff[c.customer_id])
         ]
+
+
+def _with_card(change: Change, card: dict[str, Any]) -> Change:
+    return change.model_copy(update={"card": card})
+
+
+def _as_survivor(change: Change, survivors: Mapping[str, str]) -> Change:
+    """The change as its customer's survivor's, when its customer was merged."""
+    survivor = survivors.get(change.customer_id)
+    return change if survivor is None else change.model_copy(update={"customer_id": survivor})
 
 
 def _goal_events(changes: Sequence[Change], cutoff: Mapping[str, datetime]) -> list[GoalEvent]:

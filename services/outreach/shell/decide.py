@@ -282,7 +282,7 @@ async def release_held(
     customers = sorted(cards)
     await lock_customers(conn, customers)
     held = await ledger.held_actions(conn, customers)
-    return await _redecide(conn, held, cards, rules, policy=policy, now=now)
+    return await redecide_waiting(conn, held, cards, rules, policy=policy, now=now)
 
 
 async def release_balanced(
@@ -297,10 +297,10 @@ async def release_balanced(
     their balance-deferred promotions again, now, with that contact in their history — each
     goes out as soon as the balance (and the cap, and quiet hours) let it."""
     waiting = await ledger.balance_deferred(conn, sorted(cards))
-    return await _redecide(conn, waiting, cards, rules, policy=policy, now=now)
+    return await redecide_waiting(conn, waiting, cards, rules, policy=policy, now=now)
 
 
-async def _redecide(
+async def redecide_waiting(
     conn: AsyncConnection,
     waiting: Sequence[Any],
     cards: Mapping[str, Mapping[str, Any]],

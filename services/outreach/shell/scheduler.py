@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.rules import Match, Rule, RuleFailure
-from services.outreach.core.schedules import CatchUp, occurrence_key
+from services.outreach.core.schedules import CatchUp, ScheduleContext, occurrence_key
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
@@ -48,9 +48,7 @@ async def fire_due(
                 continue
             cards[row.customer_id] = row.card
             if current.ruleset.conditions_hold(rule, row.card, failures):
-                key = occurrence_key(
-                    rule, row.card, row.due_at, default_timezone=policy.default_timezone
-                )
+                key = occurrence_key(rule, row.card, row.due_at, context=policy.schedule_context)
                 matches.append(Match(rule, row.customer_id, key))
             live_rules.append(rule)
         recorded = await decide_and_record(
@@ -65,7 +63,7 @@ async def fire_due(
                     [rule],
                     {row.customer_id: row.card},
                     row.due_at + timedelta(minutes=1),
-                    policy.default_timezone,
+                    policy.schedule_context,
                     failures,
                 )
         gone = sorted({row.rule_id for row in due} - {r.id for r in live_rules})
@@ -105,7 +103,7 @@ async def tick(
 async def reindex_schedule(
     engine: AsyncEngine,
     rules: Sequence[Rule],
-    default_timezone: str,
+    context: ScheduleContext,
     now: datetime,
     chunk: int = 2000,
 ) -> int:
@@ -124,7 +122,7 @@ async def reindex_schedule(
                 rules,
                 {r.customer_id: r.card for r in rows},
                 now,
-                default_timezone,
+                context,
                 catch_up=CatchUp(rule_catch_up=True),
             )
         after = rows[-1].customer_id

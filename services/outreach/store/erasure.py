@@ -3,9 +3,10 @@
 Scoring announces an erasure with an ``erasure`` change (an empty card). Outreach then drops
 the customer's card replica, schedule entries, suppression, goal events (their orders, visits
 and the like: their conversions leave the outcome figures), unrelayed actions and delivery
-attempts; the decided actions stay in the ledger for the counts, stripped of their content and
-re-labelled with an anonymous id, and any still waiting are suppressed. The registry remembers
-the erasure by a digest so that an older change arriving afterwards does not bring the customer
+attempts — theirs and those of every id merged into them, whose aliases go too; the decided
+actions stay in the ledger for the counts, stripped of their content and re-labelled with an
+anonymous id, and any still waiting are suppressed. The registry remembers the erasure by a
+digest (of each id) so that an older change arriving afterwards does not bring the customer
 back.
 """
 
@@ -17,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.outreach.store import aliases
 from shared.changes import Change
 from shared.logging import get_logger
 from shared.privacy import anonymous_id, customer_digest, erased_at
@@ -48,7 +50,7 @@ _FORGET = (
     text(
         """
         UPDATE outreach.actions SET customer_id = :anonymous, subject = NULL, body = NULL,
-            offer = NULL, detail = NULL, last_error = NULL,
+            offer = NULL, detail = NULL, last_error = NULL, merged_from = NULL,
             status = CASE WHEN status IN ('scheduled', 'held', 'pending') THEN 'suppressed'
                           ELSE status END,
             reason = CASE WHEN status IN ('scheduled', 'held', 'pending') THEN 'erased'
@@ -74,12 +76,21 @@ async def erased(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str
 
 
 async def forget(conn: AsyncConnection, change: Change) -> None:
-    """Apply an erasure change inside the consumer's transaction."""
+    """Apply an erasure change inside the consumer's transaction: the customer and every id
+    merged into them (each registered, so a change still on its way under a merged id does
+    not bring them back)."""
     cid = change.customer_id
     anonymous = anonymous_id(change.event.event_id if change.event else change.change_id)
-    for statement in _FORGET:
-        await conn.execute(statement, {"id": cid, "anonymous": anonymous})
-    await conn.execute(
-        _REGISTER, {"digest": customer_digest(cid), "at": change.at, "change_id": change.change_id}
-    )
+    for customer_id in [cid, *await aliases.aliases_of(conn, cid)]:
+        for statement in _FORGET:
+            await conn.execute(statement, {"id": customer_id, "anonymous": anonymous})
+        await conn.execute(
+            _REGISTER,
+            {
+                "digest": customer_digest(customer_id),
+                "at": change.at,
+                "change_id": change.change_id,
+            },
+        )
+    await aliases.forget(conn, cid)
     log.info("customer_erased", change_id=change.change_id)

@@ -3,7 +3,7 @@ for the customer locks, and the audience previews and broadcasts scan."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +32,9 @@ _LOCK = text(
     "ORDER BY customer_id FOR UPDATE"
 )
 _CARD = text("SELECT card FROM outreach.cards WHERE customer_id = :c")
+_CARDS = text(
+    "SELECT customer_id, card FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[]))"
+)
 _AFTER = text(
     "SELECT customer_id, card FROM outreach.cards WHERE customer_id > :after "
     "ORDER BY customer_id LIMIT :n"
@@ -59,6 +62,15 @@ async def lock_customers(conn: AsyncConnection, customer_ids: Sequence[str]) -> 
 async def card_of(conn: AsyncConnection, customer_id: str) -> Any:
     """The customer's card, or None when the replica has none."""
     return await conn.scalar(_CARD, {"c": customer_id})
+
+
+async def cards_of(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, Any]:
+    """The card of each of these customers that the replica has."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(_CARDS, {"ids": ids})
+    return {r.customer_id: r.card for r in rows}
 
 
 async def cards_after(conn: AsyncConnection, after: str, limit: int) -> Sequence[Row[Any]]:

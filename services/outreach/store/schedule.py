@@ -11,7 +11,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core.rules import Rule, RuleFailure
-from services.outreach.core.schedules import CatchUp, next_due
+from services.outreach.core.schedules import CatchUp, ScheduleContext, next_due
 
 _SCHEDULE = text(
     """
@@ -49,7 +49,7 @@ async def reschedule(
     schedules: Sequence[Rule],
     cards: Mapping[str, Mapping[str, Any]],
     after: datetime,
-    default_timezone: str,
+    context: ScheduleContext,
     failures: list[RuleFailure] | None = None,
     catch_up: CatchUp | None = None,
 ) -> None:
@@ -61,9 +61,7 @@ async def reschedule(
     for customer_id, card in cards.items():
         for rule in schedules:
             try:
-                at = next_due(
-                    rule, card, after, default_timezone=default_timezone, catch_up=catch_up
-                )
+                at = next_due(rule, card, after, context=context, catch_up=catch_up)
             except Exception as exc:  # one rule never stops the others
                 if failures is not None:
                     failures.append(RuleFailure.of(rule.id, exc, "schedule"))

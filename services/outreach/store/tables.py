@@ -124,6 +124,8 @@ actions = Table(
     Column("strategy", String(16)),
     Column("baseline", Float),
     Column("goal", JSONB),  # the goal measured, as the rule had it when deciding
+    # The customer id it was decided for, when a merge moved it to that id's survivor.
+    Column("merged_from", String(128)),
     UniqueConstraint("rule_id", "customer_id", "occurrence", name="uq_actions_occurrence"),
     Index("ix_actions_customer_decided", "customer_id", "decided_at"),
     Index("ix_actions_decided", "decided_at", "id"),
@@ -194,6 +196,18 @@ channels = Table(
     Column("disabled_reason", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Merged customers: each merged id (``customer_id``) and the survivor it is from the merge on;
+# a change still arriving under a merged id is the survivor's. Deleted with the survivor.
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("survivor_id", String(128), nullable=False),
+    Column("merged_at", DateTime(timezone=True), nullable=False),
+    Column("change_id", String(64), nullable=False),
+    Index("ix_aliases_survivor", "survivor_id"),
 )
 
 # Customers erased, by digest (never the id): changes from before the erasure are dropped.

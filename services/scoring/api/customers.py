@@ -40,7 +40,10 @@ async def get_customer(
     ] = None,
 ) -> Card:
     """The customer's card: profile, value, RFM, prediction (P(alive), expected orders, CLV),
-    tier, strategy, lifecycle stage, complaints and visits."""
+    tier, strategy, lifecycle stage, complaints and visits.
+
+    An id merged into another customer answers **301** with `Location` the survivor's card
+    (the same query) and a body naming the survivor; a customer never seen is a **404**."""
     state = await load_state(scoring, customer_id)
     when = as_of or scoring.clock.now()
     return build_card(state, when, scoring.population.current, scoring.settings)

@@ -7,10 +7,11 @@ import math
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from services.scoring.api.deps import NOT_FOUND, Scoring
+from services.scoring.api.deps import NOT_FOUND, Scoring, not_found
+from services.scoring.core.identities import search_values
 from services.scoring.schemas import StageChange
 from services.scoring.store import queries
 from services.scoring.store.queries import Filters, Order, Position, Sort, SortKey
@@ -87,7 +88,10 @@ async def list_customers(
         Query(
             min_length=1,
             max_length=200,
-            description="Text found anywhere in the name, email or phone, in any case.",
+            description="Text found anywhere in the name, email or phone, in any case; or "
+            "a customer id (an id merged into a customer finds the survivor); or any "
+            "identifier the customer is known by: an email in any case, a phone in any "
+            "format (read in `TEND_PHONE_REGION` without a country code), an external id.",
         ),
     ] = None,
     tag: Annotated[
@@ -130,6 +134,7 @@ async def list_customers(
         segments=segment or (),
         strategies=strategy or (),
         text=q,
+        identifiers=search_values(q, scoring.common.phone_region) if q else (),
         tag=tag,
     )
     page = await queries.list_customers(scoring.engine, filters, sort, order, after, limit)
@@ -151,10 +156,11 @@ async def get_history(scoring: Scoring, customer_id: str, _: Reader) -> StageHis
 
     Late events rewrite the past: the history is recomputed from all of the customer's
     purchases whenever they change, and a stage that time alone moves (`declining`,
-    `churned`) appears once the periodic sweep has reached the customer."""
+    `churned`) appears once the periodic sweep has reached the customer. **404** for a
+    customer never seen; **301** to the survivor's history for an id merged into another."""
     history = await queries.stage_history(scoring.engine, customer_id)
     if history is None:
-        raise HTTPException(404, f"no customer with id {customer_id!r} has been seen")
+        raise await not_found(scoring, customer_id)
     return StageHistory(
         customer_id=history.customer_id,
         stage=Stage(history.stage),

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from services.scoring.api.deps import NOT_FOUND, Scoring
+from services.scoring.api.deps import NOT_FOUND, Scoring, not_found
 from services.scoring.core.card import build_card
 from services.scoring.core.state import CustomerState
 from services.scoring.schemas import StageChange
@@ -48,13 +48,14 @@ class ScoringExport(BaseModel):
 async def export_customer(scoring: Scoring, customer_id: str, _: Reader) -> ScoringExport:
     """The customer's card, the stored facts behind it (orders, complaints, visits, profile),
     their lifecycle history and the ids of the events applied: what scoring holds on them,
-    for a subject access request. An unknown or erased customer is a **404**.
+    for a subject access request. An unknown or erased customer is a **404**; an id merged
+    into another customer a **301** to the survivor's export (which holds theirs).
 
     Ingest's `GET /v1/customers/{id}/export` gathers this with what ingest and outreach hold."""
     engine = scoring.engine
     held = await queries.holdings(engine, customer_id)
     if held is None:
-        raise HTTPException(404, f"scoring holds nothing on customer {customer_id!r}")
+        raise await not_found(scoring, customer_id)
     history = await queries.stage_history(engine, customer_id)
     state = CustomerState.from_json(held.facts)
     card = build_card(

@@ -76,7 +76,8 @@ async def get_timeline(
     Built from the facts scoring holds: visits older than the retention window are only
     counted (`older_visits`), and a profile update whose fields were all overwritten since
     no longer appears. Actions decided for the customer are outreach's:
-    `GET /v1/customers/{id}/touchpoints` there. **404** for a customer never seen."""
+    `GET /v1/customers/{id}/touchpoints` there. **404** for a customer never seen; **301** to
+    the survivor's timeline for an id merged into another."""
     after = decode_cursor(cursor, _Cursor) if cursor is not None else None
     state = await load_state(scoring, customer_id)
     history = await queries.stage_history(scoring.engine, customer_id)
@@ -120,7 +121,8 @@ async def get_explanation(
     against the medians that choose the strategy. Each verdict is the card's own, with
     reasons that carry a stable `code`, the `facts` they rest on and a `text`.
 
-    **404** for a customer never seen."""
+    **404** for a customer never seen; **301** to the survivor's for an id merged into
+    another."""
     state = await load_state(scoring, customer_id)
     when = as_of or scoring.clock.now()
     return explain(state, when, scoring.population.current, scoring.settings)

@@ -5,6 +5,12 @@ touched customers' states are loaded and locked in one query, every new event is
 order and yields a change with the new card, and states, history, complaints, order facts and
 outbox rows are written back in one statement each. Offsets are committed by the consumer
 after this returns.
+
+Merged customers (:mod:`services.scoring.shell.identities`): the batch first registers its
+customers' ids, which waits for a merge of any of them in flight; an event under a merged id
+is then forwarded to the survivor through the ``forwards`` outbox (the events topic), and a
+``customer.merged`` folds the merged customers into the survivor and yields one change for
+the survivor.
 """
 
 from __future__ import annotations
@@ -19,17 +25,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.scoring.core.card import Scored, score
 from services.scoring.core.changes import Outgoing, erasure_change, event_change
 from services.scoring.core.complaints import complaints_of
-from services.scoring.core.state import CustomerState, apply
+from services.scoring.core.identities import identifiers_of
+from services.scoring.core.merge import fold
+from services.scoring.core.state import DAY_US, CustomerState, apply
 from services.scoring.settings import ScoringSettings
+from services.scoring.shell.identities import BatchIdentities
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import Held, StateCache
 from services.scoring.store import complaints as complaint_store
 from services.scoring.store import customers as store
+from services.scoring.store import identities as identity_store
 from services.scoring.store import order_facts
 from services.scoring.store.customers import CustomerRow, StoredHistory
 from shared.clock import Clock
 from shared.consumer import Message
-from shared.events import Envelope, EventType, OrderData
+from shared.events import Envelope, EventType, MergeData, OrderData
 from shared.logging import get_logger
 from shared.settings import inbox_retention
 
@@ -46,11 +56,15 @@ class EventApplier:
         *,
         publish: bool = True,
         inbox_retention: timedelta = inbox_retention(),
+        phone_region: str = "US",
     ) -> None:
         """``publish=False`` applies without writing changes (a rebuild re-derives state and
-        must not announce the past again). ``inbox_retention``: how long an applied event's
-        id is remembered (:func:`shared.settings.inbox_retention`)."""
+        must not announce the past again; an event under a merged id is then applied to the
+        survivor at once rather than forwarded). ``inbox_retention``: how long an applied
+        event's id is remembered (:func:`shared.settings.inbox_retention`). ``phone_region``:
+        where a phone without a country code is read (``TEND_PHONE_REGION``)."""
         self._publish = publish
+        self._phone_region = phone_region
         self._inbox_retention = inbox_retention
         self._engine = engine
         self._settings = settings
@@ -79,6 +93,7 @@ class EventApplier:
         """Apply new events durably; returns how many were new."""
         settings = self._settings
         population = self._population.current
+        events = _one_copy_each(events)
         async with self._engine.begin() as conn:
             new_ids = await store.claim(
                 conn,
@@ -95,7 +110,24 @@ class EventApplier:
             if not fresh:
                 return 0
 
-            touched = {e.customer_id for e, _ in fresh}
+            named = {e.customer_id for e, _ in fresh} | {
+                m for e, _ in fresh if isinstance(e.data, MergeData) for m in e.data.merged_ids
+            }
+            aliases = await identity_store.register(conn, named)
+            # The survivors whose facts this batch needs: those a merge folds in, and in a
+            # rebuild every survivor (events under its aliases are applied to it here).
+            needed = {
+                aliases[m]
+                for e, _ in fresh
+                if isinstance(e.data, MergeData)
+                for m in e.data.merged_ids
+                if m in aliases
+            }
+            if not self._publish:
+                needed |= set(aliases.values())
+            aliases |= await identity_store.register(conn, needed - named)
+            ids = BatchIdentities(aliases)
+            touched = (named | needed) - set(aliases)
             held = self._cache.take(touched)
             stored = await store.lock(conn, touched, {c: h.version for c, h in held.items()})
             erased_at = await store.erased(conn, touched)
@@ -115,6 +147,13 @@ class EventApplier:
             ordered: dict[str, set[str]] = {}
             for envelope, raw in fresh:
                 cid = envelope.customer_id
+                survivor = ids.survivor(cid)
+                if survivor != cid:
+                    if self._publish:
+                        ids.forward(envelope, survivor)
+                        continue
+                    envelope = ids.retarget(envelope, survivor)
+                    raw, cid = envelope.to_json(), survivor
                 erased = erased_at.get(cid)
                 if erased is not None and envelope.occurred_at <= erased:
                     # From before the customer's erasure (a replay, a late retry): it must not
@@ -128,12 +167,28 @@ class EventApplier:
                     # Their stored history now stands under an anonymous label.
                     history.pop(cid, None)
                     ordered.pop(cid, None)
+                    ids.forget(cid)
                     dropped.append(envelope.event_id)
                     continue
-                state, changed = apply(states.get(cid), envelope, settings)
-                states[cid] = state
-                if changed and isinstance(envelope.data, OrderData):
-                    ordered.setdefault(cid, set()).add(envelope.data.order_id)
+                ids.learn(cid, identifiers_of(envelope, self._phone_region))
+                if isinstance(envelope.data, MergeData):
+                    merged: list[CustomerState] = []
+                    for other in ids.merge(cid, envelope.data.merged_ids, envelope.event_id):
+                        # Their facts are the survivor's now; their rows go (identities.merge).
+                        if (folded := states.pop(other, None)) is not None:
+                            merged.append(folded)
+                            ordered.setdefault(cid, set()).update(folded.orders)
+                        ordered.setdefault(cid, set()).update(ordered.pop(other, ()))
+                        cards.pop(other, None)
+                        history.pop(other, None)
+                        stages.pop(other, None)
+                    retention = settings.visit_retention_days * DAY_US
+                    states[cid] = state = fold(cid, states.get(cid), merged, retention)
+                else:
+                    state, changed = apply(states.get(cid), envelope, settings)
+                    states[cid] = state
+                    if changed and isinstance(envelope.data, OrderData):
+                        ordered.setdefault(cid, set()).add(envelope.data.order_id)
                 card = score(state, self._clock.now(), population, settings)
                 # A complaint is held to the tier on the first card that knows it.
                 state.hold_complaints(card.tier)
@@ -141,6 +196,8 @@ class EventApplier:
                 outbox.append(event_change(envelope, raw, card, stages.get(cid, "prospect")))
                 stages[cid] = card.stage
 
+            for merge in ids.merges:
+                await identity_store.merge(conn, merge.survivor, merge.merged, merge.event_id)
             await store.drop_inbox(conn, dropped)
             versions = await store.save(
                 conn, [CustomerRow.of(states[cid], card) for cid, card in cards.items()]
@@ -161,6 +218,13 @@ class EventApplier:
             )
             if self._publish:
                 await store.add_outbox(conn, outbox)
+            # Ids registered for events that were all dropped (an erased customer's) leave
+            # no trace.
+            await identity_store.unregister(
+                conn, {e.customer_id for e, _ in fresh} - set(cards) - set(ids.aliases)
+            )
+            await identity_store.redirect(conn, ids.redirections())
+            await identity_store.add_identifiers(conn, ids.identifiers())
         self._cache.put(
             (cid, Held(version, states[cid], now_stored[cid])) for cid, version in versions.items()
         )
@@ -198,5 +262,20 @@ class EventApplier:
             conn,
             store.Erasure(cid, envelope.event_id, envelope.occurred_at, spend, orders),
         )
+        await identity_store.forget(conn, cid, envelope.event_id, envelope.occurred_at)
         outbox.append(erasure_change(envelope, raw, self._clock.now()))
         log.info("customer_erased", event_id=envelope.event_id)
+
+
+def _one_copy_each(events: Sequence[tuple[Envelope, bytes]]) -> list[tuple[Envelope, bytes]]:
+    """One copy of each event id, in batch order: where an event came both under a merged id
+    and forwarded to the survivor (a redelivery beside its copy), the forwarded copy, which
+    the inbox claims."""
+    chosen: dict[str, int] = {}
+    for n, (envelope, _) in enumerate(events):
+        seen = chosen.get(envelope.event_id)
+        if seen is None or (
+            envelope.addressed_to is not None and events[seen][0].addressed_to is None
+        ):
+            chosen[envelope.event_id] = n
+    return [events[n] for n in sorted(chosen.values())]

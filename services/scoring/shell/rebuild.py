@@ -24,6 +24,7 @@ from services.scoring.settings import ScoringSettings, scoring_settings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
+from services.scoring.store import identities as identity_store
 from shared.clock import Clock, SystemClock
 from shared.db import make_engine
 from shared.events import Envelope
@@ -49,6 +50,7 @@ async def rebuild(
     try:
         async with engine.begin() as conn:
             await store.empty(conn)
+            await identity_store.empty(conn)
         population = PopulationCache()
         await population.reload(engine)
         applier = EventApplier(
@@ -58,6 +60,7 @@ async def rebuild(
             population,
             publish=False,
             inbox_retention=common.inbox_retention,
+            phone_region=common.phone_region,
         )
         async for batch in read_until_end(common, topic, until=end):
             events: list[tuple[Envelope, bytes]] = []

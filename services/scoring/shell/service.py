@@ -15,4 +15,5 @@ class ScoringState(ServiceState):
     population: PopulationCache
     applier: EventApplier
     relay: OutboxRelay
+    forwards: OutboxRelay
     consumer: BatchConsumer

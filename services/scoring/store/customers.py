@@ -79,7 +79,9 @@ def _tags(state: CustomerState) -> list[str]:
 
 
 # An id remembered from longer ago than the retention (by when ingest received the two
-# events) is claimed again: ingest has forgotten it, so it is a new event.
+# events) is claimed again: ingest has forgotten it, so it is a new event. So is an event
+# forwarded to a merge survivor, once: its copy comes under the survivor it was forwarded to
+# (a repeat of the original, under the merged id, is not claimed).
 _CLAIM = text(
     """
     INSERT INTO scoring.inbox AS i (event_id, customer_id, applied_at, received_at)
@@ -88,8 +90,10 @@ _CLAIM = text(
                 CAST(:received AS timestamptz[])) AS t(e, c, r)
     ORDER BY e, r
     ON CONFLICT (event_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
-        applied_at = EXCLUDED.applied_at, received_at = EXCLUDED.received_at
+        applied_at = EXCLUDED.applied_at, received_at = EXCLUDED.received_at,
+        forwarded_to = NULL
     WHERE i.received_at < EXCLUDED.received_at - CAST(:keep AS interval)
+        OR i.forwarded_to = EXCLUDED.customer_id
     RETURNING event_id
     """
 )

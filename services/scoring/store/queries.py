@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.core.state import CustomerState
-from services.scoring.store.tables import customers
+from services.scoring.store.tables import customer_ids, customers, identifiers
 
 SortKey = float | datetime | str | None
 
@@ -64,14 +64,16 @@ class Position:
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Each non-empty sequence admits any of its values; ``text`` is a substring of the
-    customer's name, email or phone, in any case; ``tag`` is one of the profile's tags,
-    exactly."""
+    customer's name, email or phone, in any case, or the customer's id (or an id merged into
+    them), or, with ``identifiers`` (the values ``text`` may stand for, as compared), one of
+    their identifiers; ``tag`` is one of the profile's tags, exactly."""
 
     stages: Sequence[str] = ()
     tiers: Sequence[str] = ()
     segments: Sequence[str] = ()
     strategies: Sequence[str] = ()
     text: str | None = None
+    identifiers: Sequence[str] = ()
     tag: str | None = None
 
 
@@ -161,7 +163,17 @@ def _conditions(f: Filters) -> list[ColumnElement[bool]]:
     if f.text:
         # ``search`` holds name, email and phone lower-cased by the write path; autoescape
         # makes % and _ in the query literal characters, not wildcards.
-        out.append(_c.search.contains(f.text.lower(), autoescape=True))
+        ids, known = customer_ids.c, identifiers.c
+        out.append(
+            or_(
+                _c.search.contains(f.text.lower(), autoescape=True),
+                _c.customer_id == f.text,
+                _c.customer_id.in_(select(ids.survivor_id).where(ids.customer_id == f.text)),
+                _c.customer_id.in_(
+                    select(known.customer_id).where(known.value.in_(list(f.identifiers)))
+                ),
+            )
+        )
     if f.tag is not None:
         # Containment, so the GIN index on tags answers it.
         out.append(_c.tags.contains([f.tag]))

@@ -42,6 +42,9 @@ inbox = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
     # When ingest received the event: an id is remembered for the inbox retention from then.
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # The survivor an event that came under a merged id was forwarded to: its forwarded copy
+    # (this event id, that survivor as customer) is claimed once more, and only it.
+    Column("forwarded_to", String(128)),
     Index("ix_inbox_received_at", "received_at"),
 )
 
@@ -172,4 +175,51 @@ population = Table(
     Column("id", Integer, primary_key=True),
     Column("params", JSONB, nullable=False),
     Column("fitted_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every customer id an event was applied for, and the survivor it was merged into (null: its
+# own customer). Every batch locks its customers' rows here first and a merge writes the merged
+# ids' rows before reading their facts, so an event racing a merge waits for it, then sees it.
+customer_ids = Table(
+    "customer_ids",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("survivor_id", String(128)),
+    Column("merged_by", String(128)),  # the customer.merged event's id
+    Index(
+        "ix_customer_ids_survivor_id",
+        "survivor_id",
+        postgresql_where=text("survivor_id IS NOT NULL"),
+    ),
+)
+
+# Events that came under a merged id, on their way to the events topic under the survivor.
+forwards = Table(
+    "forwards",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each customer's identifiers as compared (emails lower-cased, phones in E.164, external ids
+# with their source), from their events and profile: search and the duplicates report.
+identifiers = Table(
+    "identifiers",
+    metadata,
+    Column("customer_id", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("source", String(64), primary_key=True),  # '' for emails and phones
+    Column("value", String(254), primary_key=True),
+    Index("ix_identifiers_value", "value", "kind"),
+)
+
+# Pairs an operator said are not one person (the smaller id first).
+duplicate_dismissals = Table(
+    "duplicate_dismissals",
+    metadata,
+    Column("first_id", String(128), primary_key=True),
+    Column("second_id", String(128), primary_key=True),
+    Column("dismissed_at", DateTime(timezone=True), nullable=False),
 )
