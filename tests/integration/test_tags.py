@@ -110,10 +110,12 @@ async def tag_events(stack: Stack, cid: str) -> list[dict[str, Any]]:
     return out
 
 
-async def settled_tag_events(stack: Stack, cid: str) -> list[dict[str, Any]]:
-    """The customer's tag events once no more are coming: every one published is applied by
-    scoring and its change by outreach (which would have put the next one on the outbox in
-    the same transaction), the outbox is empty, and the topic holds nothing new."""
+async def settled_tag_events(stack: Stack, cid: str, posted: list[str]) -> list[dict[str, Any]]:
+    """The customer's tag events once no more are coming: outreach has applied the changes of
+    the ``posted`` events and of every tag event published (each would have put the next one
+    on the outbox in the same transaction), the outbox is empty, and the topic holds nothing
+    new."""
+    await outreach_has_seen(stack, posted)
 
     async def outbox_empty() -> bool:
         async with stack.engine.connect() as conn:
@@ -136,7 +138,7 @@ async def test_a_first_time_buyer_is_tagged_listed_and_keeps_the_tag_over_the_ba
 ) -> None:
     for raw in TAG_RULES:
         await add_rule(stack, raw)
-    await post_events(
+    posted = await post_events(
         stack,
         [
             profile("ada", START - timedelta(days=3), tags=["newsletter"]),
@@ -156,7 +158,7 @@ async def test_a_first_time_buyer_is_tagged_listed_and_keeps_the_tag_over_the_ba
     assert await listed(stack, "newsletter") == ["ada", "bob"]
     # Not a contact: no ledger row, no message.
     assert await actions_of(stack, "ada") == []
-    (event,) = await settled_tag_events(stack, "ada")
+    (event,) = await settled_tag_events(stack, "ada", posted)
     assert event["data"]["add"] == ["first-purchase"]
     assert event["data"]["rule_id"] == "tag-first-purchase"
     assert event["source"] == "outreach"
@@ -198,12 +200,12 @@ async def test_tag_rules_fired_by_tag_changes_do_not_loop(stack: Stack) -> None:
     # chain of tag changes stops at its bound.
     await add_rule(stack, tag_rule("to-pong", {"has_tag": "ping"}, add=["pong"], remove=["ping"]))
     await add_rule(stack, tag_rule("to-ping", {"has_tag": "pong"}, add=["ping"], remove=["pong"]))
-    await post_events(
+    posted = await post_events(
         stack,
         [profile("cy", START - timedelta(days=3)), order("cy", "o-1", START - timedelta(hours=1))],
     )
 
-    events = await settled_tag_events(stack, "cy")
+    events = await settled_tag_events(stack, "cy", posted)
     assert [(e["data"]["rule_id"], e["data"]["depth"]) for e in events] == [
         ("tag-first-purchase", 0),
         ("welcome", 1),
