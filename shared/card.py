@@ -26,9 +26,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from shared.events import Severity
 
@@ -312,6 +319,11 @@ class Card(_Model):
     customer_id: str
     as_of: datetime
     profile: Profile
+    # Every tag of the customer: the backend's own (``profile.tags``, which the backend
+    # replaces whole) and then those rules set (``rule_tags``, facts of their own that only a
+    # rule takes off). Conditions' ``has_tag`` and the customer list's ``tag`` read this.
+    tags: list[str] = Field(default_factory=list)
+    rule_tags: list[str] = Field(default_factory=list)
     value: Value
     value_score: float  # the composite that tier and strategy rank on
     rfm: Rfm | None
@@ -333,3 +345,13 @@ class Card(_Model):
     # Null while the shop configures no membership tiers and the client set no member_tier
     # (and on changes written before it existed).
     membership: Membership | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tags_of_older_cards(cls, raw: Any) -> Any:
+        # A card written before rules could tag has the backend's tags alone.
+        if isinstance(raw, dict) and "tags" not in raw:
+            profile = raw.get("profile")
+            own = profile.get("tags") if isinstance(profile, dict) else getattr(profile, "tags", [])
+            return {**raw, "tags": list(own or [])}
+        return raw

@@ -125,6 +125,9 @@ class EventType(StrEnum):
     # Published by ingest under the survivor's key: the merged customers are the survivor
     # from now on (their facts fold into the survivor's; their ids become aliases).
     CUSTOMER_MERGED = "customer.merged"
+    # Published by outreach: a rule's ``tag`` action added or removed tags of the customer
+    # (tags of their own, apart from the backend's ``tags``, which the backend replaces whole).
+    CUSTOMER_TAGGED = "customer.tagged"
 
 
 class OrderStatus(StrEnum):
@@ -374,6 +377,25 @@ class OptOutData(Frozen):
     how: Literal["link", "operator"]
 
 
+class TagData(Frozen):
+    """Tags a rule set on the customer (``add``) or took off (``remove``), by the rule
+    ``rule_id``. A tag in neither list keeps whatever the latest word about it was."""
+
+    add: list[ShortText] = Field(default_factory=list, max_length=50)
+    remove: list[ShortText] = Field(default_factory=list, max_length=50)
+    rule_id: ShortText
+    # How many tag changes led to this one: 0 when an order, a stage or a schedule moved the
+    # rule; one more than its cause's when the rule fired on a tag change (a chain has a bound).
+    depth: int = Field(0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _apart(self) -> TagData:
+        both = set(self.add) & set(self.remove)
+        if both:
+            raise ValueError(f"a tag is added or removed, not both: {sorted(both)}")
+        return self
+
+
 class MergeData(Frozen):
     """Customers found to be one person: each id in ``merged_ids`` is the event's customer (the
     survivor) from now on. ``actor`` names the API key that asked, or ``auto:<identifier kind>``
@@ -397,7 +419,14 @@ class CustomerIdentifier(Frozen):
 
 
 Payload = (
-    OrderData | ComplaintData | VisitData | CustomerData | ErasureData | OptOutData | MergeData
+    OrderData
+    | ComplaintData
+    | VisitData
+    | CustomerData
+    | ErasureData
+    | OptOutData
+    | MergeData
+    | TagData
 )
 
 PAYLOAD_OF: dict[EventType, type[Frozen]] = {
@@ -413,6 +442,7 @@ PAYLOAD_OF: dict[EventType, type[Frozen]] = {
     EventType.CUSTOMER_UNSUBSCRIBED: OptOutData,
     EventType.CUSTOMER_RESUBSCRIBED: OptOutData,
     EventType.CUSTOMER_MERGED: MergeData,
+    EventType.CUSTOMER_TAGGED: TagData,
 }
 
 

@@ -11,7 +11,7 @@ import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
@@ -21,7 +21,7 @@ from services.outreach.core import conditions
 from services.outreach.core.budgets import GUARANTEED_DAYS, GUARANTEED_ROWS, CutBy
 from services.outreach.core.channels import ChannelKind, EmailConfig, SmsConfig, WebhookConfig
 from services.outreach.core.launch import LaunchContent
-from services.outreach.core.rules import Rule, RuleId
+from services.outreach.core.rules import TAG, ActionKind, Rule, RuleId
 from shared.errors import beyond_schema
 from shared.events import PAYLOAD_OF, EventType, Identifier
 
@@ -40,7 +40,11 @@ RULE_CHECKS = beyond_schema(
         "`date` in the policy's `attribute_types`",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
-        "body.control_percent": "0 for a team alert (it reaches no customer)",
+        "body.control_percent": "0 for a team alert (it reaches no customer) and for a tag "
+        "action (it sends nothing)",
+        "body.action.tags": "a tag action adds or removes at least one tag, and never adds "
+        "and removes the same one",
+        "body.limits": "none for a tag action (it is not a contact)",
         "body.goal.filters": "a valid expression over the fields the goal's event keeps (no "
         "free text, item lists or contact details)",
     }
@@ -554,7 +558,7 @@ def _expression_schema(name: str, fields: conditions.Schema) -> dict[str, Any]:
         "in": {"anyOf": args["in"]},
         "exists": any_path,
     }
-    if conditions.TAGS_PATH in fields.fields:
+    if conditions.TAGS_PATH in fields.fields or conditions.CARD_TAGS_PATH in fields.fields:
         value_of["has_tag"] = {"type": "string", "minLength": 1}
     lists = sorted(p for p, spec in fields.fields.items() if spec.item is not None)
     if lists:
@@ -743,7 +747,18 @@ def _event_triggers(schemas: dict[str, Any]) -> None:
 
 
 def _email_subject(schemas: dict[str, Any]) -> None:
-    action, template = schemas.get("Action"), schemas.get("Template")
+    # The action is written out by its own serializer (a tag action shows no message), so
+    # pydantic names the read and written schemas apart and knows nothing of the written
+    # one: it has the same shapes as the read one.
+    for name in ("Action", "Action-Input"):
+        if name in schemas:
+            _action_by_channel(schemas, name)
+            if "Action-Output" in schemas:
+                schemas["Action-Output"] = schemas[name]
+
+
+def _action_by_channel(schemas: dict[str, Any], name: str) -> None:
+    action, template = schemas.get(name), schemas.get("Template")
     if action is None or template is None:
         return
     email_template = {
@@ -763,18 +778,35 @@ def _email_subject(schemas: dict[str, Any]) -> None:
     email_template["properties"]["subject"].pop("default", None)
     schemas["EmailTemplate"] = email_template
     by_channel = []
+    # A message's kinds: every kind but ``tag``, which sends nothing and has its own shape.
+    messages = {"type": "string", "enum": [k for k in get_args(ActionKind) if k != TAG]}
+    message_properties = {k: v for k, v in action["properties"].items() if k != "tags"}
     for channel, ref in (("webhook", "Template"), ("sms", "Template"), ("email", "EmailTemplate")):
         by_channel.append(
             {
                 **action,
                 "properties": {
-                    **action["properties"],
+                    **message_properties,
+                    "kind": messages,
                     "channel": {"type": "string", "const": channel},
                     "template": {"$ref": f"{_REF}{ref}"},
                 },
             }
         )
-    schemas["Action"] = {
+    by_channel.append(
+        {
+            "type": "object",
+            "title": "TagAction",
+            "description": "adds and removes the customer's tags; sends nothing",
+            "properties": {
+                "kind": {"type": "string", "const": TAG},
+                "tags": {"$ref": f"{_REF}TagChange"},
+            },
+            "required": ["kind", "tags"],
+            "additionalProperties": False,
+        }
+    )
+    schemas[name] = {
         "title": "Action",
         "description": action.get("description", ""),
         "oneOf": by_channel,

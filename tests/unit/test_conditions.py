@@ -189,7 +189,7 @@ def test_dates_compare_as_dates() -> None:
 
 
 def test_has_tag_in_and_exists() -> None:
-    c = card(**{"profile.tags": ["vip", "newsletter"], "rfm": None})
+    c = card(**{"profile.tags": ["vip", "newsletter"], "tags": ["vip", "newsletter"], "rfm": None})
     assert evaluate({"has_tag": "vip"}, c)
     assert not evaluate({"has_tag": "press"}, c)
     assert evaluate({"in": ["profile.tags", ["press", "newsletter"]]}, c)
@@ -197,7 +197,21 @@ def test_has_tag_in_and_exists() -> None:
     assert not evaluate({"exists": "rfm"}, c)
     assert not evaluate({"exists": "rfm.segment"}, c)  # under a null object
     assert evaluate({"exists": "value.orders"}, c)
-    assert not evaluate({"has_tag": "vip"}, card(**{"profile.tags": None}))
+    assert not evaluate({"has_tag": "vip"}, card(**{"profile.tags": None, "tags": None}))
+
+
+def test_has_tag_sees_the_tags_rules_set_beside_the_backends() -> None:
+    c = card(**{"profile.tags": ["vip"], "rule_tags": ["big-spender"]})
+    c["tags"] = ["vip", "big-spender"]
+    assert evaluate({"has_tag": "big-spender"}, c)
+    assert evaluate({"has_tag": "vip"}, c)
+    assert evaluate({"in": ["rule_tags", ["big-spender"]]}, c)
+    assert not evaluate({"in": ["profile.tags", ["big-spender"]]}, c)
+    # A card written before rules could tag: the backend's tags are all it has.
+    older = card(**{"profile.tags": ["vip"]})
+    del older["tags"], older["rule_tags"]
+    assert evaluate({"has_tag": "vip"}, older)
+    assert not evaluate({"has_tag": "big-spender"}, older)
 
 
 def test_missing_or_null_fails_ordering_and_ne_is_not_eq() -> None:

@@ -9,7 +9,8 @@ An expression is an object with exactly one operator::
     {"gt": [path, value]}           also "gte", "lt", "lte"
     {"between": [path, low, high]}  low <= field <= high
     {"in": [path, [value, ...]]}    for a list field (tags): any element is in the list
-    {"has_tag": "vip"}              "vip" is one of profile.tags
+    {"has_tag": "vip"}              "vip" is one of the card's tags (the backend's and
+                                    those rules set; an event's data: its ``tags``)
     {"exists": path}                the field is present and not null
     {"some": [path, expr]}          some element of a list of objects (an order's ``items``,
                                     ``preferences.last_items``) passes expr over its fields
@@ -98,6 +99,8 @@ PREFERENCES_PATH = "preferences.categories"
 LAUNCH_KEY = "_launch"
 _BOUGHT_BY = {"category": "categories", "brand": "brands"}
 MAX_WITHIN_DAYS = 36_500
+# Every tag on a card: the backend's own and those rules set (has_tag reads this one).
+CARD_TAGS_PATH = "tags"
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,14 +384,19 @@ class _Compiler:
         return spec
 
     def has_tag(self, tag: Any, here: str) -> Predicate | None:
-        if TAGS_PATH not in self.schema.fields:
-            self.fail(here, f"has_tag needs {TAGS_PATH}, which {self.schema.name} does not have")
-        elif not isinstance(tag, str) or not tag:
-            self.fail(here, f"expected a tag name, got {json.dumps(tag)}")
+        if CARD_TAGS_PATH in self.schema.fields:
+            path = CARD_TAGS_PATH
+        elif TAGS_PATH in self.schema.fields:
+            path = TAGS_PATH
         else:
-            get = _getter(TAGS_PATH)
-            return lambda c: tag in (get(c) or ())
-        return None
+            self.fail(here, f"has_tag needs {TAGS_PATH}, which {self.schema.name} does not have")
+            return None
+        if not isinstance(tag, str) or not tag:
+            self.fail(here, f"expected a tag name, got {json.dumps(tag)}")
+            return None
+        get, own = _getter(path), _getter(TAGS_PATH)
+        # A card written before rules could tag has no ``tags``: its backend's tags are all.
+        return lambda c: tag in ((get(c) if path in c else own(c)) or ())
 
     def some(self, arg: Any, here: str) -> Predicate | None:
         if not isinstance(arg, list) or len(arg) != 2:

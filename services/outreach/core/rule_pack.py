@@ -41,6 +41,13 @@ measured by a goal, so the outcomes report shows what each strategy achieves:
 - **reduce cost** (low, low) gets no message: it is a policy (``reduce_cost_no_promotions``),
   not a rule.
 
+The tag rules (:data:`TAG_RULES`) send nothing: they set ``first-purchase`` (a customer in
+their first stage ``new``), ``big-spender`` (spend over a year of :data:`BIG_SPEND` or more, on
+a paid order), ``complained-recently`` (a complaint raised, until none is open) and
+``lapsed-vip`` (a key customer declining or churned, until they are back), each taken off by an
+``untag-`` rule when it stops being true. ``untag-big-spender`` is a stage rule on any stage:
+it looks at every change, time's included, so a year's spend that runs out takes the tag off.
+
 Stage rules bounded by ``entered_within_days`` and schedules that do not catch up past their
 window keep an imported history from reaching customers lost long ago.
 """
@@ -455,7 +462,93 @@ PLAYBOOKS: list[dict[str, Any]] = [
     },
 ]
 
-DEFAULT_PACK: list[dict[str, Any]] = [*_SERVICE_RULES, *PLAYBOOKS]
+
+def _tag_rule(
+    rule_id: str,
+    name: str,
+    trigger: dict[str, Any],
+    conditions: dict[str, Any] | None,
+    *,
+    add: list[str] | None = None,
+    remove: list[str] | None = None,
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "id": rule_id,
+        "name": name,
+        "trigger": trigger,
+        "action": {"kind": "tag", "tags": {"add": add or [], "remove": remove or []}},
+    }
+    if conditions is not None:
+        raw["conditions"] = conditions
+    return raw
+
+
+BIG_SPEND = "1000"
+_LAPSED = ["declining", "churned"]
+_NOT_NEW = ["growing", "mature", "declining", "churned", "reactivated"]
+
+# Tags from behaviour: each tag is set by one rule and, where it stops being true, taken off
+# by another. A tag action sends nothing (see services.outreach.core.tagging).
+TAG_RULES: list[dict[str, Any]] = [
+    _tag_rule(
+        "tag-first-purchase",
+        "Tag first-time buyers",
+        {"type": "stage", "to": ["new"], "entered_within_days": 60},
+        None,
+        add=["first-purchase"],
+    ),
+    _tag_rule(
+        "untag-first-purchase",
+        "A second purchase day (or time) ends first-purchase",
+        {"type": "stage", "to": _NOT_NEW},
+        None,
+        remove=["first-purchase"],
+    ),
+    _tag_rule(
+        "tag-big-spender",
+        f"Tag customers who spent {BIG_SPEND} or more within a year",
+        {"type": "event", "event": "order.paid"},
+        {"gte": ["value.spend_365d", BIG_SPEND]},
+        add=["big-spender"],
+    ),
+    _tag_rule(
+        "untag-big-spender",
+        f"Spend within a year back under {BIG_SPEND} (a refund, or going quiet)",
+        {"type": "stage", "to": []},
+        {"lt": ["value.spend_365d", BIG_SPEND]},
+        remove=["big-spender"],
+    ),
+    _tag_rule(
+        "tag-complained-recently",
+        "Tag customers who raised a complaint",
+        {"type": "event", "event": "complaint.opened", "recorded_within_days": 2},
+        None,
+        add=["complained-recently"],
+    ),
+    _tag_rule(
+        "untag-complained-recently",
+        "Their last open complaint resolved",
+        {"type": "event", "event": "complaint.resolved"},
+        {"eq": ["complaints.open", 0]},
+        remove=["complained-recently"],
+    ),
+    _tag_rule(
+        "tag-lapsed-vip",
+        "Tag key customers who are slipping away",
+        {"type": "stage", "to": _LAPSED},
+        {"eq": ["tier", "key"]},
+        add=["lapsed-vip"],
+    ),
+    _tag_rule(
+        "untag-lapsed-vip",
+        "A lapsed key customer is back",
+        {"type": "stage", "to": ["reactivated", "growing", "mature"]},
+        None,
+        remove=["lapsed-vip"],
+    ),
+]
+
+DEFAULT_PACK: list[dict[str, Any]] = [*_SERVICE_RULES, *PLAYBOOKS, *TAG_RULES]
 
 # Which strategy each playbook rule serves.
 PLAYBOOK_STRATEGY: dict[str, str] = {raw["id"]: raw["id"].split("-", 1)[0] for raw in PLAYBOOKS}

@@ -38,10 +38,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_serializer,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -62,8 +65,11 @@ from shared.changes import Change
 from shared.events import EventType
 
 ActionKind = Literal[
-    "greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"
+    "greeting", "follow_up", "recall", "winback", "care", "apology", "announcement", "tag"
 ]
+# The one kind that sends nothing: it adds or removes tags (:class:`TagChange`).
+TAG: Literal["tag"] = "tag"
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$")]
 Channel = Literal["webhook", "email", "sms"]
 RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -174,12 +180,38 @@ class Offer(_Strict):
     expires_days: int | None = Field(None, ge=1, le=3650)
 
 
+class TagChange(_Strict):
+    """The tags a ``tag`` action adds to the customer and takes off them."""
+
+    add: list[Tag] = Field(default_factory=list, max_length=20)
+    remove: list[Tag] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _something_apart(self) -> TagChange:
+        if not self.add and not self.remove:
+            raise ValueError("a tag action adds or removes at least one tag")
+        both = sorted(set(self.add) & set(self.remove))
+        if both:
+            raise ValueError(f"a tag is added or removed, not both: {', '.join(both)}")
+        return self
+
+
+# What a tag action carries in place of a message, never sent nor shown: the rule's JSON
+# has no channel and no template for it.
+_NO_MESSAGE = {"channel": "webhook", "template": {"body": "-"}}
+
+
 class Action(_Strict):
     """What to send and how. Each part of the template must compile and keep within the
     hard limits as written; rendering it on the sample card is :func:`template_errors`,
-    run when the rule is saved."""
+    run when the rule is saved.
+
+    Kind ``tag`` sends nothing: it adds and removes the customer's tags (``tags``), facts
+    scoring keeps apart from the backend's tag list. It has no channel, template or offer,
+    and no consent, cap, quiet hours or contact history apply: it is not a contact."""
 
     kind: ActionKind
+    tags: TagChange | None = None
     channel: Channel
     # A named channel of that kind (several webhook channels can coexist: a CRM for customer
     # messages, a team's chat for alerts); null: the kind's current channel, the newest.
@@ -190,6 +222,36 @@ class Action(_Strict):
     audience: Literal["customer", "team"] = "customer"
     offer: Offer | None = None
     template: templates.Template
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_sends_nothing(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("kind") != TAG:
+            if isinstance(raw, dict) and raw.get("tags") is not None:
+                raise ValueError("only a tag action (kind tag) has tags")
+            return raw
+        if raw.get("tags") is None:
+            raise ValueError("a tag action needs tags: {add: [...], remove: [...]}")
+        extra = sorted(k for k in ("channel", "channel_id", "template", "offer") if k in raw)
+        if extra or raw.get("audience", "customer") != "customer":
+            sent = extra or ["audience"]
+            raise ValueError(f"a tag action sends no message: no {', '.join(sent)}")
+        return {**raw, **_NO_MESSAGE}
+
+    @model_serializer(mode="wrap")
+    def _no_message_shown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        if self.kind == TAG:
+            for name in ("channel", "channel_id", "template", "offer", "audience"):
+                dumped.pop(name, None)
+        else:
+            dumped.pop("tags", None)
+        return dumped
+
+    @property
+    def is_tag(self) -> bool:
+        """Whether this action tags rather than sends."""
+        return self.kind == TAG
 
     @field_validator("audience")
     @classmethod
@@ -238,12 +300,22 @@ class Rule(_Strict):
     # and recorded with status `control`, never sent, their goal tracked like the sent ones'.
     control_percent: float = Field(0, ge=0, le=50, strict=True)
 
+    @field_validator("limits")
+    @classmethod
+    def _no_limits_on_tags(cls, v: Limits, info: ValidationInfo) -> Limits:
+        action = info.data.get("action")
+        if action is not None and action.is_tag and v != Limits():
+            raise ValueError("a tag action is not a contact: no cooldown, cap or once applies")
+        return v
+
     @field_validator("control_percent")
     @classmethod
     def _customers_only(cls, v: float, info: ValidationInfo) -> float:
         action = info.data.get("action")
         if v and action is not None and action.audience == "team":
             raise ValueError("a team alert reaches no customer: it has no control group")
+        if v and action is not None and action.is_tag:
+            raise ValueError("a tag action sends nothing: it has no control group")
         return v
 
     @property
@@ -266,6 +338,8 @@ def template_errors(rule: Rule, limits: RenderLimits = DEFAULT_LIMITS) -> list[t
     sample card with the rule's offer within ``limits`` (``action.template.body``,
     ``template_limit: loop iterations over 10000``). This renders: it may take up to the
     limits' time, so the API runs it off the event loop."""
+    if rule.action.is_tag:
+        return []  # no message to render
     offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
     return [
         (f"action.template.{part}", why)

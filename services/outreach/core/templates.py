@@ -295,6 +295,8 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
         member_tier="gold",
         attributes={"favourite_category": "tea", "store": "london-1"},
     ),
+    tags=["vip", "newsletter", "big-spender"],
+    rule_tags=["big-spender"],
     value=Value(
         lifetime_spend=Decimal("1234.50"),
         spend_30d=Decimal("89.90"),

@@ -11,14 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
 from services.outreach.core.goals import GoalEvent, goal_event_of
-from services.outreach.core.rules import RuleFailure, RuleSet
+from services.outreach.core.rules import Match, RuleFailure, RuleSet
 from services.outreach.core.schedules import CatchUp
+from services.outreach.core.tagging import Cause, cause_of, may_fire
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell import merge
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, release_held
 from services.outreach.shell.merge import merged_ids
 from services.outreach.shell.rule_health import record_failures
+from services.outreach.shell.tagging import record_tags
 from services.outreach.store import aliases, erasure, goal_events, inbox
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_of, lock_customers, save_cards
@@ -122,7 +124,17 @@ class ChangeApplier:
             ]
             # A rule that raises is skipped for that change and counted, never the batch's end.
             failures = [RuleFailure(r, error) for r, error in ruleset.broken.items()]
-            matches = [m for change in fresh for m in ruleset.match(change, failures)]
+            matches: list[Match] = []
+            tagging: list[tuple[Match, Cause]] = []
+            for change in fresh:
+                cause = cause_of(change)
+                for m in ruleset.match(change, failures):
+                    if not m.rule.action.is_tag:
+                        matches.append(m)
+                    elif may_fire(m, cause):
+                        tagging.append((m, cause))
+            # Tags against the newest card too: a tag it already shows is not set again.
+            await record_tags(conn, tagging, known, now)
             # Matches are decided against the customer's newest card in the batch (consent,
             # complaints and time zone as they stand now).
             match_cards = {m.customer_id: known[m.customer_id] for m in matches}

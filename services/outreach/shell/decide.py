@@ -41,9 +41,11 @@ from services.outreach.core.policy import (
     history_days,
 )
 from services.outreach.core.rules import Match, Rule
+from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell.tagging import record_tags
 from services.outreach.store import ledger
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import lock_customers, policy_state
@@ -80,6 +82,11 @@ async def decide_and_record(
     contact decided for a customer (when the policy weighs promotions against service) has
     their balance-deferred promotions decided again; ``rules`` (the rules in force) gives
     those their limits."""
+    # A tag action is not a contact: it becomes an event for scoring, never a ledger row.
+    tagging = [(m, NO_CAUSE) for m in matches if m.rule.action.is_tag]
+    if tagging:
+        await record_tags(conn, tagging, cards, now)
+        matches = [m for m in matches if not m.rule.action.is_tag]
     if not matches:
         return []
     customers = sorted({m.customer_id for m in matches})

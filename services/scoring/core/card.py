@@ -45,10 +45,12 @@ from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
 from services.scoring.core.state import (
     DAY_US,
+    RULE_TAG,
     UNSUBSCRIBED,
     CustomerState,
     Purchase,
     from_micros,
+    rule_tags,
     to_micros,
 )
 from services.scoring.core.tiers import TierBreakpoints
@@ -245,10 +247,13 @@ def _document(
         # client wrote it.
         profile = {**profile, "member_tier": member.tier}
 
+    set_by_rules = rule_tags(state)
     doc = {
         "customer_id": state.customer_id,
         "as_of": as_of,
         "profile": profile,
+        "tags": all_tags(profile["tags"], set_by_rules),
+        "rule_tags": set_by_rules,
         "value": value,
         "value_score": value_score,
         "rfm": _rfm(value, days, today_number, population.rfm, stage.stage),
@@ -391,6 +396,12 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def all_tags(own: list[str], set_by_rules: list[str]) -> list[str]:
+    """The customer's tags as the card shows them: the backend's own, in its order, then
+    those rules set that the backend did not."""
+    return [*own, *(t for t in set_by_rules if t not in own)]
+
+
 def _profile(state: CustomerState) -> dict[str, Any]:
     if state.profile_card is None:
         state.profile_card = _build_profile(state)
@@ -401,6 +412,8 @@ def _build_profile(state: CustomerState) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     consent: dict[str, Any] = {}
     for name, value in state.profile_values():
+        if name.startswith(RULE_TAG):
+            continue  # the card's rule_tags, not the profile clients wrote
         if name == UNSUBSCRIBED:
             entry = state.profile[name]
             if isinstance(value, dict):

@@ -35,6 +35,7 @@ from shared.events import (
     EventType,
     OptOutData,
     OrderData,
+    TagData,
     VisitData,
 )
 
@@ -55,6 +56,10 @@ _ZERO = Decimal(0)
 # The customer's own opt-out, a profile register like any other (the latest word wins):
 # ``{"how": ...}`` while they are unsubscribed, None once it is lifted.
 UNSUBSCRIBED = "consent.unsubscribed"
+# A tag a rule set, one register per tag (``rule_tag.<tag>``): ``{"rule_id": ...}`` while it
+# is set, None once a rule took it off. Kept apart from ``tags``, the backend's own list, which
+# the backend replaces whole: its replacing never touches these.
+RULE_TAG = "rule_tag."
 
 ProfileScalar = str | bool | None
 ProfileValue = ProfileScalar | list[str] | dict[str, str]
@@ -352,6 +357,8 @@ def apply(
         if event.event_type is EventType.CUSTOMER_RESUBSCRIBED:
             how = None
         changed = _apply_register(state, event.event_id, at, UNSUBSCRIBED, how)
+    elif isinstance(data, TagData):
+        changed = _apply_rule_tags(state, event.event_id, at, data)
     else:
         raise ValueError(f"{event.event_type} is not a fact to merge: the consumer handles it")
     # The newest time ever seen is itself a fact (the card's updated_at): taking the max over
@@ -423,6 +430,25 @@ def _apply_profile(state: CustomerState, event_id: str, at: int, d: CustomerData
     for name, value in _profile_fields(d):
         changed |= _apply_register(state, event_id, at, name, value)
     return changed
+
+
+def _apply_rule_tags(state: CustomerState, event_id: str, at: int, d: TagData) -> bool:
+    changed = False
+    setter: dict[str, str] = {"rule_id": d.rule_id}
+    for tag in d.add:
+        changed |= _apply_register(state, event_id, at, RULE_TAG + tag, setter)
+    for tag in d.remove:
+        changed |= _apply_register(state, event_id, at, RULE_TAG + tag, None)
+    return changed
+
+
+def rule_tags(state: CustomerState) -> list[str]:
+    """The tags rules have set on the customer and not taken off, sorted."""
+    return sorted(
+        name.removeprefix(RULE_TAG)
+        for name, entry in state.profile.items()
+        if name.startswith(RULE_TAG) and entry.value is not None
+    )
 
 
 def _apply_register(

@@ -16,9 +16,9 @@ import orjson
 from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.core.card import Population, Scored
+from services.scoring.core.card import Population, Scored, all_tags
 from services.scoring.core.lifecycle import Transition
-from services.scoring.core.state import CustomerState
+from services.scoring.core.state import CustomerState, rule_tags
 from shared.card import Stage
 from shared.privacy import anonymous_id, customer_digest, erased_at
 
@@ -72,10 +72,12 @@ class CustomerRow:
 
 
 def _tags(state: CustomerState) -> list[str]:
-    """The tags of the customer's profile as the card shows them (the winning register)."""
+    """The customer's tags as the card shows them: the backend's own (the winning register)
+    and those rules set, so the list's ``tag`` filter finds either."""
     entry = state.profile.get("tags")
     value = entry.value if entry is not None else None
-    return [str(t) for t in value] if isinstance(value, list) else []
+    own = [str(t) for t in value] if isinstance(value, list) else []
+    return all_tags(own, rule_tags(state))
 
 
 # An id remembered from longer ago than the retention (by when ingest received the two
