@@ -150,6 +150,7 @@ class Profile(_Model):
     timezone: str | None = None  # an IANA name, e.g. "Europe/Paris"
     locale: str | None = None
     country: str | None = None  # ISO 3166-1 alpha-2, e.g. "CN"
+    preferred_channel: str | None = None  # "email" or "sms": for rules that say `preferred`
     consent: Consent = Consent()
     tags: list[str] = Field(default_factory=list)
     # The loyalty tier in force (not scoring's value ``tier``): the one the client set, or

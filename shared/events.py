@@ -294,6 +294,8 @@ class CustomerData(Frozen):
     locale: Annotated[str, StringConstraints(max_length=35), NoNul, _LOCALE_SCHEMA] | None = None
     # Whose holidays the customer keeps (outreach's calendars); absent: read off the locale.
     country: Annotated[str, _COUNTRY_SCHEMA] | None = None
+    # Where the customer would rather be reached, for rules that send by `preferred`.
+    preferred_channel: Literal["email", "sms"] | None = None
     consent: Consent | None = None
     tags: list[ShortText] | None = Field(None, max_length=50)
     member_tier: ShortText | None = None

@@ -781,7 +781,12 @@ def _action_by_channel(schemas: dict[str, Any], name: str) -> None:
     # A message's kinds: every kind but ``tag``, which sends nothing and has its own shape.
     messages = {"type": "string", "enum": [k for k in get_args(ActionKind) if k != TAG]}
     message_properties = {k: v for k, v in action["properties"].items() if k != "tags"}
-    for channel, ref in (("webhook", "Template"), ("sms", "Template"), ("email", "EmailTemplate")):
+    for channel, ref in (
+        ("webhook", "Template"),
+        ("sms", "Template"),
+        ("email", "EmailTemplate"),
+        ("preferred", "EmailTemplate"),
+    ):
         by_channel.append(
             {
                 **action,

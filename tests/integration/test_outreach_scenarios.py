@@ -864,6 +864,49 @@ async def test_an_sms_reaches_the_provider_only_with_sms_consent(world: World) -
         assert len(provider.received) == 1
 
 
+async def test_a_preferred_channel_rule_texts_who_prefers_sms_and_emails_the_others(
+    world: World,
+) -> None:
+    s, smtp = world.stack, world.smtp
+    assert s.outreach is not None
+    async with WebhookReceiver() as provider:
+        resp = await s.outreach.post(
+            "/v1/channels",
+            headers=s.auth("marketing"),
+            json={"id": "sms", "kind": "sms", "config": {"url": provider.url}},
+        )
+        assert resp.status_code == 201, resp.text
+        await add_rule(s, rule("visit-news", VISIT_RULE, kind="follow_up", channel="preferred"))
+        both = {"email": True, "sms": True, "marketing": True}
+        ids = await post_events(
+            s,
+            [
+                profile(
+                    "pia",
+                    T0 - timedelta(days=1),
+                    phone="+33 6 11 22 33 44",
+                    consent=both,
+                    preferred_channel="sms",
+                ),
+                profile("pat", T0 - timedelta(days=1), phone="+33 6 55 66 77 88", consent=both),
+                visit("pia", "v-1", T0),
+                visit("pat", "v-2", T0),
+            ],
+        )
+        await outreach_has_seen(s, ids)
+        texted = await until_status(s, "pia", "visit-news", "sent")
+        mailed = await until_status(s, "pat", "visit-news", "sent")
+        assert (texted.channel, mailed.channel) == ("sms", "email")
+        [text_message] = provider.received
+        assert text_message.payload["to"] == "+33611223344"
+
+        async def mail_arrived() -> bool:
+            return bool(smtp.messages)
+
+        await until(mail_arrived, what="the email to pat")
+        assert [m.recipients for m in smtp.messages] == [["pat@example.com"]]
+
+
 async def test_ten_concurrent_events_each_firing_a_rule_send_two(world: World) -> None:
     s = world.stack
     for p in range(1, 11):

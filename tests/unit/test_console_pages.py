@@ -19,7 +19,7 @@ STORED: dict[str, Any] = {
     "transactional_kinds": ["apology", "care"],
     "promotional_kinds": ["announcement", "recall", "winback"],
     "reduce_cost_no_promotions": True,
-    "contact_cost": {"email": "0.002", "webhook": "0.01"},
+    "contact_cost": {"email": "0.002", "webhook": "0.01", "sms": "0.05"},
     "balance": None,
     "marketing_consent_required": True,
     "default_timezone": "UTC",

@@ -21,7 +21,7 @@ from services.outreach.core.policy import (
     rank,
 )
 from services.outreach.core.rule_pack import default_pack
-from services.outreach.core.rules import Limits, Match
+from services.outreach.core.rules import Limits, Match, Rule, preferred_channel
 
 
 class Contact(NamedTuple):
@@ -379,3 +379,35 @@ def test_candidates_from_the_default_pack() -> None:
 def test_now_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         go(now=datetime(2025, 6, 2, 10))
+
+
+def test_a_preferred_action_takes_the_customers_own_channel_when_they_consented_to_it() -> None:
+    def card(preferred: str | None, **consent: bool) -> dict[str, Any]:
+        return {"profile": {"preferred_channel": preferred, "consent": consent}}
+
+    assert preferred_channel(card("sms", email=True, sms=True)) == "sms"
+    # Preferred but not consented: their consented channel instead.
+    assert preferred_channel(card("sms", email=True, sms=False)) == "email"
+    assert preferred_channel(card(None, email=False, sms=True)) == "sms"
+    assert preferred_channel(card(None, email=True, sms=True)) == "email"
+    # Neither: email, which the consent check then suppresses.
+    assert preferred_channel(card(None)) == "email"
+    rule = Rule.model_validate(
+        {
+            "id": "news",
+            "name": "news",
+            "trigger": {"type": "event", "event": "visit.recorded"},
+            "action": {
+                "kind": "greeting",
+                "channel": "preferred",
+                "template": {"subject": "Hello", "body": "Hello"},
+            },
+        }
+    )
+    texts = {**card("sms", sms=True, marketing=True), "customer_id": "c1"}
+    silent = {**card(None, marketing=True), "customer_id": "c2"}
+    decided = [
+        decide(c, Candidate.of(rule), [], suppressed=False, policy=POLICY, now=NOON_PARIS).outcome
+        for c in (texts, silent)
+    ]
+    assert decided == [Outcome.SEND, Outcome.SUPPRESS]

@@ -160,7 +160,7 @@ def test_the_strategy_settings_are_validated() -> None:
             Policy.model_validate({"contact_cost": {"email": refused}})
     assert Policy.model_validate({"contact_cost": {"webhook": "1000"}}).contact_cost.webhook == 1000
     with pytest.raises(ValidationError, match="Extra inputs"):
-        Policy.model_validate({"contact_cost": {"sms": "0.05"}})
+        Policy.model_validate({"contact_cost": {"fax": "0.05"}})
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         Policy.model_validate({"balance": {"promotions_per_service": 0, "days": 30}})
 
@@ -170,7 +170,7 @@ def test_contact_costs_are_decimal_strings_with_defaults() -> None:
     assert policy.contact_cost.of("webhook") == Decimal("0.05")
     assert policy.contact_cost.of("email") == Decimal("0.002")
     dumped = policy.model_dump(mode="json")
-    assert dumped["contact_cost"] == {"email": "0.002", "webhook": "0.05"}
+    assert dumped["contact_cost"] == {"email": "0.002", "webhook": "0.05", "sms": "0.05"}
     assert Policy.model_validate(dumped) == policy
     assert dumped["balance"] is None and dumped["reduce_cost_no_promotions"] is True
     assert sorted(dumped["global_control_kinds"]) == [

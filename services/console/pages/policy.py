@@ -34,6 +34,7 @@ FIELDS = {
     "balance": "balance_ratio",
     "contact_cost.email": "cost_email",
     "contact_cost.webhook": "cost_webhook",
+    "contact_cost.sms": "cost_sms",
 }
 
 
@@ -58,6 +59,7 @@ def form_of(policy: dict[str, Any]) -> dict[str, Any]:
         "balance_days": str(balance.get("days", 30)),
         "cost_email": str(cost.get("email", "0.002")),
         "cost_webhook": str(cost.get("webhook", "0.01")),
+        "cost_sms": str(cost.get("sms", "0.05")),
     }
 
 
@@ -105,6 +107,7 @@ def document(form: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
         **(stored.get("contact_cost") or {}),
         "email": form["cost_email"],
         "webhook": form["cost_webhook"],
+        "sms": form["cost_sms"],
     }
     return doc
 

@@ -62,7 +62,7 @@ from pydantic import (
 )
 
 from services.outreach.core.calendars import Calendars
-from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule
+from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule, channel_for
 from services.outreach.core.schedules import LocalTime, ScheduleContext, local_instant, zone_of
 from shared.card import Strategy
 
@@ -158,6 +158,7 @@ class ContactCost(_Strict):
 
     email: Cost = Decimal("0.002")
     webhook: Cost = Decimal("0.01")
+    sms: Cost = Decimal("0.05")
 
     def of(self, channel: str) -> Decimal:
         """The cost of one contact through ``channel`` (0 for a channel it does not know)."""
@@ -364,9 +365,10 @@ def decide(
     transactional = candidate.kind in policy.transactional_kinds
     profile = card.get("profile") or {}
     consent = profile.get("consent") or {}
-    if candidate.channel == "email" and consent.get("email") is not True:
+    channel = channel_for(candidate.channel, card)
+    if channel == "email" and consent.get("email") is not True:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no email consent")
-    if candidate.channel == "sms" and consent.get("sms") is not True:
+    if channel == "sms" and consent.get("sms") is not True:
         return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no SMS consent")
     marketing = consent.get("marketing") is True
     if not transactional and policy.marketing_consent_required and not marketing:

@@ -70,7 +70,30 @@ ActionKind = Literal[
 # The one kind that sends nothing: it adds or removes tags (:class:`TagChange`).
 TAG: Literal["tag"] = "tag"
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$")]
-Channel = Literal["webhook", "email", "sms"]
+Channel = Literal["webhook", "email", "sms", "preferred"]
+# ``preferred``: each customer's own choice (:func:`preferred_channel`).
+PREFERRED = "preferred"
+
+
+def preferred_channel(card: Mapping[str, Any]) -> str:
+    """The channel a ``preferred`` action takes for this customer: the profile's
+    ``preferred_channel`` when they consented to it; else email if they consented to email,
+    else SMS if to that; else email (which the consent check then suppresses)."""
+    profile = card.get("profile") or {}
+    consent = profile.get("consent") or {}
+    chosen = profile.get("preferred_channel")
+    if chosen in ("email", "sms") and consent.get(chosen) is True:
+        return str(chosen)
+    if consent.get("email") is not True and consent.get("sms") is True:
+        return "sms"
+    return "email"
+
+
+def channel_for(channel: str, card: Mapping[str, Any]) -> str:
+    """The channel an action of ``channel`` takes for the customer of ``card``."""
+    return preferred_channel(card) if channel == PREFERRED else channel
+
+
 RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ChannelRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -263,7 +286,7 @@ class Action(_Strict):
     @field_validator("template")
     @classmethod
     def _subject(cls, v: templates.Template, info: ValidationInfo) -> templates.Template:
-        if info.data.get("channel") == "email" and not v.subject.strip():
+        if info.data.get("channel") in ("email", PREFERRED) and not v.subject.strip():
             raise _invalid("invalid_template", ["subject: an email needs a subject"])
         return v
 

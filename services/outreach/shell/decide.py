@@ -40,7 +40,7 @@ from services.outreach.core.policy import (
     decide_all,
     history_days,
 )
-from services.outreach.core.rules import Match, Rule
+from services.outreach.core.rules import Match, Rule, channel_for
 from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
@@ -228,7 +228,8 @@ def _row(
         "customer": match.customer_id,
         "occ": match.occurrence,
         "kind": rule.action.kind,
-        "channel": rule.action.channel,
+        # A `preferred` rule's action takes the customer's own channel.
+        "channel": channel_for(rule.action.channel, card),
         "channel_id": rule.action.channel_id,
         "audience": rule.action.audience,
         "priority": rule.priority,
