@@ -181,8 +181,13 @@ def test_customers_are_filtered_by_tag_sorted_and_paged_with_their_choices_kept(
     assert [r.split("\t")[0] for r in first] == [
         f"Pager{tag} {99 - n:02d}" for n in range(26, 1, -1)
     ]
+
     # The results may still be swapped in by a control's own request: click the link shown.
-    wait(browser).until(lambda b: b.find_element(By.LINK_TEXT, "Next page").click() or True)
+    def click_next(b: WebDriver) -> bool:
+        b.find_element(By.LINK_TEXT, "Next page").click()
+        return True
+
+    wait(browser).until(click_next)
     wait(browser).until(ec.presence_of_element_located((By.LINK_TEXT, "First page")))
     second = _rows(browser, "#results tbody tr")
     assert [r.split("\t")[0] for r in second] == [f"Pager{tag} 98", f"Pager{tag} 99"]
