@@ -158,7 +158,9 @@ async def test_the_explanation_gives_the_cards_own_verdicts_with_reasons(
     main = why["stage"]["reasons"][0]
     assert main["code"] == "stage.rhythm"
     assert main["facts"]["purchase_days"] == 4 and main["facts"]["silent_days"] == 8
-    assert main["text"].startswith("4 purchase days; last purchase 8 days ago, within the 28 days")
+    assert main["text"].startswith(
+        "4 purchase days; last purchase 8 days ago, within the 30 days (never before 30"
+    )
     assert main["text"].endswith("→ mature")
     for verdict in ("tier", "segment", "strategy"):
         assert why[verdict]["reasons"] and all(r["text"] for r in why[verdict]["reasons"])
