@@ -156,7 +156,10 @@ def demo_events(
     now = datetime.now(UTC)
     for p in purchases:
         at = datetime.combine(p.day, time(rng.randint(9, 20), rng.randint(0, 59)), UTC)
-        at = min(at, now - timedelta(minutes=1))  # today's orders have happened already
+        if p.day >= today:
+            # The last day's orders have happened already: at its start, so the same event
+            # on a later run (same id, same moment) is a duplicate, not a conflict.
+            at = datetime.combine(p.day, time(0), UTC)
         events.append(
             (
                 at,
@@ -468,14 +471,23 @@ async def setup_outreach(
         resp.raise_for_status()
 
 
+def demo_day() -> date:
+    """The day the demo's history ends: the day it was first loaded (``TEND_DEMO_DAY``, kept
+    by ``make run`` in the state folder), so a later run posts the very same events and finds
+    them all already there; today when not given."""
+    given = os.environ.get("TEND_DEMO_DAY")
+    return date.fromisoformat(given) if given else datetime.now(UTC).date()
+
+
 async def main(keys: dict[str, str], sink_secret: str) -> int:
     urls = {
         s: f"http://127.0.0.1:{os.environ.get(f'TEND_{s.upper()}_PORT', p)}"
         for s, p in (("ingest", 8001), ("scoring", 8002), ("outreach", 8003))
     }
     sinks = f"http://127.0.0.1:{os.environ.get('TEND_SINKS_PORT', 8004)}"
-    purchases = shifted(read_cdnow(cdnow_sample()), datetime.now(UTC).date())
-    events = demo_events(purchases, datetime.now(UTC).date())
+    today = demo_day()
+    purchases = shifted(read_cdnow(cdnow_sample()), today)
+    events = demo_events(purchases, today)
     async with (
         httpx.AsyncClient(
             base_url=urls["ingest"],

@@ -277,7 +277,11 @@ case $cmd in
     start_sinks
     start_services
     banner
-    (cd "$ROOT" && "$VENV/bin/python" deploy/local/demo.py) || say "tend: the demo failed (see above); the services keep running"
+    # The demo's history ends on the day it was first loaded: a later run re-posts the same
+    # events (all duplicates) instead of a history shifted to a new day.
+    [[ -s $STATE/demo-day ]] || date -u +%F >"$STATE/demo-day"
+    (cd "$ROOT" && TEND_DEMO_DAY=$(cat "$STATE/demo-day") "$VENV/bin/python" deploy/local/demo.py) \
+      || say "tend: the demo failed (see above); the services keep running"
     console_link
     echo "Ctrl-C stops everything this command started."
     while true; do sleep 1; done
