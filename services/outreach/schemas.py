@@ -47,6 +47,10 @@ RULE_CHECKS = beyond_schema(
         "body.limits": "none for a tag action (it is not a contact)",
         "body.goal.filters": "a valid expression over the fields the goal's event keeps (no "
         "free text, item lists or contact details)",
+        "body.conditions": "inside `some`, a valid expression over the fields of the list's "
+        "elements (an order item's `sku`, `category`, `brand`, `quantity`, `unit_price`)",
+        "body.trigger.filters": "inside `some`, a valid expression over the fields of the "
+        "list's elements",
     }
 )
 
