@@ -13,6 +13,7 @@ What a service holds while it runs is a typed :class:`~shared.service_state.Serv
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -256,9 +257,9 @@ def service_app(
                     if release is not None:
                         await release()
             finally:
-                await state.producer.stop()
+                await _bounded(state.producer.stop(), "producer_stop")
         finally:
-            await state.engine.dispose()
+            await _bounded(state.engine.dispose(), "engine_dispose")
 
     app = create_app(
         service=service,
@@ -275,3 +276,13 @@ def service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _bounded(step: Awaitable[None], name: str) -> None:
+    """A shutdown step given :data:`STOP_SECONDS`; one that takes longer is logged and left
+    (the process is ending: waiting without end would only hold up its exit)."""
+    try:
+        async with asyncio.timeout(STOP_SECONDS):
+            await step
+    except TimeoutError:
+        log.error("shutdown_step_timed_out", step=name, seconds=STOP_SECONDS)

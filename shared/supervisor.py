@@ -92,7 +92,10 @@ class Supervisor:
 
     async def stop(self, timeout: float) -> None:
         """Start nothing again; ask the tasks that can finish to finish (in the order
-        started, each given ``timeout`` seconds), then cancel the rest."""
+        started, each given ``timeout`` seconds), then cancel the rest, each again given
+        ``timeout`` seconds to end. A task that outlives that is logged and left behind:
+        a shutdown never waits without end (an orchestrator would kill the process anyway,
+        without the steps that follow: the producer's flush, the pool's close)."""
         self._stopping.set()
         for supervised in self._tasks.values():
             if supervised.stop is not None:
@@ -102,11 +105,14 @@ class Supervisor:
             if keeper is None:
                 continue
             if supervised.stop is not None:
-                with contextlib.suppress(TimeoutError, Exception):
-                    await asyncio.wait_for(asyncio.shield(keeper), timeout)
+                await asyncio.wait({keeper}, timeout=timeout)
             keeper.cancel()
-            with contextlib.suppress(BaseException):
-                await keeper
+            ended, _ = await asyncio.wait({keeper}, timeout=timeout)
+            if not ended:
+                log.error("task_did_not_stop", service=self.service, task=supervised.name)
+            elif not keeper.cancelled():
+                with contextlib.suppress(BaseException):
+                    keeper.result()
 
     async def _keep(self, supervised: _Supervised) -> None:
         labels = (self.service, supervised.name)

@@ -4,6 +4,7 @@ run each time), named as down until then, and the shutdown asks, then cancels.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from shared.supervisor import Supervisor
 
@@ -75,3 +76,31 @@ async def test_the_shutdown_asks_those_that_can_finish_and_cancels_the_rest() ->
     await supervisor.stop(1)
     assert finished == ["worker", "job cancelled"]
     assert supervisor.down() == {}
+
+
+async def test_a_task_that_will_not_end_does_not_hold_the_shutdown_for_ever() -> None:
+    supervisor = Supervisor("unit", first_backoff=0.01)
+    release = asyncio.Event()
+    others_stopped = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            # Swallows every cancellation (a client stuck in its own close, say).
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    async def polite() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            others_stopped.set()
+
+    supervisor.start("stubborn", stubborn)
+    supervisor.start("polite", polite)
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await supervisor.stop(0.2)
+    # The tasks after the stubborn one were still stopped.
+    assert others_stopped.is_set()
+    release.set()
+    await asyncio.sleep(0.01)
