@@ -42,6 +42,9 @@ class OutreachSettings(BaseSettings):
     # The most sends per second to any one channel whose config names no `rate_per_second`
     # of its own; unset: no limit but the adaptive concurrency (services.outreach.core.pacing).
     delivery_rate_per_second: float | None = Field(None, gt=0, le=100_000)
+    # The longest a receiver's Retry-After (on a 429 or 503) keeps its channel quiet and its
+    # action waiting; such an answer is not counted towards delivery_max_attempts.
+    delivery_retry_after_max_seconds: float = Field(600.0, gt=0, le=86_400)
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     scheduler_batch: int = Field(2000, ge=1)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -35,6 +37,7 @@ from services.outreach.shell.decide import recheck
 from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.resolve import Resolution, resolve
 from services.outreach.shell.service import OutreachState
+from services.outreach.store import attempts as attempts_store
 from shared.auth import KeyStore
 from shared.clock import FixedClock
 from shared.http import create_app, no_lifespan
@@ -363,8 +366,10 @@ async def test_a_429_with_retry_after_keeps_the_channel_quiet_that_long(
         first = await ledger.action("webhook")
         assert await w.run_once() == 1
         row = await ledger.row(first)
-        assert (row.status, row.attempts, row.reason) == ("pending", 1, None)
-        assert row.next_attempt_at >= START + timedelta(seconds=2)
+        # Busy, not broken: waiting, and not an attempt towards the limit.
+        assert (row.status, row.attempts, row.reason) == ("pending", 0, None)
+        assert "429" in row.last_error and "Retry-After 2 s" in row.last_error
+        assert row.next_attempt_at == START + timedelta(seconds=2)
 
         # The ledger's clock says both are due; the receiver's two seconds are not over.
         second = await ledger.action("webhook", due=START + timedelta(hours=1))
@@ -380,6 +385,61 @@ async def test_a_429_with_retry_after_keeps_the_channel_quiet_that_long(
                 await w.run_once()
         assert {(await ledger.row(i)).status for i in (first, second)} == {"sent"}
         assert min(hook.arrivals[1:]) >= hook.arrivals[0] + 2.0
+        async with engine.connect() as conn:
+            kept = await attempts_store.of_action(conn, first)
+        assert [(a.attempt, a.outcome) for a in kept] == [(1, "sent")]
+
+
+async def test_a_retry_after_given_as_an_http_date_is_kept_too(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+
+    def in_four_seconds() -> str:  # whole seconds: at least three of them still ahead
+        return formatdate(time.time() + 4, usegmt=True)
+
+    async with (
+        WebhookReceiver(script=[503], retry_after=in_four_seconds) as hook,
+        worker(engine, clock) as w,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        first = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        row = await ledger.row(first)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert row.next_attempt_at >= START + timedelta(seconds=2)
+
+        async with asyncio.timeout(10):
+            while (await ledger.row(first)).status != "sent":
+                await asyncio.sleep(0.1)
+                clock.set(clock.now() + timedelta(hours=1))
+                await w.run_once()
+        assert hook.arrivals[1] >= hook.arrivals[0] + 2.0
+
+
+async def test_throttling_never_exhausts_the_attempts_and_its_wait_is_capped(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver(script=[429, 429], retry_after="86400") as hook,
+        worker(engine, clock, delivery_max_attempts=1, delivery_retry_after_max_seconds=1) as w,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert row.next_attempt_at == START + timedelta(seconds=1)  # a day, capped to 1 s
+
+        async with asyncio.timeout(10):
+            while (await ledger.row(action)).status == "pending":
+                await asyncio.sleep(0.1)
+                clock.set(clock.now() + timedelta(hours=1))
+                await w.run_once()
+        row = await ledger.row(action)
+        assert (row.status, row.attempts) == ("sent", 1)
+        assert len(hook.received) == 3
 
 
 async def test_a_channels_rate_limit_is_respected(engine: AsyncEngine, ledger: Ledger) -> None:

@@ -83,7 +83,7 @@ class WebhookReceiver:
         default: Step = 200,
         chooser: Callable[[], Step] | None = None,
         late_seconds: float = 5.0,
-        retry_after: str | None = None,
+        retry_after: str | Callable[[], str] | None = None,
     ) -> None:
         self.secret = secret or new_secret()
         self.received: list[ReceivedWebhook] = []
@@ -160,9 +160,12 @@ class WebhookReceiver:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._closing.wait(), self._late_seconds)
                     step = 200
+                retry_after = self._retry_after
+                if callable(retry_after):  # made at answer time (an HTTP date)
+                    retry_after = retry_after()
                 extra = (
-                    f"retry-after: {self._retry_after}\r\n"
-                    if self._retry_after is not None and step in (429, 503)
+                    f"retry-after: {retry_after}\r\n"
+                    if retry_after is not None and step in (429, 503)
                     else ""
                 )
                 writer.write(

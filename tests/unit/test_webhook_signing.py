@@ -130,4 +130,10 @@ def test_classify(status: int, verdict: Verdict) -> None:
 
 def test_retry_after_is_kept() -> None:
     assert classify(429, "30").retry_after == 30
-    assert classify(503, "Wed, 21 Oct 2015 07:28:00 GMT").retry_after is None
+    at = datetime(2015, 10, 21, 7, 27, 58, tzinfo=UTC)
+    assert classify(503, "Wed, 21 Oct 2015 07:28:00 GMT", at=at).retry_after == 2
+    assert classify(503, "Wed, 21 Oct 2015 07:20:00 GMT", at=at).retry_after == 0  # past
+    assert classify(503, "soon", at=at).retry_after is None
+    assert classify(429, "2").throttled and classify(503, "2").throttled
+    assert not classify(429).throttled  # no Retry-After: an ordinary failure
+    assert not classify(500, "2").throttled

@@ -17,6 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ChannelKind = Literal["webhook", "email", "sms"]
+# A receiver that answers one of these with a Retry-After is busy, not broken: it is asked
+# again only when it said, and the answer is not counted as a failed attempt.
+THROTTLE_STATUSES = frozenset({429, 503})
 # The kinds whose receiver is an HTTP endpoint: a URL guarded like a webhook's, a signing secret.
 HTTP_KINDS = frozenset({"webhook", "sms"})
 
@@ -51,6 +54,15 @@ class Attempt:
     # When the attempt began and how long it took: the delivery worker's, not the sender's.
     at: datetime | None = None
     duration_ms: int | None = None
+
+    @property
+    def throttled(self) -> bool:
+        """The receiver asked to be called again later (a 429 or 503 with Retry-After)."""
+        return (
+            self.verdict is Verdict.RETRY
+            and self.retry_after is not None
+            and self.http_status in THROTTLE_STATUSES
+        )
 
 
 @dataclass(frozen=True, slots=True)

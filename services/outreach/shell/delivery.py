@@ -372,6 +372,9 @@ class DeliveryWorker(Worker):
                     return _Later(wait)
                 await asyncio.sleep(pace.reserve(now))
                 async with self._all:
+                    # A Retry-After that came while this send waited for its turn holds it.
+                    if wait := pace.paused(time.monotonic()):
+                        return _Later(wait)
                     at, started = self._clock.now(), time.perf_counter()
                     try:
                         attempt = await self._send_one(job)
@@ -380,7 +383,7 @@ class DeliveryWorker(Worker):
                         attempt = Attempt(Verdict.RETRY, "internal", type(exc).__name__)
                     took = time.perf_counter() - started
                 if attempt.verdict in (Verdict.RETRY, Verdict.UNKNOWN):
-                    pace.failed(time.monotonic(), attempt.retry_after)
+                    pace.failed(time.monotonic(), self._quiet_for(attempt))
                 else:
                     pace.answered(took)
                 return replace(attempt, at=at, duration_ms=round(took * 1000))
@@ -416,12 +419,13 @@ class DeliveryWorker(Worker):
             applied = set(await _apply(conn, updates))
             # Only the attempts whose outcome was written: a worker that outlived its lease
             # left the row to the one that took it over, attempt numbers included.
+            # A throttled answer is no attempt of the action's (it is logged and counted).
             await attempts_store.record(
                 conn,
                 [
                     _attempt_row(job, attempt, update, now)
                     for job, attempt, update in zip(jobs, attempts, updates, strict=True)
-                    if update.id in applied
+                    if update.id in applied and not attempt.throttled
                 ],
             )
             for job, attempt in zip(jobs, attempts, strict=True):
@@ -437,8 +441,10 @@ class DeliveryWorker(Worker):
                         },
                     )
                     log.warning("channel_disabled", channel_id=job.channel_id, status=410)
-        for job, update in zip(jobs, updates, strict=True):
+        for job, attempt, update in zip(jobs, attempts, updates, strict=True):
             outcome = update.status if update.id in applied else "stale"
+            if attempt.throttled and outcome != "stale":
+                outcome = "throttled"
             DELIVERIES.labels(job.channel, outcome).inc()
             log.info(
                 "delivery_attempt",
@@ -548,9 +554,27 @@ class DeliveryWorker(Worker):
             guarded=config.smtp_host is not None or config.smtp_port is not None,
         )
 
+    def _quiet_for(self, attempt: Attempt) -> float | None:
+        """How long the receiver asked to be left alone (its Retry-After, capped)."""
+        if attempt.retry_after is None:
+            return None
+        return min(attempt.retry_after, self._settings.delivery_retry_after_max_seconds)
+
     def _outcome(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
         done = job.attempts + 1
         act_id, lease = job.action.id, job.lease
+        if attempt.throttled:
+            # Busy, not broken: due again when the receiver said, and not an attempt
+            # towards the limit (the receiver took nothing).
+            wait = self._quiet_for(attempt) or 0.0
+            return _Update(
+                act_id,
+                "pending",
+                job.attempts,
+                error=f"{attempt.error} with Retry-After {wait:g} s (not counted as an attempt)",
+                next_at=now + timedelta(seconds=wait),
+                lease=lease,
+            )
         match attempt.verdict:
             case Verdict.SENT:
                 return _Update(act_id, "sent", done, sent_at=now, lease=lease)

@@ -20,7 +20,8 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -89,13 +90,15 @@ def signed_headers(secret: str, msg_id: str, at: datetime, body: bytes) -> dict[
     }
 
 
-def classify(status: int, retry_after: str | None = None) -> Attempt:
+def classify(status: int, retry_after: str | None = None, *, at: datetime | None = None) -> Attempt:
     """An HTTP answer as a verdict: 2xx sent; 410 gone; 408, 429 and 5xx retry; any other
-    4xx (and a redirect, which is never followed) failed for good."""
-    return replace(_verdict(status, retry_after), http_status=status)
+    4xx (and a redirect, which is never followed) failed for good. A ``Retry-After`` (delta
+    seconds, or an HTTP date read against ``at``, the attempt's wall-clock time) is kept with
+    a retry."""
+    return replace(_verdict(status, retry_after_seconds(retry_after, at)), http_status=status)
 
 
-def _verdict(status: int, retry_after: str | None) -> Attempt:
+def _verdict(status: int, retry_after: float | None) -> Attempt:
     if 200 <= status < 300:
         return Attempt(Verdict.SENT)
     if status == 410:
@@ -105,7 +108,7 @@ def _verdict(status: int, retry_after: str | None) -> Attempt:
             Verdict.RETRY,
             f"http_{status}",
             f"the endpoint answered {status}",
-            retry_after=_seconds(retry_after),
+            retry_after=retry_after,
         )
     if 300 <= status < 400:
         detail = f"the endpoint answered {status}; redirects are not followed, use the final URL"
@@ -115,11 +118,24 @@ def _verdict(status: int, retry_after: str | None) -> Attempt:
     return Attempt(Verdict.RETRY, f"http_{status}", f"unexpected status {status}")
 
 
-def _seconds(value: str | None) -> float | None:
-    # Only the delta-seconds form; an HTTP date is rare from webhook receivers.
-    if value is None or not value.strip().isdigit():
+def retry_after_seconds(value: str | None, at: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds from ``at`` (RFC 9110: delta seconds, or an HTTP
+    date; a date already past is 0); None when absent or unreadable (or a date without
+    ``at`` to read it against)."""
+    if value is None:
         return None
-    return float(value.strip())
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    if at is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - at).total_seconds())
 
 
 # The most of an answer's body read so that its connection may be reused.
@@ -189,7 +205,7 @@ async def post_signed(
         return Attempt(Verdict.RETRY, "timeout", f"no answer within {timeout:g} s")
     except httpx.TransportError as exc:
         return Attempt(Verdict.RETRY, "connection", f"{type(exc).__name__}: {exc}"[:500])
-    return classify(status, retry_after)
+    return classify(status, retry_after, at=at)
 
 
 async def _post_to_any(
