@@ -98,6 +98,7 @@ def create_app(
             clock,
             require_https=common.environment == "production",
             phone_region=common.phone_region,
+            overlap=True,
         )
         runtime.worker(delivery, "delivery")
 

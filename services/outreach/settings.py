@@ -44,6 +44,9 @@ class OutreachSettings(BaseSettings):
     delivery_rate_per_second: float | None = Field(None, gt=0, le=100_000)
     # The longest a receiver's Retry-After (on a 429 or 503) keeps its channel quiet and its
     # action waiting; such an answer is not counted towards delivery_max_attempts.
+    # The most sends in flight at once to one receiver (its adaptive concurrency's ceiling,
+    # services.outreach.core.pacing), and its kept-alive connections.
+    delivery_max_in_flight: int = Field(32, ge=1, le=256)
     delivery_retry_after_max_seconds: float = Field(600.0, gt=0, le=86_400)
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.outreach.core.unsubscribe import with_link
+
 ChannelKind = Literal["webhook", "email", "sms"]
 # A receiver that answers one of these with a Retry-After is busy, not broken: it is asked
 # again only when it said, and the answer is not counted as a failed attempt.
@@ -81,16 +83,20 @@ class OutboundAction:
     audience: str = "customer"  # or "team": an alert to the shop's people
 
     @classmethod
-    def from_row(cls, row: Any) -> OutboundAction:
-        """From a row of ``outreach.actions`` (anything with its column attributes)."""
+    def from_row(cls, row: Any, link: str | None = None) -> OutboundAction:
+        """From a row of ``outreach.actions`` (anything with its column attributes); with
+        ``link``, the minted unsubscribe link in place of its placeholder."""
+        subject, body = row.subject, row.body
+        if link is not None:
+            subject, body = with_link(subject, link), with_link(body, link)
         return cls(
             id=row.id,
             rule_id=row.rule_id,
             customer_id=row.customer_id,
             occurrence=row.occurrence,
             kind=row.kind,
-            subject=row.subject,
-            body=row.body,
+            subject=subject,
+            body=body,
             offer=row.offer,
             decided_at=row.decided_at,
             audience=getattr(row, "audience", "customer"),

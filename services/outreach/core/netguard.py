@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -143,6 +144,7 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+@lru_cache(maxsize=1024)  # asked at every send of a receiver's, always the same host
 def odd_numeric_form(host: str) -> ipaddress.IPv4Address | None:
     """The IPv4 address ``host`` denotes if it is a number in any form but the canonical
     dotted quad (``2130706433``, ``0x7f.1``, ``0177.0.0.1``, ``127.1``), else None."""

@@ -12,6 +12,11 @@ slows the others:
   least ``1 / rate`` seconds apart, so no second ever sees more than ``rate`` of them.
 - a **pause** when the receiver answers ``Retry-After``: no send to it starts before then.
 
+Its **window** (:attr:`Pace.window`, a few rounds of its in-flight limit) is how many of its
+actions the delivery worker holds at once: a pick takes no more for it (the rest stay due,
+in their place), so a slow receiver's backlog never fills the worker and the other
+receivers' actions go out beside it.
+
 Times are plain seconds on a monotonic clock, given by the caller.
 """
 
@@ -21,6 +26,10 @@ from dataclasses import dataclass
 
 START_LIMIT = 4.0
 MAX_LIMIT = 32
+# A receiver's window: this many rounds of its in-flight limit, and never less than
+# MIN_WINDOW (a receiver not yet timed gets a pick's worth of a small batch at once).
+WINDOW_ROUNDS = 4
+MIN_WINDOW = 16
 # An answer slower than this many times the best one seen (plus a little for jitter) reads as
 # the receiver queueing our sends.
 SLOW_FACTOR = 2.0
@@ -43,6 +52,11 @@ class Pace:
     def in_flight_limit(self) -> int:
         """How many sends may be in flight at once now."""
         return max(1, min(self.max_limit, int(self.limit)))
+
+    @property
+    def window(self) -> int:
+        """How many of its actions the worker may hold at once (sending or waiting to)."""
+        return max(MIN_WINDOW, self.in_flight_limit * WINDOW_ROUNDS)
 
     def paused(self, now: float) -> float:
         """Seconds until the receiver's Retry-After runs out (0 when it is not paused)."""

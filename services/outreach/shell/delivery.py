@@ -32,13 +32,13 @@ import contextlib
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-from prometheus_client import Counter
+from prometheus_client import Counter as Metric
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -52,13 +52,14 @@ from services.outreach.core.channels import (
     Verdict,
     WebhookConfig,
 )
-from services.outreach.core.pacing import MAX_LIMIT, Pace
+from services.outreach.core.pacing import MIN_WINDOW, Pace
 from services.outreach.core.policy import Decision, Outcome
-from services.outreach.core.unsubscribe import unsubscribe_url, with_link
+from services.outreach.core.unsubscribe import unsubscribe_url
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.channels import email as email_channel
 from services.outreach.shell.channels import sms as sms_channel
 from services.outreach.shell.channels import webhook as webhook_channel
+from services.outreach.shell.channels.pinned import PinnedPool
 from services.outreach.store import attempts as attempts_store
 from shared.clock import Clock, SystemClock
 from shared.identifiers import normalise_phone
@@ -78,12 +79,15 @@ LEASE_MARGIN = timedelta(seconds=30)
 # How long an action waits when there is no enabled channel to carry it.
 NO_CHANNEL_DELAY = timedelta(seconds=60)
 # Sends in flight at once per worker, all receivers together (each receiver's own limit is
-# its pace's).
-CONCURRENCY = 64
-# Kept-alive connections per receiver.
-KEEPALIVE = MAX_LIMIT
+# its pace's): enough that a few slow receivers at their limits leave room for the others.
+CONCURRENCY = 256
+# With ``overlap``, the longest a pass waits for its sends before recording the finished ones
+# and picking again.
+SETTLE_SECONDS = 0.05
+# The fewest due actions a pick takes, however many the worker holds.
+MIN_PICK = 16
 
-DELIVERIES = Counter(
+DELIVERIES = Metric(
     "tend_outreach_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"]
 )
 
@@ -94,6 +98,8 @@ _PICK = text(
     FROM outreach.actions AS a
     LEFT JOIN outreach.cards AS c ON c.customer_id = a.customer_id
     WHERE a.status = 'pending' AND a.next_attempt_at <= :now
+      AND NOT (a.id = ANY(CAST(:busy AS text[])))
+      AND coalesce(a.channel_id, 'kind:' || a.channel) <> ALL(CAST(:full AS text[]))
     ORDER BY a.next_attempt_at
     LIMIT :limit
     FOR UPDATE OF a SKIP LOCKED
@@ -218,6 +224,12 @@ class _Job:
     # receiver's rate limit.
     receiver: str = ""
     rate: float | None = None
+    # Its lane: the channel it names, or its kind's current one (``kind:webhook``); each lane
+    # holds at most its receiver's window of sends at once.
+    lane: str = ""
+    # The latest moment (time.monotonic()) its send may start: later, it could outlast
+    # the lease.
+    last_start: float = math.inf
 
 
 class DeliveryWorker(Worker):
@@ -235,14 +247,15 @@ class DeliveryWorker(Worker):
         require_https: bool = False,
         wall_clock: Clock | None = None,
         rng: random.Random | None = None,
-        http: httpx.AsyncClient | None = None,
         phone_region: str = "US",
+        overlap: bool = False,
     ) -> None:
         """``clock`` times the ledger (due, leases, backoff, sent_at). ``wall_clock`` stamps
         what leaves the process (``webhook-timestamp``, the email's ``Date``): receivers
         compare those with their own real clocks, so they stay real even when a test drives
         ``clock``. ``require_https`` is true in production; ``phone_region`` reads a profile's
-        phone without a country code for SMS."""
+        phone without a country code for SMS. ``overlap`` (the service's loop) lets a pass
+        end before all its sends are done (:meth:`run_once`)."""
         super().__init__(idle_seconds=settings.delivery_idle_seconds)
         self._engine = engine
         self._settings = settings
@@ -255,11 +268,15 @@ class DeliveryWorker(Worker):
         # One connection pool per receiver URL, kept across passes (keep-alive). A pool is
         # keyed by the receiver's own URL, not only by the address its connections go to: a
         # TLS connection made for one name is never reused for another on the same address.
-        self._http = http
-        self._pools: dict[str, httpx.AsyncClient] = {}
+        self._pools: dict[str, PinnedPool] = {}
         self._paces: dict[str, Pace] = {}
         self._gates: dict[str, _Gate] = {}
         self._all = asyncio.Semaphore(CONCURRENCY)
+        self._overlap = overlap
+        # The sends started and not yet recorded, by action id.
+        self._inflight: dict[str, tuple[_Job, asyncio.Future[Attempt | _Later]]] = {}
+        # Each lane's receiver, as last seen.
+        self._lanes: dict[str, str] = {}
 
     # -- the loop (Worker's) --------------------------------------------------------------
 
@@ -270,22 +287,20 @@ class DeliveryWorker(Worker):
         """Release the HTTP connection pools (the ones the worker made) once stopped: a run
         that died is run again by its supervisor (:mod:`shared.supervisor`), with the pools."""
         if self.stopping:
+            if self._inflight:  # the sends under way finish and are recorded first
+                try:
+                    await self._record(await self._settle(drain=True))
+                except Exception as exc:
+                    await self.failed(exc)
             pools, self._pools = list(self._pools.values()), {}
             for pool in pools:
                 await pool.aclose()
 
-    def _pool(self, url: str) -> httpx.AsyncClient:
-        if self._http is not None:
-            return self._http
+    def _pool(self, url: str) -> PinnedPool:
         pool = self._pools.get(url)
         if pool is None:
-            # trust_env=False: a proxy from the environment would connect to the endpoint
-            # by name, bypassing the address the guard checked.
-            pool = self._pools[url] = httpx.AsyncClient(
-                timeout=self._settings.webhook_timeout_seconds,
-                trust_env=False,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=MAX_LIMIT, max_keepalive_connections=KEEPALIVE),
+            pool = self._pools[url] = PinnedPool(
+                url, keepalive=self._settings.delivery_max_in_flight
             )
         return pool
 
@@ -293,7 +308,9 @@ class DeliveryWorker(Worker):
         """The receiver's pace (made on first use); its rate limit follows the channel's."""
         pace = self._paces.get(receiver)
         if pace is None:
-            pace = self._paces[receiver] = Pace(rate_per_second=rate)
+            pace = self._paces[receiver] = Pace(
+                rate_per_second=rate, max_limit=self._settings.delivery_max_in_flight
+            )
             self._gates[receiver] = _Gate(pace)
         pace.rate_per_second = rate
         return pace
@@ -301,22 +318,74 @@ class DeliveryWorker(Worker):
     # -- one pass -------------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """One pick-send-record pass; returns how many due actions it took (sent or not)."""
-        jobs, taken = await self.pick()
-        if not jobs:
+        """One pass: pick, start the picked sends, record the ones done. Without ``overlap``
+        the pass waits for all its sends; with it, for at most :data:`SETTLE_SECONDS`, and
+        the sends still going are recorded by a later pass (each receiver's own window
+        bounds how many it holds). Returns how many due actions the pick took (with
+        ``overlap``, or how many sends it recorded, when more)."""
+        if not self._overlap:
+            jobs, taken = await self.pick()
+            self._start(jobs)
+            if self._inflight:
+                await self._record(await self._settle(drain=True))
             return taken
-        attempts = await self.send(jobs)
-        await self.record(jobs, attempts)
-        return taken
+        # The sends finished since the last pass are recorded while the next pick is made
+        # (two connections); their rows stay out of that pick until recorded.
+        done = await self._settle(drain=False) if self._inflight else []
+        picked, recorded = await asyncio.gather(
+            self.pick(recording=[job.action.id for job, _ in done]),
+            self._record(done),
+            return_exceptions=True,
+        )
+        if isinstance(picked, BaseException):
+            raise picked
+        jobs, taken = picked
+        self._start(jobs)
+        if isinstance(recorded, BaseException):
+            raise recorded
+        return max(taken, len(done))
 
-    async def pick(self) -> tuple[list[_Job], int]:
+    def _start(self, jobs: Sequence[_Job]) -> None:
+        for job in jobs:
+            self._inflight[job.action.id] = (job, asyncio.ensure_future(self._send_paced(job)))
+
+    async def _record(self, done: Sequence[tuple[_Job, Attempt | _Later]]) -> None:
+        if done:
+            await self.record([job for job, _ in done], [outcome for _, outcome in done])
+
+    async def _settle(self, *, drain: bool) -> list[tuple[_Job, Attempt | _Later]]:
+        """Wait for the sends in flight (all of them, or up to :data:`SETTLE_SECONDS`) and
+        take the finished ones out of flight."""
+        tasks = [task for _, task in self._inflight.values()]
+        await asyncio.wait(tasks, timeout=None if drain else SETTLE_SECONDS)
+        done: list[tuple[_Job, Attempt | _Later]] = []
+        for action_id, (job, task) in list(self._inflight.items()):
+            if task.done():
+                del self._inflight[action_id]
+                done.append((job, task.result()))
+        return done
+
+    async def pick(self, recording: Sequence[str] = ()) -> tuple[list[_Job], int]:
         """Lock due rows, re-check them, lease the ones to send; commit. Returns the jobs
-        and how many rows were taken in all."""
+        and how many rows were taken in all. The actions in flight, and those in
+        ``recording``, are not taken."""
         now = self._clock.now()
+        limit, full = self._room()
         async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(_PICK, {"now": now, "limit": self._settings.delivery_batch})
-            ).all()
+            picked = await conn.execute(
+                _PICK,
+                {"now": now, "limit": limit, "busy": [*self._inflight, *recording], "full": full},
+            )
+            # A lane's window is kept before any work is spent on a row: the rows over it are
+            # left as they were, due, for a pick once there is room (no attempt counted,
+            # their place kept).
+            held = self._held()
+            rows = []
+            for row in picked:
+                lane = _lane(row)
+                if held[lane] < self._window(lane):
+                    held[lane] += 1
+                    rows.append(row)
             if not rows:
                 return [], 0
             enabled = (await conn.execute(_CHANNELS)).all()
@@ -324,7 +393,15 @@ class DeliveryWorker(Worker):
             current: dict[str, Any] = {}
             for r in enabled:
                 current.setdefault(r.kind, r)
-            lease = now + self._lease_length(len(rows))
+            lease_length = self._lease_length(len(rows))
+            lease = now + lease_length
+            # No send starts that could outlast its lease (half the margin stays for the
+            # pick-to-send gap and clock skew).
+            last_start = (
+                time.monotonic()
+                + (lease_length - LEASE_MARGIN / 2).total_seconds()
+                - self._settings.webhook_timeout_seconds
+            )
             jobs: list[_Job] = []
             updates: list[_Update] = []
             verdicts = await self._recheck(conn, rows)
@@ -339,56 +416,63 @@ class DeliveryWorker(Worker):
                         channel = None  # renamed to another kind since: wait as for none
                 else:
                     channel = current.get(row.channel)
-                job, update = self._plan(row, channel, lease, now)
+                job, update = self._plan(row, channel, lease, now, last_start)
                 if job is not None:
                     jobs.append(job)
                 updates.append(update)
             await _apply(conn, updates)
         return jobs, len(rows)
 
+    def _held(self) -> Counter[str]:
+        return Counter(job.lane for job, _ in self._inflight.values())
+
+    def _window(self, lane: str) -> int:
+        receiver = self._lanes.get(lane)
+        return self._paces[receiver].window if receiver is not None else MIN_WINDOW
+
+    def _room(self) -> tuple[int, list[str]]:
+        """How many actions the next pick may take (the worker holds a batch at most, and
+        may always take a few more), and the lanes with a full window (a pick passes them
+        by)."""
+        batch = self._settings.delivery_batch
+        limit = max(batch - len(self._inflight), min(MIN_PICK, batch))
+        held = self._held()
+        return limit, [lane for lane, count in held.items() if count >= self._window(lane)]
+
     async def send(self, jobs: Sequence[_Job]) -> list[Attempt | _Later]:
         """Send every job at its receiver's pace; never raises. A job its receiver's pace
-        does not allow before the pass must end (a ``Retry-After``, the rate limit) comes
+        does not allow before its lease must end (a ``Retry-After``, the rate limit) comes
         back as :class:`_Later`."""
-        timeout = self._settings.webhook_timeout_seconds
-        # The pass must end before its lease does: no send starts that could outlast it
-        # (half the margin stays for the pick-to-send gap and clock skew).
-        last_start = (
-            time.monotonic()
-            + (self._lease_length(len(jobs)) - LEASE_MARGIN / 2).total_seconds()
-            - timeout
-        )
+        return list(await asyncio.gather(*(self._send_paced(job) for job in jobs)))
 
-        async def one(job: _Job) -> Attempt | _Later:
-            pace = self.pace(job.receiver, job.rate)
-            if wait := pace.paused(time.monotonic()):
+    async def _send_paced(self, job: _Job) -> Attempt | _Later:
+        pace = self.pace(job.receiver, job.rate)
+        if wait := pace.paused(time.monotonic()):
+            return _Later(wait)
+        async with self._gates[job.receiver].slot():
+            now = time.monotonic()
+            if wait := pace.paused(now):
                 return _Later(wait)
-            async with self._gates[job.receiver].slot():
-                now = time.monotonic()
-                if wait := pace.paused(now):
+            wait = max(0.0, pace.next_start - now)
+            if now + wait > job.last_start:
+                return _Later(wait)
+            await asyncio.sleep(pace.reserve(now))
+            async with self._all:
+                # A Retry-After that came while this send waited for its turn holds it.
+                if wait := pace.paused(time.monotonic()):
                     return _Later(wait)
-                wait = max(0.0, pace.next_start - now)
-                if now + wait > last_start:
-                    return _Later(wait)
-                await asyncio.sleep(pace.reserve(now))
-                async with self._all:
-                    # A Retry-After that came while this send waited for its turn holds it.
-                    if wait := pace.paused(time.monotonic()):
-                        return _Later(wait)
-                    at, started = self._clock.now(), time.perf_counter()
-                    try:
-                        attempt = await self._send_one(job)
-                    except Exception as exc:  # a bug must not strand the batch: retry later
-                        log.error("delivery_send_error", action_id=job.action.id, exc_info=exc)
-                        attempt = Attempt(Verdict.RETRY, "internal", type(exc).__name__)
-                    took = time.perf_counter() - started
-                if attempt.verdict in (Verdict.RETRY, Verdict.UNKNOWN):
-                    pace.failed(time.monotonic(), self._quiet_for(attempt))
-                else:
-                    pace.answered(took)
-                return replace(attempt, at=at, duration_ms=round(took * 1000))
-
-        return list(await asyncio.gather(*(one(job) for job in jobs)))
+                at, started = self._clock.now(), time.perf_counter()
+                try:
+                    attempt = await self._send_one(job)
+                except Exception as exc:  # a bug must not strand the batch: retry later
+                    log.error("delivery_send_error", action_id=job.action.id, exc_info=exc)
+                    attempt = Attempt(Verdict.RETRY, "internal", type(exc).__name__)
+                took = time.perf_counter() - started
+            if attempt.verdict in (Verdict.RETRY, Verdict.UNKNOWN):
+                pace.failed(time.monotonic(), self._quiet_for(attempt))
+            else:
+                pace.answered(took)
+            return replace(attempt, at=at, duration_ms=round(took * 1000))
 
     async def record(self, jobs: Sequence[_Job], outcomes: Sequence[Attempt | _Later]) -> None:
         """Write each job's outcome (only where the row still carries our lease)."""
@@ -415,8 +499,7 @@ class DeliveryWorker(Worker):
             self._outcome(job, attempt, now) for job, attempt in zip(jobs, attempts, strict=True)
         ]
         async with self._engine.begin() as conn:
-            await _apply(conn, later)
-            applied = set(await _apply(conn, updates))
+            applied = set(await _apply(conn, [*later, *updates]))
             # Only the attempts whose outcome was written: a worker that outlived its lease
             # left the row to the one that took it over, attempt numbers included.
             # A throttled answer is no attempt of the action's (it is logged and counted).
@@ -441,44 +524,44 @@ class DeliveryWorker(Worker):
                         },
                     )
                     log.warning("channel_disabled", channel_id=job.channel_id, status=410)
+        # Each send that did not go through is logged; the sent ones are counted, and each
+        # is in outreach.delivery_attempts (a log line each would cost more than the send).
+        counts: Counter[tuple[str, str]] = Counter()
         for job, attempt, update in zip(jobs, attempts, updates, strict=True):
             outcome = update.status if update.id in applied else "stale"
             if attempt.throttled and outcome != "stale":
                 outcome = "throttled"
-            DELIVERIES.labels(job.channel, outcome).inc()
-            log.info(
-                "delivery_attempt",
-                action_id=job.action.id,
-                channel=job.channel,
-                attempt=update.attempts,
-                outcome=outcome,
-                reason=update.reason,
-            )
+            counts[job.channel, outcome] += 1
+            if outcome != "sent":
+                log.info(
+                    "delivery_attempt",
+                    action_id=job.action.id,
+                    channel=job.channel,
+                    attempt=update.attempts,
+                    outcome=outcome,
+                    reason=update.reason,
+                )
+        for (channel, outcome), count in counts.items():
+            DELIVERIES.labels(channel, outcome).inc(count)
+        if counts:
+            log.debug("delivery_recorded", outcomes={f"{c}:{o}": n for (c, o), n in counts.items()})
 
     # -- decisions ------------------------------------------------------------------------
 
     def _lease_length(self, count: int) -> timedelta:
-        # A receiver takes up to MAX_LIMIT sends at a time and each is bounded by the
-        # timeout; the lease must outlast the pass or a second worker would re-send, so a
-        # send that could end after it is not started (it waits for the next pass).
-        rounds = math.ceil(count / MAX_LIMIT)
+        # A receiver takes up to its in-flight limit at a time and each send is bounded by
+        # the timeout; the lease must outlast the sends or a second worker would re-send, so
+        # a send that could end after it is not started (it waits for the next pass).
+        rounds = math.ceil(count / self._settings.delivery_max_in_flight)
         return timedelta(seconds=self._settings.webhook_timeout_seconds * rounds) + LEASE_MARGIN
 
     def _plan(
-        self, row: Any, channel: Any, lease: datetime, now: datetime
+        self, row: Any, channel: Any, lease: datetime, now: datetime, last_start: float
     ) -> tuple[_Job | None, _Update]:
         def fail(reason: str, error: str) -> tuple[None, _Update]:
             return None, _Update(row.id, "failed", row.attempts, reason, error[:500])
 
         s = self._settings
-        link = unsubscribe_url(
-            s.public_base_url, row.customer_id, s.unsubscribe_secret.get_secret_value(), now
-        )
-        action = OutboundAction.from_row(row)
-        action = replace(
-            action, subject=with_link(action.subject, link), body=with_link(action.body, link)
-        )
-        base = _Job(action, row.channel, row.attempts, lease, channel.id if channel else None, link)
         if channel is None and (row.channel in HTTP_KINDS or row.channel_id is not None):
             # No channel to carry it (a named one disabled or not there yet): wait for one.
             named = f" {row.channel_id!r}" if row.channel_id is not None else ""
@@ -491,6 +574,9 @@ class DeliveryWorker(Worker):
                 next_at=now + NO_CHANNEL_DELAY,
             )
             return None, wait
+        webhook: tuple[str, str] | None = None
+        sms: tuple[SmsConfig, str, str] | None = None
+        email: tuple[email_channel.SmtpServer, str] | None = None
         if row.channel == "webhook":
             assert channel is not None
             try:
@@ -499,12 +585,9 @@ class DeliveryWorker(Worker):
                 return fail("bad_channel", f"webhook channel {channel.id!r}: {exc}")
             if not channel.secret:
                 return fail("bad_channel", f"webhook channel {channel.id!r} has no secret")
-            job = replace(
-                base,
-                webhook=(config.url, channel.secret),
-                receiver=f"webhook {channel.id}",
-                rate=config.rate_per_second or s.delivery_rate_per_second,
-            )
+            webhook = (config.url, channel.secret)
+            receiver = f"webhook {channel.id}"
+            rate = config.rate_per_second or s.delivery_rate_per_second
         elif row.channel == "sms":
             assert channel is not None
             try:
@@ -516,25 +599,40 @@ class DeliveryWorker(Worker):
             number = normalise_phone(row.phone, self._phone_region) if row.phone else None
             if number is None:
                 return fail("no_address", "the customer's profile has no usable phone number")
-            job = replace(
-                base,
-                sms=(sms_config, channel.secret, number),
-                receiver=f"sms {channel.id}",
-                rate=sms_config.rate_per_second or s.delivery_rate_per_second,
-            )
+            sms = (sms_config, channel.secret, number)
+            receiver = f"sms {channel.id}"
+            rate = sms_config.rate_per_second or s.delivery_rate_per_second
         elif row.channel == "email":
             recipient = (row.recipient or "").strip()
             if not email_channel.valid_address(recipient):
                 return fail("no_address", "the customer's profile has no usable email address")
             server = self._smtp_server(channel)
-            job = replace(
-                base,
-                email=(server, recipient),
-                receiver=f"email {server.host}:{server.port}",
-                rate=s.delivery_rate_per_second,
-            )
+            email = (server, recipient)
+            receiver = f"email {server.host}:{server.port}"
+            rate = s.delivery_rate_per_second
         else:
             return fail("bad_channel", f"unknown channel {row.channel!r}")
+        link = unsubscribe_url(
+            s.public_base_url, row.customer_id, s.unsubscribe_secret.get_secret_value(), now
+        )
+        action = OutboundAction.from_row(row, link)
+        self.pace(receiver, rate)
+        self._lanes[_lane(row)] = receiver
+        job = _Job(
+            action,
+            row.channel,
+            row.attempts,
+            lease,
+            channel.id if channel else None,
+            link,
+            webhook=webhook,
+            email=email,
+            sms=sms,
+            receiver=receiver,
+            rate=rate,
+            lane=_lane(row),
+            last_start=last_start,
+        )
         return job, _Update(row.id, "pending", row.attempts, next_at=lease)
 
     def _smtp_server(self, channel: Any) -> email_channel.SmtpServer:
@@ -617,7 +715,6 @@ class DeliveryWorker(Worker):
             url, secret = job.webhook
             return await webhook_channel.deliver(
                 self._pool(url),
-                url,
                 secret,
                 job.action,
                 at=self._wall.now(),
@@ -658,6 +755,11 @@ class DeliveryWorker(Worker):
             allow_private=s.allow_private_webhooks,
             ports=s.smtp_ports,
         )
+
+
+def _lane(row: Any) -> str:
+    """The row's lane: the channel it names, or its kind's current one."""
+    return row.channel_id or f"kind:{row.channel}"
 
 
 def _attempt_row(

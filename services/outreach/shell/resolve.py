@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> Resolution:
     the host (an attacker controls which record a client picks)."""
     odd = netguard.odd_numeric_form(host.lower())
     errors = [netguard.odd_form_error(host, odd)] if odd is not None else []
+    if odd is None:
+        # An address written in its standard form is what it resolves to: judged as it is,
+        # without a round trip through the resolver's thread.
+        with contextlib.suppress(ValueError):
+            literal = ipaddress.ip_address(host)
+            return Resolution(
+                (literal,), netguard.address_errors(literal, allow_private=allow_private)
+            )
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP

@@ -5,7 +5,7 @@ detail (``GET /v1/actions/{id}``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import select, text
@@ -54,9 +54,9 @@ async def record(conn: AsyncConnection, rows: Sequence[AttemptRow]) -> None:
     """Keep these attempts (one statement for the batch)."""
     if not rows:
         return
-    clipped = [replace(r, error=r.error[:ERROR_CHARS] if r.error else r.error) for r in rows]
-    columns = list(zip(*(astuple(r) for r in clipped), strict=True))
-    await conn.execute(_INSERT, dict(zip(_COLUMNS, map(list, columns), strict=True)))
+    columns = {c: [getattr(r, c) for r in rows] for c in _COLUMNS}
+    columns["error"] = [e[:ERROR_CHARS] if e else e for e in columns["error"]]
+    await conn.execute(_INSERT, columns)
 
 
 _t = tables.delivery_attempts

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import httpx
 import orjson
 
 from services.outreach.core.channels import Attempt, OutboundAction, SmsConfig, Verdict
+from services.outreach.shell.channels.pinned import PinnedPool
 from services.outreach.shell.channels.webhook import post_signed
 
 # Ten concatenated parts of a GSM-7 message: longer is a template mistake, not an SMS.
@@ -39,7 +39,7 @@ def payload(action: OutboundAction, config: SmsConfig, recipient: str) -> bytes:
 
 
 async def deliver(
-    client: httpx.AsyncClient,
+    pool: PinnedPool,
     config: SmsConfig,
     secret: str,
     action: OutboundAction,
@@ -51,7 +51,7 @@ async def deliver(
     timeout: float,
 ) -> Attempt:
     """Send ``action`` as an SMS to ``recipient`` (E.164) through the provider at the
-    channel's URL; a verdict, never an exception."""
+    channel's URL (the pool's); a verdict, never an exception."""
     text = text_of(action)
     if not text:
         return Attempt(Verdict.FAILED, "bad_message", "the rendered message is empty")
@@ -62,8 +62,7 @@ async def deliver(
             f"the message has {len(text)} characters (at most {MAX_TEXT})",
         )
     return await post_signed(
-        client,
-        config.url,
+        pool,
         secret,
         action.id,
         payload(action, config, recipient),

@@ -5,10 +5,11 @@ so a receiver drops repeats), ``webhook-timestamp`` (Unix seconds of this attemp
 ``webhook-signature`` (``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed with
 the base64-decoded part of the channel's ``whsec_`` secret).
 
-The sender resolves the endpoint's host itself, checks every address with
-:mod:`services.outreach.core.netguard`, and connects to a checked address (the original name still
-goes in ``Host`` and in TLS's SNI and certificate check), so a name re-pointed after the check
-cannot steer the request into our network. Redirects are never followed, for the same reason.
+The sender resolves the endpoint's host itself at every send, checks every address with
+:mod:`services.outreach.core.netguard`, and sends over a connection opened to a checked address
+(:mod:`services.outreach.shell.channels.pinned`; the original name still goes in ``Host`` and
+in TLS's SNI and certificate check), so a name re-pointed after the check cannot steer the
+request into our network. Redirects are never followed, for the same reason.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 
-import httpx
 import orjson
 
 from services.outreach.core import netguard
 from services.outreach.core.channels import Attempt, OutboundAction, Verdict
+from services.outreach.shell.channels.pinned import ConnectFailed, PinnedPool
 from services.outreach.shell.resolve import resolve
 
 SECRET_PREFIX = "whsec_"
@@ -138,13 +138,8 @@ def retry_after_seconds(value: str | None, at: datetime | None = None) -> float 
     return max(0.0, (when - at).total_seconds())
 
 
-# The most of an answer's body read so that its connection may be reused.
-ANSWER_READ_LIMIT = 64 * 1024
-
-
 async def deliver(
-    client: httpx.AsyncClient,
-    url: str,
+    pool: PinnedPool,
     secret: str,
     action: OutboundAction,
     *,
@@ -153,11 +148,10 @@ async def deliver(
     require_https: bool,
     timeout: float,
 ) -> Attempt:
-    """POST ``action`` to ``url``, signed with ``secret``; the whole attempt (resolution,
-    connection, answer) is bounded by ``timeout`` seconds."""
+    """POST ``action`` to the pool's URL, signed with ``secret``; the whole attempt
+    (resolution, connection, answer) is bounded by ``timeout`` seconds."""
     return await post_signed(
-        client,
-        url,
+        pool,
         secret,
         action.id,
         payload(action),
@@ -169,8 +163,7 @@ async def deliver(
 
 
 async def post_signed(
-    client: httpx.AsyncClient,
-    url: str,
+    pool: PinnedPool,
     secret: str,
     msg_id: str,
     body: bytes,
@@ -180,37 +173,35 @@ async def post_signed(
     require_https: bool,
     timeout: float,
 ) -> Attempt:
-    """POST ``body`` to ``url`` with the Standard Webhooks headers for ``msg_id``, through
-    the network guard (every resolved address checked, the connection pinned to one); the
-    whole attempt is bounded by ``timeout`` seconds. Any HTTP channel sends this way."""
-    errors = netguard.check_url(url, allow_private=allow_private, require_https=require_https)
+    """POST ``body`` to the pool's URL with the Standard Webhooks headers for ``msg_id``,
+    through the network guard (every resolved address checked, the connection pinned to
+    one); the whole attempt is bounded by ``timeout`` seconds. Any HTTP channel sends this
+    way."""
+    errors = pool.url_errors(allow_private=allow_private, require_https=require_https)
     if errors:
         return Attempt(Verdict.FAILED, "unsafe_url", f"url {'; '.join(errors)}")
     try:
-        target = httpx.URL(url)
+        target = pool.target
         headers = signed_headers(secret, msg_id, at, body)
-    except (httpx.InvalidURL, ValueError) as exc:
+    except ValueError as exc:
         return Attempt(Verdict.FAILED, "bad_channel", str(exc))
-    host = target.raw_host.decode("ascii")
-    port = target.port or (443 if target.scheme == "https" else 80)
     try:
         async with asyncio.timeout(timeout):
-            found = await resolve(host, port, allow_private=allow_private)
+            found = await resolve(target.host, target.port, allow_private=allow_private)
             if not found.resolved:
                 return Attempt(Verdict.RETRY, "dns", "; ".join(found.errors))
             if found.errors:
                 return Attempt(Verdict.FAILED, "unsafe_url", "; ".join(found.errors))
-            status, retry_after = await _post_to_any(client, target, found.addresses, headers, body)
-    except (TimeoutError, httpx.TimeoutException):
+            status, retry_after = await _post_to_any(pool, found.addresses, headers, body)
+    except TimeoutError:
         return Attempt(Verdict.RETRY, "timeout", f"no answer within {timeout:g} s")
-    except httpx.TransportError as exc:
+    except OSError as exc:  # refused, reset, TLS, a garbled answer
         return Attempt(Verdict.RETRY, "connection", f"{type(exc).__name__}: {exc}"[:500])
     return classify(status, retry_after, at=at)
 
 
 async def _post_to_any(
-    client: httpx.AsyncClient,
-    target: httpx.URL,
+    pool: PinnedPool,
     addresses: tuple[netguard.IPAddress, ...],
     headers: dict[str, str],
     body: bytes,
@@ -220,41 +211,7 @@ async def _post_to_any(
     # one of them may listen).
     for address in addresses[:-1]:
         try:
-            return await _post(client, target, address, headers, body)
-        except httpx.ConnectError:
+            return await pool.post(address, headers, body)
+        except ConnectFailed:
             continue
-    return await _post(client, target, addresses[-1], headers, body)
-
-
-async def _post(
-    client: httpx.AsyncClient,
-    target: httpx.URL,
-    address: netguard.IPAddress,
-    headers: dict[str, str],
-    body: bytes,
-) -> tuple[int, str | None]:
-    pinned = target.copy_with(host=str(address))
-    extensions: dict[str, Any] = {}
-    if target.scheme == "https":
-        extensions["sni_hostname"] = target.raw_host.decode("ascii")
-    request = client.build_request(
-        "POST",
-        pinned,
-        content=body,
-        headers={**headers, "host": target.netloc.decode("ascii")},
-        extensions=extensions,
-    )
-    # Only the answer's status matters. Its body is read to the end only when short (the
-    # whole attempt is bounded by the timeout anyway), so the connection can be kept alive
-    # for the next send; a longer one is dropped with its connection, so an endpoint cannot
-    # keep a worker busy streaming it.
-    response = await client.send(request, stream=True, follow_redirects=False)
-    try:
-        read = 0
-        async for chunk in response.aiter_raw():
-            read += len(chunk)
-            if read > ANSWER_READ_LIMIT:
-                break
-        return response.status_code, response.headers.get("retry-after")
-    finally:
-        await response.aclose()
+    return await pool.post(addresses[-1], headers, body)

@@ -1,0 +1,263 @@
+"""Keep-alive HTTP/1.1 connections to one receiver, each opened to an address the network
+guard checked.
+
+Delivery POSTs small signed bodies and only needs the answer's status (and ``Retry-After``).
+A general client (httpx) spends about a millisecond of CPU per request on its pool, its
+stream abstractions and its models, which caps a worker near a thousand sends a second; this
+one speaks just the HTTP/1.1 delivery needs over asyncio streams (tens of microseconds).
+
+The guard's promise is kept per connection: :meth:`PinnedPool.post` is given the address the
+caller resolved and checked for this send, and only a connection opened to that very address
+carries it (a new one otherwise). The receiver's name still goes in ``Host`` and, over TLS,
+in SNI and the certificate check (the default context: the system's CAs, hostname checked).
+Redirects are never followed (the status is the answer). A connection goes back to the pool
+only when its answer was read to the end and the receiver did not ask to close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from urllib.parse import urlsplit
+
+from services.outreach.core import netguard
+
+# The most of an answer's body read so that its connection may be reused; a longer one is
+# dropped with its connection, so an endpoint cannot keep a worker busy streaming it.
+ANSWER_READ_LIMIT = 64 * 1024
+# The most of an answer's head (status line and headers) read.
+HEAD_LIMIT = 64 * 1024
+
+
+class ProtocolError(ConnectionError):
+    """The receiver's answer was not HTTP/1.1 as delivery reads it."""
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be made to the address (refused, unreachable, a failed TLS
+    handshake): nothing was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a receiver's URL sends: what the request line, ``Host`` and TLS need."""
+
+    scheme: str
+    host: str  # the name (or literal address) as written, without brackets
+    port: int
+    host_header: str
+    path: str
+
+    @classmethod
+    def of(cls, url: str) -> Target:
+        """``url`` taken apart (ValueError when it cannot be)."""
+        parts = urlsplit(url)
+        if parts.hostname is None:
+            raise ValueError(f"url {url!r} has no host")
+        scheme = parts.scheme.lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        host = parts.hostname
+        if not host.isascii():  # an internationalised name goes on the wire as IDNA
+            host = host.encode("idna").decode("ascii")
+        shown = f"[{host}]" if ":" in host else host
+        host_header = f"{shown}:{parts.port}" if parts.port is not None else shown
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not path.isascii() or any(c in path or c in host for c in "\r\n \t"):
+            raise ValueError(f"url {url!r} holds whitespace or characters to percent-encode")
+        return cls(scheme, host, port, host_header, path)
+
+
+@cache
+def _tls() -> ssl.SSLContext:
+    # Made once (loading the CA store takes milliseconds); verification and hostname checks on.
+    return ssl.create_default_context()
+
+
+class _Connection:
+    __slots__ = ("address", "reader", "writer")
+
+    def __init__(
+        self,
+        address: netguard.IPAddress,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.address = address
+        self.reader = reader
+        self.writer = writer
+
+    @property
+    def usable(self) -> bool:
+        # A receiver that closed an idle connection (its keep-alive ran out) has sent its FIN,
+        # which the loop has read by now.
+        return not (self.writer.is_closing() or self.reader.at_eof())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class PinnedPool:
+    """Keep-alive connections to one receiver URL; see the module docstring."""
+
+    def __init__(self, url: str, *, keepalive: int) -> None:
+        self.url = url
+        self._target: Target | None = None
+        self._keepalive = keepalive
+        self._idle: list[_Connection] = []
+        self._verdicts: dict[tuple[bool, bool], list[str]] = {}
+        self.opened = 0  # connections made, for the bench and tests
+
+    @property
+    def target(self) -> Target:
+        """The URL taken apart (ValueError when it cannot be)."""
+        if self._target is None:
+            self._target = Target.of(self.url)
+        return self._target
+
+    def url_errors(self, *, allow_private: bool, require_https: bool) -> list[str]:
+        """:func:`netguard.check_url` of the URL (a pure function of it: kept)."""
+        key = (allow_private, require_https)
+        errors = self._verdicts.get(key)
+        if errors is None:
+            errors = self._verdicts[key] = netguard.check_url(
+                self.url, allow_private=allow_private, require_https=require_https
+            )
+        return errors
+
+    async def post(
+        self, address: netguard.IPAddress, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, str | None]:
+        """POST ``body`` over a connection to ``address``; the answer's status and
+        ``Retry-After``. Raises :class:`ConnectFailed` when no connection could be made
+        (nothing was sent), another ``OSError`` (:class:`ProtocolError` among them) when the
+        exchange failed; the caller bounds the time."""
+        connection = self._take(address)
+        if connection is None:
+            try:
+                connection = await self._open(address)
+            except OSError as exc:  # ssl.SSLError is one too
+                raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+        reusable = False
+        try:
+            connection.writer.write(self._request(headers, body))
+            status, retry_after, reusable = await _answer(connection.reader)
+            return status, retry_after
+        finally:
+            # Cancelled (the caller's timeout) or failed mid-answer: the connection's state is
+            # unknown, so it is never reused.
+            if reusable and len(self._idle) < self._keepalive:
+                self._idle.append(connection)
+            else:
+                connection.close()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                await connection.writer.wait_closed()
+
+    def _take(self, address: netguard.IPAddress) -> _Connection | None:
+        for i in range(len(self._idle) - 1, -1, -1):
+            connection = self._idle[i]
+            if connection.address != address:
+                continue
+            del self._idle[i]
+            if connection.usable:
+                return connection
+            connection.close()
+        return None
+
+    async def _open(self, address: netguard.IPAddress) -> _Connection:
+        t = self.target
+        tls = _tls() if t.scheme == "https" else None
+        reader, writer = await asyncio.open_connection(
+            str(address),
+            t.port,
+            ssl=tls,
+            server_hostname=t.host if tls is not None else None,
+            limit=HEAD_LIMIT,
+        )
+        self.opened += 1
+        return _Connection(address, reader, writer)
+
+    def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        lines = [f"POST {self.target.path} HTTP/1.1", f"host: {self.target.host_header}"]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name!r} holds a line break")
+            lines.append(f"{name}: {value}")
+        lines.append(f"content-length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, str | None, bool]:
+    """Read one answer: its status, Retry-After, and whether the connection may be reused."""
+    while True:
+        status, version, headers = await _head(reader)
+        if not 100 <= status < 200:
+            break  # an informational answer (100 Continue) precedes the real one
+        if status == 101:
+            raise ProtocolError("the receiver switched protocols")
+    reusable = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    if status in (204, 304):
+        pass
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        reusable = await _chunks(reader) and reusable
+    elif (length := headers.get("content-length")) is not None:
+        if not length.strip().isdigit():
+            raise ProtocolError(f"content-length {length!r}")
+        size = int(length)
+        if size > ANSWER_READ_LIMIT:
+            reusable = False
+        else:
+            await reader.readexactly(size)
+    else:  # a body until the connection closes
+        reusable = False
+    return status, headers.get("retry-after"), reusable
+
+
+async def _head(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, str]]:
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise ProtocolError("the answer's head is too long") from None
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionResetError("the receiver closed the connection without an answer") from exc
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ProtocolError(f"a header line without a colon: {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), parts[0], headers
+
+
+async def _chunks(reader: asyncio.StreamReader) -> bool:
+    """Read a chunked body; False (and stop) when it runs past the read limit."""
+    read = 0
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ProtocolError(f"chunk size {size_line[:40]!r}") from None
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+                pass
+            return True
+        read += size
+        if read > ANSWER_READ_LIMIT:
+            return False
+        await reader.readexactly(size + 2)
