@@ -257,9 +257,21 @@ async def ledger(engine: AsyncEngine) -> AsyncIterator[Ledger]:
 
 @asynccontextmanager
 async def worker(
-    engine: AsyncEngine, clock: FixedClock, recheck: Any = allow, **overrides: Any
+    engine: AsyncEngine,
+    clock: FixedClock,
+    recheck: Any = allow,
+    *,
+    overlap: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[DeliveryWorker]:
-    w = DeliveryWorker(engine, outreach_settings(**overrides), recheck, clock, rng=random.Random(7))
+    w = DeliveryWorker(
+        engine,
+        outreach_settings(**overrides),
+        recheck,
+        clock,
+        rng=random.Random(7),
+        overlap=overlap,
+    )
     try:
         yield w
     finally:
@@ -487,6 +499,52 @@ async def test_a_hanging_receiver_does_not_hold_up_a_fast_one(
         assert await run == 5 + window
         assert len(fast.received) == 5
         assert len(slow.received) == window
+
+
+async def test_a_slow_receiver_does_not_starve_a_fast_one(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    # The slow receiver takes two seconds a call and its actions came due first; the
+    # worker's loop runs as in the service (passes overlap), a small batch at a time.
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver(default="late", late_seconds=2.0) as slow,
+        WebhookReceiver() as fast,
+        worker(engine, clock, webhook_timeout_seconds=5.0, delivery_batch=10, overlap=True) as w,
+    ):
+        slow_id = await ledger.channel("webhook", {"url": slow.url}, slow.secret)
+        fast_id = await ledger.channel("webhook", {"url": fast.url}, fast.secret)
+        early = START - timedelta(minutes=1)
+        slow_ids = [await ledger.action(due=early) for _ in range(8)]
+        fast_ids = [await ledger.action() for _ in range(30)]
+        await ledger.to_channel(slow_ids, slow_id)
+        await ledger.to_channel(fast_ids, fast_id)
+
+        async def sent(ids: Sequence[str]) -> int:
+            async with engine.connect() as conn:
+                count = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM outreach.actions "
+                        "WHERE id = ANY(CAST(:ids AS text[])) AND status = 'sent'"
+                    ),
+                    {"ids": list(ids)},
+                )
+            return int(count or 0)
+
+        loop = asyncio.create_task(w.run())
+        try:
+            async with asyncio.timeout(30):
+                while await sent(fast_ids) < len(fast_ids):
+                    await asyncio.sleep(0.05)
+                slow_when_fast_done = await sent(slow_ids)
+                while await sent(slow_ids) < len(slow_ids):
+                    await asyncio.sleep(0.1)
+        finally:
+            w.stop()
+            await loop
+        # Every fast action was delivered and recorded before the slow ones were.
+        assert slow_when_fast_done == 0
+        assert len(fast.received) == 30 and len(slow.received) == 8
 
 
 async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledger) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.outreach.core.pacing import MAX_LIMIT, START_LIMIT, Pace
+from services.outreach.core.pacing import MAX_LIMIT, MIN_WINDOW, START_LIMIT, WINDOW_ROUNDS, Pace
 
 
 def test_concurrency_grows_while_the_receiver_stays_fast_and_halves_on_an_error() -> None:
@@ -42,3 +42,27 @@ def test_retry_after_pauses_the_receiver() -> None:
     assert pace.paused(102.0) == 0.0
     pace.failed(now=101.0)  # an error without Retry-After does not shorten the pause
     assert pace.paused(101.0) == 1.0
+
+
+def test_the_ceiling_is_the_setting_and_a_429_halves_the_limit() -> None:
+    pace = Pace(max_limit=8)
+    for _ in range(50):
+        pace.answered(0.01)
+    assert pace.in_flight_limit == 8
+    pace.failed(now=0.0, retry_after=2.0)  # a 429 with Retry-After: halved and paused
+    assert pace.in_flight_limit == 4
+    assert pace.paused(1.0) == 1.0
+    for _ in range(3):
+        pace.answered(0.01)  # after the first sign of trouble it grows by one a round
+    assert pace.in_flight_limit == 4
+
+
+def test_a_receivers_window_follows_its_limit_with_a_floor() -> None:
+    pace = Pace()
+    assert pace.window == MIN_WINDOW  # not yet timed: a small batch's worth
+    for _ in range(100):
+        pace.answered(0.01)
+    assert pace.window == MAX_LIMIT * WINDOW_ROUNDS
+    for _ in range(10):
+        pace.failed(now=0.0)
+    assert pace.window == MIN_WINDOW

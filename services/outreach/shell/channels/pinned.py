@@ -103,8 +103,10 @@ class _Connection:
 class PinnedPool:
     """Keep-alive connections to one receiver URL; see the module docstring."""
 
-    def __init__(self, url: str, *, keepalive: int) -> None:
+    def __init__(self, url: str, *, keepalive: int, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the context for an https URL (the default one when None)."""
         self.url = url
+        self._tls = tls
         self._target: Target | None = None
         self._keepalive = keepalive
         self._idle: list[_Connection] = []
@@ -175,7 +177,7 @@ class PinnedPool:
 
     async def _open(self, address: netguard.IPAddress) -> _Connection:
         t = self.target
-        tls = _tls() if t.scheme == "https" else None
+        tls = (self._tls or _tls()) if t.scheme == "https" else None
         reader, writer = await asyncio.open_connection(
             str(address),
             t.port,

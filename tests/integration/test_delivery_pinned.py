@@ -1,0 +1,167 @@
+"""Delivery's HTTP/1.1 client against real sockets: connections kept alive per checked address
+(never one opened for another address), answers read to their end (or the connection
+dropped), TLS to the receiver's name over a connection to the pinned address."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from services.outreach.shell.channels.pinned import ConnectFailed, PinnedPool, ProtocolError
+
+pytestmark = pytest.mark.integration
+
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+OTHER_LOOPBACK = ipaddress.ip_address("127.0.0.2")
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
+
+
+class Receiver:
+    """Answers each request with the next scripted raw answer (204 when the script is
+    done); records each connection's local address and each request's head."""
+
+    def __init__(self, answers: Iterable[bytes] = ()) -> None:
+        self.answers = list(answers)
+        self.connections: list[str] = []
+        self.heads: list[bytes] = []
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append(writer.get_extra_info("sockname")[0])
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.heads.append(head)
+                answer = self.answers.pop(0) if self.answers else NO_CONTENT
+                writer.write(answer)
+                await writer.drain()
+                if b"connection: close" in answer.lower():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def receiving(
+    receiver: Receiver, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Receiver]:
+    server = await asyncio.start_server(receiver.serve, "0.0.0.0", 0, ssl=tls)
+    receiver.port = server.sockets[0].getsockname()[1]
+    try:
+        yield receiver
+    finally:
+        server.close()
+
+
+async def test_a_connection_is_kept_alive_and_only_ever_carries_its_own_address() -> None:
+    async with receiving(Receiver()) as hook:
+        pool = PinnedPool(f"http://hooks.shop.example:{hook.port}/in?x=1", keepalive=4)
+        for _ in range(3):
+            assert await pool.post(LOOPBACK, {"webhook-id": "a"}, b"{}") == (204, None)
+        # The name now resolves elsewhere (another checked address): a new connection to
+        # it, never the kept-alive one to the first.
+        assert await pool.post(OTHER_LOOPBACK, {"webhook-id": "b"}, b"{}") == (204, None)
+        assert await pool.post(LOOPBACK, {"webhook-id": "c"}, b"{}") == (204, None)
+        await pool.aclose()
+    assert hook.connections == ["127.0.0.1", "127.0.0.2"]
+    assert pool.opened == 2
+    first = hook.heads[0].decode()
+    assert first.startswith("POST /in?x=1 HTTP/1.1\r\n")
+    assert f"host: hooks.shop.example:{hook.port}\r\n" in first
+
+
+async def test_answers_are_read_to_their_end_or_their_connection_dropped() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\n"
+        b"transfer-encoding: chunked\r\n\r\n3\r\nbus\r\n1\r\ny\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",  # closes
+        b"HTTP/1.1 200 OK\r\ncontent-length: 999999\r\n\r\n",  # too long to read: dropped
+    ]
+    async with receiving(Receiver(answers)) as hook:
+        pool = PinnedPool(f"http://127.0.0.1:{hook.port}/", keepalive=4)
+        statuses = [await pool.post(LOOPBACK, {}, b"x") for _ in range(5)]
+        assert await pool.post(LOOPBACK, {}, b"x") == (204, None)
+        await pool.aclose()
+    assert statuses == [(200, None), (429, "2"), (202, None), (200, None), (200, None)]
+    assert len(hook.connections) == 3  # one to the close, one to the long answer, one after
+
+
+async def test_a_garbled_answer_or_no_listener_is_an_error_not_a_status() -> None:
+    async with receiving(Receiver([b"SMTP ready\r\n\r\n"])) as hook:
+        pool = PinnedPool(f"http://127.0.0.1:{hook.port}/", keepalive=4)
+        with pytest.raises(ProtocolError):
+            await pool.post(LOOPBACK, {}, b"x")
+        port = hook.port
+    with pytest.raises(ConnectFailed):
+        await PinnedPool(f"http://127.0.0.1:{port}/", keepalive=4).post(LOOPBACK, {}, b"x")
+
+
+def _certificate(tmp: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for ``name``: the server's context, and a client context
+    that trusts it (and checks names, as the default one does)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+async def test_tls_goes_to_the_pinned_address_and_checks_the_receivers_name(
+    tmp_path: Path,
+) -> None:
+    server, client = _certificate(tmp_path, "hooks.shop.example")
+    async with receiving(Receiver(), tls=server) as hook:
+        pool = PinnedPool(f"https://hooks.shop.example:{hook.port}/in", keepalive=4, tls=client)
+        assert await pool.post(LOOPBACK, {}, b"{}") == (204, None)
+        assert await pool.post(LOOPBACK, {}, b"{}") == (204, None)
+        await pool.aclose()
+        # Another name on the same address: its certificate does not cover it.
+        other = PinnedPool(f"https://other.example:{hook.port}/in", keepalive=4, tls=client)
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await other.post(LOOPBACK, {}, b"{}")
+    assert hook.connections == ["127.0.0.1"]
+    assert pool.opened == 1
