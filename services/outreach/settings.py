@@ -47,6 +47,9 @@ class OutreachSettings(BaseSettings):
     # The most sends in flight at once to one receiver (its adaptive concurrency's ceiling,
     # services.outreach.core.pacing), and its kept-alive connections.
     delivery_max_in_flight: int = Field(32, ge=1, le=256)
+    # Offer HTTP/2 to https receivers (TLS's ALPN): one that speaks it gets every send over
+    # one connection; the others, and plain http, stay on HTTP/1.1 keep-alive.
+    delivery_http2: bool = True
     delivery_retry_after_max_seconds: float = Field(600.0, gt=0, le=86_400)
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)

@@ -1,6 +1,7 @@
 """Delivery's HTTP/1.1 client against real sockets: connections kept alive per checked address
 (never one opened for another address), answers read to their end (or the connection
-dropped), TLS to the receiver's name over a connection to the pinned address."""
+dropped), TLS to the receiver's name over a connection to the pinned address, HTTP/2 where
+the receiver speaks it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, RequestReceived, StreamEnded
 
 from services.outreach.shell.channels.pinned import ConnectFailed, PinnedPool, ProtocolError
 
@@ -165,3 +169,84 @@ async def test_tls_goes_to_the_pinned_address_and_checks_the_receivers_name(
             await other.post(LOOPBACK, {}, b"{}")
     assert hook.connections == ["127.0.0.1"]
     assert pool.opened == 1
+
+
+class H2Receiver:
+    """An HTTP/2-only receiver (TLS, ALPN h2): answers each request with the next scripted
+    status (204 when the script is done; 429 carries ``Retry-After: 2``); records each
+    connection's local address and each request's headers."""
+
+    def __init__(self, statuses: Iterable[int] = ()) -> None:
+        self.statuses = list(statuses)
+        self.connections: list[str] = []
+        self.requests: list[dict[bytes, bytes]] = []
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append(writer.get_extra_info("sockname")[0])
+        conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        heads: dict[int, dict[bytes, bytes]] = {}
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, RequestReceived):
+                        heads[event.stream_id] = {bytes(k): bytes(v) for k, v in event.headers}
+                    elif isinstance(event, DataReceived):
+                        conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                    elif isinstance(event, StreamEnded):
+                        self.requests.append(heads.pop(event.stream_id))
+                        status = self.statuses.pop(0) if self.statuses else 204
+                        answer = [(b":status", str(status).encode())]
+                        if status == 429:
+                            answer.append((b"retry-after", b"2"))
+                        conn.send_headers(event.stream_id, answer, end_stream=True)
+                writer.write(conn.data_to_send())
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_http2_where_the_receiver_speaks_it_one_pinned_connection_many_streams(
+    tmp_path: Path,
+) -> None:
+    server, client = _certificate(tmp_path, "hooks.shop.example")
+    server.set_alpn_protocols(["h2"])
+    hook = H2Receiver(statuses=[429])
+    listener = await asyncio.start_server(hook.serve, "0.0.0.0", 0, ssl=server)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        pool = PinnedPool(
+            f"https://hooks.shop.example:{port}/in", keepalive=4, http2=True, tls=client
+        )
+        first = await pool.post(LOOPBACK, {"webhook-id": "a"}, b"{}")
+        answers = await asyncio.gather(
+            *(pool.post(LOOPBACK, {"webhook-id": str(i)}, b"x" * 100_000) for i in range(10))
+        )
+        # The name re-pointed to another checked address: a connection of its own.
+        assert await pool.post(OTHER_LOOPBACK, {"webhook-id": "b"}, b"{}") == (204, None)
+        await pool.aclose()
+        # Sends that start together on a fresh pool wait for its first connection's protocol.
+        fresh = PinnedPool(
+            f"https://hooks.shop.example:{port}/in", keepalive=4, http2=True, tls=client
+        )
+        together = await asyncio.gather(*(fresh.post(LOOPBACK, {}, b"{}") for _ in range(5)))
+        await fresh.aclose()
+    finally:
+        listener.close()
+    assert together == [(204, None)] * 5 and fresh.opened == 1
+    assert first == (429, "2")
+    assert answers == [(204, None)] * 10
+    assert hook.connections == ["127.0.0.1", "127.0.0.2", "127.0.0.1"]  # the last: fresh's
+    assert pool.opened == 2
+    request = hook.requests[0]
+    assert request[b":authority"] == f"hooks.shop.example:{port}".encode()
+    assert (request[b":method"], request[b":path"], request[b"webhook-id"]) == (
+        b"POST",
+        b"/in",
+        b"a",
+    )

@@ -13,7 +13,8 @@ a transaction:
    (channel) has its own pace (:mod:`services.outreach.core.pacing`): concurrency that adapts
    to its latency and halves on its errors, its rate limit, and its ``Retry-After`` pause, so a
    slow receiver holds only its own slots. HTTP connections are kept alive per receiver
-   across passes, each still opened to the address the network guard checked. A send its
+   across passes (HTTP/2 where the receiver speaks it), each still opened to the address the
+   network guard checked. A send its
    receiver's pace does not allow in this pass stays pending, due when it will be, with no
    attempt counted.
 3. **record** — sent, retried with backoff, failed, unknown; each update only applies if the
@@ -300,7 +301,9 @@ class DeliveryWorker(Worker):
         pool = self._pools.get(url)
         if pool is None:
             pool = self._pools[url] = PinnedPool(
-                url, keepalive=self._settings.delivery_max_in_flight
+                url,
+                keepalive=self._settings.delivery_max_in_flight,
+                http2=self._settings.delivery_http2,
             )
         return pool
 

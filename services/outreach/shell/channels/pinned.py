@@ -1,5 +1,5 @@
-"""Keep-alive HTTP/1.1 connections to one receiver, each opened to an address the network
-guard checked.
+"""Keep-alive HTTP/1.1 connections to one receiver (or one HTTP/2 connection, where it speaks
+it), each opened to an address the network guard checked.
 
 Delivery POSTs small signed bodies and only needs the answer's status (and ``Retry-After``).
 A general client (httpx) spends about a millisecond of CPU per request on its pool, its
@@ -12,6 +12,10 @@ carries it (a new one otherwise). The receiver's name still goes in ``Host`` and
 in SNI and the certificate check (the default context: the system's CAs, hostname checked).
 Redirects are never followed (the status is the answer). A connection goes back to the pool
 only when its answer was read to the end and the receiver did not ask to close it.
+
+With ``http2``, an https receiver is offered HTTP/2 in TLS's ALPN; one that picks it gets
+every send to that address over one connection
+(:mod:`services.outreach.shell.channels.pinned_h2`), pinned the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from functools import cache
 from urllib.parse import urlsplit
 
 from services.outreach.core import netguard
+from services.outreach.shell.channels.pinned_h2 import H2Pinned
 
 # The most of an answer's body read so that its connection may be reused; a longer one is
 # dropped with its connection, so an endpoint cannot keep a worker busy streaming it.
@@ -72,9 +77,11 @@ class Target:
 
 
 @cache
-def _tls() -> ssl.SSLContext:
+def _tls(http2: bool) -> ssl.SSLContext:
     # Made once (loading the CA store takes milliseconds); verification and hostname checks on.
-    return ssl.create_default_context()
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    return context
 
 
 class _Connection:
@@ -103,14 +110,28 @@ class _Connection:
 class PinnedPool:
     """Keep-alive connections to one receiver URL; see the module docstring."""
 
-    def __init__(self, url: str, *, keepalive: int, tls: ssl.SSLContext | None = None) -> None:
-        """``tls``: the context for an https URL (the default one when None)."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        keepalive: int,
+        http2: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``http2``: offer HTTP/2 to an https receiver (TLS's ALPN); ``tls``: the context
+        for an https URL (the default one when None)."""
         self.url = url
+        self._http2 = http2
         self._tls = tls
         self._target: Target | None = None
         self._keepalive = keepalive
         self._idle: list[_Connection] = []
         self._verdicts: dict[tuple[bool, bool], list[str]] = {}
+        # HTTP/2: the connection per address, and the first connection being made to an
+        # address whose protocol is not known yet (the others wait to see whether it is h2).
+        self._h2: dict[netguard.IPAddress, H2Pinned] = {}
+        self._speaks: dict[netguard.IPAddress, str] = {}
+        self._opening: dict[netguard.IPAddress, asyncio.Future[H2Pinned | None]] = {}
         self.opened = 0  # connections made, for the bench and tests
 
     @property
@@ -137,12 +158,15 @@ class PinnedPool:
         ``Retry-After``. Raises :class:`ConnectFailed` when no connection could be made
         (nothing was sent), another ``OSError`` (:class:`ProtocolError` among them) when the
         exchange failed; the caller bounds the time."""
+        h2 = await self._h2_to(address)
+        if h2 is not None:
+            return await self._post_h2(h2, headers, body)
         connection = self._take(address)
         if connection is None:
-            try:
-                connection = await self._open(address)
-            except OSError as exc:  # ssl.SSLError is one too
-                raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+            opened = await self._connect(address)
+            if isinstance(opened, H2Pinned):
+                return await self._post_h2(opened, headers, body)
+            connection = opened
         reusable = False
         try:
             connection.writer.write(self._request(headers, body))
@@ -156,7 +180,54 @@ class PinnedPool:
             else:
                 connection.close()
 
+    async def _h2_to(self, address: netguard.IPAddress) -> H2Pinned | None:
+        """The live HTTP/2 connection to ``address``, if the receiver speaks it there."""
+        h2 = self._h2.get(address)
+        if h2 is not None and not h2.usable:
+            del self._h2[address]
+            await h2.aclose()
+            h2 = None
+        if h2 is None and (opening := self._opening.get(address)) is not None:
+            h2 = await asyncio.shield(opening)  # None: it chose HTTP/1.1 or failed
+        return h2
+
+    async def _post_h2(
+        self, h2: H2Pinned, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, str | None]:
+        t = self.target
+        return await h2.post(authority=t.host_header, path=t.path, headers=headers, body=body)
+
+    async def _connect(self, address: netguard.IPAddress) -> _Connection | H2Pinned:
+        first = self._may_speak_h2 and address not in self._speaks
+        opening: asyncio.Future[H2Pinned | None] | None = None
+        if first and address not in self._opening:
+            opening = self._opening[address] = asyncio.get_running_loop().create_future()
+        opened: _Connection | H2Pinned | None = None
+        try:
+            opened = await self._open(address)
+        except OSError as exc:  # ssl.SSLError is one too
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if opening is not None:
+                del self._opening[address]
+                opening.set_result(opened if isinstance(opened, H2Pinned) else None)
+        if isinstance(opened, H2Pinned):
+            self._speaks[address] = "h2"
+            previous, self._h2[address] = self._h2.get(address), opened
+            if previous is not None:
+                await previous.aclose()
+        elif self._may_speak_h2:
+            self._speaks[address] = "http/1.1"
+        return opened
+
+    @property
+    def _may_speak_h2(self) -> bool:
+        return self._http2 and self.target.scheme == "https"
+
     async def aclose(self) -> None:
+        h2s, self._h2 = list(self._h2.values()), {}
+        for h2 in h2s:
+            await h2.aclose()
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -175,9 +246,13 @@ class PinnedPool:
             connection.close()
         return None
 
-    async def _open(self, address: netguard.IPAddress) -> _Connection:
+    async def _open(self, address: netguard.IPAddress) -> _Connection | H2Pinned:
         t = self.target
-        tls = (self._tls or _tls()) if t.scheme == "https" else None
+        tls = None
+        if t.scheme == "https":
+            tls = self._tls or _tls(self._http2)
+            if self._tls is not None and self._http2:
+                tls.set_alpn_protocols(["h2", "http/1.1"])
         reader, writer = await asyncio.open_connection(
             str(address),
             t.port,
@@ -186,6 +261,9 @@ class PinnedPool:
             limit=HEAD_LIMIT,
         )
         self.opened += 1
+        session = writer.get_extra_info("ssl_object")
+        if session is not None and session.selected_alpn_protocol() == "h2":
+            return H2Pinned(address, reader, writer, read_limit=ANSWER_READ_LIMIT)
         return _Connection(address, reader, writer)
 
     def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:
