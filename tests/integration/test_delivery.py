@@ -547,6 +547,30 @@ async def test_a_slow_receiver_does_not_starve_a_fast_one(
         assert len(fast.received) == 30 and len(slow.received) == 8
 
 
+async def test_an_outcome_the_database_could_not_take_is_recorded_by_the_next_pass(
+    engine: AsyncEngine, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as hook, worker(engine, clock) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        record = w.record
+
+        async def database_away(*args: Any) -> None:
+            raise ConnectionRefusedError("the database is away")
+
+        monkeypatch.setattr(w, "record", database_away)
+        with pytest.raises(ConnectionRefusedError):
+            await w.run_once()
+        assert (await ledger.row(action)).status == "pending"
+
+        monkeypatch.setattr(w, "record", record)  # back: the next pass records the send
+        await w.run_once()
+        row = await ledger.row(action)
+        assert (row.status, row.attempts) == ("sent", 1)
+        assert len(hook.received) == 1
+
+
 async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledger) -> None:
     clock = FixedClock(START)
     async with WebhookReceiver() as hook, worker(engine, clock) as w:

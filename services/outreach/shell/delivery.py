@@ -1,26 +1,30 @@
 """The delivery worker: takes due ``pending`` actions from the ledger and sends them.
 
-One pass (:meth:`DeliveryWorker.run_once`) has three steps, and only the first and last hold
-a transaction:
+Each action goes through three steps, and only the first and last hold a transaction:
 
 1. **pick** — lock due rows (``FOR UPDATE SKIP LOCKED``, so workers share the ledger without
    meeting), re-check the contact policy for them all at once (a customer may have opted out
    since the decision; one statement reads the pick's cards and suppressions), and *lease*
    the rest: ``next_attempt_at`` moves past the longest the sends can take. Committed at
    once. A worker that dies mid-send leaves its rows due again when the lease runs out:
-   delayed, never lost.
+   delayed, never lost. Each *lane* (the channel an action names, or its kind's current one)
+   holds at most its receiver's window of actions in the worker; a pick passes a full lane's
+   rows by, and they stay due in their place.
 2. **send** — outside any transaction; each send is bounded by the timeout. Each receiver
    (channel) has its own pace (:mod:`services.outreach.core.pacing`): concurrency that adapts
-   to its latency and halves on its errors, its rate limit, and its ``Retry-After`` pause, so a
-   slow receiver holds only its own slots. HTTP connections are kept alive per receiver
-   across passes (HTTP/2 where the receiver speaks it), each still opened to the address the
-   network guard checked. A send its
-   receiver's pace does not allow in this pass stays pending, due when it will be, with no
-   attempt counted.
+   to its latency and halves on its errors, its rate limit, and its ``Retry-After`` pause, so
+   a slow receiver holds only its own slots. HTTP connections are kept alive per receiver
+   (HTTP/2 where the receiver speaks it), each still opened to the address the network guard
+   checked. A send its receiver's pace does not allow before its lease ends stays pending,
+   due when it will be, with no attempt counted.
 3. **record** — sent, retried with backoff, failed, unknown; each update only applies if the
    row still carries this worker's lease, so a worker that outlived its lease cannot
    overwrite the outcome of the one that took the row over. Each attempt whose outcome is
    written is kept in ``outreach.delivery_attempts`` in the same transaction.
+
+In the service (``overlap``) the steps of successive passes overlap: a pass records the sends
+finished since the last one while it picks the next, and the others carry on (a slow
+receiver's sends never hold up a fast one's). Tests and tools run a pass to its end.
 
 A retry keeps the action id, which is the webhook's ``webhook-id`` and the email's
 ``Message-ID``: a receiver that sees an action twice can tell.
@@ -278,6 +282,8 @@ class DeliveryWorker(Worker):
         self._inflight: dict[str, tuple[_Job, asyncio.Future[Attempt | _Later]]] = {}
         # Each lane's receiver, as last seen.
         self._lanes: dict[str, str] = {}
+        # Finished sends a failed record left, for the next pass to record.
+        self._unrecorded: list[tuple[_Job, Attempt | _Later]] = []
 
     # -- the loop (Worker's) --------------------------------------------------------------
 
@@ -288,7 +294,7 @@ class DeliveryWorker(Worker):
         """Release the HTTP connection pools (the ones the worker made) once stopped: a run
         that died is run again by its supervisor (:mod:`shared.supervisor`), with the pools."""
         if self.stopping:
-            if self._inflight:  # the sends under way finish and are recorded first
+            if self._inflight or self._unrecorded:  # the sends under way finish, are recorded
                 try:
                     await self._record(await self._settle(drain=True))
                 except Exception as exc:
@@ -329,14 +335,14 @@ class DeliveryWorker(Worker):
         if not self._overlap:
             jobs, taken = await self.pick()
             self._start(jobs)
-            if self._inflight:
-                await self._record(await self._settle(drain=True))
+            await self._record(await self._settle(drain=True))
             return taken
         # The sends finished since the last pass are recorded while the next pick is made
         # (two connections); their rows stay out of that pick until recorded.
-        done = await self._settle(drain=False) if self._inflight else []
+        done = await self._settle(drain=False)
+        recording = [job.action.id for job, _ in (*self._unrecorded, *done)]
         picked, recorded = await asyncio.gather(
-            self.pick(recording=[job.action.id for job, _ in done]),
+            self.pick(recording=recording),
             self._record(done),
             return_exceptions=True,
         )
@@ -353,13 +359,24 @@ class DeliveryWorker(Worker):
             self._inflight[job.action.id] = (job, asyncio.ensure_future(self._send_paced(job)))
 
     async def _record(self, done: Sequence[tuple[_Job, Attempt | _Later]]) -> None:
-        if done:
+        """Record finished sends, with those a failed record left (the database away):
+        they are kept for the next pass, not forgotten."""
+        done = [*self._unrecorded, *done]
+        self._unrecorded = []
+        if not done:
+            return
+        try:
             await self.record([job for job, _ in done], [outcome for _, outcome in done])
+        except BaseException:
+            self._unrecorded = done
+            raise
 
     async def _settle(self, *, drain: bool) -> list[tuple[_Job, Attempt | _Later]]:
         """Wait for the sends in flight (all of them, or up to :data:`SETTLE_SECONDS`) and
         take the finished ones out of flight."""
         tasks = [task for _, task in self._inflight.values()]
+        if not tasks:
+            return []
         await asyncio.wait(tasks, timeout=None if drain else SETTLE_SECONDS)
         done: list[tuple[_Job, Attempt | _Later]] = []
         for action_id, (job, task) in list(self._inflight.items()):

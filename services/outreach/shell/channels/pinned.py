@@ -34,6 +34,8 @@ from services.outreach.shell.channels.pinned_h2 import H2Pinned
 # The most of an answer's body read so that its connection may be reused; a longer one is
 # dropped with its connection, so an endpoint cannot keep a worker busy streaming it.
 ANSWER_READ_LIMIT = 64 * 1024
+# Some receivers' firewalls refuse a request that does not say what sent it.
+USER_AGENT = "Tend-Outreach/1"
 # The most of an answer's head (status line and headers) read.
 HEAD_LIMIT = 64 * 1024
 
@@ -195,6 +197,7 @@ class PinnedPool:
         self, h2: H2Pinned, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, str | None]:
         t = self.target
+        headers = {"user-agent": USER_AGENT, **headers}
         return await h2.post(authority=t.host_header, path=t.path, headers=headers, body=body)
 
     async def _connect(self, address: netguard.IPAddress) -> _Connection | H2Pinned:
@@ -267,7 +270,11 @@ class PinnedPool:
         return _Connection(address, reader, writer)
 
     def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:
-        lines = [f"POST {self.target.path} HTTP/1.1", f"host: {self.target.host_header}"]
+        lines = [
+            f"POST {self.target.path} HTTP/1.1",
+            f"host: {self.target.host_header}",
+            f"user-agent: {USER_AGENT}",
+        ]
         for name, value in headers.items():
             if "\r" in value or "\n" in value:
                 raise ValueError(f"header {name!r} holds a line break")
