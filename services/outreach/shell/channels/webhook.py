@@ -23,6 +23,7 @@ import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 import orjson
 
@@ -40,6 +41,7 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+@lru_cache(maxsize=256)  # a channel's key is asked at each of its sends
 def secret_key(secret: str) -> bytes:
     """The HMAC key inside a ``whsec_`` secret; ValueError when it is not one."""
     if not secret.startswith(SECRET_PREFIX):
