@@ -4,7 +4,8 @@ it), each opened to an address the network guard checked.
 Delivery POSTs small signed bodies and only needs the answer's status (and ``Retry-After``).
 A general client (httpx) spends about a millisecond of CPU per request on its pool, its
 stream abstractions and its models, which caps a worker near a thousand sends a second; this
-one speaks just the HTTP/1.1 delivery needs over asyncio streams (tens of microseconds).
+pool keeps plain asyncio streams and lets ``h11`` (the HTTP/1.1 state machine httpx itself
+stands on) frame each request and read each answer: tens of microseconds a send.
 
 The guard's promise is kept per connection: :meth:`PinnedPool.post` is given the address the
 caller resolved and checked for this send, and only a connection opened to that very address
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from functools import cache
 from urllib.parse import urlsplit
 
+import h11
+
 from services.outreach.core import netguard
 from services.outreach.shell.channels.pinned_h2 import H2Pinned
 
@@ -36,8 +39,10 @@ from services.outreach.shell.channels.pinned_h2 import H2Pinned
 ANSWER_READ_LIMIT = 64 * 1024
 # Some receivers' firewalls refuse a request that does not say what sent it.
 USER_AGENT = "Tend-Outreach/1"
-# The most of an answer's head (status line and headers) read.
+# The most of an answer's head (status line and headers) h11 takes before it refuses it.
 HEAD_LIMIT = 64 * 1024
+# What one read from the socket asks for.
+READ_SIZE = 64 * 1024
 
 
 class ProtocolError(ConnectionError):
@@ -87,7 +92,7 @@ def _tls(http2: bool) -> ssl.SSLContext:
 
 
 class _Connection:
-    __slots__ = ("address", "reader", "writer")
+    __slots__ = ("address", "http", "reader", "writer")
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class _Connection:
         self.address = address
         self.reader = reader
         self.writer = writer
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
 
     @property
     def usable(self) -> bool:
@@ -171,8 +177,9 @@ class PinnedPool:
             connection = opened
         reusable = False
         try:
-            connection.writer.write(self._request(headers, body))
-            status, retry_after, reusable = await _answer(connection.reader)
+            status, retry_after, reusable = await _exchange(
+                connection, self._request(headers, body), body
+            )
             return status, retry_after
         finally:
             # Cancelled (the caller's timeout) or failed mid-answer: the connection's state is
@@ -269,82 +276,67 @@ class PinnedPool:
             return H2Pinned(address, reader, writer, read_limit=ANSWER_READ_LIMIT)
         return _Connection(address, reader, writer)
 
-    def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:
-        lines = [
-            f"POST {self.target.path} HTTP/1.1",
-            f"host: {self.target.host_header}",
-            f"user-agent: {USER_AGENT}",
-        ]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"header {name!r} holds a line break")
-            lines.append(f"{name}: {value}")
-        lines.append(f"content-length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    def _request(self, headers: Mapping[str, str], body: bytes) -> h11.Request:
+        target = self.target
+        fields = [("host", target.host_header), ("user-agent", USER_AGENT)]
+        fields += [(name, value) for name, value in headers.items()]
+        fields.append(("content-length", str(len(body))))
+        # h11 refuses a header value holding a line break (LocalProtocolError, a ValueError).
+        return h11.Request(method="POST", target=target.path, headers=fields)
 
 
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, str | None, bool]:
-    """Read one answer: its status, Retry-After, and whether the connection may be reused."""
-    while True:
-        status, version, headers = await _head(reader)
-        if not 100 <= status < 200:
-            break  # an informational answer (100 Continue) precedes the real one
-        if status == 101:
-            raise ProtocolError("the receiver switched protocols")
-    reusable = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    if status in (204, 304):
-        pass
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        reusable = await _chunks(reader) and reusable
-    elif (length := headers.get("content-length")) is not None:
-        if not length.strip().isdigit():
-            raise ProtocolError(f"content-length {length!r}")
-        size = int(length)
-        if size > ANSWER_READ_LIMIT:
-            reusable = False
-        else:
-            await reader.readexactly(size)
-    else:  # a body until the connection closes
-        reusable = False
-    return status, headers.get("retry-after"), reusable
-
-
-async def _head(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, str]]:
+async def _exchange(
+    connection: _Connection, request: h11.Request, body: bytes
+) -> tuple[int, str | None, bool]:
+    """Send one request and read its answer (h11 frames both); the answer's status, its
+    ``Retry-After``, and whether the connection may carry the next request."""
+    http = connection.http
     try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise ProtocolError("the answer's head is too long") from None
-    except asyncio.IncompleteReadError as exc:
-        raise ConnectionResetError("the receiver closed the connection without an answer") from exc
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ProtocolError(f"a header line without a colon: {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), parts[0], headers
-
-
-async def _chunks(reader: asyncio.StreamReader) -> bool:
-    """Read a chunked body; False (and stop) when it runs past the read limit."""
+        connection.writer.write(
+            http.send(request) + http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())
+        )
+    except h11.LocalProtocolError as exc:
+        raise ValueError(str(exc)) from None
+    status: int | None = None
+    retry_after: str | None = None
     read = 0
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ProtocolError(f"chunk size {size_line[:40]!r}") from None
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                pass
-            return True
-        read += size
-        if read > ANSWER_READ_LIMIT:
-            return False
-        await reader.readexactly(size + 2)
+    try:
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                chunk = await connection.reader.read(READ_SIZE)
+                if not chunk and status is None:
+                    raise ConnectionResetError(
+                        "the receiver closed the connection without an answer"
+                    )
+                http.receive_data(chunk)
+            elif isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    raise ProtocolError("the receiver switched protocols")
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                length = 0
+                for name, value in event.headers:
+                    if name == b"retry-after":
+                        retry_after = value.decode("latin-1")
+                    elif name == b"content-length":
+                        length = int(value)  # h11 has checked it is a number
+                if length > ANSWER_READ_LIMIT:  # not worth reading: the connection is dropped
+                    return status, retry_after, False
+            elif isinstance(event, h11.Data):
+                read += len(event.data)
+                if read > ANSWER_READ_LIMIT:  # read no further: the connection is dropped
+                    assert status is not None
+                    return status, retry_after, False
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                break
+    except h11.RemoteProtocolError as exc:
+        raise ProtocolError(
+            f"the receiver's answer is not HTTP/1.1 as h11 reads it: {exc}"
+        ) from None
+    if status is None:
+        raise ConnectionResetError("the receiver closed the connection without an answer")
+    reusable = http.our_state is h11.DONE and http.their_state is h11.DONE
+    if reusable:
+        http.start_next_cycle()
+    return status, retry_after, reusable
