@@ -89,13 +89,17 @@ async def decide_and_record(
         matches = [m for m in matches if not m.rule.action.is_tag]
     if not matches:
         return []
-    customers = sorted({m.customer_id for m in matches})
+    # Already decided (a replay, a retry, a stage rule matching again within its episode):
+    # they neither act again nor compete. A decided key stays decided, so this is read before
+    # the lock, and only the customers something is left to decide for are locked.
+    todo = await _undecided(conn, matches)
+    if not todo:
+        return []
+    customers = sorted({m.customer_id for m in todo})
     await lock_customers(conn, customers)
-    existing = await ledger.decided_already(
-        conn, [(m.rule.id, m.customer_id, m.occurrence) for m in matches]
-    )
-    # Already decided (a replay, a retry): they neither act again nor compete.
-    todo = [m for m in matches if (m.rule.id, m.customer_id, m.occurrence) not in existing]
+    # Decided by another transaction between that read and the lock (two consumers of one
+    # partition during a rebalance): read again under the lock, for these alone.
+    todo = await _undecided(conn, todo)
     if not todo:
         return []
     # ``once`` and ``max_per_customer`` count a rule's messages over all time.
@@ -157,6 +161,14 @@ async def decide_and_record(
                 conn, {c: cards[c] for c in served}, known, policy=policy, now=now
             )
     return recorded
+
+
+async def _undecided(conn: AsyncConnection, matches: Sequence[Match]) -> list[Match]:
+    """The matches whose (rule, customer, occurrence) the ledger does not hold yet."""
+    existing = await ledger.decided_already(
+        conn, [(m.rule.id, m.customer_id, m.occurrence) for m in matches]
+    )
+    return [m for m in matches if (m.rule.id, m.customer_id, m.occurrence) not in existing]
 
 
 def _arm(match: Match, policy: Policy, settings: OutreachSettings) -> str | None:
