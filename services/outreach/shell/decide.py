@@ -1,10 +1,13 @@
 """Deciding actions in the database: the one place where a rule's match becomes a ledger row.
 
 Every path that fires rules (changes, schedules, broadcasts) comes here, inside its own
-transaction. The customers' replica rows are locked first (in key order), so two decisions for
-one customer never run at once: the frequency cap is counted and taken under that lock, and
-concurrent evaluations cannot race past it. The ledger's unique (rule, customer, occurrence)
-makes a second decision of the same action impossible even across crashes and replays.
+transaction. Matches the ledger already holds are dropped first (a stage rule matches every
+change of its episode); the replica rows of the customers something is left to decide for are
+then locked (in key order), so two decisions for one customer never run at once: the frequency
+cap is counted and taken under that lock, and concurrent evaluations cannot race past it. A
+customer nothing is decided for is not locked. The ledger's unique (rule, customer,
+occurrence) makes a second decision of the same action impossible even across crashes and
+replays.
 
 Each customer-facing action also falls in an arm (:func:`services.outreach.core.arms.arm_of`):
 an action of a control arm — the rule's hold-out, or the global control group for the
