@@ -93,15 +93,20 @@ async def decide_and_record(
     if not matches:
         return []
     # Already decided (a replay, a retry, a stage rule matching again within its episode):
-    # they neither act again nor compete. A decided key stays decided, so this is read before
-    # the lock, and only the customers something is left to decide for are locked.
-    todo = await _undecided(conn, matches)
+    # they neither act again nor compete. A decided key stays decided, so the keys that come
+    # back (every trigger's but an event's, whose occurrence is the id of an event the batch
+    # has just claimed) are looked up before the lock, and only the customers something is
+    # left to decide for are locked.
+    recurring = [m for m in matches if m.rule.trigger.type != "event"]
+    decided = await _decided(conn, recurring) if recurring else set()
+    todo = [m for m in matches if _key(m) not in decided]
     if not todo:
         return []
     customers = sorted({m.customer_id for m in todo})
     await lock_customers(conn, customers)
-    # Decided by another transaction between that read and the lock (two consumers of one
-    # partition during a rebalance): read again under the lock, for these alone.
+    # Under the lock, for these alone: the event matches (a replay after the inbox forgot
+    # the event), and any decided by another transaction since that read (two consumers of
+    # one partition during a rebalance).
     todo = await _undecided(conn, todo)
     if not todo:
         return []
@@ -166,12 +171,19 @@ async def decide_and_record(
     return recorded
 
 
+def _key(match: Match) -> tuple[str, str, str]:
+    return match.rule.id, match.customer_id, match.occurrence
+
+
+async def _decided(conn: AsyncConnection, matches: Sequence[Match]) -> set[tuple[str, str, str]]:
+    """Which of the matches' (rule, customer, occurrence) the ledger holds."""
+    return await ledger.decided_already(conn, [_key(m) for m in matches])
+
+
 async def _undecided(conn: AsyncConnection, matches: Sequence[Match]) -> list[Match]:
     """The matches whose (rule, customer, occurrence) the ledger does not hold yet."""
-    existing = await ledger.decided_already(
-        conn, [(m.rule.id, m.customer_id, m.occurrence) for m in matches]
-    )
-    return [m for m in matches if (m.rule.id, m.customer_id, m.occurrence) not in existing]
+    decided = await _decided(conn, matches)
+    return [m for m in matches if _key(m) not in decided]
 
 
 def _arm(match: Match, policy: Policy, settings: OutreachSettings) -> str | None:
