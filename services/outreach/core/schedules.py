@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -313,6 +314,9 @@ def _exists(naive: datetime, zone: ZoneInfo) -> datetime | None:
     return utc if utc.astimezone(zone).replace(tzinfo=None) == naive else None
 
 
+# Memoised: the consumer reschedules every customer of a batch, and customers share zones,
+# days and times of day (the table is small: a few thousand recent (day, time, zone) keys).
+@lru_cache(maxsize=8192)
 def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
     """The UTC instant of wall time ``at`` on ``day`` in ``zone``.
 
@@ -471,6 +475,9 @@ def next_due(
     return _first_after(days, spec.at, zone, after)
 
 
+# Memoised: building the cron iterator is the costly step, and within a zone every customer
+# asks the same question (``after`` is the start of their local day when catching up).
+@lru_cache(maxsize=1024)
 def _next_cron(
     expression: str, zone: ZoneInfo, local: datetime, after: datetime
 ) -> datetime | None:

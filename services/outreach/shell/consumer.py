@@ -21,7 +21,7 @@ from services.outreach.shell.decide import decide_and_record, release_held
 from services.outreach.shell.merge import merged_ids
 from services.outreach.shell.rule_health import record_failures
 from services.outreach.shell.tagging import record_tags
-from services.outreach.store import aliases, erasure, goal_events, inbox
+from services.outreach.store import aliases, erasure, goal_events, inbox, ledger
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_of, lock_customers, save_cards
 from services.outreach.store.schedule import reschedule
@@ -147,13 +147,23 @@ class ChangeApplier:
                 now=now,
                 rules=self._current.rules,
             )
-            resolved = [
-                cid for cid, card in cards.items() if not (card.get("complaints") or {}).get("open")
-            ]
+            # Held actions wait for a customer's complaints to close: only a customer who has
+            # some is locked and decided again. Reading without the decision lock is safe here:
+            # saving the cards above row-locked each of these customers until the batch commits,
+            # so a decision that held an action for them has committed, and a later one sees
+            # the complaint closed.
+            resolved = await ledger.holding(
+                conn,
+                sorted(
+                    cid
+                    for cid, card in cards.items()
+                    if not (card.get("complaints") or {}).get("open")
+                ),
+            )
             if resolved:
                 await release_held(
                     conn,
-                    {cid: cards[cid] for cid in resolved},
+                    {cid: cards[cid] for cid in sorted(resolved)},
                     self._current.rules,
                     policy=policy,
                     now=now,

@@ -1,10 +1,13 @@
 """Deciding actions in the database: the one place where a rule's match becomes a ledger row.
 
 Every path that fires rules (changes, schedules, broadcasts) comes here, inside its own
-transaction. The customers' replica rows are locked first (in key order), so two decisions for
-one customer never run at once: the frequency cap is counted and taken under that lock, and
-concurrent evaluations cannot race past it. The ledger's unique (rule, customer, occurrence)
-makes a second decision of the same action impossible even across crashes and replays.
+transaction. Matches the ledger already holds are dropped first (a stage rule matches every
+change of its episode); the replica rows of the customers something is left to decide for are
+then locked (in key order), so two decisions for one customer never run at once: the frequency
+cap is counted and taken under that lock, and concurrent evaluations cannot race past it. A
+customer nothing is decided for is not locked. The ledger's unique (rule, customer,
+occurrence) makes a second decision of the same action impossible even across crashes and
+replays.
 
 Each customer-facing action also falls in an arm (:func:`services.outreach.core.arms.arm_of`):
 an action of a control arm — the rule's hold-out, or the global control group for the
@@ -89,13 +92,22 @@ async def decide_and_record(
         matches = [m for m in matches if not m.rule.action.is_tag]
     if not matches:
         return []
-    customers = sorted({m.customer_id for m in matches})
+    # Already decided (a replay, a retry, a stage rule matching again within its episode):
+    # they neither act again nor compete. A decided key stays decided, so the keys that come
+    # back (every trigger's but an event's, whose occurrence is the id of an event the batch
+    # has just claimed) are looked up before the lock, and only the customers something is
+    # left to decide for are locked.
+    recurring = [m for m in matches if m.rule.trigger.type != "event"]
+    decided = await _decided(conn, recurring) if recurring else set()
+    todo = [m for m in matches if _key(m) not in decided]
+    if not todo:
+        return []
+    customers = sorted({m.customer_id for m in todo})
     await lock_customers(conn, customers)
-    existing = await ledger.decided_already(
-        conn, [(m.rule.id, m.customer_id, m.occurrence) for m in matches]
-    )
-    # Already decided (a replay, a retry): they neither act again nor compete.
-    todo = [m for m in matches if (m.rule.id, m.customer_id, m.occurrence) not in existing]
+    # Under the lock, for these alone: the event matches (a replay after the inbox forgot
+    # the event), and any decided by another transaction since that read (two consumers of
+    # one partition during a rebalance).
+    todo = await _undecided(conn, todo)
     if not todo:
         return []
     # ``once`` and ``max_per_customer`` count a rule's messages over all time.
@@ -157,6 +169,21 @@ async def decide_and_record(
                 conn, {c: cards[c] for c in served}, known, policy=policy, now=now
             )
     return recorded
+
+
+def _key(match: Match) -> tuple[str, str, str]:
+    return match.rule.id, match.customer_id, match.occurrence
+
+
+async def _decided(conn: AsyncConnection, matches: Sequence[Match]) -> set[tuple[str, str, str]]:
+    """Which of the matches' (rule, customer, occurrence) the ledger holds."""
+    return await ledger.decided_already(conn, [_key(m) for m in matches])
+
+
+async def _undecided(conn: AsyncConnection, matches: Sequence[Match]) -> list[Match]:
+    """The matches whose (rule, customer, occurrence) the ledger does not hold yet."""
+    decided = await _decided(conn, matches)
+    return [m for m in matches if _key(m) not in decided]
 
 
 def _arm(match: Match, policy: Policy, settings: OutreachSettings) -> str | None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.outreach.core.rules import Match
 from services.outreach.core.tagging import Cause, tag_event
 from services.outreach.store import customer_events
+from shared.events import Envelope
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,15 +34,17 @@ async def record_tags(
 ) -> int:
     """Put the tag change of every tag-action match on the events outbox (those the card
     already shows are skipped), each beside the :class:`Cause` of the change it fired on
-    (:data:`NO_CAUSE` for schedules and broadcasts); returns how many were put."""
-    put = 0
+    (:data:`NO_CAUSE` for schedules and broadcasts); returns how many were put. A batch's
+    tag changes are written in one statement; the same change twice (a stage rule matching two
+    changes of one customer, both judged on their newest card) is one event."""
+    events: dict[str, Envelope] = {}
     for match, cause in matches:
         event = tag_event(match, cards[match.customer_id], now, cause)
-        if event is None:
+        if event is None or event.event_id in events:
             continue
-        await customer_events.add(conn, event)
+        events[event.event_id] = event
         TAGGED.labels(match.rule.id).inc()
-        put += 1
-    if put:
-        log.info("customers_tagged", changes=put)
-    return put
+    await customer_events.add_many(conn, list(events.values()))
+    if events:
+        log.info("customers_tagged", changes=len(events))
+    return len(events)

@@ -90,6 +90,12 @@ _HELD = text(
     FOR UPDATE
     """
 )
+_HOLDING = text(
+    """
+    SELECT DISTINCT customer_id FROM outreach.actions
+    WHERE status = 'held' AND customer_id = ANY(CAST(:ids AS text[]))
+    """
+)
 _BALANCE_DEFERRED = text(
     """
     SELECT id, rule_id, customer_id, kind, channel, priority, audience, arm
@@ -237,6 +243,13 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
 async def held_actions(conn: AsyncConnection, customer_ids: Sequence[str]) -> Sequence[Any]:
     """The customers' held actions, locked, best first within each customer."""
     return (await conn.execute(_HELD, {"ids": list(customer_ids)})).all()
+
+
+async def holding(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
+    """Which of these customers have actions held for an open complaint (nothing locked)."""
+    if not customer_ids:
+        return set()
+    return set((await conn.execute(_HOLDING, {"ids": list(customer_ids)})).scalars())
 
 
 async def balance_deferred(conn: AsyncConnection, customer_ids: Sequence[str]) -> Sequence[Any]:

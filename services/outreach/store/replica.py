@@ -53,14 +53,18 @@ _AFTER = text(
 
 
 async def save_cards(conn: AsyncConnection, latest: Mapping[str, Change]) -> None:
-    """Write each customer's card from their latest change (by customer id)."""
+    """Write each customer's card from their latest change (by customer id). The rows are
+    written, and so row-locked until the transaction ends, in key order, like
+    :func:`lock_customers`: two transactions saving the same customers never deadlock."""
+    ids = sorted(latest)
+    changes = [latest[cid] for cid in ids]
     await conn.execute(
         _SAVE,
         {
-            "ids": list(latest),
-            "cards": [orjson.dumps(c.card).decode() for c in latest.values()],
-            "open": [bool((c.card.get("complaints") or {}).get("open")) for c in latest.values()],
-            "at": [c.at for c in latest.values()],
+            "ids": ids,
+            "cards": [orjson.dumps(c.card).decode() for c in changes],
+            "open": [bool((c.card.get("complaints") or {}).get("open")) for c in changes],
+            "at": [c.at for c in changes],
         },
     )
 

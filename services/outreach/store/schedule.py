@@ -13,12 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.outreach.core.rules import Rule, RuleFailure
 from services.outreach.core.schedules import CatchUp, ScheduleContext, next_due
 
+# A row whose instant did not move is left as it is (most of a batch's: a card changed, not
+# the dates it schedules by), so it costs no new row version.
 _SCHEDULE = text(
     """
-    INSERT INTO outreach.schedule (rule_id, customer_id, due_at)
+    INSERT INTO outreach.schedule AS s (rule_id, customer_id, due_at)
     SELECT * FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
                          CAST(:due AS timestamptz[]))
     ON CONFLICT (rule_id, customer_id) DO UPDATE SET due_at = EXCLUDED.due_at
+    WHERE s.due_at IS DISTINCT FROM EXCLUDED.due_at
     """
 )
 _UNSCHEDULE = text(
