@@ -41,6 +41,14 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+# No lingering: a record waits only for the request in flight to its broker. publish_many
+# hands a whole batch to the producer before it yields, so the batch leaves as one request
+# anyway, and records sent while a request is in flight (one per broker) gather into the next
+# one by themselves; a linger would only add its own wait to every acknowledgement (about
+# 2 ms to 4 ms a publish here, paid by ingest's answer and by every relay pass).
+LINGER_MS = 0
+
+
 def _aiokafka_producer(settings: CommonSettings, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         **client_kwargs(settings),
@@ -57,7 +65,7 @@ def _aiokafka_producer(settings: CommonSettings, linger_ms: int) -> AIOKafkaProd
 class Producer:
     """An idempotent aiokafka producer that can be renewed in place (see the module text)."""
 
-    def __init__(self, settings: CommonSettings, *, linger_ms: int = 2) -> None:
+    def __init__(self, settings: CommonSettings, *, linger_ms: int = LINGER_MS) -> None:
         self._settings = settings
         self._linger_ms = linger_ms
         self._inner = _aiokafka_producer(settings, linger_ms)
@@ -126,7 +134,7 @@ class Producer:
             await failed.stop()
 
 
-def make_producer(settings: CommonSettings, *, linger_ms: int = 2) -> Producer:
+def make_producer(settings: CommonSettings, *, linger_ms: int = LINGER_MS) -> Producer:
     return Producer(settings, linger_ms=linger_ms)
 
 
