@@ -13,7 +13,9 @@ database went away, and the lock with it) ends this relay's leadership. The dele
 waited onto disk (``synchronous_commit`` off on that connection alone): a delete lost in a
 database crash publishes its rows once more, as a crash between publish and delete always
 could. The connection is closed, never returned to the pool, when leadership ends: a pooled
-connection would keep the session's lock and setting for whoever took it next.
+connection would keep the session's lock and setting for whoever took it next. The relay is
+the only publisher to its topic in its process, so it hands the producer whole record batches
+(:func:`shared.kafka.publish_alone`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.kafka import Record, publish_many
+from shared.kafka import Record, publish_alone
 from shared.logging import get_logger
 from shared.worker import Worker
 
@@ -72,7 +74,7 @@ class OutboxRelay(Worker):
         rows = (await conn.execute(self._select)).all()
         if not rows:
             return 0
-        await publish_many(
+        await publish_alone(
             self._producer,
             [Record(self._topic, r.customer_id.encode(), r.payload) for r in rows],
             timeout=10,
