@@ -3,7 +3,9 @@
 The loop: fetch a batch, hand it to the service's handler (which makes its work durable in
 one database transaction), then commit ``offset + 1`` per partition. Offsets are never
 committed for work that is not durable, so a crash replays, and the handler's inbox drops
-what it has already applied.
+what it has already applied. The commit goes to the broker while the next batch is fetched
+and handled (one commit in flight at a time, in order, so a committed offset never moves
+back); a rebalance and the end of the loop wait for it.
 
 Errors are sorted in one place (:meth:`BatchConsumer._process`):
 
@@ -121,6 +123,9 @@ class BatchConsumer:
         self._started = False
         self.in_flight = asyncio.Lock()
         self._pending: dict[TopicPartition, int] = {}
+        # One commit at a time, in the order asked: offsets only ever move forward.
+        self._commit_lock = asyncio.Lock()
+        self._committer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
         self.dead_lettered = 0
@@ -169,23 +174,42 @@ class BatchConsumer:
                     await self._process(records)
                     for tp, recs in batches.items():
                         self._pending[tp] = recs[-1].offset + 1
-                    await self.commit_pending()
+                    self._commit_in_background()
         finally:
             with contextlib.suppress(Exception):
                 async with self.in_flight:
                     await self.commit_pending()
+            if self._committer is not None:
+                with contextlib.suppress(Exception):
+                    await self._committer
             await self._consumer.stop()
             log.info("consumer_stopped", group=self.group_id, processed=self.processed)
 
     async def commit_pending(self) -> None:
-        if not self._pending:
-            return
-        offsets, self._pending = self._pending, {}
+        """Commit the offsets of the work made durable so far (after any commit in flight)."""
+        async with self._commit_lock:
+            if not self._pending:
+                return
+            offsets, self._pending = self._pending, {}
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # The partitions moved during the batch: their new owner replays from the
+                # last committed offset, and the handler's inbox drops what we already applied.
+                log.warning("commit_failed", reason=type(exc).__name__, group=self.group_id)
+
+    def _commit_in_background(self) -> None:
+        """Commit the pending offsets without holding up the next batch: a commit is a round
+        trip to the broker, and the batch behind it need not wait for it."""
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_all())
+
+    async def _commit_all(self) -> None:
         try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # The partitions moved during the batch: their new owner replays from the last
-            # committed offset, and the handler's inbox drops what we already applied.
+            while self._pending:
+                await self.commit_pending()
+        except Exception as exc:
+            # Left for the next batch, the next rebalance or the loop's end to commit.
             log.warning("commit_failed", reason=type(exc).__name__, group=self.group_id)
 
     async def _process(self, records: Sequence[Message], *, splitting: bool = False) -> None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.kafka_security import check_access, client_kwargs
 from shared.logging import get_logger
@@ -41,6 +42,14 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+# No lingering: a record waits only for the request in flight to its broker. publish_many
+# hands a whole batch to the producer before it yields, so the batch leaves as one request
+# anyway, and records sent while a request is in flight (one per broker) gather into the next
+# one by themselves; a linger would only add its own wait to every acknowledgement (about
+# 2 ms to 4 ms a publish here, paid by ingest's answer and by every relay pass).
+LINGER_MS = 0
+
+
 def _aiokafka_producer(settings: CommonSettings, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         **client_kwargs(settings),
@@ -57,7 +66,7 @@ def _aiokafka_producer(settings: CommonSettings, linger_ms: int) -> AIOKafkaProd
 class Producer:
     """An idempotent aiokafka producer that can be renewed in place (see the module text)."""
 
-    def __init__(self, settings: CommonSettings, *, linger_ms: int = 2) -> None:
+    def __init__(self, settings: CommonSettings, *, linger_ms: int = LINGER_MS) -> None:
         self._settings = settings
         self._linger_ms = linger_ms
         self._inner = _aiokafka_producer(settings, linger_ms)
@@ -126,7 +135,7 @@ class Producer:
             await failed.stop()
 
 
-def make_producer(settings: CommonSettings, *, linger_ms: int = 2) -> Producer:
+def make_producer(settings: CommonSettings, *, linger_ms: int = LINGER_MS) -> Producer:
     return Producer(settings, linger_ms=linger_ms)
 
 
@@ -162,17 +171,69 @@ async def publish_many(producer: Producer, records: Sequence[Record], *, timeout
     seconds. Records may still reach the topic after that; callers make retries safe with
     idempotency keys, never by assuming a failed publish left no trace.
     """
+    await _publish(producer, records, timeout, _send_each)
+
+
+async def publish_alone(producer: Producer, records: Sequence[Record], *, timeout: float) -> None:
+    """:func:`publish_many` for the only publisher to these topics through ``producer`` (an
+    outbox relay, whose pass waits for its acknowledgements before the next one): the records
+    go as record batches filled here, one per partition (more when one fills up), each
+    partition's records in their order, to the partition the producer's own partitioner
+    gives their key. The producer's per-record path (a partition lookup, an accumulator call
+    and a future for every record) costs three times the CPU. Not for concurrent publishers
+    to one topic: a batch handed over waits until that partition's queued batches are sent.
+    """
+    await _publish(producer, records, timeout, _send_batches)
+
+
+Sender = Callable[[AIOKafkaProducer, Sequence[Record]], Awaitable[list["asyncio.Future[Any]"]]]
+
+
+async def _publish(
+    producer: Producer, records: Sequence[Record], timeout: float, send: Sender
+) -> None:
     inner = producer.current
     try:
         async with asyncio.timeout(timeout):
-            futures = [
-                await inner.send(r.topic, r.value, key=r.key, headers=list(r.headers))
-                for r in records
-            ]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*await send(inner, records))
     except (TimeoutError, KafkaError) as exc:
         await producer.recover(inner)
         raise PublishError(f"broker did not acknowledge: {type(exc).__name__}") from exc
+
+
+async def _send_each(
+    inner: AIOKafkaProducer, records: Sequence[Record]
+) -> list[asyncio.Future[Any]]:
+    return [await inner.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
+
+
+_partitioner = DefaultPartitioner()
+
+
+async def _send_batches(
+    inner: AIOKafkaProducer, records: Sequence[Record]
+) -> list[asyncio.Future[Any]]:
+    partitions: dict[str, list[int]] = {}
+    by_partition: dict[tuple[str, int], list[Record]] = {}
+    for r in records:
+        known = partitions.get(r.topic)
+        if known is None:
+            known = partitions[r.topic] = sorted(await inner.partitions_for(r.topic))
+        by_partition.setdefault((r.topic, _partitioner(r.key, known, known)), []).append(r)
+    futures: list[asyncio.Future[Any]] = []
+    for (topic, partition), batch_records in by_partition.items():
+        batch = inner.create_batch()
+        for r in batch_records:
+            # A full batch refuses the record (a batch always takes its first): send it, and
+            # go on in a new one.
+            while (
+                batch.append(key=r.key, value=r.value, timestamp=None, headers=list(r.headers))
+                is None
+            ):
+                futures.append(await inner.send_batch(batch, topic, partition=partition))
+                batch = inner.create_batch()
+        futures.append(await inner.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 async def broker_reachable(producer: Producer, timeout: float = 2.0) -> bool:

@@ -5,6 +5,12 @@ the ids that were already there, publish what is new or still pending, wait for 
 acknowledgement, then mark those ids ``published``. A crash or broker failure anywhere leaves
 ids ``pending``, so the client's retry publishes again; consumers drop the repeat by event id.
 
+Requests that arrive while another's events are on their way are taken together, as one
+batch (:meth:`Intake.accept`): a shop posting its orders one by one costs a claim, a resolve,
+a publish and a mark per group of requests, not per order, and a request alone is not kept
+waiting for company. A group that fails for a reason other than an unreachable broker or
+database is tried again request by request, so one request's bad data fails only itself.
+
 A key is remembered for ``TEND_EVENT_ID_RETENTION_DAYS`` from when its event was received (the
 envelope's ``received_at``), the consumers' inboxes for a day less
 (:func:`shared.settings.inbox_retention`): an id ingest takes for new is new to every consumer
@@ -14,6 +20,7 @@ the hourly prune removes it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import uuid
@@ -31,9 +38,10 @@ from services.ingest.identity import Carried, IdentifierKey, IdentityMap, map_ke
 from services.ingest.models import PENDING, PUBLISHED
 from services.ingest.schemas import MAX_IDENTIFIERS, CustomerIn, IngestItem
 from services.ingest.settings import phone_region
+from shared.db import unreachable
 from shared.events import SCHEMA_VERSION, EventType
 from shared.identifiers import normalise_email, normalise_phone
-from shared.kafka import Producer, Record, publish_many
+from shared.kafka import Producer, PublishError, Record, publish_many
 from shared.privacy import customer_digest
 from shared.settings import EVENT_ID_RETENTION_DAYS
 
@@ -233,6 +241,13 @@ def _with_profile_contacts(
     return (identifiers + added)[:MAX_IDENTIFIERS] if added else identifiers
 
 
+# At most this many events go in one group of requests (a few full batches).
+GROUP_EVENTS = 5000
+
+# A request waiting its turn, and where its outcomes (or its failure) go.
+_Waiting = tuple[Sequence[Prepared], "asyncio.Future[list[Outcome]]"]
+
+
 class Intake:
     def __init__(
         self,
@@ -250,14 +265,57 @@ class Intake:
         self._producer = producer
         self._topic = topic
         self._timeout = publish_timeout
+        self._waiting: list[_Waiting] = []
+        self._worker: asyncio.Task[None] | None = None
 
     async def accept(self, batch: Sequence[Prepared]) -> list[Outcome]:
         """Publish what is new; report each item's outcome in input order.
+
+        The batch goes at once when nothing else is on its way, and otherwise with the other
+        requests that arrived meanwhile, as one batch (see the module text).
 
         Raises :class:`shared.kafka.PublishError` when the broker does not acknowledge, and
         SQLAlchemy errors when the database is unreachable: then nothing in this call may be
         reported as accepted.
         """
+        done: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, done))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._take_turns())
+        return await done
+
+    async def _take_turns(self) -> None:
+        """Groups of waiting requests, one after the other, until none wait."""
+        while self._waiting:
+            group: list[_Waiting] = []
+            events = 0
+            while self._waiting and (
+                not group or events + len(self._waiting[0][0]) <= GROUP_EVENTS
+            ):
+                group.append(self._waiting.pop(0))
+                events += len(group[-1][0])
+            await self._accept_group(group)
+
+    async def _accept_group(self, group: list[_Waiting]) -> None:
+        try:
+            outcomes = await self._accept_batch([p for batch, _ in group for p in batch])
+        except Exception as exc:
+            if len(group) > 1 and not _unreachable(exc):
+                # Something in one request's data, perhaps: each request on its own.
+                for one in group:
+                    await self._accept_group([one])
+                return
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        at = 0
+        for batch, done in group:
+            if not done.done():  # a client that went away is not waited for
+                done.set_result(outcomes[at : at + len(batch)])
+            at += len(batch)
+
+    async def _accept_batch(self, batch: Sequence[Prepared]) -> list[Outcome]:
         first_of: dict[str, int] = {}
         repeats: dict[int, int] = {}  # index of a repeat inside this batch -> its first
         for i, p in enumerate(batch):
@@ -349,6 +407,12 @@ class Intake:
         async with self._engine.connect() as conn:
             result = await conn.execute(_PRUNE, {"retention_days": self._retention_days})
         return int(result.rowcount)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The broker or the database could not be reached: every request of the group fails as
+    it would have alone."""
+    return isinstance(exc, PublishError) or unreachable(exc)
 
 
 def _repeat_outcome(first: Outcome, first_item: Prepared, repeat: Prepared) -> Outcome:
