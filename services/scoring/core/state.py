@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -120,6 +120,15 @@ class Purchase(NamedTuple):
     net: Decimal  # total less refunds, never below zero
 
 
+class Follower(Protocol):
+    """A cache of figures over the state's facts that an order event may carry on
+    (:class:`services.scoring.core.ledger.Ledger`)."""
+
+    def follow(self, state: CustomerState, order_id: str, at: int) -> bool:
+        """Carry the cache on after an event of ``order_id`` at ``at``; False: drop it."""
+        ...
+
+
 @dataclass(slots=True)
 class CustomerState:
     """Everything scoring knows about one customer, as facts (see the module docstring)."""
@@ -144,6 +153,10 @@ class CustomerState:
     # Not a fact either: the card's profile section as last built from ``profile``, dropped
     # whenever a profile write wins (the one place ``profile`` changes).
     profile_card: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # Not a fact: the live purchases and their running figures as the last card read them
+    # (:mod:`services.scoring.core.ledger`), carried on by each order event that only adds a
+    # later purchase or changes the latest, and dropped by any other (never stored).
+    ledger: Follower | None = field(default=None, compare=False, repr=False)
 
     def copy(self) -> CustomerState:
         """An independent copy (:func:`apply` updates the state it is given)."""
@@ -224,40 +237,48 @@ class CustomerState:
     # -- reading the facts at a moment -------------------------------------------------------
 
     def purchases(self, as_of: int) -> list[Purchase]:
-        """Live orders at ``as_of`` (micros), in purchase order.
+        """Live orders at ``as_of`` (micros), in purchase order (see :meth:`purchase_of`)."""
+        out: list[Purchase] = []
+        for order_id in self.orders:
+            purchase = self.purchase_of(order_id, as_of)
+            if purchase is not None:
+                out.append(purchase)
+        out.sort(key=lambda p: (p.at, p.order_id))
+        return out
+
+    def purchase_of(self, order_id: str, as_of: int) -> Purchase | None:
+        """The order ``order_id`` as a purchase at ``as_of`` (micros); None when it is not live.
 
         Placed and paid are one purchase whose moment is the earlier of the two and whose
         total and outstanding balance come from the later; refunds up to ``as_of`` reduce it;
         a cancellation up to ``as_of`` removes it, and so do refunds of its whole total: an
         order the customer gave back is not an order.
         """
-        out: list[Purchase] = []
         zero = _ZERO
-        for order_id, events in self.orders.items():
-            first_at = -1
-            latest: tuple[int, int, str] | None = None
-            total = outstanding = refunded = zero
-            for event_id, (kind, at, amount, owed, _) in events.items():
-                if at > as_of:
-                    continue
-                if kind == CANCELLED:
-                    break
-                if kind == REFUNDED:
-                    refunded += amount or zero
-                    continue
-                if first_at < 0 or at < first_at:
-                    first_at = at
-                # Placed and paid at the same instant: the payment is the later word.
-                key = (at, kind == PAID, event_id)
-                if latest is None or key > latest:
-                    latest, total, outstanding = key, amount or zero, owed or zero
-            else:  # not cancelled by as_of
-                if latest is not None and (refunded < total or total == zero):
-                    out.append(
-                        Purchase(order_id, first_at, total, refunded, outstanding, total - refunded)
-                    )
-        out.sort(key=lambda p: (p.at, p.order_id))
-        return out
+        first_at = -1
+        latest: tuple[int, int, str] | None = None
+        total = outstanding = refunded = zero
+        for event_id, (kind, at, amount, owed, _) in self.orders[order_id].items():
+            if at > as_of:
+                continue
+            if kind == CANCELLED:
+                return None
+            if kind == REFUNDED:
+                refunded += amount or zero
+                continue
+            if first_at < 0 or at < first_at:
+                first_at = at
+            # Placed and paid at the same instant: the payment is the later word.
+            key = (at, kind == PAID, event_id)
+            if latest is None or key > latest:
+                latest, total, outstanding = key, amount or zero, owed or zero
+        if latest is None or not (refunded < total or total == zero):
+            return None
+        return Purchase(order_id, first_at, total, refunded, outstanding, total - refunded)
+
+    def latest_order_at(self) -> int | None:
+        """The time of the newest order event known (refunds and cancellations included)."""
+        return max((e.at for events in self.orders.values() for e in events.values()), default=None)
 
     def visit_counts(self, as_of: int, window_us: int) -> tuple[int, int, int | None]:
         """``(in_window, total, last_at)`` of visits at ``as_of``; the window ends at ``as_of``.
@@ -344,6 +365,9 @@ def apply(
     data = event.data
     if isinstance(data, OrderData):
         changed = _apply_order(state, event.event_id, _ORDER_KIND[event.event_type], at, data)
+        ledger = state.ledger
+        if changed and ledger is not None and not ledger.follow(state, data.order_id, at):
+            state.ledger = None
     elif isinstance(data, ComplaintData):
         status = OPENED if event.event_type is EventType.COMPLAINT_OPENED else RESOLVED
         changed = _apply_complaint(state, event.event_id, status, at, data)
