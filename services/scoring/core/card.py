@@ -184,8 +184,25 @@ def score(
 def _json_default(value: object) -> str:
     # Money as its exact decimal string, as the Card model writes it.
     if isinstance(value, Decimal):
-        return money_text(value)
+        return _money(value)
     raise TypeError(f"{type(value).__name__} is not part of a card")
+
+
+def _money(amount: Decimal) -> str:
+    """:func:`shared.card.money_text`, without its normalising for the amounts that need none
+    (a card holds a dozen or more; this is most of their cost): plain notation with exactly two
+    places, or more ending in a non-zero digit, is already what it writes."""
+    text = str(amount)
+    point = text.find(".")
+    places = len(text) - point - 1
+    if (
+        point > 0
+        and len(text) <= 24  # far from the context's precision, which normalising rounds to
+        and "E" not in text
+        and (places == 2 or (places > 2 and text[-1] != "0"))
+    ):
+        return text
+    return money_text(amount)
 
 
 def _document(
