@@ -157,6 +157,11 @@ class CustomerState:
     # (:mod:`services.scoring.core.ledger`), carried on by each order event that only adds a
     # later purchase or changes the latest, and dropped by any other (never stored).
     ledger: Follower | None = field(default=None, compare=False, repr=False)
+    # Not a fact: each order's events in their JSON form as :meth:`to_dict` last wrote them,
+    # dropped when an event of the order is merged (never read back, never compared).
+    orders_json: dict[str, dict[str, list[Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def copy(self) -> CustomerState:
         """An independent copy (:func:`apply` updates the state it is given)."""
@@ -178,10 +183,7 @@ class CustomerState:
             "v": STATE_VERSION,
             "customer_id": self.customer_id,
             "last_event_at": self.last_event_at,
-            "orders": {
-                oid: {eid: _order_event_json(e) for eid, e in events.items()}
-                for oid, events in self.orders.items()
-            },
+            "orders": {oid: self._order_json(oid) for oid in self.orders},
             "complaints": {
                 cid: {eid: _complaint_event_json(e) for eid, e in events.items()}
                 for cid, events in self.complaints.items()
@@ -196,6 +198,15 @@ class CustomerState:
         if self.complaint_tiers:  # absent, as in states written before it existed
             doc["complaint_tiers"] = dict(self.complaint_tiers)
         return doc
+
+    def _order_json(self, order_id: str) -> dict[str, list[Any]]:
+        # Written once per change of the order: a batch writes the whole state of a customer
+        # whose orders mostly did not change since the last one.
+        written = self.orders_json.get(order_id)
+        if written is None:
+            written = {eid: _order_event_json(e) for eid, e in self.orders[order_id].items()}
+            self.orders_json[order_id] = written
+        return written
 
     def to_json(self) -> bytes:
         """UTF-8 JSON of :meth:`to_dict`."""
@@ -399,6 +410,7 @@ def _apply_order(state: CustomerState, event_id: str, kind: str, at: int, d: Ord
         events = state.orders[d.order_id] = {}
     elif event_id in events:
         return False
+    state.orders_json.pop(d.order_id, None)
     if kind == CANCELLED:
         events[event_id] = OrderEvent(kind, at)
     elif kind == REFUNDED:
