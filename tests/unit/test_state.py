@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -192,6 +193,21 @@ def test_a_card_carried_on_from_the_last_one_equals_one_built_afresh(
             carried = score(state, as_of, POPULATION, SETTINGS)
             assert carried.json == score(fresh, as_of, POPULATION, SETTINGS).json
             assert carried.history == score(fresh, as_of, POPULATION, SETTINGS).history
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=histories(), data=st.data())
+def test_the_stored_json_of_a_state_carried_on_is_the_json_of_its_facts(
+    events: list[Envelope], data: st.DataObject
+) -> None:
+    # A state written after every event keeps each order's JSON between writes; what it
+    # writes is still exactly its facts, sorted.
+    state: CustomerState | None = None
+    for event in data.draw(st.permutations(events)):
+        state, _ = apply(state, event, SETTINGS)
+        written = state.to_json()
+        assert written == orjson.dumps(state.to_dict(), option=orjson.OPT_SORT_KEYS)
+        assert CustomerState.from_json(written) == state
 
 
 @settings(max_examples=100, deadline=None)

@@ -56,7 +56,6 @@ class Ledger:
         "gaps",
         "horizon",
         "listed",
-        "order_ids",
         "spend",
         "window",
     )
@@ -65,7 +64,6 @@ class Ledger:
         # The newest order event the ledger reflects: it holds for any moment at or after;
         # None for a ledger of one moment only (an order event after it is left out).
         self.horizon = horizon
-        self.order_ids: set[str] = set()
         self.ats: list[int] = []  # each purchase's moment, in purchase order
         self.spend: list[Decimal] = [_ZERO]  # spend[i]: the net spend of the first i purchases
         self.days: list[int] = []  # the distinct purchase days (proleptic ordinals), ascending
@@ -76,6 +74,7 @@ class Ledger:
         # may still be replaced, so it is added when the section is read.
         self.categories: Tally = {}
         self.brands: Tally = {}
+        # The newest of them that listed items, in order: as many as the last items need.
         self.listed: list[Listed] = []
         self.window = Window(self.ats, self.spend)
         self._owed = _ZERO  # the outstanding balance of every purchase but the latest
@@ -96,9 +95,10 @@ class Ledger:
             ledger._push(purchase, order_lines(state, purchase.order_id, as_of))
         return ledger
 
-    def follow(self, state: CustomerState, order_id: str, at: int) -> bool:
-        """Carry the ledger on after an event of ``order_id`` at ``at`` changed ``state``;
-        False when only the full walk can (the ledger is then left as it was).
+    def follow(self, state: CustomerState, order_id: str, at: int, was_live: bool) -> bool:
+        """Carry the ledger on after an event of ``order_id`` at ``at`` changed ``state``
+        (``was_live``: the order was a purchase before it); False when only the full walk can
+        (the ledger is then left as it was).
 
         Only that order's purchase can have changed: a new purchase after the latest is
         appended, the latest is replaced when it keeps its moment, and an order that is
@@ -112,7 +112,7 @@ class Ledger:
             if purchase is None or purchase.at != last.at:
                 return False
             self._replace_last(purchase, order_lines(state, order_id, _END))
-        elif order_id in self.order_ids:
+        elif was_live:
             return False
         elif purchase is not None:
             if last is not None and (purchase.at, order_id) <= (last.at, last.order_id):
@@ -128,8 +128,10 @@ class Ledger:
             if self._last_lines:
                 tally(self.categories, self.brands, last, self._last_lines)
                 self.listed.append((last.at, last.order_id, self._last_lines))
+                newest = _newest(self.listed)
+                if len(newest) < len(self.listed):
+                    self.listed = newest
         self._last, self._last_lines = purchase, lines
-        self.order_ids.add(purchase.order_id)
         self.ats.append(purchase.at)
         self.spend.append(self.spend[-1] + purchase.net)
         day = purchase.at // DAY_US + _EPOCH_ORDINAL

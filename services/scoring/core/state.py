@@ -43,6 +43,7 @@ STATE_VERSION = 1
 DAY_US = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_END = 2**62  # a moment after every event
 
 PLACED, PAID, REFUNDED, CANCELLED = "placed", "paid", "refunded", "cancelled"
 OPENED, RESOLVED = "opened", "resolved"
@@ -124,8 +125,9 @@ class Follower(Protocol):
     """A cache of figures over the state's facts that an order event may carry on
     (:class:`services.scoring.core.ledger.Ledger`)."""
 
-    def follow(self, state: CustomerState, order_id: str, at: int) -> bool:
-        """Carry the cache on after an event of ``order_id`` at ``at``; False: drop it."""
+    def follow(self, state: CustomerState, order_id: str, at: int, was_live: bool) -> bool:
+        """Carry the cache on after an event of ``order_id`` at ``at`` (``was_live``: the
+        order was a purchase before it); False: drop it."""
         ...
 
 
@@ -157,11 +159,9 @@ class CustomerState:
     # (:mod:`services.scoring.core.ledger`), carried on by each order event that only adds a
     # later purchase or changes the latest, and dropped by any other (never stored).
     ledger: Follower | None = field(default=None, compare=False, repr=False)
-    # Not a fact: each order's events in their JSON form as :meth:`to_dict` last wrote them,
+    # Not a fact: each order's events as JSON text, as :meth:`to_json` last wrote them,
     # dropped when an event of the order is merged (never read back, never compared).
-    orders_json: dict[str, dict[str, list[Any]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    orders_json: dict[str, orjson.Fragment] = field(default_factory=dict, compare=False, repr=False)
 
     def copy(self) -> CustomerState:
         """An independent copy (:func:`apply` updates the state it is given)."""
@@ -179,11 +179,19 @@ class CustomerState:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-native form (for a JSONB column); :meth:`from_json` reads it back exactly."""
+        return self._document(
+            {
+                oid: {eid: _order_event_json(e) for eid, e in events.items()}
+                for oid, events in self.orders.items()
+            }
+        )
+
+    def _document(self, orders: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "v": STATE_VERSION,
             "customer_id": self.customer_id,
             "last_event_at": self.last_event_at,
-            "orders": {oid: self._order_json(oid) for oid in self.orders},
+            "orders": orders,
             "complaints": {
                 cid: {eid: _complaint_event_json(e) for eid, e in events.items()}
                 for cid, events in self.complaints.items()
@@ -199,19 +207,23 @@ class CustomerState:
             doc["complaint_tiers"] = dict(self.complaint_tiers)
         return doc
 
-    def _order_json(self, order_id: str) -> dict[str, list[Any]]:
-        # Written once per change of the order: a batch writes the whole state of a customer
-        # whose orders mostly did not change since the last one.
+    def _order_json(self, order_id: str) -> orjson.Fragment:
+        # Written once per change of the order (as the JSON text :meth:`to_json` embeds): a
+        # batch writes the whole state of a customer whose orders mostly did not change.
         written = self.orders_json.get(order_id)
         if written is None:
-            written = {eid: _order_event_json(e) for eid, e in self.orders[order_id].items()}
+            events = {eid: _order_event_json(e) for eid, e in self.orders[order_id].items()}
+            text = orjson.dumps(events, option=orjson.OPT_SORT_KEYS)
+            # A copy of its own size: orjson's output keeps the 4 KiB buffer it was written in.
+            written = orjson.Fragment(bytes(memoryview(text)))
             self.orders_json[order_id] = written
         return written
 
     def to_json(self) -> bytes:
         """UTF-8 JSON of :meth:`to_dict`."""
+        doc = self._document({oid: self._order_json(oid) for oid in self.orders})
         # Sorted keys: the same facts always serialise to the same bytes.
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> CustomerState:
@@ -375,9 +387,10 @@ def apply(
     at = to_micros(event.occurred_at)
     data = event.data
     if isinstance(data, OrderData):
+        ledger, oid = state.ledger, data.order_id
+        live = ledger is not None and oid in state.orders and state.purchase_of(oid, _END)
         changed = _apply_order(state, event.event_id, _ORDER_KIND[event.event_type], at, data)
-        ledger = state.ledger
-        if changed and ledger is not None and not ledger.follow(state, data.order_id, at):
+        if changed and ledger is not None and not ledger.follow(state, oid, at, bool(live)):
             state.ledger = None
     elif isinstance(data, ComplaintData):
         status = OPENED if event.event_type is EventType.COMPLAINT_OPENED else RESOLVED
