@@ -210,6 +210,27 @@ def test_the_stored_json_of_a_state_carried_on_is_the_json_of_its_facts(
         assert CustomerState.from_json(written) == state
 
 
+def test_a_state_of_many_orders_written_after_every_event_is_the_json_of_its_facts() -> None:
+    # From 20 orders on, each order's JSON is kept between writes and only a changed order's
+    # is written again.
+    ev = Events()
+    events = []
+    for n in range(30):
+        at = day(n)
+        items = [{"sku": "s", "quantity": 1, "unit_price": "3.10", "category": "tea"}]
+        events.append(ev.order("placed", f"o-{n}", "10.00", at, outstanding="1.5", items=items))
+        events.append(ev.order("paid", f"o-{n}", "10.00", at + timedelta(hours=1)))
+    events += [ev.order("refunded", f"o-{n}", "2.25", day(40)) for n in range(0, 30, 7)]
+    events.append(ev.order("cancelled", "o-3", "10.00", day(41)))
+    state: CustomerState | None = None
+    for event in events[::2] + events[1::2]:
+        state, _ = apply(state, event, SETTINGS)
+        written = state.to_json()
+        assert written == orjson.dumps(state.to_dict(), option=orjson.OPT_SORT_KEYS)
+    assert state is not None and CustomerState.from_json(state.to_json()) == state
+    assert len(state.orders_json) == 30  # the kept path was the one written
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     seconds=st.lists(st.integers(0, 400 * 86_400), min_size=1, max_size=40),

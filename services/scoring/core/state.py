@@ -44,6 +44,9 @@ DAY_US = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _END = 2**62  # a moment after every event
+# A customer with this many orders keeps each order's JSON between writes: below it, writing
+# them all again costs less than the memory of keeping them would be worth in a state cache.
+_ORDERS_KEPT_AS_JSON_FROM = 20
 
 PLACED, PAID, REFUNDED, CANCELLED = "placed", "paid", "refunded", "cancelled"
 OPENED, RESOLVED = "opened", "resolved"
@@ -221,7 +224,10 @@ class CustomerState:
 
     def to_json(self) -> bytes:
         """UTF-8 JSON of :meth:`to_dict`."""
-        doc = self._document({oid: self._order_json(oid) for oid in self.orders})
+        if len(self.orders) < _ORDERS_KEPT_AS_JSON_FROM:
+            doc = self.to_dict()
+        else:
+            doc = self._document({oid: self._order_json(oid) for oid in self.orders})
         # Sorted keys: the same facts always serialise to the same bytes.
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
