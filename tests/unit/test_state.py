@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -192,6 +193,42 @@ def test_a_card_carried_on_from_the_last_one_equals_one_built_afresh(
             carried = score(state, as_of, POPULATION, SETTINGS)
             assert carried.json == score(fresh, as_of, POPULATION, SETTINGS).json
             assert carried.history == score(fresh, as_of, POPULATION, SETTINGS).history
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=histories(), data=st.data())
+def test_the_stored_json_of_a_state_carried_on_is_the_json_of_its_facts(
+    events: list[Envelope], data: st.DataObject
+) -> None:
+    # A state written after every event keeps each order's JSON between writes; what it
+    # writes is still exactly its facts, sorted.
+    state: CustomerState | None = None
+    for event in data.draw(st.permutations(events)):
+        state, _ = apply(state, event, SETTINGS)
+        written = state.to_json()
+        assert written == orjson.dumps(state.to_dict(), option=orjson.OPT_SORT_KEYS)
+        assert CustomerState.from_json(written) == state
+
+
+def test_a_state_of_many_orders_written_after_every_event_is_the_json_of_its_facts() -> None:
+    # From 20 orders on, each order's JSON is kept between writes and only a changed order's
+    # is written again.
+    ev = Events()
+    events = []
+    for n in range(30):
+        at = day(n)
+        items = [{"sku": "s", "quantity": 1, "unit_price": "3.10", "category": "tea"}]
+        events.append(ev.order("placed", f"o-{n}", "10.00", at, outstanding="1.5", items=items))
+        events.append(ev.order("paid", f"o-{n}", "10.00", at + timedelta(hours=1)))
+    events += [ev.order("refunded", f"o-{n}", "2.25", day(40)) for n in range(0, 30, 7)]
+    events.append(ev.order("cancelled", "o-3", "10.00", day(41)))
+    state: CustomerState | None = None
+    for event in events[::2] + events[1::2]:
+        state, _ = apply(state, event, SETTINGS)
+        written = state.to_json()
+        assert written == orjson.dumps(state.to_dict(), option=orjson.OPT_SORT_KEYS)
+    assert state is not None and CustomerState.from_json(state.to_json()) == state
+    assert len(state.orders_json) == 30  # the kept path was the one written
 
 
 @settings(max_examples=100, deadline=None)

@@ -4,9 +4,10 @@ change stream carry) from a customer's facts.
 :func:`build_card` is a pure function of a :class:`CustomerState`, a moment and the population
 inputs (:class:`Population`). Only events that occurred at or before ``as_of`` count, so a card
 for a past ``as_of`` replays history — with one exception: the profile is always the latest one
-known, because the state keeps only the winning write of each profile field. (It leaves two
-caches on the state, the lifecycle walk and the profile section, which change how fast the
-next card is built, never what it says.) :func:`score` is the same card as JSON, for the
+known, because the state keeps only the winning write of each profile field. (It leaves three
+caches on the state, the purchases' ledger (:mod:`services.scoring.core.ledger`), the
+lifecycle walk and the profile section, which change how fast the next card is built, never
+what it says.) :func:`score` is the same card as JSON, for the
 consumer, the sweep and the refit.
 
 Before any population job has run, ``Population()`` is valid and the card shows everything a
@@ -21,11 +22,9 @@ score yet.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from itertools import pairwise
 from typing import Annotated, Any
 
 import orjson
@@ -36,10 +35,10 @@ from services.scoring.core import (
     lifecycle,
     membership,
     predict,
-    preferences,
     rfm,
     tiers,
 )
+from services.scoring.core.ledger import Ledger
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
@@ -48,7 +47,6 @@ from services.scoring.core.state import (
     RULE_TAG,
     UNSUBSCRIBED,
     CustomerState,
-    Purchase,
     from_micros,
     rule_tags,
     to_micros,
@@ -69,7 +67,6 @@ from shared.card import (
 )
 
 _EPOCH_DAY = date(1970, 1, 1)
-_EPOCH_ORDINAL = _EPOCH_DAY.toordinal()
 
 
 class Population(BaseModel):
@@ -187,8 +184,25 @@ def score(
 def _json_default(value: object) -> str:
     # Money as its exact decimal string, as the Card model writes it.
     if isinstance(value, Decimal):
-        return money_text(value)
+        return _money(value)
     raise TypeError(f"{type(value).__name__} is not part of a card")
+
+
+def _money(amount: Decimal) -> str:
+    """:func:`shared.card.money_text`, without its normalising for the amounts that need none
+    (a card holds a dozen or more; this is most of their cost): plain notation with exactly two
+    places, or more ending in a non-zero digit, is already what it writes."""
+    text = str(amount)
+    point = text.find(".")
+    places = len(text) - point - 1
+    if (
+        point > 0
+        and len(text) <= 24  # far from the context's precision, which normalising rounds to
+        and "E" not in text
+        and (places == 2 or (places > 2 and text[-1] != "0"))
+    ):
+        return text
+    return money_text(amount)
 
 
 def _document(
@@ -199,19 +213,14 @@ def _document(
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
     now = to_micros(as_of)
-    today = lifecycle.day_of(as_of)
-    purchases = state.purchases(now)
-    # Day numbers since the epoch (UTC), in time order as the purchases are; and each day once.
-    day_of_purchase = [p.at // DAY_US for p in purchases]
-    days = list(dict.fromkeys(day_of_purchase))
-    today_number = today.toordinal() - _EPOCH_ORDINAL
+    today = lifecycle.day_of(as_of).toordinal()
+    ledger = _ledger(state, now)
     median_gap = population.median_gap(settings)
 
-    spend = _SpendWindows(purchases, now)
-    value = _value(purchases, spend, days)
+    value = _value(ledger, now)
     # Value survives silence: the composite is judged over the window that ends at the last
     # purchase, so a key customer who goes quiet stays key (and reachable by a win-back).
-    window_spend, window_orders = spend.before_last(settings.tier_window_days)
+    window_spend, window_orders = ledger.before_last(settings.tier_window_days)
     value_score = tiers.composite(
         window_spend,
         window_orders,
@@ -219,17 +228,16 @@ def _document(
         value["outstanding"],
         settings,
     )
-    prediction = _prediction(purchases, day_of_purchase, today_number, population)
-    ordinals = [d + _EPOCH_ORDINAL for d in days]
-    state.walk = lifecycle.walk(ordinals, median_gap, settings, state.walk)
-    stage, history = state.walk.at(today.toordinal())
+    prediction = _prediction(ledger, today, population)
+    state.walk = lifecycle.walk(ledger.days, median_gap, settings, state.walk)
+    stage, history = state.walk.at(today)
     last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
 
     # A customer without a purchase has no value to rank and no potential to weigh.
     tier: Tier | None = None
     strategy: Strategy | None = None
-    if population.tiers is not None and purchases:
+    if population.tiers is not None and ledger.orders:
         tier = tiers.tier(value_score, population.tiers)
         if prediction is not None and prediction["clv_365d"] is not None:
             strategy = tiers.strategy(
@@ -240,7 +248,10 @@ def _document(
                 settings,
             )
 
-    member = membership.standing(state, purchases, now, settings.membership_tiers)
+    member_tiers = settings.membership_tiers
+    member = membership.standing(
+        state, ledger.window, now, member_tiers, ledger.tier_walk(member_tiers)
+    )
     profile = _profile(state)
     if member.tier != profile["member_tier"]:
         # The computed tier stands in the profile's field; the cached section stays as the
@@ -256,7 +267,7 @@ def _document(
         "rule_tags": set_by_rules,
         "value": value,
         "value_score": value_score,
-        "rfm": _rfm(value, days, today_number, population.rfm, stage.stage),
+        "rfm": _rfm(value, ledger.days, today, population.rfm, stage.stage),
         "prediction": prediction,
         "tier": tier,
         "strategy": strategy,
@@ -267,7 +278,7 @@ def _document(
         "complaints": complaints.card_section(state, now, tier, settings),
         "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
         "updated_at": _moment(updated),
-        "preferences": preferences.preferences(state, now, purchases),
+        "preferences": ledger.preferences(),
         "membership": member.section,
     }
     return doc, stage, history, member
@@ -286,49 +297,33 @@ def _moment(us: int | None) -> datetime | None:
     return None if us is None else from_micros(us)
 
 
-class _SpendWindows:
-    """Net spend over trailing windows ending at ``now``, from one pass over the purchases."""
-
-    def __init__(self, purchases: list[Purchase], now: int) -> None:
-        self._now = now
-        self._ats = [p.at for p in purchases]  # purchases come sorted by time
-        # _suffix[i]: net spend of purchases[i:], so a window is one lookup.
-        self._suffix = [Decimal(0)] * (len(purchases) + 1)
-        for i in range(len(purchases) - 1, -1, -1):
-            self._suffix[i] = self._suffix[i + 1] + purchases[i].net
-
-    def since(self, window_days: int) -> tuple[Decimal, int]:
-        """Net spend and order count of the last ``window_days`` days."""
-        first = bisect_right(self._ats, self._now - window_days * DAY_US)
-        return self._suffix[first], len(self._ats) - first
-
-    def before_last(self, window_days: int) -> tuple[Decimal, int]:
-        """Net spend and order count of the ``window_days`` days up to the last purchase."""
-        if not self._ats:
-            return Decimal(0), 0
-        first = bisect_right(self._ats, self._ats[-1] - window_days * DAY_US)
-        return self._suffix[first], len(self._ats) - first
-
-    @property
-    def lifetime(self) -> Decimal:
-        return self._suffix[0]
+def _ledger(state: CustomerState, now: int) -> Ledger:
+    """The ledger of ``state``'s purchases at ``now``: the one the state carries when it
+    holds then, else built afresh (and kept by the state when it holds from now on)."""
+    ledger = state.ledger
+    if isinstance(ledger, Ledger) and ledger.horizon is not None and ledger.horizon <= now:
+        return ledger
+    ledger = Ledger.of(state, now)
+    if ledger.horizon is not None:
+        state.ledger = ledger
+    return ledger
 
 
-def _value(purchases: list[Purchase], spend: _SpendWindows, days: list[int]) -> dict[str, Any]:
-    lifetime = spend.lifetime
-    orders = len(purchases)
-    gaps = sorted(b - a for a, b in pairwise(days))
+def _value(ledger: Ledger, now: int) -> dict[str, Any]:
+    lifetime = ledger.lifetime
+    orders = ledger.orders
+    ats = ledger.ats
     return {
         "lifetime_spend": lifetime,
-        "spend_30d": spend.since(30)[0],
-        "spend_90d": spend.since(90)[0],
-        "spend_365d": spend.since(365)[0],
+        "spend_30d": ledger.since(now, 30)[0],
+        "spend_90d": ledger.since(now, 90)[0],
+        "spend_365d": ledger.since(now, 365)[0],
         "orders": orders,
         "average_order_value": _average(lifetime, orders),
-        "first_order_at": from_micros(purchases[0].at) if purchases else None,
-        "last_order_at": from_micros(purchases[-1].at) if purchases else None,
-        "purchase_interval_days": lifecycle.median(gaps) if gaps else None,
-        "outstanding": sum((p.outstanding for p in purchases), Decimal(0)),
+        "first_order_at": from_micros(ats[0]) if ats else None,
+        "last_order_at": from_micros(ats[-1]) if ats else None,
+        "purchase_interval_days": lifecycle.median(ledger.gaps) if ledger.gaps else None,
+        "outstanding": ledger.outstanding,
     }
 
 
@@ -352,12 +347,8 @@ def _rfm(
     return {"recency": r, "frequency": f, "monetary": m, "segment": segment}
 
 
-def _prediction(
-    purchases: list[Purchase], days: list[int], today: int, pop: Population
-) -> dict[str, Any] | None:
-    stats = predict.daily_stats_of_days(
-        zip(days, (float(p.net) for p in purchases), strict=True), today
-    )
+def _prediction(ledger: Ledger, today: int, pop: Population) -> dict[str, Any] | None:
+    stats = ledger.stats(today)
     if stats is None:
         return None
     x, t_x, age = stats.x, stats.t_x, stats.T

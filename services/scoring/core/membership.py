@@ -16,7 +16,7 @@ spend of the moments before it too: the history is re-read, as the stage history
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,7 @@ from services.scoring.settings import MembershipTier
 WINDOW_US = 365 * DAY_US
 UPGRADE, DOWNGRADE = "upgrade", "downgrade"
 _ZERO = Decimal(0)
+_BEFORE_ALL = -(2**62)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,45 +55,88 @@ def tier_of(
     return -1, None
 
 
-class _Window:
-    """Net spend and order count of the 365 days up to any moment, by prefix sums."""
+class Window:
+    """Net spend and order count of the 365 days up to any moment, by prefix sums: ``ats``
+    are the purchases' moments in order, ``sums[i]`` the net spend of the first ``i``. The
+    lists are read, never changed, here (a ledger appends to its own as purchases come)."""
 
-    def __init__(self, purchases: list[Purchase]) -> None:
-        self.ats = [p.at for p in purchases]  # purchases come sorted by time
-        self._sums = [_ZERO]
+    def __init__(self, ats: list[int], sums: list[Decimal]) -> None:
+        self.ats = ats
+        self.sums = sums
+
+    @classmethod
+    def of(cls, purchases: list[Purchase]) -> Window:
+        sums = [_ZERO]
         for p in purchases:
-            self._sums.append(self._sums[-1] + p.net)
+            sums.append(sums[-1] + p.net)
+        return cls([p.at for p in purchases], sums)
 
     def at(self, moment: int) -> tuple[Decimal, int, int]:
         """``(spend, orders, first)`` over ``(moment - 365 days, moment]``; ``first`` is the
         index of the window's oldest purchase."""
         first = bisect_right(self.ats, moment - WINDOW_US)
         last = bisect_right(self.ats, moment)
-        return self._sums[last] - self._sums[first], last - first, first
+        return self.sums[last] - self.sums[first], last - first, first
+
+    def moments(self, start: int, end: int, *, through: bool) -> list[int]:
+        """The moments the tier can move at from ``start`` on, up to ``end`` (included when
+        ``through``), in order: a purchase entering the window, one leaving it."""
+        ats = self.ats
+        upper = bisect_right if through else bisect_left
+        entering = ats[bisect_left(ats, start) : upper(ats, end)]
+        leaving = ats[bisect_left(ats, start - WINDOW_US) : upper(ats, end - WINDOW_US)]
+        return sorted({*entering, *(a + WINDOW_US for a in leaving)})
+
+
+@dataclass(slots=True)
+class TierWalk:
+    """The computed tier walked through every moment before ``upto``: the tier in force
+    (``rank``), when it was entered and the one before. Carried on by a ledger from event to
+    event while purchases only come later, so a card walks only the moments since."""
+
+    tiers: tuple[MembershipTier, ...]
+    upto: int = _BEFORE_ALL
+    rank: int = -1
+    since: int | None = None
+    previous: int = -1
+
+    def walk(self, window: Window, end: int, *, through: bool) -> None:
+        """Walk on to ``end`` (through it when ``through``)."""
+        for moment in window.moments(self.upto, end, through=through):
+            spend, orders, _ = window.at(moment)
+            reached, _ = tier_of(spend, orders, self.tiers)
+            if reached != self.rank:
+                self.rank, self.since, self.previous = reached, moment, self.rank
+        self.upto = end + 1 if through else end
 
 
 def standing(
-    state: CustomerState, purchases: list[Purchase], now: int, tiers: tuple[MembershipTier, ...]
+    state: CustomerState,
+    window: Window,
+    now: int,
+    tiers: tuple[MembershipTier, ...],
+    settled: TierWalk | None = None,
 ) -> Standing:
-    """The membership of ``state`` at ``now`` (micros), given its live ``purchases`` then."""
+    """The membership of ``state`` at ``now`` (micros), given the ``window`` of its live
+    purchases then. ``settled``: a walk of these tiers to carry on; it is walked on to the
+    latest purchase (the moments before it can no longer change while purchases only come
+    later) and the walk from there to ``now`` is this card's alone."""
     backend = state.profile.get("member_tier")
     if backend is not None and isinstance(backend.value, str):
-        window = _Window(purchases)
         spend, orders, _ = window.at(now)
         section = _section(backend.value, "backend", backend.at, None, None, spend, orders)
         return Standing(section, backend.value, None)
     if not tiers:
         return Standing(None, None, None)
 
-    window = _Window(purchases)
-    # Every moment the tier can move, up to now: a purchase entering, one leaving the window.
-    moments = sorted({m for a in window.ats for m in (a, a + WINDOW_US) if m <= now})
-    rank, since, previous = -1, None, -1
-    for moment in moments:
-        spend, orders, _ = window.at(moment)
-        reached, _ = tier_of(spend, orders, tiers)
-        if reached != rank:
-            rank, since, previous = reached, moment, rank
+    latest = window.ats[-1] if window.ats else _BEFORE_ALL
+    if settled is None or settled.tiers is not tiers or settled.upto > latest:
+        settled = TierWalk(tiers)
+    if latest > settled.upto:
+        settled.walk(window, latest, through=False)
+    walk = TierWalk(tiers, settled.upto, settled.rank, settled.since, settled.previous)
+    walk.walk(window, now, through=True)
+    rank, since, previous = walk.rank, walk.since, walk.previous
     spend, orders, first = window.at(now)
     reached, basis = tier_of(spend, orders, tiers)
     assert reached == rank  # nothing moves between the moments walked

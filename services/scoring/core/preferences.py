@@ -34,35 +34,55 @@ def order_lines(state: CustomerState, order_id: str, as_of: int) -> tuple[Line, 
     return lines
 
 
+# A category's or a brand's tally: name -> (spend, the latest purchase's moment).
+Tally = dict[str, tuple[Decimal, int]]
+# A purchase that listed items: (moment, order id, lines).
+Listed = tuple[int, str, tuple[Line, ...]]
+
+
 def preferences(
     state: CustomerState, as_of: int, purchases: list[Purchase] | None = None
 ) -> dict[str, Any]:
     """The ``preferences`` section of the card at ``as_of`` (micros), as plain values;
     ``purchases`` are ``state.purchases(as_of)`` when the caller has them already."""
-    categories: dict[str, list[Any]] = {}  # name -> [spend, last_at]
-    brands: dict[str, list[Any]] = {}
-    recent: list[tuple[int, str, tuple[Line, ...]]] = []
+    categories: Tally = {}
+    brands: Tally = {}
+    listed: list[Listed] = []
     for purchase in state.purchases(as_of) if purchases is None else purchases:
         lines = order_lines(state, purchase.order_id, as_of)
-        if not lines:
-            continue
-        recent.append((purchase.at, purchase.order_id, lines))
-        worth = sum((line.quantity * line.unit_price for line in lines), _ZERO)
-        for line in lines:
-            share = _ZERO
-            if worth > _ZERO:
-                share = (line.quantity * line.unit_price * purchase.net / worth).quantize(
-                    _CENT_PART, ROUND_HALF_EVEN
-                )
-            for name, table in ((line.category, categories), (line.brand, brands)):
-                if name is None:
-                    continue
-                entry = table.setdefault(name, [_ZERO, purchase.at])
-                entry[0] += share
-                entry[1] = max(entry[1], purchase.at)
+        if lines:
+            listed.append((purchase.at, purchase.order_id, lines))
+            tally(categories, brands, purchase, lines)
+    return section(categories, brands, listed)
+
+
+def tally(categories: Tally, brands: Tally, purchase: Purchase, lines: tuple[Line, ...]) -> None:
+    """Add ``purchase``'s share of each line to the tallies, in place (an entry is replaced,
+    never changed, so a shallow copy of a tally keeps it as it was)."""
+    worth = sum((line.quantity * line.unit_price for line in lines), _ZERO)
+    at = purchase.at
+    for line in lines:
+        share = _ZERO
+        if worth > _ZERO:
+            share = (line.quantity * line.unit_price * purchase.net / worth).quantize(
+                _CENT_PART, ROUND_HALF_EVEN
+            )
+        for name, table in ((line.category, categories), (line.brand, brands)):
+            if name is None:
+                continue
+            entry = table.get(name)
+            if entry is None:
+                table[name] = (_ZERO + share, at)
+            else:
+                table[name] = (entry[0] + share, max(entry[1], at))
+
+
+def section(categories: Tally, brands: Tally, listed: list[Listed]) -> dict[str, Any]:
+    """The section from the tallies and the purchases that listed items (at least the newest
+    :data:`LAST_ITEMS` lines' worth, and every purchase at the moment of the oldest of them)."""
     by_spend = sorted(categories, key=lambda n: (-categories[n][0], n))
     by_recency = sorted(categories, key=lambda n: (-categories[n][1], n))
-    recent.sort(key=lambda r: (-r[0], r[1]))
+    recent = sorted(listed, key=lambda r: (-r[0], r[1]))
     last_items: list[dict[str, Any]] = []
     for at, _, lines in recent:
         for line in lines:
@@ -87,7 +107,7 @@ def preferences(
     }
 
 
-def _section(table: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+def _section(table: Tally) -> dict[str, dict[str, Any]]:
     return {
         name: {"spend": spend, "last_at": from_micros(at)}
         for name, (spend, at) in sorted(table.items())

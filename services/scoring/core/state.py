@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -43,6 +43,10 @@ STATE_VERSION = 1
 DAY_US = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_END = 2**62  # a moment after every event
+# A customer with this many orders keeps each order's JSON between writes: below it, writing
+# them all again costs less than the memory of keeping them would be worth in a state cache.
+_ORDERS_KEPT_AS_JSON_FROM = 20
 
 PLACED, PAID, REFUNDED, CANCELLED = "placed", "paid", "refunded", "cancelled"
 OPENED, RESOLVED = "opened", "resolved"
@@ -120,6 +124,16 @@ class Purchase(NamedTuple):
     net: Decimal  # total less refunds, never below zero
 
 
+class Follower(Protocol):
+    """A cache of figures over the state's facts that an order event may carry on
+    (:class:`services.scoring.core.ledger.Ledger`)."""
+
+    def follow(self, state: CustomerState, order_id: str, at: int, was_live: bool) -> bool:
+        """Carry the cache on after an event of ``order_id`` at ``at`` (``was_live``: the
+        order was a purchase before it); False: drop it."""
+        ...
+
+
 @dataclass(slots=True)
 class CustomerState:
     """Everything scoring knows about one customer, as facts (see the module docstring)."""
@@ -144,6 +158,13 @@ class CustomerState:
     # Not a fact either: the card's profile section as last built from ``profile``, dropped
     # whenever a profile write wins (the one place ``profile`` changes).
     profile_card: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # Not a fact: the live purchases and their running figures as the last card read them
+    # (:mod:`services.scoring.core.ledger`), carried on by each order event that only adds a
+    # later purchase or changes the latest, and dropped by any other (never stored).
+    ledger: Follower | None = field(default=None, compare=False, repr=False)
+    # Not a fact: each order's events as JSON text, as :meth:`to_json` last wrote them,
+    # dropped when an event of the order is merged (never read back, never compared).
+    orders_json: dict[str, orjson.Fragment] = field(default_factory=dict, compare=False, repr=False)
 
     def copy(self) -> CustomerState:
         """An independent copy (:func:`apply` updates the state it is given)."""
@@ -161,14 +182,19 @@ class CustomerState:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-native form (for a JSONB column); :meth:`from_json` reads it back exactly."""
+        return self._document(
+            {
+                oid: {eid: _order_event_json(e) for eid, e in events.items()}
+                for oid, events in self.orders.items()
+            }
+        )
+
+    def _document(self, orders: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "v": STATE_VERSION,
             "customer_id": self.customer_id,
             "last_event_at": self.last_event_at,
-            "orders": {
-                oid: {eid: _order_event_json(e) for eid, e in events.items()}
-                for oid, events in self.orders.items()
-            },
+            "orders": orders,
             "complaints": {
                 cid: {eid: _complaint_event_json(e) for eid, e in events.items()}
                 for cid, events in self.complaints.items()
@@ -184,10 +210,26 @@ class CustomerState:
             doc["complaint_tiers"] = dict(self.complaint_tiers)
         return doc
 
+    def _order_json(self, order_id: str) -> orjson.Fragment:
+        # Written once per change of the order (as the JSON text :meth:`to_json` embeds): a
+        # batch writes the whole state of a customer whose orders mostly did not change.
+        written = self.orders_json.get(order_id)
+        if written is None:
+            events = {eid: _order_event_json(e) for eid, e in self.orders[order_id].items()}
+            text = orjson.dumps(events, option=orjson.OPT_SORT_KEYS)
+            # A copy of its own size: orjson's output keeps the 4 KiB buffer it was written in.
+            written = orjson.Fragment(bytes(memoryview(text)))
+            self.orders_json[order_id] = written
+        return written
+
     def to_json(self) -> bytes:
         """UTF-8 JSON of :meth:`to_dict`."""
+        if len(self.orders) < _ORDERS_KEPT_AS_JSON_FROM:
+            doc = self.to_dict()
+        else:
+            doc = self._document({oid: self._order_json(oid) for oid in self.orders})
         # Sorted keys: the same facts always serialise to the same bytes.
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def from_json(cls, raw: bytes | str | Mapping[str, Any]) -> CustomerState:
@@ -224,40 +266,48 @@ class CustomerState:
     # -- reading the facts at a moment -------------------------------------------------------
 
     def purchases(self, as_of: int) -> list[Purchase]:
-        """Live orders at ``as_of`` (micros), in purchase order.
+        """Live orders at ``as_of`` (micros), in purchase order (see :meth:`purchase_of`)."""
+        out: list[Purchase] = []
+        for order_id in self.orders:
+            purchase = self.purchase_of(order_id, as_of)
+            if purchase is not None:
+                out.append(purchase)
+        out.sort(key=lambda p: (p.at, p.order_id))
+        return out
+
+    def purchase_of(self, order_id: str, as_of: int) -> Purchase | None:
+        """The order ``order_id`` as a purchase at ``as_of`` (micros); None when it is not live.
 
         Placed and paid are one purchase whose moment is the earlier of the two and whose
         total and outstanding balance come from the later; refunds up to ``as_of`` reduce it;
         a cancellation up to ``as_of`` removes it, and so do refunds of its whole total: an
         order the customer gave back is not an order.
         """
-        out: list[Purchase] = []
         zero = _ZERO
-        for order_id, events in self.orders.items():
-            first_at = -1
-            latest: tuple[int, int, str] | None = None
-            total = outstanding = refunded = zero
-            for event_id, (kind, at, amount, owed, _) in events.items():
-                if at > as_of:
-                    continue
-                if kind == CANCELLED:
-                    break
-                if kind == REFUNDED:
-                    refunded += amount or zero
-                    continue
-                if first_at < 0 or at < first_at:
-                    first_at = at
-                # Placed and paid at the same instant: the payment is the later word.
-                key = (at, kind == PAID, event_id)
-                if latest is None or key > latest:
-                    latest, total, outstanding = key, amount or zero, owed or zero
-            else:  # not cancelled by as_of
-                if latest is not None and (refunded < total or total == zero):
-                    out.append(
-                        Purchase(order_id, first_at, total, refunded, outstanding, total - refunded)
-                    )
-        out.sort(key=lambda p: (p.at, p.order_id))
-        return out
+        first_at = -1
+        latest: tuple[int, int, str] | None = None
+        total = outstanding = refunded = zero
+        for event_id, (kind, at, amount, owed, _) in self.orders[order_id].items():
+            if at > as_of:
+                continue
+            if kind == CANCELLED:
+                return None
+            if kind == REFUNDED:
+                refunded += amount or zero
+                continue
+            if first_at < 0 or at < first_at:
+                first_at = at
+            # Placed and paid at the same instant: the payment is the later word.
+            key = (at, kind == PAID, event_id)
+            if latest is None or key > latest:
+                latest, total, outstanding = key, amount or zero, owed or zero
+        if latest is None or not (refunded < total or total == zero):
+            return None
+        return Purchase(order_id, first_at, total, refunded, outstanding, total - refunded)
+
+    def latest_order_at(self) -> int | None:
+        """The time of the newest order event known (refunds and cancellations included)."""
+        return max((e.at for events in self.orders.values() for e in events.values()), default=None)
 
     def visit_counts(self, as_of: int, window_us: int) -> tuple[int, int, int | None]:
         """``(in_window, total, last_at)`` of visits at ``as_of``; the window ends at ``as_of``.
@@ -343,7 +393,11 @@ def apply(
     at = to_micros(event.occurred_at)
     data = event.data
     if isinstance(data, OrderData):
+        ledger, oid = state.ledger, data.order_id
+        live = ledger is not None and oid in state.orders and state.purchase_of(oid, _END)
         changed = _apply_order(state, event.event_id, _ORDER_KIND[event.event_type], at, data)
+        if changed and ledger is not None and not ledger.follow(state, oid, at, bool(live)):
+            state.ledger = None
     elif isinstance(data, ComplaintData):
         status = OPENED if event.event_type is EventType.COMPLAINT_OPENED else RESOLVED
         changed = _apply_complaint(state, event.event_id, status, at, data)
@@ -375,6 +429,7 @@ def _apply_order(state: CustomerState, event_id: str, kind: str, at: int, d: Ord
         events = state.orders[d.order_id] = {}
     elif event_id in events:
         return False
+    state.orders_json.pop(d.order_id, None)
     if kind == CANCELLED:
         events[event_id] = OrderEvent(kind, at)
     elif kind == REFUNDED:

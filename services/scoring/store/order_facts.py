@@ -3,8 +3,8 @@ consumer, read by the money in the flow figures (:mod:`services.scoring.store.fl
 
 A row is an order as every fact known says it is, whatever their times: bought at the earliest
 of its placed and paid times, worth its total less every refund, gone once cancelled or wholly
-refunded (:meth:`CustomerState.purchases` at the end of time). So an order's row changes only when
-one of its own events applies, and the figures read the orders in event time.
+refunded (:meth:`CustomerState.purchase_of` at the end of time). So an order's row changes
+only when one of its own events applies, and the figures read the orders in event time.
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ async def sync(conn: AsyncConnection, touched: Iterable[tuple[CustomerState, set
     gone_ids: list[str] = []
     gone_orders: list[str] = []
     for state, order_ids in touched:
-        live = {p.order_id: p for p in state.purchases(_EVERYTHING) if p.order_id in order_ids}
         for order_id in order_ids:
-            purchase = live.get(order_id)
+            # Only these orders: the customer's other orders are not read (O(orders changed)).
+            purchase = (
+                state.purchase_of(order_id, _EVERYTHING) if order_id in state.orders else None
+            )
             if purchase is None:
                 gone_ids.append(state.customer_id)
                 gone_orders.append(order_id)
