@@ -437,7 +437,9 @@ class CatchUp:
     calendar, cron) back to the start of the customer's local day, ``days_after`` this many
     days, or the rule's own ``catch_up_days`` when ``rule_catch_up`` (the rule was just saved).
     An instant found so is due at once; the ledger's occurrence key (the local date of the
-    instant) keeps it to one action however often it is found again."""
+    instant) keeps it to one action however often it is found again, and the schedule index
+    does not take it back once the scheduler handled it
+    (:mod:`services.outreach.store.schedule`)."""
 
     days_after_days: int = 2
     rule_catch_up: bool = False
