@@ -23,7 +23,9 @@ from services.outreach.core.schedules import CatchUp, ScheduleContext, next_due
 # ``due``: the first instant (a passed one within the catch-up window); ``later``: the first
 # strictly after now, taken instead when the scheduler already handled ``due``. A row whose
 # instant did not move is left as it is (most of a batch's: a card changed, not the dates it
-# schedules by), so it costs no new row version.
+# schedules by), so it costs no new row version. The last condition holds against the row as
+# it stands when locked: a scheduler that handled it since this statement's snapshot (a rule
+# saved while it ran) keeps the instant it moved the row to.
 _SCHEDULE = text(
     """
     INSERT INTO outreach.schedule AS s (rule_id, customer_id, due_at)
@@ -33,6 +35,7 @@ _SCHEDULE = text(
     LEFT JOIN outreach.schedule o ON o.rule_id = t.r AND o.customer_id = t.c
     ON CONFLICT (rule_id, customer_id) DO UPDATE SET due_at = EXCLUDED.due_at
     WHERE s.due_at IS DISTINCT FROM EXCLUDED.due_at
+        AND (EXCLUDED.due_at <= s.handled_at) IS NOT TRUE
     """
 )
 # The scheduler's rows, handled: each takes its next instant (null: none) in one statement.
