@@ -133,6 +133,41 @@ async def test_a_customer_in_china_is_greeted_on_the_spring_festival_at_nine_loc
     assert await schedule_due(s, "holiday-greeting", "mei") == local(SHANGHAI, 2027, 2, 20, 9)
 
 
+async def test_a_customer_in_china_is_wished_a_happy_mid_autumn_festival_by_name(
+    world: World,
+) -> None:
+    s, clock, hook = world.stack, world.clock, world.hook
+    clock.set(datetime(2027, 9, 1, 12, tzinfo=UTC))
+    await add_rule(s, holiday_greeting())
+    ids = await post_events(
+        s,
+        [
+            profile("mei", WRITTEN, "Asia/Shanghai", country="CN"),
+            profile("sam", WRITTEN, "Europe/Paris"),  # keeps no calendar: the rule's own dates
+        ],
+    )
+    await outreach_has_seen(s, ids)
+    await greeted_once_at(world, "holiday-greeting", "mei", local(SHANGHAI, 2027, 9, 15, 9))
+    [greeting] = hook.received
+    assert greeting.payload["subject"] == "Happy Mid-Autumn Festival"
+    assert greeting.payload["body"] == "Happy Mid-Autumn Festival, Mei, from all of us."
+    # Sam's Christmas greeting names no holiday (Mei's National Day and Double Ninth come
+    # in between).
+    for due in (
+        local(SHANGHAI, 2027, 10, 1, 9),
+        local(SHANGHAI, 2027, 10, 8, 9),
+        local(PARIS, 2027, 12, 25, 9),
+    ):
+        clock.set(due)
+        assert await tick(s) == 1
+    received = await hook.wait_for(4)
+    assert [(r.payload["customer_id"], r.payload["subject"]) for r in received[1:]] == [
+        ("mei", "Happy National Day"),
+        ("mei", "Happy Double Ninth Festival"),
+        ("sam", "Season's greetings"),
+    ]
+
+
 async def test_a_zh_tw_customer_keeps_taiwans_holidays_not_chinas(world: World) -> None:
     s, clock, hook = world.stack, world.clock, world.hook
     clock.set(datetime(2027, 9, 30, 12, tzinfo=UTC))  # after Confucius' Birthday (09-28)

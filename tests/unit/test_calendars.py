@@ -10,11 +10,24 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.outreach.core.calendars import Calendars, calendar_of, holidays_in, region_of
+from services.outreach.core.calendars import (
+    Calendars,
+    calendar_of,
+    holiday_on,
+    holidays_in,
+    region_of,
+)
 from services.outreach.core.policy import Policy
 from services.outreach.core.rule_pack import default_pack
-from services.outreach.core.rules import Rule
-from services.outreach.core.schedules import CalendarSchedule, DaysAfterSchedule, next_due
+from services.outreach.core.rules import Rule, template_errors
+from services.outreach.core.schedules import (
+    CalendarSchedule,
+    DaysAfterSchedule,
+    holiday_of,
+    next_due,
+    occurrence_key,
+)
+from services.outreach.core.templates import build_context, render
 from shared.events import CustomerData
 
 # The published dates (State Council holiday notices; the Chinese lunar calendar).
@@ -208,3 +221,87 @@ def test_days_of_remembrance_are_not_greeted_unless_a_rule_asks() -> None:
     # A rule that means to mark them says so.
     mark = rule({"kind": "calendar", "name": "remember", "calendar": "CN", "solemn_days": True})
     assert next_due(mark, shanghai, utc(2027, 3, 1), context=ctx) == utc(2027, 4, 5, 1)
+
+
+# --- the holiday's name in a template ---------------------------------------------------
+
+
+def test_a_holiday_firing_names_its_holiday_and_other_firings_none() -> None:
+    greet = rule(
+        {"kind": "calendar", "name": "festivals", "calendar": "customer", "dates": ["12-25"]}
+    )
+    ctx = Policy().schedule_context
+    mei = card(country="CN", timezone="Asia/Shanghai")
+    due = next_due(greet, mei, utc(2027, 9, 1), context=ctx)
+    assert due is not None
+    key = occurrence_key(greet, mei, due, context=ctx)
+    assert holiday_of(greet, mei, key, context=ctx) == {
+        "name": "Mid-Autumn Festival",
+        "date": "2027-09-15",
+        "calendar": "CN",
+    }
+    # A customer who keeps no calendar is greeted on the rule's own dates: no holiday named.
+    assert holiday_of(greet, card(timezone="UTC"), "2027-12-25", context=ctx) is None
+    # A named calendar, and a day that begins none of its holidays.
+    us = rule({"kind": "calendar", "name": "us", "calendar": "US"})
+    assert holiday_of(us, mei, "2027-07-04", context=ctx) == {
+        "name": "Independence Day",
+        "date": "2027-07-04",
+        "calendar": "US",
+    }
+    assert holiday_of(us, mei, "2027-07-05", context=ctx) is None
+    # Not a calendar trigger.
+    birthday = rule({"kind": "birthday"})
+    assert holiday_of(birthday, mei, "2027-09-15", context=ctx) is None
+
+
+def test_a_solemn_day_is_named_only_for_a_rule_that_asks_for_them() -> None:
+    assert holiday_on("CN", date(2027, 4, 5)) is None
+    solemn = holiday_on("CN", date(2027, 4, 5), solemn=True)
+    assert solemn is not None and solemn.name == "Qingming Festival"
+
+
+def test_the_default_holiday_greeting_says_which_holiday() -> None:
+    [greet] = [r for r in default_pack() if r.id == "holiday-greeting"]
+    ctx = Policy().schedule_context
+    wei = {"customer_id": "wei", "profile": {"name": "Wei", "country": "CN"}}
+    holiday = holiday_of(greet, wei, "2027-09-15", context=ctx)
+    assert render(greet.action.template, build_context(wei, holiday=holiday)) == (
+        "Happy Mid-Autumn Festival",
+        "Happy Mid-Autumn Festival, Wei, from all of us.",
+    )
+    sam = {"customer_id": "sam", "profile": {"name": "Sam"}}
+    assert render(greet.action.template, build_context(sam)) == (
+        "Season's greetings",
+        "Season's greetings, Sam, from all of us.",
+    )
+
+
+def test_a_calendar_rules_template_is_checked_with_and_without_a_holiday() -> None:
+    def saved(trigger: dict[str, Any], body: str) -> list[tuple[str, str]]:
+        return template_errors(
+            Rule.model_validate(
+                {
+                    "id": "r",
+                    "name": "r",
+                    "trigger": {"type": "schedule", "kind": "calendar", "name": "h", **trigger},
+                    "action": {
+                        "kind": "greeting",
+                        "channel": "webhook",
+                        "template": {"body": body},
+                    },
+                }
+            )
+        )
+
+    named = "Happy {{ holiday.name }} ({{ holiday.date }}, {{ holiday.calendar }})"
+    assert saved({"calendar": "CN"}, named) == []
+    assert saved({"calendar": "customer"}, named) == []
+    # With fixed dates too, some customers get no holiday: the template must allow for it.
+    [(field, why)] = saved({"calendar": "customer", "dates": ["12-25"]}, named)
+    assert field == "action.template.body" and "name" in why
+    guarded = "{% if holiday %}Happy {{ holiday.name }}{% else %}Greetings{% endif %}"
+    assert saved({"calendar": "customer", "dates": ["12-25"]}, guarded) == []
+    assert saved({"dates": ["12-25"]}, guarded) == []
+    [(_, why)] = saved({"dates": ["12-25"]}, named)
+    assert "name" in why

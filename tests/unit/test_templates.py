@@ -79,12 +79,12 @@ def test_sandbox_escapes_and_mutation_are_refused(source: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["settings", "config", "environ", "os", "secrets", "lipsum"])
-def test_nothing_beyond_the_five_context_names_is_reachable(name: str) -> None:
+def test_nothing_beyond_the_six_context_names_is_reachable(name: str) -> None:
     assert check(Template(body=f"{{{{ {name} }}}}")) == [f"body: '{name}' is undefined"]
 
 
-def test_the_context_exposes_exactly_five_names() -> None:
-    names = {"card", "customer", "offer", "unsubscribe_url", "launch"}
+def test_the_context_exposes_exactly_six_names() -> None:
+    names = {"card", "customer", "offer", "unsubscribe_url", "launch", "holiday"}
     assert set(build_context(SAMPLE_CARD)) == names
 
 

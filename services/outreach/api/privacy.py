@@ -58,7 +58,7 @@ async def export_customer(customer_id: str, _: Reader, conn: Transaction) -> Out
         await conn.execute(
             text(
                 "SELECT rule_id, due_at FROM outreach.schedule WHERE customer_id = :id "
-                "ORDER BY due_at, rule_id"
+                "AND due_at IS NOT NULL ORDER BY due_at, rule_id"
             ),
             params,
         )

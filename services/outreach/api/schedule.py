@@ -60,7 +60,7 @@ _SCHEDULED = text(
     SELECT s.rule_id, r.definition -> 'action' ->> 'kind' AS kind, s.due_at
     FROM outreach.schedule s
     LEFT JOIN outreach.rules r ON r.id = s.rule_id AND r.deleted_at IS NULL
-    WHERE s.customer_id = :id
+    WHERE s.customer_id = :id AND s.due_at IS NOT NULL  -- null: nothing left to fire
     ORDER BY s.due_at, s.rule_id
     LIMIT :limit
     """

@@ -135,6 +135,16 @@ def holiday_dates(calendar: str, years: range, *, solemn: bool = False) -> list[
     )
 
 
+def holiday_on(calendar: str, day: date, *, solemn: bool = False) -> Holiday | None:
+    """The holiday of ``calendar`` that begins on ``day`` (days of remembrance only when
+    ``solemn``), or None. Two that begin on one day (the Mid-Autumn Festival on National Day):
+    the first in the calendar's order."""
+    return next(
+        (h for h in holidays_in(calendar, day.year) if h.day == day and (solemn or not h.solemn)),
+        None,
+    )
+
+
 def _country_code(v: str) -> str:
     if v not in SUPPORTED:
         raise ValueError(f"{v!r} is not a country whose holidays Tend knows (ISO 3166 alpha-2)")

@@ -96,9 +96,13 @@ _SERVICE_RULES: list[dict[str, Any]] = [
         "action": {
             "kind": "greeting",
             "channel": "webhook",
+            # On one of the customer's holidays the greeting names it (`holiday`); the fixed
+            # dates name none.
             "template": {
-                "subject": "Season's greetings",
-                "body": "Season's greetings, {{ customer.name or 'friend' }}, from all of us.",
+                "subject": "{% if holiday %}Happy {{ holiday.name }}"
+                "{% else %}Season's greetings{% endif %}",
+                "body": "{% if holiday %}Happy {{ holiday.name }}{% else %}Season's greetings"
+                "{% endif %}, {{ customer.name or 'friend' }}, from all of us.",
             },
         },
         "priority": 10,

@@ -57,6 +57,7 @@ from services.outreach.core.schedules import (
     CalendarSchedule,
     CronSchedule,
     DaysAfterSchedule,
+    holiday_cases,
 )
 from services.outreach.core.template_limits import DEFAULT_LIMITS, RenderLimits
 from services.outreach.core.trust import trusted
@@ -364,9 +365,10 @@ def template_errors(rule: Rule, limits: RenderLimits = DEFAULT_LIMITS) -> list[t
     if rule.action.is_tag:
         return []  # no message to render
     offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
+    holidays = holiday_cases(rule.trigger)  # a calendar rule's template may name `holiday`
     return [
         (f"action.template.{part}", why)
-        for part, why in templates.check_parts(rule.action.template, offer, limits)
+        for part, why in templates.check_parts(rule.action.template, offer, limits, holidays)
     ]
 
 

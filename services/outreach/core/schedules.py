@@ -54,7 +54,13 @@ from pydantic import (
 )
 
 from services.outreach.core import conditions
-from services.outreach.core.calendars import SUPPORTED, Calendars, calendar_of, holiday_dates
+from services.outreach.core.calendars import (
+    SUPPORTED,
+    Calendars,
+    calendar_of,
+    holiday_dates,
+    holiday_on,
+)
 from services.outreach.core.trust import trusted
 
 
@@ -437,7 +443,9 @@ class CatchUp:
     calendar, cron) back to the start of the customer's local day, ``days_after`` this many
     days, or the rule's own ``catch_up_days`` when ``rule_catch_up`` (the rule was just saved).
     An instant found so is due at once; the ledger's occurrence key (the local date of the
-    instant) keeps it to one action however often it is found again."""
+    instant) keeps it to one action however often it is found again, and the schedule index
+    does not take it back once the scheduler handled it
+    (:mod:`services.outreach.store.schedule`)."""
 
     days_after_days: int = 2
     rule_catch_up: bool = False
@@ -503,3 +511,46 @@ def occurrence_key(
     """The identity of a schedule's firing: the customer's local date of ``due``, YYYY-MM-DD
     (one holiday greeting per holiday: a calendar's holiday is one date, its first day)."""
     return due.astimezone(zone_of(card, context.default_timezone)).date().isoformat()
+
+
+def holiday_of(
+    rule: Scheduled,
+    card: Mapping[str, Any],
+    occurrence: str,
+    *,
+    context: ScheduleContext = DEFAULT_CONTEXT,
+) -> dict[str, str] | None:
+    """The holiday a calendar schedule's firing greets, as a template sees it
+    (``{"name": "Mid-Autumn Festival", "date": "2027-09-15", "calendar": "CN"}``), for the
+    firing whose occurrence key is ``occurrence`` (its local date); None when the rule is not
+    a calendar schedule, the customer keeps no calendar (a rule's own dates name no holiday),
+    or no holiday of theirs begins that day."""
+    spec = rule.trigger
+    if not isinstance(spec, CalendarSchedule) or spec.calendar is None:
+        return None
+    named = (
+        calendar_of(card, context.calendars)
+        if spec.calendar == CUSTOMER_CALENDAR
+        else spec.calendar
+    )
+    if named is None:
+        return None
+    try:
+        day = date.fromisoformat(occurrence)
+    except ValueError:
+        return None
+    found = holiday_on(named, day, solemn=spec.solemn_days)
+    if found is None:
+        return None
+    return {"name": found.name, "date": found.day.isoformat(), "calendar": named}
+
+
+def holiday_cases(trigger: object) -> tuple[bool, ...]:
+    """Whether the actions of ``trigger`` render with a holiday (True), without (False), or
+    either, by customer: a named calendar always names one; ``customer`` names each customer's
+    own, and none for the rule's own dates (for customers who keep no calendar)."""
+    if not isinstance(trigger, CalendarSchedule) or trigger.calendar is None:
+        return (False,)
+    if trigger.calendar == CUSTOMER_CALENDAR and trigger.dates:
+        return (True, False)
+    return (True,)

@@ -1,6 +1,6 @@
 """Message templates: Jinja2 in its immutable sandbox, over a customer's card and nothing else.
 
-A template has a ``subject`` and a ``body``. Both see exactly five names:
+A template has a ``subject`` and a ``body``. Both see exactly six names:
 
 - ``card``: the whole score card (``card.value.orders``, ``card.tier``...), as on the changes
   topic: money is a decimal string, times are ISO strings;
@@ -9,7 +9,11 @@ A template has a ``subject`` and a ``body``. Both see exactly five names:
 - ``unsubscribe_url``: the link that opts the customer out;
 - ``launch``: a broadcast launch's content (``launch.all_items``, ``launch.items_for_customer``:
   the new items in the categories or brands the customer buys; see
-  :mod:`services.outreach.core.launch`), every list empty outside a launch.
+  :mod:`services.outreach.core.launch`), every list empty outside a launch;
+- ``holiday``: the holiday a calendar schedule greets on (``holiday.name``: "Mid-Autumn
+  Festival", ``holiday.date``: "2027-09-15", ``holiday.calendar``: "CN"; see
+  :func:`services.outreach.core.schedules.holiday_of`), or None for every other action (a
+  rule's own dates, another trigger): ``{% if holiday %}Happy {{ holiday.name }}{% endif %}``.
 
 Settings, secrets and the process are out of reach by construction: they are never in the
 context, and the sandbox refuses attribute escapes such as ``''.__class__``. A name the
@@ -23,7 +27,7 @@ Every render runs within hard limits on loops, calls, recursion, sizes and time
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache, partial
@@ -204,6 +208,7 @@ def build_context(
     card: Mapping[str, Any],
     offer: Mapping[str, Any] | None = None,
     unsubscribe_url: str = "",
+    holiday: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The only names a template sees; see the module docstring."""
     launch = template_launch(card)
@@ -215,6 +220,7 @@ def build_context(
         "offer": offer,
         "unsubscribe_url": unsubscribe_url,
         "launch": launch,
+        "holiday": holiday,
     }
 
 
@@ -243,10 +249,12 @@ def check_parts(
     template: Template,
     offer: Mapping[str, Any] | None = None,
     limits: RenderLimits = DEFAULT_LIMITS,
+    holidays: Sequence[bool] = (False,),
 ) -> list[tuple[str, str]]:
     """``(part, why)`` for each part of ``template`` that does not render with ``offer`` on
     :data:`SAMPLE_CARD` within ``limits``; empty if both do. A limit crossed reads
-    ``template_limit: <the limit>``.
+    ``template_limit: <the limit>``. ``holidays``: whether the rule's actions render with a
+    holiday (:data:`SAMPLE_HOLIDAY`), without (None), or either: each case is rendered.
 
     Rules are checked so when saved (off the event loop: a render may take up to the time
     limit), so a template that names a missing field, tries to escape the sandbox or crosses
@@ -254,12 +262,20 @@ def check_parts(
     """
     errors: list[tuple[str, str]] = []
     sample = {**SAMPLE_CARD, LAUNCH_KEY: SAMPLE_LAUNCH}
-    context = build_context(sample, offer, "https://example.com/unsubscribe/sample")
     for part, source in (("subject", template.subject), ("body", template.body)):
-        try:
-            run_budgeted(limits, partial(_render_part, part, source, context))
-        except TemplateError as exc:
-            errors.append((part, str(exc).removeprefix(f"{part}: ").removeprefix(f"{part}, ")))
+        for with_holiday in holidays:
+            context = build_context(
+                sample,
+                offer,
+                "https://example.com/unsubscribe/sample",
+                SAMPLE_HOLIDAY if with_holiday else None,
+            )
+            try:
+                run_budgeted(limits, partial(_render_part, part, source, context))
+            except TemplateError as exc:
+                why = str(exc).removeprefix(f"{part}: ").removeprefix(f"{part}, ")
+                errors.append((part, why))
+                break  # one reason a part
     return errors
 
 
@@ -365,6 +381,13 @@ SAMPLE_CARD: Mapping[str, Any] = Card(
         next=NextMembershipTier(tier="platinum", missing_spend=Decimal("89.60"), missing_orders=3),
     ),
 ).model_dump(mode="json")
+
+# The holiday a calendar rule's template is checked with (see core.schedules.holiday_of).
+SAMPLE_HOLIDAY: Mapping[str, str] = {
+    "name": "Mid-Autumn Festival",
+    "date": "2027-09-15",
+    "calendar": "CN",
+}
 
 # The launch content a template is checked with (see services.outreach.core.launch).
 SAMPLE_LAUNCH: Mapping[str, Any] = {

@@ -44,6 +44,7 @@ from services.outreach.core.policy import (
     history_days,
 )
 from services.outreach.core.rules import Match, Rule, channel_for
+from services.outreach.core.schedules import holiday_of
 from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
@@ -145,7 +146,10 @@ async def decide_and_record(
         )
         for candidate, decision in decisions:
             match, arm = match_of[id(candidate)]
-            rows.append(_row(match, arm, card, decision, settings, now, limits))
+            holiday = holiday_of(
+                match.rule, card, match.occurrence, context=policy.schedule_context
+            )
+            rows.append(_row(match, arm, card, decision, settings, now, limits, holiday))
         if time.perf_counter() - yielded > YIELD_SECONDS:
             await asyncio.sleep(0)
             yielded = time.perf_counter()
@@ -212,6 +216,7 @@ def _row(
     settings: OutreachSettings,
     now: datetime,
     limits: RenderLimits,
+    holiday: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     rule = match.rule
     status = _STATUS[decision.outcome]
@@ -224,7 +229,7 @@ def _row(
         try:
             subject, body = templates.render(
                 rule.action.template,
-                templates.build_context(card, offer, LINK_PLACEHOLDER),
+                templates.build_context(card, offer, LINK_PLACEHOLDER, holiday),
                 limits,
             )
         except templates.TemplateError as exc:

@@ -15,7 +15,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.rules import Match, Rule, RuleFailure
-from services.outreach.core.schedules import CatchUp, ScheduleContext, occurrence_key
+from services.outreach.core.schedules import (
+    CatchUp,
+    ScheduleContext,
+    next_due,
+    occurrence_key,
+)
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
@@ -54,19 +59,24 @@ async def fire_due(
         recorded = await decide_and_record(
             conn, matches, cards, policy=policy, settings=settings, now=now, rules=rules
         )
-        # Next occurrence: strictly after this one, so it can never fire twice.
+        # Next occurrence: strictly after this one, so it can never fire twice; this one is
+        # remembered as handled, so a recomputation never moves the row back onto it.
+        live = {r.id for r in live_rules}
+        handled = []
         for row in due:
-            rule = rules.get(row.rule_id)
-            if rule is not None and rule in live_rules:
-                await schedule.reschedule(
-                    conn,
-                    [rule],
-                    {row.customer_id: row.card},
-                    row.due_at + timedelta(minutes=1),
-                    policy.schedule_context,
-                    failures,
+            if row.rule_id not in live:
+                continue
+            after = row.due_at + timedelta(minutes=1)
+            try:
+                next_at = next_due(
+                    rules[row.rule_id], row.card, after, context=policy.schedule_context
                 )
-        gone = sorted({row.rule_id for row in due} - {r.id for r in live_rules})
+            except Exception as exc:  # one rule never stops the others; the row stays due
+                failures.append(RuleFailure.of(row.rule_id, exc, "schedule"))
+                continue
+            handled.append((row.rule_id, row.customer_id, row.due_at, next_at))
+        await schedule.advance(conn, handled)
+        gone = sorted({row.rule_id for row in due} - live)
         if gone:
             await schedule.drop_rules(conn, gone)
         if failures:

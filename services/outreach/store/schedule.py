@@ -1,5 +1,12 @@
 """The schedule index: when each schedule rule next fires for each customer (``due_at``), so
-the scheduler finds what is due without scanning customers."""
+the scheduler finds what is due without scanning customers.
+
+Each row also keeps the instant of the last occurrence the scheduler handled (``handled_at``).
+A recomputation (a card changed, a rule was saved) may catch up an instant that passed today
+(:class:`~services.outreach.core.schedules.CatchUp`); when the scheduler already handled that
+instant, the row takes the next one instead, so a customer's every change does not send their
+schedule back to be run again. A row with nothing left to fire keeps that memory with a null
+``due_at`` until a recomputation finds nothing to catch up either."""
 
 from __future__ import annotations
 
@@ -13,15 +20,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.outreach.core.rules import Rule, RuleFailure
 from services.outreach.core.schedules import CatchUp, ScheduleContext, next_due
 
-# A row whose instant did not move is left as it is (most of a batch's: a card changed, not
-# the dates it schedules by), so it costs no new row version.
+# ``due``: the first instant (a passed one within the catch-up window); ``later``: the first
+# strictly after now, taken instead when the scheduler already handled ``due``. A row whose
+# instant did not move is left as it is (most of a batch's: a card changed, not the dates it
+# schedules by), so it costs no new row version. The last condition holds against the row as
+# it stands when locked: a scheduler that handled it since this statement's snapshot (a rule
+# saved while it ran) keeps the instant it moved the row to.
 _SCHEDULE = text(
     """
     INSERT INTO outreach.schedule AS s (rule_id, customer_id, due_at)
-    SELECT * FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
-                         CAST(:due AS timestamptz[]))
+    SELECT t.r, t.c, CASE WHEN t.d <= o.handled_at THEN t.n ELSE t.d END
+    FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
+                CAST(:due AS timestamptz[]), CAST(:later AS timestamptz[])) AS t(r, c, d, n)
+    LEFT JOIN outreach.schedule o ON o.rule_id = t.r AND o.customer_id = t.c
     ON CONFLICT (rule_id, customer_id) DO UPDATE SET due_at = EXCLUDED.due_at
     WHERE s.due_at IS DISTINCT FROM EXCLUDED.due_at
+        AND (EXCLUDED.due_at <= s.handled_at) IS NOT TRUE
+    """
+)
+# The scheduler's rows, handled: each takes its next instant (null: none) in one statement.
+_ADVANCE = text(
+    """
+    UPDATE outreach.schedule s SET due_at = t.n, handled_at = t.h
+    FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
+                CAST(:handled AS timestamptz[]), CAST(:next AS timestamptz[])) AS t(r, c, h, n)
+    WHERE s.rule_id = t.r AND s.customer_id = t.c
     """
 )
 _UNSCHEDULE = text(
@@ -57,14 +80,22 @@ async def reschedule(
     catch_up: CatchUp | None = None,
 ) -> None:
     """Recompute when each schedule rule next fires for each of these customers (with
-    ``catch_up``, an instant that passed within its window is due at once). A rule that
-    raises for a customer is not scheduled for them and is reported in ``failures``."""
-    due: list[tuple[str, str, datetime]] = []
+    ``catch_up``, an instant that passed within its window is due at once, unless the
+    scheduler already handled it: then the next one). A rule that raises for a customer is
+    not scheduled for them and is reported in ``failures``."""
+    due: list[tuple[str, str, datetime, datetime | None]] = []
     gone: list[tuple[str, str]] = []
     for customer_id, card in cards.items():
         for rule in schedules:
             try:
                 at = next_due(rule, card, after, context=context, catch_up=catch_up)
+                # A caught-up instant may be one the scheduler handled: the one after now
+                # stands in for it then (the statement knows which).
+                later = (
+                    next_due(rule, card, after, context=context)
+                    if at is not None and at <= after
+                    else at
+                )
             except Exception as exc:  # one rule never stops the others
                 if failures is not None:
                     failures.append(RuleFailure.of(rule.id, exc, "schedule"))
@@ -72,7 +103,7 @@ async def reschedule(
             if at is None:
                 gone.append((rule.id, customer_id))
             else:
-                due.append((rule.id, customer_id, at))
+                due.append((rule.id, customer_id, at, later))
     if due:
         await conn.execute(
             _SCHEDULE,
@@ -80,12 +111,32 @@ async def reschedule(
                 "rules": [d[0] for d in due],
                 "customers": [d[1] for d in due],
                 "due": [d[2] for d in due],
+                "later": [d[3] for d in due],
             },
         )
     if gone:
         await conn.execute(
             _UNSCHEDULE, {"rules": [g[0] for g in gone], "customers": [g[1] for g in gone]}
         )
+
+
+async def advance(
+    conn: AsyncConnection, handled: Sequence[tuple[str, str, datetime, datetime | None]]
+) -> None:
+    """The scheduler handled these rows (locked by :func:`due`): each
+    ``(rule_id, customer_id, handled instant, next instant or None)`` records the occurrence
+    handled and moves to the next, all in one statement."""
+    if not handled:
+        return
+    await conn.execute(
+        _ADVANCE,
+        {
+            "rules": [h[0] for h in handled],
+            "customers": [h[1] for h in handled],
+            "handled": [h[2] for h in handled],
+            "next": [h[3] for h in handled],
+        },
+    )
 
 
 async def due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:

@@ -73,13 +73,16 @@ cards = Table(
     Column("change_at", DateTime(timezone=True), nullable=False),
 )
 
-# When each schedule rule next fires for each customer.
+# When each schedule rule next fires for each customer (null: nothing left to fire), and the
+# instant of the last occurrence the scheduler handled (a recomputation never moves back onto
+# it).
 schedule = Table(
     "schedule",
     metadata,
     Column("rule_id", String(64), nullable=False),
     Column("customer_id", String(128), nullable=False),
-    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True)),
+    Column("handled_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("rule_id", "customer_id", name="pk_schedule"),
     Index("ix_schedule_due_at", "due_at"),
 )
