@@ -9,12 +9,13 @@ last when time lowered it since the sweep last looked, or the tiers configured c
 
 from __future__ import annotations
 
-import statistics
 import time
+from array import array
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.core import predict, rfm, tiers
@@ -55,16 +56,18 @@ async def fit_population(
 ) -> tuple[Population, int, int, float, list[str]]:
     """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
     models whose fit did not converge and whose parameters in force were kept)."""
-    xs: list[int] = []
-    txs: list[float] = []
-    ts: list[float] = []
-    spends: list[float] = []
-    recency: list[float] = []
-    frequency: list[float] = []
-    monetary: list[float] = []
-    composites: list[float] = []
-    borrowed: list[int] = []  # composites judged on the population's median gap, not their own
-    gaps: list[float] = []
+    # One machine number per buyer in flat arrays (8 bytes each), not lists of Python floats
+    # (32 bytes each): at a million customers the lists alone would take ~300 MB.
+    xs = array("q")
+    txs = array("d")
+    ts = array("d")
+    spends = array("d")
+    recency = array("d")
+    frequency = array("d")
+    monetary = array("d")
+    composites = array("d")
+    borrowed = array("q")  # composites judged on the population's median gap, not their own
+    gaps = array("d")
     customers = 0
     now_us = to_micros(as_of)
     async with engine.connect() as conn:
@@ -118,7 +121,8 @@ async def fit_population(
                 kept.append("gamma_gamma")
     fit_seconds = time.perf_counter() - started
 
-    median_gap_days = statistics.median(gaps) if gaps else None
+    # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
+    median_gap_days = float(np.median(np.asarray(gaps))) if gaps else None
     # The cut points must rank the composites the cards will show once this population is in
     # force: a customer without a rhythm of their own is judged on the new median gap.
     was = current.median_gap(settings)
@@ -131,11 +135,7 @@ async def fit_population(
         if bg is not None and gg is not None
         else np.zeros(len(xs))
     )
-    tier_bp = (
-        tiers.breakpoints_from(composites, [float(c) for c in clvs], settings)
-        if composites
-        else None
-    )
+    tier_bp = tiers.breakpoints_from(composites, _flat(clvs), settings) if composites else None
     population = Population(
         rfm=rfm_bp,
         tiers=tier_bp,
@@ -145,6 +145,13 @@ async def fit_population(
         fitted_at=as_of,
     )
     return population, customers, len(xs), fit_seconds, kept
+
+
+def _flat(values: npt.NDArray[np.float64]) -> array[float]:
+    """A numpy vector as a flat array of machine floats (no Python float per element)."""
+    out = array("d")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    return out
 
 
 def _days(purchases: list[Purchase]) -> list[date]:
