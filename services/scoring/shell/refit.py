@@ -56,17 +56,19 @@ async def fit_population(
 ) -> tuple[Population, int, int, float, list[str]]:
     """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
     models whose fit did not converge and whose parameters in force were kept)."""
-    # One machine number per buyer in flat arrays (8 bytes each), not lists of Python floats
-    # (32 bytes each): at a million customers the lists alone would take ~300 MB.
-    xs = array("q")
+    # One machine number per buyer in flat arrays (4 or 8 bytes each), not lists of Python
+    # floats (32 bytes each): at a million customers the lists alone would take ~300 MB. Counts
+    # and whole days are C ints; numpy widens them to the same float64 values the fits and
+    # quantiles always used.
+    xs = array("i")
     txs = array("d")
     ts = array("d")
     spends = array("d")
-    recency = array("d")
-    frequency = array("d")
+    recency = array("i")  # whole days
+    frequency = array("i")  # orders
     monetary = array("d")
     composites = array("d")
-    borrowed = array("q")  # composites judged on the population's median gap, not their own
+    borrowed = array("i")  # composites judged on the population's median gap, not their own
     gaps = array("d")
     customers = 0
     now_us = to_micros(as_of)
@@ -91,11 +93,16 @@ async def fit_population(
             ts.append(stats.T)
             spends.append(stats.mean_spend)
             days = purchase_days(state, as_of)
-            recency.append(float((as_of.date() - days[-1]).days))
-            frequency.append(float(card.orders))
+            recency.append((as_of.date() - days[-1]).days)
+            frequency.append(card.orders)
             monetary.append(float(card.lifetime_spend))
             if card.purchase_interval_days is not None:
                 gaps.append(card.purchase_interval_days)
+
+    # The RFM cut points need only their three figures: computed first, and let go before the
+    # fit needs its own room.
+    rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
+    del recency, frequency, monetary
 
     started = time.perf_counter()
     x = np.asarray(xs, dtype=np.int64)
@@ -129,7 +136,6 @@ async def fit_population(
     will = median_gap_days or settings.default_median_gap_days
     for i in borrowed:
         composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
-    rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
     clvs = (
         predict.clv_many(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
         if bg is not None and gg is not None
@@ -150,7 +156,7 @@ async def fit_population(
 def _flat(values: npt.NDArray[np.float64]) -> array[float]:
     """A numpy vector as a flat array of machine floats (no Python float per element)."""
     out = array("d")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).data.cast("B"))
     return out
 
 
