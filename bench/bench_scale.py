@@ -73,7 +73,7 @@ from shared.events import Consent, CustomerData, Envelope, EventType, OrderData,
 from shared.settings import CommonSettings
 from tests.support.servers import ServiceProcess
 
-PORTS = {"ingest": 18021, "scoring": 18022, "outreach": 18023}
+PORTS = {"ingest": 18031, "scoring": 18032, "outreach": 18033}
 PHASES = ("load", "refit", "due-scan")
 BIRTHDAY_RULE = "bench-scale-birthday"
 DUE_SHARE = 0.01  # of the customers, whose birthday greeting is due when the scan runs
