@@ -921,12 +921,12 @@ def chart(out: Results, path: Path) -> None:
         rates.append(("CDNOW master, orders/s", out.cdnow.orders / out.cdnow.wall_s))
     _bars(ax_rate, rates, "events/s (log)", grey, log=True)
     if out.e2e:
-        for target, label in (
-            (bench_e2e.TARGET_TO_CHANGE, " → change target"),
-            (bench_e2e.TARGET_TO_WEBHOOK, " → webhook target"),
+        for target, label, y in (
+            (bench_e2e.TARGET_TO_CHANGE, " → change target", -0.75),
+            (bench_e2e.TARGET_TO_WEBHOOK, " → webhook target", -0.45),
         ):
             ax_rate.axvline(target, color=red, ls="--", lw=1)
-            ax_rate.text(target, -0.6, label, color=red, fontsize=8)
+            ax_rate.text(target, y, label, color=red, fontsize=8)
     ax_rate.set_title("Throughput")
 
     if out.e2e:
