@@ -163,9 +163,9 @@ def _clvs(
     spends: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """:func:`predict.clv_many` a slice of buyers at a time: its temporaries of one number
-    per buyer would otherwise stand at ~60 MB together at 900,000 buyers (~10 MB sliced). Each CLV
-    is a buyer's own (no sum across buyers), and the slices start at multiples of 64K, so
-    vector units see the same elements together as in one call."""
+    per buyer would otherwise stand at ~60 MB together at 900,000 buyers (~10 MB sliced).
+    Each CLV is a buyer's own (no sum across buyers), and the slices start at multiples of
+    64K, so vector units see the same elements together as in one call."""
     out = np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), CLV_SLICE):
         end = start + CLV_SLICE
