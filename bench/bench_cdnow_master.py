@@ -31,7 +31,7 @@ from bench.bench_e2e import Stack, running_stack
 from tests.support.cdnow import Order, master_log, read_master
 
 PORTS = {"ingest": 18021, "scoring": 18022, "outreach": 18023}
-TARGET_S = 30.0
+TARGET_S = 15.0
 
 
 def order_events(orders: Sequence[Order], today: date) -> list[dict[str, Any]]:

@@ -52,9 +52,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("ingest", "scoring", "outreach")
 PORTS = {"ingest": 18011, "scoring": 18012, "outreach": 18013}
 RULE_ID = "bench-care-on-paid-order"
-TARGET_SUSTAINED = 5_000  # events/s, end to end
+# Issue #19's targets.
+TARGET_TO_CHANGE = 4_000  # events/s, POST to change, sustained
+TARGET_TO_WEBHOOK = 2_000  # events/s, POST to webhook delivered, sustained
 TARGET_P99_MS = 250  # order to change, at 1,000 events/s
-TARGET_RSS_MB = 300  # per service
+TARGET_WEBHOOK_P99_MS = 1_000  # order to webhook, at 1,000 events/s
+TARGET_RSS_MB = 300  # per service, with 1,000,000 customers (bench.bench_scale)
 
 
 # -- the stack: a fresh database, topics, keys and three service processes ----------------------
@@ -616,18 +619,20 @@ def print_figures(f: E2EFigures) -> None:
     )
     print("| run | figure |")
     print("|---|---|")
-    sustained = min(sat.to_change_per_s, sat.to_webhook_per_s)
     print(
         f"| saturation: {sat.events:,} orders, 4 clients x batches of 500 | posted at "
-        f"{sat.posted_per_s:,.0f}/s; to change {sat.to_change_per_s:,.0f} events/s, to "
-        f"webhook {sat.to_webhook_per_s:,.0f} events/s (target >= {TARGET_SUSTAINED:,}: "
-        f"{verdict(sustained >= TARGET_SUSTAINED)}) |"
+        f"{sat.posted_per_s:,.0f}/s; to change {sat.to_change_per_s:,.0f} events/s (target "
+        f">= {TARGET_TO_CHANGE:,}: {verdict(sat.to_change_per_s >= TARGET_TO_CHANGE)}), to "
+        f"webhook {sat.to_webhook_per_s:,.0f} events/s (target >= {TARGET_TO_WEBHOOK:,}: "
+        f"{verdict(sat.to_webhook_per_s >= TARGET_TO_WEBHOOK)}) |"
     )
     print(f"| saturation latency | {latencies(sat)} |")
     print(
         f"| fixed load {fx.name} ({fx.events:,} orders in 50 ms ticks, posted at "
         f"{fx.posted_per_s:,.0f}/s) | {latencies(fx)} (target p99 order→change <= "
-        f"{TARGET_P99_MS} ms: {verdict(fx.change_p99_ms <= TARGET_P99_MS)}) |"
+        f"{TARGET_P99_MS} ms: {verdict(fx.change_p99_ms <= TARGET_P99_MS)}; p99 "
+        f"order→webhook <= {TARGET_WEBHOOK_P99_MS:,} ms: "
+        f"{verdict(fx.webhook_p99_ms <= TARGET_WEBHOOK_P99_MS)}) |"
     )
     print(
         f"| order→change p99 by the change record's own timestamp (produced, not read) | "
@@ -645,9 +650,9 @@ def print_figures(f: E2EFigures) -> None:
     for name in SERVICES:
         peak = f.rss_peak_mb[name]
         print(
-            f"| {name} resident memory, peak under saturation | {peak:,.0f} MB (before "
-            f"{f.rss_before_mb[name]:,.0f} MB; target <= {TARGET_RSS_MB} MB: "
-            f"{verdict(peak <= TARGET_RSS_MB)}) |"
+            f"| {name} resident memory, peak under saturation ({f.customers:,} customers; "
+            f"the target at 1M is bench.bench_scale's) | {peak:,.0f} MB (before "
+            f"{f.rss_before_mb[name]:,.0f} MB) |"
         )
 
 

@@ -267,10 +267,9 @@ def print_figures(f: IngestFigures) -> None:
     print("|---|---|")
     print(f"| bare aiokafka producer (acks=all, idempotent) | {f.bare_per_s:,.0f} events/s |")
     print(f"| POST /v1/events, batches of {BATCH} | {f.batch_per_s:,.0f} events/s |")
-    print(
-        f"| ratio ingest / bare producer | {f.ratio:.0%} (target >= 50%: "
-        f"{'met' if f.ratio >= 0.5 else 'MISSED'}) |"
-    )
+    # The peer of the end-to-end figures in the report (issue #19's targets replace this
+    # ratio's old >= 50%).
+    print(f"| ratio ingest / bare producer | {f.ratio:.0%} |")
     print(
         f"| POST /v1/orders, one at a time | {f.single_per_s:,.0f} req/s, "
         f"p50 {f.single_p50_ms:.1f} ms, p99 {f.single_p99_ms:.1f} ms |"

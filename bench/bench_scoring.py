@@ -174,10 +174,8 @@ def print_figures(f: ScoringFigures) -> None:
         f"| scoring: apply, card, inbox + state + outbox commit per batch | "
         f"{f.scoring_per_s:,.0f} events/s |"
     )
-    print(
-        f"| ratio scoring / bare consumer | {f.ratio:.0%} (target >= 25%: "
-        f"{'met' if f.ratio >= 0.25 else 'MISSED'}) |"
-    )
+    # Issue #19 judges scoring against Quix Streams (bench.bench_quix), not this ceiling.
+    print(f"| ratio scoring / bare consumer | {f.ratio:.1%} |")
 
 
 async def main() -> None:
