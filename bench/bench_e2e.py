@@ -294,9 +294,19 @@ class Batch:
     body: bytes
 
 
-def orders(run: str, phase: str, n: int, customers: int, per_post: int) -> list[Batch]:
-    """``n`` paid orders over ``customers`` customers, in POST bodies of ``per_post``, each
-    with its own event id (the key for every arrival)."""
+def orders(
+    run: str,
+    phase: str,
+    n: int,
+    customers: int,
+    per_post: int,
+    *,
+    customer_of: Callable[[int], str] | None = None,
+    apart: timedelta = timedelta(minutes=1),
+) -> list[Batch]:
+    """``n`` paid orders over ``customers`` customers (the ``i``-th one's ``customer_of(i)``,
+    by default ``c{i % customers}``), ``apart`` from each other up to now, in POST bodies of
+    ``per_post``, each with its own event id (the key for every arrival)."""
     now = datetime.now(UTC)
     out = []
     for start in range(0, n, per_post):
@@ -305,8 +315,8 @@ def orders(run: str, phase: str, n: int, customers: int, per_post: int) -> list[
                 "type": "order",
                 "event_id": f"{run}-{phase}-{i}",
                 "order_id": f"{phase}-{i}",
-                "customer_id": f"c{i % customers}",
-                "occurred_at": (now - timedelta(minutes=n - i)).isoformat(),
+                "customer_id": customer_of(i) if customer_of else f"c{i % customers}",
+                "occurred_at": (now - apart * (n - i)).isoformat(),
                 "status": "paid",
                 "amount": f"{10 + i % 90}.{i % 100:02d}",
                 "currency": "USD",

@@ -43,7 +43,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
-import orjson
 from sqlalchemy.engine import make_url
 
 from bench.bench_e2e import (
@@ -56,6 +55,7 @@ from bench.bench_e2e import (
     WebhookReceiver,
     configure_outreach,
     fresh_database,
+    orders,
     run_load,
     saturating,
 )
@@ -478,24 +478,16 @@ def order_batches(run: str, n: int, customers: int, per_post: int) -> list[Batch
     """``n`` paid orders of customers drawn from the ``customers`` seeded, each after every
     seeded order (an in-order event, as a live shop sends them)."""
     rng = random.Random(29)
-    now = datetime.now(UTC)
-    out = []
-    for start in range(0, n, per_post):
-        events = [
-            {
-                "type": "order",
-                "event_id": f"{run}-scale-{i}",
-                "order_id": f"scale-{run}-{i}",
-                "customer_id": f"c{rng.randrange(customers)}",
-                "occurred_at": (now - timedelta(seconds=n - i)).isoformat(),
-                "status": "paid",
-                "amount": f"{10 + i % 90}.{i % 100:02d}",
-                "currency": "USD",
-            }
-            for i in range(start, min(start + per_post, n))
-        ]
-        out.append(Batch([str(e["event_id"]) for e in events], orjson.dumps({"events": events})))
-    return out
+    drawn = [f"c{rng.randrange(customers)}" for _ in range(n)]
+    return orders(
+        run,
+        "scale",
+        n,
+        customers,
+        per_post,
+        customer_of=drawn.__getitem__,
+        apart=timedelta(seconds=1),
+    )
 
 
 async def sampled(stack: Stack, name: str, work: Awaitable[T]) -> tuple[Phase, T]:
