@@ -123,16 +123,7 @@ async def running_stack(label: str, ports: Mapping[str, int] = PORTS) -> AsyncIt
     }
     logs = Path(tempfile.mkdtemp(prefix=f"tend-bench-{label}-"))
     async with fresh_database(label, f"bench.{label}.{run}.") as settings:
-        engine = make_engine(settings, pool_size=1)
-        try:
-            _, ingest_key = await create_key(engine, f"bench-{run}-ingest", [Scope.EVENTS_WRITE])
-            _, admin_key = await create_key(
-                engine,
-                f"bench-{run}-admin",
-                [Scope.OPS_READ, Scope.OPS_WRITE, Scope.MARKETING_WRITE],
-            )
-        finally:
-            await engine.dispose()
+        ingest_key, admin_key = await bench_keys(settings, run)
         services = {
             name: ServiceProcess(name, settings, logs, env, port=ports[name]) for name in SERVICES
         }
@@ -292,6 +283,19 @@ class Sampler:
 class Batch:
     event_ids: list[str]
     body: bytes
+
+
+async def bench_keys(settings: CommonSettings, run: str) -> tuple[str, str]:
+    """API keys for a bench stack: one that posts events, one for ops and marketing."""
+    engine = make_engine(settings, pool_size=1)
+    try:
+        _, ingest_key = await create_key(engine, f"bench-{run}-ingest", [Scope.EVENTS_WRITE])
+        _, admin_key = await create_key(
+            engine, f"bench-{run}-admin", [Scope.OPS_READ, Scope.OPS_WRITE, Scope.MARKETING_WRITE]
+        )
+    finally:
+        await engine.dispose()
+    return ingest_key, admin_key
 
 
 def orders(

@@ -53,6 +53,7 @@ from bench.bench_e2e import (
     Sampler,
     Stack,
     WebhookReceiver,
+    bench_keys,
     configure_outreach,
     fresh_database,
     orders,
@@ -67,7 +68,6 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.shell.refit import fit_population
 from services.scoring.store import customers as scoring_store
 from services.scoring.store.customers import CustomerRow
-from shared.auth import Scope, create_key
 from shared.db import make_engine
 from shared.events import Consent, CustomerData, Envelope, EventType, OrderData, OrderStatus
 from shared.settings import CommonSettings
@@ -433,16 +433,7 @@ async def seeded_stack(
     logs.mkdir(parents=True, exist_ok=True)
     async with fresh_database("scale", f"bench.scale.{run}.") as settings:
         seeded = await seed(settings, customers, kinds)
-        engine = make_engine(settings, pool_size=1)
-        try:
-            _, ingest_key = await create_key(engine, f"bench-{run}-ingest", [Scope.EVENTS_WRITE])
-            _, admin_key = await create_key(
-                engine,
-                f"bench-{run}-admin",
-                [Scope.OPS_READ, Scope.OPS_WRITE, Scope.MARKETING_WRITE],
-            )
-        finally:
-            await engine.dispose()
+        ingest_key, admin_key = await bench_keys(settings, run)
         services = {
             name: ServiceProcess(name, settings, logs, env, port=ports[name]) for name in SERVICES
         }
