@@ -282,6 +282,19 @@ async def scoring_part(sizes: Sizes, out: Results) -> list[Row]:
             f">= {bench_quix.TARGET_RATIO:.0%}",
             ratio >= bench_quix.TARGET_RATIO,
         ),
+        Row(
+            "scoring",
+            "scoring's core alone (decode, apply, card, change encoded; no Kafka, no database), "
+            "CPU of one core per event",
+            f"{median([f.core_us for f, _ in runs]):,.0f} µs"
+            + each_run([f.core_us for f, _ in runs], lambda v: f"{v:,.0f} µs"),
+        ),
+        Row(
+            "scoring",
+            "the whole budget per event at the target (one core at "
+            f"{bench_quix.TARGET_RATIO:.0%} of Quix Streams' rate, I/O included)",
+            f"{median([1e6 / (bench_quix.TARGET_RATIO * q.per_s) for _, q in runs]):,.0f} µs",
+        ),
     ]
 
 
@@ -472,13 +485,32 @@ async def e2e_part(sizes: Sizes, out: Results) -> list[Row]:
                     f"of {r.events:,}",
                 )
             )
+    cores = os.cpu_count() or 1
     for window, shares in f.cpu_share.items():
         rows.append(
             Row(
                 "end to end",
-                f"CPU share of the {os.cpu_count()} cores, median run at saturation, first "
-                f"POST {window}",
+                f"CPU share of the {cores} cores, median run at saturation, first POST {window}",
                 bench_e2e.cpu_split(shares),
+            )
+        )
+        # The same split as CPU time per order: what the machine spends on one order, and
+        # so the most its cores could carry at that cost if nothing ever waited.
+        rate, target = (
+            (sat.to_change_per_s, bench_e2e.TARGET_TO_CHANGE)
+            if window == "to the last change"
+            else (sat.to_webhook_per_s, bench_e2e.TARGET_TO_WEBHOOK)
+        )
+        per_order = {name: share * cores / rate * 1e6 for name, share in shares.items()}
+        total = sum(per_order.values())
+        rows.append(
+            Row(
+                "end to end",
+                f"CPU per order, median run at saturation, first POST {window} (the target "
+                f"{target:,}/s leaves {cores / target * 1e6:,.0f} µs per order to all "
+                f"{cores} cores)",
+                ", ".join(f"{name} {us:,.0f} µs" for name, us in per_order.items())
+                + f"; all {total:,.0f} µs, so at most {cores / total * 1e6:,.0f}/s",
             )
         )
     for name in bench_e2e.SERVICES:
