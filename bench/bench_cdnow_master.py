@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.bench_e2e import Stack, running_stack
+from bench.bench_e2e import Sampler, Stack, cpu_split, running_stack
 from tests.support.cdnow import Order, master_log, read_master
 
 PORTS = {"ingest": 18021, "scoring": 18022, "outreach": 18023}
@@ -65,6 +65,16 @@ class CdnowFigures:
     wall_s: float  # first POST to the overview showing everything
     seen_customers: int
     seen_revenue: Decimal
+    cpu_share: dict[str, float]  # of the machine's cores, first POST to the last card
+
+    @property
+    def cpu_per_order_us(self) -> dict[str, float]:
+        """CPU microseconds per order, by process, from the first POST to the last card."""
+        cores = os.cpu_count() or 1
+        return {
+            n: share * cores * self.wall_s / self.orders * 1e6
+            for n, share in self.cpu_share.items()
+        }
 
     @property
     def complete(self) -> bool:
@@ -109,6 +119,7 @@ async def measure(
             base_url=stack.urls["scoring"], headers=stack.auth(stack.admin_key), timeout=30
         ) as scoring,
     ):
+        sampler = Sampler(stack.pids)
         started = time.perf_counter()
         posting = asyncio.create_task(_post_all(stack, bodies, concurrency))
         posted_s = 0.0
@@ -125,6 +136,7 @@ async def measure(
             if seen_customers == customers and seen_revenue == revenue:
                 break
         wall_s = time.perf_counter() - started
+        cpu = sampler.cpu_shares()
         if not posting.done():
             posting.cancel()
     return CdnowFigures(
@@ -137,6 +149,7 @@ async def measure(
         wall_s=wall_s,
         seen_customers=seen_customers,
         seen_revenue=seen_revenue,
+        cpu_share=cpu,
     )
 
 
@@ -160,6 +173,21 @@ def print_figures(f: CdnowFigures) -> None:
             f"| NOT COMPLETE after {f.wall_s:.0f} s | overview showed {f.seen_customers:,} "
             f"customers, ${f.seen_revenue:,} (target <= {TARGET_S:.0f} s: MISSED) |"
         )
+    print(
+        f"| CPU share of the {os.cpu_count()} cores, first POST to the last card | "
+        f"{cpu_split(f.cpu_share)} |"
+    )
+    print(f"| CPU per order, same window | {per_order(f)} |")
+
+
+def per_order(f: CdnowFigures) -> str:
+    """The CPU split as microseconds per order, and what the target leaves to all cores."""
+    us = f.cpu_per_order_us
+    budget = (os.cpu_count() or 1) * TARGET_S / f.orders * 1e6
+    return (
+        ", ".join(f"{name} {v:,.0f} µs" for name, v in us.items())
+        + f"; all {sum(us.values()):,.0f} µs (the target leaves {budget:,.0f} µs)"
+    )
 
 
 async def main() -> None:

@@ -560,7 +560,13 @@ async def cdnow_part(sizes: Sizes, out: Results) -> list[Row]:
             figure + each_run(walls, secs),
             target,
             wall <= bench_cdnow_master.TARGET_S,
-        )
+        ),
+        Row(
+            "CDNOW",
+            f"median run: CPU share of the {os.cpu_count()} cores, first POST to the last card",
+            bench_e2e.cpu_split(f.cpu_share),
+        ),
+        Row("CDNOW", "median run: CPU per order, same window", bench_cdnow_master.per_order(f)),
     ]
 
 
