@@ -366,6 +366,23 @@ async def test_a_template_renders_on_one_real_customer_as_they_would_get_it(
     assert unknown.status_code == 404 and shop.cid(99) in unknown.text
     empty = await render({"subject": "Hi", "body": ""})
     assert empty.status_code == 422 and fields(empty) == ["body.template.body"]
+    # A calendar greeting renders with the holiday it names; without one `holiday` is null.
+    greeting = {"subject": "{% if holiday %}Happy {{ holiday.name }}{% else %}Hello{% endif %}"}
+    greeting["body"] = "{{ holiday.date if holiday else 'any day' }}"
+    festive = await render(greeting, holiday={"calendar": "CN", "date": "2027-09-15"})
+    assert festive.status_code == 200, festive.text
+    assert (festive.json()["subject"], festive.json()["body"]) == (
+        "Happy Mid-Autumn Festival",
+        "2027-09-15",
+    )
+    plain = await render(greeting)
+    assert (plain.json()["subject"], plain.json()["body"]) == ("Hello", "any day")
+    no_such_day = await render(greeting, holiday={"calendar": "CN", "date": "2027-09-16"})
+    assert no_such_day.status_code == 422 and fields(no_such_day) == ["body.holiday.date"]
+    assert "CN" in no_such_day.text and "2027-09-16" in no_such_day.text
+    unknown_calendar = await render(greeting, holiday={"calendar": "XX", "date": "2027-09-15"})
+    assert unknown_calendar.status_code == 422
+    assert fields(unknown_calendar) == ["body.holiday.calendar"]
     # Nothing was decided for the customer.
     assert await shop.actions(customer_id=cid) == []
 

@@ -3,12 +3,14 @@ customer would get the message. Read-only: nothing is decided, sent or recorded.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.outreach.api.deps import Outreach
+from services.outreach.core.calendars import CountryCode, holiday_on
 from services.outreach.core.rules import Offer
 from services.outreach.core.templates import Template
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
@@ -23,6 +25,16 @@ router = APIRouter(prefix="/v1", tags=["rules"])
 Renderer = Annotated[Principal, RequireScope(Scope.OPS_READ, Scope.MARKETING_WRITE)]
 
 
+class HolidayIn(BaseModel):
+    """The holiday a calendar rule's greeting would name: the one of ``calendar`` that begins
+    on ``date``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calendar: CountryCode
+    date: dt.date = Field(description="the day the holiday begins, YYYY-MM-DD")
+
+
 class RenderIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -35,7 +47,15 @@ class RenderIn(BaseModel):
                         "body": "Use {{ offer.code }} before it expires. {{ unsubscribe_url }}",
                     },
                     "offer": {"code": "THANKS10", "description": "10% off your next order"},
-                }
+                },
+                {
+                    "customer_id": "c-42",
+                    "template": {
+                        "subject": "{% if holiday %}Happy {{ holiday.name }}{% endif %}",
+                        "body": "Dear {{ customer.name }}, warm wishes. {{ unsubscribe_url }}",
+                    },
+                    "holiday": {"calendar": "CN", "date": "2027-09-15"},
+                },
             ]
         },
     )
@@ -43,6 +63,12 @@ class RenderIn(BaseModel):
     customer_id: str = Field(min_length=1, max_length=128, description="whose card to render on")
     template: Template = Field(description="a rule action's template (subject and body)")
     offer: Offer | None = Field(None, description="the rule action's offer, if it has one")
+    holiday: HolidayIn | None = Field(
+        None,
+        description="render as a calendar rule's greeting on that holiday (`holiday.name`, "
+        "`holiday.date`, `holiday.calendar`); without it `holiday` is null, as for every "
+        "other trigger",
+    )
 
 
 class RenderOut(BaseModel):
@@ -64,7 +90,8 @@ class RenderOut(BaseModel):
                 "model": ErrorBody,
                 "description": "the template does not render on this customer's card "
                 "(`body.template.subject` or `body.template.body`, with why: a missing "
-                "field, a syntax error, `template_limit: ...`), or the request is malformed",
+                "field, a syntax error, `template_limit: ...`), no holiday of the calendar "
+                "begins on `body.holiday.date`, or the request is malformed",
             },
         }
     ),
@@ -75,15 +102,26 @@ async def render_template(outreach: Outreach, request: RenderIn, _: Renderer) ->
     outreach holds it now (the latest card scoring published), exactly as a rule's decision
     would render them: the same sandbox, the same hard template limits
     (`TEND_OUTREACH_TEMPLATE_RENDER_MS` and the size limits), the same names (`customer`,
-    `card`, `offer`, `unsubscribe_url`). Nothing is decided, sent or recorded; `ops:read` or
-    `marketing:write` may call it."""
+    `card`, `offer`, `unsubscribe_url`, and `holiday`: the one named by `holiday`, as a
+    calendar rule greets on it, else null). Nothing is decided, sent or recorded; `ops:read`
+    or `marketing:write` may call it."""
+    holiday: dict[str, str] | None = None
+    if request.holiday is not None:
+        named = request.holiday
+        found = holiday_on(named.calendar, named.date, solemn=True)
+        if found is None:
+            raise invalid(
+                "body.holiday.date",
+                f"no holiday of calendar {named.calendar} begins on {named.date.isoformat()}",
+            )
+        holiday = {"name": found.name, "date": found.day.isoformat(), "calendar": named.calendar}
     async with outreach.engine.connect() as conn:
         card = await card_of(conn, request.customer_id)
     if card is None:
         raise HTTPException(404, f"no card of customer {request.customer_id!r}")
     try:
         subject, body = await render_on_card(
-            request.template, card, request.offer, outreach.settings
+            request.template, card, request.offer, outreach.settings, holiday
         )
     except NotRendered as exc:
         raise invalid(f"body.template.{exc.part}", exc.why) from None

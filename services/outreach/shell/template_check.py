@@ -43,10 +43,14 @@ class NotRendered(Exception):
 
 
 def _render_on(
-    template: Template, card: Mapping[str, Any], offer: Offer | None, limits: RenderLimits
+    template: Template,
+    card: Mapping[str, Any],
+    offer: Offer | None,
+    limits: RenderLimits,
+    holiday: Mapping[str, str] | None,
 ) -> tuple[str, str]:
     context = templates.build_context(
-        card, offer.model_dump(mode="json") if offer else None, LINK_PLACEHOLDER
+        card, offer.model_dump(mode="json") if offer else None, LINK_PLACEHOLDER, holiday
     )
     try:
         return templates.render(template, context, limits)
@@ -59,9 +63,15 @@ def _render_on(
 
 
 async def render_on_card(
-    template: Template, card: Mapping[str, Any], offer: Offer | None, settings: OutreachSettings
+    template: Template,
+    card: Mapping[str, Any],
+    offer: Offer | None,
+    settings: OutreachSettings,
+    holiday: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
     """``(subject, body)`` of ``template`` on ``card`` exactly as a decision renders it (the
-    unsubscribe link left as its placeholder), within the hard limits, in a worker thread.
-    Raises :class:`NotRendered`."""
-    return await asyncio.to_thread(_render_on, template, card, offer, render_limits(settings))
+    unsubscribe link left as its placeholder; ``holiday`` as a calendar rule's firing names
+    it), within the hard limits, in a worker thread. Raises :class:`NotRendered`."""
+    return await asyncio.to_thread(
+        _render_on, template, card, offer, render_limits(settings), holiday
+    )
