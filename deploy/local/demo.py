@@ -509,6 +509,10 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
             f"accepted {report.accepted:,} events ({report.duplicates:,} already there, "
             f"{report.rejected} rejected)"
         )
+        for bad in report.bad[:5]:
+            print(f"  event {bad.line} rejected: {bad.reason}")
+        if report.rejected > 5:
+            print(f"  ... and {report.rejected - 5} more")
         customers, revenue = expected_totals(events)
         await wait_scored(scoring, keys["TEND_OPS_KEY"], customers, revenue)
         ops = {"Authorization": f"Bearer {keys['TEND_OPS_KEY']}"}
