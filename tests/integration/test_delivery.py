@@ -314,6 +314,53 @@ async def test_the_recheck_of_a_pick_reads_its_customers_in_one_statement(
         assert len([q for q in statements if "outreach.suppressions" in q]) == 1
 
 
+async def test_a_hold_is_not_kept_from_a_card_whose_complaint_a_batch_is_closing(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    # Delivery re-checks a due promotion while a consumer batch is closing the customer's
+    # complaint (its card written, not yet committed). Held on the card it read, the action
+    # would be missed by that batch (not yet held when it looked) and stay held for ever.
+    clock = FixedClock(START)
+    policy = Policy(quiet_hours=None, promotional_kinds=frozenset({"follow_up"}))
+
+    async def judged(conn: AsyncConnection, actions: Sequence[Any]) -> Any:
+        return await recheck(conn, actions, policy=policy, now=clock.now())
+
+    def card(open_complaints: int, email: str) -> str:
+        profile = {"email": email, "consent": {"marketing": True}}
+        return orjson.dumps({"profile": profile, "complaints": {"open": open_complaints}}).decode()
+
+    write = text(
+        "UPDATE outreach.cards SET card = CAST(:card AS jsonb), complaint_open = :open "
+        "WHERE customer_id = :c"
+    )
+    async with WebhookReceiver() as hook, worker(engine, clock, recheck=judged) as w:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        closing = await ledger.action("webhook", email="ada@example.com")
+        still_open = await ledger.action("webhook", email="bo@example.com")
+        ada = (await ledger.row(closing)).customer_id
+        bo = (await ledger.row(still_open)).customer_id
+        async with engine.begin() as conn:
+            for cid, email in ((ada, "ada@example.com"), (bo, "bo@example.com")):
+                await conn.execute(write, {"card": card(1, email), "open": True, "c": cid})
+
+        async with engine.connect() as batch:
+            await batch.begin()
+            await batch.execute(
+                write, {"card": card(0, "ada@example.com"), "open": False, "c": ada}
+            )
+            assert await w.run_once() == 2
+            # Ada's is judged again in a moment; Bo's complaint stands, and so does his hold.
+            assert (await ledger.row(closing)).status == "pending"
+            assert (await ledger.row(still_open)).status == "held"
+            await batch.commit()
+
+        clock.advance(timedelta(seconds=2))
+        assert await w.run_once() == 1
+        assert (await ledger.row(closing)).status == "sent"
+        assert [r.payload["customer_id"] for r in hook.received] == [ada]
+
+
 async def test_connections_to_a_receiver_are_kept_alive_across_passes(
     engine: AsyncEngine, ledger: Ledger
 ) -> None:

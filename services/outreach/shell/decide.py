@@ -52,10 +52,13 @@ from services.outreach.settings import OutreachSettings
 from services.outreach.shell.tagging import record_tags
 from services.outreach.store import ledger
 from services.outreach.store.ledger import Recorded
-from services.outreach.store.replica import lock_customers, policy_state
+from services.outreach.store.replica import complaints_still_open, lock_customers, policy_state
 
 # How long deciding may hold the event loop between two renders before it lets others run.
 YIELD_SECONDS = 0.02
+# How soon delivery judges again an action whose hold it could not confirm (the customer's
+# card was being written as it looked).
+HOLD_RECHECK = timedelta(seconds=1)
 
 TEMPLATE_FAILURES = Counter(
     "tend_outreach_template_failures_total",
@@ -290,13 +293,30 @@ async def recheck(
     withdrew consent), ``hold`` (a promotion that came due while a complaint is open) or
     ``defer`` (it came due in the customer's quiet hours). The frequency cap and the rule's
     limits were judged when it was decided and hold their slot; they are not judged again.
-    The cards and suppressions of the whole pick are read in one statement."""
+    The cards and suppressions of the whole pick are read in one statement.
+
+    A hold is confirmed on the card as last committed, its row share-locked: a batch closing
+    the complaint meanwhile would otherwise miss the action (not yet held when it looked) and
+    leave it held for ever. Unconfirmed, the action is deferred a moment and judged again."""
     if not actions:
         return []
     state = await policy_state(conn, [a.customer_id for a in actions])
-    return [
+    verdicts = [
         _still_allowed(a, *state.get(a.customer_id, (None, False)), policy, now) for a in actions
     ]
+    holding = [a.customer_id for a, v in zip(actions, verdicts, strict=True) if _holds(v)]
+    if holding:
+        confirmed = await complaints_still_open(conn, holding)
+        again = Decision(Outcome.DEFER, until=now + HOLD_RECHECK, detail="the card is changing")
+        verdicts = [
+            again if _holds(v) and a.customer_id not in confirmed else v
+            for a, v in zip(actions, verdicts, strict=True)
+        ]
+    return verdicts
+
+
+def _holds(verdict: Decision | None) -> bool:
+    return verdict is not None and verdict.outcome is Outcome.HOLD
 
 
 def _still_allowed(

@@ -46,6 +46,11 @@ _POLICY_STATE = text(
     LEFT JOIN outreach.cards AS k ON k.customer_id = t.c
     """
 )
+# Share-locked, not waited for: a row a consumer batch is writing now is left out.
+_STILL_COMPLAINING = text(
+    "SELECT customer_id FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[])) "
+    "AND complaint_open ORDER BY customer_id FOR SHARE SKIP LOCKED"
+)
 _AFTER = text(
     "SELECT customer_id, card FROM outreach.cards WHERE customer_id > :after "
     "ORDER BY customer_id LIMIT :n"
@@ -94,6 +99,15 @@ async def policy_state(
     """For each customer, in one statement: (card or None, on the suppression list)."""
     rows = await conn.execute(_POLICY_STATE, {"ids": sorted(set(customer_ids))})
     return {r.customer_id: (r.card, bool(r.suppressed)) for r in rows}
+
+
+async def complaints_still_open(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
+    """Which of these customers' cards, as last committed, show an open complaint, their
+    replica rows share-locked until the transaction ends (so a batch that closes the complaint
+    waits for it, and then sees what it wrote). A row being written by a batch right now is
+    skipped, not waited for: its customer is not in the answer."""
+    rows = await conn.execute(_STILL_COMPLAINING, {"ids": sorted(set(customer_ids))})
+    return set(rows.scalars())
 
 
 async def cards_after(conn: AsyncConnection, after: str, limit: int) -> Sequence[Row[Any]]:
