@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import time
 from array import array
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.core import predict, rfm, tiers
-from services.scoring.core.card import Population, purchase_days, score
+from services.scoring.core import lifecycle, predict, rfm, tiers
+from services.scoring.core.card import Population, score
 from services.scoring.core.changes import Outgoing, refresh_change
-from services.scoring.core.state import DAY_US, Purchase, to_micros
+from services.scoring.core.ledger import Ledger
+from services.scoring.core.state import to_micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
@@ -34,7 +35,6 @@ log = get_logger(__name__)
 CHUNK = 2000
 CLV_SLICE = 65_536
 DEFAULT_FITTERS = predict.Fitters()
-_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,91 @@ class RefitReport:
     kept: list[str]  # models whose fit did not converge: their parameters in force stayed
 
 
+@dataclass
+class Figures:
+    """What the fit reads of every customer: per buyer, the card's value score, the
+    prediction's statistics, the RFM inputs and their own purchase rhythm.
+
+    One machine number per buyer in flat arrays (4 or 8 bytes each), not lists of Python
+    floats (32 bytes each): at a million customers the lists alone would take ~300 MB. Counts
+    and whole days are C ints; numpy widens them to the same float64 values the fits and
+    quantiles always used.
+    """
+
+    customers: int = 0
+    composites: array[float] = field(default_factory=lambda: array("d"))
+    # The composites judged on the population's median gap, not a rhythm of their own.
+    borrowed: array[int] = field(default_factory=lambda: array("i"))
+    xs: array[int] = field(default_factory=lambda: array("i"))
+    txs: array[float] = field(default_factory=lambda: array("d"))
+    ts: array[float] = field(default_factory=lambda: array("d"))
+    spends: array[float] = field(default_factory=lambda: array("d"))
+    recency: array[int] = field(default_factory=lambda: array("i"))  # whole days
+    frequency: array[int] = field(default_factory=lambda: array("i"))  # orders
+    monetary: array[float] = field(default_factory=lambda: array("d"))
+    gaps: array[float] = field(default_factory=lambda: array("d"))
+
+    def add_buyer(
+        self,
+        value_score: float,
+        interval: float | None,
+        stats: predict.RepeatStats | None,
+        recency_days: int,
+        orders: int,
+        lifetime_spend: float,
+    ) -> None:
+        """A customer with a purchase: their card's ``value_score`` and
+        ``purchase_interval_days`` (``interval``), their statistics at the fit's day (None
+        when no purchase day has come by then) and the RFM inputs."""
+        self.composites.append(value_score)
+        if interval is None:
+            self.borrowed.append(len(self.composites) - 1)
+        if stats is None:
+            return
+        self.xs.append(stats.x)
+        self.txs.append(stats.t_x)
+        self.ts.append(stats.T)
+        self.spends.append(stats.mean_spend)
+        self.recency.append(recency_days)
+        self.frequency.append(orders)
+        self.monetary.append(lifetime_spend)
+        if interval is not None:
+            self.gaps.append(interval)
+
+
+async def gather_figures(
+    engine: AsyncEngine, as_of: datetime, current: Population, settings: ScoringSettings
+) -> Figures:
+    """Every customer's :class:`Figures` at ``as_of``, read from their facts in one pass.
+
+    The figures are the card's own (:func:`services.scoring.core.card.score` under the
+    population ``current``), read from the purchases' ledger the card is built from without
+    the rest of the card (the stage walk, the prediction, the profile, its JSON): most of a
+    card's cost, and none of it needed here."""
+    figures = Figures()
+    now_us = to_micros(as_of)
+    today = as_of.date().toordinal()
+    median_gap = current.median_gap(settings)
+    async with engine.connect() as conn:
+        async for state in store.all_states(conn, CHUNK):
+            figures.customers += 1
+            ledger = Ledger.of(state, now_us)
+            if not ledger.orders:
+                continue  # a prospect has no tier: it does not move the cut points either
+            interval = _purchase_interval(ledger)
+            # Each purchase day's total, summed in purchase order as daily_stats sums them.
+            days = zip(ledger.days, ledger.day_totals, strict=True)
+            figures.add_buyer(
+                _value_score(ledger, interval, median_gap, settings),
+                interval,
+                predict.daily_stats_of_days(days, today),
+                today - ledger.days[-1],
+                ledger.orders,
+                float(ledger.lifetime),
+            )
+    return figures
+
+
 async def fit_population(
     engine: AsyncEngine,
     as_of: datetime,
@@ -57,52 +142,28 @@ async def fit_population(
 ) -> tuple[Population, int, int, float, list[str]]:
     """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
     models whose fit did not converge and whose parameters in force were kept)."""
-    # One machine number per buyer in flat arrays (4 or 8 bytes each), not lists of Python
-    # floats (32 bytes each): at a million customers the lists alone would take ~300 MB. Counts
-    # and whole days are C ints; numpy widens them to the same float64 values the fits and
-    # quantiles always used.
-    xs = array("i")
-    txs = array("d")
-    ts = array("d")
-    spends = array("d")
-    recency = array("i")  # whole days
-    frequency = array("i")  # orders
-    monetary = array("d")
-    composites = array("d")
-    borrowed = array("i")  # composites judged on the population's median gap, not their own
-    gaps = array("d")
-    customers = 0
-    now_us = to_micros(as_of)
-    async with engine.connect() as conn:
-        async for state in store.all_states(conn, CHUNK):
-            customers += 1
-            card = score(state, as_of, current, settings)
-            purchases = state.purchases(now_us)
-            if not purchases:
-                continue  # a prospect has no tier: it does not move the cut points either
-            composites.append(card.value_score)
-            if card.purchase_interval_days is None:
-                borrowed.append(len(composites) - 1)
-            stats = predict.daily_stats(
-                ((d, float(p.net)) for d, p in zip(_days(purchases), purchases, strict=True)),
-                as_of.date(),
-            )
-            if stats is None:
-                continue
-            xs.append(stats.x)
-            txs.append(stats.t_x)
-            ts.append(stats.T)
-            spends.append(stats.mean_spend)
-            days = purchase_days(state, as_of)
-            recency.append((as_of.date() - days[-1]).days)
-            frequency.append(card.orders)
-            monetary.append(float(card.lifetime_spend))
-            if card.purchase_interval_days is not None:
-                gaps.append(card.purchase_interval_days)
+    figures = await gather_figures(engine, as_of, current, settings)
+    population, fit_seconds, kept = fit_figures(figures, as_of, current, settings, fitters)
+    return population, figures.customers, len(figures.xs), fit_seconds, kept
 
+
+def fit_figures(
+    figures: Figures,
+    as_of: datetime,
+    current: Population,
+    settings: ScoringSettings,
+    fitters: predict.Fitters = DEFAULT_FITTERS,
+) -> tuple[Population, float, list[str]]:
+    """The population fitted on ``figures``: returns (population, fit seconds, the models
+    whose fit did not converge and whose parameters in force were kept). It takes the
+    figures' arrays over, letting go of each as soon as it is used."""
+    xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
+    composites, borrowed, gaps = figures.composites, figures.borrowed, figures.gaps
     # The RFM cut points need only their three figures: computed first, and let go before the
     # fit needs its own room.
+    recency, frequency, monetary = figures.recency, figures.frequency, figures.monetary
     rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
+    figures.recency, figures.frequency, figures.monetary = array("i"), array("i"), array("d")
     del recency, frequency, monetary
 
     started = time.perf_counter()
@@ -151,7 +212,7 @@ async def fit_population(
         median_gap_days=median_gap_days,
         fitted_at=as_of,
     )
-    return population, customers, len(xs), fit_seconds, kept
+    return population, fit_seconds, kept
 
 
 def _clvs(
@@ -182,8 +243,21 @@ def _flat(values: npt.NDArray[np.float64]) -> array[float]:
     return out
 
 
-def _days(purchases: list[Purchase]) -> list[date]:
-    return [_EPOCH + timedelta(days=p.at // DAY_US) for p in purchases]
+def _purchase_interval(ledger: Ledger) -> float | None:
+    """The card's ``value.purchase_interval_days``: the median gap between purchase days."""
+    return lifecycle.median(ledger.gaps) if ledger.gaps else None
+
+
+def _value_score(
+    ledger: Ledger, interval: float | None, median_gap: float, settings: ScoringSettings
+) -> float:
+    """The card's ``value_score``, as :mod:`services.scoring.core.card` composes it: spend and
+    orders over the window that ends at the last purchase, the customer's own rhythm (the
+    population's median gap without one) and the outstanding balance."""
+    window_spend, window_orders = ledger.before_last(settings.tier_window_days)
+    return tiers.composite(
+        window_spend, window_orders, interval or median_gap, ledger.outstanding, settings
+    )
 
 
 async def refit(
