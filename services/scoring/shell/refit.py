@@ -67,7 +67,8 @@ class Figures:
     composites: array[float] = field(default_factory=lambda: array("d"))
     # The composites judged on the population's median gap, not a rhythm of their own.
     borrowed: array[int] = field(default_factory=lambda: array("i"))
-    xs: array[int] = field(default_factory=lambda: array("i"))
+    # As numpy's int64, which the fit reads them as: a view of them, not a copy.
+    xs: array[int] = field(default_factory=lambda: array("q"))
     txs: array[float] = field(default_factory=lambda: array("d"))
     ts: array[float] = field(default_factory=lambda: array("d"))
     spends: array[float] = field(default_factory=lambda: array("d"))
@@ -147,8 +148,10 @@ async def fit_population(
     """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
     models whose fit did not converge and whose parameters in force were kept)."""
     figures = await gather_figures(engine, as_of, current, settings)
+    release_freed()  # the walk's garbage, before the fit's arrays come on top
+    buyers = len(figures.xs)
     population, fit_seconds, kept = fit_figures(figures, as_of, current, settings, fitters)
-    return population, figures.customers, len(figures.xs), fit_seconds, kept
+    return population, figures.customers, buyers, fit_seconds, kept
 
 
 def fit_figures(
@@ -171,7 +174,7 @@ def fit_figures(
     del recency, frequency, monetary
 
     started = time.perf_counter()
-    x = np.asarray(xs, dtype=np.int64)
+    x = np.frombuffer(xs, dtype=np.int64)
     bg = gg = None
     kept: list[str] = []
     if len(xs) >= 10 and int(x.sum()) > 0:
@@ -192,6 +195,7 @@ def fit_figures(
                 log.warning("population_fit_kept", model="gamma_gamma", reason=str(exc)[:200])
                 gg = current.gg
                 kept.append("gamma_gamma")
+        del repeat
     fit_seconds = time.perf_counter() - started
 
     # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
@@ -207,7 +211,13 @@ def fit_figures(
         if bg is not None and gg is not None
         else np.zeros(len(xs))
     )
-    tier_bp = tiers.breakpoints_from(composites, _flat(clvs), settings) if composites else None
+    # The buyers' statistics are done with: let go before the tiers' quantiles copy.
+    del x, xs, txs, ts, spends
+    figures.xs, figures.txs = array("q"), array("d")
+    figures.ts, figures.spends = array("d"), array("d")
+    flat = _flat(clvs)
+    del clvs
+    tier_bp = tiers.breakpoints_from(composites, flat, settings) if composites else None
     population = Population(
         rfm=rfm_bp,
         tiers=tier_bp,
@@ -281,7 +291,7 @@ async def refit(
     async with engine.begin() as conn:
         await store.save_population(conn, population)
     cache.current = population
-    release_freed()  # the first pass's garbage, before the second makes its own
+    release_freed()  # the fit's, before the second pass makes its own
     changed = await _refresh_cards(engine, clock, population, settings)
     release_freed()
     report = RefitReport(
