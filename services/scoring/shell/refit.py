@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -162,17 +162,37 @@ def fit_figures(
     fitters: predict.Fitters = DEFAULT_FITTERS,
 ) -> tuple[Population, float, list[str]]:
     """The population fitted on ``figures``: returns (population, fit seconds, the models
-    whose fit did not converge and whose parameters in force were kept). It takes the
-    figures' arrays over, letting go of each as soon as it is used."""
-    xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
-    composites, borrowed, gaps = figures.composites, figures.borrowed, figures.gaps
-    # The RFM cut points need only their three figures: computed first, and let go before the
-    # fit needs its own room.
+    whose fit did not converge and whose parameters in force were kept).
+
+    It takes the figures' arrays over and lets each go as soon as it is used: what needs no
+    model (the RFM cut points, the median gap, the composites' tier cuts) is computed first,
+    so the model fits, whose own arrays are the refit's peak (~100 bytes per repeat buyer in
+    the Gamma-Gamma fit), have beside them only the four numbers per buyer that the CLVs
+    read."""
     recency, frequency, monetary = figures.recency, figures.frequency, figures.monetary
-    rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
     figures.recency, figures.frequency, figures.monetary = array("i"), array("i"), array("d")
+    rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
     del recency, frequency, monetary
 
+    gaps, figures.gaps = figures.gaps, array("d")
+    # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
+    median_gap_days = float(np.median(np.asarray(gaps))) if gaps else None
+    del gaps
+    # The cut points must rank the composites the cards will show once this population is in
+    # force: a customer without a rhythm of their own is judged on the new median gap.
+    composites, figures.composites = figures.composites, array("d")
+    was = current.median_gap(settings)
+    will = median_gap_days or settings.default_median_gap_days
+    for i in figures.borrowed:
+        composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
+    figures.borrowed = array("i")
+    # The composites' cut points now; the CLVs' median once the models are fitted.
+    tier_cuts = tiers.breakpoints_from(composites, [], settings) if composites else None
+    del composites
+
+    xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
+    figures.xs, figures.txs = array("q"), array("d")
+    figures.ts, figures.spends = array("d"), array("d")
     started = time.perf_counter()
     x = np.frombuffer(xs, dtype=np.int64)
     bg = gg = None
@@ -198,26 +218,17 @@ def fit_figures(
         del repeat
     fit_seconds = time.perf_counter() - started
 
-    # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
-    median_gap_days = float(np.median(np.asarray(gaps))) if gaps else None
-    # The cut points must rank the composites the cards will show once this population is in
-    # force: a customer without a rhythm of their own is judged on the new median gap.
-    was = current.median_gap(settings)
-    will = median_gap_days or settings.default_median_gap_days
-    for i in borrowed:
-        composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
-    clvs = (
-        _clvs(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
-        if bg is not None and gg is not None
-        else np.zeros(len(xs))
-    )
-    # The buyers' statistics are done with: let go before the tiers' quantiles copy.
-    del x, xs, txs, ts, spends
-    figures.xs, figures.txs = array("q"), array("d")
-    figures.ts, figures.spends = array("d"), array("d")
-    flat = _flat(clvs)
-    del clvs
-    tier_bp = tiers.breakpoints_from(composites, flat, settings) if composites else None
+    tier_bp = None
+    if tier_cuts is not None:
+        clvs = (
+            _clvs(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
+            if bg is not None and gg is not None
+            else np.zeros(len(xs))
+        )
+        del x, xs, txs, ts, spends
+        # The median tiers.breakpoints_from takes of the CLVs, as it takes it.
+        clv_median = float(np.median(clvs)) if len(clvs) else None
+        tier_bp = replace(tier_cuts, clv_median=clv_median)
     population = Population(
         rfm=rfm_bp,
         tiers=tier_bp,
@@ -247,13 +258,6 @@ def _clvs(
         out[start:end] = predict.clv_many(
             bg, gg, x[start:end], t_x[start:end], T[start:end], spends[start:end]
         )
-    return out
-
-
-def _flat(values: npt.NDArray[np.float64]) -> array[float]:
-    """A numpy vector as a flat array of machine floats (no Python float per element)."""
-    out = array("d")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).data.cast("B"))
     return out
 
 
