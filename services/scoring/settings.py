@@ -46,8 +46,11 @@ class ScoringSettings(BaseSettings):
     batch_max_records: int = Field(2000, ge=1)
     # Customers whose facts the consumer keeps in memory after writing them, so the next
     # batch reads only a version number back for them (~7 KB each for three orders, ~15 KB
-    # for ten, the purchase ledger included; 0 turns it off).
+    # for ten, the purchase ledger included; 0 turns it off), and the memory they may take in
+    # MiB, estimated from the facts each holds (the least recently written go first). The
+    # default holds the e2e bench's 10,000 customers of a few orders each (~65 MiB).
     state_cache_customers: int = Field(25_000, ge=0)
+    state_cache_mb: int = Field(96, ge=0)
     # How often the sweep looks for customers whose stage is due to move with time, and how
     # many it takes per round.
     sweep_interval_seconds: float = Field(30.0, gt=0)

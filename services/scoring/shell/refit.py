@@ -11,30 +11,34 @@ from __future__ import annotations
 
 import time
 from array import array
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scoring.core import predict, rfm, tiers
-from services.scoring.core.card import Population, purchase_days, score
+from services.scoring.core import lifecycle, predict, rfm, tiers
+from services.scoring.core.card import Population, score
 from services.scoring.core.changes import Outgoing, refresh_change
-from services.scoring.core.state import DAY_US, Purchase, to_micros
+from services.scoring.core.ledger import Ledger
+from services.scoring.core.state import to_micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
+from shared.heap import release_freed
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
 CHUNK = 2000
+# The second pass holds a page's facts, cards and the statement writing them at once (~20 KB
+# a customer): 500 at a time keeps that near 10 MB, in 2,000 statements over a million.
+PAGE = 500
 CLV_SLICE = 65_536
 DEFAULT_FITTERS = predict.Fitters()
-_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,92 @@ class RefitReport:
     kept: list[str]  # models whose fit did not converge: their parameters in force stayed
 
 
+@dataclass
+class Figures:
+    """What the fit reads of every customer: per buyer, the card's value score, the
+    prediction's statistics, the RFM inputs and their own purchase rhythm.
+
+    One machine number per buyer in flat arrays (4 or 8 bytes each), not lists of Python
+    floats (32 bytes each): at a million customers the lists alone would take ~300 MB. Counts
+    and whole days are C ints; numpy widens them to the same float64 values the fits and
+    quantiles always used.
+    """
+
+    customers: int = 0
+    composites: array[float] = field(default_factory=lambda: array("d"))
+    # The composites judged on the population's median gap, not a rhythm of their own.
+    borrowed: array[int] = field(default_factory=lambda: array("i"))
+    # As numpy's int64, which the fit reads them as: a view of them, not a copy.
+    xs: array[int] = field(default_factory=lambda: array("q"))
+    txs: array[float] = field(default_factory=lambda: array("d"))
+    ts: array[float] = field(default_factory=lambda: array("d"))
+    spends: array[float] = field(default_factory=lambda: array("d"))
+    recency: array[int] = field(default_factory=lambda: array("i"))  # whole days
+    frequency: array[int] = field(default_factory=lambda: array("i"))  # orders
+    monetary: array[float] = field(default_factory=lambda: array("d"))
+    gaps: array[float] = field(default_factory=lambda: array("d"))
+
+    def add_buyer(
+        self,
+        value_score: float,
+        interval: float | None,
+        stats: predict.RepeatStats | None,
+        recency_days: int,
+        orders: int,
+        lifetime_spend: float,
+    ) -> None:
+        """A customer with a purchase: their card's ``value_score`` and
+        ``purchase_interval_days`` (``interval``), their statistics at the fit's day (None
+        when no purchase day has come by then) and the RFM inputs."""
+        self.composites.append(value_score)
+        if interval is None:
+            self.borrowed.append(len(self.composites) - 1)
+        if stats is None:
+            return
+        self.xs.append(stats.x)
+        self.txs.append(stats.t_x)
+        self.ts.append(stats.T)
+        self.spends.append(stats.mean_spend)
+        self.recency.append(recency_days)
+        self.frequency.append(orders)
+        self.monetary.append(lifetime_spend)
+        if interval is not None:
+            self.gaps.append(interval)
+
+
+async def gather_figures(
+    engine: AsyncEngine, as_of: datetime, current: Population, settings: ScoringSettings
+) -> Figures:
+    """Every customer's :class:`Figures` at ``as_of``, read from their facts in one pass.
+
+    The figures are the card's own (:func:`services.scoring.core.card.score` under the
+    population ``current``), read from the purchases' ledger the card is built from without
+    the rest of the card (the stage walk, the prediction, the profile, its JSON): most of a
+    card's cost, and none of it needed here."""
+    figures = Figures()
+    now_us = to_micros(as_of)
+    today = as_of.date().toordinal()
+    median_gap = current.median_gap(settings)
+    async with engine.connect() as conn:
+        async for state in store.all_states(conn, CHUNK):
+            figures.customers += 1
+            ledger = Ledger.of(state, now_us)
+            if not ledger.orders:
+                continue  # a prospect has no tier: it does not move the cut points either
+            interval = _purchase_interval(ledger)
+            # Each purchase day's total, summed in purchase order as daily_stats sums them.
+            days = zip(ledger.days, ledger.day_totals, strict=True)
+            figures.add_buyer(
+                _value_score(ledger, interval, median_gap, settings),
+                interval,
+                predict.daily_stats_of_days(days, today),
+                today - ledger.days[-1],
+                ledger.orders,
+                float(ledger.lifetime),
+            )
+    return figures
+
+
 async def fit_population(
     engine: AsyncEngine,
     as_of: datetime,
@@ -57,56 +147,54 @@ async def fit_population(
 ) -> tuple[Population, int, int, float, list[str]]:
     """The population at ``as_of``: returns (population, customers, buyers, fit seconds, the
     models whose fit did not converge and whose parameters in force were kept)."""
-    # One machine number per buyer in flat arrays (4 or 8 bytes each), not lists of Python
-    # floats (32 bytes each): at a million customers the lists alone would take ~300 MB. Counts
-    # and whole days are C ints; numpy widens them to the same float64 values the fits and
-    # quantiles always used.
-    xs = array("i")
-    txs = array("d")
-    ts = array("d")
-    spends = array("d")
-    recency = array("i")  # whole days
-    frequency = array("i")  # orders
-    monetary = array("d")
-    composites = array("d")
-    borrowed = array("i")  # composites judged on the population's median gap, not their own
-    gaps = array("d")
-    customers = 0
-    now_us = to_micros(as_of)
-    async with engine.connect() as conn:
-        async for state in store.all_states(conn, CHUNK):
-            customers += 1
-            card = score(state, as_of, current, settings)
-            purchases = state.purchases(now_us)
-            if not purchases:
-                continue  # a prospect has no tier: it does not move the cut points either
-            composites.append(card.value_score)
-            if card.purchase_interval_days is None:
-                borrowed.append(len(composites) - 1)
-            stats = predict.daily_stats(
-                ((d, float(p.net)) for d, p in zip(_days(purchases), purchases, strict=True)),
-                as_of.date(),
-            )
-            if stats is None:
-                continue
-            xs.append(stats.x)
-            txs.append(stats.t_x)
-            ts.append(stats.T)
-            spends.append(stats.mean_spend)
-            days = purchase_days(state, as_of)
-            recency.append((as_of.date() - days[-1]).days)
-            frequency.append(card.orders)
-            monetary.append(float(card.lifetime_spend))
-            if card.purchase_interval_days is not None:
-                gaps.append(card.purchase_interval_days)
+    figures = await gather_figures(engine, as_of, current, settings)
+    release_freed()  # the walk's garbage, before the fit's arrays come on top
+    buyers = len(figures.xs)
+    population, fit_seconds, kept = fit_figures(figures, as_of, current, settings, fitters)
+    return population, figures.customers, buyers, fit_seconds, kept
 
-    # The RFM cut points need only their three figures: computed first, and let go before the
-    # fit needs its own room.
+
+def fit_figures(
+    figures: Figures,
+    as_of: datetime,
+    current: Population,
+    settings: ScoringSettings,
+    fitters: predict.Fitters = DEFAULT_FITTERS,
+) -> tuple[Population, float, list[str]]:
+    """The population fitted on ``figures``: returns (population, fit seconds, the models
+    whose fit did not converge and whose parameters in force were kept).
+
+    It takes the figures' arrays over and lets each go as soon as it is used: what needs no
+    model (the RFM cut points, the median gap, the composites' tier cuts) is computed first,
+    so the model fits, whose own arrays are the refit's peak (~100 bytes per repeat buyer in
+    the Gamma-Gamma fit), have beside them only the four numbers per buyer that the CLVs
+    read."""
+    recency, frequency, monetary = figures.recency, figures.frequency, figures.monetary
+    figures.recency, figures.frequency, figures.monetary = array("i"), array("i"), array("d")
     rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
     del recency, frequency, monetary
 
+    gaps, figures.gaps = figures.gaps, array("d")
+    # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
+    median_gap_days = float(np.median(np.asarray(gaps))) if gaps else None
+    del gaps
+    # The cut points must rank the composites the cards will show once this population is in
+    # force: a customer without a rhythm of their own is judged on the new median gap.
+    composites, figures.composites = figures.composites, array("d")
+    was = current.median_gap(settings)
+    will = median_gap_days or settings.default_median_gap_days
+    for i in figures.borrowed:
+        composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
+    figures.borrowed = array("i")
+    # The composites' cut points now; the CLVs' median once the models are fitted.
+    tier_cuts = tiers.breakpoints_from(composites, [], settings) if composites else None
+    del composites
+
+    xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
+    figures.xs, figures.txs = array("q"), array("d")
+    figures.ts, figures.spends = array("d"), array("d")
     started = time.perf_counter()
-    x = np.asarray(xs, dtype=np.int64)
+    x = np.frombuffer(xs, dtype=np.int64)
     bg = gg = None
     kept: list[str] = []
     if len(xs) >= 10 and int(x.sum()) > 0:
@@ -127,22 +215,20 @@ async def fit_population(
                 log.warning("population_fit_kept", model="gamma_gamma", reason=str(exc)[:200])
                 gg = current.gg
                 kept.append("gamma_gamma")
+        del repeat
     fit_seconds = time.perf_counter() - started
 
-    # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
-    median_gap_days = float(np.median(np.asarray(gaps))) if gaps else None
-    # The cut points must rank the composites the cards will show once this population is in
-    # force: a customer without a rhythm of their own is judged on the new median gap.
-    was = current.median_gap(settings)
-    will = median_gap_days or settings.default_median_gap_days
-    for i in borrowed:
-        composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
-    clvs = (
-        _clvs(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
-        if bg is not None and gg is not None
-        else np.zeros(len(xs))
-    )
-    tier_bp = tiers.breakpoints_from(composites, _flat(clvs), settings) if composites else None
+    tier_bp = None
+    if tier_cuts is not None:
+        clvs = (
+            _clvs(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
+            if bg is not None and gg is not None
+            else np.zeros(len(xs))
+        )
+        del x, xs, txs, ts, spends
+        # The median tiers.breakpoints_from takes of the CLVs, as it takes it.
+        clv_median = float(np.median(clvs)) if len(clvs) else None
+        tier_bp = replace(tier_cuts, clv_median=clv_median)
     population = Population(
         rfm=rfm_bp,
         tiers=tier_bp,
@@ -151,7 +237,7 @@ async def fit_population(
         median_gap_days=median_gap_days,
         fitted_at=as_of,
     )
-    return population, customers, len(xs), fit_seconds, kept
+    return population, fit_seconds, kept
 
 
 def _clvs(
@@ -175,15 +261,21 @@ def _clvs(
     return out
 
 
-def _flat(values: npt.NDArray[np.float64]) -> array[float]:
-    """A numpy vector as a flat array of machine floats (no Python float per element)."""
-    out = array("d")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float64).data.cast("B"))
-    return out
+def _purchase_interval(ledger: Ledger) -> float | None:
+    """The card's ``value.purchase_interval_days``: the median gap between purchase days."""
+    return lifecycle.median(ledger.gaps) if ledger.gaps else None
 
 
-def _days(purchases: list[Purchase]) -> list[date]:
-    return [_EPOCH + timedelta(days=p.at // DAY_US) for p in purchases]
+def _value_score(
+    ledger: Ledger, interval: float | None, median_gap: float, settings: ScoringSettings
+) -> float:
+    """The card's ``value_score``, as :mod:`services.scoring.core.card` composes it: spend and
+    orders over the window that ends at the last purchase, the customer's own rhythm (the
+    population's median gap without one) and the outstanding balance."""
+    window_spend, window_orders = ledger.before_last(settings.tier_window_days)
+    return tiers.composite(
+        window_spend, window_orders, interval or median_gap, ledger.outstanding, settings
+    )
 
 
 async def refit(
@@ -203,7 +295,9 @@ async def refit(
     async with engine.begin() as conn:
         await store.save_population(conn, population)
     cache.current = population
+    release_freed()  # the fit's, before the second pass makes its own
     changed = await _refresh_cards(engine, clock, population, settings)
+    release_freed()
     report = RefitReport(
         customers, buyers, population, changed, fit_seconds, time.perf_counter() - started, kept
     )
@@ -224,7 +318,7 @@ async def _refresh_cards(
     after = ""
     while True:
         async with engine.begin() as conn:
-            rows = await store.lock_page(conn, after, CHUNK)
+            rows = await store.lock_page(conn, after, PAGE)
             if not rows:
                 return changed
             after = rows[-1].customer_id

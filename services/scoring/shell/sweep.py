@@ -18,6 +18,7 @@ from services.scoring.shell.population import PopulationCache
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
+from shared.heap import release_freed
 
 
 async def sweep_once(
@@ -61,4 +62,6 @@ async def sweep_all(
         n, m = await sweep_once(engine, clock, population, settings, settings.sweep_batch)
         seen, moved = seen + n, moved + m
         if n < settings.sweep_batch:
+            if seen > settings.sweep_batch:
+                release_freed()  # a long sweep's garbage (not a round's: most find few)
             return seen, moved
