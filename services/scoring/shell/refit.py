@@ -194,6 +194,7 @@ def fit_figures(
     xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
     figures.xs, figures.txs = array("q"), array("i")
     figures.ts, figures.spends = array("i"), array("d")
+    release_freed()  # what the cut points let go of, before the fits' arrays come
     started = time.perf_counter()
     x = np.frombuffer(xs, dtype=np.int64)
     bg = gg = None
