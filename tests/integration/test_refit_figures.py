@@ -97,7 +97,11 @@ def population_as_it_was(
     x = np.asarray(f.xs, dtype=np.int64)
     bg = gg = None
     if len(f.xs) >= 10 and int(x.sum()) > 0:
-        bg = predict.fit_bgnbd(predict.compress(x, np.asarray(f.txs), np.asarray(f.ts)))
+        bg = predict.fit_bgnbd(
+            predict.compress(
+                x, np.asarray(f.txs, dtype=np.float64), np.asarray(f.ts, dtype=np.float64)
+            )
+        )
         repeat = (x > 0) & (np.asarray(f.spends) > 0)
         if int(repeat.sum()) >= 10:
             gg = predict.fit_gamma_gamma(x[repeat], np.asarray(f.spends)[repeat])
@@ -108,7 +112,14 @@ def population_as_it_was(
     for i in f.borrowed:
         composites[i] = tiers.with_rhythm(composites[i], was, will, settings)
     clvs = (
-        predict.clv_many(bg, gg, x, np.asarray(f.txs), np.asarray(f.ts), np.asarray(f.spends))
+        predict.clv_many(
+            bg,
+            gg,
+            x,
+            np.asarray(f.txs, dtype=np.float64),
+            np.asarray(f.ts, dtype=np.float64),
+            np.asarray(f.spends),
+        )
         if bg is not None and gg is not None
         else np.zeros(len(f.xs))
     )

@@ -69,8 +69,9 @@ class Figures:
     borrowed: array[int] = field(default_factory=lambda: array("i"))
     # As numpy's int64, which the fit reads them as: a view of them, not a copy.
     xs: array[int] = field(default_factory=lambda: array("q"))
-    txs: array[float] = field(default_factory=lambda: array("d"))
-    ts: array[float] = field(default_factory=lambda: array("d"))
+    # t_x and T: whole days (the statistics count purchase days), so C ints.
+    txs: array[int] = field(default_factory=lambda: array("i"))
+    ts: array[int] = field(default_factory=lambda: array("i"))
     spends: array[float] = field(default_factory=lambda: array("d"))
     recency: array[int] = field(default_factory=lambda: array("i"))  # whole days
     frequency: array[int] = field(default_factory=lambda: array("i"))  # orders
@@ -95,8 +96,8 @@ class Figures:
         if stats is None:
             return
         self.xs.append(stats.x)
-        self.txs.append(stats.t_x)
-        self.ts.append(stats.T)
+        self.txs.append(int(stats.t_x))
+        self.ts.append(int(stats.T))
         self.spends.append(stats.mean_spend)
         self.recency.append(recency_days)
         self.frequency.append(orders)
@@ -191,15 +192,16 @@ def fit_figures(
     del composites
 
     xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
-    figures.xs, figures.txs = array("q"), array("d")
-    figures.ts, figures.spends = array("d"), array("d")
+    figures.xs, figures.txs = array("q"), array("i")
+    figures.ts, figures.spends = array("i"), array("d")
+    release_freed()  # what the cut points let go of, before the fits' arrays come
     started = time.perf_counter()
     x = np.frombuffer(xs, dtype=np.int64)
     bg = gg = None
     kept: list[str] = []
     if len(xs) >= 10 and int(x.sum()) > 0:
         try:
-            bg = fitters.bg_nbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
+            bg = fitters.bg_nbd(predict.compress(x, _days(txs), _days(ts)))
         except predict.FitError as exc:
             # A population whose maximum lies at a boundary (purchase rates with no spread at
             # all, say) has no finite fit: the parameters in force stay, and so does the rest
@@ -221,7 +223,7 @@ def fit_figures(
     tier_bp = None
     if tier_cuts is not None:
         clvs = (
-            _clvs(bg, gg, x, np.asarray(txs), np.asarray(ts), np.asarray(spends))
+            _clvs(bg, gg, x, txs, ts, np.asarray(spends))
             if bg is not None and gg is not None
             else np.zeros(len(xs))
         )
@@ -244,8 +246,8 @@ def _clvs(
     bg: predict.BgNbdParams,
     gg: predict.GammaGammaParams,
     x: npt.NDArray[np.int64],
-    t_x: npt.NDArray[np.float64],
-    T: npt.NDArray[np.float64],
+    t_x: array[int],
+    T: array[int],
     spends: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """:func:`predict.clv_many` a slice of buyers at a time: its temporaries of one number
@@ -256,9 +258,14 @@ def _clvs(
     for start in range(0, len(x), CLV_SLICE):
         end = start + CLV_SLICE
         out[start:end] = predict.clv_many(
-            bg, gg, x[start:end], t_x[start:end], T[start:end], spends[start:end]
+            bg, gg, x[start:end], _days(t_x[start:end]), _days(T[start:end]), spends[start:end]
         )
     return out
+
+
+def _days(values: array[int]) -> npt.NDArray[np.float64]:
+    """Whole days as the float64 numbers the fits read (exact: a C int fits a double)."""
+    return np.asarray(values, dtype=np.float64)
 
 
 def _purchase_interval(ledger: Ledger) -> float | None:
@@ -289,6 +296,7 @@ async def refit(
     """Fit at ``as_of`` (default now), store the population, refresh the cards it moves."""
     started = time.perf_counter()
     when = as_of or clock.now()
+    release_freed()  # what the consumer's batches freed, before the walk's arrays grow
     population, customers, buyers, fit_seconds, kept = await fit_population(
         engine, when, cache.current, settings, fitters
     )
