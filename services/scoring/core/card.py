@@ -40,6 +40,7 @@ from services.scoring.core import (
 )
 from services.scoring.core.ledger import Ledger
 from services.scoring.core.lifecycle import Transition
+from services.scoring.core.money import money_json, money_text_of
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
 from services.scoring.core.state import (
@@ -63,7 +64,6 @@ from shared.card import (
     Strategy,
     Tier,
     Unsubscribed,
-    money_text,
 )
 
 _EPOCH_DAY = date(1970, 1, 1)
@@ -105,7 +105,7 @@ def build_card(
     state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
 ) -> Card:
     """The card of ``state`` at ``as_of`` (timezone-aware) given the population inputs."""
-    doc, _, _, _ = _document(state, as_of, population, settings)
+    doc, _, _, _, _ = _document(state, as_of, population, settings)
     return Card.model_validate(doc)
 
 
@@ -147,18 +147,20 @@ def score(
     event or customer: the card is written straight to JSON from the figures computed here
     (the same document ``build_card`` validates), and the stage history comes from the same
     walk over the purchase days."""
-    doc, stage, history, member = _document(state, as_of, population, settings)
+    doc, stage, history, member, ledger = _document(
+        state, as_of, population, settings, encoded=True
+    )
     value, rfm_doc, prediction = doc["value"], doc["rfm"], doc["prediction"]
     review_at = stage.next_transition_at
     if member.review_at is not None:
         lowered = from_micros(member.review_at)
         review_at = lowered if review_at is None else min(review_at, lowered)
-    profile = doc["profile"]
-    search = " ".join(x for x in (profile["name"], profile["email"], profile["phone"]) if x)
+    head = state.card_head
+    assert isinstance(head, Head)  # written by the encoded _document
     return Scored(
         customer_id=state.customer_id,
         as_of=as_of,
-        json=orjson.dumps(doc, default=_json_default, option=orjson.OPT_UTC_Z),
+        json=orjson.dumps(doc, default=money_json, option=orjson.OPT_UTC_Z),
         stage=stage.stage,
         stage_since=stage.since,
         next_transition_at=stage.next_transition_at,
@@ -166,7 +168,7 @@ def score(
         strategy=doc["strategy"],
         segment=rfm_doc["segment"] if rfm_doc else None,
         value_score=doc["value_score"],
-        lifetime_spend=value["lifetime_spend"],
+        lifetime_spend=ledger.lifetime,
         orders=value["orders"],
         purchase_interval_days=value["purchase_interval_days"],
         last_order_at=value["last_order_at"],
@@ -174,42 +176,28 @@ def score(
         p_alive=prediction["p_alive"] if prediction else None,
         member_tier=member.tier,
         review_at=review_at,
-        name=profile["name"],
-        email=profile["email"],
-        search=search.lower()[:600] or None,
+        name=head.name,
+        email=head.email,
+        search=head.search,
         history=history,
     )
 
 
-def _json_default(value: object) -> str:
-    # Money as its exact decimal string, as the Card model writes it.
-    if isinstance(value, Decimal):
-        return _money(value)
-    raise TypeError(f"{type(value).__name__} is not part of a card")
-
-
-def _money(amount: Decimal) -> str:
-    """:func:`shared.card.money_text`, without its normalising for the amounts that need none
-    (a card holds a dozen or more; this is most of their cost): plain notation with exactly two
-    places, or more ending in a non-zero digit, is already what it writes."""
-    text = str(amount)
-    point = text.find(".")
-    places = len(text) - point - 1
-    if (
-        point > 0
-        and len(text) <= 24  # far from the context's precision, which normalising rounds to
-        and "E" not in text
-        and (places == 2 or (places > 2 and text[-1] != "0"))
-    ):
-        return text
-    return money_text(amount)
-
-
 def _document(
-    state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
-) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition], membership.Standing]:
-    """The card as a :class:`Card`-shaped dict of plain values, its stage, the transitions
-    and the membership standing."""
+    state: CustomerState,
+    as_of: datetime,
+    population: Population,
+    settings: ScoringSettings,
+    *,
+    encoded: bool = False,
+) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition], membership.Standing, Ledger]:
+    """The card as a :class:`Card`-shaped dict of plain values, its stage, the transitions,
+    the membership standing and the ledger it was read from.
+
+    ``encoded``: for :func:`score`, which writes the dict straight to JSON: the sections an
+    event seldom changes (the profile with the tags, an empty complaints or visits section,
+    the preferences) come as JSON already written (``orjson.Fragment``, the same bytes), kept
+    on the state and the ledger until what they say changes, and money as its text."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
     now = to_micros(as_of)
@@ -231,7 +219,6 @@ def _document(
     prediction = _prediction(ledger, today, population)
     state.walk = lifecycle.walk(ledger.days, median_gap, settings, state.walk)
     stage, history = state.walk.at(today)
-    last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
 
     # A customer without a purchase has no value to rank and no potential to weigh.
@@ -252,22 +239,45 @@ def _document(
     member = membership.standing(
         state, ledger.window, now, member_tiers, ledger.tier_walk(member_tiers)
     )
-    profile = _profile(state)
-    if member.tier != profile["member_tier"]:
-        # The computed tier stands in the profile's field; the cached section stays as the
-        # client wrote it.
-        profile = {**profile, "member_tier": member.tier}
-
-    set_by_rules = rule_tags(state)
+    rfm_doc = _rfm(value, ledger.days, today, population.rfm, stage.stage)
+    profile: Any
+    tags: Any
+    set_by_rules: Any
+    visits: Any
+    complaint_section: Any
+    preferences: Any
+    if encoded:
+        head = _head(state, member.tier)
+        profile, tags, set_by_rules = head.profile, head.tags, head.rule_tags
+        value = {k: money_text_of(v) if isinstance(v, Decimal) else v for k, v in value.items()}
+        visits = _NO_VISITS if state.no_visits() else _visits(state, now)
+        complaint_section = (
+            _NO_COMPLAINTS
+            if not state.complaints
+            else complaints.card_section(state, now, tier, settings)
+        )
+        preferences = ledger.preferences_json()
+    else:
+        profile = _profile(state)
+        if member.tier != profile["member_tier"]:
+            # The computed tier stands in the profile's field; the cached section stays as
+            # the client wrote it.
+            profile = {**profile, "member_tier": member.tier}
+        own_tags: list[str] = profile["tags"]
+        set_by_rules = rule_tags(state)
+        tags = all_tags(own_tags, set_by_rules)
+        visits = _visits(state, now)
+        complaint_section = complaints.card_section(state, now, tier, settings)
+        preferences = ledger.preferences()
     doc = {
         "customer_id": state.customer_id,
         "as_of": as_of,
         "profile": profile,
-        "tags": all_tags(profile["tags"], set_by_rules),
+        "tags": tags,
         "rule_tags": set_by_rules,
         "value": value,
         "value_score": value_score,
-        "rfm": _rfm(value, ledger.days, today, population.rfm, stage.stage),
+        "rfm": rfm_doc,
         "prediction": prediction,
         "tier": tier,
         "strategy": strategy,
@@ -275,13 +285,70 @@ def _document(
         "stage_since": lifecycle.midnight(stage.since) if stage.since else None,
         "previous_stage": history[-1].from_stage if history else None,
         "next_transition_at": stage.next_transition_at,
-        "complaints": complaints.card_section(state, now, tier, settings),
-        "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
+        "complaints": complaint_section,
+        "visits": visits,
         "updated_at": _moment(updated),
-        "preferences": ledger.preferences(),
+        "preferences": preferences,
         "membership": member.section,
     }
-    return doc, stage, history, member
+    return doc, stage, history, member, ledger
+
+
+def _visits(state: CustomerState, now: int) -> dict[str, Any]:
+    last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
+    return {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)}
+
+
+def _encoded(value: object) -> orjson.Fragment:
+    """``value`` as the card's JSON writes it, to embed as it is."""
+    return orjson.Fragment(orjson.dumps(value, default=money_json, option=orjson.OPT_UTC_Z))
+
+
+# What the card says of a customer who never visited or complained, written once.
+_NO_VISITS = _encoded({"last_30d": 0, "total": 0, "last_at": None})
+_NO_COMPLAINTS = _encoded(complaints.empty_section())
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The card's profile, tags and rule tags as JSON, with the figures the customers table
+    keeps from them; written again only when the profile (``profile_card``, rebuilt on every
+    winning profile write) or the membership tier standing in it changes."""
+
+    profile_card: dict[str, Any]
+    member_tier: str | None
+    profile: orjson.Fragment
+    tags: orjson.Fragment
+    rule_tags: orjson.Fragment
+    name: str | None
+    email: str | None
+    search: str | None
+
+
+def _head(state: CustomerState, member_tier: str | None) -> Head:
+    card = _profile(state)
+    head = state.card_head
+    if isinstance(head, Head) and head.profile_card is card and head.member_tier == member_tier:
+        return head
+    profile = card
+    if member_tier != card["member_tier"]:
+        # The computed tier stands in the profile's field; the cached section stays as the
+        # client wrote it.
+        profile = {**card, "member_tier": member_tier}
+    set_by_rules = rule_tags(state)
+    search = " ".join(x for x in (profile["name"], profile["email"], profile["phone"]) if x)
+    head = Head(
+        card,
+        member_tier,
+        _encoded(profile),
+        _encoded(all_tags(profile["tags"], set_by_rules)),
+        _encoded(set_by_rules),
+        profile["name"],
+        profile["email"],
+        search.lower()[:600] or None,
+    )
+    state.card_head = head
+    return head
 
 
 def purchase_days(state: CustomerState, as_of: datetime) -> list[date]:
