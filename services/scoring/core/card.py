@@ -249,7 +249,7 @@ def _document(
     if encoded:
         head = _head(state, member.tier)
         profile, tags, set_by_rules = head.profile, head.tags, head.rule_tags
-        value = {k: money_text_of(v) if isinstance(v, Decimal) else v for k, v in value.items()}
+        value = _value_json(value)
         visits = _NO_VISITS if state.no_visits() else _visits(state, now)
         complaint_section = (
             _NO_COMPLAINTS
@@ -391,6 +391,21 @@ def _value(ledger: Ledger, now: int) -> dict[str, Any]:
         "last_order_at": from_micros(ats[-1]) if ats else None,
         "purchase_interval_days": lifecycle.median(ledger.gaps) if ledger.gaps else None,
         "outstanding": ledger.outstanding,
+    }
+
+
+def _value_json(value: dict[str, Any]) -> dict[str, Any]:
+    """The value section with its money as text (what ``orjson`` would call
+    :func:`money_json` for)."""
+    average = value["average_order_value"]
+    return {
+        **value,
+        "lifetime_spend": money_text_of(value["lifetime_spend"]),
+        "spend_30d": money_text_of(value["spend_30d"]),
+        "spend_90d": money_text_of(value["spend_90d"]),
+        "spend_365d": money_text_of(value["spend_365d"]),
+        "average_order_value": None if average is None else money_text_of(average),
+        "outstanding": money_text_of(value["outstanding"]),
     }
 
 

@@ -218,10 +218,16 @@ class Ledger:
         """:meth:`preferences` as the card's JSON writes it (money as its text, times in
         UTC with a ``Z``), written once per change of the purchases."""
         if self._preferences_json is None:
+            if not (self.categories or self.brands or self.listed or self._last_lines):
+                return _NO_PREFERENCES
             self._preferences_json = orjson.Fragment(
                 orjson.dumps(self.preferences(), default=money_json, option=orjson.OPT_UTC_Z)
             )
         return self._preferences_json
+
+
+# The section of a customer whose orders never listed an item, written once.
+_NO_PREFERENCES = orjson.Fragment(orjson.dumps(section({}, {}, [])))
 
 
 def _newest(listed: list[Listed]) -> list[Listed]:

@@ -19,15 +19,20 @@ def money_json(value: object) -> str:
 def money_text_of(amount: Decimal) -> str:
     """:func:`shared.card.money_text`, without its normalising for the amounts that need none
     (a card holds a dozen or more; this is most of their cost): plain notation with exactly two
-    places, or more ending in a non-zero digit, is already what it writes."""
+    places, or more ending in a non-zero digit, is already what it writes; one place, or
+    none, only lacks its zeros."""
     text = str(amount)
+    size = len(text)
+    if size > 24 or "E" in text or not text[-1].isdigit():
+        # Near the context's precision (which normalising rounds to), an exponent, or not a
+        # number: the general rule.
+        return money_text(amount)
     point = text.find(".")
-    places = len(text) - point - 1
-    if (
-        point > 0
-        and len(text) <= 24  # far from the context's precision, which normalising rounds to
-        and "E" not in text
-        and (places == 2 or (places > 2 and text[-1] != "0"))
-    ):
+    if point < 0:
+        return text + ".00"
+    places = size - point - 1
+    if places == 2 or (places > 2 and text[-1] != "0"):
         return text
+    if places == 1:
+        return text + "0"
     return money_text(amount)
