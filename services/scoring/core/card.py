@@ -21,6 +21,8 @@ score yet.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -477,8 +479,18 @@ def all_tags(own: list[str], set_by_rules: list[str]) -> list[str]:
 
 def _profile(state: CustomerState) -> dict[str, Any]:
     if state.profile_card is None:
-        state.profile_card = _build_profile(state)
+        # A customer known only by what they did (no profile write yet) has the model's
+        # empty profile: validated once, a copy each (the cached section is never changed,
+        # but a caller may).
+        state.profile_card = (
+            _build_profile(state) if state.profile else copy.deepcopy(_empty_profile())
+        )
     return state.profile_card
+
+
+@functools.cache
+def _empty_profile() -> dict[str, Any]:
+    return Profile(consent=Consent()).model_dump()
 
 
 def _build_profile(state: CustomerState) -> dict[str, Any]:
