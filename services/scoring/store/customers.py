@@ -178,8 +178,8 @@ _DROP_HISTORY = text("DELETE FROM scoring.stage_history WHERE id = ANY(CAST(:ids
 _ADD_HISTORY = text(
     """
     INSERT INTO scoring.stage_history (customer_id, from_stage, to_stage, at)
-    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]),
-                         CAST(:ats AS date[]))
+    SELECT c, f, t, d FROM json_to_recordset(CAST(:rows AS json)) AS r(c text, f text, t text,
+        d date)
     RETURNING id, customer_id
     """
 )
@@ -317,15 +317,11 @@ async def sync_history(
     if dropped:
         await conn.execute(_DROP_HISTORY, {"ids": dropped})
     if added:
-        rows = await conn.execute(
-            _ADD_HISTORY,
-            {
-                "ids": [cid for cid, _ in added],
-                "froms": [t.from_stage for _, t in added],
-                "tos": [t.to_stage for _, t in added],
-                "ats": [t.at for _, t in added],
-            },
+        # One JSON document, as the claim's (a date is written as its ISO text).
+        document = orjson.dumps(
+            [{"c": cid, "f": t.from_stage, "t": t.to_stage, "d": t.at} for cid, t in added]
         )
+        rows = await conn.execute(_ADD_HISTORY, {"rows": document.decode()})
         # Row ids rise in the order the rows were given: a customer's in their order.
         ids: dict[str, list[int]] = {}
         for row_id, cid in rows.tuples():
