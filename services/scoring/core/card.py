@@ -21,7 +21,6 @@ score yet.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -480,11 +479,9 @@ def all_tags(own: list[str], set_by_rules: list[str]) -> list[str]:
 def _profile(state: CustomerState) -> dict[str, Any]:
     if state.profile_card is None:
         # A customer known only by what they did (no profile write yet) has the model's
-        # empty profile: validated once, a copy each (the cached section is never changed,
-        # but a caller may).
-        state.profile_card = (
-            _build_profile(state) if state.profile else copy.deepcopy(_empty_profile())
-        )
+        # empty profile, validated once and shared: the cached section is never changed in
+        # place (the card spreads it into a new dict to set its member tier).
+        state.profile_card = _build_profile(state) if state.profile else _empty_profile()
     return state.profile_card
 
 
