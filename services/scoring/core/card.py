@@ -206,7 +206,7 @@ def _document(
     ledger = _ledger(state, now)
     median_gap = population.median_gap(settings)
 
-    value = _value(ledger, now)
+    value = _value(ledger, now, encoded)
     # Value survives silence: the composite is judged over the window that ends at the last
     # purchase, so a key customer who goes quiet stays key (and reachable by a win-back).
     window_spend, window_orders = ledger.before_last(settings.tier_window_days)
@@ -214,7 +214,7 @@ def _document(
         window_spend,
         window_orders,
         value["purchase_interval_days"] or median_gap,
-        value["outstanding"],
+        ledger.outstanding,
         settings,
     )
     prediction = _prediction(ledger, today, population)
@@ -240,7 +240,7 @@ def _document(
     member = membership.standing(
         state, ledger.window, now, member_tiers, ledger.tier_walk(member_tiers)
     )
-    rfm_doc = _rfm(value, ledger.days, today, population.rfm, stage.stage)
+    rfm_doc = _rfm(ledger, today, population.rfm, stage.stage)
     profile: Any
     tags: Any
     set_by_rules: Any
@@ -250,7 +250,6 @@ def _document(
     if encoded:
         head = _head(state, member.tier)
         profile, tags, set_by_rules = head.profile, head.tags, head.rule_tags
-        value = _value_json(value)
         visits = _NO_VISITS if state.no_visits() else _visits(state, now)
         complaint_section = (
             _NO_COMPLAINTS
@@ -377,37 +376,38 @@ def _ledger(state: CustomerState, now: int) -> Ledger:
     return ledger
 
 
-def _value(ledger: Ledger, now: int) -> dict[str, Any]:
+def _value(ledger: Ledger, now: int, encoded: bool) -> dict[str, Any]:
+    """The value section; ``encoded``: with its money as text (what ``orjson`` would call
+    :func:`money_json` for), else as ``Decimal``."""
     lifetime = ledger.lifetime
     orders = ledger.orders
     ats = ledger.ats
+    average = _average(lifetime, orders)
+    spend_30d, spend_90d, spend_365d = (
+        ledger.since(now, 30)[0],
+        ledger.since(now, 90)[0],
+        ledger.since(now, 365)[0],
+    )
+    outstanding = ledger.outstanding
+    money: Any = lifetime, spend_30d, spend_90d, spend_365d, average, outstanding
+    if encoded:
+        money = [None if m is None else money_text_of(m) for m in money]
     return {
-        "lifetime_spend": lifetime,
-        "spend_30d": ledger.since(now, 30)[0],
-        "spend_90d": ledger.since(now, 90)[0],
-        "spend_365d": ledger.since(now, 365)[0],
+        "lifetime_spend": money[0],
+        "spend_30d": money[1],
+        "spend_90d": money[2],
+        "spend_365d": money[3],
         "orders": orders,
-        "average_order_value": _average(lifetime, orders),
+        "average_order_value": money[4],
         "first_order_at": from_micros(ats[0]) if ats else None,
         "last_order_at": from_micros(ats[-1]) if ats else None,
         "purchase_interval_days": lifecycle.median(ledger.gaps) if ledger.gaps else None,
-        "outstanding": ledger.outstanding,
+        "outstanding": money[5],
     }
 
 
-def _value_json(value: dict[str, Any]) -> dict[str, Any]:
-    """The value section with its money as text (what ``orjson`` would call
-    :func:`money_json` for)."""
-    average = value["average_order_value"]
-    return {
-        **value,
-        "lifetime_spend": money_text_of(value["lifetime_spend"]),
-        "spend_30d": money_text_of(value["spend_30d"]),
-        "spend_90d": money_text_of(value["spend_90d"]),
-        "spend_365d": money_text_of(value["spend_365d"]),
-        "average_order_value": None if average is None else money_text_of(average),
-        "outstanding": money_text_of(value["outstanding"]),
-    }
+# Money's places, 0 to 4, as quantize exponents.
+_PLACES = tuple(Decimal(1).scaleb(-places) for places in range(5))
 
 
 def _average(total: Decimal, count: int) -> Decimal | None:
@@ -416,16 +416,17 @@ def _average(total: Decimal, count: int) -> Decimal | None:
     # As many decimal places as the amounts carry ("70.00", not "70.0000"), at most Money's 4.
     exponent = total.as_tuple().exponent
     places = min(max(-exponent, 0), 4) if isinstance(exponent, int) else 4
-    return (total / count).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return (total / count).quantize(_PLACES[places], rounding=ROUND_HALF_EVEN)
 
 
 def _rfm(
-    value: dict[str, Any], days: list[int], today: int, bp: RfmBreakpoints | None, stage: Stage
+    ledger: Ledger, today: int, bp: RfmBreakpoints | None, stage: Stage
 ) -> dict[str, Any] | None:
+    days = ledger.days
     if bp is None or not days:
         return None
     recency = today - days[-1]
-    scored = rfm.score(recency, value["orders"], float(value["lifetime_spend"]), bp)
+    scored = rfm.score(recency, ledger.orders, float(ledger.lifetime), bp)
     (r, f, m), segment = rfm.judged(scored, stage)
     return {"recency": r, "frequency": f, "monetary": m, "segment": segment}
 
