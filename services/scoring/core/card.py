@@ -4,11 +4,12 @@ change stream carry) from a customer's facts.
 :func:`build_card` is a pure function of a :class:`CustomerState`, a moment and the population
 inputs (:class:`Population`). Only events that occurred at or before ``as_of`` count, so a card
 for a past ``as_of`` replays history — with one exception: the profile is always the latest one
-known, because the state keeps only the winning write of each profile field. (It leaves three
+known, because the state keeps only the winning write of each profile field. (It leaves four
 caches on the state, the purchases' ledger (:mod:`services.scoring.core.ledger`), the
-lifecycle walk and the profile section, which change how fast the next card is built, never
-what it says.) :func:`score` is the same card as JSON, for the
-consumer, the sweep and the refit.
+lifecycle walk, the profile section and that section with the tags as JSON, which change how
+fast the next card is built, never what it says.) :func:`score` is the same card as JSON, for
+the consumer, the sweep and the refit: the sections an event seldom changes are embedded as
+JSON written when they last changed, the same bytes (``tests/unit/test_golden_cards.py``).
 
 Before any population job has run, ``Population()`` is valid and the card shows everything a
 customer's own facts determine (profile, value, stage with the default median gap, complaints,
