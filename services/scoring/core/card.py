@@ -4,11 +4,12 @@ change stream carry) from a customer's facts.
 :func:`build_card` is a pure function of a :class:`CustomerState`, a moment and the population
 inputs (:class:`Population`). Only events that occurred at or before ``as_of`` count, so a card
 for a past ``as_of`` replays history — with one exception: the profile is always the latest one
-known, because the state keeps only the winning write of each profile field. (It leaves three
+known, because the state keeps only the winning write of each profile field. (It leaves four
 caches on the state, the purchases' ledger (:mod:`services.scoring.core.ledger`), the
-lifecycle walk and the profile section, which change how fast the next card is built, never
-what it says.) :func:`score` is the same card as JSON, for the
-consumer, the sweep and the refit.
+lifecycle walk, the profile section and that section with the tags as JSON, which change how
+fast the next card is built, never what it says.) :func:`score` is the same card as JSON, for
+the consumer, the sweep and the refit: the sections an event seldom changes are embedded as
+JSON written when they last changed, the same bytes (``tests/unit/test_golden_cards.py``).
 
 Before any population job has run, ``Population()`` is valid and the card shows everything a
 customer's own facts determine (profile, value, stage with the default median gap, complaints,
@@ -21,6 +22,7 @@ score yet.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -40,6 +42,7 @@ from services.scoring.core import (
 )
 from services.scoring.core.ledger import Ledger
 from services.scoring.core.lifecycle import Transition
+from services.scoring.core.money import money_json, money_text_of
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
 from services.scoring.core.rfm import RfmBreakpoints
 from services.scoring.core.state import (
@@ -63,7 +66,6 @@ from shared.card import (
     Strategy,
     Tier,
     Unsubscribed,
-    money_text,
 )
 
 _EPOCH_DAY = date(1970, 1, 1)
@@ -105,7 +107,7 @@ def build_card(
     state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
 ) -> Card:
     """The card of ``state`` at ``as_of`` (timezone-aware) given the population inputs."""
-    doc, _, _, _ = _document(state, as_of, population, settings)
+    doc, _, _, _, _ = _document(state, as_of, population, settings)
     return Card.model_validate(doc)
 
 
@@ -147,18 +149,20 @@ def score(
     event or customer: the card is written straight to JSON from the figures computed here
     (the same document ``build_card`` validates), and the stage history comes from the same
     walk over the purchase days."""
-    doc, stage, history, member = _document(state, as_of, population, settings)
+    doc, stage, history, member, ledger = _document(
+        state, as_of, population, settings, encoded=True
+    )
     value, rfm_doc, prediction = doc["value"], doc["rfm"], doc["prediction"]
     review_at = stage.next_transition_at
     if member.review_at is not None:
         lowered = from_micros(member.review_at)
         review_at = lowered if review_at is None else min(review_at, lowered)
-    profile = doc["profile"]
-    search = " ".join(x for x in (profile["name"], profile["email"], profile["phone"]) if x)
+    head = state.card_head
+    assert isinstance(head, Head)  # written by the encoded _document
     return Scored(
         customer_id=state.customer_id,
         as_of=as_of,
-        json=orjson.dumps(doc, default=_json_default, option=orjson.OPT_UTC_Z),
+        json=orjson.dumps(doc, default=money_json, option=orjson.OPT_UTC_Z),
         stage=stage.stage,
         stage_since=stage.since,
         next_transition_at=stage.next_transition_at,
@@ -166,7 +170,7 @@ def score(
         strategy=doc["strategy"],
         segment=rfm_doc["segment"] if rfm_doc else None,
         value_score=doc["value_score"],
-        lifetime_spend=value["lifetime_spend"],
+        lifetime_spend=ledger.lifetime,
         orders=value["orders"],
         purchase_interval_days=value["purchase_interval_days"],
         last_order_at=value["last_order_at"],
@@ -174,42 +178,28 @@ def score(
         p_alive=prediction["p_alive"] if prediction else None,
         member_tier=member.tier,
         review_at=review_at,
-        name=profile["name"],
-        email=profile["email"],
-        search=search.lower()[:600] or None,
+        name=head.name,
+        email=head.email,
+        search=head.search,
         history=history,
     )
 
 
-def _json_default(value: object) -> str:
-    # Money as its exact decimal string, as the Card model writes it.
-    if isinstance(value, Decimal):
-        return _money(value)
-    raise TypeError(f"{type(value).__name__} is not part of a card")
-
-
-def _money(amount: Decimal) -> str:
-    """:func:`shared.card.money_text`, without its normalising for the amounts that need none
-    (a card holds a dozen or more; this is most of their cost): plain notation with exactly two
-    places, or more ending in a non-zero digit, is already what it writes."""
-    text = str(amount)
-    point = text.find(".")
-    places = len(text) - point - 1
-    if (
-        point > 0
-        and len(text) <= 24  # far from the context's precision, which normalising rounds to
-        and "E" not in text
-        and (places == 2 or (places > 2 and text[-1] != "0"))
-    ):
-        return text
-    return money_text(amount)
-
-
 def _document(
-    state: CustomerState, as_of: datetime, population: Population, settings: ScoringSettings
-) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition], membership.Standing]:
-    """The card as a :class:`Card`-shaped dict of plain values, its stage, the transitions
-    and the membership standing."""
+    state: CustomerState,
+    as_of: datetime,
+    population: Population,
+    settings: ScoringSettings,
+    *,
+    encoded: bool = False,
+) -> tuple[dict[str, Any], lifecycle.StageInfo, list[Transition], membership.Standing, Ledger]:
+    """The card as a :class:`Card`-shaped dict of plain values, its stage, the transitions,
+    the membership standing and the ledger it was read from.
+
+    ``encoded``: for :func:`score`, which writes the dict straight to JSON: the sections an
+    event seldom changes (the profile with the tags, an empty complaints or visits section,
+    the preferences) come as JSON already written (``orjson.Fragment``, the same bytes), kept
+    on the state and the ledger until what they say changes, and money as its text."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
     now = to_micros(as_of)
@@ -217,7 +207,7 @@ def _document(
     ledger = _ledger(state, now)
     median_gap = population.median_gap(settings)
 
-    value = _value(ledger, now)
+    value = _value(ledger, now, encoded)
     # Value survives silence: the composite is judged over the window that ends at the last
     # purchase, so a key customer who goes quiet stays key (and reachable by a win-back).
     window_spend, window_orders = ledger.before_last(settings.tier_window_days)
@@ -225,13 +215,12 @@ def _document(
         window_spend,
         window_orders,
         value["purchase_interval_days"] or median_gap,
-        value["outstanding"],
+        ledger.outstanding,
         settings,
     )
     prediction = _prediction(ledger, today, population)
     state.walk = lifecycle.walk(ledger.days, median_gap, settings, state.walk)
     stage, history = state.walk.at(today)
-    last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
     updated = state.latest_event_at(now)
 
     # A customer without a purchase has no value to rank and no potential to weigh.
@@ -252,22 +241,44 @@ def _document(
     member = membership.standing(
         state, ledger.window, now, member_tiers, ledger.tier_walk(member_tiers)
     )
-    profile = _profile(state)
-    if member.tier != profile["member_tier"]:
-        # The computed tier stands in the profile's field; the cached section stays as the
-        # client wrote it.
-        profile = {**profile, "member_tier": member.tier}
-
-    set_by_rules = rule_tags(state)
+    rfm_doc = _rfm(ledger, today, population.rfm, stage.stage)
+    profile: Any
+    tags: Any
+    set_by_rules: Any
+    visits: Any
+    complaint_section: Any
+    preferences: Any
+    if encoded:
+        head = _head(state, member.tier)
+        profile, tags, set_by_rules = head.profile, head.tags, head.rule_tags
+        visits = _NO_VISITS if state.no_visits() else _visits(state, now)
+        complaint_section = (
+            _NO_COMPLAINTS
+            if not state.complaints
+            else complaints.card_section(state, now, tier, settings)
+        )
+        preferences = ledger.preferences_json()
+    else:
+        profile = _profile(state)
+        if member.tier != profile["member_tier"]:
+            # The computed tier stands in the profile's field; the cached section stays as
+            # the client wrote it.
+            profile = {**profile, "member_tier": member.tier}
+        own_tags: list[str] = profile["tags"]
+        set_by_rules = rule_tags(state)
+        tags = all_tags(own_tags, set_by_rules)
+        visits = _visits(state, now)
+        complaint_section = complaints.card_section(state, now, tier, settings)
+        preferences = ledger.preferences()
     doc = {
         "customer_id": state.customer_id,
         "as_of": as_of,
         "profile": profile,
-        "tags": all_tags(profile["tags"], set_by_rules),
+        "tags": tags,
         "rule_tags": set_by_rules,
         "value": value,
         "value_score": value_score,
-        "rfm": _rfm(value, ledger.days, today, population.rfm, stage.stage),
+        "rfm": rfm_doc,
         "prediction": prediction,
         "tier": tier,
         "strategy": strategy,
@@ -275,13 +286,70 @@ def _document(
         "stage_since": lifecycle.midnight(stage.since) if stage.since else None,
         "previous_stage": history[-1].from_stage if history else None,
         "next_transition_at": stage.next_transition_at,
-        "complaints": complaints.card_section(state, now, tier, settings),
-        "visits": {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)},
+        "complaints": complaint_section,
+        "visits": visits,
         "updated_at": _moment(updated),
-        "preferences": ledger.preferences(),
+        "preferences": preferences,
         "membership": member.section,
     }
-    return doc, stage, history, member
+    return doc, stage, history, member, ledger
+
+
+def _visits(state: CustomerState, now: int) -> dict[str, Any]:
+    last_30d, visits, visited = state.visit_counts(now, 30 * DAY_US)
+    return {"last_30d": last_30d, "total": visits, "last_at": _moment(visited)}
+
+
+def _encoded(value: object) -> orjson.Fragment:
+    """``value`` as the card's JSON writes it, to embed as it is."""
+    return orjson.Fragment(orjson.dumps(value, default=money_json, option=orjson.OPT_UTC_Z))
+
+
+# What the card says of a customer who never visited or complained, written once.
+_NO_VISITS = _encoded({"last_30d": 0, "total": 0, "last_at": None})
+_NO_COMPLAINTS = _encoded(complaints.empty_section())
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The card's profile, tags and rule tags as JSON, with the figures the customers table
+    keeps from them; written again only when the profile (``profile_card``, rebuilt on every
+    winning profile write) or the membership tier standing in it changes."""
+
+    profile_card: dict[str, Any]
+    member_tier: str | None
+    profile: orjson.Fragment
+    tags: orjson.Fragment
+    rule_tags: orjson.Fragment
+    name: str | None
+    email: str | None
+    search: str | None
+
+
+def _head(state: CustomerState, member_tier: str | None) -> Head:
+    card = _profile(state)
+    head = state.card_head
+    if isinstance(head, Head) and head.profile_card is card and head.member_tier == member_tier:
+        return head
+    profile = card
+    if member_tier != card["member_tier"]:
+        # The computed tier stands in the profile's field; the cached section stays as the
+        # client wrote it.
+        profile = {**card, "member_tier": member_tier}
+    set_by_rules = rule_tags(state)
+    search = " ".join(x for x in (profile["name"], profile["email"], profile["phone"]) if x)
+    head = Head(
+        card,
+        member_tier,
+        _encoded(profile),
+        _encoded(all_tags(profile["tags"], set_by_rules)),
+        _encoded(set_by_rules),
+        profile["name"],
+        profile["email"],
+        search.lower()[:600] or None,
+    )
+    state.card_head = head
+    return head
 
 
 def purchase_days(state: CustomerState, as_of: datetime) -> list[date]:
@@ -309,22 +377,38 @@ def _ledger(state: CustomerState, now: int) -> Ledger:
     return ledger
 
 
-def _value(ledger: Ledger, now: int) -> dict[str, Any]:
+def _value(ledger: Ledger, now: int, encoded: bool) -> dict[str, Any]:
+    """The value section; ``encoded``: with its money as text (what ``orjson`` would call
+    :func:`money_json` for), else as ``Decimal``."""
     lifetime = ledger.lifetime
     orders = ledger.orders
     ats = ledger.ats
+    average = _average(lifetime, orders)
+    spend_30d, spend_90d, spend_365d = (
+        ledger.since(now, 30)[0],
+        ledger.since(now, 90)[0],
+        ledger.since(now, 365)[0],
+    )
+    outstanding = ledger.outstanding
+    money: Any = lifetime, spend_30d, spend_90d, spend_365d, average, outstanding
+    if encoded:
+        money = [None if m is None else money_text_of(m) for m in money]
     return {
-        "lifetime_spend": lifetime,
-        "spend_30d": ledger.since(now, 30)[0],
-        "spend_90d": ledger.since(now, 90)[0],
-        "spend_365d": ledger.since(now, 365)[0],
+        "lifetime_spend": money[0],
+        "spend_30d": money[1],
+        "spend_90d": money[2],
+        "spend_365d": money[3],
         "orders": orders,
-        "average_order_value": _average(lifetime, orders),
+        "average_order_value": money[4],
         "first_order_at": from_micros(ats[0]) if ats else None,
         "last_order_at": from_micros(ats[-1]) if ats else None,
         "purchase_interval_days": lifecycle.median(ledger.gaps) if ledger.gaps else None,
-        "outstanding": ledger.outstanding,
+        "outstanding": money[5],
     }
+
+
+# Money's places, 0 to 4, as quantize exponents.
+_PLACES = tuple(Decimal(1).scaleb(-places) for places in range(5))
 
 
 def _average(total: Decimal, count: int) -> Decimal | None:
@@ -333,16 +417,17 @@ def _average(total: Decimal, count: int) -> Decimal | None:
     # As many decimal places as the amounts carry ("70.00", not "70.0000"), at most Money's 4.
     exponent = total.as_tuple().exponent
     places = min(max(-exponent, 0), 4) if isinstance(exponent, int) else 4
-    return (total / count).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return (total / count).quantize(_PLACES[places], rounding=ROUND_HALF_EVEN)
 
 
 def _rfm(
-    value: dict[str, Any], days: list[int], today: int, bp: RfmBreakpoints | None, stage: Stage
+    ledger: Ledger, today: int, bp: RfmBreakpoints | None, stage: Stage
 ) -> dict[str, Any] | None:
+    days = ledger.days
     if bp is None or not days:
         return None
     recency = today - days[-1]
-    scored = rfm.score(recency, value["orders"], float(value["lifetime_spend"]), bp)
+    scored = rfm.score(recency, ledger.orders, float(ledger.lifetime), bp)
     (r, f, m), segment = rfm.judged(scored, stage)
     return {"recency": r, "frequency": f, "monetary": m, "segment": segment}
 
@@ -395,8 +480,16 @@ def all_tags(own: list[str], set_by_rules: list[str]) -> list[str]:
 
 def _profile(state: CustomerState) -> dict[str, Any]:
     if state.profile_card is None:
-        state.profile_card = _build_profile(state)
+        # A customer known only by what they did (no profile write yet) has the model's
+        # empty profile, validated once and shared: the cached section is never changed in
+        # place (the card spreads it into a new dict to set its member tier).
+        state.profile_card = _build_profile(state) if state.profile else _empty_profile()
     return state.profile_card
+
+
+@functools.cache
+def _empty_profile() -> dict[str, Any]:
+    return Profile(consent=Consent()).model_dump()
 
 
 def _build_profile(state: CustomerState) -> dict[str, Any]:

@@ -109,21 +109,22 @@ def _payload(
     stage_change: tuple[str, str] | None = None,
     membership_change: tuple[str | None, str | None] | None = None,
 ) -> bytes:
+    when = at.isoformat()
     return orjson.dumps(
         {
             "change_id": change_id,
             "customer_id": customer_id,
             "cause": cause,
-            "at": at.isoformat(),
+            "at": when,
             "event": orjson.Fragment(event_json) if event_json is not None else None,
             "card": orjson.Fragment(card_json),
             "stage_change": (
-                {"from": stage_change[0], "to": stage_change[1], "at": at.isoformat()}
+                {"from": stage_change[0], "to": stage_change[1], "at": when}
                 if stage_change
                 else None
             ),
             "membership_change": (
-                {"from": membership_change[0], "to": membership_change[1], "at": at.isoformat()}
+                {"from": membership_change[0], "to": membership_change[1], "at": when}
                 if membership_change
                 else None
             ),

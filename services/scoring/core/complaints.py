@@ -77,6 +77,18 @@ def complaints_of(
     return out
 
 
+def empty_section() -> dict[str, Any]:
+    """The card's ``complaints`` section of a customer who never complained."""
+    return {
+        "open": 0,
+        "total": 0,
+        "last_at": None,
+        "open_by_severity": {"low": 0, "medium": 0, "high": 0},
+        "overdue": 0,
+        "open_items": [],
+    }
+
+
 def card_section(
     state: CustomerState, as_of: int, card_tier: str | None, settings: ScoringSettings
 ) -> dict[str, Any]:

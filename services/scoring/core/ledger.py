@@ -26,8 +26,11 @@ from bisect import bisect_right, insort
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from services.scoring.core import predict
 from services.scoring.core.membership import TierWalk, Window
+from services.scoring.core.money import money_json
 from services.scoring.core.preferences import Listed, Tally, order_lines, section, tally
 from services.scoring.core.state import DAY_US, CustomerState, Line, Purchase
 from services.scoring.settings import MembershipTier
@@ -47,6 +50,7 @@ class Ledger:
         "_last",
         "_last_lines",
         "_owed",
+        "_preferences_json",
         "_tier_walk",
         "ats",
         "brands",
@@ -83,6 +87,8 @@ class Ledger:
         # The latest purchase day's total before the latest purchase (None: it began the day).
         self._day_before_last: float | None = None
         self._tier_walk: TierWalk | None = None
+        # The preferences section as the card's JSON, until a purchase changes it.
+        self._preferences_json: orjson.Fragment | None = None
 
     @classmethod
     def of(cls, state: CustomerState, as_of: int) -> Ledger:
@@ -122,6 +128,7 @@ class Ledger:
         return True
 
     def _push(self, purchase: Purchase, lines: tuple[Line, ...]) -> None:
+        self._preferences_json = None
         last = self._last
         if last is not None:
             self._owed = self._owed + last.outstanding
@@ -148,6 +155,7 @@ class Ledger:
 
     def _replace_last(self, purchase: Purchase, lines: tuple[Line, ...]) -> None:
         # Same order, same moment: only its amounts and lines change.
+        self._preferences_json = None
         self._last, self._last_lines = purchase, lines
         self.spend[-1] = self.spend[-2] + purchase.net
         before = 0.0 if self._day_before_last is None else self._day_before_last
@@ -205,6 +213,21 @@ class Ledger:
             tally(categories, brands, last, self._last_lines)
             listed = [*listed, (last.at, last.order_id, self._last_lines)]
         return section(categories, brands, _newest(listed))
+
+    def preferences_json(self) -> orjson.Fragment:
+        """:meth:`preferences` as the card's JSON writes it (money as its text, times in
+        UTC with a ``Z``), written once per change of the purchases."""
+        if self._preferences_json is None:
+            if not (self.categories or self.brands or self.listed or self._last_lines):
+                return _NO_PREFERENCES
+            self._preferences_json = orjson.Fragment(
+                orjson.dumps(self.preferences(), default=money_json, option=orjson.OPT_UTC_Z)
+            )
+        return self._preferences_json
+
+
+# The section of a customer whose orders never listed an item, written once.
+_NO_PREFERENCES = orjson.Fragment(orjson.dumps(section({}, {}, [])))
 
 
 def _newest(listed: list[Listed]) -> list[Listed]:

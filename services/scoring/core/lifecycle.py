@@ -218,25 +218,16 @@ def walk(
     resume: Walk | None = None,
 ) -> Walk:
     """The walk over ``days`` (distinct ordinals, ascending). ``resume``, a walk over an
-    earlier history of the same customer, is carried on from when ``days`` only adds later
-    days to it (a purchase arriving in order); otherwise the walk starts afresh. ``resume``
-    itself is never changed."""
+    earlier history of the same customer, is carried on in place when ``days`` only adds
+    later days to it (a purchase arriving in order) and returned; otherwise the walk starts
+    afresh and ``resume`` is left as it was."""
     if resume is not None and (
         resume.population_median_gap == population_median_gap
         and resume.settings is settings
+        and len(resume.days) <= len(days)
         and days[: len(resume.days)] == resume.days
     ):
-        if len(resume.days) == len(days):
-            return resume
-        w = Walk(
-            population_median_gap,
-            settings,
-            list(resume.days),
-            resume.stage,
-            resume.clock,
-            list(resume.gaps),
-            list(resume.moves),
-        )
+        w = resume
     else:
         w = Walk(population_median_gap, settings)
     for day in days[len(w.days) :]:

@@ -158,6 +158,9 @@ class CustomerState:
     # Not a fact either: the card's profile section as last built from ``profile``, dropped
     # whenever a profile write wins (the one place ``profile`` changes).
     profile_card: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # Not a fact: the card's profile, tags and rule tags as JSON, written from
+    # ``profile_card`` (:func:`services.scoring.core.card.score`, which checks it still is).
+    card_head: object | None = field(default=None, compare=False, repr=False)
     # Not a fact: the live purchases and their running figures as the last card read them
     # (:mod:`services.scoring.core.ledger`), carried on by each order event that only adds a
     # later purchase or changes the latest, and dropped by any other (never stored).
@@ -323,6 +326,10 @@ class CustomerState:
         if last is None and older_last is not None and older_last <= as_of:
             last = older_last
         return in_window, self.visits_older + len(recent), last
+
+    def no_visits(self) -> bool:
+        """Whether no visit was ever recorded (the card's visits section is all zero)."""
+        return not self.visits and not self.visits_older and self.visits_older_last_at is None
 
     def latest_event_at(self, as_of: int) -> int | None:
         """The newest event time up to ``as_of`` (exact for a present ``as_of``; for a replay,

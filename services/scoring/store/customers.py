@@ -80,6 +80,8 @@ def _tags(state: CustomerState) -> list[str]:
     return all_tags(own, rule_tags(state))
 
 
+# The batch's events go as one JSON document (written by orjson, read by PostgreSQL) rather
+# than three arrays whose every element the driver would inspect and encode in Python.
 # An id remembered from longer ago than the retention (by when ingest received the two
 # events) is claimed again: ingest has forgotten it, so it is a new event. So is an event
 # forwarded to a merge survivor, once: its copy comes under the survivor it was forwarded to
@@ -88,8 +90,7 @@ _CLAIM = text(
     """
     INSERT INTO scoring.inbox AS i (event_id, customer_id, applied_at, received_at)
     SELECT DISTINCT ON (e) e, c, now(), r
-    FROM unnest(CAST(:ids AS text[]), CAST(:customers AS text[]),
-                CAST(:received AS timestamptz[])) AS t(e, c, r)
+    FROM json_to_recordset(CAST(:rows AS json)) AS t(e text, c text, r timestamptz)
     ORDER BY e, r
     ON CONFLICT (event_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
         applied_at = EXCLUDED.applied_at, received_at = EXCLUDED.received_at,
@@ -177,8 +178,8 @@ _DROP_HISTORY = text("DELETE FROM scoring.stage_history WHERE id = ANY(CAST(:ids
 _ADD_HISTORY = text(
     """
     INSERT INTO scoring.stage_history (customer_id, from_stage, to_stage, at)
-    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]),
-                         CAST(:ats AS date[]))
+    SELECT c, f, t, d FROM json_to_recordset(CAST(:rows AS json)) AS r(c text, f text, t text,
+        d date)
     RETURNING id, customer_id
     """
 )
@@ -200,15 +201,11 @@ async def claim(
 ) -> set[str]:
     """Record the events in the inbox; returns the ids new to it: never seen, or seen only
     from an event received more than ``keep`` before this one."""
-    result = await conn.execute(
-        _CLAIM,
-        {
-            "ids": list(event_ids),
-            "customers": list(customer_ids),
-            "received": list(received_at),
-            "keep": keep,
-        },
-    )
+    rows = [
+        {"e": e, "c": c, "r": r}
+        for e, c, r in zip(event_ids, customer_ids, received_at, strict=True)
+    ]
+    result = await conn.execute(_CLAIM, {"rows": orjson.dumps(rows).decode(), "keep": keep})
     return set(result.scalars())
 
 
@@ -320,15 +317,11 @@ async def sync_history(
     if dropped:
         await conn.execute(_DROP_HISTORY, {"ids": dropped})
     if added:
-        rows = await conn.execute(
-            _ADD_HISTORY,
-            {
-                "ids": [cid for cid, _ in added],
-                "froms": [t.from_stage for _, t in added],
-                "tos": [t.to_stage for _, t in added],
-                "ats": [t.at for _, t in added],
-            },
+        # One JSON document, as the claim's (a date is written as its ISO text).
+        document = orjson.dumps(
+            [{"c": cid, "f": t.from_stage, "t": t.to_stage, "d": t.at} for cid, t in added]
         )
+        rows = await conn.execute(_ADD_HISTORY, {"rows": document.decode()})
         # Row ids rise in the order the rows were given: a customer's in their order.
         ids: dict[str, list[int]] = {}
         for row_id, cid in rows.tuples():
