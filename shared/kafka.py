@@ -188,6 +188,45 @@ async def publish_alone(producer: Producer, records: Sequence[Record], *, timeou
     await _publish(producer, records, timeout, _send_batches)
 
 
+class Handed:
+    """Records handed to the producer (see :func:`hand_over_alone`), their acknowledgement
+    still to come."""
+
+    def __init__(
+        self, producer: Producer, inner: AIOKafkaProducer, futures: list[asyncio.Future[Any]]
+    ) -> None:
+        self._producer = producer
+        self._inner = inner
+        self._futures = futures
+
+    async def acknowledged(self, *, timeout: float) -> None:
+        """Wait until the broker has acknowledged every record, as :func:`publish_many` does
+        (:class:`PublishError` past ``timeout`` seconds)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*self._futures)
+        except (TimeoutError, KafkaError) as exc:
+            await self._producer.recover(self._inner)
+            raise PublishError(f"broker did not acknowledge: {type(exc).__name__}") from exc
+
+
+async def hand_over_alone(
+    producer: Producer, records: Sequence[Record], *, timeout: float
+) -> Handed:
+    """The first half of :func:`publish_alone`: the records are handed to the producer as
+    record batches, and on their way to the broker once the caller yields; the caller awaits
+    :meth:`Handed.acknowledged` when it needs them acknowledged (before it deletes what they
+    came from, say). Same rule: the only publisher of whole batches to these topics."""
+    inner = producer.current
+    try:
+        async with asyncio.timeout(timeout):
+            futures = await _send_batches(inner, records)
+    except (TimeoutError, KafkaError) as exc:
+        await producer.recover(inner)
+        raise PublishError(f"broker did not take the records: {type(exc).__name__}") from exc
+    return Handed(producer, inner, futures)
+
+
 Sender = Callable[[AIOKafkaProducer, Sequence[Record]], Awaitable[list["asyncio.Future[Any]"]]]
 
 

@@ -144,13 +144,19 @@ class Runtime:
     ) -> BatchConsumer:
         """A consumer of ``topics`` in ``group_id`` whose poison records go to the DLQ, run as
         the worker ``consumer`` (registered first, so it stops first). After each batch it
-        nudges the workers ``then_nudge`` (the relay of the outbox rows the batch wrote, say).
+        nudges the workers ``then_nudge``; a relay among them (of the outbox rows the batch
+        wrote) hands its rows to the producer before the next batch is taken.
         Its lag per partition is a metric (:func:`shared.signals.refresh_lag`)."""
 
         async def handle(records: Sequence[Message]) -> Sequence[tuple[Message, Exception]] | None:
             rejected = await handler(records)
             for worker in then_nudge:
-                worker.nudge()
+                if isinstance(worker, OutboxRelay):
+                    # The batch's rows leave before the next batch is taken, not when the
+                    # loop next has a moment (shared.outbox).
+                    await worker.publish_now()
+                else:
+                    worker.nudge()
             return rejected
 
         consumer = BatchConsumer(
