@@ -18,11 +18,11 @@ the only publisher to its topic in its process, so it hands the producer whole r
 (:func:`shared.kafka.publish_alone`).
 
 The consumer whose batch wrote the rows calls :meth:`OutboxRelay.publish_now` once the batch
-has committed: the rows are read and handed to the producer before the consumer takes its
-next batch, and their acknowledgement and delete follow in the background. A nudged pass
-would wait for the loop while the next batch's work holds it (a quarter of a second and more
-was seen on a busy machine), and every change of the batch with it. Passes never overlap (one
-lock), so rows still leave in their order, once.
+has committed: the rows are read, published and acknowledged before the consumer takes its
+next batch, and their delete follows in the background. A nudged pass, or records merely
+handed to the producer, wait for the event loop while the next batch's work holds it (a
+quarter of a second and more was seen on a busy machine), and every change of the batch with
+them. Passes never overlap (one lock), so rows still leave in their order, once.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class OutboxRelay(Worker):
             return await self._settle(*handed)
 
     async def publish_now(self) -> None:
-        """Hand the rows there are to the producer now (see the module text); their
-        acknowledgement and delete follow in the background. Only a leader does; a pass
+        """Publish the rows there are now and wait for the broker's acknowledgement (see the
+        module text); their delete follows in the background. Only a leader does; a pass
         already under way is nudged to look again instead. Never raises: a failure ends the
         leadership, and the relay's own loop tries again."""
         if self._leader is None or self._passing.locked():
@@ -98,6 +98,10 @@ class OutboxRelay(Worker):
         await self._passing.acquire()
         try:
             handed = await self._hand_over()
+            if handed is not None:
+                # Until the broker has them: the producer sends only when the loop lets it,
+                # and the next batch's work would hold the loop.
+                await handed[1].acknowledged(timeout=PUBLISH_SECONDS)
         except Exception as exc:
             self._passing.release()
             await self.failed(exc)
@@ -115,6 +119,7 @@ class OutboxRelay(Worker):
                 await asyncio.shield(self._settling)
 
     async def _settle_then_release(self, ids: Sequence[int], handed: Handed) -> None:
+        """Delete the rows (acknowledged already) and end the pass."""
         try:
             if await self._settle(ids, handed) >= self._batch:
                 self.nudge()  # more rows than a pass takes

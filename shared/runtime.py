@@ -150,14 +150,15 @@ class Runtime:
 
         async def handle(records: Sequence[Message]) -> Sequence[tuple[Message, Exception]] | None:
             rejected = await handler(records)
-            for worker in then_nudge:
-                if isinstance(worker, OutboxRelay):
-                    # The batch's rows leave before the next batch is taken, not when the
-                    # loop next has a moment (shared.outbox).
-                    await worker.publish_now()
-                else:
-                    worker.nudge()
+            for worker in others:
+                worker.nudge()
+            # The batch's rows leave before the next batch is taken, not when the loop next
+            # has a moment (shared.outbox); each relay reads on its own connection, at once.
+            await asyncio.gather(*(relay.publish_now() for relay in relays))
             return rejected
+
+        relays = [w for w in then_nudge if isinstance(w, OutboxRelay)]
+        others = [w for w in then_nudge if not isinstance(w, OutboxRelay)]
 
         consumer = BatchConsumer(
             settings=self.state.common,
