@@ -153,3 +153,30 @@ async def test_batches_posted_together_reach_each_customers_partition_in_order(
                 if orjson.loads(rec.value)["event_id"].startswith(f"{run}-{r}-")
             ]
             assert got == sent
+
+
+async def test_many_retries_racing_across_groups_publish_each_event_once(
+    own_ingest: tuple[httpx.AsyncClient, FastAPI], keys: dict[str, str], settings: CommonSettings
+) -> None:
+    """The same batch posted twelve times at once lands in groups under way together: each
+    event is published once and accepted once, every other answer for it a duplicate."""
+    client, _ = own_ingest
+    run = uuid.uuid4().hex[:8]
+    events = [
+        {"type": "order", **_order(f"c-{run}-{k % 3}"), "event_id": f"{run}-{k}"} for k in range(10)
+    ]
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/events",
+                json={"events": events},
+                headers={"Authorization": f"Bearer {keys['ingest']}"},
+            )
+            for _ in range(12)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 12, [a.text[:300] for a in answers]
+    assert sum(a.json()["accepted"] for a in answers) == len(events)
+    assert sum(a.json()["duplicates"] for a in answers) == len(events) * 11
+    ids = [e["event_id"] for e in events]
+    assert sorted(await _published(settings, set(ids))) == sorted(ids)
