@@ -16,17 +16,26 @@ could. The connection is closed, never returned to the pool, when leadership end
 connection would keep the session's lock and setting for whoever took it next. The relay is
 the only publisher to its topic in its process, so it hands the producer whole record batches
 (:func:`shared.kafka.publish_alone`).
+
+The consumer whose batch wrote the rows calls :meth:`OutboxRelay.publish_now` once the batch
+has committed: the rows are read, published and acknowledged before the consumer takes its
+next batch, and their delete follows in the background. A nudged pass, or records merely
+handed to the producer, wait for the event loop while the next batch's work holds it (a
+quarter of a second and more was seen on a busy machine), and every change of the batch with
+them. Passes never overlap (one lock), so rows still leave in their order, once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.kafka import Record, publish_alone
+from shared.kafka import Handed, Record, hand_over_alone
 from shared.logging import get_logger
 from shared.worker import Worker
 
@@ -35,6 +44,8 @@ log = get_logger(__name__)
 _TRY_LOCK = text("SELECT pg_try_advisory_lock(:k)")
 # The delete is the only write on the leader's connection (see the module text).
 _NO_FLUSH_WAIT = text("SET synchronous_commit = off")
+# The broker must take and acknowledge a pass's records within this.
+PUBLISH_SECONDS = 10
 
 
 class OutboxRelay(Worker):
@@ -59,6 +70,10 @@ class OutboxRelay(Worker):
             f"SELECT id, customer_id, payload FROM {table} ORDER BY id LIMIT {int(batch)}"
         )
         self._delete = text(f"DELETE FROM {table} WHERE id = ANY(CAST(:ids AS bigint[]))")
+        self._batch = int(batch)
+        # One pass at a time, whoever starts it (the loop or publish_now).
+        self._passing = asyncio.Lock()
+        self._settling: asyncio.Task[None] | None = None
         self.published = 0
 
     async def run_once(self) -> int:
@@ -66,22 +81,80 @@ class OutboxRelay(Worker):
 
     async def relay_once(self) -> int:
         """Publish one batch of rows, oldest first, if this relay leads; returns how many."""
+        async with self._passing:
+            handed = await self._hand_over()
+            if handed is None:
+                return 0
+            return await self._settle(*handed)
+
+    async def publish_now(self) -> None:
+        """Publish the rows there are now and wait for the broker's acknowledgement (see the
+        module text); their delete follows in the background. Only a leader does; a pass
+        already under way is nudged to look again instead. Never raises: a failure ends the
+        leadership, and the relay's own loop tries again."""
+        if self._leader is None or self._passing.locked():
+            self.nudge()
+            return
+        await self._passing.acquire()
+        try:
+            handed = await self._hand_over()
+            if handed is not None:
+                # Until the broker has them: the producer sends only when the loop lets it,
+                # and the next batch's work would hold the loop.
+                await handed[1].acknowledged(timeout=PUBLISH_SECONDS)
+        except Exception as exc:
+            self._passing.release()
+            await self.failed(exc)
+            self.nudge()
+            return
+        if handed is None:
+            self._passing.release()
+            return
+        self._settling = asyncio.create_task(self._settle_then_release(*handed))
+
+    async def settled(self) -> None:
+        """Wait for a pass :meth:`publish_now` began to finish."""
+        if self._settling is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._settling)
+
+    async def _settle_then_release(self, ids: Sequence[int], handed: Handed) -> None:
+        """Delete the rows (acknowledged already) and end the pass."""
+        try:
+            if await self._settle(ids, handed) >= self._batch:
+                self.nudge()  # more rows than a pass takes
+        except Exception as exc:
+            await self.failed(exc)
+            self.nudge()
+        finally:
+            self._passing.release()
+
+    async def _hand_over(self) -> tuple[list[int], Handed] | None:
+        """Read the oldest rows and hand them to the producer (none: ``None``)."""
         conn = self._leader
         if conn is None and await self.ready():
             conn = self._leader
         if conn is None:
-            return 0
+            return None
         rows = (await conn.execute(self._select)).all()
         if not rows:
-            return 0
-        await publish_alone(
+            return None
+        handed = await hand_over_alone(
             self._producer,
             [Record(self._topic, r.customer_id.encode(), r.payload) for r in rows],
-            timeout=10,
+            timeout=PUBLISH_SECONDS,
         )
-        await conn.execute(self._delete, {"ids": [r.id for r in rows]})
-        self.published += len(rows)
-        return len(rows)
+        return [r.id for r in rows], handed
+
+    async def _settle(self, ids: Sequence[int], handed: Handed) -> int:
+        """Once the broker has acknowledged the rows, delete them; returns how many."""
+        await handed.acknowledged(timeout=PUBLISH_SECONDS)
+        conn = self._leader
+        if conn is None:  # leadership ended meanwhile: the next leader publishes them again
+            return 0
+        await conn.execute(self._delete, {"ids": list(ids)})
+        self.published += len(ids)
+        return len(ids)
 
     async def ready(self) -> bool:
         """Whether this relay leads (holds the advisory lock); only the leader publishes.
@@ -112,6 +185,7 @@ class OutboxRelay(Worker):
         await self._drop_leadership()
 
     async def aclose(self) -> None:
+        await self.settled()
         await self._drop_leadership()
 
     async def _drop_leadership(self) -> None:

@@ -144,14 +144,21 @@ class Runtime:
     ) -> BatchConsumer:
         """A consumer of ``topics`` in ``group_id`` whose poison records go to the DLQ, run as
         the worker ``consumer`` (registered first, so it stops first). After each batch it
-        nudges the workers ``then_nudge`` (the relay of the outbox rows the batch wrote, say).
+        nudges the workers ``then_nudge``; a relay among them (of the outbox rows the batch
+        wrote) hands its rows to the producer before the next batch is taken.
         Its lag per partition is a metric (:func:`shared.signals.refresh_lag`)."""
 
         async def handle(records: Sequence[Message]) -> Sequence[tuple[Message, Exception]] | None:
             rejected = await handler(records)
-            for worker in then_nudge:
+            for worker in others:
                 worker.nudge()
+            # The batch's rows leave before the next batch is taken, not when the loop next
+            # has a moment (shared.outbox); each relay reads on its own connection, at once.
+            await asyncio.gather(*(relay.publish_now() for relay in relays))
             return rejected
+
+        relays = [w for w in then_nudge if isinstance(w, OutboxRelay)]
+        others = [w for w in then_nudge if not isinstance(w, OutboxRelay)]
 
         consumer = BatchConsumer(
             settings=self.state.common,

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from aiokafka.partitioner import DefaultPartitioner
 from fastapi import FastAPI
 from sqlalchemy import event
 
@@ -102,3 +103,80 @@ async def test_a_retry_racing_its_original_is_published_once(
     event_id = first.json()["event_id"]
     assert retry.json()["event_id"] == event_id
     assert await _published(settings, {event_id}) == [event_id]
+
+
+async def test_batches_posted_together_reach_each_customers_partition_in_order(
+    own_ingest: tuple[httpx.AsyncClient, FastAPI], keys: dict[str, str], settings: CommonSettings
+) -> None:
+    """Requests of many events, grouped and published as whole record batches: every event
+    once, each customer's events on the partition its key hashes to (where the producer's own
+    partitioner puts a lone record), in the order its request listed them."""
+    client, _ = own_ingest
+    run = uuid.uuid4().hex[:8]
+    customers = [f"c-{run}-{k}" for k in range(17)]
+    bodies = [
+        [
+            {"type": "order", **_order(customers[i % len(customers)]), "event_id": f"{run}-{r}-{i}"}
+            for i in range(300)
+        ]
+        for r in range(4)
+    ]
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/events",
+                json={"events": events},
+                headers={"Authorization": f"Bearer {keys['ingest']}"},
+            )
+            for events in bodies
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 4, [a.text[:300] for a in answers]
+    assert [a.json()["accepted"] for a in answers] == [300] * 4
+
+    records = await read_all(settings, Topics.from_settings(settings).events)
+    ours = [r for r in records if r.key is not None and r.key.decode() in customers]
+    assert sorted(orjson.loads(r.value)["event_id"] for r in ours) == sorted(
+        e["event_id"] for events in bodies for e in events
+    )
+    partitions = list(range(settings.topic_partitions))
+    for customer in customers:
+        mine = [r for r in ours if r.key == customer.encode()]
+        assert {r.partition for r in mine} == {
+            DefaultPartitioner()(customer.encode(), partitions, partitions)
+        }
+        for r in range(4):
+            sent = [e["event_id"] for e in bodies[r] if e["customer_id"] == customer]
+            got = [
+                orjson.loads(rec.value)["event_id"]
+                for rec in sorted(mine, key=lambda rec: rec.offset)
+                if orjson.loads(rec.value)["event_id"].startswith(f"{run}-{r}-")
+            ]
+            assert got == sent
+
+
+async def test_many_retries_racing_across_groups_publish_each_event_once(
+    own_ingest: tuple[httpx.AsyncClient, FastAPI], keys: dict[str, str], settings: CommonSettings
+) -> None:
+    """The same batch posted twelve times at once lands in groups under way together: each
+    event is published once and accepted once, every other answer for it a duplicate."""
+    client, _ = own_ingest
+    run = uuid.uuid4().hex[:8]
+    events = [
+        {"type": "order", **_order(f"c-{run}-{k % 3}"), "event_id": f"{run}-{k}"} for k in range(10)
+    ]
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/events",
+                json={"events": events},
+                headers={"Authorization": f"Bearer {keys['ingest']}"},
+            )
+            for _ in range(12)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 12, [a.text[:300] for a in answers]
+    assert sum(a.json()["accepted"] for a in answers) == len(events)
+    assert sum(a.json()["duplicates"] for a in answers) == len(events) * 11
+    ids = [e["event_id"] for e in events]
+    assert sorted(await _published(settings, set(ids))) == sorted(ids)

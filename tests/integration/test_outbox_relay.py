@@ -3,6 +3,7 @@ leader whose pass failed hands over at once, its rows published by the next in t
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -88,3 +89,84 @@ async def test_a_leader_whose_pass_failed_hands_over_at_once(
         await producer_b.stop()
         await engine_a.dispose()
         await engine_b.dispose()
+
+
+async def _insert(engine: AsyncEngine, table: str, customer: str, payloads: list[bytes]) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(f"INSERT INTO {table} (customer_id, payload) VALUES (:c, :p)"),
+            [{"c": customer, "p": p} for p in payloads],
+        )
+
+
+async def test_rows_a_batch_wrote_leave_when_it_commits_not_after_the_idle_pause(
+    settings: CommonSettings, engine: AsyncEngine, outbox: tuple[str, str]
+) -> None:
+    """The consumer hands a batch's rows over as soon as the batch commits: the relay's own
+    loop, resting for an hour and never nudged, is not what publishes them; and rows written
+    while a handed-over pass is still being acknowledged follow it, in their order, once."""
+    table, topic = outbox
+    producer = await start_producer(settings)
+    relay = OutboxRelay(
+        engine=engine,
+        producer=producer,
+        table=table,
+        topic=topic,
+        lock_key=secrets.randbelow(2**31),
+        idle_seconds=3600,
+    )
+    loop = asyncio.create_task(relay.run())
+    try:
+        while not await relay.ready():  # the loop's first pass found nothing; it rests now
+            await asyncio.sleep(0.05)
+        await _insert(engine, table, "c1", [b"change-1", b"change-2"])
+        await relay.publish_now()
+        await _insert(engine, table, "c1", [b"change-3"])
+        await relay.publish_now()  # a pass is still under way: it follows that pass
+        await relay.settled()
+        await relay.publish_now()
+        await relay.settled()
+
+        published = [r.value for r in await read_all(settings, topic) if r.key == b"c1"]
+        assert published == [b"change-1", b"change-2", b"change-3"]
+        async with engine.connect() as conn:
+            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0
+    finally:
+        relay.stop()
+        await loop
+        await producer.stop()
+
+
+async def test_a_hand_over_that_fails_keeps_the_rows_for_the_next_pass(
+    settings: CommonSettings, engine: AsyncEngine, outbox: tuple[str, str]
+) -> None:
+    table, topic = outbox
+    producer = await start_producer(settings)
+    relay = OutboxRelay(
+        engine=engine,
+        producer=producer,
+        table=table,
+        topic=topic,
+        lock_key=secrets.randbelow(2**31),
+        idle_seconds=3600,
+    )
+    try:
+        assert await relay.ready()
+        await _insert(engine, table, "c2", [b"change-1", b"change-2"])
+        broken = producer.current
+        await broken.stop()
+        await relay.publish_now()  # the consumer's batch is durable: nothing raised to it
+        await relay.settled()
+        async with engine.connect() as conn:
+            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 2
+
+        # The failed hand-over renewed the producer (the cluster answers); the next pass,
+        # of a leader again, publishes the rows in their order.
+        assert producer.current is not broken
+        assert await relay.ready()
+        assert await relay.relay_once() == 2
+        published = [r.value for r in await read_all(settings, topic) if r.key == b"c2"]
+        assert published == [b"change-1", b"change-2"]
+    finally:
+        await relay.aclose()
+        await producer.stop()
