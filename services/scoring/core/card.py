@@ -51,6 +51,7 @@ from services.scoring.core.state import (
     UNSUBSCRIBED,
     CustomerState,
     from_micros,
+    kept_json,
     rule_tags,
     to_micros,
 )
@@ -302,7 +303,7 @@ def _visits(state: CustomerState, now: int) -> dict[str, Any]:
 
 def _encoded(value: object) -> orjson.Fragment:
     """``value`` as the card's JSON writes it, to embed as it is."""
-    return orjson.Fragment(orjson.dumps(value, default=money_json, option=orjson.OPT_UTC_Z))
+    return kept_json(orjson.dumps(value, default=money_json, option=orjson.OPT_UTC_Z))
 
 
 # What the card says of a customer who never visited or complained, written once.

@@ -32,7 +32,7 @@ from services.scoring.core import predict
 from services.scoring.core.membership import TierWalk, Window
 from services.scoring.core.money import money_json
 from services.scoring.core.preferences import Listed, Tally, order_lines, section, tally
-from services.scoring.core.state import DAY_US, CustomerState, Line, Purchase
+from services.scoring.core.state import DAY_US, CustomerState, Line, Purchase, kept_json
 from services.scoring.settings import MembershipTier
 from shared.card import LAST_ITEMS
 
@@ -220,7 +220,7 @@ class Ledger:
         if self._preferences_json is None:
             if not (self.categories or self.brands or self.listed or self._last_lines):
                 return _NO_PREFERENCES
-            self._preferences_json = orjson.Fragment(
+            self._preferences_json = kept_json(
                 orjson.dumps(self.preferences(), default=money_json, option=orjson.OPT_UTC_Z)
             )
         return self._preferences_json

@@ -69,6 +69,13 @@ ProfileScalar = str | bool | None
 ProfileValue = ProfileScalar | list[str] | dict[str, str]
 
 
+def kept_json(text: bytes) -> orjson.Fragment:
+    """JSON written once and kept (on a state, its ledger or its card's head), in a copy of
+    its own size: orjson's output keeps the 4 KiB buffer it was written in, which held by
+    every cached customer would triple what the cache takes."""
+    return orjson.Fragment(bytes(memoryview(text)))
+
+
 def to_micros(moment: datetime) -> int:
     """Exact microseconds since the epoch of an aware datetime."""
     return (moment - _EPOCH) // _ONE_US
@@ -219,9 +226,7 @@ class CustomerState:
         written = self.orders_json.get(order_id)
         if written is None:
             events = {eid: _order_event_json(e) for eid, e in self.orders[order_id].items()}
-            text = orjson.dumps(events, option=orjson.OPT_SORT_KEYS)
-            # A copy of its own size: orjson's output keeps the 4 KiB buffer it was written in.
-            written = orjson.Fragment(bytes(memoryview(text)))
+            written = kept_json(orjson.dumps(events, option=orjson.OPT_SORT_KEYS))
             self.orders_json[order_id] = written
         return written
 
