@@ -177,13 +177,13 @@ async def publish_many(producer: Producer, records: Sequence[Record], *, timeout
 
 async def publish_alone(producer: Producer, records: Sequence[Record], *, timeout: float) -> None:
     """:func:`publish_many` for the only publisher to these topics through ``producer`` (an
-    outbox relay, whose passes never overlap, or ingest's intake, with two groups under way at
-    most): the records go as record batches filled here, one per partition (more when one
-    fills up), each partition's records in their order, to the partition the producer's own
-    partitioner gives their key. The producer's per-record path (a partition lookup, an
-    accumulator call and a future for every record) costs three times the CPU. Not for many
-    concurrent publishers to one topic: a batch handed over waits until that partition's
-    queued batches are sent, and aiokafka's wait ran out under dozens of them.
+    outbox relay, or ingest's intake, whose groups take turns; each waits for its
+    acknowledgements before the next publish): the records
+    go as record batches filled here, one per partition (more when one fills up), each
+    partition's records in their order, to the partition the producer's own partitioner
+    gives their key. The producer's per-record path (a partition lookup, an accumulator call
+    and a future for every record) costs three times the CPU. Not for concurrent publishers
+    to one topic: a batch handed over waits until that partition's queued batches are sent.
     """
     await _publish(producer, records, timeout, _send_batches)
 

@@ -10,11 +10,8 @@ batch (:meth:`Intake.accept`): a shop posting its orders one by one costs a clai
 a publish and a mark per group of requests, not per order, and a request alone is not kept
 waiting for company. A group that fails for a reason other than an unreachable broker or
 database is tried again request by request, so one request's bad data fails only itself.
-Two groups are under way at a time (one claims while the other publishes or marks), so the
-intake is the one publisher of whole record batches to the events topic in its process, with
-at most two batches queued for a partition (:func:`shared.kafka.publish_alone`). An id a group
-under way has taken on is published by that group or, if it fails, by a later one, never by
-both: a retry racing its original is published once.
+Groups take turns, so the intake is the one publisher of whole record batches to the events
+topic in its process (:func:`shared.kafka.publish_alone`).
 
 A key is remembered for ``TEND_EVENT_ID_RETENTION_DAYS`` from when its event was received (the
 envelope's ``received_at``), the consumers' inboxes for a day less
@@ -248,13 +245,6 @@ def _with_profile_contacts(
 
 # At most this many events go in one group of requests (a few full batches).
 GROUP_EVENTS = 5000
-# Groups under way at once: while one waits for the broker or marks its keys, the next claims
-# its own (a group alone left the database idle while it published, and the other way round).
-GROUPS_AT_ONCE = 2
-
-# An event id a group under way has taken on: the payload hash it has for it, and whether it
-# published it (once that group is done).
-_UnderWay = tuple[bytes, "asyncio.Future[bool]"]
 
 # A request waiting its turn, and where its outcomes (or its failure) go.
 _Waiting = tuple[Sequence[Prepared], "asyncio.Future[list[Outcome]]"]
@@ -279,12 +269,6 @@ class Intake:
         self._timeout = publish_timeout
         self._waiting: list[_Waiting] = []
         self._worker: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(GROUPS_AT_ONCE)
-        self._groups: set[asyncio.Task[None]] = set()
-        # Each event id a group under way has taken on, and whether it was published once
-        # that group is done: a later group that finds the id pending waits for the answer
-        # (a retry racing its original is published once).
-        self._under_way: dict[str, _UnderWay] = {}
 
     async def accept(self, batch: Sequence[Prepared]) -> list[Outcome]:
         """Publish what is new; report each item's outcome in input order.
@@ -303,9 +287,8 @@ class Intake:
         return await done
 
     async def _take_turns(self) -> None:
-        """Groups of waiting requests, :data:`GROUPS_AT_ONCE` at a time, until none wait."""
+        """Groups of waiting requests, one after the other, until none wait."""
         while self._waiting:
-            await self._slots.acquire()
             group: list[_Waiting] = []
             events = 0
             while self._waiting and (
@@ -313,15 +296,7 @@ class Intake:
             ):
                 group.append(self._waiting.pop(0))
                 events += len(group[-1][0])
-            task = asyncio.create_task(self._group_in_slot(group))
-            self._groups.add(task)
-            task.add_done_callback(self._groups.discard)
-
-    async def _group_in_slot(self, group: list[_Waiting]) -> None:
-        try:
             await self._accept_group(group)
-        finally:
-            self._slots.release()
 
     async def _accept_group(self, group: list[_Waiting]) -> None:
         try:
@@ -350,43 +325,6 @@ class Intake:
             if j != i:
                 repeats[i] = j
         unique = [batch[i] for i in first_of.values()]
-        # Taken on before the claim, so a group that claims after us finds them here.
-        loop = asyncio.get_running_loop()
-        mine: dict[str, _UnderWay] = {}
-        earlier: dict[str, _UnderWay] = {}
-        for p in unique:
-            taken = self._under_way.get(p.event_id)
-            if taken is None:
-                taken = (p.stored_hash, loop.create_future())
-                mine[p.event_id] = self._under_way[p.event_id] = taken
-            else:
-                earlier[p.event_id] = taken
-        verdict: dict[str, Outcome] = {}
-        try:
-            await self._claim_and_publish(unique, earlier, verdict)
-        finally:
-            for eid, taken in mine.items():
-                if not taken[1].done():
-                    taken[1].set_result(verdict.get(eid) in _PUBLISHED)
-                if self._under_way.get(eid) is taken:
-                    del self._under_way[eid]
-
-        return [
-            _repeat_outcome(verdict[p.event_id], batch[repeats[i]], p)
-            if i in repeats
-            else verdict[p.event_id]
-            for i, p in enumerate(batch)
-        ]
-
-    async def _claim_and_publish(
-        self,
-        unique: Sequence[Prepared],
-        earlier: dict[str, _UnderWay],
-        verdict: dict[str, Outcome],
-    ) -> None:
-        """Claim ``unique``'s ids, publish what is new or still pending and mark it; each
-        id's outcome goes into ``verdict``, an accepted one only once it is marked. ``earlier``:
-        ids a group still under way took on first (its claim may not show yet)."""
         async with self._engine.connect() as conn:
             known = {
                 row.event_id: row
@@ -405,20 +343,13 @@ class Intake:
             }
 
         to_publish: list[Prepared] = []
+        verdict: dict[str, Outcome] = {}
         for p in unique:
             eid = p.event_id
             row = known.get(eid)
-            taken = earlier.get(eid)
-            if (
-                taken is not None
-                and (row is None or row.state == PENDING)
-                and await asyncio.shield(taken[1])
-            ):
-                # Published by that group: this is its retry.
-                same = taken[0] == p.stored_hash
-                verdict[eid] = Outcome.DUPLICATE if same else Outcome.CONFLICT
-            elif row is None:
+            if row is None:
                 to_publish.append(p)
+                verdict[eid] = Outcome.ACCEPTED
             elif row.state == ERASED:
                 verdict[eid] = Outcome.ERASED
             elif row.payload_hash != p.stored_hash:
@@ -426,15 +357,15 @@ class Intake:
             elif row.state == PENDING:
                 # Claimed before but never acknowledged (a failed or concurrent attempt).
                 to_publish.append(p)
+                verdict[eid] = Outcome.ACCEPTED
             else:
                 verdict[eid] = Outcome.DUPLICATE
 
         if to_publish:
             to_publish = await self._resolved(to_publish)
-            # At most GROUPS_AT_ONCE groups publish at a time, so a group hands the producer
-            # whole record batches, one per partition (publish_alone), and a batch waits
-            # behind at most one other for its partition; a per-record send costs three times
-            # the CPU, which a request of 500 events pays 500 times.
+            # Groups take turns (one publishes at a time), so a group hands the producer
+            # whole record batches, one per partition (publish_alone): a per-record send costs
+            # three times the CPU, which a request of 500 events pays 500 times.
             await publish_alone(
                 self._producer,
                 [
@@ -452,8 +383,12 @@ class Intake:
                     },
                 )
 
-        for p in to_publish:
-            verdict[p.event_id] = Outcome.ACCEPTED
+        return [
+            _repeat_outcome(verdict[p.event_id], batch[repeats[i]], p)
+            if i in repeats
+            else verdict[p.event_id]
+            for i, p in enumerate(batch)
+        ]
 
     async def _resolved(self, batch: list[Prepared]) -> list[Prepared]:
         """The batch as published: each event under its customer's survivor, after any
@@ -477,10 +412,6 @@ class Intake:
         async with self._engine.connect() as conn:
             result = await conn.execute(_PRUNE, {"retention_days": self._retention_days})
         return int(result.rowcount)
-
-
-# What a group under way tells a later one about an id it took on: published (by it or before).
-_PUBLISHED = (Outcome.ACCEPTED, Outcome.DUPLICATE)
 
 
 def _unreachable(exc: BaseException) -> bool:

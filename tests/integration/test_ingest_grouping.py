@@ -158,8 +158,8 @@ async def test_batches_posted_together_reach_each_customers_partition_in_order(
 async def test_many_retries_racing_across_groups_publish_each_event_once(
     own_ingest: tuple[httpx.AsyncClient, FastAPI], keys: dict[str, str], settings: CommonSettings
 ) -> None:
-    """The same batch posted twelve times at once lands in groups under way together: each
-    event is published once and accepted once, every other answer for it a duplicate."""
+    """The same batch posted twelve times at once, in groups one after the other: each event
+    is published once and accepted once, every other answer for it a duplicate."""
     client, _ = own_ingest
     run = uuid.uuid4().hex[:8]
     events = [
