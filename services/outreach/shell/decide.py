@@ -22,6 +22,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -120,6 +121,8 @@ async def decide_and_record(
 
     rows: list[dict[str, Any]] = []
     limits = render_limits(settings)
+    # What a rule's every row carries alike (its offer, its goal), worked out once a batch.
+    fixed = {m.rule.id: _RuleRows.of(m.rule) for m in todo}
     # Rendering is the costly step here (each render within ``limits``): let the event loop
     # answer others (health checks, heartbeats) between renders when it has waited this long.
     yielded = time.perf_counter()
@@ -149,7 +152,9 @@ async def decide_and_record(
             holiday = holiday_of(
                 match.rule, card, match.occurrence, context=policy.schedule_context
             )
-            rows.append(_row(match, arm, card, decision, settings, now, limits, holiday))
+            rows.append(
+                _row(match, fixed[match.rule.id], arm, card, decision, now, limits, holiday)
+            )
         if time.perf_counter() - yielded > YIELD_SECONDS:
             await asyncio.sleep(0)
             yielded = time.perf_counter()
@@ -208,12 +213,39 @@ def render_limits(settings: OutreachSettings) -> RenderLimits:
     return RenderLimits(seconds=settings.template_render_ms / 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class _RuleRows:
+    """What every ledger row of one rule carries alike."""
+
+    offer: dict[str, Any] | None
+    offer_json: str | None
+    goal_json: str
+    # The days of the goal when it is an order with no filters: its baseline is the card's
+    # own forecast of an order within them (None: no baseline).
+    baseline_days: int | None
+
+    @classmethod
+    def of(cls, rule: Rule) -> _RuleRows:
+        offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
+        goal = rule.measured_goal
+        return cls(
+            offer=offer,
+            offer_json=orjson.dumps(offer).decode() if offer is not None else None,
+            goal_json=orjson.dumps(goal.model_dump(mode="json")).decode(),
+            baseline_days=(
+                goal.within_days or 30
+                if goal.event == "order.placed" and goal.filters is None
+                else None
+            ),
+        )
+
+
 def _row(
     match: Match,
+    fixed: _RuleRows,
     arm: str | None,
     card: Mapping[str, Any],
     decision: Decision,
-    settings: OutreachSettings,
     now: datetime,
     limits: RenderLimits,
     holiday: Mapping[str, str] | None = None,
@@ -222,14 +254,13 @@ def _row(
     status = _STATUS[decision.outcome]
     reason = decision.reason.value if decision.reason else None
     subject = body = None
-    offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
     if decision.goes_out or decision.outcome is Outcome.HOLD:
         # The link is minted when the message is sent (it expires, and a held message may
         # wait for weeks): delivery puts it in the placeholder's place.
         try:
             subject, body = templates.render(
                 rule.action.template,
-                templates.build_context(card, offer, LINK_PLACEHOLDER, holiday),
+                templates.build_context(card, fixed.offer, LINK_PLACEHOLDER, holiday),
                 limits,
             )
         except templates.TemplateError as exc:
@@ -248,10 +279,9 @@ def _row(
         status = "control"
         if arm == GLOBAL_CONTROL:
             reason = GLOBAL_CONTROL
-    goal = rule.measured_goal
     baseline = (
-        predicted_probability(card, goal.within_days or 30)
-        if goal.event == "order.placed" and goal.filters is None
+        predicted_probability(card, fixed.baseline_days)
+        if fixed.baseline_days is not None
         else None
     )
     return {
@@ -273,12 +303,12 @@ def _row(
         "next": now if status == "pending" else None,
         "subject": subject,
         "body": body,
-        "offer": orjson.dumps(offer).decode() if offer is not None else None,
+        "offer": fixed.offer_json,
         "arm": arm,
         "tier": card.get("tier"),
         "strategy": card.get("strategy"),
         "baseline": baseline,
-        "goal": orjson.dumps(goal.model_dump(mode="json")).decode(),
+        "goal": fixed.goal_json,
     }
 
 

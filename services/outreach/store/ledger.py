@@ -54,23 +54,23 @@ _EXISTING = text(
       USING (rule_id, customer_id, occurrence)
     """
 )
+# The batch's rows travel as one JSON array (a row per object, keyed as ``record`` takes
+# them): one parameter for the driver to encode, not 23 arrays walked item by item.
 _INSERT = text(
     """
     INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, channel,
         channel_id, audience, priority, status, reason, detail, decided_at, not_before,
         next_attempt_at, subject, body, offer, arm, tier, strategy, baseline, goal)
-    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:rule AS text[]), CAST(:customer AS text[]),
-        CAST(:occ AS text[]), CAST(:kind AS text[]), CAST(:channel AS text[]),
-        CAST(:channel_id AS text[]), CAST(:audience AS text[]),
-        CAST(:priority AS smallint[]), CAST(:status AS text[]), CAST(:reason AS text[]),
-        CAST(:detail AS text[]), CAST(:decided AS timestamptz[]),
-        CAST(:not_before AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:subject AS text[]), CAST(:body AS text[]), CAST(:offer AS jsonb[]),
-        CAST(:arm AS text[]), CAST(:tier AS text[]), CAST(:strategy AS text[]),
-        CAST(:baseline AS float8[]), CAST(:goal AS jsonb[]))
+    SELECT id, rule, customer, occ, kind, channel, channel_id, audience, priority, status,
+        reason, detail, decided, not_before, next, subject, body, offer, arm, tier, strategy,
+        baseline, goal
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(id text, rule text, customer text,
+        occ text, kind text, channel text, channel_id text, audience text, priority smallint,
+        status text, reason text, detail text, decided timestamptz, not_before timestamptz,
+        next timestamptz, subject text, body text, offer jsonb, arm text, tier text,
+        strategy text, baseline float8, goal jsonb)
     ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
-    RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
-        not_before, arm
+    RETURNING id
     """
 )
 _OUTBOX = text(
@@ -181,54 +181,41 @@ async def decided_already(
 
 async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Recorded]:
     """Insert new ledger rows (a row already there is skipped) and put each on the actions
-    outbox; returns the rows inserted."""
+    outbox; returns the rows inserted. ``offer`` and ``goal`` are JSON text."""
     if not rows:
         return []
-    columns = [
-        "id",
-        "rule",
-        "customer",
-        "occ",
-        "kind",
-        "channel",
-        "channel_id",
-        "audience",
-        "priority",
-        "status",
-        "reason",
-        "detail",
-        "decided",
-        "not_before",
-        "next",
-        "subject",
-        "body",
-        "offer",
-        "arm",
-        "tier",
-        "strategy",
-        "baseline",
-        "goal",
-    ]
-    inserted = (await conn.execute(_INSERT, {c: [r[c] for r in rows] for c in columns})).all()
+    document = orjson.dumps(
+        [
+            {
+                **r,
+                "offer": orjson.Fragment(r["offer"]) if r["offer"] is not None else None,
+                "goal": orjson.Fragment(r["goal"]) if r["goal"] is not None else None,
+            }
+            for r in rows
+        ]
+    )
+    fresh = set((await conn.execute(_INSERT, {"rows": document.decode()})).scalars())
+    # The rows as written (the database keeps the values given, so they are not read back).
+    inserted = [r for r in rows if r["id"] in fresh]
     if inserted:
         await conn.execute(
             _OUTBOX,
             {
-                "customers": [r.customer_id for r in inserted],
+                "customers": [r["customer"] for r in inserted],
                 "payloads": [
                     orjson.dumps(
                         {
-                            "action_id": r.id,
-                            "rule_id": r.rule_id,
-                            "customer_id": r.customer_id,
-                            "occurrence": r.occurrence,
-                            "kind": r.kind,
-                            "channel": r.channel,
-                            "status": r.status,
-                            "reason": r.reason,
-                            "decided_at": r.decided_at.isoformat(),
-                            "not_before": r.not_before.isoformat() if r.not_before else None,
-                            "arm": r.arm,
+                            "action_id": r["id"],
+                            "rule_id": r["rule"],
+                            "customer_id": r["customer"],
+                            "occurrence": r["occ"],
+                            "kind": r["kind"],
+                            "channel": r["channel"],
+                            "status": r["status"],
+                            "reason": r["reason"],
+                            "decided_at": _instant(r["decided"]),
+                            "not_before": _instant(r["not_before"]),
+                            "arm": r["arm"],
                         }
                     )
                     for r in inserted
@@ -236,8 +223,14 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
             },
         )
     return [
-        Recorded(r.id, r.rule_id, r.customer_id, r.occurrence, r.status, r.reason) for r in inserted
+        Recorded(r["id"], r["rule"], r["customer"], r["occ"], r["status"], r["reason"])
+        for r in inserted
     ]
+
+
+def _instant(at: datetime | None) -> str | None:
+    """An instant as the database gives it back (UTC), in ISO 8601."""
+    return at.astimezone(UTC).isoformat() if at is not None else None
 
 
 async def held_actions(conn: AsyncConnection, customer_ids: Sequence[str]) -> Sequence[Any]:
