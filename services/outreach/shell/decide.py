@@ -122,7 +122,7 @@ async def decide_and_record(
     rows: list[dict[str, Any]] = []
     limits = render_limits(settings)
     # What a rule's every row carries alike (its offer, its goal), worked out once a batch.
-    fixed = {m.rule.id: _RuleRows.of(m.rule) for m in todo}
+    fixed = {r.id: _RuleRows.of(r) for r in {m.rule.id: m.rule for m in todo}.values()}
     # Rendering is the costly step here (each render within ``limits``): let the event loop
     # answer others (health checks, heartbeats) between renders when it has waited this long.
     yielded = time.perf_counter()
