@@ -116,8 +116,7 @@ async def decide_and_record(
     forever = any(m.rule.limits.once or m.rule.limits.max_per_customer for m in todo)
     days = max(history_days(m.rule.limits, policy) for m in todo)
     since = None if forever else now - timedelta(days=days)
-    history = await ledger.contact_history(conn, customers, since)
-    suppressed = await ledger.suppressed_among(conn, customers)
+    history, suppressed = await ledger.contact_state(conn, customers, since)
 
     rows: list[dict[str, Any]] = []
     limits = render_limits(settings)
@@ -412,10 +411,9 @@ async def redecide_waiting(
     if not waiting:
         return 0
     customers = sorted({row.customer_id for row in waiting})
-    history = await ledger.contact_history(
+    history, suppressed = await ledger.contact_state(
         conn, customers, None, excluding=[row.id for row in waiting]
     )
-    suppressed = await ledger.suppressed_among(conn, customers)
     updates: list[tuple[str, Decision, str | None]] = []
     for customer_id in customers:
         rows = [r for r in waiting if r.customer_id == customer_id]

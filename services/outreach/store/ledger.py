@@ -46,6 +46,16 @@ _HISTORY = text(
 _SUPPRESSED = text(
     "SELECT customer_id FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))"
 )
+# Both in one round trip: a suppression is a row without an instant (a contact always has
+# one: it was decided).
+_CONTACT_STATE = text(
+    f"""
+    {_HISTORY.text}
+    UNION ALL
+    SELECT customer_id, CAST(NULL AS timestamptz), NULL, NULL
+    FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))
+    """
+)
 _EXISTING = text(
     """
     SELECT a.rule_id, a.customer_id, a.occurrence FROM outreach.actions a
@@ -73,11 +83,20 @@ _INSERT = text(
     RETURNING id
     """
 )
-_OUTBOX = text(
-    """
-    INSERT INTO outreach.outbox (customer_id, payload, created_at)
-    SELECT c, p, now() FROM unnest(CAST(:customers AS text[]), CAST(:payloads AS bytea[]))
-        AS t(c, p)
+# The rows and their messages on the actions outbox in one statement: a message for each row
+# inserted (a row already there has its own), in the batch's order.
+_INSERT_AND_QUEUE = text(
+    f"""
+    WITH inserted AS ({_INSERT.text}),
+    queued AS (
+        INSERT INTO outreach.outbox (customer_id, payload, created_at)
+        SELECT m.customer, convert_to(m.payload, 'UTF8'), now()
+        FROM jsonb_to_recordset(CAST(:messages AS jsonb))
+            AS m(id text, n integer, customer text, payload text)
+        JOIN inserted USING (id)
+        ORDER BY m.n
+    )
+    SELECT id FROM inserted
     """
 )
 
@@ -153,6 +172,30 @@ async def contact_history(
     return out
 
 
+async def contact_state(
+    conn: AsyncConnection,
+    customer_ids: Sequence[str],
+    since: datetime | None,
+    *,
+    excluding: Sequence[str] = (),
+) -> tuple[dict[str, list[tuple[datetime, str, str]]], set[str]]:
+    """:func:`contact_history` and :func:`suppressed_among` of these customers, in one
+    statement."""
+    history: dict[str, list[tuple[datetime, str, str]]] = {c: [] for c in customer_ids}
+    suppressed: set[str] = set()
+    params = {
+        "ids": list(customer_ids),
+        "since": since or datetime(1970, 1, 1, tzinfo=UTC),
+        "skip": list(excluding),
+    }
+    for row in await conn.execute(_CONTACT_STATE, params):
+        if row.at is None:
+            suppressed.add(row.customer_id)
+        else:
+            history[row.customer_id].append((row.at, row.kind, row.rule_id))
+    return history, suppressed
+
+
 async def suppressed_among(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
     return set((await conn.execute(_SUPPRESSED, {"ids": list(customer_ids)})).scalars())
 
@@ -194,38 +237,39 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
             for r in rows
         ]
     )
-    fresh = set((await conn.execute(_INSERT, {"rows": document.decode()})).scalars())
+    messages = orjson.dumps(
+        [
+            {"id": r["id"], "n": n, "customer": r["customer"], "payload": _message(r)}
+            for n, r in enumerate(rows)
+        ]
+    )
+    params = {"rows": document.decode(), "messages": messages.decode()}
+    fresh = set((await conn.execute(_INSERT_AND_QUEUE, params)).scalars())
     # The rows as written (the database keeps the values given, so they are not read back).
-    inserted = [r for r in rows if r["id"] in fresh]
-    if inserted:
-        await conn.execute(
-            _OUTBOX,
-            {
-                "customers": [r["customer"] for r in inserted],
-                "payloads": [
-                    orjson.dumps(
-                        {
-                            "action_id": r["id"],
-                            "rule_id": r["rule"],
-                            "customer_id": r["customer"],
-                            "occurrence": r["occ"],
-                            "kind": r["kind"],
-                            "channel": r["channel"],
-                            "status": r["status"],
-                            "reason": r["reason"],
-                            "decided_at": _instant(r["decided"]),
-                            "not_before": _instant(r["not_before"]),
-                            "arm": r["arm"],
-                        }
-                    )
-                    for r in inserted
-                ],
-            },
-        )
     return [
         Recorded(r["id"], r["rule"], r["customer"], r["occ"], r["status"], r["reason"])
-        for r in inserted
+        for r in rows
+        if r["id"] in fresh
     ]
+
+
+def _message(row: dict[str, Any]) -> str:
+    """A decided action as the actions stream carries it."""
+    return orjson.dumps(
+        {
+            "action_id": row["id"],
+            "rule_id": row["rule"],
+            "customer_id": row["customer"],
+            "occurrence": row["occ"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "status": row["status"],
+            "reason": row["reason"],
+            "decided_at": _instant(row["decided"]),
+            "not_before": _instant(row["not_before"]),
+            "arm": row["arm"],
+        }
+    ).decode()
 
 
 def _instant(at: datetime | None) -> str | None:
