@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 
 from services.outreach.core.rule_pack import default_pack
-from services.outreach.core.template_limits import RenderLimits
+from services.outreach.core.template_limits import ALWAYS_FITS, RenderLimits
 from services.outreach.core.templates import (
     SAMPLE_CARD,
     Template,
     TemplateError,
     TemplateLimit,
+    _compiled,
     build_context,
     check,
+    plain_text,
     render,
     static_errors,
 )
@@ -205,3 +207,31 @@ def test_ordinary_templates_are_untouched_by_the_limits() -> None:
         "ADA LOVELACE",
         "vip, newsletter; 1-2 ab 003.1 1,234,567 1024 ababab [0, 1, 2]",
     )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Thank you",
+        "Thank you\n",
+        "  two\n\nparagraphs \t%} and }} alone\n\n",
+        "100% off, #1 choice } ",
+        "",
+    ],
+)
+def test_text_alone_renders_as_jinja_renders_it(source: str) -> None:
+    """A part without a Jinja delimiter is not run through Jinja (``plain_text``): it reads
+    exactly as Jinja would have rendered it, and is held to the size limit all the same."""
+    assert plain_text(source)
+    jinja = _compiled(source).render()
+    assert render(Template(subject=source, body=source or "x"), build_context(SAMPLE_CARD)) == (
+        " ".join(jinja.split()),
+        jinja or "x",
+    )
+    assert not plain_text(source + "{{ x }}") and not plain_text(source + "\r\n")
+
+
+def test_text_alone_over_the_size_limit_is_refused() -> None:
+    limits = RenderLimits(size=ALWAYS_FITS)
+    with pytest.raises(TemplateLimit, match=f"output over {ALWAYS_FITS} characters"):
+        render(Template(body="x" * (ALWAYS_FITS + 1)), build_context(SAMPLE_CARD), limits)

@@ -348,7 +348,8 @@ def _yearly(month: int, day: int, years: Iterable[int], leap_fallback: bool) -> 
 def _field(card: Mapping[str, Any], path: str) -> Any:
     value: Any = card
     for part in path.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
+        # A card is plain dicts (JSON): checked first, as the abstract Mapping check is slow.
+        value = value.get(part) if type(value) is dict or isinstance(value, Mapping) else None
     return value
 
 
@@ -434,6 +435,40 @@ def _days(
                 found.update(_yearly(month, day, years, leap_fallback=False))
         return sorted(d for d in found if d >= today - timedelta(days=1))
     return ()
+
+
+def inputs_of(
+    rule: Scheduled, card: Mapping[str, Any], context: ScheduleContext
+) -> tuple[Any, ...]:
+    """Everything of ``card`` that :func:`next_due` reads for ``rule`` under ``context``, as
+    it stands on the card (read the same way, so a card that makes it raise makes this raise):
+    two cards with equal inputs have the same instants, so customers who share them (no
+    birthday, one zone, one holiday calendar) share one computation. It follows
+    :func:`zone_of` and :func:`_days`: a field read there is read here."""
+    spec = rule.trigger
+    zone = (card.get("profile") or {}).get("timezone")
+    if isinstance(spec, BirthdaySchedule):
+        return zone, _field(card, "profile.birthday")
+    if isinstance(spec, AnniversarySchedule):
+        return zone, _since_input(card, spec.since)
+    if isinstance(spec, DaysAfterSchedule):
+        rhythm = (
+            _field(card, "value.purchase_interval_days")
+            if spec.rhythm_multiple is not None
+            else None
+        )
+        return zone, _since_input(card, spec.since), rhythm
+    if isinstance(spec, CalendarSchedule):
+        named = calendar_of(card, context.calendars) if spec.calendar == CUSTOMER_CALENDAR else None
+        return zone, named
+    return (zone,)
+
+
+def _since_input(card: Mapping[str, Any], path: str) -> Any:
+    """The value :func:`_since` reads a date from, as it stands on the card."""
+    if not path.startswith(ATTRIBUTES):
+        return _field(card, path)
+    return ((card.get("profile") or {}).get("attributes") or {}).get(path.removeprefix(ATTRIBUTES))
 
 
 @dataclass(frozen=True, slots=True)

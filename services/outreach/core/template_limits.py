@@ -74,7 +74,7 @@ class TemplateLimitError(Exception):
 class Budget:
     """What one render has spent so far; see the module docstring."""
 
-    __slots__ = ("calls", "deadline", "depth", "iterations", "limits", "ops")
+    __slots__ = ("calls", "cpu_from", "depth", "iterations", "limits", "ops", "started")
 
     def __init__(self, limits: RenderLimits) -> None:
         self.limits = limits
@@ -82,13 +82,22 @@ class Budget:
         self.calls = 0
         self.ops = 0  # operators: not limited by count, only by time
         self.depth = 0
-        self.deadline = time.thread_time() + limits.seconds
+        # The thread's CPU clock is a system call (several microseconds), as much as a whole
+        # small render: it is first read at the first check, which most renders never reach.
+        self.started = time.perf_counter()
+        self.cpu_from: float | None = None
 
     def check_time(self) -> None:
         # CPU time of this thread, not the wall clock: a render on a machine that is busy
-        # elsewhere (or waiting for the GIL) is not charged for the time it did not run.
-        if time.thread_time() > self.deadline:
-            raise TemplateLimitError(f"render time over {self.limits.seconds * 1000:g} ms")
+        # elsewhere (or waiting for the GIL) is not charged for the time it did not run. It
+        # never outruns the wall clock, so the CPU clock is asked only once the limit has
+        # passed on the wall clock; what ran before the first check counts at its wall time.
+        seconds = self.limits.seconds
+        wall = time.perf_counter() - self.started
+        if self.cpu_from is None:
+            self.cpu_from = time.thread_time() - wall
+        elif wall > seconds and time.thread_time() - self.cpu_from > seconds:
+            raise TemplateLimitError(f"render time over {seconds * 1000:g} ms")
 
     def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
         limit = self.limits.loop_iterations

@@ -181,10 +181,20 @@ def static_errors(source: str) -> list[str]:
     return []
 
 
+def plain_text(source: str) -> bool:
+    """Whether ``source`` is text alone, which renders as itself: no delimiter of Jinja's
+    (they all open with ``{``) and no carriage return (Jinja's lexer rewrites newlines)."""
+    return "{" not in source and "\r" not in source
+
+
 def _render_part(part: str, source: str, context: Mapping[str, Any], budget: Budget) -> str:
     """One part rendered under ``budget`` (in force: see :func:`run_budgeted`)."""
     template = _compile_part(part, source)
     limit = budget.limits.size
+    if plain_text(source):  # a fixed subject ("Thank you"): no context to build for it
+        if len(source) > limit:
+            raise TemplateLimit(part, f"output over {limit} characters")
+        return source
     try:
         out: list[str] = []
         size = 0

@@ -19,9 +19,10 @@ instant kept in ``not_before``.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,11 +119,14 @@ async def decide_and_record(
     forever = any(m.rule.limits.once or m.rule.limits.max_per_customer for m in todo)
     days = max(history_days(m.rule.limits, policy) for m in todo)
     since = None if forever else now - timedelta(days=days)
-    history = await ledger.contact_history(conn, customers, since)
-    suppressed = await ledger.suppressed_among(conn, customers)
+    history, suppressed = await ledger.contact_state(conn, customers, since)
 
     rows: list[dict[str, Any]] = []
     limits = render_limits(settings)
+    # What a rule's every row carries alike (its offer, its goal), worked out once a batch.
+    fixed = {r.id: _RuleRows.of(r) for r in {m.rule.id: m.rule for m in todo}.values()}
+    context = policy.schedule_context
+    ids = iter(_action_ids(len(todo)))
     # Rendering is the costly step here (each render within ``limits``): let the event loop
     # answer others (health checks, heartbeats) between renders when it has waited this long.
     yielded = time.perf_counter()
@@ -149,10 +153,20 @@ async def decide_and_record(
         )
         for candidate, decision in decisions:
             match, arm = match_of[id(candidate)]
-            holiday = holiday_of(
-                match.rule, card, match.occurrence, context=policy.schedule_context
+            holiday = holiday_of(match.rule, card, match.occurrence, context=context)
+            rows.append(
+                _row(
+                    next(ids),
+                    match,
+                    fixed[match.rule.id],
+                    arm,
+                    card,
+                    decision,
+                    now,
+                    limits,
+                    holiday,
+                )
             )
-            rows.append(_row(match, arm, card, decision, settings, now, limits, holiday))
         if time.perf_counter() - yielded > YIELD_SECONDS:
             await asyncio.sleep(0)
             yielded = time.perf_counter()
@@ -211,12 +225,54 @@ def render_limits(settings: OutreachSettings) -> RenderLimits:
     return RenderLimits(seconds=settings.template_render_ms / 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class _RuleRows:
+    """What every ledger row of one rule carries alike."""
+
+    offer: dict[str, Any] | None
+    offer_json: str | None
+    goal_json: str
+    # The days of the goal when it is an order with no filters: its baseline is the card's
+    # own forecast of an order within them (None: no baseline).
+    baseline_days: int | None
+
+    @classmethod
+    def of(cls, rule: Rule) -> _RuleRows:
+        offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
+        goal = rule.measured_goal
+        return cls(
+            offer=offer,
+            offer_json=orjson.dumps(offer).decode() if offer is not None else None,
+            goal_json=orjson.dumps(goal.model_dump(mode="json")).decode(),
+            baseline_days=(
+                goal.within_days or 30
+                if goal.event == "order.placed" and goal.filters is None
+                else None
+            ),
+        )
+
+
+def _action_ids(n: int) -> list[str]:
+    """``n`` new random (version 4) UUIDs as text, from one read of the system's randomness
+    (a ``uuid4()`` each costs more than the rest of a row)."""
+    pool = os.urandom(16 * n)
+    out = []
+    for k in range(0, 16 * n, 16):
+        b = bytearray(pool[k : k + 16])
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        h = b.hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
 def _row(
+    action_id: str,
     match: Match,
+    fixed: _RuleRows,
     arm: str | None,
     card: Mapping[str, Any],
     decision: Decision,
-    settings: OutreachSettings,
     now: datetime,
     limits: RenderLimits,
     holiday: Mapping[str, str] | None = None,
@@ -225,14 +281,13 @@ def _row(
     status = _STATUS[decision.outcome]
     reason = decision.reason.value if decision.reason else None
     subject = body = None
-    offer = rule.action.offer.model_dump(mode="json") if rule.action.offer else None
     if decision.goes_out or decision.outcome is Outcome.HOLD:
         # The link is minted when the message is sent (it expires, and a held message may
         # wait for weeks): delivery puts it in the placeholder's place.
         try:
             subject, body = templates.render(
                 rule.action.template,
-                templates.build_context(card, offer, LINK_PLACEHOLDER, holiday),
+                templates.build_context(card, fixed.offer, LINK_PLACEHOLDER, holiday),
                 limits,
             )
         except templates.TemplateError as exc:
@@ -251,14 +306,13 @@ def _row(
         status = "control"
         if arm == GLOBAL_CONTROL:
             reason = GLOBAL_CONTROL
-    goal = rule.measured_goal
     baseline = (
-        predicted_probability(card, goal.within_days or 30)
-        if goal.event == "order.placed" and goal.filters is None
+        predicted_probability(card, fixed.baseline_days)
+        if fixed.baseline_days is not None
         else None
     )
     return {
-        "id": str(uuid.uuid4()),
+        "id": action_id,
         "rule": rule.id,
         "customer": match.customer_id,
         "occ": match.occurrence,
@@ -276,12 +330,12 @@ def _row(
         "next": now if status == "pending" else None,
         "subject": subject,
         "body": body,
-        "offer": orjson.dumps(offer).decode() if offer is not None else None,
+        "offer": fixed.offer_json,
         "arm": arm,
         "tier": card.get("tier"),
         "strategy": card.get("strategy"),
         "baseline": baseline,
-        "goal": orjson.dumps(goal.model_dump(mode="json")).decode(),
+        "goal": fixed.goal_json,
     }
 
 
@@ -377,10 +431,9 @@ async def redecide_waiting(
     if not waiting:
         return 0
     customers = sorted({row.customer_id for row in waiting})
-    history = await ledger.contact_history(
+    history, suppressed = await ledger.contact_state(
         conn, customers, None, excluding=[row.id for row in waiting]
     )
-    suppressed = await ledger.suppressed_among(conn, customers)
     updates: list[tuple[str, Decision, str | None]] = []
     for customer_id in customers:
         rows = [r for r in waiting if r.customer_id == customer_id]

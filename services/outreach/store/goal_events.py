@@ -20,8 +20,8 @@ _INSERT = text(
     """
     INSERT INTO outreach.goal_events (event_id, customer_id, event_type, occurred_at, revenue,
         data)
-    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:customer AS text[]), CAST(:type AS text[]),
-        CAST(:at AS timestamptz[]), CAST(:revenue AS numeric[]), CAST(:data AS jsonb[]))
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(id text, customer text,
+        type text, at timestamptz, revenue numeric, data jsonb)
     ON CONFLICT (event_id) DO NOTHING
     """
 )
@@ -41,17 +41,19 @@ async def record(conn: AsyncConnection, events: Sequence[GoalEvent]) -> None:
     if not events:
         return
     unique = {e.event_id: e for e in events}.values()
-    await conn.execute(
-        _INSERT,
+    # One JSON document for the batch (revenue as its exact decimal text), one parameter.
+    rows = [
         {
-            "id": [e.event_id for e in unique],
-            "customer": [e.customer_id for e in unique],
-            "type": [e.event_type for e in unique],
-            "at": [e.occurred_at for e in unique],
-            "revenue": [e.revenue for e in unique],
-            "data": [orjson.dumps(e.data).decode() for e in unique],
-        },
-    )
+            "id": e.event_id,
+            "customer": e.customer_id,
+            "type": e.event_type,
+            "at": e.occurred_at,
+            "revenue": str(e.revenue) if e.revenue is not None else None,
+            "data": e.data,
+        }
+        for e in unique
+    ]
+    await conn.execute(_INSERT, {"rows": orjson.dumps(rows).decode()})
 
 
 async def of_customers(

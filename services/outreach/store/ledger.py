@@ -46,6 +46,16 @@ _HISTORY = text(
 _SUPPRESSED = text(
     "SELECT customer_id FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))"
 )
+# Both in one round trip: a suppression is a row without an instant (a contact always has
+# one: it was decided).
+_CONTACT_STATE = text(
+    f"""
+    {_HISTORY.text}
+    UNION ALL
+    SELECT customer_id, CAST(NULL AS timestamptz), NULL, NULL
+    FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))
+    """
+)
 _EXISTING = text(
     """
     SELECT a.rule_id, a.customer_id, a.occurrence FROM outreach.actions a
@@ -54,30 +64,39 @@ _EXISTING = text(
       USING (rule_id, customer_id, occurrence)
     """
 )
+# The batch's rows travel as one JSON array (a row per object, keyed as ``record`` takes
+# them): one parameter for the driver to encode, not 23 arrays walked item by item.
 _INSERT = text(
     """
     INSERT INTO outreach.actions (id, rule_id, customer_id, occurrence, kind, channel,
         channel_id, audience, priority, status, reason, detail, decided_at, not_before,
         next_attempt_at, subject, body, offer, arm, tier, strategy, baseline, goal)
-    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:rule AS text[]), CAST(:customer AS text[]),
-        CAST(:occ AS text[]), CAST(:kind AS text[]), CAST(:channel AS text[]),
-        CAST(:channel_id AS text[]), CAST(:audience AS text[]),
-        CAST(:priority AS smallint[]), CAST(:status AS text[]), CAST(:reason AS text[]),
-        CAST(:detail AS text[]), CAST(:decided AS timestamptz[]),
-        CAST(:not_before AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:subject AS text[]), CAST(:body AS text[]), CAST(:offer AS jsonb[]),
-        CAST(:arm AS text[]), CAST(:tier AS text[]), CAST(:strategy AS text[]),
-        CAST(:baseline AS float8[]), CAST(:goal AS jsonb[]))
+    SELECT id, rule, customer, occ, kind, channel, channel_id, audience, priority, status,
+        reason, detail, decided, not_before, next, subject, body, offer, arm, tier, strategy,
+        baseline, goal
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(id text, rule text, customer text,
+        occ text, kind text, channel text, channel_id text, audience text, priority smallint,
+        status text, reason text, detail text, decided timestamptz, not_before timestamptz,
+        next timestamptz, subject text, body text, offer jsonb, arm text, tier text,
+        strategy text, baseline float8, goal jsonb)
     ON CONFLICT (rule_id, customer_id, occurrence) DO NOTHING
-    RETURNING id, rule_id, customer_id, occurrence, status, reason, kind, channel, decided_at,
-        not_before, arm
+    RETURNING id
     """
 )
-_OUTBOX = text(
-    """
-    INSERT INTO outreach.outbox (customer_id, payload, created_at)
-    SELECT c, p, now() FROM unnest(CAST(:customers AS text[]), CAST(:payloads AS bytea[]))
-        AS t(c, p)
+# The rows and their messages on the actions outbox in one statement: a message for each row
+# inserted (a row already there has its own), in the batch's order.
+_INSERT_AND_QUEUE = text(
+    f"""
+    WITH inserted AS ({_INSERT.text}),
+    queued AS (
+        INSERT INTO outreach.outbox (customer_id, payload, created_at)
+        SELECT m.customer, convert_to(m.payload, 'UTF8'), now()
+        FROM jsonb_to_recordset(CAST(:messages AS jsonb))
+            AS m(id text, n integer, customer text, payload text)
+        JOIN inserted USING (id)
+        ORDER BY m.n
+    )
+    SELECT id FROM inserted
     """
 )
 
@@ -153,6 +172,30 @@ async def contact_history(
     return out
 
 
+async def contact_state(
+    conn: AsyncConnection,
+    customer_ids: Sequence[str],
+    since: datetime | None,
+    *,
+    excluding: Sequence[str] = (),
+) -> tuple[dict[str, list[tuple[datetime, str, str]]], set[str]]:
+    """:func:`contact_history` and :func:`suppressed_among` of these customers, in one
+    statement."""
+    history: dict[str, list[tuple[datetime, str, str]]] = {c: [] for c in customer_ids}
+    suppressed: set[str] = set()
+    params = {
+        "ids": list(customer_ids),
+        "since": since or datetime(1970, 1, 1, tzinfo=UTC),
+        "skip": list(excluding),
+    }
+    for row in await conn.execute(_CONTACT_STATE, params):
+        if row.at is None:
+            suppressed.add(row.customer_id)
+        else:
+            history[row.customer_id].append((row.at, row.kind, row.rule_id))
+    return history, suppressed
+
+
 async def suppressed_among(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:
     return set((await conn.execute(_SUPPRESSED, {"ids": list(customer_ids)})).scalars())
 
@@ -181,63 +224,57 @@ async def decided_already(
 
 async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Recorded]:
     """Insert new ledger rows (a row already there is skipped) and put each on the actions
-    outbox; returns the rows inserted."""
+    outbox; returns the rows inserted. ``offer`` and ``goal`` are JSON text."""
     if not rows:
         return []
-    columns = [
-        "id",
-        "rule",
-        "customer",
-        "occ",
-        "kind",
-        "channel",
-        "channel_id",
-        "audience",
-        "priority",
-        "status",
-        "reason",
-        "detail",
-        "decided",
-        "not_before",
-        "next",
-        "subject",
-        "body",
-        "offer",
-        "arm",
-        "tier",
-        "strategy",
-        "baseline",
-        "goal",
-    ]
-    inserted = (await conn.execute(_INSERT, {c: [r[c] for r in rows] for c in columns})).all()
-    if inserted:
-        await conn.execute(
-            _OUTBOX,
+    document = orjson.dumps(
+        [
             {
-                "customers": [r.customer_id for r in inserted],
-                "payloads": [
-                    orjson.dumps(
-                        {
-                            "action_id": r.id,
-                            "rule_id": r.rule_id,
-                            "customer_id": r.customer_id,
-                            "occurrence": r.occurrence,
-                            "kind": r.kind,
-                            "channel": r.channel,
-                            "status": r.status,
-                            "reason": r.reason,
-                            "decided_at": r.decided_at.isoformat(),
-                            "not_before": r.not_before.isoformat() if r.not_before else None,
-                            "arm": r.arm,
-                        }
-                    )
-                    for r in inserted
-                ],
-            },
-        )
+                **r,
+                "offer": orjson.Fragment(r["offer"]) if r["offer"] is not None else None,
+                "goal": orjson.Fragment(r["goal"]) if r["goal"] is not None else None,
+            }
+            for r in rows
+        ]
+    )
+    messages = orjson.dumps(
+        [
+            {"id": r["id"], "n": n, "customer": r["customer"], "payload": _message(r)}
+            for n, r in enumerate(rows)
+        ]
+    )
+    params = {"rows": document.decode(), "messages": messages.decode()}
+    fresh = set((await conn.execute(_INSERT_AND_QUEUE, params)).scalars())
+    # The rows as written (the database keeps the values given, so they are not read back).
     return [
-        Recorded(r.id, r.rule_id, r.customer_id, r.occurrence, r.status, r.reason) for r in inserted
+        Recorded(r["id"], r["rule"], r["customer"], r["occ"], r["status"], r["reason"])
+        for r in rows
+        if r["id"] in fresh
     ]
+
+
+def _message(row: dict[str, Any]) -> str:
+    """A decided action as the actions stream carries it."""
+    return orjson.dumps(
+        {
+            "action_id": row["id"],
+            "rule_id": row["rule"],
+            "customer_id": row["customer"],
+            "occurrence": row["occ"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "status": row["status"],
+            "reason": row["reason"],
+            "decided_at": _instant(row["decided"]),
+            "not_before": _instant(row["not_before"]),
+            "arm": row["arm"],
+        }
+    ).decode()
+
+
+def _instant(at: datetime | None) -> str | None:
+    """An instant as the database gives it back (UTC), in ISO 8601."""
+    return at.astimezone(UTC).isoformat() if at is not None else None
 
 
 async def held_actions(conn: AsyncConnection, customer_ids: Sequence[str]) -> Sequence[Any]:

@@ -19,9 +19,8 @@ CHUNK = 500
 _SAVE = text(
     """
     INSERT INTO outreach.cards AS k (customer_id, card, complaint_open, change_at)
-    SELECT c, CAST(d AS jsonb), o, a
-    FROM unnest(CAST(:ids AS text[]), CAST(:cards AS text[]), CAST(:open AS boolean[]),
-                CAST(:at AS timestamptz[])) AS t(c, d, o, a)
+    SELECT c, d, o, a
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(c text, d jsonb, o boolean, a timestamptz)
     ON CONFLICT (customer_id) DO UPDATE SET card = EXCLUDED.card,
         complaint_open = EXCLUDED.complaint_open, change_at = EXCLUDED.change_at
     WHERE k.change_at <= EXCLUDED.change_at
@@ -61,17 +60,18 @@ async def save_cards(conn: AsyncConnection, latest: Mapping[str, Change]) -> Non
     """Write each customer's card from their latest change (by customer id). The rows are
     written, and so row-locked until the transaction ends, in key order, like
     :func:`lock_customers`: two transactions saving the same customers never deadlock."""
-    ids = sorted(latest)
-    changes = [latest[cid] for cid in ids]
-    await conn.execute(
-        _SAVE,
+    # The batch's rows as one JSON document (the cards inside it as they are), one parameter
+    # for the driver rather than four arrays it walks item by item.
+    rows = [
         {
-            "ids": ids,
-            "cards": [orjson.dumps(c.card).decode() for c in changes],
-            "open": [bool((c.card.get("complaints") or {}).get("open")) for c in changes],
-            "at": [c.at for c in changes],
-        },
-    )
+            "c": cid,
+            "d": (change := latest[cid]).card,
+            "o": bool((change.card.get("complaints") or {}).get("open")),
+            "a": change.at,
+        }
+        for cid in sorted(latest)
+    ]
+    await conn.execute(_SAVE, {"rows": orjson.dumps(rows).decode()})
 
 
 async def lock_customers(conn: AsyncConnection, customer_ids: Sequence[str]) -> None:

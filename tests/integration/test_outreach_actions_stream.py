@@ -1,0 +1,89 @@
+"""Every decided action goes on the actions outbox (what ``crm.outreach-actions.v1`` carries)
+once, in the batch's order, saying what the ledger says of it: its id, rule, customer,
+occurrence, kind, channel, status, reason, when it was decided and when it may go out, and its
+arm. A match the ledger already holds adds no second message.
+
+On the real PostgreSQL, through the consumer's own write path (``ChangeApplier.apply``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.test_outreach_batch_locks import Shop
+
+pytestmark = pytest.mark.integration
+
+_LEDGER = text(
+    """
+    SELECT id, rule_id, customer_id, occurrence, kind, channel, status, reason, decided_at,
+        not_before, arm
+    FROM outreach.actions WHERE customer_id LIKE :p
+    """
+)
+_MESSAGES = text(
+    "SELECT id, customer_id, payload FROM outreach.outbox WHERE customer_id LIKE :p ORDER BY id"
+)
+
+
+async def _stream(engine: AsyncEngine, shop: Shop) -> tuple[dict[str, Any], Sequence[Any]]:
+    async with engine.connect() as conn:
+        ledger = {r.id: r for r in await conn.execute(_LEDGER, {"p": f"lk-{shop.tag}-%"})}
+        messages = (await conn.execute(_MESSAGES, {"p": f"lk-{shop.tag}-%"})).all()
+    return ledger, messages
+
+
+async def test_each_decided_action_is_on_the_actions_outbox_once_as_the_ledger_has_it(
+    engine: AsyncEngine,
+) -> None:
+    shop = Shop(engine)
+    shop.use(
+        {
+            "id": "mature-care",
+            "trigger": {"type": "stage", "to": ["mature"]},
+            "action": {"kind": "care", "channel": "webhook", "template": {"body": "Hi"}},
+        },
+        {
+            "id": "mature-news",
+            "trigger": {"type": "stage", "to": ["mature"]},
+            "control_percent": 50,
+            "action": {"kind": "announcement", "channel": "webhook", "template": {"body": "New"}},
+        },
+    )
+    # Customer 0 has a complaint open: their announcement is held, the care goes out.
+    batch = [shop.change(0, complaints_open=1), *(shop.change(n) for n in range(1, 8))]
+    recorded = await shop.applier.apply(batch)
+    ledger, messages = await _stream(engine, shop)
+    assert len(recorded) == len(ledger) == len(messages) == 16
+    assert [r.action_id for r in recorded] == [
+        orjson.loads(m.payload)["action_id"] for m in messages
+    ]
+    for m in messages:
+        sent = orjson.loads(m.payload)
+        row = ledger[sent["action_id"]]
+        assert m.customer_id == row.customer_id
+        assert sent == {
+            "action_id": row.id,
+            "rule_id": row.rule_id,
+            "customer_id": row.customer_id,
+            "occurrence": row.occurrence,
+            "kind": row.kind,
+            "channel": row.channel,
+            "status": row.status,
+            "reason": row.reason,
+            "decided_at": row.decided_at.isoformat(),
+            "not_before": row.not_before.isoformat() if row.not_before else None,
+            "arm": row.arm,
+        }
+    held = {(r.customer_id, r.rule_id) for r in ledger.values() if r.status == "held"}
+    assert held == {(shop.cid(0), f"lk-{shop.tag}-mature-news")}
+
+    # The same episode again: the ledger holds every match, nothing new goes on the stream.
+    assert await shop.applier.apply([shop.change(n) for n in range(1, 8)]) == []
+    assert len((await _stream(engine, shop))[1]) == 16
