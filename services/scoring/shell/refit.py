@@ -29,7 +29,7 @@ from services.scoring.shell.state_cache import forget_held_states
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
-from shared.heap import release_freed
+from shared.heap import map_big_blocks_apart, release_freed
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -301,6 +301,7 @@ async def refit(
     # stale, and its memory (tens of MB) is the walk's from now.
     forget_held_states()
     release_freed()  # with what the consumer's batches freed, before the walk's arrays grow
+    map_big_blocks_apart()  # the walk's arrays grow in place, not by copies leaving holes
     population, customers, buyers, fit_seconds, kept = await fit_population(
         engine, when, cache.current, settings, fitters
     )
