@@ -44,3 +44,21 @@ def release_freed() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def map_big_blocks_apart(threshold: int = 1 << 20) -> None:
+    """Have every block of ``threshold`` bytes or more mapped on its own from now on.
+
+    glibc maps a big block apart and unmaps it when freed, but raises that threshold to the
+    size of each one freed (up to 32 MB): after a few big temporaries, arrays of megabytes
+    live in the heap, where each one growing copies itself and leaves its old room behind as
+    a hole. A job growing a dozen such arrays side by side (a refit's, over every customer)
+    then holds about twice their size. A fixed threshold keeps them apart: grown in place
+    (``mremap``), and handed back whole when freed. It lasts for the process.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, threshold)

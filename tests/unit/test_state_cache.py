@@ -10,7 +10,7 @@ from decimal import Decimal
 from services.scoring.core.card import Population, score
 from services.scoring.core.state import CustomerState, apply
 from services.scoring.settings import ScoringSettings
-from services.scoring.shell.state_cache import Held, StateCache, held_bytes
+from services.scoring.shell.state_cache import Held, StateCache, forget_held_states, held_bytes
 from shared.events import Envelope, EventType, OrderData, OrderItem, OrderStatus
 
 SETTINGS = ScoringSettings()
@@ -121,3 +121,13 @@ def test_the_estimate_follows_what_a_held_customer_takes() -> None:
             tracemalloc.stop()
         estimate = held_bytes(kept[0])
         assert 0.7 * real <= estimate <= 1.5 * real, (orders, items, real, estimate)
+
+
+def test_a_job_rewriting_every_row_empties_every_cache() -> None:
+    first, second = StateCache(10), StateCache(10, max_bytes=10**6)
+    first.put([("a", held(1, "a"))])
+    second.put([("b", Held(2, customer("b", 2), []))])
+    forget_held_states()
+    assert len(first) == len(second) == 0 and second.bytes == 0
+    second.put([("b", Held(3, customer("b", 2), []))])  # written again: kept again
+    assert set(second.take(["b"])) == {"b"}

@@ -25,10 +25,11 @@ from services.scoring.core.ledger import Ledger
 from services.scoring.core.state import to_micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
+from services.scoring.shell.state_cache import forget_held_states
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
-from shared.heap import release_freed
+from shared.heap import map_big_blocks_apart, release_freed
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -296,7 +297,11 @@ async def refit(
     """Fit at ``as_of`` (default now), store the population, refresh the cards it moves."""
     started = time.perf_counter()
     when = as_of or clock.now()
-    release_freed()  # what the consumer's batches freed, before the walk's arrays grow
+    # The second pass rewrites every customer's row: what the consumer holds of them goes
+    # stale, and its memory (tens of MB) is the walk's from now.
+    forget_held_states()
+    release_freed()  # with what the consumer's batches freed, before the walk's arrays grow
+    map_big_blocks_apart()  # the walk's arrays grow in place, not by copies leaving holes
     population, customers, buyers, fit_seconds, kept = await fit_population(
         engine, when, cache.current, settings, fitters
     )

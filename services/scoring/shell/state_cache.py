@@ -16,6 +16,7 @@ customers take what twenty-five thousand light ones do.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -72,6 +73,12 @@ class StateCache:
         self._max_bytes = max_bytes
         self._entries: OrderedDict[str, tuple[Held, int]] = OrderedDict()
         self._bytes = 0
+        _CACHES.add(self)
+
+    def clear(self) -> None:
+        """Forget every entry (those a batch has taken out come back when it commits)."""
+        self._entries.clear()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -108,3 +115,16 @@ class StateCache:
         while len(entries) > self._capacity or (limit is not None and self._bytes > limit):
             _, (_, size) = entries.popitem(last=False)
             self._bytes -= size
+
+
+# Every cache of this process, for a job that rewrites every customer's row.
+_CACHES: weakref.WeakSet[StateCache] = weakref.WeakSet()
+
+
+def forget_held_states() -> None:
+    """Empty every state cache of this process, for a job about to rewrite every customer's
+    row (a refit): each entry would be stale once the job passed it (its row at a new
+    version, its facts read back on the next batch anyway), so its memory is better given to
+    the job. Correct at any moment: an entry is only ever used at the version it was written."""
+    for cache in list(_CACHES):
+        cache.clear()
