@@ -90,3 +90,19 @@ async def test_a_failed_batch_leaves_nothing_half_applied_in_memory(
         replayed = await scoring_states(engine)
         await engine.dispose()
     assert applied == replayed
+
+
+async def test_the_consumer_keeps_no_more_customers_than_its_memory_bound(
+    settings: CommonSettings,
+) -> None:
+    # TEND_SCORING_STATE_CACHE_MB bounds the consumer's memory whatever the count allows: 1 MiB
+    # holds a few hundred customers of a few orders, not all of 600.
+    events = random_history(600, seed=5)
+    async with fresh_settings(settings, topics=False) as own:
+        engine = make_engine(own, pool_size=2)
+        bounded = ScoringSettings(state_cache_customers=100_000, state_cache_mb=1)
+        applier = EventApplier(engine, bounded, SystemClock(), PopulationCache())
+        await applier.apply([(e, e.to_json()) for e in events])
+        await engine.dispose()
+    assert 0 < len(applier.cache) < 600
+    assert applier.cache.bytes <= 2**20

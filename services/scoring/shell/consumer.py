@@ -70,7 +70,12 @@ class EventApplier:
         self._settings = settings
         self._clock = clock
         self._population = population
-        self._cache = StateCache(settings.state_cache_customers)
+        self._cache = StateCache(settings.state_cache_customers, settings.state_cache_mb * 2**20)
+
+    @property
+    def cache(self) -> StateCache:
+        """The customers this consumer holds in memory since it last wrote them."""
+        return self._cache
 
     async def handle(self, records: Sequence[Message]) -> list[tuple[Message, Exception]]:
         """The consumer's handler: decode, apply, and hand back what cannot be decoded."""
