@@ -881,7 +881,9 @@ HOW = [
     "committed). Scoring does far more per event than that aggregation (the whole card: "
     "lifecycle stage, spend windows, RFM, prediction; inbox, state, history and outbox in "
     "PostgreSQL): the comparison is scoring as it runs against Quix Streams doing only the "
-    "aggregation.",
+    "aggregation. Scoring's core alone is the same events decoded, applied, scored and "
+    "encoded as changes in the benchmark's process with no Kafka and no database, timed in "
+    "CPU seconds (best of three passes): no I/O work could take scoring below it.",
     "- **end to end**: `bench.bench_e2e` — ingest, scoring and outreach as separate uvicorn "
     "processes on a fresh database and topics; one rule sends a `care` webhook for every paid "
     "order to a receiver in the benchmark process. A change counts when it reaches the "
@@ -889,7 +891,10 @@ HOW = [
     "latencies run from the start of the POST that carried the order. Sustained rates are "
     "orders / (last arrival − first POST) at saturation. An order whose change or webhook "
     "had not arrived when the run stopped waiting counts as infinitely late in the "
-    "percentiles.",
+    "percentiles. The CPU per order is each process's CPU seconds over the window (from "
+    "/proc; everything else = the machine's busy time less the named processes: Kafka and "
+    "PostgreSQL) divided by the orders, beside what the target leaves: 2 cores / the "
+    "target rate.",
     "- **memory**: VmRSS of each service process from /proc, sampled every 0.2 s; MB = 10^6 "
     "bytes. The target is `bench.bench_scale`'s: a fresh database seeded by COPY with a "
     "million customers (archetypes built by scoring's own core and scored under a population "
@@ -907,7 +912,8 @@ HOW = [
     "- **CDNOW**: `bench.bench_cdnow_master` — the master log, dates shifted to end today, "
     "posted in time order through a fresh stack (all three services running); the clock "
     "stops when `GET /v1/stats/overview` (polled every 0.5 s) counts every customer and the "
-    "total revenue to the cent.",
+    "total revenue to the cent. Its CPU per order is taken as the end-to-end part's, over "
+    "the same window.",
     "- **holdout**: `bench.bench_holdout` — the CDNOW master log judged on 1997-09-30 by the "
     "pure lifecycle (the calibration's median gap as the population's), beside the share of "
     "each stage's customers who bought again in the 39 weeks after; the same for bands of "
