@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine
-from shared.kafka import PublishError, start_producer
+from shared.kafka import Producer, PublishError, start_producer
 from shared.outbox import OutboxRelay
 from shared.settings import CommonSettings
 from tests.support.kafka_io import read_all
@@ -99,6 +99,18 @@ async def _insert(engine: AsyncEngine, table: str, customer: str, payloads: list
         )
 
 
+def resting_relay(engine: AsyncEngine, producer: Producer, table: str, topic: str) -> OutboxRelay:
+    """A relay whose own loop rests an hour between passes: only a hand-over publishes."""
+    return OutboxRelay(
+        engine=engine,
+        producer=producer,
+        table=table,
+        topic=topic,
+        lock_key=secrets.randbelow(2**31),
+        idle_seconds=3600,
+    )
+
+
 async def test_rows_a_batch_wrote_leave_when_it_commits_not_after_the_idle_pause(
     settings: CommonSettings, engine: AsyncEngine, outbox: tuple[str, str]
 ) -> None:
@@ -107,14 +119,7 @@ async def test_rows_a_batch_wrote_leave_when_it_commits_not_after_the_idle_pause
     while a handed-over pass is still being acknowledged follow it, in their order, once."""
     table, topic = outbox
     producer = await start_producer(settings)
-    relay = OutboxRelay(
-        engine=engine,
-        producer=producer,
-        table=table,
-        topic=topic,
-        lock_key=secrets.randbelow(2**31),
-        idle_seconds=3600,
-    )
+    relay = resting_relay(engine, producer, table, topic)
     loop = asyncio.create_task(relay.run())
     try:
         while not await relay.ready():  # the loop's first pass found nothing; it rests now
@@ -142,14 +147,7 @@ async def test_a_hand_over_that_fails_keeps_the_rows_for_the_next_pass(
 ) -> None:
     table, topic = outbox
     producer = await start_producer(settings)
-    relay = OutboxRelay(
-        engine=engine,
-        producer=producer,
-        table=table,
-        topic=topic,
-        lock_key=secrets.randbelow(2**31),
-        idle_seconds=3600,
-    )
+    relay = resting_relay(engine, producer, table, topic)
     try:
         assert await relay.ready()
         await _insert(engine, table, "c2", [b"change-1", b"change-2"])
