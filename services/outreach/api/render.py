@@ -17,7 +17,7 @@ from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
 from services.outreach.shell.template_check import NotRendered, render_on_card
 from services.outreach.store.replica import card_of
 from shared.auth import Principal, RequireScope, Scope
-from shared.errors import ErrorBody, invalid, responses
+from shared.errors import ErrorBody, beyond_schema, invalid, responses
 
 router = APIRouter(prefix="/v1", tags=["rules"])
 
@@ -86,14 +86,15 @@ class RenderOut(BaseModel):
     responses=responses(
         {
             404: {"model": ErrorBody, "description": "outreach has no card of the customer"},
-            422: {
-                "model": ErrorBody,
-                "description": "the template does not render on this customer's card "
-                "(`body.template.subject` or `body.template.body`, with why: a missing "
-                "field, a syntax error, `template_limit: ...`), no holiday of the calendar "
-                "begins on `body.holiday.date`, or the request is malformed",
-            },
-        }
+        },
+        beyond_schema(
+            {
+                "body.template": "renders on this customer's card (`body.template.subject` "
+                "or `body.template.body`, with why: a missing field, a syntax error, "
+                "`template_limit: ...`)",
+                "body.holiday.date": "a day on which a holiday of `body.holiday.calendar` begins",
+            }
+        ),
     ),
     summary="Render a template on one customer",
 )
