@@ -121,6 +121,43 @@ async def test_a_garbled_answer_or_no_listener_is_an_error_not_a_status() -> Non
         await PinnedPool(f"http://127.0.0.1:{port}/", keepalive=4).post(LOOPBACK, {}, b"x")
 
 
+async def test_an_answer_ended_by_the_close_stands_and_one_cut_short_is_an_error() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nread until the close",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(b"8000\r\n" + b"x" * 0x8000 + b"\r\n" for _ in range(3))
+        + b"0\r\n\r\n",  # 96 KiB in chunks: past the read limit, the connection dropped
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+    ]
+    async with receiving(Receiver(answers)) as hook:
+        pool = PinnedPool(f"http://127.0.0.1:{hook.port}/", keepalive=4)
+        assert await pool.post(LOOPBACK, {}, b"x") == (200, None)
+        with pytest.raises(ProtocolError):
+            await pool.post(LOOPBACK, {}, b"x")
+        assert await pool.post(LOOPBACK, {}, b"x") == (200, None)
+        with pytest.raises(ProtocolError):
+            await pool.post(LOOPBACK, {}, b"x")
+        await pool.aclose()
+    assert len(hook.connections) == 4  # none of these answers leaves its connection usable
+
+
+async def test_a_header_that_would_smuggle_another_into_the_request_is_refused() -> None:
+    async with receiving(Receiver()) as hook:
+        pool = PinnedPool(f"http://127.0.0.1:{hook.port}/", keepalive=4)
+        for name, value in [
+            ("webhook-id", "a\r\nx-admin: yes"),
+            ("webhook-id", "a\nb"),
+            ("bad name", "a"),
+            ("webhook-id", "caf\u00e9"),
+        ]:
+            with pytest.raises(ValueError):
+                await pool.post(LOOPBACK, {name: value}, b"x")
+        assert await pool.post(LOOPBACK, {"webhook-id": "a\tb"}, b"x") == (204, None)
+        await pool.aclose()
+    assert len(hook.heads) == 1 and b"x-admin" not in hook.heads[0]
+
+
 def _certificate(tmp: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A self-signed certificate for ``name``: the server's context, and a client context
     that trusts it (and checks names, as the default one does)."""
