@@ -515,7 +515,7 @@ async def busy_again(
 
 
 async def test_a_receiver_busy_for_the_give_up_age_fails_the_action_as_throttled(
-    engine: AsyncEngine, ledger: Ledger
+    engine: AsyncEngine, ledger: Ledger, actions_api: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     clock = FixedClock(START)
     day = timedelta(hours=24)  # delivery_throttled_give_up_hours' default
@@ -554,6 +554,14 @@ async def test_a_receiver_busy_for_the_give_up_age_fails_the_action_as_throttled
         await asyncio.sleep(0.1)
         assert await w.run_once() == 0
         assert len(hook.received) == 4
+
+    # The action's detail says why, and since when the receiver was busy.
+    resp = await actions_api.get(f"/v1/actions/{action}", headers={"X-API-Key": keys["ops_read"]})
+    assert resp.status_code == 200, resp.text
+    detail = resp.json()
+    assert (detail["status"], detail["reason"], detail["attempts"]) == ("failed", "throttled", 1)
+    assert detail["throttled_since"] == START.isoformat().replace("+00:00", "Z")
+    assert [(a["attempt"], a["reason"]) for a in detail["delivery_attempts"]] == [(1, "http_429")]
 
 
 async def test_an_answer_other_than_busy_ends_the_busy_spell(
