@@ -501,7 +501,7 @@ async def test_throttling_never_exhausts_the_attempts_and_its_wait_is_capped(
         assert len(hook.received) == 3
 
 
-async def busy_again(
+async def answered_at(
     w: DeliveryWorker, hook: WebhookReceiver, clock: FixedClock, at: datetime
 ) -> None:
     """One more answer from ``hook``, asked at ``at`` on the ledger's clock. The receiver's
@@ -531,8 +531,8 @@ async def test_a_receiver_busy_for_the_give_up_age_fails_the_action_as_throttled
 
         # Busy every time, for a second less than a day: still waiting, from the first
         # busy answer on, and still no attempt.
-        await busy_again(w, hook, clock, START + timedelta(hours=12))
-        await busy_again(w, hook, clock, START + day - timedelta(seconds=1))
+        await answered_at(w, hook, clock, START + timedelta(hours=12))
+        await answered_at(w, hook, clock, START + day - timedelta(seconds=1))
         row = await ledger.row(action)
         assert (row.status, row.attempts, row.reason) == ("pending", 0, None)
         assert row.throttled_since == START
@@ -540,7 +540,7 @@ async def test_a_receiver_busy_for_the_give_up_age_fails_the_action_as_throttled
             assert await attempts_store.of_action(conn, action) == []
 
         # Busy once the day is over: given up, and that answer is its attempt.
-        await busy_again(w, hook, clock, START + day)
+        await answered_at(w, hook, clock, START + day)
         row = await ledger.row(action)
         assert (row.status, row.reason, row.attempts) == ("failed", "throttled", 1)
         assert "busy since 2001-03-04 05:06:07 UTC" in row.last_error
@@ -579,22 +579,54 @@ async def test_an_answer_other_than_busy_ends_the_busy_spell(
         assert (await ledger.row(action)).throttled_since == START
 
         # A 500 is an answer of another kind (an attempt): the busy spell is over.
-        await busy_again(w, hook, clock, START + timedelta(hours=20))
+        await answered_at(w, hook, clock, START + timedelta(hours=20))
         row = await ledger.row(action)
         assert (row.status, row.attempts, row.throttled_since) == ("pending", 1, None)
 
         # Busy again more than a day after the first busy answer: a new spell, with its own
         # day, so the action still waits.
         again = START + timedelta(hours=30)
-        await busy_again(w, hook, clock, again)
-        await busy_again(w, hook, clock, again + day - timedelta(seconds=1))
+        await answered_at(w, hook, clock, again)
+        await answered_at(w, hook, clock, again + day - timedelta(seconds=1))
         row = await ledger.row(action)
         assert (row.status, row.attempts, row.throttled_since) == ("pending", 1, again)
 
         # Delivered: sent, and no longer busy.
-        await busy_again(w, hook, clock, again + day)
+        await answered_at(w, hook, clock, again + day)
         row = await ledger.row(action)
         assert (row.status, row.attempts, row.throttled_since) == ("sent", 2, None)
+
+
+async def test_quiet_hours_keep_the_busy_spell_and_a_hold_ends_it(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    later = START + timedelta(hours=1)
+
+    async def quiet_hours(conn: AsyncConnection, rows: Sequence[Any]) -> list[Decision | None]:
+        return [Decision(Outcome.DEFER, Reason.QUIET_HOURS, until=later) for _ in rows]
+
+    async def complaint(conn: AsyncConnection, rows: Sequence[Any]) -> list[Decision | None]:
+        return [Decision(Outcome.HOLD, Reason.OPEN_COMPLAINT) for _ in rows]
+
+    async with WebhookReceiver(default=429, retry_after="1") as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        async with worker(engine, clock) as w:
+            assert await w.run_once() == 1
+        # The receiver was not asked: the spell goes on.
+        clock.set(START + timedelta(minutes=5))
+        async with worker(engine, clock, quiet_hours) as w:
+            assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.reason, row.throttled_since) == ("pending", "quiet_hours", START)
+        # Held for a complaint, it is decided again once that is resolved: a new spell then.
+        clock.set(later)
+        async with worker(engine, clock, complaint) as w:
+            assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.throttled_since) == ("held", None)
+        assert len(hook.received) == 1
 
 
 async def test_a_channels_rate_limit_is_respected(engine: AsyncEngine, ledger: Ledger) -> None:
