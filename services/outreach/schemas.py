@@ -195,8 +195,11 @@ class ActionOut(BaseModel):
         "it would have gone out)"
     )
     reason: str | None = Field(
-        description="why it waits or was suppressed (`merged`: a duplicate of an action the "
-        "customer it was merged into already had)"
+        description="why it waits, was suppressed or failed (`merged`: a duplicate of an "
+        "action the customer it was merged into already had; `max_attempts`: delivery tried "
+        "as often as it may; `throttled`: its receiver answered busy, a 429 or 503 with "
+        "Retry-After, every time it was asked for the give-up age, "
+        "`TEND_OUTREACH_DELIVERY_THROTTLED_GIVE_UP_HOURS`)"
     )
     detail: str | None
     decided_at: datetime

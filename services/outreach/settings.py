@@ -42,15 +42,19 @@ class OutreachSettings(BaseSettings):
     # The most sends per second to any one channel whose config names no `rate_per_second`
     # of its own; unset: no limit but the adaptive concurrency (services.outreach.core.pacing).
     delivery_rate_per_second: float | None = Field(None, gt=0, le=100_000)
-    # The longest a receiver's Retry-After (on a 429 or 503) keeps its channel quiet and its
-    # action waiting; such an answer is not counted towards delivery_max_attempts.
     # The most sends in flight at once to one receiver (its adaptive concurrency's ceiling,
     # services.outreach.core.pacing), and its kept-alive connections.
     delivery_max_in_flight: int = Field(32, ge=1, le=256)
     # Offer HTTP/2 to https receivers (TLS's ALPN): one that speaks it gets every send over
     # one connection; the others, and plain http, stay on HTTP/1.1 keep-alive.
     delivery_http2: bool = True
+    # The longest a receiver's Retry-After (on a 429 or 503) keeps its channel quiet and its
+    # action waiting; such an answer is not counted towards delivery_max_attempts.
     delivery_retry_after_max_seconds: float = Field(600.0, gt=0, le=86_400)
+    # A receiver that has answered an action busy (429 or 503 with Retry-After) for this many
+    # hours, every time it was asked, has that action failed (reason `throttled`) at its next
+    # busy answer: throttling waits, but not for ever.
+    delivery_throttled_give_up_hours: float = Field(24.0, gt=0, le=720)
     # The scheduler: how often it looks for schedule rules that are due, and how many at once.
     scheduler_interval_seconds: float = Field(30.0, gt=0)
     scheduler_batch: int = Field(2000, ge=1)

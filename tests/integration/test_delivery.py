@@ -501,6 +501,134 @@ async def test_throttling_never_exhausts_the_attempts_and_its_wait_is_capped(
         assert len(hook.received) == 3
 
 
+async def answered_at(
+    w: DeliveryWorker, hook: WebhookReceiver, clock: FixedClock, at: datetime
+) -> None:
+    """One more answer from ``hook``, asked at ``at`` on the ledger's clock. The receiver's
+    pause (its Retry-After, capped to 0.05 s by the tests below, kept in real time) is over
+    first, so the action goes to it rather than waiting its turn."""
+    asked = len(hook.received)
+    await asyncio.sleep(0.1)
+    clock.set(at)
+    assert await w.run_once() == 1
+    assert len(hook.received) == asked + 1
+
+
+async def test_a_receiver_busy_for_the_give_up_age_fails_the_action_as_throttled(
+    engine: AsyncEngine, ledger: Ledger, actions_api: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    clock = FixedClock(START)
+    day = timedelta(hours=24)  # delivery_throttled_give_up_hours' default
+    async with (
+        WebhookReceiver(default=429, retry_after="3600") as hook,
+        worker(engine, clock, delivery_retry_after_max_seconds=0.05) as w,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.attempts, row.throttled_since) == ("pending", 0, START)
+
+        # Busy every time, for a second less than a day: still waiting, from the first
+        # busy answer on, and still no attempt.
+        await answered_at(w, hook, clock, START + timedelta(hours=12))
+        await answered_at(w, hook, clock, START + day - timedelta(seconds=1))
+        row = await ledger.row(action)
+        assert (row.status, row.attempts, row.reason) == ("pending", 0, None)
+        assert row.throttled_since == START
+        async with engine.connect() as conn:
+            assert await attempts_store.of_action(conn, action) == []
+
+        # Busy once the day is over: given up, and that answer is its attempt.
+        await answered_at(w, hook, clock, START + day)
+        row = await ledger.row(action)
+        assert (row.status, row.reason, row.attempts) == ("failed", "throttled", 1)
+        assert "busy since 2001-03-04 05:06:07 UTC" in row.last_error
+        assert "given up after 24.0 h" in row.last_error
+        async with engine.connect() as conn:
+            kept = await attempts_store.of_action(conn, action)
+        assert [(a.attempt, a.outcome, a.http_status) for a in kept] == [(1, "retry", 429)]
+
+        # Failed for good: never asked again.
+        clock.set(START + 2 * day)
+        await asyncio.sleep(0.1)
+        assert await w.run_once() == 0
+        assert len(hook.received) == 4
+
+    # The action's detail says why, and since when the receiver was busy.
+    resp = await actions_api.get(f"/v1/actions/{action}", headers={"X-API-Key": keys["ops_read"]})
+    assert resp.status_code == 200, resp.text
+    detail = resp.json()
+    assert (detail["status"], detail["reason"], detail["attempts"]) == ("failed", "throttled", 1)
+    assert detail["throttled_since"] == START.isoformat().replace("+00:00", "Z")
+    assert [(a["attempt"], a["reason"]) for a in detail["delivery_attempts"]] == [(1, "http_429")]
+
+
+async def test_an_answer_other_than_busy_ends_the_busy_spell(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    day = timedelta(hours=24)
+    async with (
+        WebhookReceiver(script=[429, 500, 429, 429, 200], retry_after="3600") as hook,
+        worker(engine, clock, delivery_retry_after_max_seconds=0.05) as w,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        assert await w.run_once() == 1
+        assert (await ledger.row(action)).throttled_since == START
+
+        # A 500 is an answer of another kind (an attempt): the busy spell is over.
+        await answered_at(w, hook, clock, START + timedelta(hours=20))
+        row = await ledger.row(action)
+        assert (row.status, row.attempts, row.throttled_since) == ("pending", 1, None)
+
+        # Busy again more than a day after the first busy answer: a new spell, with its own
+        # day, so the action still waits.
+        again = START + timedelta(hours=30)
+        await answered_at(w, hook, clock, again)
+        await answered_at(w, hook, clock, again + day - timedelta(seconds=1))
+        row = await ledger.row(action)
+        assert (row.status, row.attempts, row.throttled_since) == ("pending", 1, again)
+
+        # Delivered: sent, and no longer busy.
+        await answered_at(w, hook, clock, again + day)
+        row = await ledger.row(action)
+        assert (row.status, row.attempts, row.throttled_since) == ("sent", 2, None)
+
+
+async def test_quiet_hours_keep_the_busy_spell_and_a_hold_ends_it(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    later = START + timedelta(hours=1)
+
+    async def quiet_hours(conn: AsyncConnection, rows: Sequence[Any]) -> list[Decision | None]:
+        return [Decision(Outcome.DEFER, Reason.QUIET_HOURS, until=later) for _ in rows]
+
+    async def complaint(conn: AsyncConnection, rows: Sequence[Any]) -> list[Decision | None]:
+        return [Decision(Outcome.HOLD, Reason.OPEN_COMPLAINT) for _ in rows]
+
+    async with WebhookReceiver(default=429, retry_after="1") as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        async with worker(engine, clock) as w:
+            assert await w.run_once() == 1
+        # The receiver was not asked: the spell goes on.
+        clock.set(START + timedelta(minutes=5))
+        async with worker(engine, clock, quiet_hours) as w:
+            assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.reason, row.throttled_since) == ("pending", "quiet_hours", START)
+        # Held for a complaint, it is decided again once that is resolved: a new spell then.
+        clock.set(later)
+        async with worker(engine, clock, complaint) as w:
+            assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.throttled_since) == ("held", None)
+        assert len(hook.received) == 1
+
+
 async def test_a_channels_rate_limit_is_respected(engine: AsyncEngine, ledger: Ledger) -> None:
     clock = FixedClock(START)
     async with WebhookReceiver() as hook, worker(engine, clock) as w:

@@ -28,9 +28,11 @@ class DeliveryAttempt(BaseModel):
     attempt: int = Field(description="1 for the first")
     at: datetime = Field(description="when the attempt began")
     outcome: str = Field(
-        description="`sent`, `retry` (tried again later), `failed` (never will be), `gone` "
-        "(the endpoint answered 410: the channel was disabled) or `unknown` (the receiver "
-        "may have it; never re-sent)"
+        description="`sent`, `retry` (worth trying again: tried later, unless it was the "
+        "last the action may have, reason `max_attempts` or `throttled`), `failed` (never "
+        "will be), `gone` (the endpoint answered 410: the channel was disabled) or `unknown` "
+        "(the receiver may have it; never re-sent). A busy answer (429 or 503 with "
+        "Retry-After) is no attempt, and is not kept, unless it gave the action up"
     )
     reason: str | None = Field(description="a short code: http_503, timeout, smtp_550, ...")
     http_status: int | None = Field(description="the receiver's HTTP status (webhooks)")
@@ -44,6 +46,12 @@ class ActionDetail(ActionOut):
     priority: int
     next_attempt_at: datetime | None = Field(description="pending: when delivery tries next")
     last_error: str | None = Field(description="the last attempt's error, as the ledger has it")
+    throttled_since: datetime | None = Field(
+        None,
+        description="since when its receiver has answered it busy (429 or 503 with "
+        "Retry-After) every time it was asked; null once any other answer came. Delivery "
+        "fails it (reason `throttled`) at a busy answer after the give-up age",
+    )
     body: str | None = Field(
         description="the message as rendered when decided. The customer's one-click "
         f"unsubscribe link is minted at each send: the stored text holds `{LINK_PLACEHOLDER}` "

@@ -22,6 +22,12 @@ Each action goes through three steps, and only the first and last hold a transac
    overwrite the outcome of the one that took the row over. Each attempt whose outcome is
    written is kept in ``outreach.delivery_attempts`` in the same transaction.
 
+A receiver that answers busy (429 or 503 with ``Retry-After``) is waited for, and such an
+answer is no attempt; but the ledger remembers since when it has answered the action so
+(``throttled_since``), and a busy answer once that has lasted
+``delivery_throttled_give_up_hours`` fails the action (reason ``throttled``): a receiver busy
+for ever never keeps an action pending for ever.
+
 In the service (``overlap``) the steps of successive passes overlap: a pass records the sends
 finished since the last one while it picks the next, and the others carry on (a slow
 receiver's sends never hold up a fast one's). Tests and tools run a pass to its end.
@@ -40,8 +46,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from prometheus_client import Counter as Metric
 from pydantic import ValidationError
@@ -122,6 +128,8 @@ _CHANNELS = text(
 )
 # One statement for a whole batch of outcomes; ``lease`` NULL applies unconditionally (the
 # pick transaction holds the row locks), otherwise only while the row is still ours.
+# ``throttled`` says what becomes of ``throttled_since`` (:data:`Throttle`); ``now`` is the
+# batch's.
 _UPDATE = text(
     """
     UPDATE outreach.actions AS a
@@ -133,13 +141,18 @@ _UPDATE = text(
                                             'balance')
                       THEN a.reason ELSE v.reason END,
         last_error = v.last_error,
-        next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at
+        next_attempt_at = v.next_at, attempts = v.attempts, sent_at = v.sent_at,
+        throttled_since = CASE v.throttled
+                              WHEN 'start' THEN coalesce(a.throttled_since,
+                                                         CAST(:now AS timestamptz))
+                              WHEN 'clear' THEN NULL
+                              ELSE a.throttled_since END
     FROM unnest(
         CAST(:ids AS text[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),
         CAST(:errors AS text[]), CAST(:next_at AS timestamptz[]),
         CAST(:attempts AS smallint[]), CAST(:sent_at AS timestamptz[]),
-        CAST(:leases AS timestamptz[])
-    ) AS v(id, status, reason, last_error, next_at, attempts, sent_at, lease)
+        CAST(:leases AS timestamptz[]), CAST(:throttled AS text[])
+    ) AS v(id, status, reason, last_error, next_at, attempts, sent_at, lease, throttled)
     WHERE a.id = v.id AND a.status = 'pending'
       AND (v.lease IS NULL OR a.next_attempt_at = v.lease)
     RETURNING a.id
@@ -153,6 +166,13 @@ _DISABLE = text(
 )
 
 
+Throttle = Literal["start", "keep", "clear"]
+"""What an update does to the action's ``throttled_since``: a busy answer *starts* it (the
+first instant stays while the receiver keeps answering busy); a wait that asked the receiver
+nothing (its pace, the policy's deferral) *keeps* it; any other answer, or an end that is
+not for throttling, *clears* it, so an old episode never counts against a new one."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Update:
     id: str
@@ -163,6 +183,7 @@ class _Update:
     next_at: datetime | None = None
     sent_at: datetime | None = None
     lease: datetime | None = None
+    throttled: Throttle = "keep"
 
 
 # How a due action the policy no longer lets out now is counted and kept.
@@ -175,10 +196,14 @@ def _not_now(row: Any, verdict: Decision) -> _Update:
     still pending, due again when the customer's quiet hours end."""
     reason = verdict.reason.value if verdict.reason is not None else None
     if verdict.outcome is Outcome.HOLD:
-        return _Update(row.id, "held", row.attempts, reason)
+        # Decided again once the complaint is resolved, maybe weeks later: a busy receiver
+        # then is a new episode.
+        return _Update(row.id, "held", row.attempts, reason, throttled="clear")
     if verdict.outcome is Outcome.DEFER and verdict.until is not None:
         return _Update(row.id, "pending", row.attempts, reason, next_at=verdict.until)
-    return _Update(row.id, "suppressed", row.attempts, (reason or "suppressed")[:32])
+    return _Update(
+        row.id, "suppressed", row.attempts, (reason or "suppressed")[:32], throttled="clear"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +260,8 @@ class _Job:
     # The latest moment (time.monotonic()) its send may start: later, it could outlast
     # the lease.
     last_start: float = math.inf
+    # Since when its receiver has answered it busy, every time (the ledger's).
+    throttled_since: datetime | None = None
 
 
 class DeliveryWorker(Worker):
@@ -440,7 +467,7 @@ class DeliveryWorker(Worker):
                 if job is not None:
                     jobs.append(job)
                 updates.append(update)
-            await _apply(conn, updates)
+            await _apply(conn, updates, now)
         return jobs, len(rows)
 
     def _held(self) -> Counter[str]:
@@ -519,16 +546,17 @@ class DeliveryWorker(Worker):
             self._outcome(job, attempt, now) for job, attempt in zip(jobs, attempts, strict=True)
         ]
         async with self._engine.begin() as conn:
-            applied = set(await _apply(conn, [*later, *updates]))
+            applied = set(await _apply(conn, [*later, *updates], now))
             # Only the attempts whose outcome was written: a worker that outlived its lease
             # left the row to the one that took it over, attempt numbers included.
-            # A throttled answer is no attempt of the action's (it is logged and counted).
+            # A throttled answer is no attempt of the action's (it is logged and counted),
+            # unless it is the one that gives the action up.
             await attempts_store.record(
                 conn,
                 [
                     _attempt_row(job, attempt, update, now)
                     for job, attempt, update in zip(jobs, attempts, updates, strict=True)
-                    if update.id in applied and not attempt.throttled
+                    if update.id in applied and update.attempts > job.attempts
                 ],
             )
             for job, attempt in zip(jobs, attempts, strict=True):
@@ -549,7 +577,7 @@ class DeliveryWorker(Worker):
         counts: Counter[tuple[str, str]] = Counter()
         for job, attempt, update in zip(jobs, attempts, updates, strict=True):
             outcome = update.status if update.id in applied else "stale"
-            if attempt.throttled and outcome != "stale":
+            if attempt.throttled and outcome == "pending":
                 outcome = "throttled"
             counts[job.channel, outcome] += 1
             if outcome != "sent":
@@ -579,7 +607,9 @@ class DeliveryWorker(Worker):
         self, row: Any, channel: Any, lease: datetime, now: datetime, last_start: float
     ) -> tuple[_Job | None, _Update]:
         def fail(reason: str, error: str) -> tuple[None, _Update]:
-            return None, _Update(row.id, "failed", row.attempts, reason, error[:500])
+            return None, _Update(
+                row.id, "failed", row.attempts, reason, error[:500], throttled="clear"
+            )
 
         s = self._settings
         if channel is None and (row.channel in HTTP_KINDS or row.channel_id is not None):
@@ -652,6 +682,7 @@ class DeliveryWorker(Worker):
             rate=rate,
             lane=_lane(row),
             last_start=last_start,
+            throttled_since=row.throttled_since,
         )
         return job, _Update(row.id, "pending", row.attempts, next_at=lease)
 
@@ -679,20 +710,14 @@ class DeliveryWorker(Worker):
         return min(attempt.retry_after, self._settings.delivery_retry_after_max_seconds)
 
     def _outcome(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
+        if attempt.throttled:
+            return self._throttled(job, attempt, now)
+        # Any other answer ends a busy spell: a later one starts its own give-up age.
+        return replace(self._answered(job, attempt, now), throttled="clear")
+
+    def _answered(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
         done = job.attempts + 1
         act_id, lease = job.action.id, job.lease
-        if attempt.throttled:
-            # Busy, not broken: due again when the receiver said, and not an attempt
-            # towards the limit (the receiver took nothing).
-            wait = self._quiet_for(attempt) or 0.0
-            return _Update(
-                act_id,
-                "pending",
-                job.attempts,
-                error=f"{attempt.error} with Retry-After {wait:g} s (not counted as an attempt)",
-                next_at=now + timedelta(seconds=wait),
-                lease=lease,
-            )
         match attempt.verdict:
             case Verdict.SENT:
                 return _Update(act_id, "sent", done, sent_at=now, lease=lease)
@@ -716,6 +741,40 @@ class DeliveryWorker(Worker):
             error=attempt.error,
             next_at=now + self.backoff(job.attempts, attempt.retry_after),
             lease=lease,
+        )
+
+    def _throttled(self, job: _Job, attempt: Attempt, now: datetime) -> _Update:
+        """A busy answer: due again when the receiver said, and not an attempt towards the
+        limit (the receiver took nothing); but once the receiver has answered the action busy
+        for ``delivery_throttled_give_up_hours``, the action fails (reason ``throttled``),
+        and that answer is its attempt."""
+        wait = self._quiet_for(attempt) or 0.0
+        since = job.throttled_since or now
+        give_up = timedelta(hours=self._settings.delivery_throttled_give_up_hours)
+        if now - since >= give_up:
+            hours = (now - since).total_seconds() / 3600
+            return _Update(
+                job.action.id,
+                "failed",
+                job.attempts + 1,
+                "throttled",
+                (
+                    f"the receiver has answered busy since {_utc(since)} every time it was "
+                    f"asked; given up after {hours:.1f} h (the limit is "
+                    f"{self._settings.delivery_throttled_give_up_hours:g} h); last: "
+                    f"{attempt.error} with Retry-After {wait:g} s"
+                )[:500],
+                lease=job.lease,
+            )
+        return _Update(
+            job.action.id,
+            "pending",
+            job.attempts,
+            error=f"{attempt.error} with Retry-After {wait:g} s (not counted as an attempt; "
+            f"busy since {_utc(since)})",
+            next_at=now + timedelta(seconds=wait),
+            lease=job.lease,
+            throttled="start",
         )
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> timedelta:
@@ -777,6 +836,10 @@ class DeliveryWorker(Worker):
         )
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _lane(row: Any) -> str:
     """The row's lane: the channel it names, or its kind's current one."""
     return row.channel_id or f"kind:{row.channel}"
@@ -797,8 +860,9 @@ def _attempt_row(
     )
 
 
-async def _apply(conn: AsyncConnection, updates: Sequence[_Update]) -> list[str]:
-    """Apply a batch of ledger updates in one statement; returns the ids it changed."""
+async def _apply(conn: AsyncConnection, updates: Sequence[_Update], now: datetime) -> list[str]:
+    """Apply a batch of ledger updates in one statement; returns the ids it changed. A busy
+    answer's ``throttled_since`` starts at ``now``."""
     if not updates:
         return []
     result = await conn.execute(
@@ -812,6 +876,8 @@ async def _apply(conn: AsyncConnection, updates: Sequence[_Update]) -> list[str]
             "attempts": [u.attempts for u in updates],
             "sent_at": [u.sent_at for u in updates],
             "leases": [u.lease for u in updates],
+            "throttled": [u.throttled for u in updates],
+            "now": now,
         },
     )
     return [r.id for r in result]

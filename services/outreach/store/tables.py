@@ -116,6 +116,9 @@ actions = Table(
     Column("next_attempt_at", DateTime(timezone=True)),
     Column("attempts", SmallInteger, nullable=False, server_default=text("0")),
     Column("last_error", Text),
+    # Since when its receiver has answered it busy (429/503 with Retry-After) every time it
+    # was asked; null once any other answer came. Delivery gives it up after a while.
+    Column("throttled_since", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
     Column("subject", Text),
     Column("body", Text),
