@@ -1,8 +1,10 @@
 """The console's rule editor form: the document it sends outreach, a stored rule read back
-into it, and the API's error fields placed at the form's controls."""
+into it (and judged by outreach's own rule schema), and the API's error fields placed at the
+form's controls."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from jinja2 import Environment
 from services.console.formatting import install
 from services.console.pages.rule_form import RuleForm, editable, field_of, instant_param
 from services.console.settings import ConsoleSettings
+from services.outreach.schemas import RuleDefinition
 
 STORED: dict[str, Any] = {
     "id": "thanks",
@@ -99,6 +102,19 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("query.days", "Input should be less", "backtest_days"),
         ("query.at", "not an instant", "preview_at"),
         ("body.control_percent", "too high", ""),
+        ("body.trigger.membership.to.1", "at least 1 character", "member_to"),
+        ("body.trigger.membership.from.0", "at least 1 character", "member_from"),
+        ("body.trigger.membership.direction", "Input should be", "member_direction"),
+        ("body.trigger.membership.entered_within_days", "greater than", "entered_within_days"),
+        ("body.trigger.schedule.calendar.calendar", "'XX' is neither", "holiday_calendar"),
+        ("body.trigger.schedule.calendar", "give a calendar, dates, or both", "holiday_calendar"),
+        ("body.trigger.schedule.anniversary.since", "not a date", "since"),
+        ("body.action.tags", "a tag action adds or removes at least one tag", "tags_add"),
+        ("body.action.tags", "a tag is added or removed, not both: vip", "tags_add"),
+        ("body.action.tags.add.0", "String should match pattern", "tags_add"),
+        ("body.action.tags.remove.2", "String should match pattern", "tags_remove"),
+        ("body.action", "a tag action needs tags", "tags_add"),
+        ("body.action.audience", "a team alert goes to a team's webhook", "action_channel"),
     ],
 )
 def test_an_api_error_field_is_placed_at_its_control(field: str, reason: str, control: str) -> None:
@@ -172,6 +188,140 @@ def test_a_schedule_built_from_posted_fields() -> None:
     doc, errors = form.document()
     assert errors == {"entered_within_days": "a whole number of days"}
     assert doc["trigger"]["to"] == ["churned"]
+
+
+def _as_stored(raw: dict[str, Any]) -> dict[str, Any]:
+    """A rule as outreach stores and serves it (every field, defaults included)."""
+    return RuleDefinition.model_validate(raw).model_dump(mode="json", by_alias=True)
+
+
+MESSAGE = {"kind": "greeting", "channel": "email", "template": {"subject": "Hi", "body": "Hello"}}
+TAGGING = {"kind": "tag", "tags": {"add": ["gold-welcomed", "vip"], "remove": ["silver"]}}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "action"),
+    [
+        pytest.param(
+            {
+                "type": "membership",
+                "from": ["silver", "Silver Plus"],
+                "to": ["gold"],
+                "direction": "upgrade",
+                "entered_within_days": 14,
+            },
+            MESSAGE,
+            id="membership",
+        ),
+        pytest.param(
+            {"type": "membership", "to": [], "direction": "downgrade"}, MESSAGE, id="downgrade"
+        ),
+        pytest.param({"type": "membership", "to": ["gold"]}, TAGGING, id="tag-action"),
+        pytest.param(
+            {"type": "event", "event": "order.paid"},
+            {"kind": "tag", "tags": {"remove": ["lapsed"]}},
+            id="tag-remove-only",
+        ),
+        pytest.param(
+            {
+                "type": "schedule",
+                "kind": "calendar",
+                "name": "Holidays",
+                "calendar": "GB",
+                "solemn_days": True,
+                "at": "10:00",
+            },
+            MESSAGE,
+            id="calendar-holidays",
+        ),
+        pytest.param(
+            {
+                "type": "schedule",
+                "kind": "calendar",
+                "name": "Own or sales",
+                "calendar": "customer",
+                "dates": ["11-27", "2027-01-02"],
+            },
+            MESSAGE,
+            id="calendar-customer-and-dates",
+        ),
+        pytest.param(
+            {"type": "schedule", "kind": "anniversary", "since": "profile.attributes.wedding"},
+            MESSAGE,
+            id="anniversary-since",
+        ),
+        pytest.param(
+            {
+                "type": "event",
+                "event": "order.paid",
+                "filters": {"gt": ["amount", 50]},
+                "recorded_within_days": 3,
+            },
+            {**MESSAGE, "channel": "preferred", "offer": {"code": "TEN", "discount": "10%"}},
+            id="preferred-channel-offer",
+        ),
+    ],
+)
+def test_a_stored_rule_of_every_trigger_and_action_round_trips_through_the_form(
+    trigger: dict[str, Any], action: dict[str, Any]
+) -> None:
+    stored = _as_stored({"id": "r", "name": "R", "trigger": trigger, "action": action})
+    assert editable(stored)
+    form = RuleForm.of_rule(stored)
+    # Through the page: the form's fields as posted, what it keeps in its hidden JSON.
+    assert form.kept == json.loads(json.dumps(form.kept))
+    doc, errors = form.document()
+    assert errors == {}
+    assert _as_stored(doc) == stored
+
+
+def test_a_membership_rule_with_a_tag_action_built_from_posted_fields() -> None:
+    posted = {
+        "rule_id": "gold",
+        "name": "Gold",
+        "trigger_type": "membership",
+        "member_to": "gold, Gold Plus\n",
+        "member_from": "",
+        "member_direction": "upgrade",
+        "entered_within_days": "7",
+        "action_kind": "tag",
+        "tags_add": "gold-welcomed  vip",
+        "tags_remove": "silver",
+        # What the hidden message and limit controls still hold is not sent with a tag.
+        "action_channel": "email",
+        "body": "Hello",
+        "cooldown_days": "30",
+        "once": "on",
+    }
+    form = RuleForm.of_fields(lambda n: posted.get(n, ""), lambda n: [])
+    doc, errors = form.document()
+    assert errors == {}
+    assert doc["trigger"] == {
+        "type": "membership",
+        "from": [],
+        "to": ["gold", "Gold Plus"],
+        "direction": "upgrade",
+        "entered_within_days": 7,
+    }
+    assert doc["action"] == {
+        "kind": "tag",
+        "tags": {"add": ["gold-welcomed", "vip"], "remove": ["silver"]},
+    }
+    assert doc["limits"] == {}
+    RuleDefinition.model_validate(doc)  # outreach takes it
+
+
+def test_fields_kept_from_a_stored_rule_stay_with_their_own_kind() -> None:
+    form = RuleForm.of_rule(STORED)  # an event trigger with filters, a message with an offer
+    form.trigger.type = "membership"
+    form.trigger.member_to = "gold"
+    form.action_kind = "tag"
+    form.tags_add = "gold"
+    doc, errors = form.document()
+    assert errors == {}
+    assert "filters" not in doc["trigger"]
+    assert doc["action"] == {"kind": "tag", "tags": {"add": ["gold"], "remove": []}}
+    assert doc["control_percent"] == 10.0  # the rule's own fields stay (outreach judges them)
 
 
 def test_a_local_instant_is_sent_as_utc() -> None:

@@ -1,9 +1,12 @@
 """A rule as the editor's form holds it, and the JSON document outreach takes.
 
 The form builds a rule of any trigger (:mod:`.rule_trigger`), one condition (or a JSON
-expression), the action's kind, channel and template, a cooldown and a priority. Outreach
-judges the rule; its 422 names fields (``body.action.template``), which :func:`field_of`
-places next to the form's own control.
+expression), the action's kind, channel and template (or, for a ``tag`` action, the tags it
+adds and removes), a cooldown and a priority. Outreach judges the rule; its 422 names fields
+(``body.action.template``), which :func:`field_of` places next to the form's own control.
+
+What a stored rule holds beyond the form's controls (an offer, a goal, a control group) is
+kept as it was and sent back with the form's fields (``RuleForm.kept``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from typing import Any
 
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
 
-KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"]
-CHANNELS = ["email", "sms", "webhook"]
+KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement", "tag"]
+# The kind that sends nothing: it adds and removes the customer's tags.
+TAG = "tag"
+# What only a message has: a tag action drops these (the form hides their controls for it).
+MESSAGE_ONLY = ("channel", "channel_id", "audience", "offer", "template")
+# ``preferred``: each customer's own choice of email or SMS.
+CHANNELS = ["email", "sms", "webhook", "preferred"]
 OPERATORS = {
     "eq": "equals",
     "ne": "does not equal",
@@ -36,6 +44,9 @@ FIELDS = [
     "trigger_event",
     "stage_from",
     "stage_to",
+    "member_to",
+    "member_from",
+    "member_direction",
     "entered_within_days",
     "schedule_at",
     "since",
@@ -44,12 +55,15 @@ FIELDS = [
     "catch_up_days",
     "calendar_name",
     "calendar_dates",
+    "holiday_calendar",
     "cron_expression",
     "condition",
     "action_kind",
     "action_channel",
     "subject",
     "body",
+    "tags_add",
+    "tags_remove",
     "cooldown_days",
     "priority",
     "preview_at",
@@ -72,6 +86,9 @@ class RuleForm:
     action_channel: str = "email"
     subject: str = ""
     body: str = ""
+    # A tag action's tags, separated by spaces (a tag holds none).
+    tags_add: str = ""
+    tags_remove: str = ""
     cooldown_days: str = ""
     once: bool = False
     priority: str = "0"
@@ -105,6 +122,8 @@ class RuleForm:
             action_channel=get("action_channel"),
             subject=get("subject"),
             body=get("body"),
+            tags_add=get("tags_add"),
+            tags_remove=get("tags_remove"),
             cooldown_days=get("cooldown_days"),
             once=get("once") == "on",
             priority=get("priority") or "0",
@@ -119,16 +138,19 @@ class RuleForm:
     def of_rule(cls, rule: dict[str, Any]) -> RuleForm:
         """The form of a stored rule (:func:`editable` says whether the form can hold it)."""
         action = rule.get("action", {})
-        template = action.get("template", {})
+        template = action.get("template") or {}
+        tags = action.get("tags") or {}
         limits = rule.get("limits") or {}
         form = cls(
             rule_id=rule["id"],
             name=rule.get("name", ""),
             description=rule.get("description", ""),
             action_kind=action.get("kind", ""),
-            action_channel=action.get("channel", ""),
+            action_channel=action.get("channel") or "email",
             subject=template.get("subject", ""),
             body=template.get("body", ""),
+            tags_add=" ".join(tags.get("add") or []),
+            tags_remove=" ".join(tags.get("remove") or []),
             cooldown_days=str(limits.get("cooldown_days") or ""),
             once=bool(limits.get("once")),
             priority=str(rule.get("priority", 0)),
@@ -141,7 +163,8 @@ class RuleForm:
         elif conditions:
             form.conditions_json = json.dumps(conditions, indent=2)
         form.trigger, trigger_extra = TriggerForm.of_trigger(rule["trigger"])
-        action_extra = {k: v for k, v in action.items() if k not in ("kind", "channel", "template")}
+        edited = ("kind", "channel", "template", "tags")
+        action_extra = {k: v for k, v in action.items() if k not in edited}
         limits_extra = {k: v for k, v in limits.items() if k not in ("cooldown_days", "once")}
         rest = {
             k: v
@@ -177,12 +200,7 @@ class RuleForm:
             "name": self.name,
             "description": self.description,
             "trigger": trigger,
-            "action": {
-                "kind": self.action_kind,
-                "channel": self.action_channel,
-                "template": {"subject": self.subject, "body": self.body},
-                **kept.pop("action", {}),
-            },
+            "action": self.action(kept.pop("action", {})),
             "enabled": self.enabled,
         }
         try:
@@ -197,7 +215,8 @@ class RuleForm:
                 errors["cooldown_days"] = "a whole number of days"
         if self.once:
             limits["once"] = True
-        doc["limits"] = limits
+        # A tag action is not a contact: no limit applies (the form hides them for it).
+        doc["limits"] = {} if self.action_kind == TAG else limits
         if self.conditions_json.strip():
             try:
                 doc["conditions"] = json.loads(self.conditions_json)
@@ -207,6 +226,20 @@ class RuleForm:
             doc["conditions"] = self.condition()
         doc.update(kept)
         return doc, errors
+
+    def action(self, kept: dict[str, Any]) -> dict[str, Any]:
+        """The action outreach takes, with ``kept``, the stored action's fields the form does
+        not edit (a tag action takes none of a message's)."""
+        if self.action_kind == TAG:
+            tags = {"add": self.tags_add.split(), "remove": self.tags_remove.split()}
+            rest = {k: v for k, v in kept.items() if k not in MESSAGE_ONLY}
+            return {"kind": TAG, "tags": tags, **rest}
+        return {
+            "kind": self.action_kind,
+            "channel": self.action_channel,
+            "template": {"subject": self.subject, "body": self.body},
+            **kept,
+        }
 
     def condition(self) -> dict[str, Any]:
         if self.cond_op == "has_tag":
@@ -252,7 +285,8 @@ def _simple(conditions: Any) -> tuple[str, str, str] | None:
 def editable(rule: dict[str, Any]) -> bool:
     """The form edits a rule of every trigger type outreach knows; another (a document from
     a newer outreach) is shown as JSON."""
-    return rule.get("trigger", {}).get("type") in ("event", "stage", "schedule", "broadcast")
+    trigger_type = rule.get("trigger", {}).get("type")
+    return trigger_type in ("event", "stage", "membership", "schedule", "broadcast")
 
 
 def field_of(api_field: str, reason: str) -> str:
@@ -267,6 +301,7 @@ def field_of(api_field: str, reason: str) -> str:
         "action.kind": "action_kind",
         "action.channel": "action_channel",
         "action.channel_id": "action_channel",
+        "action.audience": "action_channel",  # a team alert goes by webhook
         "action.template.subject": "subject",
         "action.template.body": "body",
         "limits.cooldown_days": "cooldown_days",
@@ -289,4 +324,8 @@ def field_of(api_field: str, reason: str) -> str:
         return "subject" if reason.startswith("subject") else "body"
     if path.startswith("action.kind"):
         return "action_kind"
+    if path.startswith("action.tags.remove"):
+        return "tags_remove"
+    if path.startswith("action.tags") or (path == "action" and reason.startswith("a tag")):
+        return "tags_add"
     return ""

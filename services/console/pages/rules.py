@@ -23,7 +23,7 @@ from services.console.pages.rule_form import (
     field_of,
     instant_param,
 )
-from services.console.pages.rule_trigger import EVENTS, STAGES, TRIGGERS
+from services.console.pages.rule_trigger import DIRECTIONS, EVENTS, STAGES, TRIGGERS
 from services.console.pages.web import (
     CheckedPost,
     Refused,
@@ -117,6 +117,7 @@ def _editor(
         rendered=rendered,
         events=EVENTS,
         triggers=TRIGGERS,
+        directions=DIRECTIONS,
         stages=STAGES,
         kinds=KINDS,
         channels=CHANNELS,
