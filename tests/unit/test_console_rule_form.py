@@ -51,6 +51,14 @@ def test_a_stored_rule_read_into_the_form_comes_back_whole() -> None:
     assert doc["priority"] == 5
 
 
+def test_a_tag_test_names_no_card_field_and_is_kept() -> None:
+    rule = {**STORED, "conditions": {"has_tag": "vip"}}
+    form = RuleForm.of_rule(rule)
+    assert (form.cond_op, form.cond_field, form.cond_value) == ("has_tag", "", "vip")
+    assert form.document()[0]["conditions"] == {"has_tag": "vip"}
+    assert "conditions" not in RuleForm(cond_op="has_tag").document()[0]
+
+
 def test_a_complex_condition_is_edited_as_json() -> None:
     rule = {**STORED, "conditions": {"all": [{"eq": ["tier", "key"]}, {"has_tag": "vip"}]}}
     form = RuleForm.of_rule(rule)

@@ -222,7 +222,8 @@ class RuleForm:
                 doc["conditions"] = json.loads(self.conditions_json)
             except ValueError as e:
                 errors["condition"] = f"the JSON expression does not parse: {e}"
-        elif self.cond_field:
+        elif self.cond_field or (self.cond_op == "has_tag" and self.cond_value):
+            # A tag test names no card field: its value is the tag.
             doc["conditions"] = self.condition()
         doc.update(kept)
         return doc, errors
