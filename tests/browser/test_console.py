@@ -487,6 +487,8 @@ def test_a_membership_rule_that_tags_is_built_with_the_form_and_edited_without_l
     _replace(browser, "tags_remove", "silver-offer")
     browser.find_element(By.ID, "save-button").click()
     wait(browser).until(ec.url_contains(f"/rules?saved={rule_id}"))
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    assert "tag +gold-welcomed +vip −silver-offer" in row.text
     with tend.api("outreach", "marketing") as api:
         stored = api.get(f"/v1/rules/{rule_id}").json()
     assert stored["rule"]["trigger"] == {
