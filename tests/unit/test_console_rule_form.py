@@ -105,11 +105,12 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("body.trigger", "does not match any of the tags", "trigger_type"),
         ("body.action.template", "subject: an email needs a subject", "subject"),
         ("body.action.template", "body: template syntax error", "body"),
-        ("body.action.channel_id", "no such channel", "action_channel"),
+        ("body.action.channel_id", "no such channel", "channel_id"),
         ("body.limits.cooldown_days", "Input should be greater", "cooldown_days"),
         ("query.days", "Input should be less", "backtest_days"),
         ("query.at", "not an instant", "preview_at"),
-        ("body.control_percent", "too high", ""),
+        ("body.control_percent", "too high", "control_percent"),
+        ("body.goal", "unknown event", ""),
         ("body.trigger.membership.to.1", "at least 1 character", "member_to"),
         ("body.trigger.membership.from.0", "at least 1 character", "member_from"),
         ("body.trigger.membership.direction", "Input should be", "member_direction"),
@@ -122,7 +123,14 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("body.action.tags.add.0", "String should match pattern", "tags_add"),
         ("body.action.tags.remove.2", "String should match pattern", "tags_remove"),
         ("body.action", "a tag action needs tags", "tags_add"),
-        ("body.action.audience", "a team alert goes to a team's webhook", "action_channel"),
+        ("body.action.audience", "a team alert goes to a team's webhook", "team_alert"),
+        ("body.action.offer.code", "at least 1 character", "offer_code"),
+        ("body.action.offer.expires_days", "greater than", "offer_expires_days"),
+        ("body.offer.discount", "at most 32 characters", "offer_discount"),
+        ("body.limits.max_per_customer", "greater than", "max_per_customer"),
+        ("body.limits.not_contacted_days", "greater than", "not_contacted_days"),
+        ("body.limits", "a tag action is not a contact", "cooldown_days"),
+        ("body.trigger.event.recorded_within_days", "greater than", "recorded_within_days"),
     ],
 )
 def test_an_api_error_field_is_placed_at_its_control(field: str, reason: str, control: str) -> None:
@@ -268,6 +276,17 @@ TAGGING = {"kind": "tag", "tags": {"add": ["gold-welcomed", "vip"], "remove": ["
             {**MESSAGE, "channel": "preferred", "offer": {"code": "TEN", "discount": "10%"}},
             id="preferred-channel-offer",
         ),
+        pytest.param(
+            {"type": "event", "event": "complaint.opened"},
+            {
+                "kind": "care",
+                "channel": "webhook",
+                "channel_id": "support-chat",
+                "audience": "team",
+                "template": {"body": "Complaint from {{ customer.name }}"},
+            },
+            id="team-alert",
+        ),
     ],
 )
 def test_a_stored_rule_of_every_trigger_and_action_round_trips_through_the_form(
@@ -281,6 +300,70 @@ def test_a_stored_rule_of_every_trigger_and_action_round_trips_through_the_form(
     doc, errors = form.document()
     assert errors == {}
     assert _as_stored(doc) == stored
+
+
+def test_a_stored_message_rule_with_every_limit_an_offer_and_a_goal_round_trips() -> None:
+    stored = _as_stored(
+        {
+            "id": "r",
+            "name": "R",
+            "trigger": {"type": "stage", "to": ["declining"]},
+            "action": {
+                **MESSAGE,
+                "offer": {
+                    "code": "BACK15",
+                    "description": "15% off",
+                    "discount": "15%",
+                    "expires_days": 14,
+                },
+            },
+            "limits": {
+                "cooldown_days": 30,
+                "max_per_customer": 3,
+                "once": True,
+                "not_contacted_days": 7,
+            },
+            "goal": {"event": "order.paid", "within_days": 21},
+            "control_percent": 12.5,
+        }
+    )
+    doc, errors = RuleForm.of_rule(stored).document()
+    assert errors == {}
+    assert _as_stored(doc) == stored
+
+
+def test_offers_limits_and_the_control_group_from_posted_fields() -> None:
+    posted = {
+        "rule_id": "back",
+        "name": "Back",
+        "trigger_type": "event",
+        "trigger_event": "order.paid",
+        "recorded_within_days": "2",
+        "action_kind": "winback",
+        "action_channel": "email",
+        "subject": "We miss you",
+        "body": "Use {{ offer.code }}",
+        "offer_code": "BACK15",
+        "offer_expires_days": "10",
+        "max_per_customer": "2",
+        "not_contacted_days": "5",
+        "control_percent": "10",
+    }
+    doc, errors = RuleForm.of_fields(lambda n: posted.get(n, ""), lambda n: []).document()
+    assert errors == {}
+    assert doc["trigger"] == {"type": "event", "event": "order.paid", "recorded_within_days": 2}
+    assert doc["action"]["offer"] == {"code": "BACK15", "expires_days": 10}
+    assert doc["limits"] == {"max_per_customer": 2, "not_contacted_days": 5}
+    assert doc["control_percent"] == 10.0
+    RuleDefinition.model_validate(doc)
+    wrong = {
+        **posted,
+        "offer_expires_days": "soon",
+        "max_per_customer": "2.5",
+        "control_percent": "x",
+    }
+    _, errors = RuleForm.of_fields(lambda n: wrong.get(n, ""), lambda n: []).document()
+    assert set(errors) == {"offer_expires_days", "max_per_customer", "control_percent"}
 
 
 def test_a_membership_rule_with_a_tag_action_built_from_posted_fields() -> None:
@@ -323,13 +406,15 @@ def test_fields_kept_from_a_stored_rule_stay_with_their_own_kind() -> None:
     form = RuleForm.of_rule(STORED)  # an event trigger with filters, a message with an offer
     form.trigger.type = "membership"
     form.trigger.member_to = "gold"
-    form.action_kind = "tag"
-    form.tags_add = "gold"
+    form.action.kind = "tag"
+    form.action.tags_add = "gold"
     doc, errors = form.document()
     assert errors == {}
     assert "filters" not in doc["trigger"]
     assert doc["action"] == {"kind": "tag", "tags": {"add": ["gold"], "remove": []}}
-    assert doc["control_percent"] == 10.0  # the rule's own fields stay (outreach judges them)
+    # A tag action is not a contact: the message's limits and control group are not sent.
+    assert (doc["limits"], "control_percent" in doc) == ({}, False)
+    assert doc["goal"] is None  # what the form has no control for stays
 
 
 def test_a_local_instant_is_sent_as_utc() -> None:

@@ -1,11 +1,12 @@
 """A rule as the editor's form holds it, and the JSON document outreach takes.
 
 The form builds a rule of any trigger (:mod:`.rule_trigger`), one condition (or a JSON
-expression), the action's kind, channel and template (or, for a ``tag`` action, the tags it
-adds and removes), a cooldown and a priority. Outreach judges the rule; its 422 names fields
-(``body.action.template``), which :func:`field_of` places next to the form's own control.
+expression), any action (:mod:`.rule_action`: a message, or a ``tag`` action that adds and
+removes tags), the limits, a control group and a priority. Outreach judges the rule; its 422
+names fields (``body.action.template``), which :func:`field_of` places next to the form's own
+control.
 
-What a stored rule holds beyond the form's controls (an offer, a goal, a control group) is
+What a stored rule holds beyond the form's controls (an event trigger's filters, a goal) is
 kept as it was and sent back with the form's fields (``RuleForm.kept``).
 """
 
@@ -16,15 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.console.pages.rule_action import ActionForm, action_field_of
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
 
-KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement", "tag"]
-# The kind that sends nothing: it adds and removes the customer's tags.
-TAG = "tag"
-# What only a message has: a tag action drops these (the form hides their controls for it).
-MESSAGE_ONLY = ("channel", "channel_id", "audience", "offer", "template")
-# ``preferred``: each customer's own choice of email or SMS.
-CHANNELS = ["email", "sms", "webhook", "preferred"]
 OPERATORS = {
     "eq": "equals",
     "ne": "does not equal",
@@ -35,41 +30,21 @@ OPERATORS = {
     "exists": "is present",
     "has_tag": "has the tag",
 }
-
-FIELDS = [
-    "rule_id",
+# The limits the form edits, by control: each a whole number (``once`` is a checkbox).
+LIMITS = ("cooldown_days", "max_per_customer", "not_contacted_days")
+# The rule's own fields the form edits (with ``control_percent``); the others are kept.
+EDITED = (
+    "id",
     "name",
     "description",
-    "trigger_type",
-    "trigger_event",
-    "stage_from",
-    "stage_to",
-    "member_to",
-    "member_from",
-    "member_direction",
-    "entered_within_days",
-    "schedule_at",
-    "since",
-    "after_days",
-    "rhythm_multiple",
-    "catch_up_days",
-    "calendar_name",
-    "calendar_dates",
-    "holiday_calendar",
-    "cron_expression",
-    "condition",
-    "action_kind",
-    "action_channel",
-    "subject",
-    "body",
-    "tags_add",
-    "tags_remove",
-    "cooldown_days",
+    "trigger",
+    "conditions",
+    "action",
+    "limits",
     "priority",
-    "preview_at",
-    "backtest_days",
-    "render_customer",
-]
+    "enabled",
+    "control_percent",
+)
 
 
 @dataclass
@@ -82,15 +57,13 @@ class RuleForm:
     cond_op: str = "gt"
     cond_value: str = ""
     conditions_json: str = ""
-    action_kind: str = "follow_up"
-    action_channel: str = "email"
-    subject: str = ""
-    body: str = ""
-    # A tag action's tags, separated by spaces (a tag holds none).
-    tags_add: str = ""
-    tags_remove: str = ""
+    action: ActionForm = field(default_factory=ActionForm)
     cooldown_days: str = ""
+    max_per_customer: str = ""
+    not_contacted_days: str = ""
     once: bool = False
+    # The share of matches held out as the control group (percent; empty: none).
+    control_percent: str = ""
     priority: str = "0"
     enabled: bool = True
     # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
@@ -118,14 +91,12 @@ class RuleForm:
             cond_op=get("cond_op"),
             cond_value=get("cond_value"),
             conditions_json=get("conditions_json"),
-            action_kind=get("action_kind"),
-            action_channel=get("action_channel"),
-            subject=get("subject"),
-            body=get("body"),
-            tags_add=get("tags_add"),
-            tags_remove=get("tags_remove"),
+            action=ActionForm.of_fields(get),
             cooldown_days=get("cooldown_days"),
+            max_per_customer=get("max_per_customer"),
+            not_contacted_days=get("not_contacted_days"),
             once=get("once") == "on",
+            control_percent=get("control_percent"),
             priority=get("priority") or "0",
             enabled=get("enabled") == "on",
             preview_at=get("preview_at"),
@@ -137,25 +108,18 @@ class RuleForm:
     @classmethod
     def of_rule(cls, rule: dict[str, Any]) -> RuleForm:
         """The form of a stored rule (:func:`editable` says whether the form can hold it)."""
-        action = rule.get("action", {})
-        template = action.get("template") or {}
-        tags = action.get("tags") or {}
         limits = rule.get("limits") or {}
         form = cls(
             rule_id=rule["id"],
             name=rule.get("name", ""),
             description=rule.get("description", ""),
-            action_kind=action.get("kind", ""),
-            action_channel=action.get("channel") or "email",
-            subject=template.get("subject", ""),
-            body=template.get("body", ""),
-            tags_add=" ".join(tags.get("add") or []),
-            tags_remove=" ".join(tags.get("remove") or []),
-            cooldown_days=str(limits.get("cooldown_days") or ""),
             once=bool(limits.get("once")),
+            control_percent=_text(rule.get("control_percent") or None),
             priority=str(rule.get("priority", 0)),
             enabled=bool(rule.get("enabled", True)),
         )
+        for name in LIMITS:
+            setattr(form, name, _text(limits.get(name)))
         conditions = rule.get("conditions")
         simple = _simple(conditions)
         if simple:
@@ -163,30 +127,13 @@ class RuleForm:
         elif conditions:
             form.conditions_json = json.dumps(conditions, indent=2)
         form.trigger, trigger_extra = TriggerForm.of_trigger(rule["trigger"])
-        edited = ("kind", "channel", "template", "tags")
-        action_extra = {k: v for k, v in action.items() if k not in edited}
-        limits_extra = {k: v for k, v in limits.items() if k not in ("cooldown_days", "once")}
-        rest = {
-            k: v
-            for k, v in rule.items()
-            if k
-            not in (
-                "id",
-                "name",
-                "description",
-                "trigger",
-                "conditions",
-                "action",
-                "limits",
-                "priority",
-                "enabled",
-            )
-        }
+        form.action, action_extra = ActionForm.of_action(rule.get("action") or {})
+        limits_extra = {k: v for k, v in limits.items() if k not in (*LIMITS, "once")}
         form.kept = {
             **({"trigger": trigger_extra} if trigger_extra else {}),
             **({"action": action_extra} if action_extra else {}),
             **({"limits": limits_extra} if limits_extra else {}),
-            **rest,
+            **{k: v for k, v in rule.items() if k not in EDITED},
         }
         return form
 
@@ -195,12 +142,14 @@ class RuleForm:
         even put into the document)."""
         kept = dict(self.kept)
         trigger, errors = self.trigger.document(kept.pop("trigger", {}))
+        action, action_errors = self.action.document(kept.pop("action", {}))
+        errors.update(action_errors)
         doc: dict[str, Any] = {
             "id": self.rule_id,
             "name": self.name,
             "description": self.description,
             "trigger": trigger,
-            "action": self.action(kept.pop("action", {})),
+            "action": action,
             "enabled": self.enabled,
         }
         try:
@@ -208,15 +157,26 @@ class RuleForm:
         except ValueError:
             errors["priority"] = "a whole number, from -1000 to 1000"
         limits: dict[str, Any] = dict(kept.pop("limits", {}))
-        if self.cooldown_days:
-            try:
-                limits["cooldown_days"] = int(self.cooldown_days)
-            except ValueError:
-                errors["cooldown_days"] = "a whole number of days"
+        for name in LIMITS:
+            text = getattr(self, name).strip()
+            if text:
+                try:
+                    limits[name] = int(text)
+                except ValueError:
+                    errors[name] = "a whole number"
         if self.once:
             limits["once"] = True
-        # A tag action is not a contact: no limit applies (the form hides them for it).
-        doc["limits"] = {} if self.action_kind == TAG else limits
+        if self.control_percent.strip():
+            try:
+                doc["control_percent"] = float(self.control_percent)
+            except ValueError:
+                errors["control_percent"] = "a percentage, from 0 to 50"
+        if self.action.is_tag:
+            # A tag action is not a contact: no limit or control group applies (the form
+            # hides their controls for it).
+            limits = {}
+            doc.pop("control_percent", None)
+        doc["limits"] = limits
         if self.conditions_json.strip():
             try:
                 doc["conditions"] = json.loads(self.conditions_json)
@@ -227,20 +187,6 @@ class RuleForm:
             doc["conditions"] = self.condition()
         doc.update(kept)
         return doc, errors
-
-    def action(self, kept: dict[str, Any]) -> dict[str, Any]:
-        """The action outreach takes, with ``kept``, the stored action's fields the form does
-        not edit (a tag action takes none of a message's)."""
-        if self.action_kind == TAG:
-            tags = {"add": self.tags_add.split(), "remove": self.tags_remove.split()}
-            rest = {k: v for k, v in kept.items() if k not in MESSAGE_ONLY}
-            return {"kind": TAG, "tags": tags, **rest}
-        return {
-            "kind": self.action_kind,
-            "channel": self.action_channel,
-            "template": {"subject": self.subject, "body": self.body},
-            **kept,
-        }
 
     def condition(self) -> dict[str, Any]:
         if self.cond_op == "has_tag":
@@ -299,17 +245,12 @@ def field_of(api_field: str, reason: str) -> str:
         "name": "name",
         "description": "description",
         "priority": "priority",
-        "action.kind": "action_kind",
-        "action.channel": "action_channel",
-        "action.channel_id": "action_channel",
-        "action.audience": "action_channel",  # a team alert goes by webhook
-        "action.template.subject": "subject",
-        "action.template.body": "body",
-        "limits.cooldown_days": "cooldown_days",
+        "control_percent": "control_percent",
+        "limits": "cooldown_days",  # a tag action takes none
+        "limits.once": "once",
         # The render of the template on a customer (POST /v1/templates/render).
-        "template.subject": "subject",
-        "template.body": "body",
         "customer_id": "render_customer",
+        **{f"limits.{name}": name for name in LIMITS},
     }
     if path in exact:
         return exact[path]
@@ -321,12 +262,12 @@ def field_of(api_field: str, reason: str) -> str:
         return trigger_field_of(path)
     if path.startswith("conditions"):
         return "condition"
-    if path.startswith("action.template"):
-        return "subject" if reason.startswith("subject") else "body"
-    if path.startswith("action.kind"):
-        return "action_kind"
-    if path.startswith("action.tags.remove"):
-        return "tags_remove"
-    if path.startswith("action.tags") or (path == "action" and reason.startswith("a tag")):
-        return "tags_add"
+    if path == "action" or path.startswith("action."):
+        return action_field_of(path, reason)
+    if path.startswith(("template.", "offer")):  # the render's template and offer
+        return action_field_of(f"action.{path}", reason)
     return ""
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)

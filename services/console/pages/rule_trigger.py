@@ -56,7 +56,7 @@ DIRECTIONS = {"": "up or down", "upgrade": "by an upgrade", "downgrade": "by a d
 # The fields of each trigger the form edits (with ``type`` and ``kind``); any other field of a
 # stored trigger is kept as it was.
 EDITED = {
-    "event": {"event"},
+    "event": {"event", "recorded_within_days"},
     "stage": {"from", "to", "entered_within_days"},
     "membership": {"from", "to", "direction", "entered_within_days"},
     "birthday": {"at"},
@@ -72,6 +72,7 @@ EDITED = {
 class TriggerForm:
     type: str = "event"
     event: str = "order.paid"
+    recorded_within_days: str = ""
     stage_from: list[str] = field(default_factory=list)
     stage_to: list[str] = field(default_factory=list)
     entered_within_days: str = ""
@@ -97,6 +98,7 @@ class TriggerForm:
         return cls(
             type=get("trigger_type") or "event",
             event=get("trigger_event"),
+            recorded_within_days=get("recorded_within_days"),
             stage_from=get_all("stage_from"),
             stage_to=get_all("stage_to"),
             entered_within_days=get("entered_within_days"),
@@ -126,6 +128,7 @@ class TriggerForm:
         form = cls(type=kind)
         if kind == "event":
             form.event = trigger.get("event") or ""
+            form.recorded_within_days = _text(trigger.get("recorded_within_days"))
         elif kind == "stage":
             form.stage_from = list(trigger.get("from") or [])
             form.stage_to = list(trigger.get("to") or [])
@@ -168,6 +171,10 @@ class TriggerForm:
         doc: dict[str, Any]
         if self.type == "event":
             doc = {"type": "event", "event": self.event}
+            if self.recorded_within_days:
+                doc["recorded_within_days"] = number(
+                    "recorded_within_days", self.recorded_within_days, int, whole
+                )
         elif self.type in ("stage", "membership"):
             if self.type == "stage":
                 doc = {"type": "stage", "from": self.stage_from, "to": self.stage_to}
@@ -225,6 +232,7 @@ def _text(value: Any) -> str:
 # The control of each field of a trigger, by the field's name in the API's error.
 _CONTROLS = {
     "event": "trigger_event",
+    "recorded_within_days": "recorded_within_days",
     "from": "stage_from",
     "to": "stage_to",
     "entered_within_days": "entered_within_days",

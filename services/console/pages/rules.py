@@ -14,9 +14,8 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from services.console.clients.api import ApiError
+from services.console.pages.rule_action import CHANNELS, KINDS, ActionForm
 from services.console.pages.rule_form import (
-    CHANNELS,
-    KINDS,
     OPERATORS,
     RuleForm,
     editable,
@@ -129,7 +128,7 @@ def _editor(
 
 @router.get("/rules/new", include_in_schema=False)
 async def new_rule(request: Request, session: SignedIn) -> Response:
-    form = RuleForm(body="Hello {{ customer.name or 'there' }}")
+    form = RuleForm(action=ActionForm(body="Hello {{ customer.name or 'there' }}"))
     return _editor(request, session, form, is_new=True)
 
 
@@ -246,14 +245,14 @@ def _not_accepted(
 
 
 async def _rendered(request: Request, session: Session, form: RuleForm) -> dict[str, Any]:
-    """The form's template (and the rule's offer) rendered on the customer it names."""
-    offer = form.kept.get("action", {}).get("offer")
+    """The form's template (and its offer) rendered on the customer it names."""
+    offer, _ = form.action.offer()
     rendered: dict[str, Any] = await caller(request, session).post(
         "outreach",
         "/v1/templates/render",
         json={
             "customer_id": form.render_customer,
-            "template": {"subject": form.subject, "body": form.body},
+            "template": {"subject": form.action.subject, "body": form.action.body},
             "offer": offer,
         },
     )
