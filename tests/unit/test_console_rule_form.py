@@ -110,7 +110,10 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("query.days", "Input should be less", "backtest_days"),
         ("query.at", "not an instant", "preview_at"),
         ("body.control_percent", "too high", "control_percent"),
-        ("body.goal", "unknown event", ""),
+        ("body.goal.filters", "eq: unknown order.paid data field", "goal_event"),
+        ("body.goal.within_days", "greater than", "goal_within_days"),
+        ("body.goal.count", "Input should be", "goal_count"),
+        ("body.unknown", "Extra inputs are not permitted", ""),
         ("body.trigger.membership.to.1", "at least 1 character", "member_to"),
         ("body.trigger.membership.from.0", "at least 1 character", "member_from"),
         ("body.trigger.membership.direction", "Input should be", "member_direction"),
@@ -323,13 +326,49 @@ def test_a_stored_message_rule_with_every_limit_an_offer_and_a_goal_round_trips(
                 "once": True,
                 "not_contacted_days": 7,
             },
-            "goal": {"event": "order.paid", "within_days": 21},
+            "goal": {
+                "event": "order.paid",
+                "filters": {"gte": ["amount", 20]},
+                "within_days": 21,
+                "count": "every",
+            },
             "control_percent": 12.5,
         }
     )
     doc, errors = RuleForm.of_rule(stored).document()
     assert errors == {}
     assert _as_stored(doc) == stored
+
+
+def test_a_goal_from_posted_fields_keeps_its_filters_only_for_their_event() -> None:
+    stored = _as_stored(
+        {
+            "id": "r",
+            "name": "R",
+            "trigger": {"type": "broadcast"},
+            "action": MESSAGE,
+            "goal": {"event": "order.paid", "filters": {"gte": ["amount", 20]}},
+        }
+    )
+    form = RuleForm.of_rule(stored)
+    assert (form.goal_event, form.goal_within_days, form.goal_count) == ("order.paid", "", "first")
+    form.goal_within_days = "10"
+    assert form.document()[0]["goal"] == {
+        "event": "order.paid",
+        "filters": {"gte": ["amount", 20]},
+        "count": "first",
+        "within_days": 10,
+    }
+    form.goal_event = "visit.recorded"
+    assert form.document()[0]["goal"] == {
+        "event": "visit.recorded",
+        "count": "first",
+        "within_days": 10,
+    }
+    form.goal_event, form.goal_within_days = "", ""
+    assert form.document()[0]["goal"] is None  # the default: an order in the kind's window
+    form.goal_within_days = "soon"
+    assert form.document()[1] == {"goal_within_days": "a whole number of days"}
 
 
 def test_offers_limits_and_the_control_group_from_posted_fields() -> None:
@@ -414,7 +453,7 @@ def test_fields_kept_from_a_stored_rule_stay_with_their_own_kind() -> None:
     assert doc["action"] == {"kind": "tag", "tags": {"add": ["gold"], "remove": []}}
     # A tag action is not a contact: the message's limits and control group are not sent.
     assert (doc["limits"], "control_percent" in doc) == ({}, False)
-    assert doc["goal"] is None  # what the form has no control for stays
+    assert doc["goal"] is None
 
 
 def test_a_local_instant_is_sent_as_utc() -> None:

@@ -6,8 +6,8 @@ removes tags), the limits, a control group and a priority. Outreach judges the r
 names fields (``body.action.template``), which :func:`field_of` places next to the form's own
 control.
 
-What a stored rule holds beyond the form's controls (an event trigger's filters, a goal) is
-kept as it was and sent back with the form's fields (``RuleForm.kept``).
+What a stored rule holds beyond the form's controls (the filters of an event trigger or of
+a goal) is kept as it was and sent back with the form's fields (``RuleForm.kept``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from services.console.pages.rule_action import ActionForm, action_field_of
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
+from shared.events import EventType
 
 OPERATORS = {
     "eq": "equals",
@@ -30,6 +31,9 @@ OPERATORS = {
     "exists": "is present",
     "has_tag": "has the tag",
 }
+# What a goal may count: any event (empty: an order, the default).
+GOAL_EVENTS = [e.value for e in EventType]
+GOAL_COUNTS = {"first": "the first one counts", "every": "every one adds its value"}
 # The limits the form edits, by control: each a whole number (``once`` is a checkbox).
 LIMITS = ("cooldown_days", "max_per_customer", "not_contacted_days")
 # The rule's own fields the form edits (with ``control_percent``); the others are kept.
@@ -44,6 +48,7 @@ EDITED = (
     "priority",
     "enabled",
     "control_percent",
+    "goal",
 )
 
 
@@ -64,6 +69,11 @@ class RuleForm:
     once: bool = False
     # The share of matches held out as the control group (percent; empty: none).
     control_percent: str = ""
+    # The goal: an event (empty with the rest: an order in the kind's window), within how
+    # many days (empty: the kind's window), and how its events count.
+    goal_event: str = ""
+    goal_within_days: str = ""
+    goal_count: str = "first"
     priority: str = "0"
     enabled: bool = True
     # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
@@ -97,6 +107,9 @@ class RuleForm:
             not_contacted_days=get("not_contacted_days"),
             once=get("once") == "on",
             control_percent=get("control_percent"),
+            goal_event=get("goal_event"),
+            goal_within_days=get("goal_within_days"),
+            goal_count=get("goal_count") or "first",
             priority=get("priority") or "0",
             enabled=get("enabled") == "on",
             preview_at=get("preview_at"),
@@ -120,6 +133,12 @@ class RuleForm:
         )
         for name in LIMITS:
             setattr(form, name, _text(limits.get(name)))
+        goal = rule.get("goal") or {}
+        form.goal_event = goal.get("event") or ""
+        form.goal_within_days = _text(goal.get("within_days"))
+        form.goal_count = goal.get("count") or "first"
+        goal_extra = {k: v for k, v in goal.items() if k not in ("event", "within_days", "count")}
+        goal_extra = {k: v for k, v in goal_extra.items() if v is not None}
         conditions = rule.get("conditions")
         simple = _simple(conditions)
         if simple:
@@ -133,6 +152,8 @@ class RuleForm:
             **({"trigger": trigger_extra} if trigger_extra else {}),
             **({"action": action_extra} if action_extra else {}),
             **({"limits": limits_extra} if limits_extra else {}),
+            # A goal's filters name its event's fields: they stay with that event.
+            **({"goal": {**goal_extra, "event": form.goal_event}} if goal_extra else {}),
             **{k: v for k, v in rule.items() if k not in EDITED},
         }
         return form
@@ -171,6 +192,9 @@ class RuleForm:
                 doc["control_percent"] = float(self.control_percent)
             except ValueError:
                 errors["control_percent"] = "a percentage, from 0 to 50"
+        goal, goal_errors = self.goal(kept.pop("goal", {}))
+        errors.update(goal_errors)
+        doc["goal"] = goal
         if self.action.is_tag:
             # A tag action is not a contact: no limit or control group applies (the form
             # hides their controls for it).
@@ -187,6 +211,22 @@ class RuleForm:
             doc["conditions"] = self.condition()
         doc.update(kept)
         return doc, errors
+
+    def goal(self, kept: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """The rule's goal (None: the default, an order within the kind's window), with
+        ``kept`` (the stored goal's filters, while the goal's event is theirs)."""
+        if not (self.goal_event or self.goal_within_days.strip() or self.goal_count != "first"):
+            return None, {}
+        goal: dict[str, Any] = {"event": self.goal_event or EventType.ORDER_PLACED.value}
+        if kept.get("event") == goal["event"]:
+            goal.update({k: v for k, v in kept.items() if k != "event"})
+        goal["count"] = self.goal_count
+        if self.goal_within_days.strip():
+            try:
+                goal["within_days"] = int(self.goal_within_days)
+            except ValueError:
+                return goal, {"goal_within_days": "a whole number of days"}
+        return goal, {}
 
     def condition(self) -> dict[str, Any]:
         if self.cond_op == "has_tag":
@@ -248,6 +288,11 @@ def field_of(api_field: str, reason: str) -> str:
         "control_percent": "control_percent",
         "limits": "cooldown_days",  # a tag action takes none
         "limits.once": "once",
+        "goal": "goal_event",
+        "goal.event": "goal_event",
+        "goal.filters": "goal_event",
+        "goal.within_days": "goal_within_days",
+        "goal.count": "goal_count",
         # The render of the template on a customer (POST /v1/templates/render).
         "customer_id": "render_customer",
         **{f"limits.{name}": name for name in LIMITS},

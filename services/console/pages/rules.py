@@ -16,6 +16,8 @@ from starlette.responses import Response
 from services.console.clients.api import ApiError
 from services.console.pages.rule_action import CHANNELS, KINDS, ActionForm
 from services.console.pages.rule_form import (
+    GOAL_COUNTS,
+    GOAL_EVENTS,
     OPERATORS,
     RuleForm,
     editable,
@@ -121,6 +123,8 @@ def _editor(
         kinds=KINDS,
         channels=CHANNELS,
         operators=OPERATORS,
+        goal_events=GOAL_EVENTS,
+        goal_counts=GOAL_COUNTS,
         kept_json=json.dumps(form.kept) if form.kept else "",
         may_write=session.can(MARKETING_WRITE),
     )
