@@ -40,7 +40,7 @@ TRIGGERS = {
     "stage": "the customer enters a stage",
     "membership": "the customer enters a membership tier",
     "birthday": "on the customer's birthday",
-    "anniversary": "on the anniversary of the first order",
+    "anniversary": "on the anniversary of a date (the first order by default)",
     "days_after": "a number of days after a date",
     "calendar": "on the dates of a calendar",
     "cron": "on a cron schedule",
