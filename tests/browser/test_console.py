@@ -459,6 +459,64 @@ def test_stage_and_schedule_rules_are_built_with_the_form(browser: WebDriver, te
     assert browser.find_element(By.ID, "cron_expression").get_attribute("value") == "0 10 * * 1"
 
 
+def test_a_membership_rule_that_tags_is_built_with_the_form_and_edited_without_loss(
+    browser: WebDriver, tend: Tend
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    rule_id = f"gold-{run}"
+    sign_in(browser, tend, "marketing", "/rules/new")
+    _start_rule(browser, tend, rule_id, "membership", f"only-{run}")
+    # The membership trigger's controls, and a tag action's in place of a message's.
+    assert browser.find_element(By.ID, "entered_within_days").is_displayed()
+    assert not browser.find_element(By.ID, "stage_to-churned").is_displayed()
+    Select(browser.find_element(By.ID, "action_kind")).select_by_value("tag")
+    assert not browser.find_element(By.ID, "body").is_displayed()
+    assert not browser.find_element(By.ID, "cooldown_days").is_displayed()
+    browser.find_element(By.ID, "member_to").send_keys("gold, Gold Plus")
+    Select(browser.find_element(By.ID, "member_direction")).select_by_value("upgrade")
+    browser.find_element(By.ID, "entered_within_days").send_keys("30")
+    browser.find_element(By.ID, "tags_add").send_keys("gold-welcomed vip")
+    browser.find_element(By.ID, "tags_remove").send_keys("vip")
+    browser.find_element(By.ID, "save-button").click()
+    # Outreach's reason is placed at the tags; what was chosen is kept.
+    assert "not both: vip" in _error_at(browser, "tags_add")
+    assert _axe(browser, AXE.read_text()) == []
+    assert browser.find_element(By.ID, "member_to").get_attribute("value") == "gold, Gold Plus"
+    assert browser.find_element(By.ID, "tags_remove").is_displayed()
+    assert not browser.find_element(By.ID, "subject").is_displayed()
+    _replace(browser, "tags_remove", "silver-offer")
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains(f"/rules?saved={rule_id}"))
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    assert "tag +gold-welcomed +vip −silver-offer" in row.text
+    with tend.api("outreach", "marketing") as api:
+        stored = api.get(f"/v1/rules/{rule_id}").json()
+    assert stored["rule"]["trigger"] == {
+        "type": "membership",
+        "from": [],
+        "to": ["gold", "Gold Plus"],
+        "direction": "upgrade",
+        "entered_within_days": 30,
+    }
+    assert stored["rule"]["action"] == {
+        "kind": "tag",
+        "tags": {"add": ["gold-welcomed", "vip"], "remove": ["silver-offer"]},
+    }
+    assert stored["rule"]["conditions"] == {"has_tag": f"only-{run}"}
+    assert stored["rule"]["enabled"] is False
+
+    # Opened again and saved untouched, the rule is a new version of the same rule.
+    browser.get(f"{tend.console}/rules/{rule_id}")
+    assert browser.find_element(By.ID, "trigger_type").get_attribute("value") == "membership"
+    assert browser.find_element(By.ID, "member_direction").get_attribute("value") == "upgrade"
+    assert browser.find_element(By.ID, "tags_add").get_attribute("value") == "gold-welcomed vip"
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains(f"/rules?saved={rule_id}"))
+    with tend.api("outreach", "marketing") as api:
+        again = api.get(f"/v1/rules/{rule_id}").json()
+    assert (again["version"], again["rule"]) == (stored["version"] + 1, stored["rule"])
+
+
 def test_the_message_is_rendered_as_a_real_customer_would_get_it(
     browser: WebDriver, tend: Tend
 ) -> None:

@@ -1,8 +1,10 @@
 """The console's rule editor form: the document it sends outreach, a stored rule read back
-into it, and the API's error fields placed at the form's controls."""
+into it (and judged by outreach's own rule schema), and the API's error fields placed at the
+form's controls."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from jinja2 import Environment
 from services.console.formatting import install
 from services.console.pages.rule_form import RuleForm, editable, field_of, instant_param
 from services.console.settings import ConsoleSettings
+from services.outreach.schemas import RuleDefinition
 
 STORED: dict[str, Any] = {
     "id": "thanks",
@@ -46,6 +49,14 @@ def test_a_stored_rule_read_into_the_form_comes_back_whole() -> None:
     assert doc["limits"] == {"cooldown_days": 30, "max_per_customer": 3}
     assert doc["control_percent"] == 10.0
     assert doc["priority"] == 5
+
+
+def test_a_tag_test_names_no_card_field_and_is_kept() -> None:
+    rule = {**STORED, "conditions": {"has_tag": "vip"}}
+    form = RuleForm.of_rule(rule)
+    assert (form.cond_op, form.cond_field, form.cond_value) == ("has_tag", "", "vip")
+    assert form.document()[0]["conditions"] == {"has_tag": "vip"}
+    assert "conditions" not in RuleForm(cond_op="has_tag").document()[0]
 
 
 def test_a_complex_condition_is_edited_as_json() -> None:
@@ -94,11 +105,35 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("body.trigger", "does not match any of the tags", "trigger_type"),
         ("body.action.template", "subject: an email needs a subject", "subject"),
         ("body.action.template", "body: template syntax error", "body"),
-        ("body.action.channel_id", "no such channel", "action_channel"),
+        ("body.action.channel_id", "no such channel", "channel_id"),
         ("body.limits.cooldown_days", "Input should be greater", "cooldown_days"),
         ("query.days", "Input should be less", "backtest_days"),
         ("query.at", "not an instant", "preview_at"),
-        ("body.control_percent", "too high", ""),
+        ("body.control_percent", "too high", "control_percent"),
+        ("body.goal.filters", "eq: unknown order.paid data field", "goal_event"),
+        ("body.goal.within_days", "greater than", "goal_within_days"),
+        ("body.goal.count", "Input should be", "goal_count"),
+        ("body.unknown", "Extra inputs are not permitted", ""),
+        ("body.trigger.membership.to.1", "at least 1 character", "member_to"),
+        ("body.trigger.membership.from.0", "at least 1 character", "member_from"),
+        ("body.trigger.membership.direction", "Input should be", "member_direction"),
+        ("body.trigger.membership.entered_within_days", "greater than", "entered_within_days"),
+        ("body.trigger.schedule.calendar.calendar", "'XX' is neither", "holiday_calendar"),
+        ("body.trigger.schedule.calendar", "give a calendar, dates, or both", "holiday_calendar"),
+        ("body.trigger.schedule.anniversary.since", "not a date", "since"),
+        ("body.action.tags", "a tag action adds or removes at least one tag", "tags_add"),
+        ("body.action.tags", "a tag is added or removed, not both: vip", "tags_add"),
+        ("body.action.tags.add.0", "String should match pattern", "tags_add"),
+        ("body.action.tags.remove.2", "String should match pattern", "tags_remove"),
+        ("body.action", "a tag action needs tags", "tags_add"),
+        ("body.action.audience", "a team alert goes to a team's webhook", "team_alert"),
+        ("body.action.offer.code", "at least 1 character", "offer_code"),
+        ("body.action.offer.expires_days", "greater than", "offer_expires_days"),
+        ("body.offer.discount", "at most 32 characters", "offer_discount"),
+        ("body.limits.max_per_customer", "greater than", "max_per_customer"),
+        ("body.limits.not_contacted_days", "greater than", "not_contacted_days"),
+        ("body.limits", "a tag action is not a contact", "cooldown_days"),
+        ("body.trigger.event.recorded_within_days", "greater than", "recorded_within_days"),
     ],
 )
 def test_an_api_error_field_is_placed_at_its_control(field: str, reason: str, control: str) -> None:
@@ -172,6 +207,253 @@ def test_a_schedule_built_from_posted_fields() -> None:
     doc, errors = form.document()
     assert errors == {"entered_within_days": "a whole number of days"}
     assert doc["trigger"]["to"] == ["churned"]
+
+
+def _as_stored(raw: dict[str, Any]) -> dict[str, Any]:
+    """A rule as outreach stores and serves it (every field, defaults included)."""
+    return RuleDefinition.model_validate(raw).model_dump(mode="json", by_alias=True)
+
+
+MESSAGE = {"kind": "greeting", "channel": "email", "template": {"subject": "Hi", "body": "Hello"}}
+TAGGING = {"kind": "tag", "tags": {"add": ["gold-welcomed", "vip"], "remove": ["silver"]}}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "action"),
+    [
+        pytest.param(
+            {
+                "type": "membership",
+                "from": ["silver", "Silver Plus"],
+                "to": ["gold"],
+                "direction": "upgrade",
+                "entered_within_days": 14,
+            },
+            MESSAGE,
+            id="membership",
+        ),
+        pytest.param(
+            {"type": "membership", "to": [], "direction": "downgrade"}, MESSAGE, id="downgrade"
+        ),
+        pytest.param({"type": "membership", "to": ["gold"]}, TAGGING, id="tag-action"),
+        pytest.param(
+            {"type": "event", "event": "order.paid"},
+            {"kind": "tag", "tags": {"remove": ["lapsed"]}},
+            id="tag-remove-only",
+        ),
+        pytest.param(
+            {
+                "type": "schedule",
+                "kind": "calendar",
+                "name": "Holidays",
+                "calendar": "GB",
+                "solemn_days": True,
+                "at": "10:00",
+            },
+            MESSAGE,
+            id="calendar-holidays",
+        ),
+        pytest.param(
+            {
+                "type": "schedule",
+                "kind": "calendar",
+                "name": "Own or sales",
+                "calendar": "customer",
+                "dates": ["11-27", "2027-01-02"],
+            },
+            MESSAGE,
+            id="calendar-customer-and-dates",
+        ),
+        pytest.param(
+            {"type": "schedule", "kind": "anniversary", "since": "profile.attributes.wedding"},
+            MESSAGE,
+            id="anniversary-since",
+        ),
+        pytest.param(
+            {
+                "type": "event",
+                "event": "order.paid",
+                "filters": {"gt": ["amount", 50]},
+                "recorded_within_days": 3,
+            },
+            {**MESSAGE, "channel": "preferred", "offer": {"code": "TEN", "discount": "10%"}},
+            id="preferred-channel-offer",
+        ),
+        pytest.param(
+            {"type": "event", "event": "complaint.opened"},
+            {
+                "kind": "care",
+                "channel": "webhook",
+                "channel_id": "support-chat",
+                "audience": "team",
+                "template": {"body": "Complaint from {{ customer.name }}"},
+            },
+            id="team-alert",
+        ),
+    ],
+)
+def test_a_stored_rule_of_every_trigger_and_action_round_trips_through_the_form(
+    trigger: dict[str, Any], action: dict[str, Any]
+) -> None:
+    stored = _as_stored({"id": "r", "name": "R", "trigger": trigger, "action": action})
+    assert editable(stored)
+    form = RuleForm.of_rule(stored)
+    # Through the page: the form's fields as posted, what it keeps in its hidden JSON.
+    assert form.kept == json.loads(json.dumps(form.kept))
+    doc, errors = form.document()
+    assert errors == {}
+    assert _as_stored(doc) == stored
+
+
+def test_a_stored_message_rule_with_every_limit_an_offer_and_a_goal_round_trips() -> None:
+    stored = _as_stored(
+        {
+            "id": "r",
+            "name": "R",
+            "trigger": {"type": "stage", "to": ["declining"]},
+            "action": {
+                **MESSAGE,
+                "offer": {
+                    "code": "BACK15",
+                    "description": "15% off",
+                    "discount": "15%",
+                    "expires_days": 14,
+                },
+            },
+            "limits": {
+                "cooldown_days": 30,
+                "max_per_customer": 3,
+                "once": True,
+                "not_contacted_days": 7,
+            },
+            "goal": {
+                "event": "order.paid",
+                "filters": {"gte": ["amount", 20]},
+                "within_days": 21,
+                "count": "every",
+            },
+            "control_percent": 12.5,
+        }
+    )
+    doc, errors = RuleForm.of_rule(stored).document()
+    assert errors == {}
+    assert _as_stored(doc) == stored
+
+
+def test_a_goal_from_posted_fields_keeps_its_filters_only_for_their_event() -> None:
+    stored = _as_stored(
+        {
+            "id": "r",
+            "name": "R",
+            "trigger": {"type": "broadcast"},
+            "action": MESSAGE,
+            "goal": {"event": "order.paid", "filters": {"gte": ["amount", 20]}},
+        }
+    )
+    form = RuleForm.of_rule(stored)
+    assert (form.goal_event, form.goal_within_days, form.goal_count) == ("order.paid", "", "first")
+    form.goal_within_days = "10"
+    assert form.document()[0]["goal"] == {
+        "event": "order.paid",
+        "filters": {"gte": ["amount", 20]},
+        "count": "first",
+        "within_days": 10,
+    }
+    form.goal_event = "visit.recorded"
+    assert form.document()[0]["goal"] == {
+        "event": "visit.recorded",
+        "count": "first",
+        "within_days": 10,
+    }
+    form.goal_event, form.goal_within_days = "", ""
+    assert form.document()[0]["goal"] is None  # the default: an order in the kind's window
+    form.goal_within_days = "soon"
+    assert form.document()[1] == {"goal_within_days": "a whole number of days"}
+
+
+def test_offers_limits_and_the_control_group_from_posted_fields() -> None:
+    posted = {
+        "rule_id": "back",
+        "name": "Back",
+        "trigger_type": "event",
+        "trigger_event": "order.paid",
+        "recorded_within_days": "2",
+        "action_kind": "winback",
+        "action_channel": "email",
+        "subject": "We miss you",
+        "body": "Use {{ offer.code }}",
+        "offer_code": "BACK15",
+        "offer_expires_days": "10",
+        "max_per_customer": "2",
+        "not_contacted_days": "5",
+        "control_percent": "10",
+    }
+    doc, errors = RuleForm.of_fields(lambda n: posted.get(n, ""), lambda n: []).document()
+    assert errors == {}
+    assert doc["trigger"] == {"type": "event", "event": "order.paid", "recorded_within_days": 2}
+    assert doc["action"]["offer"] == {"code": "BACK15", "expires_days": 10}
+    assert doc["limits"] == {"max_per_customer": 2, "not_contacted_days": 5}
+    assert doc["control_percent"] == 10.0
+    RuleDefinition.model_validate(doc)
+    wrong = {
+        **posted,
+        "offer_expires_days": "soon",
+        "max_per_customer": "2.5",
+        "control_percent": "x",
+    }
+    _, errors = RuleForm.of_fields(lambda n: wrong.get(n, ""), lambda n: []).document()
+    assert set(errors) == {"offer_expires_days", "max_per_customer", "control_percent"}
+
+
+def test_a_membership_rule_with_a_tag_action_built_from_posted_fields() -> None:
+    posted = {
+        "rule_id": "gold",
+        "name": "Gold",
+        "trigger_type": "membership",
+        "member_to": "gold, Gold Plus\n",
+        "member_from": "",
+        "member_direction": "upgrade",
+        "entered_within_days": "7",
+        "action_kind": "tag",
+        "tags_add": "gold-welcomed  vip",
+        "tags_remove": "silver",
+        # What the hidden message and limit controls still hold is not sent with a tag.
+        "action_channel": "email",
+        "body": "Hello",
+        "cooldown_days": "30",
+        "once": "on",
+    }
+    form = RuleForm.of_fields(lambda n: posted.get(n, ""), lambda n: [])
+    doc, errors = form.document()
+    assert errors == {}
+    assert doc["trigger"] == {
+        "type": "membership",
+        "from": [],
+        "to": ["gold", "Gold Plus"],
+        "direction": "upgrade",
+        "entered_within_days": 7,
+    }
+    assert doc["action"] == {
+        "kind": "tag",
+        "tags": {"add": ["gold-welcomed", "vip"], "remove": ["silver"]},
+    }
+    assert doc["limits"] == {}
+    RuleDefinition.model_validate(doc)  # outreach takes it
+
+
+def test_fields_kept_from_a_stored_rule_stay_with_their_own_kind() -> None:
+    form = RuleForm.of_rule(STORED)  # an event trigger with filters, a message with an offer
+    form.trigger.type = "membership"
+    form.trigger.member_to = "gold"
+    form.action.kind = "tag"
+    form.action.tags_add = "gold"
+    doc, errors = form.document()
+    assert errors == {}
+    assert "filters" not in doc["trigger"]
+    assert doc["action"] == {"kind": "tag", "tags": {"add": ["gold"], "remove": []}}
+    # A tag action is not a contact: the message's limits and control group are not sent.
+    assert (doc["limits"], "control_percent" in doc) == ({}, False)
+    assert doc["goal"] is None
 
 
 def test_a_local_instant_is_sent_as_utc() -> None:

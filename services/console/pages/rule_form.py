@@ -1,9 +1,13 @@
 """A rule as the editor's form holds it, and the JSON document outreach takes.
 
 The form builds a rule of any trigger (:mod:`.rule_trigger`), one condition (or a JSON
-expression), the action's kind, channel and template, a cooldown and a priority. Outreach
-judges the rule; its 422 names fields (``body.action.template``), which :func:`field_of`
-places next to the form's own control.
+expression), any action (:mod:`.rule_action`: a message, or a ``tag`` action that adds and
+removes tags), the limits, a control group and a priority. Outreach judges the rule; its 422
+names fields (``body.action.template``), which :func:`field_of` places next to the form's own
+control.
+
+What a stored rule holds beyond the form's controls (the filters of an event trigger or of
+a goal) is kept as it was and sent back with the form's fields (``RuleForm.kept``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.console.pages.rule_action import ActionForm, action_field_of
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
+from shared.events import EventType
 
-KINDS = ["greeting", "follow_up", "recall", "winback", "care", "apology", "announcement"]
-CHANNELS = ["email", "sms", "webhook"]
 OPERATORS = {
     "eq": "equals",
     "ne": "does not equal",
@@ -27,35 +31,25 @@ OPERATORS = {
     "exists": "is present",
     "has_tag": "has the tag",
 }
-
-FIELDS = [
-    "rule_id",
+# What a goal may count: any event (empty: an order, the default).
+GOAL_EVENTS = [e.value for e in EventType]
+GOAL_COUNTS = {"first": "the first one counts", "every": "every one adds its value"}
+# The limits the form edits, by control: each a whole number (``once`` is a checkbox).
+LIMITS = ("cooldown_days", "max_per_customer", "not_contacted_days")
+# The rule's own fields the form edits (with ``control_percent``); the others are kept.
+EDITED = (
+    "id",
     "name",
     "description",
-    "trigger_type",
-    "trigger_event",
-    "stage_from",
-    "stage_to",
-    "entered_within_days",
-    "schedule_at",
-    "since",
-    "after_days",
-    "rhythm_multiple",
-    "catch_up_days",
-    "calendar_name",
-    "calendar_dates",
-    "cron_expression",
-    "condition",
-    "action_kind",
-    "action_channel",
-    "subject",
-    "body",
-    "cooldown_days",
+    "trigger",
+    "conditions",
+    "action",
+    "limits",
     "priority",
-    "preview_at",
-    "backtest_days",
-    "render_customer",
-]
+    "enabled",
+    "control_percent",
+    "goal",
+)
 
 
 @dataclass
@@ -68,12 +62,18 @@ class RuleForm:
     cond_op: str = "gt"
     cond_value: str = ""
     conditions_json: str = ""
-    action_kind: str = "follow_up"
-    action_channel: str = "email"
-    subject: str = ""
-    body: str = ""
+    action: ActionForm = field(default_factory=ActionForm)
     cooldown_days: str = ""
+    max_per_customer: str = ""
+    not_contacted_days: str = ""
     once: bool = False
+    # The share of matches held out as the control group (percent; empty: none).
+    control_percent: str = ""
+    # The goal: an event (empty with the rest: an order in the kind's window), within how
+    # many days (empty: the kind's window), and how its events count.
+    goal_event: str = ""
+    goal_within_days: str = ""
+    goal_count: str = "first"
     priority: str = "0"
     enabled: bool = True
     # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
@@ -101,12 +101,15 @@ class RuleForm:
             cond_op=get("cond_op"),
             cond_value=get("cond_value"),
             conditions_json=get("conditions_json"),
-            action_kind=get("action_kind"),
-            action_channel=get("action_channel"),
-            subject=get("subject"),
-            body=get("body"),
+            action=ActionForm.of_fields(get),
             cooldown_days=get("cooldown_days"),
+            max_per_customer=get("max_per_customer"),
+            not_contacted_days=get("not_contacted_days"),
             once=get("once") == "on",
+            control_percent=get("control_percent"),
+            goal_event=get("goal_event"),
+            goal_within_days=get("goal_within_days"),
+            goal_count=get("goal_count") or "first",
             priority=get("priority") or "0",
             enabled=get("enabled") == "on",
             preview_at=get("preview_at"),
@@ -118,22 +121,24 @@ class RuleForm:
     @classmethod
     def of_rule(cls, rule: dict[str, Any]) -> RuleForm:
         """The form of a stored rule (:func:`editable` says whether the form can hold it)."""
-        action = rule.get("action", {})
-        template = action.get("template", {})
         limits = rule.get("limits") or {}
         form = cls(
             rule_id=rule["id"],
             name=rule.get("name", ""),
             description=rule.get("description", ""),
-            action_kind=action.get("kind", ""),
-            action_channel=action.get("channel", ""),
-            subject=template.get("subject", ""),
-            body=template.get("body", ""),
-            cooldown_days=str(limits.get("cooldown_days") or ""),
             once=bool(limits.get("once")),
+            control_percent=_text(rule.get("control_percent") or None),
             priority=str(rule.get("priority", 0)),
             enabled=bool(rule.get("enabled", True)),
         )
+        for name in LIMITS:
+            setattr(form, name, _text(limits.get(name)))
+        goal = rule.get("goal") or {}
+        form.goal_event = goal.get("event") or ""
+        form.goal_within_days = _text(goal.get("within_days"))
+        form.goal_count = goal.get("count") or "first"
+        goal_extra = {k: v for k, v in goal.items() if k not in ("event", "within_days", "count")}
+        goal_extra = {k: v for k, v in goal_extra.items() if v is not None}
         conditions = rule.get("conditions")
         simple = _simple(conditions)
         if simple:
@@ -141,29 +146,15 @@ class RuleForm:
         elif conditions:
             form.conditions_json = json.dumps(conditions, indent=2)
         form.trigger, trigger_extra = TriggerForm.of_trigger(rule["trigger"])
-        action_extra = {k: v for k, v in action.items() if k not in ("kind", "channel", "template")}
-        limits_extra = {k: v for k, v in limits.items() if k not in ("cooldown_days", "once")}
-        rest = {
-            k: v
-            for k, v in rule.items()
-            if k
-            not in (
-                "id",
-                "name",
-                "description",
-                "trigger",
-                "conditions",
-                "action",
-                "limits",
-                "priority",
-                "enabled",
-            )
-        }
+        form.action, action_extra = ActionForm.of_action(rule.get("action") or {})
+        limits_extra = {k: v for k, v in limits.items() if k not in (*LIMITS, "once")}
         form.kept = {
             **({"trigger": trigger_extra} if trigger_extra else {}),
             **({"action": action_extra} if action_extra else {}),
             **({"limits": limits_extra} if limits_extra else {}),
-            **rest,
+            # A goal's filters name its event's fields: they stay with that event.
+            **({"goal": {**goal_extra, "event": form.goal_event}} if goal_extra else {}),
+            **{k: v for k, v in rule.items() if k not in EDITED},
         }
         return form
 
@@ -172,17 +163,14 @@ class RuleForm:
         even put into the document)."""
         kept = dict(self.kept)
         trigger, errors = self.trigger.document(kept.pop("trigger", {}))
+        action, action_errors = self.action.document(kept.pop("action", {}))
+        errors.update(action_errors)
         doc: dict[str, Any] = {
             "id": self.rule_id,
             "name": self.name,
             "description": self.description,
             "trigger": trigger,
-            "action": {
-                "kind": self.action_kind,
-                "channel": self.action_channel,
-                "template": {"subject": self.subject, "body": self.body},
-                **kept.pop("action", {}),
-            },
+            "action": action,
             "enabled": self.enabled,
         }
         try:
@@ -190,23 +178,55 @@ class RuleForm:
         except ValueError:
             errors["priority"] = "a whole number, from -1000 to 1000"
         limits: dict[str, Any] = dict(kept.pop("limits", {}))
-        if self.cooldown_days:
-            try:
-                limits["cooldown_days"] = int(self.cooldown_days)
-            except ValueError:
-                errors["cooldown_days"] = "a whole number of days"
+        for name in LIMITS:
+            text = getattr(self, name).strip()
+            if text:
+                try:
+                    limits[name] = int(text)
+                except ValueError:
+                    errors[name] = "a whole number"
         if self.once:
             limits["once"] = True
+        if self.control_percent.strip():
+            try:
+                doc["control_percent"] = float(self.control_percent)
+            except ValueError:
+                errors["control_percent"] = "a percentage, from 0 to 50"
+        goal, goal_errors = self.goal(kept.pop("goal", {}))
+        errors.update(goal_errors)
+        doc["goal"] = goal
+        if self.action.is_tag:
+            # A tag action is not a contact: no limit or control group applies (the form
+            # hides their controls for it).
+            limits = {}
+            doc.pop("control_percent", None)
         doc["limits"] = limits
         if self.conditions_json.strip():
             try:
                 doc["conditions"] = json.loads(self.conditions_json)
             except ValueError as e:
                 errors["condition"] = f"the JSON expression does not parse: {e}"
-        elif self.cond_field:
+        elif self.cond_field or (self.cond_op == "has_tag" and self.cond_value):
+            # A tag test names no card field: its value is the tag.
             doc["conditions"] = self.condition()
         doc.update(kept)
         return doc, errors
+
+    def goal(self, kept: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """The rule's goal (None: the default, an order within the kind's window), with
+        ``kept`` (the stored goal's filters, while the goal's event is theirs)."""
+        if not (self.goal_event or self.goal_within_days.strip() or self.goal_count != "first"):
+            return None, {}
+        goal: dict[str, Any] = {"event": self.goal_event or EventType.ORDER_PLACED.value}
+        if kept.get("event") == goal["event"]:
+            goal.update({k: v for k, v in kept.items() if k != "event"})
+        goal["count"] = self.goal_count
+        if self.goal_within_days.strip():
+            try:
+                goal["within_days"] = int(self.goal_within_days)
+            except ValueError:
+                return goal, {"goal_within_days": "a whole number of days"}
+        return goal, {}
 
     def condition(self) -> dict[str, Any]:
         if self.cond_op == "has_tag":
@@ -252,7 +272,8 @@ def _simple(conditions: Any) -> tuple[str, str, str] | None:
 def editable(rule: dict[str, Any]) -> bool:
     """The form edits a rule of every trigger type outreach knows; another (a document from
     a newer outreach) is shown as JSON."""
-    return rule.get("trigger", {}).get("type") in ("event", "stage", "schedule", "broadcast")
+    trigger_type = rule.get("trigger", {}).get("type")
+    return trigger_type in ("event", "stage", "membership", "schedule", "broadcast")
 
 
 def field_of(api_field: str, reason: str) -> str:
@@ -264,16 +285,17 @@ def field_of(api_field: str, reason: str) -> str:
         "name": "name",
         "description": "description",
         "priority": "priority",
-        "action.kind": "action_kind",
-        "action.channel": "action_channel",
-        "action.channel_id": "action_channel",
-        "action.template.subject": "subject",
-        "action.template.body": "body",
-        "limits.cooldown_days": "cooldown_days",
+        "control_percent": "control_percent",
+        "limits": "cooldown_days",  # a tag action takes none
+        "limits.once": "once",
+        "goal": "goal_event",
+        "goal.event": "goal_event",
+        "goal.filters": "goal_event",
+        "goal.within_days": "goal_within_days",
+        "goal.count": "goal_count",
         # The render of the template on a customer (POST /v1/templates/render).
-        "template.subject": "subject",
-        "template.body": "body",
         "customer_id": "render_customer",
+        **{f"limits.{name}": name for name in LIMITS},
     }
     if path in exact:
         return exact[path]
@@ -285,8 +307,12 @@ def field_of(api_field: str, reason: str) -> str:
         return trigger_field_of(path)
     if path.startswith("conditions"):
         return "condition"
-    if path.startswith("action.template"):
-        return "subject" if reason.startswith("subject") else "body"
-    if path.startswith("action.kind"):
-        return "action_kind"
+    if path == "action" or path.startswith("action."):
+        return action_field_of(path, reason)
+    if path.startswith(("template.", "offer")):  # the render's template and offer
+        return action_field_of(f"action.{path}", reason)
     return ""
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -1,6 +1,11 @@
 """A rule's trigger as the editor's form holds it: every trigger outreach's rule schema has
-(an event, a stage transition, the five schedules, a broadcast) with its own controls, and
-the JSON document it becomes.
+(an event, a stage transition, a membership tier entered, the five schedules, a broadcast)
+with its own controls, and the JSON document it becomes.
+
+A stored trigger's fields the form has no control for (an event's ``filters``) travel in the
+form's ``kept`` fields with the trigger's type, and go back only into a trigger of that type:
+editing a rule loses nothing, and a rule turned into another trigger takes none of the old
+one's fields along.
 
 Outreach judges the trigger; its 422 names fields such as
 ``body.trigger.schedule.cron.expression``, which :func:`trigger_field_of` places next to the
@@ -33,8 +38,9 @@ STAGES = [s.value for s in Stage]
 TRIGGERS = {
     "event": "an event happens",
     "stage": "the customer enters a stage",
+    "membership": "the customer enters a membership tier",
     "birthday": "on the customer's birthday",
-    "anniversary": "on the anniversary of the first order",
+    "anniversary": "on the anniversary of a date (the first order by default)",
     "days_after": "a number of days after a date",
     "calendar": "on the dates of a calendar",
     "cron": "on a cron schedule",
@@ -43,22 +49,45 @@ TRIGGERS = {
 SCHEDULES = ("birthday", "anniversary", "days_after", "calendar", "cron")
 # Schedules with a local time of day.
 TIMED = ("birthday", "anniversary", "days_after", "calendar")
+# Schedules counted from a card date (``since``; empty: the kind's own default).
+DATED = ("anniversary", "days_after")
+# A membership trigger's direction: either (null), or only one way.
+DIRECTIONS = {"": "up or down", "upgrade": "by an upgrade", "downgrade": "by a downgrade"}
+# The fields of each trigger the form edits (with ``type`` and ``kind``); any other field of a
+# stored trigger is kept as it was.
+EDITED = {
+    "event": {"event", "recorded_within_days"},
+    "stage": {"from", "to", "entered_within_days"},
+    "membership": {"from", "to", "direction", "entered_within_days"},
+    "birthday": {"at"},
+    "anniversary": {"at", "since"},
+    "days_after": {"at", "since", "days", "rhythm_multiple", "catch_up_days"},
+    "calendar": {"at", "name", "calendar", "dates", "solemn_days"},
+    "cron": {"expression"},
+    "broadcast": set(),
+}
 
 
 @dataclass
 class TriggerForm:
     type: str = "event"
     event: str = "order.paid"
+    recorded_within_days: str = ""
     stage_from: list[str] = field(default_factory=list)
     stage_to: list[str] = field(default_factory=list)
     entered_within_days: str = ""
+    member_from: str = ""
+    member_to: str = ""
+    member_direction: str = ""
     at: str = "09:00"
-    since: str = "value.last_order_at"
+    since: str = ""
     after_days: str = ""
     rhythm_multiple: str = ""
     catch_up_days: str = ""
     calendar_name: str = ""
     calendar_dates: str = ""
+    holiday_calendar: str = ""
+    solemn_days: bool = False
     cron: str = ""
 
     @classmethod
@@ -69,9 +98,13 @@ class TriggerForm:
         return cls(
             type=get("trigger_type") or "event",
             event=get("trigger_event"),
+            recorded_within_days=get("recorded_within_days"),
             stage_from=get_all("stage_from"),
             stage_to=get_all("stage_to"),
             entered_within_days=get("entered_within_days"),
+            member_from=get("member_from"),
+            member_to=get("member_to"),
+            member_direction=get("member_direction"),
             at=get("schedule_at"),
             since=get("since"),
             after_days=get("after_days"),
@@ -79,37 +112,52 @@ class TriggerForm:
             catch_up_days=get("catch_up_days"),
             calendar_name=get("calendar_name"),
             calendar_dates=get("calendar_dates"),
+            holiday_calendar=get("holiday_calendar"),
+            solemn_days=get("solemn_days") == "on",
             cron=get("cron_expression"),
         )
 
     @classmethod
     def of_trigger(cls, trigger: dict[str, Any]) -> tuple[TriggerForm, dict[str, Any]]:
-        """The form of a stored trigger, and the fields of it the form does not edit."""
+        """The form of a stored trigger, and the fields of it the form does not edit (with
+        the trigger's ``type`` and ``kind``, so they go back only into a trigger of that
+        type; empty when there are none)."""
         kind = trigger.get("type", "event")
         if kind == "schedule":
             kind = trigger.get("kind", "")
         form = cls(type=kind)
         if kind == "event":
-            form.event = trigger.get("event", "")
-            extra = {k: v for k, v in trigger.items() if k not in ("type", "event")}
-            return form, extra
-        if kind == "stage":
+            form.event = trigger.get("event") or ""
+            form.recorded_within_days = _text(trigger.get("recorded_within_days"))
+        elif kind == "stage":
             form.stage_from = list(trigger.get("from") or [])
             form.stage_to = list(trigger.get("to") or [])
-            form.entered_within_days = _text(trigger.get("entered_within_days"))
+        elif kind == "membership":
+            form.member_from = ", ".join(trigger.get("from") or [])
+            form.member_to = ", ".join(trigger.get("to") or [])
+            form.member_direction = trigger.get("direction") or ""
+        form.entered_within_days = _text(trigger.get("entered_within_days"))
         form.at = str(trigger.get("at") or "09:00")[:5]
-        form.since = trigger.get("since") or form.since
+        form.since = trigger.get("since") or ""
         form.after_days = _text(trigger.get("days"))
         form.rhythm_multiple = _text(trigger.get("rhythm_multiple"))
         form.catch_up_days = _text(trigger.get("catch_up_days"))
         form.calendar_name = trigger.get("name") or ""
         form.calendar_dates = "\n".join(trigger.get("dates") or [])
+        form.holiday_calendar = trigger.get("calendar") or ""
+        form.solemn_days = trigger.get("solemn_days") is True
         form.cron = trigger.get("expression") or ""
-        return form, {}
+        edited = EDITED.get(kind, set()) | {"type", "kind"}
+        extra = {k: v for k, v in trigger.items() if k not in edited}
+        if not extra:
+            return form, {}
+        tags: dict[str, Any] = {k: trigger[k] for k in ("type", "kind") if k in trigger}
+        return form, {**tags, **extra}
 
     def document(self, kept: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        """The trigger outreach takes (``kept``: the stored event trigger's fields the form
-        does not edit), and the form's own errors (numbers that are not numbers)."""
+        """The trigger outreach takes (with ``kept``, the stored trigger's fields the form
+        does not edit, when the trigger is still of their type), and the form's own errors
+        (numbers that are not numbers)."""
         errors: dict[str, str] = {}
 
         def number(name: str, text: str, parse: Callable[[str], float | int], what: str) -> Any:
@@ -120,45 +168,71 @@ class TriggerForm:
                 return None
 
         whole = "a whole number of days"
+        doc: dict[str, Any]
         if self.type == "event":
-            return {"type": "event", "event": self.event, **kept}, errors
-        if self.type == "stage":
-            doc: dict[str, Any] = {"type": "stage", "from": self.stage_from, "to": self.stage_to}
+            doc = {"type": "event", "event": self.event}
+            if self.recorded_within_days:
+                doc["recorded_within_days"] = number(
+                    "recorded_within_days", self.recorded_within_days, int, whole
+                )
+        elif self.type in ("stage", "membership"):
+            if self.type == "stage":
+                doc = {"type": "stage", "from": self.stage_from, "to": self.stage_to}
+            else:
+                doc = {
+                    "type": "membership",
+                    "from": tier_names(self.member_from),
+                    "to": tier_names(self.member_to),
+                    "direction": self.member_direction or None,
+                }
             if self.entered_within_days:
                 doc["entered_within_days"] = number(
                     "entered_within_days", self.entered_within_days, int, whole
                 )
-            return doc, errors
-        if self.type not in SCHEDULES:
-            return {"type": self.type}, errors  # broadcast (or what outreach will refuse)
-        doc = {"type": "schedule", "kind": self.type}
-        if self.type in TIMED:
-            doc["at"] = self.at
-        if self.type == "days_after":
-            doc["since"] = self.since
-            if self.after_days:
-                doc["days"] = number("after_days", self.after_days, int, whole)
-            if self.rhythm_multiple:
-                doc["rhythm_multiple"] = number(
-                    "rhythm_multiple", self.rhythm_multiple, float, "a number, such as 1.5"
-                )
-            if self.catch_up_days:
-                doc["catch_up_days"] = number("catch_up_days", self.catch_up_days, int, whole)
-        elif self.type == "calendar":
-            doc["name"] = self.calendar_name
-            doc["dates"] = self.calendar_dates.replace(",", " ").split()
-        elif self.type == "cron":
-            doc["expression"] = self.cron
+        elif self.type not in SCHEDULES:
+            doc = {"type": self.type}  # broadcast (or what outreach will refuse)
+        else:
+            doc = {"type": "schedule", "kind": self.type}
+            if self.type in TIMED:
+                doc["at"] = self.at
+            if self.type in DATED and self.since.strip():
+                doc["since"] = self.since.strip()
+            if self.type == "days_after":
+                if self.after_days:
+                    doc["days"] = number("after_days", self.after_days, int, whole)
+                if self.rhythm_multiple:
+                    doc["rhythm_multiple"] = number(
+                        "rhythm_multiple", self.rhythm_multiple, float, "a number, such as 1.5"
+                    )
+                if self.catch_up_days:
+                    doc["catch_up_days"] = number("catch_up_days", self.catch_up_days, int, whole)
+            elif self.type == "calendar":
+                doc["name"] = self.calendar_name
+                doc["dates"] = self.calendar_dates.replace(",", " ").split()
+                if self.holiday_calendar.strip():
+                    doc["calendar"] = self.holiday_calendar.strip()
+                if self.solemn_days:
+                    doc["solemn_days"] = True
+            elif self.type == "cron":
+                doc["expression"] = self.cron
+        if all(kept.get(k) == doc.get(k) for k in ("type", "kind")):
+            doc = {**doc, **{k: v for k, v in kept.items() if k not in doc}}
         return doc, errors
+
+
+def tier_names(text: str) -> list[str]:
+    """Membership tier names written one a line or comma-separated (a name may hold spaces)."""
+    return [name.strip() for name in text.replace("\n", ",").split(",") if name.strip()]
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-# The control of each field of a trigger, by the field's last name in the API's error.
+# The control of each field of a trigger, by the field's name in the API's error.
 _CONTROLS = {
     "event": "trigger_event",
+    "recorded_within_days": "recorded_within_days",
     "from": "stage_from",
     "to": "stage_to",
     "entered_within_days": "entered_within_days",
@@ -169,20 +243,32 @@ _CONTROLS = {
     "catch_up_days": "catch_up_days",
     "name": "calendar_name",
     "dates": "calendar_dates",
+    "calendar": "holiday_calendar",
+    "solemn_days": "holiday_calendar",
     "expression": "cron_expression",
+}
+# A membership trigger's tiers and direction have controls of their own.
+_MEMBERSHIP_CONTROLS = {
+    **_CONTROLS,
+    "from": "member_from",
+    "to": "member_to",
+    "direction": "member_direction",
+}
+# Where an error about a whole trigger of a kind goes (its fields together are wrong).
+_WHOLE = {
+    "days_after": "after_days",  # exactly one of days or rhythm_multiple
+    "calendar": "holiday_calendar",  # a calendar, dates or both; dates with `customer` only
 }
 
 
 def trigger_field_of(path: str) -> str:
     """The control of an error under ``trigger`` (``trigger.schedule.cron.expression``,
-    ``trigger.stage.to.0``); the trigger choice itself for the trigger as a whole."""
+    ``trigger.membership.to.0``); the trigger choice itself for the trigger as a whole."""
     parts = [p for p in path.split(".")[1:] if not p.isdigit()]
-    # The union's tags (``schedule``, ``cron``) sit between ``trigger`` and the field.
-    named = [p for p in parts if p in _CONTROLS and p not in ("event",)] or [
-        p for p in parts[1:] if p == "event"
-    ]
-    if named:
-        return _CONTROLS[named[-1]]
-    if parts[-2:] == ["schedule", "days_after"]:
-        return "after_days"  # exactly one of days or rhythm_multiple
-    return "trigger_type"
+    # The union's tags sit between ``trigger`` and the field: the type, and a schedule's kind.
+    tags = 2 if parts[:1] == ["schedule"] else 1
+    tag, fields = parts[:tags], parts[tags:]
+    if not fields:
+        return _WHOLE.get(tag[-1], "trigger_type") if len(tag) == 2 else "trigger_type"
+    controls = _MEMBERSHIP_CONTROLS if tag == ["membership"] else _CONTROLS
+    return controls.get(fields[0], "trigger_type")

@@ -14,16 +14,17 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from services.console.clients.api import ApiError
+from services.console.pages.rule_action import CHANNELS, KINDS, ActionForm
 from services.console.pages.rule_form import (
-    CHANNELS,
-    KINDS,
+    GOAL_COUNTS,
+    GOAL_EVENTS,
     OPERATORS,
     RuleForm,
     editable,
     field_of,
     instant_param,
 )
-from services.console.pages.rule_trigger import EVENTS, STAGES, TRIGGERS
+from services.console.pages.rule_trigger import DIRECTIONS, EVENTS, STAGES, TRIGGERS
 from services.console.pages.web import (
     CheckedPost,
     Refused,
@@ -117,10 +118,13 @@ def _editor(
         rendered=rendered,
         events=EVENTS,
         triggers=TRIGGERS,
+        directions=DIRECTIONS,
         stages=STAGES,
         kinds=KINDS,
         channels=CHANNELS,
         operators=OPERATORS,
+        goal_events=GOAL_EVENTS,
+        goal_counts=GOAL_COUNTS,
         kept_json=json.dumps(form.kept) if form.kept else "",
         may_write=session.can(MARKETING_WRITE),
     )
@@ -128,7 +132,7 @@ def _editor(
 
 @router.get("/rules/new", include_in_schema=False)
 async def new_rule(request: Request, session: SignedIn) -> Response:
-    form = RuleForm(body="Hello {{ customer.name or 'there' }}")
+    form = RuleForm(action=ActionForm(body="Hello {{ customer.name or 'there' }}"))
     return _editor(request, session, form, is_new=True)
 
 
@@ -245,14 +249,14 @@ def _not_accepted(
 
 
 async def _rendered(request: Request, session: Session, form: RuleForm) -> dict[str, Any]:
-    """The form's template (and the rule's offer) rendered on the customer it names."""
-    offer = form.kept.get("action", {}).get("offer")
+    """The form's template (and its offer) rendered on the customer it names."""
+    offer, _ = form.action.offer()
     rendered: dict[str, Any] = await caller(request, session).post(
         "outreach",
         "/v1/templates/render",
         json={
             "customer_id": form.render_customer,
-            "template": {"subject": form.subject, "body": form.body},
+            "template": {"subject": form.action.subject, "body": form.action.body},
             "offer": offer,
         },
     )

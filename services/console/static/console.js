@@ -20,22 +20,34 @@
   document.addEventListener("htmx:afterSwap", function (e) { localize(e.target); });
 })();
 
-// The rule editor shows the controls of the trigger chosen; without scripts all are shown, and
-// the console reads only the chosen trigger's.
+// The rule editor shows the controls of the trigger chosen, and those of a message or of a tag
+// action as the action's kind says; without scripts all are shown, and the console reads only
+// the chosen ones'.
 (function () {
   "use strict";
-  function showTrigger() {
-    var choice = document.getElementById("trigger_type");
+  function show(choiceId, selector, attribute, valueOf) {
+    var choice = document.getElementById(choiceId);
     if (!choice) return;
-    var parts = document.querySelectorAll(".trigger-part[data-trigger]");
+    var value = valueOf(choice.value);
+    var parts = document.querySelectorAll(selector);
     for (var i = 0; i < parts.length; i++) {
-      var types = parts[i].getAttribute("data-trigger").split(" ");
-      parts[i].hidden = types.indexOf(choice.value) < 0;
+      parts[i].hidden = parts[i].getAttribute(attribute).split(" ").indexOf(value) < 0;
     }
+  }
+  function showTrigger() {
+    show("trigger_type", ".trigger-part[data-trigger]", "data-trigger", function (v) { return v; });
+  }
+  function showAction() {
+    show("action_kind", ".action-part[data-action]", "data-action", function (v) {
+      return v === "tag" ? "tag" : "message";
+    });
   }
   document.addEventListener("DOMContentLoaded", function () {
     showTrigger();
-    var choice = document.getElementById("trigger_type");
-    if (choice) choice.addEventListener("change", showTrigger);
+    showAction();
+    var trigger = document.getElementById("trigger_type");
+    if (trigger) trigger.addEventListener("change", showTrigger);
+    var kind = document.getElementById("action_kind");
+    if (kind) kind.addEventListener("change", showAction);
   });
 })();
