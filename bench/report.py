@@ -886,7 +886,11 @@ HOW = [
     "CPU seconds (best of three passes): no I/O work could take scoring below it.",
     "- **end to end**: `bench.bench_e2e` — ingest, scoring and outreach as separate uvicorn "
     "processes on a fresh database and topics; one rule sends a `care` webhook for every paid "
-    "order to a receiver in the benchmark process. A change counts when it reaches the "
+    "order to a receiver in the benchmark process. Each stack is first warmed up as a shop "
+    "that has run a while: every customer's first order, a month before the measured ones, "
+    "then `ANALYZE` (what autovacuum does in its first minute; the plans the services cached "
+    "on near-empty tables would otherwise scan every row a run writes). A change counts when "
+    "it reaches the "
     "benchmark's consumer of the changes topic, a webhook when the receiver reads it; "
     "latencies run from the start of the POST that carried the order. Sustained rates are "
     "orders / (last arrival − first POST) at saturation. An order whose change or webhook "
