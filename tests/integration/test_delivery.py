@@ -629,6 +629,35 @@ async def test_quiet_hours_keep_the_busy_spell_and_a_hold_ends_it(
         assert len(hook.received) == 1
 
 
+async def test_a_channel_gone_for_a_while_ends_the_busy_spell(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    """A receiver that was busy, then had no channel for days (an operator disabled it, a 410
+    did), is a new episode when its channel comes back: its first busy answer then does not
+    fail the action for a spell that began before."""
+    clock = FixedClock(START)
+    async with WebhookReceiver(default=429, retry_after="1") as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        action = await ledger.action("webhook")
+        async with worker(engine, clock, delivery_retry_after_max_seconds=0.05) as w:
+            assert await w.run_once() == 1
+        assert (await ledger.row(action)).throttled_since == START
+        async with ledger.without_enabled("webhook"):
+            clock.set(START + timedelta(hours=1))
+            async with worker(engine, clock) as w:
+                assert await w.run_once() == 1
+            row = await ledger.row(action)
+            assert (row.status, row.throttled_since) == ("pending", None)
+        back = START + timedelta(days=3)
+        clock.set(back)
+        await asyncio.sleep(0.1)  # the receiver's Retry-After has run out
+        async with worker(engine, clock, delivery_retry_after_max_seconds=0.05) as w:
+            assert await w.run_once() == 1
+        row = await ledger.row(action)
+        assert (row.status, row.attempts, row.throttled_since) == ("pending", 0, back)
+        assert len(hook.received) == 2
+
+
 async def test_a_channels_rate_limit_is_respected(engine: AsyncEngine, ledger: Ledger) -> None:
     clock = FixedClock(START)
     async with WebhookReceiver() as hook, worker(engine, clock) as w:

@@ -169,8 +169,9 @@ _DISABLE = text(
 Throttle = Literal["start", "keep", "clear"]
 """What an update does to the action's ``throttled_since``: a busy answer *starts* it (the
 first instant stays while the receiver keeps answering busy); a wait that asked the receiver
-nothing (its pace, the policy's deferral) *keeps* it; any other answer, or an end that is
-not for throttling, *clears* it, so an old episode never counts against a new one."""
+nothing (its pace, the policy's deferral) *keeps* it; any other answer, a wait for a channel
+to send by, or an end that is not for throttling, *clears* it, so an old episode never counts
+against a new one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,6 +615,8 @@ class DeliveryWorker(Worker):
         s = self._settings
         if channel is None and (row.channel in HTTP_KINDS or row.channel_id is not None):
             # No channel to carry it (a named one disabled or not there yet): wait for one.
+            # A busy spell ends here: the channel that comes back (to the same receiver or
+            # another) is asked afresh, not failed at once for a spell from before.
             named = f" {row.channel_id!r}" if row.channel_id is not None else ""
             log.warning("delivery_no_channel", action_id=row.id, channel=row.channel)
             wait = _Update(
@@ -622,6 +625,7 @@ class DeliveryWorker(Worker):
                 row.attempts,
                 error=f"no enabled {row.channel} channel{named}",
                 next_at=now + NO_CHANNEL_DELAY,
+                throttled="clear",
             )
             return None, wait
         webhook: tuple[str, str] | None = None
