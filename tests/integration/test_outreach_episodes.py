@@ -178,10 +178,12 @@ async def test_an_imported_history_wins_back_the_key_customers_lost_recently_onc
         await outreach_caught_up(stack, 60)
         assert await winbacks(stack) == {"lost-60": 1, "slow": 1}
         assert await ledger_size(stack) == size
-        # The redelivered changes were applied, not dropped by an inbox.
+        # The redelivered changes were applied, not dropped by an inbox (scoring may have
+        # published a change or two since they were read: those are applied as well).
         async with stack.engine.connect() as conn:
-            applied = await conn.scalar(text("SELECT count(*) FROM outreach.inbox"))
-        assert applied == len({orjson.loads(r.value)["change_id"] for r in records})
+            applied = set((await conn.scalars(text("SELECT change_id FROM outreach.inbox"))).all())
+        redelivered = {orjson.loads(r.value)["change_id"] for r in records}
+        assert redelivered <= applied, sorted(redelivered - applied)[:5]
 
 
 async def test_upgrading_keys_the_stage_decisions_already_made_by_their_episode(
