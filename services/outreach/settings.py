@@ -44,7 +44,7 @@ class OutreachSettings(BaseSettings):
     delivery_rate_per_second: float | None = Field(None, gt=0, le=100_000)
     # The most sends in flight at once to one receiver (its adaptive concurrency's ceiling,
     # services.outreach.core.pacing), and its kept-alive connections.
-    delivery_max_in_flight: int = Field(32, ge=1, le=256)
+    delivery_max_in_flight: int = Field(128, ge=1, le=256)
     # Offer HTTP/2 to https receivers (TLS's ALPN): one that speaks it gets every send over
     # one connection; the others, and plain http, stay on HTTP/1.1 keep-alive.
     delivery_http2: bool = True

@@ -8,7 +8,7 @@ from services.outreach.core.pacing import MAX_LIMIT, MIN_WINDOW, START_LIMIT, WI
 def test_concurrency_grows_while_the_receiver_stays_fast_and_halves_on_an_error() -> None:
     pace = Pace()
     assert pace.in_flight_limit == int(START_LIMIT)
-    for _ in range(100):
+    for _ in range(2 * MAX_LIMIT):
         pace.answered(0.01)
     assert pace.in_flight_limit == MAX_LIMIT
     pace.failed(now=0.0)
@@ -60,7 +60,7 @@ def test_the_ceiling_is_the_setting_and_a_429_halves_the_limit() -> None:
 def test_a_receivers_window_follows_its_limit_with_a_floor() -> None:
     pace = Pace()
     assert pace.window == MIN_WINDOW  # not yet timed: a small batch's worth
-    for _ in range(100):
+    for _ in range(2 * MAX_LIMIT):
         pace.answered(0.01)
     assert pace.window == MAX_LIMIT * WINDOW_ROUNDS
     for _ in range(10):
