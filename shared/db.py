@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -89,19 +90,25 @@ async def create_database(settings: CommonSettings, name: str) -> CommonSettings
     return settings.model_copy(update={"database_url": new_url})
 
 
-async def drop_database(settings: CommonSettings, name: str) -> None:
+async def drop_database(settings: CommonSettings, name: str, wait_seconds: float = 600) -> None:
+    """Drop the database ``name``, ending its sessions. An autovacuum worker in it (a
+    superuser's session, which FORCE does not end for a non-superuser) is waited for, up to
+    ``wait_seconds``: on a small database it is gone in moments, on a million freshly written
+    rows it may take minutes."""
     url = make_url(settings.database_url).set(drivername="postgresql", database="postgres")
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.25
     try:
-        for attempt in range(20):
+        while True:
             try:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 return
             except asyncpg.InsufficientPrivilegeError:
-                # An autovacuum worker (a superuser's) is in the new database; it finishes
-                # in moments, and FORCE may not end it for a non-superuser.
-                await asyncio.sleep(0.25 * (attempt + 1))
-        raise RuntimeError(f"could not drop database {name}: still in use")
+                if time.monotonic() + delay > deadline:
+                    raise RuntimeError(f"could not drop database {name}: still in use") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
     finally:
         await conn.close()
 
