@@ -20,6 +20,7 @@ from scipy.integrate import quad  # type: ignore[import-untyped]
 
 from services.scoring.core.predict import (
     BgNbdParams,
+    FitError,
     GammaGammaParams,
     RepeatStats,
     bgnbd_log_likelihood,
@@ -219,6 +220,40 @@ def test_fit_gamma_gamma_matches_lifetimes(cdnow: Cdnow) -> None:
     # Weights are multiplicities: doubling every customer leaves the MLE where it was.
     doubled = fit_gamma_gamma(cdnow.x, cdnow.m, count=np.full(len(cdnow.x), 2))
     assert doubled.p == pytest.approx(ours.p, rel=1e-6)
+
+
+def _spend_without_spread(seed: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """500 repeat buyers whose orders all come from one Gamma spend distribution: no buyer
+    spends more than another but by chance, so Gamma-Gamma's heterogeneity has nothing to
+    fit (its maximum-likelihood q runs off to infinity), unless the sample's chance spread
+    happens to give it a finite maximum."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 12, size=500)
+    spend = np.array([rng.gamma(3.0, 20.0, size=k).mean() for k in x]).round(2)
+    return x.astype(np.float64), spend
+
+
+@pytest.mark.parametrize("seed", [0, 5, 8, 10])
+def test_a_gamma_gamma_maximum_at_a_boundary_is_refused_whichever_way_the_walk_ended(
+    seed: int,
+) -> None:
+    # BFGS walks up the ridge until float64 stops it: for seeds 8 and 10 it stopped with a
+    # gradient under the convergence bar (q ~ 1e7, once accepted), for 0 and 5 above it.
+    # A refit must not give a population a model one hour and refuse it the next.
+    x, spend = _spend_without_spread(seed)
+    with pytest.raises(FitError, match=r"boundary|did not converge"):
+        fit_gamma_gamma(x, spend)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_chance_spread_with_a_finite_maximum_is_still_fitted(seed: int) -> None:
+    x, spend = _spend_without_spread(seed)
+    fitted = fit_gamma_gamma(x, spend)
+    # A true maximum: moving q either way lowers the likelihood.
+    best = gamma_gamma_log_likelihood(fitted, x, spend)
+    for factor in (0.9, 1.1):
+        moved = GammaGammaParams(fitted.p, fitted.q * factor, fitted.v * factor)
+        assert gamma_gamma_log_likelihood(moved, x, spend) < best
 
 
 # ----------------------------------------------------------------------------- 3. predictions

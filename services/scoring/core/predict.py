@@ -410,6 +410,12 @@ def gamma_gamma_log_likelihood(
     return -f(np.log([gg.p, gg.q, gg.v * scale]))[0] * n + n * math.log(scale)
 
 
+# A fitted parameter (in the fit's own scaled units, where real populations give values
+# between ~0.01 and ~100) beyond a million times or below a millionth of one lies on a ridge
+# running to a boundary of the model, not at a maximum.
+BOUNDARY_LOG = math.log(1e6)
+
+
 def _minimise(f: Objective, theta0: FloatArray, what: str) -> FloatArray:
     # BFGS with an exact gradient; gtol is on the *mean* log-likelihood, so 1e-9 puts the
     # parameters within ~1e-7 relative of the MLE even along the flat r/alpha ridge.
@@ -420,6 +426,13 @@ def _minimise(f: Objective, theta0: FloatArray, what: str) -> FloatArray:
     # success whenever the gradient is already at rounding-noise level.
     if not np.all(np.isfinite(theta)) or float(np.max(np.abs(grad))) > 1e-6:
         raise FitError(f"{what} fit did not converge: {res.message} (|grad|={grad})")
+    # A maximum at a boundary (Gamma-Gamma's q and v without end when spend has no spread
+    # between customers) has no finite parameters: BFGS walks up the ridge until float64
+    # stops it, and whether the gradient there is under the bar above is chance. Refused
+    # whichever way the walk ended, so that refits of one population agree.
+    if float(np.max(np.abs(theta))) > BOUNDARY_LOG:
+        params = ", ".join(f"{p:.3g}" for p in np.exp(theta))
+        raise FitError(f"{what} fit lies at a boundary: no finite maximum (scaled: {params})")
     return theta
 
 
