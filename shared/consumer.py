@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -44,7 +45,7 @@ from shared.kafka import PublishError, publish_many
 from shared.kafka_security import client_kwargs
 from shared.logging import get_logger
 from shared.settings import CommonSettings
-from shared.signals import DEAD_LETTERS
+from shared.signals import CONSUMED, DEAD_LETTERS
 
 log = get_logger(__name__)
 
@@ -222,7 +223,7 @@ class BatchConsumer:
                 rejected = await self._handler(records) or ()
                 for record, error in rejected:
                     await self._dead_letter(record, error)
-                self.processed += len(records) - len(rejected)
+                self._count(records, rejected)
                 return
             except Exception as exc:
                 timed_out = statement_timed_out(exc)
@@ -251,6 +252,18 @@ class BatchConsumer:
                 for record in records:
                     await self._process([record])
                 return
+
+    def _count(
+        self, records: Sequence[Message], rejected: Sequence[tuple[Message, Exception]]
+    ) -> None:
+        """Count what the handler made durable, by topic (its dead letters are counted by
+        :meth:`_dead_letter`)."""
+        handled = Counter(r.topic for r in records)
+        handled.subtract(r.topic for r, _ in rejected)
+        for topic, n in handled.items():
+            if n > 0:
+                CONSUMED.labels(self.group_id, topic).inc(n)
+        self.processed += len(records) - len(rejected)
 
     async def _blame_slow(self, records: Sequence[Message], exc: BaseException) -> None:
         """The database is prompt but ``records`` keep timing out: dead-letter the record

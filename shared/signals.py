@@ -31,6 +31,12 @@ CONSUMER_LAG_UNKNOWN = Gauge(
     "1 when the last reading of a group's lag failed (the broker did not answer)",
     ["group", "topic"],
 )
+CONSUMED = Counter(
+    "tend_consumer_records_total",
+    "Records a consumer group has handled and made durable (applied, or dropped as a repeat "
+    "its inbox already held), by topic; dead letters are counted apart",
+    ["group", "topic"],
+)
 DEAD_LETTERS = Counter(
     "tend_dead_letters_total",
     "Records a consumer gave up on and sent to the dead-letter topic, by source topic and "

@@ -1,7 +1,8 @@
 """The signals an operator watches, from a scoring service running in-process on a database
 and topics of this module's own (real Kafka and PostgreSQL): a killed consumer is named by
-``/readyz`` and started again, a poison record moves the dead-letter counter, a stalled relay
-moves the outbox's age, and every 401 for a key is counted."""
+``/readyz`` and started again, a poison record moves the dead-letter counter, the records a
+consumer handles are counted, a stalled relay moves the outbox's age, and every 401 for a key
+is counted."""
 
 from __future__ import annotations
 
@@ -157,6 +158,26 @@ async def test_a_poison_record_raises_the_dead_letter_metric(own: CommonSettings
                 reason="ValidationError",
             )
             return dead == 1.0
+
+        await until(counted)
+
+
+async def test_the_records_a_consumer_handles_are_counted_by_group_and_topic(
+    own: CommonSettings,
+) -> None:
+    # Topics of the test's own: the module's hold the other tests' records.
+    async with fresh_settings(own) as alone, scoring(alone) as (client, app):
+        group = app.state.settings.consumer_group
+        topic = Topics.from_settings(alone).events
+        for n in range(3):
+            event = order(f"c-counted-{n}")
+            await publish(alone, event.customer_id.encode(), event.to_json())
+        await publish(alone, b"c-poison-counted", b"not an event")
+
+        async def counted() -> bool:
+            handled = await sample(client, "tend_consumer_records_total", group=group, topic=topic)
+            dead = await sample(client, "tend_dead_letters_total", group=group, source_topic=topic)
+            return (handled, dead) == (3.0, 1.0)
 
         await until(counted)
 
