@@ -9,8 +9,9 @@ back); a rebalance and the end of the loop wait for it.
 
 Errors are sorted in one place (:meth:`BatchConsumer._process`):
 
-* transient (database or broker unreachable): nothing is committed; the batch is retried
-  with backoff until it succeeds or the consumer is stopped;
+* transient (database or broker unreachable, or the transaction rolled back for a deadlock
+  or a serialization failure): nothing is committed; the batch is retried with backoff until
+  it succeeds or the consumer is stopped;
 * a statement timeout: retried like a transient error, since a slow database slows every
   batch; but once the batch has timed out three times while the database answers a probe
   (``SELECT 1``) promptly, the batch itself is to blame: it is split in halves, and a half
@@ -39,7 +40,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared.db import statement_timed_out, unreachable
+from shared.db import rolled_back, statement_timed_out, unreachable
 from shared.dlq import STATEMENT_TIMEOUT, dead_letter_record
 from shared.kafka import PublishError, publish_many
 from shared.kafka_security import client_kwargs
@@ -74,8 +75,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying the batch, not dead-lettering a record: the broker or the database
-    could not be reached (a connection the database closed under us included)."""
-    return unreachable(exc) or isinstance(exc, TRANSIENT)
+    could not be reached (a connection the database closed under us included), or the
+    database rolled the batch back for a deadlock with another transaction (two replicas
+    folding the same customers, say)."""
+    return unreachable(exc) or rolled_back(exc) or isinstance(exc, TRANSIENT)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

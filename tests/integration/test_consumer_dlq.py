@@ -334,3 +334,63 @@ async def test_a_slow_database_dead_letters_nothing_and_the_batch_is_retried(
         for r in await read_all(settings.kafka_bootstrap_servers, dlq)
         if dict(r.headers).get("dlq.source.topic") == source.encode()
     ]
+
+
+async def test_a_batch_the_database_rolls_back_for_a_deadlock_is_retried_whole(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    source = f"{settings.topic_prefix}consumer-deadlock-{uuid.uuid4().hex[:6]}"
+    await _topic(settings, source)
+    key = uuid.uuid4().int % 2**31
+    batches: list[list[bytes]] = []
+    attempts = 0
+
+    async def rival(waiting: asyncio.Event) -> None:
+        """Holds the second lock, then wants the first, which the handler holds."""
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k + 1)"), {"k": key})
+            await waiting.wait()
+            await asyncio.sleep(0.3)  # the handler waits first, so it is the one refused
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    async def handler(records: Sequence[Message]) -> None:
+        nonlocal attempts
+        attempts += 1
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            if attempts == 1:
+                waiting = asyncio.Event()
+                other = asyncio.create_task(rival(waiting))
+                await asyncio.sleep(0.3)  # the rival holds its lock
+                waiting.set()
+                try:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:k + 1)"), {"k": key})
+                finally:
+                    await asyncio.shield(other)
+        batches.append([r.value for r in records])
+
+    producer = await start_producer(settings)
+    try:
+        await publish_many(
+            producer, [Record(source, b"c1", b"a"), Record(source, b"c1", b"b")], timeout=10
+        )
+        consumer = BatchConsumer(
+            settings=settings,
+            topics=[source],
+            group_id=f"{settings.topic_prefix}deadlock-test",
+            handler=handler,
+            dlq_topic=Topics.from_settings(settings).dlq,
+            dlq_producer=producer,
+        )
+        task = asyncio.create_task(consumer.run())
+        async with asyncio.timeout(60):
+            while not batches:
+                await asyncio.sleep(0.1)
+        consumer.stop()
+        await task
+    finally:
+        await producer.stop()
+    # Refused once for the deadlock, then the same batch again: not split, nothing lost.
+    assert attempts == 2
+    assert batches == [[b"a", b"b"]]
+    assert consumer.dead_lettered == 0
