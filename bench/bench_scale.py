@@ -6,7 +6,9 @@ what came due.
 
 Seeds a fresh database straight through ``COPY`` (asyncpg's ``copy_records_to_table``) with
 rows built the way the services store them: a few thousand archetype customers are built by
-scoring's own core (a profile and 0 to 14 paid orders over two years, applied with
+scoring's own core (a profile and 0 to 14 paid orders over two years, around a typical
+order of each customer's own, so the Gamma-Gamma fit finds its maximum and buyers' cards
+carry a CLV and a strategy, applied with
 ``state.apply`` and scored with ``card.score`` under a population the refit's own
 ``fit_population`` fitted on them), then copied under a million customer ids — scoring's
 facts, listing columns, stage history, order facts and identity rows, outreach's card replica
@@ -107,7 +109,11 @@ def _token(k: int) -> str:
 
 def archetype_states(n: int, now: datetime, settings: ScoringSettings) -> list[CustomerState]:
     """``n`` customers: a profile (name, email, birthday, consent, a timezone), then 0 to 14
-    paid orders at gaps of 1 to 90 days, starting up to two years ago."""
+    paid orders at gaps of 1 to 90 days, starting up to two years ago. Each customer has a
+    typical order of their own (gamma-distributed across customers, ~$75 on average) and
+    each order's amount varies around it: the spread between customers a shop has, which
+    the Gamma-Gamma fit needs to find its maximum (with every order drawn from one range,
+    its maximum lies at a boundary and the fit is refused, so no seeded card had a CLV)."""
     rng = random.Random(19)
     states = []
     for k in range(n):
@@ -130,6 +136,7 @@ def archetype_states(n: int, now: datetime, settings: ScoringSettings) -> list[C
                 ),
             )
         ]
+        typical = rng.gammavariate(3.0, 25.0)
         at = now - timedelta(days=rng.randint(30, 730), seconds=rng.randint(0, 86_399))
         for j in range(rng.choice([0, 1, 1, 2, 2, 3, 4, 6, 9, 14])):
             at += timedelta(days=rng.randint(1, 90), seconds=rng.randint(0, 86_399))
@@ -146,7 +153,12 @@ def archetype_states(n: int, now: datetime, settings: ScoringSettings) -> list[C
                     data=OrderData(
                         order_id=f"o{j}",
                         status=OrderStatus.PAID,
-                        amount=Decimal(rng.randint(500, 30_000)) / 100,
+                        amount=max(
+                            Decimal("1.00"),
+                            Decimal(round(rng.gammavariate(4.0, typical / 4.0), 2)).quantize(
+                                Decimal("0.01")
+                            ),
+                        ),
                         currency="USD",
                     ),
                 )
