@@ -915,9 +915,10 @@ HOW = [
     "run's figure beside it, and ratios are taken within a run. The other parts run once.",
     "- **CDNOW**: `bench.bench_cdnow_master` — the master log, dates shifted to end today, "
     "posted in time order through a fresh stack (all three services running); the clock "
-    "stops when `GET /v1/stats/overview` (polled every 0.5 s) counts every customer and the "
-    "total revenue to the cent. Its CPU per order is taken as the end-to-end part's, over "
-    "the same window.",
+    "stops when `GET /v1/stats/overview` counts every customer and the total revenue to the "
+    "cent, asked once scoring's `tend_consumer_records_total` (read from its `/metrics` every "
+    "0.2 s, no database) has counted every order. Its CPU per order is taken as the "
+    "end-to-end part's, over the same window.",
     "- **holdout**: `bench.bench_holdout` — the CDNOW master log judged on 1997-09-30 by the "
     "pure lifecycle (the calibration's median gap as the population's), beside the share of "
     "each stage's customers who bought again in the 39 weeks after; the same for bands of "
