@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -30,6 +31,32 @@ async def _topic(settings: CommonSettings, name: str) -> None:
         await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
     finally:
         await admin.close()
+
+
+async def _consume_until(
+    settings: CommonSettings,
+    source: str,
+    group: str,
+    handler: Callable[[Sequence[Message]], Awaitable[None]],
+    producer: Any,
+    done: Callable[[], bool],
+) -> BatchConsumer:
+    """Run a consumer of ``source`` in ``group`` until ``done()``, then stop it."""
+    consumer = BatchConsumer(
+        settings=settings,
+        topics=[source],
+        group_id=f"{settings.topic_prefix}{group}",
+        handler=handler,
+        dlq_topic=Topics.from_settings(settings).dlq,
+        dlq_producer=producer,
+    )
+    task = asyncio.create_task(consumer.run())
+    async with asyncio.timeout(60):
+        while not done():
+            await asyncio.sleep(0.1)
+    consumer.stop()
+    await task
+    return consumer
 
 
 async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_processed(
@@ -193,20 +220,9 @@ async def test_a_transient_failure_is_retried_not_dead_lettered(settings: Common
 
     try:
         await publish_many(producer, [Record(source, b"k", b"only")], timeout=10)
-        consumer = BatchConsumer(
-            settings=settings,
-            topics=[source],
-            group_id=f"{settings.topic_prefix}retry-test",
-            handler=flaky,
-            dlq_topic=Topics.from_settings(settings).dlq,
-            dlq_producer=producer,
+        consumer = await _consume_until(
+            settings, source, "retry-test", flaky, producer, lambda: bool(handled)
         )
-        task = asyncio.create_task(consumer.run())
-        async with asyncio.timeout(60):
-            while not handled:
-                await asyncio.sleep(0.1)
-        consumer.stop()
-        await task
     finally:
         await producer.stop()
     assert handled == [b"only"]
@@ -374,20 +390,9 @@ async def test_a_batch_the_database_rolls_back_for_a_deadlock_is_retried_whole(
         await publish_many(
             producer, [Record(source, b"c1", b"a"), Record(source, b"c1", b"b")], timeout=10
         )
-        consumer = BatchConsumer(
-            settings=settings,
-            topics=[source],
-            group_id=f"{settings.topic_prefix}deadlock-test",
-            handler=handler,
-            dlq_topic=Topics.from_settings(settings).dlq,
-            dlq_producer=producer,
+        consumer = await _consume_until(
+            settings, source, "deadlock-test", handler, producer, lambda: bool(batches)
         )
-        task = asyncio.create_task(consumer.run())
-        async with asyncio.timeout(60):
-            while not batches:
-                await asyncio.sleep(0.1)
-        consumer.stop()
-        await task
     finally:
         await producer.stop()
     # Refused once for the deadlock, then the same batch again: not split, nothing lost.
