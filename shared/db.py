@@ -149,14 +149,18 @@ def statement_timed_out(exc: BaseException) -> bool:
     return any(getattr(e, "sqlstate", None) == _QUERY_CANCELED for e in chain)
 
 
+# The server rolled a transaction back to let another go on.
+_LOST_TO_ANOTHER = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
 def rolled_back(exc: BaseException) -> bool:
-    """True when the server rolled the transaction back to let another go on (SQLSTATE
-    class 40: a deadlock, a serialization failure): nothing in the work was wrong, and the
-    same work tried again succeeds."""
+    """True when the server rolled the transaction back to let another go on (a deadlock, a
+    serialization failure): nothing in the work was wrong, and the same work tried again
+    succeeds."""
     chain: list[BaseException | None] = [exc]
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         chain += [exc.orig, exc.orig.__cause__ if exc.orig is not None else None]
-    return any(str(getattr(e, "sqlstate", None) or "").startswith("40") for e in chain)
+    return any(getattr(e, "sqlstate", None) in _LOST_TO_ANOTHER for e in chain)
 
 
 # What a lost or refused database connection looks like, however it surfaces: the driver's
