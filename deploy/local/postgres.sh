@@ -34,7 +34,7 @@ start() {
     while [[ $d != / ]]; do d=$(dirname "$d"); chmod o+x "$d" 2>/dev/null || true; done
   fi
   if [[ -f $dir/data/postmaster.pid ]] && as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-    owner_creates_roles "$dir" "$port" "$bin"
+    ensure_database "$dir" "$port" "$bin"
     return 0
   fi
   port_open "$port" && die "port $port is taken by another process (another PostgreSQL?): stop it, or set DATABASE_URL to use that server"
@@ -49,25 +49,25 @@ unix_socket_directories = '$dir/run'
 max_connections = 200
 shared_buffers = 256MB
 CONF
-    local fresh=1
   fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
     || die "PostgreSQL did not start (see $dir/postgres.log)"
-  if [[ -n ${fresh:-} ]]; then
-    as_owner "$bin/psql" -q -h "$dir/run" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 <<SQL >/dev/null
-CREATE ROLE tend LOGIN CREATEDB PASSWORD 'tend';
-CREATE DATABASE tend OWNER tend;
-SQL
-  fi
-  owner_creates_roles "$dir" "$port" "$bin"
+  ensure_database "$dir" "$port" "$bin"
 }
 
-# `tend migrate` creates a role per service (shared/db_roles.py), which takes CREATEROLE; a
-# cluster made before that gets it here too.
-owner_creates_roles() {
+# The role tend and its database, on a fresh cluster and again on one where they were dropped
+# (to start the demo afresh, say). `tend migrate` creates a role per service
+# (shared/db_roles.py), which takes CREATEROLE; a cluster made before that gets it here too.
+ensure_database() {
   local dir=$1 port=$2 bin=$3
   as_owner "$bin/psql" -q -h "$dir/run" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-    -c "ALTER ROLE tend CREATEROLE" >/dev/null || die "could not let the role tend create roles"
+    >/dev/null <<'SQL' || die "could not create the role and the database tend"
+SELECT 'CREATE ROLE tend LOGIN CREATEDB PASSWORD ''tend'''
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tend') \gexec
+ALTER ROLE tend CREATEROLE;
+SELECT 'CREATE DATABASE tend OWNER tend'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tend') \gexec
+SQL
 }
 
 stop() {
