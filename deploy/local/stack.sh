@@ -110,9 +110,11 @@ infra_up() {
     local dir="$STATE/postgres"
     if ! [[ -f $dir/data/postmaster.pid ]]; then
       say "tend: starting PostgreSQL on 127.0.0.1:$PG_PORT ..."
-      "$ROOT/deploy/local/postgres.sh" start "$dir" "$PG_PORT"
       STARTED+=(postgres)
     fi
+    # On a running server this only makes the role and the database tend where they are
+    # missing (a demo database dropped to start afresh).
+    "$ROOT/deploy/local/postgres.sh" start "$dir" "$PG_PORT"
     export DATABASE_URL="postgresql+asyncpg://tend:tend@127.0.0.1:$PG_PORT/tend"
   fi
 }
