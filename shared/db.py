@@ -141,12 +141,7 @@ def statement_timed_out(exc: BaseException) -> bool:
     """True when a statement ran too long: the server cancelled it (``statement_timeout``)
     or the driver's command timeout expired. Whether the statement or the database is to
     blame is for the caller to find out (:func:`answers_promptly`)."""
-    if isinstance(exc, TimeoutError):
-        return True
-    chain: list[BaseException | None] = [exc]
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        chain += [exc.orig, exc.orig.__cause__ if exc.orig is not None else None]
-    return any(getattr(e, "sqlstate", None) == _QUERY_CANCELED for e in chain)
+    return isinstance(exc, TimeoutError) or _QUERY_CANCELED in _sqlstates(exc)
 
 
 # The server rolled a transaction back to let another go on.
@@ -157,10 +152,15 @@ def rolled_back(exc: BaseException) -> bool:
     """True when the server rolled the transaction back to let another go on (a deadlock, a
     serialization failure): nothing in the work was wrong, and the same work tried again
     succeeds."""
+    return not _LOST_TO_ANOTHER.isdisjoint(_sqlstates(exc))
+
+
+def _sqlstates(exc: BaseException) -> set[str]:
+    """The SQLSTATEs ``exc`` carries: its own, or, wrapped by SQLAlchemy, the driver's."""
     chain: list[BaseException | None] = [exc]
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         chain += [exc.orig, exc.orig.__cause__ if exc.orig is not None else None]
-    return any(getattr(e, "sqlstate", None) in _LOST_TO_ANOTHER for e in chain)
+    return {state for e in chain if isinstance(state := getattr(e, "sqlstate", None), str)}
 
 
 # What a lost or refused database connection looks like, however it surfaces: the driver's
