@@ -381,6 +381,57 @@ def test_a_rule_of_another_trigger_is_edited_as_json(browser: WebDriver, tend: T
     assert (stored["version"], stored["rule"]["priority"]) == (2, 50)
 
 
+def test_an_event_rules_filter_is_shown_edited_and_listed_in_words(
+    browser: WebDriver, tend: Tend
+) -> None:
+    rule_id = f"apology-{uuid.uuid4().hex[:6]}"
+    rule = {
+        "id": rule_id,
+        "name": "Apologise for serious complaints",
+        "enabled": False,
+        "trigger": {
+            "type": "event",
+            "event": "complaint.opened",
+            "filters": {"eq": ["severity", "high"]},
+        },
+        "action": {
+            "kind": "apology",
+            "channel": "webhook",
+            "template": {"subject": "Sorry", "body": "We are sorry, {{ customer.name }}"},
+        },
+    }
+    with tend.api("outreach", "marketing") as api:
+        assert api.post("/v1/rules", json=rule).status_code == 201
+    # The list says which complaints the rule waits for.
+    sign_in(browser, tend, "marketing", "/rules")
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    trigger = row.find_element(By.CLASS_NAME, "rule-trigger").text
+    assert trigger == "event: complaint.opened where severity equals high"
+
+    # The form shows the filter as a test of the event's data.
+    browser.get(f"{tend.console}/rules/{rule_id}")
+    assert browser.find_element(By.ID, "filter_field").get_attribute("value") == "severity"
+    assert browser.find_element(By.ID, "filter_op").get_attribute("value") == "eq"
+    assert browser.find_element(By.ID, "filter_value").get_attribute("value") == "high"
+
+    # A field the event has not is outreach's error, shown at the filter.
+    _replace(browser, "filter_field", "sevrity")
+    browser.find_element(By.ID, "save-button").click()
+    assert "did you mean 'severity'" in _error_at(browser, "filter_field")
+
+    _replace(browser, "filter_field", "severity")
+    Select(browser.find_element(By.ID, "filter_op")).select_by_value("in")
+    _replace(browser, "filter_value", "high, medium")
+    browser.find_element(By.ID, "save-button").click()
+    wait(browser).until(ec.url_contains("/rules?saved="))
+    with tend.api("outreach", "marketing") as api:
+        stored = api.get(f"/v1/rules/{rule_id}").json()["rule"]
+    assert stored["trigger"]["filters"] == {"in": ["severity", ["high", "medium"]]}
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    trigger = row.find_element(By.CLASS_NAME, "rule-trigger").text
+    assert trigger == "event: complaint.opened where severity is one of high, medium"
+
+
 def _error_at(browser: WebDriver, control: str) -> str:
     error = wait(browser).until(ec.presence_of_element_located((By.ID, f"{control}-error")))
     assert browser.find_element(By.ID, control).get_attribute("aria-invalid") == "true"

@@ -11,8 +11,11 @@ import pytest
 from jinja2 import Environment
 
 from services.console.formatting import install
+from services.console.pages.rule_expression import described
 from services.console.pages.rule_form import RuleForm, editable, field_of, instant_param
+from services.console.pages.rule_trigger import TriggerForm, trigger_words
 from services.console.settings import ConsoleSettings
+from services.outreach.core.rule_pack import default_pack
 from services.outreach.schemas import RuleDefinition
 
 STORED: dict[str, Any] = {
@@ -42,7 +45,7 @@ def test_a_stored_rule_read_into_the_form_comes_back_whole() -> None:
     assert (form.cond_field, form.cond_op, form.cond_value) == ("value.orders", "gte", "2")
     doc, errors = form.document()
     assert errors == {}
-    assert doc["trigger"] == STORED["trigger"]  # the filters the form does not show are kept
+    assert doc["trigger"] == STORED["trigger"]
     assert doc["conditions"] == STORED["conditions"]
     assert doc["action"]["offer"] == STORED["action"]["offer"]
     assert doc["action"]["channel_id"] == "crm"
@@ -82,6 +85,84 @@ def test_one_condition_of_the_form(op: str, field: str, value: str, expected: An
     assert RuleForm(cond_field=field, cond_op=op, cond_value=value).condition() == expected
 
 
+def test_an_event_filter_is_shown_as_one_test_and_sent_back_unchanged() -> None:
+    form = RuleForm.of_rule(STORED)
+    # The stored amount is text ("50"): shown quoted, so it goes back as text, not a number.
+    trigger = form.trigger
+    assert (trigger.filter_field, trigger.filter_op, trigger.filter_value) == (
+        "amount",
+        "gt",
+        '"50"',
+    )
+    assert trigger.filters_json == ""
+    assert form.document()[0]["trigger"]["filters"] == {"gt": ["amount", "50"]}
+
+
+@pytest.mark.parametrize(
+    ("op", "field", "value", "expected"),
+    [
+        ("eq", "severity", "high", {"eq": ["severity", "high"]}),
+        ("gte", "amount", "100", {"gte": ["amount", 100]}),
+        ("in", "severity", "low, medium", {"in": ["severity", ["low", "medium"]]}),
+        ("exists", "channel", "", {"exists": "channel"}),
+        ("eq", "", "high", None),  # no field: every such event
+    ],
+)
+def test_an_event_filter_of_the_form(
+    op: str, field: str, value: str, expected: dict[str, Any] | None
+) -> None:
+    form = RuleForm(
+        rule_id="r",
+        trigger=TriggerForm(
+            event="complaint.opened", filter_field=field, filter_op=op, filter_value=value
+        ),
+    )
+    doc, errors = form.document()
+    assert errors == {}
+    assert doc["trigger"].get("filters") == expected
+
+
+def test_filters_of_more_than_one_test_are_edited_as_json_and_their_typos_are_the_forms() -> None:
+    filters = {"all": [{"eq": ["severity", "high"]}, {"exists": "order_id"}]}
+    rule = {**STORED, "trigger": {"type": "event", "event": "complaint.opened", "filters": filters}}
+    form = RuleForm.of_rule(rule)
+    assert form.trigger.filter_field == ""
+    assert json.loads(form.trigger.filters_json) == filters
+    assert form.document()[0]["trigger"]["filters"] == filters
+    form.trigger.filters_json = '{"eq": ["severity"'
+    assert set(form.document()[1]) == {"filter_field"}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "words"),
+    [
+        (
+            {"type": "event", "event": "complaint.opened", "filters": {"eq": ["severity", "high"]}},
+            "event: complaint.opened where severity equals high",
+        ),
+        (
+            {
+                "type": "event",
+                "event": "complaint.opened",
+                "filters": {"in": ["severity", ["low", "medium"]]},
+            },
+            "event: complaint.opened where severity is one of low, medium",
+        ),
+        ({"type": "event", "event": "order.paid", "filters": None}, "event: order.paid"),
+        ({"type": "stage", "from": [], "to": ["churned"]}, "stage: to churned"),
+        ({"type": "schedule", "kind": "days_after", "days": 30}, "schedule: days after"),
+        ({"type": "broadcast"}, "broadcast"),
+    ],
+)
+def test_the_rules_list_says_what_a_trigger_waits_for(trigger: dict[str, Any], words: str) -> None:
+    assert trigger_words(trigger) == words
+
+
+def test_an_expression_of_more_than_one_test_is_described_as_json() -> None:
+    expr = {"any": [{"eq": ["severity", "high"]}, {"gte": ["amount", 100]}]}
+    assert json.loads(described(expr)) == expr
+
+
 def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
     form = RuleForm(rule_id="r", priority="high", cooldown_days="a week", conditions_json="{")
     _, errors = form.document()
@@ -94,6 +175,7 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("body.id", "string does not match", "rule_id"),
         ("body.conditions", "gt: unknown card field", "condition"),
         ("body.trigger.event.event", "Input should be", "trigger_event"),
+        ("body.trigger.event.filters", "eq: unknown complaint.opened data field", "filter_field"),
         ("body.trigger.stage.to.0", "Input should be", "stage_to"),
         ("body.trigger.stage.entered_within_days", "Input should be", "entered_within_days"),
         ("body.trigger.schedule.cron.expression", "not a five-field cron", "cron_expression"),
@@ -480,3 +562,22 @@ def test_numbers_and_money_are_written_for_people() -> None:
     euro = Environment(autoescape=True)
     install(euro, ConsoleSettings(currency="EUR", locale="de_DE"))
     assert euro.from_string("{{ '1234.5'|money }}").render() == "1.234,50\xa0€"
+
+
+def test_every_rule_of_the_default_pack_round_trips_through_the_form() -> None:
+    shown: dict[str, tuple[str, str, str]] = {}
+    for rule in default_pack():
+        stored = rule.model_dump(mode="json")
+        assert editable(stored)
+        form = RuleForm.of_rule(stored)
+        if form.trigger.filter_field:
+            shown[rule.id] = (
+                form.trigger.filter_field,
+                form.trigger.filter_op,
+                form.trigger.filter_value,
+            )
+        doc, errors = form.document()
+        assert errors == {}, rule.id
+        assert RuleDefinition.model_validate(doc).model_dump(mode="json") == stored, rule.id
+    # The pack's complaint rules tell the severities apart: the form shows which each takes.
+    assert sorted(shown.values()) == [("severity", "eq", "high"), ("severity", "in", "low, medium")]

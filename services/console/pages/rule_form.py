@@ -1,13 +1,13 @@
 """A rule as the editor's form holds it, and the JSON document outreach takes.
 
-The form builds a rule of any trigger (:mod:`.rule_trigger`), one condition (or a JSON
-expression), any action (:mod:`.rule_action`: a message, or a ``tag`` action that adds and
-removes tags), the limits, a control group and a priority. Outreach judges the rule; its 422
-names fields (``body.action.template``), which :func:`field_of` places next to the form's own
-control.
+The form builds a rule of any trigger (:mod:`.rule_trigger`, with an event's filters), one
+condition (:mod:`.rule_expression`; or a JSON expression), any action (:mod:`.rule_action`:
+a message, or a ``tag`` action that adds and removes tags), the limits, a control group and
+a priority. Outreach judges the rule; its 422 names fields (``body.action.template``), which
+:func:`field_of` places next to the form's own control.
 
-What a stored rule holds beyond the form's controls (the filters of an event trigger or of
-a goal) is kept as it was and sent back with the form's fields (``RuleForm.kept``).
+What a stored rule holds beyond the form's controls (a goal's filters) is kept as it was and
+sent back with the form's fields (``RuleForm.kept``).
 """
 
 from __future__ import annotations
@@ -18,19 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.pages.rule_action import ActionForm, action_field_of
+from services.console.pages.rule_expression import expression, one_test
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
 from shared.events import EventType
 
-OPERATORS = {
-    "eq": "equals",
-    "ne": "does not equal",
-    "gt": "is more than",
-    "gte": "is at least",
-    "lt": "is less than",
-    "lte": "is at most",
-    "exists": "is present",
-    "has_tag": "has the tag",
-}
 # What a goal may count: any event (empty: an order, the default).
 GOAL_EVENTS = [e.value for e in EventType]
 GOAL_COUNTS = {"first": "the first one counts", "every": "every one adds its value"}
@@ -140,9 +131,9 @@ class RuleForm:
         goal_extra = {k: v for k, v in goal.items() if k not in ("event", "within_days", "count")}
         goal_extra = {k: v for k, v in goal_extra.items() if v is not None}
         conditions = rule.get("conditions")
-        simple = _simple(conditions)
-        if simple:
-            form.cond_op, form.cond_field, form.cond_value = simple
+        test = one_test(conditions)
+        if test:
+            form.cond_op, form.cond_field, form.cond_value = test
         elif conditions:
             form.conditions_json = json.dumps(conditions, indent=2)
         form.trigger, trigger_extra = TriggerForm.of_trigger(rule["trigger"])
@@ -206,9 +197,8 @@ class RuleForm:
                 doc["conditions"] = json.loads(self.conditions_json)
             except ValueError as e:
                 errors["condition"] = f"the JSON expression does not parse: {e}"
-        elif self.cond_field or (self.cond_op == "has_tag" and self.cond_value):
-            # A tag test names no card field: its value is the tag.
-            doc["conditions"] = self.condition()
+        elif (condition := self.condition()) is not None:
+            doc["conditions"] = condition
         doc.update(kept)
         return doc, errors
 
@@ -228,12 +218,9 @@ class RuleForm:
                 return goal, {"goal_within_days": "a whole number of days"}
         return goal, {}
 
-    def condition(self) -> dict[str, Any]:
-        if self.cond_op == "has_tag":
-            return {"has_tag": self.cond_value}
-        if self.cond_op == "exists":
-            return {"exists": self.cond_field}
-        return {self.cond_op: [self.cond_field, _value(self.cond_value)]}
+    def condition(self) -> dict[str, Any] | None:
+        """The one test the form holds over the card (None: none, every customer)."""
+        return expression(self.cond_op, self.cond_field, self.cond_value)
 
 
 def instant_param(local: str) -> str | None:
@@ -243,30 +230,6 @@ def instant_param(local: str) -> str | None:
     if not text:
         return None
     return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
-
-
-def _value(text: str) -> Any:
-    """A typed value: a number, true/false, null or a quoted string as JSON; other text as
-    it is (``key``, ``at_risk``)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _simple(conditions: Any) -> tuple[str, str, str] | None:
-    """``(op, field, value)`` of a one-comparison expression the form shows as such."""
-    if not isinstance(conditions, dict) or len(conditions) != 1:
-        return None
-    [(op, arg)] = conditions.items()
-    if op == "has_tag" and isinstance(arg, str):
-        return op, "", arg
-    if op == "exists" and isinstance(arg, str):
-        return op, arg, ""
-    if op in OPERATORS and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str):
-        value = arg[1]
-        return op, arg[0], value if isinstance(value, str) else json.dumps(value)
-    return None
 
 
 def editable(rule: dict[str, Any]) -> bool:

@@ -2,7 +2,9 @@
 (an event, a stage transition, a membership tier entered, the five schedules, a broadcast)
 with its own controls, and the JSON document it becomes.
 
-A stored trigger's fields the form has no control for (an event's ``filters``) travel in the
+An event trigger's ``filters`` (a test of the event's data: ``severity equals high``) are
+shown as one test (:mod:`.rule_expression`) or, when they are more, as JSON. A stored
+trigger's fields the form has no control for (one a newer outreach added) travel in the
 form's ``kept`` fields with the trigger's type, and go back only into a trigger of that type:
 editing a rule loses nothing, and a rule turned into another trigger takes none of the old
 one's fields along.
@@ -14,10 +16,12 @@ control that holds the value.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.console.pages.rule_expression import described, expression, one_test
 from shared.card import Stage
 from shared.events import EventType
 
@@ -56,7 +60,7 @@ DIRECTIONS = {"": "up or down", "upgrade": "by an upgrade", "downgrade": "by a d
 # The fields of each trigger the form edits (with ``type`` and ``kind``); any other field of a
 # stored trigger is kept as it was.
 EDITED = {
-    "event": {"event", "recorded_within_days"},
+    "event": {"event", "filters", "recorded_within_days"},
     "stage": {"from", "to", "entered_within_days"},
     "membership": {"from", "to", "direction", "entered_within_days"},
     "birthday": {"at"},
@@ -72,6 +76,11 @@ EDITED = {
 class TriggerForm:
     type: str = "event"
     event: str = "order.paid"
+    # An event's filters: one test of its data, or (replacing it when given) JSON.
+    filter_field: str = ""
+    filter_op: str = "eq"
+    filter_value: str = ""
+    filters_json: str = ""
     recorded_within_days: str = ""
     stage_from: list[str] = field(default_factory=list)
     stage_to: list[str] = field(default_factory=list)
@@ -98,6 +107,10 @@ class TriggerForm:
         return cls(
             type=get("trigger_type") or "event",
             event=get("trigger_event"),
+            filter_field=get("filter_field"),
+            filter_op=get("filter_op") or "eq",
+            filter_value=get("filter_value"),
+            filters_json=get("filters_json"),
             recorded_within_days=get("recorded_within_days"),
             stage_from=get_all("stage_from"),
             stage_to=get_all("stage_to"),
@@ -129,6 +142,12 @@ class TriggerForm:
         if kind == "event":
             form.event = trigger.get("event") or ""
             form.recorded_within_days = _text(trigger.get("recorded_within_days"))
+            filters = trigger.get("filters")
+            test = one_test(filters)
+            if test and test[0] != "has_tag":
+                form.filter_op, form.filter_field, form.filter_value = test
+            elif filters:
+                form.filters_json = json.dumps(filters, indent=2)
         elif kind == "stage":
             form.stage_from = list(trigger.get("from") or [])
             form.stage_to = list(trigger.get("to") or [])
@@ -171,6 +190,15 @@ class TriggerForm:
         doc: dict[str, Any]
         if self.type == "event":
             doc = {"type": "event", "event": self.event}
+            if self.filters_json.strip():
+                try:
+                    doc["filters"] = json.loads(self.filters_json)
+                except ValueError as e:
+                    errors["filter_field"] = f"the JSON expression does not parse: {e}"
+            else:
+                filters = expression(self.filter_op, self.filter_field, self.filter_value)
+                if filters is not None:
+                    doc["filters"] = filters
             if self.recorded_within_days:
                 doc["recorded_within_days"] = number(
                     "recorded_within_days", self.recorded_within_days, int, whole
@@ -220,6 +248,22 @@ class TriggerForm:
         return doc, errors
 
 
+def trigger_words(trigger: dict[str, Any]) -> str:
+    """A stored trigger in a few words, for the rules list: an event with its filters
+    (``event: complaint.opened where severity equals high``), a stage or tier entered, a
+    schedule's kind."""
+    kind = trigger.get("type", "")
+    if kind == "event":
+        filters = trigger.get("filters")
+        where = f" where {described(filters)}" if filters else ""
+        return f"event: {trigger.get('event')}{where}"
+    if kind in ("stage", "membership") and trigger.get("to"):
+        return f"{kind}: to {', '.join(trigger['to'])}"
+    if kind == "schedule":
+        return f"schedule: {str(trigger.get('kind', '')).replace('_', ' ')}"
+    return str(kind)
+
+
 def tier_names(text: str) -> list[str]:
     """Membership tier names written one a line or comma-separated (a name may hold spaces)."""
     return [name.strip() for name in text.replace("\n", ",").split(",") if name.strip()]
@@ -232,6 +276,7 @@ def _text(value: Any) -> str:
 # The control of each field of a trigger, by the field's name in the API's error.
 _CONTROLS = {
     "event": "trigger_event",
+    "filters": "filter_field",
     "recorded_within_days": "recorded_within_days",
     "from": "stage_from",
     "to": "stage_to",

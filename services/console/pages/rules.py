@@ -15,16 +15,22 @@ from starlette.responses import Response
 
 from services.console.clients.api import ApiError
 from services.console.pages.rule_action import CHANNELS, KINDS, ActionForm
+from services.console.pages.rule_expression import FILTER_OPERATORS, OPERATORS
 from services.console.pages.rule_form import (
     GOAL_COUNTS,
     GOAL_EVENTS,
-    OPERATORS,
     RuleForm,
     editable,
     field_of,
     instant_param,
 )
-from services.console.pages.rule_trigger import DIRECTIONS, EVENTS, STAGES, TRIGGERS
+from services.console.pages.rule_trigger import (
+    DIRECTIONS,
+    EVENTS,
+    STAGES,
+    TRIGGERS,
+    trigger_words,
+)
 from services.console.pages.web import (
     CheckedPost,
     Refused,
@@ -82,6 +88,7 @@ async def rules(request: Request, session: SignedIn, saved: str = "") -> Respons
         outcomes=outcomes,
         last_fired=last_fired,
         rule_outcomes=rule_outcomes,
+        trigger_words=trigger_words,
         outcome_days=OUTCOME_DAYS,
         saved=saved,
     )
@@ -123,6 +130,7 @@ def _editor(
         kinds=KINDS,
         channels=CHANNELS,
         operators=OPERATORS,
+        filter_operators=FILTER_OPERATORS,
         goal_events=GOAL_EVENTS,
         goal_counts=GOAL_COUNTS,
         kept_json=json.dumps(form.kept) if form.kept else "",
