@@ -381,7 +381,7 @@ def test_a_rule_of_another_trigger_is_edited_as_json(browser: WebDriver, tend: T
     assert (stored["version"], stored["rule"]["priority"]) == (2, 50)
 
 
-def test_an_event_rules_filter_is_shown_edited_and_listed_in_words(
+def test_an_event_rules_filters_and_its_goals_are_edited_in_the_form_and_listed_in_words(
     browser: WebDriver, tend: Tend
 ) -> None:
     rule_id = f"apology-{uuid.uuid4().hex[:6]}"
@@ -422,11 +422,23 @@ def test_an_event_rules_filter_is_shown_edited_and_listed_in_words(
     _replace(browser, "filter_field", "severity")
     Select(browser.find_element(By.ID, "filter_op")).select_by_value("in")
     _replace(browser, "filter_value", "high, medium")
+    # The goal: an order of at least 50 within 14 days counts as won back.
+    Select(browser.find_element(By.ID, "goal_event")).select_by_value("order.paid")
+    _replace(browser, "goal_within_days", "14")
+    _replace(browser, "goal_filter_field", "amount")
+    Select(browser.find_element(By.ID, "goal_filter_op")).select_by_value("gte")
+    _replace(browser, "goal_filter_value", "50")
     browser.find_element(By.ID, "save-button").click()
     wait(browser).until(ec.url_contains("/rules?saved="))
     with tend.api("outreach", "marketing") as api:
         stored = api.get(f"/v1/rules/{rule_id}").json()["rule"]
     assert stored["trigger"]["filters"] == {"in": ["severity", ["high", "medium"]]}
+    assert stored["goal"] == {
+        "event": "order.paid",
+        "filters": {"gte": ["amount", 50]},
+        "within_days": 14,
+        "count": "first",
+    }
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
     trigger = row.find_element(By.CLASS_NAME, "rule-trigger").text
     assert trigger == "event: complaint.opened where severity is one of high, medium"

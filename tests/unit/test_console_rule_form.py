@@ -192,7 +192,7 @@ def test_what_the_form_cannot_even_send_is_its_own_error() -> None:
         ("query.days", "Input should be less", "backtest_days"),
         ("query.at", "not an instant", "preview_at"),
         ("body.control_percent", "too high", "control_percent"),
-        ("body.goal.filters", "eq: unknown order.paid data field", "goal_event"),
+        ("body.goal.filters", "eq: unknown order.paid data field", "goal_filter_field"),
         ("body.goal.within_days", "greater than", "goal_within_days"),
         ("body.goal.count", "Input should be", "goal_count"),
         ("body.unknown", "Extra inputs are not permitted", ""),
@@ -422,7 +422,7 @@ def test_a_stored_message_rule_with_every_limit_an_offer_and_a_goal_round_trips(
     assert _as_stored(doc) == stored
 
 
-def test_a_goal_from_posted_fields_keeps_its_filters_only_for_their_event() -> None:
+def test_a_goals_filter_is_shown_as_one_test_and_sent_with_the_goal() -> None:
     stored = _as_stored(
         {
             "id": "r",
@@ -434,6 +434,11 @@ def test_a_goal_from_posted_fields_keeps_its_filters_only_for_their_event() -> N
     )
     form = RuleForm.of_rule(stored)
     assert (form.goal_event, form.goal_within_days, form.goal_count) == ("order.paid", "", "first")
+    assert (form.goal_filter_field, form.goal_filter_op, form.goal_filter_value) == (
+        "amount",
+        "gte",
+        "20",
+    )
     form.goal_within_days = "10"
     assert form.document()[0]["goal"] == {
         "event": "order.paid",
@@ -441,12 +446,17 @@ def test_a_goal_from_posted_fields_keeps_its_filters_only_for_their_event() -> N
         "count": "first",
         "within_days": 10,
     }
-    form.goal_event = "visit.recorded"
+    form.goal_filter_field = ""  # every such event counts
     assert form.document()[0]["goal"] == {
-        "event": "visit.recorded",
+        "event": "order.paid",
         "count": "first",
         "within_days": 10,
     }
+    form.goal_filters_json = '{"in": ["channel", ["web", "app"]]}'
+    assert form.document()[0]["goal"]["filters"] == {"in": ["channel", ["web", "app"]]}
+    form.goal_filters_json = "{"
+    assert set(form.document()[1]) == {"goal_filter_field"}
+    form.goal_filters_json = ""
     form.goal_event, form.goal_within_days = "", ""
     assert form.document()[0]["goal"] is None  # the default: an order in the kind's window
     form.goal_within_days = "soon"

@@ -6,8 +6,9 @@ a message, or a ``tag`` action that adds and removes tags), the limits, a contro
 a priority. Outreach judges the rule; its 422 names fields (``body.action.template``), which
 :func:`field_of` places next to the form's own control.
 
-What a stored rule holds beyond the form's controls (a goal's filters) is kept as it was and
-sent back with the form's fields (``RuleForm.kept``).
+The goal's filters (which of its events count: an order of ``amount`` at least 50) are one
+test or JSON too. What a stored rule holds beyond the form's controls (a field a newer
+outreach added) is kept as it was and sent back with the form's fields (``RuleForm.kept``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from shared.events import EventType
 # What a goal may count: any event (empty: an order, the default).
 GOAL_EVENTS = [e.value for e in EventType]
 GOAL_COUNTS = {"first": "the first one counts", "every": "every one adds its value"}
+# The goal's fields the form edits; any other is kept.
+GOAL_EDITED = ("event", "filters", "within_days", "count")
 # The limits the form edits, by control: each a whole number (``once`` is a checkbox).
 LIMITS = ("cooldown_days", "max_per_customer", "not_contacted_days")
 # The rule's own fields the form edits (with ``control_percent``); the others are kept.
@@ -65,6 +68,11 @@ class RuleForm:
     goal_event: str = ""
     goal_within_days: str = ""
     goal_count: str = "first"
+    # Which of the goal's events count: one test of their data, or (replacing it) JSON.
+    goal_filter_field: str = ""
+    goal_filter_op: str = "gte"
+    goal_filter_value: str = ""
+    goal_filters_json: str = ""
     priority: str = "0"
     enabled: bool = True
     # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
@@ -101,6 +109,10 @@ class RuleForm:
             goal_event=get("goal_event"),
             goal_within_days=get("goal_within_days"),
             goal_count=get("goal_count") or "first",
+            goal_filter_field=get("goal_filter_field"),
+            goal_filter_op=get("goal_filter_op") or "gte",
+            goal_filter_value=get("goal_filter_value"),
+            goal_filters_json=get("goal_filters_json"),
             priority=get("priority") or "0",
             enabled=get("enabled") == "on",
             preview_at=get("preview_at"),
@@ -128,7 +140,13 @@ class RuleForm:
         form.goal_event = goal.get("event") or ""
         form.goal_within_days = _text(goal.get("within_days"))
         form.goal_count = goal.get("count") or "first"
-        goal_extra = {k: v for k, v in goal.items() if k not in ("event", "within_days", "count")}
+        goal_filters = goal.get("filters")
+        test = one_test(goal_filters)
+        if test and test[0] != "has_tag":
+            form.goal_filter_op, form.goal_filter_field, form.goal_filter_value = test
+        elif goal_filters:
+            form.goal_filters_json = json.dumps(goal_filters, indent=2)
+        goal_extra = {k: v for k, v in goal.items() if k not in GOAL_EDITED}
         goal_extra = {k: v for k, v in goal_extra.items() if v is not None}
         conditions = rule.get("conditions")
         test = one_test(conditions)
@@ -143,7 +161,7 @@ class RuleForm:
             **({"trigger": trigger_extra} if trigger_extra else {}),
             **({"action": action_extra} if action_extra else {}),
             **({"limits": limits_extra} if limits_extra else {}),
-            # A goal's filters name its event's fields: they stay with that event.
+            # What a goal holds beyond the form names its event's fields: it stays with that event.
             **({"goal": {**goal_extra, "event": form.goal_event}} if goal_extra else {}),
             **{k: v for k, v in rule.items() if k not in EDITED},
         }
@@ -204,19 +222,38 @@ class RuleForm:
 
     def goal(self, kept: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
         """The rule's goal (None: the default, an order within the kind's window), with
-        ``kept`` (the stored goal's filters, while the goal's event is theirs)."""
-        if not (self.goal_event or self.goal_within_days.strip() or self.goal_count != "first"):
-            return None, {}
+        ``kept`` (what the stored goal holds beyond the form, while the goal's event is
+        theirs), and the form's own errors."""
+        filters: Any = None
+        errors: dict[str, str] = {}
+        if self.goal_filters_json.strip():
+            try:
+                filters = json.loads(self.goal_filters_json)
+            except ValueError as e:
+                errors["goal_filter_field"] = f"the JSON expression does not parse: {e}"
+        else:
+            filters = expression(
+                self.goal_filter_op, self.goal_filter_field, self.goal_filter_value
+            )
+        if not (
+            self.goal_event
+            or self.goal_within_days.strip()
+            or self.goal_count != "first"
+            or filters is not None
+        ):
+            return None, errors
         goal: dict[str, Any] = {"event": self.goal_event or EventType.ORDER_PLACED.value}
         if kept.get("event") == goal["event"]:
             goal.update({k: v for k, v in kept.items() if k != "event"})
+        if filters is not None:
+            goal["filters"] = filters
         goal["count"] = self.goal_count
         if self.goal_within_days.strip():
             try:
                 goal["within_days"] = int(self.goal_within_days)
             except ValueError:
-                return goal, {"goal_within_days": "a whole number of days"}
-        return goal, {}
+                errors["goal_within_days"] = "a whole number of days"
+        return goal, errors
 
     def condition(self) -> dict[str, Any] | None:
         """The one test the form holds over the card (None: none, every customer)."""
@@ -253,7 +290,7 @@ def field_of(api_field: str, reason: str) -> str:
         "limits.once": "once",
         "goal": "goal_event",
         "goal.event": "goal_event",
-        "goal.filters": "goal_event",
+        "goal.filters": "goal_filter_field",
         "goal.within_days": "goal_within_days",
         "goal.count": "goal_count",
         # The render of the template on a customer (POST /v1/templates/render).
