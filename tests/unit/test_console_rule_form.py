@@ -11,7 +11,7 @@ import pytest
 from jinja2 import Environment
 
 from services.console.formatting import install
-from services.console.pages.rule_expression import described
+from services.console.pages.rule_expression import DataFilter, described
 from services.console.pages.rule_form import RuleForm, editable, field_of, instant_param
 from services.console.pages.rule_trigger import TriggerForm, trigger_words
 from services.console.settings import ConsoleSettings
@@ -88,13 +88,7 @@ def test_one_condition_of_the_form(op: str, field: str, value: str, expected: An
 def test_an_event_filter_is_shown_as_one_test_and_sent_back_unchanged() -> None:
     form = RuleForm.of_rule(STORED)
     # The stored amount is text ("50"): shown quoted, so it goes back as text, not a number.
-    trigger = form.trigger
-    assert (trigger.filter_field, trigger.filter_op, trigger.filter_value) == (
-        "amount",
-        "gt",
-        '"50"',
-    )
-    assert trigger.filters_json == ""
+    assert form.trigger.filter == DataFilter(field="amount", op="gt", value='"50"')
     assert form.document()[0]["trigger"]["filters"] == {"gt": ["amount", "50"]}
 
 
@@ -114,7 +108,7 @@ def test_an_event_filter_of_the_form(
     form = RuleForm(
         rule_id="r",
         trigger=TriggerForm(
-            event="complaint.opened", filter_field=field, filter_op=op, filter_value=value
+            event="complaint.opened", filter=DataFilter(field=field, op=op, value=value)
         ),
     )
     doc, errors = form.document()
@@ -126,10 +120,10 @@ def test_filters_of_more_than_one_test_are_edited_as_json_and_their_typos_are_th
     filters = {"all": [{"eq": ["severity", "high"]}, {"exists": "order_id"}]}
     rule = {**STORED, "trigger": {"type": "event", "event": "complaint.opened", "filters": filters}}
     form = RuleForm.of_rule(rule)
-    assert form.trigger.filter_field == ""
-    assert json.loads(form.trigger.filters_json) == filters
+    assert form.trigger.filter.field == ""
+    assert json.loads(form.trigger.filter.as_json) == filters
     assert form.document()[0]["trigger"]["filters"] == filters
-    form.trigger.filters_json = '{"eq": ["severity"'
+    form.trigger.filter.as_json = '{"eq": ["severity"'
     assert set(form.document()[1]) == {"filter_field"}
 
 
@@ -434,11 +428,7 @@ def test_a_goals_filter_is_shown_as_one_test_and_sent_with_the_goal() -> None:
     )
     form = RuleForm.of_rule(stored)
     assert (form.goal_event, form.goal_within_days, form.goal_count) == ("order.paid", "", "first")
-    assert (form.goal_filter_field, form.goal_filter_op, form.goal_filter_value) == (
-        "amount",
-        "gte",
-        "20",
-    )
+    assert form.goal_filter == DataFilter(field="amount", op="gte", value="20")
     form.goal_within_days = "10"
     assert form.document()[0]["goal"] == {
         "event": "order.paid",
@@ -446,17 +436,17 @@ def test_a_goals_filter_is_shown_as_one_test_and_sent_with_the_goal() -> None:
         "count": "first",
         "within_days": 10,
     }
-    form.goal_filter_field = ""  # every such event counts
+    form.goal_filter.field = ""  # every such event counts
     assert form.document()[0]["goal"] == {
         "event": "order.paid",
         "count": "first",
         "within_days": 10,
     }
-    form.goal_filters_json = '{"in": ["channel", ["web", "app"]]}'
+    form.goal_filter.as_json = '{"in": ["channel", ["web", "app"]]}'
     assert form.document()[0]["goal"]["filters"] == {"in": ["channel", ["web", "app"]]}
-    form.goal_filters_json = "{"
+    form.goal_filter.as_json = "{"
     assert set(form.document()[1]) == {"goal_filter_field"}
-    form.goal_filters_json = ""
+    form.goal_filter.as_json = ""
     form.goal_event, form.goal_within_days = "", ""
     assert form.document()[0]["goal"] is None  # the default: an order in the kind's window
     form.goal_within_days = "soon"
@@ -580,12 +570,9 @@ def test_every_rule_of_the_default_pack_round_trips_through_the_form() -> None:
         stored = rule.model_dump(mode="json")
         assert editable(stored)
         form = RuleForm.of_rule(stored)
-        if form.trigger.filter_field:
-            shown[rule.id] = (
-                form.trigger.filter_field,
-                form.trigger.filter_op,
-                form.trigger.filter_value,
-            )
+        if form.trigger.filter.field:
+            test = form.trigger.filter
+            shown[rule.id] = (test.field, test.op, test.value)
         doc, errors = form.document()
         assert errors == {}, rule.id
         assert RuleDefinition.model_validate(doc).model_dump(mode="json") == stored, rule.id

@@ -10,6 +10,8 @@ cannot show as one test is edited as JSON, and is described as JSON in the rules
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 OPERATORS = {
@@ -94,3 +96,44 @@ def described(expr: Any) -> str:
     if op == "exists":
         return f"{field} is present"
     return f"{field} {OPERATORS[op]} {value}"
+
+
+@dataclass
+class DataFilter:
+    """An event's filters as the form holds them (an event trigger's, a goal's): one test of
+    the event's data, or JSON, which replaces the test when given. Its controls are named
+    ``{prefix}_field``, ``{prefix}_op``, ``{prefix}_value`` and ``{prefix}s_json``."""
+
+    field: str = ""
+    op: str = "eq"
+    value: str = ""
+    as_json: str = ""
+
+    @classmethod
+    def of_fields(cls, get: Callable[[str], str], prefix: str) -> DataFilter:
+        return cls(
+            field=get(f"{prefix}_field"),
+            op=get(f"{prefix}_op") or "eq",
+            value=get(f"{prefix}_value"),
+            as_json=get(f"{prefix}s_json"),
+        )
+
+    @classmethod
+    def of_filters(cls, filters: Any) -> DataFilter:
+        """The form of stored filters: one test when they are one (and not a tag test, which
+        an event's data cannot take), else JSON."""
+        test = one_test(filters)
+        if test is not None and test[0] != "has_tag":
+            op, field, value = test
+            return cls(field=field, op=op, value=value)
+        return cls(as_json=json.dumps(filters, indent=2) if filters else "")
+
+    def filters(self) -> tuple[Any, str | None]:
+        """The filters (None: none, every such event counts) and the form's own error (JSON
+        that does not parse)."""
+        if self.as_json.strip():
+            try:
+                return json.loads(self.as_json), None
+            except ValueError as e:
+                return None, f"the JSON expression does not parse: {e}"
+        return expression(self.op, self.field, self.value), None

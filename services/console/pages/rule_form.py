@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.pages.rule_action import ActionForm, action_field_of
-from services.console.pages.rule_expression import expression, one_test
+from services.console.pages.rule_expression import DataFilter, expression, one_test
 from services.console.pages.rule_trigger import TriggerForm, trigger_field_of
 from shared.events import EventType
 
@@ -68,11 +68,8 @@ class RuleForm:
     goal_event: str = ""
     goal_within_days: str = ""
     goal_count: str = "first"
-    # Which of the goal's events count: one test of their data, or (replacing it) JSON.
-    goal_filter_field: str = ""
-    goal_filter_op: str = "gte"
-    goal_filter_value: str = ""
-    goal_filters_json: str = ""
+    # Which of the goal's events count (the ``goal_filter_*`` controls).
+    goal_filter: DataFilter = field(default_factory=DataFilter)
     priority: str = "0"
     enabled: bool = True
     # The dry runs: a preview as at an instant (empty: now), a backtest over past days.
@@ -109,10 +106,7 @@ class RuleForm:
             goal_event=get("goal_event"),
             goal_within_days=get("goal_within_days"),
             goal_count=get("goal_count") or "first",
-            goal_filter_field=get("goal_filter_field"),
-            goal_filter_op=get("goal_filter_op") or "gte",
-            goal_filter_value=get("goal_filter_value"),
-            goal_filters_json=get("goal_filters_json"),
+            goal_filter=DataFilter.of_fields(get, "goal_filter"),
             priority=get("priority") or "0",
             enabled=get("enabled") == "on",
             preview_at=get("preview_at"),
@@ -140,12 +134,7 @@ class RuleForm:
         form.goal_event = goal.get("event") or ""
         form.goal_within_days = _text(goal.get("within_days"))
         form.goal_count = goal.get("count") or "first"
-        goal_filters = goal.get("filters")
-        test = one_test(goal_filters)
-        if test and test[0] != "has_tag":
-            form.goal_filter_op, form.goal_filter_field, form.goal_filter_value = test
-        elif goal_filters:
-            form.goal_filters_json = json.dumps(goal_filters, indent=2)
+        form.goal_filter = DataFilter.of_filters(goal.get("filters"))
         goal_extra = {k: v for k, v in goal.items() if k not in GOAL_EDITED}
         goal_extra = {k: v for k, v in goal_extra.items() if v is not None}
         conditions = rule.get("conditions")
@@ -224,17 +213,8 @@ class RuleForm:
         """The rule's goal (None: the default, an order within the kind's window), with
         ``kept`` (what the stored goal holds beyond the form, while the goal's event is
         theirs), and the form's own errors."""
-        filters: Any = None
-        errors: dict[str, str] = {}
-        if self.goal_filters_json.strip():
-            try:
-                filters = json.loads(self.goal_filters_json)
-            except ValueError as e:
-                errors["goal_filter_field"] = f"the JSON expression does not parse: {e}"
-        else:
-            filters = expression(
-                self.goal_filter_op, self.goal_filter_field, self.goal_filter_value
-            )
+        filters, error = self.goal_filter.filters()
+        errors = {"goal_filter_field": error} if error else {}
         if not (
             self.goal_event
             or self.goal_within_days.strip()

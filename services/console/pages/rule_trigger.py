@@ -16,12 +16,11 @@ control that holds the value.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.console.pages.rule_expression import described, expression, one_test
+from services.console.pages.rule_expression import DataFilter, described
 from shared.card import Stage
 from shared.events import EventType
 
@@ -76,11 +75,8 @@ EDITED = {
 class TriggerForm:
     type: str = "event"
     event: str = "order.paid"
-    # An event's filters: one test of its data, or (replacing it when given) JSON.
-    filter_field: str = ""
-    filter_op: str = "eq"
-    filter_value: str = ""
-    filters_json: str = ""
+    # An event's filters (the ``filter_*`` controls).
+    filter: DataFilter = field(default_factory=DataFilter)
     recorded_within_days: str = ""
     stage_from: list[str] = field(default_factory=list)
     stage_to: list[str] = field(default_factory=list)
@@ -107,10 +103,7 @@ class TriggerForm:
         return cls(
             type=get("trigger_type") or "event",
             event=get("trigger_event"),
-            filter_field=get("filter_field"),
-            filter_op=get("filter_op") or "eq",
-            filter_value=get("filter_value"),
-            filters_json=get("filters_json"),
+            filter=DataFilter.of_fields(get, "filter"),
             recorded_within_days=get("recorded_within_days"),
             stage_from=get_all("stage_from"),
             stage_to=get_all("stage_to"),
@@ -142,12 +135,7 @@ class TriggerForm:
         if kind == "event":
             form.event = trigger.get("event") or ""
             form.recorded_within_days = _text(trigger.get("recorded_within_days"))
-            filters = trigger.get("filters")
-            test = one_test(filters)
-            if test and test[0] != "has_tag":
-                form.filter_op, form.filter_field, form.filter_value = test
-            elif filters:
-                form.filters_json = json.dumps(filters, indent=2)
+            form.filter = DataFilter.of_filters(trigger.get("filters"))
         elif kind == "stage":
             form.stage_from = list(trigger.get("from") or [])
             form.stage_to = list(trigger.get("to") or [])
@@ -190,15 +178,11 @@ class TriggerForm:
         doc: dict[str, Any]
         if self.type == "event":
             doc = {"type": "event", "event": self.event}
-            if self.filters_json.strip():
-                try:
-                    doc["filters"] = json.loads(self.filters_json)
-                except ValueError as e:
-                    errors["filter_field"] = f"the JSON expression does not parse: {e}"
-            else:
-                filters = expression(self.filter_op, self.filter_field, self.filter_value)
-                if filters is not None:
-                    doc["filters"] = filters
+            filters, error = self.filter.filters()
+            if error:
+                errors["filter_field"] = error
+            elif filters is not None:
+                doc["filters"] = filters
             if self.recorded_within_days:
                 doc["recorded_within_days"] = number(
                     "recorded_within_days", self.recorded_within_days, int, whole
