@@ -282,21 +282,30 @@ class OverviewFigures:
     erased_revenue: Decimal  # what erased customers had spent, net
 
 
-# One scan for the four breakdowns and the totals: the grouping set a row belongs to says
-# which column its value comes from. Buyers are customers with a live order; the totals row
-# (``all``) carries how many there are and what they spent.
+# One scan for the four breakdowns and the totals: every customer is counted once into the
+# few hundred cells of (stage, tier, segment, strategy) at most, and the cells are rolled up
+# (four hashes over a million rows took twice as long as one). The grouping set a row belongs
+# to says which column its value comes from. Buyers are customers with a live order; the
+# totals row (``all``) carries how many there are and what they spent.
 _COUNTS = text(
     """
+    WITH cells AS (
+        SELECT stage, tier, segment, strategy, count(*) AS n,
+               count(*) FILTER (WHERE last_order_at IS NOT NULL) AS buyers,
+               sum(lifetime_spend) FILTER (WHERE last_order_at IS NOT NULL) AS revenue
+        FROM scoring.customers
+        GROUP BY stage, tier, segment, strategy
+    )
     SELECT CASE WHEN GROUPING(stage) = 0 THEN 'stage'
                 WHEN GROUPING(tier) = 0 THEN 'tier'
                 WHEN GROUPING(segment) = 0 THEN 'segment'
                 WHEN GROUPING(strategy) = 0 THEN 'strategy'
                 ELSE 'all' END AS dimension,
            COALESCE(stage, tier, segment, strategy) AS value,
-           count(*) AS n,
-           count(*) FILTER (WHERE last_order_at IS NOT NULL) AS buyers,
-           COALESCE(sum(lifetime_spend) FILTER (WHERE last_order_at IS NOT NULL), 0) AS revenue
-    FROM scoring.customers
+           CAST(COALESCE(sum(n), 0) AS bigint) AS n,
+           CAST(COALESCE(sum(buyers), 0) AS bigint) AS buyers,
+           COALESCE(sum(revenue), 0) AS revenue
+    FROM cells
     GROUP BY GROUPING SETS ((stage), (tier), (segment), (strategy), ())
     """
 )
