@@ -21,6 +21,9 @@ start as processes (as ``make run`` starts them) and each phase samples every se
   ``care`` webhook per paid order to a receiver in this process);
 - **refit**: ``POST /v1/ops/refit`` on scoring, until it answers (both passes over every
   customer, and the refresh changes it writes);
+- **overview**: ``GET /v1/stats/overview`` on scoring three times (what the console's first
+  page asks: every customer counted by stage, tier, segment and strategy, and the top fifth's
+  share of revenue), each read's time noted;
 - **due-scan**: ``POST /v1/ops/tick`` on outreach, until it answers (every due birthday
   decided, 2,000 at a time).
 
@@ -76,7 +79,7 @@ from shared.settings import CommonSettings
 from tests.support.servers import ServiceProcess
 
 PORTS = {"ingest": 18031, "scoring": 18032, "outreach": 18033}
-PHASES = ("load", "refit", "due-scan")
+PHASES = ("load", "refit", "overview", "due-scan")
 BIRTHDAY_RULE = "bench-scale-birthday"
 DUE_SHARE = 0.01  # of the customers, whose birthday greeting is due when the scan runs
 # Every purchase of an archetype, at the end of time (as order_facts keeps them).
@@ -507,6 +510,20 @@ async def sampled(stack: Stack, name: str, work: Awaitable[T]) -> tuple[Phase, T
     return Phase(name, seconds, dict(sampler.before), dict(sampler.peak), ""), result
 
 
+async def overview_reads(
+    client: httpx.AsyncClient, scoring: str, times: int
+) -> list[tuple[float, int]]:
+    """``times`` reads of scoring's overview, one after the other: each one's milliseconds and
+    the customers it counted."""
+    reads = []
+    for _ in range(times):
+        started = time.perf_counter()
+        resp = await client.get(f"{scoring}/v1/stats/overview")
+        resp.raise_for_status()
+        reads.append(((time.perf_counter() - started) * 1000, resp.json()["customers"]))
+    return reads
+
+
 async def measure(
     customers: int = 1_000_000, orders: int = 5_000, kinds: int = 2_000
 ) -> ScaleFigures:
@@ -550,6 +567,17 @@ async def measure(
                     phase,
                     note=f"{body['customers']:,} customers, {body['buyers']:,} buyers, "
                     f"{body['changed']:,} cards moved",
+                )
+            )
+            phase, reads = await sampled(
+                stack, "overview", overview_reads(client, stack.urls["scoring"], 3)
+            )
+            phases.append(
+                replace(
+                    phase,
+                    note=f"{reads[0][1]:,} customers counted; reads of "
+                    + ", ".join(f"{ms:,.0f}" for ms, _ in reads)
+                    + " ms",
                 )
             )
             phase, resp = await sampled(
