@@ -34,6 +34,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import pg_time
 from bench.bench_e2e import Sampler, Stack, cpu_split, running_stack
 from tests.support.cdnow import Order, master_log, read_master
 
@@ -73,6 +74,8 @@ class CdnowFigures:
     seen_customers: int
     seen_revenue: Decimal
     cpu_share: dict[str, float]  # of the machine's cores, first POST to the last card
+    # PostgreSQL's statement time in the same window, seconds by service (bench.pg_time).
+    pg_spent: dict[str, float] | None
 
     @property
     def cpu_per_order_us(self) -> dict[str, float]:
@@ -138,6 +141,7 @@ async def measure(
             base_url=stack.urls["scoring"], headers=stack.auth(stack.admin_key), timeout=30
         ) as scoring,
     ):
+        pg_before = await pg_time.snapshot(stack.settings)
         sampler = Sampler(stack.pids)
         started = time.perf_counter()
         posting = asyncio.create_task(_post_all(stack, bodies, concurrency))
@@ -158,6 +162,7 @@ async def measure(
                 break
         wall_s = time.perf_counter() - started
         cpu = sampler.cpu_shares()
+        pg = pg_time.spent(pg_before, await pg_time.snapshot(stack.settings))
         if not posting.done():
             posting.cancel()
     return CdnowFigures(
@@ -171,6 +176,7 @@ async def measure(
         seen_customers=seen_customers,
         seen_revenue=seen_revenue,
         cpu_share=cpu,
+        pg_spent=pg,
     )
 
 
@@ -199,6 +205,10 @@ def print_figures(f: CdnowFigures) -> None:
         f"{cpu_split(f.cpu_share)} |"
     )
     print(f"| CPU per order, same window | {per_order(f)} |")
+    print(
+        f"| PostgreSQL statement time per order, same window | "
+        f"{pg_time.per_unit(f.pg_spent, f.orders)} |"
+    )
 
 
 def per_order(f: CdnowFigures) -> str:

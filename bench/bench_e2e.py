@@ -38,6 +38,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench import pg_time
 from services.outreach.shell.channels.webhook import generate_secret
 from shared.auth import Scope, create_key
 from shared.db import make_engine
@@ -522,6 +523,9 @@ class E2EFigures:
     # Shares of the machine's CPU capacity during the saturation run, from its first POST to
     # its last change and to its last webhook.
     cpu_share: dict[str, dict[str, float]]
+    # PostgreSQL's statement time in the same windows, in seconds by service
+    # (:mod:`bench.pg_time`); None where the server keeps no statement statistics.
+    pg_spent: dict[str, dict[str, float] | None]
 
 
 @asynccontextmanager
@@ -597,14 +601,16 @@ async def measure(
         )
     async with pipeline(run, customers, ports) as (stack, hook, changes, client):
         batches = orders(run, "sat", saturation, customers, 500)
+        pg_before = await pg_time.snapshot(stack.settings)
         sampler = Sampler(stack.pids)
 
-        async def cpu_once_changed() -> dict[str, float]:
+        async def cpu_once_changed() -> tuple[dict[str, float], dict[str, float] | None]:
             pending = {i for b in batches for i in b.event_ids}
             while pending:
                 await asyncio.sleep(0.1)
                 pending -= changes.arrived.keys()
-            return sampler.cpu_shares()
+            shares = sampler.cpu_shares()
+            return shares, pg_time.spent(pg_before, await pg_time.snapshot(stack.settings))
 
         sampling = asyncio.create_task(sampler.run())
         changed = asyncio.create_task(cpu_once_changed())
@@ -617,13 +623,19 @@ async def measure(
                 max_drain_s=max_drain_s,
             )
             cpu = {"to the last webhook": sampler.cpu_shares()}
+            pg = {
+                "to the last webhook": pg_time.spent(
+                    pg_before, await pg_time.snapshot(stack.settings)
+                )
+            }
             if changed.done():
-                cpu = {"to the last change": changed.result(), **cpu}
+                cpu = {"to the last change": changed.result()[0], **cpu}
+                pg = {"to the last change": changed.result()[1], **pg}
         finally:
             sampling.cancel()
             changed.cancel()
             await asyncio.gather(sampling, changed, return_exceptions=True)
-    return E2EFigures(customers, fixed, saturated, sampler.before, sampler.peak, cpu)
+    return E2EFigures(customers, fixed, saturated, sampler.before, sampler.peak, cpu, pg)
 
 
 def verdict(met: bool) -> str:
@@ -685,6 +697,11 @@ def print_figures(f: E2EFigures) -> None:
             )
     for window, shares in f.cpu_share.items():
         print(f"| CPU, saturation run, first POST {window} | {cpu_split(shares)} |")
+    for window, seconds in f.pg_spent.items():
+        print(
+            f"| PostgreSQL statement time, saturation run, first POST {window} | "
+            f"{pg_time.per_unit(seconds, sat.events)} |"
+        )
     for name in SERVICES:
         peak = f.rss_peak_mb[name]
         print(

@@ -27,6 +27,7 @@ from decimal import Decimal
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
+from bench import pg_time
 from services.scoring.core.card import score
 from services.scoring.core.changes import event_change
 from services.scoring.core.state import CustomerState, apply
@@ -100,7 +101,11 @@ async def bare_consumer(settings: CommonSettings, topic: str, n: int) -> float:
         await consumer.stop()
 
 
-async def scoring(settings: CommonSettings, topic: str, n: int, producer: object) -> float:
+async def scoring(
+    settings: CommonSettings, topic: str, n: int, producer: object
+) -> tuple[float, dict[str, float] | None]:
+    """Events per second through scoring (from its first committed batch), and the
+    statement time its database spent on all ``n`` (:mod:`bench.pg_time`)."""
     name = f"tend_bench_{uuid.uuid4().hex[:8]}"
     own = await create_database(settings, name)
     try:
@@ -117,6 +122,7 @@ async def scoring(settings: CommonSettings, topic: str, n: int, producer: object
             dlq_producer=producer,
             max_records=2000,
         )
+        pg_before = await pg_time.snapshot(own)
         task = asyncio.create_task(consumer.run())
         started = None
         while consumer.processed < n:
@@ -126,11 +132,12 @@ async def scoring(settings: CommonSettings, topic: str, n: int, producer: object
         elapsed = time.perf_counter() - (started or time.perf_counter())
         consumer.stop()
         await task
+        pg = pg_time.spent(pg_before, await pg_time.snapshot(own))
         async with engine.connect() as conn:
             applied = await conn.scalar(text("SELECT count(*) FROM scoring.inbox"))
         assert applied == n, f"applied {applied} of {n}"
         await engine.dispose()
-        return n / elapsed
+        return n / elapsed, pg
     finally:
         await drop_database(settings, name)
 
@@ -168,6 +175,8 @@ class ScoringFigures:
     bare_per_s: float
     scoring_per_s: float
     core_per_s: float  # scoring's core alone, one core, no I/O (core_alone)
+    # Seconds of PostgreSQL statement time on all the events, by group (bench.pg_time).
+    pg_spent: dict[str, float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -199,11 +208,11 @@ async def measure(settings: CommonSettings, customers: int, orders: int) -> Scor
                 timeout=60,
             )
         bare = await bare_consumer(settings, topic, len(events))
-        scored = await scoring(settings, topic, len(events), producer)
+        scored, pg = await scoring(settings, topic, len(events), producer)
     finally:
         await producer.stop()
     core = core_alone(records)
-    return ScoringFigures(len(events), customers, bare, scored, core)
+    return ScoringFigures(len(events), customers, bare, scored, core, pg)
 
 
 def print_figures(f: ScoringFigures) -> None:
@@ -223,6 +232,10 @@ def print_figures(f: ScoringFigures) -> None:
     print(
         f"| scoring's core alone: decode, apply, card, change; no Kafka, no database; one core "
         f"| {f.core_per_s:,.0f} events/s ({f.core_us:,.0f} µs of CPU per event) |"
+    )
+    print(
+        f"| PostgreSQL statement time per event | "
+        f"{pg_time.per_unit(f.pg_spent, f.events, 'event')} |"
     )
 
 
