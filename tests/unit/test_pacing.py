@@ -66,3 +66,18 @@ def test_a_receivers_window_follows_its_limit_with_a_floor() -> None:
     for _ in range(10):
         pace.failed(now=0.0)
     assert pace.window == MIN_WINDOW
+
+
+def test_one_stall_seen_by_every_send_in_flight_trims_the_limit_once() -> None:
+    pace = Pace()
+    for _ in range(2 * MAX_LIMIT):
+        pace.answered(0.01)
+    assert pace.in_flight_limit == MAX_LIMIT
+    # 50 sends started together, all answered late by one 200 ms stall (the receiver's, or
+    # the sender's own event loop busy): one sign of trouble, one trim.
+    for i in range(50):
+        pace.answered(0.2 + i / 1000, started=100.0)
+    assert pace.in_flight_limit == int(MAX_LIMIT * 0.9)
+    # A send started after that trim and still slow trims again: the receiver is queueing.
+    pace.answered(0.2, started=100.5)
+    assert pace.in_flight_limit == int(MAX_LIMIT * 0.9 * 0.9)

@@ -7,7 +7,11 @@ slows the others:
   :data:`START_LIMIT` sends in flight and grows by one per success while the receiver answers
   about as fast as it ever has (doubling per round until the first sign of trouble, then by
   one per round); an answer that took much longer than the best seen trims it by a tenth, an
-  error (timeout, lost connection, 408, 429, 5xx) halves it; never below one.
+  error (timeout, lost connection, 408, 429, 5xx) halves it; never below one. A trim counts
+  once per round: the slow answers to sends that had already started when it was made do not
+  trim it again. One stall seen by every send in flight (the receiver's, or this process's
+  own event loop busy for a moment) is one sign, not one per send: trimmed per answer, a
+  100 ms pause of the sender with 50 sends open cut a limit of 100 to 1.
 - a **rate limit** (``rate_per_second``, the receiver's documented limit): sends start at
   least ``1 / rate`` seconds apart, so no second ever sees more than ``rate`` of them.
 - a **pause** when the receiver answers ``Retry-After``: no send to it starts before then.
@@ -51,6 +55,8 @@ class Pace:
     best_seconds: float | None = None
     paused_until: float = 0.0
     next_start: float = 0.0
+    # When the limit was last trimmed for a slow answer (monotonic seconds).
+    trimmed_at: float = float("-inf")
 
     @property
     def in_flight_limit(self) -> int:
@@ -73,12 +79,15 @@ class Pace:
             self.next_start = start + 1.0 / self.rate_per_second
         return start - now
 
-    def answered(self, seconds: float) -> None:
-        """A send the receiver took (or refused for good) in ``seconds``."""
+    def answered(self, seconds: float, started: float | None = None) -> None:
+        """A send the receiver took (or refused for good) in ``seconds``, started at
+        ``started`` (monotonic seconds; None: after any trim so far)."""
         if self.best_seconds is None or seconds < self.best_seconds:
             self.best_seconds = seconds
         if seconds > self.best_seconds * SLOW_FACTOR + SLOW_SLACK_SECONDS:
-            self.limit = max(1.0, self.limit * 0.9)
+            if started is None or started >= self.trimmed_at:
+                self.limit = max(1.0, self.limit * 0.9)
+                self.trimmed_at = (started or 0.0) + seconds
             self.slow_start = False
         elif self.slow_start:
             self.limit = min(float(self.max_limit), self.limit + 1.0)
