@@ -100,6 +100,7 @@ def create_app(
             phone_region=common.phone_region,
             overlap=True,
         )
+        applier.delivery = delivery  # webhook actions decided due now go straight to it
         runtime.worker(delivery, "delivery")
 
         # Registered first whatever the order here, so it stops first: then the relay, then

@@ -38,6 +38,7 @@ from services.outreach.shell.delivery import DeliveryWorker
 from services.outreach.shell.resolve import Resolution, resolve
 from services.outreach.shell.service import OutreachState
 from services.outreach.store import attempts as attempts_store
+from services.outreach.store import ledger as ledger_store
 from shared.auth import KeyStore
 from shared.clock import FixedClock
 from shared.http import create_app, no_lifespan
@@ -1020,6 +1021,94 @@ async def test_a_worker_killed_between_pick_and_outcome_loses_nothing(
         await late.record(jobs, attempts)
         await late.aclose()
         assert (await ledger.row(action_id)).attempts == 1
+
+
+def decided_row(customer: str, now: datetime) -> dict[str, Any]:
+    """A webhook action as the consumer's decision writes it (the ledger's own insert)."""
+    action_id = str(uuid.uuid4())
+    return {
+        "id": action_id,
+        "rule": "delivery-test",
+        "customer": customer,
+        "occ": action_id,
+        "kind": "care",
+        "channel": "webhook",
+        "channel_id": None,
+        "audience": "customer",
+        "priority": 50,
+        "status": "pending",
+        "reason": None,
+        "detail": None,
+        "decided": now,
+        "not_before": None,
+        "next": now,
+        "subject": "How was it?",
+        "body": "Hello Ada",
+        "offer": orjson.dumps({"code": "THANKS10"}).decode(),
+        "arm": "treatment",
+        "tier": None,
+        "strategy": None,
+        "baseline": None,
+        "goal": orjson.dumps({"event": "order.placed", "within_days": 30}).decode(),
+    }
+
+
+async def test_an_action_leased_as_it_is_decided_is_sent_once_with_no_pick(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with (
+        WebhookReceiver() as hook,
+        worker(engine, clock) as w,
+        worker(engine, clock) as other,
+    ):
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        # A receiver the worker has not sent to yet is left to a pick, which sets its pace.
+        assert w.lease_fresh([decided_row("dlv-fresh-0", START)], START) is None
+        ledger.actions.append(await ledger.action("webhook"))
+        assert await w.run_once() == 1
+
+        row = decided_row(f"dlv-{uuid.uuid4().hex[:12]}", START)
+        fresh = w.lease_fresh([row], START)
+        assert fresh is not None and row["next"] == fresh.lease > START
+        async with engine.begin() as conn:
+            written = await ledger_store.record(conn, [row])
+        ledger.actions.append(row["id"])
+        # Written leased: no other worker picks it while its sender holds it.
+        assert await other.pick() == ([], 0)
+
+        await w.adopt(fresh, {r.action_id for r in written})
+        await w.run_once()  # records what it sent
+        sent = await ledger.row(row["id"])
+        assert (sent.status, sent.attempts) == ("sent", 1)
+        assert [r.webhook_id for r in hook.received] == [ledger.actions[0], row["id"]]
+        assert orjson.loads(hook.received[1].body)["offer"] == {"code": "THANKS10"}
+        assert await other.pick() == ([], 0)
+
+
+async def test_an_action_leased_as_it_is_decided_by_a_process_that_died_goes_once_its_lease_ends(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver() as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        async with worker(engine, clock) as doomed:
+            ledger.actions.append(await ledger.action("webhook"))
+            assert await doomed.run_once() == 1
+            row = decided_row(f"dlv-{uuid.uuid4().hex[:12]}", START)
+            fresh = doomed.lease_fresh([row], START)
+            assert fresh is not None
+            async with engine.begin() as conn:
+                await ledger_store.record(conn, [row])
+            ledger.actions.append(row["id"])
+            # ... and the process dies before it starts the send.
+
+        async with worker(engine, clock) as survivor:
+            assert await survivor.run_once() == 0  # still leased
+            clock.set(fresh.lease)
+            assert await survivor.run_once() == 1
+        assert (await ledger.row(row["id"])).status == "sent"
+        assert [r.webhook_id for r in hook.received] == [ledger.actions[0], row["id"]]
 
 
 # -- what an action's detail shows of its delivery -------------------------------------------

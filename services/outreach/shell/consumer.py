@@ -17,7 +17,8 @@ from services.outreach.core.tagging import Cause, cause_of, may_fire
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell import merge
 from services.outreach.shell.current import Current
-from services.outreach.shell.decide import decide_and_record, release_held
+from services.outreach.shell.decide import Lease, decide_and_record, release_held
+from services.outreach.shell.delivery import DeliveryWorker, Fresh
 from services.outreach.shell.merge import merged_ids
 from services.outreach.shell.rule_health import record_failures
 from services.outreach.shell.tagging import record_tags
@@ -51,6 +52,10 @@ class ChangeApplier:
         self._settings = settings
         self._clock = clock
         self._current = current
+        # The service's delivery worker, when it runs in this process: the webhook actions a
+        # batch decides due now are leased to it as they are written, and their sends start
+        # once the batch commits (no pick).
+        self.delivery: DeliveryWorker | None = None
 
     async def prune_inbox(self) -> int:
         """Forget the changes older than the inbox retention; returns how many."""
@@ -75,6 +80,30 @@ class ChangeApplier:
         return rejected
 
     async def apply(self, changes: Sequence[Change]) -> list[Recorded]:
+        delivery = self.delivery
+        if delivery is None:
+            return await self._apply(changes, None)
+        leased: list[Fresh] = []
+
+        def lease(rows: list[dict[str, Any]], at: datetime) -> None:
+            fresh = delivery.lease_fresh(rows, at)
+            if fresh is not None:
+                leased.append(fresh)
+
+        try:
+            recorded = await self._apply(changes, lease)
+        except BaseException:
+            for fresh in leased:
+                delivery.release(fresh)
+            raise
+        written = {r.action_id for r in recorded}
+        for fresh in leased:
+            await delivery.adopt(fresh, written)
+        return recorded
+
+    async def _apply(self, changes: Sequence[Change], lease: Lease | None) -> list[Recorded]:
+        """The batch in one transaction; ``lease`` sees the actions decided before they are
+        written (:func:`~services.outreach.shell.decide.decide_and_record`)."""
         ruleset: RuleSet = self._current.ruleset
         policy = self._current.policy
         now = self._clock.now()
@@ -146,6 +175,7 @@ class ChangeApplier:
                 settings=self._settings,
                 now=now,
                 rules=self._current.rules,
+                lease=lease,
             )
             # Held actions wait for a customer's complaints to close: only a customer who has
             # some is locked and decided again. Reading without the decision lock is safe here:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +55,9 @@ from services.outreach.store import ledger
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import complaints_still_open, lock_customers, policy_state
 
+# Sees a decision's new ledger rows before they are written, and may change them in place.
+Lease = Callable[[list[dict[str, Any]], datetime], None]
+
 # How long deciding may hold the event loop between two renders before it lets others run.
 YIELD_SECONDS = 0.02
 # How soon delivery judges again an action whose hold it could not confirm (the customer's
@@ -85,11 +88,14 @@ async def decide_and_record(
     settings: OutreachSettings,
     now: datetime,
     rules: Mapping[str, Rule] | None = None,
+    lease: Lease | None = None,
 ) -> list[Recorded]:
     """Decide every match under the contact policy and write the new ledger rows. A service
     contact decided for a customer (when the policy weighs promotions against service) has
     their balance-deferred promotions decided again; ``rules`` (the rules in force) gives
-    those their limits."""
+    those their limits. ``lease`` sees the new rows before they are written, and may lease
+    the ones due now to a delivery worker in this process
+    (:meth:`~services.outreach.shell.delivery.DeliveryWorker.lease_fresh`)."""
     # A tag action is not a contact: it becomes an event for scoring, never a ledger row.
     tagging = [(m, NO_CAUSE) for m in matches if m.rule.action.is_tag]
     if tagging:
@@ -170,6 +176,8 @@ async def decide_and_record(
         if time.perf_counter() - yielded > YIELD_SECONDS:
             await asyncio.sleep(0)
             yielded = time.perf_counter()
+    if lease is not None:
+        lease(rows, now)
     recorded = await ledger.record(conn, rows)
     balance = policy.balance
     if balance is not None and recorded:

@@ -28,6 +28,14 @@ answer is no attempt; but the ledger remembers since when it has answered the ac
 ``delivery_throttled_give_up_hours`` fails the action (reason ``throttled``): a receiver busy
 for ever never keeps an action pending for ever.
 
+An action decided due now, for a receiver the worker already sends to, skips the pick: in
+the service, the consumer's decision leases it to the worker of its own process as it writes
+it (:meth:`DeliveryWorker.lease_fresh`: the row goes in due at the lease's end), and its send
+starts once the decision has committed (:meth:`DeliveryWorker.adopt`). No pick, no re-check
+(the policy was judged in that same transaction) and no lease update: of the three writes an
+action took before it was sent, one is left. A process that dies in between leaves it due
+when the lease ends, as a pick's.
+
 In the service (``overlap``) the steps of successive passes overlap: a pass records the sends
 finished since the last one while it picks the next, and the others carry on (a slow
 receiver's sends never hold up a fast one's). Tests and tools run a pass to its end.
@@ -44,11 +52,12 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from prometheus_client import Counter as Metric
 from pydantic import ValidationError
 from sqlalchemy import text
@@ -97,6 +106,13 @@ CONCURRENCY = 256
 SETTLE_SECONDS = 0.05
 # The fewest due actions a pick takes, however many the worker holds.
 MIN_PICK = 16
+# The most actions, in batches (``delivery_batch``), the worker holds leased as they were
+# decided and in flight together: beyond, the decisions are left due for a pick.
+FRESH_BATCHES = 4
+# ... and at most this many of each lane's windows: rather than left for a pick, a decided
+# action waits in the worker for its receiver (the lease grows by the send timeout for each
+# round of its receiver's sends queued before it).
+FRESH_WINDOWS = 2
 
 DELIVERIES = Metric(
     "tend_outreach_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"]
@@ -265,6 +281,81 @@ class _Job:
     throttled_since: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """Webhook actions leased as they were decided (:meth:`DeliveryWorker.lease_fresh`):
+    their lease's end, the latest moment a send of theirs may start, their rows by id and how
+    many each lane holds."""
+
+    lease: datetime
+    last_start: float
+    rows: dict[str, dict[str, Any]]
+    lanes: Counter[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A ledger row as the decision wrote it, under the names of the columns a pick reads."""
+
+    id: str
+    rule_id: str
+    customer_id: str
+    occurrence: str
+    kind: str
+    channel: str
+    channel_id: str | None
+    audience: str
+    subject: str | None
+    body: str | None
+    offer: dict[str, Any] | None
+    decided_at: datetime
+    attempts: int = 0
+    throttled_since: datetime | None = None
+    recipient: str | None = None
+    phone: str | None = None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Decided:
+        offer = row["offer"]
+        return cls(
+            id=row["id"],
+            rule_id=row["rule"],
+            customer_id=row["customer"],
+            occurrence=row["occ"],
+            kind=row["kind"],
+            channel=row["channel"],
+            channel_id=row["channel_id"],
+            audience=row["audience"],
+            subject=row["subject"],
+            body=row["body"],
+            offer=orjson.loads(offer) if offer is not None else None,
+            decided_at=row["decided"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Channels:
+    """The enabled channels: by id, and each kind's current one (its newest)."""
+
+    named: dict[str, Any]
+    current: dict[str, Any]
+
+    @classmethod
+    def of(cls, enabled: Sequence[Any]) -> _Channels:
+        current: dict[str, Any] = {}
+        for r in enabled:
+            current.setdefault(r.kind, r)
+        return cls({r.id: r for r in enabled}, current)
+
+    def of_row(self, row: Any) -> Any:
+        """The channel that carries the row: the one it names, or its kind's current one;
+        None when there is none (a named one disabled, or renamed to another kind)."""
+        if row.channel_id is None:
+            return self.current.get(row.channel)
+        channel = self.named.get(row.channel_id)
+        return channel if channel is not None and channel.kind == row.channel else None
+
+
 class DeliveryWorker(Worker):
     """Sends due actions through their channels; many may run against one ledger. The loop
     is :class:`~shared.worker.Worker`'s: a database outage is waited out, not fatal, and when
@@ -312,6 +403,8 @@ class DeliveryWorker(Worker):
         self._lanes: dict[str, str] = {}
         # Finished sends a failed record left, for the next pass to record.
         self._unrecorded: list[tuple[_Job, Attempt | _Later]] = []
+        # Each lane's actions leased as they were decided (lease_fresh), not yet adopted.
+        self._leased_fresh: Counter[str] = Counter()
 
     # -- the loop (Worker's) --------------------------------------------------------------
 
@@ -436,11 +529,7 @@ class DeliveryWorker(Worker):
                     rows.append(row)
             if not rows:
                 return [], 0
-            enabled = (await conn.execute(_CHANNELS)).all()
-            named = {r.id: r for r in enabled}
-            current: dict[str, Any] = {}
-            for r in enabled:
-                current.setdefault(r.kind, r)
+            channels = _Channels.of((await conn.execute(_CHANNELS)).all())
             lease_length = self._lease_length(len(rows))
             lease = now + lease_length
             # No send starts that could outlast its lease (half the margin stays for the
@@ -458,13 +547,7 @@ class DeliveryWorker(Worker):
                     updates.append(_not_now(row, verdict))
                     DELIVERIES.labels(row.channel, _NOT_NOW[verdict.outcome]).inc()
                     continue
-                if row.channel_id is not None:
-                    channel = named.get(row.channel_id)
-                    if channel is not None and channel.kind != row.channel:
-                        channel = None  # renamed to another kind since: wait as for none
-                else:
-                    channel = current.get(row.channel)
-                job, update = self._plan(row, channel, lease, now, last_start)
+                job, update = self._plan(row, channels.of_row(row), lease, now, last_start)
                 if job is not None:
                     jobs.append(job)
                 updates.append(update)
@@ -472,7 +555,8 @@ class DeliveryWorker(Worker):
         return jobs, len(rows)
 
     def _held(self) -> Counter[str]:
-        return Counter(job.lane for job, _ in self._inflight.values())
+        """Each lane's sends in flight, and those leased as decided and not yet started."""
+        return Counter(job.lane for job, _ in self._inflight.values()) + self._leased_fresh
 
     def _window(self, lane: str) -> int:
         receiver = self._lanes.get(lane)
@@ -483,7 +567,8 @@ class DeliveryWorker(Worker):
         may always take a few more), and the lanes with a full window (a pick passes them
         by)."""
         batch = self._settings.delivery_batch
-        limit = max(batch - len(self._inflight), min(MIN_PICK, batch))
+        taken = len(self._inflight) + self._leased_fresh.total()
+        limit = max(batch - taken, min(MIN_PICK, batch))
         held = self._held()
         return limit, [lane for lane, count in held.items() if count >= self._window(lane)]
 
@@ -509,7 +594,7 @@ class DeliveryWorker(Worker):
                 # A Retry-After that came while this send waited for its turn holds it.
                 if wait := pace.paused(time.monotonic()):
                     return _Later(wait)
-                at, started = self._clock.now(), time.perf_counter()
+                at, started, begun = self._clock.now(), time.perf_counter(), time.monotonic()
                 try:
                     attempt = await self._send_one(job)
                 except Exception as exc:  # a bug must not strand the batch: retry later
@@ -519,7 +604,7 @@ class DeliveryWorker(Worker):
             if attempt.verdict in (Verdict.RETRY, Verdict.UNKNOWN):
                 pace.failed(time.monotonic(), self._quiet_for(attempt))
             else:
-                pace.answered(took)
+                pace.answered(took, started=begun)
             return replace(attempt, at=at, duration_ms=round(took * 1000))
 
     async def record(self, jobs: Sequence[_Job], outcomes: Sequence[Attempt | _Later]) -> None:
@@ -596,6 +681,102 @@ class DeliveryWorker(Worker):
             log.debug("delivery_recorded", outcomes={f"{c}:{o}": n for (c, o), n in counts.items()})
 
     # -- decisions ------------------------------------------------------------------------
+
+    # -- actions leased as they are decided --------------------------------------------------
+
+    def lease_fresh(self, rows: Sequence[dict[str, Any]], now: datetime) -> Fresh | None:
+        """Lease, before they are written, the webhook actions just decided due ``now`` for
+        receivers this worker already sends to: their rows (the decision's, changed in place)
+        go in due at the lease's end, and :meth:`adopt` starts their sends once the decision
+        has committed. No pick, no re-check (the policy was judged this instant, in the
+        deciding transaction) and no lease update. They take their places in their lanes'
+        windows and wait their turn at their receivers' pace as a pick's would, the lease long
+        enough for the sends queued there before them; a send that could not start before the
+        lease ends stays pending. A process that dies first leaves them due when the lease
+        ends. The worker holds at most :data:`FRESH_BATCHES` batches so. None when it takes
+        none; the caller gives what it took to :meth:`adopt` or :meth:`release`."""
+        if self.stopping:
+            return None
+        room = (
+            FRESH_BATCHES * self._settings.delivery_batch
+            - len(self._inflight)
+            - self._leased_fresh.total()
+        )
+        held = self._held()
+        taken: list[dict[str, Any]] = []
+        lanes: Counter[str] = Counter()
+        for row in rows:
+            if len(taken) >= room:
+                break
+            if row["status"] != "pending" or row["next"] != now or row["channel"] != "webhook":
+                continue
+            lane = row["channel_id"] or f"kind:{row['channel']}"
+            if lane not in self._lanes:
+                continue  # a receiver not sent to yet: its pace is set by a pick first
+            if held[lane] + lanes[lane] >= FRESH_WINDOWS * self._window(lane):
+                continue
+            lanes[lane] += 1
+            taken.append(row)
+        if not taken:
+            return None
+        rounds = max(
+            math.ceil((held[lane] + n) / self._paces[self._lanes[lane]].in_flight_limit)
+            for lane, n in lanes.items()
+        )
+        lease_length = (
+            timedelta(seconds=self._settings.webhook_timeout_seconds * rounds) + LEASE_MARGIN
+        )
+        lease = now + lease_length
+        for row in taken:
+            row["next"] = lease
+        fresh = Fresh(
+            lease,
+            time.monotonic()
+            + (lease_length - LEASE_MARGIN / 2).total_seconds()
+            - self._settings.webhook_timeout_seconds,
+            {row["id"]: row for row in taken},
+            lanes,
+        )
+        self._leased_fresh += lanes
+        return fresh
+
+    def release(self, fresh: Fresh) -> None:
+        """Give back the room of actions leased by :meth:`lease_fresh` that were not written
+        (their decision rolled back)."""
+        self._leased_fresh -= fresh.lanes
+
+    async def adopt(self, fresh: Fresh, written: Collection[str]) -> None:
+        """Start the sends of the leased actions the decision wrote (``written``: the ids the
+        ledger took; a replay's were there already). One whose channel has gone meanwhile is
+        written as a pick would write it. Never raises: what it could not start stays leased,
+        due when the lease ends."""
+        rows = [row for action_id, row in fresh.rows.items() if action_id in written]
+        try:
+            if not rows or self.stopping:
+                return
+            async with self._engine.connect() as conn:
+                channels = _Channels.of((await conn.execute(_CHANNELS)).all())
+            now = self._clock.now()
+            jobs: list[_Job] = []
+            updates: list[_Update] = []
+            for row in rows:
+                decided = _Decided.of(row)
+                job, update = self._plan(
+                    decided, channels.of_row(decided), fresh.lease, now, fresh.last_start
+                )
+                if job is not None:
+                    jobs.append(job)
+                else:
+                    updates.append(replace(update, lease=fresh.lease))
+            self._start(jobs)
+            if updates:
+                async with self._engine.begin() as conn:
+                    await _apply(conn, updates, now)
+        except Exception as exc:
+            log.warning("delivery_adopt_failed", reason=type(exc).__name__, error=scrub(str(exc)))
+        finally:
+            self.release(fresh)  # its sends, if started, are in flight and held there
+        self.nudge()  # a pass records the sends as they finish
 
     def _lease_length(self, count: int) -> timedelta:
         # A receiver takes up to its in-flight limit at a time and each send is bounded by
