@@ -108,11 +108,11 @@ SETTLE_SECONDS = 0.05
 MIN_PICK = 16
 # The most actions, in batches (``delivery_batch``), the worker holds leased as they were
 # decided and in flight together: beyond, the decisions are left due for a pick.
-FRESH_BATCHES = 4
+FRESH_BATCHES = 10
 # ... and at most this many of each lane's windows: rather than left for a pick, a decided
 # action waits in the worker for its receiver (the lease grows by the send timeout for each
 # round of its receiver's sends queued before it).
-FRESH_WINDOWS = 2
+FRESH_WINDOWS = 4
 
 DELIVERIES = Metric(
     "tend_outreach_deliveries_total", "Delivery attempts by outcome", ["channel", "outcome"]
