@@ -532,13 +532,7 @@ class DeliveryWorker(Worker):
             channels = _Channels.of((await conn.execute(_CHANNELS)).all())
             lease_length = self._lease_length(len(rows))
             lease = now + lease_length
-            # No send starts that could outlast its lease (half the margin stays for the
-            # pick-to-send gap and clock skew).
-            last_start = (
-                time.monotonic()
-                + (lease_length - LEASE_MARGIN / 2).total_seconds()
-                - self._settings.webhook_timeout_seconds
-            )
+            last_start = self._last_start(lease_length)
             jobs: list[_Job] = []
             updates: list[_Update] = []
             verdicts = await self._recheck(conn, rows)
@@ -680,8 +674,6 @@ class DeliveryWorker(Worker):
         if counts:
             log.debug("delivery_recorded", outcomes={f"{c}:{o}": n for (c, o), n in counts.items()})
 
-    # -- decisions ------------------------------------------------------------------------
-
     # -- actions leased as they are decided --------------------------------------------------
 
     def lease_fresh(self, rows: Sequence[dict[str, Any]], now: datetime) -> Fresh | None:
@@ -730,12 +722,7 @@ class DeliveryWorker(Worker):
         for row in taken:
             row["next"] = lease
         fresh = Fresh(
-            lease,
-            time.monotonic()
-            + (lease_length - LEASE_MARGIN / 2).total_seconds()
-            - self._settings.webhook_timeout_seconds,
-            {row["id"]: row for row in taken},
-            lanes,
+            lease, self._last_start(lease_length), {row["id"]: row for row in taken}, lanes
         )
         self._leased_fresh += lanes
         return fresh
@@ -777,6 +764,18 @@ class DeliveryWorker(Worker):
         finally:
             self.release(fresh)  # its sends, if started, are in flight and held there
         self.nudge()  # a pass records the sends as they finish
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def _last_start(self, lease_length: timedelta) -> float:
+        """The latest moment (time.monotonic()) a send under a lease of ``lease_length``
+        taken now may start: none may outlast its lease (half the margin stays for the
+        lease-to-send gap and clock skew)."""
+        return (
+            time.monotonic()
+            + (lease_length - LEASE_MARGIN / 2).total_seconds()
+            - self._settings.webhook_timeout_seconds
+        )
 
     def _lease_length(self, count: int) -> timedelta:
         # A receiver takes up to its in-flight limit at a time and each send is bounded by
