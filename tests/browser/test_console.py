@@ -32,12 +32,15 @@ def wait(browser: WebDriver, timeout: float = 15) -> WebDriverWait[WebDriver]:
     return WebDriverWait(browser, timeout, ignored_exceptions=[StaleElementReferenceException])
 
 
-def sign_in(browser: WebDriver, tend: Tend, role: str, path: str = "/") -> None:
+def sign_in(
+    browser: WebDriver, tend: Tend, role: str, path: str = "/", timeout: float = 15
+) -> None:
+    """Sign in on ``path``'s page and wait up to ``timeout`` seconds for it, signed in."""
     browser.get(tend.console + path)
     wait(browser).until(ec.presence_of_element_located((By.ID, "api_key")))
     browser.find_element(By.ID, "api_key").send_keys(tend.keys[role])
     browser.find_element(By.CSS_SELECTOR, "form[action='/signin'] button[type=submit]").click()
-    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.signout")))
+    wait(browser, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.signout")))
 
 
 def post_events(tend: Tend, events: list[dict[str, Any]]) -> None:

@@ -132,7 +132,9 @@ def test_outcomes_show_a_control_group_rules_arms(browser: WebDriver, tend: Tend
             api.put(f"/v1/channels/{tag}", json={"config": {"url": receiver.url}, "enabled": False})
         tend.run(receiver.__aexit__(None, None, None))
 
-    sign_in(browser, tend, "ops_read", "/outcomes?by=rule&days=7")
+    # The page attributes every touch the shared suite database decided this week: late in a
+    # loaded full run that took over 15 s once.
+    sign_in(browser, tend, "ops_read", "/outcomes?by=rule&days=7", timeout=60)
     row = wait(browser).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-group='{rule_id}']"))
     )
