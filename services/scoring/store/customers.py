@@ -306,11 +306,15 @@ async def sync_history(
     added: list[tuple[str, Transition]] = []
     now_stored: dict[str, StoredHistory] = {}
     for cid, stored, wanted in history:
-        same = 0
-        for (_, old), new in zip(stored, wanted, strict=False):
-            if old != new:
-                break
-            same += 1
+        kept = [t for _, t in stored]
+        if kept == wanted[: len(kept)]:  # the common case, compared at C speed
+            same = len(kept)
+        else:
+            same = 0
+            for old, new in zip(kept, wanted, strict=False):
+                if old != new:
+                    break
+                same += 1
         now_stored[cid] = stored[:same]
         dropped += [row_id for row_id, _ in stored[same:]]
         added += [(cid, t) for t in wanted[same:]]
