@@ -52,7 +52,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -80,6 +80,7 @@ from services.outreach.shell.channels import email as email_channel
 from services.outreach.shell.channels import sms as sms_channel
 from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.shell.channels.pinned import PinnedPool
+from services.outreach.shell.gate import Gate
 from services.outreach.store import attempts as attempts_store
 from shared.clock import Clock, SystemClock
 from shared.identifiers import normalise_phone
@@ -231,29 +232,6 @@ class _Later:
     seconds: float
 
 
-class _Gate:
-    """At most the pace's in-flight limit of sends to one receiver at once; the limit may
-    change while sends wait."""
-
-    def __init__(self, pace: Pace) -> None:
-        self._pace = pace
-        self._busy = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._busy < self._pace.in_flight_limit)
-            self._busy += 1
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self._busy -= 1
-                # Only as many waiters as may go now (waking every one is quadratic).
-                self._changed.notify(max(1, self._pace.in_flight_limit - self._busy))
-
-
 @dataclass(frozen=True, slots=True)
 class _Job:
     action: OutboundAction
@@ -394,7 +372,7 @@ class DeliveryWorker(Worker):
         # TLS connection made for one name is never reused for another on the same address.
         self._pools: dict[str, PinnedPool] = {}
         self._paces: dict[str, Pace] = {}
-        self._gates: dict[str, _Gate] = {}
+        self._gates: dict[str, Gate] = {}
         self._all = asyncio.Semaphore(CONCURRENCY)
         self._overlap = overlap
         # The sends started and not yet recorded, by action id.
@@ -438,10 +416,9 @@ class DeliveryWorker(Worker):
         """The receiver's pace (made on first use); its rate limit follows the channel's."""
         pace = self._paces.get(receiver)
         if pace is None:
-            pace = self._paces[receiver] = Pace(
-                rate_per_second=rate, max_limit=self._settings.delivery_max_in_flight
-            )
-            self._gates[receiver] = _Gate(pace)
+            made = Pace(rate_per_second=rate, max_limit=self._settings.delivery_max_in_flight)
+            self._paces[receiver] = pace = made
+            self._gates[receiver] = Gate(lambda: made.in_flight_limit)
         pace.rate_per_second = rate
         return pace
 
