@@ -77,10 +77,10 @@ def spent(
 
 
 def per_unit(seconds: Mapping[str, float] | None, units: int, unit: str = "order") -> str:
-    """The split as microseconds per order (or event), and their sum."""
+    """The split as microseconds per order (or event), and their sum; a group under half a
+    microsecond is left out of the list (its time still counts in the sum)."""
     if seconds is None:
         return "not measured (the server does not preload pg_stat_statements)"
     us = {g: s / units * 1e6 for g, s in seconds.items()}
-    return ", ".join(f"{g} {v:,.0f} µs" for g, v in us.items()) + (
-        f"; all {sum(us.values()):,.0f} µs per {unit}"
-    )
+    shown = [f"{g} {v:,.0f} µs" for g, v in us.items() if v >= 0.5]
+    return ", ".join(shown) + f"; all {sum(us.values()):,.0f} µs per {unit}"

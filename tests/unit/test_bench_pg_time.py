@@ -23,3 +23,6 @@ def test_a_window_is_the_difference_of_its_snapshots_per_order() -> None:
     text = pg_time.per_unit(spent, 1000)
     assert text == "ingest 100 µs, scoring 200 µs, outreach 500 µs; all 800 µs per order"
     assert "not measured" in pg_time.per_unit(pg_time.spent(None, after), 1000)
+    # A group of next to nothing (the commits' own statements, say) is not listed.
+    tiny = pg_time.per_unit({"scoring": 0.2, pg_time.COMMITS: 0.0001}, 1000)
+    assert tiny == "scoring 200 µs; all 200 µs per order"
