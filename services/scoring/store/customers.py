@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, TextClause, text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.scoring.core.card import Population, Scored, all_tags
@@ -105,43 +105,40 @@ _PRUNE_INBOX = text("DELETE FROM scoring.inbox WHERE received_at < now() - CAST(
 
 # A customer's stored stage history comes with their row, so the batch can write only what
 # changed in it (an in-order purchase appends; only a late event rewrites the past). Facts and
-# history come back only when they are not the version the caller already holds.
-def _stored_query(where: str, *, known: bool) -> TextClause:
-    held = "c.version = k.v" if known else "false"
-    return text(
-        f"""
-        SELECT c.customer_id, c.version, c.stage, c.member_tier, ({held}) IS TRUE AS held,
-            CASE WHEN {held} THEN NULL ELSE c.state END AS state,
-            CASE WHEN {held} THEN NULL ELSE (
-                SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
-                WHERE h.customer_id = c.customer_id) END AS history_ids,
-            CASE WHEN {held} THEN NULL ELSE (
-                SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
-                FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) END
-                AS history
-        {where}
-        """
-    )
-
-
-_LOCK = _stored_query(
+# history come back only when they are not the version the caller already holds (``known``);
+# a customer's history is read in one scan (both arrays from it), and only when it is sent.
+_LOCK = text(
     """
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, (c.version = k.v) IS TRUE AS held,
+        CASE WHEN c.version = k.v THEN NULL ELSE c.state END AS state,
+        h.ids AS history_ids, h.items AS history
     FROM unnest(CAST(:ids AS text[]), CAST(:known AS bigint[])) AS k(id, v)
     JOIN scoring.customers AS c ON c.customer_id = k.id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(s.id ORDER BY s.id) AS ids,
+            array_agg(s.from_stage || ' ' || s.to_stage || ' ' || s.at ORDER BY s.id) AS items
+        FROM scoring.stage_history AS s
+        WHERE s.customer_id = c.customer_id AND (c.version = k.v) IS NOT TRUE
+    ) AS h ON true
     ORDER BY c.customer_id
     FOR UPDATE OF c
-    """,
-    known=True,
-)
-_DUE = _stored_query(
     """
+)
+# The sweep's: every due customer's facts and history. The history stays in the select list,
+# worked out for the rows the limit keeps.
+_DUE = text(
+    """
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, false AS held, c.state,
+        (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
+            WHERE h.customer_id = c.customer_id) AS history_ids,
+        (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
+            FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) AS history
     FROM scoring.customers AS c
     WHERE c.next_transition_at <= :now
     ORDER BY c.next_transition_at
     LIMIT :limit
     FOR UPDATE OF c SKIP LOCKED
-    """,
-    known=False,
+    """
 )
 
 _UPSERT = text(
