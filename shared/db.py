@@ -6,11 +6,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import orjson
 import sqlalchemy.exc
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -36,22 +37,33 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
+# A pooled connection unused for this long is asked whether the server still has it before it
+# is handed out (a database restart, an idle timeout, a proxy may have closed it meanwhile);
+# one used more recently is handed out as it is. Asking costs three round trips (BEGIN, the
+# ping, ROLLBACK), which a busy service would otherwise spend on every transaction; a
+# connection lost within the second fails its statement as a disconnect, which every caller
+# already takes as transient (a consumer retries its batch, a request answers 503), and the
+# pool then starts afresh.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
 def make_engine(
     settings: CommonSettings,
     *,
     pool_size: int | None = None,
     synchronous_commit: bool = True,
-    pre_ping: bool = True,
+    ping_after_idle: float | None = PING_AFTER_IDLE_SECONDS,
 ) -> AsyncEngine:
     """``synchronous_commit=False`` trades the last few hundred milliseconds of commits after
     a database crash for not waiting on a disk flush: only for tables whose loss a retry
-    repairs (ingest's idempotency keys), never for state or outboxes."""
+    repairs (ingest's idempotency keys), never for state or outboxes. ``ping_after_idle``:
+    seconds a pooled connection may sit unused before it is checked on its way out
+    (:func:`_ping_when_idle`); None never checks."""
     server_settings = {} if synchronous_commit else {"synchronous_commit": "off"}
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=5,
-        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         pool_timeout=5,
         # Statement parameters carry profiles and messages: never into errors or logs.
@@ -61,6 +73,28 @@ def make_engine(
         json_deserializer=orjson.loads,
         connect_args={"command_timeout": 15, "timeout": 5, "server_settings": server_settings},
     )
+    if ping_after_idle is not None:
+        _ping_when_idle(engine, ping_after_idle)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
+    pool_events = engine.sync_engine
+
+    @event.listens_for(pool_events, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool_events, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < after:
+            return  # new, or in use a moment ago
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool drops this connection and hands out another.
+            raise sqlalchemy.exc.DisconnectionError("the server closed the connection") from exc
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

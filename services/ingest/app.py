@@ -47,7 +47,7 @@ def create_app(
         # again, which consumers drop by event id: no need to wait for a disk flush. Every
         # statement ingest runs is atomic alone, so autocommit spares BEGIN/COMMIT round
         # trips; a connection broken by a database restart fails one request with a 503.
-        made = make_engine(common, synchronous_commit=False, pre_ping=False)
+        made = make_engine(common, synchronous_commit=False, ping_after_idle=None)
         return made.execution_options(isolation_level="AUTOCOMMIT")
 
     async def start(runtime: Runtime) -> Callable[[], Awaitable[None]]:
