@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine
 from shared.kafka import Producer, PublishError, start_producer
-from shared.outbox import OutboxRelay
+from shared.outbox import VACUUM_EVERY, OutboxRelay
 from shared.settings import CommonSettings
 from tests.support.kafka_io import read_all
 
@@ -80,8 +80,7 @@ async def test_a_leader_whose_pass_failed_hands_over_at_once(
         assert await b.relay_once() == 3
         async with engine.connect() as conn:
             assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0
-        published = [r.value for r in await read_all(settings, topic) if r.key == b"c1"]
-        assert published == [b"change-1", b"change-2", b"change-3"]
+        assert await _published(settings, topic, b"c1") == [b"change-1", b"change-2", b"change-3"]
     finally:
         await a.aclose()
         await b.aclose()
@@ -99,7 +98,18 @@ async def _insert(engine: AsyncEngine, table: str, customer: str, payloads: list
         )
 
 
-def resting_relay(engine: AsyncEngine, producer: Producer, table: str, topic: str) -> OutboxRelay:
+async def _published(settings: CommonSettings, topic: str, key: bytes) -> list[bytes]:
+    """What the topic holds under ``key``, in its order."""
+    return [r.value for r in await read_all(settings, topic) if r.key == key]
+
+
+def resting_relay(
+    engine: AsyncEngine,
+    producer: Producer,
+    table: str,
+    topic: str,
+    vacuum_every: int = VACUUM_EVERY,
+) -> OutboxRelay:
     """A relay whose own loop rests an hour between passes: only a hand-over publishes."""
     return OutboxRelay(
         engine=engine,
@@ -108,6 +118,7 @@ def resting_relay(engine: AsyncEngine, producer: Producer, table: str, topic: st
         topic=topic,
         lock_key=secrets.randbelow(2**31),
         idle_seconds=3600,
+        vacuum_every=vacuum_every,
     )
 
 
@@ -132,8 +143,7 @@ async def test_rows_a_batch_wrote_leave_when_it_commits_not_after_the_idle_pause
         await relay.publish_now()
         await relay.settled()
 
-        published = [r.value for r in await read_all(settings, topic) if r.key == b"c1"]
-        assert published == [b"change-1", b"change-2", b"change-3"]
+        assert await _published(settings, topic, b"c1") == [b"change-1", b"change-2", b"change-3"]
         async with engine.connect() as conn:
             assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0
     finally:
@@ -163,8 +173,7 @@ async def test_a_hand_over_that_fails_keeps_the_rows_for_the_next_pass(
         assert producer.current is not broken
         assert await relay.ready()
         assert await relay.relay_once() == 2
-        published = [r.value for r in await read_all(settings, topic) if r.key == b"c2"]
-        assert published == [b"change-1", b"change-2"]
+        assert await _published(settings, topic, b"c2") == [b"change-1", b"change-2"]
     finally:
         await relay.aclose()
         await producer.stop()
@@ -194,15 +203,7 @@ async def test_the_leader_vacuums_its_table_so_a_pass_does_not_step_over_old_row
     vacuuming shows what that saves: the read grows with every row it deleted."""
     table, topic = outbox
     producer = await start_producer(settings)
-    relay = OutboxRelay(
-        engine=engine,
-        producer=producer,
-        table=table,
-        topic=topic,
-        lock_key=secrets.randbelow(2**31),
-        idle_seconds=3600,
-        vacuum_every=vacuum_every,
-    )
+    relay = resting_relay(engine, producer, table, topic, vacuum_every)
     try:
         assert await relay.ready()
         costs = {}
@@ -221,8 +222,7 @@ async def test_the_leader_vacuums_its_table_so_a_pass_does_not_step_over_old_row
         # Publishing goes on after a vacuum: the next rows leave in their order.
         await _insert(engine, table, "last", [b"change-1", b"change-2"])
         assert await relay.relay_once() == 2
-        published = [r.value for r in await read_all(settings, topic) if r.key == b"last"]
-        assert published == [b"change-1", b"change-2"]
+        assert await _published(settings, topic, b"last") == [b"change-1", b"change-2"]
     finally:
         await relay.aclose()
         await producer.stop()
