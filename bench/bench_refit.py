@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -81,6 +82,7 @@ class RefitFigures:
     totals: list[float]
     bg: BgNbdParams
     gg: GammaGammaParams
+    fit_peak_mb: float  # the fits' own arrays at their peak, beside the refit's figures
 
     @property
     def median_s(self) -> float:
@@ -100,7 +102,26 @@ def measure(customers: int, seed: int, repeat: int) -> RefitFigures:
             steps[name].append(secs)
         totals.append(t_c + t_b + t_g)
     buyers = int(np.count_nonzero(x))
-    return RefitFigures(customers, seed, gen_s, hist.x.size, buyers, steps, totals, bg, gg)
+    peak = fits_peak_mb(x, t_x, T, m)
+    return RefitFigures(customers, seed, gen_s, hist.x.size, buyers, steps, totals, bg, gg, peak)
+
+
+def fits_peak_mb(x: IntArray, t_x: FloatArray, T: FloatArray, mean_spend: FloatArray) -> float:
+    """The most memory the fits hold at once (numpy reports its arrays to tracemalloc), given
+    what scoring's refit gives them: whole days as C ints, and the repeat buyers alone for
+    Gamma-Gamma. The refit's own figures (one number each per buyer) are not counted."""
+    days_x, days_T = t_x.astype(np.int32), T.astype(np.int32)
+    repeat = x > 0
+    x_rep, m_rep = x[repeat], mean_spend[repeat]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fit_bgnbd(compress(x, days_x, days_T))
+        fit_gamma_gamma(x_rep, m_rep)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return (peak - before) / 1e6
 
 
 def print_figures(f: RefitFigures) -> None:
@@ -117,6 +138,10 @@ def print_figures(f: RefitFigures) -> None:
     print(f"{'total refit':<18}{total:>10.3f}{min(f.totals):>10.3f}")
     verdict = "MET" if total < TARGET_S else "NOT MET"
     print(f"target: refit < {TARGET_S:.0f} s -> {verdict} (median {total:.3f} s)")
+    print(
+        f"the fits' arrays at their peak: {f.fit_peak_mb:.1f} MB "
+        f"({f.fit_peak_mb * 1e6 / f.customers:.0f} bytes a customer)"
+    )
 
     print()
     print(f"{'param':<8}{'true':>10}{'fitted':>12}{'rel err':>10}")

@@ -343,7 +343,14 @@ async def refit_part(sizes: Sizes, out: Results) -> list[Row]:
             f"{f.median_s:.2f} s",
             "< 3 s",
             f.median_s < bench_refit.TARGET_S,
-        )
+        ),
+        Row(
+            "refit",
+            f"the fits' arrays at their peak, {f.customers:,} customers in "
+            f"{f.histogram_rows:,} histogram rows (numpy's allocations, traced; the figures "
+            "they are fitted on not counted)",
+            f"{f.fit_peak_mb:.0f} MB ({f.fit_peak_mb * 1e6 / f.customers:.0f} bytes a customer)",
+        ),
     ]
 
 

@@ -18,6 +18,7 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
 from scipy.integrate import quad  # type: ignore[import-untyped]
 
+from services.scoring.core import predict
 from services.scoring.core.predict import (
     BgNbdParams,
     FitError,
@@ -198,6 +199,34 @@ def test_fit_bgnbd_compressed_equals_uncompressed(cdnow: Cdnow) -> None:
     )
     a, b = fit_bgnbd(hist), fit_bgnbd(flat)
     assert _rel(list(_as_dict(a).values()), list(_as_dict(b).values())) < 1e-6
+
+
+@pytest.mark.parametrize("rows", [1, 97, 500])
+def test_a_fit_summed_a_slice_at_a_time_is_the_fit_summed_in_one_piece(
+    cdnow: Cdnow, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large population's likelihood is summed a slice of rows at a time (to keep the
+    fits' work buffers small): the sums, and the maximum they lead to, are the one-piece
+    ones up to rounding."""
+    hist = compress(cdnow.x, cdnow.t_x, cdnow.T)
+    repeat = cdnow.x > 0
+    # Several slices of each fit's rows (its buyers with repeat purchases) at each size.
+    assert int((hist.x > 0).sum()) > 500 and int(repeat.sum()) > 500
+    whole = (
+        bgnbd_log_likelihood(cdnow.bg, hist),
+        gamma_gamma_log_likelihood(cdnow.gg, cdnow.x[repeat], cdnow.m[repeat]),
+    )
+    fits = (fit_bgnbd(hist), fit_gamma_gamma(cdnow.x[repeat], cdnow.m[repeat]))
+    monkeypatch.setattr(predict, "FIT_SLICE", rows)
+    sliced = (
+        bgnbd_log_likelihood(cdnow.bg, hist),
+        gamma_gamma_log_likelihood(cdnow.gg, cdnow.x[repeat], cdnow.m[repeat]),
+    )
+    assert _rel(sliced, whole) < 1e-12
+    bg, gg = fit_bgnbd(hist), fit_gamma_gamma(cdnow.x[repeat], cdnow.m[repeat])
+    # Within what the optimiser's tolerance determines the maximum to (as compressing does).
+    assert _rel(list(_as_dict(bg).values()), list(_as_dict(fits[0]).values())) < 1e-6
+    assert _rel([gg.p, gg.q, gg.v], [fits[1].p, fits[1].q, fits[1].v]) < 1e-6
 
 
 def test_fit_gamma_gamma_matches_lifetimes(cdnow: Cdnow) -> None:
@@ -450,3 +479,21 @@ def test_compress_counts_and_float_fallback() -> None:
     assert rows == [(0, 0.0, 10.0, 2), (2, 5.0, 20.0, 2), (2, 5.5, 20.0, 1)]
     whole = compress(x[:4], t[:4], T[:4])  # integer fast path
     assert sorted(whole.count.tolist()) == [2, 2]
+
+
+def test_compress_packs_days_given_as_c_ints_as_it_packs_them_as_floats() -> None:
+    """A refit hands its whole days over as the C ints it gathered them in; the histogram
+    is the one the same days as floats give: np.unique's rows, in its order."""
+    rng = np.random.default_rng(7)
+    n = 50_000
+    T = rng.integers(1, 800, n)
+    x = np.minimum(rng.poisson(1.5, n), T // 10)
+    t = np.where(x > 0, rng.integers(0, 800, n) % T, 0)
+    rows, counts = np.unique(np.stack([x, t, T], axis=1), axis=0, return_counts=True)
+    as_ints = compress(x.astype(np.int32), t.astype(np.int32), T.astype(np.int32))
+    as_floats = compress(x.astype(np.float64), t.astype(np.float64), T.astype(np.float64))
+    for hist in (as_ints, as_floats):
+        assert [str(a.dtype) for a in (hist.x, hist.t_x, hist.T)] == ["int64", "float64", "float64"]
+        assert np.array_equal(hist.x, rows[:, 0]) and np.array_equal(hist.t_x, rows[:, 1])
+        assert np.array_equal(hist.T, rows[:, 2]) and np.array_equal(hist.count, counts)
+    assert 1000 < as_ints.x.size < n  # shared rows were merged, and many rows stayed apart

@@ -23,6 +23,7 @@ from scipy.special import digamma, expit, gammaln, hyp2f1  # type: ignore[import
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+IndexArray = npt.NDArray[np.int32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,27 +103,47 @@ def daily_stats_of_days(purchases: Iterable[tuple[int, float]], as_of: int) -> R
 
 
 def compress(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Histogram:
-    """Collapse per-customer ``(x, t_x, T)`` into unique rows with multiplicities."""
-    xs = np.asarray(x, dtype=np.int64).ravel()
-    ts = np.asarray(t_x, dtype=np.float64).ravel()
-    Ts = np.asarray(T, dtype=np.float64).ravel()
+    """Collapse per-customer ``(x, t_x, T)`` into unique rows with multiplicities.
+
+    Whole days given as integer arrays (a refit's) are packed as they are, in one key and one
+    flag per customer: at a million customers, float copies of them and the temporaries of
+    arithmetic on those would stand at ~55 MB beside the population's own figures."""
+    xs = np.asarray(x).ravel()
+    if xs.dtype.kind not in "iu":
+        xs = xs.astype(np.int64)
+    ts, Ts = _whole_or_float(t_x), _whole_or_float(T)
     if not xs.size == ts.size == Ts.size:
         raise ValueError("x, t_x and T must have the same length")
     if xs.size == 0:
-        return Histogram(xs, ts, Ts, np.zeros(0, dtype=np.int64))
+        empty = np.zeros(0, dtype=np.float64)
+        return Histogram(xs.astype(np.int64), empty, empty.copy(), np.zeros(0, dtype=np.int64))
     nt, nT = float(ts.max()) + 1.0, float(Ts.max()) + 1.0
     if (
         min(xs.min(), ts.min(), Ts.min()) >= 0
         and (float(xs.max()) + 1.0) * nt * nT < 2.0**62
-        and bool(np.all(ts == np.floor(ts)) and np.all(Ts == np.floor(Ts)))
+        and _whole(ts)
+        and _whole(Ts)
     ):
         # Whole-day stats pack into one int64 key: ~10x faster than a 3-key lexsort at 1M rows.
         nt, nT = int(nt), int(nT)
-        key = (xs * nt + ts.astype(np.int64)) * nT + Ts.astype(np.int64)
-        uniq, counts = np.unique(key, return_counts=True)
+        key = np.multiply(xs, nt, dtype=np.int64)
+        key += _as_int64(ts)
+        key *= nT
+        key += _as_int64(Ts)
+        key.sort()  # in place: the sorted unique keys and their run lengths, as np.unique has
+        new = np.empty(key.size, dtype=bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        del new
+        uniq, counts = key[starts], np.diff(np.append(starts, key.size))
+        del key, starts
         rest, T_u = np.divmod(uniq, nT)
+        del uniq
         x_u, t_u = np.divmod(rest, nt)
+        del rest
         return Histogram(x_u, t_u.astype(np.float64), T_u.astype(np.float64), counts)
+    xs, ts, Ts = xs.astype(np.int64), ts.astype(np.float64), Ts.astype(np.float64)
     order = np.lexsort((Ts, ts, xs))
     xs, ts, Ts = xs[order], ts[order], Ts[order]
     new = np.empty(xs.size, dtype=bool)
@@ -131,6 +152,21 @@ def compress(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Histogra
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, xs.size)).astype(np.int64)
     return Histogram(xs[starts], ts[starts], Ts[starts], counts)
+
+
+def _whole_or_float(a: npt.ArrayLike) -> npt.NDArray[np.int64 | np.int32 | np.float64]:
+    """Integer arrays as they are (no copy), anything else as float64."""
+    arr = np.asarray(a).ravel()
+    return arr if arr.dtype.kind in "iu" else arr.astype(np.float64, copy=False)
+
+
+def _whole(a: npt.NDArray[np.generic]) -> bool:
+    return a.dtype.kind in "iu" or bool(np.all(a == np.floor(a)))
+
+
+def _as_int64(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """What adds to an int64 key in place: integers as they are, whole floats converted."""
+    return a if a.dtype.kind in "iu" else a.astype(np.int64)
 
 
 def p_alive(bg: BgNbdParams, x: int, t_x: float, T: float) -> float:
@@ -258,6 +294,9 @@ def clv_many(
 
 Objective = Callable[[FloatArray], tuple[float, FloatArray]]
 
+# Rows of a fit's objective evaluated together (see _bgnbd_objective).
+FIT_SLICE = 65_536
+
 
 def _dot(u: FloatArray, v: FloatArray, buf: FloatArray | None = None) -> float:
     # Not `u @ v`: BLAS ddot wakes OpenBLAS worker threads, and on a busy 2-core box each wake-up
@@ -278,24 +317,26 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
         raise ValueError("empty histogram")
     scale = 1.0 / max(float(hist.T.max()), 1e-12)
     # lnGamma/digamma terms depend on x alone: evaluate them per distinct x (a few dozen).
-    ux, ix = np.unique(hist.x, return_inverse=True)
+    ux, ix = _tabulate(hist.x)
     wx = np.bincount(ix, weights=w).astype(np.float64)
     uxf, sw = ux.astype(np.float64), float(wx.sum())
     bx1 = np.maximum(uxf, 1.0) - 1.0
     # Whole-day T and t_x take few distinct values, so log(alpha + .) and 1/(alpha + .) are
     # tabulated per distinct value and gathered: a take is ~8x cheaper than a log per row.
-    uT, iT = np.unique(hist.T * scale, return_inverse=True)
+    uT, iT = _tabulate(hist.T * scale)
     pos = hist.x > 0
     # x == 0 rows only contribute -r*log(alpha+T): total their weight per distinct T.
     w0 = np.bincount(iT[~pos], weights=w[~pos], minlength=uT.size).astype(np.float64)
-    ut, it = np.unique(hist.t_x[pos] * scale, return_inverse=True)
+    ut, it = _tabulate(hist.t_x[pos] * scale)
     iT, ix, wp = iT[pos], ix[pos], w[pos]
     xp = hist.x[pos].astype(np.float64)
     wpx = wp * xp
     # Reused work buffers: fresh multi-MB temporaries are mmap'd and page-faulted on every
     # evaluation, which cost more than the arithmetic itself (27 ms vs 10 ms per call at 1M).
-    # (Closure buffers are only ever written through out=, never rebound.)
-    lT, iTr, diff, rx, d, e, tmp = np.empty((7, xp.size))
+    # (Closure buffers are only ever written through out=, never rebound.) The rows go through
+    # them a slice at a time: seven buffers as long as a million rows took 56 MB, the refit's
+    # peak; a population of one slice is summed exactly as it was in one piece.
+    buffers = np.empty((7, min(xp.size, FIT_SLICE)))
 
     def f(theta: FloatArray) -> tuple[float, FloatArray]:
         r, alpha, a, b = np.exp(theta)
@@ -315,32 +356,47 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
         ll -= r * _dot(w0, log_T)
         g[0] -= _dot(w0, log_T)
         g[1] -= r * _dot(w0, inv_T)
-        # x > 0: log(e^A3 + e^A4) = A3 + softplus(d), A3 = -(r+x)log(alpha+T), d = A4 - A3.
-        np.take(log_T, iT, out=lT)
-        np.take(inv_T, iT, out=iTr)
-        np.subtract(lT, np.log(alpha + ut).take(it, out=diff), out=diff)
-        np.add(xp, r, out=rx)
-        np.multiply(rx, diff, out=d)
-        np.subtract(d, np.log((b + bx1) / a).take(ix, out=tmp), out=d)
-        # Cap so exp cannot overflow; beyond 700, softplus(d) == d in double precision.
-        np.exp(np.minimum(d, 700.0, out=e), out=e)
-        np.add(e, 1.0, out=tmp)
-        np.divide(e, tmp, out=e)  # P(dropped out right after the last purchase)
-        ll += _dot(wp, np.log(tmp, out=tmp), tmp)
-        if (over := d > 700.0).any():
-            ll += _dot(wp[over], d[over] - 700.0)
-        wp_lT, wp_iT = _dot(wp, lT, tmp), _dot(wp, iTr, tmp)
-        ll -= r * wp_lT + _dot(wpx, lT, tmp)
-        np.multiply(e, wp, out=e)
-        g[0] += _dot(e, diff, tmp) - wp_lT
-        np.subtract(iTr, (1.0 / (alpha + ut)).take(it, out=tmp), out=tmp)
-        np.multiply(tmp, rx, out=tmp)
-        g[1] += _dot(e, tmp, tmp) - r * wp_iT - _dot(wpx, iTr, tmp)
-        g[2] += float(e.sum()) / a
-        g[3] -= _dot(e, (1.0 / (b + bx1)).take(ix, out=tmp), tmp)
+        log_t, inv_t = np.log(alpha + ut), 1.0 / (alpha + ut)
+        log_bx, inv_bx = np.log((b + bx1) / a), 1.0 / (b + bx1)
+        for lo in range(0, xp.size, FIT_SLICE):
+            rows = slice(lo, lo + FIT_SLICE)
+            k = min(xp.size - lo, FIT_SLICE)
+            lT, iTr, diff, rx, d, e, tmp = buffers[:, :k]
+            wp_, wpx_ = wp[rows], wpx[rows]
+            # x > 0: log(e^A3 + e^A4) = A3 + softplus(d), A3 = -(r+x)log(alpha+T), d = A4 - A3.
+            np.take(log_T, iT[rows], out=lT)
+            np.take(inv_T, iT[rows], out=iTr)
+            np.subtract(lT, log_t.take(it[rows], out=diff), out=diff)
+            np.add(xp[rows], r, out=rx)
+            np.multiply(rx, diff, out=d)
+            np.subtract(d, log_bx.take(ix[rows], out=tmp), out=d)
+            # Cap so exp cannot overflow; beyond 700, softplus(d) == d in double precision.
+            np.exp(np.minimum(d, 700.0, out=e), out=e)
+            np.add(e, 1.0, out=tmp)
+            np.divide(e, tmp, out=e)  # P(dropped out right after the last purchase)
+            ll += _dot(wp_, np.log(tmp, out=tmp), tmp)
+            if (over := d > 700.0).any():
+                ll += _dot(wp_[over], d[over] - 700.0)
+            wp_lT, wp_iT = _dot(wp_, lT, tmp), _dot(wp_, iTr, tmp)
+            ll -= r * wp_lT + _dot(wpx_, lT, tmp)
+            np.multiply(e, wp_, out=e)
+            g[0] += _dot(e, diff, tmp) - wp_lT
+            np.subtract(iTr, inv_t.take(it[rows], out=tmp), out=tmp)
+            np.multiply(tmp, rx, out=tmp)
+            g[1] += _dot(e, tmp, tmp) - r * wp_iT - _dot(wpx_, iTr, tmp)
+            g[2] += float(e.sum()) / a
+            g[3] -= _dot(e, inv_bx.take(ix[rows], out=tmp), tmp)
         return -ll / n, -g * np.array([r, alpha, a, b]) / n
 
     return f, scale
+
+
+def _tabulate(values: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.generic], IndexArray]:
+    """The distinct values, sorted, and where each row's value sits among them (what
+    ``np.unique(values, return_inverse=True)`` answers, with ~20 bytes a row less on the way
+    and the positions as C ints: the distinct values are a few thousand at most)."""
+    distinct = np.unique(values)
+    return distinct, np.searchsorted(distinct, values).astype(np.int32)
 
 
 def bgnbd_log_likelihood(bg: BgNbdParams, hist: Histogram) -> float:
@@ -362,27 +418,45 @@ def _gg_objective(
     xf, m = _f64(x).ravel(), _f64(mean_spend).ravel()
     w = np.ones_like(xf) if count is None else _f64(count).ravel()
     keep = (xf > 0) & (m > 0) & (w > 0)
-    xf, m, w = xf[keep], m[keep], w[keep]
+    if not keep.all():  # a refit's buyers come filtered: no copies of them then
+        xf, m, w = xf[keep], m[keep], w[keep]
+    del keep
     n = float(w.sum())
     if n <= 0:
         raise ValueError("no customer with x > 0 and mean_spend > 0")
     scale = n / _dot(w, m)
-    xm = xf * m * scale
-    # Everything except log(v + x*m) is linear in p and q given per-row constants.
-    sw_xlogxm = _dot(w, xf * np.log(xm))  # p*x*log(x) + p*x*log(m) summed
-    sw_logm = _dot(w, np.log(m * scale))
-    ux, inv = np.unique(xf, return_inverse=True)
-    wx = np.bincount(inv, weights=w).astype(np.float64)
+    xm = xf * m
+    xm *= scale
+    # Everything except log(v + x*m) is linear in p and q given per-row constants, summed
+    # here a slice at a time as the objective sums (see _bgnbd_objective).
+    sw_xlogxm = sw_logm = 0.0
+    for lo in range(0, xm.size, FIT_SLICE):
+        rows = slice(lo, lo + FIT_SLICE)
+        sw_xlogxm += _dot(w[rows], xf[rows] * np.log(xm[rows]))  # p*x*log(x) + p*x*log(m)
+        sw_logm += _dot(w[rows], np.log(m[rows] * scale))
+    del m
+    # The distinct x and each one's weight (np.unique's inverse would hold ~40 bytes a row).
+    ux = np.unique(xf)
+    wx = np.bincount(np.searchsorted(ux, xf), weights=w).astype(np.float64)
     wxx = w * xf
-    L, inv_vxm, tmp = np.empty((3, xm.size))  # reused: see _bgnbd_objective
+    del xf
+    buffers = np.empty((3, min(xm.size, FIT_SLICE)))  # reused: see _bgnbd_objective
 
     def f(theta: FloatArray) -> tuple[float, FloatArray]:
         p, q, v = np.exp(theta)
         px = p * ux
-        np.add(xm, v, out=inv_vxm)
-        np.log(inv_vxm, out=L)
-        np.reciprocal(inv_vxm, out=inv_vxm)
-        wxx_L, w_L = _dot(wxx, L, tmp), _dot(w, L, tmp)
+        wxx_L = w_L = wxx_inv = w_inv = 0.0
+        for lo in range(0, xm.size, FIT_SLICE):
+            rows = slice(lo, lo + FIT_SLICE)
+            L, inv_vxm, tmp = buffers[:, : min(xm.size - lo, FIT_SLICE)]
+            w_, wxx_ = w[rows], wxx[rows]
+            np.add(xm[rows], v, out=inv_vxm)
+            np.log(inv_vxm, out=L)
+            np.reciprocal(inv_vxm, out=inv_vxm)
+            wxx_L += _dot(wxx_, L, tmp)
+            w_L += _dot(w_, L, tmp)
+            wxx_inv += _dot(wxx_, inv_vxm, tmp)
+            w_inv += _dot(w_, inv_vxm, tmp)
         ll = _dot(wx, gammaln(px + q) - gammaln(px)) + n * (q * math.log(v) - gammaln(q))
         ll += p * (sw_xlogxm - wxx_L) - q * w_L - sw_logm
         dg = digamma(px + q)
@@ -390,7 +464,7 @@ def _gg_objective(
             [
                 _dot(wx, ux * (dg - digamma(px))) + sw_xlogxm - wxx_L,
                 _dot(wx, dg) + n * (math.log(v) - digamma(q)) - w_L,
-                n * q / v - p * _dot(wxx, inv_vxm, tmp) - q * _dot(w, inv_vxm, tmp),
+                n * q / v - p * wxx_inv - q * w_inv,
             ]
         )
         return -ll / n, -g * np.array([p, q, v]) / n

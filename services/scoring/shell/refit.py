@@ -60,16 +60,15 @@ class Figures:
 
     One machine number per buyer in flat arrays (4 or 8 bytes each), not lists of Python
     floats (32 bytes each): at a million customers the lists alone would take ~300 MB. Counts
-    and whole days are C ints; numpy widens them to the same float64 values the fits and
-    quantiles always used.
+    and whole days are C ints, and purchase intervals (medians of whole days: halves at most)
+    C floats; numpy widens them to the same float64 values the fits and quantiles always used.
     """
 
     customers: int = 0
     composites: array[float] = field(default_factory=lambda: array("d"))
     # The composites judged on the population's median gap, not a rhythm of their own.
     borrowed: array[int] = field(default_factory=lambda: array("i"))
-    # As numpy's int64, which the fit reads them as: a view of them, not a copy.
-    xs: array[int] = field(default_factory=lambda: array("q"))
+    xs: array[int] = field(default_factory=lambda: array("i"))  # repeat purchase days
     # t_x and T: whole days (the statistics count purchase days), so C ints.
     txs: array[int] = field(default_factory=lambda: array("i"))
     ts: array[int] = field(default_factory=lambda: array("i"))
@@ -77,7 +76,8 @@ class Figures:
     recency: array[int] = field(default_factory=lambda: array("i"))  # whole days
     frequency: array[int] = field(default_factory=lambda: array("i"))  # orders
     monetary: array[float] = field(default_factory=lambda: array("d"))
-    gaps: array[float] = field(default_factory=lambda: array("d"))
+    # Exact in a C float: a whole number of days or a half, far below 2**24.
+    gaps: array[float] = field(default_factory=lambda: array("f"))
 
     def add_buyer(
         self,
@@ -176,9 +176,9 @@ def fit_figures(
     rfm_bp = rfm.breakpoints_from(recency, frequency, monetary) if recency else None
     del recency, frequency, monetary
 
-    gaps, figures.gaps = figures.gaps, array("d")
+    gaps, figures.gaps = figures.gaps, array("f")
     # np.median's middle pair is averaged as statistics.median averages it: (a + b) / 2.
-    median_gap_days = float(np.median(np.asarray(gaps))) if gaps else None
+    median_gap_days = float(np.median(np.asarray(gaps, dtype=np.float64))) if gaps else None
     del gaps
     # The cut points must rank the composites the cards will show once this population is in
     # force: a customer without a rhythm of their own is judged on the new median gap.
@@ -193,16 +193,17 @@ def fit_figures(
     del composites
 
     xs, txs, ts, spends = figures.xs, figures.txs, figures.ts, figures.spends
-    figures.xs, figures.txs = array("q"), array("i")
+    figures.xs, figures.txs = array("i"), array("i")
     figures.ts, figures.spends = array("i"), array("d")
     release_freed()  # what the cut points let go of, before the fits' arrays come
     started = time.perf_counter()
-    x = np.frombuffer(xs, dtype=np.int64)
+    x = np.asarray(xs)  # a view of the C ints, not a copy
     bg = gg = None
     kept: list[str] = []
     if len(xs) >= 10 and int(x.sum()) > 0:
         try:
-            bg = fitters.bg_nbd(predict.compress(x, _days(txs), _days(ts)))
+            # Whole days as the C ints they are: compress packs them without float copies.
+            bg = fitters.bg_nbd(predict.compress(x, np.asarray(txs), np.asarray(ts)))
         except predict.FitError as exc:
             # A population whose maximum lies at a boundary (purchase rates with no spread at
             # all, say) has no finite fit: the parameters in force stay, and so does the rest
