@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -298,7 +299,7 @@ Objective = Callable[[FloatArray], tuple[float, FloatArray]]
 FIT_SLICE = 65_536
 
 
-def _dot(u: FloatArray, v: FloatArray, buf: FloatArray | None = None) -> float:
+def _dot(u: npt.NDArray[Any], v: FloatArray, buf: FloatArray | None = None) -> float:
     # Not `u @ v`: BLAS ddot wakes OpenBLAS worker threads, and on a busy 2-core box each wake-up
     # can cost milliseconds. A product plus numpy's pairwise sum stays in-thread and keeps the
     # rounding noise at ~log2(n) ulp, which BFGS's line search needs at tight tolerances.
@@ -323,20 +324,25 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
     bx1 = np.maximum(uxf, 1.0) - 1.0
     # Whole-day T and t_x take few distinct values, so log(alpha + .) and 1/(alpha + .) are
     # tabulated per distinct value and gathered: a take is ~8x cheaper than a log per row.
-    uT, iT = _tabulate(hist.T * scale)
+    # Tabulated in days, then scaled: the same distinct values, in the same order.
+    uT, iT = _tabulate(hist.T)
+    uT = uT * scale
     pos = hist.x > 0
     # x == 0 rows only contribute -r*log(alpha+T): total their weight per distinct T.
     w0 = np.bincount(iT[~pos], weights=w[~pos], minlength=uT.size).astype(np.float64)
-    ut, it = _tabulate(hist.t_x[pos] * scale)
-    iT, ix, wp = iT[pos], ix[pos], w[pos]
-    xp = hist.x[pos].astype(np.float64)
-    wpx = wp * xp
+    ut, it = _tabulate(hist.t_x[pos])
+    ut = ut * scale
+    iT, ix = iT[pos], ix[pos]
+    # Counts of customers and of repeat purchases, as C ints: each widens to the same float64
+    # where it meets one, and x*w is formed a slice at a time.
+    wp, xp = hist.count[pos].astype(np.int32), hist.x[pos].astype(np.int32)
+    del w, pos
     # Reused work buffers: fresh multi-MB temporaries are mmap'd and page-faulted on every
     # evaluation, which cost more than the arithmetic itself (27 ms vs 10 ms per call at 1M).
     # (Closure buffers are only ever written through out=, never rebound.) The rows go through
     # them a slice at a time: seven buffers as long as a million rows took 56 MB, the refit's
     # peak; a population of one slice is summed exactly as it was in one piece.
-    buffers = np.empty((7, min(xp.size, FIT_SLICE)))
+    buffers = np.empty((8, min(xp.size, FIT_SLICE)))
 
     def f(theta: FloatArray) -> tuple[float, FloatArray]:
         r, alpha, a, b = np.exp(theta)
@@ -361,8 +367,9 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
         for lo in range(0, xp.size, FIT_SLICE):
             rows = slice(lo, lo + FIT_SLICE)
             k = min(xp.size - lo, FIT_SLICE)
-            lT, iTr, diff, rx, d, e, tmp = buffers[:, :k]
-            wp_, wpx_ = wp[rows], wpx[rows]
+            lT, iTr, diff, rx, d, e, tmp, wpx_ = buffers[:, :k]
+            wp_ = wp[rows]
+            np.multiply(wp_, xp[rows], out=wpx_)
             # x > 0: log(e^A3 + e^A4) = A3 + softplus(d), A3 = -(r+x)log(alpha+T), d = A4 - A3.
             np.take(log_T, iT[rows], out=lT)
             np.take(inv_T, iT[rows], out=iTr)
@@ -391,12 +398,17 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
     return f, scale
 
 
-def _tabulate(values: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.generic], IndexArray]:
-    """The distinct values, sorted, and where each row's value sits among them (what
-    ``np.unique(values, return_inverse=True)`` answers, with ~20 bytes a row less on the way
-    and the positions as C ints: the distinct values are a few thousand at most)."""
+def _tabulate(values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], IndexArray]:
+    """The distinct values, sorted, and where each row's value sits among them: what
+    ``np.unique(values, return_inverse=True)`` answers, with the positions as C ints (the
+    distinct values are a few thousand at most), found a slice of rows at a time (the
+    inverse's own temporaries took ~40 bytes a row)."""
     distinct = np.unique(values)
-    return distinct, np.searchsorted(distinct, values).astype(np.int32)
+    codes = np.empty(values.shape, dtype=np.int32)
+    for lo in range(0, values.size, FIT_SLICE):
+        rows = slice(lo, lo + FIT_SLICE)
+        codes[rows] = np.searchsorted(distinct, values[rows])
+    return distinct, codes
 
 
 def bgnbd_log_likelihood(bg: BgNbdParams, hist: Histogram) -> float:
@@ -415,8 +427,10 @@ def _gg_objective(
 
     Money is rescaled to unit mean (returned as the scale) so that log(v) starts near 0.
     """
-    xf, m = _f64(x).ravel(), _f64(mean_spend).ravel()
-    w = np.ones_like(xf) if count is None else _f64(count).ravel()
+    # x as a float array of our own (it becomes x*w in place below); customers without a
+    # count weigh 1 each, read through a view of one number, not an array of ones.
+    xf, m = np.array(x, dtype=np.float64).ravel(), _f64(mean_spend).ravel()
+    w = np.broadcast_to(1.0, xf.shape) if count is None else _f64(count).ravel()
     keep = (xf > 0) & (m > 0) & (w > 0)
     if not keep.all():  # a refit's buyers come filtered: no copies of them then
         xf, m, w = xf[keep], m[keep], w[keep]
@@ -438,7 +452,7 @@ def _gg_objective(
     # The distinct x and each one's weight (np.unique's inverse would hold ~40 bytes a row).
     ux = np.unique(xf)
     wx = np.bincount(np.searchsorted(ux, xf), weights=w).astype(np.float64)
-    wxx = w * xf
+    wxx = np.multiply(xf, w, out=xf)  # exactly xf when every weight is 1
     del xf
     buffers = np.empty((3, min(xm.size, FIT_SLICE)))  # reused: see _bgnbd_objective
 

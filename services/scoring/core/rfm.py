@@ -64,7 +64,9 @@ class RfmScore(NamedTuple):
 def _quintile_cuts(values: Sequence[float], name: str) -> Cuts:
     if len(values) == 0:
         raise ValueError(f"no {name} values: RFM breakpoints need at least one buyer")
-    q = np.quantile(np.asarray(values, dtype=np.float64), _QUINTILES)
+    # Whole numbers (days, orders) stay integers: the quantiles interpolate them to the same
+    # float64 values, and a refit's million of them are not copied to floats first.
+    q = np.quantile(np.asarray(values), _QUINTILES)
     return (float(q[0]), float(q[1]), float(q[2]), float(q[3]))
 
 
