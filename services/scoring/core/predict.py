@@ -340,8 +340,8 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
     # Reused work buffers: fresh multi-MB temporaries are mmap'd and page-faulted on every
     # evaluation, which cost more than the arithmetic itself (27 ms vs 10 ms per call at 1M).
     # (Closure buffers are only ever written through out=, never rebound.) The rows go through
-    # them a slice at a time: seven buffers as long as a million rows took 56 MB, the refit's
-    # peak; a population of one slice is summed exactly as it was in one piece.
+    # them a slice at a time (seven buffers as long as a million rows had taken 56 MB, at the
+    # refit's peak); a population of one slice is summed exactly as it was in one piece.
     buffers = np.empty((8, min(xp.size, FIT_SLICE)))
 
     def f(theta: FloatArray) -> tuple[float, FloatArray]:
