@@ -12,7 +12,7 @@ variants are their numpy twins for batch scoring.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -299,6 +299,11 @@ Objective = Callable[[FloatArray], tuple[float, FloatArray]]
 FIT_SLICE = 65_536
 
 
+def _slices(rows: int) -> Iterator[slice]:
+    """Rows ``0..rows`` a :data:`FIT_SLICE` at a time, the last slice the shorter."""
+    return (slice(lo, min(lo + FIT_SLICE, rows)) for lo in range(0, rows, FIT_SLICE))
+
+
 def _dot(u: npt.NDArray[Any], v: FloatArray, buf: FloatArray | None = None) -> float:
     # Not `u @ v`: BLAS ddot wakes OpenBLAS worker threads, and on a busy 2-core box each wake-up
     # can cost milliseconds. A product plus numpy's pairwise sum stays in-thread and keeps the
@@ -364,10 +369,8 @@ def _bgnbd_objective(hist: Histogram) -> tuple[Objective, float]:
         g[1] -= r * _dot(w0, inv_T)
         log_t, inv_t = np.log(alpha + ut), 1.0 / (alpha + ut)
         log_bx, inv_bx = np.log((b + bx1) / a), 1.0 / (b + bx1)
-        for lo in range(0, xp.size, FIT_SLICE):
-            rows = slice(lo, lo + FIT_SLICE)
-            k = min(xp.size - lo, FIT_SLICE)
-            lT, iTr, diff, rx, d, e, tmp, wpx_ = buffers[:, :k]
+        for rows in _slices(xp.size):
+            lT, iTr, diff, rx, d, e, tmp, wpx_ = buffers[:, : rows.stop - rows.start]
             wp_ = wp[rows]
             np.multiply(wp_, xp[rows], out=wpx_)
             # x > 0: log(e^A3 + e^A4) = A3 + softplus(d), A3 = -(r+x)log(alpha+T), d = A4 - A3.
@@ -405,8 +408,7 @@ def _tabulate(values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], IndexArray]:
     inverse's own temporaries took ~40 bytes a row)."""
     distinct = np.unique(values)
     codes = np.empty(values.shape, dtype=np.int32)
-    for lo in range(0, values.size, FIT_SLICE):
-        rows = slice(lo, lo + FIT_SLICE)
+    for rows in _slices(values.size):
         codes[rows] = np.searchsorted(distinct, values[rows])
     return distinct, codes
 
@@ -444,8 +446,7 @@ def _gg_objective(
     # Everything except log(v + x*m) is linear in p and q given per-row constants, summed
     # here a slice at a time as the objective sums (see _bgnbd_objective).
     sw_xlogxm = sw_logm = 0.0
-    for lo in range(0, xm.size, FIT_SLICE):
-        rows = slice(lo, lo + FIT_SLICE)
+    for rows in _slices(xm.size):
         sw_xlogxm += _dot(w[rows], xf[rows] * np.log(xm[rows]))  # p*x*log(x) + p*x*log(m)
         sw_logm += _dot(w[rows], np.log(m[rows] * scale))
     del m
@@ -460,9 +461,8 @@ def _gg_objective(
         p, q, v = np.exp(theta)
         px = p * ux
         wxx_L = w_L = wxx_inv = w_inv = 0.0
-        for lo in range(0, xm.size, FIT_SLICE):
-            rows = slice(lo, lo + FIT_SLICE)
-            L, inv_vxm, tmp = buffers[:, : min(xm.size - lo, FIT_SLICE)]
+        for rows in _slices(xm.size):
+            L, inv_vxm, tmp = buffers[:, : rows.stop - rows.start]
             w_, wxx_ = w[rows], wxx[rows]
             np.add(xm[rows], v, out=inv_vxm)
             np.log(inv_vxm, out=L)
