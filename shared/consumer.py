@@ -7,6 +7,15 @@ what it has already applied. The commit goes to the broker while the next batch 
 and handled (one commit in flight at a time, in order, so a committed offset never moves
 back); a rebalance and the end of the loop wait for it.
 
+Overlapped batches (``overlap_by``, scoring's consumer): the database's share of a batch (its
+statements and the commit) is time the process would otherwise sit idle. Given what each
+record touches (its key, and whatever else its handling changes), the loop hands the next
+batch's records that touch nothing of the batch before it to the handler at once, in a
+transaction of their own, while that batch is still being written; the records that do touch
+it wait until it is durable, and go in a transaction of their own. Records of one key are
+thus handled in order, a batch's offsets are committed only once it and every batch before
+it are durable, and at most one batch is being written beside the one being handed over.
+
 Errors are sorted in one place (:meth:`BatchConsumer._process`):
 
 * transient (database or broker unreachable, or the transaction rolled back for a deadlock
@@ -30,8 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -54,6 +64,10 @@ Message: TypeAlias = ConsumerRecord
 # A handler makes a batch durable in one transaction and returns the records it could not
 # use at all (undecodable, unknown schema): those go to the DLQ, the rest are done.
 Handler = Callable[[Sequence[Message]], Awaitable[Sequence[tuple[Message, Exception]] | None]]
+
+# What handling a record changes, as keys: records that share a key are handled in order. A
+# None among them (a record without a key) orders the record after everything before it.
+Touches = Callable[[Message], Iterable[bytes | None]]
 
 # Tells a slow statement from a slow database: True when the database answers promptly.
 Probe = Callable[[], Awaitable[bool]]
@@ -86,12 +100,31 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner = owner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Let the batch in hand finish and commit before the partitions move on.
+        # Let the batches in hand finish and commit before the partitions move on.
         async with self._owner.in_flight:
+            try:
+                await self._owner.land()
+            except Exception as exc:
+                # The loop meets the same failure when it next lands, and ends; what is
+                # durable before it is committed here.
+                log.warning("batch_failed", reason=type(exc).__name__, group=self._owner.group_id)
             await self._owner.commit_pending()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions_assigned", count=len(assigned), group=self._owner.group_id)
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A batch handed to the handler in overlapped mode: the tasks handling its parts, the
+    offsets to commit once they have all succeeded, and the keys its records touch."""
+
+    parts: list[asyncio.Task[None]]
+    offsets: dict[TopicPartition, int]
+    keys: frozenset[bytes | None]
+
+    def done(self) -> bool:
+        return all(part.done() for part in self.parts)
 
 
 class BatchConsumer:
@@ -109,11 +142,15 @@ class BatchConsumer:
         session_timeout_ms: int = 10_000,
         auto_offset_reset: str = "earliest",
         probe: Probe | None = None,
+        overlap_by: Touches | None = None,
     ) -> None:
         """``probe`` (see :func:`shared.db.answers_promptly`): without one, a statement
-        timeout is always retried, as a transient error."""
+        timeout is always retried, as a transient error. ``overlap_by``: what each record
+        touches; given, batches overlap (see the module's text)."""
         self.group_id = group_id
         self._probe = probe
+        self._overlap_by = overlap_by
+        self._flights: deque[_Flight] = deque()
         self._topics = list(topics)
         self._handler = handler
         self._dlq_topic = dlq_topic
@@ -162,6 +199,7 @@ class BatchConsumer:
             self._consumer = self._new_consumer()
             # Offsets of durable work left uncommitted: the inbox drops what is replayed.
             self._pending = {}
+            self._flights.clear()
         self._started = True
         try:
             await self._consumer.start()
@@ -173,21 +211,74 @@ class BatchConsumer:
                 )
                 records = [r for recs in batches.values() for r in recs]
                 if not records:
+                    if self._flights and self._flights[-1].done():
+                        async with self.in_flight:
+                            await self.land()
+                            self._commit_in_background()
                     continue
+                offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items() if recs}
                 async with self.in_flight:
-                    await self._process(records)
-                    for tp, recs in batches.items():
-                        self._pending[tp] = recs[-1].offset + 1
+                    if self._overlap_by is None:
+                        await self._process(records)
+                        self._pending.update(offsets)
+                    else:
+                        await self._launch(records, offsets)
                     self._commit_in_background()
         finally:
             with contextlib.suppress(Exception):
                 async with self.in_flight:
+                    await self._wind_down()
                     await self.commit_pending()
             if self._committer is not None:
                 with contextlib.suppress(Exception):
                     await self._committer
             await self._consumer.stop()
             log.info("consumer_stopped", group=self.group_id, processed=self.processed)
+
+    async def _launch(self, records: Sequence[Message], offsets: dict[TopicPartition, int]) -> None:
+        """Hand ``records`` to the handler beside the batch before them: those that touch
+        nothing of it at once, then, once it (and every batch before) is durable, the rest."""
+        assert self._overlap_by is not None
+        touched = [frozenset(self._overlap_by(record)) for record in records]
+        last = self._flights[-1] if self._flights else None
+        before = last.keys if last is not None and not last.done() else frozenset()
+        free: list[Message] = []
+        held: list[Message] = []
+        for record, keys in zip(records, touched, strict=True):
+            apart = before.isdisjoint(keys) and None not in keys and None not in before
+            (free if apart or not before else held).append(record)
+        flight = _Flight([], offsets, frozenset().union(*touched))
+        if free:
+            flight.parts.append(asyncio.create_task(self._process(free)))
+        self._flights.append(flight)
+        await self.land(before=flight)
+        if held:
+            flight.parts.append(asyncio.create_task(self._process(held)))
+
+    async def land(self, *, before: _Flight | None = None) -> None:
+        """Wait for the batches handed over (those before ``before`` when given), oldest
+        first, and make their offsets the ones to commit. A batch whose handling failed
+        raises here and stays, with every batch after it: none of them is committed."""
+        while self._flights and self._flights[0] is not before:
+            flight = self._flights[0]
+            for part in flight.parts:
+                await part
+            self._flights.popleft()
+            self._pending.update(flight.offsets)
+
+    async def _wind_down(self) -> None:
+        """At the loop's end: land what was handed over; after a failure, the batches left
+        are waited for (their work may be durable, the inbox drops it on replay) but not
+        committed."""
+        try:
+            await self.land()
+        except Exception as exc:
+            log.warning("batch_failed", reason=type(exc).__name__, group=self.group_id)
+        for flight in self._flights:
+            for part in flight.parts:
+                with contextlib.suppress(Exception):
+                    await part
+        self._flights.clear()
 
     async def commit_pending(self) -> None:
         """Commit the offsets of the work made durable so far (after any commit in flight)."""

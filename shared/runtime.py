@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import KeyStore
 from shared.clock import Clock, SystemClock
-from shared.consumer import BatchConsumer, Handler, Message
+from shared.consumer import BatchConsumer, Handler, Message, Touches
 from shared.db import answers_promptly, make_engine
 from shared.heap import settle_heap
 from shared.http import ReadinessCheck, create_app, database_and_broker
@@ -147,13 +147,16 @@ class Runtime:
         handler: Handler,
         max_records: int,
         then_nudge: Sequence[Nudged] = (),
+        overlap_by: Touches | None = None,
     ) -> BatchConsumer:
         """A consumer of ``topics`` in ``group_id`` whose poison records go to the DLQ, run as
         the worker ``consumer`` (registered first, so it stops first). After each batch it
         nudges the workers ``then_nudge``; a relay among them (of the outbox rows the batch
         wrote) publishes them before the next batch is taken, when the batch is small
         (:data:`PUBLISH_AT_ONCE_RECORDS`).
-        Its lag per partition is a metric (:func:`shared.signals.refresh_lag`)."""
+        Its lag per partition is a metric (:func:`shared.signals.refresh_lag`).
+        ``overlap_by``: what each record touches, for overlapped batches
+        (:mod:`shared.consumer`)."""
 
         async def handle(records: Sequence[Message]) -> Sequence[tuple[Message, Exception]] | None:
             rejected = await handler(records)
@@ -180,6 +183,7 @@ class Runtime:
             dlq_producer=self.producer,
             max_records=max_records,
             probe=lambda: answers_promptly(self.engine, PROBE_SECONDS),
+            overlap_by=overlap_by,
         )
         self._workers.insert(0, ("consumer", consumer))
         common = self.state.common

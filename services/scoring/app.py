@@ -16,7 +16,7 @@ from services.scoring.api.privacy import router as privacy_router
 from services.scoring.api.stats import router as stats_router
 from services.scoring.api.timeline import router as timeline_router
 from services.scoring.settings import ScoringSettings, scoring_settings
-from services.scoring.shell.consumer import EventApplier
+from services.scoring.shell.consumer import EventApplier, customers_touched
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.refit import refit
 from services.scoring.shell.service import ScoringState
@@ -85,6 +85,7 @@ def create_app(
             handler=applier.handle,
             max_records=settings.batch_max_records,
             then_nudge=[relay, forwards],
+            overlap_by=customers_touched if settings.batch_overlap else None,
         )
         runtime.every(10, "population_reload", lambda: population.reload(engine))
         runtime.every(3600, "inbox_prune", applier.prune_inbox, at_start=True)

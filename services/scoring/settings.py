@@ -44,6 +44,10 @@ class ScoringSettings(BaseSettings):
     port: int = 8002
     consumer_group: str = "tend-scoring"
     batch_max_records: int = Field(2000, ge=1)
+    # Hand the next batch's customers that the batch before it does not touch to the handler
+    # while that batch is still being written (shared.consumer): the process computes while
+    # the database writes. Off, each batch waits for the one before it to be durable.
+    batch_overlap: bool = True
     # Customers whose facts the consumer keeps in memory after writing them, so the next
     # batch reads only a version number back for them (~7 KB each for three orders, ~15 KB
     # for ten, the purchase ledger included; 0 turns it off), and the memory they may take in

@@ -142,3 +142,14 @@ def test_a_job_rewriting_every_row_empties_every_cache() -> None:
     assert len(first) == len(second) == 0 and second.bytes == 0
     second.put([("b", Held(3, customer("b", 2), []))])  # written again: kept again
     assert set(second.take(["b"])) == {"b"}
+
+
+def test_an_entry_put_after_a_later_write_of_the_same_customer_does_not_replace_it() -> None:
+    # Overlapped batches: the later batch may put its customer back before the earlier one
+    # does; the later write stays.
+    cache = StateCache(10)
+    later = held(7, "a")
+    cache.put([("a", later)])
+    cache.put([("a", held(5, "a"))])
+    assert cache.take(["a"]) == {"a": later}
+    assert cache.bytes == 0

@@ -15,7 +15,7 @@ the survivor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from decimal import Decimal
 
@@ -44,6 +44,22 @@ from shared.logging import get_logger
 from shared.settings import inbox_retention
 
 log = get_logger(__name__)
+
+_MERGE_MARK = b'"customer.merged"'
+
+
+def customers_touched(record: Message) -> Iterator[bytes | None]:
+    """The customers handling ``record`` changes (the consumer's ``overlap_by``): the one it
+    is keyed by, and for a merge the customers it folds into them."""
+    yield record.key
+    if record.value is not None and _MERGE_MARK in record.value:
+        try:
+            envelope = Envelope.from_json(record.value)
+        except (ValidationError, ValueError):
+            return  # the handler rejects it
+        if isinstance(envelope.data, MergeData):
+            for merged in envelope.data.merged_ids:
+                yield merged.encode()
 
 
 class EventApplier:

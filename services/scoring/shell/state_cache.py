@@ -100,15 +100,20 @@ class StateCache:
         return out
 
     def put(self, written: Iterable[tuple[str, Held]]) -> None:
-        """Keep customers just committed."""
+        """Keep customers just committed; an entry written at a later version than the one
+        put stays."""
         if not self._capacity or self._max_bytes == 0:
             return
         entries = self._entries
         for cid, held in written:
-            size = held_bytes(held)
             old = entries.pop(cid, None)
             if old is not None:
+                if old[0].version > held.version:
+                    # A later write was put first (batches overlap): it stays.
+                    entries[cid] = old
+                    continue
                 self._bytes -= old[1]
+            size = held_bytes(held)
             entries[cid] = (held, size)
             self._bytes += size
         limit = self._max_bytes

@@ -1,0 +1,48 @@
+"""What an event on the events topic touches, for the consumer's overlapped batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiokafka.structs import ConsumerRecord
+
+from services.scoring.shell.consumer import customers_touched
+from shared.events import Envelope, EventType, MergeData, VisitData
+
+AT = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def record(key: bytes | None, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord("events", 0, 0, 0, 0, key, value, None, 0, len(value), ())
+
+
+def test_an_event_touches_the_customer_it_is_keyed_by() -> None:
+    visit = Envelope(
+        event_id="v-1",
+        event_type=EventType.VISIT_RECORDED,
+        customer_id="c-1",
+        occurred_at=AT,
+        received_at=AT,
+        source="web",
+        data=VisitData(visit_id="v-1", channel="web"),
+    )
+    assert list(customers_touched(record(b"c-1", visit.to_json()))) == [b"c-1"]
+
+
+def test_a_merge_touches_the_survivor_and_every_customer_it_folds_in() -> None:
+    merge = Envelope(
+        event_id="m-1",
+        event_type=EventType.CUSTOMER_MERGED,
+        customer_id="c-1",
+        occurred_at=AT,
+        received_at=AT,
+        source="ops",
+        data=MergeData(merged_ids=["c-2", "c-3"], reason="same email", actor="ops"),
+    )
+    assert list(customers_touched(record(b"c-1", merge.to_json()))) == [b"c-1", b"c-2", b"c-3"]
+
+
+def test_an_undecodable_merge_touches_its_key_alone() -> None:
+    # The handler rejects it; it must not stop the batch being split.
+    value = b'{"event_type": "customer.merged", "data": 1}'
+    assert list(customers_touched(record(b"c-1", value))) == [b"c-1"]
