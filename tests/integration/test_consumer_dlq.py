@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,18 +18,9 @@ from shared.events import Envelope
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
-from tests.support.kafka_io import read_all
+from tests.support.kafka_io import create_topic, read_all
 
 pytestmark = pytest.mark.integration
-
-
-async def _topic(settings: CommonSettings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def _consume_until(
@@ -63,7 +53,7 @@ async def test_a_poison_record_goes_to_the_dlq_with_its_headers_and_the_next_is_
     settings: CommonSettings,
 ) -> None:
     source = f"{settings.topic_prefix}consumer-test-{uuid.uuid4().hex[:6]}"
-    await _topic(settings, source)
+    await create_topic(settings, source)
     dlq = Topics.from_settings(settings).dlq
     producer = await start_producer(settings)
     marker = uuid.uuid4().hex.encode()
@@ -150,7 +140,7 @@ async def test_the_error_header_says_what_failed_without_quoting_the_record(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     source = f"{settings.topic_prefix}consumer-scrub-{uuid.uuid4().hex[:6]}"
-    await _topic(settings, source)
+    await create_topic(settings, source)
     dlq = Topics.from_settings(settings).dlq
     email = f"ada.{uuid.uuid4().hex[:8]}@example.org"
     producer = await start_producer(settings)
@@ -206,7 +196,7 @@ async def test_the_error_header_says_what_failed_without_quoting_the_record(
 
 async def test_a_transient_failure_is_retried_not_dead_lettered(settings: CommonSettings) -> None:
     source = f"{settings.topic_prefix}consumer-retry-{uuid.uuid4().hex[:6]}"
-    await _topic(settings, source)
+    await create_topic(settings, source)
     producer = await start_producer(settings)
     attempts = 0
     handled: list[bytes] = []
@@ -253,7 +243,7 @@ async def test_a_record_that_always_hits_the_statement_timeout_is_dead_lettered_
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     source = f"{settings.topic_prefix}consumer-slow-{uuid.uuid4().hex[:6]}"
-    await _topic(settings, source)
+    await create_topic(settings, source)
     dlq = Topics.from_settings(settings).dlq
     values = [f"r{i}".encode() for i in range(8)]
     values[5] = b"slow"
@@ -295,7 +285,7 @@ async def test_a_slow_database_dead_letters_nothing_and_the_batch_is_retried(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     source = f"{settings.topic_prefix}consumer-slowdb-{uuid.uuid4().hex[:6]}"
-    await _topic(settings, source)
+    await create_topic(settings, source)
     handled: list[bytes] = []
     attempts = 0
     probes = 0
@@ -356,7 +346,7 @@ async def test_a_batch_the_database_rolls_back_for_a_deadlock_is_retried_whole(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     source = f"{settings.topic_prefix}consumer-deadlock-{uuid.uuid4().hex[:6]}"
-    await _topic(settings, source)
+    await create_topic(settings, source)
     key = uuid.uuid4().int % 2**31
     batches: list[list[bytes]] = []
     attempts = 0

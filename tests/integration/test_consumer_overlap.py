@@ -11,12 +11,13 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.consumer import BatchConsumer, Message
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from tests.support.kafka_io import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +41,7 @@ async def test_a_batch_overlaps_the_one_before_only_for_customers_that_one_does_
     settings: CommonSettings,
 ) -> None:
     topic = f"{settings.topic_prefix}overlap-{uuid.uuid4().hex[:6]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(settings, topic, partitions=1)
     # One partition and batches of four: the first batch is a1..a4, the second b1..b3 and a
     # second event of a1's.
     first = [(f"a{n}".encode(), f"a{n}-1".encode()) for n in range(1, 5)]

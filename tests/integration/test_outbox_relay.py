@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,7 +17,7 @@ from shared.db import make_engine
 from shared.kafka import Producer, PublishError, start_producer
 from shared.outbox import VACUUM_EVERY, OutboxRelay
 from shared.settings import CommonSettings
-from tests.support.kafka_io import read_all
+from tests.support.kafka_io import create_topic, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +34,7 @@ async def outbox(settings: CommonSettings, engine: AsyncEngine) -> AsyncIterator
                 "customer_id text NOT NULL, payload bytea NOT NULL)"
             )
         )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(settings, topic)
     yield table, topic
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP TABLE {table}"))

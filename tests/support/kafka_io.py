@@ -1,9 +1,10 @@
-"""Reading topics back in tests: the real broker, no mocks."""
+"""Topics in tests, made and read back: the real broker, no mocks."""
 
 from __future__ import annotations
 
 import asyncio
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from shared.kafka_read import read_until_end
@@ -26,3 +27,13 @@ async def read_all(
     settings = kafka_settings(kafka)
     async with asyncio.timeout(timeout_ms * 6 / 1000):
         return [r async for batch in read_until_end(settings, topic) for r in batch]
+
+
+async def create_topic(settings: CommonSettings, name: str, partitions: int = 3) -> None:
+    """A topic of the test's own, on the settings' broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
