@@ -23,6 +23,8 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scoring.core.card import Population
 from services.scoring.core.predict import BgNbdParams, GammaGammaParams
@@ -30,6 +32,8 @@ from services.scoring.core.rfm import RfmBreakpoints
 from services.scoring.core.tiers import TierBreakpoints
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
+from services.scoring.store import queries
+from services.scoring.store.tables import customers
 from shared.card import Segment, Stage, Strategy, Tier
 from shared.clock import FixedClock
 from shared.events import Envelope
@@ -260,6 +264,25 @@ async def test_tag_finds_the_customers_whose_profile_has_it_exactly(
         resp = await client.get("/v1/customers", params={"tag": bad}, headers=auth(key))
         assert resp.status_code == 422, bad
         assert [e["field"] for e in resp.json()["errors"]] == ["query.tag"]
+
+
+async def test_the_tag_filter_is_answered_by_the_index_of_tagged_customers(
+    engine: AsyncEngine,
+) -> None:
+    """The GIN index on tags holds only customers who have one (most have none, and each
+    write of theirs would add an entry no filter can match); the filter says the same, so
+    the planner can use the index. Sequential scans are forbidden here, so a filter the
+    index cannot answer would show as a plan without it."""
+    where = queries.conditions(queries.Filters(tag="vip"))
+    query = select(customers.c.customer_id).where(*where).compile(dialect=engine.dialect)
+    params = query.construct_params()
+    async with engine.connect() as conn:
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        found = await conn.exec_driver_sql(
+            f"EXPLAIN {query}", tuple(params[name] for name in query.positiontup or ())
+        )
+        plan = found.scalars().all()
+    assert any("ix_customers_tags" in line for line in plan), plan
 
 
 async def test_name_sort_is_alphabetical_in_any_case_with_the_nameless_last(

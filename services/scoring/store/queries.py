@@ -130,7 +130,7 @@ async def list_customers(
             _c.last_order_at,
             key.label("sort_key"),
         )
-        .where(*_conditions(filters))
+        .where(*conditions(filters))
         .order_by(
             (key.desc() if descending else key.asc()).nulls_last(),
             _c.customer_id.desc() if descending else _c.customer_id.asc(),
@@ -150,7 +150,8 @@ async def list_customers(
     return Page(summaries, Position(last.sort_key, last.customer_id) if last else None)
 
 
-def _conditions(f: Filters) -> list[ColumnElement[bool]]:
+def conditions(f: Filters) -> list[ColumnElement[bool]]:
+    """The listing's WHERE clauses for ``f``, all of which must hold."""
     out: list[ColumnElement[bool]] = []
     for column, values in (
         (_c.stage, f.stages),
@@ -175,7 +176,9 @@ def _conditions(f: Filters) -> list[ColumnElement[bool]]:
             )
         )
     if f.tag is not None:
-        # Containment, so the GIN index on tags answers it.
+        # Containment, so the GIN index on tags answers it; it holds only the customers who
+        # have a tag, and says so in the same words.
+        out.append(func.cardinality(_c.tags) > 0)
         out.append(_c.tags.contains([f.tag]))
     return out
 
