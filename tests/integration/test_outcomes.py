@@ -291,3 +291,90 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
         return bool(n == 0)
 
     await until(forgotten, 60, "the erased customer's goal events deleted")
+
+
+async def test_a_later_message_to_the_hold_outs_takes_nothing_from_the_rule_that_held_them_out(
+    stack: Stack, clock: FixedClock
+) -> None:
+    # A message with no effect at all: everyone buys with the same chance. It held half its
+    # customers out; the frequency cap (one message a week) then let a second broadcast reach
+    # only those hold-outs, since the ones sent the first had used up their week.
+    assert stack.outreach is not None
+    await consumers_assigned(stack)
+    marketing = stack.auth("marketing")
+    customers = [f"cap-{i:04d}" for i in range(200)]
+    history = await _post(stack, [e for cid in customers for e in _customer(cid)])
+    await outreach_has_seen(stack, history, timeout=120)
+    later = "summer-news"
+
+    async with WebhookReceiver() as hook:
+        await add_webhook_channel(stack, hook.url, hook.secret)
+        policy = await stack.outreach.put(
+            "/v1/policy",
+            json={"quiet_hours": None, "frequency_cap": {"count": 1, "days": 7}},
+            headers=marketing,
+        )
+        assert policy.status_code == 200, policy.text
+        for rule_id, control_percent in ((RULE, 50), (later, 0)):
+            await add_rule(
+                stack,
+                {
+                    "id": rule_id,
+                    "name": rule_id,
+                    "trigger": {"type": "broadcast"},
+                    "action": {
+                        "kind": "announcement",
+                        "channel": "webhook",
+                        "template": {"subject": "News", "body": "New in store"},
+                    },
+                    "goal": {"event": "order.placed", "within_days": 14},
+                    "control_percent": control_percent,
+                },
+            )
+        first = await stack.outreach.post(
+            "/v1/broadcasts", json={"rule_id": RULE, "launch_id": "spring"}, headers=marketing
+        )
+        assert first.status_code == 200, first.text
+        arms = await _arms(stack)
+        treated = {c for c, (arm, _) in arms.items() if arm == "treatment"}
+        control = {c for c, (arm, _) in arms.items() if arm == "control"}
+        assert treated and control
+        await hook.wait_for(len(treated), timeout=120)
+        await until(lambda: nothing_in_flight(stack), 60, "every webhook answered")
+
+        clock.set(START + timedelta(minutes=10))
+        second = await stack.outreach.post(
+            "/v1/broadcasts", json={"rule_id": later, "launch_id": "summer"}, headers=marketing
+        )
+        assert second.status_code == 200, second.text
+        await hook.wait_for(len(treated) + len(control), timeout=120)
+        await until(lambda: nothing_in_flight(stack), 60, "every webhook answered")
+        async with stack.engine.connect() as conn:
+            sent_later = set(
+                (
+                    await conn.scalars(
+                        text(
+                            "SELECT customer_id FROM outreach.actions "
+                            "WHERE rule_id = :r AND status = 'sent'"
+                        ),
+                        {"r": later},
+                    )
+                ).all()
+            )
+        assert sent_later == control  # the cap kept it from the first message's treated
+
+    clock.set(START + timedelta(hours=1))
+    rng = random.Random(15)
+    bought = {c for c in customers if rng.random() < 0.3}
+    orders = [_order(c, f"{c}-new", clock.now()) for c in sorted(bought)]
+    await outreach_has_seen(stack, await _post(stack, orders), timeout=120)
+
+    groups = {g["key"]: g for g in (await _outcomes(stack))["groups"]}
+    spring, summer = groups[RULE], groups[later]
+    # The hold-outs' orders count for the rule that held them out, though the second
+    # broadcast touched them later: its arms are measured alike, and show no lift.
+    assert spring["treatment"]["conversions"] == len(bought & treated)
+    assert spring["control"]["conversions"] == len(bought & control)
+    assert spring["verdict"] == "no_difference"
+    # The second broadcast is measured on its own touches: the same orders count for it.
+    assert summer["treatment"]["conversions"] == len(bought & control)

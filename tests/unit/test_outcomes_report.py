@@ -1,15 +1,16 @@
 """The outcomes report: a customer counts once per group and arm, the baseline is the control
-arm, else the model's forecast, and the global control group is compared only as a whole."""
+arm, else the model's forecast, the global control group is compared only as a whole, and each
+group is measured on its own touches."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from services.outreach.core.attribution import Converted, Touch
-from services.outreach.core.goals import Goal
+from services.outreach.core.attribution import Converted, Touch, attribute
+from services.outreach.core.goals import Goal, GoalEvent
 from services.outreach.core.lift import forecast_difference
-from services.outreach.core.outcomes import Touched, contact_mix, report
+from services.outreach.core.outcomes import Touched, attribute_by_group, contact_mix, report
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 GOAL = Goal(within_days=30)
@@ -88,6 +89,52 @@ def test_the_program_compares_the_global_control_group_with_the_kinds_it_missed(
     assert (group.treatment.customers, group.control.customers) == (1, 1)
     by_rule = report(rows, {}, "rule")
     assert [(g.treatment.customers, g.control.customers) for g in by_rule] == [(2, 1)]
+
+
+def test_a_hold_out_s_order_counts_for_the_rule_that_held_them_out_whatever_came_after() -> None:
+    # A recall with no effect at all: 100 customers sent it, 100 held out, 30 of each order
+    # two days later. The recall's message used up a weekly frequency cap, so a win-back went
+    # the next day only to the held-out customers, who were free for it.
+    def at(days: int) -> datetime:
+        return T0 + timedelta(days=days)
+
+    rows: list[Touched] = []
+    events: dict[str, list[GoalEvent]] = {}
+    for n in range(200):
+        cid, arm = f"c{n}", "treatment" if n < 100 else "control"
+        rows.append(
+            Touched(
+                Touch(f"r{n}", cid, at(0), GOAL), arm, "recall", "recall", "key", "develop", 0.3
+            )
+        )
+        if arm == "control":
+            rows.append(
+                Touched(
+                    Touch(f"w{n}", cid, at(1), GOAL),
+                    "treatment",
+                    "winback",
+                    "winback",
+                    "key",
+                    "develop",
+                    0.3,
+                )
+            )
+        if n % 100 < 30:
+            data = {"order_id": f"o{n}", "status": "placed", "amount": "20.00"}
+            events[cid] = [GoalEvent(f"o{n}", cid, "order.placed", at(2), Decimal(20), data)]
+
+    recall, winback = report(rows, attribute_by_group(rows, rows, events, "rule"), "rule")
+    assert (recall.treatment.conversions, recall.control.conversions) == (30, 30)
+    assert recall.conversion_difference is not None
+    assert recall.conversion_difference.estimate == 0 and recall.verdict == "no_difference"
+    # The win-back is measured on its own touches too: its 30 of 100 ordered after it.
+    assert (winback.key, winback.treatment.conversions) == ("winback", 30)
+    # Had the customer's last touch of any rule taken the order, the win-back would have
+    # emptied the recall's control arm, and a recall that changes nothing would show a lift.
+    [biased, _] = report(rows, attribute([r.touch for r in rows], events), "rule")
+    assert (biased.treatment.conversions, biased.control.conversions) == (30, 0)
+    assert biased.conversion_difference is not None
+    assert biased.conversion_difference.low > 0.2  # "30 points more", all of it false
 
 
 def test_the_contact_mix_sets_service_against_promotion_per_tier() -> None:

@@ -30,8 +30,11 @@ period is of decision time, `since` to `until` (default: the last {DEFAULT_DAYS}
 
 **Conversions.** Every rule has a goal (by default an order within its kind's window; or a
 visit, a resolved complaint, any event with filters on its data), recorded on each row when
-it is decided. A goal event is owed to the customer's most recent touch before it whose goal
-it matches and whose window still covers it (last touch wins). An order counts as scoring
+it is decided. Each group is measured on its own touches: a goal event is owed to the
+customer's most recent touch of the group before it whose goal it matches and whose window
+still covers it (last touch wins), so an order after a win-back and a recall counts for both
+rules by rule (each against its own hold-outs, whom another rule's message takes nothing
+from), and for the recall alone where both are in one group. An order counts as scoring
 counts it: placed or paid, at the earlier of the two, worth its total less its refunds; a
 cancelled or fully refunded order is no conversion. With `count: first` a touch converts
 once, worth its first order; with `every` each goal event in its window adds its value.

@@ -5,11 +5,14 @@ A *touch* is a ledger row that reached the customer or stood for it: a message `
 ``not_before``, else when it was decided). Each carries the goal it is measured against, as
 the rule had it when deciding.
 
-**Last touch wins.** A goal event is owed to the most recent touch strictly before it whose
-goal names its event type, whose filters its data passes and whose window (``within_days``
-after the touch) still covers it; to no touch when none does. Then, per touch: with ``count:
-first`` the touch converted once, worth the revenue of its first goal event; with ``every``
-each of its goal events is a conversion and adds its revenue.
+**Last touch wins.** Among the touches given, a goal event is owed to the most recent one
+strictly before it whose goal names its event type, whose filters its data passes and whose
+window (``within_days`` after the touch) still covers it; to no touch when none does. Then,
+per touch: with ``count: first`` the touch converted once, worth the revenue of its first
+goal event; with ``every`` each of its goal events is a conversion and adds its revenue. The
+outcomes report gives it one group's touches at a time
+(:func:`services.outreach.core.outcomes.attribute_by_group`), so touches compete only with
+the others of the group they are measured in.
 
 **Orders are orders as scoring counts them.** For a goal on ``order.placed`` (the default),
 an order is reached by its first ``order.placed`` or ``order.paid`` event, at the earlier of

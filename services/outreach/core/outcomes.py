@@ -1,6 +1,16 @@
 """The outcomes report: what each rule, strategy, kind, tier (or the whole program) achieved,
 arm by arm, against its baseline. A pure function of the period's touches and what
-attribution gave each (:mod:`services.outreach.core.attribution`).
+attribution gave each (:mod:`services.outreach.core.attribution`), run group by group
+(:func:`attribute_by_group`).
+
+- **Each group is measured on its own touches.** Within a group the last touch wins, as
+  attribution says; a touch of another group takes nothing from it. A rule's hold-outs are
+  never sent its message, so they stay free for other rules' (a frequency cap the message
+  would have used up, say): were the customer's last touch of any rule to win, those
+  messages would take the hold-outs' orders, the control arm would convert less than it
+  does, and a rule with no effect would show a lift. So an order after a win-back and a
+  recall counts for each rule grouped by rule, and for the later one where both are in one
+  group (one strategy, say).
 
 - A customer counts **once per group and arm**: in it when touched in the period (decided
   in it), converted when any of their touches in the group's arm converted; their revenue is
@@ -27,7 +37,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from services.outreach.core import lift
-from services.outreach.core.attribution import ZERO, Converted, Touch
+from services.outreach.core.attribution import ZERO, Converted, Touch, attribute
+from services.outreach.core.goals import GoalEvent
 
 By = Literal["rule", "strategy", "kind", "tier", "program"]
 Baseline = Literal["control_group", "model_forecast", "none"]
@@ -127,28 +138,75 @@ def _arm(t: Touched, by: By, held_out_kinds: frozenset[str]) -> str | None:
     return t.arm if t.arm in ("treatment", "control") else None
 
 
-def report(
-    touched: Sequence[Touched], converted: Mapping[str, Converted], by: By
-) -> list[GroupOutcome]:
-    """The outcome of every group with a touch in the period, in key order."""
-    held_out_kinds = frozenset(t.kind for t in touched if t.arm == "global_control")
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    """Where ``by`` measures each touch: in which group and arm, or nowhere. The period's
+    touches decide it: the kinds the global control group was held out of, and per group the
+    rules that held customers out in it."""
+
+    by: By
+    held_out_kinds: frozenset[str]
     # Against a control arm, the treated are the touches of the rules that held customers out
     # in the group: a strategy's hold-outs come from its playbook, and comparing them with
     # every other rule's messages to those customers would credit the playbook with them.
-    controlled: dict[str | None, set[str]] = {}
-    if by not in ("rule", "program"):
-        for t in touched:
-            if t.arm == "control":
-                controlled.setdefault(_key(t, by), set()).add(t.rule_id)
+    controlled: Mapping[str | None, frozenset[str]]
+
+    @classmethod
+    def of(cls, period: Sequence[Touched], by: By) -> _Groups:
+        held_out_kinds = frozenset(t.kind for t in period if t.arm == "global_control")
+        controlled: dict[str | None, set[str]] = {}
+        if by not in ("rule", "program"):
+            for t in period:
+                if t.arm == "control":
+                    controlled.setdefault(_key(t, by), set()).add(t.rule_id)
+        return cls(by, held_out_kinds, {k: frozenset(v) for k, v in controlled.items()})
+
+    def place(self, t: Touched) -> tuple[str | None, str] | None:
+        """The touch's group and arm, or None when this grouping leaves it out."""
+        arm = _arm(t, self.by, self.held_out_kinds)
+        if arm is None:
+            return None
+        key = _key(t, self.by)
+        rules = self.controlled.get(key)
+        if arm == "treatment" and rules and t.rule_id not in rules:
+            return None
+        return key, arm
+
+
+def attribute_by_group(
+    touched: Sequence[Touched],
+    period: Sequence[Touched],
+    events: Mapping[str, Sequence[GoalEvent]],
+    by: By,
+) -> dict[str, Converted]:
+    """What each touch converted, attribution run within each group of ``by`` over the
+    touches it measures there (see the module docstring): ``touched`` are every touch of the
+    period's customers, ``period`` the period's own (which decide the groups)."""
+    groups = _Groups.of(period, by)
+    measured: dict[str | None, list[Touch]] = {}
+    for t in touched:
+        placed = groups.place(t)
+        if placed is not None:
+            measured.setdefault(placed[0], []).append(t.touch)
+    out: dict[str, Converted] = {}
+    for touches in measured.values():
+        out.update(attribute(touches, events))
+    return out
+
+
+def report(
+    touched: Sequence[Touched], converted: Mapping[str, Converted], by: By
+) -> list[GroupOutcome]:
+    """The outcome of every group with a touch in the period, in key order: ``touched`` are
+    the period's touches, ``converted`` what each converted (:func:`attribute_by_group`)."""
+    place = _Groups.of(touched, by).place
     groups: dict[str | None, dict[str, dict[str, _Customer]]] = {}
     for t in sorted(touched, key=lambda t: (t.touch.at, t.touch.id)):
-        arm = _arm(t, by, held_out_kinds)
-        if arm is None:
+        placed = place(t)
+        if placed is None:
             continue
-        rules = controlled.get(_key(t, by))
-        if arm == "treatment" and rules and t.rule_id not in rules:
-            continue
-        arms = groups.setdefault(_key(t, by), {"treatment": {}, "control": {}})
+        key, arm = placed
+        arms = groups.setdefault(key, {"treatment": {}, "control": {}})
         customer = arms[arm].setdefault(t.touch.customer_id, _Customer())
         got = converted.get(t.touch.id)
         if got is not None and got.conversions:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.core.attribution import ZERO, Touch, attribute, orders_of
+from services.outreach.core.attribution import ZERO, Touch, orders_of
 from services.outreach.core.goals import Goal, goal_of
 from services.outreach.core.outcomes import (
     By,
@@ -20,6 +20,7 @@ from services.outreach.core.outcomes import (
     OutcomesReport,
     ReduceCost,
     Touched,
+    attribute_by_group,
     contact_mix,
     report,
 )
@@ -100,14 +101,14 @@ async def outcomes_report(
     events = await goal_events.of_customers(
         conn, sorted({t.customer_id for t in touches}), _before(first)
     )
-    touched = [
+    everyone = [
         Touched(t, r.arm, r.rule_id, r.kind, r.tier, r.strategy, r.baseline)
         for t, r in zip(touches, rows, strict=True)
-        if r.in_period
     ]
+    touched = [t for t, r in zip(everyone, rows, strict=True) if r.in_period]
 
     def attributed() -> list[GroupOutcome]:
-        return report(touched, attribute(touches, events), by)
+        return report(touched, attribute_by_group(everyone, touched, events, by), by)
 
     # Seconds of pure work for a long period: off the event loop, which keeps answering.
     groups = await asyncio.to_thread(attributed)

@@ -73,8 +73,9 @@ async def touches(
     conn: AsyncConnection, since: datetime, until: datetime, lookback: datetime, now: datetime
 ) -> Sequence[Any]:
     """Every touch of the customers touched in [``since``, ``until``), decided from
-    ``lookback`` on (the ones outside the period may take a goal event from the period's:
-    the last touch wins); ``in_period`` says which are the period's."""
+    ``lookback`` on (one outside the period may take a goal event from a touch of the
+    period's group: the last touch of a group wins); ``in_period`` says which are the
+    period's."""
     params = {"since": since, "until": until, "lookback": lookback, "now": now}
     return list(await conn.execute(_TOUCHES, params))
 
