@@ -234,32 +234,42 @@ def demo_events(
 # held out (the control arm).
 SIMULATED_CHANCE = 0.10
 SIMULATED_LIFT = 0.04
+# A response comes this long after the customer's first touch.
+SIMULATED_DELAY = timedelta(seconds=1)
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class Touch:
-    """A customer an action reached (``treatment``: sent) or would have (``control``), with
-    the model's forecast of its goal when decided."""
+    """A customer an action reached (``treatment``: sent) or would have (``control``) at
+    ``at``, with the model's forecast of its goal when decided."""
 
     customer_id: str
     arm: str
     baseline: float | None = None
+    at: datetime = _LONG_AGO
 
 
 def simulated_responses(
     touches: Sequence[Touch], now: datetime, seed: int = SEED
 ) -> list[dict[str, Any]]:
-    """SIMULATED orders standing in for the weeks after the history, seeded: each touched
-    customer (once, as their first touch listed has it) orders with the chance the model
-    forecast (``SIMULATED_CHANCE`` without a forecast), plus ``SIMULATED_LIFT`` when the
-    message was sent. They are posted now, after every touch they answer."""
-    rng = random.Random(seed)
+    """SIMULATED orders standing in for the weeks after the history: each touched customer
+    (as their first touch has it) orders with the chance the model forecast
+    (``SIMULATED_CHANCE`` without a forecast), plus ``SIMULATED_LIFT`` when the message was
+    sent, ``SIMULATED_DELAY`` after that touch. Each customer's draw is seeded by their id and
+    the order named by its touch, so running the demo again posts the same orders (taken as
+    duplicates) and simulates only the customers touched since: their responses never pile
+    up. A customer touched less than the delay before ``now`` waits for the next run."""
     first: dict[str, Touch] = {}
-    for t in touches:
+    for t in sorted(touches, key=lambda t: t.at):
         first.setdefault(t.customer_id, t)
     out = []
-    for n, cid in enumerate(sorted(first)):
+    for cid in sorted(first):
         touch = first[cid]
+        at = touch.at + SIMULATED_DELAY
+        if at > now:
+            continue
+        rng = random.Random(f"{seed}:{cid}")
         chance = SIMULATED_CHANCE if touch.baseline is None else touch.baseline
         if touch.arm == "treatment":
             chance += SIMULATED_LIFT
@@ -268,9 +278,9 @@ def simulated_responses(
             out.append(
                 {
                     "type": "order",
-                    "order_id": f"simulated-{n}",
+                    "order_id": f"simulated-{cid}-{at.timestamp():.6f}",
                     "customer_id": cid,
-                    "occurred_at": now.isoformat(),
+                    "occurred_at": at.isoformat(),
                     "status": "paid",
                     "amount": str(amount),
                     "currency": "USD",
@@ -293,11 +303,12 @@ async def touched(outreach: httpx.AsyncClient, ops_key: str, now: datetime) -> l
             if row.get("audience", "customer") != "customer":
                 continue
             if row["status"] == "control":
-                at = row["not_before"] or row["decided_at"]
-                if datetime.fromisoformat(at) <= now:
-                    out.append(Touch(row["customer_id"], "control", row.get("baseline")))
+                at = datetime.fromisoformat(row["not_before"] or row["decided_at"])
+                if at <= now:
+                    out.append(Touch(row["customer_id"], "control", row.get("baseline"), at))
             else:
-                out.append(Touch(row["customer_id"], "treatment", row.get("baseline")))
+                at = datetime.fromisoformat(row["sent_at"] or row["decided_at"])
+                out.append(Touch(row["customer_id"], "treatment", row.get("baseline"), at))
         cursor = page["next_cursor"]
         if not cursor:
             return out
@@ -545,11 +556,11 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
     for line in summary.lines():
         print("  " + line)
     print(
-        f"\n== What acting achieved (SIMULATED responses: {len(responses):,} orders posted now "
-        f"for the weeks after, from {len({t.customer_id for t in touches}):,} customers "
+        f"\n== What acting achieved (SIMULATED responses for the weeks after: "
+        f"{len(responses):,} orders from {len({t.customer_id for t in touches}):,} customers "
         f"touched; each orders with the chance the model forecast for them "
         f"({SIMULATED_CHANCE:.0%} without a forecast), {SIMULATED_LIFT:.0%} more if the "
-        "message was sent) =="
+        "message was sent, a second after their first touch; the same orders on every run) =="
     )
     for by, report in outcomes.items():
         print(f"  by {by}:")
