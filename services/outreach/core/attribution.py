@@ -62,7 +62,7 @@ class Converted:
 
 
 @dataclass(frozen=True, slots=True)
-class _Reached:
+class Reached:
     """Something a goal can be reached by: an order (as scoring counts it) or a raw event."""
 
     id: str
@@ -72,7 +72,7 @@ class _Reached:
     data: Mapping[str, Any]
 
 
-def orders_of(events: Iterable[GoalEvent]) -> list[_Reached]:
+def orders_of(events: Iterable[GoalEvent]) -> list[Reached]:
     """The customer's orders as scoring counts them (see the module docstring)."""
     placed: dict[str, list[GoalEvent]] = {}
     refunded: dict[str, Decimal] = {}
@@ -100,7 +100,7 @@ def orders_of(events: Iterable[GoalEvent]) -> list[_Reached]:
         if total > 0 and given_back >= total:
             continue
         out.append(
-            _Reached(
+            Reached(
                 first.event_id,
                 EventType.ORDER_PLACED,
                 first.occurred_at,
@@ -111,14 +111,14 @@ def orders_of(events: Iterable[GoalEvent]) -> list[_Reached]:
     return out
 
 
-def _reachable(events: Sequence[GoalEvent]) -> list[_Reached]:
+def _reachable(events: Sequence[GoalEvent]) -> list[Reached]:
     """Orders (for ``order.placed`` goals) and every other event as itself."""
     out = orders_of(events)
     for e in events:
         if e.event_type == EventType.ORDER_PLACED:
             continue
         revenue = e.revenue if e.revenue is not None else ZERO
-        out.append(_Reached(e.event_id, e.event_type, e.occurred_at, revenue, e.data))
+        out.append(Reached(e.event_id, e.event_type, e.occurred_at, revenue, e.data))
     out.sort(key=lambda r: (r.at, r.id))
     return out
 
@@ -153,6 +153,20 @@ def attribute(
 ) -> dict[str, Converted]:
     """What each touch converted, by touch id (every touch has an entry, most with nothing):
     ``events`` are the goal events by customer. See the module docstring for the rules."""
+    return attribute_reached(touches, reachable_by_customer(events))
+
+
+def reachable_by_customer(events: Mapping[str, Sequence[GoalEvent]]) -> dict[str, list[Reached]]:
+    """What each customer's goals can be reached by, in time order, from their goal events:
+    worked out once for attributing several sets of touches (one per group of a report)."""
+    return {customer_id: _reachable(theirs) for customer_id, theirs in events.items()}
+
+
+def attribute_reached(
+    touches: Sequence[Touch], reachable: Mapping[str, Sequence[Reached]]
+) -> dict[str, Converted]:
+    """:func:`attribute`, given what each customer's goals can be reached by
+    (:func:`reachable_by_customer`)."""
     out = {t.id: Converted() for t in touches}
     by_customer: dict[str, list[Touch]] = {}
     for t in touches:
@@ -161,7 +175,7 @@ def attribute(
     for customer_id, theirs in by_customer.items():
         # Most recent first: the first touch that may claim an event is the one that does.
         theirs.sort(key=lambda t: (t.at, t.id), reverse=True)
-        for reached in _reachable(events.get(customer_id, ())):
+        for reached in reachable.get(customer_id, ()):
             for t in theirs:
                 if t.at >= reached.at:
                     continue
@@ -177,7 +191,7 @@ def attribute(
     return out
 
 
-def _credit(converted: Converted, goal: Goal, reached: _Reached) -> None:
+def _credit(converted: Converted, goal: Goal, reached: Reached) -> None:
     if goal.count == "first" and converted.conversions:
         converted.event_ids.append(reached.id)  # owed to this touch, but counted already
         return

@@ -37,7 +37,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from services.outreach.core import lift
-from services.outreach.core.attribution import ZERO, Converted, Touch, attribute
+from services.outreach.core.attribution import (
+    ZERO,
+    Converted,
+    Touch,
+    attribute_reached,
+    reachable_by_customer,
+)
 from services.outreach.core.goals import GoalEvent
 
 By = Literal["rule", "strategy", "kind", "tier", "program"]
@@ -188,9 +194,10 @@ def attribute_by_group(
         placed = groups.place(t)
         if placed is not None:
             measured.setdefault(placed[0], []).append(t.touch)
+    reachable = reachable_by_customer(events)
     out: dict[str, Converted] = {}
     for touches in measured.values():
-        out.update(attribute(touches, events))
+        out.update(attribute_reached(touches, reachable))
     return out
 
 
