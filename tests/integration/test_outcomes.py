@@ -95,6 +95,15 @@ async def _post(stack: Stack, events: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
+async def _shop(stack: Stack, prefix: str, n: int) -> list[str]:
+    """``n`` customers with a history each, known to outreach."""
+    await consumers_assigned(stack)
+    customers = [f"{prefix}-{i:04d}" for i in range(n)]
+    history = await _post(stack, [e for cid in customers for e in _customer(cid)])
+    await outreach_has_seen(stack, history, timeout=120)
+    return customers
+
+
 async def _arms(stack: Stack) -> dict[str, tuple[str, str]]:
     async with stack.engine.connect() as conn:
         rows = await conn.execute(
@@ -142,11 +151,8 @@ async def test_a_control_group_measures_the_lift_and_redelivery_leaves_it_identi
     stack: Stack, clock: FixedClock
 ) -> None:
     assert stack.outreach is not None
-    await consumers_assigned(stack)
     marketing = stack.auth("marketing")
-    customers = [f"shop-{i:04d}" for i in range(CUSTOMERS)]
-    history = await _post(stack, [e for cid in customers for e in _customer(cid)])
-    await outreach_has_seen(stack, history, timeout=120)
+    await _shop(stack, "shop", CUSTOMERS)
 
     async with WebhookReceiver() as hook:
         await add_webhook_channel(stack, hook.url, hook.secret)
@@ -300,11 +306,8 @@ async def test_a_later_message_to_the_hold_outs_takes_nothing_from_the_rule_that
     # customers out; the frequency cap (one message a week) then let a second broadcast reach
     # only those hold-outs, since the ones sent the first had used up their week.
     assert stack.outreach is not None
-    await consumers_assigned(stack)
     marketing = stack.auth("marketing")
-    customers = [f"cap-{i:04d}" for i in range(200)]
-    history = await _post(stack, [e for cid in customers for e in _customer(cid)])
-    await outreach_has_seen(stack, history, timeout=120)
+    customers = await _shop(stack, "cap", 200)
     later = "summer-news"
 
     async with WebhookReceiver() as hook:
