@@ -12,6 +12,7 @@ seeded so every run is the same — then prints what Tend made of it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import sys
@@ -234,8 +235,9 @@ def demo_events(
 # held out (the control arm).
 SIMULATED_CHANCE = 0.10
 SIMULATED_LIFT = 0.04
-# A response comes this long after the customer's first touch.
-SIMULATED_DELAY = timedelta(seconds=1)
+# The orders simulated so far on the demo's database, so that running the demo again adds
+# only what the touches since call for.
+SIMULATED = Path(".tend/demo-simulated.json")
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
@@ -251,25 +253,32 @@ class Touch:
 
 
 def simulated_responses(
-    touches: Sequence[Touch], now: datetime, seed: int = SEED
+    touches: Sequence[Touch],
+    now: datetime,
+    before: Sequence[dict[str, Any]] = (),
+    seed: int = SEED,
 ) -> list[dict[str, Any]]:
-    """SIMULATED orders standing in for the weeks after the history: each touched customer
-    (as their first touch has it) orders with the chance the model forecast
-    (``SIMULATED_CHANCE`` without a forecast), plus ``SIMULATED_LIFT`` when the message was
-    sent, ``SIMULATED_DELAY`` after that touch. Each customer's draw is seeded by their id and
-    the order named by its touch, so running the demo again posts the same orders (taken as
-    duplicates) and simulates only the customers touched since: their responses never pile
-    up. A customer touched less than the delay before ``now`` waits for the next run."""
+    """SIMULATED orders standing in for the weeks after the history, placed at ``now``, after
+    every touch so far: each touched customer orders with the chance the model forecast
+    (``SIMULATED_CHANCE`` without a forecast), as their first touch has it, plus
+    ``SIMULATED_LIFT`` when that message was sent. ``before``: the orders simulated on earlier
+    runs; a customer among them answers again only touches after their last one (a follow-up
+    of it, say), so running the demo again never piles responses up. Each draw is seeded by
+    the customer and how many orders they were simulated before it."""
+    earlier: dict[str, list[datetime]] = {}
+    for order in before:
+        earlier.setdefault(order["customer_id"], []).append(
+            datetime.fromisoformat(order["occurred_at"])
+        )
     first: dict[str, Touch] = {}
     for t in sorted(touches, key=lambda t: t.at):
-        first.setdefault(t.customer_id, t)
+        since = max(earlier.get(t.customer_id, [_LONG_AGO]))
+        if since < t.at <= now:
+            first.setdefault(t.customer_id, t)
     out = []
     for cid in sorted(first):
-        touch = first[cid]
-        at = touch.at + SIMULATED_DELAY
-        if at > now:
-            continue
-        rng = random.Random(f"{seed}:{cid}")
+        touch, cycle = first[cid], len(earlier.get(cid, ()))
+        rng = random.Random(f"{seed}:{cid}:{cycle}")
         chance = SIMULATED_CHANCE if touch.baseline is None else touch.baseline
         if touch.arm == "treatment":
             chance += SIMULATED_LIFT
@@ -278,15 +287,20 @@ def simulated_responses(
             out.append(
                 {
                     "type": "order",
-                    "order_id": f"simulated-{cid}-{at.timestamp():.6f}",
+                    "order_id": f"simulated-{cid}-{cycle}",
                     "customer_id": cid,
-                    "occurred_at": at.isoformat(),
+                    "occurred_at": now.isoformat(),
                     "status": "paid",
                     "amount": str(amount),
                     "currency": "USD",
                 }
             )
     return out
+
+
+def simulated_before() -> list[dict[str, Any]]:
+    """The orders simulated on the demo's database by earlier runs."""
+    return json.loads(SIMULATED.read_text()) if SIMULATED.exists() else []
 
 
 async def touched(outreach: httpx.AsyncClient, ops_key: str, now: datetime) -> list[Touch]:
@@ -535,15 +549,22 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         await asyncio.sleep(3)  # delivery to the sinks
         summary = await fetch_summary(scoring, outreach, keys["TEND_OPS_KEY"])
         # The history ends today: SIMULATE the weeks after, so the outcomes have conversions.
-        touches = await touched(outreach, keys["TEND_OPS_KEY"], datetime.now(UTC))
-        responses = simulated_responses(touches, datetime.now(UTC))
+        # A history loaded afresh is a database afresh: nothing was simulated on it yet.
+        before = [] if report.accepted else await asyncio.to_thread(simulated_before)
+        simulated_at = datetime.now(UTC)
+        touches = await touched(outreach, keys["TEND_OPS_KEY"], simulated_at)
+        responses = [*before, *simulated_responses(touches, simulated_at, before)]
         simulated = ReplayReport()
         await post_events(ingest, list(enumerate(responses, start=1)), simulated)
+        await asyncio.to_thread(SIMULATED.write_text, json.dumps(responses))
         revenue += sum((Decimal(e["amount"]) for e in responses), Decimal(0))
         await wait_scored(scoring, keys["TEND_OPS_KEY"], customers, revenue)
         await asyncio.sleep(3)  # the orders travel to outreach as changes
+        # The actions decided before the simulated weeks: the ones their orders set off (a
+        # follow-up of each) have no weeks after yet.
+        until = {"until": simulated_at.isoformat()}
         outcomes = {
-            by: (await outreach.get("/v1/outcomes", params={"by": by}, headers=ops)).json()
+            by: (await outreach.get("/v1/outcomes", params={"by": by, **until}, headers=ops)).json()
             for by in ("rule", "strategy")
         }
         flow = (
@@ -556,11 +577,12 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
     for line in summary.lines():
         print("  " + line)
     print(
-        f"\n== What acting achieved (SIMULATED responses for the weeks after: "
+        f"\n== What the actions decided so far achieved (SIMULATED weeks after: "
         f"{len(responses):,} orders from {len({t.customer_id for t in touches}):,} customers "
-        f"touched; each orders with the chance the model forecast for them "
-        f"({SIMULATED_CHANCE:.0%} without a forecast), {SIMULATED_LIFT:.0%} more if the "
-        "message was sent, a second after their first touch; the same orders on every run) =="
+        f"touched: each orders, after every touch so far, with the chance the model "
+        f"forecast for them ({SIMULATED_CHANCE:.0%} without a forecast), "
+        f"{SIMULATED_LIFT:.0%} more if the message was sent; another run adds only what the "
+        "touches since call for) =="
     )
     for by, report in outcomes.items():
         print(f"  by {by}:")
