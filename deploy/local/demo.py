@@ -235,8 +235,8 @@ def demo_events(
 # held out (the control arm).
 SIMULATED_CHANCE = 0.10
 SIMULATED_LIFT = 0.04
-# The orders simulated so far on the demo's database, so that running the demo again adds
-# only what the touches since call for.
+# The weeks after as simulated on the demo's database (their instant and their orders): a
+# later run posts the same orders again and reads the outcomes as they stood then.
 SIMULATED = Path(".tend/demo-simulated.json")
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
@@ -253,32 +253,19 @@ class Touch:
 
 
 def simulated_responses(
-    touches: Sequence[Touch],
-    now: datetime,
-    before: Sequence[dict[str, Any]] = (),
-    seed: int = SEED,
+    touches: Sequence[Touch], now: datetime, seed: int = SEED
 ) -> list[dict[str, Any]]:
     """SIMULATED orders standing in for the weeks after the history, placed at ``now``, after
-    every touch so far: each touched customer orders with the chance the model forecast
+    every touch: each touched customer orders with the chance the model forecast
     (``SIMULATED_CHANCE`` without a forecast), as their first touch has it, plus
-    ``SIMULATED_LIFT`` when that message was sent. ``before``: the orders simulated on earlier
-    runs; a customer among them answers again only touches after their last one (a follow-up
-    of it, say), so running the demo again never piles responses up. Each draw is seeded by
-    the customer and how many orders they were simulated before it."""
-    earlier: dict[str, list[datetime]] = {}
-    for order in before:
-        earlier.setdefault(order["customer_id"], []).append(
-            datetime.fromisoformat(order["occurred_at"])
-        )
+    ``SIMULATED_LIFT`` when that message was sent. Each draw is seeded by the customer."""
     first: dict[str, Touch] = {}
     for t in sorted(touches, key=lambda t: t.at):
-        since = max(earlier.get(t.customer_id, [_LONG_AGO]))
-        if since < t.at <= now:
-            first.setdefault(t.customer_id, t)
+        first.setdefault(t.customer_id, t)
     out = []
     for cid in sorted(first):
-        touch, cycle = first[cid], len(earlier.get(cid, ()))
-        rng = random.Random(f"{seed}:{cid}:{cycle}")
+        touch = first[cid]
+        rng = random.Random(f"{seed}:{cid}")
         chance = SIMULATED_CHANCE if touch.baseline is None else touch.baseline
         if touch.arm == "treatment":
             chance += SIMULATED_LIFT
@@ -287,7 +274,7 @@ def simulated_responses(
             out.append(
                 {
                     "type": "order",
-                    "order_id": f"simulated-{cid}-{cycle}",
+                    "order_id": f"simulated-{cid}",
                     "customer_id": cid,
                     "occurred_at": now.isoformat(),
                     "status": "paid",
@@ -298,9 +285,16 @@ def simulated_responses(
     return out
 
 
-def simulated_before() -> list[dict[str, Any]]:
-    """The orders simulated on the demo's database by earlier runs."""
-    return json.loads(SIMULATED.read_text()) if SIMULATED.exists() else []
+def simulated_before() -> tuple[datetime, list[dict[str, Any]]] | None:
+    """The weeks after as an earlier run simulated them on the demo's database, if one did."""
+    if not SIMULATED.exists():
+        return None
+    kept = json.loads(SIMULATED.read_text())
+    return datetime.fromisoformat(kept["at"]), kept["orders"]
+
+
+def keep_simulated(at: datetime, orders: Sequence[dict[str, Any]]) -> None:
+    SIMULATED.write_text(json.dumps({"at": at.isoformat(), "orders": list(orders)}))
 
 
 async def touched(outreach: httpx.AsyncClient, ops_key: str, now: datetime) -> list[Touch]:
@@ -549,22 +543,27 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         await asyncio.sleep(3)  # delivery to the sinks
         summary = await fetch_summary(scoring, outreach, keys["TEND_OPS_KEY"])
         # The history ends today: SIMULATE the weeks after, so the outcomes have conversions.
-        # A history loaded afresh is a database afresh: nothing was simulated on it yet.
-        before = [] if report.accepted else await asyncio.to_thread(simulated_before)
-        simulated_at = datetime.now(UTC)
-        touches = await touched(outreach, keys["TEND_OPS_KEY"], simulated_at)
-        responses = [*before, *simulated_responses(touches, simulated_at, before)]
+        # Simulated once per database: a later run posts the same orders again (taken as
+        # duplicates) and reads the outcomes as they stood then. A history loaded afresh is a
+        # database afresh.
+        before = None if report.accepted else await asyncio.to_thread(simulated_before)
+        if before is None:
+            simulated_at = datetime.now(UTC)
+            touches = await touched(outreach, keys["TEND_OPS_KEY"], simulated_at)
+            responses = simulated_responses(touches, simulated_at)
+            await asyncio.to_thread(keep_simulated, simulated_at, responses)
+        else:
+            simulated_at, responses = before
         simulated = ReplayReport()
         await post_events(ingest, list(enumerate(responses, start=1)), simulated)
-        await asyncio.to_thread(SIMULATED.write_text, json.dumps(responses))
         revenue += sum((Decimal(e["amount"]) for e in responses), Decimal(0))
         await wait_scored(scoring, keys["TEND_OPS_KEY"], customers, revenue)
         await asyncio.sleep(3)  # the orders travel to outreach as changes
-        # The actions decided before the simulated weeks: the ones their orders set off (a
-        # follow-up of each) have no weeks after yet.
-        until = {"until": simulated_at.isoformat()}
+        # As they stood once the simulated orders came: what those orders set off (a
+        # follow-up of each) has no weeks after yet.
+        as_of = {"as_of": simulated_at.isoformat()}
         outcomes = {
-            by: (await outreach.get("/v1/outcomes", params={"by": by, **until}, headers=ops)).json()
+            by: (await outreach.get("/v1/outcomes", params={"by": by, **as_of}, headers=ops)).json()
             for by in ("rule", "strategy")
         }
         flow = (
@@ -577,12 +576,10 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
     for line in summary.lines():
         print("  " + line)
     print(
-        f"\n== What the actions decided so far achieved (SIMULATED weeks after: "
-        f"{len(responses):,} orders from {len({t.customer_id for t in touches}):,} customers "
-        f"touched: each orders, after every touch so far, with the chance the model "
-        f"forecast for them ({SIMULATED_CHANCE:.0%} without a forecast), "
-        f"{SIMULATED_LIFT:.0%} more if the message was sent; another run adds only what the "
-        "touches since call for) =="
+        f"\n== What acting achieved (SIMULATED weeks after, {simulated_at:%Y-%m-%d %H:%M} UTC: "
+        f"{len(responses):,} orders; each customer touched by then orders with the chance "
+        f"the model forecast for them ({SIMULATED_CHANCE:.0%} without a forecast), "
+        f"{SIMULATED_LIFT:.0%} more if the message was sent; simulated once per database) =="
     )
     for by, report in outcomes.items():
         print(f"  by {by}:")

@@ -381,3 +381,20 @@ async def test_a_later_message_to_the_hold_outs_takes_nothing_from_the_rule_that
     assert spring["verdict"] == "no_difference"
     # The second broadcast is measured on its own touches: the same orders count for it.
     assert summer["treatment"]["conversions"] == len(bought & control)
+
+    # As it stood before the second broadcast and the orders: the first one's touches, no
+    # conversion yet; and no instant to come.
+    then = (START + timedelta(minutes=5)).isoformat()
+    resp = await stack.outreach.get("/v1/outcomes", params={"as_of": then}, headers=marketing)
+    assert resp.status_code == 200, resp.text
+    [early] = resp.json()["groups"]
+    assert early["key"] == RULE
+    assert (early["treatment"]["customers"], early["control"]["customers"]) == (
+        len(treated),
+        len(control),
+    )
+    assert early["treatment"]["conversions"] == early["control"]["conversions"] == 0
+    ahead = (clock.now() + timedelta(minutes=1)).isoformat()
+    refused = await stack.outreach.get("/v1/outcomes", params={"as_of": ahead}, headers=marketing)
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["query.as_of"]

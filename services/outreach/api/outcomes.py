@@ -27,6 +27,8 @@ baseline. Touches are the ledger rows that reached a customer or stood for one: 
 like the others, never sent, at the instant they would have gone out, once it has come: a
 hold-out waiting out quiet hours touches nobody yet, as a message waiting to go out). The
 period is of decision time, `since` to `until` (default: the last {DEFAULT_DAYS} days).
+`as_of` gives the report as it stood at an earlier instant: only the touches made and the goal
+events that occurred by then count, so a period's table can be read again unchanged later.
 
 **Conversions.** Every rule has a goal (by default an order within its kind's window; or a
 visit, a resolved complaint, any event with filters on its data), recorded on each row when
@@ -74,6 +76,7 @@ default): a period holding more answers 422 naming `query.since`."""
         beyond_schema(
             {
                 "query.until": "after `since`",
+                "query.as_of": "not in the future",
                 "query.since": "a period holding at most the touch limit's touches (a setting)",
             }
         )
@@ -95,11 +98,20 @@ async def get_outcomes(
         Query(description=f"Decided at or after (default: {DEFAULT_DAYS} days before `until`)."),
     ] = None,
     until: Annotated[
-        IsoDateTime | None, Query(description="Decided before (default: now).")
+        IsoDateTime | None, Query(description="Decided before (default: `as_of`).")
+    ] = None,
+    as_of: Annotated[
+        IsoDateTime | None,
+        Query(
+            description="The report as it stood at this instant: the touches made and the "
+            "goal events that occurred by then (default: now; not later)."
+        ),
     ] = None,
 ) -> OutcomesReport:
     now = outreach.clock.now()
-    until = until or now
+    if as_of is not None and as_of > now:
+        raise invalid("query.as_of", "must not be in the future")
+    until = until or as_of or now
     if since is None:
         try:
             since = until - timedelta(days=DEFAULT_DAYS)
@@ -115,7 +127,8 @@ async def get_outcomes(
             until=until,
             policy=outreach.current.policy,
             max_touches=outreach.settings.outcomes_touch_limit,
-            now=now,
+            now=as_of or now,
+            as_of=as_of,
         )
     except TooManyTouches as exc:
         raise invalid(

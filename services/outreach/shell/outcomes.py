@@ -87,9 +87,13 @@ async def outcomes_report(
     policy: Policy,
     max_touches: int,
     now: datetime,
+    as_of: datetime | None = None,
 ) -> OutcomesReport:
     """The report for touches decided in [``since``, ``until``) and made by ``now``; raises
-    :class:`TooManyTouches` when they are more than ``max_touches``."""
+    :class:`TooManyTouches` when they are more than ``max_touches``. With ``as_of`` (``now``
+    then being it), the report as it stood at that instant: only the goal events that
+    occurred by then count too (without, an order a client dated a moment ahead of this
+    clock counts at once)."""
     counted = await outcomes.count_touches(conn, since, until, now)
     if counted > max_touches:
         raise TooManyTouches(counted, max_touches)
@@ -99,7 +103,7 @@ async def outcomes_report(
     # From a while before the first touch: an order paid after it but placed before is the
     # earlier instant, and no conversion.
     events = await goal_events.of_customers(
-        conn, sorted({t.customer_id for t in touches}), _before(first)
+        conn, sorted({t.customer_id for t in touches}), _before(first), as_of
     )
     everyone = [
         Touched(t, r.arm, r.rule_id, r.kind, r.tier, r.strategy, r.baseline)
@@ -112,27 +116,34 @@ async def outcomes_report(
 
     # Seconds of pure work for a long period: off the event loop, which keeps answering.
     groups = await asyncio.to_thread(attributed)
-    sent = [(r.tier, r.kind, int(r.sent)) for r in await outcomes.sent_by_tier(conn, since, until)]
+    sent = [
+        (r.tier, r.kind, int(r.sent)) for r in await outcomes.sent_by_tier(conn, since, until, now)
+    ]
     return OutcomesReport(
         by=by,
         since=since,
         until=until,
         touches=len(touched),
         groups=groups,
-        reduce_cost=await _reduce_cost(conn, policy, since, until),
+        reduce_cost=await _reduce_cost(conn, policy, since, until, now, as_of),
         contact_mix=contact_mix(sent, frozenset(policy.promotional_kinds)),
     )
 
 
 async def _reduce_cost(
-    conn: AsyncConnection, policy: Policy, since: datetime, until: datetime
+    conn: AsyncConnection,
+    policy: Policy,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    as_of: datetime | None,
 ) -> ReduceCost | None:
     costs = contact_costs(policy)
     if costs is None:
         return None
-    saved = await outcomes.saved_by_reduce_cost(conn, since, until)
+    saved = await outcomes.saved_by_reduce_cost(conn, since, until, now)
     customers = sorted({c for r in saved for c in r.customers})
-    events = await goal_events.of_customers(conn, customers, _before(since))
+    events = await goal_events.of_customers(conn, customers, _before(since), as_of)
     revenue = sum(
         (
             o.revenue

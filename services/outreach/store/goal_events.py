@@ -31,6 +31,7 @@ _OF_CUSTOMERS = text(
     SELECT event_id, customer_id, event_type, occurred_at, revenue, data
     FROM outreach.goal_events
     WHERE customer_id = ANY(CAST(:ids AS text[])) AND occurred_at > :since
+      AND (CAST(:until AS timestamptz) IS NULL OR occurred_at <= :until)
     ORDER BY customer_id, occurred_at, event_id
     """
 )
@@ -57,13 +58,18 @@ async def record(conn: AsyncConnection, events: Sequence[GoalEvent]) -> None:
 
 
 async def of_customers(
-    conn: AsyncConnection, customer_ids: Sequence[str], since: datetime
+    conn: AsyncConnection,
+    customer_ids: Sequence[str],
+    since: datetime,
+    until: datetime | None = None,
 ) -> dict[str, list[GoalEvent]]:
-    """These customers' goal events after ``since``, each customer's in time order."""
+    """These customers' goal events after ``since`` (and by ``until``, when given), each
+    customer's in time order."""
     out: dict[str, list[GoalEvent]] = {}
     if not customer_ids:
         return out
-    rows = await conn.execute(_OF_CUSTOMERS, {"ids": list(customer_ids), "since": since})
+    params = {"ids": list(customer_ids), "since": since, "until": until}
+    rows = await conn.execute(_OF_CUSTOMERS, params)
     for r in rows:
         out.setdefault(r.customer_id, []).append(
             GoalEvent(r.event_id, r.customer_id, r.event_type, r.occurred_at, r.revenue, r.data)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 # have gone out, once that instant has come: a hold-out waiting out quiet hours has touched
 # nobody yet, as a message waiting to be sent has not). Team alerts touch no customer.
 _TOUCH = (
-    "arm IS NOT NULL AND (status = 'sent' "
+    "arm IS NOT NULL AND ((status = 'sent' AND coalesce(sent_at, decided_at) <= :now) "
     "OR (status = 'control' AND coalesce(not_before, decided_at) <= :now))"
 )
 _TOUCHED_AT = (
@@ -46,7 +46,7 @@ _SAVED = text(
     """
     SELECT channel, count(*) AS contacts, array_agg(DISTINCT customer_id) AS customers
     FROM outreach.actions
-    WHERE decided_at >= :since AND decided_at < :until
+    WHERE decided_at >= :since AND decided_at < :until AND decided_at <= :now
       AND status = 'suppressed' AND reason = 'reduce_cost'
     GROUP BY channel ORDER BY channel
     """
@@ -56,7 +56,7 @@ _SENT_BY_TIER = text(
     """
     SELECT tier, kind, count(*) AS sent FROM outreach.actions
     WHERE decided_at >= :since AND decided_at < :until
-      AND status = 'sent' AND audience = 'customer'
+      AND status = 'sent' AND audience = 'customer' AND coalesce(sent_at, decided_at) <= :now
     GROUP BY tier, kind ORDER BY tier, kind
     """
 )
@@ -81,12 +81,17 @@ async def touches(
 
 
 async def saved_by_reduce_cost(
-    conn: AsyncConnection, since: datetime, until: datetime
+    conn: AsyncConnection, since: datetime, until: datetime, now: datetime
 ) -> Sequence[Any]:
-    """Per channel: the contacts the reduce-cost policy suppressed in the period, and whose."""
-    return list(await conn.execute(_SAVED, {"since": since, "until": until}))
+    """Per channel: the contacts the reduce-cost policy suppressed in the period (by
+    ``now``), and whose."""
+    return list(await conn.execute(_SAVED, {"since": since, "until": until, "now": now}))
 
 
-async def sent_by_tier(conn: AsyncConnection, since: datetime, until: datetime) -> Sequence[Any]:
-    """Messages sent to customers in the period, by tier (at decision) and kind."""
-    return list(await conn.execute(_SENT_BY_TIER, {"since": since, "until": until}))
+async def sent_by_tier(
+    conn: AsyncConnection, since: datetime, until: datetime, now: datetime
+) -> Sequence[Any]:
+    """Messages decided in the period and sent to customers by ``now``, by tier (at
+    decision) and kind."""
+    params = {"since": since, "until": until, "now": now}
+    return list(await conn.execute(_SENT_BY_TIER, params))
