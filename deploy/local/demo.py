@@ -238,7 +238,6 @@ SIMULATED_LIFT = 0.04
 # The weeks after as simulated on the demo's database (their instant and their orders): a
 # later run posts the same orders again and reads the outcomes as they stood then.
 SIMULATED = Path(".tend/demo-simulated.json")
-_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -248,8 +247,8 @@ class Touch:
 
     customer_id: str
     arm: str
-    baseline: float | None = None
-    at: datetime = _LONG_AGO
+    baseline: float | None
+    at: datetime
 
 
 def simulated_responses(

@@ -127,7 +127,7 @@ async def get_outcomes(
             until=until,
             policy=outreach.current.policy,
             max_touches=outreach.settings.outcomes_touch_limit,
-            now=as_of or now,
+            now=now,
             as_of=as_of,
         )
     except TooManyTouches as exc:

@@ -90,10 +90,10 @@ async def outcomes_report(
     as_of: datetime | None = None,
 ) -> OutcomesReport:
     """The report for touches decided in [``since``, ``until``) and made by ``now``; raises
-    :class:`TooManyTouches` when they are more than ``max_touches``. With ``as_of`` (``now``
-    then being it), the report as it stood at that instant: only the goal events that
-    occurred by then count too (without, an order a client dated a moment ahead of this
-    clock counts at once)."""
+    :class:`TooManyTouches` when they are more than ``max_touches``. With ``as_of``, the
+    report as it stood at that instant: the touches made and the goal events that occurred by
+    then (without, an order a client dated a moment ahead of this clock counts at once)."""
+    now = as_of or now
     counted = await outcomes.count_touches(conn, since, until, now)
     if counted > max_touches:
         raise TooManyTouches(counted, max_touches)
