@@ -10,31 +10,18 @@ scheduler's (``fire_due``), with time driven by a :class:`FixedClock`.
 
 from __future__ import annotations
 
-import copy
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.outreach.core.policy import Policy
-from services.outreach.core.rule_pack import DEFAULT_PACK
-from services.outreach.core.rules import Rule, RuleSet
 from services.outreach.core.templates import SAMPLE_CARD
-from services.outreach.settings import OutreachSettings
-from services.outreach.shell.consumer import ChangeApplier
-from services.outreach.shell.current import Current
-from services.outreach.shell.scheduler import fire_due
-from shared.changes import Change
-from shared.clock import FixedClock
-from shared.db import make_engine
 from shared.settings import CommonSettings
-from tests.support.databases import fresh_settings
+from tests.support.schedule_shop import Shop, opened_shop, pack
 
 pytestmark = pytest.mark.integration
 
@@ -43,85 +30,14 @@ DAY = datetime(2030, 6, 14, tzinfo=UTC)
 TEN = DAY + timedelta(hours=10)
 
 
-@dataclass
-class Shop:
-    engine: AsyncEngine
-    clock: FixedClock
-    current: Current
-    applier: ChangeApplier
-    settings: OutreachSettings
-
-    def use(self, *rules: dict[str, Any]) -> None:
-        validated = [Rule.model_validate(r) for r in rules]
-        self.current.rules = {r.id: r for r in validated}
-        self.current.ruleset = RuleSet(validated)
-        self.current.policy = Policy()
-
-    async def change(self, customer_id: str, **card: Any) -> None:
-        """A visit of the customer at the clock's instant, with their (key, UTC) card."""
-        now = self.clock.now().isoformat()
-        full = copy.deepcopy(dict(SAMPLE_CARD))
-        full["customer_id"] = customer_id
-        full["profile"]["timezone"] = "UTC"
-        full.update(card)
-        event_id = str(uuid.uuid4())
-        change = Change.model_validate(
-            {
-                "change_id": f"event:{event_id}",
-                "customer_id": customer_id,
-                "cause": "event",
-                "at": now,
-                "event": {
-                    "event_id": event_id,
-                    "event_type": "visit.recorded",
-                    "customer_id": customer_id,
-                    "occurred_at": now,
-                    "received_at": now,
-                    "source": "test",
-                    "data": {"visit_id": f"v-{event_id}", "channel": "web"},
-                },
-                "card": full,
-                "stage_change": None,
-            }
-        )
-        await self.applier.apply([change])
-
-    async def fire(self) -> tuple[int, int]:
-        """One scheduler pass now: (rows due, actions decided)."""
-        due, recorded = await fire_due(self.engine, self.clock, self.current, self.settings)
-        return due, len(recorded)
-
-    async def due_at(self, rule_id: str, customer_id: str) -> datetime | None:
-        async with self.engine.connect() as conn:
-            due: datetime | None = await conn.scalar(
-                text(
-                    "SELECT due_at FROM outreach.schedule WHERE rule_id = :r AND customer_id = :c"
-                ),
-                {"r": rule_id, "c": customer_id},
-            )
-        return due
-
-
 @pytest.fixture
 async def shop(settings: CommonSettings) -> AsyncIterator[Shop]:
-    async with fresh_settings(settings, topics=False) as own:
-        engine = make_engine(own, pool_size=2)
-        try:
-            clock = FixedClock(DAY + timedelta(hours=8))
-            current = Current()
-            outreach = OutreachSettings()
-            applier = ChangeApplier(engine, outreach, clock, current)
-            yield Shop(engine, clock, current, applier, outreach)
-        finally:
-            await engine.dispose()
-
-
-def _pack(rule_id: str) -> dict[str, Any]:
-    return copy.deepcopy(next(r for r in DEFAULT_PACK if r["id"] == rule_id))
+    async with opened_shop(settings, DAY + timedelta(hours=8)) as opened:
+        yield opened
 
 
 async def test_a_change_after_the_daily_cron_fired_leaves_it_at_tomorrow(shop: Shop) -> None:
-    shop.use(_pack("care-key-quiet"))
+    shop.use(pack("care-key-quiet"))
     await shop.change("kim")
     assert await shop.due_at("care-key-quiet", "kim") == TEN
     shop.clock.set(TEN + timedelta(minutes=30))
@@ -147,7 +63,7 @@ async def test_a_change_after_the_daily_cron_fired_leaves_it_at_tomorrow(shop: S
 async def test_a_change_after_a_one_off_instant_fired_does_not_bring_it_back(
     shop: Shop,
 ) -> None:
-    follow_up = _pack("purchase-follow-up")
+    follow_up = pack("purchase-follow-up")
     follow_up["action"]["channel"] = "webhook"
     shop.use(follow_up)
     ordered = (DAY - timedelta(days=7) + timedelta(hours=15)).isoformat()
@@ -191,7 +107,7 @@ def schedule_writes(engine: AsyncEngine) -> Iterator[list[str]]:
 
 
 async def test_the_scheduler_moves_a_whole_pass_in_one_statement(shop: Shop) -> None:
-    shop.use(_pack("care-key-quiet"))
+    shop.use(pack("care-key-quiet"))
     customers = [f"c{n}" for n in range(6)]
     for customer in customers:
         await shop.change(customer)

@@ -92,3 +92,22 @@ def test_a_change_delivered_twice_is_replayed_once() -> None:
     twice = _replay(rule, [CHANGES, CHANGES[:10]])
     assert twice.changes == once.changes == 30
     assert twice.decided == once.decided == 30
+
+
+def test_a_rule_s_daily_limit_is_counted_by_day_in_the_replay() -> None:
+    # A care message (no frequency cap, no quiet hours) on every visit, at most one a day: each
+    # replayed day has three visits (a's, b's, c's), b is on the suppression list.
+    rule = Rule.model_validate(
+        {
+            "id": "r",
+            "name": "r",
+            "trigger": {"type": "event", "event": "visit.recorded"},
+            "action": {"kind": "care", "channel": "webhook", "template": {"body": "Hi"}},
+            "limits": {"max_per_day": 1},
+        }
+    )
+    result = _replay(rule, [CHANGES])
+    assert result.decided == 30
+    # b's suppression takes no slot; a's visit, the first of each day, takes the day's one.
+    assert result.outcomes == {"send": 10, "suppress": 20}
+    assert result.reasons == {"suppressed": 10, "daily_limit": 10}

@@ -32,7 +32,7 @@ STORED: dict[str, Any] = {
         "offer": {"code": "TEN", "description": "10% off"},
         "template": {"subject": "Hi", "body": "Thanks {{ customer.name }}"},
     },
-    "limits": {"cooldown_days": 30, "once": False, "max_per_customer": 3},
+    "limits": {"cooldown_days": 30, "once": False, "max_per_customer": 3, "max_per_day": 20},
     "priority": 5,
     "enabled": True,
     "goal": None,
@@ -49,7 +49,7 @@ def test_a_stored_rule_read_into_the_form_comes_back_whole() -> None:
     assert doc["conditions"] == STORED["conditions"]
     assert doc["action"]["offer"] == STORED["action"]["offer"]
     assert doc["action"]["channel_id"] == "crm"
-    assert doc["limits"] == {"cooldown_days": 30, "max_per_customer": 3}
+    assert doc["limits"] == {"cooldown_days": 30, "max_per_customer": 3, "max_per_day": 20}
     assert doc["control_percent"] == 10.0
     assert doc["priority"] == 5
 

@@ -346,6 +346,52 @@ def test_deferred_actions_take_their_slot() -> None:
     ]
 
 
+def test_a_rule_whose_day_is_spent_leaves_its_cap_slot_to_the_next() -> None:
+    daily = Limits(max_per_day=5)
+    cs = [cand("recall", rule_id="high", priority=50, limits=daily), cand(rule_id="low")]
+    spent = {"high": 0}
+    out = decide_all(
+        card(), cs, [sent(1)], suppressed=False, policy=POLICY, now=NOON_PARIS, daily_left=spent
+    )
+    decisions = {c.rule_id: d for c, d in out}
+    assert decisions["high"].reason is Reason.DAILY_LIMIT
+    assert decisions["high"].detail == "the rule's daily limit of 5 is reached"
+    assert decisions["low"].outcome is Outcome.SEND  # the last cap slot was free for it
+    assert spent == {"high": 0}
+    # With a slot left the rule takes it, and the one after it is capped as usual.
+    left = {"high": 2}
+    out = decide_all(
+        card(), cs, [sent(1)], suppressed=False, policy=POLICY, now=NOON_PARIS, daily_left=left
+    )
+    assert [(c.rule_id, d.outcome, d.reason) for c, d in out] == [
+        ("high", Outcome.SEND, None),
+        ("low", Outcome.SUPPRESS, Reason.LOWER_PRIORITY),
+    ]
+    assert left == {"high": 1}
+
+
+def test_a_day_s_slot_is_taken_by_whatever_would_go_out_and_by_nothing_else() -> None:
+    daily = Limits(max_per_day=3)
+    left = {"r": 3}
+
+    def one(c: dict[str, Any], candidate: Candidate, now: datetime = NOON_PARIS) -> Decision:
+        [(_, d)] = decide_all(
+            c, [candidate], [], suppressed=False, policy=POLICY, now=now, daily_left=left
+        )
+        return d
+
+    night = datetime(2025, 6, 2, 1, tzinfo=UTC)
+    assert one(card(email=False), cand(rule_id="r", limits=daily)).reason is Reason.NO_CONSENT
+    assert left == {"r": 3}  # nobody would have been reached: no slot
+    assert one(card(), cand(rule_id="r", limits=daily, held_out=True)).outcome is Outcome.SEND
+    assert one(card(), cand(rule_id="r", limits=daily), night).outcome is Outcome.DEFER
+    held = one(card(open_complaints=1), cand("recall", rule_id="r", limits=daily))
+    assert held.outcome is Outcome.HOLD
+    # The control arm's, the deferred and the held took a slot each: the day is spent.
+    assert left == {"r": 0}
+    assert one(card(), cand(rule_id="r", limits=daily)).reason is Reason.DAILY_LIMIT
+
+
 # --- settings and helpers --------------------------------------------------------------------
 
 

@@ -224,8 +224,8 @@ def test_schedule_errors(trigger: dict[str, Any], field: str, message: str) -> N
 
 
 def test_limits_and_priority_bounds() -> None:
-    errors = errors_of(raw_rule(priority=5000, limits={"cooldown_days": 0}))
-    assert set(errors) == {"priority", "limits.cooldown_days"}
+    errors = errors_of(raw_rule(priority=5000, limits={"cooldown_days": 0, "max_per_day": 0}))
+    assert set(errors) == {"priority", "limits.cooldown_days", "limits.max_per_day"}
 
 
 # --- matching ---------------------------------------------------------------------------------

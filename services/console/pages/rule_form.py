@@ -29,7 +29,7 @@ GOAL_COUNTS = {"first": "the first one counts", "every": "every one adds its val
 # The goal's fields the form edits; any other is kept.
 GOAL_EDITED = ("event", "filters", "within_days", "count")
 # The limits the form edits, by control: each a whole number (``once`` is a checkbox).
-LIMITS = ("cooldown_days", "max_per_customer", "not_contacted_days")
+LIMITS = ("cooldown_days", "max_per_customer", "not_contacted_days", "max_per_day")
 # The rule's own fields the form edits (with ``control_percent``); the others are kept.
 EDITED = (
     "id",
@@ -60,6 +60,7 @@ class RuleForm:
     cooldown_days: str = ""
     max_per_customer: str = ""
     not_contacted_days: str = ""
+    max_per_day: str = ""
     once: bool = False
     # The share of matches held out as the control group (percent; empty: none).
     control_percent: str = ""
@@ -101,6 +102,7 @@ class RuleForm:
             cooldown_days=get("cooldown_days"),
             max_per_customer=get("max_per_customer"),
             not_contacted_days=get("not_contacted_days"),
+            max_per_day=get("max_per_day"),
             once=get("once") == "on",
             control_percent=get("control_percent"),
             goal_event=get("goal_event"),

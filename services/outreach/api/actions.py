@@ -170,8 +170,8 @@ async def list_actions(
     """The ledger of decided actions matching every filter given, newest decision first,
     one page at a time: follow `next_cursor` until it is null. Every decision is here,
     including the suppressed ones with their reason (no_consent, reduce_cost, frequency_cap,
-    limit, unsubscribed...) and the control arms' (`control`), each with its arm, the tier and
-    strategy it was decided for, the model's baseline and its goal."""
+    limit, daily_limit, unsubscribed...) and the control arms' (`control`), each with its
+    arm, the tier and strategy it was decided for, the model's baseline and its goal."""
     query = select(*_COLUMNS)
     if customer_id is not None:
         query = query.where(_a.c.customer_id == customer_id)

@@ -35,7 +35,7 @@ import orjson
 
 from services.outreach.core.policy import Candidate, Outcome, Policy, decide_all
 from services.outreach.core.rules import Match, Rule, RuleSet
-from services.outreach.core.schedules import next_due, occurrence_key
+from services.outreach.core.schedules import day_start, next_due, occurrence_key
 from shared.changes import Change
 
 
@@ -81,6 +81,11 @@ class Replay:
         # A collision (odds about 1 in 10^9 over a window) would skip one change or action.
         self._seen: set[int] = set()  # change ids applied (a change delivered twice: once)
         self._kept: set[int] = set()  # (customer, occurrence) decided: the ledger's unique key
+        # A rule with a ``max_per_day``: its slots used by day (the day's start). The replay
+        # walks customer by customer, so a day's slots go to whoever comes first, not to the
+        # most valuable as live: the counts hold, the chosen customers may differ.
+        self._per_day = self._live.limits.max_per_day
+        self._used: dict[datetime, int] = {}
 
     def feed(self, changes: Iterable[Change]) -> None:
         """Replay these changes, oldest first within each customer."""
@@ -127,6 +132,10 @@ class Replay:
                 continue  # the ledger's unique key: decided once
             self._kept.add(key)
             past = self._history.setdefault(match.customer_id, [])
+            per_day, day, left = self._per_day, None, None
+            if per_day is not None:
+                day = day_start(at, self._policy.schedule_context.default_timezone)
+                left = {self._live.id: per_day - self._used.get(day, 0)}
             [(candidate, decision)] = decide_all(
                 card,
                 [Candidate.of(match)],
@@ -134,7 +143,10 @@ class Replay:
                 suppressed=match.customer_id in self._suppressed,
                 policy=self._policy,
                 now=at,
+                daily_left=left,
             )
+            if per_day is not None and day is not None and left is not None:
+                self._used[day] = per_day - left[self._live.id]
             result.decided += 1
             if result.first_decision_at is None or at < result.first_decision_at:
                 result.first_decision_at = at

@@ -30,6 +30,10 @@ neither consume nor count against the cap. The cap is finally enforced by the ca
 database; these functions give the decision for a given history, so previews and backtests
 use the same code as the live path.
 
+A rule's ``max_per_day`` is a budget over all its customers, not a check of one: the caller
+counts what the rule used of its day in the ledger and :func:`decide_all` takes from what is
+left (reason ``daily_limit`` when nothing is).
+
 A contact history holds ``(instant, kind, rule_id)`` entries: ``kind`` is the action's kind,
 ``team`` for an alert to the shop's people, or ``control`` for an action held out as a control
 arm (decided, never sent). The rule's own limits count every entry of the rule, control ones
@@ -318,6 +322,7 @@ class Reason(StrEnum):
     QUIET_HOURS = "quiet_hours"  # the reason of a deferral
     REDUCE_COST = "reduce_cost"  # the customer's strategy: no promotions
     BALANCE = "balance"  # a deferral: promotions out of proportion with service
+    DAILY_LIMIT = "daily_limit"  # the rule's own budget for the day is spent
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +529,21 @@ def history_days(limits: Limits, policy: Policy) -> int:
     return max((w for w in windows if w is not None), default=0)
 
 
+def _within_the_day(
+    candidate: Candidate, decision: Decision, daily_left: dict[str, int]
+) -> Decision:
+    """``decision``, or a ``daily_limit`` suppression when it would take a slot of its rule's
+    day (go out, or wait for a complaint to close) and none is left."""
+    if not (decision.goes_out or decision.outcome is Outcome.HOLD):
+        return decision
+    left = daily_left[candidate.rule_id]
+    if left <= 0:
+        detail = f"the rule's daily limit of {candidate.limits.max_per_day} is reached"
+        return Decision(Outcome.SUPPRESS, Reason.DAILY_LIMIT, detail=detail)
+    daily_left[candidate.rule_id] = left - 1
+    return decision
+
+
 def rank(candidates: Sequence[Candidate]) -> list[Candidate]:
     """Best first: higher priority, then rule id, so ties are broken the same way every time."""
     return sorted(candidates, key=lambda c: (-c.priority, c.rule_id))
@@ -537,6 +557,7 @@ def decide_all(
     suppressed: bool,
     policy: Policy,
     now: datetime,
+    daily_left: dict[str, int] | None = None,
 ) -> list[tuple[Candidate, Decision]]:
     """Decisions for candidates competing at the same moment, best-ranked first.
 
@@ -544,12 +565,18 @@ def decide_all(
     when they compete for cap slots the higher priority takes the first; the others wait for
     the next free slot within their kind's horizon, or are suppressed with ``lower_priority``
     (``frequency_cap`` when the history alone already fills the cap).
+
+    ``daily_left`` holds what is left today of the rules with a ``max_per_day``, and is taken
+    from: one that would go out (or be held) when its rule's day is spent is suppressed with
+    reason ``daily_limit`` instead, and leaves its cap slot to the candidates after it.
     """
     taken: list[tuple[datetime, str, str]] = []
     out: list[tuple[Candidate, Decision]] = []
     for candidate in rank(candidates):
         seen = [*history, *taken]
         decision = decide(card, candidate, seen, suppressed=suppressed, policy=policy, now=now)
+        if daily_left is not None and candidate.rule_id in daily_left:
+            decision = _within_the_day(candidate, decision, daily_left)
         # Only another rule can take a slot "first": repeats of one rule are simply capped.
         capped = decision.outcome is Outcome.SUPPRESS and decision.reason is Reason.FREQUENCY_CAP
         if capped and any(rule_id != candidate.rule_id for _, _, rule_id in taken):

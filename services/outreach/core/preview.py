@@ -116,7 +116,8 @@ class PreviewResult(BaseModel):
     held_back: int = Field(description="customers not sent to now: deferred, held or suppressed")
     reasons: dict[str, int] = Field(
         description="why those are held back: no_consent, suppressed, reduce_cost, limit, "
-        "frequency_cap, open_complaint (held), balance and quiet_hours (deferred)"
+        "frequency_cap, open_complaint (held), balance and quiet_hours (deferred); a rule's "
+        "daily limit (daily_limit) is not judged here, it depends on the day's other decisions"
     )
     within_days: int | None = Field(
         None, description="for a schedule rule: the window after `as_of` its audience is due in"

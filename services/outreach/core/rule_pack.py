@@ -9,7 +9,10 @@ Notes on a few of them:
   became key or regular only later. It reaches only customers lost within the last 180 days.
 - ``care-key-quiet`` runs daily but only reaches a key customer nobody has contacted for 60
   days: ``not_contacted_days`` looks at every message they received, ``cooldown_days`` keeps
-  this rule itself to once per 60 days even if other messages did go out in between.
+  this rule itself to once per 60 days even if other messages did go out in between. Each
+  alert asks the team for a personal call, so ``max_per_day`` keeps them to a day's work
+  (20): the most valuable customers first, the others on the days after (a history loaded
+  at once makes every key customer due the same day).
 - ``new-arrivals`` is a broadcast: it fires only when an operator launches it, to the
   customers its conditions select.
 - Every complaint is answered: an apology for high severity, an acknowledgement for the
@@ -190,7 +193,7 @@ _SERVICE_RULES: list[dict[str, Any]] = [
                 "60 days. A personal call is due.",
             },
         },
-        "limits": {"cooldown_days": 60, "not_contacted_days": 60},
+        "limits": {"cooldown_days": 60, "not_contacted_days": 60, "max_per_day": 20},
         "priority": 70,
     },
     {

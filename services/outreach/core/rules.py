@@ -297,12 +297,17 @@ class Limits(_Strict):
 
     ``cooldown_days``, ``max_per_customer`` and ``once`` count this rule's own messages;
     ``not_contacted_days`` counts every message the customer received, from any rule.
+    ``max_per_day`` is the rule's budget over all customers: at most this many of its actions
+    go out (or are held out as its control arm) per day of the shop's default time zone; the
+    most valuable customers of a decision come first, and the others are suppressed with
+    reason ``daily_limit`` (a scheduled rule's customers come up again at its next run).
     """
 
     cooldown_days: int | None = Field(None, ge=1, le=3650)
     max_per_customer: int | None = Field(None, ge=1, le=10_000)
     once: StrictBool = False
     not_contacted_days: int | None = Field(None, ge=1, le=3650)
+    max_per_day: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class Rule(_Strict):

@@ -336,6 +336,16 @@ def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
     return utc
 
 
+def day_start(now: datetime, zone_name: str) -> datetime:
+    """The UTC instant the day of ``now`` began in the zone named (a name that is not a zone:
+    UTC's day), for what a rule may do per day."""
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ValueError, KeyError):
+        zone = ZoneInfo("UTC")
+    return local_instant(now.astimezone(zone).date(), time(0), zone)
+
+
 def _yearly(month: int, day: int, years: Iterable[int], leap_fallback: bool) -> Iterator[date]:
     for year in years:
         if month == 2 and day == 29 and not calendar.isleap(year):

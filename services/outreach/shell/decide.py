@@ -45,7 +45,7 @@ from services.outreach.core.policy import (
     history_days,
 )
 from services.outreach.core.rules import Match, Rule, channel_for
-from services.outreach.core.schedules import holiday_of
+from services.outreach.core.schedules import day_start, holiday_of
 from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
@@ -127,6 +127,7 @@ async def decide_and_record(
     since = None if forever else now - timedelta(days=days)
     history, suppressed = await ledger.contact_state(conn, customers, since)
 
+    daily_left = await _daily_left(conn, todo, policy, now)
     rows: list[dict[str, Any]] = []
     limits = render_limits(settings)
     # What a rule's every row carries alike (its offer, its goal), worked out once a batch.
@@ -139,6 +140,11 @@ async def decide_and_record(
     by_customer: dict[str, list[Match]] = {}
     for m in todo:
         by_customer.setdefault(m.customer_id, []).append(m)
+    if daily_left:
+        # A day's slots go to the most valuable customers first.
+        by_customer = dict(
+            sorted(by_customer.items(), key=lambda kv: _most_valuable_first(cards[kv[0]], kv[0]))
+        )
     for customer_id, ms in by_customer.items():
         card = cards[customer_id]
         arms = [_arm(m, policy, settings) for m in ms]
@@ -156,6 +162,7 @@ async def decide_and_record(
             suppressed=customer_id in suppressed,
             policy=policy,
             now=now,
+            daily_left=daily_left,
         )
         for candidate, decision in decisions:
             match, arm = match_of[id(candidate)]
@@ -198,6 +205,24 @@ async def decide_and_record(
                 conn, {c: cards[c] for c in served}, known, policy=policy, now=now
             )
     return recorded
+
+
+async def _daily_left(
+    conn: AsyncConnection, matches: Sequence[Match], policy: Policy, now: datetime
+) -> dict[str, int] | None:
+    """What is left today of the ``max_per_day`` of the matches' rules that have one (None:
+    none has); the day is the shop's, in the policy's default time zone."""
+    caps = {m.rule.id: m.rule.limits.max_per_day for m in matches if m.rule.limits.max_per_day}
+    if not caps:
+        return None
+    since = day_start(now, policy.schedule_context.default_timezone)
+    spent = await ledger.spent_today(conn, list(caps), since)
+    return {rule_id: max(0, cap - spent.get(rule_id, 0)) for rule_id, cap in caps.items()}
+
+
+def _most_valuable_first(card: Mapping[str, Any], customer_id: str) -> tuple[float, str]:
+    score = card.get("value_score")
+    return (-float(score) if isinstance(score, int | float) else 0.0, customer_id)
 
 
 def _key(match: Match) -> tuple[str, str, str]:

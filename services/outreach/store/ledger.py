@@ -222,6 +222,35 @@ async def decided_already(
     }
 
 
+# A rule's day is counted under a lock of its own, taken after the customers' (never
+# before), so two transactions deciding for the same rule cannot both spend its last slots.
+_LOCK_RULE_DAY = text(
+    "SELECT pg_advisory_xact_lock(hashtext('outreach.daily_limit'), hashtext(r)) "
+    "FROM unnest(CAST(:rules AS text[])) AS r ORDER BY r"
+)
+# Today's rows of these rules that took a slot of the day: went out or will (sent, due,
+# deferred), wait for a complaint to close, or were held out as the control arm.
+_SPENT_SINCE = text(
+    f"""
+    SELECT rule_id, count(*) AS n FROM outreach.actions
+    WHERE decided_at >= :since AND rule_id = ANY(CAST(:rules AS text[]))
+      AND status IN ({", ".join(f"'{s}'" for s in (*COUNTING, "held", CONTROL))})
+    GROUP BY rule_id
+    """
+)
+
+
+async def spent_today(
+    conn: AsyncConnection, rule_ids: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """How many slots of their day these rules have used since ``since`` (the day's start),
+    counted under each rule's lock (held until the transaction ends)."""
+    rules = sorted(rule_ids)
+    await conn.execute(_LOCK_RULE_DAY, {"rules": rules})
+    rows = await conn.execute(_SPENT_SINCE, {"rules": rules, "since": since})
+    return {r.rule_id: r.n for r in rows}
+
+
 async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Recorded]:
     """Insert new ledger rows (a row already there is skipped) and put each on the actions
     outbox; returns the rows inserted. ``offer`` and ``goal`` are JSON text."""

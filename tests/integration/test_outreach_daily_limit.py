@@ -1,0 +1,129 @@
+"""A rule's daily budget (``limits.max_per_day``) on the real PostgreSQL: the day's slots go
+to the most valuable customers, the others come up at the rule's next run, and two
+transactions deciding for the same rule at once never spend more than the day has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.outreach.core.policy import Policy
+from services.outreach.core.rules import Match, Rule
+from services.outreach.shell.decide import decide_and_record
+from services.outreach.store.replica import cards_after
+from shared.settings import CommonSettings
+from tests.support.schedule_shop import Shop, opened_shop, pack
+
+pytestmark = pytest.mark.integration
+
+# The customers live in UTC, and so does the shop's day: care-key-quiet fires at 10:00.
+DAY = datetime(2030, 6, 14, tzinfo=UTC)
+TEN = DAY + timedelta(hours=10)
+TOMORROW = TEN + timedelta(days=1)
+
+
+@pytest.fixture
+async def shop(settings: CommonSettings) -> AsyncIterator[Shop]:
+    async with opened_shop(settings, DAY + timedelta(hours=8)) as opened:
+        yield opened
+
+
+def calls_a_day(n: int) -> Rule:
+    """The default pack's team alert for quiet key customers, at most ``n`` a day."""
+    rule = pack("care-key-quiet")
+    rule["limits"]["max_per_day"] = n
+    return Rule.model_validate(rule)
+
+
+async def decided_on(shop: Shop, day: datetime) -> dict[str, tuple[str, str | None]]:
+    """Each customer's decision of that day: (status, reason)."""
+    async with shop.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT customer_id, status, reason FROM outreach.actions "
+                "WHERE decided_at >= :d AND decided_at < :d + interval '1 day'"
+            ),
+            {"d": day.replace(hour=0)},
+        )
+        return {r.customer_id: (r.status, r.reason) for r in rows}
+
+
+ALERTED = ("pending", None)
+OVER = ("suppressed", "daily_limit")
+
+
+async def test_a_day_s_alerts_go_to_the_most_valuable_and_the_rest_come_up_the_next_day(
+    shop: Shop,
+) -> None:
+    rule = calls_a_day(2)
+    shop.use(rule.model_dump(mode="json"))
+    # Five quiet key customers at once (a history just loaded), the value rising with the
+    # number: two calls a day reach the two most valuable first.
+    for n in range(1, 6):
+        await shop.change(f"k{n}", value_score=float(n))
+    shop.clock.set(TEN)
+    assert await shop.fire() == (5, 5)
+    assert await decided_on(shop, TEN) == {
+        "k5": ALERTED,
+        "k4": ALERTED,
+        "k3": OVER,
+        "k2": OVER,
+        "k1": OVER,
+    }
+    # The most valuable of all arrives later that day: the day is spent, even for them.
+    shop.clock.set(TEN + timedelta(hours=2))
+    await shop.change("k9", value_score=9.0)
+    assert await shop.fire() == (1, 1)
+    assert (await decided_on(shop, TEN))["k9"] == OVER
+    # The next day the rule runs again: the two called yesterday are kept back by the rule's
+    # own 60-day cooldown (taking no slot), and the next two by value are alerted.
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (6, 6)
+    assert await decided_on(shop, TOMORROW) == {
+        "k9": ALERTED,
+        "k3": ALERTED,
+        "k2": OVER,
+        "k1": OVER,
+        "k5": ("suppressed", "limit"),
+        "k4": ("suppressed", "limit"),
+    }
+
+
+async def test_two_decisions_at_once_never_spend_more_than_the_day_has(shop: Shop) -> None:
+    rule = calls_a_day(1)
+    shop.use(rule.model_dump(mode="json"))
+    for customer in ("ann", "bob"):
+        await shop.change(customer, value_score=1.0)
+    async with shop.engine.connect() as conn:
+        cards = {r.customer_id: r.card for r in await cards_after(conn, "", 10)}
+    shop.clock.set(TEN)
+
+    async def decide(conn: AsyncConnection, customer: str) -> list[tuple[str, str | None]]:
+        recorded = await decide_and_record(
+            conn,
+            [Match(rule, customer, "2030-06-14")],
+            cards,
+            policy=Policy(),
+            settings=shop.settings,
+            now=TEN,
+        )
+        return [(r.status, r.reason) for r in recorded]
+
+    # Ann's decision is made and not yet committed when Bob's starts on another connection:
+    # Bob's waits for it, then finds the day spent.
+    async with shop.engine.connect() as first, shop.engine.connect() as second:
+        await first.begin()
+        assert await decide(first, "ann") == [ALERTED]
+        await second.begin()
+        bob = asyncio.create_task(decide(second, "bob"))
+        await asyncio.sleep(0.5)
+        assert not bob.done()
+        await first.commit()
+        assert await asyncio.wait_for(bob, 10) == [OVER]
+        await second.commit()
