@@ -29,6 +29,7 @@ from services.outreach.core.rule_pack import default_pack
 from services.outreach.core.templates import SAMPLE_CARD
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER, token_for
 from services.outreach.settings import OutreachSettings
+from services.outreach.shell import broadcast
 from shared.changes import Change
 from shared.clock import FixedClock
 from shared.settings import CommonSettings
@@ -491,6 +492,39 @@ async def test_preview_reads_the_whole_history_of_a_once_rule(outreach: Outreach
     got = (await o.client.post(f"/v1/rules/{rule['id']}/preview", headers=o.as_("ops_read"))).json()
     assert got["matched"] == 2
     assert got["outcomes"]["suppress"] == 2 and got["reasons"] == {"limit": 2}
+
+
+async def test_a_preview_holds_back_what_the_daily_limit_would_and_the_launch_agrees(
+    outreach: Outreach, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    o, shop = outreach, Shop(outreach)
+    # A launch decides two customers at a time, in id order: the most valuable come last.
+    monkeypatch.setattr(broadcast, "BROADCAST_CHUNK", 2)
+    # Five customers at midnight in Auckland (each would be deferred past quiet hours), the
+    # value score rising with the number; the rule takes two a day.
+    cards = [shop.card(n, timezone="Pacific/Auckland") for n in range(5)]
+    for n, card in enumerate(cards):
+        card["value_score"] = float(n)
+    await shop.put(*cards)
+    rule = shop.rule("two-a-day", limits={"max_per_day": 2})
+    await shop.create(rule)
+    path = f"/v1/rules/{rule['id']}/preview"
+    got = (await o.client.post(path, headers=o.as_("ops_read"))).json()
+    assert got["matched"] == 5
+    assert got["outcomes"] == {"send": 0, "defer": 2, "hold": 0, "suppress": 3}
+    assert got["reasons"] == {"quiet_hours": 2, "daily_limit": 3}
+    assert got["held_back"] == 5
+    # The launch decides what the preview said, for the two most valuable of the audience.
+    assert (await shop.launch(rule["id"]))["statuses"] == {"scheduled": 2, "suppressed": 3}
+    waiting = await shop.actions(rule_id=rule["id"], status="scheduled")
+    assert sorted(a["customer_id"] for a in waiting) == [shop.cid(3), shop.cid(4)]
+    over = await shop.actions(rule_id=rule["id"], reason="daily_limit")
+    assert sorted(a["customer_id"] for a in over) == [shop.cid(n) for n in range(3)]
+    # The day's two slots are taken: a preview now holds every one back.
+    again = (await o.client.post(path, headers=o.as_("ops_read"))).json()
+    assert again["outcomes"] == {"send": 0, "defer": 0, "hold": 0, "suppress": 5}
+    assert again["reasons"] == {"daily_limit": 5}
+    await o.client.delete(f"/v1/rules/{rule['id']}", headers=o.as_("marketing"))
 
 
 # -- broadcasts ---------------------------------------------------------------------------------

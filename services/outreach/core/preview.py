@@ -12,7 +12,9 @@ membership trigger, holds one of those tiers now). A schedule
 rule's audience is the customers whose next date falls within the next ``within_days`` days,
 each judged by the policy at that instant (and listed, earliest first). Event triggers are
 judged by their conditions alone (the event is not known in advance); a broadcast's audience
-is exactly its conditions.
+is exactly its conditions. A rule with a daily limit keeps each day's slots for that day's
+most valuable customers (:mod:`services.outreach.core.daily_limit`), today's less what the
+caller says the ledger already spent.
 """
 
 from __future__ import annotations
@@ -28,9 +30,18 @@ from pydantic import BaseModel, Field
 from services.outreach.core import conditions
 from services.outreach.core.budgets import GUARANTEED_ROWS, CutBy
 from services.outreach.core.conditions import Predicate
-from services.outreach.core.policy import Candidate, Decision, Outcome, Policy, decide, history_days
+from services.outreach.core.daily_limit import DaySlots, value_rank
+from services.outreach.core.policy import (
+    Candidate,
+    Decision,
+    Outcome,
+    Policy,
+    Reason,
+    decide,
+    history_days,
+)
 from services.outreach.core.rules import MembershipTrigger, Rule, StageTrigger
-from services.outreach.core.schedules import next_due
+from services.outreach.core.schedules import day_start, next_due
 
 SAMPLE_SIZE = 10
 # A rule limited to `once` or `max_per_customer` counts every message it ever sent.
@@ -116,8 +127,8 @@ class PreviewResult(BaseModel):
     held_back: int = Field(description="customers not sent to now: deferred, held or suppressed")
     reasons: dict[str, int] = Field(
         description="why those are held back: no_consent, suppressed, reduce_cost, limit, "
-        "frequency_cap, open_complaint (held), balance and quiet_hours (deferred); a rule's "
-        "daily limit (daily_limit) is not judged here, it depends on the day's other decisions"
+        "daily_limit (each day's most valuable customers keep the rule's slots), "
+        "frequency_cap, open_complaint (held), balance and quiet_hours (deferred)"
     )
     within_days: int | None = Field(
         None, description="for a schedule rule: the window after `as_of` its audience is due in"
@@ -141,10 +152,20 @@ class Tally:
         now: datetime,
         sample_size: int = SAMPLE_SIZE,
         within_days: int = 30,
+        spent_today: int = 0,
     ) -> None:
         self.rule = rule
         self.policy = policy
         self.now = now
+        # A rule with a daily limit: the slots of each day the preview reaches, today's less
+        # the ``spent_today`` the ledger counts (see services.outreach.core.daily_limit).
+        per_day = rule.limits.max_per_day
+        self._zone = policy.schedule_context.default_timezone
+        self._slots = (
+            DaySlots(per_day, {day_start(now, self._zone): spent_today})
+            if per_day is not None
+            else None
+        )
         self._candidate = Candidate.of(rule)
         self._sample_size = sample_size
         self._scheduled = rule.trigger.type == "schedule"
@@ -183,6 +204,9 @@ class Tally:
         decision = decide(
             card, self._candidate, history, suppressed=suppressed, policy=self.policy, now=at
         )
+        if self._slots is not None and (decision.goes_out or decision.outcome is Outcome.HOLD):
+            day = day_start(at, self._zone)
+            self._slots.claim(day, value_rank(card), customer_id, decision)
         if self._scheduled:
             name = (card.get("profile") or {}).get("name")
             insort(
@@ -210,15 +234,36 @@ class Tally:
         return decision
 
     def result(self, coverage: PreviewCoverage) -> PreviewResult:
+        outcomes, reasons, upcoming = self.outcomes.copy(), self.reasons.copy(), self.upcoming
+        if self._slots is not None:
+            # Those pushed out of a day's slots by more valuable customers are held back.
+            for (outcome, reason), n in self._slots.over.items():
+                outcomes[outcome] -= n
+                outcomes[Outcome.SUPPRESS] += n
+                if reason is not None:
+                    reasons[reason.value] -= n
+                reasons[Reason.DAILY_LIMIT.value] += n
+            upcoming = [self._in_slots(u) for u in upcoming]
         return PreviewResult(
             rule_id=self.rule.id,
             as_of=self.now,
             matched=self.matched,
             sample=list(self.sample),
-            outcomes=dict(self.outcomes),
-            held_back=self.matched - self.outcomes[Outcome.SEND],
-            reasons=dict(sorted(self.reasons.items())),
+            outcomes=dict(outcomes),
+            held_back=self.matched - outcomes[Outcome.SEND],
+            reasons=dict(sorted((r, n) for r, n in reasons.items() if n)),
             within_days=self.within_days if self._scheduled else None,
-            upcoming=list(self.upcoming) if self._scheduled else None,
+            upcoming=list(upcoming) if self._scheduled else None,
             coverage=coverage,
         )
+
+    def _in_slots(self, upcoming: Upcoming) -> Upcoming:
+        """``upcoming`` as the daily limit leaves it: suppressed when it would have taken a
+        slot of its day and a more valuable customer holds every one."""
+        slots = self._slots
+        claimed = upcoming.outcome in (Outcome.SEND, Outcome.DEFER, Outcome.HOLD)
+        if slots is None or not claimed:
+            return upcoming
+        if slots.keeps(day_start(upcoming.due_at, self._zone), upcoming.customer_id):
+            return upcoming
+        return upcoming.model_copy(update={"outcome": Outcome.SUPPRESS})

@@ -346,6 +346,13 @@ def day_start(now: datetime, zone_name: str) -> datetime:
     return local_instant(now.astimezone(zone).date(), time(0), zone)
 
 
+def day_of(now: datetime, zone_name: str) -> tuple[datetime, datetime]:
+    """The UTC instants the day of ``now`` in the zone named begins and ends (a day of a
+    clock change is 23 or 25 hours long)."""
+    start = day_start(now, zone_name)
+    return start, day_start(start + timedelta(hours=26), zone_name)
+
+
 def _yearly(month: int, day: int, years: Iterable[int], leap_fallback: bool) -> Iterator[date]:
     for year in years:
         if month == 2 and day == 29 and not calendar.isleap(year):

@@ -3,6 +3,11 @@ audience, decided under the contact policy like any other action, a few hundred 
 per transaction. The launch id is the actions' occurrence, so launching again with the same
 id decides nobody twice and finishes a launch cut short.
 
+A rule with a daily limit gives the day's slots to the most valuable customers of the whole
+audience: a first pass judges every one of them as a preview does and keeps the day's slot
+holders (:class:`~services.outreach.core.daily_limit.DaySlots`), whose actions are decided
+first; everyone after them finds the day spent.
+
 A launch may carry content (:mod:`services.outreach.core.launch`): the new items it announces.
 Each card is then judged, and each message rendered, with the content beside the card, so the
 rule's conditions can target by preference against the launch's categories and its template
@@ -10,20 +15,26 @@ can list the launched items that match each customer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.conditions import LAUNCH_KEY
+from services.outreach.core.daily_limit import DaySlots, value_rank
 from services.outreach.core.launch import LaunchContent, launch_view
-from services.outreach.core.preview import audience
+from services.outreach.core.policy import Candidate, Outcome, Policy, decide
+from services.outreach.core.preview import audience, history_since
 from services.outreach.core.rules import Match, Rule
+from services.outreach.core.schedules import day_of
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
-from services.outreach.store.replica import replica_chunks
+from services.outreach.store.ledger import contact_history, spent_on, suppressed_among
+from services.outreach.store.replica import cards_of, replica_chunks
 from shared.clock import Clock
 
 # Customers decided per transaction in a broadcast: long enough to amortise the round trips,
@@ -71,9 +82,21 @@ async def launch(
             decided()
         return [r.status for r in recorded]
 
+    first: list[str] = []
+    if rule.limits.max_per_day is not None:
+        first = await _slot_holders(engine, rule, current.policy, clock.now(), holds, with_launch)
+        for k in range(0, len(first), BROADCAST_CHUNK):
+            async with engine.connect() as conn:
+                found = await cards_of(conn, first[k : k + BROADCAST_CHUNK])
+            cards = {cid: with_launch(card) for cid, card in found.items()}
+            batch = {cid: card for cid, card in cards.items() if holds(card)}
+            size += len(batch)
+            statuses.update(await decide(batch))
+        batch = {}
+    done = set(first)
     async with engine.connect() as conn:
-        async for rows in replica_chunks(conn):
-            seen = ((r.customer_id, with_launch(r.card)) for r in rows)
+        async for rows in replica_chunks(conn, size=BROADCAST_CHUNK):
+            seen = ((r.customer_id, with_launch(r.card)) for r in rows if r.customer_id not in done)
             batch.update((cid, card) for cid, card in seen if holds(card))
             if len(batch) >= BROADCAST_CHUNK:
                 size += len(batch)
@@ -83,3 +106,51 @@ async def launch(
         size += len(batch)
         statuses.update(await decide(batch))
     return size, statuses
+
+
+async def _slot_holders(
+    engine: AsyncEngine,
+    rule: Rule,
+    policy: Policy,
+    now: datetime,
+    holds: Callable[[Any], bool],
+    with_launch: Callable[[Any], Any],
+) -> list[str]:
+    """Who of the audience would hold today's slots of ``rule`` (it has a daily limit), the
+    most valuable first: each judged by the contact policy as a preview does."""
+    per_day = rule.limits.max_per_day
+    if per_day is None:
+        return []
+    today = day_of(now, policy.schedule_context.default_timezone)
+    since = history_since(rule, policy, now)
+    candidate = Candidate.of(rule)
+    async with engine.connect() as conn:
+        spent = (await spent_on(conn, [rule.id], today, lock=False)).get(rule.id, 0)
+        slots = DaySlots(per_day, {today[0]: spent})
+
+        def judge(
+            matched: list[tuple[str, Any]],
+            history: Mapping[str, list[tuple[datetime, str, str]]],
+            suppressed: set[str],
+        ) -> None:
+            for cid, card in matched:
+                decision = decide(
+                    card,
+                    candidate,
+                    history[cid],
+                    suppressed=cid in suppressed,
+                    policy=policy,
+                    now=now,
+                )
+                if decision.goes_out or decision.outcome is Outcome.HOLD:
+                    slots.claim(today[0], value_rank(card), cid, decision)
+
+        async for rows in replica_chunks(conn, size=BROADCAST_CHUNK):
+            seen = ((r.customer_id, with_launch(r.card)) for r in rows)
+            matched = [(cid, card) for cid, card in seen if holds(card)]
+            if matched:
+                ids = [cid for cid, _ in matched]
+                history = await contact_history(conn, ids, since)
+                suppressed = await suppressed_among(conn, ids)
+                await asyncio.to_thread(judge, matched, history, suppressed)
+    return slots.holders(today[0])

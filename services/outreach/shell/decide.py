@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
 from services.outreach.core.arms import GLOBAL_CONTROL, HELD_OUT, arm_of
+from services.outreach.core.daily_limit import value_rank
 from services.outreach.core.goals import predicted_probability
 from services.outreach.core.policy import (
     NO_LIMITS,
@@ -45,7 +46,7 @@ from services.outreach.core.policy import (
     history_days,
 )
 from services.outreach.core.rules import Match, Rule, channel_for
-from services.outreach.core.schedules import day_start, holiday_of
+from services.outreach.core.schedules import day_of, holiday_of
 from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
@@ -215,14 +216,13 @@ async def _daily_left(
     caps = {m.rule.id: m.rule.limits.max_per_day for m in matches if m.rule.limits.max_per_day}
     if not caps:
         return None
-    since = day_start(now, policy.schedule_context.default_timezone)
-    spent = await ledger.spent_today(conn, list(caps), since)
+    today = day_of(now, policy.schedule_context.default_timezone)
+    spent = await ledger.spent_on(conn, list(caps), today, lock=True)
     return {rule_id: max(0, cap - spent.get(rule_id, 0)) for rule_id, cap in caps.items()}
 
 
 def _most_valuable_first(card: Mapping[str, Any], customer_id: str) -> tuple[float, str]:
-    score = card.get("value_score")
-    return (-float(score) if isinstance(score, int | float) else 0.0, customer_id)
+    return (-value_rank(card), customer_id)
 
 
 def _key(match: Match) -> tuple[str, str, str]:

@@ -27,7 +27,8 @@ from services.outreach.core.preview import (
     history_since,
 )
 from services.outreach.core.rules import Rule
-from services.outreach.store.ledger import contact_history, suppressed_among
+from services.outreach.core.schedules import day_of
+from services.outreach.store.ledger import contact_history, spent_on, suppressed_among
 from services.outreach.store.replica import replica_chunks
 
 EXAMINED = Counter(
@@ -65,11 +66,16 @@ async def preview(
     ``within_days``), under ``policy``, within ``budget``."""
     started = time.monotonic()
     holds = audience(rule)
-    tally = Tally(rule, policy, now, within_days=within_days)
     since = history_since(rule, policy, now)
     examined = 0
     cut_by: CutBy | None = None
     async with engine.connect() as conn:
+        spent = 0
+        if rule.limits.max_per_day is not None:
+            today = day_of(now, policy.schedule_context.default_timezone)
+            used = await spent_on(conn, [rule.id], today, lock=False)
+            spent = used.get(rule.id, 0)
+        tally = Tally(rule, policy, now, within_days=within_days, spent_today=spent)
         async for chunk in replica_chunks(conn, stages=audience_stages(rule)):
             if cut_by is not None:
                 break  # rows were left: the scan is cut

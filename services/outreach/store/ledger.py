@@ -233,21 +233,24 @@ _LOCK_RULE_DAY = text(
 _SPENT_SINCE = text(
     f"""
     SELECT rule_id, count(*) AS n FROM outreach.actions
-    WHERE decided_at >= :since AND rule_id = ANY(CAST(:rules AS text[]))
+    WHERE decided_at >= :since AND decided_at < :until AND rule_id = ANY(CAST(:rules AS text[]))
       AND status IN ({", ".join(f"'{s}'" for s in (*COUNTING, "held", CONTROL))})
     GROUP BY rule_id
     """
 )
 
 
-async def spent_today(
-    conn: AsyncConnection, rule_ids: Sequence[str], since: datetime
+async def spent_on(
+    conn: AsyncConnection, rule_ids: Sequence[str], day: tuple[datetime, datetime], *, lock: bool
 ) -> dict[str, int]:
-    """How many slots of their day these rules have used since ``since`` (the day's start),
-    counted under each rule's lock (held until the transaction ends)."""
+    """How many slots of ``day`` (its start and end) these rules have used, counted under
+    each rule's lock (held until the transaction ends) when they are to take more; a dry run,
+    which takes none, reads without it."""
     rules = sorted(rule_ids)
-    await conn.execute(_LOCK_RULE_DAY, {"rules": rules})
-    rows = await conn.execute(_SPENT_SINCE, {"rules": rules, "since": since})
+    if lock:
+        await conn.execute(_LOCK_RULE_DAY, {"rules": rules})
+    since, until = day
+    rows = await conn.execute(_SPENT_SINCE, {"rules": rules, "since": since, "until": until})
     return {r.rule_id: r.n for r in rows}
 
 

@@ -1,0 +1,82 @@
+"""A rule's daily limit in a dry run (pure): whatever order the audience comes in, each day's
+slots go to its most valuable customers, and the others are counted as held back by it."""
+
+from __future__ import annotations
+
+import copy
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from services.outreach.core.policy import Outcome, Policy
+from services.outreach.core.preview import PreviewCoverage, PreviewResult, Tally
+from services.outreach.core.rules import Rule
+from services.outreach.core.templates import SAMPLE_CARD
+
+NOW = datetime(2030, 6, 14, 6, tzinfo=UTC)  # before 09:00: today's birthdays are to come
+COVERED = PreviewCoverage(customers=8, complete=True, cut_by=None)
+
+
+def birthday_rule(per_day: int) -> Rule:
+    return Rule.model_validate(
+        {
+            "id": "birthday",
+            "name": "birthday",
+            "trigger": {"type": "schedule", "kind": "birthday", "at": "09:00"},
+            "action": {"kind": "greeting", "channel": "webhook", "template": {"body": "Hi"}},
+            "limits": {"max_per_day": per_day},
+        }
+    )
+
+
+def card(customer_id: str, birthday: str, score: float) -> dict[str, Any]:
+    c = copy.deepcopy(dict(SAMPLE_CARD))
+    c["customer_id"] = customer_id
+    c["value_score"] = score
+    c["profile"] = {**c["profile"], "birthday": birthday, "timezone": "UTC"}
+    return c
+
+
+# Three birthdays tomorrow (value 1 to 3) and three the day after (4 to 6).
+AUDIENCE = [card(f"t{n}", "1990-06-15", n) for n in (1, 2, 3)] + [
+    card(f"a{n}", "1990-06-16", n) for n in (4, 5, 6)
+]
+
+
+def preview(cards: list[dict[str, Any]], per_day: int, spent_today: int = 0) -> PreviewResult:
+    tally = Tally(birthday_rule(per_day), Policy(), NOW, spent_today=spent_today)
+    for c in cards:
+        tally.add(c["customer_id"], c, [], suppressed=False)
+    return tally.result(COVERED)
+
+
+def test_each_day_s_slots_go_to_its_most_valuable_whatever_the_order() -> None:
+    for seed in range(5):
+        cards = AUDIENCE[:]
+        random.Random(seed).shuffle(cards)
+        got = preview(cards, per_day=2)
+        assert got.outcomes[Outcome.SEND] == 4
+        assert got.outcomes[Outcome.SUPPRESS] == 2
+        assert got.reasons == {"daily_limit": 2}
+        assert got.held_back == 2
+        upcoming = {u.customer_id: u.outcome for u in got.upcoming or []}
+        assert upcoming == {
+            "t3": Outcome.SEND,
+            "t2": Outcome.SEND,
+            "t1": Outcome.SUPPRESS,
+            "a6": Outcome.SEND,
+            "a5": Outcome.SEND,
+            "a4": Outcome.SUPPRESS,
+        }
+
+
+def test_what_the_ledger_says_today_took_counts_for_today_alone() -> None:
+    # Two birthdays today as well; the ledger says one of today's two slots is taken.
+    today = [card("d7", "1990-06-14", 7), card("d8", "1990-06-14", 8)]
+    got = preview(today + AUDIENCE, per_day=2, spent_today=1)
+    upcoming = {u.customer_id: u.outcome for u in got.upcoming or []}
+    assert (upcoming["d8"], upcoming["d7"]) == (Outcome.SEND, Outcome.SUPPRESS)
+    # Tomorrow's and the day after's slots are whole.
+    assert got.outcomes[Outcome.SEND] == 1 + 2 + 2
+    assert got.reasons == {"daily_limit": 1 + 1 + 1}
+    assert preview(AUDIENCE, per_day=3).reasons == {}
