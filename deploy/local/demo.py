@@ -16,6 +16,7 @@ import json
 import os
 import random
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -584,6 +585,15 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         print(f"  by {by}:")
         for line in outcome_lines(report):
             print("    " + line)
+    caveat = (
+        f"A sent message adds {SIMULATED_LIFT * 100:.0f} points here by construction. A row read "
+        "against the model's forecast compares with the chance of an order within its own goal's "
+        "window, which this simulation does not follow (each customer draws once, with their "
+        "first touch's chance): it can read more or less than that, the weaker evidence a "
+        "forecast is. A control group's row is the one to trust."
+    )
+    for line in textwrap.wrap(caveat, 96):
+        print("  " + line)
     print("\n== The leaky bucket, per quarter (event time) ==")
     for line in flow_lines(flow):
         print("  " + line)
