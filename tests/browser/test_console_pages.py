@@ -172,6 +172,57 @@ def test_outcomes_show_a_control_group_rules_arms(browser: WebDriver, tend: Tend
     assert "too small to tell" in figures
 
 
+def test_the_rules_list_shows_a_rule_s_daily_limit_and_why_it_held_back(
+    browser: WebDriver, tend: Tend
+) -> None:
+    tag = f"calls-{uuid.uuid4().hex[:6]}"
+    rule_id = f"calls-{tag}"
+    customers = [f"{tag}-{n}" for n in range(3)]
+    post_events(
+        tend,
+        [
+            {
+                "type": "customer",
+                "customer_id": cid,
+                "name": f"Caller {cid}",
+                "tags": [tag],
+                "occurred_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
+            }
+            for cid in customers
+        ],
+    )
+    rule = {
+        "id": rule_id,
+        "name": "One call a day",
+        "trigger": {"type": "broadcast"},
+        "conditions": {"has_tag": tag},
+        "action": {
+            "kind": "care",
+            "channel": "webhook",
+            "audience": "team",
+            "template": {"subject": "Call", "body": "Call {{ card.customer_id }}"},
+        },
+        "limits": {"max_per_day": 1},
+    }
+
+    def all_three() -> bool:
+        with tend.api("outreach", "ops") as api:
+            preview = api.post(f"/v1/rules/{rule_id}/preview").json()
+        return bool(preview["matched"] == 3)
+
+    with tend.api("outreach", "marketing") as api:
+        assert api.post("/v1/rules", json=rule).status_code == 201
+        eventually(all_three, what="the three customers in the replica")
+        launched = api.post("/v1/broadcasts", json={"rule_id": rule_id})
+        assert launched.status_code == 200, launched.text
+    # One team alert; the day is spent for the two others.
+    assert launched.json()["statuses"].get("suppressed") == 2
+    sign_in(browser, tend, "ops_read", "/rules")
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
+    assert row.find_element(By.CLASS_NAME, "daily-limit").text == "at most 1 a day"
+    assert "suppressed 2 (daily limit 2)" in row.find_element(By.CLASS_NAME, "rule-decided").text
+
+
 def test_the_policy_is_edited_with_its_errors_next_to_the_field(
     browser: WebDriver, tend: Tend
 ) -> None:

@@ -65,9 +65,14 @@ async def rules(request: Request, session: SignedIn, saved: str = "") -> Respons
     )
     rule_outcomes = {g["key"]: g for g in (report.value or {}).get("groups", []) if g["key"]}
     outcomes: dict[str, dict[str, int]] = {}
+    # Why each rule's suppressed actions were held back (the daily limit, consent...).
+    held_back: dict[str, dict[str, int]] = {}
     for row in (summary.value or {}).get("rows", []):
         per = outcomes.setdefault(row["rule_id"], {})
         per[row["status"]] = per.get(row["status"], 0) + row["count"]
+        if row["status"] == "suppressed" and row["reason"]:
+            why = held_back.setdefault(row["rule_id"], {})
+            why[row["reason"]] = why.get(row["reason"], 0) + row["count"]
     # When each rule that decided anything last did (its newest action), read at once.
     fired = [r for r in outcomes if r][:LAST_FIRED_RULES]
     newest = await fetch_all(
@@ -86,6 +91,7 @@ async def rules(request: Request, session: SignedIn, saved: str = "") -> Respons
         nav="rules",
         listing=listing,
         outcomes=outcomes,
+        held_back=held_back,
         last_fired=last_fired,
         rule_outcomes=rule_outcomes,
         trigger_words=trigger_words,
