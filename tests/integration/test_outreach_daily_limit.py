@@ -95,6 +95,26 @@ async def test_a_day_s_alerts_go_to_the_most_valuable_and_the_rest_come_up_the_n
     }
 
 
+async def test_a_backlog_larger_than_a_pass_gives_the_day_to_its_most_valuable(
+    shop: Shop,
+) -> None:
+    shop.use(calls_a_day(2).model_dump(mode="json"))
+    shop.settings = shop.settings.model_copy(update={"scheduler_batch": 2})
+    # The least valuable first in every order the scan could take (id, arrival).
+    for n in range(1, 6):
+        await shop.change(f"k{n}", value_score=float(n))
+    shop.clock.set(TEN)
+    passes = [await shop.fire() for _ in range(4)]
+    assert passes == [(2, 2), (2, 2), (1, 1), (0, 0)]
+    assert await decided_on(shop, TEN) == {
+        "k5": ALERTED,
+        "k4": ALERTED,
+        "k3": OVER,
+        "k2": OVER,
+        "k1": OVER,
+    }
+
+
 async def test_two_decisions_at_once_never_spend_more_than_the_day_has(shop: Shop) -> None:
     rule = calls_a_day(1)
     shop.use(rule.model_dump(mode="json"))

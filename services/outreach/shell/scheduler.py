@@ -3,21 +3,25 @@ deferred actions whose quiet hours are over.
 
 Due schedules are found through the ``schedule`` index (``due_at``), never by scanning
 customers; each is decided through :mod:`services.outreach.shell.decide` under the customer's
-lock, with the customer's local date as the occurrence, then rescheduled.
+lock, with the customer's local date as the occurrence, then rescheduled. A rule with a daily
+limit and a backlog larger than a pass takes its day's first pass from its most valuable due
+customers (:func:`_most_valuable_first`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Match, Rule, RuleFailure
 from services.outreach.core.schedules import (
     CatchUp,
     ScheduleContext,
+    day_of,
     next_due,
     occurrence_key,
 )
@@ -44,6 +48,8 @@ async def fire_due(
         due = await schedule.due(conn, now, settings.scheduler_batch)
         if not due:
             return 0, []
+        if len(due) == settings.scheduler_batch:
+            due = await _most_valuable_first(conn, due, rules, policy, now, settings)
         matches: list[Match] = []
         cards: dict[str, Any] = {}
         live_rules = []
@@ -86,6 +92,38 @@ async def fire_due(
     if disabled:
         await current.reload(engine)
     return len(due), recorded
+
+
+async def _most_valuable_first(
+    conn: AsyncConnection,
+    due: Sequence[Any],
+    rules: Mapping[str, Rule],
+    policy: Policy,
+    now: datetime,
+    settings: OutreachSettings,
+) -> Sequence[Any]:
+    """A pass that is full may leave more due rows than it takes. When some of them belong to
+    a rule with a daily limit that has used none of today's slots, the pass takes that rule's
+    most valuable due customers instead, so the day's slots go to the best of its whole
+    backlog, not of the rows that happened to come first. Once the rule has used a slot today
+    the passes go on in due order (everyone after finds the day spent, or takes what is left)."""
+    budgeted = sorted(
+        {
+            row.rule_id
+            for row in due
+            if (rule := rules.get(row.rule_id)) is not None and rule.limits.max_per_day
+        }
+    )
+    if not budgeted:
+        return due
+    today = day_of(now, policy.schedule_context.default_timezone)
+    spent = await ledger.spent_on(conn, budgeted, today, lock=False)
+    for rule_id in budgeted:
+        if not spent.get(rule_id):
+            ranked = await schedule.due_most_valuable(conn, rule_id, now, settings.scheduler_batch)
+            if ranked:
+                return ranked
+    return due
 
 
 async def release_deferred(engine: AsyncEngine, now: datetime, hold_max_days: int) -> int:

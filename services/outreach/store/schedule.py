@@ -67,6 +67,19 @@ _DUE = text(
     FOR UPDATE OF s, c SKIP LOCKED
     """
 )
+# One rule's due rows, the most valuable customers first: a rule with a daily limit whose
+# backlog is larger than a pass takes its first pass of the day from here. Its rows only
+# (the primary key's range), each due row's card read for its value score.
+_DUE_MOST_VALUABLE = text(
+    """
+    SELECT s.rule_id, s.customer_id, s.due_at, c.card
+    FROM outreach.schedule s JOIN outreach.cards c USING (customer_id)
+    WHERE s.rule_id = :rule AND s.due_at <= :now
+    ORDER BY CAST(c.card->>'value_score' AS float8) DESC NULLS LAST, s.customer_id
+    LIMIT :limit
+    FOR UPDATE OF s, c SKIP LOCKED
+    """
+)
 # Rows of rules deleted, disabled or no longer on a schedule.
 _DROP = text("DELETE FROM outreach.schedule WHERE rule_id = ANY(CAST(:rules AS text[]))")
 
@@ -165,6 +178,15 @@ async def due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[
     """Up to ``limit`` rows due at ``now`` (``rule_id``, ``customer_id``, ``due_at``, ``card``),
     earliest first, locked; rows another scheduler holds are skipped."""
     return (await conn.execute(_DUE, {"now": now, "limit": limit})).all()
+
+
+async def due_most_valuable(
+    conn: AsyncConnection, rule_id: str, now: datetime, limit: int
+) -> Sequence[Row[Any]]:
+    """Up to ``limit`` of ``rule_id``'s rows due at ``now``, the most valuable customers (the
+    card's value score) first, locked as :func:`due` locks them."""
+    params = {"rule": rule_id, "now": now, "limit": limit}
+    return (await conn.execute(_DUE_MOST_VALUABLE, params)).all()
 
 
 async def drop_rules(conn: AsyncConnection, rule_ids: Sequence[str]) -> None:
