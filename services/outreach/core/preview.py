@@ -257,6 +257,13 @@ class Tally:
             coverage=coverage,
         )
 
+    def slot_holders(self) -> list[str]:
+        """Who would hold today's slots of a rule with a daily limit, the most valuable first
+        (none without a limit)."""
+        if self._slots is None:
+            return []
+        return self._slots.holders(day_start(self.now, self._zone))
+
     def _in_slots(self, upcoming: Upcoming) -> Upcoming:
         """``upcoming`` as the daily limit leaves it: suppressed when it would have taken a
         slot of its day and a more valuable customer holds every one."""

@@ -4,9 +4,9 @@ per transaction. The launch id is the actions' occurrence, so launching again wi
 id decides nobody twice and finishes a launch cut short.
 
 A rule with a daily limit gives the day's slots to the most valuable customers of the whole
-audience: a first pass judges every one of them as a preview does and keeps the day's slot
-holders (:class:`~services.outreach.core.daily_limit.DaySlots`), whose actions are decided
-first; everyone after them finds the day spent.
+audience: a first pass judges every one of them as its preview does
+(:class:`~services.outreach.core.preview.Tally`) and keeps the day's slot holders, whose
+actions are decided first; everyone after them finds the day spent.
 
 A launch may carry content (:mod:`services.outreach.core.launch`): the new items it announces.
 Each card is then judged, and each message rendered, with the content beside the card, so the
@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.conditions import LAUNCH_KEY
-from services.outreach.core.daily_limit import DaySlots, value_rank
 from services.outreach.core.launch import LaunchContent, launch_view
-from services.outreach.core.policy import Candidate, Outcome, Policy, decide
-from services.outreach.core.preview import audience, history_since
+from services.outreach.core.policy import Policy
+from services.outreach.core.preview import Tally, audience, history_since
 from services.outreach.core.rules import Match, Rule
 from services.outreach.core.schedules import day_of
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.preview import tally_chunk
 from services.outreach.store.ledger import contact_history, spent_on, suppressed_among
 from services.outreach.store.replica import cards_of, replica_chunks
 from shared.clock import Clock
@@ -117,34 +117,12 @@ async def _slot_holders(
     with_launch: Callable[[Any], Any],
 ) -> list[str]:
     """Who of the audience would hold today's slots of ``rule`` (it has a daily limit), the
-    most valuable first: each judged by the contact policy as a preview does."""
-    per_day = rule.limits.max_per_day
-    if per_day is None:
-        return []
+    most valuable first: the audience judged as its preview judges it."""
     today = day_of(now, policy.schedule_context.default_timezone)
     since = history_since(rule, policy, now)
-    candidate = Candidate.of(rule)
     async with engine.connect() as conn:
         spent = (await spent_on(conn, [rule.id], today, lock=False)).get(rule.id, 0)
-        slots = DaySlots(per_day, {today[0]: spent})
-
-        def judge(
-            matched: list[tuple[str, Any]],
-            history: Mapping[str, list[tuple[datetime, str, str]]],
-            suppressed: set[str],
-        ) -> None:
-            for cid, card in matched:
-                decision = decide(
-                    card,
-                    candidate,
-                    history[cid],
-                    suppressed=cid in suppressed,
-                    policy=policy,
-                    now=now,
-                )
-                if decision.goes_out or decision.outcome is Outcome.HOLD:
-                    slots.claim(today[0], value_rank(card), cid, decision)
-
+        tally = Tally(rule, policy, now, spent_today=spent)
         async for rows in replica_chunks(conn, size=BROADCAST_CHUNK):
             seen = ((r.customer_id, with_launch(r.card)) for r in rows)
             matched = [(cid, card) for cid, card in seen if holds(card)]
@@ -152,5 +130,5 @@ async def _slot_holders(
                 ids = [cid for cid, _ in matched]
                 history = await contact_history(conn, ids, since)
                 suppressed = await suppressed_among(conn, ids)
-                await asyncio.to_thread(judge, matched, history, suppressed)
-    return slots.holders(today[0])
+                await asyncio.to_thread(tally_chunk, tally, matched, history, suppressed)
+    return tally.slot_holders()

@@ -43,12 +43,13 @@ def _in_audience(holds: Predicate, rows: Sequence[Any]) -> list[Card]:
     return [(r.customer_id, r.card) for r in rows if holds(r.card)]
 
 
-def _count(
+def tally_chunk(
     tally: Tally,
     matched: list[Card],
     history: Mapping[str, list[tuple[datetime, str, str]]],
     suppressed: set[str],
 ) -> None:
+    """Judge one chunk's matched customers into ``tally`` (CPU work: run it off the loop)."""
     for customer_id, card in matched:
         tally.add(customer_id, card, history[customer_id], suppressed=customer_id in suppressed)
 
@@ -87,7 +88,7 @@ async def preview(
                 ids = [customer_id for customer_id, _ in matched]
                 history = await contact_history(conn, ids, since)
                 suppressed = await suppressed_among(conn, ids)
-                await asyncio.to_thread(_count, tally, matched, history, suppressed)
+                await asyncio.to_thread(tally_chunk, tally, matched, history, suppressed)
             if len(rows) < len(chunk):
                 cut_by = "row_budget"
                 break
