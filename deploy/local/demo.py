@@ -230,10 +230,10 @@ def demo_events(
     return [e for at, e in events if at <= now]
 
 
-# The simulated weeks after the history: each customer the rules touched orders once with
-# the chance the model forecast for them when the action was decided (its `baseline`; this
-# when there is none), and a little more often when the message was sent than when it was
-# held out (the control arm).
+# The simulated weeks after the history: each customer the rules touched (a team alert
+# through the call it asked the shop's people for) orders once with the chance the model
+# forecast for them when the action was decided (its `baseline`; this when there is none), and
+# a little more often when the message was sent than when it was held out (the control arm).
 SIMULATED_CHANCE = 0.10
 SIMULATED_LIFT = 0.04
 # The weeks after as simulated on the demo's database (their instant and their orders): a
@@ -308,8 +308,6 @@ async def touched(outreach: httpx.AsyncClient, ops_key: str, now: datetime) -> l
             params["cursor"] = cursor
         page = (await outreach.get("/v1/actions", params=params, headers=headers)).json()
         for row in page["items"]:
-            if row.get("audience", "customer") != "customer":
-                continue
             if row["status"] == "control":
                 at = datetime.fromisoformat(row["not_before"] or row["decided_at"])
                 if at <= now:

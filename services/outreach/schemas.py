@@ -40,8 +40,7 @@ RULE_CHECKS = beyond_schema(
         "`date` in the policy's `attribute_types`",
         "body.action.channel_id": "names an existing channel of the action's kind",
         "body.action.audience": "`team` only with `channel: webhook` (a team's webhook)",
-        "body.control_percent": "0 for a team alert (it reaches no customer) and for a tag "
-        "action (it sends nothing)",
+        "body.control_percent": "0 for a tag action (it sends nothing)",
         "body.action.tags": "a tag action adds or removes at least one tag, and never adds "
         "and removes the same one",
         "body.limits": "none for a tag action (it is not a contact)",
@@ -210,7 +209,7 @@ class ActionOut(BaseModel):
     arm: str | None = Field(
         None,
         description="`treatment`, `control` (the rule's hold-out) or `global_control`; null "
-        "for a team alert and for actions decided before arms were kept",
+        "for an action decided before arms were kept",
     )
     merged_from: str | None = Field(
         None,

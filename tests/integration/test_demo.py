@@ -118,7 +118,7 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
                         "SELECT rule_id, arm, customer_id, CASE WHEN status = 'sent' "
                         "THEN coalesce(sent_at, decided_at) ELSE coalesce(not_before, "
                         "decided_at) END AS touched_at FROM outreach.actions "
-                        "WHERE audience = 'customer' AND arm IN ('treatment', 'control') "
+                        "WHERE arm IN ('treatment', 'control') "
                         "AND status IN ('sent', 'control') AND decided_at < :at"
                     ),
                     {"at": simulated_at},

@@ -201,6 +201,24 @@ def visit(
     at: datetime = T0,
 ) -> tuple[str, str, bytes]:
     """(customer, change id, change): a visit through ``channel`` with the customer's card."""
+    data = {"visit_id": f"v-{uuid.uuid4()}", "channel": channel}
+    return event_change(customer, "visit.recorded", data, strategy, open_complaints, at)
+
+
+def order(customer: str, amount: str, at: datetime) -> tuple[str, str, bytes]:
+    """(customer, change id, change): an order placed, with the customer's card."""
+    data = {"order_id": f"o-{uuid.uuid4()}", "status": "placed", "amount": amount}
+    return event_change(customer, "order.placed", {**data, "currency": "USD"}, "develop", 0, at)
+
+
+def event_change(
+    customer: str,
+    event_type: str,
+    data: dict[str, Any],
+    strategy: str,
+    open_complaints: int,
+    at: datetime,
+) -> tuple[str, str, bytes]:
     event_id = str(uuid.uuid4())
     change_id = change_id_for("event", event_id)
     card = copy.deepcopy(dict(SAMPLE_CARD))
@@ -215,13 +233,13 @@ def visit(
         "card": card,
         "event": {
             "event_id": event_id,
-            "event_type": "visit.recorded",
+            "event_type": event_type,
             "schema_version": 1,
             "customer_id": customer,
             "occurred_at": at.isoformat(),
             "received_at": at.isoformat(),
             "source": "test",
-            "data": {"visit_id": f"v-{event_id}", "channel": channel},
+            "data": data,
         },
     }
     return customer, change_id, orjson.dumps(change)
@@ -286,6 +304,42 @@ async def test_control_rows_are_decided_listed_and_never_delivered(
         summary = await s.call("GET", "/v1/actions/summary")
         counts = {(r["status"], r["kind"]): r["count"] for r in summary["rows"]}
         assert counts == {("control", "greeting"): 4, ("sent", "greeting"): 4}
+
+
+async def test_a_team_alert_s_hold_out_is_never_told_and_the_report_measures_the_calls(
+    settings: CommonSettings,
+) -> None:
+    call = rule("call", "care", control=50)
+    call["action"]["audience"] = "team"
+    async with shop(settings) as s, outreach(s):
+        await set_up(s, [call], OPEN_POLICY)
+        control, treated = split("call", "t", 3)
+        await s.publish([visit(c) for c in [*control, *treated]])
+        await s.settled()
+        await s.hook.wait_for(len(treated), timeout=30)
+
+        rows = {r.customer_id: r for r in await s.rows("call")}
+        held = dict.fromkeys(control, ("control", "control"))
+        assert {c: (rows[c].status, rows[c].arm) for c in control} == held
+        sent = dict.fromkeys(treated, ("sent", "treatment"))
+        assert {c: (rows[c].status, rows[c].arm) for c in treated} == sent
+        # The team hears of the customers to call, never of the held-out ones.
+        assert delivered(s) == {rows[c].id for c in treated}
+
+        # Two of the called customers order within the goal's window, one of the others.
+        week = T0 + timedelta(days=7)
+        buyers = [treated[0], treated[1], control[0]]
+        await s.publish([order(c, "50.00", week) for c in buyers])
+        s.clock.set(week + timedelta(hours=1))
+        report = await s.call("GET", "/v1/outcomes", params={"by": "rule", "since": T0.isoformat()})
+        [measured] = [g for g in report["groups"] if g["key"] == "call"]
+        assert measured["baseline"] == "control_group"
+        got = {arm: measured[arm] for arm in ("treatment", "control")}
+        assert {arm: (f["customers"], f["conversions"]) for arm, f in got.items()} == {
+            "treatment": (3, 2),
+            "control": (3, 1),
+        }
+        assert got["treatment"]["revenue"] == "100.0000"
 
 
 async def test_a_customer_keeps_their_arm_across_a_restart_a_rule_edit_and_a_rebuild(

@@ -35,9 +35,11 @@ async def shop(settings: CommonSettings) -> AsyncIterator[Shop]:
 
 
 def calls_a_day(n: int) -> Rule:
-    """The default pack's team alert for quiet key customers, at most ``n`` a day."""
+    """The default pack's team alert for quiet key customers, at most ``n`` a day, every
+    customer in its treatment arm (a hold-out takes its slot like an alert: the unit tests)."""
     rule = pack("care-key-quiet")
     rule["limits"]["max_per_day"] = n
+    rule["control_percent"] = 0
     return Rule.model_validate(rule)
 
 

@@ -56,16 +56,27 @@ def test_the_global_group_misses_only_its_kinds_and_team_alerts_have_no_arm() ->
         assert arm(member, kind, glob=10) == "treatment"
     assert arm(outsider, glob=10, rule=50) == "control"
     assert arm(member, glob=0) == "treatment"
-    team = arm_of(
-        "r",
-        member,
-        kind="care",
-        audience="team",
-        control_percent=0,
-        global_percent=10,
-        global_kinds=GLOBAL_KINDS,
-    )
-    assert team is None
+
+
+def test_a_team_alert_falls_in_its_rule_s_arms_and_never_in_the_global_control_group() -> None:
+    # The call a team alert asks for reaches the customer through the shop's people: the
+    # rule's hold-out measures it, while the global control group leaves the team informed.
+    def team(customer: str, kind: str, rule: float) -> str | None:
+        return arm_of(
+            "r",
+            customer,
+            kind=kind,
+            audience="team",
+            control_percent=rule,
+            global_percent=10,
+            global_kinds=GLOBAL_KINDS,
+        )
+
+    member = next(c for c in CUSTOMERS if in_global_control(c, 10))
+    assert [team(member, kind, 0) for kind in ("care", "winback")] == ["treatment"] * 2
+    held = next(c for c in CUSTOMERS if in_rule_control("r", c, 50))
+    called = next(c for c in CUSTOMERS if not in_rule_control("r", c, 50))
+    assert (team(held, "care", 50), team(called, "care", 50)) == ("control", "treatment")
 
 
 def held(days_ago: float, rule_id: str = "r") -> Contact:

@@ -129,6 +129,15 @@ def test_unknown_fields_are_rejected_by_name() -> None:
     }
 
 
+def test_a_team_alert_may_hold_out_a_control_group_and_a_tag_action_may_not() -> None:
+    alert = {"kind": "care", "channel": "webhook", "audience": "team", "template": {"body": "x"}}
+    assert rule(action=alert, control_percent=10).control_percent == 10
+    tagging = {"kind": "tag", "tags": {"add": ["vip"]}}
+    assert errors_of(raw_rule(action=tagging, control_percent=10)) == {
+        "control_percent": "a tag action sends nothing: it has no control group"
+    }
+
+
 def test_conditions_errors_name_the_path_inside_the_expression() -> None:
     raw = raw_rule(conditions={"all": [{"eq": ["tier", "key"]}, {"gt": ["value.order", 3]}]})
     assert errors_of(raw) == {

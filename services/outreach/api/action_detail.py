@@ -60,7 +60,7 @@ class ActionDetail(ActionOut):
     offer: dict[str, Any] | None
     arm: str | None = Field(
         description="`treatment`, `control` (decided but never sent: the rule's hold-out) or "
-        "`global_control`; null for team alerts"
+        "`global_control`; null for an action decided before arms were kept"
     )
     tier: str | None = Field(description="the customer's tier when decided")
     strategy: str | None = Field(description="the customer's strategy when decided")

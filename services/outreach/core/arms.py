@@ -49,11 +49,15 @@ def arm_of(
     global_percent: float,
     global_kinds: frozenset[str],
 ) -> Arm | None:
-    """The arm one action of a rule falls in: none for a team alert (it reaches no customer);
-    ``global_control`` for a kind of ``global_kinds`` when the customer is in the global
-    control group; else the rule's own ``control`` or ``treatment``."""
-    if audience == "team":
-        return None
-    if kind in global_kinds and in_global_control(customer_id, global_percent):
+    """The arm one action of a rule falls in: ``global_control`` for a kind of
+    ``global_kinds`` when the customer is in the global control group; else the rule's own
+    ``control`` or ``treatment``. A team alert reaches its customer through the people it
+    alerts (the call they make), so the rule's hold-out measures it like a message; the
+    global control group does not hold team alerts out (the shop's people still hear)."""
+    if (
+        audience != "team"
+        and kind in global_kinds
+        and in_global_control(customer_id, global_percent)
+    ):
         return "global_control"
     return "control" if in_rule_control(rule_id, customer_id, control_percent) else "treatment"

@@ -12,7 +12,9 @@ Notes on a few of them:
   this rule itself to once per 60 days even if other messages did go out in between. Each
   alert asks the team for a personal call, so ``max_per_day`` keeps them to a day's work
   (20): the most valuable customers first, the others on the days after (a history loaded
-  at once makes every key customer due the same day).
+  at once makes every key customer due the same day). A tenth of the customers it picks are
+  held out (``control_percent``): the team is never asked to call them, so the outcomes
+  report shows whether the calls bring orders back.
 - ``new-arrivals`` is a broadcast: it fires only when an operator launches it, to the
   customers its conditions select.
 - Every complaint is answered: an apology for high severity, an acknowledgement for the
@@ -195,6 +197,7 @@ _SERVICE_RULES: list[dict[str, Any]] = [
         },
         "limits": {"cooldown_days": 60, "not_contacted_days": 60, "max_per_day": 20},
         "priority": 70,
+        "control_percent": 10,
     },
     {
         "id": "complaint-apology",

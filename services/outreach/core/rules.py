@@ -341,8 +341,6 @@ class Rule(_Strict):
     @classmethod
     def _customers_only(cls, v: float, info: ValidationInfo) -> float:
         action = info.data.get("action")
-        if v and action is not None and action.audience == "team":
-            raise ValueError("a team alert reaches no customer: it has no control group")
         if v and action is not None and action.is_tag:
             raise ValueError("a tag action sends nothing: it has no control group")
         return v

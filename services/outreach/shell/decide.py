@@ -9,7 +9,7 @@ customer nothing is decided for is not locked. The ledger's unique (rule, custom
 occurrence) makes a second decision of the same action impossible even across crashes and
 replays.
 
-Each customer-facing action also falls in an arm (:func:`services.outreach.core.arms.arm_of`):
+Each action also falls in an arm (:func:`services.outreach.core.arms.arm_of`):
 an action of a control arm — the rule's hold-out, or the global control group for the
 policy's ``global_control_kinds`` — is decided exactly like the others and, where it would
 have gone out (now or later), recorded with status ``control`` instead: never delivered, its

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 # A touch: a message sent (at sent_at) or a control row held out (at the instant it would
 # have gone out, once that instant has come: a hold-out waiting out quiet hours has touched
-# nobody yet, as a message waiting to be sent has not). Team alerts touch no customer.
+# nobody yet, as a message waiting to be sent has not). A team alert touches its customer
+# through the people it alerts.
 _TOUCH = (
     "arm IS NOT NULL AND ((status = 'sent' AND coalesce(sent_at, decided_at) <= :now) "
     "OR (status = 'control' AND coalesce(not_before, decided_at) <= :now))"

@@ -124,7 +124,8 @@ actions = Table(
     Column("body", Text),
     Column("offer", JSONB),
     # The experiment: `treatment`, `control` (the rule's hold-out) or `global_control`; null
-    # for team alerts. Tier, strategy and the forecast of the goal are the card's at decision.
+    # for rows decided before arms were kept. Tier, strategy and the forecast of the goal are
+    # the card's at decision.
     Column("arm", String(16)),
     Column("tier", String(16)),
     Column("strategy", String(16)),
