@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.app import create_app
+from services.outreach.core.arms import in_rule_control
 from services.outreach.core.policy import Policy
 from services.outreach.core.rule_pack import default_pack
 from services.outreach.core.templates import SAMPLE_CARD
@@ -524,6 +525,32 @@ async def test_a_preview_holds_back_what_the_daily_limit_would_and_the_launch_ag
     again = (await o.client.post(path, headers=o.as_("ops_read"))).json()
     assert again["outcomes"] == {"send": 0, "defer": 0, "hold": 0, "suppress": 5}
     assert again["reasons"] == {"daily_limit": 5}
+    await o.client.delete(f"/v1/rules/{rule['id']}", headers=o.as_("marketing"))
+
+
+async def test_a_preview_counts_who_the_control_group_holds_out_and_the_launch_agrees(
+    outreach: Outreach,
+) -> None:
+    o, shop = outreach, Shop(outreach)
+    rule = shop.rule("half-held", control_percent=50)
+    # Three customers of each arm (the arm is a stable hash of the rule and the customer).
+    held = [n for n in range(100) if in_rule_control(rule["id"], shop.cid(n), 50)][:3]
+    sent = [n for n in range(100) if not in_rule_control(rule["id"], shop.cid(n), 50)][:3]
+    # And one of the hold-out's whom the policy stops anyway: not counted as held out.
+    refused = next(n for n in range(100, 200) if in_rule_control(rule["id"], shop.cid(n), 50))
+    await shop.put(*(shop.card(n) for n in held + sent), shop.card(refused, marketing=False))
+    await shop.create(rule)
+    path = f"/v1/rules/{rule['id']}/preview"
+    got = (await o.client.post(path, headers=o.as_("ops_read"))).json()
+    assert (got["matched"], got["outcomes"]["send"], got["held_out"]) == (7, 6, 3)
+    # The launch records exactly those as the control arm, and sends the others.
+    assert (await shop.launch(rule["id"]))["statuses"] == {
+        "control": 3,
+        "pending": 3,
+        "suppressed": 1,
+    }
+    controlled = await shop.actions(rule_id=rule["id"], status="control")
+    assert sorted(a["customer_id"] for a in controlled) == [shop.cid(n) for n in sorted(held)]
     await o.client.delete(f"/v1/rules/{rule['id']}", headers=o.as_("marketing"))
 
 

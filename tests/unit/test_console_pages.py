@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.templating import Jinja2Templates
 
+from services.console import app as console_app
 from services.console.clients.api import ApiError, api_error
+from services.console.formatting import install
 from services.console.pages import channels
 from services.console.pages.jsondiff import diff_lines
 from services.console.pages.outcomes import chart_of, verdict_of
 from services.console.pages.policy import document, form_of, placed, posted_form
+from services.console.settings import ConsoleSettings
 
 STORED: dict[str, Any] = {
     "frequency_cap": {"count": 2, "days": 7},
@@ -112,3 +118,25 @@ def test_a_merged_customers_301_names_the_survivor_for_the_page_to_follow() -> N
     error = api_error("scoring", moved)
     assert (error.status, error.survivor) == (301, "a")
     assert api_error("scoring", httpx.Response(404, json={"message": "no"})).survivor is None
+
+
+def test_the_preview_says_how_many_of_those_let_through_a_control_group_holds_out() -> None:
+    templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
+    install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
+    page = templates.env.get_template("_dryrun.html")
+    preview = {
+        "matched": 1200,
+        "as_of": "2026-12-07T10:00:00+00:00",
+        "held_back": 200,
+        "held_out": 100,
+        "outcomes": {"send": 1000, "suppress": 200},
+        "reasons": {"no_consent": 200},
+        "sample": [],
+    }
+
+    def text(**more: Any) -> str:
+        return " ".join(re.sub(r"<[^>]+>", " ", page.render(preview=preview | more)).split())
+
+    assert "1,200 customers match now" in text()
+    assert "200 would be held back. 100 of those let through would be held out" in text()
+    assert "held out" not in text(held_out=0)

@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+from services.outreach.core.arms import in_global_control, in_rule_control
 from services.outreach.core.policy import Outcome, Policy
 from services.outreach.core.preview import PreviewCoverage, PreviewResult, Tally
 from services.outreach.core.rules import Rule
@@ -17,7 +18,7 @@ NOW = datetime(2030, 6, 14, 6, tzinfo=UTC)  # before 09:00: today's birthdays ar
 COVERED = PreviewCoverage(customers=8, complete=True, cut_by=None)
 
 
-def birthday_rule(per_day: int) -> Rule:
+def birthday_rule(per_day: int | None, control_percent: float = 0) -> Rule:
     return Rule.model_validate(
         {
             "id": "birthday",
@@ -25,6 +26,7 @@ def birthday_rule(per_day: int) -> Rule:
             "trigger": {"type": "schedule", "kind": "birthday", "at": "09:00"},
             "action": {"kind": "greeting", "channel": "webhook", "template": {"body": "Hi"}},
             "limits": {"max_per_day": per_day},
+            "control_percent": control_percent,
         }
     )
 
@@ -43,8 +45,20 @@ AUDIENCE = [card(f"t{n}", "1990-06-15", n) for n in (1, 2, 3)] + [
 ]
 
 
-def preview(cards: list[dict[str, Any]], per_day: int, spent_today: int = 0) -> PreviewResult:
-    tally = Tally(birthday_rule(per_day), Policy(), NOW, spent_today=spent_today)
+def preview(
+    cards: list[dict[str, Any]],
+    per_day: int | None,
+    spent_today: int = 0,
+    control_percent: float = 0,
+    global_control_percent: float = 0,
+) -> PreviewResult:
+    tally = Tally(
+        birthday_rule(per_day, control_percent),
+        Policy(),
+        NOW,
+        spent_today=spent_today,
+        global_control_percent=global_control_percent,
+    )
     for c in cards:
         tally.add(c["customer_id"], c, [], suppressed=False)
     return tally.result(COVERED)
@@ -80,3 +94,20 @@ def test_what_the_ledger_says_today_took_counts_for_today_alone() -> None:
     assert got.outcomes[Outcome.SEND] == 1 + 2 + 2
     assert got.reasons == {"daily_limit": 1 + 1 + 1}
     assert preview(AUDIENCE, per_day=3).reasons == {}
+
+
+def test_the_hold_out_is_the_live_draw_and_counts_only_customers_in_the_day_s_slots() -> None:
+    ids = [f"c{n}" for n in range(200)]
+    held = [c for c in ids if in_rule_control("birthday", c, 50)]
+    glob = [c for c in ids if in_global_control(c, 10)]
+    tomorrow = [card(c, "1990-06-15", n) for n, c in enumerate(ids)]
+    assert preview(tomorrow, None).held_out == 0
+    assert preview(tomorrow, None, control_percent=50).held_out == len(held)
+    # A greeting is of the global control group's kinds: its customers are held out too.
+    both = preview(tomorrow, None, control_percent=50, global_control_percent=10)
+    assert both.held_out == len(set(held) | set(glob))
+    # Two slots a day: only those who keep a slot count, the most valuable two.
+    kept = ids[-2:]
+    got = preview(tomorrow, 2, control_percent=50)
+    assert got.held_out == sum(c in held for c in kept)
+    assert got.outcomes[Outcome.SEND] == 2

@@ -56,6 +56,7 @@ async def _preview(
         at or outreach.clock.now(),
         budget=outreach.read_budget,
         within_days=within_days,
+        global_control_percent=outreach.settings.global_control_percent,
     )
 
 
@@ -66,8 +67,10 @@ who is in one of those stages now; a schedule rule's audience is who is due with
 judged by their conditions only. For each, the contact policy in force decides as it would at
 `at` (default now; a schedule: at each one's date) — consent, suppression, the rule's limits
 against the customer's contact history, open complaints, the frequency cap, quiet hours:
-`outcomes` counts the decisions and `reasons` says why the others are held back. Nothing is
-sent or recorded; `ops:read` or `marketing:write` may run it.
+`outcomes` counts the decisions and `reasons` says why the others are held back; `held_out`
+says how many of those let through fall in a control arm (the rule's `control_percent`, or the
+global control group), recorded `control` and never sent, as the live decision draws them.
+Nothing is sent or recorded; `ops:read` or `marketing:write` may run it.
 
 The replica is read in customer id order within a row budget and a time budget (settings),
 never fewer than the first 200,000 customers; `coverage` says how many customers were

@@ -46,28 +46,41 @@ class DaySlots:
 
     per_day: int
     spent: Mapping[datetime, int] = field(default_factory=dict)
-    _kept: dict[datetime, list[tuple[_Rank, Decision]]] = field(default_factory=dict)
+    _kept: dict[datetime, list[tuple[_Rank, Decision, bool]]] = field(default_factory=dict)
     # The decisions pushed out of a day's slots, by outcome and reason: each becomes a
     # ``daily_limit`` suppression.
     over: Counter[tuple[Outcome, Reason | None]] = field(default_factory=Counter)
+    # Of those, the ones a control arm would have held out.
+    over_held_out: int = 0
 
-    def claim(self, day: datetime, score: float, customer_id: str, decision: Decision) -> None:
-        """A customer whose decision would take a slot of ``day`` (it goes out or waits)."""
+    def claim(
+        self,
+        day: datetime,
+        score: float,
+        customer_id: str,
+        decision: Decision,
+        *,
+        held_out: bool = False,
+    ) -> None:
+        """A customer whose decision would take a slot of ``day`` (it goes out or waits);
+        ``held_out``: in a control arm (a hold-out takes its slot like a sent action)."""
         kept = self._kept.setdefault(day, [])
         room = max(0, self.per_day - self.spent.get(day, 0))
-        entry = (_Rank(score, customer_id), decision)
+        entry = (_Rank(score, customer_id), decision, held_out)
         if len(kept) < room:
             heapq.heappush(kept, entry)
-        elif kept and kept[0][0] < entry[0]:
-            _, pushed_out = heapq.heapreplace(kept, entry)
-            self.over[pushed_out.outcome, pushed_out.reason] += 1
-        else:
-            self.over[decision.outcome, decision.reason] += 1
+            return
+        if kept and kept[0][0] < entry[0]:
+            entry = heapq.heapreplace(kept, entry)
+        _, pushed_out, was_held_out = entry
+        self.over[pushed_out.outcome, pushed_out.reason] += 1
+        self.over_held_out += was_held_out
 
     def holders(self, day: datetime) -> list[str]:
         """The customers who hold the day's slots, the most valuable first."""
-        return [rank.customer_id for rank, _ in sorted(self._kept.get(day, ()), reverse=True)]
+        kept = sorted(self._kept.get(day, ()), key=lambda e: e[0], reverse=True)
+        return [rank.customer_id for rank, _, _ in kept]
 
     def keeps(self, day: datetime, customer_id: str) -> bool:
         """Whether the customer holds one of the day's slots."""
-        return any(rank.customer_id == customer_id for rank, _ in self._kept.get(day, ()))
+        return any(rank.customer_id == customer_id for rank, _, _ in self._kept.get(day, ()))

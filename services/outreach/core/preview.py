@@ -14,7 +14,9 @@ each judged by the policy at that instant (and listed, earliest first). Event tr
 judged by their conditions alone (the event is not known in advance); a broadcast's audience
 is exactly its conditions. A rule with a daily limit keeps each day's slots for that day's
 most valuable customers (:mod:`services.outreach.core.daily_limit`), today's less what the
-caller says the ledger already spent.
+caller says the ledger already spent. Each customer falls in the arm the live path would draw
+(:func:`~services.outreach.core.arms.arm_of`): of those the policy lets go out, a control
+arm's are counted as held out, decided and never sent.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.outreach.core import conditions
+from services.outreach.core.arms import HELD_OUT, arm_of
 from services.outreach.core.budgets import GUARANTEED_ROWS, CutBy
 from services.outreach.core.conditions import Predicate
 from services.outreach.core.daily_limit import DaySlots, value_rank
@@ -125,6 +128,12 @@ class PreviewResult(BaseModel):
         "`hold` (an open complaint) or `suppress`"
     )
     held_back: int = Field(description="customers not sent to now: deferred, held or suppressed")
+    held_out: int = Field(
+        0,
+        description="of the customers the policy lets go out (`send` and `defer`), those in a "
+        "control arm (the rule's hold-out, or the global control group for its kinds): "
+        "decided and recorded `control`, never sent",
+    )
     reasons: dict[str, int] = Field(
         description="why those are held back: no_consent, suppressed, reduce_cost, limit, "
         "daily_limit (each day's most valuable customers keep the rule's slots), "
@@ -153,10 +162,12 @@ class Tally:
         sample_size: int = SAMPLE_SIZE,
         within_days: int = 30,
         spent_today: int = 0,
+        global_control_percent: float = 0,
     ) -> None:
         self.rule = rule
         self.policy = policy
         self.now = now
+        self._global_control_percent = global_control_percent
         # A rule with a daily limit: the slots of each day the preview reaches, today's less
         # the ``spent_today`` the ledger counts (see services.outreach.core.daily_limit).
         per_day = rule.limits.max_per_day
@@ -176,6 +187,7 @@ class Tally:
         self.upcoming: list[Upcoming] = []
         self.outcomes: Counter[Outcome] = Counter({o: 0 for o in Outcome})
         self.reasons: Counter[str] = Counter()
+        self.held_out = 0
 
     def add(
         self,
@@ -204,9 +216,11 @@ class Tally:
         decision = decide(
             card, self._candidate, history, suppressed=suppressed, policy=self.policy, now=at
         )
+        held_out = decision.goes_out and self._held_out(customer_id)
+        self.held_out += held_out
         if self._slots is not None and (decision.goes_out or decision.outcome is Outcome.HOLD):
             day = day_start(at, self._zone)
-            self._slots.claim(day, value_rank(card), customer_id, decision)
+            self._slots.claim(day, value_rank(card), customer_id, decision, held_out=held_out)
         if self._scheduled:
             name = (card.get("profile") or {}).get("name")
             insort(
@@ -235,7 +249,9 @@ class Tally:
 
     def result(self, coverage: PreviewCoverage) -> PreviewResult:
         outcomes, reasons, upcoming = self.outcomes.copy(), self.reasons.copy(), self.upcoming
+        held_out = self.held_out
         if self._slots is not None:
+            held_out -= self._slots.over_held_out
             # Those pushed out of a day's slots by more valuable customers are held back.
             for (outcome, reason), n in self._slots.over.items():
                 outcomes[outcome] -= n
@@ -251,11 +267,26 @@ class Tally:
             sample=list(self.sample),
             outcomes=dict(outcomes),
             held_back=self.matched - outcomes[Outcome.SEND],
+            held_out=held_out,
             reasons=dict(sorted((r, n) for r, n in reasons.items() if n)),
             within_days=self.within_days if self._scheduled else None,
             upcoming=list(upcoming) if self._scheduled else None,
             coverage=coverage,
         )
+
+    def _held_out(self, customer_id: str) -> bool:
+        """Whether the live path would hold the customer out of this rule (a control arm)."""
+        action = self.rule.action
+        arm = arm_of(
+            self.rule.id,
+            customer_id,
+            kind=action.kind,
+            audience=action.audience,
+            control_percent=self.rule.control_percent,
+            global_percent=self._global_control_percent,
+            global_kinds=self.policy.held_out_kinds,
+        )
+        return arm in HELD_OUT
 
     def slot_holders(self) -> list[str]:
         """Who would hold today's slots of a rule with a daily limit, the most valuable first

@@ -62,9 +62,11 @@ async def preview(
     *,
     budget: ReadBudget,
     within_days: int = 30,
+    global_control_percent: float = 0,
 ) -> PreviewResult:
     """Run ``rule`` over the replica at ``now`` (a schedule rule: over the next
-    ``within_days``), under ``policy``, within ``budget``."""
+    ``within_days``), under ``policy``, within ``budget``; ``global_control_percent`` is
+    the global control group's share (its customers are held out of the policy's kinds)."""
     started = time.monotonic()
     holds = audience(rule)
     since = history_since(rule, policy, now)
@@ -76,7 +78,14 @@ async def preview(
             today = day_of(now, policy.schedule_context.default_timezone)
             used = await spent_on(conn, [rule.id], today, lock=False)
             spent = used.get(rule.id, 0)
-        tally = Tally(rule, policy, now, within_days=within_days, spent_today=spent)
+        tally = Tally(
+            rule,
+            policy,
+            now,
+            within_days=within_days,
+            spent_today=spent,
+            global_control_percent=global_control_percent,
+        )
         async for chunk in replica_chunks(conn, stages=audience_stages(rule)):
             if cut_by is not None:
                 break  # rows were left: the scan is cut
