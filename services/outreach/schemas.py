@@ -153,6 +153,12 @@ class BacktestOut(BaseModel):
     decided: int = Field(description="actions the rule would have decided")
     outcomes: dict[str, int] = Field(description="send, defer (quiet hours), hold, suppress")
     reasons: dict[str, int] = Field(description="why the deferred, held and suppressed were")
+    held_out: int = Field(
+        0,
+        description="of the decisions let through (`send` and `defer`), those in a control "
+        "arm (the rule's hold-out, or the global control group for its kinds): recorded "
+        "`control`, never sent",
+    )
     decisions_from: datetime | None = Field(
         None, description="when the earliest of the decisions would have happened"
     )

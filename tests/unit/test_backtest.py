@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.outreach.core.arms import in_rule_control
 from services.outreach.core.backtest import BacktestResult, Replay
 from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Rule
@@ -111,3 +112,22 @@ def test_a_rule_s_daily_limit_is_counted_by_day_in_the_replay() -> None:
     # b's suppression takes no slot; a's visit, the first of each day, takes the day's one.
     assert result.outcomes == {"send": 10, "suppress": 20}
     assert result.reasons == {"suppressed": 10, "daily_limit": 10}
+
+
+def test_the_replay_holds_out_whom_the_live_decision_would() -> None:
+    # A care message on every visit, half held out: a is in the hold-out of "hold-half", c
+    # is not (the live draw), b is on the suppression list (nothing to hold out).
+    assert [in_rule_control("hold-half", c, 50) for c in "ac"] == [True, False]
+    rule = Rule.model_validate(
+        {
+            "id": "hold-half",
+            "name": "hold-half",
+            "trigger": {"type": "event", "event": "visit.recorded"},
+            "action": {"kind": "care", "channel": "webhook", "template": {"body": "Hi"}},
+            "control_percent": 50,
+        }
+    )
+    result = _replay(rule, [CHANGES])
+    assert result.outcomes == {"send": 20, "suppress": 10}
+    assert result.held_out == 10  # a's ten visits
+    assert _replay(rule.model_copy(update={"control_percent": 0}), [CHANGES]).held_out == 0

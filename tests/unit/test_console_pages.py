@@ -140,3 +140,15 @@ def test_the_preview_says_how_many_of_those_let_through_a_control_group_holds_ou
     assert "1,200 customers match now" in text()
     assert "200 would be held back. 100 of those let through would be held out" in text()
     assert "held out" not in text(held_out=0)
+    backtest = {
+        "days": 30,
+        "decided": 40,
+        "customers": 30,
+        "changes": 900,
+        "held_out": 8,
+        "outcomes": {"send": 40},
+        "reasons": {},
+        "coverage": {"complete": True},
+    }
+    shown = " ".join(re.sub(r"<[^>]+>", " ", page.render(backtest=backtest)).split())
+    assert "replaying 900 changes. 8 of those let through would have been held out" in shown

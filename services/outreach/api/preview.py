@@ -150,6 +150,7 @@ async def _backtest(outreach: OutreachState, rule: Rule, days: int) -> BacktestO
             now=now,
             days=days,
             budget=outreach.read_budget,
+            global_control_percent=outreach.settings.global_control_percent,
         )
     result = done.result
     return BacktestOut(
@@ -161,6 +162,7 @@ async def _backtest(outreach: OutreachState, rule: Rule, days: int) -> BacktestO
         decided=result.decided,
         outcomes=dict(result.outcomes),
         reasons=dict(result.reasons),
+        held_out=result.held_out,
         decisions_from=result.first_decision_at,
         decisions_to=result.last_decision_at,
         coverage=BacktestCoverage(

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from services.outreach.core.arms import HELD_OUT, arm_of
 from services.outreach.core.policy import Candidate, Outcome, Policy, decide_all
 from services.outreach.core.rules import Match, Rule, RuleSet
 from services.outreach.core.schedules import day_start, next_due, occurrence_key
@@ -46,6 +47,7 @@ class BacktestResult:
     decided: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    held_out: int = 0  # of the decisions let through, those a control arm holds out
     first_at: datetime | None = None  # the earliest change time replayed
     last_at: datetime | None = None  # the latest
     first_decision_at: datetime | None = None  # when the earliest decision would have been
@@ -66,8 +68,16 @@ class Replay:
     """A backtest in progress: :meth:`feed` it chunks of changes (each customer's in the order
     recorded), then :meth:`finish` it at the end of the window."""
 
-    def __init__(self, rule: Rule, *, policy: Policy, suppressed: set[str]) -> None:
+    def __init__(
+        self,
+        rule: Rule,
+        *,
+        policy: Policy,
+        suppressed: set[str],
+        global_control_percent: float = 0,
+    ) -> None:
         self._live = rule.model_copy(update={"enabled": True})
+        self._global_control_percent = global_control_percent
         self._ruleset = RuleSet([self._live])
         self._scheduled = self._live.trigger.type == "schedule"
         self._policy = policy
@@ -136,9 +146,10 @@ class Replay:
             if per_day is not None:
                 day = day_start(at, self._policy.schedule_context.default_timezone)
                 left = {self._live.id: per_day - self._used.get(day, 0)}
+            held_out = self._arm(match.customer_id) in HELD_OUT
             [(candidate, decision)] = decide_all(
                 card,
-                [Candidate.of(match)],
+                [Candidate.of(match, held_out=held_out)],
                 past,
                 suppressed=match.customer_id in self._suppressed,
                 policy=self._policy,
@@ -156,7 +167,21 @@ class Replay:
             if decision.reason is not None and decision.outcome is not Outcome.SEND:
                 result.reasons[decision.reason.value] += 1
             if decision.goes_out:
+                result.held_out += held_out
                 past.append((decision.until or at, candidate.contact_kind, candidate.rule_id))
+
+    def _arm(self, customer_id: str) -> str | None:
+        """The arm the live decision draws for the customer."""
+        live = self._live
+        return arm_of(
+            live.id,
+            customer_id,
+            kind=live.action.kind,
+            audience=live.action.audience,
+            control_percent=live.control_percent,
+            global_percent=self._global_control_percent,
+            global_kinds=self._policy.held_out_kinds,
+        )
 
     def _fire_until(self, customer: str, moment: datetime) -> None:
         """Fire the customer's schedule at every instant it came due up to ``moment``."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -75,11 +75,22 @@ async def backtest(
     now: datetime,
     days: int,
     budget: ReadBudget,
+    global_control_percent: float = 0,
 ) -> Backtested:
     """Replay the changes of the last ``days`` days (or the newest part the budgets allow)
-    with ``rule`` as the only live rule."""
+    with ``rule`` as the only live rule (``global_control_percent``: the global control
+    group's share, held out of the policy's kinds)."""
     started = time.monotonic()
     since_ms = _ms(now - timedelta(days=days))
+
+    def new_replay() -> Replay:
+        return Replay(
+            rule,
+            policy=policy,
+            suppressed=suppressed,
+            global_control_percent=global_control_percent,
+        )
+
     async with TopicHistory(settings, topic) as history:
         window = await history.offsets_at(since_ms)
         total = history.count(window)
@@ -97,10 +108,10 @@ async def backtest(
         floor = await history.offsets_at(floor_ms)
 
         try:
-            replay = await _replay(history, start, floor, rule, policy, suppressed, budget, started)
+            replay = await _replay(history, start, floor, new_replay, budget, started)
         except _OutOfTime:  # the floor alone, whole
             cut_by = "time_budget"
-            replay = await _replay(history, floor, floor, rule, policy, suppressed, None, started)
+            replay = await _replay(history, floor, floor, new_replay, None, started)
     result = await asyncio.to_thread(replay.finish, now)
     return Backtested(result, complete=cut_by is None, cut_by=cut_by)
 
@@ -109,15 +120,14 @@ async def _replay(
     history: TopicHistory,
     start: Offsets,
     floor: Offsets,
-    rule: Rule,
-    policy: Policy,
-    suppressed: set[str],
+    new_replay: Callable[[], Replay],
     budget: ReadBudget | None,
     started: float,
 ) -> Replay:
-    """The replay of the records from ``start`` to the end; :class:`_OutOfTime` when
-    ``budget``'s time ran out while some partition was still short of ``floor``."""
-    replay = Replay(rule, policy=policy, suppressed=suppressed)
+    """The replay (a ``new_replay()``) of the records from ``start`` to the end;
+    :class:`_OutOfTime` when ``budget``'s time ran out while some partition was still short
+    of ``floor``."""
+    replay = new_replay()
     position = dict(start)
     async for batch in history.read(start, max_records=CHUNK):
         # Parsing and matching are the CPU work: a worker thread does them, so the event loop
