@@ -3,7 +3,7 @@ published on the changes topic, decided by an in-process outreach, delivered to 
 receiver. A control-arm action is decided like a treated one and never delivered; a customer
 stays in their arm across a restart, a rebuild and a rule edit; the global control group hears
 no promotion; reduce-cost customers get no promotion; a promotion over the balance waits for a
-service contact."""
+service contact; a waiting promotion gives its cap slot to a later, higher priority."""
 
 from __future__ import annotations
 
@@ -491,3 +491,42 @@ async def test_a_promotion_over_the_balance_waits_for_a_service_contact(
         await s.hook.wait_for(3, timeout=30)
         kinds = sorted(w.payload["kind"] for w in s.hook.received)
         assert kinds == ["follow_up", "recall", "recall"]
+
+
+async def test_a_waiting_promotion_gives_its_cap_slot_to_a_later_higher_priority(
+    settings: CommonSettings,
+) -> None:
+    # Two messages a week; the customer (in London) is in quiet hours until 18:00.
+    policy = {"quiet_hours": {"start": "06:00", "end": "18:00"}, "frequency_cap": {"count": 2}}
+    evening = datetime(2026, 6, 1, 17, tzinfo=UTC)  # 18:00 in London
+    rules = [
+        rule("news", "announcement", priority=20),
+        rule("sale", "announcement", priority=15),
+        rule("thanks", "follow_up", channel="app", priority=30),
+        rule("tips", "follow_up", channel="store", priority=10),
+    ]
+    async with shop(settings) as s, outreach(s):
+        await set_up(s, rules, policy)
+        # A visit on the web: both announcements wait for the evening, and fill the week.
+        await s.publish([visit("ada")])
+        # A visit in the app: the follow-up outranks the waiting sale and takes its slot.
+        await s.publish([visit("ada", "app")])
+        got = {r.rule_id: (r.status, r.reason, r.not_before) for r in await s.rows()}
+        assert got["news"] == ("scheduled", "quiet_hours", evening)
+        assert got["thanks"] == ("scheduled", "quiet_hours", evening)
+        assert got["sale"] == ("suppressed", "lower_priority", None)
+        [sale] = await s.rows("sale")
+        assert sale.detail == (
+            "gave its frequency-cap slot to thanks (priority 30) before it went out"
+        )
+        # A lower priority takes nothing: the store's tips find the week full.
+        await s.publish([visit("ada", "store")])
+        [tips] = await s.rows("tips")
+        assert (tips.status, tips.reason) == ("suppressed", "frequency_cap")
+        # The evening comes: the two that kept their slots go out, the sale never does.
+        s.clock.set(evening)
+        await s.call("POST", "/v1/ops/tick")
+        await s.settled()
+        await s.hook.wait_for(2, timeout=30)
+        sent = {r.rule_id for r in await s.rows() if r.status == "sent"}
+        assert sent == {"news", "thanks"}

@@ -30,6 +30,11 @@ neither consume nor count against the cap. The cap is finally enforced by the ca
 database; these functions give the decision for a given history, so previews and backtests
 use the same code as the live path.
 
+A slot of the cap held by an action still waiting to go out (deferred past quiet hours, say)
+is not yet a contact: :func:`yield_slots` gives it to an action of higher priority decided
+before it goes out, and the waiting one is suppressed with ``lower_priority``. A purchase
+follow-up is not lost because two announcements of a broadcast wait for the morning.
+
 A rule's ``max_per_day`` is a budget over all its customers, not a check of one: the caller
 counts what the rule used of its day in the ledger and :func:`decide_all` takes from what is
 left (reason ``daily_limit`` when nothing is).
@@ -588,3 +593,92 @@ def decide_all(
             taken.append((decision.until or now, candidate.contact_kind, candidate.rule_id))
         out.append((candidate, decision))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """An action decided earlier that waits to go out at ``at`` (its row ``action_id``),
+    holding a slot of the cap: ``candidate`` is how it competes again."""
+
+    action_id: str
+    candidate: Candidate
+    at: datetime
+
+
+def _is_capped(decision: Decision) -> bool:
+    return decision.outcome is Outcome.SUPPRESS and decision.reason in (
+        Reason.FREQUENCY_CAP,
+        Reason.LOWER_PRIORITY,
+    )
+
+
+def yield_slots(
+    card: Mapping[str, Any],
+    candidates: Sequence[Candidate],
+    decided: Sequence[tuple[Candidate, Decision]],
+    history: Sequence[tuple[datetime, str, str]],
+    waiting: Sequence[Waiting],
+    *,
+    suppressed: bool,
+    policy: Policy,
+    now: datetime,
+    daily_left: dict[str, int] | None = None,
+) -> tuple[list[tuple[Candidate, Decision]], list[tuple[Waiting, Decision]]] | None:
+    """Cap slots held by waiting actions of lower priority, given to the ``candidates`` the
+    cap stopped (``decided`` is :func:`decide_all`'s word on them over ``history``, which
+    holds the waiting actions' entries): the candidates and the waiting actions of lower
+    priority are decided together, best-ranked first, as if none had been decided yet.
+
+    Returns the candidates' new decisions and the waiting actions that give their slot up
+    (each with its ``lower_priority`` suppression); None when no slot changes hands, or
+    when a waiting action would come out of it otherwise than as it stands or capped (going
+    out at another instant, suppressed for another reason): then ``decided`` stands.
+    ``daily_left`` is taken from as :func:`decide_all` takes, for the candidates (a waiting
+    action holds its day's slot).
+    """
+    capped = [c for c, d in decided if _is_capped(d)]
+    if not capped or not waiting:
+        return None
+    best = max(c.priority for c in capped)
+    rest = list(history)
+    lower: list[Waiting] = []
+    for w in waiting:
+        entry = (w.at, w.candidate.contact_kind, w.candidate.rule_id)
+        day_bound = daily_left is not None and w.candidate.rule_id in daily_left
+        if w.candidate.priority < best and not day_bound and entry in rest:
+            rest.remove(entry)
+            lower.append(w)
+    if not lower:
+        return None
+    joint = decide_all(
+        card,
+        [*candidates, *(w.candidate for w in lower)],
+        rest,
+        suppressed=suppressed,
+        policy=policy,
+        now=now,
+        daily_left=daily_left,
+    )
+    again = {id(w.candidate): w for w in lower}
+    mine: list[tuple[Candidate, Decision]] = []
+    given_up: list[Waiting] = []
+    for candidate, decision in joint:
+        held = again.get(id(candidate))
+        if held is None:
+            mine.append((candidate, decision))
+        elif _is_capped(decision):
+            given_up.append(held)
+        elif not (decision.goes_out and (decision.until or now) == held.at):
+            return None  # it would change otherwise: leave every decision as it was
+    if not given_up:
+        return None
+    stopped = {id(c) for c in capped}
+    taker = rank([c for c, d in mine if d.goes_out and id(c) in stopped])
+    if not taker:
+        return None
+    detail = (
+        f"gave its frequency-cap slot to {taker[0].rule_id} (priority {taker[0].priority}) "
+        "before it went out"
+    )
+    yielded = Decision(Outcome.SUPPRESS, Reason.LOWER_PRIORITY, detail=detail)
+    return mine, [(w, yielded) for w in given_up]

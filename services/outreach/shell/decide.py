@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from prometheus_client import Counter
@@ -41,11 +41,13 @@ from services.outreach.core.policy import (
     Outcome,
     Policy,
     Reason,
+    Waiting,
     decide,
     decide_all,
     history_days,
+    yield_slots,
 )
-from services.outreach.core.rules import Match, Rule, channel_for
+from services.outreach.core.rules import ActionKind, Channel, Match, Rule, channel_for
 from services.outreach.core.schedules import day_of, holiday_of
 from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
@@ -64,12 +66,21 @@ YIELD_SECONDS = 0.02
 # How soon delivery judges again an action whose hold it could not confirm (the customer's
 # card was being written as it looked).
 HOLD_RECHECK = timedelta(seconds=1)
+# A waiting action due this soon is left its cap slot: the periodic release may be handing it
+# to delivery as this transaction runs.
+SAFE_WAIT = timedelta(minutes=1)
 
 TEMPLATE_FAILURES = Counter(
     "tend_outreach_template_failures_total",
     "Actions that failed because their template did not render for the customer "
     "(template_error) or went over a render limit (template_limit)",
     ["rule", "reason"],
+)
+
+SLOTS_GIVEN_UP = Counter(
+    "tend_outreach_cap_slots_given_up_total",
+    "Waiting actions that gave their frequency-cap slot to an action of higher priority "
+    "decided before they went out (suppressed with lower_priority)",
 )
 
 _STATUS = {
@@ -126,7 +137,11 @@ async def decide_and_record(
     forever = any(m.rule.limits.once or m.rule.limits.max_per_customer for m in todo)
     days = max(history_days(m.rule.limits, policy) for m in todo)
     since = None if forever else now - timedelta(days=days)
-    history, suppressed = await ledger.contact_state(conn, customers, since)
+    # Contacts waiting to go out later hold cap slots a higher priority may take (those about
+    # to be released to delivery are left alone).
+    state = await ledger.contact_state(conn, customers, since, waiting_after=now + SAFE_WAIT)
+    history, suppressed = state.history, state.suppressed
+    gave_way: list[tuple[Waiting, Decision]] = []
 
     daily_left = await _daily_left(conn, todo, policy, now)
     rows: list[dict[str, Any]] = []
@@ -156,6 +171,8 @@ async def decide_and_record(
         # candidates are equal values, so each is paired with its match by identity (decide_all
         # hands back the objects it was given), never by rule id, or occurrences would be lost.
         match_of = {id(c): (m, a) for c, m, a in zip(candidates, ms, arms, strict=True)}
+        waiting = [_waiting(w) for w in state.waiting.get(customer_id, ())]
+        before = dict(daily_left) if waiting and daily_left is not None else None
         decisions = decide_all(
             card,
             candidates,
@@ -165,6 +182,24 @@ async def decide_and_record(
             now=now,
             daily_left=daily_left,
         )
+        if waiting:
+            left = dict(before) if before is not None else None
+            joint = yield_slots(
+                card,
+                candidates,
+                decisions,
+                history[customer_id],
+                waiting,
+                suppressed=customer_id in suppressed,
+                policy=policy,
+                now=now,
+                daily_left=left,
+            )
+            if joint is not None:
+                decisions, gave_up = joint
+                gave_way += gave_up
+                if daily_left is not None and left is not None:
+                    daily_left.update(left)
         for candidate, decision in decisions:
             match, arm = match_of[id(candidate)]
             holiday = holiday_of(match.rule, card, match.occurrence, context=context)
@@ -187,6 +222,8 @@ async def decide_and_record(
     if lease is not None:
         lease(rows, now)
     recorded = await ledger.record(conn, rows)
+    if gave_way:
+        await _give_up(conn, gave_way)
     balance = policy.balance
     if balance is not None and recorded:
         inserted = {r.action_id for r in recorded}
@@ -206,6 +243,29 @@ async def decide_and_record(
                 conn, {c: cards[c] for c in served}, known, policy=policy, now=now
             )
     return recorded
+
+
+def _waiting(row: ledger.WaitingRow) -> Waiting:
+    kind, channel = cast(ActionKind, row.kind), cast(Channel, row.channel)  # as recorded
+    candidate = Candidate(row.rule_id, kind, channel, row.priority)
+    return Waiting(row.action_id, candidate, row.at)
+
+
+async def _give_up(conn: AsyncConnection, yielded: Sequence[tuple[Waiting, Decision]]) -> None:
+    """Waiting actions that gave their cap slot to a higher priority: suppressed, with why."""
+    n = len(yielded)
+    await ledger.redecide(
+        conn,
+        {
+            "ids": [w.action_id for w, _ in yielded],
+            "status": ["suppressed"] * n,
+            "reason": [d.reason.value if d.reason else None for _, d in yielded],
+            "detail": [d.detail or None for _, d in yielded],
+            "not_before": [None] * n,
+            "next": [None] * n,
+        },
+    )
+    SLOTS_GIVEN_UP.inc(n)
 
 
 async def _daily_left(
@@ -464,7 +524,7 @@ async def redecide_waiting(
     if not waiting:
         return 0
     customers = sorted({row.customer_id for row in waiting})
-    history, suppressed = await ledger.contact_state(
+    history, suppressed, _ = await ledger.contact_state(
         conn, customers, None, excluding=[row.id for row in waiting]
     )
     updates: list[tuple[str, Decision, str | None]] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import text
@@ -36,7 +36,7 @@ _HISTORY = text(
     f"""
     SELECT customer_id, coalesce(sent_at, not_before, decided_at) AS at,
         CASE WHEN audience = 'team' THEN 'team' WHEN status = '{CONTROL}' THEN '{CONTROL}'
-             ELSE kind END AS kind, rule_id
+             ELSE kind END AS kind, rule_id, id, channel, priority, status = 'scheduled' AS waits
     FROM outreach.actions
     WHERE customer_id = ANY(CAST(:ids AS text[])) AND decided_at >= :since
       AND status IN ({", ".join(f"'{s}'" for s in (*COUNTING, CONTROL))})
@@ -52,7 +52,7 @@ _CONTACT_STATE = text(
     f"""
     {_HISTORY.text}
     UNION ALL
-    SELECT customer_id, CAST(NULL AS timestamptz), NULL, NULL
+    SELECT customer_id, CAST(NULL AS timestamptz), NULL, NULL, NULL, NULL, NULL, NULL
     FROM outreach.suppressions WHERE customer_id = ANY(CAST(:ids AS text[]))
     """
 )
@@ -172,17 +172,40 @@ async def contact_history(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """A contact decided to go out later (status ``scheduled``), holding its cap slot."""
+
+    action_id: str
+    rule_id: str
+    kind: str
+    channel: str
+    priority: int
+    at: datetime
+
+
+class ContactState(NamedTuple):
+    """What deciding for customers needs of the ledger: each one's contact history, who is
+    suppressed, and each one's contacts waiting to go out after the instant asked for."""
+
+    history: dict[str, list[tuple[datetime, str, str]]]
+    suppressed: set[str]
+    waiting: dict[str, list[WaitingRow]]
+
+
 async def contact_state(
     conn: AsyncConnection,
     customer_ids: Sequence[str],
     since: datetime | None,
     *,
     excluding: Sequence[str] = (),
-) -> tuple[dict[str, list[tuple[datetime, str, str]]], set[str]]:
+    waiting_after: datetime | None = None,
+) -> ContactState:
     """:func:`contact_history` and :func:`suppressed_among` of these customers, in one
-    statement."""
+    statement, with (given ``waiting_after``) their contacts waiting to go out after it."""
     history: dict[str, list[tuple[datetime, str, str]]] = {c: [] for c in customer_ids}
     suppressed: set[str] = set()
+    waiting: dict[str, list[WaitingRow]] = {}
     params = {
         "ids": list(customer_ids),
         "since": since or datetime(1970, 1, 1, tzinfo=UTC),
@@ -191,9 +214,14 @@ async def contact_state(
     for row in await conn.execute(_CONTACT_STATE, params):
         if row.at is None:
             suppressed.add(row.customer_id)
-        else:
-            history[row.customer_id].append((row.at, row.kind, row.rule_id))
-    return history, suppressed
+            continue
+        history[row.customer_id].append((row.at, row.kind, row.rule_id))
+        holds_slot = row.waits and row.kind not in ("team", CONTROL)
+        if holds_slot and waiting_after is not None and row.at > waiting_after:
+            waiting.setdefault(row.customer_id, []).append(
+                WaitingRow(row.id, row.rule_id, row.kind, row.channel, row.priority, row.at)
+            )
+    return ContactState(history, suppressed, waiting)
 
 
 async def suppressed_among(conn: AsyncConnection, customer_ids: Sequence[str]) -> set[str]:

@@ -1,0 +1,127 @@
+"""A cap slot held by an action still waiting to go out is given to a later action of higher
+priority (pure): the waiting one of lowest rank gives it up, nothing else changes hands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.outreach.core.policy import (
+    Candidate,
+    Decision,
+    Outcome,
+    Policy,
+    Reason,
+    Waiting,
+    decide_all,
+    yield_slots,
+)
+from tests.unit.test_policy import Contact, cand, card, sent
+
+POLICY = Policy()  # two messages a week; quiet from 21:00 to 08:00
+NIGHT = datetime(2025, 6, 2, 21, tzinfo=UTC)  # 23:00 in Paris: quiet hours
+MORNING = datetime(2025, 6, 3, 6, tzinfo=UTC)  # 08:00 in Paris, when they end
+
+
+def waiting(rule_id: str, priority: int, at: datetime = MORNING) -> Waiting:
+    """An announcement decided earlier tonight, waiting for the morning."""
+    return Waiting(f"a-{rule_id}", Candidate(rule_id, "announcement", "email", priority), at)
+
+
+def entries(*ws: Waiting) -> list[Contact]:
+    return [Contact(w.at, w.candidate.kind, w.candidate.rule_id) for w in ws]
+
+
+def decided(candidate: Candidate, history: list[Contact]) -> list[tuple[Candidate, Decision]]:
+    return decide_all(card(), [candidate], history, suppressed=False, policy=POLICY, now=NIGHT)
+
+
+def yielded(
+    candidate: Candidate, history: list[Contact], ws: list[Waiting]
+) -> tuple[list[tuple[Candidate, Decision]], list[tuple[Waiting, Decision]]] | None:
+    first = decided(candidate, history)
+    return yield_slots(
+        card(), [candidate], first, history, ws, suppressed=False, policy=POLICY, now=NIGHT
+    )
+
+
+def test_a_higher_priority_takes_the_slot_of_the_lowest_ranked_waiting_action() -> None:
+    news, sale = waiting("news", 20), waiting("sale", 15)
+    history = entries(news, sale)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    # Alone, the two waiting announcements fill the week's two slots.
+    [(_, stopped)] = decided(thanks, history)
+    assert (stopped.outcome, stopped.reason) == (Outcome.SUPPRESS, Reason.FREQUENCY_CAP)
+    got = yielded(thanks, history, [news, sale])
+    assert got is not None
+    mine, gave_up = got
+    assert [(c.rule_id, d.outcome, d.until) for c, d in mine] == [
+        ("thanks", Outcome.DEFER, MORNING)
+    ]
+    [(gone, why)] = gave_up
+    assert (gone.action_id, why.outcome, why.reason) == (
+        "a-sale",
+        Outcome.SUPPRESS,
+        Reason.LOWER_PRIORITY,
+    )
+    assert why.detail == ("gave its frequency-cap slot to thanks (priority 30) before it went out")
+
+
+def test_a_waiting_action_of_equal_or_higher_priority_keeps_its_slot() -> None:
+    news, vip = waiting("news", 30), waiting("vip", 40)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    assert yielded(thanks, entries(news, vip), [news, vip]) is None
+
+
+def test_nothing_changes_hands_when_sent_messages_fill_the_cap() -> None:
+    news = waiting("news", 10)
+    history = [sent(1, "announcement"), sent(2, "announcement"), *entries(news)]
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    assert yielded(thanks, history, [news]) is None
+
+
+def test_a_waiting_action_that_would_go_out_at_another_instant_is_left_alone() -> None:
+    # Waiting for noon (a cap deferral, say), where deciding it again would say the morning:
+    # giving its slot away would rewrite more than the slot, so nothing changes.
+    noon = MORNING.replace(hour=10)
+    news, sale = waiting("news", 20, noon), waiting("sale", 15)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    assert yielded(thanks, entries(news, sale), [news, sale]) is None
+
+
+def test_a_rule_s_daily_budget_is_taken_once() -> None:
+    news, sale = waiting("news", 20), waiting("sale", 15)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    history = entries(news, sale)
+    left = {"thanks": 5}
+    first = decide_all(
+        card(), [thanks], history, suppressed=False, policy=POLICY, now=NIGHT, daily_left=left
+    )
+    assert left == {"thanks": 5}  # suppressed by the cap: no slot of the day taken
+    again = dict(left)
+    got = yield_slots(
+        card(),
+        [thanks],
+        first,
+        history,
+        [news, sale],
+        suppressed=False,
+        policy=POLICY,
+        now=NIGHT,
+        daily_left=again,
+    )
+    assert got is not None and again == {"thanks": 4}
+    # A waiting action of a budgeted rule holds its day's slot: it is not decided again.
+    left = {"sale": 3}
+    got = yield_slots(
+        card(),
+        [thanks],
+        first,
+        history,
+        [news, sale],
+        suppressed=False,
+        policy=POLICY,
+        now=NIGHT,
+        daily_left=left,
+    )
+    assert got is not None and [w.action_id for w, _ in got[1]] == ["a-news"]
+    assert left == {"sale": 3}
