@@ -125,3 +125,14 @@ def test_a_rule_s_daily_budget_is_taken_once() -> None:
     )
     assert got is not None and [w.action_id for w, _ in got[1]] == ["a-news"]
     assert left == {"sale": 3}
+
+
+def test_a_cap_full_of_waiting_messages_says_so() -> None:
+    # Nothing went out this week yet: the two slots are held by messages waiting to go.
+    news, sale = waiting("news", 40), waiting("sale", 35)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    [(_, stopped)] = decided(thanks, entries(news, sale))
+    assert stopped.reason is Reason.FREQUENCY_CAP
+    assert stopped.detail == "0 messages in the last 7 days and 2 waiting to go out (cap 2)"
+    [(_, full)] = decided(thanks, [sent(1, "announcement"), sent(2, "announcement")])
+    assert full.detail == "2 messages in the last 7 days (cap 2)"

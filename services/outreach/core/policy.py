@@ -416,7 +416,11 @@ def decide(
             if free - earliest > horizon:
                 since = now - timedelta(days=cap.days)
                 used = sum(1 for at in counted if since < at <= now)
-                detail = f"{used} messages in the last {cap.days} days (cap {cap.count})"
+                waiting = sum(1 for at in counted if at > now)
+                detail = f"{used} messages in the last {cap.days} days"
+                if waiting:
+                    detail += f" and {waiting} waiting to go out"
+                detail += f" (cap {cap.count})"
                 return Decision(Outcome.SUPPRESS, Reason.FREQUENCY_CAP, detail=detail)
             earliest = free
             if why is None:
