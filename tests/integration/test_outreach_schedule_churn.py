@@ -1,7 +1,9 @@
 """A schedule the scheduler has handled stays handled: a customer's change after the firing
 (a card recomputed with the day's catch-up) does not send the schedule row back to the
-occurrence just run, so the scheduler does not run it again on every change. And the
-scheduler moves every row it handled in one statement per pass, not one per row.
+occurrence just run, so the scheduler does not run it again on every change. A customer the
+rule's own limits hold back (cooldown, not contacted for N days) rests until they let it act,
+rather than being decided again every day. And the scheduler moves every row it handled in
+one statement per pass, not one per row.
 
 On the real PostgreSQL (a database of the test's own, so the scheduler's due scan sees this
 test's rows alone), through the consumer's write path (``ChangeApplier.apply``) and the
@@ -16,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.core.templates import SAMPLE_CARD
@@ -36,8 +38,17 @@ async def shop(settings: CommonSettings) -> AsyncIterator[Shop]:
         yield opened
 
 
+def unlimited(rule_id: str) -> dict[str, Any]:
+    """The default pack's rule without its limits (and hold-out): these tests are about the
+    schedule index, not about the customers a rule's limits rest."""
+    rule = pack(rule_id)
+    rule.pop("limits", None)
+    rule.pop("control_percent", None)
+    return rule
+
+
 async def test_a_change_after_the_daily_cron_fired_leaves_it_at_tomorrow(shop: Shop) -> None:
-    shop.use(pack("care-key-quiet"))
+    shop.use(unlimited("care-key-quiet"))
     await shop.change("kim")
     assert await shop.due_at("care-key-quiet", "kim") == TEN
     shop.clock.set(TEN + timedelta(minutes=30))
@@ -56,14 +67,14 @@ async def test_a_change_after_the_daily_cron_fired_leaves_it_at_tomorrow(shop: S
     assert await shop.fire() == (1, 1)
     # And tomorrow Kim's firing comes as usual.
     shop.clock.set(tomorrow)
-    assert (await shop.fire())[0] == 2  # decided anew (the rule's cooldown holds them back)
+    assert await shop.fire() == (2, 2)  # decided anew
     assert await shop.due_at("care-key-quiet", "kim") == tomorrow + timedelta(days=1)
 
 
 async def test_a_change_after_a_one_off_instant_fired_does_not_bring_it_back(
     shop: Shop,
 ) -> None:
-    follow_up = pack("purchase-follow-up")
+    follow_up = unlimited("purchase-follow-up")
     follow_up["action"]["channel"] = "webhook"
     shop.use(follow_up)
     ordered = (DAY - timedelta(days=7) + timedelta(hours=15)).isoformat()
@@ -107,7 +118,7 @@ def schedule_writes(engine: AsyncEngine) -> Iterator[list[str]]:
 
 
 async def test_the_scheduler_moves_a_whole_pass_in_one_statement(shop: Shop) -> None:
-    shop.use(pack("care-key-quiet"))
+    shop.use(unlimited("care-key-quiet"))
     customers = [f"c{n}" for n in range(6)]
     for customer in customers:
         await shop.change(customer)
@@ -117,3 +128,42 @@ async def test_the_scheduler_moves_a_whole_pass_in_one_statement(shop: Shop) -> 
     assert len(writes) == 1, writes
     for customer in customers:
         assert await shop.due_at("care-key-quiet", customer) == TEN + timedelta(days=1)
+
+
+async def test_a_customer_the_rule_s_limits_hold_back_rests_until_they_let_it_act(
+    shop: Shop,
+) -> None:
+    # A care message to the customer at nine every day (a contact), and the pack's call for
+    # key customers nobody contacted for 60 days, at ten.
+    hello = {
+        "id": "hello",
+        "name": "hello",
+        "trigger": {"type": "schedule", "kind": "cron", "expression": "0 9 * * *"},
+        "action": {"kind": "care", "channel": "webhook", "template": {"body": "Hello"}},
+    }
+    call = pack("care-key-quiet")
+    call["control_percent"] = 0
+    shop.use(hello, call)
+    await shop.change("kim")
+    shop.clock.set(DAY + timedelta(hours=9))
+    assert await shop.fire() == (1, 1)  # hello: contacted at nine
+    shop.clock.set(TEN)
+    assert await shop.fire() == (1, 1)
+    async with shop.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT status, reason FROM outreach.actions WHERE rule_id = :r"),
+                {"r": call["id"]},
+            )
+        ).one()
+    assert (row.status, row.reason) == ("suppressed", "limit")
+    # Kim rests from the call until 60 days after the contact: the first ten o'clock then,
+    # not tomorrow (where every day would only record the same suppression). A change of
+    # Kim's meanwhile does not bring it back.
+    rested = TEN + timedelta(days=60)
+    assert await shop.due_at(call["id"], "kim") == rested
+    shop.clock.set(TEN + timedelta(hours=2))
+    await shop.change("kim")
+    assert await shop.due_at(call["id"], "kim") == rested
+    # The daily hello, which has no limits, comes tomorrow as usual.
+    assert await shop.due_at("hello", "kim") == DAY + timedelta(days=1, hours=9)

@@ -512,6 +512,21 @@ def _over_limit(
     return None
 
 
+def limits_free_at(
+    limits: Limits, own: datetime | None, contact: datetime | None
+) -> datetime | None:
+    """The first instant a rule's time-bound limits let it act for a customer again, given
+    the instant of its last decision its limits count (``own``) and of the customer's last
+    contact (``contact``): its ``cooldown_days`` after the one, its ``not_contacted_days``
+    after the other. None when neither holds it back."""
+    ends = []
+    if limits.cooldown_days is not None and own is not None:
+        ends.append(own + timedelta(days=limits.cooldown_days))
+    if limits.not_contacted_days is not None and contact is not None:
+        ends.append(contact + timedelta(days=limits.not_contacted_days))
+    return max(ends) if ends else None
+
+
 def quiet_until(quiet: QuietHours, zone: ZoneInfo, now: datetime) -> datetime | None:
     """The UTC instant quiet hours end if ``now`` is inside them in ``zone``, else None."""
     local = now.astimezone(zone)

@@ -3,7 +3,9 @@ deferred actions whose quiet hours are over.
 
 Due schedules are found through the ``schedule`` index (``due_at``), never by scanning
 customers; each is decided through :mod:`services.outreach.shell.decide` under the customer's
-lock, with the customer's local date as the occurrence, then rescheduled. A rule with a daily
+lock, with the customer's local date as the occurrence, then rescheduled — a customer the
+rule's own ``cooldown_days`` or ``not_contacted_days`` hold back to the first occurrence they
+allow (:func:`_resting`), not to tomorrow's, which would only be suppressed. A rule with a daily
 limit and a backlog larger than a pass takes its day's first pass from its most valuable due
 customers (:func:`_most_valuable_first`).
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.outreach.core.policy import Policy
+from services.outreach.core.policy import Policy, limits_free_at
 from services.outreach.core.rules import Match, Rule, RuleFailure
 from services.outreach.core.schedules import (
     CatchUp,
@@ -65,14 +67,20 @@ async def fire_due(
         recorded = await decide_and_record(
             conn, matches, cards, policy=policy, settings=settings, now=now, rules=rules
         )
+        resting = await _resting(conn, matches, now)
         # Next occurrence: strictly after this one, so it can never fire twice; this one is
-        # remembered as handled, so a recomputation never moves the row back onto it.
+        # remembered as handled, so a recomputation never moves the row back onto it. A
+        # customer the rule's own limits hold back rests until they let it act again: the
+        # next occurrence is the first after that, and the rest counts as handled.
         live = {r.id for r in live_rules}
         handled = []
         for row in due:
             if row.rule_id not in live:
                 continue
-            after = row.due_at + timedelta(minutes=1)
+            after, until = row.due_at + timedelta(minutes=1), row.due_at
+            rest = resting.get((row.rule_id, row.customer_id))
+            if rest is not None and rest > after:
+                after = until = rest - timedelta(microseconds=1)
             try:
                 next_at = next_due(
                     rules[row.rule_id], row.card, after, context=policy.schedule_context
@@ -80,7 +88,7 @@ async def fire_due(
             except Exception as exc:  # one rule never stops the others; the row stays due
                 failures.append(RuleFailure.of(row.rule_id, exc, "schedule"))
                 continue
-            handled.append((row.rule_id, row.customer_id, row.due_at, next_at))
+            handled.append((row.rule_id, row.customer_id, until, next_at))
         await schedule.advance(conn, handled)
         gone = sorted({row.rule_id for row in due} - live)
         if gone:
@@ -92,6 +100,26 @@ async def fire_due(
     if disabled:
         await current.reload(engine)
     return len(due), recorded
+
+
+async def _resting(
+    conn: AsyncConnection, matches: Sequence[Match], now: datetime
+) -> dict[tuple[str, str], datetime]:
+    """Until when each matched customer rests from its rule (its ``cooldown_days`` after the
+    rule's last decision for them, its ``not_contacted_days`` after their last contact), for
+    those the limits hold back beyond ``now``: firing for them before then would only record
+    a ``limit`` suppression a day."""
+    bound = [m for m in matches if m.rule.limits.cooldown_days or m.rule.limits.not_contacted_days]
+    if not bound:
+        return {}
+    last = await ledger.last_instants(conn, [(m.rule.id, m.customer_id) for m in bound])
+    out: dict[tuple[str, str], datetime] = {}
+    for m in bound:
+        own, contact = last.get((m.rule.id, m.customer_id), (None, None))
+        free = limits_free_at(m.rule.limits, own, contact)
+        if free is not None and free > now:
+            out[m.rule.id, m.customer_id] = free
+    return out
 
 
 async def _most_valuable_first(

@@ -250,6 +250,38 @@ async def decided_already(
     }
 
 
+# For each (rule, customer): the instant of the rule's last decision that counts for its own
+# limits (sent, going out, or held out as control), and of the customer's last contact (any
+# rule's message, at the instant it went or goes out; team alerts and hold-outs are none).
+_LAST_INSTANTS = text(
+    f"""
+    SELECT t.r AS rule_id, t.c AS customer_id,
+        (SELECT max(coalesce(a.sent_at, a.not_before, a.decided_at)) FROM outreach.actions a
+         WHERE a.customer_id = t.c AND a.rule_id = t.r
+           AND a.status IN ({", ".join(f"'{s}'" for s in (*COUNTING, CONTROL))})) AS own,
+        (SELECT max(coalesce(a.sent_at, a.not_before, a.decided_at)) FROM outreach.actions a
+         WHERE a.customer_id = t.c AND a.audience = 'customer'
+           AND a.status IN ({", ".join(f"'{s}'" for s in COUNTING)})) AS contact
+    FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[])) AS t(r, c)
+    """
+)
+
+
+async def last_instants(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[datetime | None, datetime | None]]:
+    """For each ``(rule_id, customer_id)``: (the rule's last decision for the customer that
+    its own limits count, the customer's last contact by any rule), each None when there is
+    none."""
+    if not pairs:
+        return {}
+    params = {"rules": [p[0] for p in pairs], "customers": [p[1] for p in pairs]}
+    return {
+        (r.rule_id, r.customer_id): (r.own, r.contact)
+        for r in await conn.execute(_LAST_INSTANTS, params)
+    }
+
+
 # A rule's day is counted under a lock of its own, taken after the customers' (never
 # before), so two transactions deciding for the same rule cannot both spend its last slots.
 _LOCK_RULE_DAY = text(
