@@ -36,11 +36,22 @@ def decided(candidate: Candidate, history: list[Contact]) -> list[tuple[Candidat
 
 
 def yielded(
-    candidate: Candidate, history: list[Contact], ws: list[Waiting]
+    candidate: Candidate,
+    history: list[Contact],
+    ws: list[Waiting],
+    daily_left: dict[str, int] | None = None,
 ) -> tuple[list[tuple[Candidate, Decision]], list[tuple[Waiting, Decision]]] | None:
     first = decided(candidate, history)
     return yield_slots(
-        card(), [candidate], first, history, ws, suppressed=False, policy=POLICY, now=NIGHT
+        card(),
+        [candidate],
+        first,
+        history,
+        ws,
+        suppressed=False,
+        policy=POLICY,
+        now=NIGHT,
+        daily_left=daily_left,
     )
 
 
@@ -96,33 +107,13 @@ def test_a_rule_s_daily_budget_is_taken_once() -> None:
     first = decide_all(
         card(), [thanks], history, suppressed=False, policy=POLICY, now=NIGHT, daily_left=left
     )
+    assert first[0][1].reason is Reason.FREQUENCY_CAP
     assert left == {"thanks": 5}  # suppressed by the cap: no slot of the day taken
-    again = dict(left)
-    got = yield_slots(
-        card(),
-        [thanks],
-        first,
-        history,
-        [news, sale],
-        suppressed=False,
-        policy=POLICY,
-        now=NIGHT,
-        daily_left=again,
-    )
-    assert got is not None and again == {"thanks": 4}
+    got = yielded(thanks, history, [news, sale], daily_left=left)
+    assert got is not None and left == {"thanks": 4}
     # A waiting action of a budgeted rule holds its day's slot: it is not decided again.
     left = {"sale": 3}
-    got = yield_slots(
-        card(),
-        [thanks],
-        first,
-        history,
-        [news, sale],
-        suppressed=False,
-        policy=POLICY,
-        now=NIGHT,
-        daily_left=left,
-    )
+    got = yielded(thanks, history, [news, sale], daily_left=left)
     assert got is not None and [w.action_id for w, _ in got[1]] == ["a-news"]
     assert left == {"sale": 3}
 
