@@ -356,7 +356,8 @@ def flow_lines(flow: dict[str, Any], periods: int = 4) -> list[str]:
     won back and lost, and the money in and out."""
     lines = []
     for p in flow["periods"][-periods:]:
-        lines.append(f"{p['start']} to {p['end']}:")
+        so_far = " (under way: so far)" if p.get("under_way") else ""
+        lines.append(f"{p['start']} to {p['end']}{so_far}:")
         for tier, f in [("all", p), *p["by_tier"].items()]:
             rate = f"{f['churn_rate']:.0%}" if f["churn_rate"] is not None else "-"
             lines.append(

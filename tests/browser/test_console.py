@@ -142,6 +142,8 @@ def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
     assert len(months) == 12
     assert sum(int(m[2].replace(",", "")) for m in months) >= 1  # Grace's first order: new
     assert all(m[7].startswith("$") for m in months)  # revenue from new customers
+    # This month is under way: its row says its figures are so far.
+    assert [m[0].endswith("(under way: so far)") for m in months] == [False] * 11 + [True]
 
     # Searching by the customer's id finds them too.
     browser.get(f"{tend.console}/customers?q={cid}")

@@ -182,6 +182,11 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
     assert len(demo.outcome_lines(outcomes)) == len(groups) + 1
     assert sum(p["churned"] for p in flow["periods"]) > 0
     assert any("key" in line for line in demo.flow_lines(flow))
+    # The quarter holding today is marked: its churn and revenue are so far, not a quarter's.
+    last = flow["periods"][-1]
+    assert [line for line in demo.flow_lines(flow) if "under way" in line] == [
+        f"{last['start']} to {last['end']} (under way: so far):"
+    ]
     for strategy, arms in acted.items():
         # Both arms are decided, the control one the smaller (20% of each rule's matches).
         assert 0 < arms["control"] < arms["treatment"], (strategy, arms)

@@ -160,7 +160,8 @@ def _period(
     none: tuple[Any, ...] = ZERO,
 ) -> dict[str, Any]:
     by_tier = {"key": _row(key), "regular": _row(regular), "low": _row(ZERO), "none": _row(none)}
-    return {"start": start, "end": end, **_row(total), "by_tier": by_tier}
+    # Every period of the tables ended before NOW.
+    return {"start": start, "end": end, "under_way": False, **_row(total), "by_tier": by_tier}
 
 
 # Columns: new, reactivated, churned, net (new + reactivated - churned), active at start,
@@ -413,6 +414,7 @@ async def test_flow_and_cohorts_on_a_fixed_history_equal_the_hand_computed_table
     # H, E, C, D and G were all lost in it (C's March return and July loss included).
     years = await get("/v1/stats/flow", period="year", since="2031-01-01", until="2031-12-31")
     (year,) = years["periods"]
+    assert year["under_way"]  # it holds NOW, 1 December: its figures are so far
     assert (year["active_at_start"], year["active_at_end"], year["retained"]) == (2, 0, 0)
     # Lost: J, H, A, E in the first half (see the months) and B, C, D, G after: B 75.00, C
     # 15 + 40 = 55.00, D 1500.00, G 1500.00.

@@ -43,7 +43,9 @@ async def overview(
         # The whole base, or one tier's share of it (where the API gives figures by tier).
         for p in flow.value.get("periods", []):
             shown = p if tier == "all" else (p.get("by_tier") or {}).get(tier, {})
-            rows.append({"start": p["start"], "end": p["end"], **shown})
+            rows.append(
+                {"start": p["start"], "end": p["end"], "under_way": p.get("under_way"), **shown}
+            )
         chart = json.dumps(
             {
                 "labels": [r["start"] for r in rows],

@@ -121,6 +121,11 @@ class _Span(BaseModel):
 
 
 class FlowPeriod(FlowFigures, _Span):
+    under_way: bool = Field(
+        description="the period has not ended: it holds today (UTC), so its figures count up "
+        "to now — fewer days of churn and revenue than a whole period, and `active_at_end` "
+        "is the base now. Compare it with whole periods only for what it has so far"
+    )
     by_tier: dict[FlowTier, FlowFigures] = Field(
         description="the same figures per value tier (`key`, `regular`, `low`; `none`: "
         "customers without a tier, not yet scored or erased since), by the customer's tier "
@@ -232,8 +237,10 @@ async def get_flow(
     **Time.** Everything is dated in event time (UTC days), so an imported history shows its
     past: a first purchase in the month it was made, a churn on the day the customer's
     silence became too long. Late events correct past periods. A churn shows once the
-    periodic sweep has reached the customer; a tier is the customer's tier now."""
-    last_day = until or day_of(scoring.clock.now())
+    periodic sweep has reached the customer; a tier is the customer's tier now. The period
+    holding today is `under_way`: its figures are so far."""
+    today = day_of(scoring.clock.now())
+    last_day = until or today
     if since is not None and since > last_day:
         raise invalid("query.since", f"must not be after until ({last_day.isoformat()})")
     last = period_start(last_day, period)
@@ -267,6 +274,7 @@ async def get_flow(
             FlowPeriod(
                 start=b.start,
                 end=period_end(b.start, period),
+                under_way=b.start <= today <= period_end(b.start, period),
                 **_figures(b.total).model_dump(),
                 by_tier={tier: _figures(f) for tier, f in b.by_tier.items()},
             )
