@@ -530,3 +530,34 @@ async def test_a_waiting_promotion_gives_its_cap_slot_to_a_later_higher_priority
         await s.hook.wait_for(2, timeout=30)
         sent = {r.rule_id for r in await s.rows() if r.status == "sent"}
         assert sent == {"news", "thanks"}
+
+
+async def test_a_waiting_promotion_within_its_horizon_waits_for_the_next_slot(
+    settings: CommonSettings,
+) -> None:
+    # As above, but announcements may wait two weeks for the cap.
+    policy = {
+        "quiet_hours": {"start": "06:00", "end": "18:00"},
+        "frequency_cap": {"count": 2},
+        "cap_defer_days": {"announcement": 14, "follow_up": 3},
+    }
+    evening = datetime(2026, 6, 1, 17, tzinfo=UTC)  # 18:00 in London
+    rules = [
+        rule("news", "announcement", priority=20),
+        rule("sale", "announcement", priority=15),
+        rule("thanks", "follow_up", channel="app", priority=30),
+    ]
+    async with shop(settings) as s, outreach(s):
+        await set_up(s, rules, policy)
+        await s.publish([visit("bo")])
+        await s.publish([visit("bo", "app")])
+        got = {r.rule_id: r for r in await s.rows()}
+        assert (got["thanks"].status, got["thanks"].not_before) == ("scheduled", evening)
+        assert (got["news"].status, got["news"].not_before) == ("scheduled", evening)
+        sale = got["sale"]
+        # The sale waits for the week's next free slot: after the first two leave the window.
+        assert (sale.status, sale.reason) == ("scheduled", "lower_priority")
+        assert sale.not_before >= evening + timedelta(days=7)
+        assert sale.detail == (
+            "gave its frequency-cap slot to thanks (priority 30); waits for the next"
+        )

@@ -3,7 +3,7 @@ priority (pure): the waiting one of lowest rank gives it up, nothing else change
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.outreach.core.policy import (
     Candidate,
@@ -127,3 +127,39 @@ def test_a_cap_full_of_waiting_messages_says_so() -> None:
     assert stopped.detail == "0 messages in the last 7 days and 2 waiting to go out (cap 2)"
     [(_, full)] = decided(thanks, [sent(1, "announcement"), sent(2, "announcement")])
     assert full.detail == "2 messages in the last 7 days (cap 2)"
+
+
+def test_a_waiting_action_within_its_horizon_waits_for_the_next_free_slot() -> None:
+    # Announcements may wait two weeks for the cap: the sale waits for the week's next slot.
+    patient = Policy(cap_defer_days={"announcement": 14, "follow_up": 3})
+    news, sale = waiting("news", 20), waiting("sale", 15)
+    history = entries(news, sale)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    first = decide_all(card(), [thanks], history, suppressed=False, policy=patient, now=NIGHT)
+    got = yield_slots(
+        card(), [thanks], first, history, [news, sale], suppressed=False, policy=patient, now=NIGHT
+    )
+    assert got is not None
+    [(gone, why)] = got[1]
+    assert gone.action_id == "a-sale"
+    assert (why.outcome, why.reason) == (Outcome.DEFER, Reason.LOWER_PRIORITY)
+    assert why.until is not None and why.until >= MORNING + timedelta(days=7)
+    assert why.detail == "gave its frequency-cap slot to thanks (priority 30); waits for the next"
+
+
+def test_a_candidate_the_cap_pushed_back_a_week_goes_in_the_morning() -> None:
+    patient = Policy(cap_defer_days={"recall": 14})  # a recall may wait two weeks
+    news, sale = waiting("news", 20), waiting("sale", 15)
+    history = entries(news, sale)
+    recall = cand("recall", rule_id="recall", priority=50)
+    first = decide_all(card(), [recall], history, suppressed=False, policy=patient, now=NIGHT)
+    [(_, pushed)] = first
+    assert (pushed.outcome, pushed.reason) == (Outcome.DEFER, Reason.FREQUENCY_CAP)
+    assert pushed.until is not None and pushed.until > MORNING + timedelta(days=6)
+    got = yield_slots(
+        card(), [recall], first, history, [news, sale], suppressed=False, policy=patient, now=NIGHT
+    )
+    assert got is not None
+    assert [(d.outcome, d.until) for _, d in got[0]] == [(Outcome.DEFER, MORNING)]
+    # The sale (announcements may not wait past a week) gives its slot up.
+    assert [(w.action_id, d.outcome) for w, d in got[1]] == [("a-sale", Outcome.SUPPRESS)]

@@ -31,8 +31,9 @@ database; these functions give the decision for a given history, so previews and
 use the same code as the live path.
 
 A slot of the cap held by an action still waiting to go out (deferred past quiet hours, say)
-is not yet a contact: :func:`yield_slots` gives it to an action of higher priority decided
-before it goes out, and the waiting one is suppressed with ``lower_priority``. A purchase
+is not yet a contact: :func:`yield_slots` gives it to an action of higher priority the cap
+would stop or push back, decided before it goes out; the waiting one waits for the cap's next
+free slot (within its kind's horizon) or is suppressed, with ``lower_priority``. A purchase
 follow-up is not lost because two announcements of a broadcast wait for the morning.
 
 A rule's ``max_per_day`` is a budget over all its customers, not a check of one: the caller
@@ -631,6 +632,20 @@ def _is_capped(decision: Decision) -> bool:
     )
 
 
+def _held_by_cap(decision: Decision) -> bool:
+    """Stopped by the cap: suppressed, or deferred to the cap's next free slot."""
+    return _is_capped(decision) or (
+        decision.outcome is Outcome.DEFER and decision.reason is Reason.FREQUENCY_CAP
+    )
+
+
+def _sooner(new: Decision, old: Decision, now: datetime) -> bool:
+    """Whether ``new`` gets the action out, and sooner than ``old`` would."""
+    if not new.goes_out:
+        return False
+    return not old.goes_out or (new.until or now) < (old.until or now)
+
+
 def yield_slots(
     card: Mapping[str, Any],
     candidates: Sequence[Candidate],
@@ -644,21 +659,23 @@ def yield_slots(
     daily_left: dict[str, int] | None = None,
 ) -> tuple[list[tuple[Candidate, Decision]], list[tuple[Waiting, Decision]]] | None:
     """Cap slots held by waiting actions of lower priority, given to the ``candidates`` the
-    cap stopped (``decided`` is :func:`decide_all`'s word on them over ``history``, which
-    holds the waiting actions' entries): the candidates and the waiting actions of lower
-    priority are decided together, best-ranked first, as if none had been decided yet.
+    cap stopped or pushed back (``decided`` is :func:`decide_all`'s word on them over
+    ``history``, which holds the waiting actions' entries): the candidates and the waiting
+    actions of lower priority are decided together, best-ranked first, as if none had been
+    decided yet.
 
-    Returns the candidates' new decisions and the waiting actions that give their slot up
-    (each with its ``lower_priority`` suppression); None when no slot changes hands, or
-    when a waiting action would come out of it otherwise than as it stands or capped (going
-    out at another instant, suppressed for another reason): then ``decided`` stands.
-    ``daily_left`` is taken from as :func:`decide_all` takes, for the candidates (a waiting
-    action holds its day's slot).
+    Returns the candidates' new decisions and the waiting actions whose slot was taken, each
+    with its new decision: suppressed with ``lower_priority``, or (within its kind's
+    ``cap_defer_days``) deferred to the cap's next free slot. None when no stopped candidate
+    gets out sooner, or when a waiting action would come out of it otherwise (sooner, or
+    stopped for another reason): then ``decided`` stands. ``daily_left`` is taken from as
+    :func:`decide_all` takes, for the candidates (a waiting action holds its day's slot).
     """
-    capped = [c for c, d in decided if _is_capped(d)]
-    if not capped or not waiting:
+    before = {id(c): d for c, d in decided}
+    stopped = {id(c): c for c, d in decided if _held_by_cap(d)}
+    if not stopped or not waiting:
         return None
-    best = max(c.priority for c in capped)
+    best = max(c.priority for c in stopped.values())
     rest = list(history)
     lower: list[Waiting] = []
     for w in waiting:
@@ -680,24 +697,30 @@ def yield_slots(
     )
     again = {id(w.candidate): w for w in lower}
     mine: list[tuple[Candidate, Decision]] = []
-    given_up: list[Waiting] = []
+    moved: list[tuple[Waiting, Decision]] = []
     for candidate, decision in joint:
         held = again.get(id(candidate))
         if held is None:
             mine.append((candidate, decision))
-        elif _is_capped(decision):
-            given_up.append(held)
-        elif not (decision.goes_out and (decision.until or now) == held.at):
+        elif decision.goes_out and (decision.until or now) == held.at:
+            continue  # it keeps its slot
+        elif _is_capped(decision) or (
+            _held_by_cap(decision) and decision.until is not None and decision.until > held.at
+        ):
+            moved.append((held, decision))
+        else:
             return None  # it would change otherwise: leave every decision as it was
-    if not given_up:
+    taker = rank([c for c, d in mine if id(c) in stopped and _sooner(d, before[id(c)], now)])
+    if not moved or not taker:
         return None
-    stopped = {id(c) for c in capped}
-    taker = rank([c for c, d in mine if d.goes_out and id(c) in stopped])
-    if not taker:
-        return None
-    detail = (
-        f"gave its frequency-cap slot to {taker[0].rule_id} (priority {taker[0].priority}) "
-        "before it went out"
-    )
-    yielded = Decision(Outcome.SUPPRESS, Reason.LOWER_PRIORITY, detail=detail)
-    return mine, [(w, yielded) for w in given_up]
+    gave = f"gave its frequency-cap slot to {taker[0].rule_id} (priority {taker[0].priority})"
+    return mine, [(w, _gave_way(d, gave)) for w, d in moved]
+
+
+def _gave_way(decision: Decision, gave: str) -> Decision:
+    """A waiting action's new decision, saying whom its slot went to."""
+    if decision.outcome is Outcome.DEFER:
+        return Decision(
+            Outcome.DEFER, Reason.LOWER_PRIORITY, decision.until, f"{gave}; waits for the next"
+        )
+    return Decision(Outcome.SUPPRESS, Reason.LOWER_PRIORITY, detail=f"{gave} before it went out")

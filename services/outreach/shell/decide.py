@@ -80,7 +80,7 @@ TEMPLATE_FAILURES = Counter(
 SLOTS_GIVEN_UP = Counter(
     "tend_outreach_cap_slots_given_up_total",
     "Waiting actions that gave their frequency-cap slot to an action of higher priority "
-    "decided before they went out (suppressed with lower_priority)",
+    "decided before they went out (suppressed, or waiting for the next slot: lower_priority)",
 )
 
 _STATUS = {
@@ -252,16 +252,17 @@ def _waiting(row: ledger.WaitingRow) -> Waiting:
 
 
 async def _give_up(conn: AsyncConnection, yielded: Sequence[tuple[Waiting, Decision]]) -> None:
-    """Waiting actions that gave their cap slot to a higher priority: suppressed, with why."""
+    """Waiting actions that gave their cap slot to a higher priority: suppressed, or waiting
+    for the next free slot, with why."""
     n = len(yielded)
     await ledger.redecide(
         conn,
         {
             "ids": [w.action_id for w, _ in yielded],
-            "status": ["suppressed"] * n,
+            "status": [_STATUS[d.outcome] for _, d in yielded],
             "reason": [d.reason.value if d.reason else None for _, d in yielded],
             "detail": [d.detail or None for _, d in yielded],
-            "not_before": [None] * n,
+            "not_before": [d.until if d.outcome is Outcome.DEFER else None for _, d in yielded],
             "next": [None] * n,
         },
     )
