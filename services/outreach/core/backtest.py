@@ -33,8 +33,8 @@ from typing import Any
 
 import orjson
 
-from services.outreach.core.arms import HELD_OUT, arm_of
-from services.outreach.core.policy import Candidate, Outcome, Policy, decide_all
+from services.outreach.core.arms import HELD_OUT
+from services.outreach.core.policy import Candidate, Outcome, Policy, arm_of_rule, decide_all
 from services.outreach.core.rules import Match, Rule, RuleSet
 from services.outreach.core.schedules import day_start, next_due, occurrence_key
 from shared.changes import Change
@@ -172,16 +172,7 @@ class Replay:
 
     def _arm(self, customer_id: str) -> str | None:
         """The arm the live decision draws for the customer."""
-        live = self._live
-        return arm_of(
-            live.id,
-            customer_id,
-            kind=live.action.kind,
-            audience=live.action.audience,
-            control_percent=live.control_percent,
-            global_percent=self._global_control_percent,
-            global_kinds=self._policy.held_out_kinds,
-        )
+        return arm_of_rule(self._live, customer_id, self._policy, self._global_control_percent)
 
     def _fire_until(self, customer: str, moment: datetime) -> None:
         """Fire the customer's schedule at every instant it came due up to ``moment``."""

@@ -71,6 +71,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.outreach.core.arms import Arm, arm_of
 from services.outreach.core.calendars import Calendars
 from services.outreach.core.rules import ActionKind, Channel, Limits, Match, Rule, channel_for
 from services.outreach.core.schedules import LocalTime, ScheduleContext, local_instant, zone_of
@@ -511,6 +512,21 @@ def _over_limit(
         if any(at > since for at, kind, _ in history if kind not in _NOT_CONTACTS):
             return f"not_contacted_days: contacted within {limits.not_contacted_days} days"
     return None
+
+
+def arm_of_rule(rule: Rule, customer_id: str, policy: Policy, global_percent: float) -> Arm | None:
+    """The arm one action of ``rule`` for the customer falls in
+    (:func:`services.outreach.core.arms.arm_of`), the global control group being
+    ``global_percent`` of the customers, held out of the policy's kinds."""
+    return arm_of(
+        rule.id,
+        customer_id,
+        kind=rule.action.kind,
+        audience=rule.action.audience,
+        control_percent=rule.control_percent,
+        global_percent=global_percent,
+        global_kinds=policy.held_out_kinds,
+    )
 
 
 def limits_free_at(

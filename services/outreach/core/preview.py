@@ -15,7 +15,7 @@ judged by their conditions alone (the event is not known in advance); a broadcas
 is exactly its conditions. A rule with a daily limit keeps each day's slots for that day's
 most valuable customers (:mod:`services.outreach.core.daily_limit`), today's less what the
 caller says the ledger already spent. Each customer falls in the arm the live path would draw
-(:func:`~services.outreach.core.arms.arm_of`): of those the policy lets go out, a control
+(:func:`~services.outreach.core.policy.arm_of_rule`): of those the policy lets go out, a control
 arm's are counted as held out, decided and never sent.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.outreach.core import conditions
-from services.outreach.core.arms import HELD_OUT, arm_of
+from services.outreach.core.arms import HELD_OUT
 from services.outreach.core.budgets import GUARANTEED_ROWS, CutBy
 from services.outreach.core.conditions import Predicate
 from services.outreach.core.daily_limit import DaySlots, value_rank
@@ -40,6 +40,7 @@ from services.outreach.core.policy import (
     Outcome,
     Policy,
     Reason,
+    arm_of_rule,
     decide,
     history_days,
 )
@@ -276,16 +277,7 @@ class Tally:
 
     def _held_out(self, customer_id: str) -> bool:
         """Whether the live path would hold the customer out of this rule (a control arm)."""
-        action = self.rule.action
-        arm = arm_of(
-            self.rule.id,
-            customer_id,
-            kind=action.kind,
-            audience=action.audience,
-            control_percent=self.rule.control_percent,
-            global_percent=self._global_control_percent,
-            global_kinds=self.policy.held_out_kinds,
-        )
+        arm = arm_of_rule(self.rule, customer_id, self.policy, self._global_control_percent)
         return arm in HELD_OUT
 
     def slot_holders(self) -> list[str]:

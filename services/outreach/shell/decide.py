@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.outreach.core import templates
-from services.outreach.core.arms import GLOBAL_CONTROL, HELD_OUT, arm_of
+from services.outreach.core.arms import GLOBAL_CONTROL, HELD_OUT
 from services.outreach.core.daily_limit import value_rank
 from services.outreach.core.goals import predicted_probability
 from services.outreach.core.policy import (
@@ -42,6 +42,7 @@ from services.outreach.core.policy import (
     Policy,
     Reason,
     Waiting,
+    arm_of_rule,
     decide,
     decide_all,
     history_days,
@@ -302,16 +303,7 @@ async def _undecided(conn: AsyncConnection, matches: Sequence[Match]) -> list[Ma
 
 
 def _arm(match: Match, policy: Policy, settings: OutreachSettings) -> str | None:
-    rule = match.rule
-    return arm_of(
-        rule.id,
-        match.customer_id,
-        kind=rule.action.kind,
-        audience=rule.action.audience,
-        control_percent=rule.control_percent,
-        global_percent=settings.global_control_percent,
-        global_kinds=policy.held_out_kinds,
-    )
+    return arm_of_rule(match.rule, match.customer_id, policy, settings.global_control_percent)
 
 
 def render_limits(settings: OutreachSettings) -> RenderLimits:
