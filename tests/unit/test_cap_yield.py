@@ -163,3 +163,14 @@ def test_a_candidate_the_cap_pushed_back_a_week_goes_in_the_morning() -> None:
     assert [(d.outcome, d.until) for _, d in got[0]] == [(Outcome.DEFER, MORNING)]
     # The sale (announcements may not wait past a week) gives its slot up.
     assert [(w.action_id, d.outcome) for w, d in got[1]] == [("a-sale", Outcome.SUPPRESS)]
+
+
+def test_a_waiting_action_the_cap_does_not_count_is_left_out() -> None:
+    # A care message waiting (were one ever deferred) holds no cap slot: deciding it again
+    # would send it at once, and it must not stop the announcement's slot changing hands.
+    care = Waiting("a-care", Candidate("care", "care", "email", 5), MORNING)
+    news, sale = waiting("news", 20), waiting("sale", 15)
+    thanks = cand("follow_up", rule_id="thanks", priority=30)
+    got = yielded(thanks, entries(news, sale, care), [news, sale, care])
+    assert got is not None
+    assert [w.action_id for w, _ in got[1]] == ["a-sale"]

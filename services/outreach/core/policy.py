@@ -697,7 +697,9 @@ def yield_slots(
     for w in waiting:
         entry = (w.at, w.candidate.contact_kind, w.candidate.rule_id)
         day_bound = daily_left is not None and w.candidate.rule_id in daily_left
-        if w.candidate.priority < best and not day_bound and entry in rest:
+        # A kind the cap does not count holds no slot to give.
+        counted = w.candidate.kind not in policy.transactional_kinds
+        if w.candidate.priority < best and counted and not day_bound and entry in rest:
             rest.remove(entry)
             lower.append(w)
     if not lower:
