@@ -374,6 +374,7 @@ def flow_lines(flow: dict[str, Any], periods: int = 4) -> list[str]:
 class Summary:
     overview: dict[str, Any]
     actions: dict[str, Any]
+    rules: dict[str, Any]
 
     def lines(self) -> list[str]:
         o, a = self.overview, self.actions
@@ -412,6 +413,16 @@ class Summary:
             "Held back by the policy: "
             + (", ".join(f"{k} {v}" for k, v in held.most_common()) or "none")
         )
+        in_line = {
+            r["rule"]["id"]: r["waiting_for_a_slot"]
+            for r in self.rules.get("items", [])
+            if r["waiting_for_a_slot"]
+        }
+        if in_line:
+            out.append(
+                "In line for a rule's next daily slots: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(in_line.items()))
+            )
         return [line for line in out if line]
 
 
@@ -421,7 +432,8 @@ async def fetch_summary(
     headers = {"Authorization": f"Bearer {ops_key}"}
     overview = (await scoring.get("/v1/stats/overview", headers=headers)).json()
     actions = (await outreach.get("/v1/actions/summary", headers=headers)).json()
-    return Summary(overview, actions)
+    rules = (await outreach.get("/v1/rules", headers=headers)).json()
+    return Summary(overview, actions, rules)
 
 
 def expected_totals(events: Sequence[dict[str, Any]]) -> tuple[int, Decimal]:

@@ -93,6 +93,11 @@ class RuleOut(BaseModel):
     updated_at: datetime
     rule: RuleDefinition
     health: RuleHealth = RuleHealth()
+    waiting_for_a_slot: int = Field(
+        0,
+        description="customers a scheduled rule's daily limit passed over, who wait in its "
+        "line for a day with a slot (the most valuable first at each run)",
+    )
 
 
 class RuleList(BaseModel):

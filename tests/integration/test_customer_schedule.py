@@ -59,17 +59,19 @@ async def test_a_customers_schedule_and_waiting_actions_soonest_first(
             ),
             {"id": rule, "d": orjson.dumps(definition).decode(), "at": NOW},
         )
-        for rule_id, who, due in (
-            (rule, customer, NOW + timedelta(days=30)),
-            (f"sch-{tag}-gone", customer, NOW + timedelta(days=2)),  # its rule is no more
-            (rule, other, NOW + timedelta(days=1)),
+        # The customer waits in the birthday rule's line since yesterday (its daily limit
+        # passed them over).
+        for rule_id, who, due, waiting_since in (
+            (rule, customer, NOW + timedelta(days=30), NOW - timedelta(days=1)),
+            (f"sch-{tag}-gone", customer, NOW + timedelta(days=2), None),  # its rule is no more
+            (rule, other, NOW + timedelta(days=1), None),
         ):
             await conn.execute(
                 text(
-                    "INSERT INTO outreach.schedule (rule_id, customer_id, due_at) "
-                    "VALUES (:r, :c, :due)"
+                    "INSERT INTO outreach.schedule (rule_id, customer_id, due_at, waiting_since) "
+                    "VALUES (:r, :c, :due, :w)"
                 ),
-                {"r": rule_id, "c": who, "due": due},
+                {"r": rule_id, "c": who, "due": due, "w": waiting_since},
             )
         ids = {}
         for name, who, status, reason, not_before, next_at in (
@@ -110,6 +112,7 @@ async def test_a_customers_schedule_and_waiting_actions_soonest_first(
             (rule, "greeting"),
         ]
         assert body["scheduled"][1]["due_at"] == "2030-07-14T12:00:00Z"
+        assert [s["waiting_since"] for s in body["scheduled"]] == [None, "2030-06-13T12:00:00Z"]
         waiting = body["waiting"]
         assert [w["id"] for w in waiting] == [ids["due"], ids["quiet"], ids["held"]]
         assert [(w["status"], w["reason"]) for w in waiting] == [

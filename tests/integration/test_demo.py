@@ -91,6 +91,15 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
         acted = await until(lambda: _playbooks_acted(stack), 120, "every playbook acting")
         summary = await demo.fetch_summary(stack.scoring, stack.outreach, stack.keys["ops"])
         async with stack.engine.connect() as conn:
+            # A scheduled rule's daily limit leaves the customers it passes over in its line,
+            # never a suppression a day each.
+            scheduled_over_budget = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM outreach.actions a JOIN outreach.rules r "
+                    "ON r.id = a.rule_id WHERE a.reason = 'daily_limit' "
+                    "AND r.definition -> 'trigger' ->> 'type' = 'schedule'"
+                )
+            )
             reduce_cost_promoted = await conn.scalar(
                 text(
                     "SELECT count(*) FROM outreach.actions WHERE strategy = 'reduce_cost' "
@@ -155,6 +164,11 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
         if row["status"] in ("pending", "sent"):
             sent[row["kind"]] += row["count"]
     assert sent["apology"] == apologies
+    assert scheduled_over_budget == 0
+    waiting = sum(r["waiting_for_a_slot"] for r in summary.rules["items"])
+    assert any("In line for a rule's next daily slots" in line for line in summary.lines()) == (
+        waiting > 0
+    )
     # Reduce cost is a policy: none of its customers is sent a promotion.
     assert reduce_cost_promoted == 0
     # Every simulated order answers each rule that touched its customer, in the arm they were

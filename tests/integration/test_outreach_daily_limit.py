@@ -1,6 +1,7 @@
 """A rule's daily budget (``limits.max_per_day``) on the real PostgreSQL: the day's slots go
-to the most valuable customers, the others come up at the rule's next run, and two
-transactions deciding for the same rule at once never spend more than the day has.
+to the most valuable customers, a scheduled rule's others wait in its line (not recorded) and
+come up at its next run, and two transactions deciding for the same rule at once never spend
+more than the day has.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Match, Rule
 from services.outreach.shell.decide import decide_and_record
 from services.outreach.store.replica import cards_after
+from services.outreach.store.rules import save_rule, stored_rule
 from shared.settings import CommonSettings
 from tests.support.schedule_shop import Shop, opened_shop, pack
 
@@ -60,42 +62,67 @@ ALERTED = ("pending", None)
 OVER = ("suppressed", "daily_limit")
 
 
-async def test_a_day_s_alerts_go_to_the_most_valuable_and_the_rest_come_up_the_next_day(
+async def test_a_day_s_alerts_go_to_the_most_valuable_and_the_rest_wait_in_line(
     shop: Shop,
 ) -> None:
     rule = calls_a_day(2)
     shop.use(rule.model_dump(mode="json"))
     # Five quiet key customers at once (a history just loaded), the value rising with the
-    # number: two calls a day reach the two most valuable first.
+    # number: two calls a day reach the two most valuable first. The three others are not
+    # recorded (a suppression a day each while the line drains): they wait in its line.
     for n in range(1, 6):
         await shop.change(f"k{n}", value_score=float(n))
     shop.clock.set(TEN)
-    assert await shop.fire() == (5, 5)
-    assert await decided_on(shop, TEN) == {
-        "k5": ALERTED,
-        "k4": ALERTED,
-        "k3": OVER,
-        "k2": OVER,
-        "k1": OVER,
-    }
+    assert await shop.fire() == (5, 2)
+    assert await decided_on(shop, TEN) == {"k5": ALERTED, "k4": ALERTED}
+    assert await shop.line("care-key-quiet") == {"k3": TEN, "k2": TEN, "k1": TEN}
+    assert await shop.due_at("care-key-quiet", "k3") == TOMORROW
+    # The rules list counts the line.
+    async with shop.engine.begin() as conn:
+        await save_rule(conn, rule, "marketer", TEN)
+        stored = await stored_rule(conn, rule.id)
+    assert stored is not None and stored.waiting_for_a_slot == 3
     # The most valuable of all arrives later that day: the day is spent, even for them.
     shop.clock.set(TEN + timedelta(hours=2))
     await shop.change("k9", value_score=9.0)
-    assert await shop.fire() == (1, 1)
-    assert (await decided_on(shop, TEN))["k9"] == OVER
-    # The next day the rule runs again for the four left, and the next two by value are
-    # alerted. The two called yesterday rest for the rule's own 60-day cooldown: not due
-    # again (no daily 'limit' row) until it ends.
+    assert await shop.fire() == (1, 0)
+    assert "k9" not in await decided_on(shop, TEN)
+    assert (await shop.line("care-key-quiet"))["k9"] == TEN + timedelta(hours=2)
+    # The next day the rule runs again for the four in line, and the next two by value are
+    # alerted and leave it; the two others keep their place since yesterday. The two called
+    # yesterday rest for the rule's own 60-day cooldown: not due again (no daily 'limit'
+    # row) until it ends.
     shop.clock.set(TOMORROW)
-    assert await shop.fire() == (4, 4)
-    assert await decided_on(shop, TOMORROW) == {
-        "k9": ALERTED,
-        "k3": ALERTED,
-        "k2": OVER,
-        "k1": OVER,
-    }
+    assert await shop.fire() == (4, 2)
+    assert await decided_on(shop, TOMORROW) == {"k9": ALERTED, "k3": ALERTED}
+    assert await shop.line("care-key-quiet") == {"k2": TEN, "k1": TEN}
     for called in ("k5", "k4"):
         assert await shop.due_at("care-key-quiet", called) == TEN + timedelta(days=60)
+    # The day after, the last two; the line is empty, and nobody was ever recorded as held
+    # back by the limit.
+    shop.clock.set(TOMORROW + timedelta(days=1))
+    assert await shop.fire() == (2, 2)
+    assert await shop.line("care-key-quiet") == {}
+    async with shop.engine.connect() as conn:
+        over = await conn.scalar(
+            text("SELECT count(*) FROM outreach.actions WHERE reason = 'daily_limit'")
+        )
+    assert over == 0
+
+
+async def test_a_customer_in_line_whose_conditions_no_longer_hold_leaves_it(shop: Shop) -> None:
+    shop.use(calls_a_day(1).model_dump(mode="json"))
+    for n in (1, 2):
+        await shop.change(f"k{n}", value_score=float(n))
+    shop.clock.set(TEN)
+    assert await shop.fire() == (2, 1)
+    assert await shop.line("care-key-quiet") == {"k1": TEN}
+    # k1 is no longer key by the next run: the rule does not act for them, and they are no
+    # longer waiting for it.
+    await shop.change("k1", value_score=1.0, tier="regular")
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (1, 0)
+    assert await shop.line("care-key-quiet") == {}
 
 
 async def test_a_backlog_larger_than_a_pass_gives_the_day_to_its_most_valuable(
@@ -108,14 +135,9 @@ async def test_a_backlog_larger_than_a_pass_gives_the_day_to_its_most_valuable(
         await shop.change(f"k{n}", value_score=float(n))
     shop.clock.set(TEN)
     passes = [await shop.fire() for _ in range(4)]
-    assert passes == [(2, 2), (2, 2), (1, 1), (0, 0)]
-    assert await decided_on(shop, TEN) == {
-        "k5": ALERTED,
-        "k4": ALERTED,
-        "k3": OVER,
-        "k2": OVER,
-        "k1": OVER,
-    }
+    assert passes == [(2, 2), (2, 0), (1, 0), (0, 0)]
+    assert await decided_on(shop, TEN) == {"k5": ALERTED, "k4": ALERTED}
+    assert set(await shop.line("care-key-quiet")) == {"k3", "k2", "k1"}
 
 
 async def test_two_decisions_at_once_never_spend_more_than_the_day_has(shop: Shop) -> None:

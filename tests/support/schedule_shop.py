@@ -89,6 +89,18 @@ class Shop:
             )
         return due
 
+    async def line(self, rule_id: str) -> dict[str, datetime]:
+        """Who waits in the rule's line for a day with a slot, and since when."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT customer_id, waiting_since FROM outreach.schedule "
+                    "WHERE rule_id = :r AND waiting_since IS NOT NULL"
+                ),
+                {"r": rule_id},
+            )
+            return {r.customer_id: r.waiting_since for r in rows}
+
 
 @asynccontextmanager
 async def opened_shop(settings: CommonSettings, at: datetime) -> AsyncIterator[Shop]:

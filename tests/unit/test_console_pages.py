@@ -152,3 +152,52 @@ def test_the_preview_says_how_many_of_those_let_through_a_control_group_holds_ou
     }
     shown = " ".join(re.sub(r"<[^>]+>", " ", page.render(backtest=backtest)).split())
     assert "replaying 900 changes. 8 of those let through would have been held out" in shown
+
+
+class _Fetched:
+    def __init__(self, value: Any) -> None:
+        self.value, self.unavailable, self.error = value, False, None
+
+
+class _Reader:
+    def can(self, scope: str) -> bool:
+        return False
+
+
+def test_the_rules_list_counts_who_waits_for_a_daily_slot() -> None:
+    templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
+    install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
+    page = templates.env.get_template("rules.html")
+    rule = {
+        "id": "calls",
+        "name": "Calls",
+        "enabled": True,
+        "priority": 50,
+        "trigger": {"type": "schedule", "schedule": {"type": "cron", "expr": "0 10 * * *"}},
+        "action": {"kind": "care", "channel": "webhook"},
+        "limits": {"max_per_day": 20},
+    }
+    item = {
+        "rule": rule,
+        "health": {"failures": 0},
+        "version": 1,
+        "updated_at": "2026-12-07T10:00:00+00:00",
+        "waiting_for_a_slot": 1186,
+    }
+
+    def shown(waiting: int) -> str:
+        html = page.render(
+            listing=_Fetched({"items": [item | {"waiting_for_a_slot": waiting}]}),
+            session=_Reader(),
+            outcomes={},
+            held_back={},
+            last_fired={},
+            rule_outcomes={},
+            trigger_words=lambda trigger: "daily",
+            outcome_days=30,
+        )
+        return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+    assert "at most 20 a day 1,186 waiting for a slot" in shown(1186)
+    assert "waiting for a slot" not in shown(0)
+    assert "at most 20 a day" in shown(0)

@@ -24,6 +24,11 @@ class ScheduledNext(BaseModel):
     rule_id: str
     kind: str | None = Field(description="the rule's action kind; null once the rule is gone")
     due_at: datetime = Field(description="when the rule next fires for the customer")
+    waiting_since: datetime | None = Field(
+        None,
+        description="since when the rule's daily limit has passed the customer over: they "
+        "wait in its line for a day with a slot, the most valuable first (null: they do not)",
+    )
 
 
 class WaitingAction(BaseModel):
@@ -57,7 +62,7 @@ class CustomerSchedule(BaseModel):
 
 _SCHEDULED = text(
     """
-    SELECT s.rule_id, r.definition -> 'action' ->> 'kind' AS kind, s.due_at
+    SELECT s.rule_id, r.definition -> 'action' ->> 'kind' AS kind, s.due_at, s.waiting_since
     FROM outreach.schedule s
     LEFT JOIN outreach.rules r ON r.id = s.rule_id AND r.deleted_at IS NULL
     WHERE s.customer_id = :id AND s.due_at IS NOT NULL  -- null: nothing left to fire
@@ -88,7 +93,8 @@ _WAITING = text(
 )
 async def customer_schedule(customer_id: str, _: Reader, conn: Transaction) -> CustomerSchedule:
     """When each schedule rule next fires for the customer (in their own time zone, already
-    turned into an instant), and the actions decided for them that have not gone out yet:
+    turned into an instant; with `waiting_since` when the rule's daily limit has passed them
+    over and they wait in its line), and the actions decided for them that have not gone out yet:
     deferred by quiet hours or the frequency cap until `not_before`, held while a complaint
     is open, or due and waiting for delivery. An unknown customer has nothing scheduled: two
     empty lists. At most 500 of each. A customer id merged into another answers for the

@@ -300,7 +300,8 @@ class Limits(_Strict):
     ``max_per_day`` is the rule's budget over all customers: at most this many of its actions
     go out (or are held out as its control arm) per day of the shop's default time zone; the
     most valuable customers of a decision come first, and the others are suppressed with
-    reason ``daily_limit`` (a scheduled rule's customers come up again at its next run).
+    reason ``daily_limit``, except a scheduled rule's: they are not recorded but wait in the
+    rule's line and come up again at its next run.
     """
 
     cooldown_days: int | None = Field(None, ge=1, le=3650)

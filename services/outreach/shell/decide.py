@@ -102,13 +102,18 @@ async def decide_and_record(
     now: datetime,
     rules: Mapping[str, Rule] | None = None,
     lease: Lease | None = None,
+    passed_over: list[Match] | None = None,
 ) -> list[Recorded]:
     """Decide every match under the contact policy and write the new ledger rows. A service
     contact decided for a customer (when the policy weighs promotions against service) has
     their balance-deferred promotions decided again; ``rules`` (the rules in force) gives
     those their limits. ``lease`` sees the new rows before they are written, and may lease
     the ones due now to a delivery worker in this process
-    (:meth:`~services.outreach.shell.delivery.DeliveryWorker.lease_fresh`)."""
+    (:meth:`~services.outreach.shell.delivery.DeliveryWorker.lease_fresh`).
+
+    ``passed_over`` (the scheduler's): the matches their rule's daily limit leaves out go
+    there, undecided, instead of into the ledger as ``daily_limit`` suppressions; they come
+    up again at the rule's next run."""
     # A tag action is not a contact: it becomes an event for scoring, never a ledger row.
     tagging = [(m, NO_CAUSE) for m in matches if m.rule.action.is_tag]
     if tagging:
@@ -203,6 +208,9 @@ async def decide_and_record(
                     daily_left.update(left)
         for candidate, decision in decisions:
             match, arm = match_of[id(candidate)]
+            if passed_over is not None and decision.reason is Reason.DAILY_LIMIT:
+                passed_over.append(match)
+                continue
             holiday = holiday_of(match.rule, card, match.occurrence, context=context)
             rows.append(
                 _row(

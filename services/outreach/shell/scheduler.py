@@ -7,7 +7,8 @@ lock, with the customer's local date as the occurrence, then rescheduled — a c
 rule's own ``cooldown_days`` or ``not_contacted_days`` hold back to the first occurrence they
 allow (:func:`_resting`), not to tomorrow's, which would only be suppressed. A rule with a daily
 limit and a backlog larger than a pass takes its day's first pass from its most valuable due
-customers (:func:`_most_valuable_first`).
+customers (:func:`_most_valuable_first`); the customers its spent day leaves out are not
+recorded but wait in the rule's line (the schedule row's ``waiting_since``) for its next run.
 """
 
 from __future__ import annotations
@@ -64,9 +65,20 @@ async def fire_due(
                 key = occurrence_key(rule, row.card, row.due_at, context=policy.schedule_context)
                 matches.append(Match(rule, row.customer_id, key))
             live_rules.append(rule)
+        # A customer the rule's daily limit leaves out today is not recorded (a suppression
+        # a day each, for a backlog that drains over weeks): they wait in the rule's line.
+        passed_over: list[Match] = []
         recorded = await decide_and_record(
-            conn, matches, cards, policy=policy, settings=settings, now=now, rules=rules
+            conn,
+            matches,
+            cards,
+            policy=policy,
+            settings=settings,
+            now=now,
+            rules=rules,
+            passed_over=passed_over,
         )
+        waiting = {(m.rule.id, m.customer_id) for m in passed_over}
         resting = await _resting(conn, matches, now)
         # Next occurrence: strictly after this one, so it can never fire twice; this one is
         # remembered as handled, so a recomputation never moves the row back onto it. A
@@ -88,7 +100,8 @@ async def fire_due(
             except Exception as exc:  # one rule never stops the others; the row stays due
                 failures.append(RuleFailure.of(row.rule_id, exc, "schedule"))
                 continue
-            handled.append((row.rule_id, row.customer_id, until, next_at))
+            in_line = now if (row.rule_id, row.customer_id) in waiting else None
+            handled.append(schedule.Handled(row.rule_id, row.customer_id, until, next_at, in_line))
         await schedule.advance(conn, handled)
         gone = sorted({row.rule_id for row in due} - live)
         if gone:

@@ -20,9 +20,13 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+# With how many customers wait in the rule's line for a day with a slot (its daily limit
+# passed them over; the partial index ix_schedule_waiting).
 _SELECT = (
     "SELECT id, version, definition, enabled, created_at, updated_at, failures, last_error, "
-    "last_error_at, disabled_reason FROM outreach.rules WHERE deleted_at IS NULL"
+    "last_error_at, disabled_reason, (SELECT count(*) FROM outreach.schedule s "
+    "WHERE s.rule_id = r.id AND s.waiting_since IS NOT NULL) AS waiting "
+    "FROM outreach.rules r WHERE deleted_at IS NULL"
 )
 _ONE = text(f"{_SELECT} AND id = :id")
 _ALL = text(f"{_SELECT} ORDER BY id")
@@ -156,6 +160,7 @@ def _out(row: Row[Any]) -> RuleOut:
             last_error_at=row.last_error_at,
             disabled_reason=row.disabled_reason,
         ),
+        waiting_for_a_slot=row.waiting,
     )
 
 

@@ -11,6 +11,7 @@ schedule back to be run again. A row with nothing left to fire keeps that memory
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,14 +40,23 @@ _SCHEDULE = text(
         AND (EXCLUDED.due_at <= s.handled_at) IS NOT TRUE
     """
 )
-# The scheduler's rows, handled: each takes its next instant (null: none) in one statement.
+# The scheduler's rows, handled: each takes its next instant (null: none) in one statement,
+# and stays in its rule's line from the first day the daily limit passed it over (``t.w``,
+# null once it was decided).
 _ADVANCE = text(
     """
-    UPDATE outreach.schedule s SET due_at = t.n, handled_at = t.h
+    UPDATE outreach.schedule s SET due_at = t.n, handled_at = t.h,
+        waiting_since = CASE WHEN t.w IS NULL THEN NULL ELSE coalesce(s.waiting_since, t.w) END
     FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
-                CAST(:handled AS timestamptz[]), CAST(:next AS timestamptz[])) AS t(r, c, h, n)
+                CAST(:handled AS timestamptz[]), CAST(:next AS timestamptz[]),
+                CAST(:waiting AS timestamptz[])) AS t(r, c, h, n, w)
     WHERE s.rule_id = t.r AND s.customer_id = t.c
     """
+)
+# How many customers wait in each rule's line (the partial index ix_schedule_waiting).
+_WAITING = text(
+    "SELECT rule_id, count(*) AS n FROM outreach.schedule WHERE waiting_since IS NOT NULL "
+    "AND rule_id = ANY(CAST(:rules AS text[])) GROUP BY rule_id"
 )
 _UNSCHEDULE = text(
     """
@@ -155,23 +165,43 @@ def _hashable(key: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return key
 
 
-async def advance(
-    conn: AsyncConnection, handled: Sequence[tuple[str, str, datetime, datetime | None]]
-) -> None:
-    """The scheduler handled these rows (locked by :func:`due`): each
-    ``(rule_id, customer_id, handled instant, next instant or None)`` records the occurrence
-    handled and moves to the next, all in one statement."""
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """A due row the scheduler handled: the occurrence it handled (``at``), the next one
+    (None: nothing left to fire) and, when the rule's daily limit passed the customer over,
+    the instant it did (the row keeps the first such instant until they are decided)."""
+
+    rule_id: str
+    customer_id: str
+    at: datetime
+    next_at: datetime | None
+    passed_over_at: datetime | None = None
+
+
+async def advance(conn: AsyncConnection, handled: Sequence[Handled]) -> None:
+    """The scheduler handled these rows (locked by :func:`due`): each records the occurrence
+    handled, moves to the next and joins (or stays in, or leaves) its rule's line, all in one
+    statement."""
     if not handled:
         return
     await conn.execute(
         _ADVANCE,
         {
-            "rules": [h[0] for h in handled],
-            "customers": [h[1] for h in handled],
-            "handled": [h[2] for h in handled],
-            "next": [h[3] for h in handled],
+            "rules": [h.rule_id for h in handled],
+            "customers": [h.customer_id for h in handled],
+            "handled": [h.at for h in handled],
+            "next": [h.next_at for h in handled],
+            "waiting": [h.passed_over_at for h in handled],
         },
     )
+
+
+async def waiting(conn: AsyncConnection, rule_ids: Sequence[str]) -> dict[str, int]:
+    """How many customers wait in each of these rules' lines for a day with a slot."""
+    if not rule_ids:
+        return {}
+    rows = await conn.execute(_WAITING, {"rules": list(rule_ids)})
+    return {r.rule_id: r.n for r in rows}
 
 
 async def due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:

@@ -83,8 +83,11 @@ schedule = Table(
     Column("customer_id", String(128), nullable=False),
     Column("due_at", DateTime(timezone=True)),
     Column("handled_at", DateTime(timezone=True)),
+    # Since when the rule's daily limit has passed the customer over (null: it has not).
+    Column("waiting_since", DateTime(timezone=True)),
     PrimaryKeyConstraint("rule_id", "customer_id", name="pk_schedule"),
     Index("ix_schedule_due_at", "due_at"),
+    Index("ix_schedule_waiting", "rule_id", postgresql_where=text("waiting_since IS NOT NULL")),
 )
 
 inbox = Table(
