@@ -509,6 +509,13 @@ async def test_a_waiting_promotion_gives_its_cap_slot_to_a_later_higher_priority
         await set_up(s, rules, policy)
         # A visit on the web: both announcements wait for the evening, and fill the week.
         await s.publish([visit("ada")])
+        # Their previews say so first: the follow-up would take a waiting promotion's slot
+        # (and wait for the evening itself), the store's tips would find the week full.
+        thanks = await s.call("POST", "/v1/rules/thanks/preview")
+        assert (thanks["outcomes"]["defer"], thanks["reasons"]) == (1, {"quiet_hours": 1})
+        assert thanks["gives_way"] == 1
+        tips = await s.call("POST", "/v1/rules/tips/preview")
+        assert (tips["reasons"], tips["gives_way"]) == ({"frequency_cap": 1}, 0)
         # A visit in the app: the follow-up outranks the waiting sale and takes its slot.
         await s.publish([visit("ada", "app")])
         got = {r.rule_id: (r.status, r.reason, r.not_before) for r in await s.rows()}

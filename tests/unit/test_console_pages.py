@@ -140,6 +140,10 @@ def test_the_preview_says_how_many_of_those_let_through_a_control_group_holds_ou
     assert "1,200 customers match now" in text()
     assert "200 would be held back. 100 of those let through would be held out" in text()
     assert "held out" not in text(held_out=0)
+    assert "3 waiting messages of lower priority would give up their frequency-cap slot" in text(
+        gives_way=3
+    )
+    assert "give up" not in text()
     backtest = {
         "days": 30,
         "decided": 40,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import copy
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.outreach.core.arms import in_global_control, in_rule_control
-from services.outreach.core.policy import Outcome, Policy
+from services.outreach.core.policy import Candidate, Outcome, Policy, Waiting
 from services.outreach.core.preview import PreviewCoverage, PreviewResult, Tally
 from services.outreach.core.rules import Rule
 from services.outreach.core.templates import SAMPLE_CARD
@@ -18,11 +18,12 @@ NOW = datetime(2030, 6, 14, 6, tzinfo=UTC)  # before 09:00: today's birthdays ar
 COVERED = PreviewCoverage(customers=8, complete=True, cut_by=None)
 
 
-def birthday_rule(per_day: int | None, control_percent: float = 0) -> Rule:
+def birthday_rule(per_day: int | None, control_percent: float = 0, priority: int = 0) -> Rule:
     return Rule.model_validate(
         {
             "id": "birthday",
             "name": "birthday",
+            "priority": priority,
             "trigger": {"type": "schedule", "kind": "birthday", "at": "09:00"},
             "action": {"kind": "greeting", "channel": "webhook", "template": {"body": "Hi"}},
             "limits": {"max_per_day": per_day},
@@ -111,3 +112,33 @@ def test_the_hold_out_is_the_live_draw_and_counts_only_customers_in_the_day_s_sl
     got = preview(tomorrow, 2, control_percent=50)
     assert got.held_out == sum(c in held for c in kept)
     assert got.outcomes[Outcome.SEND] == 2
+
+
+def test_a_preview_takes_slots_from_waiting_lower_priorities_as_the_live_decision_does() -> None:
+    # Quiet until 18:00. Each birthday customer's week is full of two announcements
+    # (priority 10) decided earlier: for t1 and t2 they wait for the birthday's evening, for
+    # t3 they go out this morning, before the birthday.
+    policy = Policy.model_validate({"quiet_hours": {"start": "06:00", "end": "18:00"}})
+    evening, morning = datetime(2030, 6, 15, 18, tzinfo=UTC), NOW + timedelta(hours=1)
+
+    def judged(per_day: int | None) -> PreviewResult:
+        tally = Tally(birthday_rule(per_day, priority=50), policy, NOW)
+        for c, at in ((AUDIENCE[0], evening), (AUDIENCE[1], evening), (AUDIENCE[2], morning)):
+            ws = [
+                Waiting(f"{c['customer_id']}-{r}", Candidate(r, "announcement", "email", 10), at)
+                for r in ("news", "sale")
+            ]
+            history = [(w.at, "announcement", w.candidate.rule_id) for w in ws]
+            tally.add(c["customer_id"], c, history, suppressed=False, waiting=ws)
+        return tally.result(COVERED)
+
+    # The greeting outranks them: t1's and t2's wait for the evening with one announcement
+    # each, the other giving its slot up; t3's week was full before the birthday came.
+    free = judged(None)
+    assert free.outcomes[Outcome.DEFER] == 2
+    assert free.reasons == {"quiet_hours": 2, "frequency_cap": 1}
+    assert free.gives_way == 2
+    # With one slot a day, only the more valuable t2 takes one, so one message gives way.
+    one = judged(1)
+    assert one.reasons == {"quiet_hours": 1, "daily_limit": 1, "frequency_cap": 1}
+    assert (one.outcomes[Outcome.DEFER], one.gives_way) == (1, 1)

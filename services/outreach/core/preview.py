@@ -16,7 +16,10 @@ is exactly its conditions. A rule with a daily limit keeps each day's slots for 
 most valuable customers (:mod:`services.outreach.core.daily_limit`), today's less what the
 caller says the ledger already spent. Each customer falls in the arm the live path would draw
 (:func:`~services.outreach.core.policy.arm_of_rule`): of those the policy lets go out, a control
-arm's are counted as held out, decided and never sent.
+arm's are counted as held out, decided and never sent. A customer whose frequency cap is
+filled by lower-priority messages still waiting to go out takes a slot from them, as the live
+decision does (:func:`~services.outreach.core.policy.yield_slots`), and the preview counts the
+messages that would give theirs up.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from services.outreach.core.policy import (
     Outcome,
     Policy,
     Reason,
+    Waiting,
     arm_of_rule,
     decide,
     history_days,
+    yield_slots,
 )
 from services.outreach.core.rules import MembershipTrigger, Rule, StageTrigger
 from services.outreach.core.schedules import day_start, next_due
@@ -129,6 +134,13 @@ class PreviewResult(BaseModel):
         "`hold` (an open complaint) or `suppress`"
     )
     held_back: int = Field(description="customers not sent to now: deferred, held or suppressed")
+    gives_way: int = Field(
+        0,
+        description="messages of other rules, of lower priority, decided and still waiting to "
+        "go out (quiet hours, the cap), whose frequency-cap slot this rule would take: each "
+        "waits for the cap's next free slot within its kind's horizon, or is suppressed "
+        "(`lower_priority`)",
+    )
     held_out: int = Field(
         0,
         description="of the customers the policy lets go out (`send` and `defer`), those in a "
@@ -189,6 +201,12 @@ class Tally:
         self.outcomes: Counter[Outcome] = Counter({o: 0 for o in Outcome})
         self.reasons: Counter[str] = Counter()
         self.held_out = 0
+        # Who would take slots from waiting messages, with the day judged and how many: with
+        # a daily limit, only those who keep one of its slots do.
+        self._gave: dict[str, tuple[datetime, int]] = {}
+        # A waiting message of this rule keeps its slot when the rule has a daily limit, as
+        # in the live decision (it holds its day's slot); the limit itself is the DaySlots'.
+        self._day_bound = {rule.id: 1 << 62} if per_day is not None else None
 
     def add(
         self,
@@ -197,9 +215,11 @@ class Tally:
         history: Sequence[tuple[datetime, str, str]],
         *,
         suppressed: bool,
+        waiting: Sequence[Waiting] = (),
     ) -> Decision | None:
         """Count one customer of the audience; returns the policy's decision for them (None:
-        a schedule rule that is not due for them within the window)."""
+        a schedule rule that is not due for them within the window). ``waiting``: their
+        messages decided to go out later, which a higher priority may take the cap slot of."""
         at = self.now
         if self._scheduled:
             try:
@@ -217,6 +237,12 @@ class Tally:
         decision = decide(
             card, self._candidate, history, suppressed=suppressed, policy=self.policy, now=at
         )
+        # Those going out before the instant judged have gone by then: no slot to give.
+        later = [w for w in waiting if w.at > at]
+        if later:
+            decision, gave = self._taking_a_slot(card, decision, history, later, suppressed, at)
+            if gave:
+                self._gave[customer_id] = (day_start(at, self._zone), gave)
         held_out = decision.goes_out and self._held_out(customer_id)
         self.held_out += held_out
         if self._slots is not None and (decision.goes_out or decision.outcome is Outcome.HOLD):
@@ -251,7 +277,10 @@ class Tally:
     def result(self, coverage: PreviewCoverage) -> PreviewResult:
         outcomes, reasons, upcoming = self.outcomes.copy(), self.reasons.copy(), self.upcoming
         held_out = self.held_out
+        gives_way = sum(n for _, n in self._gave.values())
         if self._slots is not None:
+            slots = self._slots
+            gives_way = sum(n for c, (day, n) in self._gave.items() if slots.keeps(day, c))
             held_out -= self._slots.over_held_out
             # Those pushed out of a day's slots by more valuable customers are held back.
             for (outcome, reason), n in self._slots.over.items():
@@ -268,12 +297,41 @@ class Tally:
             sample=list(self.sample),
             outcomes=dict(outcomes),
             held_back=self.matched - outcomes[Outcome.SEND],
+            gives_way=gives_way,
             held_out=held_out,
             reasons=dict(sorted((r, n) for r, n in reasons.items() if n)),
             within_days=self.within_days if self._scheduled else None,
             upcoming=list(upcoming) if self._scheduled else None,
             coverage=coverage,
         )
+
+    def _taking_a_slot(
+        self,
+        card: Mapping[str, Any],
+        decision: Decision,
+        history: Sequence[tuple[datetime, str, str]],
+        waiting: Sequence[Waiting],
+        suppressed: bool,
+        at: datetime,
+    ) -> tuple[Decision, int]:
+        """``decision``, or the slot the live decision would take from lower-priority waiting
+        messages when the cap stopped or pushed it back; with how many gave theirs up."""
+        candidate = self._candidate
+        joint = yield_slots(
+            card,
+            [candidate],
+            [(candidate, decision)],
+            history,
+            waiting,
+            suppressed=suppressed,
+            policy=self.policy,
+            now=at,
+            daily_left=dict(self._day_bound) if self._day_bound is not None else None,
+        )
+        if joint is None:
+            return decision, 0
+        decided, gave_up = joint
+        return decided[0][1], len(gave_up)
 
     def _held_out(self, customer_id: str) -> bool:
         """Whether the live path would hold the customer out of this rule (a control arm)."""

@@ -15,7 +15,6 @@ can list the launched items that match each customer."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -32,8 +31,8 @@ from services.outreach.core.schedules import day_of
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record
-from services.outreach.shell.preview import tally_chunk
-from services.outreach.store.ledger import contact_history, spent_on, suppressed_among
+from services.outreach.shell.preview import judge_chunk
+from services.outreach.store.ledger import spent_on
 from services.outreach.store.replica import cards_of, replica_chunks
 from shared.clock import Clock
 
@@ -127,8 +126,5 @@ async def _slot_holders(
             seen = ((r.customer_id, with_launch(r.card)) for r in rows)
             matched = [(cid, card) for cid, card in seen if holds(card)]
             if matched:
-                ids = [cid for cid, _ in matched]
-                history = await contact_history(conn, ids, since)
-                suppressed = await suppressed_among(conn, ids)
-                await asyncio.to_thread(tally_chunk, tally, matched, history, suppressed)
+                await judge_chunk(conn, tally, matched, since)
     return tally.slot_holders()

@@ -177,7 +177,7 @@ async def decide_and_record(
         # candidates are equal values, so each is paired with its match by identity (decide_all
         # hands back the objects it was given), never by rule id, or occurrences would be lost.
         match_of = {id(c): (m, a) for c, m, a in zip(candidates, ms, arms, strict=True)}
-        waiting = [_waiting(w) for w in state.waiting.get(customer_id, ())]
+        waiting = [waiting_of(w) for w in state.waiting.get(customer_id, ())]
         before = dict(daily_left) if waiting and daily_left is not None else None
         decisions = decide_all(
             card,
@@ -254,7 +254,8 @@ async def decide_and_record(
     return recorded
 
 
-def _waiting(row: ledger.WaitingRow) -> Waiting:
+def waiting_of(row: ledger.WaitingRow) -> Waiting:
+    """A waiting ledger row as the policy weighs it against a new candidate."""
     kind, channel = cast(ActionKind, row.kind), cast(Channel, row.channel)  # as recorded
     candidate = Candidate(row.rule_id, kind, channel, row.priority)
     return Waiting(row.action_id, candidate, row.at)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.budgets import CutBy, ReadBudget
 from services.outreach.core.conditions import Predicate
@@ -28,7 +28,8 @@ from services.outreach.core.preview import (
 )
 from services.outreach.core.rules import Rule
 from services.outreach.core.schedules import day_of
-from services.outreach.store.ledger import contact_history, spent_on, suppressed_among
+from services.outreach.shell.decide import SAFE_WAIT, waiting_of
+from services.outreach.store.ledger import ContactState, contact_state, spent_on
 from services.outreach.store.replica import replica_chunks
 
 EXAMINED = Counter(
@@ -43,15 +44,27 @@ def _in_audience(holds: Predicate, rows: Sequence[Any]) -> list[Card]:
     return [(r.customer_id, r.card) for r in rows if holds(r.card)]
 
 
-def tally_chunk(
-    tally: Tally,
-    matched: list[Card],
-    history: Mapping[str, list[tuple[datetime, str, str]]],
-    suppressed: set[str],
-) -> None:
+def tally_chunk(tally: Tally, matched: list[Card], state: ContactState) -> None:
     """Judge one chunk's matched customers into ``tally`` (CPU work: run it off the loop)."""
     for customer_id, card in matched:
-        tally.add(customer_id, card, history[customer_id], suppressed=customer_id in suppressed)
+        tally.add(
+            customer_id,
+            card,
+            state.history[customer_id],
+            suppressed=customer_id in state.suppressed,
+            waiting=[waiting_of(w) for w in state.waiting.get(customer_id, ())],
+        )
+
+
+async def judge_chunk(
+    conn: AsyncConnection, tally: Tally, matched: list[Card], since: datetime | None
+) -> None:
+    """Read the contact state of one chunk's matched customers (their history since
+    ``since``, suppression, and messages waiting to go out as the live decision reads them)
+    and judge them into ``tally``."""
+    ids = [customer_id for customer_id, _ in matched]
+    state = await contact_state(conn, ids, since, waiting_after=tally.now + SAFE_WAIT)
+    await asyncio.to_thread(tally_chunk, tally, matched, state)
 
 
 async def preview(
@@ -94,10 +107,7 @@ async def preview(
             EXAMINED.inc(len(rows))
             matched = await asyncio.to_thread(_in_audience, holds, rows)
             if matched:
-                ids = [customer_id for customer_id, _ in matched]
-                history = await contact_history(conn, ids, since)
-                suppressed = await suppressed_among(conn, ids)
-                await asyncio.to_thread(tally_chunk, tally, matched, history, suppressed)
+                await judge_chunk(conn, tally, matched, since)
             if len(rows) < len(chunk):
                 cut_by = "row_budget"
                 break
