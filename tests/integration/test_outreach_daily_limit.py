@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -172,3 +173,56 @@ async def test_two_decisions_at_once_never_spend_more_than_the_day_has(shop: Sho
         await first.commit()
         assert await asyncio.wait_for(bob, 10) == [OVER]
         await second.commit()
+
+
+def winbacks_a_day(n: int) -> dict[str, Any]:
+    """The default pack's win-back of churned customers, at most ``n`` a day, no hold-out."""
+    rule = pack("winback-churned")
+    rule["limits"] = {"max_per_day": n}
+    rule["control_percent"] = 0
+    return rule
+
+
+def churned(value: float, **more: Any) -> dict[str, Any]:
+    """A key customer's card, churned since the first of the month."""
+    return {
+        "value_score": value,
+        "stage": "churned",
+        "stage_since": "2030-06-01",
+        "previous_stage": "declining",
+        "as_of": TEN.isoformat(),
+        **more,
+    }
+
+
+async def test_a_stage_rule_s_spent_day_leaves_the_others_in_line_for_the_next(
+    shop: Shop,
+) -> None:
+    shop.use(winbacks_a_day(2))
+    shop.clock.set(TEN)
+    # A history just loaded: five churned customers in one batch, the value rising with the
+    # number. The two most valuable are won back today; the others wait in the rule's line,
+    # due at the start of the shop's next day, and nothing is recorded for them.
+    await shop.changes({f"k{n}": churned(float(n)) for n in range(1, 6)})
+    assert await decided_on(shop, TEN) == {"k5": ALERTED, "k4": ALERTED}
+    assert await shop.line("winback-churned") == {"k3": TEN, "k2": TEN, "k1": TEN}
+    midnight = DAY + timedelta(days=1)
+    assert await shop.due_at("winback-churned", "k3") == midnight
+    # A change of theirs later today finds the day still spent: they keep their place.
+    shop.clock.set(TEN + timedelta(hours=3))
+    await shop.change("k3", **churned(3.0))
+    assert await shop.line("winback-churned") == {"k3": TEN, "k2": TEN, "k1": TEN}
+    # k1 comes back before their turn: their churned episode is over.
+    await shop.change("k1", **churned(1.0, stage="reactivated", stage_since="2030-06-14"))
+    # The next day's run: k3 and k2, the most valuable in line, are won back (the episode
+    # they were passed over in); k1 leaves the line without a decision.
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (3, 2)
+    assert await decided_on(shop, TOMORROW) == {"k3": ALERTED, "k2": ALERTED}
+    assert await shop.line("winback-churned") == {}
+    async with shop.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT customer_id, occurrence, reason FROM outreach.actions ORDER BY 1")
+        )
+        decided = {r.customer_id: (r.occurrence, r.reason) for r in rows}
+    assert decided == {f"k{n}": ("churned@2030-06-01", None) for n in (2, 3, 4, 5)}

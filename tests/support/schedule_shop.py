@@ -47,6 +47,14 @@ class Shop:
 
     async def change(self, customer_id: str, **card: Any) -> None:
         """A visit of the customer at the clock's instant, with their (key, UTC) card."""
+        await self.applier.apply([self.visit(customer_id, **card)])
+
+    async def changes(self, cards: dict[str, dict[str, Any]]) -> None:
+        """Visits of these customers in one batch, each with its card as :meth:`change`."""
+        await self.applier.apply([self.visit(c, **card) for c, card in cards.items()])
+
+    def visit(self, customer_id: str, **card: Any) -> Change:
+        """The change of a visit of the customer at the clock's instant, with their card."""
         now = self.clock.now().isoformat()
         full = copy.deepcopy(dict(SAMPLE_CARD))
         full["customer_id"] = customer_id
@@ -72,7 +80,7 @@ class Shop:
                 "stage_change": None,
             }
         )
-        await self.applier.apply([change])
+        return change
 
     async def fire(self) -> tuple[int, int]:
         """One scheduler pass now: (rows due, actions decided)."""

@@ -51,8 +51,9 @@ class WaitingAction(BaseModel):
 class CustomerSchedule(BaseModel):
     customer_id: str
     scheduled: list[ScheduledNext] = Field(
-        description="schedule rules (birthdays, days after an order, calendars, cron), "
-        "soonest first"
+        description="schedule rules (birthdays, days after an order, calendars, cron), and "
+        "stage or membership rules whose daily limit left the customer in their line, soonest "
+        "first"
     )
     waiting: list[WaitingAction] = Field(
         description="decided actions not yet delivered: due now (pending), then deferred "
@@ -93,12 +94,13 @@ _WAITING = text(
 )
 async def customer_schedule(customer_id: str, _: Reader, conn: Transaction) -> CustomerSchedule:
     """When each schedule rule next fires for the customer (in their own time zone, already
-    turned into an instant; with `waiting_since` when the rule's daily limit has passed them
-    over and they wait in its line), and the actions decided for them that have not gone out yet:
-    deferred by quiet hours or the frequency cap until `not_before`, held while a complaint
-    is open, or due and waiting for delivery. An unknown customer has nothing scheduled: two
-    empty lists. At most 500 of each. A customer id merged into another answers for the
-    customer it was merged into (`customer_id` in the answer names that survivor)."""
+    turned into an instant), and when a rule whose daily limit passed them over decides for
+    them again (`waiting_since`: in its line since then); and the actions decided for them
+    that have not gone out yet: deferred by quiet hours or the frequency cap until
+    `not_before`, held while a complaint is open, or due and waiting for delivery. An
+    unknown customer has nothing scheduled: two empty lists. At most 500 of each. A customer
+    id merged into another answers for the customer it was merged into (`customer_id` in the
+    answer names that survivor)."""
     customer_id = await aliases.survivor_of(conn, customer_id)
     params = {"id": customer_id, "limit": MAX_ROWS}
     scheduled = (await conn.execute(_SCHEDULED, params)).all()

@@ -299,9 +299,10 @@ class Limits(_Strict):
     ``not_contacted_days`` counts every message the customer received, from any rule.
     ``max_per_day`` is the rule's budget over all customers: at most this many of its actions
     go out (or are held out as its control arm) per day of the shop's default time zone; the
-    most valuable customers of a decision come first, and the others are suppressed with
-    reason ``daily_limit``, except a scheduled rule's: they are not recorded but wait in the
-    rule's line and come up again at its next run.
+    most valuable customers of a decision come first. The others of a schedule, stage or
+    membership rule are not recorded but wait in the rule's line for a later day
+    (:func:`waits_in_line`); an event's or a broadcast's are suppressed with reason
+    ``daily_limit``.
     """
 
     cooldown_days: int | None = Field(None, ge=1, le=3650)
@@ -374,6 +375,18 @@ def template_errors(rule: Rule, limits: RenderLimits = DEFAULT_LIMITS) -> list[t
         (f"action.template.{part}", why)
         for part, why in templates.check_parts(rule.action.template, offer, limits, holidays)
     ]
+
+
+# The triggers whose customers a spent daily limit leaves waiting in the rule's line: a
+# schedule comes round again, and an episode (a stage, a membership tier) lasts; an event's
+# moment and a broadcast's launch pass.
+LINED_TRIGGERS = frozenset({"schedule", "stage", "membership"})
+
+
+def waits_in_line(rule: Rule) -> bool:
+    """Whether the customers ``rule``'s spent daily limit passes over wait in its line for a
+    later day's slots (rather than being suppressed with ``daily_limit``)."""
+    return rule.limits.max_per_day is not None and rule.trigger.type in LINED_TRIGGERS
 
 
 def rank_key(rule: Rule) -> tuple[int, str]:

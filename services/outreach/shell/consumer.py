@@ -11,18 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
 from services.outreach.core.goals import GoalEvent, goal_event_of
-from services.outreach.core.rules import Match, RuleFailure, RuleSet
+from services.outreach.core.rules import Match, RuleFailure, RuleSet, waits_in_line
 from services.outreach.core.schedules import CatchUp
 from services.outreach.core.tagging import Cause, cause_of, may_fire
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell import merge
 from services.outreach.shell.current import Current
-from services.outreach.shell.decide import Lease, decide_and_record, release_held
+from services.outreach.shell.decide import Lease, decide_and_record, line_up, release_held
 from services.outreach.shell.delivery import DeliveryWorker, Fresh
 from services.outreach.shell.merge import merged_ids
 from services.outreach.shell.rule_health import record_failures
 from services.outreach.shell.tagging import record_tags
-from services.outreach.store import aliases, erasure, goal_events, inbox, ledger
+from services.outreach.store import aliases, erasure, goal_events, inbox, ledger, schedule
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_of, lock_customers, save_cards
 from services.outreach.store.schedule import reschedule
@@ -167,6 +167,9 @@ class ChangeApplier:
             # Matches are decided against the customer's newest card in the batch (consent,
             # complaints and time zone as they stand now).
             match_cards = {m.customer_id: known[m.customer_id] for m in matches}
+            # A stage or membership match its rule's spent daily limit passes over waits in the
+            # rule's line for the next day; one decided leaves the line it may have been in.
+            passed_over: list[Match] = []
             recorded = await decide_and_record(
                 conn,
                 matches,
@@ -176,6 +179,16 @@ class ChangeApplier:
                 now=now,
                 rules=self._current.rules,
                 lease=lease,
+                passed_over=passed_over,
+            )
+            await line_up(conn, passed_over, policy, now)
+            lined = {
+                m.rule.id
+                for m in matches
+                if waits_in_line(m.rule) and m.rule.trigger.type != "schedule"
+            }
+            await schedule.leave_line(
+                conn, [(r.rule_id, r.customer_id) for r in recorded if r.rule_id in lined]
             )
             # Held actions wait for a customer's complaints to close: only a customer who has
             # some is locked and decided again. Reading without the decision lock is safe here:

@@ -48,14 +48,21 @@ from services.outreach.core.policy import (
     history_days,
     yield_slots,
 )
-from services.outreach.core.rules import ActionKind, Channel, Match, Rule, channel_for
+from services.outreach.core.rules import (
+    ActionKind,
+    Channel,
+    Match,
+    Rule,
+    channel_for,
+    waits_in_line,
+)
 from services.outreach.core.schedules import day_of, holiday_of
 from services.outreach.core.tagging import NO_CAUSE
 from services.outreach.core.template_limits import RenderLimits
 from services.outreach.core.unsubscribe import LINK_PLACEHOLDER
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.tagging import record_tags
-from services.outreach.store import ledger
+from services.outreach.store import ledger, schedule
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import complaints_still_open, lock_customers, policy_state
 
@@ -111,9 +118,10 @@ async def decide_and_record(
     the ones due now to a delivery worker in this process
     (:meth:`~services.outreach.shell.delivery.DeliveryWorker.lease_fresh`).
 
-    ``passed_over`` (the scheduler's): the matches their rule's daily limit leaves out go
-    there, undecided, instead of into the ledger as ``daily_limit`` suppressions; they come
-    up again at the rule's next run."""
+    ``passed_over``: the matches their rule's spent daily limit leaves out go there,
+    undecided, instead of into the ledger as ``daily_limit`` suppressions, when the rule's
+    customers wait in its line (:func:`~services.outreach.core.rules.waits_in_line`); the
+    caller puts them in it (:func:`line_up`, or the scheduler's own row)."""
     # A tag action is not a contact: it becomes an event for scoring, never a ledger row.
     tagging = [(m, NO_CAUSE) for m in matches if m.rule.action.is_tag]
     if tagging:
@@ -208,7 +216,8 @@ async def decide_and_record(
                     daily_left.update(left)
         for candidate, decision in decisions:
             match, arm = match_of[id(candidate)]
-            if passed_over is not None and decision.reason is Reason.DAILY_LIMIT:
+            over = decision.reason is Reason.DAILY_LIMIT and waits_in_line(match.rule)
+            if over and passed_over is not None:
                 passed_over.append(match)
                 continue
             holiday = holiday_of(match.rule, card, match.occurrence, context=context)
@@ -252,6 +261,18 @@ async def decide_and_record(
                 conn, {c: cards[c] for c in served}, known, policy=policy, now=now
             )
     return recorded
+
+
+async def line_up(
+    conn: AsyncConnection, passed_over: Sequence[Match], policy: Policy, now: datetime
+) -> None:
+    """Put the stage and membership matches a spent daily limit passed over in their rules'
+    lines: due again at the start of the shop's next day, the scheduler's to decide then (a
+    schedule rule's customers wait in the row it already has)."""
+    lined = [m for m in passed_over if m.rule.trigger.type != "schedule"]
+    if lined:
+        _, tomorrow = day_of(now, policy.schedule_context.default_timezone)
+        await schedule.line_up(conn, [(m.rule.id, m.customer_id) for m in lined], tomorrow, now)
 
 
 def waiting_of(row: ledger.WaitingRow) -> Waiting:

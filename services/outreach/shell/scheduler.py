@@ -30,12 +30,16 @@ from services.outreach.core.schedules import (
 )
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
-from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.decide import decide_and_record, line_up
 from services.outreach.shell.rule_health import record_failures
 from services.outreach.store import ledger, schedule
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_after
 from shared.clock import Clock
+
+# The triggers whose rows here are customers waiting in a rule's line for a day with a slot
+# (a schedule rule's row is its next occurrence, and its line too).
+EPISODES = ("stage", "membership")
 
 
 async def fire_due(
@@ -56,9 +60,25 @@ async def fire_due(
         matches: list[Match] = []
         cards: dict[str, Any] = {}
         live_rules = []
+        # Rows of a stage or membership rule's line: the customer is decided again if the
+        # episode still holds (and leaves the line unless the day is spent again).
+        lined: list[tuple[str, str]] = []
         for row in due:
             rule = rules.get(row.rule_id)
-            if rule is None or not rule.enabled or rule.trigger.type != "schedule":
+            if rule is None or not rule.enabled:
+                continue
+            if rule.trigger.type in EPISODES:
+                cards[row.customer_id] = row.card
+                matches += [
+                    m
+                    for m in current.ruleset.match_parts(
+                        row.customer_id, row.card, failures=failures
+                    )
+                    if m.rule.id == rule.id
+                ]
+                lined.append((row.rule_id, row.customer_id))
+                continue
+            if rule.trigger.type != "schedule":
                 continue
             cards[row.customer_id] = row.card
             if current.ruleset.conditions_hold(rule, row.card, failures):
@@ -79,7 +99,14 @@ async def fire_due(
             passed_over=passed_over,
         )
         waiting = {(m.rule.id, m.customer_id) for m in passed_over}
-        resting = await _resting(conn, matches, now)
+        if lined:
+            await schedule.leave_line(conn, [p for p in lined if p not in waiting])
+            await line_up(
+                conn, [m for m in passed_over if (m.rule.id, m.customer_id) in lined], policy, now
+            )
+        resting = await _resting(
+            conn, [m for m in matches if m.rule.trigger.type == "schedule"], now
+        )
         # Next occurrence: strictly after this one, so it can never fire twice; this one is
         # remembered as handled, so a recomputation never moves the row back onto it. A
         # customer the rule's own limits hold back rests until they let it act again: the
@@ -103,7 +130,7 @@ async def fire_due(
             in_line = now if (row.rule_id, row.customer_id) in waiting else None
             handled.append(schedule.Handled(row.rule_id, row.customer_id, until, next_at, in_line))
         await schedule.advance(conn, handled)
-        gone = sorted({row.rule_id for row in due} - live)
+        gone = sorted({row.rule_id for row in due} - live - {r for r, _ in lined})
         if gone:
             await schedule.drop_rules(conn, gone)
         if failures:

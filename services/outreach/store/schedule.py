@@ -53,10 +53,16 @@ _ADVANCE = text(
     WHERE s.rule_id = t.r AND s.customer_id = t.c
     """
 )
-# How many customers wait in each rule's line (the partial index ix_schedule_waiting).
-_WAITING = text(
-    "SELECT rule_id, count(*) AS n FROM outreach.schedule WHERE waiting_since IS NOT NULL "
-    "AND rule_id = ANY(CAST(:rules AS text[])) GROUP BY rule_id"
+# Customers a stage or membership rule's spent daily limit passed over: due again at the
+# next day's start, in its line since the first time (a row already there keeps its place).
+_LINE_UP = text(
+    """
+    INSERT INTO outreach.schedule AS s (rule_id, customer_id, due_at, waiting_since)
+    SELECT t.r, t.c, :due, :now
+    FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[])) AS t(r, c)
+    ON CONFLICT (rule_id, customer_id) DO UPDATE SET due_at = EXCLUDED.due_at,
+        waiting_since = coalesce(s.waiting_since, EXCLUDED.waiting_since)
+    """
 )
 _UNSCHEDULE = text(
     """
@@ -196,12 +202,30 @@ async def advance(conn: AsyncConnection, handled: Sequence[Handled]) -> None:
     )
 
 
-async def waiting(conn: AsyncConnection, rule_ids: Sequence[str]) -> dict[str, int]:
-    """How many customers wait in each of these rules' lines for a day with a slot."""
-    if not rule_ids:
-        return {}
-    rows = await conn.execute(_WAITING, {"rules": list(rule_ids)})
-    return {r.rule_id: r.n for r in rows}
+async def line_up(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]], due_at: datetime, now: datetime
+) -> None:
+    """Put each ``(rule_id, customer_id)`` in its rule's line (since ``now``, unless it is
+    already there), due again at ``due_at``."""
+    await conn.execute(
+        _LINE_UP,
+        {
+            "rules": [p[0] for p in pairs],
+            "customers": [p[1] for p in pairs],
+            "due": due_at,
+            "now": now,
+        },
+    )
+
+
+async def leave_line(conn: AsyncConnection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Forget the rows of customers who left a stage or membership rule's line (decided, or
+    no longer in its episode)."""
+    if pairs:
+        await conn.execute(
+            _UNSCHEDULE,
+            {"rules": [p[0] for p in pairs], "customers": [p[1] for p in pairs]},
+        )
 
 
 async def due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:
