@@ -25,6 +25,7 @@ from services.console.pages import (
     audit,
     auth,
     channels,
+    complaints,
     customers,
     outcomes,
     overview,
@@ -115,6 +116,7 @@ def create_app(
         channels.router,
         suppressions.router,
         audit.router,
+        complaints.router,
     ):
         app.include_router(router)
 

@@ -96,6 +96,43 @@ def page_csrf(browser: WebDriver) -> str:
     return value
 
 
+def test_the_overview_leads_to_the_overdue_complaints_and_their_customers(
+    browser: WebDriver, tend: Tend
+) -> None:
+    cid = f"ada-{uuid.uuid4().hex[:6]}"
+    raised = NOW - timedelta(days=5)
+    complaint = f"{cid}-k1"
+    post_events(
+        tend,
+        [
+            profile(cid, "Ada Lovelace"),
+            order(cid, f"{cid}-o1", NOW - timedelta(days=20), "49.00"),
+            {
+                "type": "complaint",
+                "customer_id": cid,
+                "complaint_id": complaint,
+                "status": "opened",
+                "severity": "high",
+                "category": "delivery",
+                "occurred_at": raised.isoformat(),
+            },
+        ],
+    )
+    sign_in(browser, tend, "ops_read", "/")
+    browser.find_element(By.ID, "overdue-complaints").click()
+    row = wait(browser).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-complaint='{complaint}']"))
+    )
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[:4] == [cid, complaint, "high", "delivery"]
+    # Five days after it was raised, less the tier's response-time target: days, not hours.
+    assert re.fullmatch(r"[45] days", row.find_element(By.CLASS_NAME, "overdue-by").text)
+    tiers = browser.find_element(By.ID, "complaint-tiers").text
+    assert "Target" in tiers and "Overdue" in tiers
+    row.find_element(By.LINK_TEXT, cid).click()
+    wait(browser).until(ec.title_contains("Ada Lovelace"))
+
+
 def test_sign_in_then_find_a_customer_by_name_and_open_their_page(
     browser: WebDriver, tend: Tend
 ) -> None:
@@ -724,6 +761,7 @@ def test_no_page_refers_to_anything_outside_the_console(browser: WebDriver, tend
         "/channels",
         "/suppressions",
         "/audit",
+        "/complaints",
     ]
     paths += [f"/rules/{r['rule']['id']}" for r in rules[:2]]
     paths += [f"/rules/{r['rule']['id']}/versions" for r in rules[:1]]
@@ -762,7 +800,7 @@ def test_every_page_passes_axe_without_serious_violations(browser: WebDriver, te
         assert api.post("/v1/suppressions", json={"customer_id": cid, "reason": "axe"}).is_success
         rules = api.get("/v1/rules").json()["items"]
     pages = ["/", "/customers", f"/customers/{cid}", "/actions", "/rules", "/rules/new"]
-    pages += ["/outcomes", "/policy", "/channels", "/suppressions", "/audit"]
+    pages += ["/outcomes", "/policy", "/channels", "/suppressions", "/audit", "/complaints"]
     pages += [f"/rules/{r['rule']['id']}/versions" for r in rules[:1]]
     for path in pages:
         browser.get(tend.console + path)
