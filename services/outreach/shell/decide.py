@@ -241,7 +241,7 @@ async def decide_and_record(
         lease(rows, now)
     recorded = await ledger.record(conn, rows)
     if gave_way:
-        await _give_up(conn, gave_way)
+        await _give_up(conn, gave_way, now)
     balance = policy.balance
     if balance is not None and recorded:
         inserted = {r.action_id for r in recorded}
@@ -282,7 +282,9 @@ def waiting_of(row: ledger.WaitingRow) -> Waiting:
     return Waiting(row.action_id, candidate, row.at)
 
 
-async def _give_up(conn: AsyncConnection, yielded: Sequence[tuple[Waiting, Decision]]) -> None:
+async def _give_up(
+    conn: AsyncConnection, yielded: Sequence[tuple[Waiting, Decision]], now: datetime
+) -> None:
     """Waiting actions that gave their cap slot to a higher priority: suppressed, or waiting
     for the next free slot, with why."""
     n = len(yielded)
@@ -296,6 +298,7 @@ async def _give_up(conn: AsyncConnection, yielded: Sequence[tuple[Waiting, Decis
             "not_before": [d.until if d.outcome is Outcome.DEFER else None for _, d in yielded],
             "next": [None] * n,
         },
+        now,
     )
     SLOTS_GIVEN_UP.inc(n)
 
@@ -594,5 +597,6 @@ async def redecide_waiting(
             "not_before": [d.until if d.outcome is Outcome.DEFER else None for _, d, _ in updates],
             "next": [now if status == "pending" else None for status in statuses],
         },
+        now,
     )
     return len(updates)

@@ -62,7 +62,7 @@ async def unsubscribe(conn: AsyncConnection, customer_id: str, now: datetime) ->
     if before is None or before.source != SOURCE:
         event = opt_out_event(customer_id, EventType.CUSTOMER_UNSUBSCRIBED, "link", now)
         await customer_events.add(conn, event)
-    suppressed = await suppress_unsubscribed(conn, customer_id)
+    suppressed = await suppress_unsubscribed(conn, customer_id, now)
     log.info("customer_unsubscribed", customer_id=customer_id, suppressed=suppressed)
     return Unsubscribe(suppression, suppressed)
 

@@ -198,7 +198,7 @@ async def release_deferred(engine: AsyncEngine, now: datetime, hold_max_days: in
     """Deferred actions whose instant came become pending; promotions held longer than
     ``hold_max_days`` for an open complaint are dropped (reason ``hold_expired``)."""
     async with engine.begin() as conn:
-        await ledger.expire_holds(conn, now - timedelta(days=hold_max_days))
+        await ledger.expire_holds(conn, now - timedelta(days=hold_max_days), now)
         return await ledger.release_deferred(conn, now)
 
 

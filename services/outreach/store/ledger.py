@@ -125,6 +125,11 @@ _BALANCE_DEFERRED = text(
     FOR UPDATE
     """
 )
+# What a message on the actions stream says of a row (see ``_message``).
+_AS_PUBLISHED = (
+    "id, rule_id, customer_id, occurrence, kind, channel, status, reason, decided_at, "
+    "not_before, arm"
+)
 _REDECIDE = text(
     """
     UPDATE outreach.actions a SET status = v.status,
@@ -138,6 +143,16 @@ _REDECIDE = text(
                 CAST(:detail AS text[]), CAST(:not_before AS timestamptz[]),
                 CAST(:next AS timestamptz[])) AS v(id, status, reason, detail, not_before, next)
     WHERE a.id = v.id
+    RETURNING """
+    + ", ".join(f"a.{c}" for c in _AS_PUBLISHED.split(", "))
+)
+# Decisions made again, on the actions outbox in the order given.
+_REQUEUE = text(
+    """
+    INSERT INTO outreach.outbox (customer_id, payload, created_at)
+    SELECT m.customer, convert_to(m.payload, 'UTF8'), now()
+    FROM jsonb_to_recordset(CAST(:messages AS jsonb)) AS m(n integer, customer text, payload text)
+    ORDER BY m.n
     """
 )
 
@@ -345,8 +360,9 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
     ]
 
 
-def _message(row: dict[str, Any]) -> str:
-    """A decided action as the actions stream carries it."""
+def _message(row: dict[str, Any], decided_again_at: datetime | None = None) -> str:
+    """A decided action as the actions stream carries it; ``decided_again_at``: when it was
+    decided anew (null on its first message)."""
     return orjson.dumps(
         {
             "action_id": row["id"],
@@ -360,8 +376,40 @@ def _message(row: dict[str, Any]) -> str:
             "decided_at": _instant(row["decided"]),
             "not_before": _instant(row["not_before"]),
             "arm": row["arm"],
+            "decided_again_at": _instant(decided_again_at),
         }
     ).decode()
+
+
+async def _publish_again(conn: AsyncConnection, rows: Sequence[Any], at: datetime) -> None:
+    """Put the rows' new decisions on the actions outbox (``rows`` as ``_AS_PUBLISHED`` reads
+    them), so the stream's newest message for an action says what the ledger says."""
+    if not rows:
+        return
+    messages = [
+        {
+            "n": n,
+            "customer": r.customer_id,
+            "payload": _message(
+                {
+                    "id": r.id,
+                    "rule": r.rule_id,
+                    "customer": r.customer_id,
+                    "occ": r.occurrence,
+                    "kind": r.kind,
+                    "channel": r.channel,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "decided": r.decided_at,
+                    "not_before": r.not_before,
+                    "arm": r.arm,
+                },
+                decided_again_at=at,
+            ),
+        }
+        for n, r in enumerate(rows)
+    ]
+    await conn.execute(_REQUEUE, {"messages": orjson.dumps(messages).decode()})
 
 
 def _instant(at: datetime | None) -> str | None:
@@ -387,26 +435,32 @@ async def balance_deferred(conn: AsyncConnection, customer_ids: Sequence[str]) -
     return (await conn.execute(_BALANCE_DEFERRED, {"ids": list(customer_ids)})).all()
 
 
-async def redecide(conn: AsyncConnection, columns: dict[str, list[Any]]) -> None:
+async def redecide(conn: AsyncConnection, columns: dict[str, list[Any]], now: datetime) -> None:
     """Write new decisions over waiting actions: ``ids`` with their ``status``, ``reason``,
-    ``detail``, ``not_before`` and ``next`` (attempt), column by column."""
-    await conn.execute(_REDECIDE, columns)
+    ``detail``, ``not_before`` and ``next`` (attempt), column by column; each goes on the
+    actions stream again."""
+    rows = (await conn.execute(_REDECIDE, columns)).all()
+    order = {action_id: n for n, action_id in enumerate(columns["ids"])}
+    await _publish_again(conn, sorted(rows, key=lambda r: order[r.id]), now)
 
 
 _EXPIRE_HOLDS = text(
-    """
+    f"""
     UPDATE outreach.actions SET status = 'suppressed', reason = 'hold_expired',
         detail = 'held for an open complaint longer than the policy allows'
     WHERE status = 'held' AND decided_at < :before
+    RETURNING {_AS_PUBLISHED}
     """
 )
 
 
-async def expire_holds(conn: AsyncConnection, before: datetime) -> int:
+async def expire_holds(conn: AsyncConnection, before: datetime, now: datetime) -> int:
     """Drop the held actions decided before ``before``: a promotion held for a complaint
-    that stays open does not go out weeks later. Returns how many."""
-    result = await conn.execute(_EXPIRE_HOLDS, {"before": before})
-    return int(result.rowcount)
+    that stays open does not go out weeks later (each goes on the actions stream again).
+    Returns how many."""
+    rows = (await conn.execute(_EXPIRE_HOLDS, {"before": before})).all()
+    await _publish_again(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
+    return len(rows)
 
 
 async def release_deferred(conn: AsyncConnection, now: datetime) -> int:
@@ -416,17 +470,21 @@ async def release_deferred(conn: AsyncConnection, now: datetime) -> int:
 
 
 _SUPPRESS_QUEUED = text(
-    """
+    f"""
     UPDATE outreach.actions SET status = 'suppressed', reason = 'unsubscribed',
         detail = 'the customer unsubscribed', next_attempt_at = NULL
     WHERE customer_id = :c AND status = ANY(CAST(:queued AS text[])) AND audience = 'customer'
+    RETURNING {_AS_PUBLISHED}
     """
 )
 # Actions still to go out: deferred, held, or waiting for delivery.
 QUEUED = ("pending", "scheduled", "held")
 
 
-async def suppress_unsubscribed(conn: AsyncConnection, customer_id: str) -> int:
-    """The customer unsubscribed: suppress every action still waiting for them; how many."""
-    result = await conn.execute(_SUPPRESS_QUEUED, {"c": customer_id, "queued": list(QUEUED)})
-    return int(result.rowcount)
+async def suppress_unsubscribed(conn: AsyncConnection, customer_id: str, now: datetime) -> int:
+    """The customer unsubscribed: suppress every action still waiting for them (each goes on
+    the actions stream again); how many."""
+    params = {"c": customer_id, "queued": list(QUEUED)}
+    rows = (await conn.execute(_SUPPRESS_QUEUED, params)).all()
+    await _publish_again(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
+    return len(rows)
