@@ -29,6 +29,7 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.rebuild import rebuild
+from services.scoring.shell.refit import refit
 from services.scoring.store import customers as customer_store
 from shared.clock import FixedClock
 from shared.db import create_database, drop_database, make_engine
@@ -164,6 +165,37 @@ async def test_a_key_customers_complaint_is_overdue_after_4_hours_a_low_ones_aft
     resp = await stack.scoring.get(f"/v1/customers/{big}", headers=auth(stack.keys["ops"]))
     assert resp.json()["complaints"]["open_items"] == []
     assert [i["complaint_id"] for i in (await overdue(stack, as_of=later))["items"]] == ["k-small"]
+
+
+async def test_a_history_loaded_before_the_first_fit_has_its_complaints_held_by_that_fit(
+    own_stack: tuple[Stack, FixedClock],
+) -> None:
+    stack, clock = own_stack
+    # A fresh deployment loads its history: nothing is fitted, so no card has a tier.
+    shop = Shop(stack.scoring_app, clock, Population())
+    buyers = [shop.cid(n) for n in range(10)]
+    await shop.apply(
+        *(order(cid, NOW - timedelta(days=60), "20.00") for cid in buyers[1:]),
+        *(order(buyers[0], NOW - timedelta(days=d), "900.00") for d in (60, 40, 20)),
+        opened(buyers[0], "k-imported", ago(48), "high", "delivery"),
+    )
+    [before] = (await overdue(stack))["items"]
+    assert (before["complaint_id"], before["tier"]) == ("k-imported", None)
+    # The first fit makes the big buyer key, and holds the complaint to key's 4 hours.
+    settings = stack.scoring_app.state.settings
+    await refit(stack.engine, clock, PopulationCache(), settings)
+    assert await tiers_of(stack, buyers[0]) == ["key"]
+    [after] = (await overdue(stack))["items"]
+    assert (after["complaint_id"], after["tier"]) == ("k-imported", "key")
+    assert after["due_at"] == (ago(48) + timedelta(hours=4)).isoformat().replace("+00:00", "Z")
+    resp = await stack.scoring.get("/v1/stats/complaints", headers=auth(stack.keys["ops"]))
+    assert resp.json()["by_tier"]["key"]["overdue"] == 1
+    # Held in the stored state too: a later tier does not move it.
+    async with stack.engine.connect() as conn:
+        raw = await conn.scalar(
+            text("SELECT state FROM scoring.customers WHERE customer_id = :c"), {"c": buyers[0]}
+        )
+    assert CustomerState.from_json(raw).complaint_tiers == {"k-imported": "key"}
 
 
 async def test_resolution_times_by_tier_and_erasure_takes_the_customers_complaints(
@@ -350,14 +382,15 @@ async def test_upgrading_fills_the_complaints_table_from_the_stored_facts(
         assert await applier.apply([(new, new.to_json())]) == 1
         assert await _complaints_table(engine) == [
             *expected,
-            # Held to the card's tier now (no population here: none, so regular's target),
-            # while the older ones keep the tier they were raised under.
+            # The card's tier now (no population here: none, so regular's target), while the
+            # older ones keep the tier they were raised under.
             ("c-old", "k-3", "high", "delivery", None, ago(1), None),
         ]
         async with engine.connect() as conn:
             raw = await conn.scalar(text("SELECT state FROM scoring.customers"))
         state = CustomerState.from_json(raw)
-        assert state.complaint_tiers == {"k-1": "key", "k-2": "key", "k-3": None}
+        # Not held yet: with nothing fitted, the first fit holds it.
+        assert state.complaint_tiers == {"k-1": "key", "k-2": "key"}
         assert state.complaints["k-3"][new.event_id].severity == "high"
     finally:
         await engine.dispose()

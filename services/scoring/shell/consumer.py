@@ -214,8 +214,10 @@ class EventApplier:
                     if changed and isinstance(envelope.data, OrderData):
                         ordered.setdefault(cid, set()).add(envelope.data.order_id)
                 card = score(state, self._clock.now(), population, settings)
-                # A complaint is held to the tier on the first card that knows it.
-                state.hold_complaints(card.tier)
+                # A complaint is held to the tier on the first card that knows it, once tiers
+                # are fitted (a history loaded before the first fit is held by that fit).
+                if population.tiers is not None:
+                    state.hold_complaints(card.tier)
                 cards[cid] = card
                 outbox.append(
                     event_change(envelope, raw, card, stages.get(cid, "prospect"), members.get(cid))

@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scoring.core import lifecycle, predict, rfm, tiers
 from services.scoring.core.card import Population, score
 from services.scoring.core.changes import Outgoing, refresh_change
+from services.scoring.core.complaints import Complaint, complaints_of
 from services.scoring.core.ledger import Ledger
-from services.scoring.core.state import to_micros
+from services.scoring.core.state import CustomerState, to_micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import forget_held_states
+from services.scoring.store import complaints as complaint_store
 from services.scoring.store import customers as store
 from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
@@ -339,8 +341,10 @@ async def _refresh_cards(
             now = clock.now()
             saved: list[CustomerRow] = []
             outbox: list[Outgoing] = []
+            held: list[tuple[str, Complaint]] = []
             for row in rows:
                 card = score(row.state, now, population, settings)
+                held += _hold_complaints(row.state, card.tier, population, settings)
                 saved.append(CustomerRow.of(row.state, card))
                 if (card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.tier,
@@ -350,5 +354,25 @@ async def _refresh_cards(
                 ):
                     outbox.append(refresh_change(card, row.member_tier))
             await store.save(conn, saved)
+            await complaint_store.sync(conn, held)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)
+
+
+def _hold_complaints(
+    state: CustomerState, tier: str | None, population: Population, settings: ScoringSettings
+) -> list[tuple[str, Complaint]]:
+    """The customer's complaints no card has held to a tier yet (raised before tiers were
+    fitted: a history loaded into a fresh deployment), held now to the tier this fit gives
+    them, as the complaints table is to record them."""
+    if population.tiers is None or not state.complaints:
+        return []
+    unheld = [c for c in state.complaints if c not in state.complaint_tiers]
+    if not unheld:
+        return []
+    state.hold_complaints(tier)
+    return [
+        (state.customer_id, complaint)
+        for complaint in complaints_of(state, None, tier, settings)
+        if complaint.complaint_id in unheld
+    ]
