@@ -34,6 +34,24 @@ _MESSAGES = text(
 )
 
 
+def as_published(row: Any, *, decided_again_at: str | None) -> dict[str, Any]:
+    """What the stream's message of a ledger row says, field by field."""
+    return {
+        "action_id": row.id,
+        "rule_id": row.rule_id,
+        "customer_id": row.customer_id,
+        "occurrence": row.occurrence,
+        "kind": row.kind,
+        "channel": row.channel,
+        "status": row.status,
+        "reason": row.reason,
+        "decided_at": row.decided_at.isoformat(),
+        "not_before": row.not_before.isoformat() if row.not_before else None,
+        "arm": row.arm,
+        "decided_again_at": decided_again_at,
+    }
+
+
 async def _stream(engine: AsyncEngine, shop: Shop) -> tuple[dict[str, Any], Sequence[Any]]:
     async with engine.connect() as conn:
         ledger = {r.id: r for r in await conn.execute(_LEDGER, {"p": f"lk-{shop.tag}-%"})}
@@ -70,20 +88,7 @@ async def test_each_decided_action_is_on_the_actions_outbox_once_as_the_ledger_h
         sent = orjson.loads(m.payload)
         row = ledger[sent["action_id"]]
         assert m.customer_id == row.customer_id
-        assert sent == {
-            "action_id": row.id,
-            "rule_id": row.rule_id,
-            "customer_id": row.customer_id,
-            "occurrence": row.occurrence,
-            "kind": row.kind,
-            "channel": row.channel,
-            "status": row.status,
-            "reason": row.reason,
-            "decided_at": row.decided_at.isoformat(),
-            "not_before": row.not_before.isoformat() if row.not_before else None,
-            "arm": row.arm,
-            "decided_again_at": None,
-        }
+        assert sent == as_published(row, decided_again_at=None)
     held = {(r.customer_id, r.rule_id) for r in ledger.values() if r.status == "held"}
     assert held == {(shop.cid(0), f"lk-{shop.tag}-mature-news")}
 
@@ -100,20 +105,7 @@ async def test_each_decided_action_is_on_the_actions_outbox_once_as_the_ledger_h
     again = orjson.loads(messages[-1].payload)
     row = ledger[held_id]
     assert row.status in ("pending", "control")
-    assert again == {
-        "action_id": held_id,
-        "rule_id": row.rule_id,
-        "customer_id": row.customer_id,
-        "occurrence": row.occurrence,
-        "kind": row.kind,
-        "channel": row.channel,
-        "status": row.status,
-        "reason": row.reason,
-        "decided_at": row.decided_at.isoformat(),
-        "not_before": row.not_before.isoformat() if row.not_before else None,
-        "arm": row.arm,
-        "decided_again_at": NOW.isoformat(),
-    }
+    assert again == as_published(row, decided_again_at=NOW.isoformat())
 
 
 async def test_an_unsubscribe_puts_what_it_suppressed_on_the_stream_again(

@@ -378,9 +378,11 @@ def template_errors(rule: Rule, limits: RenderLimits = DEFAULT_LIMITS) -> list[t
 
 
 # The triggers whose customers a spent daily limit leaves waiting in the rule's line: a
-# schedule comes round again, and an episode (a stage, a membership tier) lasts; an event's
-# moment and a broadcast's launch pass.
-LINED_TRIGGERS = frozenset({"schedule", "stage", "membership"})
+# schedule comes round again (its own schedule row is the line), and an episode (a stage, a
+# membership tier) lasts (a schedule row of its own, due the next day); an event's moment and
+# a broadcast's launch pass.
+EPISODE_TRIGGERS = frozenset({"stage", "membership"})
+LINED_TRIGGERS = EPISODE_TRIGGERS | {"schedule"}
 
 
 def waits_in_line(rule: Rule) -> bool:

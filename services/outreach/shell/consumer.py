@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.changes import read_change
 from services.outreach.core.goals import GoalEvent, goal_event_of
-from services.outreach.core.rules import Match, RuleFailure, RuleSet, waits_in_line
+from services.outreach.core.rules import (
+    EPISODE_TRIGGERS,
+    Match,
+    RuleFailure,
+    RuleSet,
+    waits_in_line,
+)
 from services.outreach.core.schedules import CatchUp
 from services.outreach.core.tagging import Cause, cause_of, may_fire
 from services.outreach.settings import OutreachSettings
@@ -185,7 +191,7 @@ class ChangeApplier:
             lined = {
                 m.rule.id
                 for m in matches
-                if waits_in_line(m.rule) and m.rule.trigger.type != "schedule"
+                if waits_in_line(m.rule) and m.rule.trigger.type in EPISODE_TRIGGERS
             }
             await schedule.leave_line(
                 conn, [(r.rule_id, r.customer_id) for r in recorded if r.rule_id in lined]

@@ -49,6 +49,7 @@ from services.outreach.core.policy import (
     yield_slots,
 )
 from services.outreach.core.rules import (
+    EPISODE_TRIGGERS,
     ActionKind,
     Channel,
     Match,
@@ -269,7 +270,7 @@ async def line_up(
     """Put the stage and membership matches a spent daily limit passed over in their rules'
     lines: due again at the start of the shop's next day, the scheduler's to decide then (a
     schedule rule's customers wait in the row it already has)."""
-    lined = [m for m in passed_over if m.rule.trigger.type != "schedule"]
+    lined = [m for m in passed_over if m.rule.trigger.type in EPISODE_TRIGGERS]
     if lined:
         _, tomorrow = day_of(now, policy.schedule_context.default_timezone)
         await schedule.line_up(conn, [(m.rule.id, m.customer_id) for m in lined], tomorrow, now)

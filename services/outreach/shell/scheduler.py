@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.outreach.core.policy import Policy, limits_free_at
-from services.outreach.core.rules import Match, Rule, RuleFailure
+from services.outreach.core.rules import EPISODE_TRIGGERS, Match, Rule, RuleFailure
 from services.outreach.core.schedules import (
     CatchUp,
     ScheduleContext,
@@ -36,10 +36,6 @@ from services.outreach.store import ledger, schedule
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_after
 from shared.clock import Clock
-
-# The triggers whose rows here are customers waiting in a rule's line for a day with a slot
-# (a schedule rule's row is its next occurrence, and its line too).
-EPISODES = ("stage", "membership")
 
 
 async def fire_due(
@@ -62,12 +58,12 @@ async def fire_due(
         live_rules = []
         # Rows of a stage or membership rule's line: the customer is decided again if the
         # episode still holds (and leaves the line unless the day is spent again).
-        lined: list[tuple[str, str]] = []
+        lined: set[tuple[str, str]] = set()
         for row in due:
             rule = rules.get(row.rule_id)
             if rule is None or not rule.enabled:
                 continue
-            if rule.trigger.type in EPISODES:
+            if rule.trigger.type in EPISODE_TRIGGERS:
                 cards[row.customer_id] = row.card
                 matches += [
                     m
@@ -76,7 +72,7 @@ async def fire_due(
                     )
                     if m.rule.id == rule.id
                 ]
-                lined.append((row.rule_id, row.customer_id))
+                lined.add((row.rule_id, row.customer_id))
                 continue
             if rule.trigger.type != "schedule":
                 continue
@@ -100,7 +96,7 @@ async def fire_due(
         )
         waiting = {(m.rule.id, m.customer_id) for m in passed_over}
         if lined:
-            await schedule.leave_line(conn, [p for p in lined if p not in waiting])
+            await schedule.leave_line(conn, sorted(lined - waiting))
             await line_up(
                 conn, [m for m in passed_over if (m.rule.id, m.customer_id) in lined], policy, now
             )
