@@ -43,6 +43,7 @@ from shared.auth import KeyStore
 from shared.clock import FixedClock
 from shared.http import create_app, no_lifespan
 from shared.settings import CommonSettings
+from tests.integration.test_outreach_actions_stream import as_published
 from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -83,6 +84,7 @@ class Ledger:
         self.channels: list[str] = []
         self.customers: list[str] = []
         self.suppressed: list[str] = []
+        self.owners: list[str] = []  # every action's customer
 
     async def action(
         self,
@@ -96,6 +98,7 @@ class Ledger:
     ) -> str:
         action_id = str(uuid.uuid4())
         customer = customer_id or f"dlv-{uuid.uuid4().hex[:12]}"
+        self.owners.append(customer)
         profile = {k: v for k, v in (("email", email), ("phone", phone)) if v is not None}
         async with self.engine.begin() as conn:
             if profile:
@@ -219,8 +222,24 @@ class Ledger:
                     {"ids": disabled},
                 )
 
+    async def stream(self) -> list[dict[str, Any]]:
+        """The messages the actions stream is to carry for this test's customers, in order."""
+        async with self.engine.connect() as conn:
+            payloads = await conn.scalars(
+                text(
+                    "SELECT payload FROM outreach.outbox "
+                    "WHERE customer_id = ANY(CAST(:ids AS text[])) ORDER BY id"
+                ),
+                {"ids": self.owners},
+            )
+            return [orjson.loads(p) for p in payloads]
+
     async def cleanup(self) -> None:
         async with self.engine.begin() as conn:
+            await conn.execute(
+                text("DELETE FROM outreach.outbox WHERE customer_id = ANY(CAST(:ids AS text[]))"),
+                {"ids": self.owners},
+            )
             await conn.execute(
                 text(
                     "DELETE FROM outreach.delivery_attempts "
@@ -806,6 +825,41 @@ async def test_webhook_200_is_sent_and_signed(engine: AsyncEngine, ledger: Ledge
         }
         assert got.headers["host"] == f"127.0.0.1:{hook.port}"
         assert await w.run_once() == 0  # nothing left due
+
+
+async def test_what_delivery_makes_of_an_action_goes_on_the_actions_stream(
+    engine: AsyncEngine, ledger: Ledger
+) -> None:
+    clock = FixedClock(START)
+    async with WebhookReceiver(script=[200, 422, 500]) as hook:
+        await ledger.channel("webhook", {"url": hook.url}, hook.secret)
+        async with worker(engine, clock) as w:
+            sent = await ledger.action("webhook")
+            assert await w.run_once() == 1
+            rejected = await ledger.action("webhook")
+            assert await w.run_once() == 1
+            retried = await ledger.action("webhook")
+            assert await w.run_once() == 1
+        # The customer withdrew consent meanwhile: the re-check at send time suppresses it.
+        async with worker(engine, clock, suppressed) as w:
+            stopped = await ledger.action("webhook")
+            assert await w.run_once() == 1
+
+    rows = {a: await ledger.row(a) for a in (sent, rejected, retried, stopped)}
+    assert [(rows[a].status, rows[a].attempts) for a in rows] == [
+        ("sent", 1),
+        ("failed", 1),
+        ("pending", 1),  # a retry to come is no change of the action's: nothing said
+        ("suppressed", 0),
+    ]
+    at = START.isoformat()
+    assert await ledger.stream() == [
+        as_published(rows[sent], decided_again_at=None, updated_at=at),
+        as_published(rows[rejected], decided_again_at=None, updated_at=at),
+        # The policy's word when it came due is a decision made anew.
+        as_published(rows[stopped], decided_again_at=at),
+    ]
+    assert [m["sent_at"] for m in await ledger.stream()] == [at, None, None]
 
 
 # -- SMS ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Every decided action goes on the actions outbox (what ``crm.outreach-actions.v1`` carries)
 once, in the batch's order, saying what the ledger says of it: its id, rule, customer,
-occurrence, kind, channel, status, reason, when it was decided and when it may go out, and its
-arm. A match the ledger already holds adds no second message; a decision made anew (a held
-promotion released) adds one, saying when.
+occurrence, kind, channel, status, reason, when it was decided and when it may go out, its
+arm, and what delivery made of it so far. A match the ledger already holds adds no second
+message; a decision made anew (a held promotion released) adds one, saying when.
 
 On the real PostgreSQL, through the consumer's own write path (``ChangeApplier.apply``).
 """
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 _LEDGER = text(
     """
     SELECT id, rule_id, customer_id, occurrence, kind, channel, status, reason, decided_at,
-        not_before, arm
+        not_before, arm, sent_at, attempts
     FROM outreach.actions WHERE customer_id LIKE :p
     """
 )
@@ -34,8 +34,11 @@ _MESSAGES = text(
 )
 
 
-def as_published(row: Any, *, decided_again_at: str | None) -> dict[str, Any]:
-    """What the stream's message of a ledger row says, field by field."""
+def as_published(
+    row: Any, *, decided_again_at: str | None, updated_at: str | None = None
+) -> dict[str, Any]:
+    """What the stream's message of a ledger row says, field by field; ``updated_at``: when
+    the row came to say it (a new decision's instant, else its first decision's)."""
     return {
         "action_id": row.id,
         "rule_id": row.rule_id,
@@ -49,6 +52,9 @@ def as_published(row: Any, *, decided_again_at: str | None) -> dict[str, Any]:
         "not_before": row.not_before.isoformat() if row.not_before else None,
         "arm": row.arm,
         "decided_again_at": decided_again_at,
+        "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+        "attempts": row.attempts,
+        "updated_at": updated_at or decided_again_at or row.decided_at.isoformat(),
     }
 
 

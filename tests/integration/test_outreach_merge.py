@@ -24,7 +24,13 @@ from shared.kafka import Record, publish_many, start_producer
 from shared.privacy import customer_digest
 from shared.settings import CommonSettings
 from shared.topics import Topics
-from tests.support.pipeline import add_rule, consumers_assigned, outreach_caught_up, tick
+from tests.support.pipeline import (
+    actions_published,
+    add_rule,
+    consumers_assigned,
+    outreach_caught_up,
+    tick,
+)
 from tests.support.stack import Stack, isolated_stack
 
 pytestmark = pytest.mark.integration
@@ -135,7 +141,7 @@ async def _rows(stack: Stack, sql: str, **params: Any) -> list[Any]:
 async def _actions(stack: Stack, rule_id: str) -> list[Any]:
     return await _rows(
         stack,
-        "SELECT customer_id, occurrence, status, reason, merged_from FROM outreach.actions "
+        "SELECT id, customer_id, occurrence, status, reason, merged_from FROM outreach.actions "
         "WHERE rule_id = :r ORDER BY decided_at, customer_id, occurrence",
         r=rule_id,
     )
@@ -208,6 +214,11 @@ async def test_greetings_waiting_for_both_records_leave_one_and_a_replayed_merge
     assert [(g.customer_id, g.status, g.reason, g.merged_from) for g in dropped] == [
         (web, "suppressed", "merged", store)
     ]
+    # The actions stream says so: the dropped one's last word is the merge's, under the
+    # survivor's key.
+    [*_, last] = [m for m in await actions_published(stack, web) if m["action_id"] == dropped[0].id]
+    assert (last["customer_id"], last["status"], last["reason"]) == (web, "suppressed", "merged")
+    assert last["decided_again_at"] == clock.now().isoformat()
     assert not await _rows(stack, "SELECT 1 FROM outreach.actions WHERE customer_id = :c", c=store)
 
     # The same merge again, its change id forgotten (a replay after the inbox's retention).

@@ -202,3 +202,25 @@ async def scoring_states(engine: AsyncEngine) -> ScoringStates:
         ):
             history.setdefault(r.customer_id, []).append((r.from_stage, r.to_stage, str(r.at)))
     return {cid: (state, history.get(cid, [])) for cid, state in facts.items()}
+
+
+async def actions_published(stack: Stack, customer_id: str, timeout: float = 30) -> list[Any]:
+    """The messages of the actions stream (``crm.outreach-actions.v1``) under the customer's
+    key, in order, once outreach's outbox has relayed all it holds."""
+    import orjson
+
+    from shared.kafka_read import read_until_end
+    from shared.topics import Topics
+
+    async def relayed() -> bool:
+        async with stack.engine.connect() as conn:
+            return not await conn.scalar(text("SELECT count(*) FROM outreach.outbox"))
+
+    await until(relayed, timeout, "outreach's outbox relayed")
+    topic = Topics.from_settings(stack.settings).actions
+    return [
+        orjson.loads(record.value)
+        async for batch in read_until_end(stack.settings, topic)
+        for record in batch
+        if record.key == customer_id.encode()
+    ]

@@ -82,6 +82,7 @@ from services.outreach.shell.channels import webhook as webhook_channel
 from services.outreach.shell.channels.pinned import PinnedPool
 from services.outreach.shell.gate import Gate
 from services.outreach.store import attempts as attempts_store
+from services.outreach.store import ledger as ledger_store
 from shared.clock import Clock, SystemClock
 from shared.identifiers import normalise_phone
 from shared.logging import get_logger, scrub
@@ -172,8 +173,8 @@ _UPDATE = text(
     ) AS v(id, status, reason, last_error, next_at, attempts, sent_at, lease, throttled)
     WHERE a.id = v.id AND a.status = 'pending'
       AND (v.lease IS NULL OR a.next_attempt_at = v.lease)
-    RETURNING a.id
-    """
+    RETURNING """
+    + ", ".join(f"a.{c}" for c in ledger_store.AS_PUBLISHED.split(", "))
 )
 _DISABLE = text(
     """
@@ -1023,7 +1024,8 @@ def _attempt_row(
 
 async def _apply(conn: AsyncConnection, updates: Sequence[_Update], now: datetime) -> list[str]:
     """Apply a batch of ledger updates in one statement; returns the ids it changed. A busy
-    answer's ``throttled_since`` starts at ``now``."""
+    answer's ``throttled_since`` starts at ``now``. What ends an action's wait (sent, failed,
+    unknown, or the policy's suppression or hold) goes on the actions stream."""
     if not updates:
         return []
     result = await conn.execute(
@@ -1041,4 +1043,6 @@ async def _apply(conn: AsyncConnection, updates: Sequence[_Update], now: datetim
             "now": now,
         },
     )
-    return [r.id for r in result]
+    rows = result.all()
+    await ledger_store.publish_outcomes(conn, rows, now)
+    return [r.id for r in rows]

@@ -126,9 +126,9 @@ _BALANCE_DEFERRED = text(
     """
 )
 # What a message on the actions stream says of a row (see ``_message``).
-_AS_PUBLISHED = (
+AS_PUBLISHED = (
     "id, rule_id, customer_id, occurrence, kind, channel, status, reason, decided_at, "
-    "not_before, arm"
+    "not_before, arm, sent_at, attempts"
 )
 _REDECIDE = text(
     """
@@ -144,7 +144,7 @@ _REDECIDE = text(
                 CAST(:next AS timestamptz[])) AS v(id, status, reason, detail, not_before, next)
     WHERE a.id = v.id
     RETURNING """
-    + ", ".join(f"a.{c}" for c in _AS_PUBLISHED.split(", "))
+    + ", ".join(f"a.{c}" for c in AS_PUBLISHED.split(", "))
 )
 # Decisions made again, on the actions outbox in the order given.
 _REQUEUE = text(
@@ -360,9 +360,13 @@ async def record(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Reco
     ]
 
 
-def _message(row: dict[str, Any], decided_again_at: datetime | None = None) -> str:
-    """A decided action as the actions stream carries it; ``decided_again_at``: when it was
-    decided anew (null on its first message)."""
+def _message(
+    row: dict[str, Any], *, updated_at: datetime | None = None, decided_again: bool = False
+) -> str:
+    """An action as the actions stream carries it. ``updated_at``: when the row came to say
+    what it says now (a first message's: its decision); ``decided_again``: that change is a
+    new decision (``decided_again_at``; null on a first message and on delivery's outcomes)."""
+    updated_at = updated_at or row["decided"]
     return orjson.dumps(
         {
             "action_id": row["id"],
@@ -376,40 +380,70 @@ def _message(row: dict[str, Any], decided_again_at: datetime | None = None) -> s
             "decided_at": _instant(row["decided"]),
             "not_before": _instant(row["not_before"]),
             "arm": row["arm"],
-            "decided_again_at": _instant(decided_again_at),
+            "decided_again_at": _instant(updated_at) if decided_again else None,
+            "sent_at": _instant(row.get("sent_at")),
+            "attempts": row.get("attempts", 0),
+            "updated_at": _instant(updated_at),
         }
     ).decode()
 
 
-async def _publish_again(conn: AsyncConnection, rows: Sequence[Any], at: datetime) -> None:
-    """Put the rows' new decisions on the actions outbox (``rows`` as ``_AS_PUBLISHED`` reads
-    them), so the stream's newest message for an action says what the ledger says."""
-    if not rows:
-        return
-    messages = [
+def _as_it_stands(r: Any, at: datetime, *, decided_again: bool) -> str:
+    """The message of a row as ``AS_PUBLISHED`` reads it, changed at ``at``."""
+    return _message(
         {
-            "n": n,
+            "id": r.id,
+            "rule": r.rule_id,
             "customer": r.customer_id,
-            "payload": _message(
-                {
-                    "id": r.id,
-                    "rule": r.rule_id,
-                    "customer": r.customer_id,
-                    "occ": r.occurrence,
-                    "kind": r.kind,
-                    "channel": r.channel,
-                    "status": r.status,
-                    "reason": r.reason,
-                    "decided": r.decided_at,
-                    "not_before": r.not_before,
-                    "arm": r.arm,
-                },
-                decided_again_at=at,
-            ),
-        }
-        for n, r in enumerate(rows)
-    ]
-    await conn.execute(_REQUEUE, {"messages": orjson.dumps(messages).decode()})
+            "occ": r.occurrence,
+            "kind": r.kind,
+            "channel": r.channel,
+            "status": r.status,
+            "reason": r.reason,
+            "decided": r.decided_at,
+            "not_before": r.not_before,
+            "arm": r.arm,
+            "sent_at": r.sent_at,
+            "attempts": r.attempts,
+        },
+        updated_at=at,
+        decided_again=decided_again,
+    )
+
+
+async def _requeue(conn: AsyncConnection, messages: Sequence[tuple[str, str]]) -> None:
+    """Put (customer, payload) messages on the actions outbox, in the order given."""
+    if messages:
+        rows = [{"n": n, "customer": c, "payload": p} for n, (c, p) in enumerate(messages)]
+        await conn.execute(_REQUEUE, {"messages": orjson.dumps(rows).decode()})
+
+
+async def publish_decisions(conn: AsyncConnection, rows: Sequence[Any], at: datetime) -> None:
+    """Put the rows' new decisions on the actions outbox (``rows`` as ``AS_PUBLISHED`` reads
+    them), so the stream's newest message for an action says what the ledger says."""
+    await _requeue(conn, [(r.customer_id, _as_it_stands(r, at, decided_again=True)) for r in rows])
+
+
+# What delivery writes that the stream carries: the message went out, failed for good, or its
+# answer was lost; or the policy, asked again when it came due, suppressed or held it.
+DELIVERED = ("sent", "failed", "unknown")
+DECIDED_AT_SEND = ("suppressed", "held")
+
+
+async def publish_outcomes(conn: AsyncConnection, rows: Sequence[Any], at: datetime) -> None:
+    """Put what delivery wrote at ``at`` (``rows`` as ``AS_PUBLISHED`` reads them) on the
+    actions outbox, in the order given: each action sent, failed or left unknown, and each the
+    policy suppressed or held when it came due (a new decision, ``decided_again_at``). A retry
+    still to come, or a deferral to the end of quiet hours, is no change of the action's: it
+    stays pending, and says nothing."""
+    await _requeue(
+        conn,
+        [
+            (r.customer_id, _as_it_stands(r, at, decided_again=r.status in DECIDED_AT_SEND))
+            for r in rows
+            if r.status in DELIVERED or r.status in DECIDED_AT_SEND
+        ],
+    )
 
 
 def _instant(at: datetime | None) -> str | None:
@@ -441,7 +475,7 @@ async def redecide(conn: AsyncConnection, columns: dict[str, list[Any]], now: da
     actions stream again."""
     rows = (await conn.execute(_REDECIDE, columns)).all()
     order = {action_id: n for n, action_id in enumerate(columns["ids"])}
-    await _publish_again(conn, sorted(rows, key=lambda r: order[r.id]), now)
+    await publish_decisions(conn, sorted(rows, key=lambda r: order[r.id]), now)
 
 
 _EXPIRE_HOLDS = text(
@@ -449,7 +483,7 @@ _EXPIRE_HOLDS = text(
     UPDATE outreach.actions SET status = 'suppressed', reason = 'hold_expired',
         detail = 'held for an open complaint longer than the policy allows'
     WHERE status = 'held' AND decided_at < :before
-    RETURNING {_AS_PUBLISHED}
+    RETURNING {AS_PUBLISHED}
     """
 )
 
@@ -459,7 +493,7 @@ async def expire_holds(conn: AsyncConnection, before: datetime, now: datetime) -
     that stays open does not go out weeks later (each goes on the actions stream again).
     Returns how many."""
     rows = (await conn.execute(_EXPIRE_HOLDS, {"before": before})).all()
-    await _publish_again(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
+    await publish_decisions(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
     return len(rows)
 
 
@@ -474,7 +508,7 @@ _SUPPRESS_QUEUED = text(
     UPDATE outreach.actions SET status = 'suppressed', reason = 'unsubscribed',
         detail = 'the customer unsubscribed', next_attempt_at = NULL
     WHERE customer_id = :c AND status = ANY(CAST(:queued AS text[])) AND audience = 'customer'
-    RETURNING {_AS_PUBLISHED}
+    RETURNING {AS_PUBLISHED}
     """
 )
 # Actions still to go out: deferred, held, or waiting for delivery.
@@ -486,5 +520,5 @@ async def suppress_unsubscribed(conn: AsyncConnection, customer_id: str, now: da
     the actions stream again); how many."""
     params = {"c": customer_id, "queued": list(QUEUED)}
     rows = (await conn.execute(_SUPPRESS_QUEUED, params)).all()
-    await _publish_again(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
+    await publish_decisions(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
     return len(rows)

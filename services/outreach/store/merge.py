@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.store.ledger import QUEUED
+from services.outreach.store.ledger import AS_PUBLISHED, QUEUED, publish_decisions
 
 # The status of a row that stands for the action (it went out, is on its way, or was decided
 # for a control arm): of two rows with one key, such a row keeps the key.
@@ -52,12 +52,13 @@ _MOVE = text(
 # A duplicate still waiting never goes out: the person has that action already. One leased
 # for a send (pending, its attempt time ahead) may be on the wire: it is left to delivery.
 _DROP_DUPLICATES = text(
-    """
+    f"""
     UPDATE outreach.actions
     SET status = 'suppressed', reason = 'merged', next_attempt_at = NULL,
         detail = 'the customer was merged and already has this action'
     WHERE id = ANY(CAST(:ids AS text[])) AND status = ANY(CAST(:queued AS text[]))
       AND NOT (status = 'pending' AND next_attempt_at > :now)
+    RETURNING {AS_PUBLISHED}
     """
 )
 _GOAL_EVENTS = text(
@@ -136,14 +137,16 @@ class MovedAction:
 async def move_actions(
     conn: AsyncConnection, survivor: str, merged: Sequence[str], now: datetime
 ) -> list[MovedAction]:
-    """Give the merged ids' actions to ``survivor`` and stop the duplicates still waiting."""
+    """Give the merged ids' actions to ``survivor`` and stop the duplicates still waiting
+    (each goes on the actions stream again, the survivor's)."""
     rows = await conn.execute(_MOVE, {"s": survivor, "merged": list(merged)})
     moved = [MovedAction(r.id, r.customer_id, r.rule_id, r.status, r.duplicate) for r in rows]
     duplicates = [m.id for m in moved if m.duplicate]
     if duplicates:
-        await conn.execute(
-            _DROP_DUPLICATES, {"ids": duplicates, "queued": list(QUEUED), "now": now}
-        )
+        params = {"ids": duplicates, "queued": list(QUEUED), "now": now}
+        dropped = (await conn.execute(_DROP_DUPLICATES, params)).all()
+        order = {action_id: n for n, action_id in enumerate(duplicates)}
+        await publish_decisions(conn, sorted(dropped, key=lambda r: order[r.id]), now)
     return moved
 
 
