@@ -24,6 +24,31 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
+# An outcome's verdict in words. A lift or harm against the model's forecast (a rule with no
+# control group) is weaker evidence than one against a control group, and says so.
+VERDICTS = {
+    "lift": "lift",
+    "harm": "harm",
+    "lift_vs_forecast": "lift over the forecast",
+    "harm_vs_forecast": "harm against the forecast",
+    "no_difference": "no difference",
+    "too_small": "too small to tell",
+    "no_baseline": "no baseline",
+}
+
+
+def verdict_of(group: dict[str, Any]) -> str:
+    """An outcome group's verdict as the console shows it: ``too_small`` whenever the sample
+    is small (never a win); a lift or harm measured against the model's forecast rather than
+    a control group is ``lift_vs_forecast`` or ``harm_vs_forecast``."""
+    if group.get("small_sample"):
+        return "too_small"
+    found = str(group.get("verdict") or "no_baseline")
+    if found in ("lift", "harm") and group.get("baseline") == "model_forecast":
+        return f"{found}_vs_forecast"
+    return found
+
+
 def install(env: Environment, settings: ConsoleSettings) -> None:
     locale = settings.locale
     currency = settings.currency
@@ -77,3 +102,5 @@ def install(env: Environment, settings: ConsoleSettings) -> None:
         number=number, money=money, share=share, instant=instant, day=day, label=label
     )
     env.globals["currency"] = currency
+    env.globals["verdict_of"] = verdict_of
+    env.globals["verdicts"] = VERDICTS

@@ -12,10 +12,10 @@ from fastapi.templating import Jinja2Templates
 
 from services.console import app as console_app
 from services.console.clients.api import ApiError, api_error
-from services.console.formatting import install
+from services.console.formatting import install, verdict_of
 from services.console.pages import channels
 from services.console.pages.jsondiff import diff_lines
-from services.console.pages.outcomes import chart_of, verdict_of
+from services.console.pages.outcomes import chart_of
 from services.console.pages.policy import document, form_of, placed, posted_form
 from services.console.settings import ConsoleSettings
 
@@ -78,6 +78,14 @@ def _group(**over: Any) -> dict[str, Any]:
 def test_a_small_sample_is_never_a_win() -> None:
     assert verdict_of(_group()) == "lift"
     assert verdict_of(_group(small_sample=True)) == "too_small"
+    # Against the model's forecast (no control group), a lift is said to be only that.
+    assert verdict_of(_group(baseline="model_forecast")) == "lift_vs_forecast"
+    assert verdict_of(_group(baseline="model_forecast", verdict="harm")) == "harm_vs_forecast"
+    assert verdict_of(_group(baseline="control_group", verdict="harm")) == "harm"
+    assert verdict_of(_group(baseline="model_forecast", verdict="no_difference")) == (
+        "no_difference"
+    )
+    assert verdict_of(_group(baseline="model_forecast", small_sample=True)) == "too_small"
     [row] = json.loads(chart_of([_group(small_sample=True), _group(conversion_difference=None)]))
     assert row == {
         "label": "r1",
@@ -86,6 +94,20 @@ def test_a_small_sample_is_never_a_win() -> None:
         "estimate": 10.0,
         "verdict": "too_small",
     }
+
+
+def test_a_lift_over_the_forecast_is_not_shown_as_a_lift_over_a_control_group() -> None:
+    templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
+    install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
+    macro = templates.env.from_string('{% from "macros.html" import verdict %}{{ verdict(g) }}')
+    assert macro.render(g=_group(baseline="control_group")) == (
+        '<span class="status verdict-lift">lift</span>'
+    )
+    assert macro.render(g=_group(baseline="model_forecast")) == (
+        '<span class="status verdict-lift_vs_forecast">lift over the forecast</span>'
+    )
+    [row] = json.loads(chart_of([_group(baseline="model_forecast")]))
+    assert row["verdict"] == "lift_vs_forecast"  # drawn paler, labelled "over the forecast"
 
 
 def test_a_diff_shows_only_the_changed_lines_with_their_context() -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.console.formatting import verdict_of
 from services.console.pages.web import SignedIn, caller, fetch, render
 
 router = APIRouter()
@@ -22,13 +23,6 @@ BASELINES = {
     "model_forecast": "the model's forecast",
     "none": "none",
 }
-
-
-def verdict_of(group: dict[str, Any]) -> str:
-    """The group's verdict: ``too_small`` whenever the sample is small (never a win)."""
-    if group.get("small_sample"):
-        return "too_small"
-    return str(group.get("verdict") or "no_baseline")
 
 
 def chart_of(groups: list[dict[str, Any]]) -> str:

@@ -2,7 +2,9 @@
 // floating bar from low to high, in percentage points); the table beside it has the figures.
 (function () {
   "use strict";
-  var COLOURS = { lift: "#2da44e", harm: "#cf222e" };
+  // A lift or harm against the model's forecast (no control group) is weaker evidence: paler.
+  var COLOURS = { lift: "#2da44e", harm: "#cf222e", lift_vs_forecast: "#a6dfb4", harm_vs_forecast: "#f1a7a9" };
+  var SAID = { too_small: " (too small to tell)", lift_vs_forecast: " (over the forecast)", harm_vs_forecast: " (against the forecast)" };
   function draw() {
     var canvas = document.getElementById("lift-chart");
     if (!canvas || typeof Chart === "undefined") return;
@@ -12,7 +14,7 @@
     new Chart(canvas, {
       type: "bar",
       data: {
-        labels: rows.map(function (r) { return r.verdict === "too_small" ? r.label + " (too small to tell)" : r.label; }),
+        labels: rows.map(function (r) { return r.label + (SAID[r.verdict] || ""); }),
         datasets: [{
           label: "Difference in conversion rate, 95% interval (points)",
           data: rows.map(function (r) { return [r.low, r.high]; }),
