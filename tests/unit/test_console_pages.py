@@ -14,6 +14,7 @@ from services.console import app as console_app
 from services.console.clients.api import ApiError, api_error
 from services.console.formatting import install, verdict_of
 from services.console.pages import channels
+from services.console.pages.complaints import readable_hours
 from services.console.pages.jsondiff import diff_lines
 from services.console.pages.outcomes import chart_of
 from services.console.pages.policy import document, form_of, placed, posted_form
@@ -227,3 +228,9 @@ def test_the_rules_list_counts_who_waits_for_a_daily_slot() -> None:
     assert "at most 20 a day 1,186 waiting for a slot" in shown(1186)
     assert "waiting for a slot" not in shown(0)
     assert "at most 20 a day" in shown(0)
+
+
+def test_a_span_of_hours_reads_in_days_once_it_is_two_days_long() -> None:
+    assert readable_hours(5.5) == "5.5 hours"
+    assert readable_hours(144.0) == "6 days"  # a median time to resolve, or a wait past target
+    assert readable_hours(None) == "—"

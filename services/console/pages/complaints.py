@@ -15,8 +15,9 @@ router = APIRouter()
 PAGE = 50
 
 
-def overdue_for(hours: Any) -> str:
-    """How long a complaint has waited past its target, in the unit a person reads it in."""
+def readable_hours(hours: Any) -> str:
+    """A span given in hours (how long a complaint has waited past its target, how long
+    complaints took to be resolved), in the unit a person reads it in."""
     if not isinstance(hours, int | float):
         return "—"
     if hours < 48:
@@ -51,7 +52,7 @@ async def complaints(
         nav="overview",
         page=page,
         stats=stats,
-        overdue_for=overdue_for,
+        readable_hours=readable_hours,
         next_cursor=value.get("next_cursor"),
         page_as_of=value.get("as_of"),
         paged=bool(cursor),
