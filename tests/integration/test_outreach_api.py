@@ -250,8 +250,22 @@ async def test_rule_lifecycle_versions_enable_disable_delete(outreach: Outreach)
     assert [v["definition"]["name"] for v in items] == [rule["name"], *["renamed"] * 3]
     assert {v["actor"] for v in items} == {"test-marketing"}
 
+    # A customer the rule's daily limit left in its line while it was paused (due never):
+    # counted as waiting, and gone with the rule.
+    line = "SELECT count(*) FROM outreach.schedule WHERE rule_id = :r"
+    async with o.app.state.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outreach.schedule (rule_id, customer_id, waiting_since) "
+                "VALUES (:r, 'crud-waiting', :at)"
+            ),
+            {"r": rid, "at": NOW},
+        )
+    assert (await c.get(f"/v1/rules/{rid}", headers=r)).json()["waiting_for_a_slot"] == 1
     deleted = await c.delete(f"/v1/rules/{rid}", headers=w)
     assert deleted.status_code == 204
+    async with o.app.state.engine.connect() as conn:
+        assert await conn.scalar(text(line), {"r": rid}) == 0
     assert (await c.get(f"/v1/rules/{rid}", headers=r)).status_code == 404
     assert (await c.delete(f"/v1/rules/{rid}", headers=w)).status_code == 404
     assert (await c.post(f"/v1/rules/{rid}/enable", headers=w)).status_code == 404

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Match, Rule
 from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.scheduler import rules_saved
 from services.outreach.store.replica import cards_after
 from services.outreach.store.rules import save_rule, stored_rule
 from shared.settings import CommonSettings
@@ -226,3 +227,28 @@ async def test_a_stage_rule_s_spent_day_leaves_the_others_in_line_for_the_next(
         )
         decided = {r.customer_id: (r.occurrence, r.reason) for r in rows}
     assert decided == {f"k{n}": ("churned@2030-06-01", None) for n in (2, 3, 4, 5)}
+
+
+async def test_a_disabled_stage_rule_keeps_its_line_for_when_it_is_enabled_again(
+    shop: Shop,
+) -> None:
+    shop.use(winbacks_a_day(2))
+    shop.clock.set(TEN)
+    await shop.changes({f"k{n}": churned(float(n)) for n in range(1, 6)})
+    assert await shop.line("winback-churned") == {"k3": TEN, "k2": TEN, "k1": TEN}
+    # The marketer pauses the rule for a week: its line comes due and waits, due never, each
+    # customer keeping their place (deleted rules' rows go; a paused rule's must not).
+    shop.use({**winbacks_a_day(2), "enabled": False})
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (3, 0)
+    assert await shop.line("winback-churned") == {"k3": TEN, "k2": TEN, "k1": TEN}
+    assert await shop.due_at("winback-churned", "k3") is None
+    shop.clock.set(TOMORROW + timedelta(days=7))
+    assert await shop.fire() == (0, 0)
+    # Enabled again: the line is due at once, and the day's two slots go to its two most
+    # valuable customers, for the episode they were passed over in.
+    shop.use(winbacks_a_day(2))
+    await rules_saved(shop.engine, list(shop.current.rules.values()), Policy(), shop.clock.now())
+    assert await shop.fire() == (3, 2)
+    assert await decided_on(shop, shop.clock.now()) == {"k3": ALERTED, "k2": ALERTED}
+    assert await shop.line("winback-churned") == {"k1": TEN}

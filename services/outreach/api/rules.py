@@ -29,9 +29,10 @@ from services.outreach.schemas import (
     RuleOut,
     RuleVersions,
 )
-from services.outreach.shell.scheduler import reindex_schedule
+from services.outreach.shell.scheduler import rules_saved
 from services.outreach.shell.service import OutreachState
 from services.outreach.shell.template_check import check_template
+from services.outreach.store import schedule as schedule_store
 from services.outreach.store.channels import channel_kind
 from services.outreach.store.rules import delete_rule as delete_stored_rule
 from services.outreach.store.rules import (
@@ -110,21 +111,17 @@ def _since_declared(rule: Rule, policy: Policy) -> None:
 
 async def _reload(outreach: OutreachState, *saved: str) -> None:
     """Compile the rules again and index when the ``saved`` schedule rules next fire for
-    every customer already known (they would otherwise wait for each customer's next change).
-    Called after the change committed: the reload reads on a connection of its own."""
+    every customer already known (they would otherwise wait for each customer's next change);
+    a stage rule enabled again takes up its line. Called after the change committed: the
+    reload reads on a connection of its own."""
     current = outreach.current
     await current.reload(outreach.engine)
-    schedules = [
-        current.rules[r]
-        for r in saved
-        if r in current.rules
-        and current.rules[r].enabled
-        and current.rules[r].trigger.type == "schedule"
-    ]
-    if schedules:
-        await reindex_schedule(
-            outreach.engine, schedules, current.policy.schedule_context, outreach.clock.now()
-        )
+    await rules_saved(
+        outreach.engine,
+        [current.rules[r] for r in saved if r in current.rules],
+        current.policy,
+        outreach.clock.now(),
+    )
 
 
 @router.post(
@@ -306,6 +303,8 @@ async def delete_rule(outreach: Outreach, rule_id: str, principal: MarketingWrit
         if before is None:
             raise no_such_rule(rule_id)
         await delete_stored_rule(conn, rule_id, outreach.clock.now())
+        # Its schedule and its line go with it (a disabled rule's wait, due never).
+        await schedule_store.drop_rules(conn, [rule_id])
         await _audit(conn, principal, "rule.deleted", rule_id, before, None)
     await _reload(outreach)
     log.info("rule_deleted", rule_id=rule_id, actor=principal.name)

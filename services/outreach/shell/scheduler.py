@@ -8,7 +8,8 @@ rule's own ``cooldown_days`` or ``not_contacted_days`` hold back to the first oc
 allow (:func:`_resting`), not to tomorrow's, which would only be suppressed. A rule with a daily
 limit and a backlog larger than a pass takes its day's first pass from its most valuable due
 customers (:func:`_most_valuable_first`); the customers its spent day leaves out are not
-recorded but wait in the rule's line (the schedule row's ``waiting_since``) for its next run.
+recorded but wait in the rule's line (the schedule row's ``waiting_since``) for its next run;
+a disabled rule's rows are kept, due never, until it is enabled again (:func:`rules_saved`).
 """
 
 from __future__ import annotations
@@ -126,9 +127,14 @@ async def fire_due(
             in_line = now if (row.rule_id, row.customer_id) in waiting else None
             handled.append(schedule.Handled(row.rule_id, row.customer_id, until, next_at, in_line))
         await schedule.advance(conn, handled)
-        gone = sorted({row.rule_id for row in due} - live - {r for r, _ in lined})
-        if gone:
-            await schedule.drop_rules(conn, gone)
+        gone = {row.rule_id for row in due} - live - {r for r, _ in lined}
+        # A disabled rule's rows wait, due never, for it to be enabled again; a deleted
+        # rule's, or one no longer on a schedule, go.
+        off = sorted(r for r in gone if r in rules and not rules[r].enabled)
+        if off:
+            await schedule.park_rules(conn, off)
+        if gone - set(off):
+            await schedule.drop_rules(conn, sorted(gone - set(off)))
         if failures:
             disabled = await record_failures(
                 conn, failures, limit=settings.rule_failure_limit, now=now
@@ -210,6 +216,22 @@ async def tick(
             break
     await release_deferred(engine, clock.now(), settings.hold_max_days)
     return decided
+
+
+async def rules_saved(
+    engine: AsyncEngine, saved: Sequence[Rule], policy: Policy, now: datetime
+) -> None:
+    """After rules were saved (created, changed, enabled): when the enabled schedule rules
+    among them next fire for every customer known, and the customers waiting in the line of
+    an enabled stage or membership rule (parked while it was disabled) are due now."""
+    enabled = [r for r in saved if r.enabled]
+    schedules = [r for r in enabled if r.trigger.type == "schedule"]
+    if schedules:
+        await reindex_schedule(engine, schedules, policy.schedule_context, now)
+    episodes = [r.id for r in enabled if r.trigger.type in EPISODE_TRIGGERS]
+    if episodes:
+        async with engine.begin() as conn:
+            await schedule.recall_lines(conn, episodes, now)
 
 
 async def reindex_schedule(

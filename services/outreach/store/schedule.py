@@ -96,8 +96,23 @@ _DUE_MOST_VALUABLE = text(
     FOR UPDATE OF s, c SKIP LOCKED
     """
 )
-# Rows of rules deleted, disabled or no longer on a schedule.
+# Rows of rules deleted or no longer on a schedule.
 _DROP = text("DELETE FROM outreach.schedule WHERE rule_id = ANY(CAST(:rules AS text[]))")
+# Rows of rules disabled: kept, due never, so that the rule finds its line (and the instants
+# it handled) again when it is enabled.
+_PARK = text(
+    """
+    UPDATE outreach.schedule SET due_at = NULL
+    WHERE rule_id = ANY(CAST(:rules AS text[])) AND due_at IS NOT NULL
+    """
+)
+# A rule enabled again: its line comes due (the rows the scheduler parked while it was off).
+_RECALL = text(
+    """
+    UPDATE outreach.schedule SET due_at = :due
+    WHERE rule_id = ANY(CAST(:rules AS text[])) AND due_at IS NULL AND waiting_since IS NOT NULL
+    """
+)
 
 
 async def reschedule(
@@ -246,3 +261,16 @@ async def due_most_valuable(
 async def drop_rules(conn: AsyncConnection, rule_ids: Sequence[str]) -> None:
     """Forget every entry of these rules."""
     await conn.execute(_DROP, {"rules": list(rule_ids)})
+
+
+async def park_rules(conn: AsyncConnection, rule_ids: Sequence[str]) -> None:
+    """These rules are disabled: none of their entries is due until they are enabled again,
+    each keeping its place in its rule's line."""
+    await conn.execute(_PARK, {"rules": list(rule_ids)})
+
+
+async def recall_lines(conn: AsyncConnection, rule_ids: Sequence[str], due: datetime) -> int:
+    """These rules are enabled again: the customers waiting in their lines are due at
+    ``due``; how many."""
+    result = await conn.execute(_RECALL, {"rules": list(rule_ids), "due": due})
+    return int(result.rowcount)
