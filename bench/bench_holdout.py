@@ -8,6 +8,11 @@ broker, no database), and the table shows, per stage, how many customers it hold
 share of them who bought again in the holdout. The same is shown for bands of P(alive) from a
 BG/NBD fit on the calibration period. A stage that means something ranks customers: the share
 falls from ``mature`` to ``growing`` to ``declining`` to ``churned``.
+
+The cards' value model is held to the same history: BG/NBD and Gamma-Gamma fitted on the
+calibration period alone, as a refit fits them, give each customer's expected spend over the
+holdout (as the card's CLV gives it over a year); the figures set it beside what they spent,
+in all and per fifth of customers by the prediction.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from itertools import pairwise
 
 from services.scoring.settings import ScoringSettings
 from shared.card import Stage
-from tests.support.cdnow import RANKED, Holdout, holdout, read_master
+from tests.support.cdnow import RANKED, Holdout, ValueHoldout, holdout, read_master, value_holdout
 
 CHURNED_VS_DECLINING = 0.6
 
@@ -25,6 +30,15 @@ CHURNED_VS_DECLINING = 0.6
 @dataclass(frozen=True)
 class HoldoutFigures:
     table: Holdout
+    value: ValueHoldout
+
+    @property
+    def top_fifth_share(self) -> float:
+        """The share of the holdout's spend that came from the fifth of customers the value
+        model expected most of."""
+        v = self.value
+        top = v.by_fifth[0]
+        return top.actual * top.customers / v.actual_spend if v.actual_spend else 0.0
 
     @property
     def ranked(self) -> bool:
@@ -39,7 +53,10 @@ class HoldoutFigures:
 
 
 def measure() -> HoldoutFigures:
-    return HoldoutFigures(holdout(read_master(), ScoringSettings(), p_alive_bands=True))
+    orders = read_master()
+    return HoldoutFigures(
+        holdout(orders, ScoringSettings(), p_alive_bands=True), value_holdout(orders)
+    )
 
 
 def print_figures(f: HoldoutFigures) -> None:
@@ -65,6 +82,17 @@ def print_figures(f: HoldoutFigures) -> None:
             else " | | "
         )
         print(f"| {left} | | {right} |")
+    v = f.value
+    print(
+        f"\nThe value model, fitted on the calibration alone, over the holdout: "
+        f"{v.predicted_orders:,.0f} purchase days expected, {v.actual_orders:,} made; "
+        f"${v.predicted_spend:,.0f} expected, ${v.actual_spend:,.0f} spent. The fifth of "
+        f"customers it expected most of spent {f.top_fifth_share:.0%} of it.\n"
+    )
+    print("| customers by expected spend | customers | expected, each | spent, each |")
+    print("|---|---|---|---|")
+    for n, band in enumerate(v.by_fifth, 1):
+        print(f"| fifth {n} | {band.customers:,} | ${band.predicted:,.2f} | ${band.actual:,.2f} |")
 
 
 if __name__ == "__main__":

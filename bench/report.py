@@ -645,6 +645,29 @@ async def holdout_part(sizes: Sizes, out: Results) -> list[Row]:
             f.ranked,
         )
     )
+    v = f.value
+    rows += [
+        Row(
+            "holdout",
+            "value model fitted on the calibration: purchase days in the 39 weeks, expected / made",
+            f"{v.predicted_orders:,.0f} / {v.actual_orders:,}",
+        ),
+        Row(
+            "holdout",
+            "value model: spend in the 39 weeks, expected / spent",
+            f"${v.predicted_spend:,.0f} / ${v.actual_spend:,.0f}",
+        ),
+        Row(
+            "holdout",
+            "value model: each fifth of customers by expected spend, expected / spent each",
+            "; ".join(f"${b.predicted:,.2f} / ${b.actual:,.2f}" for b in v.by_fifth),
+        ),
+        Row(
+            "holdout",
+            "value model: share of the 39 weeks' spend from the fifth it expected most of",
+            f"{f.top_fifth_share:.0%}",
+        ),
+    ]
     return rows
 
 
@@ -740,7 +763,7 @@ def describe_sizes(sizes: Sizes) -> dict[str, str]:
         f"{sizes.e2e_max_drain_s:g} s after each run's last POST)",
         "cdnow": f"{sizes.runs} x the whole master log, batches of 1,000, "
         f"{sizes.cdnow_concurrency} clients",
-        "holdout": "the whole master log, pure lifecycle and a BG/NBD fit, no services",
+        "holdout": "the whole master log, pure lifecycle and the value model's fits, no services",
         "console": f"the demo's data ({sizes.console_customers or 'all 2,357'} customers), "
         f"each page asked {sizes.console_requests} times after a warm-up, one at a time",
         "scale": f"{sizes.scale_customers:,} customers seeded by COPY; {sizes.scale_orders:,} "
@@ -976,7 +999,9 @@ HOW = [
     "- **holdout**: `bench.bench_holdout` — the CDNOW master log judged on 1997-09-30 by the "
     "pure lifecycle (the calibration's median gap as the population's), beside the share of "
     "each stage's customers who bought again in the 39 weeks after; the same for bands of "
-    "BG/NBD P(alive) fitted on the calibration.",
+    "BG/NBD P(alive) fitted on the calibration; and the value model (BG/NBD and Gamma-Gamma "
+    "fitted on the calibration alone) giving each customer's expected spend over the holdout "
+    "beside what they spent.",
     "- **refit** and **outreach**: `bench.bench_refit`, `bench.bench_outreach`, in process.",
     "- **console**: `bench.bench_console` — the four services as processes on a fresh "
     "database with the demo's seeded CDNOW history loaded as `make run` loads it; signed in "

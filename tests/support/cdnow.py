@@ -130,7 +130,83 @@ def _by_p_alive(days: Mapping[str, set[int]], again: set[str], until: int) -> di
     alive = predict.p_alive_many(bg, x, t_x, big_t)
     bought = np.array([c in again for c in customers])
     out: dict[str, Share] = {}
+    # One purchase day: P(alive) 1 by the model's construction, so a band of its own (the
+    # customer list shows none for them).
+    repeat = x > 0
     for low, high in pairwise(P_ALIVE_BANDS):
-        inside = (alive >= low) & ((alive < high) if high < 1 else (alive <= high))
+        inside = repeat & (alive >= low) & ((alive < high) if high < 1 else (alive <= high))
         out[f"{low:.2f}-{high:.2f}"] = Share(int(inside.sum()), int((inside & bought).sum()))
+    once = ~repeat
+    out["one purchase day"] = Share(int(once.sum()), int((once & bought).sum()))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ValueBand:
+    """Customers of one band of predicted holdout spend: the mean predicted, the mean spent."""
+
+    customers: int
+    predicted: float
+    actual: float
+
+
+@dataclass(frozen=True, slots=True)
+class ValueHoldout:
+    """The cards' value model (BG/NBD and Gamma-Gamma, fitted as a refit fits them, on the
+    calibration period alone) against what the customers did in the holdout."""
+
+    customers: int
+    predicted_orders: float  # repeat purchase days expected in the holdout, all customers
+    actual_orders: int  # purchase days in the holdout
+    predicted_spend: float
+    actual_spend: float
+    by_fifth: list[ValueBand]  # customers by predicted spend, the highest fifth first
+
+
+def value_holdout(
+    orders: Sequence[Order],
+    calibration_end: date = CALIBRATION_END,
+    weeks: int = HOLDOUT_WEEKS,
+) -> ValueHoldout:
+    """Each customer's expected spend over the ``weeks`` after ``calibration_end`` (expected
+    purchase days times expected order value, :func:`predict.clv_many` over that horizon, as
+    the card's CLV is over 365 days) from the models fitted on the calibration period alone,
+    beside what they spent then; and the same per fifth of customers by the prediction."""
+    holdout_end = calibration_end + timedelta(weeks=weeks)
+    bought: dict[str, dict[int, float]] = defaultdict(dict)
+    spent: dict[str, float] = defaultdict(float)
+    days_after: dict[str, set[int]] = defaultdict(set)
+    for o in orders:
+        day = o.day.toordinal()
+        if o.day <= calibration_end:
+            bought[o.customer_id][day] = bought[o.customer_id].get(day, 0.0) + float(o.amount)
+        elif o.day <= holdout_end:
+            spent[o.customer_id] += float(o.amount)
+            days_after[o.customer_id].add(day)
+    customers = sorted(bought)
+    until = calibration_end.toordinal()
+    stats = [predict.daily_stats_of_days(bought[c].items(), until) for c in customers]
+    x = np.array([s.x for s in stats if s is not None])
+    t_x = np.array([s.t_x for s in stats if s is not None])
+    big_t = np.array([s.T for s in stats if s is not None])
+    mean_spend = np.array([s.mean_spend for s in stats if s is not None])
+    bg = predict.fit_bgnbd(predict.compress(x, t_x, big_t))
+    repeat = (x > 0) & (mean_spend > 0)
+    gg = predict.fit_gamma_gamma(x[repeat], mean_spend[repeat])
+    horizon = float(holdout_end.toordinal() - until)
+    orders_expected = predict.expected_orders_many(bg, horizon, x, t_x, big_t)
+    value = predict.clv_many(bg, gg, x, t_x, big_t, mean_spend, horizon_days=horizon)
+    actual = np.array([spent.get(c, 0.0) for c in customers])
+    ranked = np.argsort(-value, kind="stable")
+    fifths = [
+        ValueBand(len(part), float(value[part].mean()), float(actual[part].mean()))
+        for part in np.array_split(ranked, 5)
+    ]
+    return ValueHoldout(
+        customers=len(customers),
+        predicted_orders=float(orders_expected.sum()),
+        actual_orders=sum(len(days_after[c]) for c in customers),
+        predicted_spend=float(value.sum()),
+        actual_spend=float(actual.sum()),
+        by_fifth=fifths,
+    )
