@@ -385,8 +385,12 @@ async def test_each_sort_in_both_orders_puts_customers_without_the_figure_last(
             assert len(items) == 19
             assert ids(items) == expected_order(items, field, order_ == "desc"), (sort, order_)
             values = [i[field] for i in items]
+            # Prospects have no figures; one-time buyers no P(alive) in the list either (the
+            # model judges it from repeat purchases): only the four who bought twice have one.
+            unknown = 15 if field == "p_alive" else 3
             if field != "value_score":
-                assert values[-3:] == [None] * 3 and None not in values[:-3]
+                assert values[-unknown:] == [None] * unknown, (sort, order_)
+                assert None not in values[:-unknown], (sort, order_)
     default = await listing(client, key, q=shop.tag)
     assert ids(default) == expected_order(default, "value_score", True)
 

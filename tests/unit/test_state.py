@@ -480,3 +480,22 @@ def test_card_without_population_shows_only_own_facts() -> None:
     assert (bare.prediction.p_alive, bare.prediction.clv_365d) == (None, None)
     assert bare.stage is Stage.NEW
     assert bare.updated_at == day(0)
+
+
+def test_a_one_time_buyer_is_listed_as_not_judged_still_active() -> None:
+    # BG/NBD puts P(alive) at 1 for a customer without a repeat purchase day, however long
+    # ago they bought: the card keeps the model's figure, the list (which sorts by it) says
+    # nothing rather than rank a year-old one-time buyer above every regular.
+    e = Events()
+    once = fold([e.order("paid", "o-1", "20.00", day(0))])
+    scored = score(once, day(400), POPULATION, SETTINGS)
+    judged = card(once, day(400)).prediction
+    assert judged is not None and judged.p_alive == 1.0
+    assert scored.p_alive is None
+    twice = fold(
+        [e.order("paid", "o-1", "20.00", day(0)), e.order("paid", "o-2", "30.00", day(20))]
+    )
+    again = score(twice, day(400), POPULATION, SETTINGS)
+    prediction = card(twice, day(400)).prediction
+    assert prediction is not None and prediction.p_alive is not None
+    assert again.p_alive == prediction.p_alive < 0.5

@@ -41,7 +41,11 @@ class CustomerSummary(BaseModel):
     value_score: float = Field(description="the composite that tiers rank on")
     lifetime_spend: Money = Field(description="net of refunds")
     clv: float | None = Field(description="predicted value over the next 365 days")
-    p_alive: float | None = Field(description="probability the customer is still active")
+    p_alive: float | None = Field(
+        description="probability the customer is still active (BG/NBD); null until they have "
+        "bought on a second day, since the model judges that a customer has left from the "
+        "gaps between repeat purchases (their card's `prediction.p_alive` is 1 until then)"
+    )
     last_order_at: datetime | None
 
 

@@ -176,7 +176,7 @@ def score(
         purchase_interval_days=value["purchase_interval_days"],
         last_order_at=value["last_order_at"],
         clv=prediction["clv_365d"] if prediction else None,
-        p_alive=prediction["p_alive"] if prediction else None,
+        p_alive=_listed_p_alive(prediction),
         member_tier=member.tier,
         review_at=review_at,
         name=head.name,
@@ -184,6 +184,18 @@ def score(
         search=head.search,
         history=history,
     )
+
+
+def _listed_p_alive(prediction: dict[str, Any] | None) -> float | None:
+    """P(alive) as the customer list shows and sorts by it: null for a customer without a
+    repeat purchase day. BG/NBD learns that a customer has left from the gaps between repeat
+    purchases, so one who bought on a single day is alive by the model's construction
+    (P(alive) 1 on the card, years later as well): listed as such, every one-time buyer of a
+    history would head the list of the customers most likely still active."""
+    if prediction is None or not prediction["frequency"]:
+        return None
+    p_alive: float | None = prediction["p_alive"]
+    return p_alive
 
 
 def _document(
