@@ -196,17 +196,22 @@ def churned(value: float, **more: Any) -> dict[str, Any]:
     }
 
 
-async def test_a_stage_rule_s_spent_day_leaves_the_others_in_line_for_the_next(
-    shop: Shop,
-) -> None:
+async def _three_in_line(shop: Shop) -> None:
+    """A history just loaded under a win-back of two a day: five churned customers in one
+    batch, the value rising with the number. The two most valuable are won back today; the
+    others wait in the rule's line, and nothing is recorded for them."""
     shop.use(winbacks_a_day(2))
     shop.clock.set(TEN)
-    # A history just loaded: five churned customers in one batch, the value rising with the
-    # number. The two most valuable are won back today; the others wait in the rule's line,
-    # due at the start of the shop's next day, and nothing is recorded for them.
     await shop.changes({f"k{n}": churned(float(n)) for n in range(1, 6)})
     assert await decided_on(shop, TEN) == {"k5": ALERTED, "k4": ALERTED}
     assert await shop.line("winback-churned") == {"k3": TEN, "k2": TEN, "k1": TEN}
+
+
+async def test_a_stage_rule_s_spent_day_leaves_the_others_in_line_for_the_next(
+    shop: Shop,
+) -> None:
+    # Those in line are due at the start of the shop's next day.
+    await _three_in_line(shop)
     midnight = DAY + timedelta(days=1)
     assert await shop.due_at("winback-churned", "k3") == midnight
     # A change of theirs later today finds the day still spent: they keep their place.
@@ -232,10 +237,7 @@ async def test_a_stage_rule_s_spent_day_leaves_the_others_in_line_for_the_next(
 async def test_a_disabled_stage_rule_keeps_its_line_for_when_it_is_enabled_again(
     shop: Shop,
 ) -> None:
-    shop.use(winbacks_a_day(2))
-    shop.clock.set(TEN)
-    await shop.changes({f"k{n}": churned(float(n)) for n in range(1, 6)})
-    assert await shop.line("winback-churned") == {"k3": TEN, "k2": TEN, "k1": TEN}
+    await _three_in_line(shop)
     # The marketer pauses the rule for a week: its line comes due and waits, due never, each
     # customer keeping their place (deleted rules' rows go; a paused rule's must not).
     shop.use({**winbacks_a_day(2), "enabled": False})
