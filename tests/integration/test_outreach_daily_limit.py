@@ -254,3 +254,16 @@ async def test_a_disabled_stage_rule_keeps_its_line_for_when_it_is_enabled_again
     assert await shop.fire() == (3, 2)
     assert await decided_on(shop, shop.clock.now()) == {"k3": ALERTED, "k2": ALERTED}
     assert await shop.line("winback-churned") == {"k1": TEN}
+
+
+async def test_a_paused_rule_s_line_goes_when_it_is_saved_as_an_event_rule(shop: Shop) -> None:
+    await _three_in_line(shop)
+    shop.use({**winbacks_a_day(2), "enabled": False})
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (3, 0)
+    assert len(await shop.line("winback-churned")) == 3  # parked, due never
+    # Saved as a rule of an event: nothing it keeps is on the schedule, so nothing is left
+    # there that no pass would ever come to.
+    shop.use({**winbacks_a_day(2), "trigger": {"type": "event", "event": "order.paid"}})
+    await rules_saved(shop.engine, list(shop.current.rules.values()), Policy(), shop.clock.now())
+    assert await shop.line("winback-churned") == {}

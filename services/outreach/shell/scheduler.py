@@ -223,7 +223,17 @@ async def rules_saved(
 ) -> None:
     """After rules were saved (created, changed, enabled): when the enabled schedule rules
     among them next fire for every customer known, and the customers waiting in the line of
-    an enabled stage or membership rule (parked while it was disabled) are due now."""
+    an enabled stage or membership rule (parked while it was disabled) are due now. A rule
+    saved with a trigger that keeps no schedule rows (an event, a broadcast) loses any it
+    had."""
+    unscheduled = [
+        r.id
+        for r in saved
+        if r.trigger.type != "schedule" and r.trigger.type not in EPISODE_TRIGGERS
+    ]
+    if unscheduled:
+        async with engine.begin() as conn:
+            await schedule.drop_rules(conn, unscheduled)
     enabled = [r for r in saved if r.enabled]
     schedules = [r for r in enabled if r.trigger.type == "schedule"]
     if schedules:
