@@ -174,7 +174,7 @@ _UPDATE = text(
     WHERE a.id = v.id AND a.status = 'pending'
       AND (v.lease IS NULL OR a.next_attempt_at = v.lease)
     RETURNING """
-    + ", ".join(f"a.{c}" for c in ledger_store.AS_PUBLISHED.split(", "))
+    + ledger_store.A_AS_PUBLISHED
 )
 _DISABLE = text(
     """

@@ -130,6 +130,8 @@ AS_PUBLISHED = (
     "id, rule_id, customer_id, occurrence, kind, channel, status, reason, decided_at, "
     "not_before, arm, sent_at, attempts"
 )
+# The same columns of ``outreach.actions AS a`` (an update joined to a list of values).
+A_AS_PUBLISHED = ", ".join(f"a.{c}" for c in AS_PUBLISHED.split(", "))
 _REDECIDE = text(
     """
     UPDATE outreach.actions a SET status = v.status,
@@ -144,7 +146,7 @@ _REDECIDE = text(
                 CAST(:next AS timestamptz[])) AS v(id, status, reason, detail, not_before, next)
     WHERE a.id = v.id
     RETURNING """
-    + ", ".join(f"a.{c}" for c in AS_PUBLISHED.split(", "))
+    + A_AS_PUBLISHED
 )
 # Decisions made again, on the actions outbox in the order given.
 _REQUEUE = text(
