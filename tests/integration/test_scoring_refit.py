@@ -1,5 +1,7 @@
 """A refit over a population without a finite fit keeps the parameters in force, and the
-rest of the refit (RFM, tiers, the median gap) still happens.
+rest of the refit (RFM, tiers, the median gap) still happens; a refit that judges short
+histories by a new population rhythm moves their cards, stored stage history and changes
+together.
 
 Whether the optimiser finds a finite BG/NBD answer for a given small population depends on the
 floating-point environment, so the test does not rely on one: it hands the refit, through its
@@ -12,7 +14,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
+from sqlalchemy import text
 
 from services.scoring.core.card import Population
 from services.scoring.core.predict import (
@@ -26,6 +30,8 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.refit import refit
+from services.scoring.store import queries
+from services.scoring.store.queries import StageMove
 from shared.clock import FixedClock
 from shared.db import make_engine
 from shared.events import Envelope, EventType, OrderData, OrderStatus
@@ -88,3 +94,89 @@ async def test_a_population_with_no_finite_fit_keeps_the_parameters_in_force(
     assert cache.current.bg == in_force
     assert report.population.tiers is not None and report.population.rfm is not None
     assert report.customers == report.buyers == 20
+
+
+def fitted_bg_nbd(_: Histogram) -> BgNbdParams:
+    return BgNbdParams(r=0.24, alpha=4.41, a=0.79, b=2.43)
+
+
+async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhythm(
+    settings: CommonSettings,
+) -> None:
+    # Before any fit a one-time buyer is judged by the default 30-day rhythm: declining after
+    # 60 silent days, churned after 120. The population buys every 60 days, so the refit
+    # judges them by that: declining after 120 days, churned after 240.
+    events = []
+    for i in range(19):
+        events += [
+            paid(f"c{i}", f"c{i}-0", T0 - timedelta(days=61), f"{10 * (i + 1)}.00"),
+            paid(f"c{i}", f"c{i}-1", T0 - timedelta(days=1), f"{10 * (i + 1)}.00"),
+        ]
+    events += [
+        paid("once", "once-0", T0 - timedelta(days=200), "40.00"),
+        paid("lapsed", "lapsed-0", T0 - timedelta(days=300), "40.00"),
+    ]
+    bought = {
+        "once": (T0 - timedelta(days=200)).date(),
+        "lapsed": (T0 - timedelta(days=300)).date(),
+    }
+    cache = PopulationCache(Population())
+    clock = FixedClock(T0 + timedelta(hours=1))
+
+    def moves(cid: str, *walk: tuple[str, str, int]) -> list[StageMove]:
+        return [StageMove(f, t, bought[cid] + timedelta(days=d)) for f, t, d in walk]
+
+    async with fresh_settings(settings, topics=False) as own:
+        engine = make_engine(own, pool_size=2)
+        await EventApplier(engine, ScoringSettings(), clock, cache).apply(
+            [(e, e.to_json()) for e in events]
+        )
+        before = {cid: await queries.stage_history(engine, cid) for cid in bought}
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM scoring.outbox"))
+        fitters = Fitters(bg_nbd=fitted_bg_nbd, gamma_gamma=fitted_gamma_gamma)
+        report = await refit(engine, clock, cache, ScoringSettings(), fitters=fitters)
+        after = {cid: await queries.stage_history(engine, cid) for cid in bought}
+        async with engine.connect() as conn:
+            published = {
+                cid: orjson.loads(payload)
+                for cid, payload in await conn.execute(
+                    text("SELECT customer_id, payload FROM scoring.outbox")
+                )
+            }
+        await engine.dispose()
+    assert report.population.median_gap_days == 60
+
+    # As the events were applied, by the default rhythm.
+    assert before["once"] is not None and before["lapsed"] is not None
+    assert before["once"].transitions == moves(
+        "once", ("prospect", "new", 0), ("new", "declining", 61), ("declining", "churned", 121)
+    )
+    assert before["lapsed"].transitions == moves(
+        "lapsed", ("prospect", "new", 0), ("new", "declining", 61), ("declining", "churned", 121)
+    )
+
+    # After the refit, by the population's: the stored history, the row and the card agree.
+    assert after["once"] is not None and after["lapsed"] is not None
+    assert after["once"].transitions == moves(
+        "once", ("prospect", "new", 0), ("new", "declining", 121)
+    )
+    assert after["lapsed"].transitions == moves(
+        "lapsed", ("prospect", "new", 0), ("new", "declining", 121), ("declining", "churned", 241)
+    )
+    for cid, history in after.items():
+        assert history is not None
+        card = published[cid]["card"]
+        assert (history.stage, history.stage_since) == (
+            card["stage"],
+            history.transitions[-1].at,
+        )
+        assert card["stage_since"][:10] == history.transitions[-1].at.isoformat()
+        assert card["previous_stage"] == history.transitions[-1].from_stage
+
+    # Outreach hears of the stage the refit moved (a churned customer is declining again: the
+    # population's rhythm says they are slipping, not lost), and of no move the refit did not make.
+    assert published["once"]["cause"] == "refresh"
+    assert published["once"]["stage_change"]["from"] == "churned"
+    assert published["once"]["stage_change"]["to"] == "declining"
+    assert published["lapsed"]["stage_change"] is None

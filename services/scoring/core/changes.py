@@ -66,9 +66,10 @@ def time_change(card: Scored, before: str, at: datetime, member_before: str | No
     )
 
 
-def refresh_change(card: Scored, member_before: str | None) -> Outgoing:
-    """A card a population refit moved (its tier, strategy or segment, or its membership tier
-    from ``member_before``), as of the refresh."""
+def refresh_change(card: Scored, before: str, member_before: str | None) -> Outgoing:
+    """A card a population refit moved (its tier, strategy or segment; its stage from
+    ``before``, judged by the population's new rhythm; or its membership tier from
+    ``member_before``), as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("refresh", cid, card.as_of.isoformat()),
@@ -76,6 +77,7 @@ def refresh_change(card: Scored, member_before: str | None) -> Outgoing:
         cause="refresh",
         at=card.as_of,
         card_json=card.json,
+        stage_change=(before, card.stage) if before != card.stage else None,
         membership_change=_moved(member_before, card.member_tier),
     )
 

@@ -3,8 +3,10 @@ BG/NBD and Gamma-Gamma parameters, from every customer's facts at one instant.
 
 Two passes over the customers, in chunks: the first gathers each customer's statistics and
 fits; the second rebuilds cards under the new population and publishes a ``cause: refresh``
-change only for the customers whose tier, strategy, segment or membership tier moved (the
-last when time lowered it since the sweep last looked, or the tiers configured changed).
+change only for the customers whose stage, tier, strategy, segment or membership tier moved
+(the stage when the population's new rhythm judges a short history's silence anew; the
+membership tier when time lowered it since the sweep last looked, or the tiers configured
+changed). The stored stage history follows the cards it rewrites.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from services.scoring.core.card import Population, score
 from services.scoring.core.changes import Outgoing, refresh_change
 from services.scoring.core.complaints import Complaint, complaints_of
 from services.scoring.core.ledger import Ledger
+from services.scoring.core.lifecycle import Transition
 from services.scoring.core.state import CustomerState, to_micros
 from services.scoring.settings import ScoringSettings
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import forget_held_states
 from services.scoring.store import complaints as complaint_store
 from services.scoring.store import customers as store
-from services.scoring.store.customers import CustomerRow
+from services.scoring.store.customers import CustomerRow, StoredHistory
 from shared.clock import Clock
 from shared.heap import map_big_blocks_apart, release_freed
 from shared.logging import get_logger
@@ -342,18 +345,24 @@ async def _refresh_cards(
             saved: list[CustomerRow] = []
             outbox: list[Outgoing] = []
             held: list[tuple[str, Complaint]] = []
+            history: list[tuple[str, StoredHistory, list[Transition]]] = []
             for row in rows:
                 card = score(row.state, now, population, settings)
                 held += _hold_complaints(row.state, card.tier, population, settings)
                 saved.append(CustomerRow.of(row.state, card))
-                if (card.tier, card.strategy, card.segment, card.member_tier) != (
+                # A new population rhythm dates a short history's silences anew: the stored
+                # stage moves follow the card's, so the timeline and the card tell one story.
+                history.append((row.customer_id, row.history, card.history))
+                if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
+                    row.stage,
                     row.tier,
                     row.strategy,
                     row.segment,
                     row.member_tier,
                 ):
-                    outbox.append(refresh_change(card, row.member_tier))
+                    outbox.append(refresh_change(card, row.stage, row.member_tier))
             await store.save(conn, saved)
+            await store.sync_history(conn, history)
             await complaint_store.sync(conn, held)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)

@@ -230,15 +230,19 @@ class Stored:
     history: StoredHistory | None
 
 
-def _stored(row: Row[Any]) -> Stored:
-    if row.held:
-        return Stored(row.version, row.stage, row.member_tier, True, None, None)
+def _history(row: Row[Any]) -> StoredHistory:
     history: StoredHistory = []
     for row_id, item in zip(row.history_ids or (), row.history or (), strict=True):
         before, after, at = item.split(" ")
         history.append((row_id, Transition(Stage(before), Stage(after), date.fromisoformat(at))))
+    return history
+
+
+def _stored(row: Row[Any]) -> Stored:
+    if row.held:
+        return Stored(row.version, row.stage, row.member_tier, True, None, None)
     state = CustomerState.from_json(row.state)
-    return Stored(row.version, row.stage, row.member_tier, False, state, history)
+    return Stored(row.version, row.stage, row.member_tier, False, state, _history(row))
 
 
 async def lock(
@@ -335,11 +339,17 @@ async def sync_history(
 
 
 _ALL_STATES = text("SELECT state FROM scoring.customers")
+# The refit's: a page of customers with the figures a fit may move, and their stage history
+# (a new rhythm may date their stage moves anew).
 _PAGE = text(
     """
-    SELECT customer_id, state, tier, strategy, segment, member_tier
-    FROM scoring.customers WHERE customer_id > :after
-    ORDER BY customer_id LIMIT :n FOR UPDATE
+    SELECT c.customer_id, c.state, c.stage, c.tier, c.strategy, c.segment, c.member_tier,
+        (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
+            WHERE h.customer_id = c.customer_id) AS history_ids,
+        (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
+            FROM scoring.stage_history AS h WHERE h.customer_id = c.customer_id) AS history
+    FROM scoring.customers AS c WHERE c.customer_id > :after
+    ORDER BY c.customer_id LIMIT :n FOR UPDATE OF c
     """
 )
 # The outbox stays: its rows are changes the service made and the relay has not published
@@ -360,10 +370,12 @@ async def all_states(conn: AsyncConnection, chunk: int) -> AsyncIterator[Custome
 
 @dataclass(frozen=True, slots=True)
 class Standing:
-    """A customer's facts and the population-dependent figures stored with them."""
+    """A customer's facts, the figures a population fit may move, and their stage history."""
 
     customer_id: str
     state: CustomerState
+    stage: str
+    history: StoredHistory
     tier: str | None
     strategy: str | None
     segment: str | None
@@ -378,6 +390,8 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
         Standing(
             r.customer_id,
             CustomerState.from_json(r.state),
+            r.stage,
+            _history(r),
             r.tier,
             r.strategy,
             r.segment,
