@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.outreach.api.schedule import router
+from services.outreach.core.rules import Rule, RuleSet
+from services.outreach.shell.current import Current
 from services.outreach.shell.service import OutreachState
 from shared.auth import KeyStore
 from shared.http import create_app, no_lifespan
@@ -26,7 +28,18 @@ NOW = datetime(2030, 6, 14, 12, tzinfo=UTC)
 
 
 @pytest_asyncio.fixture
-async def api(engine: AsyncEngine, settings: CommonSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def outreach(engine: AsyncEngine) -> OutreachState:
+    state = OutreachState()
+    state.engine = engine
+    state.keys = KeyStore(engine, 0)
+    state.current = Current()
+    return state
+
+
+@pytest_asyncio.fixture
+async def api(
+    outreach: OutreachState, settings: CommonSettings
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         service="schedule-test",
         title="schedule",
@@ -36,9 +49,7 @@ async def api(engine: AsyncEngine, settings: CommonSettings) -> AsyncIterator[ht
         max_body=settings.max_body_bytes,
     )
     app.include_router(router)
-    app.state = OutreachState()
-    app.state.engine = engine
-    app.state.keys = KeyStore(engine, 0)
+    app.state = outreach
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://outreach") as client:
         yield client
@@ -142,3 +153,80 @@ async def test_a_customers_schedule_and_waiting_actions_soonest_first(
                 {"a": customer, "b": other},
             )
             await conn.execute(text("DELETE FROM outreach.rules WHERE id = :id"), {"id": rule})
+
+
+async def test_each_scheduled_rule_says_whether_it_would_act_for_the_customer_now(
+    api: httpx.AsyncClient, outreach: OutreachState, engine: AsyncEngine, keys: dict[str, str]
+) -> None:
+    # A low-tier customer has a row for every schedule rule (the index is kept for everyone,
+    # conditions are judged when a row comes due) and one in a win-back's line.
+    tag = uuid.uuid4().hex[:8]
+    customer = f"sch-{tag}"
+    daily: dict[str, object] = {"type": "schedule", "kind": "cron", "expression": "0 10 * * *"}
+
+    def rule(name: str, trigger: dict[str, object], **conditions: object) -> Rule:
+        return Rule.model_validate(
+            {
+                "id": f"{tag}-{name}",
+                "name": name,
+                "trigger": trigger,
+                "conditions": conditions or None,
+                "action": {
+                    "kind": "recall",
+                    "channel": "email",
+                    "template": {"subject": "Hello", "body": "We miss you"},
+                },
+            }
+        )
+
+    rules = [
+        rule("key", daily, eq=["tier", "key"]),
+        rule("low", daily, eq=["tier", "low"]),
+        rule("winback", {"type": "stage", "to": ["churned"]}),
+        rule("declining", {"type": "stage", "to": ["declining"]}),
+    ]
+    outreach.current.ruleset = RuleSet(rules)
+    card = {
+        "customer_id": customer,
+        "tier": "low",
+        "stage": "churned",
+        "stage_since": "2030-05-01T00:00:00Z",
+        "previous_stage": "declining",
+        "as_of": "2030-06-14T12:00:00Z",
+    }
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outreach.cards (customer_id, card, complaint_open, change_at) "
+                "VALUES (:c, CAST(:card AS jsonb), false, :at)"
+            ),
+            {"c": customer, "card": orjson.dumps(card).decode(), "at": NOW},
+        )
+        for n, rule_id in enumerate((*(r.id for r in rules), f"{tag}-gone")):
+            await conn.execute(
+                text(
+                    "INSERT INTO outreach.schedule (rule_id, customer_id, due_at) "
+                    "VALUES (:r, :c, :due)"
+                ),
+                {"r": rule_id, "c": customer, "due": NOW + timedelta(hours=n + 1)},
+            )
+    try:
+        resp = await api.get(
+            f"/v1/customers/{customer}/schedule", headers={"X-API-Key": keys["ops_read"]}
+        )
+        assert resp.status_code == 200, resp.text
+        assert [(s["rule_id"], s["conditions_hold"]) for s in resp.json()["scheduled"]] == [
+            (f"{tag}-key", False),  # a rule for key customers does nothing for a low one
+            (f"{tag}-low", True),
+            (f"{tag}-winback", True),  # they are churned: the win-back's line is theirs
+            (f"{tag}-declining", False),  # they are no longer declining
+            (f"{tag}-gone", None),  # a rule no longer in force says nothing
+        ]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("DELETE FROM outreach.schedule WHERE customer_id = :c"), {"c": customer}
+            )
+            await conn.execute(
+                text("DELETE FROM outreach.cards WHERE customer_id = :c"), {"c": customer}
+            )

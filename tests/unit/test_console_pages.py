@@ -191,6 +191,30 @@ class _Reader:
         return False
 
 
+def test_a_scheduled_rule_whose_conditions_do_not_hold_says_it_will_do_nothing() -> None:
+    templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
+    install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
+    macro = templates.env.from_string(
+        '{% from "macros.html" import scheduled_next %}{{ scheduled_next(s) }}'
+    )
+    row = {
+        "rule_id": "care-key-quiet",
+        "kind": "care",
+        "due_at": "2026-12-08T10:00:00+00:00",
+        "waiting_since": None,
+    }
+
+    def shown(**fields: object) -> str:
+        return " ".join(re.sub(r"<[^>]+>", " ", macro.render(s=row | fields)).split())
+
+    assert "does nothing for them" in shown(conditions_hold=False)
+    assert 'class="muted"' in macro.render(s=row | {"conditions_hold": False})
+    assert shown(conditions_hold=True) == "care by rule care-key-quiet at 2026-12-08 10:00 UTC"
+    assert "does nothing" not in shown(conditions_hold=None)
+    waiting = shown(conditions_hold=True, waiting_since="2026-12-01T10:00:00+00:00")
+    assert "waiting for one of the rule's daily slots" in waiting
+
+
 def test_the_rules_list_counts_who_waits_for_a_daily_slot() -> None:
     templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
     install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))

@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from services.outreach.store import aliases
+from services.outreach.api.deps import Outreach
+from services.outreach.store import aliases, replica
 from shared.auth import Reader
 from shared.errors import responses
 from shared.service_state import Transaction
@@ -28,6 +29,13 @@ class ScheduledNext(BaseModel):
         None,
         description="since when the rule's daily limit has passed the customer over: they "
         "wait in its line for a day with a slot, the most valuable first (null: they do not)",
+    )
+    conditions_hold: bool | None = Field(
+        None,
+        description="whether the rule would act for the customer were the row due now: its "
+        "conditions (a stage or membership rule's, its episode too) hold on their card as "
+        "outreach holds it. A rule that does not hold when the row comes due does nothing "
+        "for them then (null: the rule is gone, paused or broken, or there is no card yet)",
     )
 
 
@@ -92,12 +100,17 @@ _WAITING = text(
     responses=responses(),
     summary="What is scheduled next for a customer",
 )
-async def customer_schedule(customer_id: str, _: Reader, conn: Transaction) -> CustomerSchedule:
+async def customer_schedule(
+    customer_id: str, _: Reader, outreach: Outreach, conn: Transaction
+) -> CustomerSchedule:
     """When each schedule rule next fires for the customer (in their own time zone, already
     turned into an instant), and when a rule whose daily limit passed them over decides for
     them again (`waiting_since`: in its line since then); and the actions decided for them
     that have not gone out yet: deferred by quiet hours or the frequency cap until
-    `not_before`, held while a complaint is open, or due and waiting for delivery. An
+    `not_before`, held while a complaint is open, or due and waiting for delivery. Each
+    scheduled row says whether its rule's conditions hold for the customer now
+    (`conditions_hold`): every schedule rule keeps a row for every customer, and one whose
+    conditions do not hold when it comes due does nothing for them. An
     unknown customer has nothing scheduled: two empty lists. At most 500 of each. A customer
     id merged into another answers for the customer it was merged into (`customer_id` in the
     answer names that survivor)."""
@@ -105,8 +118,20 @@ async def customer_schedule(customer_id: str, _: Reader, conn: Transaction) -> C
     params = {"id": customer_id, "limit": MAX_ROWS}
     scheduled = (await conn.execute(_SCHEDULED, params)).all()
     waiting = (await conn.execute(_WAITING, params)).all()
+    card = await replica.card_of(conn, customer_id) if scheduled else None
+    ruleset = outreach.current.ruleset
     return CustomerSchedule(
         customer_id=customer_id,
-        scheduled=[ScheduledNext.model_validate(r._mapping) for r in scheduled],
+        scheduled=[
+            ScheduledNext.model_validate(
+                {
+                    **r._mapping,
+                    "conditions_hold": None
+                    if card is None
+                    else ruleset.would_act(r.rule_id, customer_id, card),
+                }
+            )
+            for r in scheduled
+        ],
         waiting=[WaitingAction.model_validate(r._mapping) for r in waiting],
     )

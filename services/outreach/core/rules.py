@@ -568,6 +568,18 @@ class RuleSet:
                 failures.append(RuleFailure.of(rule.id, exc, "conditions"))
             return False
 
+    def would_act(self, rule_id: str, customer_id: str, card: Mapping[str, Any]) -> bool | None:
+        """Whether the rule, were its schedule row due now, would act for the customer with
+        ``card``: a schedule rule's conditions hold, or a stage or membership rule matches the
+        episode the card is in. None when the rule is not an enabled rule of this set (gone,
+        paused, or not compiling)."""
+        rule = next((r for r in self.rules if r.id == rule_id), None)
+        if rule is None:
+            return None
+        if rule.trigger.type == "schedule":
+            return self.conditions_hold(rule, card)
+        return any(m.rule.id == rule_id for m in self.match_parts(customer_id, card))
+
     def match(self, change: Change, failures: list[RuleFailure] | None = None) -> list[Match]:
         """The rules a change fires, best first. Schedules and broadcasts never match here."""
         event = change.event
