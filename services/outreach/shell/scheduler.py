@@ -4,8 +4,9 @@ deferred actions whose quiet hours are over.
 Due schedules are found through the ``schedule`` index (``due_at``), never by scanning
 customers; each is decided through :mod:`services.outreach.shell.decide` under the customer's
 lock, with the customer's local date as the occurrence, then rescheduled — a customer the
-rule's own ``cooldown_days`` or ``not_contacted_days`` hold back to the first occurrence they
-allow (:func:`_resting`), not to tomorrow's, which would only be suppressed. A rule with a daily
+rule's own ``cooldown_days`` or ``not_contacted_days`` hold back is not decided (nothing is
+recorded: they do not qualify yet) and rests until the first occurrence the limits allow
+(:func:`_resting`), not tomorrow's. A rule with a daily
 limit and a backlog larger than a pass takes its day's first pass from its most valuable due
 customers (:func:`_most_valuable_first`); the customers its spent day leaves out are not
 recorded but wait in the rule's line (the schedule row's ``waiting_since``) for its next run;
@@ -82,6 +83,14 @@ async def fire_due(
                 key = occurrence_key(rule, row.card, row.due_at, context=policy.schedule_context)
                 matches.append(Match(rule, row.customer_id, key))
             live_rules.append(rule)
+        # A customer a schedule rule's own time-bound limits hold back (its cooldown, their
+        # last contact) is not decided: a ``limit`` suppression would read as a refusal where
+        # they simply do not qualify yet. Their row rests until the limits let the rule act.
+        held_back = await _resting(
+            conn, [m for m in matches if m.rule.trigger.type == "schedule"], now
+        )
+        if held_back:
+            matches = [m for m in matches if (m.rule.id, m.customer_id) not in held_back]
         # A customer the rule's daily limit leaves out today is not recorded (a suppression
         # a day each, for a backlog that drains over weeks): they wait in the rule's line.
         passed_over: list[Match] = []
@@ -101,7 +110,8 @@ async def fire_due(
             await line_up(
                 conn, [m for m in passed_over if (m.rule.id, m.customer_id) in lined], policy, now
             )
-        resting = await _resting(
+        # Those decided now rest too when what was decided (a contact) holds them back.
+        resting = held_back | await _resting(
             conn, [m for m in matches if m.rule.trigger.type == "schedule"], now
         )
         # Next occurrence: strictly after this one, so it can never fire twice; this one is
