@@ -59,6 +59,7 @@ def test_a_paid_order_is_answered_by_the_customers_own_playbook(strategy: str) -
     ("strategy", "moved", "expected"),
     [
         ("develop", ("growing", "mature"), {"develop-early-access"}),
+        ("develop", ("mature", "declining"), {"develop-check-in"}),
         ("maintain", ("mature", "declining"), {"maintain-check-in"}),
         ("nurture", ("new", "growing"), {"nurture-guide"}),
         ("nurture", ("churned", "reactivated"), {"nurture-guide"}),

@@ -33,7 +33,10 @@ measured by a goal, so the outcomes report shows what each strategy achieves:
 - **develop** (high value, high potential): reward loyalty and give early access —
   ``develop-early-access`` when a develop customer becomes a regular (enters ``mature``, within
   60 days), ``develop-loyalty-thanks`` on a paid order of a develop customer with three orders
-  or more (a thank-you with a loyalty reward, not a discount);
+  or more (a thank-you with a loyalty reward, not a discount), ``develop-check-in`` when a
+  develop customer starts declining (within 30 days: a loyalty reward before they are lost;
+  on a real history a declining customer's potential is still high, so the valued customers
+  who slip are develop customers, not maintain ones);
 - **maintain** (high value, low potential): service and thanks at low cost, never a discount
   (no ``offer``) — ``maintain-thanks`` on a paid order, ``maintain-check-in`` when a maintain
   customer starts declining (within 30 days), and ``maintain-thank-you-note``, a broadcast
@@ -334,6 +337,36 @@ PLAYBOOKS: list[dict[str, Any]] = [
         "limits": {"cooldown_days": 60},
         "priority": 25,
         "goal": {"within_days": 60},
+        "control_percent": _KEEP,
+    },
+    {
+        "id": "develop-check-in",
+        "name": "Develop: a loyalty reward when a valued customer starts declining",
+        "description": "Keep the best from slipping: a develop customer silent for twice "
+        "their rhythm is asked back with a loyalty reward (a service, not a discount) before "
+        "they are lost. A declining customer still has high potential by the model, so they "
+        "are develop customers: the win-back comes only once they churn.",
+        "trigger": {"type": "stage", "from": [], "to": ["declining"], "entered_within_days": 30},
+        "conditions": {"eq": ["strategy", "develop"]},
+        "action": {
+            "kind": "recall",
+            "channel": "email",
+            "template": {
+                "subject": "We have missed you",
+                "body": "Hello {{ customer.name or 'there' }},\n\nWe have not seen you for a "
+                "while. Anything we could do better? Just reply: a person reads every "
+                "message. And for your next order: {{ offer.description }} (code "
+                "{{ offer.code }})." + _SIGN_OFF,
+            },
+            "offer": {
+                "code": "LOYALSHIP",
+                "description": "free express shipping",
+                "expires_days": 30,
+            },
+        },
+        "limits": {"cooldown_days": 90},
+        "priority": 30,
+        "goal": {"within_days": 30},
         "control_percent": _KEEP,
     },
     {
