@@ -186,8 +186,10 @@ async def test_each_scheduled_rule_says_whether_it_would_act_for_the_customer_no
         rule("declining", {"type": "stage", "to": ["declining"]}),
     ]
     outreach.current.ruleset = RuleSet(rules)
+    outreach.current.rules = {r.id: r for r in rules}
     card = {
         "customer_id": customer,
+        "profile": {"consent": {"email": False, "marketing": True}},
         "tier": "low",
         "stage": "churned",
         "stage_since": "2030-05-01T00:00:00Z",
@@ -222,6 +224,28 @@ async def test_each_scheduled_rule_says_whether_it_would_act_for_the_customer_no
             (f"{tag}-declining", False),  # they are no longer declining
             (f"{tag}-gone", None),  # a rule no longer in force says nothing
         ]
+        # Every rule here writes email, to which they have not consented: the rules that
+        # would act say it would be held back; those that would not say nothing of it.
+        assert [s["held_back"] for s in resp.json()["scheduled"]] == [
+            None,
+            {"reason": "no_consent", "detail": "no email consent"},
+            {"reason": "no_consent", "detail": "no email consent"},
+            None,
+            None,
+        ]
+        # Once they consent, nothing in their standing holds the messages back.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE outreach.cards SET card = jsonb_set(card, '{profile,consent,email}', "
+                    "'true') WHERE customer_id = :c"
+                ),
+                {"c": customer},
+            )
+        resp = await api.get(
+            f"/v1/customers/{customer}/schedule", headers={"X-API-Key": keys["ops_read"]}
+        )
+        assert [s["held_back"] for s in resp.json()["scheduled"]] == [None] * 5
     finally:
         async with engine.begin() as conn:
             await conn.execute(

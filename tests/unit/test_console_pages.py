@@ -211,6 +211,8 @@ def test_a_scheduled_rule_whose_conditions_do_not_hold_says_it_will_do_nothing()
     assert 'class="muted"' in macro.render(s=row | {"conditions_hold": False})
     assert shown(conditions_hold=True) == "care by rule care-key-quiet at 2026-12-08 10:00 UTC"
     assert "does nothing" not in shown(conditions_hold=None)
+    held = {"reason": "no_consent", "detail": "no email consent"}
+    assert "(would be held back: no email consent)" in shown(conditions_hold=True, held_back=held)
     waiting = shown(conditions_hold=True, waiting_since="2026-12-01T10:00:00+00:00")
     assert "waiting for one of the rule's daily slots" in waiting
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from sqlalchemy import text
+from sqlalchemy import Row, text
 
 from services.outreach.api.deps import Outreach
+from services.outreach.core.policy import TEAM, standing_refusal
+from services.outreach.shell.current import Current
 from services.outreach.store import aliases, replica
 from shared.auth import Reader
 from shared.errors import responses
@@ -19,6 +22,11 @@ router = APIRouter(prefix="/v1", tags=["actions"])
 # A customer has one schedule row per schedule rule and a few actions waiting; the caps only
 # bound the answer should a shop write thousands of rules.
 MAX_ROWS = 500
+
+
+class HeldBack(BaseModel):
+    reason: str = Field(description="the contact policy's reason: `no_consent`, `reduce_cost`")
+    detail: str = Field(description="for people: which consent is missing, say")
 
 
 class ScheduledNext(BaseModel):
@@ -36,6 +44,14 @@ class ScheduledNext(BaseModel):
         "conditions (a stage or membership rule's, its episode too) hold on their card as "
         "outreach holds it. A rule that does not hold when the row comes due does nothing "
         "for them then (null: the rule is gone, paused or broken, or there is no card yet)",
+    )
+    held_back: HeldBack | None = Field(
+        None,
+        description="what in the customer's own standing would hold the rule's action back "
+        "when it is decided (their consent to its channel or to marketing, a reduce-cost "
+        "strategy's promotions): it would be recorded as suppressed, not sent. Null when "
+        "nothing does, or the conditions do not hold (the suppression list, the rule's "
+        "limits, the frequency cap, quiet hours and open complaints are judged then)",
     )
 
 
@@ -94,6 +110,21 @@ _WAITING = text(
 )
 
 
+def _judged(row: Row[Any], customer_id: str, card: Any, current: Current) -> ScheduledNext:
+    """A schedule row with what the rules and the policy in force make of it for the
+    customer's card now."""
+    scheduled = ScheduledNext.model_validate(row._mapping)
+    if card is None:
+        return scheduled
+    scheduled.conditions_hold = current.ruleset.would_act(row.rule_id, customer_id, card)
+    rule = current.rules.get(row.rule_id)
+    if scheduled.conditions_hold and rule is not None and rule.action.audience != TEAM:
+        refused = standing_refusal(card, rule.action.kind, rule.action.channel, current.policy)
+        if refused is not None and refused.reason is not None:
+            scheduled.held_back = HeldBack(reason=refused.reason, detail=refused.detail)
+    return scheduled
+
+
 @router.get(
     "/customers/{customer_id}/schedule",
     response_model=CustomerSchedule,
@@ -110,7 +141,8 @@ async def customer_schedule(
     `not_before`, held while a complaint is open, or due and waiting for delivery. Each
     scheduled row says whether its rule's conditions hold for the customer now
     (`conditions_hold`): every schedule rule keeps a row for every customer, and one whose
-    conditions do not hold when it comes due does nothing for them. An
+    conditions do not hold when it comes due does nothing for them; and what in their own
+    standing would hold its action back (`held_back`: no consent to its channel, say). An
     unknown customer has nothing scheduled: two empty lists. At most 500 of each. A customer
     id merged into another answers for the customer it was merged into (`customer_id` in the
     answer names that survivor)."""
@@ -119,19 +151,8 @@ async def customer_schedule(
     scheduled = (await conn.execute(_SCHEDULED, params)).all()
     waiting = (await conn.execute(_WAITING, params)).all()
     card = await replica.card_of(conn, customer_id) if scheduled else None
-    ruleset = outreach.current.ruleset
     return CustomerSchedule(
         customer_id=customer_id,
-        scheduled=[
-            ScheduledNext.model_validate(
-                {
-                    **r._mapping,
-                    "conditions_hold": None
-                    if card is None
-                    else ruleset.would_act(r.rule_id, customer_id, card),
-                }
-            )
-            for r in scheduled
-        ],
+        scheduled=[_judged(r, customer_id, card, outreach.current) for r in scheduled],
         waiting=[WaitingAction.model_validate(r._mapping) for r in waiting],
     )

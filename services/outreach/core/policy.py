@@ -351,6 +351,32 @@ class Decision:
 SEND = Decision(Outcome.SEND)
 
 
+def standing_refusal(
+    card: Mapping[str, Any], kind: str, channel: str, policy: Policy
+) -> Decision | None:
+    """The suppression a customer's own standing makes of an action to them of ``kind`` by
+    ``channel``, whenever it is decided: their consent to the channel and to marketing, and
+    a reduce-cost strategy's promotions. None when their standing lets it through (the
+    suppression list, the rule's limits, an open complaint, the cap and quiet hours are
+    judged when it is decided)."""
+    transactional = kind in policy.transactional_kinds
+    profile = card.get("profile") or {}
+    consent = profile.get("consent") or {}
+    channel = channel_for(channel, card)
+    if channel == "email" and consent.get("email") is not True:
+        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no email consent")
+    if channel == "sms" and consent.get("sms") is not True:
+        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no SMS consent")
+    marketing = consent.get("marketing") is True
+    if not transactional and policy.marketing_consent_required and not marketing:
+        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no marketing consent")
+    promotional = kind in policy.promotional_kinds
+    if promotional and policy.reduce_cost_no_promotions and card.get("strategy") == REDUCE_COST:
+        detail = "the customer's strategy is reduce_cost: no promotions"
+        return Decision(Outcome.SUPPRESS, Reason.REDUCE_COST, detail=detail)
+    return None
+
+
 def decide(
     card: Mapping[str, Any],
     candidate: Candidate,
@@ -374,21 +400,11 @@ def decide(
         return Decision(Outcome.SUPPRESS, Reason.LIMIT, detail=over) if over else SEND
     if suppressed:
         return Decision(Outcome.SUPPRESS, Reason.SUPPRESSED, detail="customer is suppressed")
+    refused = standing_refusal(card, candidate.kind, candidate.channel, policy)
+    if refused is not None:
+        return refused
     transactional = candidate.kind in policy.transactional_kinds
-    profile = card.get("profile") or {}
-    consent = profile.get("consent") or {}
-    channel = channel_for(candidate.channel, card)
-    if channel == "email" and consent.get("email") is not True:
-        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no email consent")
-    if channel == "sms" and consent.get("sms") is not True:
-        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no SMS consent")
-    marketing = consent.get("marketing") is True
-    if not transactional and policy.marketing_consent_required and not marketing:
-        return Decision(Outcome.SUPPRESS, Reason.NO_CONSENT, detail="no marketing consent")
     promotional = candidate.kind in policy.promotional_kinds
-    if promotional and policy.reduce_cost_no_promotions and card.get("strategy") == REDUCE_COST:
-        detail = "the customer's strategy is reduce_cost: no promotions"
-        return Decision(Outcome.SUPPRESS, Reason.REDUCE_COST, detail=detail)
     over = _over_limit(candidate, history, now)
     if over:
         return Decision(Outcome.SUPPRESS, Reason.LIMIT, detail=over)
