@@ -144,8 +144,26 @@ async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhyth
                     text("SELECT customer_id, payload FROM scoring.outbox")
                 )
             }
+        # A second refit with the same rhythm leaves the stored moves alone (they were walked
+        # with it; a lost row stays lost); a process started since, whose lifecycle settings
+        # may differ, walks them all again.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "DELETE FROM scoring.stage_history "
+                    "WHERE customer_id = 'lapsed' AND to_stage = 'churned'"
+                )
+            )
+        await refit(engine, clock, cache, ScoringSettings(), fitters=fitters)
+        unwalked = await queries.stage_history(engine, "lapsed")
+        restarted = PopulationCache(cache.current)
+        await refit(engine, clock, restarted, ScoringSettings(), fitters=fitters)
+        rewalked = await queries.stage_history(engine, "lapsed")
         await engine.dispose()
     assert report.population.median_gap_days == 60
+    assert unwalked is not None and rewalked is not None and after["lapsed"] is not None
+    assert len(unwalked.transitions) == 2
+    assert rewalked.transitions == after["lapsed"].transitions
 
     # As the events were applied, by the default rhythm.
     assert before["once"] is not None and before["lapsed"] is not None

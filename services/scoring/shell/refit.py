@@ -308,14 +308,21 @@ async def refit(
     forget_held_states()
     release_freed()  # with what the consumer's batches freed, before the walk's arrays grow
     map_big_blocks_apart()  # the walk's arrays grow in place, not by copies leaving holes
+    before = cache.current
     population, customers, buyers, fit_seconds, kept = await fit_population(
-        engine, when, cache.current, settings, fitters
+        engine, when, before, settings, fitters
     )
     async with engine.begin() as conn:
         await store.save_population(conn, population)
     cache.current = population
     release_freed()  # the fit's, before the second pass makes its own
-    changed = await _refresh_cards(engine, clock, population, settings)
+    # Stored stage moves were walked with the rhythm in force (the cards beside them too):
+    # only a new population rhythm, or the settings this process started with, date them anew.
+    rewalk = not cache.histories_walked or before.median_gap(settings) != population.median_gap(
+        settings
+    )
+    changed = await _refresh_cards(engine, clock, population, settings, rewalk=rewalk)
+    cache.histories_walked = True
     release_freed()
     report = RefitReport(
         customers, buyers, population, changed, fit_seconds, time.perf_counter() - started, kept
@@ -331,13 +338,18 @@ async def refit(
 
 
 async def _refresh_cards(
-    engine: AsyncEngine, clock: Clock, population: Population, settings: ScoringSettings
+    engine: AsyncEngine,
+    clock: Clock,
+    population: Population,
+    settings: ScoringSettings,
+    *,
+    rewalk: bool,
 ) -> int:
     changed = 0
     after = ""
     while True:
         async with engine.begin() as conn:
-            rows = await store.lock_page(conn, after, PAGE)
+            rows = await store.lock_page(conn, after, PAGE, with_history=rewalk)
             if not rows:
                 return changed
             after = rows[-1].customer_id
@@ -352,7 +364,8 @@ async def _refresh_cards(
                 saved.append(CustomerRow.of(row.state, card))
                 # A new population rhythm dates a short history's silences anew: the stored
                 # stage moves follow the card's, so the timeline and the card tell one story.
-                history.append((row.customer_id, row.history, card.history))
+                if row.history is not None:
+                    history.append((row.customer_id, row.history, card.history))
                 if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.stage,
                     row.tier,
