@@ -159,11 +159,34 @@ async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhyth
         restarted = PopulationCache(cache.current)
         await refit(engine, clock, restarted, ScoringSettings(), fitters=fitters)
         rewalked = await queries.stage_history(engine, "lapsed")
+        # Time moves a customer on between sweeps: a refit that finds them churned before
+        # the sweep did records the move with the card, and publishes it.
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM scoring.outbox"))
+        clock.set(T0 + timedelta(days=42))
+        await refit(engine, clock, restarted, ScoringSettings(), fitters=fitters)
+        churned = await queries.stage_history(engine, "once")
+        async with engine.connect() as conn:
+            moved = {
+                cid: orjson.loads(payload)["stage_change"]
+                for cid, payload in await conn.execute(
+                    text("SELECT customer_id, payload FROM scoring.outbox")
+                )
+            }
         await engine.dispose()
     assert report.population.median_gap_days == 60
     assert unwalked is not None and rewalked is not None and after["lapsed"] is not None
     assert len(unwalked.transitions) == 2
     assert rewalked.transitions == after["lapsed"].transitions
+    assert churned is not None and (churned.stage, churned.stage_since) == (
+        "churned",
+        bought["once"] + timedelta(days=241),
+    )
+    assert churned.transitions[-1] == StageMove(
+        "declining", "churned", bought["once"] + timedelta(days=241)
+    )
+    assert moved["once"] is not None
+    assert (moved["once"]["from"], moved["once"]["to"]) == ("declining", "churned")
 
     # As the events were applied, by the default rhythm.
     assert before["once"] is not None and before["lapsed"] is not None

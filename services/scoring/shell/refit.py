@@ -357,15 +357,17 @@ async def _refresh_cards(
             saved: list[CustomerRow] = []
             outbox: list[Outgoing] = []
             held: list[tuple[str, Complaint]] = []
-            history: list[tuple[str, StoredHistory, list[Transition]]] = []
+            # The stored stage moves follow the cards, so the timeline and the card tell one
+            # story: every customer's when a new rhythm dates short histories' silences anew,
+            # else those whose stage moved since they were last written (time, before the
+            # sweep came to them).
+            walked: list[tuple[str, StoredHistory | None, list[Transition]]] = []
             for row in rows:
                 card = score(row.state, now, population, settings)
                 held += _hold_complaints(row.state, card.tier, population, settings)
                 saved.append(CustomerRow.of(row.state, card))
-                # A new population rhythm dates a short history's silences anew: the stored
-                # stage moves follow the card's, so the timeline and the card tell one story.
-                if row.history is not None:
-                    history.append((row.customer_id, row.history, card.history))
+                if row.history is not None or card.stage != row.stage:
+                    walked.append((row.customer_id, row.history, card.history))
                 if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.stage,
                     row.tier,
@@ -374,8 +376,12 @@ async def _refresh_cards(
                     row.member_tier,
                 ):
                     outbox.append(refresh_change(card, row.stage, row.member_tier))
+            unread = [cid for cid, stored, _ in walked if stored is None]
+            stored = await store.histories(conn, unread) if unread else {}
             await store.save(conn, saved)
-            await store.sync_history(conn, history)
+            await store.sync_history(
+                conn, [(cid, s if s is not None else stored[cid], w) for cid, s, w in walked]
+            )
             await complaint_store.sync(conn, held)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)

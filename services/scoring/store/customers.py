@@ -343,8 +343,7 @@ _ALL_STATES = text("SELECT state FROM scoring.customers")
 # date their stage moves anew (a new population rhythm), their stage history.
 _PAGE = text(
     """
-    SELECT c.customer_id, c.state, c.stage, c.tier, c.strategy, c.segment, c.member_tier,
-        NULL AS history_ids, NULL AS history
+    SELECT c.customer_id, c.state, c.stage, c.tier, c.strategy, c.segment, c.member_tier
     FROM scoring.customers AS c
     WHERE c.customer_id > :after
     ORDER BY c.customer_id LIMIT :n FOR UPDATE OF c
@@ -393,6 +392,23 @@ class Standing:
     strategy: str | None
     segment: str | None
     member_tier: str | None
+
+
+_HISTORIES = text(
+    """
+    SELECT customer_id, array_agg(id ORDER BY id) AS history_ids,
+        array_agg(from_stage || ' ' || to_stage || ' ' || at ORDER BY id) AS history
+    FROM scoring.stage_history WHERE customer_id = ANY(CAST(:ids AS text[]))
+    GROUP BY customer_id
+    """
+)
+
+
+async def histories(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, StoredHistory]:
+    """These customers' stored stage histories (an empty one for a customer without)."""
+    ids = sorted(set(customer_ids))
+    found = {r.customer_id: _history(r) for r in await conn.execute(_HISTORIES, {"ids": ids})}
+    return {cid: found.get(cid, []) for cid in ids}
 
 
 async def lock_page(
