@@ -246,6 +246,25 @@ async def test_each_scheduled_rule_says_whether_it_would_act_for_the_customer_no
             f"/v1/customers/{customer}/schedule", headers={"X-API-Key": keys["ops_read"]}
         )
         assert [s["held_back"] for s in resp.json()["scheduled"]] == [None] * 5
+        # On the suppression list, every message that would go is held back.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outreach.suppressions (customer_id, reason, source, created_at) "
+                    "VALUES (:c, 'asked by phone', 'api', :at)"
+                ),
+                {"c": customer, "at": NOW},
+            )
+        resp = await api.get(
+            f"/v1/customers/{customer}/schedule", headers={"X-API-Key": keys["ops_read"]}
+        )
+        assert [(s["held_back"] or {}).get("reason") for s in resp.json()["scheduled"]] == [
+            None,
+            "suppressed",
+            "suppressed",
+            None,
+            None,
+        ]
     finally:
         async with engine.begin() as conn:
             await conn.execute(
@@ -253,4 +272,7 @@ async def test_each_scheduled_rule_says_whether_it_would_act_for_the_customer_no
             )
             await conn.execute(
                 text("DELETE FROM outreach.cards WHERE customer_id = :c"), {"c": customer}
+            )
+            await conn.execute(
+                text("DELETE FROM outreach.suppressions WHERE customer_id = :c"), {"c": customer}
             )

@@ -12,7 +12,7 @@ from sqlalchemy import Row, text
 from services.outreach.api.deps import Outreach
 from services.outreach.core.policy import TEAM, standing_refusal
 from services.outreach.shell.current import Current
-from services.outreach.store import aliases, replica
+from services.outreach.store import aliases, replica, suppressions
 from shared.auth import Reader
 from shared.errors import responses
 from shared.service_state import Transaction
@@ -25,7 +25,9 @@ MAX_ROWS = 500
 
 
 class HeldBack(BaseModel):
-    reason: str = Field(description="the contact policy's reason: `no_consent`, `reduce_cost`")
+    reason: str = Field(
+        description="the contact policy's reason: `suppressed`, `no_consent`, `reduce_cost`"
+    )
     detail: str = Field(description="for people: which consent is missing, say")
 
 
@@ -48,10 +50,10 @@ class ScheduledNext(BaseModel):
     held_back: HeldBack | None = Field(
         None,
         description="what in the customer's own standing would hold the rule's action back "
-        "when it is decided (their consent to its channel or to marketing, a reduce-cost "
-        "strategy's promotions): it would be recorded as suppressed, not sent. Null when "
-        "nothing does, or the conditions do not hold (the suppression list, the rule's "
-        "limits, the frequency cap, quiet hours and open complaints are judged then)",
+        "when it is decided (the suppression list, their consent to its channel or to "
+        "marketing, a reduce-cost strategy's promotions): it would be recorded as "
+        "suppressed, not sent. Null when nothing does, or the conditions do not hold (the "
+        "rule's limits, the frequency cap, quiet hours and open complaints are judged then)",
     )
 
 
@@ -110,18 +112,24 @@ _WAITING = text(
 )
 
 
-def _judged(row: Row[Any], customer_id: str, card: Any, current: Current) -> ScheduledNext:
+def _judged(
+    row: Row[Any], customer_id: str, card: Any, suppressed: bool, current: Current
+) -> ScheduledNext:
     """A schedule row with what the rules and the policy in force make of it for the
-    customer's card now."""
+    customer's card now (``suppressed``: they are on the suppression list)."""
     scheduled = ScheduledNext.model_validate(row._mapping)
     if card is None:
         return scheduled
     scheduled.conditions_hold = current.ruleset.would_act(row.rule_id, customer_id, card)
     rule = current.rules.get(row.rule_id)
-    if scheduled.conditions_hold and rule is not None and rule.action.audience != TEAM:
-        refused = standing_refusal(card, rule.action.kind, rule.action.channel, current.policy)
-        if refused is not None and refused.reason is not None:
-            scheduled.held_back = HeldBack(reason=refused.reason, detail=refused.detail)
+    if not scheduled.conditions_hold or rule is None or rule.action.audience == TEAM:
+        return scheduled  # an alert to the shop's people is not held back by their standing
+    if suppressed:
+        scheduled.held_back = HeldBack(reason="suppressed", detail="customer is suppressed")
+        return scheduled
+    refused = standing_refusal(card, rule.action.kind, rule.action.channel, current.policy)
+    if refused is not None and refused.reason is not None:
+        scheduled.held_back = HeldBack(reason=refused.reason, detail=refused.detail)
     return scheduled
 
 
@@ -142,7 +150,8 @@ async def customer_schedule(
     scheduled row says whether its rule's conditions hold for the customer now
     (`conditions_hold`): every schedule rule keeps a row for every customer, and one whose
     conditions do not hold when it comes due does nothing for them; and what in their own
-    standing would hold its action back (`held_back`: no consent to its channel, say). An
+    standing would hold its action back (`held_back`: suppressed, or no consent to its
+    channel, say). An
     unknown customer has nothing scheduled: two empty lists. At most 500 of each. A customer
     id merged into another answers for the customer it was merged into (`customer_id` in the
     answer names that survivor)."""
@@ -151,8 +160,9 @@ async def customer_schedule(
     scheduled = (await conn.execute(_SCHEDULED, params)).all()
     waiting = (await conn.execute(_WAITING, params)).all()
     card = await replica.card_of(conn, customer_id) if scheduled else None
+    suppressed = card is not None and await suppressions.is_suppressed(conn, customer_id)
     return CustomerSchedule(
         customer_id=customer_id,
-        scheduled=[_judged(r, customer_id, card, outreach.current) for r in scheduled],
+        scheduled=[_judged(r, customer_id, card, suppressed, outreach.current) for r in scheduled],
         waiting=[WaitingAction.model_validate(r._mapping) for r in waiting],
     )
