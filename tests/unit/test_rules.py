@@ -12,11 +12,13 @@ from pydantic import ValidationError
 from bench.bench_outreach import benchmark
 from services.outreach.core.rule_pack import DEFAULT_PACK, default_pack
 from services.outreach.core.rules import (
+    Episode,
     EventSeen,
     Match,
     Rule,
     RuleFailure,
     RuleSet,
+    redated,
     template_errors,
 )
 from services.outreach.core.templates import SAMPLE_CARD
@@ -435,3 +437,19 @@ def test_a_cron_for_a_date_that_never_exists_is_refused(expression: str) -> None
     }
     leap = raw_rule(trigger={"type": "schedule", "kind": "cron", "expression": "0 9 29 2 *"})
     assert Rule.model_validate(leap).trigger.type == "schedule"
+
+
+def test_a_time_driven_episode_dated_anew_without_a_purchase_since_is_the_same_episode() -> None:
+    def c(stage: str, since: str, last_order: str) -> dict[str, Any]:
+        value = {**SAMPLE_CARD["value"], "last_order_at": f"{last_order}T10:00:00Z"}
+        return {"stage": stage, "stage_since": f"{since}T00:00:00Z", "value": value}
+
+    was = Episode.of(c("churned", "2030-05-01", "2030-01-01"))
+    assert redated(was, c("churned", "2030-05-20", "2030-01-01")) == Episode(
+        "churned", "2030-05-20", None
+    )
+    assert redated(was, c("churned", "2030-05-01", "2030-01-01")) is None  # not moved
+    assert redated(was, c("declining", "2030-05-20", "2030-01-01")) is None  # another stage
+    assert redated(was, c("churned", "2030-05-20", "2030-05-01")) is None  # bought that day
+    growing = Episode.of(c("growing", "2030-05-01", "2030-05-01"))
+    assert redated(growing, c("growing", "2030-05-20", "2030-05-01")) is None  # not by time

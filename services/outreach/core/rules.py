@@ -453,6 +453,27 @@ class Episode(NamedTuple):
         return (date.fromisoformat(as_of[:10]) - date.fromisoformat(self.since)).days <= days
 
 
+# The stages time alone enters: their day is a number of silent days after the last purchase,
+# judged by the customer's rhythm (the population's, for a short history), so it may move.
+TIME_DRIVEN_STAGES = frozenset({"declining", "churned"})
+
+
+def redated(before: Episode, card: Mapping[str, Any]) -> Episode | None:
+    """The episode ``card`` is in when it is ``before`` dated anew rather than a new one:
+    the same stage entered by time, on another day, with no purchase since ``before`` began
+    (a new population rhythm, or a late or cancelled order, moved the silence's thresholds).
+    None otherwise: a customer who bought since began a new silence, whatever its stage."""
+    now = Episode.of(card)
+    if now.stage != before.stage or now.stage not in TIME_DRIVEN_STAGES:
+        return None
+    if now.since is None or before.since is None or now.since == before.since:
+        return None
+    last_order = (card.get("value") or {}).get("last_order_at")
+    if last_order is not None and str(last_order)[:10] >= before.since:
+        return None
+    return now
+
+
 class MemberEpisode(NamedTuple):
     """The membership tier a card holds (null: none), since when, which tier it left and
     whether that was an upgrade; None when the card has no membership episode (never a tier,

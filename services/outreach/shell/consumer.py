@@ -13,9 +13,11 @@ from services.outreach.core.changes import read_change
 from services.outreach.core.goals import GoalEvent, goal_event_of
 from services.outreach.core.rules import (
     EPISODE_TRIGGERS,
+    TIME_DRIVEN_STAGES,
     Match,
     RuleFailure,
     RuleSet,
+    redated,
     waits_in_line,
 )
 from services.outreach.core.schedules import CatchUp
@@ -30,7 +32,7 @@ from services.outreach.shell.rule_health import record_failures
 from services.outreach.shell.tagging import record_tags
 from services.outreach.store import aliases, erasure, goal_events, inbox, ledger, schedule
 from services.outreach.store.ledger import Recorded
-from services.outreach.store.replica import cards_of, lock_customers, save_cards
+from services.outreach.store.replica import cards_of, episodes_of, lock_customers, save_cards
 from services.outreach.store.schedule import reschedule
 from shared.changes import Change
 from shared.clock import Clock
@@ -107,6 +109,31 @@ class ChangeApplier:
             await delivery.adopt(fresh, written)
         return recorded
 
+    async def _save_cards(
+        self, conn: AsyncConnection, fresh: Sequence[Change], latest: Mapping[str, Change]
+    ) -> None:
+        """Write the customers' newest cards. A customer still in the stage time moved them
+        to, with no purchase since, whose card dates it anew (a population refit's new
+        rhythm, a late order) is in the same episode: the stage rules' decisions for it are
+        re-keyed to the new day first, so a win-back sent for a churn is not sent again
+        when the churn is re-dated."""
+        moved = {c.customer_id for c in fresh if c.stage_change is not None}
+        candidates = [
+            cid
+            for cid, change in latest.items()
+            if cid not in moved and change.card.get("stage") in TIME_DRIVEN_STAGES
+        ]
+        before = await episodes_of(conn, candidates) if candidates else {}
+        await save_cards(conn, latest)
+        redated_keys = []
+        for cid, was in before.items():
+            now_in = redated(was, latest[cid].card)
+            if now_in is not None:
+                redated_keys.append((cid, was.key, now_in.key))
+        if redated_keys:
+            stage_rules = [r.id for r in self._current.rules.values() if r.trigger.type == "stage"]
+            await ledger.redate_episodes(conn, redated_keys, stage_rules)
+
     async def _apply(self, changes: Sequence[Change], lease: Lease | None) -> list[Recorded]:
         """The batch in one transaction; ``lease`` sees the actions decided before they are
         written (:func:`~services.outreach.shell.decide.decide_and_record`)."""
@@ -148,7 +175,7 @@ class ChangeApplier:
                 seen = latest.get(change.customer_id)
                 if seen is None or seen.at <= change.at:
                     latest[change.customer_id] = change
-            await save_cards(conn, latest)
+            await self._save_cards(conn, fresh, latest)
             cards = {cid: c.card for cid, c in latest.items()}
             # A forwarded change is matched on the survivor's card (the union of the records).
             known = {**await cards_of(conn, {c.customer_id for c in fresh} - set(cards)), **cards}

@@ -524,3 +524,38 @@ async def suppress_unsubscribed(conn: AsyncConnection, customer_id: str, now: da
     rows = (await conn.execute(_SUPPRESS_QUEUED, params)).all()
     await publish_decisions(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
     return len(rows)
+
+
+_REDATE = text(
+    """
+    UPDATE outreach.actions AS a SET occurrence = t.new
+    FROM unnest(CAST(:customers AS text[]), CAST(:old AS text[]), CAST(:new AS text[]))
+        AS t(customer_id, old, new)
+    WHERE a.customer_id = t.customer_id AND a.occurrence = t.old
+      AND a.rule_id = ANY(CAST(:rules AS text[]))
+      AND NOT EXISTS (
+          SELECT 1 FROM outreach.actions AS b
+          WHERE b.rule_id = a.rule_id AND b.customer_id = a.customer_id AND b.occurrence = t.new
+      )
+    """
+)
+
+
+async def redate_episodes(
+    conn: AsyncConnection, moved: Sequence[tuple[str, str, str]], rule_ids: Sequence[str]
+) -> int:
+    """The stage rules' (``rule_ids``) decisions for each customer's episode ``old`` belong
+    to the same episode dated anew, ``new`` (``moved``: (customer, old, new)), so a rule
+    that acted once for it does not act again; returns how many were re-keyed."""
+    if not moved or not rule_ids:
+        return 0
+    result = await conn.execute(
+        _REDATE,
+        {
+            "customers": [c for c, _, _ in moved],
+            "old": [o for _, o, _ in moved],
+            "new": [n for _, _, n in moved],
+            "rules": list(rule_ids),
+        },
+    )
+    return int(result.rowcount)

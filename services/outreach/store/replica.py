@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.outreach.core.rules import Episode
 from shared.changes import Change
 
 # Replica rows per fetch of the server-side cursor.
@@ -31,6 +32,11 @@ _LOCK = text(
     "ORDER BY customer_id FOR UPDATE"
 )
 _CARD = text("SELECT card FROM outreach.cards WHERE customer_id = :c")
+_EPISODES = text(
+    "SELECT customer_id, card->>'stage' AS stage, card->>'stage_since' AS stage_since, "
+    "card->>'previous_stage' AS previous_stage "
+    "FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[]))"
+)
 _CARDS = text(
     "SELECT customer_id, card FROM outreach.cards WHERE customer_id = ANY(CAST(:ids AS text[]))"
 )
@@ -72,6 +78,12 @@ async def save_cards(conn: AsyncConnection, latest: Mapping[str, Change]) -> Non
         for cid in sorted(latest)
     ]
     await conn.execute(_SAVE, {"rows": orjson.dumps(rows).decode()})
+
+
+async def episodes_of(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[str, Episode]:
+    """The stage episode each of these customers' stored card is in (those the replica has)."""
+    rows = await conn.execute(_EPISODES, {"ids": sorted(set(customer_ids))})
+    return {r.customer_id: Episode.of(dict(r._mapping)) for r in rows}
 
 
 async def lock_customers(conn: AsyncConnection, customer_ids: Sequence[str]) -> None:
