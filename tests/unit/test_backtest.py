@@ -131,3 +131,30 @@ def test_the_replay_holds_out_whom_the_live_decision_would() -> None:
     assert result.outcomes == {"send": 20, "suppress": 10}
     assert result.held_out == 10  # a's ten visits
     assert _replay(rule.model_copy(update={"control_percent": 0}), [CHANGES]).held_out == 0
+
+
+def test_a_churn_dated_anew_is_decided_once_in_the_replay_as_live() -> None:
+    def churned(n: int, since: str, last_order: str) -> Change:
+        change = _change(n, "a", START + timedelta(hours=n), "1990-03-10")
+        card = {
+            **change.card,
+            "stage": "churned",
+            "stage_since": f"{since}T00:00:00Z",
+            "value": {"last_order_at": f"{last_order}T10:00:00Z"},
+        }
+        return change.model_copy(update={"card": card})
+
+    rule = _rule({"type": "stage", "to": ["churned"]})
+    # Re-dated twice with no purchase in between, then a new silence after a late order.
+    result = _replay(
+        rule,
+        [
+            [
+                churned(1, "2026-02-01", "2025-10-01"),
+                churned(2, "2026-02-09", "2025-10-01"),
+                churned(3, "2026-01-25", "2025-10-01"),
+                churned(4, "2026-02-27", "2026-02-05"),
+            ]
+        ],
+    )
+    assert result.decided == 2

@@ -35,7 +35,14 @@ import orjson
 
 from services.outreach.core.arms import HELD_OUT
 from services.outreach.core.policy import Candidate, Outcome, Policy, arm_of_rule, decide_all
-from services.outreach.core.rules import Match, Rule, RuleSet
+from services.outreach.core.rules import (
+    TIME_DRIVEN_STAGES,
+    Episode,
+    Match,
+    Rule,
+    RuleSet,
+    redated,
+)
 from services.outreach.core.schedules import day_start, next_due, occurrence_key
 from shared.changes import Change
 
@@ -96,6 +103,10 @@ class Replay:
         # most valuable as live: the counts hold, the chosen customers may differ.
         self._per_day = self._live.limits.max_per_day
         self._used: dict[datetime, int] = {}
+        # Stage rules only: each customer's episode in a stage time entered, as live keeps it
+        # to recognise the episode dated anew (:func:`~services.outreach.core.rules.redated`).
+        self._staged = self._live.trigger.type == "stage"
+        self._silent: dict[str, Episode] = {}
 
     def feed(self, changes: Iterable[Change]) -> None:
         """Replay these changes, oldest first within each customer."""
@@ -116,6 +127,8 @@ class Replay:
                 self._fire_until(customer, at)
                 self._cards[customer] = orjson.dumps(change.card)
                 self._plan(customer, change.card, at)
+            if self._staged:
+                self._follow_episode(customer, change)
             matches = self._ruleset.match(change)
             if matches:
                 event, moved = change.event, change.stage_change
@@ -126,6 +139,16 @@ class Replay:
                     elif moved is not None:
                         when = _placed(moved.at, at)
                     self._act([match], change.card, when)
+
+    def _follow_episode(self, customer: str, change: Change) -> None:
+        """As live: an episode dated anew keeps what was decided for it."""
+        was = self._silent.pop(customer, None)
+        if was is not None and change.stage_change is None:
+            now_in = redated(was, change.card)
+            if now_in is not None and hash((customer, was.key)) in self._kept:
+                self._kept.add(hash((customer, now_in.key)))
+        if change.card.get("stage") in TIME_DRIVEN_STAGES:
+            self._silent[customer] = Episode.of(change.card)
 
     def finish(self, until: datetime) -> BacktestResult:
         """Fire every schedule due up to ``until``; the result of the whole replay."""
