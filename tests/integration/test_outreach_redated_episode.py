@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -62,15 +63,29 @@ async def winbacks(shop: Shop, customer_id: str) -> list[str]:
         return [r.occurrence for r in rows]
 
 
+async def published(shop: Shop, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's messages on the actions outbox, oldest first."""
+    async with shop.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT payload FROM outreach.outbox WHERE customer_id = :c ORDER BY id"),
+            {"c": customer_id},
+        )
+        return [orjson.loads(r.payload) for r in rows]
+
+
 async def test_a_churn_dated_anew_is_won_back_once_and_a_new_one_again(shop: Shop) -> None:
     await shop.change("amy", **churned("2030-05-01", "2030-01-01"))
     assert await winbacks(shop, "amy") == ["churned@2030-05-01"]
 
     # The population's rhythm grew: the same silence reaches churned later. Then shorter.
+    # The actions stream says so: the action's newest message carries the new day.
     for since in ("2030-05-20", "2030-04-10"):
         shop.clock.advance(timedelta(minutes=1))
         await shop.change("amy", **churned(since, "2030-01-01"))
         assert await winbacks(shop, "amy") == [f"churned@{since}"]
+        newest = (await published(shop, "amy"))[-1]
+        assert (newest["occurrence"], newest["decided_again_at"]) == (f"churned@{since}", None)
+        assert newest["updated_at"] == shop.clock.now().isoformat()
 
     # A late order from 15 May: Amy bought after that churn began, and her new silence is a
     # new churn, won back again.

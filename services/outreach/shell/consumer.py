@@ -110,7 +110,11 @@ class ChangeApplier:
         return recorded
 
     async def _save_cards(
-        self, conn: AsyncConnection, fresh: Sequence[Change], latest: Mapping[str, Change]
+        self,
+        conn: AsyncConnection,
+        fresh: Sequence[Change],
+        latest: Mapping[str, Change],
+        now: datetime,
     ) -> None:
         """Write the customers' newest cards. A customer still in the stage time moved them
         to, with no purchase since, whose card dates it anew (a population refit's new
@@ -132,7 +136,7 @@ class ChangeApplier:
                 redated_keys.append((cid, was.key, now_in.key))
         if redated_keys:
             stage_rules = [r.id for r in self._current.rules.values() if r.trigger.type == "stage"]
-            await ledger.redate_episodes(conn, redated_keys, stage_rules)
+            await ledger.redate_episodes(conn, redated_keys, stage_rules, now)
 
     async def _apply(self, changes: Sequence[Change], lease: Lease | None) -> list[Recorded]:
         """The batch in one transaction; ``lease`` sees the actions decided before they are
@@ -175,7 +179,7 @@ class ChangeApplier:
                 seen = latest.get(change.customer_id)
                 if seen is None or seen.at <= change.at:
                     latest[change.customer_id] = change
-            await self._save_cards(conn, fresh, latest)
+            await self._save_cards(conn, fresh, latest, now)
             cards = {cid: c.card for cid, c in latest.items()}
             # A forwarded change is matched on the survivor's card (the union of the records).
             known = {**await cards_of(conn, {c.customer_id for c in fresh} - set(cards)), **cards}

@@ -527,7 +527,7 @@ async def suppress_unsubscribed(conn: AsyncConnection, customer_id: str, now: da
 
 
 _REDATE = text(
-    """
+    f"""
     UPDATE outreach.actions AS a SET occurrence = t.new
     FROM unnest(CAST(:customers AS text[]), CAST(:old AS text[]), CAST(:new AS text[]))
         AS t(customer_id, old, new)
@@ -537,25 +537,36 @@ _REDATE = text(
           SELECT 1 FROM outreach.actions AS b
           WHERE b.rule_id = a.rule_id AND b.customer_id = a.customer_id AND b.occurrence = t.new
       )
+    RETURNING {A_AS_PUBLISHED}
     """
 )
 
 
 async def redate_episodes(
-    conn: AsyncConnection, moved: Sequence[tuple[str, str, str]], rule_ids: Sequence[str]
+    conn: AsyncConnection,
+    moved: Sequence[tuple[str, str, str]],
+    rule_ids: Sequence[str],
+    now: datetime,
 ) -> int:
     """The stage rules' (``rule_ids``) decisions for each customer's episode ``old`` belong
     to the same episode dated anew, ``new`` (``moved``: (customer, old, new)), so a rule
-    that acted once for it does not act again; returns how many were re-keyed."""
+    that acted once for it does not act again; each re-keyed action goes on the actions
+    stream with its new occurrence (not a new decision). Returns how many were re-keyed."""
     if not moved or not rule_ids:
         return 0
-    result = await conn.execute(
-        _REDATE,
-        {
-            "customers": [c for c, _, _ in moved],
-            "old": [o for _, o, _ in moved],
-            "new": [n for _, _, n in moved],
-            "rules": list(rule_ids),
-        },
+    rows = (
+        await conn.execute(
+            _REDATE,
+            {
+                "customers": [c for c, _, _ in moved],
+                "old": [o for _, o, _ in moved],
+                "new": [n for _, _, n in moved],
+                "rules": list(rule_ids),
+            },
+        )
+    ).all()
+    ordered = sorted(rows, key=lambda r: (r.decided_at, r.id))
+    await _requeue(
+        conn, [(r.customer_id, _as_it_stands(r, now, decided_again=False)) for r in ordered]
     )
-    return int(result.rowcount)
+    return len(rows)
