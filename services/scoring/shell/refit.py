@@ -32,7 +32,7 @@ from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.state_cache import forget_held_states
 from services.scoring.store import complaints as complaint_store
 from services.scoring.store import customers as store
-from services.scoring.store.customers import CustomerRow, StoredHistory
+from services.scoring.store.customers import CustomerRow
 from shared.clock import Clock
 from shared.heap import map_big_blocks_apart, release_freed
 from shared.logging import get_logger
@@ -349,7 +349,7 @@ async def _refresh_cards(
     after = ""
     while True:
         async with engine.begin() as conn:
-            rows = await store.lock_page(conn, after, PAGE, with_history=rewalk)
+            rows = await store.lock_page(conn, after, PAGE)
             if not rows:
                 return changed
             after = rows[-1].customer_id
@@ -361,13 +361,13 @@ async def _refresh_cards(
             # story: every customer's when a new rhythm dates short histories' silences anew,
             # else those whose stage moved since they were last written (time, before the
             # sweep came to them).
-            walked: list[tuple[str, StoredHistory | None, list[Transition]]] = []
+            walked: dict[str, list[Transition]] = {}
             for row in rows:
                 card = score(row.state, now, population, settings)
                 held += _hold_complaints(row.state, card.tier, population, settings)
                 saved.append(CustomerRow.of(row.state, card))
-                if row.history is not None or card.stage != row.stage:
-                    walked.append((row.customer_id, row.history, card.history))
+                if rewalk or card.stage != row.stage:
+                    walked[row.customer_id] = card.history
                 if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.stage,
                     row.tier,
@@ -376,12 +376,9 @@ async def _refresh_cards(
                     row.member_tier,
                 ):
                     outbox.append(refresh_change(card, row.stage, row.member_tier))
-            unread = [cid for cid, stored, _ in walked if stored is None]
-            stored = await store.histories(conn, unread) if unread else {}
+            stored = await store.histories(conn, walked) if walked else {}
             await store.save(conn, saved)
-            await store.sync_history(
-                conn, [(cid, s if s is not None else stored[cid], w) for cid, s, w in walked]
-            )
+            await store.sync_history(conn, [(c, stored[c], w) for c, w in walked.items()])
             await complaint_store.sync(conn, held)
             await store.add_outbox(conn, outbox)
             changed += len(outbox)

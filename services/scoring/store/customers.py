@@ -339,28 +339,12 @@ async def sync_history(
 
 
 _ALL_STATES = text("SELECT state FROM scoring.customers")
-# The refit's: a page of customers with the figures a fit may move, and, when the fit may
-# date their stage moves anew (a new population rhythm), their stage history.
+# The refit's: a page of customers with the figures a fit may move.
 _PAGE = text(
     """
-    SELECT c.customer_id, c.state, c.stage, c.tier, c.strategy, c.segment, c.member_tier
-    FROM scoring.customers AS c
-    WHERE c.customer_id > :after
-    ORDER BY c.customer_id LIMIT :n FOR UPDATE OF c
-    """
-)
-_PAGE_WITH_HISTORY = text(
-    """
-    SELECT c.customer_id, c.state, c.stage, c.tier, c.strategy, c.segment, c.member_tier,
-        h.ids AS history_ids, h.items AS history
-    FROM scoring.customers AS c
-    LEFT JOIN LATERAL (
-        SELECT array_agg(s.id ORDER BY s.id) AS ids,
-            array_agg(s.from_stage || ' ' || s.to_stage || ' ' || s.at ORDER BY s.id) AS items
-        FROM scoring.stage_history AS s WHERE s.customer_id = c.customer_id
-    ) AS h ON true
-    WHERE c.customer_id > :after
-    ORDER BY c.customer_id LIMIT :n FOR UPDATE OF c
+    SELECT customer_id, state, stage, tier, strategy, segment, member_tier
+    FROM scoring.customers WHERE customer_id > :after
+    ORDER BY customer_id LIMIT :n FOR UPDATE
     """
 )
 # The outbox stays: its rows are changes the service made and the relay has not published
@@ -381,13 +365,11 @@ async def all_states(conn: AsyncConnection, chunk: int) -> AsyncIterator[Custome
 
 @dataclass(frozen=True, slots=True)
 class Standing:
-    """A customer's facts, the figures a population fit may move, and their stage history
-    (None when not asked for)."""
+    """A customer's facts and the figures a population fit may move."""
 
     customer_id: str
     state: CustomerState
     stage: str
-    history: StoredHistory | None
     tier: str | None
     strategy: str | None
     segment: str | None
@@ -411,19 +393,15 @@ async def histories(conn: AsyncConnection, customer_ids: Iterable[str]) -> dict[
     return {cid: found.get(cid, []) for cid in ids}
 
 
-async def lock_page(
-    conn: AsyncConnection, after: str, limit: int, *, with_history: bool
-) -> list[Standing]:
+async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Standing]:
     """Up to ``limit`` customers whose id sorts after ``after``, in id order, locked until the
-    transaction ends; ``with_history``: with their stage history."""
-    query = _PAGE_WITH_HISTORY if with_history else _PAGE
-    rows = await conn.execute(query, {"after": after, "n": limit})
+    transaction ends."""
+    rows = await conn.execute(_PAGE, {"after": after, "n": limit})
     return [
         Standing(
             r.customer_id,
             CustomerState.from_json(r.state),
             r.stage,
-            _history(r) if with_history else None,
             r.tier,
             r.strategy,
             r.segment,
