@@ -191,6 +191,10 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
         if g[arm]["conversions"]
     }
     assert len(responses) > 0 and got == {k: len(v) for k, v in expected.items()}
+    # The win-back (15% off) is read against the customers it held out, not the forecast.
+    winback = next(g for g in groups if g["key"] == "winback-churned")
+    assert winback["baseline"] == "control_group", winback
+    assert 0 < winback["control"]["customers"] < winback["treatment"]["customers"], winback
     measured = {PLAYBOOK_STRATEGY[g["key"]] for g in groups if g["key"] in PLAYBOOK_STRATEGY}
     assert measured == {"develop", "maintain", "nurture"}
     assert len(demo.outcome_lines(outcomes)) == len(groups) + 1

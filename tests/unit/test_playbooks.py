@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.outreach.core.arms import arm_of
 from services.outreach.core.rule_pack import PLAYBOOK_STRATEGY, default_pack
 from services.outreach.core.rules import RuleSet
 from services.outreach.core.schedules import next_due
@@ -35,6 +36,30 @@ def test_every_strategy_but_reduce_cost_has_a_playbook_with_control_groups_and_g
         for r, s in PLAYBOOK_STRATEGY.items()
         if s == "develop"
     )
+
+
+def test_the_win_back_holds_out_a_tenth_of_the_churned_customers_it_matches() -> None:
+    # The pack's one discount to customers who may come back anyway: without a hold-out its
+    # outcomes could only be read against the model's forecast.
+    winback = PACK["winback-churned"]
+    c = card(tier="key", as_of="2025-06-01T08:00:00Z")
+    assert winback.id in {
+        m.rule.id for m in match_change(RULES, change(moved=("declining", "churned"), c=c))
+    }
+    arms = [
+        arm_of(
+            winback.id,
+            f"c{n}",
+            kind=winback.action.kind,
+            audience=winback.action.audience,
+            control_percent=winback.control_percent,
+            global_percent=0,
+            global_kinds=frozenset(),
+        )
+        for n in range(4000)
+    ]
+    assert 0.08 < arms.count("control") / len(arms) < 0.12
+    assert arms.count("control") + arms.count("treatment") == len(arms)
 
 
 def strategy_card(strategy: str, **more: object) -> dict[str, object]:

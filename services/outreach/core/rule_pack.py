@@ -7,6 +7,9 @@ Notes on a few of them:
   the customer became churned), so it fires once per churn, and again after a reactivation
   and a new churn — whether the churn was seen live, in an imported history, or the customer
   became key or regular only later. It reaches only customers lost within the last 180 days.
+  It is the pack's costliest message (15% off to customers some of whom would have come back
+  anyway), so a tenth of the customers it matches are held out (``control_percent``): its
+  outcomes are read against them, not against the model's forecast alone.
 - ``care-key-quiet`` runs daily but only reaches a key customer nobody has contacted for 60
   days: ``not_contacted_days`` looks at every message they received, ``cooldown_days`` keeps
   this rule itself to once per 60 days even if other messages did go out in between. Each
@@ -66,6 +69,7 @@ from typing import Any
 
 from services.outreach.core.rules import Rule
 
+_WINBACK_CONTROL = 10  # the share of the win-back's matches held out as its control group (%)
 _SIGN_OFF = "\n\nThe Tend shop\nUnsubscribe: {{ unsubscribe_url }}"
 
 # The rules that serve every customer whatever their strategy.
@@ -180,6 +184,9 @@ _SERVICE_RULES: list[dict[str, Any]] = [
             },
         },
         "priority": 60,
+        # The pack's one discount to customers who may come back by themselves: a tenth of
+        # them are held out, so the outcomes report can show what the discount bought.
+        "control_percent": _WINBACK_CONTROL,
     },
     {
         "id": "care-key-quiet",
