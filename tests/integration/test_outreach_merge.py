@@ -376,6 +376,15 @@ async def test_a_win_back_the_merged_record_had_for_its_churn_is_not_sent_again(
     assert [(a.customer_id, a.occurrence, a.merged_from) for a in actions] == [
         (web, "churned@2026-05-15", store)
     ]
+    # The actions stream says so: the action's newest message is the survivor's, under the
+    # survivor's episode, and no new decision.
+    [*_, last] = [m for m in await actions_published(stack, web) if m["action_id"] == actions[0].id]
+    assert (last["customer_id"], last["occurrence"], last["status"]) == (
+        web,
+        "churned@2026-05-15",
+        actions[0].status,
+    )
+    assert last["decided_again_at"] is None
 
 
 async def test_merges_chain_and_the_last_survivor_is_erased_with_every_record(

@@ -22,6 +22,9 @@ What folds, and how:
 - **Goal events** (their orders, visits...) are the survivor's: conversions count once, for
   the person.
 - **Suppressions**: the most restrictive of the records' entries is the survivor's.
+- **The actions stream** carries every moved action again as it now stands (the survivor's,
+  under the key it kept or took), so its newest message of each says what the ledger says;
+  the waiting ones decided again follow with their new decisions.
 - **Replica and schedules**: the merged ids' cards and schedule entries are dropped; the
   survivor's schedules are recomputed from the union card with the change (by the consumer).
 - **The alias map** records each merged id's survivor: a change still arriving under a merged
@@ -104,6 +107,7 @@ async def fold(
     card = change.card if survivor == change.customer_id else cards.get(survivor)
     if card is not None and moved:
         await _fold_episodes(conn, survivor, card, cards, moved, rules)
+    await store.publish_moved(conn, moved, now)
     redecided = 0
     if (moved or newly_suppressed) and card is not None:
         redecided = await _redecide(conn, survivor, card, rules, policy, settings, now)

@@ -4,7 +4,7 @@ actions waiting to be decided again (held for an open complaint, deferred for th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -420,6 +420,22 @@ async def _requeue(conn: AsyncConnection, messages: Sequence[tuple[str, str]]) -
         await conn.execute(_REQUEUE, {"messages": orjson.dumps(rows).decode()})
 
 
+async def publish_as_they_stand(
+    conn: AsyncConnection,
+    rows: Sequence[Any],
+    at: datetime,
+    *,
+    decided_again: Set[str] = frozenset(),
+) -> None:
+    """Put the rows (``AS_PUBLISHED`` reads them) on the actions outbox as they stand at
+    ``at``, in the order given: an action that moved (its customer, its occurrence) without
+    being decided again, except those in ``decided_again``."""
+    await _requeue(
+        conn,
+        [(r.customer_id, _as_it_stands(r, at, decided_again=r.id in decided_again)) for r in rows],
+    )
+
+
 async def publish_decisions(conn: AsyncConnection, rows: Sequence[Any], at: datetime) -> None:
     """Put the rows' new decisions on the actions outbox (``rows`` as ``AS_PUBLISHED`` reads
     them), so the stream's newest message for an action says what the ledger says."""
@@ -565,8 +581,5 @@ async def redate_episodes(
             },
         )
     ).all()
-    ordered = sorted(rows, key=lambda r: (r.decided_at, r.id))
-    await _requeue(
-        conn, [(r.customer_id, _as_it_stands(r, now, decided_again=False)) for r in ordered]
-    )
+    await publish_as_they_stand(conn, sorted(rows, key=lambda r: (r.decided_at, r.id)), now)
     return len(rows)

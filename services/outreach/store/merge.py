@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.outreach.store.ledger import AS_PUBLISHED, QUEUED, publish_decisions
+from services.outreach.store.ledger import AS_PUBLISHED, QUEUED, publish_as_they_stand
 
 # The status of a row that stands for the action (it went out, is on its way, or was decided
 # for a control arm): of two rows with one key, such a row keeps the key.
@@ -52,13 +52,19 @@ _MOVE = text(
 # A duplicate still waiting never goes out: the person has that action already. One leased
 # for a send (pending, its attempt time ahead) may be on the wire: it is left to delivery.
 _DROP_DUPLICATES = text(
-    f"""
+    """
     UPDATE outreach.actions
     SET status = 'suppressed', reason = 'merged', next_attempt_at = NULL,
         detail = 'the customer was merged and already has this action'
     WHERE id = ANY(CAST(:ids AS text[])) AND status = ANY(CAST(:queued AS text[]))
       AND NOT (status = 'pending' AND next_attempt_at > :now)
-    RETURNING {AS_PUBLISHED}
+    RETURNING id
+    """
+)
+_AS_THEY_STAND = text(
+    f"""
+    SELECT {AS_PUBLISHED} FROM outreach.actions WHERE id = ANY(CAST(:ids AS text[]))
+    ORDER BY decided_at, id
     """
 )
 _GOAL_EVENTS = text(
@@ -132,22 +138,35 @@ class MovedAction:
     rule_id: str
     status: str
     duplicate: bool
+    stopped: bool  # a duplicate still waiting, suppressed by the merge
 
 
 async def move_actions(
     conn: AsyncConnection, survivor: str, merged: Sequence[str], now: datetime
 ) -> list[MovedAction]:
-    """Give the merged ids' actions to ``survivor`` and stop the duplicates still waiting
-    (each goes on the actions stream again, the survivor's)."""
-    rows = await conn.execute(_MOVE, {"s": survivor, "merged": list(merged)})
-    moved = [MovedAction(r.id, r.customer_id, r.rule_id, r.status, r.duplicate) for r in rows]
-    duplicates = [m.id for m in moved if m.duplicate]
+    """Give the merged ids' actions to ``survivor`` and stop the duplicates still waiting."""
+    rows = (await conn.execute(_MOVE, {"s": survivor, "merged": list(merged)})).all()
+    duplicates = [r.id for r in rows if r.duplicate]
+    stopped: set[str] = set()
     if duplicates:
         params = {"ids": duplicates, "queued": list(QUEUED), "now": now}
-        dropped = (await conn.execute(_DROP_DUPLICATES, params)).all()
-        order = {action_id: n for n, action_id in enumerate(duplicates)}
-        await publish_decisions(conn, sorted(dropped, key=lambda r: order[r.id]), now)
-    return moved
+        stopped = {r.id for r in await conn.execute(_DROP_DUPLICATES, params)}
+    return [
+        MovedAction(r.id, r.customer_id, r.rule_id, r.status, r.duplicate, r.id in stopped)
+        for r in rows
+    ]
+
+
+async def publish_moved(conn: AsyncConnection, moved: Sequence[MovedAction], now: datetime) -> None:
+    """Put every moved action on the actions stream as it now stands: the survivor's, under
+    the key it kept or took (a duplicate's own, an episode's the survivor is in), a duplicate
+    the merge stopped as a new decision. The stream's newest message of each then says what
+    the ledger says."""
+    if not moved:
+        return
+    rows = (await conn.execute(_AS_THEY_STAND, {"ids": [m.id for m in moved]})).all()
+    stopped = {m.id for m in moved if m.stopped}
+    await publish_as_they_stand(conn, rows, now, decided_again=stopped)
 
 
 async def move_goal_events(conn: AsyncConnection, survivor: str, merged: Sequence[str]) -> int:
