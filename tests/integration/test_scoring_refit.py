@@ -145,8 +145,8 @@ async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhyth
                 )
             }
         # A second refit with the same rhythm leaves the stored moves alone (they were walked
-        # with it; a lost row stays lost); a process started since, whose lifecycle settings
-        # may differ, walks them all again.
+        # with it; a lost row stays lost), in a process started since too; a process whose
+        # settings differ walks them all again.
         async with engine.begin() as conn:
             await conn.execute(
                 text(
@@ -158,6 +158,8 @@ async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhyth
         unwalked = await queries.stage_history(engine, "lapsed")
         restarted = PopulationCache(cache.current)
         await refit(engine, clock, restarted, ScoringSettings(), fitters=fitters)
+        restarted_unwalked = await queries.stage_history(engine, "lapsed")
+        await refit(engine, clock, restarted, ScoringSettings(reactivated_days=31), fitters=fitters)
         rewalked = await queries.stage_history(engine, "lapsed")
         # Time moves a customer on between sweeps: a refit that finds them churned before
         # the sweep did records the move with the card, and publishes it.
@@ -177,6 +179,7 @@ async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhyth
     assert report.population.median_gap_days == 60
     assert unwalked is not None and rewalked is not None and after["lapsed"] is not None
     assert len(unwalked.transitions) == 2
+    assert restarted_unwalked is not None and len(restarted_unwalked.transitions) == 2
     assert rewalked.transitions == after["lapsed"].transitions
     assert churned is not None and (churned.stage, churned.stage_since) == (
         "churned",

@@ -15,9 +15,6 @@ class PopulationCache:
 
     def __init__(self, population: Population | None = None) -> None:
         self.current = population or Population()
-        # Whether a refit in this process has walked every stored stage history with its
-        # rhythm (and this process's lifecycle settings) yet.
-        self.histories_walked = False
 
     async def reload(self, engine: AsyncEngine) -> None:
         async with engine.connect() as conn:

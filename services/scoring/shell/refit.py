@@ -6,20 +6,27 @@ fits; the second rebuilds cards under the new population and publishes a ``cause
 change only for the customers whose stage, tier, strategy, segment or membership tier moved
 (the stage when the population's new rhythm judges a short history's silence anew; the
 membership tier when time lowered it since the sweep last looked, or the tiers configured
-changed). The stored stage history follows the cards it rewrites.
+changed). The stored stage history follows the cards it rewrites: every customer's when
+what a walk depends on besides their facts changed since the last complete walk (the
+population's rhythm, scoring's settings, its code: :func:`walk_fingerprint`, stored beside
+the population), else only the customers whose stage moved since their row was written.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from array import array
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.scoring import core
 from services.scoring.core import lifecycle, predict, rfm, tiers
 from services.scoring.core.card import Population, score
 from services.scoring.core.changes import Outgoing, refresh_change
@@ -312,17 +319,18 @@ async def refit(
     population, customers, buyers, fit_seconds, kept = await fit_population(
         engine, when, before, settings, fitters
     )
+    # Stored stage moves were walked with the rhythm, the lifecycle settings and the code in
+    # force then (the cards beside them too): only a change of one of them dates them anew.
+    fingerprint = walk_fingerprint(settings, population.median_gap(settings))
     async with engine.begin() as conn:
+        rewalk = await store.walked_with(conn) != fingerprint
         await store.save_population(conn, population)
     cache.current = population
     release_freed()  # the fit's, before the second pass makes its own
-    # Stored stage moves were walked with the rhythm in force (the cards beside them too):
-    # only a new population rhythm, or the settings this process started with, date them anew.
-    rewalk = not cache.histories_walked or before.median_gap(settings) != population.median_gap(
-        settings
-    )
     changed = await _refresh_cards(engine, clock, population, settings, rewalk=rewalk)
-    cache.histories_walked = True
+    if rewalk:  # every history walked: the next refit need not, unless something changes
+        async with engine.begin() as conn:
+            await store.set_walked_with(conn, fingerprint)
     release_freed()
     report = RefitReport(
         customers, buyers, population, changed, fit_seconds, time.perf_counter() - started, kept
@@ -335,6 +343,26 @@ async def refit(
         fit_seconds=round(fit_seconds, 3),
     )
     return report
+
+
+def walk_fingerprint(settings: ScoringSettings, median_gap_days: float) -> str:
+    """What a customer's stage walk depends on besides their own facts, as one digest: the
+    population's rhythm, scoring's settings (all of them: a knob that does not move the walk
+    costs only a walk more) and the source of scoring's core (a release may walk anew)."""
+    digest = hashlib.sha256(_core_source().encode())
+    digest.update(settings.model_dump_json().encode())
+    digest.update(repr(float(median_gap_days)).encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _core_source() -> str:
+    """A digest of the source of scoring's core modules: the code that walks a history."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(core.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 async def _refresh_cards(

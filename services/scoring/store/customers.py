@@ -507,6 +507,19 @@ async def load_population(conn: AsyncConnection) -> Population:
     return Population.model_validate(row.params) if row else Population()
 
 
+async def walked_with(conn: AsyncConnection) -> str | None:
+    """The fingerprint of what the stored stage histories were last walked with, if any."""
+    found = await conn.scalar(text("SELECT walked_with FROM scoring.population WHERE id = 1"))
+    return str(found) if found is not None else None
+
+
+async def set_walked_with(conn: AsyncConnection, fingerprint: str) -> None:
+    """Record that every stored stage history was walked with ``fingerprint``."""
+    await conn.execute(
+        text("UPDATE scoring.population SET walked_with = :f WHERE id = 1"), {"f": fingerprint}
+    )
+
+
 async def save_population(conn: AsyncConnection, population: Population) -> None:
     await conn.execute(
         text(

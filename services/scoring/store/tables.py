@@ -190,6 +190,9 @@ population = Table(
     Column("id", Integer, primary_key=True),
     Column("params", JSONB, nullable=False),
     Column("fitted_at", DateTime(timezone=True), nullable=False),
+    # The rhythm, lifecycle settings and code the stored stage histories were last walked
+    # with, as one fingerprint (null: never walked by a refit).
+    Column("walked_with", String(64)),
 )
 
 # Every customer id an event was applied for, and the survivor it was merged into (null: its
