@@ -195,13 +195,16 @@ class Prediction(_Model):
     frequency: int  # repeat purchase days (x)
     recency_days: float  # first to last purchase day (t_x)
     age_days: float  # first purchase day to as_of (T)
-    p_alive: float | None  # null until the population is first fitted
+    # Null until the population is first fitted, and for a customer without a repeat
+    # purchase day (frequency 0): BG/NBD judges that a customer has left from the gaps
+    # between repeat purchases, so it would give them 1 however long their silence.
+    p_alive: float | None
     expected_orders_90d: float | None
     expected_order_value: float | None
     clv_365d: float | None
     # The probability of at least one order within 7, 30 and 90 days after as_of, keyed by
-    # the days as strings ({"7": 0.04, "30": 0.15, "90": 0.33}); null exactly when p_alive
-    # is (and on changes written before it existed).
+    # the days as strings ({"7": 0.04, "30": 0.15, "90": 0.33}); null until the population
+    # is first fitted (and on changes written before it existed). A one-time buyer has it.
     p_order: dict[str, float] | None = None
 
 

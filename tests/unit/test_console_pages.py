@@ -217,6 +217,26 @@ def test_a_scheduled_rule_whose_conditions_do_not_hold_says_it_will_do_nothing()
     assert "waiting for one of the rule's daily slots" in waiting
 
 
+def test_a_one_time_buyer_is_not_judged_still_active_but_given_the_chance_of_an_order() -> None:
+    templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
+    install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
+    macro = templates.env.from_string(
+        '{% from "macros.html" import still_active %}{{ still_active(pr) }}'
+    )
+
+    def shown(**pr: object) -> str:
+        return " ".join(re.sub(r"<[^>]+>", " ", macro.render(pr=pr)).split())
+
+    forecast = {"7": 0.001, "30": 0.004, "90": 0.012}
+    once = shown(frequency=0, p_alive=None, p_order=forecast)
+    assert once.startswith("Still active not judged yet")
+    assert "An order within 90 days: 1.2% likely." in once
+    assert shown(frequency=3, p_alive=0.42, p_order=forecast).startswith(
+        "Still active 42.0% likely"
+    )
+    assert shown(frequency=0, p_alive=None, p_order=None) == ""  # before the first fit
+
+
 def test_the_rules_list_counts_who_waits_for_a_daily_slot() -> None:
     templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
     install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))

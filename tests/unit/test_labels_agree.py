@@ -7,8 +7,9 @@ A shop owner reads stage, segment, tier and strategy side by side; these pairs m
 - stage ``new`` with any segment but ``new``;
 - P(alive) below 0.05 with strategy ``develop`` or ``nurture``;
 - a tier, segment or strategy for a customer without purchases;
-- a forecast of an order without P(alive) or the reverse, or one that falls as its window
-  grows or exceeds P(alive).
+- P(alive) without a forecast of an order; a repeat buyer's forecast without P(alive), or a
+  one-time buyer's P(alive) (the model cannot judge them: it would say 1 however long their
+  silence); a forecast that falls as its window grows or exceeds P(alive).
 """
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ def contradictions(card: Card) -> list[str]:
     if card.value.orders == 0 and (card.tier or segment or card.strategy):
         found.append(f"no purchase, yet {card.tier} / {segment} / {card.strategy}")
     p_order = card.prediction.p_order if card.prediction is not None else None
-    if (p_order is None) != (p_alive is None):
-        found.append(f"P(alive) {p_alive} with the order forecast {p_order}")
-    if p_order is not None and p_alive is not None:
+    repeat = card.prediction is not None and card.prediction.frequency > 0
+    if p_alive is not None and p_order is None:
+        found.append(f"P(alive) {p_alive} without an order forecast")
+    if p_order is not None and (p_alive is None) == repeat:
+        found.append(f"P(alive) {p_alive} with {card.prediction.frequency} repeat days")  # type: ignore[union-attr]
+    if p_order is not None:
         chances = [p_order[k] for k in ("7", "30", "90")]
-        if (
-            sorted(p_order) != ["30", "7", "90"]
-            or not 0 <= chances[0] <= chances[1] <= chances[2] <= p_alive
+        if sorted(p_order) != ["30", "7", "90"] or not (
+            0 <= chances[0] <= chances[1] <= chances[2] <= (1.0 if p_alive is None else p_alive)
         ):
             found.append(f"an order forecast {p_order} beyond P(alive) {p_alive} or falling")
     return found

@@ -482,16 +482,19 @@ def test_card_without_population_shows_only_own_facts() -> None:
     assert bare.updated_at == day(0)
 
 
-def test_a_one_time_buyer_is_listed_as_not_judged_still_active() -> None:
+def test_a_one_time_buyer_is_not_judged_still_active() -> None:
     # BG/NBD puts P(alive) at 1 for a customer without a repeat purchase day, however long
-    # ago they bought: the card keeps the model's figure, the list (which sorts by it) says
-    # nothing rather than rank a year-old one-time buyer above every regular.
+    # ago they bought: the card and the list (which sorts by it) say nothing rather than
+    # call a year-old one-time buyer surely active; the forecast of an order speaks for them.
     e = Events()
     once = fold([e.order("paid", "o-1", "20.00", day(0))])
     scored = score(once, day(400), POPULATION, SETTINGS)
     judged = card(once, day(400)).prediction
-    assert judged is not None and judged.p_alive == 1.0
+    assert judged is not None and judged.p_alive is None
     assert scored.p_alive is None
+    soon = card(once, day(10)).prediction
+    assert soon is not None and judged.p_order is not None and soon.p_order is not None
+    assert judged.p_order["90"] < soon.p_order["90"]  # the longer the silence, the less likely
     twice = fold(
         [e.order("paid", "o-1", "20.00", day(0)), e.order("paid", "o-2", "30.00", day(20))]
     )

@@ -44,7 +44,7 @@ class CustomerSummary(BaseModel):
     p_alive: float | None = Field(
         description="probability the customer is still active (BG/NBD); null until they have "
         "bought on a second day, since the model judges that a customer has left from the "
-        "gaps between repeat purchases (their card's `prediction.p_alive` is 1 until then)"
+        "gaps between repeat purchases (as their card's `prediction.p_alive`)"
     )
     last_order_at: datetime | None
 

@@ -187,12 +187,9 @@ def score(
 
 
 def _listed_p_alive(prediction: dict[str, Any] | None) -> float | None:
-    """P(alive) as the customer list shows and sorts by it: null for a customer without a
-    repeat purchase day. BG/NBD learns that a customer has left from the gaps between repeat
-    purchases, so one who bought on a single day is alive by the model's construction
-    (P(alive) 1 on the card, years later as well): listed as such, every one-time buyer of a
-    history would head the list of the customers most likely still active."""
-    if prediction is None or not prediction["frequency"]:
+    """P(alive) as the customer list shows and sorts by it: the card's (null for a customer
+    without a repeat purchase day, see :func:`_prediction`)."""
+    if prediction is None:
         return None
     p_alive: float | None = prediction["p_alive"]
     return p_alive
@@ -471,7 +468,12 @@ def _prediction(ledger: Ledger, today: int, pop: Population) -> dict[str, Any] |
         "frequency": x,
         "recency_days": t_x,
         "age_days": age,
-        "p_alive": predict.p_alive(pop.bg, x, t_x, age),
+        # BG/NBD learns that a customer has left from the gaps between their repeat
+        # purchases: one who bought on a single day is alive by the model's construction
+        # (1, years later as well), which no one should read as a judgment. Not judged until
+        # a second purchase day; the chance of an order (``p_order``) is the model's word on
+        # them, and it falls as their silence lengthens.
+        "p_alive": predict.p_alive(pop.bg, x, t_x, age) if x else None,
         "expected_orders_90d": predict.expected_orders(pop.bg, 90.0, x, t_x, age),
         "expected_order_value": order_value,
         "clv_365d": clv,
