@@ -684,12 +684,14 @@ def describe(document: dict[str, Any]) -> None:
     email's subject, a channel's config by kind, the policy's time zone; and an example for
     every request body."""
     schemas = document["components"]["schemas"]
-    schemas["CardCondition"] = _expression_schema("CardCondition", conditions.CARD)
+    # Every card field, and its twin before the event (``before.<field>``: event rules only).
+    schemas["CardCondition"] = _expression_schema("CardCondition", conditions.EVENT_CARD)
     for name in ("RuleDefinition-Input", "RuleDefinition-Output"):
         if name in schemas:
             schemas[name]["properties"]["conditions"] = {
                 "anyOf": [{"$ref": f"{_REF}CardCondition"}, {"type": "null"}],
-                "description": "which customers the rule reaches (null: everyone)",
+                "description": "which customers the rule reaches (null: everyone); an event "
+                "rule may name the card as it stood before the event (`before.strategy`)",
             }
     _event_triggers(schemas)
     _email_subject(schemas)

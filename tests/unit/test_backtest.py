@@ -158,3 +158,27 @@ def test_a_churn_dated_anew_is_decided_once_in_the_replay_as_live() -> None:
         ],
     )
     assert result.decided == 2
+
+
+def test_the_replay_reads_the_card_before_each_event_as_live() -> None:
+    # a: a visit as maintain, then a visit as develop (the order that brought them back, say);
+    # b: develop both times; c: one visit, the first news of them.
+    def as_(change: Change, strategy: str) -> Change:
+        return change.model_copy(update={"card": {**change.card, "strategy": strategy}})
+
+    rule = Rule.model_validate(
+        {
+            **_rule({"type": "event", "event": "visit.recorded"}).model_dump(mode="json"),
+            "conditions": {"eq": ["before.strategy", "maintain"]},
+        }
+    )
+    changes = [
+        as_(_change(1, "a", START, "1990-03-10"), "maintain"),
+        as_(_change(2, "b", START, "1985-03-25"), "develop"),
+        as_(_change(3, "c", START, "1970-07-01"), "maintain"),
+        as_(_change(4, "a", START + timedelta(days=1), "1990-03-10"), "develop"),
+        as_(_change(5, "b", START + timedelta(days=1), "1985-03-25"), "develop"),
+    ]
+    # Only a's second visit: a was maintain before it.
+    assert _replay(rule, [changes]).decided == 1
+    assert _replay(rule, [changes[:4], changes[4:]]).decided == 1

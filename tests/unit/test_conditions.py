@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 
 from services.outreach.core.conditions import (
     CARD,
+    EVENT_CARD,
     ConditionError,
     Predicate,
     compile_expr,
     event_schema,
+    names_before,
     validate,
 )
 from services.outreach.core.templates import SAMPLE_CARD
@@ -260,3 +262,14 @@ def test_the_card_schema_matches_the_sample_card() -> None:
             node = node[part]
         if spec.choices is not None:
             assert node in spec.choices, path
+
+
+def test_an_expression_names_the_card_before_the_event_only_through_a_path() -> None:
+    assert names_before({"eq": ["before.strategy", "maintain"]})
+    assert names_before({"all": [{"gt": ["value.orders", 2]}, {"not": {"exists": "before"}}]})
+    assert not names_before({"eq": ["strategy", "before.strategy"]})  # a value, not a path
+    assert not names_before({"eq": ["strategy", "maintain"]})
+    # Every card field has its before-the-event twin, compared the same way.
+    assert EVENT_CARD.lookup("before.value.lifetime_spend") == CARD.lookup("value.lifetime_spend")
+    assert EVENT_CARD.lookup("before.strategy") == CARD.lookup("strategy")
+    assert CARD.lookup("before.strategy") is None

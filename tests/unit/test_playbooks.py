@@ -66,18 +66,26 @@ def strategy_card(strategy: str, **more: object) -> dict[str, object]:
     return card(strategy=strategy, **more)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_a_paid_order_is_answered_by_the_customers_own_playbook(strategy: str) -> None:
-    c = strategy_card(strategy, value={**card()["value"], "orders": 4})
-    fired = {m.rule.id for m in match_change(RULES, change("order.paid", c=c))}
-    playbook = {r for r in fired if r in PLAYBOOK_STRATEGY}
-    expected = {
-        "develop": {"develop-loyalty-thanks"},
-        "maintain": {"maintain-thanks"},
-        "nurture": set(),
-        "reduce_cost": set(),
-    }[strategy]
-    assert playbook == expected
+@pytest.mark.parametrize(
+    ("was", "now", "expected"),
+    [
+        ("develop", "develop", {"develop-loyalty-thanks"}),
+        # A valued customer gone quiet: the order that brings them back makes them develop.
+        ("maintain", "develop", {"maintain-thanks"}),
+        ("maintain", "maintain", {"maintain-thanks"}),
+        ("nurture", "nurture", set()),
+        ("reduce_cost", "reduce_cost", set()),
+        (None, "develop", {"develop-loyalty-thanks"}),  # their first news: no card before
+        (None, "maintain", set()),
+    ],
+)
+def test_a_paid_order_is_answered_by_the_playbook_of_what_the_customer_was_when_they_ordered(
+    was: str | None, now: str, expected: set[str]
+) -> None:
+    c = strategy_card(now, value={**card()["value"], "orders": 4})
+    before = strategy_card(was, value={**card()["value"], "orders": 3}) if was else None
+    fired = {m.rule.id for m in match_change(RULES, change("order.paid", c=c), before)}
+    assert {r for r in fired if r in PLAYBOOK_STRATEGY} == expected
 
 
 @pytest.mark.parametrize(

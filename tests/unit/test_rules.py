@@ -36,13 +36,17 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def match_change(ruleset: RuleSet, change: dict[str, Any]) -> list[Match]:
-    """The rules ``change`` (the parts of one the index reads) fires, best first."""
+def match_change(
+    ruleset: RuleSet, change: dict[str, Any], before: dict[str, Any] | None = None
+) -> list[Match]:
+    """The rules ``change`` (the parts of one the index reads) fires, best first; ``before``:
+    the customer's card before it."""
     event = change["event"]
     return ruleset.match_parts(
         change["customer_id"],
         change["card"],
         event=EventSeen(event["event_type"], event["event_id"], event["data"]) if event else None,
+        before=before,
     )
 
 

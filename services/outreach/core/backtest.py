@@ -92,6 +92,9 @@ class Replay:
         self.result = BacktestResult()
         self._customers: set[str] = set()
         self._cards: dict[str, bytes] = {}  # schedule rules only: the latest card, as JSON
+        # An event rule that reads the card before the event: each customer's latest card
+        # replayed, as JSON (None: the rule reads none).
+        self._before: dict[str, bytes] | None = {} if self._ruleset.before_events else None
         self._next_at: dict[str, datetime] = {}  # schedule rules only: the next firing
         self._history: dict[str, list[tuple[datetime, str, str]]] = {}
         # Hashes, not the ids themselves: two hundred thousand of them stay a few megabytes.
@@ -129,7 +132,13 @@ class Replay:
                 self._plan(customer, change.card, at)
             if self._staged:
                 self._follow_episode(customer, change)
-            matches = self._ruleset.match(change)
+            before = None
+            if self._before is not None:
+                was = self._before.get(customer)
+                if was is not None and change.event is not None:
+                    before = orjson.loads(was)
+                self._before[customer] = orjson.dumps(change.card)
+            matches = self._ruleset.match(change, before=before)
             if matches:
                 event, moved = change.event, change.stage_change
                 for match in matches:

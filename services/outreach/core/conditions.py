@@ -23,6 +23,12 @@ An expression is an object with exactly one operator::
                                     broadcast being launched (never holds outside a launch)
     {"never_bought": {"brand": "Y"}}  exactly ``not bought``, same arguments
 
+An event rule's conditions may name the card as it stood before the event, ``before.<path>``
+(any card field: ``before.strategy``, ``before.value.orders``): a customer thanked for an
+order as what they were when they placed it, not what the order made of them. It is missing
+(every comparison fails, ``exists`` does not hold) for a customer the event is the first news
+of; other triggers have no event, and no ``before``.
+
 ``within_days`` counts back from the launch's moment in a broadcast, else from the card's
 ``as_of``. For example, new teas for tea buyers who do not buy brand Y::
 
@@ -201,6 +207,37 @@ def _spec_of(tp: Any) -> FieldSpec:
 # The card's fields, read off the contract scoring publishes (shared.card): what a condition
 # may name and how each compares.
 CARD = Schema("card", _fields_of(Card))
+# An event rule's conditions may also name the card as it stood before the event
+# (``before.strategy``: what the customer was when they ordered), under this key beside the
+# card's own fields. Not a card field: scoring never writes it; missing for a customer the
+# event is the first news of.
+BEFORE_KEY = "before"
+EVENT_CARD = Schema(
+    "card",
+    {
+        **CARD.fields,
+        BEFORE_KEY: FieldSpec("object"),
+        **{f"{BEFORE_KEY}.{path}": spec for path, spec in CARD.fields.items()},
+    },
+)
+
+
+def names_before(expr: Any) -> bool:
+    """Whether ``expr`` names a field of the card before the event (``before.<field>``)."""
+    if not isinstance(expr, dict) or len(expr) != 1:
+        return False
+    ((op, arg),) = expr.items()
+    if op in ("all", "any"):
+        return isinstance(arg, list) and any(names_before(e) for e in arg)
+    if op == "not":
+        return names_before(arg)
+    if op == "exists":
+        path: Any = arg
+    elif op in _COMPARISONS or op == "some":
+        path = arg[0] if isinstance(arg, list) and arg else None
+    else:
+        return False
+    return isinstance(path, str) and (path == BEFORE_KEY or path.startswith(BEFORE_KEY + "."))
 
 
 # Converters turn a card value into something comparable, or None when it is missing or

@@ -49,7 +49,7 @@ from services.outreach.core.policy import (
     history_days,
     yield_slots,
 )
-from services.outreach.core.rules import MembershipTrigger, Rule, StageTrigger
+from services.outreach.core.rules import EventTrigger, MembershipTrigger, Rule, StageTrigger
 from services.outreach.core.schedules import day_start, next_due
 
 SAMPLE_SIZE = 10
@@ -59,9 +59,13 @@ _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
 def audience(rule: Rule) -> Predicate:
     """Whether a card is in ``rule``'s audience now (see the module docstring)."""
-    when = conditions.compile_expr(rule.conditions) if rule.conditions else None
-    stages = frozenset(audience_stages(rule) or ())
     trigger = rule.trigger
+    schema = conditions.EVENT_CARD if isinstance(trigger, EventTrigger) else conditions.CARD
+    when = conditions.compile_expr(rule.conditions, schema) if rule.conditions else None
+    # An event rule's conditions on the card before the event: were the event to come now,
+    # the card before it is the card as it stands.
+    now_before = conditions.names_before(rule.conditions)
+    stages = frozenset(audience_stages(rule) or ())
     member_tiers = frozenset(trigger.to if isinstance(trigger, MembershipTrigger) else ())
 
     def holds(card: Mapping[str, Any]) -> bool:
@@ -70,6 +74,8 @@ def audience(rule: Rule) -> Predicate:
         if member_tiers and (card.get("membership") or {}).get("tier") not in member_tiers:
             return False
         try:
+            if now_before:
+                card = {**card, conditions.BEFORE_KEY: card}
             return when is None or when(card)
         except Exception:  # a stored rule that raises on this card: not in its audience
             return False

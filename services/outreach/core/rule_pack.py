@@ -41,8 +41,10 @@ measured by a goal, so the outcomes report shows what each strategy achieves:
   on a real history a declining customer's potential is still high, so the valued customers
   who slip are develop customers, not maintain ones);
 - **maintain** (high value, low potential): service and thanks at low cost, never a discount
-  (no ``offer``) — ``maintain-thanks`` on a paid order, ``maintain-check-in`` when a maintain
-  customer starts declining (within 30 days), and ``maintain-thank-you-note``, a broadcast
+  (no ``offer``) — ``maintain-thanks`` on a paid order of a customer who was maintain when
+  they placed it (``before.strategy``: the order makes them develop), ``maintain-check-in``
+  when a maintain customer starts declining (within 30 days), and
+  ``maintain-thank-you-note``, a broadcast
   marketing launches (say at the year's end) to maintain customers who are not among the fifth
   silent the longest (``rfm.recency`` 2 or more);
 - **nurture** (low value, high potential): education plus an incentive to change behaviour —
@@ -325,7 +327,15 @@ PLAYBOOKS: list[dict[str, Any]] = [
         "description": "Reward loyalty: a develop customer with three orders or more is "
         "thanked for a paid order with a loyalty reward (a service, not a discount).",
         "trigger": {"type": "event", "event": "order.paid", "recorded_within_days": 2},
-        "conditions": {"all": [{"eq": ["strategy", "develop"]}, {"gte": ["value.orders", 3]}]},
+        # A maintain customer's order makes them develop on the card after it (an order lifts
+        # the model's potential): they are thanked as maintain, by maintain-thanks.
+        "conditions": {
+            "all": [
+                {"eq": ["strategy", "develop"]},
+                {"gte": ["value.orders", 3]},
+                {"ne": ["before.strategy", "maintain"]},
+            ]
+        },
         "action": {
             "kind": "greeting",
             "channel": "email",
@@ -382,7 +392,10 @@ PLAYBOOKS: list[dict[str, Any]] = [
         "description": "Service and thanks at low cost: a maintain customer is thanked for a "
         "paid order; no offer.",
         "trigger": {"type": "event", "event": "order.paid", "recorded_within_days": 2},
-        "conditions": {"eq": ["strategy", "maintain"]},
+        # What they were when they ordered: on a real history a maintain customer is a valued
+        # customer gone quiet, and the order that brings them back makes them develop on the
+        # card after it.
+        "conditions": {"eq": ["before.strategy", "maintain"]},
         "action": {
             "kind": "greeting",
             "channel": "email",

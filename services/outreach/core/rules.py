@@ -49,6 +49,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from services.outreach.core import conditions, templates
+from services.outreach.core.conditions import BEFORE_KEY as BEFORE
 from services.outreach.core.conditions import Predicate
 from services.outreach.core.goals import Goal, goal_of
 from services.outreach.core.schedules import (
@@ -356,7 +357,16 @@ class Rule(_Strict):
     @classmethod
     def _conditions(cls, v: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
         if v is not None and not trusted(info):
-            errors = conditions.validate(v)
+            trigger = info.data.get("trigger")
+            if isinstance(trigger, EventTrigger):
+                errors = conditions.validate(v, conditions.EVENT_CARD)
+            elif conditions.names_before(v):
+                errors = [
+                    f"{conditions.BEFORE_KEY}.<field> is the card as it stood before an event: "
+                    "only a rule with an event trigger has one"
+                ]
+            else:
+                errors = conditions.validate(v)
             if errors:
                 raise _invalid("invalid_conditions", errors)
         return v
@@ -423,6 +433,7 @@ class _Entry:
     from_: frozenset[str] = frozenset()
     within_days: int | None = None
     direction: str | None = None
+    before: bool = False  # the conditions name the card as it stood before the event
 
 
 class Episode(NamedTuple):
@@ -540,6 +551,8 @@ class RuleSet:
         self._by_stage: dict[str | None, list[_Entry]] = {}
         self._by_member: dict[str | None, list[_Entry]] = {}
         self._filtered: set[str] = set()  # event types some rule filters on
+        # Event types some rule's conditions read the card before the event of.
+        self.before_events: set[str] = set()
         kept: list[Rule] = []
         for r in enabled:
             try:
@@ -554,15 +567,25 @@ class RuleSet:
 
     def _index(self, r: Rule) -> None:
         t = r.trigger
-        when = conditions.compile_expr(r.conditions) if r.conditions else None
         if isinstance(t, EventTrigger):
+            when = (
+                conditions.compile_expr(r.conditions, conditions.EVENT_CARD)
+                if r.conditions
+                else None
+            )
             schema = conditions.event_schema(t.event)
             filters = conditions.compile_expr(t.filters, schema) if t.filters else None
-            entry = _Entry(r, when, filters, within_days=t.recorded_within_days)
+            before = conditions.names_before(r.conditions)
+            entry = _Entry(r, when, filters, within_days=t.recorded_within_days, before=before)
             self._by_event.setdefault(t.event.value, []).append(entry)
             if filters is not None:
                 self._filtered.add(t.event.value)
-        elif isinstance(t, StageTrigger):
+            if before:
+                self.before_events.add(t.event.value)
+            self._when[r.id] = when
+            return
+        when = conditions.compile_expr(r.conditions) if r.conditions else None
+        if isinstance(t, StageTrigger):
             entry = _Entry(r, when, None, frozenset(t.from_), t.entered_within_days)
             targets: list[str | None] = [*t.to] or [None]  # None: any target stage
             for target in targets:
@@ -601,8 +624,16 @@ class RuleSet:
             return self.conditions_hold(rule, card)
         return any(m.rule.id == rule_id for m in self.match_parts(customer_id, card))
 
-    def match(self, change: Change, failures: list[RuleFailure] | None = None) -> list[Match]:
-        """The rules a change fires, best first. Schedules and broadcasts never match here."""
+    def match(
+        self,
+        change: Change,
+        failures: list[RuleFailure] | None = None,
+        *,
+        before: Mapping[str, Any] | None = None,
+    ) -> list[Match]:
+        """The rules a change fires, best first. Schedules and broadcasts never match here.
+        ``before``: the customer's card before the change (their previous change's), for the
+        event rules whose conditions read it (:attr:`before_events`); None: not known."""
         event = change.event
         seen = None
         if event is not None and event.event_type in self._by_event:
@@ -611,7 +642,9 @@ class RuleSet:
             data = event.data.model_dump(mode="json") if filtered else {}
             late = event.received_at - event.occurred_at
             seen = EventSeen(event.event_type, event.event_id, data, late)
-        return self.match_parts(change.customer_id, change.card, event=seen, failures=failures)
+        return self.match_parts(
+            change.customer_id, change.card, event=seen, failures=failures, before=before
+        )
 
     def match_parts(
         self,
@@ -620,6 +653,7 @@ class RuleSet:
         *,
         event: EventSeen | None = None,
         failures: list[RuleFailure] | None = None,
+        before: Mapping[str, Any] | None = None,
     ) -> list[Match]:
         """The rules fired by a change: those of ``event`` (the event that came with it), and
         the stage and membership rules of the episodes the card is in, best first. A stage
@@ -635,7 +669,7 @@ class RuleSet:
                         days=e.within_days
                     ):
                         continue
-                    if e.when is None or e.when(card):
+                    if e.when is None or e.when({**card, BEFORE: before} if e.before else card):
                         out.append(Match(e.rule, customer_id, event.event_id))
                 except Exception as exc:
                     if failures is not None:

@@ -3,7 +3,7 @@ actions that event and stage rules fire — one transaction per batch, offsets c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -179,6 +179,9 @@ class ChangeApplier:
                 seen = latest.get(change.customer_id)
                 if seen is None or seen.at <= change.at:
                     latest[change.customer_id] = change
+            # The event rules that read the card as it stood before the event find it in the
+            # replica, as it was before this batch (then each change's is the one before it).
+            before = await _cards_before(conn, fresh, ruleset.before_events)
             await self._save_cards(conn, fresh, latest, now)
             cards = {cid: c.card for cid, c in latest.items()}
             # A forwarded change is matched on the survivor's card (the union of the records).
@@ -194,11 +197,14 @@ class ChangeApplier:
             tagging: list[tuple[Match, Cause]] = []
             for change in fresh:
                 cause = cause_of(change)
-                for m in ruleset.match(change, failures):
+                was = before.get(change.customer_id)
+                for m in ruleset.match(change, failures, before=was):
                     if not m.rule.action.is_tag:
                         matches.append(m)
                     elif may_fire(m, cause):
                         tagging.append((m, cause))
+                if ruleset.before_events:
+                    before[change.customer_id] = change.card
             # Tags against the newest card too: a tag it already shows is not set again.
             await record_tags(conn, tagging, known, now)
             # Matches are decided against the customer's newest card in the batch (consent,
@@ -319,6 +325,22 @@ class ChangeApplier:
             if c.cause != "erasure"
             and (c.customer_id not in cutoff or c.at > cutoff[c.customer_id])
         ]
+
+
+async def _cards_before(
+    conn: AsyncConnection, fresh: Sequence[Change], event_types: Set[str]
+) -> dict[str, Any]:
+    """The stored cards of the customers whose changes carry an event of ``event_types`` (an
+    event rule reads the card before it), read before the batch's cards are saved; empty
+    when no rule reads one (the common case costs nothing)."""
+    if not event_types:
+        return {}
+    wanted = {
+        c.customer_id
+        for c in fresh
+        if c.event is not None and c.event.event_type.value in event_types
+    }
+    return dict(await cards_of(conn, wanted)) if wanted else {}
 
 
 def _with_card(change: Change, card: dict[str, Any]) -> Change:
