@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from cli.replay import Progress, ReplayReport, post_events
+from shared.pipeline_health import LAG_FRESH_SECONDS
 
 SEED = 20_240_601
 FIRST = [
@@ -477,6 +478,31 @@ async def wait_scored(
     raise TimeoutError(f"scoring had not applied the whole history after {timeout:.0f} s")
 
 
+async def wait_outreach_caught_up(
+    scoring: httpx.AsyncClient, outreach: httpx.AsyncClient, ops_key: str, timeout: float = 180
+) -> None:
+    """Until every change scoring has written is published and outreach has applied it (its
+    replica of the cards, which broadcasts and schedules read, is whole): scoring's outbox
+    and forwards empty, then outreach's consumer lag 0 as read after that (a lag figure is
+    up to LAG_FRESH_SECONDS old)."""
+    headers = {"Authorization": f"Bearer {ops_key}"}
+    clock = asyncio.get_running_loop().time
+    deadline = clock() + timeout
+    emptied: float | None = None
+    while clock() < deadline:
+        health = (await scoring.get("/v1/ops/health", headers=headers)).json()
+        if health["outbox"]["rows"] or health["forwards"]["rows"]:
+            emptied = None
+        elif emptied is None:
+            emptied = clock()
+        elif clock() - emptied > LAG_FRESH_SECONDS:
+            lag = (await outreach.get("/v1/ops/health", headers=headers)).json()["consumer"]
+            if lag["total"] == 0:
+                return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"outreach had not applied scoring's changes after {timeout:.0f} s")
+
+
 async def launch_broadcasts(outreach: httpx.AsyncClient, marketing_key: str) -> None:
     """Marketing announces the new collection to its champions and loyal customers, and
     thanks its maintain customers (the maintain playbook's note)."""
@@ -559,7 +585,8 @@ async def main(keys: dict[str, str], sink_secret: str) -> int:
         ops = {"Authorization": f"Bearer {keys['TEND_OPS_KEY']}"}
         (await scoring.post("/v1/ops/refit", headers=ops)).raise_for_status()
         (await scoring.post("/v1/ops/sweep", headers=ops)).raise_for_status()
-        await asyncio.sleep(3)  # the refreshed cards travel to outreach
+        # The refreshed cards travel to outreach: the tick and the broadcasts read them.
+        await wait_outreach_caught_up(scoring, outreach, keys["TEND_OPS_KEY"])
         (await outreach.post("/v1/ops/tick", headers=ops)).raise_for_status()
         await launch_broadcasts(outreach, keys["TEND_MARKETING_KEY"])
         await asyncio.sleep(3)  # delivery to the sinks

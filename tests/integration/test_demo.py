@@ -86,7 +86,9 @@ async def test_the_summary_of_the_seeded_replay_matches_an_independent_computati
             return kinds if {"winback", "recall", "follow_up"} <= kinds else None
 
         await until(story_told, 120, "win-backs, recalls and follow-ups decided")
-        # Each strategy's playbook acts on the history, holding out its control group.
+        # Each strategy's playbook acts on the history, holding out its control group. The
+        # broadcasts reach the customers outreach's replica holds: the whole history's.
+        await demo.wait_outreach_caught_up(stack.scoring, stack.outreach, stack.keys["ops"])
         await demo.launch_broadcasts(stack.outreach, stack.keys["marketing"])
         acted = await until(lambda: _playbooks_acted(stack), 120, "every playbook acting")
         summary = await demo.fetch_summary(stack.scoring, stack.outreach, stack.keys["ops"])

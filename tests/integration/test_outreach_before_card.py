@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from sqlalchemy import text
 
@@ -19,10 +18,8 @@ from services.outreach.core.templates import SAMPLE_CARD
 from services.outreach.settings import OutreachSettings
 from shared.changes import change_id_for
 from shared.clock import FixedClock
-from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
-from shared.topics import Topics
-from tests.support.pipeline import add_rule, consumers_assigned, outreach_caught_up
+from tests.support.pipeline import add_rule, consumers_assigned, publish_changes
 from tests.support.stack import Stack, isolated_stack
 
 pytestmark = pytest.mark.integration
@@ -90,19 +87,6 @@ def _change(customer_id: str, at: datetime, strategy: str, order: bool) -> dict[
     }
 
 
-async def _publish(stack: Stack, *changes: dict[str, Any]) -> None:
-    """Publish the changes in order in one go (a consumer may read them in one batch), then
-    wait until outreach has applied all of them."""
-    topic = Topics.from_settings(stack.settings).changes
-    producer = await start_producer(stack.settings)
-    try:
-        records = [Record(topic, c["customer_id"].encode(), orjson.dumps(c)) for c in changes]
-        await publish_many(producer, records, timeout=30)
-    finally:
-        await producer.stop()
-    await outreach_caught_up(stack)
-
-
 async def test_an_order_is_answered_as_what_the_customer_was_when_they_placed_it(
     stack: Stack,
 ) -> None:
@@ -111,19 +95,22 @@ async def test_an_order_is_answered_as_what_the_customer_was_when_they_placed_it
     back, regular, first, together = (f"{n}-{tag}" for n in ("back", "regular", "first", "both"))
     later = T0 + timedelta(minutes=5)
     # What outreach already holds of them: a valued customer gone quiet, a regular.
-    await _publish(
-        stack, _change(back, T0, "maintain", False), _change(regular, T0, "develop", False)
-    )
-    await _publish(
+    await publish_changes(
         stack,
-        # The order that brings them back makes them develop on the card after it.
-        _change(back, later, "develop", True),
-        _change(regular, later, "develop", True),
-        # An order that is the first news of a customer: no card before it.
-        _change(first, later, "maintain", True),
-        # Both in one go: the order is read against the visit's card just before it.
-        _change(together, T0, "maintain", False),
-        _change(together, later, "develop", True),
+        [_change(back, T0, "maintain", False), _change(regular, T0, "develop", False)],
+    )
+    await publish_changes(
+        stack,
+        [
+            # The order that brings them back makes them develop on the card after it.
+            _change(back, later, "develop", True),
+            _change(regular, later, "develop", True),
+            # An order that is the first news of a customer: no card before it.
+            _change(first, later, "maintain", True),
+            # Both in one go: the order is read against the visit's card just before it.
+            _change(together, T0, "maintain", False),
+            _change(together, later, "develop", True),
+        ],
     )
     async with stack.engine.connect() as conn:
         thanked = set(

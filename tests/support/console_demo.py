@@ -106,7 +106,7 @@ async def _load(
         await demo.wait_scored(scoring, admin_key, customers, revenue)
         (await scoring.post("/v1/ops/refit", headers=admin)).raise_for_status()
         (await scoring.post("/v1/ops/sweep", headers=admin)).raise_for_status()
-        await asyncio.sleep(3)  # the refreshed cards travel to outreach
+        await demo.wait_outreach_caught_up(scoring, outreach, admin_key)
         (await outreach.post("/v1/ops/tick", headers=admin)).raise_for_status()
         await demo.launch_broadcasts(outreach, admin_key)
         await asyncio.sleep(3)  # delivery to the receivers

@@ -158,6 +158,25 @@ async def outreach_caught_up(stack: Stack, timeout: float = 30) -> None:
         await admin.close()
 
 
+async def publish_changes(stack: Stack, changes: list[dict[str, Any]]) -> None:
+    """Publish changes straight onto the changes topic, as scoring would (each keyed by its
+    customer, in one go: a consumer may read them in one batch), then wait until outreach
+    has applied all of them."""
+    import orjson
+
+    from shared.kafka import Record, publish_many, start_producer
+    from shared.topics import Topics
+
+    topic = Topics.from_settings(stack.settings).changes
+    producer = await start_producer(stack.settings)
+    try:
+        records = [Record(topic, c["customer_id"].encode(), orjson.dumps(c)) for c in changes]
+        await publish_many(producer, records, timeout=30)
+    finally:
+        await producer.stop()
+    await outreach_caught_up(stack)
+
+
 async def consumers_assigned(stack: Stack, timeout: float = 30) -> None:
     """Until scoring's (and outreach's) consumer owns every partition of its topic.
 
