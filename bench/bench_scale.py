@@ -186,7 +186,10 @@ async def fitted_population(
         async with engine.begin() as conn:
             await scoring_store.save(
                 conn,
-                [CustomerRow.of(s, score(s, now, Population(), scoring)) for s in states],
+                [
+                    CustomerRow.of(s, score(s, now, Population(), scoring), now, None)
+                    for s in states
+                ],
             )
         population, *_ = await fit_population(engine, now, Population(), scoring)
         async with engine.begin() as conn:
@@ -214,7 +217,7 @@ def archetypes(
                     (p.order_id, from_micros(p.at), from_micros(p.at).date(), p.net)
                     for p in state.purchases(_EVERYTHING)
                 ],
-                tags=CustomerRow.of(state, scored).tags,
+                tags=CustomerRow.of(state, scored, now, None).tags,
             )
         )
     return out
@@ -307,6 +310,7 @@ async def seed(settings: CommonSettings, customers: int, kinds: int) -> Seeded:
                 a.text(s.search, cid) if s.search else None,
                 a.tags,
                 s.member_tier,
+                now,  # published: outreach holds these cards (seeded beside them)
                 now,
             )
 
@@ -333,6 +337,7 @@ async def seed(settings: CommonSettings, customers: int, kinds: int) -> Seeded:
                 "search",
                 "tags",
                 "member_tier",
+                "published_at",
                 "updated_at",
             ],
             customer_rows(),

@@ -93,8 +93,12 @@ async def post_refit(
 
 
 class SweepOut(BaseModel):
-    due: int
-    moved: int
+    due: int = Field(description="customers the sweep found due and looked at")
+    moved: int = Field(description="stages or membership tiers time moved (`cause: time`)")
+    refreshed: int = Field(
+        description="cards sent again because the last one published for the customer was "
+        "older than `TEND_SCORING_CARD_MAX_AGE_HOURS` (`cause: refresh`)"
+    )
     at: datetime
 
 
@@ -106,11 +110,12 @@ class SweepOut(BaseModel):
     summary="Move due stages now",
 )
 async def post_sweep(scoring: Scoring, _: Operator) -> SweepOut:
-    """Find every customer whose stage is due to move with time, or whose membership tier
-    time may lower (indexed by the moment it is due), and publish a `cause: time` change for
-    each stage or membership tier that moved. Runs on a schedule
-    too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
+    """Find every customer whose stage is due to move with time, whose membership tier time
+    may lower, or whose last published card is older than `TEND_SCORING_CARD_MAX_AGE_HOURS`
+    (indexed by the moment it is due); publish a `cause: time` change for each stage or
+    membership tier that moved and a `cause: refresh` change for each card that only grew
+    old. Runs on a schedule too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
     s = scoring
-    due, moved = await sweep_all(s.engine, s.clock, s.population, s.settings)
+    swept = await sweep_all(s.engine, s.clock, s.population, s.settings)
     s.relay.nudge()
-    return SweepOut(due=due, moved=moved, at=s.clock.now())
+    return SweepOut(due=swept.due, moved=swept.moved, refreshed=swept.refreshed, at=s.clock.now())

@@ -7,7 +7,8 @@ replaying the same history yields the same ids and outreach can drop repeats:
 - ``event``: the event id;
 - ``time``: the customer, the stage reached and the day it was reached (and, for a
   membership tier time lowered, the tier and the day of the sweep);
-- ``refresh``: the customer and the moment of the refresh;
+- ``refresh``: the customer and the moment of the refresh (a refit's, or the sweep's for a
+  card grown old);
 - ``erasure``: the erasure event's id.
 
 The triggering event and the card are already JSON; they are embedded as they are rather
@@ -16,11 +17,12 @@ than parsed and written again.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 
 from services.scoring.core.card import Scored
+from services.scoring.settings import ScoringSettings
 from shared.changes import Cause, change_id_for
 from shared.events import Envelope
 
@@ -67,9 +69,10 @@ def time_change(card: Scored, before: str, at: datetime, member_before: str | No
 
 
 def refresh_change(card: Scored, before: str, member_before: str | None) -> Outgoing:
-    """A card a population refit moved (its tier, strategy or segment; its stage from
-    ``before``, judged by the population's new rhythm; or its membership tier from
-    ``member_before``), as of the refresh."""
+    """A card sent again: one a population refit moved (its tier, strategy or segment; its
+    stage from ``before``, judged by the population's new rhythm; or its membership tier from
+    ``member_before``), or one the sweep found older than ``card_max_age_hours`` where its
+    readers hold it (:func:`republish_at`), as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("refresh", cid, card.as_of.isoformat()),
@@ -80,6 +83,21 @@ def refresh_change(card: Scored, before: str, member_before: str | None) -> Outg
         stage_change=(before, card.stage) if before != card.stage else None,
         membership_change=_moved(member_before, card.member_tier),
     )
+
+
+def republish_at(
+    published_at: datetime | None, as_of: datetime, settings: ScoringSettings
+) -> datetime | None:
+    """When the customer's card is to go out again though nothing moved: once the last one
+    published (at ``published_at``, its ``as_of``) is ``card_max_age_hours`` old. A reader
+    holds the card as of its change: trailing windows, P(alive), RFM scores and the chance of
+    an order move with time alone, and a rule reads them there. Never published (a rebuild
+    announces nothing; a row from before the column): due at ``as_of``, now. None: off."""
+    if settings.card_max_age_hours <= 0:
+        return None
+    if published_at is None:
+        return as_of
+    return published_at + timedelta(hours=settings.card_max_age_hours)
 
 
 def erasure_change(envelope: Envelope, raw: bytes, at: datetime) -> Outgoing:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scoring import core
 from services.scoring.core import lifecycle, predict, rfm, tiers
 from services.scoring.core.card import Population, score
-from services.scoring.core.changes import Outgoing, refresh_change
+from services.scoring.core.changes import Outgoing, refresh_change, republish_at
 from services.scoring.core.complaints import Complaint, complaints_of
 from services.scoring.core.ledger import Ledger
 from services.scoring.core.lifecycle import Transition
@@ -393,9 +393,9 @@ async def _refresh_cards(
             for row in rows:
                 card = score(row.state, now, population, settings)
                 held += _hold_complaints(row.state, card.tier, population, settings)
-                saved.append(CustomerRow.of(row.state, card))
                 if rewalk or card.stage != row.stage:
                     walked[row.customer_id] = card.history
+                published = row.published_at
                 if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.stage,
                     row.tier,
@@ -404,6 +404,10 @@ async def _refresh_cards(
                     row.member_tier,
                 ):
                     outbox.append(refresh_change(card, row.stage, row.member_tier))
+                    published = card.as_of
+                # A card not sent keeps the age its readers' copy has: the sweep's due time.
+                again = republish_at(published, card.as_of, settings)
+                saved.append(CustomerRow.of(row.state, card, published, again))
             stored = await store.histories(conn, walked) if walked else {}
             await store.save(conn, saved)
             await store.sync_history(conn, [(c, stored[c], w) for c, w in walked.items()])

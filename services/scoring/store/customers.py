@@ -42,13 +42,25 @@ class CustomerRow:
     clv: float | None
     p_alive: float | None
     last_order_at: datetime | None
-    next_transition_at: datetime | None  # the sweep's due time (stage or membership)
+    next_transition_at: datetime | None  # the sweep's due time (stage, membership, republish)
     search: str | None
     tags: list[str]
     member_tier: str | None
+    published_at: datetime | None  # the as_of of the last card published for the customer
 
     @classmethod
-    def of(cls, state: CustomerState, card: Scored) -> CustomerRow:
+    def of(
+        cls,
+        state: CustomerState,
+        card: Scored,
+        published_at: datetime | None,
+        republish_at: datetime | None,
+    ) -> CustomerRow:
+        """The row of ``card``; the sweep comes back when time may move the stage or lower
+        the membership tier, or at ``republish_at``, whichever is first."""
+        due = card.review_at
+        if republish_at is not None and (due is None or republish_at < due):
+            due = republish_at
         return cls(
             customer_id=state.customer_id,
             state=state.to_json(),
@@ -64,10 +76,11 @@ class CustomerRow:
             clv=card.clv,
             p_alive=card.p_alive,
             last_order_at=card.last_order_at,
-            next_transition_at=card.review_at,
+            next_transition_at=due,
             search=card.search,
             tags=_tags(state),
             member_tier=card.member_tier,
+            published_at=published_at,
         )
 
 
@@ -109,7 +122,8 @@ _PRUNE_INBOX = text("DELETE FROM scoring.inbox WHERE received_at < now() - CAST(
 # a customer's history is read in one scan (both arrays from it), and only when it is sent.
 _LOCK = text(
     """
-    SELECT c.customer_id, c.version, c.stage, c.member_tier, (c.version = k.v) IS TRUE AS held,
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_at,
+        (c.version = k.v) IS TRUE AS held,
         CASE WHEN c.version = k.v THEN NULL ELSE c.state END AS state,
         h.ids AS history_ids, h.items AS history
     FROM unnest(CAST(:ids AS text[]), CAST(:known AS bigint[])) AS k(id, v)
@@ -128,7 +142,8 @@ _LOCK = text(
 # worked out for the rows the limit keeps.
 _DUE = text(
     """
-    SELECT c.customer_id, c.version, c.stage, c.member_tier, false AS held, c.state,
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_at, false AS held,
+        c.state,
         (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
             WHERE h.customer_id = c.customer_id) AS history_ids,
         (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
@@ -145,9 +160,9 @@ _UPSERT = text(
     """
     INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
         tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
-        next_transition_at, search, tags, member_tier, updated_at, version)
+        next_transition_at, search, tags, member_tier, published_at, updated_at, version)
     SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q,
-        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), mt, now(),
+        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), mt, pb, now(),
         nextval('scoring.customer_versions')
     FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:names AS text[]),
         CAST(:emails AS text[]),
@@ -155,8 +170,9 @@ _UPSERT = text(
         CAST(:segments AS text[]), CAST(:strategies AS text[]), CAST(:scores AS float8[]),
         CAST(:spend AS numeric[]), CAST(:clv AS float8[]), CAST(:alive AS float8[]),
         CAST(:last_order AS timestamptz[]), CAST(:next AS timestamptz[]),
-        CAST(:search AS text[]), CAST(:tags AS text[]), CAST(:members AS text[]))
-        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg, mt)
+        CAST(:search AS text[]), CAST(:tags AS text[]), CAST(:members AS text[]),
+        CAST(:published AS timestamptz[]))
+        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg, mt, pb)
     ON CONFLICT (customer_id) DO UPDATE SET
         state = EXCLUDED.state, name = EXCLUDED.name, email = EXCLUDED.email,
         stage = EXCLUDED.stage,
@@ -166,6 +182,7 @@ _UPSERT = text(
         p_alive = EXCLUDED.p_alive, last_order_at = EXCLUDED.last_order_at,
         next_transition_at = EXCLUDED.next_transition_at, search = EXCLUDED.search,
         tags = EXCLUDED.tags, member_tier = EXCLUDED.member_tier,
+        published_at = EXCLUDED.published_at,
         updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
     RETURNING customer_id, version
     """
@@ -225,6 +242,7 @@ class Stored:
     version: int
     stage: str
     member_tier: str | None
+    published_at: datetime | None  # the as_of of the last card published for them
     held: bool
     state: CustomerState | None
     history: StoredHistory | None
@@ -240,9 +258,11 @@ def _history(row: Row[Any]) -> StoredHistory:
 
 def _stored(row: Row[Any]) -> Stored:
     if row.held:
-        return Stored(row.version, row.stage, row.member_tier, True, None, None)
+        return Stored(row.version, row.stage, row.member_tier, row.published_at, True, None, None)
     state = CustomerState.from_json(row.state)
-    return Stored(row.version, row.stage, row.member_tier, False, state, _history(row))
+    return Stored(
+        row.version, row.stage, row.member_tier, row.published_at, False, state, _history(row)
+    )
 
 
 async def lock(
@@ -292,6 +312,7 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, 
             # As JSON text: a text[][] cannot hold rows of different lengths.
             "tags": [orjson.dumps(r.tags).decode() for r in rows],
             "members": [r.member_tier for r in rows],
+            "published": [r.published_at for r in rows],
         },
     )
     return {r.customer_id: r.version for r in result}
@@ -342,7 +363,7 @@ _ALL_STATES = text("SELECT state FROM scoring.customers")
 # The refit's: a page of customers with the figures a fit may move.
 _PAGE = text(
     """
-    SELECT customer_id, state, stage, tier, strategy, segment, member_tier
+    SELECT customer_id, state, stage, tier, strategy, segment, member_tier, published_at
     FROM scoring.customers WHERE customer_id > :after
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
@@ -374,6 +395,7 @@ class Standing:
     strategy: str | None
     segment: str | None
     member_tier: str | None
+    published_at: datetime | None
 
 
 _HISTORIES = text(
@@ -406,6 +428,7 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
             r.strategy,
             r.segment,
             r.member_tier,
+            r.published_at,
         )
         for r in rows
     ]
