@@ -1,8 +1,9 @@
 """An event rule may read the card as it stood before the event (``before.<field>``): the
 customer thanked for an order as what they were when they placed it, not what the order made
-of them. Outreach finds that card in its replica as it was before the batch, and within a
-batch in the change before. The changes are published straight onto the changes topic, as
-scoring would, on the real broker and database of a Tend of the test's own."""
+of them, and the action records that strategy. Outreach finds that card in its replica as it
+was before the batch, and within a batch in the change before. The changes are published
+straight onto the changes topic, as scoring would, on the real broker and database of a Tend
+of the test's own."""
 
 from __future__ import annotations
 
@@ -113,13 +114,14 @@ async def test_an_order_is_answered_as_what_the_customer_was_when_they_placed_it
         ],
     )
     async with stack.engine.connect() as conn:
-        thanked = set(
-            await conn.scalars(
-                text("SELECT customer_id FROM outreach.actions WHERE rule_id = :r"),
-                {"r": THANKS["id"]},
-            )
+        rows = await conn.execute(
+            text("SELECT customer_id, strategy FROM outreach.actions WHERE rule_id = :r"),
+            {"r": THANKS["id"]},
         )
-    assert thanked == {back, together}
+        thanked = {cid: strategy for cid, strategy in rows.all()}
+    # The actions serve the strategy the rule chose them for, not the card's after the order:
+    # the outcomes grouped by strategy credit maintain with them.
+    assert thanked == {back: "maintain", together: "maintain"}
 
 
 async def test_only_an_event_rule_may_read_the_card_before_the_event(stack: Stack) -> None:

@@ -21,6 +21,7 @@ from services.outreach.core.conditions import (
     Predicate,
     compile_expr,
     event_schema,
+    judged_before,
     names_before,
     validate,
 )
@@ -273,3 +274,15 @@ def test_an_expression_names_the_card_before_the_event_only_through_a_path() -> 
     assert EVENT_CARD.lookup("before.value.lifetime_spend") == CARD.lookup("value.lifetime_spend")
     assert EVENT_CARD.lookup("before.strategy") == CARD.lookup("strategy")
     assert CARD.lookup("before.strategy") is None
+
+
+def test_a_rule_judges_a_customer_by_a_field_before_the_event_only_when_it_reads_no_other() -> None:
+    fields = ("tier", "strategy")
+    assert judged_before({"eq": ["before.strategy", "maintain"]}, fields) == ("strategy",)
+    # Reads both: the strategy it chose them for is the card's after the event.
+    both = {"all": [{"eq": ["strategy", "develop"]}, {"ne": ["before.strategy", "maintain"]}]}
+    assert judged_before(both, fields) == ()
+    nested = {"any": [{"not": {"in": ["before.tier", ["low"]]}}, {"exists": "before.strategy"}]}
+    assert judged_before(nested, fields) == ("tier", "strategy")
+    assert judged_before({"eq": ["before.value.orders", 1]}, fields) == ()
+    assert judged_before(None, fields) == ()

@@ -58,7 +58,7 @@ import difflib
 import json
 import operator
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -222,22 +222,38 @@ EVENT_CARD = Schema(
 )
 
 
-def names_before(expr: Any) -> bool:
-    """Whether ``expr`` names a field of the card before the event (``before.<field>``)."""
+def named_paths(expr: Any) -> set[str]:
+    """The card paths ``expr`` names (``strategy``, ``value.orders``, ``before.strategy``)."""
     if not isinstance(expr, dict) or len(expr) != 1:
-        return False
+        return set()
     ((op, arg),) = expr.items()
     if op in ("all", "any"):
-        return isinstance(arg, list) and any(names_before(e) for e in arg)
+        return set().union(*(named_paths(e) for e in arg)) if isinstance(arg, list) else set()
     if op == "not":
-        return names_before(arg)
+        return named_paths(arg)
     if op == "exists":
         path: Any = arg
     elif op in _COMPARISONS or op == "some":
         path = arg[0] if isinstance(arg, list) and arg else None
     else:
-        return False
-    return isinstance(path, str) and (path == BEFORE_KEY or path.startswith(BEFORE_KEY + "."))
+        return set()
+    return {path} if isinstance(path, str) else set()
+
+
+def names_before(expr: Any) -> bool:
+    """Whether ``expr`` names a field of the card before the event (``before.<field>``)."""
+    return any(
+        path == BEFORE_KEY or path.startswith(BEFORE_KEY + ".") for path in named_paths(expr)
+    )
+
+
+def judged_before(expr: Any, fields: Iterable[str]) -> tuple[str, ...]:
+    """Those of ``fields`` that ``expr`` reads only as they stood before the event: it names
+    ``before.<field>`` and not the field itself. ``maintain-thanks`` judges a customer by
+    ``before.strategy`` (what they were when they ordered), so its action serves that
+    strategy, not the one the order made of them."""
+    paths = named_paths(expr)
+    return tuple(f for f in fields if f"{BEFORE_KEY}.{f}" in paths and f not in paths)
 
 
 # Converters turn a card value into something comparable, or None when it is missing or

@@ -417,12 +417,20 @@ class EventSeen(NamedTuple):
     recorded_after: timedelta = timedelta(0)
 
 
+# What an action records of the card it was decided on, to group outcomes by.
+RECORDED_FIELDS = ("tier", "strategy")
+
+
 class Match(NamedTuple):
-    """A rule that fires for a customer; ``occurrence`` makes the action's identity."""
+    """A rule that fires for a customer; ``occurrence`` makes the action's identity.
+    ``judged``: the card fields (``tier``, ``strategy``) the rule judged the customer by as
+    they stood before the event, with their values then; the action records those (an action
+    serves the strategy its rule chose the customer for)."""
 
     rule: Rule
     customer_id: str
     occurrence: str
+    judged: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +442,7 @@ class _Entry:
     within_days: int | None = None
     direction: str | None = None
     before: bool = False  # the conditions name the card as it stood before the event
+    judged: tuple[str, ...] = ()  # the tier, strategy they read only as it stood before
 
 
 class Episode(NamedTuple):
@@ -576,7 +585,14 @@ class RuleSet:
             schema = conditions.event_schema(t.event)
             filters = conditions.compile_expr(t.filters, schema) if t.filters else None
             before = conditions.names_before(r.conditions)
-            entry = _Entry(r, when, filters, within_days=t.recorded_within_days, before=before)
+            entry = _Entry(
+                r,
+                when,
+                filters,
+                within_days=t.recorded_within_days,
+                before=before,
+                judged=conditions.judged_before(r.conditions, RECORDED_FIELDS),
+            )
             self._by_event.setdefault(t.event.value, []).append(entry)
             if filters is not None:
                 self._filtered.add(t.event.value)
@@ -670,7 +686,12 @@ class RuleSet:
                     ):
                         continue
                     if e.when is None or e.when({**card, BEFORE: before} if e.before else card):
-                        out.append(Match(e.rule, customer_id, event.event_id))
+                        judged = (
+                            tuple((f, before.get(f)) for f in e.judged)
+                            if e.judged and before is not None
+                            else ()
+                        )
+                        out.append(Match(e.rule, customer_id, event.event_id, judged))
                 except Exception as exc:
                     if failures is not None:
                         failures.append(RuleFailure.of(e.rule.id, exc, "match"))

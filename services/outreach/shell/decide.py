@@ -398,6 +398,7 @@ def _row(
     holiday: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     rule = match.rule
+    judged = dict(match.judged)
     status = _STATUS[decision.outcome]
     reason = decision.reason.value if decision.reason else None
     subject = body = None
@@ -452,8 +453,9 @@ def _row(
         "body": body,
         "offer": fixed.offer_json,
         "arm": arm,
-        "tier": card.get("tier"),
-        "strategy": card.get("strategy"),
+        # As the rule judged them: the card's, or as they stood before the event.
+        "tier": judged.get("tier", card.get("tier")),
+        "strategy": judged.get("strategy", card.get("strategy")),
         "baseline": baseline,
         "goal": fixed.goal_json,
     }
