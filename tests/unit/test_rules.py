@@ -377,7 +377,7 @@ def test_broadcast_audience() -> None:
     announce, _ = pack.broadcasts  # new-arrivals, maintain-thank-you-note (by priority)
     champion = card()
     match = match_broadcast(pack, announce, champion, "launch-7")
-    assert match == (announce, "sample-customer", "launch-7")
+    assert match == Match(announce, "sample-customer", "launch-7")
     hibernating = card(rfm={**SAMPLE_CARD["rfm"], "segment": "hibernating"})
     assert match_broadcast(pack, announce, hibernating, "launch-7") is None
     assert match_broadcast(pack, pack.schedules[0], champion, "launch-7") is None

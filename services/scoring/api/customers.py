@@ -97,7 +97,7 @@ class SweepOut(BaseModel):
     moved: int = Field(description="stages or membership tiers time moved (`cause: time`)")
     refreshed: int = Field(
         description="cards sent again because the last one published for the customer was "
-        "older than `TEND_SCORING_CARD_MAX_AGE_HOURS` (`cause: refresh`)"
+        "near `TEND_SCORING_CARD_MAX_AGE_HOURS` old (`cause: refresh`)"
     )
     at: datetime
 
@@ -111,7 +111,7 @@ class SweepOut(BaseModel):
 )
 async def post_sweep(scoring: Scoring, _: Operator) -> SweepOut:
     """Find every customer whose stage is due to move with time, whose membership tier time
-    may lower, or whose last published card is older than `TEND_SCORING_CARD_MAX_AGE_HOURS`
+    may lower, or whose last published card nears `TEND_SCORING_CARD_MAX_AGE_HOURS` of age
     (indexed by the moment it is due); publish a `cause: time` change for each stage or
     membership tier that moved and a `cause: refresh` change for each card that only grew
     old. Runs on a schedule too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""

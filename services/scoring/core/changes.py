@@ -17,6 +17,7 @@ than parsed and written again.
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timedelta
 
 import orjson
@@ -71,7 +72,7 @@ def time_change(card: Scored, before: str, at: datetime, member_before: str | No
 def refresh_change(card: Scored, before: str, member_before: str | None) -> Outgoing:
     """A card sent again: one a population refit moved (its tier, strategy or segment; its
     stage from ``before``, judged by the population's new rhythm; or its membership tier from
-    ``member_before``), or one the sweep found older than ``card_max_age_hours`` where its
+    ``member_before``), or one the sweep found near ``card_max_age_hours`` old where its
     readers hold it (:func:`republish_at`), as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
@@ -86,18 +87,24 @@ def refresh_change(card: Scored, before: str, member_before: str | None) -> Outg
 
 
 def republish_at(
-    published_at: datetime | None, as_of: datetime, settings: ScoringSettings
+    card: Scored, published_at: datetime | None, settings: ScoringSettings
 ) -> datetime | None:
-    """When the customer's card is to go out again though nothing moved: once the last one
-    published (at ``published_at``, its ``as_of``) is ``card_max_age_hours`` old. A reader
-    holds the card as of its change: trailing windows, P(alive), RFM scores and the chance of
-    an order move with time alone, and a rule reads them there. Never published (a rebuild
-    announces nothing; a row from before the column): due at ``as_of``, now. None: off."""
+    """When ``card``'s customer is to have their card sent again though nothing moved: once
+    the last one published (at ``published_at``, its ``as_of``) is old. A reader holds the
+    card as of its change: trailing windows, P(alive), RFM scores and the chance of an order
+    move with time alone, and a rule reads them there.
+
+    Old is between half ``card_max_age_hours`` and all of it, the same fraction for a
+    customer every time (from their id): cards published together (a refit's, an import's)
+    come due spread over half a day, not in the same minute every day after. Never published
+    (a rebuild announces nothing; a row from before the column): due at ``as_of``, now.
+    None: off."""
     if settings.card_max_age_hours <= 0:
         return None
     if published_at is None:
-        return as_of
-    return published_at + timedelta(hours=settings.card_max_age_hours)
+        return card.as_of
+    spread = zlib.crc32(card.customer_id.encode()) / 2**32  # in [0, 1)
+    return published_at + timedelta(hours=settings.card_max_age_hours * (1 - spread / 2))
 
 
 def erasure_change(envelope: Envelope, raw: bytes, at: datetime) -> Outgoing:

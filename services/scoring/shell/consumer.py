@@ -237,7 +237,7 @@ class EventApplier:
             rows: list[CustomerRow] = []
             for cid, card in cards.items():
                 published = card.as_of if self._publish else None
-                again = republish_at(published, card.as_of, settings)
+                again = republish_at(card, published, settings)
                 rows.append(CustomerRow.of(states[cid], card, published, again))
             versions = await store.save(conn, rows)
             now_stored = await store.sync_history(

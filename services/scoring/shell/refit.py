@@ -406,7 +406,7 @@ async def _refresh_cards(
                     outbox.append(refresh_change(card, row.stage, row.member_tier))
                     published = card.as_of
                 # A card not sent keeps the age its readers' copy has: the sweep's due time.
-                again = republish_at(published, card.as_of, settings)
+                again = republish_at(card, published, settings)
                 saved.append(CustomerRow.of(row.state, card, published, again))
             stored = await store.histories(conn, walked) if walked else {}
             await store.save(conn, saved)

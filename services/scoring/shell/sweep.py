@@ -2,13 +2,13 @@
 and membership tiers fall as purchases leave the last 365 days.
 
 Each customer row records when time alone would next move its stage or may lower its
-membership tier, or when the last card published for them grows older than
-``card_max_age_hours`` (the ``next_transition_at`` column, indexed); a sweep takes the
-customers that are due, oldest first, rebuilds their cards and publishes a ``cause: time``
-change for each stage or tier that moved, and a ``cause: refresh`` change for each card that
-is due to go out again though nothing moved (a reader's copy would otherwise keep trailing
-windows and P(alive) as of the customer's last change). It never scans customers who are not
-due.
+membership tier, or when the last card published for them nears ``card_max_age_hours`` of
+age (:func:`~services.scoring.core.changes.republish_at`): the ``next_transition_at`` column,
+indexed. A sweep takes the customers that are due, oldest first, rebuilds their cards and
+publishes a ``cause: time`` change for each stage or tier that moved, and a ``cause:
+refresh`` change for each card that is due to go out again though nothing moved (a reader's
+copy would otherwise keep trailing windows and P(alive) as of the customer's last change).
+It never scans customers who are not due.
 """
 
 from __future__ import annotations
@@ -68,13 +68,13 @@ async def sweep_once(
                 outbox.append(time_change(card, found.stage, now, found.member_tier))
                 published, moved = card.as_of, moved + 1
             else:
-                again = republish_at(published, card.as_of, settings)
+                again = republish_at(card, published, settings)
                 if again is not None and again <= now:
                     outbox.append(refresh_change(card, found.stage, found.member_tier))
                     published, refreshed = card.as_of, refreshed + 1
             rows.append(
                 CustomerRow.of(
-                    found.state, card, published, republish_at(published, card.as_of, settings)
+                    found.state, card, published, republish_at(card, published, settings)
                 )
             )
         await store.save(conn, rows)

@@ -2,7 +2,7 @@
 
 A reader keeps a customer's card as of its last change (outreach's replica, which rules
 read), and a card's trailing windows, P(alive), RFM scores and chances of an order move with
-time alone: the sweep sends a card again once the last one published is
+time alone: the sweep sends a card again before the last one published is
 ``TEND_SCORING_CARD_MAX_AGE_HOURS`` old. Rows from before the column have none (null): each
 goes out again once the sweep reaches it, after the next write of the row (a refit rewrites
 every row), which also brings readers the cards this release computes.
