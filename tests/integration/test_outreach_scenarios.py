@@ -969,6 +969,65 @@ async def test_ten_concurrent_broadcasts_to_one_customer_send_two(world: World) 
     await _two_sent(world, "cap", 10)
 
 
+async def test_a_broadcast_to_customers_quiet_for_a_month_reaches_one_no_event_has_touched(
+    world: World,
+) -> None:
+    """Outreach knows a customer by the card of their last change, and a trailing window
+    empties with time alone: a month after their order, with no event and no stage move since
+    (they buy every three months), the card scoring sends again as it grows old says they spent
+    nothing in the last 30 days, and the broadcast to such customers reaches them."""
+    s, clock = world.stack, world.clock
+    assert s.outreach is not None
+    await add_rule(
+        s,
+        rule(
+            "quiet-month",
+            {"type": "broadcast"},
+            kind="announcement",
+            conditions={"eq": ["value.spend_30d", 0]},
+        ),
+    )
+    events = [
+        profile("slow", T0 - timedelta(days=200)),
+        order("slow", "slow-1", T0 - timedelta(days=190), "80.00"),
+        order("slow", "slow-2", T0 - timedelta(days=96), "80.00"),
+        order("slow", "slow-3", T0 - timedelta(days=2), "80.00"),
+    ]
+    await outreach_has_seen(s, await post_events(s, events))
+    card = (await s.scoring.get("/v1/customers/slow", headers=s.auth("ops"))).json()
+    # Nothing moves their stage for months: no change would bring outreach a newer card.
+    assert datetime.fromisoformat(card["next_transition_at"]) > T0 + timedelta(days=60)
+
+    async def launch() -> dict[str, Any]:
+        assert s.outreach is not None
+        resp = await s.outreach.post(
+            "/v1/broadcasts",
+            json={"rule_id": "quiet-month", "launch_id": f"at-{clock.now():%Y%m%d}"},
+            headers=s.auth("marketing"),
+        )
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    assert (await launch())["audience"] == 0  # they bought two days ago
+
+    clock.set(T0 + timedelta(days=31))
+    swept = await scoring_op(s, "sweep")
+    assert (swept["moved"], swept["refreshed"]) == (0, 1)
+
+    async def replica_as_of() -> bool:
+        async with s.engine.connect() as conn:
+            as_of = await conn.scalar(
+                text("SELECT card->>'as_of' FROM outreach.cards WHERE customer_id = 'slow'")
+            )
+        return as_of is not None and datetime.fromisoformat(as_of) == clock.now()
+
+    await until(replica_as_of, what="outreach holds the card sent again")
+    launched = await launch()
+    assert (launched["audience"], launched["decided"]) == (1, 1)
+    assert (await statuses(s, "slow"))["quiet-month"][0] in ("pending", "sent")
+
+
 # -- 5. one-click unsubscribe stops a queued email; no email without consent -------------------
 
 
