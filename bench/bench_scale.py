@@ -186,10 +186,7 @@ async def fitted_population(
         async with engine.begin() as conn:
             await scoring_store.save(
                 conn,
-                [
-                    CustomerRow.of(s, score(s, now, Population(), scoring), now, None)
-                    for s in states
-                ],
+                [_row(s, score(s, now, Population(), scoring)) for s in states],
             )
         population, *_ = await fit_population(engine, now, Population(), scoring)
         async with engine.begin() as conn:
@@ -198,6 +195,11 @@ async def fitted_population(
     finally:
         await engine.dispose()
     return population
+
+
+def _row(state: CustomerState, card: Scored) -> CustomerRow:
+    """A seeded customer's row, their card published (outreach holds it beside them)."""
+    return CustomerRow.of(state, card, card.drift)
 
 
 def archetypes(
@@ -217,7 +219,7 @@ def archetypes(
                     (p.order_id, from_micros(p.at), from_micros(p.at).date(), p.net)
                     for p in state.purchases(_EVERYTHING)
                 ],
-                tags=CustomerRow.of(state, scored, now, None).tags,
+                tags=CustomerRow.of(state, scored, scored.drift).tags,
             )
         )
     return out
@@ -310,7 +312,7 @@ async def seed(settings: CommonSettings, customers: int, kinds: int) -> Seeded:
                 a.text(s.search, cid) if s.search else None,
                 a.tags,
                 s.member_tier,
-                now,  # published: outreach holds these cards (seeded beside them)
+                s.drift,  # published: outreach holds these cards (seeded beside them)
                 now,
             )
 
@@ -337,7 +339,7 @@ async def seed(settings: CommonSettings, customers: int, kinds: int) -> Seeded:
                 "search",
                 "tags",
                 "member_tier",
-                "published_at",
+                "published_drift",
                 "updated_at",
             ],
             customer_rows(),

@@ -1,9 +1,9 @@
 """A change on ``crm.customer-changes.v1``: what happened to a customer and their new card.
 
 Scoring writes one for every event it applies (``cause: event``), for every stage that moves
-with time (``time``), for every card a population refit moves or that has grown nearly a day
-old where its readers hold it (``refresh``: trailing windows and P(alive) move with time
-alone) and for every customer erased (``erasure``: an empty card, the tombstone outreach
+with time (``time``), for every card a population refit moves or whose figures time alone
+moved since the last one published (``refresh``: trailing windows, RFM scores, P(alive) in
+steps) and for every customer erased (``erasure``: an empty card, the tombstone outreach
 forgets them by). Outreach reads them. The card travels as JSON (the read API's card), so
 outreach never imports scoring.
 """

@@ -59,17 +59,6 @@ class ScoringSettings(BaseSettings):
     # many it takes per round.
     sweep_interval_seconds: float = Field(30.0, gt=0)
     sweep_batch: int = Field(1000, ge=1)
-    # A card goes out again (``cause: refresh``) before the last one published for the
-    # customer is this old (after half of it to all of it, by customer: core.changes.
-    # republish_at), so a reader's copy (outreach's replica, which rules read) never holds
-    # trailing windows, P(alive) or RFM scores older than this; 0: cards go out only when
-    # something moves.
-    card_max_age_hours: float = Field(
-        24.0,
-        ge=0,
-        description="republish a customer's card before the last one published is this old "
-        "(0: never)",
-    )
     # How often the population (RFM breakpoints, tiers, BG/NBD and Gamma-Gamma) is refit.
     refit_interval_seconds: float = Field(3600.0, gt=0)
     outbox_batch: int = Field(2000, ge=1)

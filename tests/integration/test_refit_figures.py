@@ -145,7 +145,7 @@ async def test_the_ledger_pass_fits_the_population_the_card_pass_fitted(
                 await store.save(
                     conn,
                     [
-                        CustomerRow.of(s, score(s, now, FULL_POPULATION, FULL_SETTINGS), now, None)
+                        CustomerRow.of(s, score(s, now, FULL_POPULATION, FULL_SETTINGS), None)
                         for s in states
                     ],
                 )

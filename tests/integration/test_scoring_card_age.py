@@ -1,9 +1,9 @@
 """A reader holds a customer's card as of the last change published for them: outreach's
-replica, which rules read. Trailing windows, P(alive), RFM scores and the chance of an order
-move with time alone, so a card that only grows old goes out again: the sweep publishes a
-``cause: refresh`` change once the last card published for a customer is
-``card_max_age_hours`` old. A refit that rewrites the row without publishing keeps that due
-time; a rebuild (which announces nothing) leaves every card due at once."""
+replica, which rules read. Trailing windows, P(alive), RFM scores and the chances of an order
+move with time alone, so a refit (which computes every card) sends a ``cause: refresh``
+change for each card whose figures time moved since the last one published (its drift), and
+for no other; a rebuild, which announces nothing, leaves every card to go out at the next
+refit."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from services.scoring.settings import ScoringSettings
 from services.scoring.shell.consumer import EventApplier
 from services.scoring.shell.population import PopulationCache
 from services.scoring.shell.refit import refit
-from services.scoring.shell.sweep import sweep_all
 from services.scoring.store import customers as store
 from shared.clock import FixedClock
 from shared.db import make_engine
@@ -64,13 +63,13 @@ async def _taken(engine: AsyncEngine) -> list[dict[str, Any]]:
         return [orjson.loads(p) for _, p in sorted(rows.tuples())]
 
 
-async def test_a_card_that_only_grows_old_goes_out_again_within_a_day(
+async def test_a_refit_sends_again_the_cards_time_moved_and_no_other(
     settings: CommonSettings,
 ) -> None:
-    scoring = ScoringSettings()  # card_max_age_hours: 24
+    scoring = ScoringSettings()
     clock = FixedClock(T0)
     cache = PopulationCache(Population())
-    # Twenty repeat buyers make a population to fit; "quiet" and "busy" are watched.
+    # Twenty repeat buyers make a population to fit; "quiet" bought two days ago.
     events = []
     for i in range(20):
         events += [
@@ -78,86 +77,65 @@ async def test_a_card_that_only_grows_old_goes_out_again_within_a_day(
             paid(f"c{i}", T0 - timedelta(days=30), f"{10 * (i + 1)}.00"),
         ]
     events += [paid("quiet", T0 - timedelta(days=40)), paid("quiet", T0 - timedelta(days=2))]
-    events += [paid("busy", T0 - timedelta(days=40)), paid("busy", T0 - timedelta(days=2))]
     async with fresh_settings(settings, topics=False) as own:
         engine = make_engine(own, pool_size=2)
-        applier = EventApplier(engine, scoring, clock, cache)
-        await applier.apply([(e, e.to_json()) for e in events])
-        # The first fit gives everyone a tier: every card moves and goes out, at T0 + 1 h.
+        await EventApplier(engine, scoring, clock, cache).apply([(e, e.to_json()) for e in events])
+        await _taken(engine)
+        # The first fit gives everyone a tier and a forecast: every card goes out.
         clock.set(T0 + timedelta(hours=1))
-        await refit(engine, clock, cache, scoring, fitters=FITTERS)
-        await _taken(engine)
-        # A card is due again between half a day and a day after it went out (by customer).
-        clock.set(T0 + timedelta(hours=13) - timedelta(minutes=1))
-        early = await sweep_all(engine, clock, cache, scoring)
-        early_published = await _taken(engine)
-        # "busy" orders again at T0 + 20 h: their card went out then.
-        clock.set(T0 + timedelta(hours=20))
-        await applier.apply([(e, e.to_json()) for e in [paid("busy", clock.now())]])
-        await _taken(engine)
-        # A refit at T0 + 23 h rewrites every row and publishes only the cards it moves: the
-        # others' day must not be put off (some are due already).
-        clock.set(T0 + timedelta(hours=23))
-        await refit(engine, clock, cache, scoring, fitters=FITTERS)
-        refit_published = await _taken(engine)
-        clock.set(T0 + timedelta(hours=25, minutes=1))
-        swept = await sweep_all(engine, clock, cache, scoring)
-        refreshed = await _taken(engine)
-        again = await sweep_all(engine, clock, cache, scoring)
+        first = await refit(engine, clock, cache, scoring, fitters=FITTERS)
+        first_published = await _taken(engine)
+        # An hour on, nothing a rule reads has moved: nothing goes out.
+        clock.set(T0 + timedelta(hours=2))
+        hour_later = await refit(engine, clock, cache, scoring, fitters=FITTERS)
+        hour_later_published = await _taken(engine)
+        # Four weeks on, "quiet"'s order has left the 30-day window: no event, no stage move,
+        # and the card outreach holds would still say they spent in the last 30 days.
+        clock.set(T0 + timedelta(days=29))
+        month_later = await refit(engine, clock, cache, scoring, fitters=FITTERS)
+        month_later_published = await _taken(engine)
+        clock.set(T0 + timedelta(days=29, hours=1))
+        again = await refit(engine, clock, cache, scoring, fitters=FITTERS)
         again_published = await _taken(engine)
-        # "busy"'s card, sent at T0 + 20 h, goes out again within a day of that.
-        clock.set(T0 + timedelta(hours=44, minutes=1))
-        busy_day = await sweep_all(engine, clock, cache, scoring)
-        busy_published = await _taken(engine)
         await engine.dispose()
 
-    assert (early.refreshed, early_published) == (0, [])
-    # The refit sent the cards it moved (a tier cut point moved with "busy"'s order); every
-    # other card that went out at T0 + 1 h goes out again by T0 + 25 h, "busy"'s not yet.
-    moved_by_refit = {c["customer_id"] for c in refit_published}
-    assert "quiet" not in moved_by_refit and "busy" not in moved_by_refit
-    by_customer = {c["customer_id"]: c for c in refreshed}
-    assert set(by_customer) == ({f"c{i}" for i in range(20)} | {"quiet"}) - moved_by_refit
-    assert swept.refreshed == len(refreshed) and swept.moved == 0
+    assert first.changed == len(first_published) == 21
+    assert (hour_later.changed, hour_later_published) == (0, [])
+    by_customer = {c["customer_id"]: c for c in month_later_published}
+    assert month_later.changed == len(month_later_published)
     quiet = by_customer["quiet"]
     assert quiet["cause"] == "refresh" and quiet["event"] is None
     assert quiet["stage_change"] is None and quiet["membership_change"] is None
-    # The card is as of the sweep: its days since the last order count the day that passed.
-    assert datetime.fromisoformat(quiet["card"]["as_of"]) == T0 + timedelta(hours=25, minutes=1)
-    # Sent once: the next sweep finds the cards a moment old.
-    assert (again.refreshed, again_published) == (0, [])
-    assert "busy" in {c["customer_id"] for c in busy_published}
-    assert busy_day.refreshed == len(busy_published)
+    assert quiet["card"]["value"]["spend_30d"] == "0.00"
+    assert quiet["card"]["value"]["spend_90d"] == "80.00"
+    assert datetime.fromisoformat(quiet["card"]["as_of"]) == T0 + timedelta(days=29)
+    # Sent once: an hour on, the cards published say what the new ones say.
+    assert (again.changed, again_published) == (0, [])
 
 
-async def test_cards_a_rebuild_wrote_go_out_at_the_next_sweep_and_none_when_turned_off(
+async def test_the_cards_a_rebuild_wrote_go_out_at_the_next_refit(
     settings: CommonSettings,
 ) -> None:
+    scoring = ScoringSettings()
     clock = FixedClock(T0)
     cache = PopulationCache(Population())
-    events = [paid("a", T0 - timedelta(days=3)), paid("b", T0 - timedelta(days=1))]
+    events = [paid(f"c{i}", T0 - timedelta(days=i + 1)) for i in range(12)]
     async with fresh_settings(settings, topics=False) as own:
         engine = make_engine(own, pool_size=2)
-        # Off: nothing goes out but what moves.
-        off = ScoringSettings(card_max_age_hours=0)
-        await EventApplier(engine, off, clock, cache).apply([(e, e.to_json()) for e in events])
+        await EventApplier(engine, scoring, clock, cache).apply([(e, e.to_json()) for e in events])
+        await refit(engine, clock, cache, scoring, fitters=FITTERS)
         await _taken(engine)
-        clock.set(T0 + timedelta(days=10))
-        quiet_when_off = await sweep_all(engine, clock, cache, off)
-        published_when_off = await _taken(engine)
+        # A rebuild applies without publishing: outreach holds none of its cards yet.
         async with engine.begin() as conn:
             await store.empty(conn)
-        # A rebuild applies without publishing: its cards are due at once.
-        scoring = ScoringSettings()
         rebuilt = EventApplier(engine, scoring, clock, cache, publish=False)
         await rebuilt.apply([(e, e.to_json()) for e in events])
         nothing_yet = await _taken(engine)
-        swept = await sweep_all(engine, clock, cache, scoring)
-        refreshed = await _taken(engine)
+        report = await refit(engine, clock, cache, scoring, fitters=FITTERS)
+        published = await _taken(engine)
         await engine.dispose()
 
-    assert (quiet_when_off.refreshed, published_when_off) == (0, [])
     assert nothing_yet == []
-    assert swept.refreshed == 2
-    assert sorted(c["customer_id"] for c in refreshed) == ["a", "b"]
-    assert {c["cause"] for c in refreshed} == {"refresh"}
+    assert report.changed == 12
+    assert sorted(c["customer_id"] for c in published) == sorted(f"c{i}" for i in range(12))
+    assert {c["cause"] for c in published} == {"refresh"}

@@ -75,9 +75,11 @@ async def post_refit(
     as_of: Annotated[IsoDateTime | None, Query(description="fit at this instant")] = None,
 ) -> RefitOut:
     """Refit RFM quintiles, 80/20 tier cut points, the median purchase gap and the BG/NBD and
-    Gamma-Gamma parameters from every customer, then publish a change for each customer whose
-    tier, strategy or segment moved. Runs on a schedule too
-    (`TEND_SCORING_REFIT_INTERVAL_SECONDS`)."""
+    Gamma-Gamma parameters from every customer, then publish a change (`cause: refresh`) for
+    each customer whose tier, strategy or segment moved, or whose card's figures that time
+    alone moves (trailing windows, RFM scores, overdue complaints; P(alive) and the chances of
+    an order in steps of 0.05) differ from the last card published for them. Runs on a
+    schedule too (`TEND_SCORING_REFIT_INTERVAL_SECONDS`)."""
     s = scoring
     report = await refit(s.engine, s.clock, s.population, s.settings, as_of)
     s.relay.nudge()
@@ -93,12 +95,8 @@ async def post_refit(
 
 
 class SweepOut(BaseModel):
-    due: int = Field(description="customers the sweep found due and looked at")
-    moved: int = Field(description="stages or membership tiers time moved (`cause: time`)")
-    refreshed: int = Field(
-        description="cards sent again because the last one published for the customer was "
-        "near `TEND_SCORING_CARD_MAX_AGE_HOURS` old (`cause: refresh`)"
-    )
+    due: int
+    moved: int
     at: datetime
 
 
@@ -110,12 +108,11 @@ class SweepOut(BaseModel):
     summary="Move due stages now",
 )
 async def post_sweep(scoring: Scoring, _: Operator) -> SweepOut:
-    """Find every customer whose stage is due to move with time, whose membership tier time
-    may lower, or whose last published card nears `TEND_SCORING_CARD_MAX_AGE_HOURS` of age
-    (indexed by the moment it is due); publish a `cause: time` change for each stage or
-    membership tier that moved and a `cause: refresh` change for each card that only grew
-    old. Runs on a schedule too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
+    """Find every customer whose stage is due to move with time, or whose membership tier
+    time may lower (indexed by the moment it is due), and publish a `cause: time` change for
+    each stage or membership tier that moved. Runs on a schedule
+    too (`TEND_SCORING_SWEEP_INTERVAL_SECONDS`)."""
     s = scoring
-    swept = await sweep_all(s.engine, s.clock, s.population, s.settings)
+    due, moved = await sweep_all(s.engine, s.clock, s.population, s.settings)
     s.relay.nudge()
-    return SweepOut(due=swept.due, moved=swept.moved, refreshed=swept.refreshed, at=s.clock.now())
+    return SweepOut(due=due, moved=moved, at=s.clock.now())

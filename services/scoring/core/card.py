@@ -23,6 +23,7 @@ score yet.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -137,6 +138,10 @@ class Scored:
     # When time alone may next move the stage or lower the membership tier (the sweep's due
     # time); the card's ``next_transition_at`` is the stage's alone.
     review_at: datetime | None
+    # The figures of the card that move with time alone, at the steps a reader would notice,
+    # as one number (:func:`drift_of`): a refit sends a card again when it differs from the
+    # last one published.
+    drift: int
     name: str | None
     email: str | None
     search: str | None  # name, email and phone, lower case, for the read API's ``q``
@@ -160,6 +165,9 @@ def score(
         review_at = lowered if review_at is None else min(review_at, lowered)
     head = state.card_head
     assert isinstance(head, Head)  # written by the encoded _document
+    drift = drift_of(
+        value, rfm_doc, prediction, doc["visits"], doc["complaints"], doc["membership"]
+    )
     return Scored(
         customer_id=state.customer_id,
         as_of=as_of,
@@ -179,11 +187,61 @@ def score(
         p_alive=_listed_p_alive(prediction),
         member_tier=member.tier,
         review_at=review_at,
+        drift=drift,
         name=head.name,
         email=head.email,
         search=head.search,
         history=history,
     )
+
+
+def drift_of(
+    value: dict[str, Any],
+    rfm_doc: dict[str, Any] | None,
+    prediction: dict[str, Any] | None,
+    visits: Any,
+    complaint_section: Any,
+    membership: dict[str, Any] | None,
+) -> int:
+    """The figures of a card that move with time alone, without an event, as one number.
+
+    A reader keeps a customer's card as of their last change (outreach's replica, which rules
+    read), and these figures move between changes: the trailing windows (30/90/365-day spend,
+    visits in the last 30 days, the membership year), the RFM scores, the complaints gone
+    overdue, and the model's figures as the silence lengthens. Windows, scores and counts
+    count as they are; P(alive) and the chances of an order in steps of 0.05, expected orders
+    in steps of 0.1 and the CLV in steps of about 10%, so a decaying customer's card goes
+    out again a dozen times over their decline, not every day. Figures that move every day
+    by their nature (``as_of``, ``prediction.age_days``) are left out. Sections written ahead
+    (no visits, no complaints) say nothing that time moves."""
+    parts: list[Any] = [value["spend_30d"], value["spend_90d"], value["spend_365d"]]
+    if rfm_doc is not None:
+        parts += [rfm_doc["recency"], rfm_doc["frequency"], rfm_doc["monetary"]]
+    if prediction is not None:
+        parts += [
+            _step(prediction["p_alive"], 20),
+            _step(prediction["expected_orders_90d"], 10),
+            _log_step(prediction["clv_365d"]),
+        ]
+        parts += [_step(p, 20) for p in (prediction.get("p_order") or {}).values()]
+    if isinstance(visits, dict):
+        parts.append(visits["last_30d"])
+    if isinstance(complaint_section, dict):
+        parts.append(complaint_section["overdue"])
+    if membership is not None:
+        parts += [membership.get("spend_365d"), membership.get("orders_365d")]
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _step(x: float | None, per_unit: int) -> int | None:
+    """``x`` in steps of 1/``per_unit``."""
+    return None if x is None else math.floor(x * per_unit)
+
+
+def _log_step(x: float | None) -> int | None:
+    """A non-negative amount in steps of about 10% (a tenth of its natural logarithm)."""
+    return None if x is None else math.floor(math.log1p(max(x, 0.0)) * 10)
 
 
 def _listed_p_alive(prediction: dict[str, Any] | None) -> float | None:

@@ -7,8 +7,7 @@ replaying the same history yields the same ids and outreach can drop repeats:
 - ``event``: the event id;
 - ``time``: the customer, the stage reached and the day it was reached (and, for a
   membership tier time lowered, the tier and the day of the sweep);
-- ``refresh``: the customer and the moment of the refresh (a refit's, or the sweep's for a
-  card grown old);
+- ``refresh``: the customer and the moment of the refresh;
 - ``erasure``: the erasure event's id.
 
 The triggering event and the card are already JSON; they are embedded as they are rather
@@ -17,13 +16,11 @@ than parsed and written again.
 
 from __future__ import annotations
 
-import zlib
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import orjson
 
 from services.scoring.core.card import Scored
-from services.scoring.settings import ScoringSettings
 from shared.changes import Cause, change_id_for
 from shared.events import Envelope
 
@@ -70,10 +67,9 @@ def time_change(card: Scored, before: str, at: datetime, member_before: str | No
 
 
 def refresh_change(card: Scored, before: str, member_before: str | None) -> Outgoing:
-    """A card sent again: one a population refit moved (its tier, strategy or segment; its
-    stage from ``before``, judged by the population's new rhythm; or its membership tier from
-    ``member_before``), or one the sweep found near ``card_max_age_hours`` old where its
-    readers hold it (:func:`republish_at`), as of the refresh."""
+    """A card a population refit moved (its tier, strategy or segment; its stage from
+    ``before``, judged by the population's new rhythm; its membership tier from
+    ``member_before``; or the figures time moves, its drift), as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("refresh", cid, card.as_of.isoformat()),
@@ -84,27 +80,6 @@ def refresh_change(card: Scored, before: str, member_before: str | None) -> Outg
         stage_change=(before, card.stage) if before != card.stage else None,
         membership_change=_moved(member_before, card.member_tier),
     )
-
-
-def republish_at(
-    card: Scored, published_at: datetime | None, settings: ScoringSettings
-) -> datetime | None:
-    """When ``card``'s customer is to have their card sent again though nothing moved: once
-    the last one published (at ``published_at``, its ``as_of``) is old. A reader holds the
-    card as of its change: trailing windows, P(alive), RFM scores and the chance of an order
-    move with time alone, and a rule reads them there.
-
-    Old is between half ``card_max_age_hours`` and all of it, the same fraction for a
-    customer every time (from their id): cards published together (a refit's, an import's)
-    come due spread over half a day, not in the same minute every day after. Never published
-    (a rebuild announces nothing; a row from before the column): due at ``as_of``, now.
-    None: off."""
-    if settings.card_max_age_hours <= 0:
-        return None
-    if published_at is None:
-        return card.as_of
-    spread = zlib.crc32(card.customer_id.encode()) / 2**32  # in [0, 1)
-    return published_at + timedelta(hours=settings.card_max_age_hours * (1 - spread / 2))
 
 
 def erasure_change(envelope: Envelope, raw: bytes, at: datetime) -> Outgoing:

@@ -23,12 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scoring.core.card import Scored, score
-from services.scoring.core.changes import (
-    Outgoing,
-    erasure_change,
-    event_change,
-    republish_at,
-)
+from services.scoring.core.changes import Outgoing, erasure_change, event_change
 from services.scoring.core.complaints import complaints_of
 from services.scoring.core.identities import identifiers_of
 from services.scoring.core.merge import fold
@@ -234,12 +229,13 @@ class EventApplier:
                 await identity_store.merge(conn, merge.survivor, merge.merged, merge.event_id)
             await store.drop_inbox(conn, dropped)
             # Every card saved here goes out as this batch's change (none in a rebuild).
-            rows: list[CustomerRow] = []
-            for cid, card in cards.items():
-                published = card.as_of if self._publish else None
-                again = republish_at(card, published, settings)
-                rows.append(CustomerRow.of(states[cid], card, published, again))
-            versions = await store.save(conn, rows)
+            versions = await store.save(
+                conn,
+                [
+                    CustomerRow.of(states[cid], card, card.drift if self._publish else None)
+                    for cid, card in cards.items()
+                ],
+            )
             now_stored = await store.sync_history(
                 conn, ((cid, history.get(cid, []), card.history) for cid, card in cards.items())
             )

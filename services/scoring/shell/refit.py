@@ -6,10 +6,13 @@ fits; the second rebuilds cards under the new population and publishes a ``cause
 change only for the customers whose stage, tier, strategy, segment or membership tier moved
 (the stage when the population's new rhythm judges a short history's silence anew; the
 membership tier when time lowered it since the sweep last looked, or the tiers configured
-changed). The stored stage history follows the cards it rewrites: every customer's when
-what a walk depends on besides their facts changed since the last complete walk (the
-population's rhythm, scoring's settings, its code: :func:`walk_fingerprint`, stored beside
-the population), else only the customers whose stage moved since their row was written.
+changed), or whose card's figures that time moves (its drift: trailing windows, RFM scores,
+P(alive) and the chances of an order in steps) differ from the last card published for them,
+so a reader's copy is never a refit interval behind on what a rule may read. The stored
+stage history follows the cards it rewrites: every customer's when what a walk depends on
+besides their facts changed since the last complete walk (the population's rhythm,
+scoring's settings, its code: :func:`walk_fingerprint`, stored beside the population), else
+only the customers whose stage moved since their row was written.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scoring import core
 from services.scoring.core import lifecycle, predict, rfm, tiers
 from services.scoring.core.card import Population, score
-from services.scoring.core.changes import Outgoing, refresh_change, republish_at
+from services.scoring.core.changes import Outgoing, refresh_change
 from services.scoring.core.complaints import Complaint, complaints_of
 from services.scoring.core.ledger import Ledger
 from services.scoring.core.lifecycle import Transition
@@ -395,19 +398,27 @@ async def _refresh_cards(
                 held += _hold_complaints(row.state, card.tier, population, settings)
                 if rewalk or card.stage != row.stage:
                     walked[row.customer_id] = card.history
-                published = row.published_at
-                if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
+                # Sent again when it moved the customer, or when time moved what a rule may
+                # read of them since the last card published (the card's drift).
+                if (
+                    card.stage,
+                    card.tier,
+                    card.strategy,
+                    card.segment,
+                    card.member_tier,
+                    card.drift,
+                ) != (
                     row.stage,
                     row.tier,
                     row.strategy,
                     row.segment,
                     row.member_tier,
+                    row.published_drift,
                 ):
                     outbox.append(refresh_change(card, row.stage, row.member_tier))
-                    published = card.as_of
-                # A card not sent keeps the age its readers' copy has: the sweep's due time.
-                again = republish_at(card, published, settings)
-                saved.append(CustomerRow.of(row.state, card, published, again))
+                    saved.append(CustomerRow.of(row.state, card, card.drift))
+                else:
+                    saved.append(CustomerRow.of(row.state, card, row.published_drift))
             stored = await store.histories(conn, walked) if walked else {}
             await store.save(conn, saved)
             await store.sync_history(conn, [(c, stored[c], w) for c, w in walked.items()])

@@ -42,25 +42,18 @@ class CustomerRow:
     clv: float | None
     p_alive: float | None
     last_order_at: datetime | None
-    next_transition_at: datetime | None  # the sweep's due time (stage, membership, republish)
+    next_transition_at: datetime | None  # the sweep's due time (stage or membership)
     search: str | None
     tags: list[str]
     member_tier: str | None
-    published_at: datetime | None  # the as_of of the last card published for the customer
+    # The drift of the last card published for the customer (Scored.drift; null: none since
+    # the row was written without publishing, by a rebuild).
+    published_drift: int | None
 
     @classmethod
-    def of(
-        cls,
-        state: CustomerState,
-        card: Scored,
-        published_at: datetime | None,
-        republish_at: datetime | None,
-    ) -> CustomerRow:
-        """The row of ``card``; the sweep comes back when time may move the stage or lower
-        the membership tier, or at ``republish_at``, whichever is first."""
-        due = card.review_at
-        if republish_at is not None and (due is None or republish_at < due):
-            due = republish_at
+    def of(cls, state: CustomerState, card: Scored, published_drift: int | None) -> CustomerRow:
+        """The row of ``card``; ``published_drift``: the drift of the last card published for
+        the customer (``card.drift`` when this one goes out)."""
         return cls(
             customer_id=state.customer_id,
             state=state.to_json(),
@@ -76,11 +69,11 @@ class CustomerRow:
             clv=card.clv,
             p_alive=card.p_alive,
             last_order_at=card.last_order_at,
-            next_transition_at=due,
+            next_transition_at=card.review_at,
             search=card.search,
             tags=_tags(state),
             member_tier=card.member_tier,
-            published_at=published_at,
+            published_drift=published_drift,
         )
 
 
@@ -122,7 +115,7 @@ _PRUNE_INBOX = text("DELETE FROM scoring.inbox WHERE received_at < now() - CAST(
 # a customer's history is read in one scan (both arrays from it), and only when it is sent.
 _LOCK = text(
     """
-    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_at,
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_drift,
         (c.version = k.v) IS TRUE AS held,
         CASE WHEN c.version = k.v THEN NULL ELSE c.state END AS state,
         h.ids AS history_ids, h.items AS history
@@ -142,7 +135,7 @@ _LOCK = text(
 # worked out for the rows the limit keeps.
 _DUE = text(
     """
-    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_at, false AS held,
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_drift, false AS held,
         c.state,
         (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
             WHERE h.customer_id = c.customer_id) AS history_ids,
@@ -160,7 +153,7 @@ _UPSERT = text(
     """
     INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
         tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
-        next_transition_at, search, tags, member_tier, published_at, updated_at, version)
+        next_transition_at, search, tags, member_tier, published_drift, updated_at, version)
     SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q,
         ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), mt, pb, now(),
         nextval('scoring.customer_versions')
@@ -171,7 +164,7 @@ _UPSERT = text(
         CAST(:spend AS numeric[]), CAST(:clv AS float8[]), CAST(:alive AS float8[]),
         CAST(:last_order AS timestamptz[]), CAST(:next AS timestamptz[]),
         CAST(:search AS text[]), CAST(:tags AS text[]), CAST(:members AS text[]),
-        CAST(:published AS timestamptz[]))
+        CAST(:published AS bigint[]))
         AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg, mt, pb)
     ON CONFLICT (customer_id) DO UPDATE SET
         state = EXCLUDED.state, name = EXCLUDED.name, email = EXCLUDED.email,
@@ -182,7 +175,7 @@ _UPSERT = text(
         p_alive = EXCLUDED.p_alive, last_order_at = EXCLUDED.last_order_at,
         next_transition_at = EXCLUDED.next_transition_at, search = EXCLUDED.search,
         tags = EXCLUDED.tags, member_tier = EXCLUDED.member_tier,
-        published_at = EXCLUDED.published_at,
+        published_drift = EXCLUDED.published_drift,
         updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
     RETURNING customer_id, version
     """
@@ -242,7 +235,7 @@ class Stored:
     version: int
     stage: str
     member_tier: str | None
-    published_at: datetime | None  # the as_of of the last card published for them
+    published_drift: int | None  # the drift of the last card published for them
     held: bool
     state: CustomerState | None
     history: StoredHistory | None
@@ -258,10 +251,12 @@ def _history(row: Row[Any]) -> StoredHistory:
 
 def _stored(row: Row[Any]) -> Stored:
     if row.held:
-        return Stored(row.version, row.stage, row.member_tier, row.published_at, True, None, None)
+        return Stored(
+            row.version, row.stage, row.member_tier, row.published_drift, True, None, None
+        )
     state = CustomerState.from_json(row.state)
     return Stored(
-        row.version, row.stage, row.member_tier, row.published_at, False, state, _history(row)
+        row.version, row.stage, row.member_tier, row.published_drift, False, state, _history(row)
     )
 
 
@@ -312,7 +307,7 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, 
             # As JSON text: a text[][] cannot hold rows of different lengths.
             "tags": [orjson.dumps(r.tags).decode() for r in rows],
             "members": [r.member_tier for r in rows],
-            "published": [r.published_at for r in rows],
+            "published": [r.published_drift for r in rows],
         },
     )
     return {r.customer_id: r.version for r in result}
@@ -363,7 +358,7 @@ _ALL_STATES = text("SELECT state FROM scoring.customers")
 # The refit's: a page of customers with the figures a fit may move.
 _PAGE = text(
     """
-    SELECT customer_id, state, stage, tier, strategy, segment, member_tier, published_at
+    SELECT customer_id, state, stage, tier, strategy, segment, member_tier, published_drift
     FROM scoring.customers WHERE customer_id > :after
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
@@ -395,7 +390,7 @@ class Standing:
     strategy: str | None
     segment: str | None
     member_tier: str | None
-    published_at: datetime | None
+    published_drift: int | None
 
 
 _HISTORIES = text(
@@ -428,7 +423,7 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
             r.strategy,
             r.segment,
             r.member_tier,
-            r.published_at,
+            r.published_drift,
         )
         for r in rows
     ]

@@ -73,9 +73,10 @@ customers = Table(
     # The membership tier on the customer's last published card: a new card with another one
     # is a membership change (an upgrade or a downgrade rules trigger on).
     Column("member_tier", String(64)),
-    # The as_of of the last card published for the customer (null: none since the row was
-    # written without publishing, by a rebuild): the sweep sends it again once it is old.
-    Column("published_at", DateTime(timezone=True)),
+    # The drift of the last card published for the customer (the figures time moves, as one
+    # number; null: none since a rebuild wrote the row): a refit sends a card whose drift
+    # differs again.
+    Column("published_drift", BigInteger),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # From the sequence below on every write: the facts a consumer holds are current while
     # the row still has the version it wrote.
