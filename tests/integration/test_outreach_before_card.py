@@ -20,6 +20,7 @@ from services.outreach.settings import OutreachSettings
 from shared.changes import change_id_for
 from shared.clock import FixedClock
 from shared.settings import CommonSettings
+from tests.support.events import event_json
 from tests.support.pipeline import add_rule, consumers_assigned, publish_changes
 from tests.support.stack import Stack, isolated_stack
 
@@ -68,16 +69,7 @@ def _change(customer_id: str, at: datetime, strategy: str, order: bool) -> dict[
         "profile": profile,
         "strategy": strategy,
     }
-    event = {
-        "event_id": event_id,
-        "event_type": kind,
-        "schema_version": 1,
-        "customer_id": customer_id,
-        "occurred_at": at.isoformat(),
-        "received_at": at.isoformat(),
-        "source": "test",
-        "data": data,
-    }
+    event = event_json(customer_id, at, kind, data, event_id)
     return {
         "change_id": change_id_for("event", event_id),
         "customer_id": customer_id,

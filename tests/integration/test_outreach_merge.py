@@ -24,6 +24,7 @@ from shared.kafka import Record, publish_many, start_producer
 from shared.privacy import customer_digest
 from shared.settings import CommonSettings
 from shared.topics import Topics
+from tests.support.events import event_json
 from tests.support.pipeline import (
     actions_published,
     add_rule,
@@ -63,19 +64,6 @@ def _card(customer_id: str, at: datetime) -> dict[str, Any]:
     return {**SAMPLE_CARD, "customer_id": customer_id, "as_of": at.isoformat(), "profile": profile}
 
 
-def _event(customer_id: str, at: datetime, event_type: str, data: dict[str, Any]) -> Any:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "schema_version": 1,
-        "customer_id": customer_id,
-        "occurred_at": at.isoformat(),
-        "received_at": at.isoformat(),
-        "source": "test",
-        "data": data,
-    }
-
-
 def _change(
     customer_id: str,
     at: datetime,
@@ -85,7 +73,7 @@ def _change(
     card_of: str | None = None,
     cause: str = "event",
 ) -> dict[str, Any]:
-    event = _event(customer_id, at, event_type, data)
+    event = event_json(customer_id, at, event_type, data)
     return {
         "change_id": change_id_for(cause, event["event_id"]),
         "customer_id": customer_id,

@@ -7,9 +7,7 @@ refit."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -26,9 +24,9 @@ from services.scoring.shell.refit import refit
 from services.scoring.store import customers as store
 from shared.clock import FixedClock
 from shared.db import make_engine
-from shared.events import Envelope, EventType, OrderData, OrderStatus
 from shared.settings import CommonSettings
 from tests.support.databases import fresh_settings
+from tests.support.events import paid_order
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +35,6 @@ FITTERS = Fitters(
     bg_nbd=lambda _h: BgNbdParams(r=0.24, alpha=4.41, a=0.79, b=2.43),
     gamma_gamma=lambda *_a: GammaGammaParams(p=6.25, q=3.74, v=15.44),
 )
-
-
-def paid(customer_id: str, at: datetime, amount: str = "40.00") -> Envelope:
-    return Envelope(
-        event_id=str(uuid.uuid4()),
-        event_type=EventType.ORDER_PAID,
-        customer_id=customer_id,
-        occurred_at=at,
-        received_at=at,
-        source="test",
-        data=OrderData(
-            order_id=f"{customer_id}-{uuid.uuid4().hex[:6]}",
-            status=OrderStatus.PAID,
-            amount=Decimal(amount),
-            currency="USD",
-        ),
-    )
 
 
 async def _taken(engine: AsyncEngine) -> list[dict[str, Any]]:
@@ -73,10 +54,13 @@ async def test_a_refit_sends_again_the_cards_time_moved_and_no_other(
     events = []
     for i in range(20):
         events += [
-            paid(f"c{i}", T0 - timedelta(days=90)),
-            paid(f"c{i}", T0 - timedelta(days=30), f"{10 * (i + 1)}.00"),
+            paid_order(f"c{i}", T0 - timedelta(days=90)),
+            paid_order(f"c{i}", T0 - timedelta(days=30), f"{10 * (i + 1)}.00"),
         ]
-    events += [paid("quiet", T0 - timedelta(days=40)), paid("quiet", T0 - timedelta(days=2))]
+    events += [
+        paid_order("quiet", T0 - timedelta(days=40)),
+        paid_order("quiet", T0 - timedelta(days=2)),
+    ]
     async with fresh_settings(settings, topics=False) as own:
         engine = make_engine(own, pool_size=2)
         await EventApplier(engine, scoring, clock, cache).apply([(e, e.to_json()) for e in events])
@@ -119,7 +103,7 @@ async def test_the_cards_a_rebuild_wrote_go_out_at_the_next_refit(
     scoring = ScoringSettings()
     clock = FixedClock(T0)
     cache = PopulationCache(Population())
-    events = [paid(f"c{i}", T0 - timedelta(days=i + 1)) for i in range(12)]
+    events = [paid_order(f"c{i}", T0 - timedelta(days=i + 1)) for i in range(12)]
     async with fresh_settings(settings, topics=False) as own:
         engine = make_engine(own, pool_size=2)
         await EventApplier(engine, scoring, clock, cache).apply([(e, e.to_json()) for e in events])

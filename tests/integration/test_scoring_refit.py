@@ -10,9 +10,7 @@ population."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import orjson
 import pytest
@@ -34,27 +32,13 @@ from services.scoring.store import queries
 from services.scoring.store.queries import StageMove
 from shared.clock import FixedClock
 from shared.db import make_engine
-from shared.events import Envelope, EventType, OrderData, OrderStatus
 from shared.settings import CommonSettings
 from tests.support.databases import fresh_settings
+from tests.support.events import paid_order
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
-
-
-def paid(customer_id: str, order_id: str, at: datetime, amount: str) -> Envelope:
-    return Envelope(
-        event_id=str(uuid.uuid4()),
-        event_type=EventType.ORDER_PAID,
-        customer_id=customer_id,
-        occurred_at=at,
-        received_at=at,
-        source="test",
-        data=OrderData(
-            order_id=order_id, status=OrderStatus.PAID, amount=Decimal(amount), currency="USD"
-        ),
-    )
 
 
 def no_finite_answer(_: Histogram) -> BgNbdParams:
@@ -71,12 +55,13 @@ async def test_a_population_with_no_finite_fit_keeps_the_parameters_in_force(
     # Nineteen customers with the very same rhythm and one a little faster: no spread in
     # purchase rates, so the BG/NBD likelihood keeps rising towards infinite r and alpha.
     events = [
-        paid("vip", f"vip-{n}", T0 - timedelta(days=d), "800.00") for n, d in enumerate((20, 10, 0))
+        paid_order("vip", T0 - timedelta(days=d), "800.00", f"vip-{n}")
+        for n, d in enumerate((20, 10, 0))
     ]
     for i in range(19):
         events += [
-            paid(f"c{i}", f"c{i}-0", T0 - timedelta(days=30), f"{10 * (i + 1)}.00"),
-            paid(f"c{i}", f"c{i}-1", T0 - timedelta(days=1), f"{10 * (i + 1)}.00"),
+            paid_order(f"c{i}", T0 - timedelta(days=30), f"{10 * (i + 1)}.00", f"c{i}-0"),
+            paid_order(f"c{i}", T0 - timedelta(days=1), f"{10 * (i + 1)}.00", f"c{i}-1"),
         ]
     in_force = BgNbdParams(r=0.24, alpha=4.41, a=0.79, b=2.43)
     cache = PopulationCache(Population(bg=in_force))
@@ -109,12 +94,12 @@ async def test_a_refit_dates_a_short_history_s_silence_by_the_population_s_rhyth
     events = []
     for i in range(19):
         events += [
-            paid(f"c{i}", f"c{i}-0", T0 - timedelta(days=61), f"{10 * (i + 1)}.00"),
-            paid(f"c{i}", f"c{i}-1", T0 - timedelta(days=1), f"{10 * (i + 1)}.00"),
+            paid_order(f"c{i}", T0 - timedelta(days=61), f"{10 * (i + 1)}.00", f"c{i}-0"),
+            paid_order(f"c{i}", T0 - timedelta(days=1), f"{10 * (i + 1)}.00", f"c{i}-1"),
         ]
     events += [
-        paid("once", "once-0", T0 - timedelta(days=200), "40.00"),
-        paid("lapsed", "lapsed-0", T0 - timedelta(days=300), "40.00"),
+        paid_order("once", T0 - timedelta(days=200), "40.00", "once-0"),
+        paid_order("lapsed", T0 - timedelta(days=300), "40.00", "lapsed-0"),
     ]
     bought = {
         "once": (T0 - timedelta(days=200)).date(),

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -24,11 +23,12 @@ from services.scoring.app import OUTBOX_LOCK
 from services.scoring.app import create_app as create_scoring
 from services.scoring.settings import ScoringSettings
 from shared.db import make_engine
-from shared.events import Envelope, EventType, OrderData, OrderStatus
+from shared.events import Envelope
 from shared.kafka import Record, publish_many, start_producer
 from shared.settings import CommonSettings
 from shared.topics import Topics
 from tests.support.databases import fresh_settings
+from tests.support.events import paid_order
 
 pytestmark = pytest.mark.integration
 
@@ -55,18 +55,7 @@ async def scoring(settings: CommonSettings) -> AsyncIterator[tuple[httpx.AsyncCl
 
 
 def order(customer_id: str) -> Envelope:
-    at = datetime.now(UTC)
-    return Envelope(
-        event_id=str(uuid.uuid4()),
-        event_type=EventType.ORDER_PAID,
-        customer_id=customer_id,
-        occurred_at=at,
-        received_at=at,
-        source="test",
-        data=OrderData(
-            order_id=uuid.uuid4().hex, status=OrderStatus.PAID, amount=Decimal("20"), currency="USD"
-        ),
-    )
+    return paid_order(customer_id, datetime.now(UTC), "20")
 
 
 async def publish(settings: CommonSettings, key: bytes, value: bytes) -> None:

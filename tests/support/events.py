@@ -1,4 +1,5 @@
-"""Seeded streams of realistic customer events, for tests that replay and compare."""
+"""Customer events for tests: one paid order or one event as JSON, and seeded streams of
+realistic events for tests that replay and compare."""
 
 from __future__ import annotations
 
@@ -6,8 +7,49 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from shared.events import Envelope
+from shared.events import Envelope, EventType, OrderData, OrderStatus
+
+
+def paid_order(
+    customer_id: str, at: datetime, amount: str = "40.00", order_id: str | None = None
+) -> Envelope:
+    """An ``order.paid`` event at ``at``, received then (the order id: a fresh one)."""
+    return Envelope(
+        event_id=str(uuid.uuid4()),
+        event_type=EventType.ORDER_PAID,
+        customer_id=customer_id,
+        occurred_at=at,
+        received_at=at,
+        source="test",
+        data=OrderData(
+            order_id=order_id or f"{customer_id}-{uuid.uuid4().hex[:8]}",
+            status=OrderStatus.PAID,
+            amount=Decimal(amount),
+            currency="USD",
+        ),
+    )
+
+
+def event_json(
+    customer_id: str,
+    at: datetime,
+    event_type: str,
+    data: dict[str, Any],
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """An event as JSON (as a change carries it), happened and received at ``at``."""
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": event_type,
+        "schema_version": 1,
+        "customer_id": customer_id,
+        "occurred_at": at.isoformat(),
+        "received_at": at.isoformat(),
+        "source": "test",
+        "data": data,
+    }
 
 
 def random_history(customers: int, seed: int, *, prefix: str = "c") -> list[Envelope]:
