@@ -286,6 +286,11 @@ class BroadcastOut(BaseModel):
     audience: int = Field(description="customers whose card meets the rule's conditions now")
     decided: int = Field(description="actions decided by this call (0 on a repeated launch)")
     statuses: dict[str, int] = Field(description="the decided actions by status")
+    waiting: int = Field(
+        0,
+        description="customers the rule's spent daily limit left in its line: decided on "
+        "the next days, a day's slots at a time, most valuable first",
+    )
 
 
 class TickOut(BaseModel):

@@ -191,35 +191,38 @@ def test_outcomes_show_a_control_group_rules_arms(browser: WebDriver, tend: Tend
     assert "too small to tell" in figures
 
 
-def test_the_rules_list_shows_a_rule_s_daily_limit_and_why_it_held_back(
+def test_the_rules_list_shows_a_rule_s_daily_limit_who_waits_and_why_it_held_back(
     browser: WebDriver, tend: Tend
 ) -> None:
-    tag = f"calls-{uuid.uuid4().hex[:6]}"
-    rule_id = f"calls-{tag}"
+    tag = f"news-{uuid.uuid4().hex[:6]}"
+    rule_id = f"one-{tag}"
     customers = [f"{tag}-{n}" for n in range(3)]
+    zone = _daytime_zone()
     post_events(
         tend,
         [
             {
                 "type": "customer",
                 "customer_id": cid,
-                "name": f"Caller {cid}",
+                "name": f"Reader {cid}",
                 "tags": [tag],
+                "timezone": zone,
+                # The last one never agreed to promotions.
+                "consent": {"email": True, "marketing": n < 2},
                 "occurred_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
             }
-            for cid in customers
+            for n, cid in enumerate(customers)
         ],
     )
     rule = {
         "id": rule_id,
-        "name": "One call a day",
+        "name": "One a day",
         "trigger": {"type": "broadcast"},
         "conditions": {"has_tag": tag},
         "action": {
-            "kind": "care",
+            "kind": "announcement",
             "channel": "webhook",
-            "audience": "team",
-            "template": {"subject": "Call", "body": "Call {{ card.customer_id }}"},
+            "template": {"subject": "News", "body": "New in store"},
         },
         "limits": {"max_per_day": 1},
     }
@@ -234,12 +237,14 @@ def test_the_rules_list_shows_a_rule_s_daily_limit_and_why_it_held_back(
         eventually(all_three, what="the three customers in the replica")
         launched = api.post("/v1/broadcasts", json={"rule_id": rule_id})
         assert launched.status_code == 200, launched.text
-    # One team alert; the day is spent for the two others.
-    assert launched.json()["statuses"].get("suppressed") == 2
+        # One goes today, one waits for tomorrow's slot, one is held back for good.
+        assert launched.json()["waiting"] == 1
+        assert launched.json()["statuses"].get("suppressed") == 1
     sign_in(browser, tend, "ops_read", "/rules")
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
     assert row.find_element(By.CLASS_NAME, "daily-limit").text == "at most 1 a day"
-    assert "suppressed 2 (daily limit 2)" in row.find_element(By.CLASS_NAME, "rule-decided").text
+    assert row.find_element(By.CLASS_NAME, "rule-line").text == "1 waiting for a slot"
+    assert "suppressed 1 (no consent 1)" in row.find_element(By.CLASS_NAME, "rule-decided").text
 
 
 def test_the_policy_is_edited_with_its_errors_next_to_the_field(

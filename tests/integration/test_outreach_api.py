@@ -529,12 +529,19 @@ async def test_a_preview_holds_back_what_the_daily_limit_would_and_the_launch_ag
     assert got["outcomes"] == {"send": 0, "defer": 2, "hold": 0, "suppress": 3}
     assert got["reasons"] == {"quiet_hours": 2, "daily_limit": 3}
     assert got["held_back"] == 5
-    # The launch decides what the preview said, for the two most valuable of the audience.
-    assert (await shop.launch(rule["id"]))["statuses"] == {"scheduled": 2, "suppressed": 3}
+    # The launch decides what the preview said, for the two most valuable of the audience;
+    # the three others wait in the rule's line for the next days' slots, not recorded.
+    launched = await shop.launch(rule["id"])
+    assert (launched["statuses"], launched["waiting"]) == ({"scheduled": 2}, 3)
     waiting = await shop.actions(rule_id=rule["id"], status="scheduled")
     assert sorted(a["customer_id"] for a in waiting) == [shop.cid(3), shop.cid(4)]
-    over = await shop.actions(rule_id=rule["id"], reason="daily_limit")
-    assert sorted(a["customer_id"] for a in over) == [shop.cid(n) for n in range(3)]
+    assert await shop.actions(rule_id=rule["id"], reason="daily_limit") == []
+    async with o.app.state.engine.connect() as conn:
+        lined = await conn.scalars(
+            text("SELECT customer_id FROM outreach.schedule WHERE rule_id = :r"),
+            {"r": rule["id"]},
+        )
+        assert sorted(lined) == [shop.cid(n) for n in range(3)]
     # The day's two slots are taken: a preview now holds every one back.
     again = (await o.client.post(path, headers=o.as_("ops_read"))).json()
     assert again["outcomes"] == {"send": 0, "defer": 0, "hold": 0, "suppress": 5}
@@ -590,6 +597,7 @@ async def test_broadcast_decides_its_audience_once_per_launch(outreach: Outreach
         "audience": 3,
         "decided": 3,
         "statuses": {"held": 1, "pending": 1, "suppressed": 1},
+        "waiting": 0,
     }
     second = await shop.launch(rule["id"], launch_id)
     assert (second["audience"], second["decided"], second["statuses"]) == (3, 0, {})

@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.outreach.core.launch import LaunchContent
 from services.outreach.core.policy import Policy
 from services.outreach.core.rules import Match, Rule
+from services.outreach.shell.broadcast import launch
 from services.outreach.shell.decide import decide_and_record
 from services.outreach.shell.scheduler import rules_saved
 from services.outreach.store.replica import cards_after
@@ -267,3 +269,130 @@ async def test_a_paused_rule_s_line_goes_when_it_is_saved_as_an_event_rule(shop:
     shop.use({**winbacks_a_day(2), "trigger": {"type": "event", "event": "order.paid"}})
     await rules_saved(shop.engine, list(shop.current.rules.values()), Policy(), shop.clock.now())
     assert await shop.line("winback-churned") == {}
+
+
+def spring_news(n: int) -> Rule:
+    """A broadcast to key customers that lists the launch's items, at most ``n`` a day."""
+    return Rule.model_validate(
+        {
+            "id": "spring-news",
+            "name": "Spring news",
+            "trigger": {"type": "broadcast"},
+            "conditions": {"eq": ["tier", "key"]},
+            "action": {
+                "kind": "announcement",
+                "channel": "webhook",
+                "template": {
+                    "subject": "New in",
+                    "body": "{% for i in launch.all_items %}{{ i.name }} {% endfor %}",
+                },
+            },
+            "limits": {"max_per_day": n},
+        }
+    )
+
+
+async def launch_now(shop: Shop, rule: Rule, launch_id: str, item: str) -> dict[str, Any]:
+    content = LaunchContent.model_validate(
+        {"items": [{"sku": item, "category": "tea", "name": item}]}
+    )
+    size, statuses = await launch(
+        shop.engine,
+        rule,
+        launch_id,
+        current=shop.current,
+        settings=shop.settings,
+        clock=shop.clock,
+        decided=lambda: None,
+        content=content,
+    )
+    return {"audience": size, **statuses}
+
+
+async def bodies(shop: Shop) -> dict[str, tuple[str, str, str]]:
+    """Each customer's broadcast actions: (occurrence, status, body)."""
+    async with shop.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT customer_id, occurrence, status, body FROM outreach.actions "
+                "WHERE rule_id = 'spring-news'"
+            )
+        )
+        return {r.customer_id: (r.occurrence, r.status, r.body.strip()) for r in rows}
+
+
+async def test_a_broadcast_over_its_daily_limit_goes_out_over_the_next_days(shop: Shop) -> None:
+    rule = spring_news(2)
+    shop.use(rule.model_dump(mode="json"))
+    for n in range(1, 6):
+        await shop.change(f"k{n}", value_score=float(n))
+    # Five in the audience, two slots a day: the two most valuable today, the three others
+    # wait in the rule's line for this launch (not suppressed, nothing recorded).
+    shop.clock.set(TEN)
+    assert await launch_now(shop, rule, "spring", "Sencha") == {
+        "audience": 5,
+        "pending": 2,
+        "waiting": 3,
+    }
+    assert {c: s for c, (_, s, _) in (await bodies(shop)).items()} == {
+        "k5": "pending",
+        "k4": "pending",
+    }
+    assert await shop.line(rule.id) == {"k3": TEN, "k2": TEN, "k1": TEN}
+    assert await shop.due_at(rule.id, "k3") == TOMORROW.replace(hour=0)
+    # Launching again with the same id (a launch cut short) changes nothing.
+    assert await launch_now(shop, rule, "spring", "Sencha") == {"audience": 5, "waiting": 3}
+    # k1 is no longer key by tomorrow: they leave the line without a message.
+    await shop.change("k1", value_score=1.0, tier="regular")
+    # A run the next day: the next two by value, with the launch's content.
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (3, 2)
+    decided = await bodies(shop)
+    assert decided["k3"] == ("spring", "pending", "Sencha")
+    assert decided["k2"] == ("spring", "pending", "Sencha")
+    assert "k1" not in decided
+    assert await shop.line(rule.id) == {}
+    async with shop.engine.connect() as conn:
+        over = await conn.scalar(
+            text("SELECT count(*) FROM outreach.actions WHERE reason = 'daily_limit'")
+        )
+    assert over == 0
+
+
+async def test_a_later_launch_takes_the_place_of_one_a_customer_still_waits_for(
+    shop: Shop,
+) -> None:
+    rule = spring_news(1)
+    shop.use(rule.model_dump(mode="json"))
+    for n in (1, 2):
+        await shop.change(f"k{n}", value_score=float(n))
+    shop.clock.set(TEN)
+    assert await launch_now(shop, rule, "spring", "Sencha") == {
+        "audience": 2,
+        "pending": 1,
+        "waiting": 1,
+    }
+    # The same day the summer news: the day is spent, and k1 now waits for it instead.
+    shop.clock.set(TEN + timedelta(hours=1))
+    assert await launch_now(shop, rule, "summer", "Matcha") == {"audience": 2, "waiting": 2}
+    assert await shop.line(rule.id) == {"k1": TEN, "k2": TEN + timedelta(hours=1)}
+    shop.clock.set(TOMORROW)
+    assert await shop.fire() == (2, 1)
+    # The day's one slot goes to the most valuable: k2, who had the spring news, gets the
+    # summer's; k1 waits another day, for the summer news, never the spring's.
+    assert await sent_of(shop) == [("k2", "spring", "Sencha"), ("k2", "summer", "Matcha")]
+    assert await shop.line(rule.id) == {"k1": TEN}
+    shop.clock.set(TOMORROW + timedelta(days=1))
+    assert await shop.fire() == (1, 1)
+    assert (await sent_of(shop))[0] == ("k1", "summer", "Matcha")
+
+
+async def sent_of(shop: Shop) -> list[tuple[str, str, str]]:
+    async with shop.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT customer_id, occurrence, body FROM outreach.actions "
+                "WHERE rule_id = 'spring-news' ORDER BY customer_id, decided_at"
+            )
+        )
+        return [(r.customer_id, r.occurrence, r.body.strip()) for r in rows]

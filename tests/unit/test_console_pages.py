@@ -261,6 +261,8 @@ def test_the_rules_list_counts_who_waits_for_a_daily_slot() -> None:
     def shown(waiting: int) -> str:
         html = page.render(
             listing=_Fetched({"items": [item | {"waiting_for_a_slot": waiting}]}),
+            summary=_Fetched({"rows": []}),
+            report=_Fetched({"groups": []}),
             session=_Reader(),
             outcomes={},
             held_back={},

@@ -225,6 +225,13 @@ async def launch_broadcast(
     A launch cut short is finished by launching again with the same `launch_id`: customers
     already decided are skipped.
 
+    A rule with a daily limit (`limits.max_per_day`) gives the day's slots to the audience's
+    most valuable customers; the others are not recorded but wait in the rule's line
+    (`waiting`) and are decided at the start of the shop's next days, the most valuable
+    first, a day's slots at a time, each judged again against the rule's conditions then and
+    sent the launch's content. Launching the rule again while a customer still waits makes
+    them wait for the newer launch instead (they get one message, the newer).
+
     With `content` (the new items, each with its category), the rule's conditions can target
     customers by preference against the launch (`{"bought": {"launch": "category",
     "within_days": 365}}`) and its template lists `launch.items_for_customer`: the items in
@@ -258,12 +265,14 @@ async def launch_broadcast(
         decided=decided,
         content=body.content,
     )
+    waiting = statuses.pop("waiting", 0)
     log.info(
         "broadcast_launched",
         rule_id=rule.id,
         launch_id=body.launch_id,
         audience=size,
         decided=statuses.total(),
+        waiting=waiting,
         actor=principal.name,
     )
     return BroadcastOut(
@@ -272,6 +281,7 @@ async def launch_broadcast(
         audience=size,
         decided=statuses.total(),
         statuses=dict(sorted(statuses.items())),
+        waiting=waiting,
     )
 
 

@@ -78,8 +78,8 @@ class CustomerSchedule(BaseModel):
     customer_id: str
     scheduled: list[ScheduledNext] = Field(
         description="schedule rules (birthdays, days after an order, calendars, cron), and "
-        "stage or membership rules whose daily limit left the customer in their line, soonest "
-        "first"
+        "stage, membership or broadcast rules whose daily limit left the customer in their "
+        "line, soonest first"
     )
     waiting: list[WaitingAction] = Field(
         description="decided actions not yet delivered: due now (pending), then deferred "

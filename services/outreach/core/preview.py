@@ -156,7 +156,8 @@ class PreviewResult(BaseModel):
     reasons: dict[str, int] = Field(
         description="why those are held back: no_consent, suppressed, reduce_cost, limit, "
         "daily_limit (each day's most valuable customers keep the rule's slots; a schedule, "
-        "stage or membership rule's others would wait in its line for a later day), "
+        "stage, membership or broadcast rule's others would wait in its line for a later "
+        "day), "
         "frequency_cap, open_complaint (held), balance and quiet_hours (deferred)"
     )
     within_days: int | None = Field(

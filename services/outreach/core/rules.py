@@ -300,10 +300,11 @@ class Limits(_Strict):
     ``not_contacted_days`` counts every message the customer received, from any rule.
     ``max_per_day`` is the rule's budget over all customers: at most this many of its actions
     go out (or are held out as its control arm) per day of the shop's default time zone; the
-    most valuable customers of a decision come first. The others of a schedule, stage or
-    membership rule are not recorded but wait in the rule's line for a later day
-    (:func:`waits_in_line`); an event's or a broadcast's are suppressed with reason
-    ``daily_limit``.
+    most valuable customers of a decision come first. The others of a schedule, stage,
+    membership or broadcast rule are not recorded but wait in the rule's line for a later day
+    (:func:`waits_in_line`; a broadcast's for the launch that passed them over); an event's
+    are suppressed with reason ``daily_limit`` (a message about an event is owed now or not
+    at all).
     """
 
     cooldown_days: int | None = Field(None, ge=1, le=3650)
@@ -392,7 +393,7 @@ def template_errors(rule: Rule, limits: RenderLimits = DEFAULT_LIMITS) -> list[t
 # membership tier) lasts (a schedule row of its own, due the next day); an event's moment and
 # a broadcast's launch pass.
 EPISODE_TRIGGERS = frozenset({"stage", "membership"})
-LINED_TRIGGERS = EPISODE_TRIGGERS | {"schedule"}
+LINED_TRIGGERS = EPISODE_TRIGGERS | {"schedule", "broadcast"}
 
 
 def waits_in_line(rule: Rule) -> bool:

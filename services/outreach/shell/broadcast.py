@@ -6,7 +6,11 @@ id decides nobody twice and finishes a launch cut short.
 A rule with a daily limit gives the day's slots to the most valuable customers of the whole
 audience: a first pass judges every one of them as its preview does
 (:class:`~services.outreach.core.preview.Tally`) and keeps the day's slot holders, whose
-actions are decided first; everyone after them finds the day spent.
+actions are decided first; everyone after them finds the day spent and waits in the rule's
+line for the launch (nothing recorded yet): the scheduler decides them at the start of the
+shop's next days, the most valuable first, a day's slots at a time, each judged again against
+the rule's conditions on their card then (one who no longer matches leaves the line), with
+the launch's content as it was launched (kept in ``outreach.launches``).
 
 A launch may carry content (:mod:`services.outreach.core.launch`): the new items it announces.
 Each card is then judged, and each message rendered, with the content beside the card, so the
@@ -26,12 +30,13 @@ from services.outreach.core.conditions import LAUNCH_KEY
 from services.outreach.core.launch import LaunchContent, launch_view
 from services.outreach.core.policy import Policy
 from services.outreach.core.preview import Tally, audience, history_since
-from services.outreach.core.rules import Match, Rule
+from services.outreach.core.rules import Match, Rule, waits_in_line
 from services.outreach.core.schedules import day_of
 from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
-from services.outreach.shell.decide import decide_and_record
+from services.outreach.shell.decide import decide_and_record, line_up
 from services.outreach.shell.preview import judge_chunk
+from services.outreach.store import launches, schedule
 from services.outreach.store.ledger import spent_on
 from services.outreach.store.replica import cards_of, replica_chunks
 from shared.clock import Clock
@@ -53,10 +58,15 @@ async def launch(
     content: LaunchContent | None = None,
 ) -> tuple[int, Counter[str]]:
     """Fire ``rule`` (a broadcast) for its audience now: (audience size, decided actions by
-    status). ``decided`` is called after each transaction that recorded actions; ``content``
-    is what the launch announces, if anything."""
+    status, with ``waiting`` for the customers its spent daily limit left in its line).
+    ``decided`` is called after each transaction that recorded actions; ``content`` is what
+    the launch announces, if anything."""
     holds = audience(rule)
     view = launch_view(content, clock.now()) if content is not None else None
+    lined = waits_in_line(rule)
+    if lined:
+        async with engine.begin() as conn:
+            await launches.record(conn, rule.id, launch_id, view, clock.now())
 
     def with_launch(card: Any) -> Any:
         return card if view is None else {**card, LAUNCH_KEY: view}
@@ -67,6 +77,8 @@ async def launch(
 
     async def decide(cards: dict[str, Any]) -> list[str]:
         matches = [Match(rule, customer_id, launch_id) for customer_id in cards]
+        passed_over: list[Match] = []
+        now = clock.now()
         async with engine.begin() as conn:
             recorded = await decide_and_record(
                 conn,
@@ -74,12 +86,17 @@ async def launch(
                 cards,
                 policy=current.policy,
                 settings=settings,
-                now=clock.now(),
+                now=now,
                 rules=current.rules,
+                passed_over=passed_over if lined else None,
             )
+            if lined:
+                await line_up(conn, passed_over, current.policy, now)
+                # Launched again on a later day: those decided now leave the line.
+                await schedule.leave_line(conn, [(rule.id, r.customer_id) for r in recorded])
         if recorded:
             decided()
-        return [r.status for r in recorded]
+        return [r.status for r in recorded] + ["waiting"] * len(passed_over)
 
     first: list[str] = []
     if rule.limits.max_per_day is not None:

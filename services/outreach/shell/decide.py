@@ -267,13 +267,23 @@ async def decide_and_record(
 async def line_up(
     conn: AsyncConnection, passed_over: Sequence[Match], policy: Policy, now: datetime
 ) -> None:
-    """Put the stage and membership matches a spent daily limit passed over in their rules'
-    lines: due again at the start of the shop's next day, the scheduler's to decide then (a
-    schedule rule's customers wait in the row it already has)."""
+    """Put the stage, membership and broadcast matches a spent daily limit passed over in
+    their rules' lines: due again at the start of the shop's next day, the scheduler's to
+    decide then (a schedule rule's customers wait in the row it already has); a broadcast's
+    wait for the launch that passed them over (the match's occurrence)."""
     lined = [m for m in passed_over if m.rule.trigger.type in EPISODE_TRIGGERS]
+    launched: dict[str, list[Match]] = {}
+    for m in passed_over:
+        if m.rule.trigger.type == "broadcast":
+            launched.setdefault(m.occurrence, []).append(m)
+    if not lined and not launched:
+        return
+    _, tomorrow = day_of(now, policy.schedule_context.default_timezone)
     if lined:
-        _, tomorrow = day_of(now, policy.schedule_context.default_timezone)
         await schedule.line_up(conn, [(m.rule.id, m.customer_id) for m in lined], tomorrow, now)
+    for launch_id, waiting in launched.items():
+        pairs = [(m.rule.id, m.customer_id) for m in waiting]
+        await schedule.line_up(conn, pairs, tomorrow, now, launch_id=launch_id)
 
 
 def waiting_of(row: ledger.WaitingRow) -> Waiting:

@@ -11,6 +11,8 @@ limit and a backlog larger than a pass takes its day's first pass from its most 
 customers (:func:`_most_valuable_first`); the customers its spent day leaves out are not
 recorded but wait in the rule's line (the schedule row's ``waiting_since``) for its next run;
 a disabled rule's rows are kept, due never, until it is enabled again (:func:`rules_saved`).
+A broadcast's line is of customers waiting for a launch (the row's ``launch_id``): each is
+judged again, with the launch's content beside their card, when their row comes due.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.outreach.core.conditions import LAUNCH_KEY
 from services.outreach.core.policy import Policy, limits_free_at
-from services.outreach.core.rules import EPISODE_TRIGGERS, Match, Rule, RuleFailure
+from services.outreach.core.preview import audience
+from services.outreach.core.rules import (
+    EPISODE_TRIGGERS,
+    LINED_TRIGGERS,
+    Match,
+    Rule,
+    RuleFailure,
+)
 from services.outreach.core.schedules import (
     CatchUp,
     ScheduleContext,
@@ -34,7 +44,7 @@ from services.outreach.settings import OutreachSettings
 from services.outreach.shell.current import Current
 from services.outreach.shell.decide import decide_and_record, line_up
 from services.outreach.shell.rule_health import record_failures
-from services.outreach.store import ledger, schedule
+from services.outreach.store import launches, ledger, schedule
 from services.outreach.store.ledger import Recorded
 from services.outreach.store.replica import cards_after
 from shared.clock import Clock
@@ -61,6 +71,8 @@ async def fire_due(
         # Rows of a stage or membership rule's line: the customer is decided again if the
         # episode still holds (and leaves the line unless the day is spent again).
         lined: set[tuple[str, str]] = set()
+        # Rows of a broadcast's line: the customer waits for a launch.
+        launched: list[Any] = []
         for row in due:
             rule = rules.get(row.rule_id)
             if rule is None or not rule.enabled:
@@ -76,6 +88,10 @@ async def fire_due(
                 ]
                 lined.add((row.rule_id, row.customer_id))
                 continue
+            if rule.trigger.type == "broadcast":
+                launched.append(row)
+                lined.add((row.rule_id, row.customer_id))
+                continue
             if rule.trigger.type != "schedule":
                 continue
             cards[row.customer_id] = row.card
@@ -83,6 +99,8 @@ async def fire_due(
                 key = occurrence_key(rule, row.card, row.due_at, context=policy.schedule_context)
                 matches.append(Match(rule, row.customer_id, key))
             live_rules.append(rule)
+        if launched:
+            matches += await _launch_matches(conn, launched, rules, cards)
         # A customer a schedule rule's own time-bound limits hold back (its cooldown, their
         # last contact) is not decided: a ``limit`` suppression would read as a refusal where
         # they simply do not qualify yet. Their row rests until the limits let the rule act.
@@ -152,6 +170,31 @@ async def fire_due(
     if disabled:
         await current.reload(engine)
     return len(due), recorded
+
+
+async def _launch_matches(
+    conn: AsyncConnection,
+    rows: Sequence[Any],
+    rules: Mapping[str, Rule],
+    cards: dict[str, Any],
+) -> list[Match]:
+    """The customers of broadcasts' lines still in their audience, judged (and their messages
+    to be rendered) with the launch's content beside their card as it is now; one whose launch
+    is unknown, or who no longer matches, leaves the line."""
+    keys = {(r.rule_id, r.launch_id) for r in rows if r.launch_id is not None}
+    found = await launches.contents(conn, sorted(keys))
+    matches = []
+    for row in rows:
+        key = (row.rule_id, row.launch_id)
+        if key not in found:
+            continue
+        view = found[key]
+        card = row.card if view is None else {**row.card, LAUNCH_KEY: view}
+        rule = rules[row.rule_id]
+        if audience(rule)(card):
+            cards[row.customer_id] = card
+            matches.append(Match(rule, row.customer_id, row.launch_id))
+    return matches
 
 
 async def _resting(
@@ -233,14 +276,10 @@ async def rules_saved(
 ) -> None:
     """After rules were saved (created, changed, enabled): when the enabled schedule rules
     among them next fire for every customer known, and the customers waiting in the line of
-    an enabled stage or membership rule (parked while it was disabled) are due now. A rule
-    saved with a trigger that keeps no schedule rows (an event, a broadcast) loses any it
+    an enabled stage, membership or broadcast rule (parked while it was disabled) are due
+    now. A rule saved with a trigger that keeps no schedule rows (an event) loses any it
     had."""
-    unscheduled = [
-        r.id
-        for r in saved
-        if r.trigger.type != "schedule" and r.trigger.type not in EPISODE_TRIGGERS
-    ]
+    unscheduled = [r.id for r in saved if r.trigger.type not in LINED_TRIGGERS]
     if unscheduled:
         async with engine.begin() as conn:
             await schedule.drop_rules(conn, unscheduled)
@@ -248,7 +287,7 @@ async def rules_saved(
     schedules = [r for r in enabled if r.trigger.type == "schedule"]
     if schedules:
         await reindex_schedule(engine, schedules, policy.schedule_context, now)
-    episodes = [r.id for r in enabled if r.trigger.type in EPISODE_TRIGGERS]
+    episodes = [r.id for r in enabled if r.trigger.type in LINED_TRIGGERS - {"schedule"}]
     if episodes:
         async with engine.begin() as conn:
             await schedule.recall_lines(conn, episodes, now)

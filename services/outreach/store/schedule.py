@@ -53,15 +53,19 @@ _ADVANCE = text(
     WHERE s.rule_id = t.r AND s.customer_id = t.c
     """
 )
-# Customers a stage or membership rule's spent daily limit passed over: due again at the
-# next day's start, in its line since the first time (a row already there keeps its place).
+# Customers a stage, membership or broadcast rule's spent daily limit passed over: due again
+# at the next day's start, in its line since the first time (a row already there keeps its
+# place). A broadcast's row names the launch its customer waits for: a later launch of the
+# rule takes the place of one they still wait for (they get the newer news, once).
 _LINE_UP = text(
     """
-    INSERT INTO outreach.schedule AS s (rule_id, customer_id, due_at, waiting_since)
-    SELECT t.r, t.c, :due, :now
-    FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[])) AS t(r, c)
+    INSERT INTO outreach.schedule AS s (rule_id, customer_id, due_at, waiting_since, launch_id)
+    SELECT t.r, t.c, :due, :now, t.l
+    FROM unnest(CAST(:rules AS text[]), CAST(:customers AS text[]),
+                CAST(:launches AS text[])) AS t(r, c, l)
     ON CONFLICT (rule_id, customer_id) DO UPDATE SET due_at = EXCLUDED.due_at,
-        waiting_since = coalesce(s.waiting_since, EXCLUDED.waiting_since)
+        waiting_since = coalesce(s.waiting_since, EXCLUDED.waiting_since),
+        launch_id = coalesce(EXCLUDED.launch_id, s.launch_id)
     """
 )
 _UNSCHEDULE = text(
@@ -73,7 +77,7 @@ _UNSCHEDULE = text(
 )
 _DUE = text(
     """
-    SELECT s.rule_id, s.customer_id, s.due_at, c.card
+    SELECT s.rule_id, s.customer_id, s.due_at, s.launch_id, c.card
     FROM outreach.schedule s JOIN outreach.cards c USING (customer_id)
     WHERE s.due_at <= :now
     ORDER BY s.due_at
@@ -88,7 +92,7 @@ _DUE = text(
 # (the primary key's range), each due row's card read for its value score.
 _DUE_MOST_VALUABLE = text(
     """
-    SELECT s.rule_id, s.customer_id, s.due_at, c.card
+    SELECT s.rule_id, s.customer_id, s.due_at, s.launch_id, c.card
     FROM outreach.schedule s JOIN outreach.cards c USING (customer_id)
     WHERE s.rule_id = :rule AND s.due_at <= :now
     ORDER BY CAST(c.card->>'value_score' AS float8) DESC NULLS LAST, s.customer_id
@@ -218,15 +222,20 @@ async def advance(conn: AsyncConnection, handled: Sequence[Handled]) -> None:
 
 
 async def line_up(
-    conn: AsyncConnection, pairs: Sequence[tuple[str, str]], due_at: datetime, now: datetime
+    conn: AsyncConnection,
+    pairs: Sequence[tuple[str, str]],
+    due_at: datetime,
+    now: datetime,
+    launch_id: str | None = None,
 ) -> None:
     """Put each ``(rule_id, customer_id)`` in its rule's line (since ``now``, unless it is
-    already there), due again at ``due_at``."""
+    already there), due again at ``due_at``; a broadcast's customers wait for ``launch_id``."""
     await conn.execute(
         _LINE_UP,
         {
             "rules": [p[0] for p in pairs],
             "customers": [p[1] for p in pairs],
+            "launches": [launch_id] * len(pairs),
             "due": due_at,
             "now": now,
         },
@@ -244,8 +253,9 @@ async def leave_line(conn: AsyncConnection, pairs: Sequence[tuple[str, str]]) ->
 
 
 async def due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Row[Any]]:
-    """Up to ``limit`` rows due at ``now`` (``rule_id``, ``customer_id``, ``due_at``, ``card``),
-    earliest first, locked; rows another scheduler holds are skipped."""
+    """Up to ``limit`` rows due at ``now`` (``rule_id``, ``customer_id``, ``due_at``,
+    ``launch_id``, ``card``), earliest first, locked; rows another scheduler holds are
+    skipped."""
     return (await conn.execute(_DUE, {"now": now, "limit": limit})).all()
 
 

@@ -85,9 +85,23 @@ schedule = Table(
     Column("handled_at", DateTime(timezone=True)),
     # Since when the rule's daily limit has passed the customer over (null: it has not).
     Column("waiting_since", DateTime(timezone=True)),
+    # A broadcast rule's row: the launch its customer waits in line for.
+    Column("launch_id", String(128)),
     PrimaryKeyConstraint("rule_id", "customer_id", name="pk_schedule"),
     Index("ix_schedule_due_at", "due_at"),
     Index("ix_schedule_waiting", "rule_id", postgresql_where=text("waiting_since IS NOT NULL")),
+)
+
+# Each broadcast launch's content as its cards carried it (null: a launch without content),
+# for the customers who wait in the rule's line for a later day's slot.
+launches = Table(
+    "launches",
+    metadata,
+    Column("rule_id", String(64), nullable=False),
+    Column("launch_id", String(128), nullable=False),
+    Column("content", JSONB),
+    Column("launched_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("rule_id", "launch_id", name="pk_launches"),
 )
 
 inbox = Table(

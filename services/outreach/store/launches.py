@@ -1,0 +1,51 @@
+"""Broadcast launches: the content each carried (as its cards carried it), kept for the
+customers who wait in the rule's line for a later day's slot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.outreach.store.tables import launches
+
+_OF = text(
+    """
+    SELECT l.rule_id, l.launch_id, l.content
+    FROM outreach.launches l
+    JOIN unnest(CAST(:rules AS text[]), CAST(:launches AS text[])) AS t(r, l)
+        ON l.rule_id = t.r AND l.launch_id = t.l
+    """
+)
+
+
+async def record(
+    conn: AsyncConnection,
+    rule_id: str,
+    launch_id: str,
+    content: Mapping[str, Any] | None,
+    at: datetime,
+) -> None:
+    """Keep a launch's content; launching again with the same id keeps the first."""
+    await conn.execute(
+        insert(launches)
+        .values(rule_id=rule_id, launch_id=launch_id, content=content, launched_at=at)
+        .on_conflict_do_nothing(index_elements=["rule_id", "launch_id"])
+    )
+
+
+async def contents(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Mapping[str, Any] | None]:
+    """Each known ``(rule_id, launch_id)``'s content (None: the launch carried none); an
+    unknown launch is absent."""
+    if not keys:
+        return {}
+    rows = await conn.execute(
+        _OF, {"rules": [k[0] for k in keys], "launches": [k[1] for k in keys]}
+    )
+    return {(r.rule_id, r.launch_id): r.content for r in rows}
