@@ -234,13 +234,43 @@ def test_the_rules_list_shows_a_rule_s_daily_limit_who_waits_and_why_it_held_bac
 
     with tend.api("outreach", "marketing") as api:
         assert api.post("/v1/rules", json=rule).status_code == 201
-        eventually(all_three, what="the three customers in the replica")
-        launched = api.post("/v1/broadcasts", json={"rule_id": rule_id})
-        assert launched.status_code == 200, launched.text
-        # One goes today, one waits for tomorrow's slot, one is held back for good.
-        assert launched.json()["waiting"] == 1
-        assert launched.json()["statuses"].get("suppressed") == 1
-    sign_in(browser, tend, "ops_read", "/rules")
+    eventually(all_three, what="the three customers in the replica")
+
+    # A read-only key sees the rule's launch section without its button, and may not launch.
+    sign_in(browser, tend, "ops_read", f"/rules/{rule_id}")
+    assert "marketing:write" in browser.find_element(By.ID, "launch").text
+    assert not browser.find_elements(By.ID, "launch-button")
+    forged = {"csrf": page_csrf(browser), "launch_id": "forged"}
+    with httpx.Client(base_url=tend.console, cookies=session_cookie(browser)) as console:
+        assert console.post(f"/rules/{rule_id}/launch", data=forged).status_code == 403
+
+    # Marketing launches it from its page: one goes today, one waits for tomorrow's slot,
+    # one is held back for good (no consent to promotions).
+    browser.delete_all_cookies()
+    sign_in(browser, tend, "marketing", f"/rules/{rule_id}")
+    form = {
+        "csrf": page_csrf(browser),
+        "launch_id": str(browser.find_element(By.NAME, "launch_id").get_attribute("value")),
+    }
+    browser.find_element(By.ID, "launch-button").click()
+    launched = wait(browser).until(ec.presence_of_element_located((By.ID, "launched")))
+    assert browser.find_element(By.ID, "launched-audience").text == "3"
+    assert browser.find_element(By.ID, "launched-decided").text == "2"
+    assert browser.find_element(By.ID, "launched-waiting").text == "1"
+    assert "suppressed 1" in launched.text
+    assert form["launch_id"] in launched.text
+    assert _axe(browser, AXE.read_text()) == []
+    # The same form sent again (a reload) decides nobody twice; the page offers a new launch.
+    with httpx.Client(base_url=tend.console, cookies=session_cookie(browser)) as console:
+        again = console.post(f"/rules/{rule_id}/launch", data=form)
+    assert again.status_code == 200
+    assert "nobody decided now" in again.text
+    assert "Launch again (a new launch)" in again.text
+    with tend.api("outreach", "ops") as api:
+        actions = api.get("/v1/actions", params={"rule_id": rule_id}).json()["items"]
+    assert len(actions) == 2 and {a["occurrence"] for a in actions} == {form["launch_id"]}
+
+    browser.get(tend.console + "/rules")
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")
     assert row.find_element(By.CLASS_NAME, "daily-limit").text == "at most 1 a day"
     assert row.find_element(By.CLASS_NAME, "rule-line").text == "1 waiting for a slot"

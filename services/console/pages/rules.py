@@ -5,6 +5,7 @@ errors next to the field, enable and disable)."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
@@ -114,6 +115,8 @@ def _editor(
     backtest: dict[str, Any] | None = None,
     stored: dict[str, Any] | None = None,
     rendered: dict[str, Any] | None = None,
+    launched: dict[str, Any] | None = None,
+    launch_error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     return render(
@@ -143,7 +146,15 @@ def _editor(
         goal_counts=GOAL_COUNTS,
         kept_json=json.dumps(form.kept) if form.kept else "",
         may_write=session.can(MARKETING_WRITE),
+        **_launch_context(launched, launch_error),
     )
+
+
+def _launch_context(launched: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+    """What a broadcast rule's launch form shows: the last launch's answer or why it was
+    refused, and the id of the next launch (made with the page: the same form sent twice
+    decides nobody twice)."""
+    return {"launched": launched, "launch_error": error, "launch_id": str(uuid.uuid4())}
 
 
 @router.get("/rules/new", include_in_schema=False)
@@ -172,6 +183,8 @@ def _json_editor(
     *,
     errors: list[str] | None = None,
     preview: dict[str, Any] | None = None,
+    launched: dict[str, Any] | None = None,
+    launch_error: str | None = None,
     status_code: int = 200,
 ) -> Response:
     return render(
@@ -188,6 +201,7 @@ def _json_editor(
         preview=preview,
         backtest=None,
         may_write=session.can(MARKETING_WRITE),
+        **_launch_context(launched, launch_error),
     )
 
 
@@ -334,6 +348,50 @@ async def submit_rule(request: Request, posted: CheckedPost) -> Response:
             raise
         return _not_accepted(request, session, form, is_new, e)
     return _editor(request, session, form, is_new=is_new, preview=result)
+
+
+@router.post("/rules/{rule_id}/launch", include_in_schema=False)
+async def launch_rule(request: Request, posted: CheckedPost, rule_id: str) -> Response:
+    """Launch a broadcast rule for its audience now, as the launch its page was rendered
+    with: the rule's page again, with what the launch decided (or why it was refused)."""
+    session = posted.session
+    need(session, MARKETING_WRITE, "launch broadcasts")
+    launch_id = posted.text("launch_id") or str(uuid.uuid4())
+    launched: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        launched = await caller(request, session).post(
+            "outreach", "/v1/broadcasts", json={"rule_id": rule_id, "launch_id": launch_id}
+        )
+    except ApiError as e:
+        if e.status not in (400, 404, 422):
+            raise
+        reasons = [x["reason"] for x in e.errors if x["reason"]]
+        error = "Not launched: " + ("; ".join(reasons) if reasons else e.message)
+    stored = await _stored(request, session, rule_id)
+    rule = stored["rule"]
+    status = 200 if error is None else 422
+    if not editable(rule):
+        text = json.dumps(rule, indent=2)
+        return _json_editor(
+            request,
+            session,
+            stored,
+            text,
+            launched=launched,
+            launch_error=error,
+            status_code=status,
+        )
+    return _editor(
+        request,
+        session,
+        RuleForm.of_rule(rule),
+        is_new=False,
+        stored=stored,
+        launched=launched,
+        launch_error=error,
+        status_code=status,
+    )
 
 
 @router.post("/rules/{rule_id}/{switch}", include_in_schema=False)
