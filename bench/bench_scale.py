@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+import orjson
 from sqlalchemy.engine import make_url
 
 from bench.bench_e2e import (
@@ -199,7 +200,7 @@ async def fitted_population(
 
 def _row(state: CustomerState, card: Scored) -> CustomerRow:
     """A seeded customer's row, their card published (outreach holds it beside them)."""
-    return CustomerRow.of(state, card, card.drift)
+    return CustomerRow.of(state, card, card.moving)
 
 
 def archetypes(
@@ -219,7 +220,7 @@ def archetypes(
                     (p.order_id, from_micros(p.at), from_micros(p.at).date(), p.net)
                     for p in state.purchases(_EVERYTHING)
                 ],
-                tags=CustomerRow.of(state, scored, scored.drift).tags,
+                tags=CustomerRow.of(state, scored, scored.moving).tags,
             )
         )
     return out
@@ -312,7 +313,9 @@ async def seed(settings: CommonSettings, customers: int, kinds: int) -> Seeded:
                 a.text(s.search, cid) if s.search else None,
                 a.tags,
                 s.member_tier,
-                s.drift,  # published: outreach holds these cards (seeded beside them)
+                # Published: outreach holds these cards (seeded beside them).
+                s.moving.drift,
+                orjson.dumps(s.moving.model).decode(),
                 now,
             )
 
@@ -340,6 +343,7 @@ async def seed(settings: CommonSettings, customers: int, kinds: int) -> Seeded:
                 "tags",
                 "member_tier",
                 "published_drift",
+                "published_model",
                 "updated_at",
             ],
             customer_rows(),

@@ -1,7 +1,7 @@
 """A reader holds a customer's card as of the last change published for them: outreach's
 replica, which rules read. Trailing windows, P(alive), RFM scores and the chances of an order
 move with time alone, so a refit (which computes every card) sends a ``cause: refresh``
-change for each card whose figures time moved since the last one published (its drift), and
+change for each card whose figures time moved since the last one published, and
 for no other; a rebuild, which announces nothing, leaves every card to go out at the next
 refit."""
 

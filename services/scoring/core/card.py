@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -138,10 +138,9 @@ class Scored:
     # When time alone may next move the stage or lower the membership tier (the sweep's due
     # time); the card's ``next_transition_at`` is the stage's alone.
     review_at: datetime | None
-    # The figures of the card that move with time alone, at the steps a reader would notice,
-    # as one number (:func:`drift_of`): a refit sends a card again when it differs from the
-    # last one published.
-    drift: int
+    # The figures of the card that move with time alone (:func:`moving_of`): a refit sends a
+    # card again when they moved from the last card published (:meth:`Moving.moved_from`).
+    moving: Moving
     name: str | None
     email: str | None
     search: str | None  # name, email and phone, lower case, for the read API's ``q``
@@ -165,7 +164,7 @@ def score(
         review_at = lowered if review_at is None else min(review_at, lowered)
     head = state.card_head
     assert isinstance(head, Head)  # written by the encoded _document
-    drift = drift_of(
+    moving = moving_of(
         value, rfm_doc, prediction, doc["visits"], doc["complaints"], doc["membership"]
     )
     return Scored(
@@ -187,7 +186,7 @@ def score(
         p_alive=_listed_p_alive(prediction),
         member_tier=member.tier,
         review_at=review_at,
-        drift=drift,
+        moving=moving,
         name=head.name,
         email=head.email,
         search=head.search,
@@ -195,35 +194,60 @@ def score(
     )
 
 
-def drift_of(
+class Moving(NamedTuple):
+    """The figures of a card that move with time alone, without an event.
+
+    A reader keeps a customer's card as of their last change (outreach's replica, which rules
+    read), and these figures move between changes. ``drift``: the trailing windows
+    (30/90/365-day spend, visits in the last 30 days, the membership year), the RFM scores
+    and the complaints gone overdue, as they are, in one number. ``model``: the model's
+    figures as the silence lengthens (P(alive), expected orders in 90 days, ln(1 + CLV), the
+    chances of an order), kept as they are and compared with a margin."""
+
+    drift: int
+    model: tuple[float | None, ...]
+
+    def moved_from(self, published: Moving | None) -> bool:
+        """Whether a reader holding the card last published (``published``; None: none
+        known) would find this one moved: a window, score or count differs, or a model
+        figure moved by its step since then (P(alive) and the chances of an order by 0.05,
+        expected orders by 0.1, the CLV by about 10%). The step is from the published
+        value, not a grid, so a figure hovering at a grid line as each refit's parameters
+        shift it a little never sends the card out at every refit; a decaying customer's
+        card goes out a dozen times over their decline, not every day."""
+        if published is None or published.drift != self.drift:
+            return True
+        if len(published.model) != len(self.model):
+            return True
+        for n, (was, now) in enumerate(zip(published.model, self.model, strict=True)):
+            if was is None or now is None:
+                if was is not now:
+                    return True
+            # A step's worth, within a float's rounding (0.41 - 0.36 is 0.0499...).
+            elif abs(now - was) >= _MODEL_STEPS[min(n, len(_MODEL_STEPS) - 1)] - 1e-9:
+                return True
+        return False
+
+
+# A model figure's step (:meth:`Moving.moved_from`), by position: P(alive), expected orders
+# in 90 days, ln(1 + CLV) (0.1: about 10%), then each chance of an order.
+_MODEL_STEPS = (0.05, 0.1, 0.1, 0.05)
+
+
+def moving_of(
     value: dict[str, Any],
     rfm_doc: dict[str, Any] | None,
     prediction: dict[str, Any] | None,
     visits: Any,
     complaint_section: Any,
     membership: dict[str, Any] | None,
-) -> int:
-    """The figures of a card that move with time alone, without an event, as one number.
-
-    A reader keeps a customer's card as of their last change (outreach's replica, which rules
-    read), and these figures move between changes: the trailing windows (30/90/365-day spend,
-    visits in the last 30 days, the membership year), the RFM scores, the complaints gone
-    overdue, and the model's figures as the silence lengthens. Windows, scores and counts
-    count as they are; P(alive) and the chances of an order in steps of 0.05, expected orders
-    in steps of 0.1 and the CLV in steps of about 10%, so a decaying customer's card goes
-    out again a dozen times over their decline, not every day. Figures that move every day
-    by their nature (``as_of``, ``prediction.age_days``) are left out. Sections written ahead
-    (no visits, no complaints) say nothing that time moves."""
+) -> Moving:
+    """The card's :class:`Moving` figures. Figures that move every day by their nature
+    (``as_of``, ``prediction.age_days``) are left out; sections written ahead (no visits, no
+    complaints) say nothing that time moves."""
     parts: list[Any] = [value["spend_30d"], value["spend_90d"], value["spend_365d"]]
     if rfm_doc is not None:
         parts += [rfm_doc["recency"], rfm_doc["frequency"], rfm_doc["monetary"]]
-    if prediction is not None:
-        parts += [
-            _step(prediction["p_alive"], 20),
-            _step(prediction["expected_orders_90d"], 10),
-            _log_step(prediction["clv_365d"]),
-        ]
-        parts += [_step(p, 20) for p in (prediction.get("p_order") or {}).values()]
     if isinstance(visits, dict):
         parts.append(visits["last_30d"])
     if isinstance(complaint_section, dict):
@@ -231,17 +255,17 @@ def drift_of(
     if membership is not None:
         parts += [membership.get("spend_365d"), membership.get("orders_365d")]
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _step(x: float | None, per_unit: int) -> int | None:
-    """``x`` in steps of 1/``per_unit``."""
-    return None if x is None else math.floor(x * per_unit)
-
-
-def _log_step(x: float | None) -> int | None:
-    """A non-negative amount in steps of about 10% (a tenth of its natural logarithm)."""
-    return None if x is None else math.floor(math.log1p(max(x, 0.0)) * 10)
+    model: tuple[float | None, ...] = ()
+    if prediction is not None:
+        p_order = prediction.get("p_order") or {}
+        clv = prediction["clv_365d"]
+        model = (
+            prediction["p_alive"],
+            prediction["expected_orders_90d"],
+            None if clv is None else math.log1p(max(float(clv), 0.0)),
+            *(p_order[k] for k in sorted(p_order)),
+        )
+    return Moving(int.from_bytes(digest, "big", signed=True), model)
 
 
 def _listed_p_alive(prediction: dict[str, Any] | None) -> float | None:

@@ -69,7 +69,8 @@ def time_change(card: Scored, before: str, at: datetime, member_before: str | No
 def refresh_change(card: Scored, before: str, member_before: str | None) -> Outgoing:
     """A card a population refit moved (its tier, strategy or segment; its stage from
     ``before``, judged by the population's new rhythm; its membership tier from
-    ``member_before``; or the figures time moves, its drift), as of the refresh."""
+    ``member_before``; or the figures time moves, :class:`~services.scoring.core.card.Moving`),
+    as of the refresh."""
     cid = card.customer_id
     return cid, _payload(
         change_id=change_id_for("refresh", cid, card.as_of.isoformat()),

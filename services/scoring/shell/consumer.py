@@ -232,7 +232,7 @@ class EventApplier:
             versions = await store.save(
                 conn,
                 [
-                    CustomerRow.of(states[cid], card, card.drift if self._publish else None)
+                    CustomerRow.of(states[cid], card, card.moving if self._publish else None)
                     for cid, card in cards.items()
                 ],
             )

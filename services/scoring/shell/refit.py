@@ -6,8 +6,9 @@ fits; the second rebuilds cards under the new population and publishes a ``cause
 change only for the customers whose stage, tier, strategy, segment or membership tier moved
 (the stage when the population's new rhythm judges a short history's silence anew; the
 membership tier when time lowered it since the sweep last looked, or the tiers configured
-changed), or whose card's figures that time moves (its drift: trailing windows, RFM scores,
-P(alive) and the chances of an order in steps) differ from the last card published for them,
+changed), or whose card's figures that time moves (trailing windows, RFM scores, overdue
+complaints; P(alive), the chances of an order, expected orders and the CLV by a step) moved
+from the last card published for them (:meth:`~services.scoring.core.card.Moving.moved_from`),
 so a reader's copy is never a refit interval behind on what a rule may read. The stored
 stage history follows the cards it rewrites: every customer's when what a walk depends on
 besides their facts changed since the last complete walk (the population's rhythm,
@@ -399,26 +400,18 @@ async def _refresh_cards(
                 if rewalk or card.stage != row.stage:
                     walked[row.customer_id] = card.history
                 # Sent again when it moved the customer, or when time moved what a rule may
-                # read of them since the last card published (the card's drift).
-                if (
-                    card.stage,
-                    card.tier,
-                    card.strategy,
-                    card.segment,
-                    card.member_tier,
-                    card.drift,
-                ) != (
+                # read of them since the last card published (Moving.moved_from).
+                if (card.stage, card.tier, card.strategy, card.segment, card.member_tier) != (
                     row.stage,
                     row.tier,
                     row.strategy,
                     row.segment,
                     row.member_tier,
-                    row.published_drift,
-                ):
+                ) or card.moving.moved_from(row.published):
                     outbox.append(refresh_change(card, row.stage, row.member_tier))
-                    saved.append(CustomerRow.of(row.state, card, card.drift))
+                    saved.append(CustomerRow.of(row.state, card, card.moving))
                 else:
-                    saved.append(CustomerRow.of(row.state, card, row.published_drift))
+                    saved.append(CustomerRow.of(row.state, card, row.published))
             stored = await store.histories(conn, walked) if walked else {}
             await store.save(conn, saved)
             await store.sync_history(conn, [(c, stored[c], w) for c, w in walked.items()])

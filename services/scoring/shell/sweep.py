@@ -39,12 +39,12 @@ async def sweep_once(
         for cid, found in due.items():
             assert found.state is not None and found.history is not None  # none held
             card = score(found.state, clock.now(), pop, settings)
-            published = found.published_drift
+            published = found.published
             if card.stage != found.stage:
                 history.append((cid, found.history, card.history))
             if card.stage != found.stage or card.member_tier != found.member_tier:
                 outbox.append(time_change(card, found.stage, now, found.member_tier))
-                published = card.drift
+                published = card.moving
             rows.append(CustomerRow.of(found.state, card, published))
         await store.save(conn, rows)
         await store.sync_history(conn, history)

@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.scoring.core.card import Population, Scored, all_tags
+from services.scoring.core.card import Moving, Population, Scored, all_tags
 from services.scoring.core.lifecycle import Transition
 from services.scoring.core.state import CustomerState, rule_tags
 from shared.card import Stage
@@ -46,14 +46,14 @@ class CustomerRow:
     search: str | None
     tags: list[str]
     member_tier: str | None
-    # The drift of the last card published for the customer (Scored.drift; null: none since
-    # the row was written without publishing, by a rebuild).
-    published_drift: int | None
+    # What time moves on the last card published for the customer (Scored.moving; None:
+    # none since the row was written without publishing, by a rebuild).
+    published: Moving | None
 
     @classmethod
-    def of(cls, state: CustomerState, card: Scored, published_drift: int | None) -> CustomerRow:
-        """The row of ``card``; ``published_drift``: the drift of the last card published for
-        the customer (``card.drift`` when this one goes out)."""
+    def of(cls, state: CustomerState, card: Scored, published: Moving | None) -> CustomerRow:
+        """The row of ``card``; ``published``: what time moves on the last card published
+        for the customer (``card.moving`` when this one goes out)."""
         return cls(
             customer_id=state.customer_id,
             state=state.to_json(),
@@ -73,7 +73,7 @@ class CustomerRow:
             search=card.search,
             tags=_tags(state),
             member_tier=card.member_tier,
-            published_drift=published_drift,
+            published=published,
         )
 
 
@@ -116,7 +116,7 @@ _PRUNE_INBOX = text("DELETE FROM scoring.inbox WHERE received_at < now() - CAST(
 _LOCK = text(
     """
     SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_drift,
-        (c.version = k.v) IS TRUE AS held,
+        c.published_model, (c.version = k.v) IS TRUE AS held,
         CASE WHEN c.version = k.v THEN NULL ELSE c.state END AS state,
         h.ids AS history_ids, h.items AS history
     FROM unnest(CAST(:ids AS text[]), CAST(:known AS bigint[])) AS k(id, v)
@@ -135,8 +135,8 @@ _LOCK = text(
 # worked out for the rows the limit keeps.
 _DUE = text(
     """
-    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_drift, false AS held,
-        c.state,
+    SELECT c.customer_id, c.version, c.stage, c.member_tier, c.published_drift,
+        c.published_model, false AS held, c.state,
         (SELECT array_agg(h.id ORDER BY h.id) FROM scoring.stage_history AS h
             WHERE h.customer_id = c.customer_id) AS history_ids,
         (SELECT array_agg(h.from_stage || ' ' || h.to_stage || ' ' || h.at ORDER BY h.id)
@@ -153,10 +153,11 @@ _UPSERT = text(
     """
     INSERT INTO scoring.customers AS c (customer_id, state, name, email, stage, stage_since,
         tier, segment, strategy, value_score, lifetime_spend, clv, p_alive, last_order_at,
-        next_transition_at, search, tags, member_tier, published_drift, updated_at, version)
+        next_transition_at, search, tags, member_tier, published_drift, published_model,
+        updated_at, version)
     SELECT id, CAST(st AS json), nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q,
-        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), mt, pb, now(),
-        nextval('scoring.customer_versions')
+        ARRAY(SELECT json_array_elements_text(CAST(tg AS json))), mt, pb, CAST(pm AS jsonb),
+        now(), nextval('scoring.customer_versions')
     FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:names AS text[]),
         CAST(:emails AS text[]),
         CAST(:stages AS text[]), CAST(:since AS date[]), CAST(:tiers AS text[]),
@@ -164,8 +165,8 @@ _UPSERT = text(
         CAST(:spend AS numeric[]), CAST(:clv AS float8[]), CAST(:alive AS float8[]),
         CAST(:last_order AS timestamptz[]), CAST(:next AS timestamptz[]),
         CAST(:search AS text[]), CAST(:tags AS text[]), CAST(:members AS text[]),
-        CAST(:published AS bigint[]))
-        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg, mt, pb)
+        CAST(:published AS bigint[]), CAST(:published_model AS text[]))
+        AS t(id, st, nm, em, sg, ss, ti, se, sr, vs, ls, cl, pa, lo, nt, q, tg, mt, pb, pm)
     ON CONFLICT (customer_id) DO UPDATE SET
         state = EXCLUDED.state, name = EXCLUDED.name, email = EXCLUDED.email,
         stage = EXCLUDED.stage,
@@ -176,6 +177,7 @@ _UPSERT = text(
         next_transition_at = EXCLUDED.next_transition_at, search = EXCLUDED.search,
         tags = EXCLUDED.tags, member_tier = EXCLUDED.member_tier,
         published_drift = EXCLUDED.published_drift,
+        published_model = EXCLUDED.published_model,
         updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
     RETURNING customer_id, version
     """
@@ -235,7 +237,7 @@ class Stored:
     version: int
     stage: str
     member_tier: str | None
-    published_drift: int | None  # the drift of the last card published for them
+    published: Moving | None  # what time moves on the last card published for them
     held: bool
     state: CustomerState | None
     history: StoredHistory | None
@@ -251,13 +253,18 @@ def _history(row: Row[Any]) -> StoredHistory:
 
 def _stored(row: Row[Any]) -> Stored:
     if row.held:
-        return Stored(
-            row.version, row.stage, row.member_tier, row.published_drift, True, None, None
-        )
+        return Stored(row.version, row.stage, row.member_tier, _published(row), True, None, None)
     state = CustomerState.from_json(row.state)
     return Stored(
-        row.version, row.stage, row.member_tier, row.published_drift, False, state, _history(row)
+        row.version, row.stage, row.member_tier, _published(row), False, state, _history(row)
     )
+
+
+def _published(row: Row[Any]) -> Moving | None:
+    """What time moves on the last card published, as the row keeps it."""
+    if row.published_drift is None:
+        return None
+    return Moving(row.published_drift, tuple(row.published_model or ()))
 
 
 async def lock(
@@ -307,7 +314,11 @@ async def save(conn: AsyncConnection, rows: Sequence[CustomerRow]) -> dict[str, 
             # As JSON text: a text[][] cannot hold rows of different lengths.
             "tags": [orjson.dumps(r.tags).decode() for r in rows],
             "members": [r.member_tier for r in rows],
-            "published": [r.published_drift for r in rows],
+            "published": [r.published.drift if r.published else None for r in rows],
+            # As JSON text, as the tags: the figures are as many as the card has.
+            "published_model": [
+                orjson.dumps(r.published.model).decode() if r.published else None for r in rows
+            ],
         },
     )
     return {r.customer_id: r.version for r in result}
@@ -358,7 +369,8 @@ _ALL_STATES = text("SELECT state FROM scoring.customers")
 # The refit's: a page of customers with the figures a fit may move.
 _PAGE = text(
     """
-    SELECT customer_id, state, stage, tier, strategy, segment, member_tier, published_drift
+    SELECT customer_id, state, stage, tier, strategy, segment, member_tier, published_drift,
+        published_model
     FROM scoring.customers WHERE customer_id > :after
     ORDER BY customer_id LIMIT :n FOR UPDATE
     """
@@ -390,7 +402,7 @@ class Standing:
     strategy: str | None
     segment: str | None
     member_tier: str | None
-    published_drift: int | None
+    published: Moving | None
 
 
 _HISTORIES = text(
@@ -423,7 +435,7 @@ async def lock_page(conn: AsyncConnection, after: str, limit: int) -> list[Stand
             r.strategy,
             r.segment,
             r.member_tier,
-            r.published_drift,
+            _published(r),
         )
         for r in rows
     ]

@@ -73,10 +73,11 @@ customers = Table(
     # The membership tier on the customer's last published card: a new card with another one
     # is a membership change (an upgrade or a downgrade rules trigger on).
     Column("member_tier", String(64)),
-    # The drift of the last card published for the customer (the figures time moves, as one
-    # number; null: none since a rebuild wrote the row): a refit sends a card whose drift
-    # differs again.
+    # What time moves on the last card published for the customer (core.card.Moving: its
+    # windows, scores and counts as one number, and the model's figures; null: none since a
+    # rebuild wrote the row): a refit sends the card again when they moved.
     Column("published_drift", BigInteger),
+    Column("published_model", JSONB),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # From the sequence below on every write: the facts a consumer holds are current while
     # the row still has the version it wrote.
