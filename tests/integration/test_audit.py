@@ -147,6 +147,25 @@ async def test_rule_changes_are_recorded_with_before_and_after(audited: Audited)
     assert ids == sorted(ids, reverse=True)  # newest first
 
 
+async def test_a_broadcast_launch_is_recorded_once_with_its_content(audited: Audited) -> None:
+    a, c = audited, audited.client
+    start = datetime.now(UTC)
+    rule = a.rule("launch")
+    assert (await c.post("/v1/rules", json=rule, headers=a.writer)).status_code == 201
+    content = {"items": [{"sku": "tea-1", "category": "tea", "name": "Sencha"}]}
+    body = {"rule_id": rule["id"], "launch_id": "spring", "content": content}
+    for _ in range(2):  # the second finishes the same launch: not a new one
+        launched = await c.post("/v1/broadcasts", json=body, headers=a.writer)
+        assert launched.status_code == 200, launched.text
+    entries = [e for e in await a.log(subject=rule["id"]) if e["action"] == "broadcast.launched"]
+    assert len(entries) == 1
+    [entry] = entries
+    assert_who_and_when(entry, a, start)
+    assert entry["before"] is None
+    assert entry["after"]["launch_id"] == "spring"
+    assert [i["name"] for i in entry["after"]["content"]["items"]] == ["Sencha"]
+
+
 async def test_policy_change_is_recorded(audited: Audited) -> None:
     a, c = audited, audited.client
     start = datetime.now(UTC)

@@ -25,6 +25,7 @@ from services.outreach.shell.broadcast import launch
 from services.outreach.shell.scheduler import tick
 from services.outreach.store import tables
 from services.outreach.store.rules import stored_rule
+from shared import audit
 from shared.auth import MarketingWriter, Operator, Reader
 from shared.cursor import CURSOR_RESPONSES, encode_cursor, newest_first
 from shared.errors import ERROR_RESPONSES, beyond_schema, invalid, responses
@@ -223,7 +224,8 @@ async def launch_broadcast(
     (consent, suppression, limits, open complaints, the frequency cap, quiet hours) and
     recorded with the launch id as its occurrence, a few hundred customers per transaction.
     A launch cut short is finished by launching again with the same `launch_id`: customers
-    already decided are skipped.
+    already decided are skipped. A new launch is written to the audit log
+    (`broadcast.launched`, with its id and content) before anyone is decided.
 
     A rule with a daily limit (`limits.max_per_day`) gives the day's slots to the audience's
     most valuable customers; the others are not recorded but wait in the rule's line
@@ -264,6 +266,7 @@ async def launch_broadcast(
         clock=outreach.clock,
         decided=decided,
         content=body.content,
+        actor=audit.Actor.of(principal),
     )
     waiting = statuses.pop("waiting", 0)
     log.info(

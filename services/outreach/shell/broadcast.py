@@ -39,6 +39,7 @@ from services.outreach.shell.preview import judge_chunk
 from services.outreach.store import launches, schedule
 from services.outreach.store.ledger import spent_on
 from services.outreach.store.replica import cards_of, replica_chunks
+from shared import audit
 from shared.clock import Clock
 
 # Customers decided per transaction in a broadcast: long enough to amortise the round trips,
@@ -56,17 +57,28 @@ async def launch(
     clock: Clock,
     decided: Callable[[], None],
     content: LaunchContent | None = None,
+    actor: audit.Actor | None = None,
 ) -> tuple[int, Counter[str]]:
     """Fire ``rule`` (a broadcast) for its audience now: (audience size, decided actions by
     status, with ``waiting`` for the customers its spent daily limit left in its line).
     ``decided`` is called after each transaction that recorded actions; ``content`` is what
-    the launch announces, if anything."""
+    the launch announces, if anything. A new launch is kept (with its content) and, with
+    ``actor``, written to the audit log before anyone is decided; launching again with the
+    same id is neither."""
     holds = audience(rule)
     view = launch_view(content, clock.now()) if content is not None else None
     lined = waits_in_line(rule)
-    if lined:
-        async with engine.begin() as conn:
-            await launches.record(conn, rule.id, launch_id, view, clock.now())
+    async with engine.begin() as conn:
+        new = await launches.record(conn, rule.id, launch_id, view, clock.now())
+        if new and actor is not None:
+            await audit.record(
+                conn,
+                actor=actor,
+                service="outreach",
+                action="broadcast.launched",
+                subject=rule.id,
+                after={"launch_id": launch_id, "content": view},
+            )
 
     def with_launch(card: Any) -> Any:
         return card if view is None else {**card, LAUNCH_KEY: view}

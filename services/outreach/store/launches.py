@@ -1,5 +1,5 @@
-"""Broadcast launches: the content each carried (as its cards carried it), kept for the
-customers who wait in the rule's line for a later day's slot."""
+"""Broadcast launches: when each was first launched and the content it carried (as its cards
+carried it), kept for the customers who wait in the rule's line for a later day's slot."""
 
 from __future__ import annotations
 
@@ -29,13 +29,16 @@ async def record(
     launch_id: str,
     content: Mapping[str, Any] | None,
     at: datetime,
-) -> None:
-    """Keep a launch's content; launching again with the same id keeps the first."""
-    await conn.execute(
+) -> bool:
+    """Keep a launch's content; whether it is a new launch (launching again with the same id
+    keeps the first)."""
+    inserted = await conn.execute(
         insert(launches)
         .values(rule_id=rule_id, launch_id=launch_id, content=content, launched_at=at)
         .on_conflict_do_nothing(index_elements=["rule_id", "launch_id"])
+        .returning(launches.c.launch_id)
     )
+    return inserted.first() is not None
 
 
 async def contents(
