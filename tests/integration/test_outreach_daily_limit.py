@@ -396,3 +396,29 @@ async def sent_of(shop: Shop) -> list[tuple[str, str, str]]:
             )
         )
         return [(r.customer_id, r.occurrence, r.body.strip()) for r in rows]
+
+
+async def test_a_customer_waiting_for_two_launches_gets_each_with_its_own_content(
+    shop: Shop,
+) -> None:
+    spring = spring_news(1)
+    autumn = spring_news(1).model_copy(update={"id": "autumn-news"})
+    shop.use(spring.model_dump(mode="json"), autumn.model_dump(mode="json"))
+    for n in (1, 2):
+        await shop.change(f"k{n}", value_score=float(n))
+    shop.clock.set(TEN)
+    # Each rule's one slot today goes to k2; k1 waits in both lines.
+    assert (await launch_now(shop, spring, "spring", "Sencha"))["waiting"] == 1
+    assert (await launch_now(shop, autumn, "autumn", "Hojicha"))["waiting"] == 1
+    shop.clock.set(TOMORROW)
+    # One pass decides k1 with one card: the first launch now, the other at the next pass,
+    # each message with its own launch's items.
+    assert await shop.fire() == (2, 1)
+    assert await shop.fire() == (1, 1)
+    async with shop.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT rule_id, occurrence, body FROM outreach.actions WHERE customer_id = 'k1'")
+        )
+        got = sorted((r.rule_id, r.occurrence, r.body.strip()) for r in rows)
+    assert got == [("autumn-news", "autumn", "Hojicha"), ("spring-news", "spring", "Sencha")]
+    assert await shop.line(spring.id) == {} and await shop.line(autumn.id) == {}

@@ -100,7 +100,9 @@ async def fire_due(
                 matches.append(Match(rule, row.customer_id, key))
             live_rules.append(rule)
         if launched:
-            matches += await _launch_matches(conn, launched, rules, cards)
+            judged, later = await _launch_matches(conn, launched, rules, cards)
+            matches += judged
+            lined -= later  # they keep their place, due still: the next pass takes them
         # A customer a schedule rule's own time-bound limits hold back (its cooldown, their
         # last contact) is not decided: a ``limit`` suppression would read as a refusal where
         # they simply do not qualify yet. Their row rests until the limits let the rule act.
@@ -155,9 +157,15 @@ async def fire_due(
             in_line = now if (row.rule_id, row.customer_id) in waiting else None
             handled.append(schedule.Handled(row.rule_id, row.customer_id, until, next_at, in_line))
         await schedule.advance(conn, handled)
-        gone = {row.rule_id for row in due} - live - {r for r, _ in lined}
         # A disabled rule's rows wait, due never, for it to be enabled again; a deleted
-        # rule's, or one no longer on a schedule, go.
+        # rule's, or one whose trigger keeps no rows (an event), go.
+        gone = {
+            row.rule_id
+            for row in due
+            if (rule := rules.get(row.rule_id)) is None
+            or not rule.enabled
+            or rule.trigger.type not in LINED_TRIGGERS
+        }
         off = sorted(r for r in gone if r in rules and not rules[r].enabled)
         if off:
             await schedule.park_rules(conn, off)
@@ -177,24 +185,32 @@ async def _launch_matches(
     rows: Sequence[Any],
     rules: Mapping[str, Rule],
     cards: dict[str, Any],
-) -> list[Match]:
+) -> tuple[list[Match], set[tuple[str, str]]]:
     """The customers of broadcasts' lines still in their audience, judged (and their messages
     to be rendered) with the launch's content beside their card as it is now; one whose launch
-    is unknown, or who no longer matches, leaves the line."""
+    is unknown, or who no longer matches, leaves the line. A pass decides a customer with one
+    card: one waiting for two launches at once is decided for the first here, and for the
+    other (returned, as ``(rule, customer)``) by the next pass."""
     keys = {(r.rule_id, r.launch_id) for r in rows if r.launch_id is not None}
     found = await launches.contents(conn, sorted(keys))
     matches = []
+    taken: set[str] = set()
+    later: set[tuple[str, str]] = set()
     for row in rows:
         key = (row.rule_id, row.launch_id)
         if key not in found:
+            continue
+        if row.customer_id in taken:
+            later.add((row.rule_id, row.customer_id))
             continue
         view = found[key]
         card = row.card if view is None else {**row.card, LAUNCH_KEY: view}
         rule = rules[row.rule_id]
         if audience(rule)(card):
             cards[row.customer_id] = card
+            taken.add(row.customer_id)
             matches.append(Match(rule, row.customer_id, row.launch_id))
-    return matches
+    return matches, later
 
 
 async def _resting(

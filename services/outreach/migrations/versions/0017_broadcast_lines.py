@@ -1,7 +1,7 @@
 """A broadcast's customers its spent daily limit passes over wait in its line, as a schedule,
-stage or membership rule's do, instead of being suppressed: ``launches`` keeps each launch's
-content (what its cards carried when it was decided), and a schedule row of a broadcast rule
-names the launch its customer waits for (``launch_id``).
+stage or membership rule's do, instead of being suppressed: ``launches`` keeps each launch
+(when it was first launched, and its content as its cards carried it), and a schedule row of
+a broadcast rule names the launch its customer waits for (``launch_id``).
 
 Revision ID: outreach_0017
 Revises: outreach_0016
