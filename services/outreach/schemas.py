@@ -293,6 +293,23 @@ class BroadcastOut(BaseModel):
     )
 
 
+class LaunchOut(BaseModel):
+    rule_id: str
+    launch_id: str
+    launched_at: datetime = Field(description="when it was first launched")
+    actor: str | None = Field(description="who launched it (the key's name)")
+    items: int = Field(description="the items its content announced (0: it carried none)")
+    statuses: dict[str, int] = Field(
+        description="its actions so far by status (a later day's slots add to them; a sent "
+        "message moves from `pending` to `sent`)"
+    )
+    waiting: int = Field(description="customers still waiting in the rule's line for it")
+
+
+class LaunchList(BaseModel):
+    items: list[LaunchOut]
+
+
 class TickOut(BaseModel):
     decided: int = Field(description="actions decided by schedules that came due")
     at: datetime = Field(description="the instant the scheduler ran at")

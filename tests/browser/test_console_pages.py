@@ -269,6 +269,15 @@ def test_the_rules_list_shows_a_rule_s_daily_limit_who_waits_and_why_it_held_bac
     with tend.api("outreach", "ops") as api:
         actions = api.get("/v1/actions", params={"rule_id": rule_id}).json()["items"]
     assert len(actions) == 2 and {a["occurrence"] for a in actions} == {form["launch_id"]}
+    # The rule's page lists the launch: when, who, what it decided, who waits.
+    browser.get(tend.console + f"/rules/{rule_id}")
+    listed = browser.find_element(
+        By.CSS_SELECTOR, f"#launches tr[data-launch='{form['launch_id']}']"
+    )
+    assert "iso-marketing" in listed.text
+    assert "suppressed 1" in listed.find_element(By.CLASS_NAME, "launch-statuses").text
+    assert listed.find_element(By.CLASS_NAME, "launch-waiting").text == "1"
+    assert _axe(browser, AXE.read_text()) == []
 
     browser.get(tend.console + "/rules")
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-rule='{rule_id}']")

@@ -542,6 +542,15 @@ async def test_a_preview_holds_back_what_the_daily_limit_would_and_the_launch_ag
             {"r": rule["id"]},
         )
         assert sorted(lined) == [shop.cid(n) for n in range(3)]
+    # The rule's launches say the same, with who launched it.
+    listed = await o.client.get(
+        "/v1/broadcasts", params={"rule_id": rule["id"]}, headers=o.as_("ops_read")
+    )
+    assert listed.status_code == 200, listed.text
+    [one] = listed.json()["items"]
+    assert one["launch_id"] == launched["launch_id"]
+    assert (one["statuses"], one["waiting"], one["items"]) == ({"scheduled": 2}, 3, 0)
+    assert one["actor"] == "test-marketing"
     # The day's two slots are taken: a preview now holds every one back.
     again = (await o.client.post(path, headers=o.as_("ops_read"))).json()
     assert again["outcomes"] == {"send": 0, "defer": 0, "hold": 0, "suppress": 5}

@@ -116,6 +116,7 @@ EXPECTED: dict[str, dict[tuple[str, str], Needed]] = {
         ("GET", "/v1/actions/{action_id}"): READ,
         ("GET", "/v1/ops/health"): READ,
         ("GET", "/v1/customers/{customer_id}/export"): READ,
+        ("GET", "/v1/broadcasts"): READ,
         ("POST", "/v1/broadcasts"): MARKETING,
         ("POST", "/v1/ops/tick"): WRITE,
         ("GET", "/v1/channels"): READ,

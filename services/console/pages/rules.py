@@ -34,9 +34,11 @@ from services.console.pages.rule_trigger import (
 )
 from services.console.pages.web import (
     CheckedPost,
+    Fetched,
     Refused,
     SignedIn,
     caller,
+    fetch,
     fetch_all,
     need,
     render,
@@ -49,6 +51,8 @@ router = APIRouter()
 LAST_FIRED_RULES = 100
 # The period of the outcome figures the list shows (the outcomes page has others).
 OUTCOME_DAYS = 90
+# A broadcast rule's newest launches its page lists.
+LAUNCHES_SHOWN = 10
 
 
 @router.get("/rules", include_in_schema=False)
@@ -117,6 +121,7 @@ def _editor(
     rendered: dict[str, Any] | None = None,
     launched: dict[str, Any] | None = None,
     launch_error: str | None = None,
+    launches: Fetched[Any] | None = None,
     status_code: int = 200,
 ) -> Response:
     return render(
@@ -146,15 +151,33 @@ def _editor(
         goal_counts=GOAL_COUNTS,
         kept_json=json.dumps(form.kept) if form.kept else "",
         may_write=session.can(MARKETING_WRITE),
-        **_launch_context(launched, launch_error),
+        **_launch_context(launched, launch_error, launches),
     )
 
 
-def _launch_context(launched: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
-    """What a broadcast rule's launch form shows: the last launch's answer or why it was
-    refused, and the id of the next launch (made with the page: the same form sent twice
-    decides nobody twice)."""
-    return {"launched": launched, "launch_error": error, "launch_id": str(uuid.uuid4())}
+def _launch_context(
+    launched: dict[str, Any] | None, error: str | None, launches: Fetched[Any] | None
+) -> dict[str, Any]:
+    """What a broadcast rule's launch section shows: the last launch's answer or why it was
+    refused, the id of the next launch (made with the page: the same form sent twice decides
+    nobody twice) and the rule's launches so far."""
+    return {
+        "launched": launched,
+        "launch_error": error,
+        "launch_id": str(uuid.uuid4()),
+        "launches": launches,
+    }
+
+
+async def _launches(request: Request, session: Session, rule: dict[str, Any]) -> Fetched[Any]:
+    """A broadcast rule's newest launches (nothing to read for another rule)."""
+    if rule["trigger"]["type"] != "broadcast":
+        return Fetched()
+    return await fetch(
+        caller(request, session).get(
+            "outreach", "/v1/broadcasts", {"rule_id": rule["id"], "limit": LAUNCHES_SHOWN}
+        )
+    )
 
 
 @router.get("/rules/new", include_in_schema=False)
@@ -185,6 +208,7 @@ def _json_editor(
     preview: dict[str, Any] | None = None,
     launched: dict[str, Any] | None = None,
     launch_error: str | None = None,
+    launches: Fetched[Any] | None = None,
     status_code: int = 200,
 ) -> Response:
     return render(
@@ -201,7 +225,7 @@ def _json_editor(
         preview=preview,
         backtest=None,
         may_write=session.can(MARKETING_WRITE),
-        **_launch_context(launched, launch_error),
+        **_launch_context(launched, launch_error, launches),
     )
 
 
@@ -211,9 +235,12 @@ async def edit_rule(
 ) -> Response:
     stored = await _stored(request, session, rule_id)
     rule = stored["rule"]
+    launches = await _launches(request, session, rule)
     if view == "json" or not editable(rule):
-        return _json_editor(request, session, stored, json.dumps(rule, indent=2))
-    return _editor(request, session, RuleForm.of_rule(rule), is_new=False, stored=stored)
+        text = json.dumps(rule, indent=2)
+        return _json_editor(request, session, stored, text, launches=launches)
+    form = RuleForm.of_rule(rule)
+    return _editor(request, session, form, is_new=False, stored=stored, launches=launches)
 
 
 @router.post("/rules/json", include_in_schema=False)
@@ -371,15 +398,16 @@ async def launch_rule(request: Request, posted: CheckedPost, rule_id: str) -> Re
     stored = await _stored(request, session, rule_id)
     rule = stored["rule"]
     status = 200 if error is None else 422
+    launches = await _launches(request, session, rule)
     if not editable(rule):
-        text = json.dumps(rule, indent=2)
         return _json_editor(
             request,
             session,
             stored,
-            text,
+            json.dumps(rule, indent=2),
             launched=launched,
             launch_error=error,
+            launches=launches,
             status_code=status,
         )
     return _editor(
@@ -390,6 +418,7 @@ async def launch_rule(request: Request, posted: CheckedPost, rule_id: str) -> Re
         stored=stored,
         launched=launched,
         launch_error=error,
+        launches=launches,
         status_code=status,
     )
 

@@ -18,12 +18,14 @@ from services.outreach.schemas import (
     ActionSummary,
     BroadcastIn,
     BroadcastOut,
+    LaunchList,
+    LaunchOut,
     SummaryRow,
     TickOut,
 )
 from services.outreach.shell.broadcast import launch
 from services.outreach.shell.scheduler import tick
-from services.outreach.store import tables
+from services.outreach.store import launches, tables
 from services.outreach.store.rules import stored_rule
 from shared import audit
 from shared.auth import MarketingWriter, Operator, Reader
@@ -285,6 +287,40 @@ async def launch_broadcast(
         decided=statuses.total(),
         statuses=dict(sorted(statuses.items())),
         waiting=waiting,
+    )
+
+
+@router.get(
+    "/broadcasts",
+    response_model=LaunchList,
+    responses=ERROR_RESPONSES,
+    tags=["actions"],
+    summary="A broadcast rule's launches",
+)
+async def list_launches(
+    _: Reader,
+    conn: Transaction,
+    rule_id: Annotated[str, Query(min_length=1, max_length=64, description="The rule.")],
+    limit: Annotated[int, Query(ge=1, le=100, description="Launches, newest first.")] = 20,
+) -> LaunchList:
+    """A broadcast rule's launches, newest first: when and by whom each was launched, how
+    many items its content announced, its actions so far by status, and how many of its
+    customers still wait in the rule's line for a later day's slot. A rule never launched
+    (or unknown) has none."""
+    rows = await launches.of_rule(conn, rule_id, limit)
+    return LaunchList(
+        items=[
+            LaunchOut(
+                rule_id=rule_id,
+                launch_id=r.launch_id,
+                launched_at=r.launched_at,
+                actor=r.actor,
+                items=r.items,
+                statuses=dict(sorted(r.statuses.items())),
+                waiting=r.waiting,
+            )
+            for r in rows
+        ]
     )
 
 

@@ -69,7 +69,8 @@ async def launch(
     view = launch_view(content, clock.now()) if content is not None else None
     lined = waits_in_line(rule)
     async with engine.begin() as conn:
-        new = await launches.record(conn, rule.id, launch_id, view, clock.now())
+        who = actor.name if actor is not None else None
+        new = await launches.record(conn, rule.id, launch_id, view, clock.now(), who)
         if new and actor is not None:
             await audit.record(
                 conn,

@@ -101,6 +101,7 @@ launches = Table(
     Column("launch_id", String(128), nullable=False),
     Column("content", JSONB),
     Column("launched_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(100)),  # the key (or user) that launched it
     PrimaryKeyConstraint("rule_id", "launch_id", name="pk_launches"),
 )
 

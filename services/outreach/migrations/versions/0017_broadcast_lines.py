@@ -1,7 +1,7 @@
 """A broadcast's customers its spent daily limit passes over wait in its line, as a schedule,
 stage or membership rule's do, instead of being suppressed: ``launches`` keeps each launch
-(when it was first launched, and its content as its cards carried it), and a schedule row of
-a broadcast rule names the launch its customer waits for (``launch_id``).
+(when it was first launched, by whom, and its content as its cards carried it), and a
+schedule row of a broadcast rule names the launch its customer waits for (``launch_id``).
 
 Revision ID: outreach_0017
 Revises: outreach_0016
@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("launch_id", sa.String(128), nullable=False),
         sa.Column("content", postgresql.JSONB()),
         sa.Column("launched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(100)),
         sa.PrimaryKeyConstraint("rule_id", "launch_id", name="pk_launches"),
         schema="outreach",
     )
