@@ -237,6 +237,28 @@ def test_a_one_time_buyer_is_not_judged_still_active_but_given_the_chance_of_an_
     assert shown(frequency=0, p_alive=None, p_order=None) == ""  # before the first fit
 
 
+def test_a_preview_says_those_a_daily_limit_holds_back_would_wait_unless_an_event_s() -> None:
+    templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
+    install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
+    page = templates.env.get_template("_dryrun.html")
+    preview = {
+        "matched": 5,
+        "as_of": "2026-12-07T10:00:00+00:00",
+        "held_back": 3,
+        "outcomes": {"send": 2, "suppress": 3},
+        "reasons": {"daily_limit": 3},
+    }
+
+    def shown(trigger: str) -> str:
+        form = {"trigger": {"type": trigger}}
+        html = page.render(preview=preview, backtest=None, form=form)
+        return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+    for lined in ("broadcast", "stage", "schedule"):
+        assert "would wait in the rule's line" in shown(lined)
+    assert "would wait" not in shown("event")  # an event's are suppressed for good
+
+
 def test_the_rules_list_counts_who_waits_for_a_daily_slot() -> None:
     templates = Jinja2Templates(directory=Path(console_app.__file__).parent / "templates")
     install(templates.env, ConsoleSettings(currency="USD", locale="en_US"))
