@@ -234,13 +234,45 @@ async def edit_rule(
     request: Request, session: SignedIn, rule_id: str, view: Literal["form", "json"] = "form"
 ) -> Response:
     stored = await _stored(request, session, rule_id)
+    return await _rule_page(request, session, stored, as_json=view == "json")
+
+
+async def _rule_page(
+    request: Request,
+    session: Session,
+    stored: dict[str, Any],
+    *,
+    as_json: bool = False,
+    launched: dict[str, Any] | None = None,
+    launch_error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """A stored rule's page: the form editor, or the JSON one when asked for or when the form
+    cannot hold the rule; a broadcast's with its launches."""
     rule = stored["rule"]
     launches = await _launches(request, session, rule)
-    if view == "json" or not editable(rule):
-        text = json.dumps(rule, indent=2)
-        return _json_editor(request, session, stored, text, launches=launches)
-    form = RuleForm.of_rule(rule)
-    return _editor(request, session, form, is_new=False, stored=stored, launches=launches)
+    if as_json or not editable(rule):
+        return _json_editor(
+            request,
+            session,
+            stored,
+            json.dumps(rule, indent=2),
+            launched=launched,
+            launch_error=launch_error,
+            launches=launches,
+            status_code=status_code,
+        )
+    return _editor(
+        request,
+        session,
+        RuleForm.of_rule(rule),
+        is_new=False,
+        stored=stored,
+        launched=launched,
+        launch_error=launch_error,
+        launches=launches,
+        status_code=status_code,
+    )
 
 
 @router.post("/rules/json", include_in_schema=False)
@@ -396,30 +428,13 @@ async def launch_rule(request: Request, posted: CheckedPost, rule_id: str) -> Re
         reasons = [x["reason"] for x in e.errors if x["reason"]]
         error = "Not launched: " + ("; ".join(reasons) if reasons else e.message)
     stored = await _stored(request, session, rule_id)
-    rule = stored["rule"]
-    status = 200 if error is None else 422
-    launches = await _launches(request, session, rule)
-    if not editable(rule):
-        return _json_editor(
-            request,
-            session,
-            stored,
-            json.dumps(rule, indent=2),
-            launched=launched,
-            launch_error=error,
-            launches=launches,
-            status_code=status,
-        )
-    return _editor(
+    return await _rule_page(
         request,
         session,
-        RuleForm.of_rule(rule),
-        is_new=False,
-        stored=stored,
+        stored,
         launched=launched,
         launch_error=error,
-        launches=launches,
-        status_code=status,
+        status_code=200 if error is None else 422,
     )
 
 
